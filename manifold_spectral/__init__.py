@@ -1,0 +1,33 @@
+"""manifold_spectral: learn the eigendecomposition of an SPD curvature matrix by Riemannian
+gradient descent in local charts (Lin et al., ICML 2025), so that any matrix root
+``S^(-1/p)`` costs an elementwise power instead of an eigendecomposition."""
+
+from . import linalg
+from .gaussian import GOP, Gaussian, Hessian
+from .manifolds import (
+    DiagonalPoint,
+    DiagonalSPD,
+    DiagonalTangent,
+    SpectralManifold,
+    SpectralPoint,
+    SpectralSPD,
+    SpectralTangent,
+)
+from .rgd import RGD
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "linalg",
+    "SpectralManifold",
+    "SpectralSPD",
+    "DiagonalSPD",
+    "SpectralPoint",
+    "SpectralTangent",
+    "DiagonalPoint",
+    "DiagonalTangent",
+    "RGD",
+    "Gaussian",
+    "GOP",
+    "Hessian",
+]

@@ -1,0 +1,189 @@
+"""The Gaussian family ``q = N(mu, S^-1)`` with precision ``S`` on a spectral manifold.
+
+Curvature learning (paper Sec. 2-3, Fig. 1) is RGD on ``S`` for the variational objective
+``L(mu, S) = E_q[l(w)] - gamma * Entropy(q)``:
+
+    dL/dS^-1 = 1/2 (H - gamma S)            (H: a curvature estimate, e.g. the GOP g g^T)
+    dL/dS    = -S^-1 (dL/dS^-1) S^-1
+
+In the eigenbasis of ``S = B Diag(d) B^T`` this gradient is
+``G = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` with ``Ht = B^T H B``; it goes through the generic
+RGD step (:meth:`manifold_spectral.RGD.step_eigenbasis`) with step size ``beta2``. For the GOP
+this is exactly the top box of Fig. 1 (``d <- d exp(beta2/d (q*q - gamma d))``,
+``B <- B Cayley(beta2/2 Skew(Tril U))``, ``U_ij = -q_i q_j / (d_i - d_j)``); with
+``exponential="truncated"`` the eigenvalue map is ``d (1 + m)``, giving
+``d <- (1 - gamma beta2) d + beta2 q*q`` (Fig. 5). The mean step is
+``mu <- mu - beta1 S^(-1/p) g``, computed from ``(B, d)`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+
+from .manifolds.base import SpectralManifold, check_positive, check_tensor
+from .rgd import RGD
+
+__all__ = ["Curvature", "GOP", "Hessian", "CallableCurvature", "as_curvature", "Gaussian"]
+
+
+class Curvature:
+    """A curvature estimate ``H`` that can express itself in the eigenbasis of a point."""
+
+    def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
+        """``B^T H B`` in the manifold's representation (dense, or the diagonal)."""
+        raise NotImplementedError(f"{type(self).__name__}.eigenbasis")
+
+
+class GOP(Curvature):
+    """Gradient outer product ``H = (1/k) sum_i g_i g_i^T`` of k stacked (k, n) gradients.
+
+    A single gradient of shape (n,) is the case k = 1.
+
+    Never forms ``H``: ``B^T H B = Q Q^T / k`` with ``Q = B^T [g_1 ... g_k]``.
+    """
+
+    def __init__(self, grads: Tensor) -> None:
+        check_tensor(grads, "grads")
+        if grads.ndim not in (1, 2):
+            raise ValueError(f"grads: expected shape (n,) or (k, n), got {tuple(grads.shape)}")
+        self.grads = grads if grads.ndim == 2 else grads[None, :]
+
+    def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
+        n = manifold.egrad_shape[0]
+        check_tensor(
+            self.grads,
+            "grads",
+            shape=(self.grads.shape[0], n),
+            dtype=manifold.dtype,
+            device=manifold.device,
+        )
+        return manifold.gop_eigenbasis(x, self.grads.T)
+
+
+class Hessian(Curvature):
+    """A dense symmetric curvature estimate ``H`` (n, n) (e.g. a Hessian or Gauss-Newton matrix).
+
+    ``H`` need not be PSD (the exact exponential handles any symmetric ``H``).
+    """
+
+    def __init__(self, H: Tensor) -> None:
+        check_tensor(H, "H")
+        if H.ndim != 2 or H.shape[0] != H.shape[1]:
+            raise ValueError(f"H: expected a square matrix, got shape {tuple(H.shape)}")
+        self.H = H
+
+    def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
+        n = manifold.egrad_shape[0]
+        check_tensor(self.H, "H", shape=(n, n), dtype=manifold.dtype, device=manifold.device)
+        return manifold.rotate(x, self.H)
+
+
+class CallableCurvature(Curvature):
+    """User-supplied ``fn(S_point) -> H`` (a dense matrix or another :class:`Curvature`)."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
+        return as_curvature(self.fn(x)).eigenbasis(manifold, x)
+
+
+CurvatureLike = Union[Curvature, Tensor, Callable[[Any], Any]]  # noqa: UP007 (py3.10 alias)
+
+
+def as_curvature(curvature: CurvatureLike) -> Curvature:
+    """A :class:`Curvature` from a Curvature, a dense (n, n) matrix or a callable."""
+    if isinstance(curvature, Curvature):
+        return curvature
+    if isinstance(curvature, Tensor):
+        return Hessian(curvature)
+    if callable(curvature):
+        return CallableCurvature(curvature)
+    raise TypeError(
+        "curvature: expected a Curvature, a (n, n) tensor or a callable, "
+        f"got {type(curvature).__name__}"
+    )
+
+
+class Gaussian:
+    """Natural-gradient updates of ``N(mu, S^-1)`` with ``S`` learned in spectral form.
+
+    Args:
+        manifold: the spectral manifold of the precision ``S`` (``SpectralSPD`` for a full
+            matrix, ``DiagonalSPD`` for a diagonal one).
+        beta1: mean step size (> 0).
+        beta2: precision step size (> 0); the RGD step on ``S``.
+        gamma: entropy weight; ``1`` gives an RMSprop-like moving average (fixed point
+            ``S = E[H]``), ``0`` an AdaGrad-like sum.
+        root: ``p`` in the mean step ``S^(-1/p) g`` (any ``p > 0``; 1 = Newton-like, 2 =
+            Adam/Shampoo-like square root).
+        exponential: ``"exact"`` (Fig. 1) or ``"truncated"`` (Fig. 5; needs PSD curvature).
+        cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
+    """
+
+    def __init__(
+        self,
+        manifold: SpectralManifold,
+        *,
+        beta1: float = 1.0,
+        beta2: float = 0.01,
+        gamma: float = 1.0,
+        root: float = 2.0,
+        exponential: str = "exact",
+        cayley: str | None = None,
+    ) -> None:
+        self.manifold = manifold
+        self.beta1 = check_positive(beta1, "beta1")
+        self.beta2 = check_positive(beta2, "beta2")
+        self.gamma = check_positive(gamma, "gamma", allow_zero=True)
+        self.root = check_positive(root, "root")
+        if exponential not in ("exact", "truncated"):
+            raise ValueError(f"exponential: expected 'exact' or 'truncated', got {exponential!r}")
+        self.exponential = exponential
+        self._rgd = RGD(manifold, self.beta2, cayley=cayley, exponential=exponential == "exact")
+
+    def precision_gradient_eigenbasis(self, x: Any, Ht: Tensor) -> Tensor:
+        """``G = B^T (dL/dS) B = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` from ``Ht = B^T H B``."""
+        d = x.d
+        if Ht.ndim == 1:  # diagonal representation
+            return -0.5 * (Ht - self.gamma * d) / (d * d)
+        A = Ht - self.gamma * torch.diag(d)
+        return -0.5 * A / (d[:, None] * d[None, :])
+
+    def precision_step(self, x: Any, curvature: CurvatureLike) -> Any:
+        """One RGD step of the precision with step size ``beta2`` (Fig. 1 top box for the GOP)."""
+        self.manifold.validate_point(x, "precision")
+        Ht = as_curvature(curvature).eigenbasis(self.manifold, x)
+        return self._rgd.step_eigenbasis(x, self.precision_gradient_eigenbasis(x, Ht))
+
+    def precondition(self, x: Any, grad: Tensor) -> Tensor:
+        """``S^(-1/p) g`` from ``(B, d)`` only."""
+        return self.manifold.apply_power(x, grad, -1.0 / self.root)
+
+    def mean_step(self, mu: Tensor, x: Any, grad: Tensor) -> Tensor:
+        """``mu - beta1 S^(-1/p) g``."""
+        n = self.manifold.egrad_shape[0]
+        check_tensor(mu, "mu", shape=(n,), dtype=self.manifold.dtype, device=self.manifold.device)
+        check_tensor(
+            grad, "grad", shape=(n,), dtype=self.manifold.dtype, device=self.manifold.device
+        )
+        return mu - self.beta1 * self.precondition(x, grad)
+
+    def step(
+        self, mu: Tensor, x: Any, grad: Tensor, curvature: CurvatureLike | None = None
+    ) -> tuple[Tensor, Any]:
+        """Precision step (default curvature: the GOP of ``grad``), then the mean step with the
+        new precision, as in Fig. 1. Returns ``(mu_new, x_new)``; inputs are not modified."""
+        n = self.manifold.egrad_shape[0]
+        check_tensor(mu, "mu", shape=(n,), dtype=self.manifold.dtype, device=self.manifold.device)
+        check_tensor(
+            grad, "grad", shape=(n,), dtype=self.manifold.dtype, device=self.manifold.device
+        )
+        x_new = self.precision_step(x, GOP(grad) if curvature is None else curvature)
+        return self.mean_step(mu, x_new, grad), x_new

@@ -1,0 +1,127 @@
+"""Small matrix helpers shared by every spectral manifold.
+
+Everything here works on the last two dimensions of a tensor (leading dimensions are batch
+dimensions) and keeps the input's dtype and device. Nothing here calls a matrix
+decomposition: the Cayley maps are the only "inverse-like" operations, and the exact one is a
+linear solve (paper Claim 9), the Neumann one uses matrix products only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "sym",
+    "skew",
+    "tril",
+    "cayley",
+    "cayley_exact",
+    "cayley_neumann",
+    "clip_norm",
+    "orthogonality_error",
+    "newton_schulz_orthogonalize",
+    "eps",
+    "NEUMANN_MAX_NORM",
+]
+
+#: Default Frobenius-norm bound for the argument of the Neumann Cayley map. The truncated map
+#: equals ``Cayley(X) (I - X^8)`` exactly (see :func:`cayley_neumann`), so its orthogonality
+#: defect is ``||(I - X^8)^2 - I||_2 <= 2 rho^8 + rho^16``: 3.1e-5 at rho = 0.25.
+NEUMANN_MAX_NORM = 0.25
+
+
+def eps(dtype: torch.dtype) -> float:
+    """Machine epsilon of a floating dtype (``torch.finfo(dtype).eps``)."""
+    return float(torch.finfo(dtype).eps)
+
+
+def sym(X: Tensor) -> Tensor:
+    """Symmetric part ``(X + X^T) / 2``."""
+    return 0.5 * (X + X.transpose(-1, -2))
+
+
+def skew(M: Tensor) -> Tensor:
+    """``Skew(M) = M - M^T`` (DESIGN.md section 2; note: not halved)."""
+    return M - M.transpose(-1, -2)
+
+
+def tril(X: Tensor) -> Tensor:
+    """Strictly lower-triangular part ``Tril(X)`` (the diagonal is zeroed)."""
+    return torch.tril(X, diagonal=-1)
+
+
+def _eye_like(X: Tensor) -> Tensor:
+    n = X.shape[-1]
+    return torch.eye(n, dtype=X.dtype, device=X.device).expand_as(X)
+
+
+def cayley_exact(N: Tensor) -> Tensor:
+    """Exact Cayley map ``Cayley(N) = (I + N)(I - N)^(-1)`` for skew-symmetric ``N``.
+
+    ``(I + N)`` and ``(I - N)^(-1)`` commute, so this is the solution ``Y`` of
+    ``(I - N) Y = I + N``: one LU solve, never an explicit inverse. For skew ``N`` the result
+    is in SO(n) (paper Claim 9) and ``I - N`` is always invertible (its eigenvalues are
+    ``1 - i*theta``). bfloat16 has no LU kernel, so that case is solved in float32.
+    """
+    eye = _eye_like(N)
+    if N.dtype in (torch.bfloat16, torch.float16):
+        A = (eye - N).float()
+        return torch.linalg.solve(A, (eye + N).float()).to(N.dtype)
+    return torch.linalg.solve(eye - N, eye + N)
+
+
+def cayley_neumann(N: Tensor) -> Tensor:
+    """Neumann-truncated Cayley map ``(I + N)^2 (I + N^2)(I + N^4)``.
+
+    Derivation: ``(I - N)^(-1) = sum_k N^k`` for ``||N|| < 1`` and
+    ``I + N + ... + N^7 = (I + N)(I + N^2)(I + N^4)``; hence the truncated map equals
+    ``Cayley(N) (I - N^8)`` exactly. For skew ``N`` its orthogonality defect is
+    ``(I - N^8)^2 - I = -2 N^8 + N^16``, bounded by ``2 ||N||_2^8 + ||N||_2^16``.
+    Valid (convergent, and a good approximation) only while ``||N||_2 < 1``; callers bound the
+    Frobenius norm (an upper bound of the spectral norm) with :func:`clip_norm`.
+    Cost: four matrix products, no solve — usable in bfloat16.
+    """
+    eye = _eye_like(N)
+    N2 = N @ N
+    N4 = N2 @ N2
+    # (I + N)^2 = I + 2N + N^2 needs no extra product.
+    return (eye + 2.0 * N + N2) @ (eye + N2) @ (eye + N4)
+
+
+def cayley(N: Tensor, method: str = "exact") -> Tensor:
+    """Cayley map of a skew-symmetric matrix, ``method`` in {"exact", "neumann"}."""
+    if method == "exact":
+        return cayley_exact(N)
+    if method == "neumann":
+        return cayley_neumann(N)
+    raise ValueError(f"cayley: expected 'exact' or 'neumann', got {method!r}")
+
+
+def clip_norm(X: Tensor, max_norm: float) -> Tensor:
+    """Rescale ``X <- X * min(1, max_norm / ||X||_F)`` (norm over the last two dimensions).
+
+    Used to keep the argument of :func:`cayley_neumann` inside its region of validity.
+    """
+    norm = torch.linalg.matrix_norm(X.float(), ord="fro", keepdim=True)
+    scale = torch.clamp(max_norm / torch.clamp(norm, min=1e-30), max=1.0)
+    return X * scale.to(X.dtype)
+
+
+def orthogonality_error(B: Tensor) -> Tensor:
+    """``||B^T B - I||_F`` (computed in at least float32), the drift monitored for Neumann steps."""
+    Bf = B.float() if B.dtype in (torch.bfloat16, torch.float16) else B
+    return torch.linalg.matrix_norm(Bf.transpose(-1, -2) @ Bf - _eye_like(Bf), ord="fro")
+
+
+def newton_schulz_orthogonalize(B: Tensor, steps: int = 1) -> Tensor:
+    """Pull a near-orthogonal ``B`` back to O(n) with Newton-Schulz polar steps.
+
+    ``B <- B (3 I - B^T B) / 2`` converges quadratically to the orthogonal polar factor of
+    ``B`` when ``||B^T B - I||_2 < 1``: two matrix products a step, no decomposition. Used to
+    correct the slow drift of the Neumann Cayley map.
+    """
+    eye = _eye_like(B)
+    for _ in range(steps):
+        B = B @ (1.5 * eye - 0.5 * (B.transpose(-1, -2) @ B))
+    return B

@@ -1,0 +1,198 @@
+"""The contract every spectral manifold fulfils, and shared argument checks.
+
+``RGD``, the Gaussian layer and the solvers are written against :class:`SpectralManifold`
+only; they never switch on concrete classes. A manifold describes points ``x`` (immutable
+tensor containers), local charts at ``x`` whose origin is ``x``, the Fisher-Rao metric at the
+chart origin (diagonal or block-diagonal, in closed form) and the chart map itself as the
+retraction.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["SpectralManifold", "check_tensor", "check_positive", "check_cayley"]
+
+
+def check_tensor(
+    value: Any,
+    name: str,
+    *,
+    shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    finite: bool = True,
+) -> Tensor:
+    """Validate a tensor argument; raise ``TypeError``/``ValueError`` naming ``name``."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {value.dtype}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(value.shape)}")
+    if device is not None and value.device != torch.device(device):
+        raise ValueError(f"{name}: expected device {device}, got {value.device}")
+    if finite and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name}: contains NaN or Inf")
+    return value
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """Validate a finite positive (or non-negative) real scalar."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name}: expected a scalar, got shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    v = float(value)
+    ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+    return v
+
+
+def check_cayley(method: Any) -> str:
+    if method not in ("exact", "neumann"):
+        raise ValueError(f"cayley: expected 'exact' or 'neumann', got {method!r}")
+    return method
+
+
+class SpectralManifold(abc.ABC):
+    """Base protocol of the spectral manifolds (geoopt-style names where the concept matches).
+
+    Subclasses define: ``origin``, ``random``, ``to_matrix``, ``power``, ``apply_power``,
+    ``logdet``, ``check_point``, ``metric``, ``chart``, ``local_gradient``,
+    ``natural_gradient``, ``retr``, ``zero_tangent``, ``to_vector``/``from_vector`` and
+    ``egrad_shape``.
+    """
+
+    dtype: torch.dtype
+    device: torch.device
+
+    #: Number of local coordinates (the chart dimension).
+    dim: int
+
+    @property
+    @abc.abstractmethod
+    def egrad_shape(self) -> tuple[int, ...]:
+        """Shape of the Euclidean gradient ``df/dS`` accepted by ``natural_gradient``."""
+
+    @abc.abstractmethod
+    def origin(self) -> Any:
+        """The point representing the identity matrix."""
+
+    @abc.abstractmethod
+    def random(self, generator: torch.Generator | None = None) -> Any:
+        """A random point (for tests and initialisation)."""
+
+    @abc.abstractmethod
+    def to_matrix(self, x: Any) -> Tensor:
+        """The dense SPD matrix ``S`` represented by ``x``."""
+
+    @abc.abstractmethod
+    def power(self, x: Any, r: float) -> Tensor:
+        """The dense matrix ``S^r`` computed elementwise on the eigenvalues."""
+
+    @abc.abstractmethod
+    def apply_power(self, x: Any, v: Tensor, r: float) -> Tensor:
+        """``S^r v`` without forming ``S^r``."""
+
+    @abc.abstractmethod
+    def logdet(self, x: Any) -> Tensor:
+        """``log det S``."""
+
+    @abc.abstractmethod
+    def check_point(self, x: Any) -> tuple[bool, str | None]:
+        """``(ok, reason)``: whether ``x`` is a valid point of this manifold."""
+
+    @abc.abstractmethod
+    def metric(self, x: Any) -> Any:
+        """Diagonal of the Fisher-Rao metric at the chart origin, as a tangent."""
+
+    @abc.abstractmethod
+    def chart(self, x: Any) -> Callable[[Any], Any]:
+        """The differentiable chart map ``eta -> point`` centred at ``x``."""
+
+    @abc.abstractmethod
+    def local_gradient(self, x: Any, egrad: Tensor) -> Any:
+        """Euclidean gradient of ``f(chart(x)(eta))`` at ``eta = 0`` (``J^T egrad``)."""
+
+    @abc.abstractmethod
+    def natural_gradient(self, x: Any, egrad: Tensor) -> Any:
+        """``F^+ grad_eta f`` at the chart origin (Moore-Penrose inverse of the metric)."""
+
+    @abc.abstractmethod
+    def natural_gradient_eigenbasis(self, x: Any, G: Tensor) -> Any:
+        """:meth:`natural_gradient` from the gradient rotated into the eigenbasis."""
+
+    @abc.abstractmethod
+    def rotate(self, x: Any, E: Tensor) -> Tensor:
+        """A symmetric ``E`` in the eigenbasis of ``x`` (``Sym(B^T E B)`` or its analogue)."""
+
+    @abc.abstractmethod
+    def gop_eigenbasis(self, x: Any, V: Tensor) -> Tensor:
+        """The GOP ``V V^T / k`` of the k columns of ``V`` (n, k), in the eigenbasis of ``x``."""
+
+    @abc.abstractmethod
+    def retr(self, x: Any, tangent: Any, lr: float = 1.0, **options: Any) -> Any:
+        """The chart map at ``lr * tangent``: the retraction of the chart-based RGD."""
+
+    @abc.abstractmethod
+    def zero_tangent(self, x: Any) -> Any:
+        """The zero tangent at ``x``."""
+
+    @abc.abstractmethod
+    def to_vector(self, tangent: Any) -> Tensor:
+        """Flatten the free chart coordinates of a tangent into a vector of length ``dim``."""
+
+    @abc.abstractmethod
+    def from_vector(self, vec: Tensor) -> Any:
+        """Inverse of :meth:`to_vector`."""
+
+    # Shared, concrete methods -----------------------------------------------------------
+
+    def reorthogonalize(self, x: Any, steps: int = 1) -> Any:
+        """Undo orthogonality drift of the rotation factors (identity where there are none)."""
+        return x
+
+    def inner(self, x: Any, u: Any, v: Any | None = None) -> Tensor:
+        """Fisher-Rao inner product ``<u, v>_F`` of two chart tangents at the origin of ``x``."""
+        v = u if v is None else v
+        w = self.metric(x)
+        triples = zip(w.leaves(), u.leaves(), v.leaves(), strict=True)
+        return sum((a * b * c).sum() for a, b, c in triples)
+
+    def validate_point(self, x: Any, name: str = "x") -> None:
+        """Raise ``ValueError``/``TypeError`` when ``check_point`` fails."""
+        ok, reason = self.check_point(x)
+        if not ok:
+            exc = TypeError if reason and "dtype" in reason else ValueError
+            raise exc(f"{name}: not a point of {self!r}: {reason}")
+
+    def validate_egrad(self, egrad: Any, name: str = "egrad") -> Tensor:
+        """Check shape, dtype, device and finiteness of a Euclidean gradient."""
+        return check_tensor(
+            egrad, name, shape=self.egrad_shape, dtype=self.dtype, device=self.device
+        )
+
+    def _check_point_tensors(self, fields: dict[str, tuple[Tensor, tuple[int, ...]]]) -> str | None:
+        for fname, (t, shape) in fields.items():
+            if not isinstance(t, Tensor):
+                return f"{fname} is not a tensor"
+            if t.dtype != self.dtype:
+                return f"{fname} has dtype {t.dtype}, expected {self.dtype}"
+            if tuple(t.shape) != shape:
+                return f"{fname} has shape {tuple(t.shape)}, expected {shape}"
+            if t.device != self.device:
+                return f"{fname} is on {t.device}, expected {self.device}"
+            if not bool(torch.isfinite(t).all()):
+                return f"{fname} contains NaN or Inf"
+        return None

@@ -1,0 +1,124 @@
+"""Closed-form chart blocks shared by every spectral manifold (paper Claims 3, 4 and 6).
+
+A spectral factor ``B Diag(d) B^T`` has two kinds of local coordinates at a point:
+
+* eigenvalue coordinates ``m``: ``d(m) = d * exp(m)``;
+* rotation coordinates ``M`` (strictly lower triangular): ``B(M) = B Cayley(Skew(M))``.
+
+At the chart origin the Fisher-Rao metric is diagonal in these coordinates (Claim 4):
+``F_mm = kappa/2`` and ``F_{M_ij} = kappa * C_ij`` with ``C_ij = 4 (d_i - d_j)^2 / (d_i d_j)``;
+``kappa = 1`` for a full matrix and the size of the other factor for a Kronecker factor
+(Claim 6). Every formula below is written once here and used by ``SpectralSPD``,
+``DiagonalSPD`` and the Kronecker manifold. ``G`` always denotes the Euclidean gradient
+rotated into the eigenbasis, ``G = B^T (df/dS) B``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..linalg import cayley, clip_norm, skew, tril
+
+__all__ = [
+    "default_eig_tol",
+    "equal_eigenvalues",
+    "eig_metric",
+    "eig_local_grad",
+    "eig_natural_grad",
+    "eig_retract",
+    "rotation_metric",
+    "rotation_local_grad",
+    "rotation_natural_grad",
+    "rotation_retract",
+]
+
+
+def default_eig_tol(dtype: torch.dtype) -> float:
+    """Relative gap below which two eigenvalues are treated as equal: ``sqrt(eps(dtype))``.
+
+    Why this value: the rotation metric entry ``C_ij ~ 4 delta^2`` for a relative gap
+    ``delta``; it is numerically singular (below ``eps`` relative to the eigenvalue block
+    ``1/2``) once ``delta < sqrt(eps)``, and the step ``G_ij / delta`` would then amplify the
+    ``eps``-sized rounding error of ``G`` beyond ``sqrt(eps)``. float64: 1.5e-8,
+    float32: 3.5e-4, bfloat16: 8.8e-2.
+    """
+    return float(torch.finfo(dtype).eps) ** 0.5
+
+
+def equal_eigenvalues(d: Tensor, tol: float) -> Tensor:
+    """Boolean (n, n) mask of pairs with ``|d_i - d_j| <= tol * max(d_i, d_j)``."""
+    gap = (d[:, None] - d[None, :]).abs()
+    return gap <= tol * torch.maximum(d[:, None], d[None, :])
+
+
+def eig_metric(d: Tensor, kappa: float = 1.0) -> Tensor:
+    """Eigenvalue block of the metric at the origin: ``F_mm = (kappa / 2) I`` (diagonal)."""
+    return torch.full_like(d, 0.5 * kappa)
+
+
+def eig_local_grad(d: Tensor, g_diag: Tensor) -> Tensor:
+    """Chart gradient ``df/dm_i = d_i G_ii`` at the origin."""
+    return d * g_diag
+
+
+def eig_natural_grad(d: Tensor, g_diag: Tensor, kappa: float = 1.0) -> Tensor:
+    """Natural gradient ``F_mm^-1 df/dm = (2 / kappa) d * diag(G)``."""
+    return (2.0 / kappa) * d * g_diag
+
+
+def eig_retract(d: Tensor, m: Tensor, exponential: bool = True) -> Tensor:
+    """Eigenvalue chart map ``d * exp(m)`` (exact) or its first-order truncation ``d * (1 + m)``.
+
+    The truncation is the decomposition-free RMSprop/AdaGrad form of paper Fig. 5; it keeps
+    ``d > 0`` only when the curvature is PSD, so a non-positive result raises ``ValueError``.
+    """
+    if exponential:
+        return d * torch.exp(m)
+    out = d * (1.0 + m)
+    if not bool((out > 0).all()):
+        raise ValueError(
+            "truncated exponential produced a non-positive eigenvalue (the curvature is not "
+            "PSD or the step is too large); use the exact exponential"
+        )
+    return out
+
+
+def rotation_metric(d: Tensor, kappa: float = 1.0) -> Tensor:
+    """Rotation block at the origin: ``kappa C_ij = 4 kappa (d_i - d_j)^2 / (d_i d_j)``, i > j."""
+    diff = d[:, None] - d[None, :]
+    return tril(4.0 * kappa * diff * diff / (d[:, None] * d[None, :]))
+
+
+def rotation_local_grad(d: Tensor, G: Tensor) -> Tensor:
+    """Chart gradient ``df/dM_ij = 4 (d_j - d_i) G_ij`` (i > j) at the origin."""
+    return tril(4.0 * (d[None, :] - d[:, None]) * G)
+
+
+def rotation_natural_grad(d: Tensor, G: Tensor, tol: float, kappa: float = 1.0) -> Tensor:
+    """Natural gradient of the rotation block, Moore-Penrose at (near-)repeated eigenvalues.
+
+    ``(F^+ grad)_ij = -d_i d_j G_ij / (kappa (d_i - d_j))`` for i > j, and 0 where
+    ``|d_i - d_j| <= tol * max(d_i, d_j)`` (there ``C_ij`` vanishes or is numerically zero).
+    """
+    diff = d[:, None] - d[None, :]
+    equal = equal_eigenvalues(d, tol)
+    safe = torch.where(equal, torch.ones_like(diff), diff)
+    step = -(d[:, None] * d[None, :]) * G / (kappa * safe)
+    return tril(torch.where(equal, torch.zeros_like(step), step))
+
+
+def rotation_retract(
+    B: Tensor, M: Tensor, method: str = "exact", max_norm: float | None = None
+) -> Tensor:
+    """Rotation chart map ``B Cayley(Skew(M))``.
+
+    With ``method="neumann"`` the argument is first rescaled to Frobenius norm at most
+    ``max_norm`` (< 1) so the truncated series stays valid (see ``linalg.cayley_neumann``).
+    """
+    N = skew(M)
+    if method == "neumann":
+        if max_norm is None or not 0.0 < max_norm < 1.0:
+            raise ValueError(f"max_norm: expected a float in (0, 1), got {max_norm!r}")
+        N = clip_norm(N, max_norm)
+    return B @ cayley(N, method)

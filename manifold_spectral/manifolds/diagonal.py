@@ -1,0 +1,144 @@
+"""``DiagonalSPD``: diagonal SPD matrices ``S = Diag(d)``, the spectral manifold with ``B = I``.
+
+Paper Sec. 3.2 / App. A.1: with the GOP and the truncated exponential this is RMSprop
+(gamma = 1) or AdaGrad (gamma = 0) for root ``p = 2``, and the fractional method of Chen et
+al. (2021) for ``p = 4``. It uses the eigenvalue block of ``SpectralSPD`` unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import blocks
+from .base import SpectralManifold, check_positive, check_tensor
+from .points import DiagonalPoint, DiagonalTangent
+from .spectral import resolve_device
+
+__all__ = ["DiagonalSPD"]
+
+
+class DiagonalSPD(SpectralManifold):
+    """Diagonal SPD matrices ``Diag(d)`` with the chart ``d(m) = d * exp(m)``.
+
+    The Euclidean gradient ``egrad`` is the vector ``diag(df/dS)`` of shape (n,). The metric
+    at the origin is ``F_mm = 1/2 I``, the natural gradient ``2 d * egrad`` (Claim 4 with
+    ``B = I``).
+    """
+
+    def __init__(self, n: int, dtype: torch.dtype | None = None, device: Any = None) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+        self.n = n
+        self.dtype = dtype
+        self.device = resolve_device(device)
+        self.dim = n
+
+    def __repr__(self) -> str:
+        return f"DiagonalSPD(n={self.n}, dtype={self.dtype}, device={self.device})"
+
+    @property
+    def egrad_shape(self) -> tuple[int, ...]:
+        return (self.n,)
+
+    def origin(self) -> DiagonalPoint:
+        return DiagonalPoint(torch.ones(self.n, dtype=self.dtype, device=self.device))
+
+    def random(
+        self, generator: torch.Generator | None = None, log_scale: float = 1.0
+    ) -> DiagonalPoint:
+        d = torch.exp(log_scale * torch.randn(self.n, generator=generator, dtype=torch.float64))
+        return DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+
+    def from_eigenvalues(self, d: Tensor) -> DiagonalPoint:
+        """Point from positive diagonal entries (validated)."""
+        check_tensor(d, "d", shape=(self.n,))
+        if not bool((d > 0).all()):
+            raise ValueError("d: expected positive entries")
+        return DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+
+    def to_matrix(self, x: DiagonalPoint) -> Tensor:
+        return torch.diag(x.d)
+
+    def power(self, x: DiagonalPoint, r: float) -> Tensor:
+        return torch.diag(x.d.pow(r))
+
+    def apply_power(self, x: DiagonalPoint, v: Tensor, r: float) -> Tensor:
+        """``S^r v = d^r * v`` for ``v`` of shape (n,) or (n, k)."""
+        check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
+        if v.ndim not in (1, 2) or v.shape[0] != self.n:
+            raise ValueError(
+                f"v: expected shape ({self.n},) or ({self.n}, k), got {tuple(v.shape)}"
+            )
+        dr = x.d.pow(r)
+        return v * (dr if v.ndim == 1 else dr[:, None])
+
+    def logdet(self, x: DiagonalPoint) -> Tensor:
+        return torch.log(x.d).sum()
+
+    def check_point(self, x: Any) -> tuple[bool, str | None]:
+        if not isinstance(x, DiagonalPoint):
+            return False, f"expected a DiagonalPoint, got {type(x).__name__}"
+        reason = self._check_point_tensors({"d": (x.d, (self.n,))})
+        if reason:
+            return False, reason
+        if not bool((x.d > 0).all()):
+            return False, "d has non-positive entries"
+        return True, None
+
+    def rotate(self, x: DiagonalPoint, E: Tensor) -> Tensor:
+        """The eigenbasis is the standard basis: ``diag(E)`` for a matrix, ``E`` for a vector."""
+        return torch.diagonal(E) if E.ndim == 2 else E
+
+    def gop_eigenbasis(self, x: DiagonalPoint, V: Tensor) -> Tensor:
+        """``diag(V V^T) / k``: only the diagonal of the GOP is needed (O(n k))."""
+        return (V * V).sum(dim=1) / V.shape[1]
+
+    def metric(self, x: DiagonalPoint) -> DiagonalTangent:
+        return DiagonalTangent(blocks.eig_metric(x.d))
+
+    def chart(self, x: DiagonalPoint) -> Callable[[DiagonalTangent], DiagonalPoint]:
+        return lambda eta: DiagonalPoint(blocks.eig_retract(x.d, eta.m))
+
+    def local_gradient(self, x: DiagonalPoint, egrad: Tensor) -> DiagonalTangent:
+        return DiagonalTangent(blocks.eig_local_grad(x.d, self.validate_egrad(egrad)))
+
+    def natural_gradient(self, x: DiagonalPoint, egrad: Tensor) -> DiagonalTangent:
+        """``F^+ grad = 2 d * egrad`` (egrad = diag(df/dS))."""
+        return self.natural_gradient_eigenbasis(x, self.validate_egrad(egrad))
+
+    def natural_gradient_eigenbasis(self, x: DiagonalPoint, G: Tensor) -> DiagonalTangent:
+        """Same as :meth:`natural_gradient` (the eigenbasis is the standard basis); ``G`` may
+        be the (n,) diagonal or an (n, n) matrix whose diagonal is used."""
+        g = torch.diagonal(G) if G.ndim == 2 else G
+        return DiagonalTangent(blocks.eig_natural_grad(x.d, g))
+
+    def retr(
+        self,
+        x: DiagonalPoint,
+        tangent: DiagonalTangent,
+        lr: float = 1.0,
+        *,
+        exponential: bool = True,
+        cayley: str | None = None,
+    ) -> DiagonalPoint:
+        """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley`` is accepted and ignored (no B)."""
+        lr = check_positive(lr, "lr")
+        check_tensor(tangent.m, "tangent.m", shape=(self.n,), dtype=self.dtype, device=self.device)
+        return DiagonalPoint(blocks.eig_retract(x.d, lr * tangent.m, exponential))
+
+    def zero_tangent(self, x: DiagonalPoint) -> DiagonalTangent:
+        return DiagonalTangent(torch.zeros_like(x.d))
+
+    def to_vector(self, tangent: DiagonalTangent) -> Tensor:
+        return tangent.m
+
+    def from_vector(self, vec: Tensor) -> DiagonalTangent:
+        check_tensor(vec, "vec", shape=(self.n,), finite=False)
+        return DiagonalTangent(vec)

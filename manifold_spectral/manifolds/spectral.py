@@ -1,0 +1,267 @@
+"""``SpectralSPD``: SPD matrices stored as their eigendecomposition ``S = B Diag(d) B^T``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..linalg import NEUMANN_MAX_NORM, newton_schulz_orthogonalize, orthogonality_error, sym
+from . import blocks
+from .base import SpectralManifold, check_cayley, check_positive, check_tensor
+from .points import SpectralPoint, SpectralTangent
+
+__all__ = ["SpectralSPD", "resolve_device", "orthogonality_tol"]
+
+
+def resolve_device(device: Any) -> torch.device:
+    """``torch.device`` with the CUDA index filled in, so tensor and manifold devices compare."""
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def orthogonality_tol(dtype: torch.dtype, n: int) -> float:
+    """Accepted ``||B^T B - I||_F`` in ``check_point``: ``max(1e-10, 100 n eps)``-ish per dtype."""
+    return max(1e-10, 100.0 * n * float(torch.finfo(dtype).eps))
+
+
+class SpectralSPD(SpectralManifold):
+    """Manifold of n x n SPD matrices in spectral coordinates ``S = B Diag(d) B^T``.
+
+    Chart at ``(B, d)`` (paper Sec. 3.1, Claim 3): local coordinates ``eta = (m, M)``, ``m`` in
+    R^n and ``M`` strictly lower triangular, mapped to ``d(m) = d * exp(m)`` and
+    ``B(M) = B Cayley(Skew(M))``; every ``eta`` gives a valid point. The Fisher-Rao metric of
+    a Gaussian with precision ``S``, ``<dS, dS>_S = 1/2 tr(S^-1 dS S^-1 dS)``, is diagonal at
+    the origin (Claim 4): ``F_mm = 1/2 I`` and ``F_{M_ij} = 4 (d_i - d_j)^2 / (d_i d_j)``.
+
+    Args:
+        n: matrix size.
+        dtype, device: of every tensor of the points (default: torch's default dtype, CPU).
+        eig_tol: relative eigenvalue gap treated as "equal" (Moore-Penrose rule); default
+            ``sqrt(eps(dtype))`` (see ``blocks.default_eig_tol``).
+        cayley: default Cayley map of ``retr``: ``"exact"`` (a linear solve; ``B`` stays
+            orthogonal to rounding) or ``"neumann"`` (matrix products only).
+        neumann_max_norm: Frobenius bound (< 1) applied to ``Skew(M)`` before a Neumann
+            Cayley map; the orthogonality defect per step is at most ``2 rho^8 + rho^16``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+        *,
+        eig_tol: float | None = None,
+        cayley: str = "exact",
+        neumann_max_norm: float = NEUMANN_MAX_NORM,
+    ) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+        self.n = n
+        self.dtype = dtype
+        self.device = resolve_device(device)
+        self.eig_tol = (
+            blocks.default_eig_tol(dtype)
+            if eig_tol is None
+            else check_positive(eig_tol, "eig_tol", allow_zero=True)
+        )
+        self.cayley = check_cayley(cayley)
+        if not 0.0 < float(neumann_max_norm) < 1.0:
+            raise ValueError(
+                f"neumann_max_norm: expected a float in (0, 1), got {neumann_max_norm!r}"
+            )
+        self.neumann_max_norm = float(neumann_max_norm)
+        self.dim = n + n * (n - 1) // 2
+
+    def __repr__(self) -> str:
+        return f"SpectralSPD(n={self.n}, dtype={self.dtype}, device={self.device})"
+
+    @property
+    def egrad_shape(self) -> tuple[int, ...]:
+        return (self.n, self.n)
+
+    def _tensor(self, t: Tensor) -> Tensor:
+        return t.to(dtype=self.dtype, device=self.device)
+
+    # Points ------------------------------------------------------------------------------
+
+    def origin(self) -> SpectralPoint:
+        """The identity matrix, ``B = I``, ``d = 1``."""
+        eye = torch.eye(self.n, dtype=self.dtype, device=self.device)
+        return SpectralPoint(eye, torch.ones(self.n, dtype=self.dtype, device=self.device))
+
+    def random(
+        self, generator: torch.Generator | None = None, log_scale: float = 1.0
+    ) -> SpectralPoint:
+        """Haar-random ``B`` (QR of a Gaussian, init-only) and ``log d ~ N(0, log_scale^2)``."""
+        A = torch.randn(self.n, self.n, generator=generator, dtype=torch.float64)
+        Q, R = torch.linalg.qr(A)  # init-only
+        Q = Q * torch.sign(torch.diagonal(R))[None, :]
+        d = torch.exp(log_scale * torch.randn(self.n, generator=generator, dtype=torch.float64))
+        return SpectralPoint(self._tensor(Q), self._tensor(d))
+
+    def from_matrix(self, S: Any, *, sym_tol: float | None = None) -> SpectralPoint:
+        """Spectral factors of a dense SPD matrix: the one eigendecomposition, at initialisation.
+
+        Raises ``ValueError`` for a non-square, non-symmetric (relative asymmetry above
+        ``sym_tol``, default ``sqrt(eps)``), non-finite or non-positive-definite ``S``.
+        """
+        if not isinstance(S, Tensor):
+            S = torch.as_tensor(S)
+        check_tensor(S, "S")
+        if S.ndim != 2 or S.shape[0] != S.shape[1]:
+            raise ValueError(f"S: expected a square matrix, got shape {tuple(S.shape)}")
+        if S.shape[0] != self.n:
+            raise ValueError(f"S: expected shape ({self.n}, {self.n}), got {tuple(S.shape)}")
+        S64 = S.detach().to(dtype=torch.float64)
+        tol = blocks.default_eig_tol(S.dtype) if sym_tol is None else sym_tol
+        asym = torch.linalg.matrix_norm(S64 - S64.T) / torch.clamp(
+            torch.linalg.matrix_norm(S64), min=1e-300
+        )
+        if asym > tol:
+            raise ValueError(f"S: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
+        d, B = torch.linalg.eigh(sym(S64))  # init-only
+        if not bool((d > 0).all()):
+            raise ValueError(f"S: not positive definite (smallest eigenvalue {d.min():.3e})")
+        return SpectralPoint(self._tensor(B), self._tensor(d))
+
+    def to_matrix(self, x: SpectralPoint) -> Tensor:
+        """``S = B Diag(d) B^T``."""
+        return (x.B * x.d[None, :]) @ x.B.T
+
+    def power(self, x: SpectralPoint, r: float) -> Tensor:
+        """``S^r = B Diag(d^r) B^T`` for any real ``r`` (elementwise on ``d``)."""
+        return (x.B * x.d.pow(r)[None, :]) @ x.B.T
+
+    def apply_power(self, x: SpectralPoint, v: Tensor, r: float) -> Tensor:
+        """``S^r v = B (d^r * (B^T v))`` for ``v`` of shape (n,) or (n, k); O(n^2 k)."""
+        check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
+        if v.ndim not in (1, 2) or v.shape[0] != self.n:
+            raise ValueError(
+                f"v: expected shape ({self.n},) or ({self.n}, k), got {tuple(v.shape)}"
+            )
+        dr = x.d.pow(r)
+        w = x.B.T @ v
+        w = w * (dr if v.ndim == 1 else dr[:, None])
+        return x.B @ w
+
+    def logdet(self, x: SpectralPoint) -> Tensor:
+        """``log det S = sum(log d)``."""
+        return torch.log(x.d).sum()
+
+    def check_point(self, x: Any) -> tuple[bool, str | None]:
+        """``(ok, reason)``: shapes, dtype, device, finiteness, ``d > 0``, ``B^T B = I``."""
+        if not isinstance(x, SpectralPoint):
+            return False, f"expected a SpectralPoint, got {type(x).__name__}"
+        reason = self._check_point_tensors({"B": (x.B, (self.n, self.n)), "d": (x.d, (self.n,))})
+        if reason:
+            return False, reason
+        if not bool((x.d > 0).all()):
+            return False, "d has non-positive entries"
+        err = float(orthogonality_error(x.B))
+        tol = orthogonality_tol(self.dtype, self.n)
+        if err > tol:
+            return False, f"B is not orthogonal (||B^T B - I||_F = {err:.2e} > {tol:.1e})"
+        return True, None
+
+    def reorthogonalize(self, x: SpectralPoint, steps: int = 1) -> SpectralPoint:
+        """Newton-Schulz polar steps on ``B`` (no decomposition), to undo Neumann drift."""
+        return SpectralPoint(newton_schulz_orthogonalize(x.B, steps), x.d)
+
+    # Chart, metric, gradients ------------------------------------------------------------
+
+    def rotate(self, x: SpectralPoint, egrad: Tensor) -> Tensor:
+        """``G = Sym(B^T E B)``, the Euclidean gradient in the eigenbasis."""
+        return sym(x.B.T @ egrad @ x.B)
+
+    def gop_eigenbasis(self, x: SpectralPoint, V: Tensor) -> Tensor:
+        """``Q Q^T / k`` with ``Q = B^T V``: the GOP of the columns of ``V`` in the eigenbasis."""
+        Q = x.B.T @ V
+        return (Q @ Q.T) / V.shape[1]
+
+    def metric(self, x: SpectralPoint) -> SpectralTangent:
+        """Diagonal of the metric at the chart origin (Claim 4): ``m: 1/2``, ``M_ij: C_ij``."""
+        return SpectralTangent(blocks.eig_metric(x.d), blocks.rotation_metric(x.d))
+
+    def chart(self, x: SpectralPoint) -> Callable[[SpectralTangent], SpectralPoint]:
+        """Differentiable chart ``(m, M) -> (B Cayley(Skew(Tril M)), d exp(m))``, exact Cayley."""
+
+        def phi(eta: SpectralTangent) -> SpectralPoint:
+            return SpectralPoint(
+                blocks.rotation_retract(x.B, torch.tril(eta.M, -1), "exact"),
+                blocks.eig_retract(x.d, eta.m),
+            )
+
+        return phi
+
+    def local_gradient(self, x: SpectralPoint, egrad: Tensor) -> SpectralTangent:
+        """``grad_eta f`` at the origin: ``m_i: d_i G_ii``, ``M_ij: 4 (d_j - d_i) G_ij``."""
+        G = self.rotate(x, self.validate_egrad(egrad))
+        return SpectralTangent(
+            blocks.eig_local_grad(x.d, torch.diagonal(G)), blocks.rotation_local_grad(x.d, G)
+        )
+
+    def natural_gradient(self, x: SpectralPoint, egrad: Tensor) -> SpectralTangent:
+        """``F^+ grad_eta f``: ``m = 2 d * diag(G)``, ``M_ij = -d_i d_j G_ij / (d_i - d_j)``.
+
+        ``G = Sym(B^T egrad B)``; entries with ``|d_i - d_j| <= eig_tol * max(d_i, d_j)`` are 0
+        (Moore-Penrose inverse of the singular metric). The RGD step is
+        ``retr(x, -natural_gradient(x, egrad), lr)`` (DESIGN.md section 2).
+        """
+        return self.natural_gradient_eigenbasis(x, self.rotate(x, self.validate_egrad(egrad)))
+
+    def natural_gradient_eigenbasis(self, x: SpectralPoint, G: Tensor) -> SpectralTangent:
+        """:meth:`natural_gradient` from an already rotated symmetric ``G = B^T egrad B``."""
+        return SpectralTangent(
+            blocks.eig_natural_grad(x.d, torch.diagonal(G)),
+            blocks.rotation_natural_grad(x.d, G, self.eig_tol),
+        )
+
+    def retr(
+        self,
+        x: SpectralPoint,
+        tangent: SpectralTangent,
+        lr: float = 1.0,
+        *,
+        cayley: str | None = None,
+        exponential: bool = True,
+    ) -> SpectralPoint:
+        """Chart map at ``lr * tangent``: ``(B Cayley(Skew(lr M)), d exp(lr m))``.
+
+        ``cayley`` overrides the manifold default; ``"neumann"`` rescales ``Skew(lr M)`` to
+        Frobenius norm ``<= neumann_max_norm``. ``exponential=False`` uses
+        ``d (1 + lr m)`` (paper Fig. 5). With exact Cayley and exponential this is the exact
+        RGD step in the chart.
+        """
+        lr = check_positive(lr, "lr")
+        method = self.cayley if cayley is None else check_cayley(cayley)
+        for name, t, shape in (
+            ("tangent.m", tangent.m, (self.n,)),
+            ("tangent.M", tangent.M, (self.n, self.n)),
+        ):
+            check_tensor(t, name, shape=shape, dtype=self.dtype, device=self.device)
+        d = blocks.eig_retract(x.d, lr * tangent.m, exponential)
+        B = blocks.rotation_retract(x.B, lr * tangent.M, method, self.neumann_max_norm)
+        return SpectralPoint(B, d)
+
+    def zero_tangent(self, x: SpectralPoint) -> SpectralTangent:
+        return SpectralTangent(torch.zeros_like(x.d), torch.zeros_like(x.B))
+
+    def to_vector(self, tangent: SpectralTangent) -> Tensor:
+        """``[m, M[tril_indices]]`` of length ``n + n(n-1)/2``."""
+        i, j = torch.tril_indices(self.n, self.n, -1, device=tangent.M.device)
+        return torch.cat([tangent.m, tangent.M[i, j]])
+
+    def from_vector(self, vec: Tensor) -> SpectralTangent:
+        check_tensor(vec, "vec", shape=(self.dim,), finite=False)
+        i, j = torch.tril_indices(self.n, self.n, -1, device=vec.device)
+        M = torch.zeros(self.n, self.n, dtype=vec.dtype, device=vec.device)
+        M = M.index_put((i, j), vec[self.n :])
+        return SpectralTangent(vec[: self.n], M)

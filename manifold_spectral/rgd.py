@@ -1,0 +1,127 @@
+"""Generic Riemannian gradient descent in local charts (paper Sec. 3, DESIGN.md section 2).
+
+One step at ``x`` for a smooth ``f(S)`` with Euclidean gradient ``egrad = df/dS``:
+
+    eta  = -lr * F^+ grad_eta f        (natural gradient at the chart origin)
+    x   <- chart_x(eta)                (the chart map is the retraction)
+
+With momentum the natural gradients are accumulated in chart coordinates,
+``v <- momentum * v + F^+ grad`` and ``eta = -lr * v`` (the local-coordinate momentum of
+Lin et al., 2023: coordinates of successive charts agree to first order at their origins).
+The driver only uses the :class:`~manifold_spectral.manifolds.SpectralManifold` protocol, so
+it runs unchanged on every spectral manifold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .manifolds.base import SpectralManifold, check_cayley, check_positive
+
+__all__ = ["RGD"]
+
+
+class RGD:
+    """Chart-based RGD on a spectral manifold, ``RGD(manifold, lr).step(x, egrad) -> x_new``.
+
+    Args:
+        manifold: a :class:`~manifold_spectral.manifolds.SpectralManifold`.
+        lr: step size (> 0).
+        momentum: heavy-ball coefficient in ``[0, 1)`` on the chart coordinates.
+        cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
+        exponential: ``False`` uses the first-order truncated eigenvalue map ``d (1 + m)``.
+        reorthogonalize_every: apply ``manifold.reorthogonalize`` (a Newton-Schulz polar
+            step, no decomposition) every k steps; ``None`` never.
+
+    A rejected call (bad point, gradient with wrong shape/dtype/device, NaN/Inf, or a step
+    whose result is not finite) raises and leaves the momentum state unchanged.
+    """
+
+    def __init__(
+        self,
+        manifold: SpectralManifold,
+        lr: float,
+        momentum: float = 0.0,
+        *,
+        cayley: str | None = None,
+        exponential: bool = True,
+        reorthogonalize_every: int | None = None,
+    ) -> None:
+        if not isinstance(manifold, SpectralManifold):
+            raise TypeError(f"manifold: expected a SpectralManifold, got {type(manifold).__name__}")
+        self.manifold = manifold
+        self.lr = check_positive(lr, "lr")
+        momentum = check_positive(momentum, "momentum", allow_zero=True)
+        if momentum >= 1.0:
+            raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.cayley = None if cayley is None else check_cayley(cayley)
+        self.exponential = bool(exponential)
+        if reorthogonalize_every is not None and (
+            isinstance(reorthogonalize_every, bool)
+            or not isinstance(reorthogonalize_every, int)
+            or reorthogonalize_every < 1
+        ):
+            raise ValueError(
+                "reorthogonalize_every: expected a positive int or None, "
+                f"got {reorthogonalize_every!r}"
+            )
+        self.reorthogonalize_every = reorthogonalize_every
+        self.buffer: Any = None
+        self.steps = 0
+
+    def direction(self, x: Any, egrad: Tensor) -> Any:
+        """The chart direction ``v`` (natural gradient, with momentum) without committing it."""
+        return self._with_momentum(self.manifold.natural_gradient(x, egrad))
+
+    def _with_momentum(self, nat: Any) -> Any:
+        if self.momentum and self.buffer is not None:
+            return self.buffer * self.momentum + nat
+        return nat
+
+    def step(self, x: Any, egrad: Tensor) -> Any:
+        """One RGD step ``x <- chart_x(-lr * v)`` for ``egrad = df/dS``; returns the new point."""
+        self.manifold.validate_point(x)
+        return self._apply(x, self.direction(x, egrad))
+
+    def step_eigenbasis(self, x: Any, G: Tensor) -> Any:
+        """:meth:`step` from the gradient already rotated into the eigenbasis, ``G = B^T E B``.
+
+        The Gaussian layer uses this to skip forming ``df/dS`` (for the GOP, ``G`` needs only
+        ``q = B^T g``). ``G`` must be finite.
+        """
+        self.manifold.validate_point(x)
+        if not bool(torch.isfinite(G).all()):
+            raise ValueError("G: contains NaN or Inf")
+        nat = self.manifold.natural_gradient_eigenbasis(x, G)
+        return self._apply(x, self._with_momentum(nat))
+
+    def _apply(self, x: Any, v: Any) -> Any:
+        x_new = self.manifold.retr(x, -v, self.lr, cayley=self.cayley, exponential=self.exponential)
+        if self.reorthogonalize_every and (self.steps + 1) % self.reorthogonalize_every == 0:
+            x_new = self.manifold.reorthogonalize(x_new)
+        if not x_new.is_finite():
+            raise FloatingPointError(
+                "RGD.step: the step produced NaN/Inf (lr too large?); state left unchanged"
+            )
+        # Commit only after everything succeeded.
+        if self.momentum:
+            self.buffer = v
+        self.steps += 1
+        return x_new
+
+    def reset(self) -> None:
+        """Forget the momentum buffer and the step count."""
+        self.buffer = None
+        self.steps = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "buffer": None if self.buffer is None else self.buffer.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        buf = state["buffer"]
+        self.buffer = None if buf is None else buf.clone()
