@@ -103,7 +103,8 @@ def clip_norm(X: Tensor, max_norm: float) -> Tensor:
 
     Used to keep the argument of :func:`cayley_neumann` inside its region of validity.
     """
-    norm = torch.linalg.matrix_norm(X.float(), ord="fro", keepdim=True)
+    Xf = X.float() if X.dtype in (torch.bfloat16, torch.float16) else X
+    norm = torch.linalg.matrix_norm(Xf, ord="fro", keepdim=True)
     scale = torch.clamp(max_norm / torch.clamp(norm, min=1e-30), max=1.0)
     return X * scale.to(X.dtype)
 

@@ -1,0 +1,86 @@
+"""linalg: Cayley maps (Claim 9), the Neumann identity, norm clipping, Newton-Schulz."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from manifold_spectral import linalg
+
+DT = torch.float64
+
+
+def random_skew(n: int, scale: float, seed: int, dtype=DT) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(n, n, generator=g, dtype=torch.float64)
+    N = linalg.skew(torch.tril(A, -1))
+    return (scale * N / torch.linalg.matrix_norm(N)).to(dtype)
+
+
+def test_sym_skew_tril():
+    A = torch.randn(4, 4, dtype=DT)
+    assert torch.equal(linalg.sym(A), linalg.sym(A).T)
+    assert torch.equal(linalg.skew(A), -linalg.skew(A).T)
+    T = linalg.tril(A)
+    assert torch.all(torch.triu(T) == 0) and torch.equal(T + torch.triu(A), A)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.5, 3.0, 50.0])
+def test_exact_cayley_is_special_orthogonal(scale):
+    N = random_skew(6, scale, 0)
+    C = linalg.cayley_exact(N)
+    torch.testing.assert_close(C.T @ C, torch.eye(6, dtype=DT), rtol=0, atol=1e-13)
+    torch.testing.assert_close(torch.linalg.det(C), torch.tensor(1.0, dtype=DT))
+    # (I - N) C = I + N defines it.
+    eye = torch.eye(6, dtype=DT)
+    torch.testing.assert_close((eye - N) @ C, eye + N, rtol=0, atol=1e-12 * max(1.0, scale))
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.25, 0.5, 0.9])
+def test_neumann_equals_cayley_times_one_minus_x8(scale):
+    N = random_skew(7, scale, 1)
+    eye = torch.eye(7, dtype=DT)
+    X8 = torch.linalg.matrix_power(N, 8)
+    ref = linalg.cayley_exact(N) @ (eye - X8)
+    torch.testing.assert_close(linalg.cayley_neumann(N), ref, rtol=0, atol=1e-14)
+    C = linalg.cayley_neumann(N)
+    defect = torch.linalg.matrix_norm(C.T @ C - eye, 2)
+    rho = float(torch.linalg.matrix_norm(N, 2))
+    assert defect <= 2 * rho**8 + rho**16 + 1e-14
+
+
+def test_neumann_error_shrinks_as_eighth_power():
+    errs = []
+    for scale in (0.4, 0.2):
+        N = random_skew(5, scale, 2)
+        diff = linalg.cayley_neumann(N) - linalg.cayley_exact(N)
+        errs.append(float(torch.linalg.matrix_norm(diff)))
+    assert 150 < errs[0] / errs[1] < 400  # 2^8 = 256
+
+
+def test_cayley_bfloat16_and_dispatch():
+    N = random_skew(5, 0.2, 3, dtype=torch.bfloat16)
+    for method in ("exact", "neumann"):
+        C = linalg.cayley(N, method)
+        assert C.dtype == torch.bfloat16
+        assert float(linalg.orthogonality_error(C)) < 0.05
+    with pytest.raises(ValueError, match="cayley"):
+        linalg.cayley(N, "pade")
+
+
+def test_clip_norm_bounds_frobenius_norm():
+    N = random_skew(6, 5.0, 4)
+    clipped = linalg.clip_norm(N, 0.25)
+    assert float(torch.linalg.matrix_norm(clipped)) == pytest.approx(0.25, rel=1e-12)
+    small = random_skew(6, 0.1, 5)
+    assert torch.equal(linalg.clip_norm(small, 0.25), small)
+
+
+def test_newton_schulz_restores_orthogonality_quadratically():
+    Q = linalg.cayley_exact(random_skew(8, 1.0, 6))
+    B = Q + 1e-3 * torch.randn(8, 8, generator=torch.Generator().manual_seed(7), dtype=DT)
+    e0 = float(linalg.orthogonality_error(B))
+    e1 = float(linalg.orthogonality_error(linalg.newton_schulz_orthogonalize(B)))
+    e2 = float(linalg.orthogonality_error(linalg.newton_schulz_orthogonalize(B, steps=2)))
+    e3 = float(linalg.orthogonality_error(linalg.newton_schulz_orthogonalize(B, steps=3)))
+    assert e1 < 10 * e0**2 and e2 < 10 * e1**2 and e3 < 1e-12
