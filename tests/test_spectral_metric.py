@@ -11,6 +11,12 @@ import pytest
 import torch
 
 import manifold_spectral as ms
+from manifold_spectral.diagnostics import (
+    autograd_fisher,
+    autograd_local_gradient,
+    check_metric,
+    check_natural_gradient,
+)
 from manifold_spectral.linalg import cayley_exact, skew
 
 DT = torch.float64
@@ -42,27 +48,6 @@ def make_point(kind: str, seed: int = 0) -> tuple[ms.SpectralSPD, ms.SpectralPoi
     return ms.SpectralSPD(n, dtype=DT), ms.SpectralPoint(B, d.clone())
 
 
-def chart_matrix_fn(M: ms.SpectralSPD, x: ms.SpectralPoint):
-    phi = M.chart(x)
-    return lambda v: M.to_matrix(phi(M.from_vector(v)))
-
-
-def autograd_fisher(M: ms.SpectralSPD, x: ms.SpectralPoint) -> torch.Tensor:
-    zero = torch.zeros(M.dim, dtype=DT)
-    J = torch.autograd.functional.jacobian(chart_matrix_fn(M, x), zero)  # (n, n, dim)
-    J = J.permute(2, 0, 1)
-    Sinv = torch.linalg.inv(M.to_matrix(x))
-    P = Sinv @ J  # (dim, n, n)
-    return 0.5 * torch.einsum("aij,bji->ab", P, P)
-
-
-def autograd_local_grad(M, x, E):
-    zero = torch.zeros(M.dim, dtype=DT, requires_grad=True)
-    f = (E * chart_matrix_fn(M, x)(zero)).sum()
-    (g,) = torch.autograd.grad(f, zero)
-    return g
-
-
 def random_sym(n, seed):
     g = torch.Generator().manual_seed(seed)
     A = torch.randn(n, n, generator=g, dtype=DT)
@@ -86,7 +71,7 @@ def test_metric_matches_autograd_fisher(kind):
 def test_local_gradient_matches_autograd(kind):
     M, x = make_point(kind, seed=1)
     E = random_sym(M.n, 3)
-    ref = autograd_local_grad(M, x, E)
+    ref = autograd_local_gradient(M, x, E)
     ours = M.to_vector(M.local_gradient(x, E))
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 
@@ -96,10 +81,20 @@ def test_natural_gradient_is_pinv_fisher_times_gradient(kind):
     M, x = make_point(kind, seed=2)
     E = random_sym(M.n, 4)
     F = autograd_fisher(M, x)
-    ref = torch.linalg.pinv(F, hermitian=True, rtol=1e-13) @ autograd_local_grad(M, x, E)
+    ref = torch.linalg.pinv(F, hermitian=True, rtol=1e-13) @ autograd_local_gradient(M, x, E)
     ours = M.to_vector(M.natural_gradient(x, E))
     torch.testing.assert_close(ours, ref, rtol=REF_RTOL.get(kind, 1e-7), atol=1e-10)
     assert torch.isfinite(ours).all()
+
+
+def test_public_diagnostics_report_small_mismatches():
+    M, x = make_point("distinct", seed=3)
+    assert check_metric(M, x) < 1e-12
+    assert check_natural_gradient(M, x, random_sym(M.n, 9)) < 1e-9
+    D = ms.DiagonalSPD(4, dtype=DT)
+    xd = D.random(torch.Generator().manual_seed(4))
+    assert check_metric(D, xd) < 1e-14
+    assert check_natural_gradient(D, xd, torch.randn(4, dtype=DT)) < 1e-12
 
 
 def test_natural_gradient_is_metric_inverse_times_local_gradient():
@@ -115,7 +110,7 @@ def test_rgd_step_is_exact_pinv_fisher_step_in_the_chart(kind):
     E = random_sym(M.n, 8)
     lr = 0.05
     F = autograd_fisher(M, x)
-    eta = -lr * torch.linalg.pinv(F, hermitian=True, rtol=1e-13) @ autograd_local_grad(M, x, E)
+    eta = -lr * torch.linalg.pinv(F, hermitian=True, rtol=1e-13) @ autograd_local_gradient(M, x, E)
     ref = M.to_matrix(M.chart(x)(M.from_vector(eta)))
     ours = M.to_matrix(ms.RGD(M, lr=lr).step(x, E))
     rtol = REF_RTOL.get(kind, 1e-9)
