@@ -72,16 +72,25 @@ def at_origin(expr, eta):
 
 
 def jacobian_at_origin(S, eta):
-    """J = d vec(S) / d eta at eta = 0 (an n^2 x dim(eta) matrix)."""
+    """J = d vec(S) / d eta at eta = 0 (an n^2 x dim(eta) matrix, entries expanded).
+
+    Column a is the partial derivative along coordinate eta_a, so the other coordinates
+    are set to 0 before differentiating (same result, much smaller expressions).
+    """
     v = vec(S)
-    return sp.Matrix.hstack(*[at_origin(v.diff(e), eta) for e in eta])
+    cols = []
+    for e in eta:
+        along = v.xreplace({o: 0 for o in eta if o != e})
+        cols.append(along.diff(e).xreplace({e: 0}).applyfunc(sp.expand))
+    return sp.Matrix.hstack(*cols)
 
 
 def fisher_at_origin(S, eta, S0inv):
     """F = J^T (1/2 S^{-1} kron S^{-1}) J at eta = 0: the Fisher-Rao metric of a Gaussian
     with precision S, <dS, dS>_S = 1/2 tr(S^{-1} dS S^{-1} dS), pulled back to the chart."""
     J = jacobian_at_origin(S, eta)
-    return J.T * (sp.kronecker_product(S0inv, S0inv) / 2) * J
+    K = (sp.kronecker_product(S0inv, S0inv) / 2).applyfunc(sp.expand)
+    return (J.T * (K * J).applyfunc(sp.expand)).applyfunc(sp.expand)
 
 
 def is_zero_matrix(X, simplify=sp.simplify):

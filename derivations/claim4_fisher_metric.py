@@ -17,8 +17,8 @@ the metric is then singular and the Moore-Penrose inverse is used (see
 claim4_natural_gradient.py).
 
 Checked symbolically in d_i for n = 2 and n = 3 at B = I, and for a generic rotation B
-(n = 2: rotation by a symbolic angle; n = 3: B = Cayley of a generic skew matrix, which
-covers SO(3) up to a measure-zero set) to show the metric does not depend on B.  The
+(n = 2: rotation by a symbolic angle; n = 3: B = Cayley of a skew matrix with exact
+rational entries, an exact rotation in SO(3)) to show the metric does not depend on B.  The
 trace form 1/2 tr(S^{-1} dS_a S^{-1} dS_b) is cross-checked against the kron form.
 
 Run:  python derivations/claim4_fisher_metric.py
@@ -38,6 +38,8 @@ from _common import (
     skew,
 )
 
+RATIONAL_POINT = (sp.Rational(2, 3), sp.Rational(-5, 7), sp.Rational(3, 11))
+
 
 def expected_fisher(d):
     n = len(d)
@@ -46,7 +48,6 @@ def expected_fisher(d):
 
 
 def fisher(B, d):
-    n = len(d)
     S, m, M = chart(B, d)
     eta = coords(m, M)
     S0inv = B * sp.diag(*[1 / di for di in d]) * B.T  # inverse of S(0) = B Diag(d) B^T
@@ -69,9 +70,8 @@ def main():
         # Cross-check: trace form F_ab = 1/2 tr(S^-1 dS_a S^-1 dS_b).
         J = jacobian_at_origin(S, eta)
         dS = [J[:, a].reshape(n, n).T for a in range(len(eta))]  # undo column-major vec
-        Ftr = sp.Matrix(
-            len(eta), len(eta), lambda a, b: (S0inv * dS[a] * S0inv * dS[b]).trace() / 2
-        )
+        A = [S0inv * dSa for dSa in dS]
+        Ftr = sp.Matrix([[(Aa * Ab).trace() / 2 for Ab in A] for Aa in A])
         check(is_zero_matrix(Ftr - F, sp.cancel), "trace form equals kron form")
 
         # Rotation invariance: the same F at a generic B.
@@ -79,12 +79,17 @@ def main():
             th = sp.Symbol("theta", real=True)
             B = sp.Matrix([[sp.cos(th), -sp.sin(th)], [sp.sin(th), sp.cos(th)]])
             label = "rotation by symbolic angle theta"
+
             def simp(x):
                 return sp.simplify(sp.trigsimp(x))
 
         else:
-            B = cayley(skew(lower_symbols("c", n)))  # rational parametrisation of SO(3)
-            label = "B = Cayley(generic skew(c21, c31, c32))"
+            # Cayley of an exact rational skew matrix: an exact rational rotation in SO(3)
+            # (a fully symbolic B is too slow here; d stays symbolic).
+            c = lower_symbols("c", n)
+            vals = dict(zip([c[i, j] for i, j in lower_pairs(n)], RATIONAL_POINT, strict=True))
+            B = cayley(skew(c)).xreplace(vals)
+            label = f"B = Cayley(skew(c)) at c = {RATIONAL_POINT}"
             simp = sp.cancel
         check(is_zero_matrix(B.T * B - sp.eye(n), simp), f"{label} is orthogonal")
         _, _, _, FB = fisher(B, d)
