@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Union
 
-import torch
 from torch import Tensor
 
 from .manifolds.base import SpectralManifold, check_positive, check_tensor
@@ -148,19 +147,12 @@ class Gaussian:
         self.exponential = exponential
         self._rgd = RGD(manifold, self.beta2, cayley=cayley, exponential=exponential == "exact")
 
-    def precision_gradient_eigenbasis(self, x: Any, Ht: Tensor) -> Tensor:
-        """``G = B^T (dL/dS) B = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` from ``Ht = B^T H B``."""
-        d = x.d
-        if Ht.ndim == 1:  # diagonal representation
-            return -0.5 * (Ht - self.gamma * d) / (d * d)
-        A = Ht - self.gamma * torch.diag(d)
-        return -0.5 * A / (d[:, None] * d[None, :])
-
     def precision_step(self, x: Any, curvature: CurvatureLike) -> Any:
         """One RGD step of the precision with step size ``beta2`` (Fig. 1 top box for the GOP)."""
         self.manifold.validate_point(x, "precision")
         Ht = as_curvature(curvature).eigenbasis(self.manifold, x)
-        return self._rgd.step_eigenbasis(x, self.precision_gradient_eigenbasis(x, Ht))
+        G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)
+        return self._rgd.step_eigenbasis(x, G)
 
     def precondition(self, x: Any, grad: Tensor) -> Tensor:
         """``S^(-1/p) g`` from ``(B, d)`` only."""

@@ -142,6 +142,14 @@ class SpectralManifold(abc.ABC):
         """The GOP ``V V^T / k`` of the k columns of ``V`` (n, k), in the eigenbasis of ``x``."""
 
     @abc.abstractmethod
+    def precision_egrad_eigenbasis(self, x: Any, Ht: Tensor, gamma: float) -> Tensor:
+        """Gradient of the Gaussian objective w.r.t. the precision, in the eigenbasis.
+
+        ``dL/dS = -1/2 S^-1 (H - gamma S) S^-1`` (paper Sec. 2, ``dL/dS^-1 = (H - gamma S)/2``),
+        from the curvature ``Ht`` already in the eigenbasis (``rotate`` / ``gop_eigenbasis``).
+        """
+
+    @abc.abstractmethod
     def retr(self, x: Any, tangent: Any, lr: float = 1.0, **options: Any) -> Any:
         """The chart map at ``lr * tangent``: the retraction of the chart-based RGD."""
 

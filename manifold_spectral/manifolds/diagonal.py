@@ -100,6 +100,10 @@ class DiagonalSPD(SpectralManifold):
         """``diag(V V^T) / k``: only the diagonal of the GOP is needed (O(n k))."""
         return (V * V).sum(dim=1) / V.shape[1]
 
+    def precision_egrad_eigenbasis(self, x: DiagonalPoint, Ht: Tensor, gamma: float) -> Tensor:
+        """``diag(dL/dS) = -1/2 (Ht - gamma d) / d^2`` with ``Ht = diag(H)``."""
+        return -0.5 * (Ht - gamma * x.d) / (x.d * x.d)
+
     def metric(self, x: DiagonalPoint) -> DiagonalTangent:
         return DiagonalTangent(blocks.eig_metric(x.d))
 

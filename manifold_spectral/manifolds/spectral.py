@@ -186,6 +186,11 @@ class SpectralSPD(SpectralManifold):
         Q = x.B.T @ V
         return (Q @ Q.T) / V.shape[1]
 
+    def precision_egrad_eigenbasis(self, x: SpectralPoint, Ht: Tensor, gamma: float) -> Tensor:
+        """``B^T (dL/dS) B = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` with ``Ht = B^T H B``."""
+        A = Ht - gamma * torch.diag(x.d)
+        return -0.5 * A / (x.d[:, None] * x.d[None, :])
+
     def metric(self, x: SpectralPoint) -> SpectralTangent:
         """Diagonal of the metric at the chart origin (Claim 4): ``m: 1/2``, ``M_ij: C_ij``."""
         return SpectralTangent(blocks.eig_metric(x.d), blocks.rotation_metric(x.d))

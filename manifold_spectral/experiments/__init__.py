@@ -1,0 +1,13 @@
+"""Paper reproductions behind ``manifold-spectral reproduce`` (see :mod:`manifold_spectral.cli`).
+
+* :mod:`.curvature`: SPD curvature learning from a gradient stream (Sec. 4.1, Fig. 2 and 7):
+  fixed-point and iterate matching of the spectral, default and Cholesky schemes.
+
+Experiments import the core; the core never imports them. Each module exposes a ``run_*``
+function returning a result dataclass, ``format_table(result) -> str`` and
+``plot(result, path)``.
+"""
+
+from .curvature import CurvatureResult, format_table, plot, run_full_matrix
+
+__all__ = ["CurvatureResult", "run_full_matrix", "format_table", "plot"]

@@ -1,0 +1,480 @@
+"""SPD curvature learning from a gradient stream (paper Sec. 4.1, Fig. 2 left, Fig. 7, App. B.1).
+
+Setup (full matrix): a ground-truth SPD ``Sigma`` (n x n: a Haar-random rotation and
+eigenvalues log-uniform over ``decades`` decades, seeded) and a stream ``g_k ~ N(0, Sigma)``,
+one gradient per step. Three schemes learn ``S`` from the same stream and the same ``S0``,
+with ``gamma = 1``:
+
+* default:  ``S <- (1 - beta2) S + beta2 g g^T`` (:func:`default_step`, paper Eq. (3));
+* spectral: ``S = B Diag(d) B^T`` by RGD in local charts (:class:`manifold_spectral.Gaussian`
+  with the GOP, exact exponential and exact Cayley; Fig. 1 top box);
+* Cholesky: ``S = (K K^T)^-1``, ``K <- K (I - beta2 Phi(K^T g g^T K - I))``
+  (:class:`manifold_spectral.baselines.CholeskyCurvature`, Lin et al. 2024).
+
+Two measurements, both as relative Frobenius errors (and the Bures-Wasserstein distance
+``W2(N(0, A), N(0, B))`` as a second metric, App. B.1):
+
+* fixed-point matching: ``||S_k - Sigma||_F / ||Sigma||_F`` (``Sigma = E[g g^T]`` is the
+  fixed point of the default scheme);
+* iterate matching: ``||S_k - S_k^default||_F / ||S_k^default||_F``.
+
+Initialisation ``S0``: NOT the identity. At repeated eigenvalues the spectral chart's metric
+is singular (``C_ij = 0``), so the first rotation step from ``S0 = c I`` is zero and nearly
+repeated ones give huge steps. The default ``init="random"`` draws an SPD matrix independent
+of ``Sigma`` with distinct eigenvalues: a Haar rotation and eigenvalues log-uniform over one
+decade around the geometric mean of ``Sigma``'s spectrum (so the initial fixed-point error is
+of order one, as in Fig. 7). ``init="sample"`` uses the sample covariance of ``4 n`` extra
+draws from ``N(0, Sigma)`` plus a ridge ``1e-3 tr(Sigma) / n`` (a warm start).
+
+Evaluation happens at ``num_checkpoints`` log-spaced iterations (plus 0 and the last), so
+its dense matrices, the triangular solve of the Cholesky scheme and the eigendecompositions
+of the W2 metric stay off the update path and cheap.
+
+The Kronecker variant (Fig. 2 right, Fig. 8; ``run_kronecker``) will reuse :func:`track`
+with Kronecker schemes and the projection baseline; it is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..baselines import CholeskyCurvature
+from ..gaussian import GOP, Gaussian
+from ..manifolds import SpectralSPD
+
+__all__ = [
+    "CurvatureResult",
+    "Scheme",
+    "default_step",
+    "ground_truth",
+    "initial_matrix",
+    "bures_wasserstein",
+    "log_checkpoints",
+    "track",
+    "run_full_matrix",
+    "format_table",
+    "plot",
+]
+
+#: Colours/labels shared by every plot of this module (paper Fig. 7 order).
+SCHEME_STYLE = {
+    "default": ("Default", "tab:blue"),
+    "spectral": ("Spectral (ours)", "tab:red"),
+    "cholesky": ("Cholesky", "tab:green"),
+}
+
+
+def default_step(S: Tensor, grads: Tensor, beta2: float, gamma: float = 1.0) -> Tensor:
+    """Default scheme (paper Eq. (3)): ``S <- (1 - gamma beta2) S + beta2 mean_i g_i g_i^T``.
+
+    ``grads``: one gradient (n,) or a batch (k, n). Its fixed point for ``gamma = 1`` is
+    ``E[g g^T]``.
+    """
+    G = grads[None, :] if grads.ndim == 1 else grads
+    return (1.0 - gamma * beta2) * S + (beta2 / G.shape[0]) * (G.T @ G)
+
+
+# Problem -------------------------------------------------------------------------------------
+
+
+def _generators(seed: int, count: int) -> list[torch.Generator]:
+    """Independent torch generators from one seed (numpy ``SeedSequence`` spawning)."""
+    states = np.random.SeedSequence(seed).generate_state(count, dtype=np.uint64)
+    return [torch.Generator().manual_seed(int(s) >> 1) for s in states]
+
+
+def _haar(n: int, generator: torch.Generator) -> Tensor:
+    """Haar-random orthogonal n x n matrix in float64 (QR with sign fix; setup only)."""
+    Q, R = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    return Q * torch.sign(torch.diagonal(R))[None, :]
+
+
+def ground_truth(n: int, decades: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``(Q, lam)`` of ``Sigma = Q Diag(lam) Q^T``: Haar ``Q``, ``log10 lam ~ U(-decades/2,
+    decades/2)`` (float64)."""
+    Q = _haar(n, generator)
+    lam = 10.0 ** (decades * (torch.rand(n, generator=generator, dtype=torch.float64) - 0.5))
+    return Q, lam
+
+
+def initial_matrix(
+    init: str, Q: Tensor, lam: Tensor, generator: torch.Generator
+) -> Tensor:
+    """The common ``S0`` of every scheme (float64); see the module docstring for ``init``."""
+    n = lam.shape[0]
+    if init == "random":
+        Q0 = _haar(n, generator)
+        geo = torch.exp(torch.log(lam).mean())
+        lam0 = geo * 10.0 ** (torch.rand(n, generator=generator, dtype=torch.float64) - 0.5)
+        S0 = (Q0 * lam0[None, :]) @ Q0.T
+    elif init == "sample":
+        Z = torch.randn(4 * n, n, generator=generator, dtype=torch.float64)
+        X = (Z * lam.sqrt()[None, :]) @ Q.T
+        S0 = X.T @ X / X.shape[0] + 1e-3 * lam.mean() * torch.eye(n, dtype=torch.float64)
+    else:
+        raise ValueError(f"init: expected 'random' or 'sample', got {init!r}")
+    return 0.5 * (S0 + S0.T)
+
+
+def gradient_stream(
+    Q: Tensor, lam: Tensor, steps: int, generator: torch.Generator, dtype: torch.dtype,
+    chunk: int = 1024,
+) -> Iterator[Tensor]:
+    """``steps`` gradients ``g_k = Q (sqrt(lam) * z_k) ~ N(0, Sigma)``, generated in chunks."""
+    root = Q * lam.sqrt()[None, :]
+    done = 0
+    while done < steps:
+        k = min(chunk, steps - done)
+        Z = torch.randn(k, lam.shape[0], generator=generator, dtype=torch.float64)
+        yield from (Z @ root.T).to(dtype)
+        done += k
+
+
+# Metrics -------------------------------------------------------------------------------------
+
+
+def _relative_frobenius(A: Tensor, B: Tensor) -> float:
+    return float(torch.linalg.matrix_norm(A - B) / torch.linalg.matrix_norm(B))
+
+
+def _sqrtm_psd(A: Tensor) -> Tensor:
+    """Symmetric square root by eigh (evaluation only)."""
+    w, V = torch.linalg.eigh(0.5 * (A + A.T))
+    return (V * w.clamp(min=0).sqrt()[None, :]) @ V.T
+
+
+def bures_wasserstein(A: Tensor, B: Tensor, sqrt_b: Tensor | None = None) -> float:
+    """``W2(N(0, A), N(0, B))^2 = tr A + tr B - 2 tr (B^1/2 A B^1/2)^1/2`` (evaluation only).
+
+    ``sqrt_b``: a precomputed ``B^1/2`` (the reference matrix is shared by several schemes).
+    """
+    rb = _sqrtm_psd(B) if sqrt_b is None else sqrt_b
+    C = rb @ A @ rb
+    ev = torch.linalg.eigvalsh(0.5 * (C + C.T)).clamp(min=0)
+    val = torch.trace(A) + torch.trace(B) - 2.0 * ev.sqrt().sum()
+    return float(val.clamp(min=0).sqrt())
+
+
+def log_checkpoints(steps: int, num: int) -> np.ndarray:
+    """About ``num`` log-spaced iterations in ``[1, steps]``, plus 0, the powers of ten and
+    ``steps`` (sorted, unique)."""
+    pts = np.unique(np.round(np.logspace(0, math.log10(steps), num)).astype(np.int64))
+    powers = 10 ** np.arange(int(math.log10(steps)) + 1)
+    return np.unique(np.concatenate([[0, steps], pts, powers[powers <= steps]]))
+
+
+# Generic tracking loop (reused by the Kronecker variant) -------------------------------------
+
+
+@dataclasses.dataclass
+class Scheme:
+    """A curvature-learning scheme as three functions of an opaque state.
+
+    ``init(S0) -> state``, ``step(state, g) -> state`` and ``matrix(state) -> S`` (dense,
+    float64, for evaluation only).
+    """
+
+    name: str
+    init: Callable[[Tensor], Any]
+    step: Callable[[Any, Tensor], Any]
+    matrix: Callable[[Any], Tensor]
+
+
+@dataclasses.dataclass
+class _Histories:
+    fixed_point: dict[str, list[float]]
+    iterate: dict[str, list[float]]
+    fixed_point_w2: dict[str, list[float]]
+    iterate_w2: dict[str, list[float]]
+    update_seconds: dict[str, float]
+    states: dict[str, Any]
+
+
+def track(
+    schemes: Sequence[Scheme],
+    reference: str,
+    target: Tensor,
+    S0: Tensor,
+    grads: Iterator[Tensor],
+    steps: int,
+    checkpoints: np.ndarray,
+    *,
+    w2: bool = True,
+    progress: bool = False,
+    desc: str = "curvature",
+) -> _Histories:
+    """Run every scheme on the same gradient stream and record both matchings at checkpoints.
+
+    ``target``: the fixed point (float64); ``reference``: the name of the scheme whose
+    iterates the others are matched against (the default scheme).
+    """
+    names = [s.name for s in schemes]
+    if reference not in names:
+        raise ValueError(f"reference: {reference!r} is not one of {names}")
+    others = [nm for nm in names if nm != reference]
+    h = _Histories(
+        {nm: [] for nm in names}, {nm: [] for nm in others},
+        {nm: [] for nm in names}, {nm: [] for nm in others},
+        dict.fromkeys(names, 0.0), {s.name: s.init(S0) for s in schemes},
+    )
+    sqrt_target = _sqrtm_psd(target) if w2 else None
+    marks = set(int(c) for c in checkpoints)
+
+    def record() -> None:
+        mats = {s.name: s.matrix(h.states[s.name]).to(torch.float64) for s in schemes}
+        ref = mats[reference]
+        sqrt_ref = _sqrtm_psd(ref) if w2 else None
+        for nm in names:
+            h.fixed_point[nm].append(_relative_frobenius(mats[nm], target))
+            if w2:
+                h.fixed_point_w2[nm].append(bures_wasserstein(mats[nm], target, sqrt_target))
+        for nm in others:
+            h.iterate[nm].append(_relative_frobenius(mats[nm], ref))
+            if w2:
+                h.iterate_w2[nm].append(bures_wasserstein(mats[nm], ref, sqrt_ref))
+
+    from tqdm.auto import tqdm
+
+    record()  # iteration 0
+    with tqdm(total=steps, desc=desc, disable=not progress, mininterval=0.5, leave=False) as bar:
+        for k, g in enumerate(grads, start=1):
+            for s in schemes:
+                t = time.perf_counter()
+                h.states[s.name] = s.step(h.states[s.name], g)
+                h.update_seconds[s.name] += time.perf_counter() - t
+            if k in marks:
+                record()
+            bar.update(1)
+            if k == steps:
+                break
+    return h
+
+
+# The full-matrix experiment ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CurvatureResult:
+    """Histories of one curvature-learning run (one ``beta2``).
+
+    ``fixed_point[scheme]`` / ``iterate[scheme]``: relative Frobenius errors at
+    ``iterations`` (``iterate`` has no entry for the reference, the default scheme);
+    ``*_w2``: the Bures-Wasserstein distances (empty dicts when ``w2=False``).
+    ``update_seconds``: time spent in each scheme's updates (evaluation excluded).
+    """
+
+    structure: str
+    n: int
+    steps: int
+    beta2: float
+    gamma: float
+    seed: int
+    dtype: str
+    init: str
+    decades: float
+    iterations: np.ndarray
+    fixed_point: dict[str, np.ndarray]
+    iterate: dict[str, np.ndarray]
+    fixed_point_w2: dict[str, np.ndarray]
+    iterate_w2: dict[str, np.ndarray]
+    update_seconds: dict[str, float]
+    orthogonality_error: float
+    wall_time: float
+
+
+def _check_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@contextlib.contextmanager
+def _torch_threads(num: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op threads (restored afterwards); ``None``: unchanged."""
+    if num is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(num)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def default_steps(beta2: float) -> int:
+    """Ten time constants ``1 / beta2`` of the default scheme's moving average."""
+    return max(10, math.ceil(10.0 / beta2))
+
+
+def run_full_matrix(
+    n: int = 100,
+    steps: int | None = None,
+    beta2: float = 1e-3,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    progress: bool = True,
+    *,
+    init: str = "random",
+    decades: float = 2.0,
+    num_checkpoints: int = 60,
+    w2: bool = True,
+    num_threads: int | None = 1,
+) -> CurvatureResult:
+    """Full-matrix fixed-point and iterate matching (paper Sec. 4.1, Fig. 2 left, Fig. 7).
+
+    Args:
+        n: matrix size (paper: 100).
+        steps: number of gradients; default :func:`default_steps` (``10 / beta2``), enough
+            for the default scheme to reach its stationary noise level.
+        beta2: step size of every scheme, in (0, 1). Smaller values average more gradients
+            (stationary relative error of the default scheme ~ ``sqrt(beta2 r / 2)`` for an
+            effective rank ``r``) and keep all schemes in their first-order regime; the
+            Cholesky scheme's second-order bias grows like ``beta2 n``.
+        seed: seeds ``Sigma``, ``S0`` and the stream through independent generators.
+        dtype: dtype of the schemes' states and updates (evaluation is in float64).
+        progress: tqdm progress bar (stderr).
+        init: ``"random"`` or ``"sample"`` (see the module docstring).
+        decades: spread of ``Sigma``'s log-uniform spectrum.
+        num_checkpoints: about this many log-spaced evaluation points.
+        w2: also record the Bures-Wasserstein distance.
+        num_threads: torch intra-op threads during the run (restored afterwards); one thread
+            is fastest for matrices this small. ``None`` leaves torch's setting.
+    """
+    n = _check_int(n, "n")
+    beta2 = float(beta2)
+    if not (math.isfinite(beta2) and 0.0 < beta2 < 1.0):
+        raise ValueError(f"beta2: expected a number in (0, 1), got {beta2!r}")
+    steps = default_steps(beta2) if steps is None else _check_int(steps, "steps")
+    seed = _check_int(seed, "seed", minimum=0)
+    num_checkpoints = _check_int(num_checkpoints, "num_checkpoints", minimum=2)
+    if not (isinstance(decades, (int, float)) and math.isfinite(decades) and decades >= 0):
+        raise ValueError(f"decades: expected a finite number >= 0, got {decades!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+
+    start = time.perf_counter()
+    with _torch_threads(num_threads):
+        gen_sigma, gen_init, gen_stream = _generators(seed, 3)
+        Q, lam = ground_truth(n, float(decades), gen_sigma)
+        Sigma = (Q * lam[None, :]) @ Q.T
+        S0 = initial_matrix(init, Q, lam, gen_init)
+
+        manifold = SpectralSPD(n, dtype=dtype)
+        gauss = Gaussian(manifold, beta1=1.0, beta2=beta2, gamma=1.0, root=2.0,
+                         exponential="exact", cayley="exact")
+        chol = CholeskyCurvature(n, dtype=dtype)
+        schemes = [
+            Scheme("default", lambda S: S.to(dtype), lambda S, g: default_step(S, g, beta2),
+                   lambda S: S),
+            Scheme("spectral", manifold.from_matrix,
+                   lambda x, g: gauss.precision_step(x, GOP(g)), manifold.to_matrix),
+            Scheme("cholesky", chol.from_matrix, lambda K, g: chol.step(K, g, beta2),
+                   chol.to_matrix),
+        ]
+        checkpoints = log_checkpoints(steps, num_checkpoints)
+        h = track(
+            schemes, "default", Sigma, S0,
+            gradient_stream(Q, lam, steps, gen_stream, dtype), steps, checkpoints,
+            w2=w2, progress=progress, desc=f"curvature n={n} beta2={beta2:g}",
+        )
+        B = h.states["spectral"].B.to(torch.float64)
+        ortho = float(torch.linalg.matrix_norm(B.T @ B - torch.eye(n, dtype=torch.float64)))
+
+    def arrays(d: dict[str, list[float]]) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in d.items() if v}
+
+    return CurvatureResult(
+        structure="full", n=n, steps=steps, beta2=beta2, gamma=1.0, seed=seed,
+        dtype=str(dtype).replace("torch.", ""), init=init, decades=float(decades),
+        iterations=checkpoints, fixed_point=arrays(h.fixed_point), iterate=arrays(h.iterate),
+        fixed_point_w2=arrays(h.fixed_point_w2), iterate_w2=arrays(h.iterate_w2),
+        update_seconds=dict(h.update_seconds), orthogonality_error=ortho,
+        wall_time=time.perf_counter() - start,
+    )
+
+
+# Reporting -----------------------------------------------------------------------------------
+
+
+def _table_rows(result: CurvatureResult) -> list[int]:
+    """Indices into ``result.iterations`` of 1, 10, 100, ... and the last iteration."""
+    its = result.iterations
+    want = [int(p) for p in 10 ** np.arange(int(math.log10(result.steps)) + 1)] + [result.steps]
+    return sorted({int(np.searchsorted(its, w)) for w in want if w in set(its.tolist())})
+
+
+def _block(title: str, result: CurvatureResult, fp: dict, it: dict, fmt: str) -> list[str]:
+    cols = [f"fixed-point {k}" for k in fp] + [f"iterate {k}" for k in it]
+    series = list(fp.values()) + list(it.values())
+    width = max(len(c) for c in cols) + 2
+    lines = [title, "iteration".rjust(10) + "".join(c.rjust(width) for c in cols)]
+    for i in _table_rows(result):
+        vals = "".join(format(s[i], fmt).rjust(width) for s in series)
+        lines.append(str(int(result.iterations[i])).rjust(10) + vals)
+    return lines
+
+
+def format_table(result: CurvatureResult) -> str:
+    """Plain-text table of both matchings at iterations 1, 10, 100, ... and the final one."""
+    r = result
+    head = (
+        f"Curvature learning ({r.structure} matrix), n={r.n}, beta2={r.beta2:g}, "
+        f"gamma={r.gamma:g}, steps={r.steps}, seed={r.seed}, dtype={r.dtype}, init={r.init}"
+    )
+    lines = [head]
+    lines += _block("relative Frobenius error", r, r.fixed_point, r.iterate, ".4f")
+    if r.fixed_point_w2:
+        lines += _block("Wasserstein-2 distance", r, r.fixed_point_w2, r.iterate_w2, ".4g")
+    secs = ", ".join(f"{k} {v:.2f} s" for k, v in r.update_seconds.items())
+    lines.append(f"update time: {secs}; ||B^T B - I||_F (spectral) = "
+                 f"{r.orthogonality_error:.1e}; run {r.wall_time:.1f} s")
+    return "\n".join(lines)
+
+
+def plot(result: CurvatureResult | Sequence[CurvatureResult], path: Any) -> None:
+    """Fig. 7-style PNG: one row per result (``beta2``); columns fixed-point / iterate
+    matching in relative Frobenius error (and W2 when recorded); log-log axes.
+
+    Uses matplotlib's Agg canvas directly (no pyplot, no global backend change).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    results = [result] if isinstance(result, CurvatureResult) else list(result)
+    if not results:
+        raise ValueError("plot: no results")
+    panels: list[tuple[str, str]] = [("fixed_point", "Fixed-point matching"),
+                                     ("iterate", "Iterate matching")]
+    if all(r.fixed_point_w2 for r in results):
+        panels = [("fixed_point", "Fixed-point matching"), ("fixed_point_w2", "Fixed-point"
+                  " matching"), ("iterate", "Iterate matching"), ("iterate_w2",
+                  "Iterate matching")]
+    fig = Figure(figsize=(4.0 * len(panels), 3.3 * len(results)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(results), len(panels), squeeze=False)
+    for row, r in zip(axes, results, strict=True):
+        its = r.iterations
+        keep = its > 0
+        for ax, (field, title) in zip(row, panels, strict=True):
+            for name, values in getattr(r, field).items():
+                label, color = SCHEME_STYLE.get(name, (name, None))
+                ax.plot(its[keep], values[keep], label=label, color=color, lw=1.5)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{title} (n={r.n}, $\\beta_2$={r.beta2:g})", fontsize=9)
+            ax.set_xlabel("iterations")
+            ax.set_ylabel("Wasserstein-2 distance" if field.endswith("w2")
+                          else "relative Frobenius error")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
