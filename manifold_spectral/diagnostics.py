@@ -3,10 +3,10 @@
 They compute, from definitions and autograd, what a manifold states in closed form, so a
 researcher can verify a chart of their own (or ours on their sizes and dtypes):
 
-* :func:`autograd_fisher`: ``F_ab = 1/2 tr(S^-1 J_a S^-1 J_b)`` with ``J = dS(eta)/d eta`` at 0,
+* ``autograd_fisher``: ``F_ab = 1/2 tr(S^-1 J_a S^-1 J_b)`` with ``J = dS(eta)/d eta`` at 0,
   the Fisher-Rao metric of a Gaussian with precision ``S`` pulled back through the chart;
-* :func:`autograd_local_gradient`: ``grad_eta f(S(eta))`` at 0 for a linear ``f = <E, S>``;
-* :func:`check_metric` / :func:`check_natural_gradient`: the largest relative mismatch of the
+* ``autograd_local_gradient``: ``grad_eta f(S(eta))`` at 0 for a linear ``f = <E, S>``;
+* ``check_metric`` / ``check_natural_gradient``: the largest relative mismatch of the
   closed forms against these references (``pinv(F) grad`` for the natural gradient).
 
 These are diagnostics for small problems (they form dense ``dim x dim`` matrices and use

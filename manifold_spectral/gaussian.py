@@ -8,7 +8,7 @@ Curvature learning (paper Sec. 2-3, Fig. 1) is RGD on ``S`` for the variational 
 
 In the eigenbasis of ``S = B Diag(d) B^T`` this gradient is
 ``G = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` with ``Ht = B^T H B``; it goes through the generic
-RGD step (:meth:`manifold_spectral.RGD.step_eigenbasis`) with step size ``beta2``. For the GOP
+RGD step (``manifold_spectral.RGD.step_eigenbasis``) with step size ``beta2``. For the GOP
 this is exactly the top box of Fig. 1 (``d <- d exp(beta2/d (q*q - gamma d))``,
 ``B <- B Cayley(beta2/2 Skew(Tril U))``, ``U_ij = -q_i q_j / (d_i - d_j)``); with
 ``exponential="truncated"`` the eigenvalue map is ``d (1 + m)``, giving
@@ -82,7 +82,7 @@ class Hessian(Curvature):
 
 
 class CallableCurvature(Curvature):
-    """User-supplied ``fn(S_point) -> H`` (a dense matrix or another :class:`Curvature`)."""
+    """User-supplied ``fn(S_point) -> H`` (a dense matrix or another ``Curvature``)."""
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         if not callable(fn):
@@ -97,7 +97,7 @@ CurvatureLike = Union[Curvature, Tensor, Callable[[Any], Any]]  # noqa: UP007 (p
 
 
 def as_curvature(curvature: CurvatureLike) -> Curvature:
-    """A :class:`Curvature` from a Curvature, a dense (n, n) matrix or a callable."""
+    """A ``Curvature`` from a Curvature, a dense (n, n) matrix or a callable."""
     if isinstance(curvature, Curvature):
         return curvature
     if isinstance(curvature, Tensor):
@@ -124,6 +124,8 @@ class Gaussian:
             Adam/Shampoo-like square root).
         exponential: ``"exact"`` (Fig. 1) or ``"truncated"`` (Fig. 5; needs PSD curvature).
         cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
+        reorthogonalize_every: passed to the underlying ``RGD`` (default ``"auto"``: a
+            Newton-Schulz step every 10 Neumann updates).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class Gaussian:
         root: float = 2.0,
         exponential: str = "exact",
         cayley: str | None = None,
+        reorthogonalize_every: int | None | str = "auto",
     ) -> None:
         self.manifold = manifold
         self.beta1 = check_positive(beta1, "beta1")
@@ -145,11 +148,17 @@ class Gaussian:
         if exponential not in ("exact", "truncated"):
             raise ValueError(f"exponential: expected 'exact' or 'truncated', got {exponential!r}")
         self.exponential = exponential
-        self._rgd = RGD(manifold, self.beta2, cayley=cayley, exponential=exponential == "exact")
+        self._rgd = RGD(
+            manifold,
+            self.beta2,
+            cayley=cayley,
+            exponential=exponential == "exact",
+            reorthogonalize_every=reorthogonalize_every,
+        )
 
     def precision_step(self, x: Any, curvature: CurvatureLike) -> Any:
         """One RGD step of the precision with step size ``beta2`` (Fig. 1 top box for the GOP)."""
-        self.manifold.validate_point(x, "precision")
+        self.manifold.validate_point(x, "precision", fast=True)
         Ht = as_curvature(curvature).eigenbasis(self.manifold, x)
         G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)
         return self._rgd.step_eigenbasis(x, G)

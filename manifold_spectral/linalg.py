@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: Default Frobenius-norm bound for the argument of the Neumann Cayley map. The truncated map
-#: equals ``Cayley(X) (I - X^8)`` exactly (see :func:`cayley_neumann`), so its orthogonality
+#: equals ``Cayley(X) (I - X^8)`` exactly (see ``cayley_neumann``), so its orthogonality
 #: defect is ``||(I - X^8)^2 - I||_2 <= 2 rho^8 + rho^16``: 3.1e-5 at rho = 0.25.
 NEUMANN_MAX_NORM = 0.25
 
@@ -79,7 +79,7 @@ def cayley_neumann(N: Tensor) -> Tensor:
     ``Cayley(N) (I - N^8)`` exactly. For skew ``N`` its orthogonality defect is
     ``(I - N^8)^2 - I = -2 N^8 + N^16``, bounded by ``2 ||N||_2^8 + ||N||_2^16``.
     Valid (convergent, and a good approximation) only while ``||N||_2 < 1``; callers bound the
-    Frobenius norm (an upper bound of the spectral norm) with :func:`clip_norm`.
+    Frobenius norm (an upper bound of the spectral norm) with ``clip_norm``.
     Cost: four matrix products, no solve — usable in bfloat16.
     """
     eye = _eye_like(N)
@@ -101,7 +101,7 @@ def cayley(N: Tensor, method: str = "exact") -> Tensor:
 def clip_norm(X: Tensor, max_norm: float) -> Tensor:
     """Rescale ``X <- X * min(1, max_norm / ||X||_F)`` (norm over the last two dimensions).
 
-    Used to keep the argument of :func:`cayley_neumann` inside its region of validity.
+    Used to keep the argument of ``cayley_neumann`` inside its region of validity.
     """
     Xf = X.float() if X.dtype in (torch.bfloat16, torch.float16) else X
     norm = torch.linalg.matrix_norm(Xf, ord="fro", keepdim=True)

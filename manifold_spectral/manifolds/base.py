@@ -1,6 +1,6 @@
 """The contract every spectral manifold fulfils, and shared argument checks.
 
-``RGD``, the Gaussian layer and the solvers are written against :class:`SpectralManifold`
+``RGD``, the Gaussian layer and the solvers are written against ``SpectralManifold``
 only; they never switch on concrete classes. A manifold describes points ``x`` (immutable
 tensor containers), local charts at ``x`` whose origin is ``x``, the Fisher-Rao metric at the
 chart origin (diagonal or block-diagonal, in closed form) and the chart map itself as the
@@ -110,8 +110,12 @@ class SpectralManifold(abc.ABC):
         """``log det S``."""
 
     @abc.abstractmethod
-    def check_point(self, x: Any) -> tuple[bool, str | None]:
-        """``(ok, reason)``: whether ``x`` is a valid point of this manifold."""
+    def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
+        """``(ok, reason)``: whether ``x`` is a valid point of this manifold.
+
+        ``fast=True`` replaces O(n^3) checks (orthogonality of ``B``) by O(n^2) probes with a
+        loose tolerance: what the update paths use to reject garbage cheaply.
+        """
 
     @abc.abstractmethod
     def metric(self, x: Any) -> Any:
@@ -131,7 +135,7 @@ class SpectralManifold(abc.ABC):
 
     @abc.abstractmethod
     def natural_gradient_eigenbasis(self, x: Any, G: Tensor) -> Any:
-        """:meth:`natural_gradient` from the gradient rotated into the eigenbasis."""
+        """``natural_gradient`` from the gradient rotated into the eigenbasis."""
 
     @abc.abstractmethod
     def rotate(self, x: Any, E: Tensor) -> Tensor:
@@ -163,7 +167,7 @@ class SpectralManifold(abc.ABC):
 
     @abc.abstractmethod
     def from_vector(self, vec: Tensor) -> Any:
-        """Inverse of :meth:`to_vector`."""
+        """Inverse of ``to_vector``."""
 
     # Shared, concrete methods -----------------------------------------------------------
 
@@ -178,9 +182,9 @@ class SpectralManifold(abc.ABC):
         triples = zip(w.leaves(), u.leaves(), v.leaves(), strict=True)
         return sum((a * b * c).sum() for a, b, c in triples)
 
-    def validate_point(self, x: Any, name: str = "x") -> None:
+    def validate_point(self, x: Any, name: str = "x", *, fast: bool = False) -> None:
         """Raise ``ValueError``/``TypeError`` when ``check_point`` fails."""
-        ok, reason = self.check_point(x)
+        ok, reason = self.check_point(x, fast=fast)
         if not ok:
             exc = TypeError if reason and "dtype" in reason else ValueError
             raise exc(f"{name}: not a point of {self!r}: {reason}")

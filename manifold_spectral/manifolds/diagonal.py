@@ -82,7 +82,8 @@ class DiagonalSPD(SpectralManifold):
     def logdet(self, x: DiagonalPoint) -> Tensor:
         return torch.log(x.d).sum()
 
-    def check_point(self, x: Any) -> tuple[bool, str | None]:
+    def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
+        """``(ok, reason)``: shape, dtype, device, finiteness and ``d > 0`` (all O(n))."""
         if not isinstance(x, DiagonalPoint):
             return False, f"expected a DiagonalPoint, got {type(x).__name__}"
         reason = self._check_point_tensors({"d": (x.d, (self.n,))})
@@ -118,7 +119,7 @@ class DiagonalSPD(SpectralManifold):
         return self.natural_gradient_eigenbasis(x, self.validate_egrad(egrad))
 
     def natural_gradient_eigenbasis(self, x: DiagonalPoint, G: Tensor) -> DiagonalTangent:
-        """Same as :meth:`natural_gradient` (the eigenbasis is the standard basis); ``G`` may
+        """Same as ``natural_gradient`` (the eigenbasis is the standard basis); ``G`` may
         be the (n,) diagonal or an (n, n) matrix whose diagonal is used."""
         g = torch.diagonal(G) if G.ndim == 2 else G
         return DiagonalTangent(blocks.eig_natural_grad(x.d, g))

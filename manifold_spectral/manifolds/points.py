@@ -86,7 +86,7 @@ class TensorTree:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SpectralPoint(TensorTree):
-    """A point of :class:`~manifold_spectral.SpectralSPD`: ``S = B Diag(d) B^T``.
+    """A point of ``manifold_spectral.SpectralSPD``: ``S = B Diag(d) B^T``.
 
     ``B`` (n, n) orthogonal, ``d`` (n,) positive.
     """
@@ -105,7 +105,7 @@ class SpectralTangent(TensorTree):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DiagonalPoint(TensorTree):
-    """A point of :class:`~manifold_spectral.DiagonalSPD`: ``S = Diag(d)``, ``d > 0``."""
+    """A point of ``manifold_spectral.DiagonalSPD``: ``S = Diag(d)``, ``d > 0``."""
 
     d: Tensor
 
