@@ -125,7 +125,7 @@ class Gaussian:
         exponential: ``"exact"`` (Fig. 1) or ``"truncated"`` (Fig. 5; needs PSD curvature).
         cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
         reorthogonalize_every: passed to the underlying ``RGD`` (default ``"auto"``: a
-            Newton-Schulz step every 10 Neumann updates).
+            Newton-Schulz step every 10 Neumann updates, every 100 exact updates below float64).
     """
 
     def __init__(

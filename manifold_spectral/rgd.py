@@ -23,10 +23,10 @@ from .manifolds.base import SpectralManifold, check_cayley, check_positive
 
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 
-#: Newton-Schulz period used with Neumann Cayley steps: one polar step (two products) every
-#: 10 updates costs ~5% of the updates and keeps ``||B^T B - I||`` at the level of one step's
-#: defect.
-AUTO_REORTHOGONALIZE_EVERY = 10
+#: Newton-Schulz periods of ``reorthogonalize_every="auto"``: one polar step (two products)
+#: every 10 Neumann updates costs ~5% of the updates and keeps ``||B^T B - I||`` at the level of
+#: one step's defect; exact steps in low precision drift only by rounding.
+AUTO_REORTHOGONALIZE_EVERY = {"neumann": 10, "exact-low-precision": 100}
 
 
 class RGD:
@@ -40,8 +40,10 @@ class RGD:
         exponential: ``False`` uses the first-order truncated eigenvalue map ``d (1 + m)``.
         reorthogonalize_every: apply ``manifold.reorthogonalize`` (a Newton-Schulz polar
             step, no decomposition) every k steps; ``None`` never; ``"auto"`` (default):
-            every ``AUTO_REORTHOGONALIZE_EVERY`` steps when the Cayley map is Neumann (whose
-            defect is up to ``2 rho^8`` a step), never with the exact map.
+            every ``AUTO_REORTHOGONALIZE_EVERY["neumann"]`` (10) steps with the Neumann map
+            (whose defect is up to ``2 rho^8`` a step), every 100 steps with the exact map in
+            float32 and 16-bit types (rounding drift ~1e-7 a step in float32), never with the
+            exact map in float64.
 
     A rejected call (bad point, gradient with wrong shape/dtype/device, NaN/Inf, or a step
     whose result is not finite) raises and leaves the momentum state unchanged.
@@ -69,7 +71,12 @@ class RGD:
         self.exponential = bool(exponential)
         if reorthogonalize_every == "auto":
             method = self.cayley or getattr(manifold, "cayley", "exact")
-            reorthogonalize_every = AUTO_REORTHOGONALIZE_EVERY if method == "neumann" else None
+            if method == "neumann":
+                reorthogonalize_every = AUTO_REORTHOGONALIZE_EVERY["neumann"]
+            elif manifold.dtype != torch.float64:
+                reorthogonalize_every = AUTO_REORTHOGONALIZE_EVERY["exact-low-precision"]
+            else:
+                reorthogonalize_every = None
         if reorthogonalize_every is not None and (
             isinstance(reorthogonalize_every, bool)
             or not isinstance(reorthogonalize_every, int)

@@ -25,10 +25,10 @@ the GOP, ``K^T H K = Q Q^T / k`` with ``Q = K^T [g_1 ... g_k]``: O(n^2 k) plus o
 ``S`` stays SPD as long as ``K`` stays nonsingular, i.e. every diagonal factor
 ``1 - beta2/2 (q_i^2 - gamma)`` of ``I - beta2 A`` is non-zero (a negative factor only flips
 the sign of a column of ``K``, which ``K K^T`` does not see, but it signals a step far outside
-the first-order regime: ``beta2 q_i^2 > 2 + gamma beta2``). :meth:`CholeskyCurvature.step`
+the first-order regime: ``beta2 q_i^2 > 2 + gamma beta2``). ``CholeskyCurvature.step``
 raises ``FloatingPointError`` when the new ``K`` is singular or not finite.
-Decompositions appear only at initialisation (:meth:`CholeskyCurvature.from_matrix`) and in
-evaluation (:meth:`CholeskyCurvature.to_matrix`).
+Decompositions appear only at initialisation (``CholeskyCurvature.from_matrix``) and in
+evaluation (``CholeskyCurvature.to_matrix``).
 """
 
 from __future__ import annotations
@@ -116,8 +116,9 @@ class CholeskyCurvature:
         if grads.ndim == 1:
             grads = grads[None, :]
         if grads.ndim != 2 or grads.shape[1] != self.n:
-            raise ValueError(f"grads: expected shape ({self.n},) or (k, {self.n}), got "
-                             f"{tuple(grads.shape)}")
+            raise ValueError(
+                f"grads: expected shape ({self.n},) or (k, {self.n}), got {tuple(grads.shape)}"
+            )
         Q = K.T @ grads.T  # (n, k)
         X = (Q @ Q.T) / grads.shape[0]
         X = X - gamma * torch.eye(self.n, dtype=self.dtype, device=self.device)

@@ -1,6 +1,6 @@
-"""Paper reproductions behind ``manifold-spectral reproduce`` (see :mod:`manifold_spectral.cli`).
+"""Paper reproductions behind ``manifold-spectral reproduce`` (see ``manifold_spectral.cli``).
 
-* :mod:`.curvature`: SPD curvature learning from a gradient stream (Sec. 4.1, Fig. 2 and 7):
+* ``curvature``: SPD curvature learning from a gradient stream (Sec. 4.1, Fig. 2 and 7):
   fixed-point and iterate matching of the spectral, default and Cholesky schemes.
 
 Experiments import the core; the core never imports them. Each module exposes a ``run_*``

@@ -5,11 +5,11 @@ eigenvalues log-uniform over ``decades`` decades, seeded) and a stream ``g_k ~ N
 one gradient per step. Three schemes learn ``S`` from the same stream and the same ``S0``,
 with ``gamma = 1``:
 
-* default:  ``S <- (1 - beta2) S + beta2 g g^T`` (:func:`default_step`, paper Eq. (3));
-* spectral: ``S = B Diag(d) B^T`` by RGD in local charts (:class:`manifold_spectral.Gaussian`
+* default:  ``S <- (1 - beta2) S + beta2 g g^T`` (``default_step``, paper Eq. (3));
+* spectral: ``S = B Diag(d) B^T`` by RGD in local charts (``manifold_spectral.Gaussian``
   with the GOP, exact exponential and exact Cayley; Fig. 1 top box);
 * Cholesky: ``S = (K K^T)^-1``, ``K <- K (I - beta2 Phi(K^T g g^T K - I))``
-  (:class:`manifold_spectral.baselines.CholeskyCurvature`, Lin et al. 2024).
+  (``manifold_spectral.baselines.CholeskyCurvature``, Lin et al. 2024).
 
 Two measurements, both as relative Frobenius errors (and the Bures-Wasserstein distance
 ``W2(N(0, A), N(0, B))`` as a second metric, App. B.1):
@@ -30,7 +30,7 @@ Evaluation happens at ``num_checkpoints`` log-spaced iterations (plus 0 and the 
 its dense matrices, the triangular solve of the Cholesky scheme and the eigendecompositions
 of the W2 metric stay off the update path and cheap.
 
-The Kronecker variant (Fig. 2 right, Fig. 8; ``run_kronecker``) will reuse :func:`track`
+The Kronecker variant (Fig. 2 right, Fig. 8; ``run_kronecker``) will reuse ``track``
 with Kronecker schemes and the projection baseline; it is not implemented yet.
 """
 
@@ -106,9 +106,7 @@ def ground_truth(n: int, decades: float, generator: torch.Generator) -> tuple[Te
     return Q, lam
 
 
-def initial_matrix(
-    init: str, Q: Tensor, lam: Tensor, generator: torch.Generator
-) -> Tensor:
+def initial_matrix(init: str, Q: Tensor, lam: Tensor, generator: torch.Generator) -> Tensor:
     """The common ``S0`` of every scheme (float64); see the module docstring for ``init``."""
     n = lam.shape[0]
     if init == "random":
@@ -126,7 +124,11 @@ def initial_matrix(
 
 
 def gradient_stream(
-    Q: Tensor, lam: Tensor, steps: int, generator: torch.Generator, dtype: torch.dtype,
+    Q: Tensor,
+    lam: Tensor,
+    steps: int,
+    generator: torch.Generator,
+    dtype: torch.dtype,
     chunk: int = 1024,
 ) -> Iterator[Tensor]:
     """``steps`` gradients ``g_k = Q (sqrt(lam) * z_k) ~ N(0, Sigma)``, generated in chunks."""
@@ -197,6 +199,7 @@ class _Histories:
     iterate_w2: dict[str, list[float]]
     update_seconds: dict[str, float]
     states: dict[str, Any]
+    diverged: dict[str, int]
 
 
 def track(
@@ -215,32 +218,48 @@ def track(
     """Run every scheme on the same gradient stream and record both matchings at checkpoints.
 
     ``target``: the fixed point (float64); ``reference``: the name of the scheme whose
-    iterates the others are matched against (the default scheme).
+    iterates the others are matched against (the default scheme). A scheme whose step raises
+    ``FloatingPointError`` (a non-finite or singular state: its step size is too large for
+    the gradients) is frozen; its later entries are NaN and ``diverged[name]`` is the
+    iteration at which it failed. The reference must not diverge.
     """
     names = [s.name for s in schemes]
     if reference not in names:
         raise ValueError(f"reference: {reference!r} is not one of {names}")
     others = [nm for nm in names if nm != reference]
     h = _Histories(
-        {nm: [] for nm in names}, {nm: [] for nm in others},
-        {nm: [] for nm in names}, {nm: [] for nm in others},
-        dict.fromkeys(names, 0.0), {s.name: s.init(S0) for s in schemes},
+        {nm: [] for nm in names},
+        {nm: [] for nm in others},
+        {nm: [] for nm in names},
+        {nm: [] for nm in others},
+        dict.fromkeys(names, 0.0),
+        {s.name: s.init(S0) for s in schemes},
+        {},
     )
     sqrt_target = _sqrtm_psd(target) if w2 else None
     marks = set(int(c) for c in checkpoints)
 
     def record() -> None:
-        mats = {s.name: s.matrix(h.states[s.name]).to(torch.float64) for s in schemes}
+        mats = {
+            s.name: s.matrix(h.states[s.name]).to(torch.float64)
+            for s in schemes
+            if s.name not in h.diverged
+        }
         ref = mats[reference]
         sqrt_ref = _sqrtm_psd(ref) if w2 else None
+        nan = float("nan")
         for nm in names:
-            h.fixed_point[nm].append(_relative_frobenius(mats[nm], target))
+            ok = nm in mats
+            h.fixed_point[nm].append(_relative_frobenius(mats[nm], target) if ok else nan)
             if w2:
-                h.fixed_point_w2[nm].append(bures_wasserstein(mats[nm], target, sqrt_target))
+                h.fixed_point_w2[nm].append(
+                    bures_wasserstein(mats[nm], target, sqrt_target) if ok else nan
+                )
         for nm in others:
-            h.iterate[nm].append(_relative_frobenius(mats[nm], ref))
+            ok = nm in mats
+            h.iterate[nm].append(_relative_frobenius(mats[nm], ref) if ok else nan)
             if w2:
-                h.iterate_w2[nm].append(bures_wasserstein(mats[nm], ref, sqrt_ref))
+                h.iterate_w2[nm].append(bures_wasserstein(mats[nm], ref, sqrt_ref) if ok else nan)
 
     from tqdm.auto import tqdm
 
@@ -248,8 +267,15 @@ def track(
     with tqdm(total=steps, desc=desc, disable=not progress, mininterval=0.5, leave=False) as bar:
         for k, g in enumerate(grads, start=1):
             for s in schemes:
+                if s.name in h.diverged:
+                    continue
                 t = time.perf_counter()
-                h.states[s.name] = s.step(h.states[s.name], g)
+                try:
+                    h.states[s.name] = s.step(h.states[s.name], g)
+                except FloatingPointError:
+                    if s.name == reference:
+                        raise
+                    h.diverged[s.name] = k
                 h.update_seconds[s.name] += time.perf_counter() - t
             if k in marks:
                 record()
@@ -270,6 +296,8 @@ class CurvatureResult:
     ``iterations`` (``iterate`` has no entry for the reference, the default scheme);
     ``*_w2``: the Bures-Wasserstein distances (empty dicts when ``w2=False``).
     ``update_seconds``: time spent in each scheme's updates (evaluation excluded).
+    ``diverged``: scheme -> iteration at which its step failed (NaN entries from there on).
+    ``orthogonality_error``: ``||B^T B - I||_F`` of the spectral scheme's final ``B``.
     """
 
     structure: str
@@ -287,6 +315,7 @@ class CurvatureResult:
     fixed_point_w2: dict[str, np.ndarray]
     iterate_w2: dict[str, np.ndarray]
     update_seconds: dict[str, float]
+    diverged: dict[str, int]
     orthogonality_error: float
     wall_time: float
 
@@ -334,12 +363,15 @@ def run_full_matrix(
 
     Args:
         n: matrix size (paper: 100).
-        steps: number of gradients; default :func:`default_steps` (``10 / beta2``), enough
+        steps: number of gradients; default ``default_steps`` (``10 / beta2``), enough
             for the default scheme to reach its stationary noise level.
         beta2: step size of every scheme, in (0, 1). Smaller values average more gradients
-            (stationary relative error of the default scheme ~ ``sqrt(beta2 r / 2)`` for an
-            effective rank ``r``) and keep all schemes in their first-order regime; the
-            Cholesky scheme's second-order bias grows like ``beta2 n``.
+            (stationary relative error of the default scheme ``~ sqrt(beta2 (r + 1) / 2)``,
+            ``r = tr(Sigma)^2 / ||Sigma||_F^2``, about 42 for the defaults: 0.15 at
+            ``beta2 = 1e-3``, 0.47 at ``1e-2``) and keep every scheme in its first-order
+            regime. The Cholesky scheme's fixed point carries a second-order bias: at
+            stationarity ``E[K^T g g^T K] - I ~ beta2 E[A A^T]``, whose i-th diagonal entry is
+            about ``beta2 i``, i.e. a relative bias ``~ beta2 n / 2``.
         seed: seeds ``Sigma``, ``S0`` and the stream through independent generators.
         dtype: dtype of the schemes' states and updates (evaluation is in float64).
         progress: tqdm progress bar (stderr).
@@ -370,35 +402,72 @@ def run_full_matrix(
         S0 = initial_matrix(init, Q, lam, gen_init)
 
         manifold = SpectralSPD(n, dtype=dtype)
-        gauss = Gaussian(manifold, beta1=1.0, beta2=beta2, gamma=1.0, root=2.0,
-                         exponential="exact", cayley="exact")
+        gauss = Gaussian(
+            manifold,
+            beta1=1.0,
+            beta2=beta2,
+            gamma=1.0,
+            root=2.0,
+            exponential="exact",
+            cayley="exact",
+        )
         chol = CholeskyCurvature(n, dtype=dtype)
         schemes = [
-            Scheme("default", lambda S: S.to(dtype), lambda S, g: default_step(S, g, beta2),
-                   lambda S: S),
-            Scheme("spectral", manifold.from_matrix,
-                   lambda x, g: gauss.precision_step(x, GOP(g)), manifold.to_matrix),
-            Scheme("cholesky", chol.from_matrix, lambda K, g: chol.step(K, g, beta2),
-                   chol.to_matrix),
+            Scheme(
+                "default",
+                lambda S: S.to(dtype),
+                lambda S, g: default_step(S, g, beta2),
+                lambda S: S,
+            ),
+            Scheme(
+                "spectral",
+                manifold.from_matrix,
+                lambda x, g: gauss.precision_step(x, GOP(g)),
+                manifold.to_matrix,
+            ),
+            Scheme(
+                "cholesky", chol.from_matrix, lambda K, g: chol.step(K, g, beta2), chol.to_matrix
+            ),
         ]
         checkpoints = log_checkpoints(steps, num_checkpoints)
         h = track(
-            schemes, "default", Sigma, S0,
-            gradient_stream(Q, lam, steps, gen_stream, dtype), steps, checkpoints,
-            w2=w2, progress=progress, desc=f"curvature n={n} beta2={beta2:g}",
+            schemes,
+            "default",
+            Sigma,
+            S0,
+            gradient_stream(Q, lam, steps, gen_stream, dtype),
+            steps,
+            checkpoints,
+            w2=w2,
+            progress=progress,
+            desc=f"curvature n={n} beta2={beta2:g}",
         )
         B = h.states["spectral"].B.to(torch.float64)
         ortho = float(torch.linalg.matrix_norm(B.T @ B - torch.eye(n, dtype=torch.float64)))
+        if "spectral" in h.diverged:
+            ortho = float("nan")
 
     def arrays(d: dict[str, list[float]]) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in d.items() if v}
 
     return CurvatureResult(
-        structure="full", n=n, steps=steps, beta2=beta2, gamma=1.0, seed=seed,
-        dtype=str(dtype).replace("torch.", ""), init=init, decades=float(decades),
-        iterations=checkpoints, fixed_point=arrays(h.fixed_point), iterate=arrays(h.iterate),
-        fixed_point_w2=arrays(h.fixed_point_w2), iterate_w2=arrays(h.iterate_w2),
-        update_seconds=dict(h.update_seconds), orthogonality_error=ortho,
+        structure="full",
+        n=n,
+        steps=steps,
+        beta2=beta2,
+        gamma=1.0,
+        seed=seed,
+        dtype=str(dtype).replace("torch.", ""),
+        init=init,
+        decades=float(decades),
+        iterations=checkpoints,
+        fixed_point=arrays(h.fixed_point),
+        iterate=arrays(h.iterate),
+        fixed_point_w2=arrays(h.fixed_point_w2),
+        iterate_w2=arrays(h.iterate_w2),
+        update_seconds=dict(h.update_seconds),
+        diverged=dict(h.diverged),
+        orthogonality_error=ortho,
         wall_time=time.perf_counter() - start,
     )
 
@@ -432,12 +501,16 @@ def format_table(result: CurvatureResult) -> str:
         f"gamma={r.gamma:g}, steps={r.steps}, seed={r.seed}, dtype={r.dtype}, init={r.init}"
     )
     lines = [head]
-    lines += _block("relative Frobenius error", r, r.fixed_point, r.iterate, ".4f")
+    lines += _block("relative Frobenius error", r, r.fixed_point, r.iterate, ".4g")
     if r.fixed_point_w2:
         lines += _block("Wasserstein-2 distance", r, r.fixed_point_w2, r.iterate_w2, ".4g")
+    for name, k in r.diverged.items():
+        lines.append(f"{name}: diverged at iteration {k} (beta2 too large for this scheme)")
     secs = ", ".join(f"{k} {v:.2f} s" for k, v in r.update_seconds.items())
-    lines.append(f"update time: {secs}; ||B^T B - I||_F (spectral) = "
-                 f"{r.orthogonality_error:.1e}; run {r.wall_time:.1f} s")
+    lines.append(
+        f"update time: {secs}; ||B^T B - I||_F (spectral) = "
+        f"{r.orthogonality_error:.1e}; run {r.wall_time:.1f} s"
+    )
     return "\n".join(lines)
 
 
@@ -453,12 +526,17 @@ def plot(result: CurvatureResult | Sequence[CurvatureResult], path: Any) -> None
     results = [result] if isinstance(result, CurvatureResult) else list(result)
     if not results:
         raise ValueError("plot: no results")
-    panels: list[tuple[str, str]] = [("fixed_point", "Fixed-point matching"),
-                                     ("iterate", "Iterate matching")]
+    panels: list[tuple[str, str]] = [
+        ("fixed_point", "Fixed-point matching"),
+        ("iterate", "Iterate matching"),
+    ]
     if all(r.fixed_point_w2 for r in results):
-        panels = [("fixed_point", "Fixed-point matching"), ("fixed_point_w2", "Fixed-point"
-                  " matching"), ("iterate", "Iterate matching"), ("iterate_w2",
-                  "Iterate matching")]
+        panels = [
+            ("fixed_point", "Fixed-point matching"),
+            ("fixed_point_w2", "Fixed-point matching"),
+            ("iterate", "Iterate matching"),
+            ("iterate_w2", "Iterate matching"),
+        ]
     fig = Figure(figsize=(4.0 * len(panels), 3.3 * len(results)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(results), len(panels), squeeze=False)
@@ -473,8 +551,9 @@ def plot(result: CurvatureResult | Sequence[CurvatureResult], path: Any) -> None
             ax.set_yscale("log")
             ax.set_title(f"{title} (n={r.n}, $\\beta_2$={r.beta2:g})", fontsize=9)
             ax.set_xlabel("iterations")
-            ax.set_ylabel("Wasserstein-2 distance" if field.endswith("w2")
-                          else "relative Frobenius error")
+            ax.set_ylabel(
+                "Wasserstein-2 distance" if field.endswith("w2") else "relative Frobenius error"
+            )
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)

@@ -1,0 +1,220 @@
+"""Command line: ``manifold-spectral reproduce <experiment> [options]`` (also ``python -m
+manifold_spectral``).
+
+Every reproduction is one ``Reproduction`` entry in ``REPRODUCTIONS``: a function
+adding its options to an argparse sub-parser, a function running it from the parsed options,
+and the option overrides ``reproduce all`` uses for a quick run. Each run prints its table,
+writes its PNG plots (and the table as text) under ``--out`` and prints its wall time.
+Experiments are imported lazily, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser", "Reproduction", "REPRODUCTIONS"]
+
+
+# Argument types: argparse turns ArgumentTypeError into "error: argument --x: ..." + exit 2.
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A float strictly between 0 and 1 (a step size of a moving average)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 < value < 1.0):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+# Registry ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Reproduction:
+    """One paper reproduction behind ``manifold-spectral reproduce <name>``.
+
+    ``add_arguments(parser)`` adds the experiment's own options (``--out`` and
+    ``--no-progress`` are common); ``run(args, out)`` runs it, prints its table and writes
+    its files under the directory ``out``; ``quick`` overrides option defaults for
+    ``reproduce all``.
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Path], None]
+    quick: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _curvature_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n", type=positive_int, default=100, help="matrix size (default 100)")
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="gradients per run (default: 10 / beta2, ten time constants of the average)",
+    )
+    parser.add_argument(
+        "--beta2",
+        type=unit_interval,
+        nargs="+",
+        default=[1e-2, 1e-3],
+        metavar="BETA2",
+        help="one or more step sizes in (0, 1); one plot row each (default: 0.01 0.001)",
+    )
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    parser.add_argument(
+        "--init",
+        choices=("random", "sample"),
+        default="random",
+        help="S0: an independent random SPD matrix (default) or a sample covariance",
+    )
+    parser.add_argument(
+        "--no-w2", dest="w2", action="store_false", help="skip the Wasserstein-2 metric"
+    )
+
+
+def _run_curvature(args: argparse.Namespace, out: Path) -> None:
+    from .experiments import curvature
+
+    results = []
+    for beta2 in args.beta2:
+        result = curvature.run_full_matrix(
+            n=args.n,
+            steps=args.steps,
+            beta2=beta2,
+            seed=args.seed,
+            progress=args.progress,
+            init=args.init,
+            w2=args.w2,
+        )
+        table = curvature.format_table(result)
+        print(table, end="\n\n", flush=True)
+        results.append((result, table))
+    png = out / "curvature_full.png"
+    curvature.plot([r for r, _ in results], png)
+    (out / "curvature_full.txt").write_text("\n\n".join(t for _, t in results) + "\n")
+    print(f"wrote {png} and {out / 'curvature_full.txt'}")
+
+
+REPRODUCTIONS: dict[str, Reproduction] = {
+    r.name: r
+    for r in [
+        Reproduction(
+            "curvature",
+            "Sec. 4.1 / Fig. 2, 7: curvature learning from a gradient stream (full matrix)",
+            _curvature_arguments,
+            _run_curvature,
+            quick={},  # the defaults are already small: about 15-20 s on 2 CPU cores
+        ),
+    ]
+}
+
+
+# Parser and entry point --------------------------------------------------------------------
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        help="directory for plots and tables (default: results/)",
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bars"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="manifold-spectral",
+        description="Spectral-factorized curvature learning (Lin et al., ICML 2025): "
+        "reproduce the paper's experiments.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    reproduce = commands.add_parser(
+        "reproduce", help="run a paper reproduction; tables on stdout, PNGs under --out"
+    )
+    experiments = reproduce.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    for rep in REPRODUCTIONS.values():
+        sub = experiments.add_parser(rep.name, help=rep.help, description=rep.help)
+        rep.add_arguments(sub)
+        _common_arguments(sub)
+    every = experiments.add_parser(
+        "all",
+        help="every reproduction above with its quick defaults",
+        description="Run every available reproduction with its quick defaults: "
+        + ", ".join(REPRODUCTIONS),
+    )
+    _common_arguments(every)
+    return parser
+
+
+def _quick_args(rep: Reproduction, common: argparse.Namespace) -> argparse.Namespace:
+    """Defaults of ``rep``'s options, its quick overrides, and ``all``'s common options."""
+    sub = argparse.ArgumentParser(add_help=False)
+    rep.add_arguments(sub)
+    _common_arguments(sub)
+    args = sub.parse_args([])
+    for key, value in {**rep.quick, "out": common.out, "progress": common.progress}.items():
+        setattr(args, key, value)
+    return args
+
+
+def _run_one(rep: Reproduction, args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"== reproduce {rep.name}: {rep.help}", flush=True)
+    start = time.perf_counter()
+    rep.run(args, out)
+    print(f"wall time ({rep.name}): {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``manifold-spectral``; returns the exit status (argparse exits with 2
+    on bad arguments, this returns 1 when a run fails with a user-facing error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.experiment == "all":
+            start = time.perf_counter()
+            for rep in REPRODUCTIONS.values():
+                _run_one(rep, _quick_args(rep, args))
+            print(f"wall time (all): {time.perf_counter() - start:.1f} s")
+        else:
+            _run_one(REPRODUCTIONS[args.experiment], args)
+    except (ValueError, TypeError, OSError, FloatingPointError) as exc:
+        print(f"manifold-spectral: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
