@@ -68,7 +68,12 @@ class RGD:
             raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
         self.momentum = momentum
         self.cayley = None if cayley is None else check_cayley(cayley)
-        self.exponential = bool(exponential)
+        if not isinstance(exponential, bool):
+            raise TypeError(
+                "exponential: expected a bool (True: d exp(m), False: d (1 + m)), "
+                f"got {exponential!r}"
+            )
+        self.exponential = exponential
         if reorthogonalize_every == "auto":
             method = self.cayley or getattr(manifold, "cayley", "exact")
             if method == "neumann":
@@ -120,9 +125,11 @@ class RGD:
         x_new = self.manifold.retr(x, -v, self.lr, cayley=self.cayley, exponential=self.exponential)
         if self.reorthogonalize_every and (self.steps + 1) % self.reorthogonalize_every == 0:
             x_new = self.manifold.reorthogonalize(x_new)
-        if not x_new.is_finite():
+        ok, reason = self.manifold.check_point(x_new, fast=True)
+        if not ok:
             raise FloatingPointError(
-                "RGD.step: the step produced NaN/Inf (lr too large?); state left unchanged"
+                f"RGD.step: the step left the manifold ({reason}; lr too large?); "
+                "state left unchanged"
             )
         # Commit only after everything succeeded.
         if self.momentum:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +50,7 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
         if value.numel() != 1:
             raise ValueError(f"{name}: expected a scalar, got shape {tuple(value.shape)}")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
     v = float(value)
     ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)

@@ -1,0 +1,559 @@
+"""Rejected calls: the right exception, a message naming the argument, and no side effects.
+
+Every test snapshots (clones) the caller's tensors, points and optimiser state before the bad
+call and checks afterwards that nothing changed (NaN-aware, bitwise).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+import manifold_spectral as ms
+from manifold_spectral.manifolds.points import TensorTree
+
+F64 = torch.float64
+N = 3
+
+
+# Helpers ---------------------------------------------------------------------------------
+
+
+def snapshot(obj: Any) -> Any:
+    """A deep copy of tensors / points / state dicts, for comparison after the call."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, TensorTree):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj
+
+
+def assert_same(before: Any, after: Any) -> None:
+    if isinstance(before, torch.Tensor):
+        assert isinstance(after, torch.Tensor)
+        assert after.dtype == before.dtype and after.shape == before.shape
+        assert after.device == before.device
+        if before.device.type != "meta":
+            torch.testing.assert_close(after, before, rtol=0, atol=0, equal_nan=True)
+    elif isinstance(before, TensorTree):
+        assert type(after) is type(before)
+        for a, b in zip(before.leaves(), after.leaves(), strict=True):
+            assert_same(a, b)
+    elif isinstance(before, dict):
+        assert before.keys() == after.keys()
+        for k in before:
+            assert_same(before[k], after[k])
+    elif isinstance(before, (list, tuple)):
+        assert len(before) == len(after)
+        for a, b in zip(before, after, strict=True):
+            assert_same(a, b)
+    else:
+        assert before == after
+
+
+def rejects(
+    call: Callable[[], Any],
+    exc: type[Exception] | tuple[type[Exception], ...],
+    name: str,
+    *watched: Any,
+    state: Callable[[], Any] | None = None,
+) -> None:
+    """``call()`` raises ``exc`` whose message names ``name``; ``watched`` objects and
+    ``state()`` are unchanged."""
+    before = [snapshot(w) for w in watched]
+    state_before = None if state is None else snapshot(state())
+    with pytest.raises(exc, match=rf"(^|\W){re.escape(name)}\b"):
+        call()
+    for b, w in zip(before, watched, strict=True):
+        assert_same(b, w)
+    if state is not None:
+        assert_same(state_before, state())
+
+
+def spd(n: int = N) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(n, n, generator=gen, dtype=F64)
+    return A @ A.T + n * torch.eye(n, dtype=F64)
+
+
+def point(manifold: ms.SpectralManifold, seed: int = 0) -> Any:
+    return manifold.random(generator=torch.Generator().manual_seed(seed))
+
+
+MANIFOLDS = {
+    "SpectralSPD": lambda: ms.SpectralSPD(N, dtype=F64),
+    "DiagonalSPD": lambda: ms.DiagonalSPD(N, dtype=F64),
+}
+
+
+@pytest.fixture(params=list(MANIFOLDS), ids=str)
+def manifold(request) -> ms.SpectralManifold:
+    return MANIFOLDS[request.param]()
+
+
+def good_egrad(manifold: ms.SpectralManifold) -> torch.Tensor:
+    E = torch.ones(manifold.egrad_shape, dtype=F64)
+    return E + torch.eye(N, dtype=F64) if E.ndim == 2 else E
+
+
+def rgd_with_momentum(manifold: ms.SpectralManifold):
+    """An ``RGD`` with momentum whose buffer is non-empty, and its current point."""
+    opt = ms.RGD(manifold, lr=0.05, momentum=0.9)
+    x = opt.step(point(manifold), good_egrad(manifold))
+    return opt, x
+
+
+# Manifold construction -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [ms.SpectralSPD, ms.DiagonalSPD], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("n", [0, -1, 2.0, True, "3", None])
+def test_bad_size(cls, n):
+    rejects(lambda: cls(n), (ValueError, TypeError), "n")
+
+
+@pytest.mark.parametrize("cls", [ms.SpectralSPD, ms.DiagonalSPD], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, "float64", torch.complex128])
+def test_bad_dtype(cls, dtype):
+    rejects(lambda: cls(3, dtype=dtype), TypeError, "dtype")
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"cayley": "cholesky"}, "cayley"),
+        ({"neumann_max_norm": 1.0}, "neumann_max_norm"),
+        ({"neumann_max_norm": 0.0}, "neumann_max_norm"),
+        ({"neumann_max_norm": float("nan")}, "neumann_max_norm"),
+        ({"eig_tol": -1.0}, "eig_tol"),
+        ({"neumann_max_norm": None}, "neumann_max_norm"),
+        ({"neumann_max_norm": "0.25"}, "neumann_max_norm"),
+    ],
+)
+def test_bad_spectral_options(kwargs, name):
+    rejects(lambda: ms.SpectralSPD(3, **kwargs), (ValueError, TypeError), name)
+
+
+# from_matrix -------------------------------------------------------------------------------
+
+
+def _singular_numerically_positive() -> torch.Tensor:
+    # Rank 2 in exact arithmetic; eigh returns the zero eigenvalue as +2.5e-16 in float64.
+    A = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=F64)
+    return A @ A.T
+
+
+BAD_MATRICES = {
+    "non_square": torch.ones(3, 4, dtype=F64),
+    "batched": torch.eye(3, dtype=F64).expand(2, 3, 3).clone(),
+    "vector": torch.ones(3, dtype=F64),
+    "wrong_size": torch.eye(4, dtype=F64),
+    "non_symmetric": torch.eye(3, dtype=F64) + torch.triu(torch.ones(3, 3, dtype=F64), 1),
+    "indefinite": torch.diag(torch.tensor([1.0, -1.0, 2.0], dtype=F64)),
+    "negative_definite": -torch.eye(3, dtype=F64),
+    "singular_exact": torch.diag(torch.tensor([1.0, 0.0, 2.0], dtype=F64)),
+    "singular_rounding": _singular_numerically_positive(),
+    "zero": torch.zeros(3, 3, dtype=F64),
+    "nan": torch.where(torch.eye(3, dtype=torch.bool), float("nan"), 0.0).to(F64),
+    "inf": torch.eye(3, dtype=F64) * float("inf"),
+}
+
+
+@pytest.mark.parametrize("key", list(BAD_MATRICES))
+def test_from_matrix_rejects(key):
+    S = BAD_MATRICES[key]
+    manifold = ms.SpectralSPD(N, dtype=F64)
+    rejects(lambda: manifold.from_matrix(S), ValueError, "S", S)
+
+
+def test_from_matrix_integer_input_is_converted_or_rejected_by_name():
+    """An array-like of ints is either converted (it is SPD) or rejected naming ``S``."""
+    manifold = ms.SpectralSPD(2, dtype=F64)
+    S = [[2, 1], [1, 2]]
+    try:
+        x = manifold.from_matrix(S)
+    except (TypeError, ValueError) as err:
+        assert re.search(r"(^|\W)S\b", str(err)), str(err)
+    else:
+        torch.testing.assert_close(manifold.to_matrix(x), torch.tensor(S, dtype=F64))
+
+
+# Euclidean gradients -----------------------------------------------------------------------
+
+
+def bad_egrads(manifold: ms.SpectralManifold) -> list[tuple[str, Any, type[Exception]]]:
+    shape = manifold.egrad_shape
+    good = good_egrad(manifold)
+    nan, inf = good.clone(), good.clone()
+    nan.view(-1)[0] = float("nan")
+    inf.view(-1)[-1] = -float("inf")
+    return [
+        ("wrong_shape", torch.ones(*shape, 2, dtype=F64), ValueError),
+        ("wrong_length", torch.ones(N + 1, dtype=F64), ValueError),
+        ("float32", good.float(), TypeError),
+        ("int64", good.long(), TypeError),
+        ("list", good.tolist(), TypeError),
+        ("nan", nan, ValueError),
+        ("inf", inf, ValueError),
+    ]
+
+
+EGRAD_DEFECTS = ["wrong_shape", "wrong_length", "float32", "int64", "list", "nan", "inf"]
+POINT_DEFECTS = [
+    "float32",
+    "other_type",
+    "d_zero",
+    "d_negative",
+    "d_nan",
+    "d_wrong_shape",
+    "B_not_orthogonal",
+    "B_wrong_shape",
+    "B_float32",
+]
+
+
+def pick(cases: list[tuple[str, Any, type[Exception]]], key: str) -> tuple[Any, type[Exception]]:
+    found = {k: (value, exc) for k, value, exc in cases}
+    if key not in found:
+        pytest.skip(f"{key}: not a defect this manifold's inputs can have")
+    return found[key]
+
+
+@pytest.mark.parametrize("key", EGRAD_DEFECTS)
+def test_bad_egrad_to_natural_gradient(manifold, key):
+    egrad, exc = pick(bad_egrads(manifold), key)
+    x = point(manifold)
+    rejects(lambda: manifold.natural_gradient(x, egrad), exc, "egrad", x, egrad)
+    rejects(lambda: manifold.local_gradient(x, egrad), exc, "egrad", x, egrad)
+
+
+@pytest.mark.parametrize("key", EGRAD_DEFECTS)
+def test_bad_egrad_to_rgd_step_keeps_momentum_state(manifold, key):
+    egrad, exc = pick(bad_egrads(manifold), key)
+    opt, x = rgd_with_momentum(manifold)
+    assert opt.state_dict()["buffer"] is not None
+    rejects(lambda: opt.step(x, egrad), exc, "egrad", x, egrad, state=opt.state_dict)
+
+
+# Points ------------------------------------------------------------------------------------
+
+
+def bad_points(manifold: ms.SpectralManifold) -> list[tuple[str, Any, type[Exception]]]:
+    x = point(manifold)
+    other = (
+        ms.DiagonalPoint(x.d)
+        if isinstance(x, ms.SpectralPoint)
+        else ms.SpectralPoint(torch.eye(N, dtype=F64), x.d)
+    )
+    d_neg = x.d.clone()
+    d_neg[0] = -1.0
+    d_nan = x.d.clone()
+    d_nan[-1] = float("nan")
+    out = [
+        ("float32", x.to(torch.float32), TypeError),
+        ("other_type", other, ValueError),
+        ("d_zero", _with_d(x, torch.zeros_like(x.d)), ValueError),
+        ("d_negative", _with_d(x, d_neg), ValueError),
+        ("d_nan", _with_d(x, d_nan), ValueError),
+        ("d_wrong_shape", _with_d(x, torch.ones(N + 1, dtype=F64)), ValueError),
+    ]
+    if isinstance(x, ms.SpectralPoint):
+        out += [
+            ("B_not_orthogonal", ms.SpectralPoint(x.B * 1.2, x.d), ValueError),
+            ("B_wrong_shape", ms.SpectralPoint(torch.eye(N + 1, dtype=F64), x.d), ValueError),
+            ("B_float32", ms.SpectralPoint(x.B.float(), x.d), TypeError),
+        ]
+    return out
+
+
+def _with_d(x: Any, d: torch.Tensor) -> Any:
+    return ms.SpectralPoint(x.B, d) if isinstance(x, ms.SpectralPoint) else ms.DiagonalPoint(d)
+
+
+@pytest.mark.parametrize("key", POINT_DEFECTS)
+def test_bad_point_to_rgd_step_keeps_momentum_state(manifold, key):
+    x, exc = pick(bad_points(manifold), key)
+    opt, _ = rgd_with_momentum(manifold)
+    egrad = good_egrad(manifold)
+    rejects(lambda: opt.step(x, egrad), exc, "x", x, egrad, state=opt.state_dict)
+
+
+def test_check_point_explains(manifold):
+    for key, x, _ in bad_points(manifold):
+        ok, reason = manifold.check_point(x)
+        assert not ok and isinstance(reason, str) and reason, key
+
+
+# Step sizes and momentum -------------------------------------------------------------------
+
+
+BAD_LR = [
+    (0.0, ValueError),
+    (-0.1, ValueError),
+    (float("nan"), ValueError),
+    (float("inf"), ValueError),
+    (True, TypeError),
+    ("0.1", TypeError),
+    (None, TypeError),
+    (torch.tensor([0.1, 0.2]), ValueError),
+]
+
+
+@pytest.mark.parametrize("lr, exc", BAD_LR, ids=repr)
+def test_bad_lr(manifold, lr, exc):
+    rejects(lambda: ms.RGD(manifold, lr=lr), exc, "lr")
+    x = point(manifold)
+    t = manifold.natural_gradient(x, good_egrad(manifold))
+    rejects(lambda: manifold.retr(x, t, lr), exc, "lr", x, t)
+
+
+@pytest.mark.parametrize(
+    "momentum, exc",
+    [
+        (-0.1, ValueError),
+        (1.0, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        (False, TypeError),
+    ],
+    ids=repr,
+)
+def test_bad_momentum(manifold, momentum, exc):
+    rejects(lambda: ms.RGD(manifold, lr=0.1, momentum=momentum), exc, "momentum")
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"cayley": "qr"}, "cayley"),
+        ({"reorthogonalize_every": 0}, "reorthogonalize_every"),
+        ({"reorthogonalize_every": 1.5}, "reorthogonalize_every"),
+        # Gaussian spells this "exact"/"truncated"; RGD takes a bool and must not read the
+        # string "truncated" as True (= exact).
+        ({"exponential": "truncated"}, "exponential"),
+    ],
+)
+def test_bad_rgd_options(manifold, kwargs, name):
+    rejects(lambda: ms.RGD(manifold, lr=0.1, **kwargs), (ValueError, TypeError), name)
+
+
+def test_rgd_rejects_a_non_manifold():
+    rejects(lambda: ms.RGD(object(), lr=0.1), TypeError, "manifold")
+
+
+# Retraction --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=repr)
+def test_retr_rejects_non_finite_tangent(manifold, bad):
+    x = point(manifold)
+    t = manifold.natural_gradient(x, good_egrad(manifold))
+    leaves = t.leaves()
+    for i in range(len(leaves)):
+        broken = t.map(lambda v: v.clone())
+        target = broken.leaves()[i]
+        target.view(-1)[-1 if target.ndim == 2 else 0] = bad  # M: an in-range (tril) entry
+        rejects(lambda b=broken: manifold.retr(x, b, 0.1), ValueError, "tangent", x, broken)
+
+
+def test_retr_rejects_tangent_of_wrong_dtype(manifold):
+    x = point(manifold)
+    t = manifold.natural_gradient(x, good_egrad(manifold)).to(torch.float32)
+    rejects(lambda: manifold.retr(x, t, 0.1), TypeError, "tangent", x, t)
+
+
+def test_retr_rejects_bad_cayley():
+    manifold = ms.SpectralSPD(N, dtype=F64)
+    x = point(manifold)
+    t = manifold.zero_tangent(x)
+    rejects(lambda: manifold.retr(x, t, 0.1, cayley="pade"), ValueError, "cayley", x, t)
+
+
+# Gaussian and curvature --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, name, exc",
+    [
+        ({"root": 0.0}, "root", ValueError),
+        ({"root": -2.0}, "root", ValueError),
+        ({"root": float("nan")}, "root", ValueError),
+        ({"beta1": 0.0}, "beta1", ValueError),
+        ({"beta1": -1.0}, "beta1", ValueError),
+        ({"beta2": 0.0}, "beta2", ValueError),
+        ({"beta2": -0.1}, "beta2", ValueError),
+        ({"beta2": float("inf")}, "beta2", ValueError),
+        ({"gamma": -1.0}, "gamma", ValueError),
+        ({"exponential": "taylor"}, "exponential", ValueError),
+        ({"exponential": True}, "exponential", ValueError),
+        ({"cayley": "cholesky"}, "cayley", ValueError),
+    ],
+)
+def test_bad_gaussian_options(manifold, kwargs, name, exc):
+    rejects(lambda: ms.Gaussian(manifold, **kwargs), exc, name)
+
+
+def test_gaussian_rejects_a_non_manifold():
+    rejects(lambda: ms.Gaussian(object()), TypeError, "manifold")
+
+
+@pytest.mark.parametrize(
+    "grads, exc",
+    [
+        (torch.tensor([1.0, float("nan"), 0.0], dtype=F64), ValueError),
+        (torch.tensor([[1.0, 0.0, float("inf")]], dtype=F64), ValueError),
+        (torch.ones(2, 2, N, dtype=F64), ValueError),
+        (torch.tensor(1.0, dtype=F64), ValueError),
+        ([1.0, 2.0, 3.0], TypeError),
+    ],
+    ids=["nan", "inf", "3d", "0d", "list"],
+)
+def test_bad_gop(grads, exc):
+    rejects(lambda: ms.GOP(grads), exc, "grads", grads)
+
+
+@pytest.mark.parametrize(
+    "H",
+    [torch.ones(N, N + 1, dtype=F64), torch.ones(N, dtype=F64), torch.ones(1, N, N, dtype=F64)],
+    ids=["non_square", "vector", "batched"],
+)
+def test_bad_hessian_shape(H):
+    rejects(lambda: ms.Hessian(H), ValueError, "H", H)
+
+
+def test_hessian_nan():
+    H = torch.eye(N, dtype=F64)
+    H[1, 1] = float("nan")
+    rejects(lambda: ms.Hessian(H), ValueError, "H", H)
+
+
+def test_gaussian_step_rejects_curvature_of_wrong_size_or_dtype(manifold):
+    family = ms.Gaussian(manifold, beta2=0.1)
+    x, mu, g = point(manifold), torch.zeros(N, dtype=F64), torch.ones(N, dtype=F64)
+    cases = [
+        (ms.GOP(torch.ones(N + 1, dtype=F64)), ValueError, "grads"),
+        (ms.GOP(torch.ones(N, dtype=torch.float32)), TypeError, "grads"),
+        (ms.Hessian(torch.eye(N + 1, dtype=F64)), ValueError, "H"),
+        (torch.eye(N, dtype=torch.float32), TypeError, "H"),
+        ("gop", TypeError, "curvature"),
+    ]
+    for curvature, exc, name in cases:
+        rejects(lambda c=curvature: family.step(mu, x, g, c), exc, name, x, mu, g)
+
+
+@pytest.mark.parametrize(
+    "what, value, exc",
+    [
+        ("mu", torch.zeros(N + 1, dtype=F64), ValueError),
+        ("mu", torch.zeros(N, dtype=torch.float32), TypeError),
+        ("grad", torch.tensor([0.0, float("nan"), 1.0], dtype=F64), ValueError),
+        ("grad", torch.ones(N, 1, dtype=F64), ValueError),
+        ("grad", torch.ones(N, dtype=torch.bfloat16), TypeError),
+    ],
+)
+def test_gaussian_step_rejects_bad_mean_or_gradient(manifold, what, value, exc):
+    family = ms.Gaussian(manifold, beta2=0.1)
+    args = {"mu": torch.zeros(N, dtype=F64), "x": point(manifold), "grad": torch.ones(N, dtype=F64)}
+    args[what] = value
+    rejects(
+        lambda: family.step(args["mu"], args["x"], args["grad"]),
+        exc,
+        what,
+        args["mu"],
+        args["x"],
+        args["grad"],
+    )
+
+
+def test_gaussian_step_rejects_bad_precision(manifold):
+    family = ms.Gaussian(manifold, beta2=0.1)
+    mu, g = torch.zeros(N, dtype=F64), torch.ones(N, dtype=F64)
+    for _key, x, exc in bad_points(manifold):
+        rejects(lambda x=x: family.step(mu, x, g), exc, "precision", mu, x, g)
+
+
+def test_truncated_exponential_with_indefinite_hessian(manifold):
+    """``d (1 + m)`` would be <= 0: ValueError, and the point (and inputs) unchanged."""
+    family = ms.Gaussian(manifold, beta2=0.5, gamma=1.0, exponential="truncated")
+    x = point(manifold)
+    mu, g = torch.zeros(N, dtype=F64), torch.ones(N, dtype=F64)
+    H = -100.0 * torch.eye(N, dtype=F64)  # new d = 0.5 d - 50 < 0
+    rejects(lambda: family.precision_step(x, ms.Hessian(H)), ValueError, "exponential", x, H)
+    rejects(lambda: family.step(mu, x, g, H), ValueError, "exponential", x, H, mu, g)
+    # The exact exponential handles the same indefinite curvature.
+    exact = ms.Gaussian(manifold, beta2=0.5, gamma=1.0)
+    assert manifold.check_point(exact.precision_step(x, H))[0]
+
+
+def test_truncated_rgd_step_that_would_make_d_non_positive(manifold):
+    opt = ms.RGD(manifold, lr=0.05, momentum=0.5, exponential=False)
+    x = opt.step(point(manifold), good_egrad(manifold))
+    egrad = 1e3 * good_egrad(manifold)  # m = -2 lr d G_ii << -1
+    rejects(lambda: opt.step(x, egrad), ValueError, "exponential", x, egrad, state=opt.state_dict)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=str)
+def test_step_whose_exponential_underflows_is_rejected(dtype):
+    """d exp(m) underflowing to 0 is not a point: the step raises, the state is kept."""
+    for manifold in (ms.SpectralSPD(N, dtype=dtype), ms.DiagonalSPD(N, dtype=dtype)):
+        opt = ms.RGD(manifold, lr=1.0, momentum=0.5)
+        x = opt.step(manifold.origin(), torch.zeros(manifold.egrad_shape, dtype=dtype))
+        egrad = torch.zeros(manifold.egrad_shape, dtype=dtype)
+        egrad.view(-1)[0] = 1e6  # m_0 = -2 lr d_0 G_00 = -2e6: exp underflows to 0
+        before, state = snapshot((x, egrad)), snapshot(opt.state_dict())
+        with pytest.raises((ValueError, FloatingPointError)):
+            opt.step(x, egrad)
+        assert_same(before, (x, egrad))
+        assert_same(state, opt.state_dict())
+
+
+# Devices ------------------------------------------------------------------------------------
+
+
+def test_inputs_on_meta_device_are_rejected_by_name(manifold):
+    """A CPU manifold given tensors on the ``meta`` device (a second device always present)."""
+    opt, x = rgd_with_momentum(manifold)
+    egrad = good_egrad(manifold).to("meta")
+    rejects(lambda: manifold.natural_gradient(x, egrad), ValueError, "egrad", x)
+    rejects(lambda: opt.step(x, egrad), ValueError, "egrad", x, state=opt.state_dict)
+    x_meta = x.to("meta")
+    rejects(lambda: opt.step(x_meta, good_egrad(manifold)), ValueError, "x", state=opt.state_dict)
+    family = ms.Gaussian(manifold, beta2=0.1)
+    mu, g = torch.zeros(N, dtype=F64), torch.ones(N, dtype=F64)
+    rejects(lambda: family.step(mu, x, g.to("meta")), ValueError, "grad", mu, x)
+    rejects(lambda: family.step(mu.to("meta"), x, g), ValueError, "mu", x, g)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_mismatch_cuda(manifold):
+    cuda_manifold = type(manifold)(N, dtype=F64, device="cuda")
+    x_cuda = point(cuda_manifold)
+    x_cpu = point(manifold)
+    opt = ms.RGD(cuda_manifold, lr=0.05, momentum=0.9)
+    x_cuda = opt.step(x_cuda, good_egrad(manifold).cuda())
+    rejects(
+        lambda: opt.step(x_cuda, good_egrad(manifold)),
+        ValueError,
+        "egrad",
+        x_cuda,
+        state=opt.state_dict,
+    )
+    rejects(
+        lambda: opt.step(x_cpu, good_egrad(manifold).cuda()),
+        ValueError,
+        "x",
+        x_cpu,
+        state=opt.state_dict,
+    )
+    t = cuda_manifold.zero_tangent(x_cuda).to("cpu")
+    rejects(lambda: cuda_manifold.retr(x_cuda, t, 0.1), ValueError, "tangent", x_cuda, t)
+    assert math.isfinite(float(cuda_manifold.logdet(x_cuda)))
