@@ -59,7 +59,7 @@ def autograd_local_gradient(manifold: SpectralManifold, x: Any, egrad: Tensor) -
 def check_metric(manifold: SpectralManifold, x: Any) -> float:
     """Largest ``|F_autograd - Diag(metric)|`` relative to the largest Fisher entry."""
     F = autograd_fisher(manifold, x)
-    closed = torch.diag(manifold.to_vector(manifold.metric(x)))
+    closed = manifold.metric_matrix(x)
     return float((F - closed).abs().max() / F.abs().max())
 
 

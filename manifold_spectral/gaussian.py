@@ -40,13 +40,15 @@ class Curvature:
 class GOP(Curvature):
     """Gradient outer product ``H = (1/k) sum_i g_i g_i^T`` of k stacked (k, n) gradients.
 
-    A single gradient of shape (n,) is the case k = 1.
+    A single gradient of shape (n,) is the case k = 1. ``damping`` adds ``lambda I`` to ``H``.
 
-    Never forms ``H``: ``B^T H B = Q Q^T / k`` with ``Q = B^T [g_1 ... g_k]``.
+    Never forms ``H``: ``B^T H B = Q Q^T / k`` with ``Q = B^T [g_1 ... g_k]`` (for a Kronecker
+    manifold, ``Z_i = B_L^T Mat(g_i) B_R``).
     """
 
-    def __init__(self, grads: Tensor) -> None:
+    def __init__(self, grads: Tensor, damping: float = 0.0) -> None:
         check_tensor(grads, "grads")
+        self.damping = check_positive(damping, "damping", allow_zero=True)
         if grads.ndim not in (1, 2):
             raise ValueError(f"grads: expected shape (n,) or (k, n), got {tuple(grads.shape)}")
         self.grads = grads if grads.ndim == 2 else grads[None, :]
@@ -60,7 +62,7 @@ class GOP(Curvature):
             dtype=manifold.dtype,
             device=manifold.device,
         )
-        return manifold.gop_eigenbasis(x, self.grads.T)
+        return manifold.gop_eigenbasis(x, self.grads.T, self.damping)
 
 
 class Hessian(Curvature):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .manifolds.base import SpectralManifold, check_cayley, check_positive
+from .manifolds.points import TensorTree
 
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 
@@ -116,7 +117,8 @@ class RGD:
         ``q = B^T g``). ``G`` must be finite.
         """
         self.manifold.validate_point(x, fast=True)
-        if not bool(torch.isfinite(G).all()):
+        finite = G.is_finite() if isinstance(G, TensorTree) else bool(torch.isfinite(G).all())
+        if not finite:
             raise ValueError("G: contains NaN or Inf")
         nat = self.manifold.natural_gradient_eigenbasis(x, G)
         return self._apply(x, self._with_momentum(nat))

@@ -135,19 +135,19 @@ class SpectralManifold(abc.ABC):
         """``F^+ grad_eta f`` at the chart origin (Moore-Penrose inverse of the metric)."""
 
     @abc.abstractmethod
-    def natural_gradient_eigenbasis(self, x: Any, G: Tensor) -> Any:
+    def natural_gradient_eigenbasis(self, x: Any, G: Any) -> Any:
         """``natural_gradient`` from the gradient rotated into the eigenbasis."""
 
     @abc.abstractmethod
-    def rotate(self, x: Any, E: Tensor) -> Tensor:
+    def rotate(self, x: Any, E: Tensor) -> Any:
         """A symmetric ``E`` in the eigenbasis of ``x`` (``Sym(B^T E B)`` or its analogue)."""
 
     @abc.abstractmethod
-    def gop_eigenbasis(self, x: Any, V: Tensor) -> Tensor:
-        """The GOP ``V V^T / k`` of the k columns of ``V`` (n, k), in the eigenbasis of ``x``."""
+    def gop_eigenbasis(self, x: Any, V: Tensor, damping: float = 0.0) -> Any:
+        """``V V^T / k + damping I`` for the columns of ``V`` (n, k), in the eigenbasis of ``x``."""
 
     @abc.abstractmethod
-    def precision_egrad_eigenbasis(self, x: Any, Ht: Tensor, gamma: float) -> Tensor:
+    def precision_egrad_eigenbasis(self, x: Any, Ht: Any, gamma: float) -> Any:
         """Gradient of the Gaussian objective w.r.t. the precision, in the eigenbasis.
 
         ``dL/dS = -1/2 S^-1 (H - gamma S) S^-1`` (paper Sec. 2, ``dL/dS^-1 = (H - gamma S)/2``),
@@ -175,6 +175,14 @@ class SpectralManifold(abc.ABC):
     def reorthogonalize(self, x: Any, steps: int = 1) -> Any:
         """Undo orthogonality drift of the rotation factors (identity where there are none)."""
         return x
+
+    def metric_matrix(self, x: Any) -> Tensor:
+        """The metric at the chart origin, dense (dim, dim), in ``to_vector`` coordinates."""
+        return torch.diag(self.to_vector(self.metric(x)))
+
+    def covector_to_vector(self, covector: Any) -> Tensor:
+        """Components of a chart covector (e.g. ``local_gradient``) in ``to_vector`` coordinates."""
+        return self.to_vector(covector)
 
     def inner(self, x: Any, u: Any, v: Any | None = None) -> Tensor:
         """Fisher-Rao inner product ``<u, v>_F`` of two chart tangents at the origin of ``x``."""

@@ -97,9 +97,9 @@ class DiagonalSPD(SpectralManifold):
         """The eigenbasis is the standard basis: ``diag(E)`` for a matrix, ``E`` for a vector."""
         return torch.diagonal(E) if E.ndim == 2 else E
 
-    def gop_eigenbasis(self, x: DiagonalPoint, V: Tensor) -> Tensor:
-        """``diag(V V^T) / k``: only the diagonal of the GOP is needed (O(n k))."""
-        return (V * V).sum(dim=1) / V.shape[1]
+    def gop_eigenbasis(self, x: DiagonalPoint, V: Tensor, damping: float = 0.0) -> Tensor:
+        """``diag(V V^T) / k + damping``: only the diagonal of the GOP is needed (O(n k))."""
+        return (V * V).sum(dim=1) / V.shape[1] + damping
 
     def precision_egrad_eigenbasis(self, x: DiagonalPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``diag(dL/dS) = -1/2 (Ht - gamma d) / d^2`` with ``Ht = diag(H)``."""

@@ -231,10 +231,13 @@ class SpectralSPD(SpectralManifold):
         """``G = Sym(B^T E B)``, the Euclidean gradient in the eigenbasis."""
         return sym(x.B.T @ egrad @ x.B)
 
-    def gop_eigenbasis(self, x: SpectralPoint, V: Tensor) -> Tensor:
-        """``Q Q^T / k`` with ``Q = B^T V``: the GOP of the columns of ``V`` in the eigenbasis."""
+    def gop_eigenbasis(self, x: SpectralPoint, V: Tensor, damping: float = 0.0) -> Tensor:
+        """``Q Q^T / k + damping I`` with ``Q = B^T V`` (the GOP of the columns of ``V``)."""
         Q = x.B.T @ V
-        return (Q @ Q.T) / V.shape[1]
+        Ht = (Q @ Q.T) / V.shape[1]
+        if damping:
+            Ht = Ht + damping * torch.eye(self.n, dtype=Ht.dtype, device=Ht.device)
+        return Ht
 
     def precision_egrad_eigenbasis(self, x: SpectralPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``B^T (dL/dS) B = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` with ``Ht = B^T H B``."""
