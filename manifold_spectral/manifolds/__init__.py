@@ -2,6 +2,11 @@
 
 from .base import SpectralManifold
 from .diagonal import DiagonalSPD
+from .kronecker import (
+    KroneckerSpectralPoint,
+    KroneckerSpectralSPD,
+    KroneckerSpectralTangent,
+)
 from .points import DiagonalPoint, DiagonalTangent, SpectralPoint, SpectralTangent, TensorTree
 from .spectral import SpectralSPD
 
@@ -9,6 +14,9 @@ __all__ = [
     "SpectralManifold",
     "SpectralSPD",
     "DiagonalSPD",
+    "KroneckerSpectralSPD",
+    "KroneckerSpectralPoint",
+    "KroneckerSpectralTangent",
     "SpectralPoint",
     "SpectralTangent",
     "DiagonalPoint",

@@ -1,0 +1,554 @@
+"""``KroneckerSpectralSPD``: ``S = alpha (S_L kron S_R)`` with spectral, unit-determinant factors.
+
+For a weight matrix ``W`` (a x b) and row-major ``vec`` (torch's ``flatten``),
+``S vec(X) = alpha vec(S_L X S_R)``. Each factor is a spectral point
+``S_l = B_l Diag(d_l) B_l^T`` with ``det S_l = 1`` (``sum(log d_l) = 0``); together with
+``alpha > 0`` this makes the factorisation unique (paper Claim 5).
+
+Chart at ``x`` (Claim 6): ``alpha(n) = alpha exp(n)``; ``d_l(m_l) = d_l * exp(m_l)`` with
+``sum(m_l) = 0``; ``B_l(M_l) = B_l Cayley(Skew(M_l))``. The Fisher-Rao metric at the origin is
+block diagonal: ``F_nn = ab/2``; on the sum-zero ``m_l`` the block is ``(kappa_l / 2) I``; the
+rotation blocks are ``kappa_l C_ij``; ``kappa_L = b`` and ``kappa_R = a`` (the size of the
+*other* factor). The eigenvalue and rotation formulas are the ones of ``SpectralSPD``
+(``blocks.py``), scaled by ``kappa_l`` and applied to ``alpha``-weighted factor gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..linalg import NEUMANN_MAX_NORM, sym
+from . import blocks
+from .base import SpectralManifold, check_positive, check_tensor
+from .points import SpectralPoint, SpectralTangent, TensorTree
+from .spectral import SpectralSPD, resolve_device
+
+__all__ = [
+    "KroneckerSpectralSPD",
+    "KroneckerSpectralPoint",
+    "KroneckerSpectralTangent",
+    "KroneckerEigenGradient",
+    "KroneckerGOP",
+    "KroneckerDenseCurvature",
+    "sum_zero_metric",
+    "sum_zero_metric_inverse",
+]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KroneckerSpectralPoint(TensorTree):
+    """``S = alpha (S_L kron S_R)``: ``alpha`` a 0-d tensor, ``left``/``right`` spectral points."""
+
+    alpha: Tensor
+    left: SpectralPoint
+    right: SpectralPoint
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KroneckerSpectralTangent(TensorTree):
+    """Chart coordinates: ``n`` (0-d, for ``alpha``) and one spectral tangent per factor.
+
+    The factors' ``m`` are sum-zero vectors (the determinant constraint).
+    """
+
+    n: Tensor
+    left: SpectralTangent
+    right: SpectralTangent
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KroneckerEigenGradient(TensorTree):
+    """A Euclidean gradient ``E = df/dS`` reduced to what the chart sees.
+
+    ``t = alpha tr((S_L kron S_R) E)`` and ``G_l = Sym(B_l^T E_l B_l)`` with the partial
+    contractions ``E_L[i,l] = sum_jk S_R[j,k] E[(i,j),(l,k)]``,
+    ``E_R[j,k] = sum_il S_L[i,l] E[(i,j),(l,k)]`` (DESIGN.md section 3).
+    """
+
+    t: Tensor
+    G_L: Tensor
+    G_R: Tensor
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KroneckerGOP(TensorTree):
+    """A GOP curvature in the eigenbasis: ``Z_i = B_L^T Mat(g_i) B_R`` (k, a, b) and a damping."""
+
+    Z: Tensor
+    damping: Tensor
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KroneckerDenseCurvature(TensorTree):
+    """A dense (ab, ab) curvature ``H`` (research sizes); reduced when the gradient is formed."""
+
+    H: Tensor
+
+
+def sum_zero_metric(size: int, kappa: float, dtype=None, device=None) -> Tensor:
+    """Eigenvalue block in free coordinates ``m_1..m_{s-1}`` (``m_s = -sum``):
+    ``(kappa / 2)(I + 1 1^T)``, of size ``s - 1`` (Claim 6)."""
+    k = size - 1
+    eye = torch.eye(k, dtype=dtype, device=device)
+    return 0.5 * kappa * (eye + torch.ones(k, k, dtype=dtype, device=device))
+
+
+def sum_zero_metric_inverse(size: int, kappa: float, dtype=None, device=None) -> Tensor:
+    """Inverse of :func:`sum_zero_metric`: ``(2 / kappa)(I - 1 1^T / s)``.
+
+    In the full (sum-zero) representation this is ``(2 / kappa) center(.)``, the form used by
+    ``natural_gradient``.
+    """
+    k = size - 1
+    eye = torch.eye(k, dtype=dtype, device=device)
+    return (2.0 / kappa) * (eye - torch.ones(k, k, dtype=dtype, device=device) / size)
+
+
+def _center(v: Tensor) -> Tensor:
+    return v - v.mean()
+
+
+def det_tol(dtype: torch.dtype, size: int) -> float:
+    """Accepted ``|log det S_l| = |sum(log d_l)|``: ``min(0.25, max(1e-10, 100 s eps))``."""
+    return min(0.25, max(1e-10, 100.0 * size * float(torch.finfo(dtype).eps)))
+
+
+class KroneckerSpectralSPD(SpectralManifold):
+    """Kronecker-structured SPD matrices ``alpha (S_L kron S_R)`` in spectral coordinates.
+
+    Args:
+        a: size of the left factor (rows of the weight matrix).
+        b: size of the right factor (columns).
+        dtype: of every tensor of the points (default: torch's default dtype).
+        device: of every tensor of the points (default: CPU).
+        eig_tol: Moore-Penrose rule of the factors (see ``SpectralSPD``).
+        cayley: default Cayley map of ``retr``, ``"exact"`` or ``"neumann"``.
+        neumann_max_norm: Frobenius bound (< 1) on each factor's Neumann Cayley argument.
+
+    The Euclidean gradient ``egrad`` is a dense (ab, ab) matrix (row-major pairs), meant for
+    research sizes; curvature learning from gradient matrices goes through
+    ``gop_eigenbasis`` and never forms an (ab, ab) matrix.
+    """
+
+    def __init__(
+        self,
+        a: int,
+        b: int,
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+        *,
+        eig_tol: float | None = None,
+        cayley: str = "exact",
+        neumann_max_norm: float = NEUMANN_MAX_NORM,
+    ) -> None:
+        for name, v in (("a", a), ("b", b)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        opts = dict(eig_tol=eig_tol, cayley=cayley, neumann_max_norm=neumann_max_norm)
+        self.left = SpectralSPD(a, dtype, device, **opts)
+        self.right = SpectralSPD(b, dtype, device, **opts)
+        self.a, self.b = a, b
+        self.dtype = self.left.dtype
+        self.device = resolve_device(device)
+        self.cayley = self.left.cayley
+        self.neumann_max_norm = self.left.neumann_max_norm
+        self.eig_tol = self.left.eig_tol
+        #: ``kappa_L = b``, ``kappa_R = a``: the size of the other factor (Claim 6).
+        self.kappa_L, self.kappa_R = float(b), float(a)
+        self.dim = 1 + (a - 1) + a * (a - 1) // 2 + (b - 1) + b * (b - 1) // 2
+
+    def __repr__(self) -> str:
+        return (
+            f"KroneckerSpectralSPD(a={self.a}, b={self.b}, dtype={self.dtype}, "
+            f"device={self.device})"
+        )
+
+    @property
+    def egrad_shape(self) -> tuple[int, ...]:
+        ab = self.a * self.b
+        return (ab, ab)
+
+    def _scalar(self, v: float | Tensor) -> Tensor:
+        return torch.as_tensor(v, dtype=self.dtype, device=self.device).reshape(())
+
+    # Points ------------------------------------------------------------------------------
+
+    @staticmethod
+    def normalize(
+        alpha: Tensor, left: SpectralPoint, right: SpectralPoint
+    ) -> KroneckerSpectralPoint:
+        """Move ``det S_l`` into ``alpha`` so that ``det S_L = det S_R = 1``; ``S`` is unchanged.
+
+        ``d_l <- d_l / exp(c_l)``, ``alpha <- alpha exp(c_L + c_R)`` with ``c_l = mean(log d_l)``.
+        """
+        cL, cR = torch.log(left.d).mean(), torch.log(right.d).mean()
+        return KroneckerSpectralPoint(
+            alpha * torch.exp(cL + cR),
+            SpectralPoint(left.B, left.d * torch.exp(-cL)),
+            SpectralPoint(right.B, right.d * torch.exp(-cR)),
+        )
+
+    def origin(self) -> KroneckerSpectralPoint:
+        return KroneckerSpectralPoint(self._scalar(1.0), self.left.origin(), self.right.origin())
+
+    def random(
+        self, generator: torch.Generator | None = None, log_scale: float = 1.0
+    ) -> KroneckerSpectralPoint:
+        """Haar-random rotations, log-normal eigenvalues normalised to det 1, log-normal alpha."""
+        left = self.left.random(generator, log_scale)
+        right = self.right.random(generator, log_scale)
+        alpha = torch.exp(log_scale * torch.randn((), generator=generator, dtype=torch.float64))
+        return self.normalize(self._scalar(alpha), left, right)
+
+    def from_factors(
+        self, alpha: float | Tensor, left: SpectralPoint, right: SpectralPoint
+    ) -> KroneckerSpectralPoint:
+        """A validated point; raises ``ValueError`` if a factor's determinant is not 1."""
+        alpha = check_positive(alpha, "alpha")
+        for name, man, p in (("left", self.left, left), ("right", self.right, right)):
+            man.validate_point(p, name)
+            logdet = float(torch.log(p.d).sum())
+            tol = det_tol(self.dtype, man.n)
+            if abs(logdet) > tol:
+                raise ValueError(
+                    f"{name}: expected det = 1 (sum(log d) = 0), got log det = {logdet:.3e}; "
+                    "use from_kronecker to normalise arbitrary factors"
+                )
+        return KroneckerSpectralPoint(self._scalar(alpha), left, right)
+
+    def from_kronecker(self, S_L: Any, S_R: Any) -> KroneckerSpectralPoint:
+        """The point ``S_L kron S_R`` from two dense SPD factors (one eigh each, init-only)."""
+        return self.normalize(
+            self._scalar(1.0), self.left.from_matrix(S_L), self.right.from_matrix(S_R)
+        )
+
+    def from_matrix(self, S: Any) -> KroneckerSpectralPoint:
+        """Nearest Kronecker product of a dense SPD ``S`` (ab, ab) (Van Loan & Pitsianis, 1993).
+
+        Rearranges ``S[(i,j),(l,k)]`` into ``R[(i,l),(j,k)]`` and takes the leading singular
+        pair (init-only SVD); for SPD ``S`` both factors are SPD up to a common sign.
+        """
+        if not isinstance(S, Tensor):
+            S = torch.as_tensor(S)
+        check_tensor(S, "S")
+        ab = self.a * self.b
+        if tuple(S.shape) != (ab, ab):
+            raise ValueError(f"S: expected shape ({ab}, {ab}), got {tuple(S.shape)}")
+        S64 = S.detach().to(torch.float64)
+        if torch.linalg.matrix_norm(S64 - S64.T) > 1e-8 * torch.linalg.matrix_norm(S64):
+            raise ValueError("S: not symmetric")
+        R = S64.reshape(self.a, self.b, self.a, self.b).permute(0, 2, 1, 3)
+        U, sv, Vh = torch.linalg.svd(R.reshape(self.a**2, self.b**2))  # init-only
+        A = (U[:, 0] * sv[0].sqrt()).reshape(self.a, self.a)
+        Bm = (Vh[0] * sv[0].sqrt()).reshape(self.b, self.b)
+        if torch.trace(A) < 0:
+            A, Bm = -A, -Bm
+        return self.from_kronecker(sym(A), sym(Bm))
+
+    def to_matrix(self, x: KroneckerSpectralPoint) -> Tensor:
+        """Dense ``alpha (S_L kron S_R)`` (ab, ab); for tests and small problems."""
+        return x.alpha * torch.kron(self.left.to_matrix(x.left), self.right.to_matrix(x.right))
+
+    def power(self, x: KroneckerSpectralPoint, r: float) -> Tensor:
+        """Dense ``S^r = alpha^r (S_L^r kron S_R^r)``."""
+        return x.alpha.pow(r) * torch.kron(self.left.power(x.left, r), self.right.power(x.right, r))
+
+    def apply_power_matrix(self, x: KroneckerSpectralPoint, G: Tensor, r: float) -> Tensor:
+        """``alpha^r S_L^r G S_R^r`` for ``G`` of shape (..., a, b), from the factors only.
+
+        ``= alpha^r B_L ((d_L^r d_R^r^T) * (B_L^T G B_R)) B_R^T``: four products, 8 a b (a+b)/2
+        flops per matrix; ``S^r vec(G) = vec(alpha^r S_L^r G S_R^r)`` (row-major ``vec``).
+        """
+        L, Rt = x.left, x.right
+        Z = L.B.T @ G @ Rt.B
+        scale = x.alpha.pow(r) * (L.d.pow(r)[:, None] * Rt.d.pow(r)[None, :])
+        return L.B @ (scale * Z) @ Rt.B.T
+
+    def apply_power(self, x: KroneckerSpectralPoint, v: Tensor, r: float) -> Tensor:
+        """``S^r v`` for ``v`` of shape (a, b) (a matrix), (ab,) or (ab, k) (row-major vecs)."""
+        check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
+        a, b = self.a, self.b
+        if tuple(v.shape) == (a, b):
+            return self.apply_power_matrix(x, v, r)
+        if v.ndim == 1 and v.shape[0] == a * b:
+            return self.apply_power_matrix(x, v.reshape(a, b), r).reshape(-1)
+        if v.ndim == 2 and v.shape[0] == a * b:
+            G = v.T.reshape(-1, a, b)
+            return self.apply_power_matrix(x, G, r).reshape(-1, a * b).T
+        raise ValueError(
+            f"v: expected shape ({a}, {b}), ({a * b},) or ({a * b}, k), got {tuple(v.shape)}"
+        )
+
+    def logdet(self, x: KroneckerSpectralPoint) -> Tensor:
+        """``ab log alpha + b log det S_L + a log det S_R`` (the last two vanish on points)."""
+        return (
+            self.a * self.b * torch.log(x.alpha)
+            + self.b * torch.log(x.left.d).sum()
+            + self.a * torch.log(x.right.d).sum()
+        )
+
+    def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
+        """``(ok, reason)``: ``alpha > 0`` a finite scalar, valid factors, ``det S_l = 1``."""
+        if not isinstance(x, KroneckerSpectralPoint):
+            return False, f"expected a KroneckerSpectralPoint, got {type(x).__name__}"
+        reason = self._check_point_tensors({"alpha": (x.alpha, ())})
+        if reason:
+            return False, reason
+        if not bool(x.alpha > 0):
+            return False, "alpha is not positive"
+        for name, man, p in (("left", self.left, x.left), ("right", self.right, x.right)):
+            ok, why = man.check_point(p, fast=fast)
+            if not ok:
+                return False, f"{name}: {why}"
+            logdet = float(torch.log(p.d.float() if p.d.dtype != torch.float64 else p.d).sum())
+            tol = det_tol(self.dtype, man.n)
+            if abs(logdet) > tol:
+                return False, f"{name}: det != 1 (log det = {logdet:.2e} > {tol:.1e})"
+        return True, None
+
+    def reorthogonalize(self, x: KroneckerSpectralPoint, steps: int = 1) -> KroneckerSpectralPoint:
+        return KroneckerSpectralPoint(
+            x.alpha,
+            self.left.reorthogonalize(x.left, steps),
+            self.right.reorthogonalize(x.right, steps),
+        )
+
+    # Metric and gradients ----------------------------------------------------------------
+
+    def metric(self, x: KroneckerSpectralPoint) -> KroneckerSpectralTangent:
+        """Block entries at the origin (Claim 6): ``n: ab/2``; ``m_l: kappa_l/2`` (on sum-zero
+        vectors); ``M_l: kappa_l C_ij``."""
+        kL, kR = self.kappa_L, self.kappa_R
+        return KroneckerSpectralTangent(
+            self._scalar(0.5 * self.a * self.b),
+            SpectralTangent(blocks.eig_metric(x.left.d, kL), blocks.rotation_metric(x.left.d, kL)),
+            SpectralTangent(
+                blocks.eig_metric(x.right.d, kR), blocks.rotation_metric(x.right.d, kR)
+            ),
+        )
+
+    def metric_matrix(self, x: KroneckerSpectralPoint) -> Tensor:
+        """Dense metric in ``to_vector`` (free) coordinates: block diagonal with the sum-zero
+        blocks ``(kappa_l / 2)(I + 1 1^T)``."""
+        w = self.metric(x)
+        dt, dev = self.dtype, self.device
+        iL = torch.tril_indices(self.a, self.a, -1, device=dev)
+        iR = torch.tril_indices(self.b, self.b, -1, device=dev)
+        return torch.block_diag(
+            w.n.reshape(1, 1),
+            sum_zero_metric(self.a, self.kappa_L, dt, dev),
+            torch.diag(w.left.M[iL[0], iL[1]]),
+            sum_zero_metric(self.b, self.kappa_R, dt, dev),
+            torch.diag(w.right.M[iR[0], iR[1]]),
+        )
+
+    def chart(
+        self, x: KroneckerSpectralPoint
+    ) -> Callable[[KroneckerSpectralTangent], KroneckerSpectralPoint]:
+        """Differentiable chart ``eta -> (alpha e^n, (B_l Cayley(Skew M_l), d_l e^{m_l}))``.
+
+        ``m_l`` is used as given (``from_vector`` makes it sum-zero); exact Cayley.
+        """
+        phiL, phiR = self.left.chart(x.left), self.right.chart(x.right)
+        return lambda eta: KroneckerSpectralPoint(
+            x.alpha * torch.exp(eta.n), phiL(eta.left), phiR(eta.right)
+        )
+
+    def eigen_gradient(self, x: KroneckerSpectralPoint, egrad: Tensor) -> KroneckerEigenGradient:
+        """Reduce a dense ``E = df/dS`` (ab, ab) to ``(t, G_L, G_R)`` (DESIGN.md section 3)."""
+        a, b = self.a, self.b
+        E4 = egrad.reshape(a, b, a, b)
+        S_L, S_R = self.left.to_matrix(x.left), self.right.to_matrix(x.right)
+        E_L = torch.einsum("ijlk,jk->il", E4, S_R)
+        E_R = torch.einsum("ijlk,il->jk", E4, S_L)
+        t = x.alpha * (S_L * E_L).sum()
+        return KroneckerEigenGradient(
+            t, self.left.rotate(x.left, E_L), self.right.rotate(x.right, E_R)
+        )
+
+    def local_gradient(self, x: KroneckerSpectralPoint, egrad: Tensor) -> KroneckerSpectralTangent:
+        """Chart covector at the origin: ``n: t``; ``m_l,i: alpha d_i G_l,ii`` (unconstrained
+        representation); ``M_l,ij: 4 alpha (d_j - d_i) G_l,ij``."""
+        g = self.eigen_gradient(x, self.validate_egrad(egrad))
+        return KroneckerSpectralTangent(
+            g.t,
+            SpectralTangent(
+                blocks.eig_local_grad(x.left.d, x.alpha * torch.diagonal(g.G_L)),
+                blocks.rotation_local_grad(x.left.d, x.alpha * g.G_L),
+            ),
+            SpectralTangent(
+                blocks.eig_local_grad(x.right.d, x.alpha * torch.diagonal(g.G_R)),
+                blocks.rotation_local_grad(x.right.d, x.alpha * g.G_R),
+            ),
+        )
+
+    def natural_gradient(
+        self, x: KroneckerSpectralPoint, egrad: Tensor
+    ) -> KroneckerSpectralTangent:
+        """``F^+ grad_eta f`` for a dense ``egrad = df/dS`` (research sizes)."""
+        return self.natural_gradient_eigenbasis(
+            x, self.eigen_gradient(x, self.validate_egrad(egrad))
+        )
+
+    def natural_gradient_eigenbasis(
+        self, x: KroneckerSpectralPoint, g: KroneckerEigenGradient
+    ) -> KroneckerSpectralTangent:
+        """Claim 6 closed form: ``n = 2 t / (ab)``;
+        ``m_l = (2/kappa_l) center(alpha d_l diag G_l)``;
+        ``M_l,ij = -alpha d_i d_j G_l,ij / (kappa_l (d_i - d_j))`` (0 where ``d_i ~ d_j``)."""
+        parts = []
+        for p, G, kappa, tol in (
+            (x.left, g.G_L, self.kappa_L, self.left.eig_tol),
+            (x.right, g.G_R, self.kappa_R, self.right.eig_tol),
+        ):
+            aG = x.alpha * G
+            m = _center(blocks.eig_natural_grad(p.d, torch.diagonal(aG), kappa))
+            parts.append(SpectralTangent(m, blocks.rotation_natural_grad(p.d, aG, tol, kappa)))
+        return KroneckerSpectralTangent(2.0 * g.t / (self.a * self.b), *parts)
+
+    # Curvature in the eigenbasis (Gaussian layer) ----------------------------------------
+
+    def rotate(self, x: KroneckerSpectralPoint, E: Tensor) -> KroneckerDenseCurvature:
+        """A dense curvature is kept as is; it is reduced in ``precision_egrad_eigenbasis``."""
+        return KroneckerDenseCurvature(E)
+
+    def gop_eigenbasis(
+        self, x: KroneckerSpectralPoint, V: Tensor, damping: float = 0.0
+    ) -> KroneckerGOP:
+        """``Z_i = B_L^T Mat(v_i) B_R`` for the columns ``v_i`` of ``V`` (ab, k)."""
+        G = V.T.reshape(-1, self.a, self.b)
+        return KroneckerGOP(x.left.B.T @ G @ x.right.B, self._scalar(damping))
+
+    def precision_egrad_eigenbasis(
+        self, x: KroneckerSpectralPoint, Ht: Any, gamma: float
+    ) -> KroneckerEigenGradient:
+        """``dL/dS = -1/2 S^-1 (H - gamma S) S^-1`` reduced to ``(t, G_L, G_R)``.
+
+        For the GOP ``H = mean_i vec(G_i) vec(G_i)^T + lambda I`` (Fig. 1 bottom box), with
+        ``W_L = mean_i Z_i D_R^-1 Z_i^T + lambda tr(S_R^-1) I``,
+        ``W_R = mean_i Z_i^T D_L^-1 Z_i + lambda tr(S_L^-1) I`` and
+        ``T = tr(S^-1 H) alpha = mean_i sum(Z_i^2 / (d_L d_R^T)) + lambda tr(S_L^-1) tr(S_R^-1)``:
+
+            G_L = -W_L / (2 alpha^2 d_L d_L^T) + gamma b / (2 alpha) Diag(1 / d_L)
+            G_R = -W_R / (2 alpha^2 d_R d_R^T) + gamma a / (2 alpha) Diag(1 / d_R)
+            t   = -T / (2 alpha) + gamma a b / 2
+
+        Cost per gradient: ``Z`` 2ab(a+b) flops, the two ``W`` 2ab(a+b); nothing (ab, ab).
+        """
+        alpha, dL, dR = x.alpha, x.left.d, x.right.d
+        if isinstance(Ht, KroneckerDenseCurvature):
+            Sinv = self.power(x, -1.0)
+            E = -0.5 * Sinv @ (Ht.H - gamma * self.to_matrix(x)) @ Sinv
+            return self.eigen_gradient(x, sym(E))
+        if not isinstance(Ht, KroneckerGOP):
+            raise TypeError(
+                f"Ht: expected KroneckerGOP or KroneckerDenseCurvature, got {type(Ht).__name__}"
+            )
+        Z, lam = Ht.Z, Ht.damping
+        k = Z.shape[0]
+        W_L = torch.einsum("kij,klj->il", Z / dR, Z) / k
+        W_R = torch.einsum("kij,kil->jl", Z / dL[:, None], Z) / k
+        T = (Z * Z / (dL[:, None] * dR[None, :])).sum() / k
+        trL, trR = (1.0 / dL).sum(), (1.0 / dR).sum()
+        W_L = W_L + lam * trR * torch.eye(self.a, dtype=Z.dtype, device=Z.device)
+        W_R = W_R + lam * trL * torch.eye(self.b, dtype=Z.dtype, device=Z.device)
+        T = T + lam * trL * trR
+        G_L = -W_L / (2 * alpha**2 * dL[:, None] * dL[None, :]) + torch.diag(
+            gamma * self.b / (2 * alpha) / dL
+        )
+        G_R = -W_R / (2 * alpha**2 * dR[:, None] * dR[None, :]) + torch.diag(
+            gamma * self.a / (2 * alpha) / dR
+        )
+        t = -T / (2 * alpha) + 0.5 * gamma * self.a * self.b
+        return KroneckerEigenGradient(t, G_L, G_R)
+
+    # Retraction --------------------------------------------------------------------------
+
+    def retr(
+        self,
+        x: KroneckerSpectralPoint,
+        tangent: KroneckerSpectralTangent,
+        lr: float = 1.0,
+        *,
+        cayley: str | None = None,
+        exponential: bool = True,
+    ) -> KroneckerSpectralPoint:
+        """Chart map at ``lr * tangent`` (the factors' ``m`` are projected to sum zero).
+
+        ``exponential=True``: ``alpha e^{lr n}``, ``d_l e^{lr m_l}``, then rounding of
+        ``det S_l`` is moved into ``alpha`` (``normalize``; ``S`` unchanged).
+        ``exponential=False`` (paper Fig. 6 right, the practical scheme):
+        ``n_l = d_l (1 + lr (m_l + n))``, ``d_l <- n_l / geomean(n_l)``,
+        ``alpha <- alpha sqrt(geomean(n_L) geomean(n_R))``; for the GOP this is
+        ``n_l = (1 - gamma beta2) d_l + beta2 / (alpha kappa_l) (diag(W_l) + lambda_l)``.
+        Rotations: ``B_l Cayley(Skew(lr M_l))``, Neumann arguments clipped to
+        ``neumann_max_norm``.
+        """
+        lr = check_positive(lr, "lr")
+        method = self.cayley if cayley is None else cayley
+        check_tensor(tangent.n, "tangent.n", shape=(), dtype=self.dtype, device=self.device)
+        new = []
+        for name, man, p, t in (
+            ("left", self.left, x.left, tangent.left),
+            ("right", self.right, x.right, tangent.right),
+        ):
+            check_tensor(
+                t.m, f"tangent.{name}.m", shape=(man.n,), dtype=self.dtype, device=self.device
+            )
+            check_tensor(
+                t.M, f"tangent.{name}.M", shape=(man.n, man.n), dtype=self.dtype, device=self.device
+            )
+            m = _center(t.m)
+            if exponential:
+                d = blocks.eig_retract(p.d, lr * m)
+            else:
+                d = blocks.eig_retract(p.d, lr * (m + tangent.n), exponential=False)
+            B = blocks.rotation_retract(p.B, lr * t.M, method, man.neumann_max_norm)
+            new.append(SpectralPoint(B, d))
+        alpha = x.alpha * torch.exp(lr * tangent.n) if exponential else x.alpha
+        if not exponential:
+            # n_l carries the alpha step; normalize() moves sqrt(geomean) of each into alpha.
+            cL, cR = torch.log(new[0].d).mean(), torch.log(new[1].d).mean()
+            alpha = alpha * torch.exp(-(cL + cR) / 2)
+        return self.normalize(alpha, *new)
+
+    # Vectors -----------------------------------------------------------------------------
+
+    def zero_tangent(self, x: KroneckerSpectralPoint) -> KroneckerSpectralTangent:
+        return KroneckerSpectralTangent(
+            torch.zeros_like(x.alpha),
+            self.left.zero_tangent(x.left),
+            self.right.zero_tangent(x.right),
+        )
+
+    def to_vector(self, tangent: KroneckerSpectralTangent) -> Tensor:
+        """``[n, m_L[:a-1], M_L[tril], m_R[:b-1], M_R[tril]]``: free coordinates, length ``dim``."""
+        parts = [tangent.n.reshape(1)]
+        for man, t in ((self.left, tangent.left), (self.right, tangent.right)):
+            v = man.to_vector(t)
+            parts += [v[: man.n - 1], v[man.n :]]
+        return torch.cat(parts)
+
+    def covector_to_vector(self, covector: KroneckerSpectralTangent) -> Tensor:
+        """Free-coordinate components of a covector: ``m`` part ``g_i - g_last``."""
+        parts = [covector.n.reshape(1)]
+        for man, t in ((self.left, covector.left), (self.right, covector.right)):
+            v = man.to_vector(t)
+            parts += [v[: man.n - 1] - v[man.n - 1], v[man.n :]]
+        return torch.cat(parts)
+
+    def from_vector(self, vec: Tensor) -> KroneckerSpectralTangent:
+        check_tensor(vec, "vec", shape=(self.dim,), finite=False)
+        out, i = [], 1
+        for man in (self.left, self.right):
+            s = man.n
+            free, rot = vec[i : i + s - 1], vec[i + s - 1 : i + s - 1 + s * (s - 1) // 2]
+            i += s - 1 + s * (s - 1) // 2
+            m = torch.cat([free, -free.sum().reshape(1)])
+            out.append(man.from_vector(torch.cat([m, rot])))
+        return KroneckerSpectralTangent(vec[0], *out)
