@@ -103,3 +103,89 @@ def check(cond, msg):
         print(f"FAILED: {msg}")
         raise SystemExit(1)
     print(f"  ok: {msg}")
+
+
+# --- Kronecker chart (Claims 5-6) -------------------------------------------------------
+
+
+def unit_det(name, n):
+    """Symbols d_1..d_{n-1} > 0 and d_n = 1 / (d_1 ... d_{n-1}), so that prod(d) = 1."""
+    free = list(sp.symbols(f"{name}1:{n}", positive=True))
+    return free + [1 / sp.Mul(*free)]
+
+
+def factor_chart(B, d, tag):
+    """Chart of one unit-determinant factor around (B, d): returns (S_l(eta_l), eta_l).
+
+    S_l = B(M) Diag(d * exp(m)) B(M)^T with B(M) = B Cayley(Skew(M)) and a sum-zero m whose
+    free coordinates are m_1..m_{n-1} (m_n = -(m_1 + ... + m_{n-1})); eta_l lists the free
+    m's, then M_ij (i > j) row-major.  Symbols are named m<tag>k and M<tag>ij.
+    """
+    n = len(d)
+    m_free = list(sp.symbols(f"m{tag}1:{n}"))
+    m = m_free + [-sp.Add(*m_free)]
+    M = lower_symbols(f"M{tag}", n)
+    BM = B * cayley(skew(M))
+    S = BM * sp.diag(*[d[i] * sp.exp(m[i]) for i in range(n)]) * BM.T
+    return S, m_free + [M[i, j] for i, j in lower_pairs(n)]
+
+
+def kron_chart(alpha, BL, dL, BR, dR):
+    """Kronecker chart S(eta) = alpha exp(n) (S_L(eta_L) kron S_R(eta_R)).
+
+    sympy's kronecker_product is the row-major-pair convention,
+    kron(S_L, S_R)[(i, j), (l, k)] = S_L[i, l] S_R[j, k] with (i, j) -> i * b + j.
+    Returns (S, eta, blocks): eta = (n, free m_L, M_L, free m_R, M_R) and blocks maps
+    "n", "m_L", "M_L", "m_R", "M_R" to the index ranges of eta.
+    """
+    nu = sp.Symbol("n")
+    SL, etaL = factor_chart(BL, dL, "L")
+    SR, etaR = factor_chart(BR, dR, "R")
+    a, b = len(dL), len(dR)
+    sizes = [
+        ("n", 1),
+        ("m_L", a - 1),
+        ("M_L", a * (a - 1) // 2),
+        ("m_R", b - 1),
+        ("M_R", b * (b - 1) // 2),
+    ]
+    blocks, start = {}, 0
+    for name, size in sizes:
+        blocks[name] = range(start, start + size)
+        start += size
+    S = alpha * sp.exp(nu) * sp.kronecker_product(SL, SR)
+    return S, [nu] + etaL + etaR, blocks
+
+
+def kron_inverse_at_origin(alpha, BL, dL, BR, dR):
+    """S(0)^{-1} = (S_L^{-1} kron S_R^{-1}) / alpha, with S_l^{-1} = B_l Diag(1/d_l) B_l^T."""
+    SLinv = BL * sp.diag(*[1 / x for x in dL]) * BL.T
+    SRinv = BR * sp.diag(*[1 / x for x in dR]) * BR.T
+    return sp.kronecker_product(SLinv, SRinv) / alpha
+
+
+def tangents_at_origin(S, eta):
+    """The matrices dS/deta_u at eta = 0 (the columns of jacobian_at_origin, un-vec'd)."""
+    N = S.shape[0]
+    J = jacobian_at_origin(S, eta)
+    return [J[:, u].reshape(N, N).T for u in range(len(eta))]  # undo column-major vec
+
+
+def fisher_trace_form(dS, S0inv):
+    """F_uv = 1/2 tr(S^{-1} dS_u S^{-1} dS_v), the trace form of fisher_at_origin's metric.
+
+    Computed with sympy's DomainMatrix over the field of rational functions of the entries'
+    symbols, which stays fast where plain Matrix arithmetic with cancel() blows up (e.g. at
+    a rotated B with symbolic d).
+    """
+    from sympy.polys.matrices import DomainMatrix
+
+    gens = sorted(set().union(S0inv.free_symbols, *(X.free_symbols for X in dS)), key=str)
+    field = sp.QQ.frac_field(*gens) if gens else sp.QQ
+
+    def dm(X):
+        return DomainMatrix.from_Matrix(X).convert_to(field)
+
+    Sinv = dm(S0inv)
+    A = [Sinv * dm(X) for X in dS]
+    return sp.Matrix([[(Au * Av).to_Matrix().trace() / 2 for Av in A] for Au in A])
