@@ -3,8 +3,25 @@
 * ``CholeskyCurvature``: the inverse-free Cholesky-factor curvature scheme of
   Lin et al. (2024), ``S = (K K^T)^-1``, ``K <- K (I - beta2 Phi(K^T H K - gamma I))``
   (paper Sec. 4.1, Fig. 2 and 7).
+* ``KroneckerCholeskyCurvature``: its Kronecker form (INGD / SINGD without momentum),
+  ``S = (K K^T)^-1 kron (C C^T)^-1`` (Fig. 2 right, Fig. 8).
+* ``nearest_kronecker`` and ``KroneckerProjection``: the nearest Kronecker product
+  (Van Loan & Pitsianis, 1993) and the impractical projection baseline built on it.
 """
 
 from .cholesky import CholeskyCurvature, phi
+from .kronecker import (
+    KroneckerCholeskyCurvature,
+    KroneckerCholeskyFactors,
+    KroneckerProjection,
+    nearest_kronecker,
+)
 
-__all__ = ["CholeskyCurvature", "phi"]
+__all__ = [
+    "CholeskyCurvature",
+    "phi",
+    "KroneckerCholeskyCurvature",
+    "KroneckerCholeskyFactors",
+    "KroneckerProjection",
+    "nearest_kronecker",
+]

@@ -30,8 +30,9 @@ Evaluation happens at ``num_checkpoints`` log-spaced iterations (plus 0 and the 
 its dense matrices, the triangular solve of the Cholesky scheme and the eigendecompositions
 of the W2 metric stay off the update path and cheap.
 
-The Kronecker variant (Fig. 2 right, Fig. 8; ``run_kronecker``) will reuse ``track``
-with Kronecker schemes and the projection baseline; it is not implemented yet.
+The Kronecker variant (Fig. 2 right, Fig. 8, App. B.2) is ``run_kronecker`` in
+``curvature_kronecker``: the same ``track`` loop, metrics, table and plot, with
+Kronecker-structured schemes and the projection baseline.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ __all__ = [
 SCHEME_STYLE = {
     "default": ("Default", "tab:blue"),
     "spectral": ("Spectral (ours)", "tab:red"),
+    "spectral practical": ("Spectral practical (ours)", "tab:orange"),
     "cholesky": ("Cholesky", "tab:green"),
+    "projection": ("Projection (impractical)", "tab:purple"),
 }
 
 
@@ -319,6 +322,20 @@ class CurvatureResult:
     orthogonality_error: float
     wall_time: float
 
+    @property
+    def size_label(self) -> str:
+        """The problem size in table headers and plot titles."""
+        return f"n={self.n}"
+
+    def notes(self) -> list[str]:
+        """Extra lines at the end of ``format_table`` (none for the full-matrix run)."""
+        return []
+
+    def fixed_point_floors(self) -> dict[str, float]:
+        """Reference levels (label -> relative Frobenius error) drawn as dashed lines in the
+        fixed-point panel (none for the full-matrix run)."""
+        return {}
+
 
 def _check_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -343,6 +360,28 @@ def _torch_threads(num: int | None) -> Iterator[None]:
 def default_steps(beta2: float) -> int:
     """Ten time constants ``1 / beta2`` of the default scheme's moving average."""
     return max(10, math.ceil(10.0 / beta2))
+
+
+def _check_run_args(
+    beta2: Any, seed: Any, num_checkpoints: Any, decades: Any, dtype: Any
+) -> tuple[float, int, int]:
+    """Validate the arguments every ``run_*`` shares; returns ``(beta2, seed,
+    num_checkpoints)`` as plain Python numbers."""
+    beta2 = float(beta2)
+    if not (math.isfinite(beta2) and 0.0 < beta2 < 1.0):
+        raise ValueError(f"beta2: expected a number in (0, 1), got {beta2!r}")
+    seed = _check_int(seed, "seed", minimum=0)
+    num_checkpoints = _check_int(num_checkpoints, "num_checkpoints", minimum=2)
+    if not (isinstance(decades, (int, float)) and math.isfinite(decades) and decades >= 0):
+        raise ValueError(f"decades: expected a finite number >= 0, got {decades!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    return beta2, seed, num_checkpoints
+
+
+def _arrays(d: dict[str, list[float]]) -> dict[str, np.ndarray]:
+    """Histories as arrays (empty histories dropped)."""
+    return {k: np.asarray(v) for k, v in d.items() if v}
 
 
 def run_full_matrix(
@@ -383,16 +422,8 @@ def run_full_matrix(
             is fastest for matrices this small. ``None`` leaves torch's setting.
     """
     n = _check_int(n, "n")
-    beta2 = float(beta2)
-    if not (math.isfinite(beta2) and 0.0 < beta2 < 1.0):
-        raise ValueError(f"beta2: expected a number in (0, 1), got {beta2!r}")
+    beta2, seed, num_checkpoints = _check_run_args(beta2, seed, num_checkpoints, decades, dtype)
     steps = default_steps(beta2) if steps is None else _check_int(steps, "steps")
-    seed = _check_int(seed, "seed", minimum=0)
-    num_checkpoints = _check_int(num_checkpoints, "num_checkpoints", minimum=2)
-    if not (isinstance(decades, (int, float)) and math.isfinite(decades) and decades >= 0):
-        raise ValueError(f"decades: expected a finite number >= 0, got {decades!r}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
 
     start = time.perf_counter()
     with _torch_threads(num_threads):
@@ -447,9 +478,6 @@ def run_full_matrix(
         if "spectral" in h.diverged:
             ortho = float("nan")
 
-    def arrays(d: dict[str, list[float]]) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in d.items() if v}
-
     return CurvatureResult(
         structure="full",
         n=n,
@@ -461,10 +489,10 @@ def run_full_matrix(
         init=init,
         decades=float(decades),
         iterations=checkpoints,
-        fixed_point=arrays(h.fixed_point),
-        iterate=arrays(h.iterate),
-        fixed_point_w2=arrays(h.fixed_point_w2),
-        iterate_w2=arrays(h.iterate_w2),
+        fixed_point=_arrays(h.fixed_point),
+        iterate=_arrays(h.iterate),
+        fixed_point_w2=_arrays(h.fixed_point_w2),
+        iterate_w2=_arrays(h.iterate_w2),
         update_seconds=dict(h.update_seconds),
         diverged=dict(h.diverged),
         orthogonality_error=ortho,
@@ -485,10 +513,11 @@ def _table_rows(result: CurvatureResult) -> list[int]:
 def _block(title: str, result: CurvatureResult, fp: dict, it: dict, fmt: str) -> list[str]:
     cols = [f"fixed-point {k}" for k in fp] + [f"iterate {k}" for k in it]
     series = list(fp.values()) + list(it.values())
-    width = max(len(c) for c in cols) + 2
-    lines = [title, "iteration".rjust(10) + "".join(c.rjust(width) for c in cols)]
+    widths = [max(len(c), 8) + 2 for c in cols]
+    head = "".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))
+    lines = [title, "iteration".rjust(10) + head]
     for i in _table_rows(result):
-        vals = "".join(format(s[i], fmt).rjust(width) for s in series)
+        vals = "".join(format(s[i], fmt).rjust(w) for s, w in zip(series, widths, strict=True))
         lines.append(str(int(result.iterations[i])).rjust(10) + vals)
     return lines
 
@@ -497,7 +526,7 @@ def format_table(result: CurvatureResult) -> str:
     """Plain-text table of both matchings at iterations 1, 10, 100, ... and the final one."""
     r = result
     head = (
-        f"Curvature learning ({r.structure} matrix), n={r.n}, beta2={r.beta2:g}, "
+        f"Curvature learning ({r.structure} matrix), {r.size_label}, beta2={r.beta2:g}, "
         f"gamma={r.gamma:g}, steps={r.steps}, seed={r.seed}, dtype={r.dtype}, init={r.init}"
     )
     lines = [head]
@@ -511,6 +540,7 @@ def format_table(result: CurvatureResult) -> str:
         f"update time: {secs}; ||B^T B - I||_F (spectral) = "
         f"{r.orthogonality_error:.1e}; run {r.wall_time:.1f} s"
     )
+    lines += r.notes()
     return "\n".join(lines)
 
 
@@ -546,10 +576,15 @@ def plot(result: CurvatureResult | Sequence[CurvatureResult], path: Any) -> None
         for ax, (field, title) in zip(row, panels, strict=True):
             for name, values in getattr(r, field).items():
                 label, color = SCHEME_STYLE.get(name, (name, None))
+                if name == "default" and r.structure != "full":
+                    label += " (full matrix)"
                 ax.plot(its[keep], values[keep], label=label, color=color, lw=1.5)
+            if field == "fixed_point":
+                for label, level in r.fixed_point_floors().items():
+                    ax.axhline(level, color="gray", ls="--", lw=1.0, label=label)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_title(f"{title} (n={r.n}, $\\beta_2$={r.beta2:g})", fontsize=9)
+            ax.set_title(f"{title} ({r.size_label}, $\\beta_2$={r.beta2:g})", fontsize=9)
             ax.set_xlabel("iterations")
             ax.set_ylabel(
                 "Wasserstein-2 distance" if field.endswith("w2") else "relative Frobenius error"
