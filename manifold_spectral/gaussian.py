@@ -163,7 +163,7 @@ class Gaussian:
         self.manifold.validate_point(x, "precision", fast=True)
         Ht = as_curvature(curvature).eigenbasis(self.manifold, x)
         G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)
-        return self._rgd.step_eigenbasis(x, G)
+        return self._rgd.step_eigenbasis(x, G, check_input=False)
 
     def precondition(self, x: Any, grad: Tensor) -> Tensor:
         """``S^(-1/p) g`` from ``(B, d)`` only."""

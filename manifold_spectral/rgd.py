@@ -110,13 +110,15 @@ class RGD:
         self.manifold.validate_point(x, fast=True)
         return self._apply(x, self.direction(x, egrad))
 
-    def step_eigenbasis(self, x: Any, G: Tensor) -> Any:
+    def step_eigenbasis(self, x: Any, G: Any, *, check_input: bool = True) -> Any:
         """``step`` from the gradient already rotated into the eigenbasis, ``G = B^T E B``.
 
         The Gaussian layer uses this to skip forming ``df/dS`` (for the GOP, ``G`` needs only
-        ``q = B^T g``). ``G`` must be finite.
+        ``q = B^T g``). ``G`` must be finite. ``check_input=False`` skips the point check for
+        callers that have just made it (the result is always checked).
         """
-        self.manifold.validate_point(x, fast=True)
+        if check_input:
+            self.manifold.validate_point(x, fast=True)
         finite = G.is_finite() if isinstance(G, TensorTree) else bool(torch.isfinite(G).all())
         if not finite:
             raise ValueError("G: contains NaN or Inf")
