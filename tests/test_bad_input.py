@@ -92,7 +92,17 @@ def point(manifold: ms.SpectralManifold, seed: int = 0) -> Any:
 MANIFOLDS = {
     "SpectralSPD": lambda: ms.SpectralSPD(N, dtype=F64),
     "DiagonalSPD": lambda: ms.DiagonalSPD(N, dtype=F64),
+    # ab = N keeps the shared (N,)-sized means and gradients below; a 1 x 1 left factor.
+    # Non-degenerate Kronecker shapes are covered in the Kronecker section at the end.
+    "KroneckerSpectralSPD": lambda: ms.KroneckerSpectralSPD(1, N, dtype=F64),
 }
+
+
+def same_manifold_on(manifold: ms.SpectralManifold, device: Any) -> ms.SpectralManifold:
+    """``manifold`` rebuilt on another device."""
+    if isinstance(manifold, ms.KroneckerSpectralSPD):
+        return ms.KroneckerSpectralSPD(manifold.a, manifold.b, dtype=F64, device=device)
+    return type(manifold)(N, dtype=F64, device=device)
 
 
 @pytest.fixture(params=list(MANIFOLDS), ids=str)
@@ -218,6 +228,11 @@ POINT_DEFECTS = [
     "B_not_orthogonal",
     "B_wrong_shape",
     "B_float32",
+    "alpha_zero",
+    "alpha_negative",
+    "alpha_nan",
+    "alpha_wrong_shape",
+    "det_not_one",
 ]
 
 
@@ -249,34 +264,55 @@ def test_bad_egrad_to_rgd_step_keeps_momentum_state(manifold, key):
 
 def bad_points(manifold: ms.SpectralManifold) -> list[tuple[str, Any, type[Exception]]]:
     x = point(manifold)
+    # The factor holding ``d`` (and ``B``): the point itself, or a Kronecker point's
+    # N x N right factor.
+    f = x.right if isinstance(x, ms.KroneckerSpectralPoint) else x
     other = (
-        ms.DiagonalPoint(x.d)
-        if isinstance(x, ms.SpectralPoint)
-        else ms.SpectralPoint(torch.eye(N, dtype=F64), x.d)
+        ms.DiagonalPoint(f.d)
+        if isinstance(x, (ms.SpectralPoint, ms.KroneckerSpectralPoint))
+        else ms.SpectralPoint(torch.eye(N, dtype=F64), f.d)
     )
-    d_neg = x.d.clone()
+    d_neg = f.d.clone()
     d_neg[0] = -1.0
-    d_nan = x.d.clone()
+    d_nan = f.d.clone()
     d_nan[-1] = float("nan")
     out = [
         ("float32", x.to(torch.float32), TypeError),
         ("other_type", other, ValueError),
-        ("d_zero", _with_d(x, torch.zeros_like(x.d)), ValueError),
+        ("d_zero", _with_d(x, torch.zeros_like(f.d)), ValueError),
         ("d_negative", _with_d(x, d_neg), ValueError),
         ("d_nan", _with_d(x, d_nan), ValueError),
         ("d_wrong_shape", _with_d(x, torch.ones(N + 1, dtype=F64)), ValueError),
     ]
-    if isinstance(x, ms.SpectralPoint):
+    if isinstance(f, ms.SpectralPoint):
         out += [
-            ("B_not_orthogonal", ms.SpectralPoint(x.B * 1.2, x.d), ValueError),
-            ("B_wrong_shape", ms.SpectralPoint(torch.eye(N + 1, dtype=F64), x.d), ValueError),
-            ("B_float32", ms.SpectralPoint(x.B.float(), x.d), TypeError),
+            ("B_not_orthogonal", _with_B(x, f.B * 1.2), ValueError),
+            ("B_wrong_shape", _with_B(x, torch.eye(N + 1, dtype=F64)), ValueError),
+            ("B_float32", _with_B(x, f.B.float()), TypeError),
+        ]
+    if isinstance(x, ms.KroneckerSpectralPoint):
+        K = ms.KroneckerSpectralPoint
+        out += [
+            ("alpha_zero", K(torch.zeros_like(x.alpha), x.left, x.right), ValueError),
+            ("alpha_negative", K(-x.alpha, x.left, x.right), ValueError),
+            ("alpha_nan", K(torch.full_like(x.alpha, float("nan")), x.left, x.right), ValueError),
+            ("alpha_wrong_shape", K(x.alpha.reshape(1), x.left, x.right), ValueError),
+            # S is unchanged, but det S_R = 2^N != 1: the factorisation is not normalised.
+            ("det_not_one", K(x.alpha / 2**N, x.left, _with_d(x, 2 * f.d).right), ValueError),
         ]
     return out
 
 
 def _with_d(x: Any, d: torch.Tensor) -> Any:
+    if isinstance(x, ms.KroneckerSpectralPoint):
+        return ms.KroneckerSpectralPoint(x.alpha, x.left, ms.SpectralPoint(x.right.B, d))
     return ms.SpectralPoint(x.B, d) if isinstance(x, ms.SpectralPoint) else ms.DiagonalPoint(d)
+
+
+def _with_B(x: Any, B: torch.Tensor) -> Any:
+    if isinstance(x, ms.KroneckerSpectralPoint):
+        return ms.KroneckerSpectralPoint(x.alpha, x.left, ms.SpectralPoint(B, x.right.d))
+    return ms.SpectralPoint(B, x.d)
 
 
 @pytest.mark.parametrize("key", POINT_DEFECTS)
@@ -504,7 +540,11 @@ def test_truncated_rgd_step_that_would_make_d_non_positive(manifold):
 @pytest.mark.parametrize("dtype", [F64, torch.float32], ids=str)
 def test_step_whose_exponential_underflows_is_rejected(dtype):
     """d exp(m) underflowing to 0 is not a point: the step raises, the state is kept."""
-    for manifold in (ms.SpectralSPD(N, dtype=dtype), ms.DiagonalSPD(N, dtype=dtype)):
+    for manifold in (
+        ms.SpectralSPD(N, dtype=dtype),
+        ms.DiagonalSPD(N, dtype=dtype),
+        ms.KroneckerSpectralSPD(1, N, dtype=dtype),
+    ):
         opt = ms.RGD(manifold, lr=1.0, momentum=0.5)
         x = opt.step(manifold.origin(), torch.zeros(manifold.egrad_shape, dtype=dtype))
         egrad = torch.zeros(manifold.egrad_shape, dtype=dtype)
@@ -535,7 +575,7 @@ def test_inputs_on_meta_device_are_rejected_by_name(manifold):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_device_mismatch_cuda(manifold):
-    cuda_manifold = type(manifold)(N, dtype=F64, device="cuda")
+    cuda_manifold = same_manifold_on(manifold, "cuda")
     x_cuda = point(cuda_manifold)
     x_cpu = point(manifold)
     opt = ms.RGD(cuda_manifold, lr=0.05, momentum=0.9)
@@ -557,3 +597,189 @@ def test_device_mismatch_cuda(manifold):
     t = cuda_manifold.zero_tangent(x_cuda).to("cpu")
     rejects(lambda: cuda_manifold.retr(x_cuda, t, 0.1), ValueError, "tangent", x_cuda, t)
     assert math.isfinite(float(cuda_manifold.logdet(x_cuda)))
+
+
+# KroneckerSpectralSPD (non-degenerate factors) -----------------------------------------------
+
+KA, KB = 2, 3  # a != b, so a transposed (b, a) matrix is a wrong shape
+
+
+def kron() -> ms.KroneckerSpectralSPD:
+    return ms.KroneckerSpectralSPD(KA, KB, dtype=F64)
+
+
+@pytest.mark.parametrize(
+    "a, b, name",
+    [
+        (0, 3, "a"),
+        (-1, 3, "a"),
+        (2.0, 3, "a"),
+        (True, 3, "a"),
+        (None, 3, "a"),
+        (3, 0, "b"),
+        (3, "2", "b"),
+    ],
+)
+def test_bad_kronecker_size(a, b, name):
+    rejects(lambda: ms.KroneckerSpectralSPD(a, b), (ValueError, TypeError), name)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"dtype": torch.int64}, "dtype"),
+        ({"dtype": "float64"}, "dtype"),
+        ({"cayley": "cholesky"}, "cayley"),
+        ({"neumann_max_norm": 1.0}, "neumann_max_norm"),
+        ({"eig_tol": -1.0}, "eig_tol"),
+    ],
+)
+def test_bad_kronecker_options(kwargs, name):
+    rejects(lambda: ms.KroneckerSpectralSPD(KA, KB, **kwargs), (ValueError, TypeError), name)
+
+
+def test_from_factors_rejects_bad_alpha_and_unnormalised_factors():
+    K = kron()
+    x = point(K)
+    L, R = x.left, x.right
+    y = K.from_factors(x.alpha, L, R)  # the valid call works
+    assert K.check_point(y)[0]
+    for alpha, exc in [
+        (0.0, ValueError),
+        (-1.0, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (torch.tensor([1.0, 2.0], dtype=F64), ValueError),
+        ("1", TypeError),
+    ]:
+        rejects(lambda a=alpha: K.from_factors(a, L, R), exc, "alpha", L, R)
+    twice = ms.SpectralPoint(L.B, 2 * L.d)  # det S_L = 2^a
+    rejects(lambda: K.from_factors(1.0, twice, R), ValueError, "left", twice, R)
+    half = ms.SpectralPoint(R.B, R.d / 2)
+    rejects(lambda: K.from_factors(1.0, L, half), ValueError, "right", L, half)
+    skewed = ms.SpectralPoint(L.B * 1.2, L.d)
+    rejects(lambda: K.from_factors(1.0, skewed, R), ValueError, "left", skewed, R)
+    rejects(lambda: K.from_factors(1.0, R, L), ValueError, "left", L, R)  # swapped sizes
+    R32 = R.to(torch.float32)
+    rejects(lambda: K.from_factors(1.0, L, R32), TypeError, "right", L, R32)
+
+
+@pytest.mark.parametrize(
+    "v, exc",
+    [
+        (torch.ones(KB, KA, dtype=F64), ValueError),
+        (torch.ones(KA * KB + 1, dtype=F64), ValueError),
+        (torch.ones(1, KA * KB, dtype=F64), ValueError),
+        (torch.ones(KA * KB, 2, 1, dtype=F64), ValueError),
+        (torch.ones(KA, KB, 1, dtype=F64), ValueError),
+        (torch.tensor(1.0, dtype=F64), ValueError),
+        (torch.ones(KA, KB, dtype=torch.float32), TypeError),
+        ([[1.0] * KB] * KA, TypeError),
+    ],
+    ids=["transposed", "wrong_length", "row", "3d", "matrix_3d", "0d", "float32", "list"],
+)
+def test_kronecker_apply_power_rejects_wrong_shapes(v, exc):
+    K = kron()
+    x = point(K)
+    rejects(lambda: K.apply_power(x, v, -0.5), exc, "v", x, v)
+
+
+def _kronecker_bad_matrices() -> dict[str, torch.Tensor]:
+    ab = KA * KB
+    S = torch.kron(spd(KA), spd(KB))
+    nonsym = S.clone()
+    nonsym[0, 1] += 1.0
+    nan = S.clone()
+    nan[2, 2] = float("nan")
+    return {
+        "non_symmetric": nonsym,
+        "wrong_size": torch.eye(ab + 1, dtype=F64),
+        "factor_size": torch.eye(KA, dtype=F64),
+        "non_square": torch.ones(ab, ab + 1, dtype=F64),
+        "nan": nan,
+        "negative_definite": -torch.eye(ab, dtype=F64),
+        "indefinite": torch.kron(torch.diag(torch.tensor([1.0, -1.0], dtype=F64)), spd(KB)),
+        "zero": torch.zeros(ab, ab, dtype=F64),
+    }
+
+
+@pytest.mark.parametrize("key", list(_kronecker_bad_matrices()))
+def test_kronecker_from_matrix_rejects(key):
+    S = _kronecker_bad_matrices()[key]
+    rejects(lambda: kron().from_matrix(S), ValueError, "S", S)
+
+
+@pytest.mark.parametrize(
+    "S",
+    ["abc", torch.eye(KA * KB, dtype=torch.complex128)],
+    ids=["string", "complex"],
+)
+def test_kronecker_from_matrix_rejects_non_real_input(S):
+    """As ``SpectralSPD.from_matrix``: a TypeError naming ``S`` (not torch's own message, and
+    not a silent cast that drops the imaginary part)."""
+    rejects(lambda: kron().from_matrix(S), TypeError, "S", S)
+
+
+def test_kronecker_gop_of_wrong_size_or_with_nan():
+    K = kron()
+    ab = KA * KB
+    x = point(K)
+    family = ms.Gaussian(K, beta2=0.1)
+    mu, g = torch.zeros(ab, dtype=F64), torch.ones(ab, dtype=F64)
+    G = torch.ones(KA, KB, dtype=F64)
+    cases = [
+        (ms.GOP(torch.ones(ab + 1, dtype=F64)), ValueError, "grads"),
+        (ms.GOP(torch.ones(2, ab - 1, dtype=F64)), ValueError, "grads"),
+        (ms.GOP(G), ValueError, "grads"),  # an unflattened (a, b) gradient matrix
+        (ms.GOP(torch.ones(ab, dtype=torch.float32)), TypeError, "grads"),
+        (ms.Hessian(torch.eye(ab + 1, dtype=F64)), ValueError, "H"),
+        (ms.Hessian(torch.eye(KA, dtype=F64)), ValueError, "H"),
+    ]
+    for curvature, exc, name in cases:
+        rejects(lambda c=curvature: family.precision_step(x, c), exc, name, x)
+        rejects(lambda c=curvature: family.step(mu, x, g, c), exc, name, x, mu, g)
+    nan = g.clone()
+    nan[3] = float("nan")
+    rejects(lambda: ms.GOP(nan), ValueError, "grads", nan)
+    rejects(lambda: ms.GOP(nan, damping=1e-3), ValueError, "grads", nan)
+    rejects(lambda: ms.GOP(g, damping=-1.0), ValueError, "damping", g)
+    rejects(lambda: ms.GOP(g, damping=float("nan")), ValueError, "damping", g)
+    rejects(lambda: family.step(mu, x, nan), ValueError, "grad", mu, x, nan)
+    rejects(lambda: ms.Hessian(torch.outer(nan, nan)), ValueError, "H")
+
+
+def test_kronecker_rgd_rejects_nan_or_misshapen_egrad_and_keeps_momentum():
+    K = kron()
+    ab = KA * KB
+    opt = ms.RGD(K, lr=0.05, momentum=0.9)
+    E = torch.eye(ab, dtype=F64)
+    x = opt.step(point(K), E)
+    assert opt.state_dict()["buffer"] is not None
+    nan = E.clone()
+    nan[1, 4] = nan[4, 1] = float("nan")
+    for egrad, exc in [
+        (nan, ValueError),
+        (torch.eye(KA, dtype=F64), ValueError),  # a factor-sized gradient
+        (torch.ones(ab, dtype=F64), ValueError),
+        (E.reshape(KA, KB, KA, KB), ValueError),
+        (E.float(), TypeError),
+    ]:
+        rejects(lambda e=egrad: opt.step(x, e), exc, "egrad", x, egrad, state=opt.state_dict)
+        rejects(lambda e=egrad: K.natural_gradient(x, e), exc, "egrad", x, egrad)
+
+
+def test_kronecker_retr_rejects_tangent_with_swapped_factors():
+    K = kron()
+    x = point(K)
+    t = K.zero_tangent(x)
+    swapped = ms.KroneckerSpectralTangent(t.n, t.right, t.left)
+    rejects(lambda: K.retr(x, swapped, 0.1), ValueError, "tangent", x, swapped)
+    vector = ms.KroneckerSpectralTangent(t.n.reshape(1), t.left, t.right)
+    rejects(lambda: K.retr(x, vector, 0.1), ValueError, "tangent", x, vector)
+
+
+def test_kronecker_precision_gradient_rejects_foreign_curvature():
+    K = kron()
+    x = point(K)
+    Ht = torch.eye(KA * KB, dtype=F64)  # a bare tensor, not in the Kronecker eigenbasis form
+    rejects(lambda: K.precision_egrad_eigenbasis(x, Ht, 1.0), TypeError, "Ht", x, Ht)

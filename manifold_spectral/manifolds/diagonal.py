@@ -16,7 +16,7 @@ from torch import Tensor
 from . import blocks
 from .base import SpectralManifold, check_positive, check_tensor
 from .points import DiagonalPoint, DiagonalTangent
-from .spectral import resolve_device
+from .spectral import check_flag, resolve_device
 
 __all__ = ["DiagonalSPD"]
 
@@ -135,6 +135,7 @@ class DiagonalSPD(SpectralManifold):
     ) -> DiagonalPoint:
         """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley`` is accepted and ignored (no B)."""
         lr = check_positive(lr, "lr")
+        exponential = check_flag(exponential, "exponential")
         check_tensor(tangent.m, "tangent.m", shape=(self.n,), dtype=self.dtype, device=self.device)
         return DiagonalPoint(blocks.eig_retract(x.d, lr * tangent.m, exponential))
 

@@ -24,9 +24,9 @@ from torch import Tensor
 
 from ..linalg import NEUMANN_MAX_NORM, sym
 from . import blocks
-from .base import SpectralManifold, check_positive, check_tensor
+from .base import SpectralManifold, check_cayley, check_positive, check_tensor
 from .points import SpectralPoint, SpectralTangent, TensorTree
-from .spectral import SpectralSPD, resolve_device
+from .spectral import SpectralSPD, check_flag, resolve_device, symmetric_matrix
 
 __all__ = [
     "KroneckerSpectralSPD",
@@ -234,21 +234,13 @@ class KroneckerSpectralSPD(SpectralManifold):
             self._scalar(1.0), self.left.from_matrix(S_L), self.right.from_matrix(S_R)
         )
 
-    def from_matrix(self, S: Any) -> KroneckerSpectralPoint:
+    def from_matrix(self, S: Any, *, sym_tol: float | None = None) -> KroneckerSpectralPoint:
         """Nearest Kronecker product of a dense SPD ``S`` (ab, ab) (Van Loan & Pitsianis, 1993).
 
         Rearranges ``S[(i,j),(l,k)]`` into ``R[(i,l),(j,k)]`` and takes the leading singular
         pair (init-only SVD); for SPD ``S`` both factors are SPD up to a common sign.
         """
-        if not isinstance(S, Tensor):
-            S = torch.as_tensor(S)
-        check_tensor(S, "S")
-        ab = self.a * self.b
-        if tuple(S.shape) != (ab, ab):
-            raise ValueError(f"S: expected shape ({ab}, {ab}), got {tuple(S.shape)}")
-        S64 = S.detach().to(torch.float64)
-        if torch.linalg.matrix_norm(S64 - S64.T) > 1e-8 * torch.linalg.matrix_norm(S64):
-            raise ValueError("S: not symmetric")
+        S64, _ = symmetric_matrix(S, "S", self.a * self.b, sym_tol)
         R = S64.reshape(self.a, self.b, self.a, self.b).permute(0, 2, 1, 3)
         U, sv, Vh = torch.linalg.svd(R.reshape(self.a**2, self.b**2))  # init-only
         A = (U[:, 0] * sv[0].sqrt()).reshape(self.a, self.a)
@@ -497,7 +489,8 @@ class KroneckerSpectralSPD(SpectralManifold):
         ``neumann_max_norm``.
         """
         lr = check_positive(lr, "lr")
-        method = self.cayley if cayley is None else cayley
+        exponential = check_flag(exponential, "exponential")
+        method = self.cayley if cayley is None else check_cayley(cayley)
         check_tensor(tangent.n, "tangent.n", shape=(), dtype=self.dtype, device=self.device)
         new = []
         for name, man, p, t in (

@@ -42,6 +42,48 @@ def probe_tol(dtype: torch.dtype) -> float:
     return 1e-1 if torch.finfo(dtype).bits <= 16 else 1e-2
 
 
+def symmetric_matrix(
+    S: Any, name: str, size: int, sym_tol: float | None = None
+) -> tuple[Tensor, torch.dtype]:
+    """Validate a dense real symmetric (size, size) matrix; return it in float64 and the
+    (floating) dtype it came in.
+
+    Raises ``TypeError`` for a non-matrix or non-real input and ``ValueError`` for a wrong
+    shape, NaN/Inf or a relative asymmetry ``||S - S^T||_F / ||S||_F`` above ``sym_tol``
+    (default ``sqrt(eps)`` of the input's dtype), naming ``name``.
+    """
+    if not isinstance(S, Tensor):
+        try:
+            S = torch.as_tensor(S)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(
+                f"{name}: expected a matrix (tensor or array), got {type(S).__name__}"
+            ) from e
+    if S.dtype.is_complex or S.dtype == torch.bool:
+        raise TypeError(f"{name}: expected a real matrix, got dtype {S.dtype}")
+    if not S.dtype.is_floating_point:
+        S = S.to(torch.float64)
+    check_tensor(S, name)
+    if S.ndim != 2 or tuple(S.shape) != (size, size):
+        raise ValueError(f"{name}: expected shape ({size}, {size}), got {tuple(S.shape)}")
+    S64 = S.detach().to(dtype=torch.float64)
+    tol = blocks.default_eig_tol(S.dtype) if sym_tol is None else sym_tol
+    asym = float(
+        torch.linalg.matrix_norm(S64 - S64.T)
+        / torch.clamp(torch.linalg.matrix_norm(S64), min=1e-300)
+    )
+    if asym > tol:
+        raise ValueError(f"{name}: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
+    return S64, S.dtype
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """A strict bool option (a string such as "truncated" must not read as True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return value
+
+
 class SpectralSPD(SpectralManifold):
     """Manifold of n x n SPD matrices in spectral coordinates ``S = B Diag(d) B^T``.
 
@@ -128,35 +170,10 @@ class SpectralSPD(SpectralManifold):
         Raises ``ValueError`` for a non-square, non-symmetric (relative asymmetry above
         ``sym_tol``, default ``sqrt(eps)``), non-finite or non-positive-definite ``S``.
         """
-        if not isinstance(S, Tensor):
-            try:
-                S = torch.as_tensor(S)
-            except (TypeError, ValueError, RuntimeError) as e:
-                raise TypeError(
-                    f"S: expected a matrix (tensor or array), got {type(S).__name__}"
-                ) from e
-        if not (
-            S.dtype.is_floating_point
-            or S.dtype in (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)
-        ):
-            raise TypeError(f"S: expected a real matrix, got dtype {S.dtype}")
-        if not S.dtype.is_floating_point:
-            S = S.to(torch.float64)
-        check_tensor(S, "S")
-        if S.ndim != 2 or S.shape[0] != S.shape[1]:
-            raise ValueError(f"S: expected a square matrix, got shape {tuple(S.shape)}")
-        if S.shape[0] != self.n:
-            raise ValueError(f"S: expected shape ({self.n}, {self.n}), got {tuple(S.shape)}")
-        S64 = S.detach().to(dtype=torch.float64)
-        tol = blocks.default_eig_tol(S.dtype) if sym_tol is None else sym_tol
-        asym = torch.linalg.matrix_norm(S64 - S64.T) / torch.clamp(
-            torch.linalg.matrix_norm(S64), min=1e-300
-        )
-        if asym > tol:
-            raise ValueError(f"S: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
+        S64, src_dtype = symmetric_matrix(S, "S", self.n, sym_tol)
         d, B = torch.linalg.eigh(sym(S64))  # init-only
         # Eigenvalues below n eps(dtype) * max are rounding noise: S is numerically singular.
-        floor = self.n * float(torch.finfo(S.dtype).eps) * float(d.abs().max())
+        floor = self.n * float(torch.finfo(src_dtype).eps) * float(d.abs().max())
         if not float(d.min()) > floor:
             raise ValueError(
                 f"S: not positive definite (smallest eigenvalue {float(d.min()):.3e}, "
@@ -299,6 +316,7 @@ class SpectralSPD(SpectralManifold):
         RGD step in the chart.
         """
         lr = check_positive(lr, "lr")
+        exponential = check_flag(exponential, "exponential")
         method = self.cayley if cayley is None else check_cayley(cayley)
         for name, t, shape in (
             ("tangent.m", tangent.m, (self.n,)),
