@@ -192,12 +192,17 @@ class KroneckerSpectralSPD(SpectralManifold):
         """Move ``det S_l`` into ``alpha`` so that ``det S_L = det S_R = 1``; ``S`` is unchanged.
 
         ``d_l <- d_l / exp(c_l)``, ``alpha <- alpha exp(c_L + c_R)`` with ``c_l = mean(log d_l)``.
+        In 16-bit types this is computed in float32 and rounded once per entry: a rounded
+        common factor ``exp(-c_l)`` would shift ``log det`` by up to ``size * eps / 2``.
         """
-        cL, cR = torch.log(left.d).mean(), torch.log(right.d).mean()
+        dt = alpha.dtype
+        wide = torch.float32 if torch.finfo(dt).bits <= 16 else dt
+        dL, dR = left.d.to(wide), right.d.to(wide)
+        cL, cR = torch.log(dL).mean(), torch.log(dR).mean()
         return KroneckerSpectralPoint(
-            alpha * torch.exp(cL + cR),
-            SpectralPoint(left.B, left.d * torch.exp(-cL)),
-            SpectralPoint(right.B, right.d * torch.exp(-cR)),
+            (alpha.to(wide) * torch.exp(cL + cR)).to(dt),
+            SpectralPoint(left.B, (dL * torch.exp(-cL)).to(dt)),
+            SpectralPoint(right.B, (dR * torch.exp(-cR)).to(dt)),
         )
 
     def origin(self) -> KroneckerSpectralPoint:

@@ -1,0 +1,291 @@
+"""``SpectralKron``: a torch optimizer with Kronecker spectral preconditioning (paper Sec. 3.4,
+4.4, Fig. 6 right).
+
+For a weight ``W`` (a x b; conv kernels viewed as (out, fan_in)) the curvature is
+``S = alpha (S_L kron S_R)`` on ``KroneckerSpectralSPD(a, b)``, learned from the GOP of the
+gradient by the practical (truncated-exponential) scheme with a Neumann Cayley map, and the step is
+
+    W <- W - lr * clip(alpha^(-1/p) S_L^(-1/p) M S_R^(-1/p)),   M = momentum of the gradient,
+
+computed from the factors: no decomposition, no inverse, every tensor of the state may be
+bfloat16. Vectors (biases, norm scales), embeddings and matrices with a side larger than
+``max_factor_dim`` use the diagonal spectral scheme (root-p RMSprop, App. A.1). The
+curvature and root formulas live in the manifolds; this module only composes them with
+momentum, weight decay, clipping and grafting (``transforms.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..manifolds.base import check_cayley, check_positive
+from . import transforms
+from .preconditioners import make_preconditioner
+
+__all__ = ["SpectralKron"]
+
+_PRECOND_PREFIX = "pc_"
+
+
+def _check_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+class SpectralKron(torch.optim.Optimizer):
+    """Kronecker spectral preconditioning, a drop-in ``torch.optim.Optimizer``.
+
+    Args:
+        params: parameters or parameter groups (every option may be set per group).
+        lr: step size.
+        beta2: curvature step size (the RGD step of the precision).
+        root: ``p`` of the preconditioner ``S^(-1/p)`` (paper: 1 and 2).
+        damping: ``lambda`` added to the curvature (``H + lambda I``); keeps ``d > 0``.
+        gamma: entropy weight: 1 = moving average of the GOP, 0 = AdaGrad-like sum.
+        update_every: curvature update period (paper: 2).
+        cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
+        truncated: truncated-exponential (practical, Fig. 6 right) or exact eigenvalue map.
+        momentum: heavy-ball coefficient on the gradient, in ``[0, 1)``.
+        nesterov: Nesterov momentum.
+        weight_decay: decoupled weight decay.
+        clip_rms: if set, the preconditioned update of each layer is rescaled to RMS at most
+            this value (paper Sec. 3.4).
+        graft: ``None`` or ``"adam"``: use the preconditioned direction with the norm of
+            Adam's update (an extra second-moment buffer).
+        state_dtype: dtype of factors, ``d``, ``alpha`` and momentum (default: the
+            parameter's); ``torch.bfloat16`` works without casts to float32.
+        max_factor_dim: matrices with a side above this use the diagonal scheme.
+        warm_start: initialise the factors from the first gradient (one ``eigh`` per factor,
+            at initialisation only) instead of the identity.
+        diagonal: force the diagonal scheme for every parameter of the group.
+        nonfinite: ``"raise"`` (default: a ``ValueError`` naming the parameter, nothing
+            changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        *,
+        beta2: float = 0.01,
+        root: float = 2.0,
+        damping: float = 1e-6,
+        gamma: float = 1.0,
+        update_every: int = 1,
+        cayley: str = "neumann",
+        truncated: bool = True,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        clip_rms: float | None = None,
+        graft: str | None = None,
+        state_dtype: torch.dtype | None = None,
+        max_factor_dim: int = 2048,
+        warm_start: bool = False,
+        diagonal: bool = False,
+        nonfinite: str = "raise",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            beta2=beta2,
+            root=root,
+            damping=damping,
+            gamma=gamma,
+            update_every=update_every,
+            cayley=cayley,
+            truncated=truncated,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            clip_rms=clip_rms,
+            graft=graft,
+            state_dtype=state_dtype,
+            max_factor_dim=max_factor_dim,
+            warm_start=warm_start,
+            diagonal=diagonal,
+        )
+        self._validate(defaults)
+        if nonfinite not in ("raise", "skip"):
+            raise ValueError(f"nonfinite: expected 'raise' or 'skip', got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        self.skipped_steps = 0
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._validate(group)
+        self._preconditioners: dict[Tensor, Any] = {}
+
+    @staticmethod
+    def param_groups(model: torch.nn.Module, **diagonal_options: Any) -> list[dict[str, Any]]:
+        """Two parameter groups for ``model``: embedding tables (``nn.Embedding``,
+        ``nn.EmbeddingBag``) with ``diagonal=True`` (plus ``diagonal_options``), and the rest.
+
+        Matrices get Kronecker factors and vectors the diagonal scheme automatically; only
+        embeddings need marking, since a parameter does not know it is one.
+        """
+        emb: list[Tensor] = []
+        for mod in model.modules():
+            if isinstance(mod, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+                emb.extend(mod.parameters(recurse=False))
+        emb_ids = {id(p) for p in emb}
+        rest = [p for p in model.parameters() if id(p) not in emb_ids]
+        groups: list[dict[str, Any]] = [{"params": rest}]
+        if emb:
+            groups.append({"params": emb, "diagonal": True, **diagonal_options})
+        return groups
+
+    @staticmethod
+    def _validate(g: dict[str, Any]) -> None:
+        check_positive(g["lr"], "lr", allow_zero=True)
+        check_positive(g["beta2"], "beta2")
+        check_positive(g["root"], "root")
+        check_positive(g["damping"], "damping", allow_zero=True)
+        check_positive(g["gamma"], "gamma", allow_zero=True)
+        check_positive(g["weight_decay"], "weight_decay", allow_zero=True)
+        if not 0.0 <= float(g["momentum"]) < 1.0:
+            raise ValueError(f"momentum: expected a value in [0, 1), got {g['momentum']!r}")
+        if g["truncated"] and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
+            raise ValueError("beta2: the truncated scheme needs gamma * beta2 < 1")
+        _check_int(g["update_every"], "update_every")
+        _check_int(g["max_factor_dim"], "max_factor_dim")
+        check_cayley(g["cayley"])
+        if g["clip_rms"] is not None:
+            check_positive(g["clip_rms"], "clip_rms")
+        if g["graft"] not in (None, "adam"):
+            raise ValueError(f"graft: expected None or 'adam', got {g['graft']!r}")
+        sd = g["state_dtype"]
+        if sd is not None and (not isinstance(sd, torch.dtype) or not sd.is_floating_point):
+            raise TypeError(f"state_dtype: expected a floating torch.dtype, got {sd!r}")
+        for flag in ("truncated", "nesterov", "warm_start", "diagonal"):
+            if not isinstance(g[flag], bool):
+                raise TypeError(f"{flag}: expected a bool, got {g[flag]!r}")
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._validate(self.param_groups[-1])
+
+    # State helpers -----------------------------------------------------------------------
+
+    def _state_dtype(self, group: dict[str, Any], p: Tensor) -> torch.dtype:
+        return group["state_dtype"] or p.dtype
+
+    def _preconditioner(self, group: dict[str, Any], p: Tensor) -> Any:
+        pre = self._preconditioners.get(p)
+        if pre is None:
+            pre = make_preconditioner(p, self._state_dtype(group, p), group)
+            self._preconditioners[p] = pre
+        return pre
+
+    @staticmethod
+    def _precond_state(state: dict[str, Any]) -> dict[str, Tensor]:
+        n = len(_PRECOND_PREFIX)
+        return {k[n:]: v for k, v in state.items() if k.startswith(_PRECOND_PREFIX)}
+
+    def _check_grads(self) -> bool:
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
+                if not bool(torch.isfinite(p.grad).all()):
+                    if self.nonfinite == "skip":
+                        return False
+                    raise ValueError(
+                        f"params[{gi}][{pi}] (shape {tuple(p.shape)}): gradient contains NaN or "
+                        "Inf; nothing was changed (pass nonfinite='skip' to skip such steps)"
+                    )
+        return True
+
+    # The step ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One optimisation step. All updates are computed before any parameter or state is
+        written, so a failure (non-finite gradient, a curvature step that leaves the
+        manifold) leaves everything as it was."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if not self._check_grads():
+            self.skipped_steps += 1
+            return loss
+        pending = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    pending.append((group, p, self._compute(group, p)))
+        for group, p, (new_state, update) in pending:
+            self.state[p].update(new_state)
+            transforms.weight_decay(p, group["lr"], group["weight_decay"])
+            p.add_(update.reshape(p.shape).to(p.dtype), alpha=-group["lr"])
+        return loss
+
+    def _compute(self, group: dict[str, Any], p: Tensor) -> tuple[dict[str, Any], Tensor]:
+        """The new state entries and the update direction of one parameter (no writes)."""
+        pre = self._preconditioner(group, p)
+        sd = self._state_dtype(group, p)
+        grad = p.grad
+        state = self.state[p]
+        new: dict[str, Any] = {}
+        if not state:
+            pc = pre.init_state(grad, group["warm_start"])
+            step = 0
+            buf = torch.zeros_like(grad, dtype=sd)
+            new["momentum_buffer"] = buf
+            if group["graft"] == "adam":
+                new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
+        else:
+            pc = self._precond_state(state)
+            step = int(state["step"])
+            buf = state["momentum_buffer"]
+        step += 1
+        g = grad.to(sd)
+        if (step - 1) % group["update_every"] == 0:
+            pc = pre.update(pc, g)
+        new.update({_PRECOND_PREFIX + k: v for k, v in pc.items()})
+        if group["momentum"]:
+            buf, direction = transforms.heavy_ball(buf, g, group["momentum"], group["nesterov"])
+        else:
+            direction = g
+        new["momentum_buffer"] = buf
+        u = pre.precondition(pc, direction)
+        if group["graft"] == "adam":
+            v = state.get("exp_avg_sq", new.get("exp_avg_sq"))
+            v, adam = transforms.adam_direction(v, grad.float(), step)
+            new["exp_avg_sq"] = v
+            u = transforms.graft_norm(u, adam)
+        if group["clip_rms"] is not None:
+            u = transforms.clip_by_rms(u, group["clip_rms"])
+        if not bool(torch.isfinite(u).all()):
+            raise FloatingPointError(
+                f"SpectralKron: non-finite update for a parameter of shape {tuple(p.shape)}; "
+                "nothing was changed"
+            )
+        new["step"] = torch.tensor(float(step))
+        return new, u
+
+    # Serialisation -----------------------------------------------------------------------
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """``torch.optim`` casts floating state to the parameter dtype on load; restore the
+        chosen ``state_dtype`` (bf16 -> fp32 -> bf16 is exact, so resuming is bitwise)."""
+        super().load_state_dict(state_dict)
+        self._preconditioners.clear()
+        for group in self.param_groups:
+            for p in group["params"]:
+                st = self.state.get(p)
+                if not st:
+                    continue
+                sd = self._state_dtype(group, p)
+                for k, v in list(st.items()):
+                    if k == "step" or k == "exp_avg_sq" or not isinstance(v, Tensor):
+                        continue
+                    st[k] = v.to(sd)
+                if "exp_avg_sq" in st:
+                    st["exp_avg_sq"] = st["exp_avg_sq"].float()

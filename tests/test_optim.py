@@ -1,0 +1,201 @@
+"""SpectralKron: a thin torch.optim layer over the Kronecker/diagonal spectral manifolds."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import manifold_spectral as ms
+from manifold_spectral.optim import SpectralKron
+
+torch.set_num_threads(1)
+
+
+def data(seed: int = 0, n: int = 256):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 12, generator=g)
+    Y = (X @ torch.randn(12, 4, generator=g)).argmax(1)
+    return X, Y
+
+
+def mlp(seed: int = 1) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(12, 32), nn.Tanh(), nn.Linear(32, 4))
+
+
+def train(model, opt, X, Y, steps):
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(X), Y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+OPTS = dict(lr=1e-2, beta2=0.05, damping=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"root": 1.0},
+        {"state_dtype": torch.bfloat16},
+        {"cayley": "exact", "truncated": False},
+        {"warm_start": True, "update_every": 2},
+        {"graft": "adam", "clip_rms": 1.0, "weight_decay": 1e-3, "nesterov": True},
+    ],
+    ids=lambda kw: ",".join(kw) or "defaults",
+)
+def test_mlp_loss_decreases(kw):
+    X, Y = data()
+    model = mlp()
+    losses = train(model, SpectralKron(model.parameters(), **OPTS, **kw), X, Y, 60)
+    assert losses[-1] < 0.3 * losses[0], losses[::10]
+
+
+def test_small_cnn_bf16_state_loss_decreases():
+    torch.manual_seed(0)
+    X = torch.randn(64, 1, 8, 8)
+    Y = (X.mean(dim=(1, 2, 3)) > 0).long()
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 2)
+    )
+    opt = SpectralKron(model.parameters(), **OPTS, state_dtype=torch.bfloat16)
+    losses = train(model, opt, X, Y, 40)
+    assert losses[-1] < 0.5 * losses[0]
+    conv_state = opt.state[model[0].weight]
+    assert conv_state["pc_B_L"].shape == (4, 4) and conv_state["pc_B_R"].shape == (9, 9)
+    assert conv_state["pc_B_L"].dtype == torch.bfloat16
+
+
+def test_parameter_kinds_get_the_right_preconditioner():
+    model = nn.Sequential(
+        nn.Embedding(50, 8), nn.Linear(8, 16), nn.Linear(16, 3000), nn.LayerNorm(3000)
+    )
+    opt = SpectralKron(SpectralKron.param_groups(model), **OPTS, max_factor_dim=2048)
+    kinds = {
+        id(p): opt._preconditioner(g, p).kind for g in opt.param_groups for p in g["params"]
+    }
+    emb, lin1, lin2, norm = model
+    assert kinds[id(emb.weight)] == "diagonal"  # embeddings: diagonal scheme
+    assert kinds[id(lin1.weight)] == "kronecker"
+    assert kinds[id(lin2.weight)] == "diagonal"  # 3000 > max_factor_dim
+    assert {kinds[id(p)] for p in (lin1.bias, lin2.bias, norm.weight, norm.bias)} == {"diagonal"}
+
+
+def test_one_step_equals_manifold_update_plus_mean_step():
+    """The optimizer composes the manifold's code: GOP step, then alpha^-1/p S_L^-1/p G S_R^-1/p."""
+    torch.manual_seed(3)
+    W = nn.Parameter(torch.randn(5, 7, dtype=torch.float64))
+    G = torch.randn(5, 7, dtype=torch.float64)
+    W.grad = G.clone()
+    lr, beta2, lam, p = 0.1, 0.05, 1e-3, 2.0
+    opt = SpectralKron([W], lr=lr, beta2=beta2, damping=lam, root=p, momentum=0.0)
+    W0 = W.detach().clone()
+    opt.step()
+    K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann")
+    gauss = ms.Gaussian(K, beta2=beta2, gamma=1.0, root=p, exponential="truncated")
+    x = gauss.precision_step(K.origin(), ms.GOP(G.reshape(-1), damping=lam))
+    expected = W0 - lr * K.apply_power(x, G, -1.0 / p)
+    torch.testing.assert_close(W.detach(), expected, rtol=1e-12, atol=1e-12)
+    state = opt.state[W]
+    torch.testing.assert_close(state["pc_alpha"], x.alpha)
+    torch.testing.assert_close(state["pc_B_L"], x.left.B)
+
+
+def test_state_dict_resume_is_bitwise():
+    X, Y = data(2)
+    for sd in (None, torch.bfloat16):
+        model = mlp()
+        opt = SpectralKron(model.parameters(), **OPTS, state_dtype=sd, graft="adam")
+        train(model, opt, X, Y, 4)
+        snap_opt, snap_model = copy.deepcopy(opt.state_dict()), copy.deepcopy(model.state_dict())
+        train(model, opt, X, Y, 4)
+        resumed = mlp()
+        resumed.load_state_dict(snap_model)
+        opt2 = SpectralKron(resumed.parameters(), **OPTS, state_dtype=sd, graft="adam")
+        opt2.load_state_dict(snap_opt)
+        train(resumed, opt2, X, Y, 4)
+        for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
+            assert torch.equal(a, b)
+        for p, q in zip(model.parameters(), resumed.parameters(), strict=True):
+            for k, v in opt.state[p].items():
+                assert v.dtype == opt2.state[q][k].dtype and torch.equal(v, opt2.state[q][k])
+
+
+def test_exact_and_neumann_cayley_close_for_small_steps():
+    X, Y = data(4)
+    finals = []
+    for cayley in ("exact", "neumann"):
+        model = mlp()
+        opt = SpectralKron(model.parameters(), lr=1e-2, beta2=1e-3, damping=1e-3, cayley=cayley)
+        train(model, opt, X, Y, 20)
+        finals.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    diff = torch.linalg.vector_norm(finals[0] - finals[1])
+    assert diff < 1e-4 * torch.linalg.vector_norm(finals[0])
+
+
+def test_bf16_long_run_stays_finite_and_orthogonal():
+    torch.manual_seed(5)
+    W = nn.Parameter(torch.randn(16, 24))
+    opt = SpectralKron([W], lr=1e-3, beta2=0.05, damping=1e-3, state_dtype=torch.bfloat16)
+    target = torch.randn(16, 24)
+    for _ in range(300):
+        opt.zero_grad()
+        ((W - target) ** 2).sum().backward()
+        W.grad.add_(0.1 * torch.randn_like(W))
+        opt.step()
+    st = opt.state[W]
+    for key in ("pc_B_L", "pc_B_R"):
+        assert float(ms.linalg.orthogonality_error(st[key])) < 0.5
+    assert all(bool(torch.isfinite(v).all()) for v in st.values())
+    assert bool((st["pc_d_L"] > 0).all()) and bool((st["pc_d_R"] > 0).all())
+
+
+def test_nonfinite_gradient_raises_and_changes_nothing():
+    X, Y = data()
+    model = mlp()
+    opt = SpectralKron(model.parameters(), **OPTS)
+    train(model, opt, X, Y, 2)
+    params = [p.detach().clone() for p in model.parameters()]
+    state = copy.deepcopy(opt.state_dict())
+    model[0].weight.grad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"params\[0\]\[0\].*NaN"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(params, model.parameters(), strict=True))
+    after = opt.state_dict()
+    for k, v in state["state"].items():
+        for name, t in v.items():
+            assert torch.equal(t, after["state"][k][name])
+    skipper = SpectralKron(model.parameters(), **OPTS, nonfinite="skip")
+    skipper.step()
+    assert skipper.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(params, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"lr": -1.0}, "lr"),
+        ({"beta2": 0.0}, "beta2"),
+        ({"root": 0.0}, "root"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"cayley": "pade"}, "cayley"),
+        ({"graft": "sgd"}, "graft"),
+        ({"update_every": 0}, "update_every"),
+        ({"state_dtype": torch.int32}, "state_dtype"),
+        ({"clip_rms": -1.0}, "clip_rms"),
+        ({"truncated": "yes"}, "truncated"),
+        ({"nonfinite": "ignore"}, "nonfinite"),
+        ({"gamma": 1.0, "beta2": 1.0}, "beta2"),
+    ],
+)
+def test_unsupported_options_rejected_at_construction(kw, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        SpectralKron(mlp().parameters(), **{**OPTS, **kw})
