@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_positive, check_tensor
+from ..manifolds.base import check_positive, check_size, check_tensor, resolve_dtype
 from ..manifolds.spectral import resolve_device
 
 __all__ = ["CholeskyCurvature", "phi"]
@@ -65,13 +65,8 @@ class CholeskyCurvature:
     """
 
     def __init__(self, n: int, dtype: torch.dtype | None = None, device: Any = None) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
-        dtype = torch.get_default_dtype() if dtype is None else dtype
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
-        self.n = n
-        self.dtype = dtype
+        self.n = check_size(n, "n")
+        self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
 
     def __repr__(self) -> str:

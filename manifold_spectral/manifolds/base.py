@@ -18,7 +18,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["SpectralManifold", "check_tensor", "check_positive", "check_cayley"]
+__all__ = [
+    "SpectralManifold",
+    "check_tensor",
+    "check_positive",
+    "check_cayley",
+    "check_size",
+    "resolve_dtype",
+]
 
 
 def check_tensor(
@@ -58,6 +65,21 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
     return v
+
+
+def check_size(value: Any, name: str) -> int:
+    """A positive ``int`` size (``bool`` is rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+def resolve_dtype(dtype: Any) -> torch.dtype:
+    """``dtype`` or torch's default; must be a floating dtype."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    return dtype
 
 
 def check_cayley(method: Any) -> str:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import blocks
-from .base import SpectralManifold, check_positive, check_tensor
+from .base import SpectralManifold, check_positive, check_size, check_tensor, resolve_dtype
 from .points import DiagonalPoint, DiagonalTangent
 from .spectral import check_flag, resolve_device
 
@@ -30,13 +30,8 @@ class DiagonalSPD(SpectralManifold):
     """
 
     def __init__(self, n: int, dtype: torch.dtype | None = None, device: Any = None) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
-        dtype = torch.get_default_dtype() if dtype is None else dtype
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
-        self.n = n
-        self.dtype = dtype
+        self.n = check_size(n, "n")
+        self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.dim = n
 

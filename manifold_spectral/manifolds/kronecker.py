@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..linalg import NEUMANN_MAX_NORM, sym
 from . import blocks
-from .base import SpectralManifold, check_cayley, check_positive, check_tensor
+from .base import SpectralManifold, check_cayley, check_positive, check_size, check_tensor
 from .points import SpectralPoint, SpectralTangent, TensorTree
 from .spectral import SpectralSPD, check_flag, resolve_device, symmetric_matrix
 
@@ -153,9 +153,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
     ) -> None:
-        for name, v in (("a", a), ("b", b)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        a, b = check_size(a, "a"), check_size(b, "b")
         opts = dict(eig_tol=eig_tol, cayley=cayley, neumann_max_norm=neumann_max_norm)
         self.left = SpectralSPD(a, dtype, device, **opts)
         self.right = SpectralSPD(b, dtype, device, **opts)

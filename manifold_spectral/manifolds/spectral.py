@@ -10,7 +10,14 @@ from torch import Tensor
 
 from ..linalg import NEUMANN_MAX_NORM, newton_schulz_orthogonalize, orthogonality_error, sym
 from . import blocks
-from .base import SpectralManifold, check_cayley, check_positive, check_tensor
+from .base import (
+    SpectralManifold,
+    check_cayley,
+    check_positive,
+    check_size,
+    check_tensor,
+    resolve_dtype,
+)
 from .points import SpectralPoint, SpectralTangent
 
 __all__ = ["SpectralSPD", "resolve_device", "orthogonality_tol"]
@@ -115,16 +122,11 @@ class SpectralSPD(SpectralManifold):
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
     ) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
-        dtype = torch.get_default_dtype() if dtype is None else dtype
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
-        self.n = n
-        self.dtype = dtype
+        self.n = check_size(n, "n")
+        self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.eig_tol = (
-            blocks.default_eig_tol(dtype)
+            blocks.default_eig_tol(self.dtype)
             if eig_tol is None
             else check_positive(eig_tol, "eig_tol", allow_zero=True)
         )

@@ -22,19 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_cayley, check_positive
+from ..manifolds.base import check_cayley, check_positive, check_size
 from . import transforms
 from .preconditioners import make_preconditioner
 
 __all__ = ["SpectralKron"]
 
 _PRECOND_PREFIX = "pc_"
-
-
-def _check_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
 
 
 class SpectralKron(torch.optim.Optimizer):
@@ -150,8 +144,8 @@ class SpectralKron(torch.optim.Optimizer):
             raise ValueError(f"momentum: expected a value in [0, 1), got {g['momentum']!r}")
         if g["truncated"] and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
             raise ValueError("beta2: the truncated scheme needs gamma * beta2 < 1")
-        _check_int(g["update_every"], "update_every")
-        _check_int(g["max_factor_dim"], "max_factor_dim")
+        check_size(g["update_every"], "update_every")
+        check_size(g["max_factor_dim"], "max_factor_dim")
         check_cayley(g["cayley"])
         if g["clip_rms"] is not None:
             check_positive(g["clip_rms"], "clip_rms")
