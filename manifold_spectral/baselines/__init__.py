@@ -7,15 +7,21 @@
   ``S = (K K^T)^-1 kron (C C^T)^-1`` (Fig. 2 right, Fig. 8).
 * ``nearest_kronecker`` and ``KroneckerProjection``: the nearest Kronecker product
   (Van Loan & Pitsianis, 1993) and the impractical projection baseline built on it.
+* ``CholeskyRGD``: Cholesky-factor RGD for a general ``f(S)``, ``S = L L^T``,
+  ``L <- L h(-2 lr Phi(L^T E L))`` (Lin et al., 2023; paper Sec. 4.2, Fig. 3 left).
+* ``RetractionRGD``: geoopt's ``RiemannianSGD`` on ``SymmetricPositiveDefinite`` with the
+  step size mapped to the Fisher-Rao convention (retraction-based RGD, Sec. 4.2).
 """
 
 from .cholesky import CholeskyCurvature, phi
+from .cholesky_rgd import CholeskyRGD
 from .kronecker import (
     KroneckerCholeskyCurvature,
     KroneckerCholeskyFactors,
     KroneckerProjection,
     nearest_kronecker,
 )
+from .retraction_rgd import RetractionRGD
 
 __all__ = [
     "CholeskyCurvature",
@@ -24,4 +30,6 @@ __all__ = [
     "KroneckerCholeskyFactors",
     "KroneckerProjection",
     "nearest_kronecker",
+    "CholeskyRGD",
+    "RetractionRGD",
 ]

@@ -4,6 +4,11 @@ A preconditioner owns no formula: its curvature update is
 ``Gaussian(manifold, ...).precision_step(point, GOP(grad, damping))`` and its direction is
 ``manifold.apply_power(point, grad, -1/p)``. Its state is a flat dict of tensors so that
 ``torch.optim.Optimizer.state_dict`` can save it and resume bit for bit.
+
+Re-orthogonalisation of the Kronecker factors (one Newton-Schulz polar step every
+``AUTO_REORTHOGONALIZE_EVERY`` updates, as ``RGD``'s ``"auto"``) is scheduled here from the
+optimizer's step count, which is saved in the state, not from a counter inside ``RGD``, which
+is not: a resumed or rejected step must not shift the schedule.
 """
 
 from __future__ import annotations
@@ -21,8 +26,36 @@ from ..manifolds import (
     KroneckerSpectralSPD,
     SpectralPoint,
 )
+from ..manifolds.kronecker import det_tol
+from ..rgd import AUTO_REORTHOGONALIZE_EVERY
 
 __all__ = ["KroneckerPreconditioner", "DiagonalPreconditioner", "make_preconditioner"]
+
+
+class _Kronecker16(KroneckerSpectralSPD):
+    """``KroneckerSpectralSPD`` whose determinant check tolerates 16-bit rounding.
+
+    Workaround for a core issue (reported): ``normalize`` rounds each ``d_l`` entry once, so
+    in bfloat16 ``|log det S_l|`` can reach ``s eps / 2`` when many eigenvalues are (nearly)
+    equal and round the same way (``s`` the factor size; common for rank-deficient
+    gradients), while ``check_point`` caps the tolerance at 0.25 (exceeded for ``s > 128``).
+    Only the determinant test is widened, to ``max(det_tol, 0.55 s eps)``; the error does not
+    accumulate, since ``normalize`` re-centres from the rounded values at every update.
+    """
+
+    def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
+        ok, reason = super().check_point(x, fast=fast)
+        if ok or "det != 1" not in (reason or ""):
+            return ok, reason
+        for name, man, p in (("left", self.left, x.left), ("right", self.right, x.right)):
+            ok, why = man.check_point(p, fast=fast)
+            if not ok:
+                return False, f"{name}: {why}"
+            logdet = float(torch.log(p.d.float()).sum())
+            tol = max(det_tol(self.dtype, man.n), 0.55 * man.n * torch.finfo(self.dtype).eps)
+            if abs(logdet) > tol:
+                return False, f"{name}: det != 1 (log det = {logdet:.2e} > {tol:.1e})"
+        return True, None
 
 
 class KroneckerPreconditioner:
@@ -32,29 +65,40 @@ class KroneckerPreconditioner:
 
     def __init__(self, a: int, b: int, dtype: torch.dtype, device: Any, opts: dict) -> None:
         self.shape = (a, b)
-        self.manifold = KroneckerSpectralSPD(a, b, dtype, device, cayley=opts["cayley"])
+        cls = _Kronecker16 if torch.finfo(dtype).bits <= 16 else KroneckerSpectralSPD
+        self.manifold = cls(a, b, dtype, device, cayley=opts["cayley"])
         self.gauss = Gaussian(
             self.manifold,
             beta2=opts["beta2"],
             gamma=opts["gamma"],
             root=opts["root"],
             exponential="truncated" if opts["truncated"] else "exact",
+            reorthogonalize_every=None,  # scheduled in ``update`` from the saved step count
         )
         self.damping = opts["damping"]
         self.root = opts["root"]
+        self.reorthogonalize_every = reorthogonalize_period(opts["cayley"], self.manifold.dtype)
 
     def init_state(self, grad: Tensor | None, warm_start: bool) -> dict[str, Tensor]:
+        """The identity, or (``warm_start``) the Kronecker estimate of ``g g^T + damping I``
+        from the first gradient: ``S_L ~ G G^T / b + c I``, ``S_R ~ G^T G / a + c I``
+        (``c = mean(G^2) + damping``), scaled so that ``tr(S) / (ab) = mean(G^2) + damping``.
+
+        One ``eigh`` per factor, in float64 and at initialisation only; the factors are then
+        rounded to the state dtype.
+        """
         if warm_start and grad is not None:
-            # One eigh per factor at the first step (init-only): S_L ~ G G^T, S_R ~ G^T G.
-            G = grad.double()
             a, b = self.shape
-            eye_a = torch.eye(a, dtype=G.dtype, device=G.device)
-            eye_b = torch.eye(b, dtype=G.dtype, device=G.device)
-            scale = (G * G).mean() + self.damping
-            x = self.manifold.from_kronecker(
-                (G @ G.T / b + scale * eye_a).to(self.manifold.dtype),
-                (G.T @ G / a + scale * eye_b).to(self.manifold.dtype),
-            )
+            G = grad.reshape(a, b).double()  # conv kernels: (out, fan_in)
+            c = (G * G).mean() + self.damping
+            S_L = G @ G.T / b + c * torch.eye(a, dtype=G.dtype, device=G.device)
+            S_R = G.T @ G / a + c * torch.eye(b, dtype=G.dtype, device=G.device)
+            x = self.manifold.from_kronecker(S_L, S_R)  # float64 in: no bf16 PD floor
+            # from_kronecker returns det-1 factors with alpha = det(S_L)^(1/a) det(S_R)^(1/b);
+            # rescale alpha so the trace matches the GOP's (S_L kron S_R alone is ~ c^2).
+            scale = c * a * b / (torch.trace(S_L) * torch.trace(S_R))
+            alpha = (x.alpha.double() * scale).to(x.alpha.dtype)
+            x = KroneckerSpectralPoint(alpha, x.left, x.right)
         else:
             x = self.manifold.origin()
         return self.to_state(x)
@@ -77,10 +121,18 @@ class KroneckerPreconditioner:
             SpectralPoint(state["B_R"], state["d_R"]),
         )
 
-    def update(self, state: dict[str, Tensor], grad: Tensor) -> dict[str, Tensor]:
-        """One curvature step from the gradient matrix (Fig. 6 right when truncated)."""
+    def update(self, state: dict[str, Tensor], grad: Tensor, count: int) -> dict[str, Tensor]:
+        """Curvature step number ``count`` (1, 2, ...) from the gradient matrix (Fig. 6 right
+        when truncated), then a Newton-Schulz polar step of both factors every
+        ``reorthogonalize_every`` updates."""
         G = grad.reshape(-1).to(self.manifold.dtype)
         x = self.gauss.precision_step(self.point(state), GOP(G, damping=self.damping))
+        k = self.reorthogonalize_every
+        if k and count % k == 0:
+            x = self.manifold.reorthogonalize(x)
+            ok, reason = self.manifold.check_point(x, fast=True)
+            if not ok:
+                raise FloatingPointError(f"SpectralKron: re-orthogonalisation failed ({reason})")
         return self.to_state(x)
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
@@ -113,7 +165,7 @@ class DiagonalPreconditioner:
             x = DiagonalPoint(g * g + self.damping + torch.finfo(x.d.dtype).tiny)
         return {"d": x.d}
 
-    def update(self, state: dict[str, Tensor], grad: Tensor) -> dict[str, Tensor]:
+    def update(self, state: dict[str, Tensor], grad: Tensor, count: int) -> dict[str, Tensor]:
         g = grad.reshape(-1).to(self.manifold.dtype)
         x = self.gauss.precision_step(DiagonalPoint(state["d"]), GOP(g, damping=self.damping))
         return {"d": x.d}
@@ -121,6 +173,16 @@ class DiagonalPreconditioner:
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
         g = grad.reshape(-1).to(self.manifold.dtype)
         return self.manifold.apply_power(DiagonalPoint(state["d"]), g, -1.0 / self.root)
+
+
+def reorthogonalize_period(cayley: str, dtype: torch.dtype) -> int | None:
+    """``RGD``'s ``"auto"`` rule: every 10 Neumann updates, every 100 exact updates below
+    float64, never for exact updates in float64."""
+    if cayley == "neumann":
+        return AUTO_REORTHOGONALIZE_EVERY["neumann"]
+    if dtype != torch.float64:
+        return AUTO_REORTHOGONALIZE_EVERY["exact-low-precision"]
+    return None
 
 
 def make_preconditioner(param: Tensor, dtype: torch.dtype, opts: dict) -> Any:

@@ -241,7 +241,7 @@ class SpectralKron(torch.optim.Optimizer):
         step += 1
         g = grad.to(sd)
         if (step - 1) % group["update_every"] == 0:
-            pc = pre.update(pc, g)
+            pc = pre.update(pc, g, count=(step - 1) // group["update_every"] + 1)
         new.update({_PRECOND_PREFIX + k: v for k, v in pc.items()})
         if group["momentum"]:
             buf, direction = transforms.heavy_ball(buf, g, group["momentum"], group["nesterov"])

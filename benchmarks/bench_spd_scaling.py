@@ -1,0 +1,189 @@
+"""Scaling of the SPD solvers (paper Sec. 4.2): time per iteration and iterations to
+``f - f* < 1e-6``, spectral vs geoopt retraction RGD vs Cholesky RGD, d = 60, 250, 1000.
+
+Problems: ``experiments.spd.make_problems(d)`` (seed 0, float64): ``Q`` with condition number
+10, an independent random start ``S0`` (condition number 10), metric nearness with
+``N = 10 d`` samples and batches of ``d // 3``; log-det on the same ``Q``. Every method runs
+through ``spd.minimize`` from the same start with the same ``lr`` (Fisher-Rao convention;
+geoopt at ``2 lr``): metric nearness ``lr = 0.01``, log-det ``lr = 0.05``.
+
+Methods: ``spectral`` (exact Cayley: one solve with ``I - N``), ``spectral Neumann``
+(products only), ``geoopt`` (``RiemannianSGD`` on ``SymmetricPositiveDefinite``) and
+``Cholesky`` (``CholeskyRGD``).
+
+* time per iteration: ``history["time"] / nit`` of short ``minimize`` runs (update steps only;
+  monitoring is outside the clock), the methods interleaved round-robin with a rotating order;
+  the median over the rounds; the ratios to geoopt come from the same run;
+* iterations to tolerance: ``minimize(tol=1e-6)``, recorded every iteration. At d = 1000 only
+  for log-det (metric nearness needs ~1000 iterations there); Neumann only at d <= 250, capped.
+
+The table is printed and written into benchmarks/README.md between the ``spd-scaling``
+markers, with the machine, the torch version and the thread count.
+
+Run:  python benchmarks/bench_spd_scaling.py [--threads 1] [--sizes 60 250 1000] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from manifold_spectral import SpectralSPD
+from manifold_spectral.experiments.spd import make_problems
+from manifold_spectral.solvers import spd
+
+README = Path(__file__).resolve().parent / "README.md"
+START, END = "<!-- spd-scaling:start -->", "<!-- spd-scaling:end -->"
+TOL = 1e-6
+LR = {"nearness": 0.01, "logdet": 0.05}
+#: (method, cayley) per column.
+METHODS = {
+    "spectral": ("spectral", "exact"),
+    "spectral Neumann": ("spectral", "neumann"),
+    "geoopt": ("retraction", "exact"),
+    "Cholesky": ("cholesky", "exact"),
+}
+#: (rounds, steps per round) of the timing runs.
+TIMING = {60: (5, 40), 250: (5, 8), 1000: (5, 3)}
+#: Iteration caps of the tolerance runs; Neumann gets its own (it converges much later).
+CAP = {"nearness": 4000, "logdet": 1000}
+NEUMANN_CAP = 1500
+
+
+def machine() -> str:
+    """CPU model and core count, from /proc/cpuinfo where available."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def setup(d: int) -> tuple[dict[str, spd.SPDProblem], dict[str, object]]:
+    """The two problems and each method's start (the spectral start factorised once)."""
+    problems, S0 = make_problems(d, seed=0, batch_size=max(1, d // 3))
+    x0 = SpectralSPD(d, dtype=S0.dtype).from_matrix(S0)
+    starts = {name: (x0 if m == "spectral" else S0) for name, (m, _) in METHODS.items()}
+    return problems, starts
+
+
+def time_per_iteration(problem: spd.SPDProblem, starts: dict, lr: float, d: int) -> dict:
+    """Median ms per update step of each method, measured interleaved."""
+    rounds, steps = TIMING.get(d, (3, 3))
+    names = list(METHODS)
+    ms: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            method, cayley = METHODS[name]
+            res = spd.minimize(
+                problem, method, lr, steps, x0=starts[name], cayley=cayley, record_every=steps
+            )
+            ms[name].append(1e3 * float(res.history["time"][-1]) / res.nit)
+    return {name: statistics.median(v) for name, v in ms.items()}
+
+
+def iterations_to_tol(problem: spd.SPDProblem, starts: dict, lr: float, name: str, cap: int):
+    method, cayley = METHODS[name]
+    res = spd.minimize(problem, method, lr, cap, x0=starts[name], cayley=cayley, tol=TOL)
+    return res.nit if res.success else f"> {cap}"
+
+
+def table(rows: list[dict]) -> str:
+    names = list(METHODS)
+    lines = [
+        "| d | problem | "
+        + " | ".join(f"{n} (ms/it)" for n in names)
+        + " | spectral / geoopt | Neumann / geoopt | Cholesky / geoopt | "
+        + "iterations to 1e-6: "
+        + " / ".join(names)
+        + " |",
+        "|---:|---|" + "---:|" * (len(names) + 4),
+    ]
+    for r in rows:
+        t = r["ms"]
+        its = " / ".join(str(r["its"].get(n, "-")) for n in names)
+        lines.append(
+            f"| {r['d']} | {r['problem']} | "
+            + " | ".join(f"{t[n]:.3g}" if t[n] < 100 else f"{t[n]:.0f}" for n in names)
+            + f" | {t['spectral'] / t['geoopt']:.2f} | {t['spectral Neumann'] / t['geoopt']:.2f}"
+            + f" | {t['Cholesky'] / t['geoopt']:.2f} | {its} |"
+        )
+    return "\n".join(lines)
+
+
+def write_readme(block: str) -> None:
+    text = README.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{README}: markers {START} / {END} not found; table not written")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[60, 250, 1000])
+    parser.add_argument(
+        "--no-tol", action="store_true", help="skip the iterations-to-tolerance runs"
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not update README.md")
+    args = parser.parse_args(argv)
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+
+    t_start = time.perf_counter()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = []
+    for d in args.sizes:
+        problems, starts = setup(d)
+        for name, problem in problems.items():
+            row = {"d": d, "problem": name, "its": {}}
+            row["ms"] = time_per_iteration(problem, starts, LR[name], d)
+            tol_runs = not args.no_tol and (d <= 250 or name == "logdet")
+            for method in METHODS if tol_runs else []:
+                if method == "spectral Neumann":
+                    if d > 250:
+                        continue
+                    cap = NEUMANN_CAP
+                else:
+                    cap = CAP[name]
+                row["its"][method] = iterations_to_tol(problem, starts, LR[name], method, cap)
+            rows.append(row)
+            print(
+                f"  d={d} {name}: {time.perf_counter() - t_start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    elapsed = time.perf_counter() - t_start
+
+    header = (
+        f"Measured {datetime.date.today().isoformat()} on {machine()}; torch {torch.__version__}, "
+        f"torch threads {args.threads} (torch default here: {default_threads}); load average "
+        f"{load:.1f} at start; whole run {elapsed:.0f} s. float64; lr: metric nearness "
+        f"{LR['nearness']}, log-det {LR['logdet']} (every method; geoopt at 2 lr). Time per "
+        "iteration: median over interleaved rounds, update steps only; ratios < 1 mean faster "
+        'than geoopt. Iterations: first iteration with f - f* < 1e-6 ("-": not run).'
+    )
+    block = f"{header}\n\n{table(rows)}"
+    print(block)
+    if not args.no_write:
+        write_readme(block)
+        print(f"\nwritten to {README}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""``OptimizeResult``: the result type every ``*.minimize`` of ``manifold_spectral.solvers``
+returns, in the spirit of ``scipy.optimize.OptimizeResult``.
+
+Shared fields (all solvers):
+
+* ``x``: the solution, in the array type of the problem's input (numpy in, numpy out; torch
+  in, torch out on the input's device and dtype);
+* ``fun``: the objective at ``x`` (a Python float);
+* ``nit``: iterations (update steps) taken; ``nfev``: objective evaluations the *updates*
+  used (``None`` where updates use gradients only; evaluations made for ``history`` are not
+  counted);
+* ``success`` and ``message``: whether the stopping rule was met, and why the run stopped;
+* ``method``: the method name passed to ``minimize``;
+* ``history``: numpy arrays of equal length, one entry per recorded iteration. Always
+  ``"nit"`` (iteration index, 0 = the starting point), ``"fun"`` and ``"time"`` (cumulative
+  seconds spent in update steps, monitoring excluded); ``"gap"`` (``fun - f*``) when the
+  optimal value is known; a solver may add its own keys (and must document them);
+* ``time``: total wall-clock seconds of the call, monitoring included.
+
+Solver-specific results subclass it and add fields with defaults (``spd.SPDResult`` adds the
+spectral factors ``B``, ``d`` and the optimal value ``f_star``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OptimizeResult"]
+
+
+@dataclasses.dataclass(eq=False)
+class OptimizeResult:
+    """Result of a ``minimize`` call (scipy style; see the module docstring for the fields)."""
+
+    x: Any
+    fun: float
+    nit: int
+    success: bool
+    message: str
+    method: str
+    history: dict[str, np.ndarray]
+    time: float
+    nfev: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        """``result["x"]``, as with scipy's dict-like result."""
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}(method={self.method!r})"]
+        for key in ("success", "message", "fun", "nit", "nfev", "time"):
+            value = getattr(self, key)
+            if key == "time":
+                value = f"{value:.3g} s"
+            lines.append(f"  {key}: {value}")
+        shape = getattr(self.x, "shape", None)
+        lines.append(f"  x: {type(self.x).__name__} of shape {tuple(shape) if shape else '?'}")
+        lines.append(f"  history: {', '.join(self.history)} ({len(self.history['nit'])} records)")
+        return "\n".join(lines)
