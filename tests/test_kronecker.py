@@ -614,3 +614,28 @@ def test_bfloat16_practical_gop_stream_with_neumann_cayley():
         assert float(orthogonality_error(p.B)) < 5e-2
     S_star = torch.kron(L @ L.T, R.T @ R)
     assert rel(K.to_matrix(x).double(), S_star) < 0.35
+
+
+def test_bf16_normalize_of_many_equal_eigenvalues_stays_a_point():
+    """Regression: 128 equal eigenvalues all round the same way in bf16, so |log det| reaches
+    ~s eps / 2 (here 0.28) after ``normalize``; the 16-bit det tolerance is s eps."""
+    a, b = 192, 64
+    K = ms.KroneckerSpectralSPD(a, b, dtype=torch.bfloat16)
+    d = torch.ones(a, dtype=torch.float64)
+    d[:64] = torch.logspace(0, 3, 64, dtype=torch.float64)
+    d[64:] = 1.0 + 3.0 / 512
+    eye = lambda n: torch.eye(n, dtype=torch.bfloat16)  # noqa: E731
+    x = K.normalize(
+        torch.tensor(1.0, dtype=torch.bfloat16),
+        ms.SpectralPoint(eye(a), d.to(torch.bfloat16)),
+        ms.SpectralPoint(eye(b), torch.ones(b, dtype=torch.bfloat16)),
+    )
+    assert abs(float(torch.log(x.left.d.float()).sum())) > 0.25
+    assert K.check_point(x, fast=True) == (True, None)
+
+
+def test_bf16_from_matrix_accepts_large_well_conditioned_matrices():
+    """Regression: the positive-definiteness floor was n eps max, >= max once n >= 128."""
+    M = ms.SpectralSPD(256, dtype=torch.bfloat16)
+    x = M.from_matrix(torch.eye(256, dtype=torch.bfloat16))
+    assert bool((x.d == 1).all())

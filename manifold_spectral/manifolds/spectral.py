@@ -174,8 +174,9 @@ class SpectralSPD(SpectralManifold):
         """
         S64, src_dtype = symmetric_matrix(S, "S", self.n, sym_tol)
         d, B = torch.linalg.eigh(sym(S64))  # init-only
-        # Eigenvalues below n eps(dtype) * max are rounding noise: S is numerically singular.
-        floor = self.n * float(torch.finfo(src_dtype).eps) * float(d.abs().max())
+        # Eigenvalues below eps(dtype) * max are at the level of the input's rounding: S is
+        # numerically singular.
+        floor = float(torch.finfo(src_dtype).eps) * float(d.abs().max())
         if not float(d.min()) > floor:
             raise ValueError(
                 f"S: not positive definite (smallest eigenvalue {float(d.min()):.3e}, "

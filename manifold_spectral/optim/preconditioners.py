@@ -26,36 +26,9 @@ from ..manifolds import (
     KroneckerSpectralSPD,
     SpectralPoint,
 )
-from ..manifolds.kronecker import det_tol
 from ..rgd import AUTO_REORTHOGONALIZE_EVERY
 
 __all__ = ["KroneckerPreconditioner", "DiagonalPreconditioner", "make_preconditioner"]
-
-
-class _Kronecker16(KroneckerSpectralSPD):
-    """``KroneckerSpectralSPD`` whose determinant check tolerates 16-bit rounding.
-
-    Workaround for a core issue (reported): ``normalize`` rounds each ``d_l`` entry once, so
-    in bfloat16 ``|log det S_l|`` can reach ``s eps / 2`` when many eigenvalues are (nearly)
-    equal and round the same way (``s`` the factor size; common for rank-deficient
-    gradients), while ``check_point`` caps the tolerance at 0.25 (exceeded for ``s > 128``).
-    Only the determinant test is widened, to ``max(det_tol, 0.55 s eps)``; the error does not
-    accumulate, since ``normalize`` re-centres from the rounded values at every update.
-    """
-
-    def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
-        ok, reason = super().check_point(x, fast=fast)
-        if ok or "det != 1" not in (reason or ""):
-            return ok, reason
-        for name, man, p in (("left", self.left, x.left), ("right", self.right, x.right)):
-            ok, why = man.check_point(p, fast=fast)
-            if not ok:
-                return False, f"{name}: {why}"
-            logdet = float(torch.log(p.d.float()).sum())
-            tol = max(det_tol(self.dtype, man.n), 0.55 * man.n * torch.finfo(self.dtype).eps)
-            if abs(logdet) > tol:
-                return False, f"{name}: det != 1 (log det = {logdet:.2e} > {tol:.1e})"
-        return True, None
 
 
 class KroneckerPreconditioner:
@@ -65,8 +38,7 @@ class KroneckerPreconditioner:
 
     def __init__(self, a: int, b: int, dtype: torch.dtype, device: Any, opts: dict) -> None:
         self.shape = (a, b)
-        cls = _Kronecker16 if torch.finfo(dtype).bits <= 16 else KroneckerSpectralSPD
-        self.manifold = cls(a, b, dtype, device, cayley=opts["cayley"])
+        self.manifold = KroneckerSpectralSPD(a, b, dtype, device, cayley=opts["cayley"])
         self.gauss = Gaussian(
             self.manifold,
             beta2=opts["beta2"],

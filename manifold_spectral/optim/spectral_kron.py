@@ -54,8 +54,10 @@ class SpectralKron(torch.optim.Optimizer):
         state_dtype: dtype of factors, ``d``, ``alpha`` and momentum (default: the
             parameter's); ``torch.bfloat16`` works without casts to float32.
         max_factor_dim: matrices with a side above this use the diagonal scheme.
-        warm_start: initialise the factors from the first gradient (one ``eigh`` per factor,
-            at initialisation only) instead of the identity.
+        warm_start: initialise ``S`` from the first gradient, at its scale
+            (``tr(S) / (ab) = mean(g^2) + damping``; one float64 ``eigh`` per factor, at
+            initialisation only) instead of the identity. Recommended: from the identity,
+            ``alpha`` needs hundreds of updates to come down to the gradient's scale.
         diagonal: force the diagonal scheme for every parameter of the group.
         nonfinite: ``"raise"`` (default: a ``ValueError`` naming the parameter, nothing
             changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them).
