@@ -12,8 +12,8 @@ the repeats are identical and the Neumann drift does not accumulate. The three m
 measured in one run, interleaved (round-robin, rotating the order every repeat); each cell is
 the median over the repeats, and the ratios spectral / baseline (< 1: spectral is faster)
 come from the same run. The extra column "checks" is the share of the exact spectral step
-spent in ``validate_point`` (``precision_step`` validates its input point twice; each check
-forms B^T B). The table is printed and written into benchmarks/README.md between the
+spent in point checks: ``precision_step`` probes its input and its result with
+``check_point(fast=True)`` (an O(n^2) probe ``B^T (B v) - v`` plus host syncs). The table is printed and written into benchmarks/README.md between the
 ``results`` markers, with the machine, the torch version and the thread count.
 
 Run:  python benchmarks/bench_gop_step.py [--threads 1 2] [--sizes 100 250] [--no-write]
@@ -79,8 +79,8 @@ def make_methods(n: int, dtype: torch.dtype, seed: int = 0) -> dict[str, Callabl
         return V @ (evals.rsqrt() * (V.T @ g))
 
     def checks() -> None:
-        M.validate_point(x)
-        M.validate_point(x)
+        M.validate_point(x, fast=True)
+        M.validate_point(x, fast=True)
 
     return {
         "spectral_exact": spectral(exact),
