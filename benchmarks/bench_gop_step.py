@@ -13,8 +13,9 @@ measured in one run, interleaved (round-robin, rotating the order every repeat);
 the median over the repeats, and the ratios spectral / baseline (< 1: spectral is faster)
 come from the same run. The extra column "checks" is the share of the exact spectral step
 spent in point checks: ``precision_step`` probes its input and its result with
-``check_point(fast=True)`` (an O(n^2) probe ``B^T (B v) - v`` plus host syncs). The table is printed and written into benchmarks/README.md between the
-``results`` markers, with the machine, the torch version and the thread count.
+``check_point(fast=True)`` (an O(n^2) probe ``B^T (B v) - v`` plus host syncs). The table
+is printed and written into benchmarks/README.md between the ``results`` markers, with the
+machine, the torch version and the thread count.
 
 Run:  python benchmarks/bench_gop_step.py [--threads 1 2] [--sizes 100 250] [--no-write]
 """

@@ -11,9 +11,13 @@
   ``L <- L h(-2 lr Phi(L^T E L))`` (Lin et al., 2023; paper Sec. 4.2, Fig. 3 left).
 * ``RetractionRGD``: geoopt's ``RiemannianSGD`` on ``SymmetricPositiveDefinite`` with the
   step size mapped to the Fisher-Rao convention (retraction-based RGD, Sec. 4.2).
+* ``XNES``: exponential NES (Glasmachers et al., 2010), one matrix exponential per
+  generation (paper Sec. 4.3, Fig. 9); with the DX-NES switches on, DX-NES.
+* ``CholeskyNES``: NES on a triangular factor of the covariance (Lin et al., 2021).
 """
 
 from .cholesky import CholeskyCurvature, phi
+from .cholesky_nes import CholeskyNES
 from .cholesky_rgd import CholeskyRGD
 from .kronecker import (
     KroneckerCholeskyCurvature,
@@ -22,6 +26,7 @@ from .kronecker import (
     nearest_kronecker,
 )
 from .retraction_rgd import RetractionRGD
+from .xnes import XNES
 
 __all__ = [
     "CholeskyCurvature",
@@ -32,4 +37,6 @@ __all__ = [
     "nearest_kronecker",
     "CholeskyRGD",
     "RetractionRGD",
+    "XNES",
+    "CholeskyNES",
 ]

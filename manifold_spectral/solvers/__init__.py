@@ -3,10 +3,13 @@
 * ``spd``: optimisation over SPD matrices (metric nearness, log-det, user objectives) with
   the spectral method beside the retraction (geoopt) and Cholesky RGD baselines
   (paper Sec. 4.2, Fig. 3 left).
+* ``nes``: gradient-free minimisation with natural evolution strategies whose search
+  precision is learned on ``SpectralSPD`` (paper Sec. 4.3, Fig. 9); ``functions``: test
+  functions (App. C).
 * ``result.OptimizeResult``: the scipy-style result type every ``minimize`` returns.
 """
 
-from . import spd
+from . import functions, nes, spd
 from .result import OptimizeResult
 
-__all__ = ["spd", "OptimizeResult"]
+__all__ = ["spd", "nes", "functions", "OptimizeResult"]
