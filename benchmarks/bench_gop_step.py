@@ -39,6 +39,8 @@ from manifold_spectral import GOP, Gaussian, SpectralSPD
 BETA2 = 0.01
 #: Repeats per size (fewer at n = 1000 keep a run under ~3 minutes on 2 cores).
 REPEATS = {100: 40, 250: 20, 500: 10, 1000: 5}
+from _readme import replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -139,12 +141,7 @@ def table(rows: list[tuple[int, str, int, dict[str, float]]]) -> str:
 
 
 def write_readme(block: str) -> None:
-    text = README.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{README}: markers {START} / {END} not found; table not written")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    replace_between(README, START, END, block)
 
 
 def main(argv: list[str] | None = None) -> int:

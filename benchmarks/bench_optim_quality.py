@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import torch
+from _readme import replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
 from manifold_spectral.experiments import nn_training
 
@@ -34,12 +35,7 @@ START, END = "<!-- optim-quality:start -->", "<!-- optim-quality:end -->"
 
 
 def write_readme(block: str) -> None:
-    text = README.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{README}: markers {START} / {END} not found; table not written")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    replace_between(README, START, END, block)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+from _readme import replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
 from manifold_spectral import SpectralSPD
 from manifold_spectral.experiments.spd import make_problems
@@ -124,12 +125,7 @@ def table(rows: list[dict]) -> str:
 
 
 def write_readme(block: str) -> None:
-    text = README.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{README}: markers {START} / {END} not found; table not written")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    replace_between(README, START, END, block)
 
 
 def main(argv: list[str] | None = None) -> int:

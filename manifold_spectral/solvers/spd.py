@@ -102,7 +102,7 @@ def _spd_matrix(Q: Any, name: str = "Q") -> tuple[Tensor, bool, Tensor]:
 
 def _logdet_dense(S: Tensor) -> Tensor:
     """``log det S`` of a dense SPD matrix (dense monitoring only); ``inf`` if not PD."""
-    L, info = torch.linalg.cholesky_ex(S)
+    L, info = torch.linalg.cholesky_ex(S)  # dense monitoring/baselines; not on the spectral path
     if int(info) != 0:
         return torch.tensor(math.inf, dtype=S.dtype, device=S.device)
     return 2.0 * torch.log(torch.diagonal(L)).sum()
@@ -197,7 +197,7 @@ class LogDet(_InverseOptimum):
     def egrad(self, S: Tensor, batch: Any = None) -> Tensor:
         """``Q - S^-1`` (dense path: one Cholesky inverse of ``S``)."""
         self._check_matrix(S)
-        L, info = torch.linalg.cholesky_ex(S)
+        L, info = torch.linalg.cholesky_ex(S)  # dense path of the baselines only
         if int(info) != 0:
             raise ValueError("S: not positive definite")
         return sym(self.Q - torch.cholesky_inverse(L))
