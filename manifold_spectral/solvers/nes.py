@@ -876,6 +876,8 @@ class NESBase:
         *,
         callback: Callable[[NESBase], Any] | None = None,
         vectorized: bool | None = None,
+        executor: Any = None,
+        map: Callable[..., Any] | None = None,
     ) -> NESResult:
         """Run ask/evaluate/tell until ``stop()``; return ``result``.
 
@@ -886,6 +888,28 @@ class NESBase:
         ``nfev``) is accepted; anything else falls back to one call per row.
         ``callback(self)`` runs after every generation; returning ``True`` (or raising
         ``StopIteration``) stops the run with reason ``callback``.
+
+        Parallel fitness evaluation: ``executor`` (any object with a
+        ``concurrent.futures.Executor``-like ``.map(fn, iterable)``: ``ThreadPoolExecutor``,
+        ``ProcessPoolExecutor``, Dask's ``client.get_executor()``, ``mpi4py.futures``, ...) or
+        ``map`` (any callable with the builtin ``map`` signature, e.g.
+        ``multiprocessing.Pool(...).map``), not both. Then the ``popsize`` candidates of a
+        generation are evaluated concurrently, one call ``f(x)`` per candidate row (a vectorised
+        ``f`` is never called on the batch: ``vectorized`` must be ``None`` or ``False``). Each
+        call gets its own copy of its row, of the type the serial per-row path passes (a numpy
+        (n,) array, or a torch tensor when ``x0`` was one), and the worker reduces the value to
+        a float. Results are taken in the order of the candidates, so for a fixed seed the run
+        is bitwise the serial one (same ``x``, ``fun``, ``nfev``, ``history`` except its
+        ``"time"``); NaN/Inf values are ranked worst as in serial mode. An exception raised by
+        ``f`` in a worker reaches the caller with its original type (as the executor re-raises
+        it). With a process pool, ``f`` must be picklable (a module-level function or an
+        instance of a module-level class). The executor is used, never shut down: its owner
+        manages its lifetime. One generation is one ``map`` call, so the speed-up is at most
+        ``popsize``-fold and pays only when ``f`` costs much more than a task dispatch.
+
+        Raises ``ValueError`` if both ``executor`` and ``map`` are given or ``vectorized=True``
+        is combined with one of them, ``TypeError`` (naming the argument) if ``executor`` lacks
+        a callable ``.map`` or ``map`` is not callable; nothing is evaluated or changed then.
         """
         if not callable(f):
             raise TypeError(f"f: expected a callable, got {type(f).__name__}")
@@ -893,12 +917,16 @@ class NESBase:
             raise TypeError(f"callback: expected a callable or None, got {callback!r}")
         if vectorized is not None:
             _check_flag(vectorized, "vectorized")
+        mapper = _check_mapper(executor, map, vectorized)
         if self.max_evals is None and self.target is None and self.tolx == 0 and self.tolfun == 0:
             raise ValueError("optimize: no termination criterion (set max_evals or target)")
         mode = vectorized
         while not self.stop():
             X = self.ask()
-            values, mode = _evaluate(f, X, self.popsize, mode)
+            if mapper is None:
+                values, mode = _evaluate(f, X, self.popsize, mode)
+            else:
+                values = _evaluate_parallel(mapper, f, X, self.popsize)
             self.tell(X, values)
             if callback is not None:
                 try:
@@ -969,6 +997,63 @@ def _evaluate(f: Callable[[Any], Any], X: Any, k: int, mode: bool | None) -> tup
     return np.array([_scalar(f(X[i])) for i in range(k)]), False
 
 
+def _check_mapper(
+    executor: Any, map_fn: Any, vectorized: bool | None
+) -> Callable[[Callable[[Any], float], list[Any]], Any] | None:
+    """The ``map(fn, rows)`` to evaluate a generation with, from ``executor`` or ``map``."""
+    if executor is None and map_fn is None:
+        return None
+    if executor is not None and map_fn is not None:
+        raise ValueError("executor, map: give at most one of them (both were given)")
+    if executor is not None:
+        name, mapper = "executor", getattr(executor, "map", None)
+        if not callable(mapper):
+            raise TypeError(
+                "executor: expected an object with a .map(fn, iterable) method "
+                f"(e.g. concurrent.futures.ProcessPoolExecutor), got {type(executor).__name__}"
+            )
+    else:
+        name, mapper = "map", map_fn
+        if not callable(mapper):
+            raise TypeError(
+                "map: expected a callable with the builtin map signature map(fn, iterable) "
+                f"(e.g. multiprocessing.Pool(...).map), got {type(map_fn).__name__}"
+            )
+    if vectorized:
+        raise ValueError(
+            f"vectorized=True cannot be combined with {name}: parallel evaluation calls f once "
+            "per candidate (use vectorized=None or False)"
+        )
+    return mapper
+
+
+@dataclasses.dataclass(frozen=True)
+class _ScalarCall:
+    """``x -> float(f(x))`` as a picklable callable (runs in the worker)."""
+
+    f: Callable[[Any], Any]
+
+    def __call__(self, x: Any) -> float:
+        return _scalar(self.f(x))
+
+
+def _evaluate_parallel(
+    mapper: Callable[[Callable[[Any], float], list[Any]], Any],
+    f: Callable[[Any], Any],
+    X: Any,
+    k: int,
+) -> np.ndarray:
+    """Values of ``f`` on the rows of ``X``, one ``mapper`` task per row, in row order."""
+    if isinstance(X, Tensor):
+        rows = [X[i].clone() for i in range(k)]
+    else:
+        rows = [X[i].copy() for i in range(k)]
+    values = list(mapper(_ScalarCall(f), rows))
+    if len(values) != k:
+        raise ValueError(f"executor/map: expected {k} results (one a candidate), got {len(values)}")
+    return np.array([_scalar(v) for v in values])
+
+
 class NES(NESBase):
     """Spectral NES (paper Sec. 4.3): ask/tell in pycma's style.
 
@@ -1010,6 +1095,8 @@ def minimize(
     callback: Callable[[NESBase], Any] | None = None,
     popsize: int | None = None,
     vectorized: bool | None = None,
+    executor: Any = None,
+    map: Callable[..., Any] | None = None,
     **options: Any,
 ) -> NESResult:
     """Minimise ``f`` with spectral NES; returns a ``NESResult`` (x, fun, nfev, nit, history,
@@ -1019,9 +1106,12 @@ def minimize(
     ``x0``. ``max_evals`` defaults to ``popsize (100 + 150 (n + 3)^2 / sqrt(popsize))``
     (pycma's default iteration budget); ``target`` stops at the first value below it.
     ``options`` go to ``NES`` (rates, switches, ``tolx``, ``tolfun``, dtype, ...).
+    ``executor`` / ``map`` evaluate each generation's candidates in parallel, one call per
+    candidate, with results bitwise equal to the serial run (see ``NESBase.optimize``).
     """
+    _check_mapper(executor, map, vectorized)  # before anything is built
     es = NES(x0, sigma0, popsize, seed, max_evals=max_evals, target=target, **options)
     if es.max_evals is None:
         lam, n = es.popsize, es.n
         es.max_evals = int(lam * (100 + 150 * (n + 3) ** 2 / math.sqrt(lam)))
-    return es.optimize(f, callback=callback, vectorized=vectorized)
+    return es.optimize(f, callback=callback, vectorized=vectorized, executor=executor, map=map)
