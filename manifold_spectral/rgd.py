@@ -39,6 +39,11 @@ class RGD:
         momentum: heavy-ball coefficient in ``[0, 1)`` on the chart coordinates.
         cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
         exponential: ``False`` uses the first-order truncated eigenvalue map ``d (1 + m)``.
+        jacobi: turn each eigenvector pair by its exact 2 x 2 Jacobi angle
+            (``blocks.jacobi_angles``): the same RGD direction (a retraction that agrees with
+            the chart to first order) whose rotation stays bounded where eigenvalues are close
+            and the linearised angle ``~ 1 / gap`` overshoots. Off by default: with it the
+            step is no longer the exact chart step of the paper.
         reorthogonalize_every: apply ``manifold.reorthogonalize`` (a Newton-Schulz polar
             step, no decomposition) every k steps; ``None`` never; ``"auto"`` (default):
             every ``AUTO_REORTHOGONALIZE_EVERY["neumann"]`` (10) steps with the Neumann map
@@ -58,6 +63,7 @@ class RGD:
         *,
         cayley: str | None = None,
         exponential: bool = True,
+        jacobi: bool = False,
         reorthogonalize_every: int | None | str = "auto",
     ) -> None:
         if not isinstance(manifold, SpectralManifold):
@@ -75,6 +81,9 @@ class RGD:
                 f"got {exponential!r}"
             )
         self.exponential = exponential
+        if not isinstance(jacobi, bool):
+            raise TypeError(f"jacobi: expected a bool, got {jacobi!r}")
+        self.jacobi = jacobi
         if reorthogonalize_every == "auto":
             method = self.cayley or getattr(manifold, "cayley", "exact")
             if method == "neumann":
@@ -126,7 +135,9 @@ class RGD:
         return self._apply(x, self._with_momentum(nat))
 
     def _apply(self, x: Any, v: Any) -> Any:
-        x_new = self.manifold.retr(x, -v, self.lr, cayley=self.cayley, exponential=self.exponential)
+        x_new = self.manifold.retr(
+            x, -v, self.lr, cayley=self.cayley, exponential=self.exponential, jacobi=self.jacobi
+        )
         if self.reorthogonalize_every and (self.steps + 1) % self.reorthogonalize_every == 0:
             x_new = self.manifold.reorthogonalize(x_new)
         ok, reason = self.manifold.check_point(x_new, fast=True)

@@ -84,3 +84,20 @@ def test_newton_schulz_restores_orthogonality_quadratically():
     e2 = float(linalg.orthogonality_error(linalg.newton_schulz_orthogonalize(B, steps=2)))
     e3 = float(linalg.orthogonality_error(linalg.newton_schulz_orthogonalize(B, steps=3)))
     assert e1 < 10 * e0**2 and e2 < 10 * e1**2 and e3 < 1e-12
+
+
+@pytest.mark.parametrize("scale", [1e-6, 0.3, 4.0, 80.0])
+def test_cayley_exact_apply_is_b_times_cayley(scale):
+    """``2 B (I - N)^(-1) - B == B Cayley(N)``, and it stays orthogonal (one solve, no product)."""
+    N = random_skew(7, scale, 3)
+    Q, _ = torch.linalg.qr(torch.randn(7, 7, generator=torch.Generator().manual_seed(4), dtype=DT))
+    out = linalg.cayley_exact_apply(Q, N)
+    torch.testing.assert_close(out, Q @ linalg.cayley_exact(N), rtol=0, atol=1e-13)
+    torch.testing.assert_close(out.T @ out, torch.eye(7, dtype=DT), rtol=0, atol=1e-13)
+    # Batched (leading dimensions) and bfloat16 (solved in float32).
+    Nb = torch.stack([N, random_skew(7, scale, 5)])
+    Qb = torch.stack([Q, Q])
+    torch.testing.assert_close(linalg.cayley_exact_apply(Qb, Nb)[1], Q @ linalg.cayley_exact(Nb[1]))
+    bf = linalg.cayley_exact_apply(Q.bfloat16(), N.bfloat16())
+    assert bf.dtype == torch.bfloat16
+    assert float(linalg.orthogonality_error(bf)) < 0.05

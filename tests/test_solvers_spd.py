@@ -17,7 +17,7 @@ import torch
 from manifold_spectral import RGD, SpectralPoint, SpectralSPD
 from manifold_spectral.baselines.cholesky_rgd import CholeskyRGD, cholesky_h
 from manifold_spectral.baselines.retraction_rgd import GEOOPT_LR_FACTOR, RetractionRGD
-from manifold_spectral.experiments.spd import random_spd
+from manifold_spectral.experiments.spd import make_problems, random_spd
 from manifold_spectral.solvers import OptimizeResult, spd
 
 DT = torch.float64
@@ -108,6 +108,13 @@ def test_congruence_gradient_equals_rotated_dense_gradient():
             S = (F * ww) @ F.T
             ref = F.T @ p.egrad(S, batch) @ F
             torch.testing.assert_close(p.congruence_grad(F, ww, batch), ref, rtol=1e-10, atol=1e-10)
+        # Spectral factors: the orthogonal shortcut (half the products) is the same gradient.
+        torch.testing.assert_close(
+            p.congruence_grad(x.B, x.d, batch, orthogonal=True),
+            x.B.T @ p.egrad(M.to_matrix(x), batch) @ x.B,
+            rtol=1e-10,
+            atol=1e-10,
+        )
 
 
 def test_fast_path_step_equals_generic_rgd_step():
@@ -347,7 +354,11 @@ def test_spectral_path_calls_no_decomposition_or_inverse(monkeypatch, cayley):
     def guard(module, name, original):
         def wrapped(*args, **kwargs):
             caller = inspect.stack()[1].function
-            if name == "solve" and cayley == "exact" and caller == "cayley_exact":
+            if (
+                name == "solve"
+                and cayley == "exact"
+                and caller in ("cayley_exact", "cayley_exact_apply")
+            ):
                 calls.append("cayley solve")
                 return original(*args, **kwargs)
             raise AssertionError(f"{module.__name__}.{name} called from {caller}")
@@ -519,3 +530,18 @@ def test_cli_reproduce_spd_rejects_bad_arguments(bad, capsys):
         cli.main(["reproduce", "spd", *bad])
     assert exc.value.code == 2
     assert "expected" in capsys.readouterr().err
+
+
+def test_jacobi_angles_save_iterations_near_close_eigenvalues():
+    """The seeded d = 60 log-det problem (condition 10: close eigenvalue pairs): the Jacobi
+    retraction needs fewer iterations to 1e-6 than the linearised chart step, and both end
+    at the optimum (the same fixed point: the steps agree to first order)."""
+    problems, S0 = make_problems(60, seed=0, batch_size=20)
+    runs = {
+        jac: spd.minimize(problems["logdet"], "spectral", 0.05, 400, x0=S0, tol=1e-6, jacobi=jac)
+        for jac in (False, True)
+    }
+    assert runs[False].success and runs[True].success
+    assert runs[True].nit < runs[False].nit
+    with pytest.raises(TypeError, match="jacobi"):
+        spd.minimize(problems["logdet"], "spectral", 0.05, 2, jacobi="yes")

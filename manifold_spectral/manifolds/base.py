@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..linalg import check_cayley
+
 __all__ = [
     "SpectralManifold",
     "check_tensor",
@@ -80,12 +82,6 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
     return dtype
-
-
-def check_cayley(method: Any) -> str:
-    if method not in ("exact", "neumann"):
-        raise ValueError(f"cayley: expected 'exact' or 'neumann', got {method!r}")
-    return method
 
 
 class SpectralManifold(abc.ABC):

@@ -127,10 +127,13 @@ class DiagonalSPD(SpectralManifold):
         *,
         exponential: bool = True,
         cayley: str | None = None,
+        jacobi: bool = False,
     ) -> DiagonalPoint:
-        """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley`` is accepted and ignored (no B)."""
+        """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley`` and ``jacobi`` are accepted and
+        ignored (no rotation factor)."""
         lr = check_positive(lr, "lr")
         exponential = check_flag(exponential, "exponential")
+        check_flag(jacobi, "jacobi")
         check_tensor(tangent.m, "tangent.m", shape=(self.n,), dtype=self.dtype, device=self.device)
         return DiagonalPoint(blocks.eig_retract(x.d, lr * tangent.m, exponential))
 

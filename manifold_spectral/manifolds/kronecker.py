@@ -487,6 +487,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         *,
         cayley: str | None = None,
         exponential: bool = True,
+        jacobi: bool = False,
     ) -> KroneckerSpectralPoint:
         """Chart map at ``lr * tangent`` (the factors' ``m`` are projected to sum zero).
 
@@ -497,10 +498,12 @@ class KroneckerSpectralSPD(SpectralManifold):
         ``alpha <- alpha sqrt(geomean(n_L) geomean(n_R))``; for the GOP this is
         ``n_l = (1 - gamma beta2) d_l + beta2 / (alpha kappa_l) (diag(W_l) + lambda_l)``.
         Rotations: ``B_l Cayley(Skew(lr M_l))``, Neumann arguments clipped to
-        ``neumann_max_norm``.
+        ``neumann_max_norm``; ``jacobi=True``: exact 2 x 2 Jacobi angles
+        (``blocks.jacobi_angles``).
         """
         lr = check_positive(lr, "lr")
         exponential = check_flag(exponential, "exponential")
+        jacobi = check_flag(jacobi, "jacobi")
         method = self.cayley if cayley is None else check_cayley(cayley)
         check_tensor(tangent.n, "tangent.n", shape=(), dtype=self.dtype, device=self.device)
         new = []
@@ -519,7 +522,7 @@ class KroneckerSpectralSPD(SpectralManifold):
                 d = blocks.eig_retract(p.d, lr * m)
             else:
                 d = blocks.eig_retract(p.d, lr * (m + tangent.n), exponential=False)
-            B = blocks.rotation_retract(p.B, lr * t.M, method, man.neumann_max_norm)
+            B = blocks.rotation_retract(p.B, lr * t.M, method, man.neumann_max_norm, jacobi)
             new.append(SpectralPoint(B, d))
         alpha = x.alpha * torch.exp(lr * tangent.n) if exponential else x.alpha
         if not exponential:

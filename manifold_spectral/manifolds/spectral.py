@@ -310,16 +310,20 @@ class SpectralSPD(SpectralManifold):
         *,
         cayley: str | None = None,
         exponential: bool = True,
+        jacobi: bool = False,
     ) -> SpectralPoint:
         """Chart map at ``lr * tangent``: ``(B Cayley(Skew(lr M)), d exp(lr m))``.
 
         ``cayley`` overrides the manifold default; ``"neumann"`` rescales ``Skew(lr M)`` to
         Frobenius norm ``<= neumann_max_norm``. ``exponential=False`` uses
         ``d (1 + lr m)`` (paper Fig. 5). With exact Cayley and exponential this is the exact
-        RGD step in the chart.
+        RGD step in the chart. ``jacobi=True`` turns each eigenvector pair by its exact 2 x 2
+        Jacobi angle instead of the linearised one (``blocks.jacobi_angles``; the same to
+        first order, bounded at near-repeated eigenvalues).
         """
         lr = check_positive(lr, "lr")
         exponential = check_flag(exponential, "exponential")
+        jacobi = check_flag(jacobi, "jacobi")
         method = self.cayley if cayley is None else check_cayley(cayley)
         for name, t, shape in (
             ("tangent.m", tangent.m, (self.n,)),
@@ -327,7 +331,7 @@ class SpectralSPD(SpectralManifold):
         ):
             check_tensor(t, name, shape=shape, dtype=self.dtype, device=self.device)
         d = blocks.eig_retract(x.d, lr * tangent.m, exponential)
-        B = blocks.rotation_retract(x.B, lr * tangent.M, method, self.neumann_max_norm)
+        B = blocks.rotation_retract(x.B, lr * tangent.M, method, self.neumann_max_norm, jacobi)
         return SpectralPoint(B, d)
 
     def zero_tangent(self, x: SpectralPoint) -> SpectralTangent:

@@ -135,9 +135,12 @@ class SPDProblem(abc.ABC):
     def egrad(self, S: Tensor, batch: Any = None) -> Tensor:
         """Euclidean gradient ``df/dS`` (symmetric), on ``batch`` for stochastic problems."""
 
-    def congruence_grad(self, A: Tensor, w: Tensor, batch: Any = None) -> Tensor:
+    def congruence_grad(
+        self, A: Tensor, w: Tensor, batch: Any = None, *, orthogonal: bool = False
+    ) -> Tensor:
         """``A^T E A`` with ``E = df/dS`` at ``S = A Diag(w) A^T`` (``A`` invertible, ``w > 0``),
-        formed without ``S``; only where ``factored`` is true."""
+        formed without ``S``; only where ``factored`` is true. ``orthogonal=True`` promises
+        ``A^T A = I`` (spectral factors), which some problems use to save products."""
         raise NotImplementedError(f"{type(self).__name__}.congruence_grad")
 
     def sample(self, generator: torch.Generator) -> Any:
@@ -202,7 +205,9 @@ class LogDet(_InverseOptimum):
             raise ValueError("S: not positive definite")
         return sym(self.Q - torch.cholesky_inverse(L))
 
-    def congruence_grad(self, A: Tensor, w: Tensor, batch: Any = None) -> Tensor:
+    def congruence_grad(
+        self, A: Tensor, w: Tensor, batch: Any = None, *, orthogonal: bool = False
+    ) -> Tensor:
         """``A^T Q A - Diag(1/w)``: ``A^T S^-1 A = Diag(1/w)`` for ``S = A Diag(w) A^T``."""
         G = sym(A.T @ (self.Q @ A))
         G.diagonal().sub_(1.0 / w)
@@ -287,13 +292,22 @@ class MetricNearness(_InverseOptimum):
         R = Yb @ S - Xb
         return sym(R.T @ Yb) / Xb.shape[0]
 
-    def congruence_grad(self, A: Tensor, w: Tensor, batch: Any = None) -> Tensor:
+    def congruence_grad(
+        self, A: Tensor, w: Tensor, batch: Any = None, *, orthogonal: bool = False
+    ) -> Tensor:
         """``Sym(P^T Z) / m`` with ``Z = Y A``, ``P = ((Z w) A^T - X_b) A``: four products of
-        an (m, n) and an (n, n) matrix, no ``S``."""
+        an (m, n) and an (n, n) matrix, no ``S``. With ``A^T A = I`` (``orthogonal``)
+        ``P = Z w - X_b A``, and ``[Y; X_b] A`` is one product: half the work."""
         Xb, Yb = self._batch(batch)
-        Z = Yb @ A
-        P = ((Z * w) @ A.T - Xb) @ A
-        return sym(P.T @ Z) / Xb.shape[0]
+        m = Xb.shape[0]
+        if orthogonal:
+            ZX = torch.cat([Yb, Xb]) @ A
+            Z, XA = ZX[:m], ZX[m:]
+            P = Z * w - XA
+        else:
+            Z = Yb @ A
+            P = ((Z * w) @ A.T - Xb) @ A
+        return sym(P.T @ Z) / m
 
 
 class Objective(SPDProblem):
@@ -390,7 +404,9 @@ class Objective(SPDProblem):
 class _Spectral:
     """``S = B Diag(d) B^T``; ``RGD(SpectralSPD).step`` (``step_eigenbasis`` on the fast path)."""
 
-    def __init__(self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any):
+    def __init__(
+        self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any, jacobi: bool
+    ):
         self.problem = problem
         self.M = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
         if x0 is None:
@@ -400,13 +416,13 @@ class _Spectral:
             self.x = x0
         else:
             self.x = self.M.from_matrix(x0)  # the one eigendecomposition, at initialisation
-        self.opt = RGD(self.M, lr, momentum, cayley=cayley)
+        self.opt = RGD(self.M, lr, momentum, cayley=cayley, jacobi=jacobi)
 
     def step(self, batch: Any) -> None:
         p, x = self.problem, self.x
         if p.factored:
             # x is the start (validated in __init__) or RGD's last output (checked by RGD).
-            G = p.congruence_grad(x.B, x.d, batch)
+            G = p.congruence_grad(x.B, x.d, batch, orthogonal=True)
             self.x = self.opt.step_eigenbasis(x, G, check_input=False)
         else:
             self.x = self.opt.step(x, p.egrad(self.M.to_matrix(x), batch))
@@ -427,7 +443,9 @@ class _Spectral:
 class _Cholesky:
     """``S = L L^T``; ``CholeskyRGD.step`` (or ``step_congruence`` on the fast path)."""
 
-    def __init__(self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any):
+    def __init__(
+        self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any, jacobi: bool
+    ):
         self.problem = problem
         self.opt = CholeskyRGD(problem.n, lr, momentum, dtype=problem.dtype, device=problem.device)
         self.L = self.opt.origin() if x0 is None else self.opt.from_matrix(x0)
@@ -456,7 +474,9 @@ class _Cholesky:
 class _Retraction:
     """Dense ``S``; geoopt's ``RiemannianSGD`` on ``SymmetricPositiveDefinite`` at ``2 lr``."""
 
-    def __init__(self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any):
+    def __init__(
+        self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any, jacobi: bool
+    ):
         self.problem = problem
         if x0 is None:
             x0 = torch.eye(problem.n, dtype=problem.dtype, device=problem.device)
@@ -553,6 +573,7 @@ def minimize(
     tol: float | None = None,
     momentum: float = 0.0,
     cayley: str = "exact",
+    jacobi: bool = True,
     seed: int = 0,
     record_every: int = 1,
     callback: Callable[[int, float], Any] | None = None,
@@ -577,6 +598,11 @@ def minimize(
             and ``"cholesky"``; geoopt's momentum for ``"retraction"``).
         cayley: Cayley map of ``"spectral"``: ``"exact"`` (one n x n linear solve with the
             always-invertible ``I - N``, ``N`` skew) or ``"neumann"`` (matrix products only).
+        jacobi: ``"spectral"`` only: turn each eigenvector pair by its exact 2 x 2 Jacobi
+            angle (``RGD(jacobi=True)``, ``manifolds.blocks.jacobi_angles``). The step is the
+            same to first order; where eigenvalues are close the linearised angle
+            ``~ 1 / gap`` overshoots and costs iterations (log-det at d = 250: 117 iterations
+            to 1e-6 without, 99 with, geoopt 94). Elementwise, no extra product.
         seed: of the mini-batch sequence (the same ``seed`` gives every method the same
             batches).
         record_every: record ``history`` (and check ``tol``, call ``callback``) every k
@@ -600,6 +626,8 @@ def minimize(
     steps = _positive_int(steps, "steps")
     record_every = _positive_int(record_every, "record_every")
     cayley = check_cayley(cayley)
+    if not isinstance(jacobi, bool):
+        raise TypeError(f"jacobi: expected a bool, got {jacobi!r}")
     if tol is not None:
         tol = check_positive(tol, "tol")
         if problem.f_star is None:
@@ -613,7 +641,7 @@ def minimize(
     device = problem.device
 
     t_start = time.perf_counter()
-    runner = _METHOD_CLASSES[method](problem, lr, momentum, cayley, x0)
+    runner = _METHOD_CLASSES[method](problem, lr, momentum, cayley, x0, jacobi)
     f_star = problem.f_star
     records: dict[str, list[float]] = {"nit": [], "fun": [], "time": []}
     if f_star is not None:
