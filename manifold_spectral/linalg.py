@@ -83,11 +83,12 @@ def cayley_exact_apply(B: Tensor, N: Tensor) -> Tensor:
     relative to ``||B||`` (the subtraction cancels only the identity part, which is exact in
     ``B``). bfloat16/float16 are solved in float32 (no LU kernel).
     """
-    eye = _eye_like(N)
-    if N.dtype in (torch.bfloat16, torch.float16):
-        Y = torch.linalg.solve((eye - N).float(), B.float(), left=False)
-        return (2.0 * Y - B.float()).to(B.dtype)
-    return 2.0 * torch.linalg.solve(eye - N, B, left=False) - B
+    low = N.dtype in (torch.bfloat16, torch.float16)
+    A = -(N.float() if low else N)
+    A.diagonal(dim1=-2, dim2=-1).add_(1.0)  # I - N without an identity temporary
+    Bw = B.float() if low else B
+    Y = torch.linalg.solve(A, Bw, left=False)
+    return Y.mul_(2.0).sub_(Bw).to(B.dtype)
 
 
 def cayley_neumann(N: Tensor) -> Tensor:
