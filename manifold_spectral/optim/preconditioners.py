@@ -13,6 +13,7 @@ is not: a resumed or rejected step must not shift the schedule.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -28,7 +29,12 @@ from ..manifolds import (
 )
 from ..rgd import AUTO_REORTHOGONALIZE_EVERY
 
-__all__ = ["KroneckerPreconditioner", "DiagonalPreconditioner", "make_preconditioner"]
+__all__ = [
+    "KroneckerPreconditioner",
+    "DiagonalPreconditioner",
+    "kronecker_shape",
+    "make_preconditioner",
+]
 
 
 class KroneckerPreconditioner:
@@ -157,11 +163,21 @@ def reorthogonalize_period(cayley: str, dtype: torch.dtype) -> int | None:
     return None
 
 
-def make_preconditioner(param: Tensor, dtype: torch.dtype, opts: dict) -> Any:
-    """Kronecker factors for matrices (conv kernels as (out, fan_in)) whose sides are at most
-    ``max_factor_dim`` and that are not marked ``diagonal``; the diagonal scheme otherwise."""
-    if param.ndim >= 2 and not opts.get("diagonal", False):
-        a, b = param.shape[0], param[0].numel()
+def kronecker_shape(shape: tuple[int, ...], opts: dict) -> tuple[int, int] | None:
+    """``(a, b)`` when a parameter of this (global) shape gets Kronecker factors: a matrix
+    (conv kernels as (out, fan_in)) whose sides are at most ``max_factor_dim`` and that is
+    not marked ``diagonal``; ``None`` when it gets the diagonal scheme."""
+    if len(shape) >= 2 and not opts.get("diagonal", False):
+        a, b = shape[0], math.prod(shape[1:])
         if a > 1 and b > 1 and max(a, b) <= opts["max_factor_dim"]:
-            return KroneckerPreconditioner(a, b, dtype, param.device, opts)
-    return DiagonalPreconditioner(param.numel(), dtype, param.device, opts)
+            return a, b
+    return None
+
+
+def make_preconditioner(param: Tensor, dtype: torch.dtype, opts: dict) -> Any:
+    """Kronecker factors or the diagonal scheme, as ``kronecker_shape`` decides. Only the
+    shape and device of ``param`` are read (a sharded ``DTensor`` gives its global shape)."""
+    ab = kronecker_shape(tuple(param.shape), opts)
+    if ab is not None:
+        return KroneckerPreconditioner(*ab, dtype, param.device, opts)
+    return DiagonalPreconditioner(math.prod(param.shape), dtype, param.device, opts)

@@ -11,7 +11,8 @@ computed from the factors: no decomposition, no inverse, every tensor of the sta
 bfloat16. Vectors (biases, norm scales), embeddings and matrices with a side larger than
 ``max_factor_dim`` use the diagonal spectral scheme (root-p RMSprop, App. A.1). The
 curvature and root formulas live in the manifolds; this module only composes them with
-momentum, weight decay, clipping and grafting (``transforms.py``).
+momentum, weight decay, clipping and grafting (``transforms.py``); ``distributed.py`` runs the
+step on several processes (``shard=True``, FSDP2 ``DTensor`` parameters).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..manifolds.base import check_cayley, check_positive, check_size
-from . import transforms
+from . import distributed, transforms
 from .preconditioners import make_preconditioner
 
 __all__ = ["SpectralKron"]
@@ -61,6 +62,22 @@ class SpectralKron(torch.optim.Optimizer):
         diagonal: force the diagonal scheme for every parameter of the group.
         nonfinite: ``"raise"`` (default: a ``ValueError`` naming the parameter, nothing
             changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them).
+        shard: split the preconditioner work over the ranks of ``process_group`` (ZeRO-1
+            style, as Distributed Shampoo): each parameter has one owner rank (greedy
+            balance of ``a^3 + b^3 + ab(a + b)`` per Kronecker matrix, ``numel`` per diagonal
+            one), which alone computes its update and keeps its state; the updates are then
+            all-gathered and every rank applies all of them. Needs an initialised
+            ``torch.distributed`` and the same gradients on every rank (DDP, FSDP2). The
+            parameters equal the unsharded run's bit for bit; compute and state per rank fall
+            roughly as ``1 / world_size``. ``state_dict()`` is this rank's shard (resume with
+            the same world size); ``consolidated_state_dict()`` gathers the whole state.
+        process_group: the ranks that share the work (default: the whole world). Also used
+            for the step's consensus on ``DTensor`` parameters.
+
+    Parameters may be FSDP2 ``DTensor`` shards (``torch.distributed.fsdp.fully_shard``): the
+    gradient is gathered in full where the update is computed (a Kronecker factor needs the
+    whole matrix) and every rank adds its own slice of the update. Without ``shard`` every
+    rank computes every update and keeps the whole state; with it, only the owner does.
     """
 
     def __init__(
@@ -85,6 +102,8 @@ class SpectralKron(torch.optim.Optimizer):
         warm_start: bool = False,
         diagonal: bool = False,
         nonfinite: str = "raise",
+        shard: bool = False,
+        process_group: Any = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -108,12 +127,19 @@ class SpectralKron(torch.optim.Optimizer):
         self._validate(defaults)
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite: expected 'raise' or 'skip', got {nonfinite!r}")
+        if not isinstance(shard, bool):
+            raise TypeError(f"shard: expected a bool, got {shard!r}")
         self.nonfinite = nonfinite
         self.skipped_steps = 0
+        self._process_group = process_group
+        self._sharding: distributed.Sharding | None = None  # add_param_group reads it
         super().__init__(params, defaults)
         for group in self.param_groups:
             self._validate(group)
         self._preconditioners: dict[Tensor, Any] = {}
+        if shard:
+            self._sharding = distributed.Sharding(process_group)
+            self._sharding.assign(self.param_groups)
 
     @staticmethod
     def param_groups(model: torch.nn.Module, **diagonal_options: Any) -> list[dict[str, Any]]:
@@ -163,6 +189,8 @@ class SpectralKron(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
+        if getattr(self, "_sharding", None) is not None:
+            self._sharding.assign(self.param_groups)
 
     # State helpers -----------------------------------------------------------------------
 
@@ -208,6 +236,10 @@ class SpectralKron(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._sharding is not None or distributed.has_dtensor(self.param_groups):
+            if not distributed.step(self):
+                self.skipped_steps += 1
+            return loss
         if not self._check_grads():
             self.skipped_steps += 1
             return loss
@@ -222,11 +254,14 @@ class SpectralKron(torch.optim.Optimizer):
             p.add_(update.reshape(p.shape).to(p.dtype), alpha=-group["lr"])
         return loss
 
-    def _compute(self, group: dict[str, Any], p: Tensor) -> tuple[dict[str, Any], Tensor]:
-        """The new state entries and the update direction of one parameter (no writes)."""
+    def _compute(
+        self, group: dict[str, Any], p: Tensor, grad: Tensor | None = None
+    ) -> tuple[dict[str, Any], Tensor]:
+        """The new state entries and the update direction of one parameter (no writes);
+        ``grad`` (default ``p.grad``) is the whole gradient, gathered for a ``DTensor``."""
         pre = self._preconditioner(group, p)
         sd = self._state_dtype(group, p)
-        grad = p.grad
+        grad = p.grad if grad is None else grad
         state = self.state[p]
         new: dict[str, Any] = {}
         if not state:
@@ -268,10 +303,36 @@ class SpectralKron(torch.optim.Optimizer):
 
     # Serialisation -----------------------------------------------------------------------
 
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim``'s state dict; with ``shard=True`` only this rank's parameters have
+        state, and ``"shard": {"rank", "world_size"}`` says whose shard it is (save one file
+        per rank; ``consolidated_state_dict`` gives the whole state)."""
+        sd = super().state_dict()
+        if self._sharding is not None:
+            sd["shard"] = {"rank": self._sharding.rank, "world_size": self._sharding.world}
+        return sd
+
+    def consolidated_state_dict(self) -> dict[str, Any]:
+        """The whole state on every rank (a collective: call it on every rank), on the CPU,
+        loadable into an unsharded ``SpectralKron`` or a sharded one of any world size.
+        Without ``shard`` it is ``state_dict()``."""
+        sd = self.state_dict()
+        if self._sharding is None:
+            return sd
+        return distributed.consolidate(sd, self._sharding)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """``torch.optim`` casts floating state to the parameter dtype on load; restore the
-        chosen ``state_dtype`` (bf16 -> fp32 -> bf16 is exact, so resuming is bitwise)."""
+        chosen ``state_dtype`` (bf16 -> fp32 -> bf16 is exact, so resuming is bitwise).
+
+        With ``shard=True`` the dict is this rank's shard (same rank and world size) or a whole
+        state (``consolidated_state_dict`` or an unsharded run), of which the parameters this
+        rank owns are kept. A shard cannot be loaded elsewhere: it lacks other ranks' state."""
+        distributed.check_loadable(state_dict, self._sharding)
         super().load_state_dict(state_dict)
+        if self._sharding is not None:
+            for p in [p for p in self.state if not self._sharding.owns(p)]:
+                del self.state[p]
         self._preconditioners.clear()
         for group in self.param_groups:
             for p in group["params"]:

@@ -1,0 +1,297 @@
+"""``SpectralKron`` on ``torch.distributed``: sharded preconditioner work and ``DTensor``
+parameters.
+
+Under DDP nothing here runs: gradients are all-reduced before ``step``, so every rank computes
+the update a single process would compute from the global batch.
+
+Sharding (``shard=True``, ZeRO-1 style, as Distributed Shampoo): every parameter has one owner
+rank, chosen once and identically on every rank by a greedy largest-first balance of the
+preconditioner cost (``param_cost``, ``assign_owners``). A step then
+
+1. computes, on each rank, the updates of the parameters it owns, and keeps their state only;
+2. all-reduces one small integer vector (gradient presence, non-finite gradients, failed
+   computations), so that every rank takes the same decision (raise, skip, go on) before
+   anything is written: a step stays all-or-nothing;
+3. all-gathers the updates, already cast to the parameter dtype as the unsharded step casts
+   them, as raw bytes (one buffer per rank, one collective for every dtype): the result is the
+   unsharded run's bit for bit;
+4. applies weight decay and every update on every rank.
+
+``DTensor`` parameters (FSDP2's ``fully_shard``): a Kronecker factor needs the whole gradient
+matrix, so the gradient is gathered (``full_tensor``) and the full update computed, by every
+rank or, with ``shard=True``, by the owner only; each rank then adds its own slice
+(``distribute_tensor(..., src_data_rank=None)`` slices locally, no communication).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from . import transforms
+from .preconditioners import kronecker_shape
+
+__all__ = ["Sharding", "param_cost", "assign_owners", "is_dtensor", "has_dtensor", "step"]
+
+#: Replicated work: every rank computes the update (``DTensor`` parameters, ``shard=False``).
+EVERY_RANK = -1
+#: Byte alignment of each update in the exchange buffer (``view`` needs aligned offsets).
+_ALIGN = 16
+
+
+def param_cost(shape: Sequence[int], opts: dict[str, Any]) -> int:
+    """FLOP-like cost of one step of a parameter's preconditioner: ``a^3 + b^3 + ab(a + b)``
+    for Kronecker factors (the products of both factors and the two-sided preconditioning
+    product), the number of entries for the diagonal scheme."""
+    ab = kronecker_shape(tuple(shape), opts)
+    if ab is None:
+        return math.prod(shape)
+    a, b = ab
+    return a**3 + b**3 + a * b * (a + b)
+
+
+def assign_owners(
+    costs: Sequence[int], world: int, loads: Sequence[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """Greedy largest-first balance (LPT): each cost, largest first (ties: lower index), goes to
+    the least-loaded rank (ties: lower rank). Returns ``(owners, loads)``; ``loads`` seeds the
+    balance when parameters are added later, so existing owners never move. Integer costs keep
+    the result identical on every rank."""
+    load = list(loads) if loads is not None else [0] * world
+    owners = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owners[i] = r
+        load[r] += costs[i]
+    return owners, load
+
+
+class Sharding:
+    """Owner ranks of the parameters of one sharded optimizer over ``process_group``."""
+
+    def __init__(self, process_group: Any = None) -> None:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "shard=True: torch.distributed is not initialised; call "
+                "torch.distributed.init_process_group before building the optimizer"
+            )
+        self.group = process_group
+        self.rank = dist.get_rank(process_group)
+        self.world = dist.get_world_size(process_group)
+        self.owners: dict[Tensor, int] = {}
+        self.loads = [0] * self.world
+
+    def assign(self, param_groups: list[dict[str, Any]]) -> None:
+        """Give an owner to every parameter that has none yet (all of them at construction,
+        the new ones after ``add_param_group``)."""
+        new = [(p, g) for g in param_groups for p in g["params"] if p not in self.owners]
+        costs = [param_cost(p.shape, g) for p, g in new]
+        owners, self.loads = assign_owners(costs, self.world, self.loads)
+        self.owners.update({p: r for (p, _), r in zip(new, owners, strict=True)})
+
+    def owns(self, p: Tensor) -> bool:
+        return self.owners[p] == self.rank
+
+
+def is_dtensor(t: Any) -> bool:
+    # No DTensor can exist before init_process_group: skip the import for one process.
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def has_dtensor(param_groups: list[dict[str, Any]]) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    return any(is_dtensor(p) for g in param_groups for p in g["params"])
+
+
+def _local_slice(full: Tensor, like: Tensor) -> Tensor:
+    """``full`` as a ``DTensor`` laid out as ``like``; each rank keeps its slice, no
+    communication."""
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None)
+
+
+def _nbytes(p: Tensor) -> int:
+    n = math.prod(p.shape) * p.element_size()
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def exchange(
+    updates: dict[int, Tensor],
+    params: list[Tensor],
+    owners: list[int],
+    stepped: list[bool],
+    sharding: Sharding,
+    device: torch.device,
+) -> dict[int, Tensor]:
+    """Every rank's updates on every rank: each rank packs the (flat, parameter-dtype) updates
+    it owns as bytes in parameter order, and one ``all_gather`` moves them. Offsets follow
+    from the global shapes and dtypes, which every rank knows."""
+    sizes = [0] * sharding.world
+    where: dict[int, tuple[int, int]] = {}
+    for i, p in enumerate(params):
+        if stepped[i]:
+            where[i] = (owners[i], sizes[owners[i]])
+            sizes[owners[i]] += _nbytes(p)
+    if max(sizes) == 0:
+        return {}
+    buf = torch.zeros(max(sizes), dtype=torch.uint8, device=device)
+    for i, u in updates.items():
+        _, off = where[i]
+        raw = u.contiguous().view(torch.uint8)
+        buf[off : off + raw.numel()] = raw.to(device)
+    gathered = [torch.empty_like(buf) for _ in range(sharding.world)]
+    dist.all_gather(gathered, buf, group=sharding.group)
+    out = {}
+    for i, (r, off) in where.items():
+        p = params[i]
+        n = math.prod(p.shape) * p.element_size()
+        out[i] = gathered[r][off : off + n].view(p.dtype)
+    return out
+
+
+def step(opt: Any) -> bool:
+    """One step of ``opt`` (a ``SpectralKron`` with ``shard=True`` or ``DTensor``
+    parameters). Returns ``False`` when the step is skipped (non-finite gradient,
+    ``nonfinite="skip"``); raises on every rank, with nothing written, when it fails."""
+    sharding: Sharding | None = opt._sharding
+    rank = sharding.rank if sharding else 0
+    where = [(gi, pi) for gi, g in enumerate(opt.param_groups) for pi in range(len(g["params"]))]
+    groups = [g for g in opt.param_groups for _ in g["params"]]
+    params = [p for g in opt.param_groups for p in g["params"]]
+    owners = [sharding.owners[p] if sharding else EVERY_RANK for p in params]
+    n = len(params)
+    device = params[0].device if params else torch.device("cpu")
+    # [presence | non-finite gradient | failed computation], summed over the ranks.
+    flags = [0] * (3 * n)
+    results: dict[int, tuple[dict[str, Any], Tensor]] = {}
+    errors: dict[int, BaseException] = {}
+    doomed = False  # a non-finite gradient was seen: the step will not be taken
+    for i, (group, p) in enumerate(zip(groups, params, strict=True)):
+        grad, (gi, pi) = p.grad, where[i]
+        if grad is None:
+            continue
+        flags[i] = 1
+        if grad.is_sparse:
+            raise ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
+        if is_dtensor(grad):
+            grad = grad.full_tensor()  # a collective: every rank, same order, every step
+        if owners[i] not in (EVERY_RANK, rank):
+            continue
+        if not bool(torch.isfinite(grad).all()):
+            flags[n + i] = 1
+            doomed = True
+        if doomed:
+            continue
+        try:
+            new_state, u = opt._compute(group, p, grad)
+        except Exception as e:  # noqa: BLE001 - re-raised below, once every rank knows
+            # Raising now would leave the other ranks waiting in the all-reduce.
+            flags[2 * n + i] = 1
+            errors[i] = e
+            continue
+        results[i] = (new_state, u.reshape(-1).to(p.dtype))
+    # Sharded or DTensor parameters: the process group is initialised.
+    pg = sharding.group if sharding else opt._process_group
+    world = dist.get_world_size(pg)
+    summed = torch.tensor(flags, dtype=torch.int64, device=device)
+    dist.all_reduce(summed, group=pg)
+    flags = summed.tolist()
+    _raise_or_skip(opt, flags, n, world, where, owners, errors)
+    if any(flags[n : 2 * n]):
+        return False
+    stepped = [bool(f) for f in flags[:n]]
+    updates = {i: u for i, (_, u) in results.items()}
+    if sharding is not None and sharding.world > 1:
+        updates = exchange(updates, params, owners, stepped, sharding, device)
+    for i, (group, p) in enumerate(zip(groups, params, strict=True)):
+        if not stepped[i]:
+            continue
+        if i in results:
+            opt.state[p].update(results[i][0])
+        transforms.weight_decay(p, group["lr"], group["weight_decay"])
+        u = updates[i].to(p.device).view(p.shape)
+        p.add_(_local_slice(u, p) if is_dtensor(p) else u, alpha=-group["lr"])
+    return True
+
+
+def _raise_or_skip(
+    opt: Any,
+    flags: list[int],
+    n: int,
+    world: int,
+    where: list[tuple[int, int]],
+    owners: list[int],
+    errors: dict[int, BaseException],
+) -> None:
+    """The same decision on every rank, from the all-reduced flags."""
+    for i in range(n):
+        if 0 < flags[i] < world:
+            gi, pi = where[i]
+            raise RuntimeError(
+                f"params[{gi}][{pi}]: has a gradient on {flags[i]} of {world} ranks; "
+                "every rank must have the same gradients; nothing was changed"
+            )
+    bad = [i for i in range(n) if flags[n + i]]
+    if bad and opt.nonfinite == "raise":
+        gi, pi = where[bad[0]]
+        shape = tuple(opt.param_groups[gi]["params"][pi].shape)
+        raise ValueError(
+            f"params[{gi}][{pi}] (shape {shape}): gradient contains NaN or Inf; nothing was "
+            "changed (pass nonfinite='skip' to skip such steps)"
+        )
+    failed = [i for i in range(n) if flags[2 * n + i]]
+    if failed and not bad:
+        i = failed[0]
+        if i in errors:
+            raise errors[i]
+        gi, pi = where[i]
+        raise FloatingPointError(
+            f"SpectralKron: the update of params[{gi}][{pi}] failed on rank {owners[i]} "
+            "(its owner, which raised the error); nothing was changed"
+        )
+
+
+def consolidate(shard: dict[str, Any], sharding: Sharding) -> dict[str, Any]:
+    """Merge every rank's ``state_dict`` shard (``all_gather_object``; the state goes through
+    the CPU, so no accelerator holds the whole state at once)."""
+    local = {
+        k: {name: v.cpu() if isinstance(v, Tensor) else v for name, v in st.items()}
+        for k, st in shard["state"].items()
+    }
+    parts: list[Any] = [None] * sharding.world
+    dist.all_gather_object(parts, local, group=sharding.group)
+    merged: dict[int, Any] = {}
+    for part in parts:
+        merged.update(part)
+    return {"state": dict(sorted(merged.items())), "param_groups": shard["param_groups"]}
+
+
+def check_loadable(state_dict: dict[str, Any], sharding: Sharding | None) -> None:
+    """A rank's shard holds the state of that rank's parameters only: load it into the same
+    rank of the same world size, never into an unsharded optimizer."""
+    saved = state_dict.get("shard")
+    if saved is None:
+        return
+    where = f"rank {saved['rank']} of {saved['world_size']}"
+    if sharding is None:
+        raise ValueError(
+            f"state_dict: this is the shard of {where} of a sharded SpectralKron; load its "
+            "consolidated_state_dict() into an unsharded optimizer"
+        )
+    if (saved["rank"], saved["world_size"]) != (sharding.rank, sharding.world):
+        raise ValueError(
+            f"state_dict: this is the shard of {where}, but this optimizer is rank "
+            f"{sharding.rank} of {sharding.world}; resume with the same world size, or load a "
+            "consolidated_state_dict()"
+        )

@@ -1,0 +1,346 @@
+"""SpectralKron on torch.distributed: DDP, sharded preconditioner work (``shard=True``) and
+FSDP2 (``fully_shard``) with 2 gloo ranks on the CPU, against a single process on the global
+batch.
+
+One ``torch.multiprocessing.spawn`` (a module fixture) runs every multi-process scenario and
+saves what it saw to a file per rank; the tests assert on those files in this process.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from manifold_spectral.optim import SpectralKron
+from manifold_spectral.optim.distributed import assign_owners, param_cost
+
+torch.set_num_threads(1)
+
+WORLD = 2
+STEPS = 4
+OPTS: dict[str, Any] = dict(
+    lr=0.05, beta2=0.05, damping=1e-4, weight_decay=1e-2, clip_rms=1.0, warm_start=True
+)
+
+needs_gloo = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="this torch build has no gloo backend for torch.distributed",
+)
+
+
+def make_model() -> nn.Module:
+    """Two Kronecker matrices (5 x 6, 3 x 5) and four diagonal vectors (biases, LayerNorm)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3), nn.LayerNorm(3)).double()
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randn(
+        8, 3, generator=g, dtype=torch.float64
+    )
+
+
+def train(model: nn.Module, opt: SpectralKron, X, Y, steps: int) -> None:
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(X), Y).backward()
+        opt.step()
+
+
+def flat(params) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+# The worker (one per rank) -----------------------------------------------------------------
+
+
+def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    X, Y = batch()
+    Xr, Yr = X[4 * rank : 4 * rank + 4], Y[4 * rank : 4 * rank + 4]  # half of the global batch
+
+    plain = DDP(make_model())
+    opt = SpectralKron(plain.parameters(), **OPTS)
+    train(plain, opt, Xr, Yr, STEPS)
+    out["ddp"] = flat(plain.parameters())
+    out["ddp_state"] = copy.deepcopy(opt.state_dict()["state"])
+
+    sharded = DDP(make_model())
+    sopt = SpectralKron(sharded.parameters(), **OPTS, shard=True)
+    train(sharded, sopt, Xr, Yr, 2)
+    snap_model = copy.deepcopy(sharded.module.state_dict())
+    snap_opt = copy.deepcopy(sopt.state_dict())
+    snap_full = sopt.consolidated_state_dict()
+    train(sharded, sopt, Xr, Yr, STEPS - 2)
+    out["shard"] = flat(sharded.parameters())
+    out["owned"] = sorted(i for i, st in sopt.state_dict()["state"].items() if st)
+    out["consolidated"] = sopt.consolidated_state_dict()["state"]
+
+    # Resume: this rank's shard into a sharded optimizer; the whole state into an unsharded
+    # one and into a sharded one.
+    for name, shard, sd in (
+        ("resume_shard", True, snap_opt),
+        ("resume_full_unsharded", False, snap_full),
+        ("resume_full_sharded", True, snap_full),
+    ):
+        m = make_model()
+        m.load_state_dict(snap_model)
+        m = DDP(m)
+        o = SpectralKron(m.parameters(), **OPTS, shard=shard)
+        o.load_state_dict(sd)
+        train(m, o, Xr, Yr, STEPS - 2)
+        out[name] = flat(m.parameters())
+    try:
+        SpectralKron(make_model().parameters(), **OPTS).load_state_dict(snap_opt)
+    except ValueError as e:
+        out["load_shard_unsharded"] = str(e)
+
+    # A non-finite gradient: both ranks raise (or skip) and nothing changes.
+    before = flat(sharded.parameters())
+    state_before = copy.deepcopy(sopt.state_dict())
+    sopt.zero_grad()
+    nn.functional.mse_loss(sharded(Xr), Yr).backward()
+    sharded.module[2].weight.grad[0, 0] = float("nan")
+    try:
+        sopt.step()
+    except ValueError as e:
+        out["nan_raise"] = str(e)
+    sopt.nonfinite = "skip"
+    sopt.step()
+    out["nan_skipped"] = sopt.skipped_steps
+    sopt.nonfinite = "raise"
+    # A computation that fails on rank 0 only: every rank raises, no rank hangs.
+    sopt.zero_grad()
+    nn.functional.mse_loss(sharded(Xr), Yr).backward()
+    if rank == 0:
+
+        def broken(*args: Any) -> Any:
+            raise FloatingPointError("injected failure")
+
+        sopt._compute = broken  # type: ignore[method-assign]
+    try:
+        sopt.step()
+    except FloatingPointError as e:
+        out["fail_raise"] = str(e)
+    out["unchanged"] = all(
+        torch.equal(a, b) for a, b in zip(before, sharded.parameters(), strict=True)
+    ) and all(
+        torch.equal(v, sopt.state_dict()["state"][k][name])
+        for k, st in state_before["state"].items()
+        for name, v in st.items()
+    )
+
+
+def _mixed_dtype_scenario(out: dict[str, Any]) -> None:
+    """Parameters of three dtypes (the exchange packs their bytes in one buffer): sharded and
+    unsharded runs from the same gradients on every rank give the same bits."""
+    runs = []
+    for shard in (False, True):
+        torch.manual_seed(3)
+        params = [
+            nn.Parameter(torch.randn(4, 3)),
+            nn.Parameter(torch.randn(5, dtype=torch.float64)),
+            nn.Parameter(torch.randn(3, 3, dtype=torch.bfloat16)),
+        ]
+        opt = SpectralKron(params, lr=0.05, beta2=0.05, damping=1e-3, shard=shard)
+        g = torch.Generator().manual_seed(4)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g).to(p.dtype)
+            opt.step()
+        runs.append(flat(params))
+    out["mixed_equal"] = all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+def _fsdp_scenarios(rank: int, out: dict[str, Any]) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (WORLD,))
+    X, Y = batch()
+    Xr, Yr = X[4 * rank : 4 * rank + 4], Y[4 * rank : 4 * rank + 4]
+    for name, shard in (("fsdp", False), ("fsdp_shard", True)):
+        model = make_model()
+        fully_shard(model[0], mesh=mesh)
+        fully_shard(model[2], mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        opt = SpectralKron(model.parameters(), **OPTS, shard=shard)
+        train(model, opt, Xr, Yr, STEPS)
+        out[name] = [p.full_tensor().detach().clone() for p in model.parameters()]
+        out[name + "_local_shapes"] = [tuple(p.to_local().shape) for p in model.parameters()]
+        out[name + "_state"] = {
+            i: {k: tuple(v.shape) for k, v in st.items()}
+            for i, st in opt.state_dict()["state"].items()
+        }
+
+
+def _worker(rank: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{tmp}/store",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),  # a hang fails the test instead of CI
+    )
+    out: dict[str, Any] = {}
+    try:
+        _ddp_scenarios(rank, out)
+        _mixed_dtype_scenario(out)
+        _fsdp_scenarios(rank, out)
+        dist.barrier()  # no rank closes its connections while another still talks
+    finally:
+        torch.save(out, f"{tmp}/rank{rank}.pt")
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("dist")
+    torch.multiprocessing.spawn(_worker, args=(str(tmp),), nprocs=WORLD, join=True)
+    return [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def single() -> list[torch.Tensor]:
+    """One process, the global batch, the same optimizer."""
+    model = make_model()
+    X, Y = batch()
+    train(model, SpectralKron(model.parameters(), **OPTS), X, Y, STEPS)
+    return flat(model.parameters())
+
+
+def assert_close_rel(got: list[torch.Tensor], want: list[torch.Tensor], rtol: float) -> None:
+    for a, b in zip(got, want, strict=True):
+        err = float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+        assert err < rtol, err
+
+
+def assert_equal(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+# Tests --------------------------------------------------------------------------------------
+
+
+@needs_gloo
+def test_ddp_matches_single_process_and_ranks_agree(ranks, single):
+    assert_equal(ranks[0]["ddp"], ranks[1]["ddp"])
+    assert_close_rel(ranks[0]["ddp"], single, 1e-10)
+
+
+@needs_gloo
+def test_sharded_equals_unsharded_bitwise_with_disjoint_state(ranks):
+    for r in ranks:
+        assert_equal(r["shard"], r["ddp"])
+    owned = [set(r["owned"]) for r in ranks]
+    assert owned[0] and owned[1] and not owned[0] & owned[1]
+    assert owned[0] | owned[1] == set(range(6))
+    # The largest matrix (5 x 6) alone on one rank, the rest on the other.
+    assert {frozenset(o) for o in owned} == {frozenset({0}), frozenset({1, 2, 3, 4, 5})}
+    for r in ranks:
+        full, ref = r["consolidated"], r["ddp_state"]
+        assert full.keys() == ref.keys()
+        for k in ref:
+            assert all(torch.equal(full[k][n], ref[k][n]) for n in ref[k])
+    assert ranks[0]["mixed_equal"] and ranks[1]["mixed_equal"]
+
+
+@needs_gloo
+def test_sharded_resume_is_bitwise(ranks):
+    for r in ranks:
+        for name in ("resume_shard", "resume_full_unsharded", "resume_full_sharded"):
+            assert_equal(r[name], r["shard"])
+        assert "consolidated_state_dict" in r["load_shard_unsharded"]
+
+
+@needs_gloo
+def test_sharded_failures_are_atomic_on_every_rank(ranks):
+    for r in ranks:
+        assert "params[0][2]" in r["nan_raise"] and "NaN" in r["nan_raise"]
+        assert r["nan_skipped"] == 1
+        assert r["unchanged"]
+    assert ranks[0]["fail_raise"] == "injected failure" or "rank 0" in ranks[0]["fail_raise"]
+    assert "failed on rank 0" in ranks[1]["fail_raise"]
+
+
+@needs_gloo
+def test_fsdp2_matches_single_process(ranks, single):
+    for r in ranks:
+        assert_close_rel(r["fsdp"], single, 1e-10)
+        assert_equal(r["fsdp_shard"], r["fsdp"])
+    assert_equal(ranks[0]["fsdp"], ranks[1]["fsdp"])
+    # Parameters stay sharded: 5 rows -> 3 + 2.
+    assert ranks[0]["fsdp_local_shapes"][0] == (3, 6)
+    assert ranks[1]["fsdp_local_shapes"][0] == (2, 6)
+    # Without shard every rank holds the whole state; with it, owners only, full-size factors.
+    assert all(len(r["fsdp_state"]) == 6 for r in ranks)
+    states = [r["fsdp_shard_state"] for r in ranks]
+    assert not states[0].keys() & states[1].keys()
+    owner = 0 if 0 in states[0] else 1
+    assert states[owner][0]["pc_B_L"] == (5, 5) and states[owner][0]["pc_B_R"] == (6, 6)
+
+
+@needs_gloo
+def test_docs_torchrun_example_runs(tmp_path):
+    """The DDP example of docs/distributed.md under ``torchrun --standalone`` (a free port);
+    its consolidated checkpoint loads into an unsharded optimizer here."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "distributed.md").read_text()
+    script = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "torchrun" in script
+    (tmp_path / "train_ddp.py").write_text(script)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [*cmd, "2", "train_ddp.py"], cwd=tmp_path, env=env, capture_output=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["optim"]["state"].keys() == set(range(4))  # two matrices, two biases
+    shards = [torch.load(tmp_path / f"optim_rank{r}.pt") for r in range(WORLD)]
+    assert [len(sd["state"]) for sd in shards] in ([1, 3], [3, 1], [2, 2])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 10))
+    model.load_state_dict(ckpt["model"])
+    opt = SpectralKron(SpectralKron.param_groups(model), lr=1e-3)
+    opt.load_state_dict(ckpt["optim"])
+    model(torch.randn(4, 32)).sum().backward()
+    opt.step()
+    assert all(int(st["step"]) == 11 for st in opt.state.values())
+
+
+# Single-process checks ----------------------------------------------------------------------
+
+
+def test_owner_assignment_is_balanced_and_deterministic():
+    costs = [param_cost((512, 512), {"max_factor_dim": 2048})] * 8 + [512] * 8
+    owners, loads = assign_owners(costs, 4)
+    assert owners == assign_owners(costs, 4)[0]
+    assert [owners[:8].count(r) for r in range(4)] == [2, 2, 2, 2]
+    assert max(loads) - min(loads) <= 512
+    # Adding parameters later never moves the existing ones.
+    more, _ = assign_owners([10**9], 4, loads)
+    assert len(more) == 1 and 0 <= more[0] < 4
+    assert param_cost((4, 3, 3, 3), {"max_factor_dim": 2048}) == 4**3 + 27**3 + 4 * 27 * 31
+    assert param_cost((7,), {"max_factor_dim": 2048}) == 7
+
+
+def test_shard_needs_an_initialised_process_group():
+    if dist.is_available() and dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        SpectralKron(make_model().parameters(), shard=True)
+    with pytest.raises(TypeError, match="shard"):
+        SpectralKron(make_model().parameters(), shard="yes")
