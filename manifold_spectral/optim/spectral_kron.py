@@ -334,15 +334,22 @@ class SpectralKron(torch.optim.Optimizer):
             for p in [p for p in self.state if not self._sharding.owns(p)]:
                 del self.state[p]
         self._preconditioners.clear()
+        # torch.optim matched saved and current parameters by position; take the saved tensors
+        # themselves (its cast to the parameter dtype rounds a state dtype finer than the
+        # parameters', e.g. float64 state on float32 parameters).
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_of = dict(zip(params, saved_ids, strict=True))
         for group in self.param_groups:
             for p in group["params"]:
                 st = self.state.get(p)
                 if not st:
                     continue
+                saved = state_dict["state"].get(saved_of[p], {})
                 sd = self._state_dtype(group, p)
                 for k, v in list(st.items()):
-                    if k == "step" or k == "exp_avg_sq" or not isinstance(v, Tensor):
+                    if k == "step" or not isinstance(v, Tensor):
                         continue
-                    st[k] = v.to(sd)
-                if "exp_avg_sq" in st:
-                    st["exp_avg_sq"] = st["exp_avg_sq"].float()
+                    src = saved.get(k, v)
+                    dtype = torch.float32 if k == "exp_avg_sq" else sd
+                    st[k] = src.to(device=v.device, dtype=dtype, copy=True)
