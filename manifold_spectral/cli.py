@@ -76,14 +76,11 @@ class Reproduction:
     quick: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _curvature_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=positive_int, default=100, help="matrix size (default 100)")
-    parser.add_argument(
-        "--steps",
-        type=positive_int,
-        default=None,
-        help="gradients per run (default: 10 / beta2, ten time constants of the average)",
-    )
+def _moving_average_arguments(
+    parser: argparse.ArgumentParser, steps_help: str, init_help: str
+) -> None:
+    """Options shared by the two curvature-tracking reproductions (Figs. 1-2)."""
+    parser.add_argument("--steps", type=positive_int, default=None, help=steps_help)
     parser.add_argument(
         "--beta2",
         type=unit_interval,
@@ -93,14 +90,18 @@ def _curvature_arguments(parser: argparse.ArgumentParser) -> None:
         help="one or more step sizes in (0, 1); one plot row each (default: 0.01 0.001)",
     )
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    parser.add_argument(
-        "--init",
-        choices=("random", "sample"),
-        default="random",
-        help="S0: an independent random SPD matrix (default) or a sample covariance",
-    )
+    parser.add_argument("--init", choices=("random", "sample"), default="random", help=init_help)
     parser.add_argument(
         "--no-w2", dest="w2", action="store_false", help="skip the Wasserstein-2 metric"
+    )
+
+
+def _curvature_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n", type=positive_int, default=100, help="matrix size (default 100)")
+    _moving_average_arguments(
+        parser,
+        steps_help="gradients per run (default: 10 / beta2, ten time constants of the average)",
+        init_help="S0: an independent random SPD matrix (default) or a sample covariance",
     )
 
 
@@ -118,6 +119,17 @@ def _run_rows(run: Callable[[float], Any], beta2s: Sequence[float], out: Path, s
     png, txt = out / f"{stem}.png", out / f"{stem}.txt"
     curvature.plot([r for r, _ in results], png)
     txt.write_text("\n\n".join(t for _, t in results) + "\n")
+    print(f"wrote {png} and {txt}")
+
+
+def _write_outputs(module: Any, result: Any, out: Path, stem: str) -> None:
+    """Print ``module.format_table(result)``, write ``stem``.png (``module.plot``) and
+    ``stem``.txt (the table) under ``out``."""
+    table = module.format_table(result)
+    print(table, flush=True)
+    png, txt = out / f"{stem}.png", out / f"{stem}.txt"
+    module.plot(result, png)
+    txt.write_text(table + "\n")
     print(f"wrote {png} and {txt}")
 
 
@@ -141,29 +153,10 @@ def _run_curvature(args: argparse.Namespace, out: Path) -> None:
 def _kronecker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--a", type=positive_int, default=9, help="left factor size (default 9)")
     parser.add_argument("--b", type=positive_int, default=11, help="right factor size (default 11)")
-    parser.add_argument(
-        "--steps",
-        type=positive_int,
-        default=None,
-        help="gradients per run (default: 10 / beta2, capped at 5000 to keep the run short)",
-    )
-    parser.add_argument(
-        "--beta2",
-        type=unit_interval,
-        nargs="+",
-        default=[1e-2, 1e-3],
-        metavar="BETA2",
-        help="one or more step sizes in (0, 1); one plot row each (default: 0.01 0.001)",
-    )
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    parser.add_argument(
-        "--init",
-        choices=("random", "sample"),
-        default="random",
-        help="S0: random Kronecker factors (default) or the NKP of a sample covariance",
-    )
-    parser.add_argument(
-        "--no-w2", dest="w2", action="store_false", help="skip the Wasserstein-2 metric"
+    _moving_average_arguments(
+        parser,
+        steps_help="gradients per run (default: 10 / beta2, capped at 5000 to keep the run short)",
+        init_help="S0: random Kronecker factors (default) or the NKP of a sample covariance",
     )
 
 
@@ -232,12 +225,7 @@ def _run_spd(args: argparse.Namespace, out: Path) -> None:
         seed=args.seed,
         progress=args.progress,
     )
-    table = spd.format_table(result)
-    print(table, flush=True)
-    png, txt = out / "spd.png", out / "spd.txt"
-    spd.plot(result, png)
-    txt.write_text(table + "\n")
-    print(f"wrote {png} and {txt}")
+    _write_outputs(spd, result, out, "spd")
 
 
 def _nn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -298,12 +286,7 @@ def _run_nn(args: argparse.Namespace, out: Path) -> None:
         threads=args.threads,
         progress=args.progress,
     )
-    table = nn_training.format_table(result)
-    print(table, flush=True)
-    png, txt = out / "nn.png", out / "nn.txt"
-    nn_training.plot(result, png)
-    txt.write_text(table + "\n")
-    print(f"wrote {png} and {txt}")
+    _write_outputs(nn_training, result, out, "nn")
 
 
 #: ``experiments.nes.APPENDIX_C`` and ``DEFAULT_METHODS``, spelled out so ``--help`` stays
@@ -348,12 +331,7 @@ def _run_nes(args: argparse.Namespace, out: Path) -> None:
         methods=args.methods,
         progress=args.progress,
     )
-    table = nes.format_table(result)
-    print(table, flush=True)
-    png, txt = out / "nes.png", out / "nes.txt"
-    nes.plot(result, png)
-    txt.write_text(table + "\n")
-    print(f"wrote {png} and {txt}")
+    _write_outputs(nes, result, out, "nes")
 
 
 REPRODUCTIONS: dict[str, Reproduction] = {
