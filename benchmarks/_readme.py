@@ -1,8 +1,24 @@
-"""Shared by the benchmark scripts: write a result block into benchmarks/README.md."""
+"""Shared by the benchmark scripts: the machine line of a result block, and writing the block
+into benchmarks/README.md."""
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
+
+
+def machine() -> str:
+    """CPU model (from /proc/cpuinfo where available), logical CPU count, OS and kernel."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def replace_between(path: Path, start: str, end: str, block: str) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from _readme import replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 from torch import nn
 
 from manifold_spectral.optim import SpectralKron
@@ -45,18 +44,6 @@ from manifold_spectral.optim import SpectralKron
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- distributed:start -->", "<!-- distributed:end -->"
 WARMUP = 1  # the first step initialises the state
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def make_params(layers: int, n: int) -> list[nn.Parameter]:

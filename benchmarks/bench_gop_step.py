@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,23 +38,10 @@ from manifold_spectral import GOP, Gaussian, SpectralSPD
 BETA2 = 0.01
 #: Repeats per size (fewer at n = 1000 keep a run under ~3 minutes on 2 cores).
 REPEATS = {100: 40, 250: 20, 500: 10, 1000: 5}
-from _readme import replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def machine() -> str:
-    """CPU model and core count, from /proc/cpuinfo where available."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def make_methods(n: int, dtype: torch.dtype, seed: int = 0) -> dict[str, Callable[[], object]]:

@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _readme import replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
 from manifold_spectral.baselines.cholesky_nes import CholeskyNES
 from manifold_spectral.baselines.xnes import XNES
@@ -44,18 +43,6 @@ README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- nes:start -->", "<!-- nes:end -->"
 TARGET = 1e-8
 PROBLEMS = ("sphere", "rotated-ellipsoid", "rosenbrock", "ackley", "griewank")
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs"
 
 
 def run_nes(name: str, n: int, seed: int, budget: int) -> int | None:

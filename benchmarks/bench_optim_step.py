@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -43,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _readme import replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 from torch import nn
 
 from manifold_spectral.optim import SpectralKron
@@ -53,18 +52,6 @@ START, END = "<!-- optim-step:start -->", "<!-- optim-step:end -->"
 #: Repeats (pairs of steps) per workload; SOAP and Muon at 2048 take seconds per step.
 REPEATS = {256: 12, 512: 8, 1024: 4, 2048: 2, "block": 10}
 WARMUP = 2  # pairs of steps before timing (SOAP's first step is an eigh and no update)
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def workload(name: int | str) -> list[nn.Parameter]:

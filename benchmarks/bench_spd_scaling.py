@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from _readme import replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
 from manifold_spectral import SpectralSPD
 from manifold_spectral.experiments.spd import make_problems
@@ -57,19 +56,6 @@ TIMING = {60: (5, 40), 250: (5, 8), 1000: (5, 3)}
 #: Iteration caps of the tolerance runs; Neumann gets its own (it converges much later).
 CAP = {"nearness": 4000, "logdet": 1000}
 NEUMANN_CAP = 1500
-
-
-def machine() -> str:
-    """CPU model and core count, from /proc/cpuinfo where available."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def setup(d: int) -> tuple[dict[str, spd.SPDProblem], dict[str, object]]:
