@@ -25,35 +25,33 @@ __all__ = ["main", "build_parser", "Reproduction", "REPRODUCTIONS"]
 # Argument types: argparse turns ArgumentTypeError into "error: argument --x: ..." + exit 2.
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _argument_type(
+    convert: Callable[[str], Any], valid: Callable[[Any], bool], expected: str
+) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``convert(text)`` if it succeeds and is ``valid``, else an
+    ``ArgumentTypeError`` saying what was ``expected``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected.replace(" ", "_")
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    """A float strictly between 0 and 1 (a step size of a moving average)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not (math.isfinite(value) and 0.0 < value < 1.0):
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
+positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")
+nonnegative_int = _argument_type(int, lambda v: v >= 0, "an integer >= 0")
+#: A float strictly between 0 and 1 (a step size of a moving average).
+unit_interval = _argument_type(
+    float, lambda v: math.isfinite(v) and 0 < v < 1, "a number in (0, 1)"
+)
+#: A finite float > 0 (a step size).
+positive_float = _argument_type(float, lambda v: math.isfinite(v) and v > 0, "a number > 0")
 
 
 # Registry ----------------------------------------------------------------------------------
@@ -176,17 +174,6 @@ def _run_kronecker(args: argparse.Namespace, out: Path) -> None:
         )
 
     _run_rows(run, args.beta2, out, "curvature_kronecker")
-
-
-def positive_float(text: str) -> float:
-    """A finite float > 0 (a step size)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0.0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def _spd_arguments(parser: argparse.ArgumentParser) -> None:
