@@ -38,48 +38,56 @@ class Curvature:
 
 
 class GOP(Curvature):
-    """Gradient outer product ``H = (1/k) sum_i g_i g_i^T`` of k stacked (k, n) gradients.
+    """Gradient outer product ``H = (1/m) sum_i g_i g_i^T`` of m stacked (m, n) gradients.
 
-    A single gradient of shape (n,) is the case k = 1. ``damping`` adds ``lambda I`` to ``H``.
+    A single gradient of shape (n,) is the case m = 1. ``damping`` adds ``lambda I`` to ``H``.
+    On a manifold with ``batch=k`` the gradients of the ``k`` elements are stacked first:
+    ``grads`` is (k, n) (one gradient per element) or (k, m, n) (``m`` per element), and each
+    element gets the GOP of its own gradients.
 
-    Never forms ``H``: ``B^T H B = Q Q^T / k`` with ``Q = B^T [g_1 ... g_k]`` (for a Kronecker
+    Never forms ``H``: ``B^T H B = Q Q^T / m`` with ``Q = B^T [g_1 ... g_m]`` (for a Kronecker
     manifold, ``Z_i = B_L^T Mat(g_i) B_R``).
     """
 
     def __init__(self, grads: Tensor, damping: float = 0.0) -> None:
         check_tensor(grads, "grads")
         self.damping = check_positive(damping, "damping", allow_zero=True)
-        if grads.ndim not in (1, 2):
-            raise ValueError(f"grads: expected shape (n,) or (k, n), got {tuple(grads.shape)}")
-        self.grads = grads if grads.ndim == 2 else grads[None, :]
+        if grads.ndim not in (1, 2, 3):
+            raise ValueError(
+                "grads: expected shape (n,) or (m, n), or (k, n) or (k, m, n) for a batch of k, "
+                f"got {tuple(grads.shape)}"
+            )
+        self.grads = grads if grads.ndim >= 2 else grads[None, :]
 
     def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
-        n = manifold.egrad_shape[0]
+        bs, n = manifold.batch_shape, manifold.egrad_shape[-1]
+        grads = self.grads
+        if bs and grads.ndim == 2:
+            grads = grads[:, None, :]  # one gradient per element: (k, 1, n)
+        m = grads.shape[-2]
         check_tensor(
-            self.grads,
-            "grads",
-            shape=(self.grads.shape[0], n),
-            dtype=manifold.dtype,
-            device=manifold.device,
+            grads, "grads", shape=(*bs, m, n), dtype=manifold.dtype, device=manifold.device
         )
-        return manifold.gop_eigenbasis(x, self.grads.T, self.damping)
+        return manifold.gop_eigenbasis(x, grads.mT, self.damping)
 
 
 class Hessian(Curvature):
     """A dense symmetric curvature estimate ``H`` (n, n) (e.g. a Hessian or Gauss-Newton matrix).
 
-    ``H`` need not be PSD (the exact exponential handles any symmetric ``H``).
+    ``H`` need not be PSD (the exact exponential handles any symmetric ``H``). On a batched
+    ``SpectralSPD`` it is (k, n, n), one per element.
     """
 
     def __init__(self, H: Tensor) -> None:
         check_tensor(H, "H")
-        if H.ndim != 2 or H.shape[0] != H.shape[1]:
+        if H.ndim not in (2, 3) or H.shape[-2] != H.shape[-1]:
             raise ValueError(f"H: expected a square matrix, got shape {tuple(H.shape)}")
         self.H = H
 
     def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
-        n = manifold.egrad_shape[0]
-        check_tensor(self.H, "H", shape=(n, n), dtype=manifold.dtype, device=manifold.device)
+        n = manifold.egrad_shape[-1]
+        shape = (*manifold.batch_shape, n, n)
+        check_tensor(self.H, "H", shape=shape, dtype=manifold.dtype, device=manifold.device)
         return manifold.rotate(x, self.H)
 
 
@@ -169,13 +177,15 @@ class Gaussian:
         """``S^(-1/p) g`` from ``(B, d)`` only."""
         return self.manifold.apply_power(x, grad, -1.0 / self.root)
 
+    def _vector_shape(self) -> tuple[int, ...]:
+        """Shape of ``mu`` and of one gradient: (n,), or (k, n) on a manifold with batch=k."""
+        return (*self.manifold.batch_shape, self.manifold.egrad_shape[-1])
+
     def mean_step(self, mu: Tensor, x: Any, grad: Tensor) -> Tensor:
         """``mu - beta1 S^(-1/p) g``."""
-        n = self.manifold.egrad_shape[0]
-        check_tensor(mu, "mu", shape=(n,), dtype=self.manifold.dtype, device=self.manifold.device)
-        check_tensor(
-            grad, "grad", shape=(n,), dtype=self.manifold.dtype, device=self.manifold.device
-        )
+        shape, dt, dev = self._vector_shape(), self.manifold.dtype, self.manifold.device
+        check_tensor(mu, "mu", shape=shape, dtype=dt, device=dev)
+        check_tensor(grad, "grad", shape=shape, dtype=dt, device=dev)
         return mu - self.beta1 * self.precondition(x, grad)
 
     def step(
@@ -183,10 +193,8 @@ class Gaussian:
     ) -> tuple[Tensor, Any]:
         """Precision step (default curvature: the GOP of ``grad``), then the mean step with the
         new precision, as in Fig. 1. Returns ``(mu_new, x_new)``; inputs are not modified."""
-        n = self.manifold.egrad_shape[0]
-        check_tensor(mu, "mu", shape=(n,), dtype=self.manifold.dtype, device=self.manifold.device)
-        check_tensor(
-            grad, "grad", shape=(n,), dtype=self.manifold.dtype, device=self.manifold.device
-        )
+        shape, dt, dev = self._vector_shape(), self.manifold.dtype, self.manifold.device
+        check_tensor(mu, "mu", shape=shape, dtype=dt, device=dev)
+        check_tensor(grad, "grad", shape=shape, dtype=dt, device=dev)
         x_new = self.precision_step(x, GOP(grad) if curvature is None else curvature)
         return self.mean_step(mu, x_new, grad), x_new

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .linalg import all_finite
 from .manifolds.base import SpectralManifold, check_cayley, check_positive
 from .manifolds.points import TensorTree
 
@@ -128,7 +129,7 @@ class RGD:
         """
         if check_input:
             self.manifold.validate_point(x, fast=True)
-        finite = G.is_finite() if isinstance(G, TensorTree) else bool(torch.isfinite(G).all())
+        finite = G.is_finite() if isinstance(G, TensorTree) else all_finite(G)
         if not finite:
             raise ValueError("G: contains NaN or Inf")
         nat = self.manifold.natural_gradient_eigenbasis(x, G)

@@ -447,11 +447,11 @@ def test_gaussian_rejects_a_non_manifold():
     [
         (torch.tensor([1.0, float("nan"), 0.0], dtype=F64), ValueError),
         (torch.tensor([[1.0, 0.0, float("inf")]], dtype=F64), ValueError),
-        (torch.ones(2, 2, N, dtype=F64), ValueError),
+        (torch.ones(2, 2, 2, N, dtype=F64), ValueError),
         (torch.tensor(1.0, dtype=F64), ValueError),
         ([1.0, 2.0, 3.0], TypeError),
     ],
-    ids=["nan", "inf", "3d", "0d", "list"],
+    ids=["nan", "inf", "4d", "0d", "list"],
 )
 def test_bad_gop(grads, exc):
     rejects(lambda: ms.GOP(grads), exc, "grads", grads)
@@ -459,8 +459,8 @@ def test_bad_gop(grads, exc):
 
 @pytest.mark.parametrize(
     "H",
-    [torch.ones(N, N + 1, dtype=F64), torch.ones(N, dtype=F64), torch.ones(1, N, N, dtype=F64)],
-    ids=["non_square", "vector", "batched"],
+    [torch.ones(N, N + 1, dtype=F64), torch.ones(N, dtype=F64), torch.ones(1, 1, N, N, dtype=F64)],
+    ids=["non_square", "vector", "4d"],
 )
 def test_bad_hessian_shape(H):
     rejects(lambda: ms.Hessian(H), ValueError, "H", H)
@@ -479,6 +479,9 @@ def test_gaussian_step_rejects_curvature_of_wrong_size_or_dtype(manifold):
         (ms.GOP(torch.ones(N + 1, dtype=F64)), ValueError, "grads"),
         (ms.GOP(torch.ones(N, dtype=torch.float32)), TypeError, "grads"),
         (ms.Hessian(torch.eye(N + 1, dtype=F64)), ValueError, "H"),
+        # (k, m, n) gradients and (k, n, n) curvatures are for manifolds with batch=k
+        (ms.GOP(torch.ones(2, 2, N, dtype=F64)), ValueError, "grads"),
+        (ms.Hessian(torch.ones(1, N, N, dtype=F64)), ValueError, "H"),
         (torch.eye(N, dtype=torch.float32), TypeError, "H"),
         ("gop", TypeError, "curvature"),
     ]

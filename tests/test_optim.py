@@ -79,9 +79,7 @@ def test_parameter_kinds_get_the_right_preconditioner():
         nn.Embedding(50, 8), nn.Linear(8, 16), nn.Linear(16, 3000), nn.LayerNorm(3000)
     )
     opt = SpectralKron(SpectralKron.param_groups(model), **OPTS, max_factor_dim=2048)
-    kinds = {
-        id(p): opt._preconditioner(g, p).kind for g in opt.param_groups for p in g["params"]
-    }
+    kinds = {id(p): opt._preconditioner(g, p).kind for g in opt.param_groups for p in g["params"]}
     emb, lin1, lin2, norm = model
     assert kinds[id(emb.weight)] == "diagonal"  # embeddings: diagonal scheme
     assert kinds[id(lin1.weight)] == "kronecker"
@@ -201,3 +199,73 @@ def test_nonfinite_gradient_raises_and_changes_nothing():
 def test_unsupported_options_rejected_at_construction(kw, name):
     with pytest.raises((ValueError, TypeError), match=name):
         SpectralKron(mlp().parameters(), **{**OPTS, **kw})
+
+
+def deep_mlp(seed: int = 3, dtype=torch.float64) -> nn.Module:
+    """Three same-shaped hidden matrices (one bucket) beside two odd-shaped ones."""
+    torch.manual_seed(seed)
+    layers = [nn.Linear(12, 16), nn.Tanh()]
+    for _ in range(3):
+        layers += [nn.Linear(16, 16), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(16, 4)).to(dtype)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"cayley": "exact", "truncated": False, "update_every": 2},
+        {"warm_start": True, "graft": "adam", "clip_rms": 0.5, "root": 1.0},
+    ],
+    ids=["defaults", "exact", "warm-graft-clip"],
+)
+def test_batched_buckets_equal_separate_updates(kw):
+    """``batched=True`` updates the three 16 x 16 layers on one ``batch=3`` manifold; every
+    parameter and state entry equals the one-by-one run to rounding, through a
+    re-orthogonalisation (step 10)."""
+    X, Y = data(5)
+    X = X.double()
+    runs = []
+    for batched in (False, True):
+        model = deep_mlp()
+        opt = SpectralKron(model.parameters(), **OPTS, **kw, batched=batched)
+        train(model, opt, X, Y, 12)
+        runs.append((model, opt))
+    (m0, o0), (m1, o1) = runs
+    buckets = o1._buckets(o1.param_groups[0])
+    assert sorted(len(b) for b in buckets) == [1, 1, 1, 1, 1, 1, 1, 3]
+    for p, q in zip(m0.parameters(), m1.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+        for key, v in o0.state[p].items():
+            torch.testing.assert_close(v, o1.state[q][key], rtol=1e-9, atol=1e-11)
+            assert o1.state[q][key].is_contiguous()
+
+
+def test_batched_bucket_splits_by_step_count_and_resumes_bitwise():
+    """A layer that missed a step (no gradient) has its own step count, hence its own bucket;
+    resuming a batched run from its state dict is bitwise."""
+    X, Y = data(6)
+    X = X.double()
+    model = deep_mlp()
+    opt = SpectralKron(model.parameters(), **OPTS)
+    skip = model[4].weight
+    for k in range(6):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), Y).backward()
+        if k == 0:
+            skip.grad = None
+        opt.step()
+    assert int(opt.state[skip]["step"]) == 5 and int(opt.state[model[2].weight]["step"]) == 6
+    sizes = sorted(len(b) for b in opt._buckets(opt.param_groups[0]))
+    assert sizes == [1, 1, 1, 1, 1, 1, 1, 1, 2]
+    snap_opt, snap_model = copy.deepcopy(opt.state_dict()), copy.deepcopy(model.state_dict())
+    train(model, opt, X, Y, 3)
+    resumed = deep_mlp()
+    resumed.load_state_dict(snap_model)
+    opt2 = SpectralKron(resumed.parameters(), **OPTS)
+    opt2.load_state_dict(snap_opt)
+    train(resumed, opt2, X, Y, 3)
+    for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="batched"):
+        SpectralKron(model.parameters(), batched="yes")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import check_cayley
+from ..linalg import all_finite, check_cayley
 
 __all__ = [
     "SpectralManifold",
@@ -26,6 +26,7 @@ __all__ = [
     "check_positive",
     "check_cayley",
     "check_size",
+    "check_batch",
     "resolve_dtype",
 ]
 
@@ -48,7 +49,7 @@ def check_tensor(
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(value.shape)}")
     if device is not None and value.device != torch.device(device):
         raise ValueError(f"{name}: expected device {device}, got {value.device}")
-    if finite and not bool(torch.isfinite(value).all()):
+    if finite and not all_finite(value):
         raise ValueError(f"{name}: contains NaN or Inf")
     return value
 
@@ -76,6 +77,11 @@ def check_size(value: Any, name: str) -> int:
     return value
 
 
+def check_batch(value: Any) -> int | None:
+    """``None`` (unbatched) or a positive ``int`` batch size (``bool`` is rejected)."""
+    return None if value is None else check_size(value, "batch")
+
+
 def resolve_dtype(dtype: Any) -> torch.dtype:
     """``dtype`` or torch's default; must be a floating dtype."""
     dtype = torch.get_default_dtype() if dtype is None else dtype
@@ -91,10 +97,18 @@ class SpectralManifold(abc.ABC):
     ``logdet``, ``check_point``, ``metric``, ``chart``, ``local_gradient``,
     ``natural_gradient``, ``retr``, ``zero_tangent``, ``to_vector``/``from_vector`` and
     ``egrad_shape``.
+
+    Batches: a manifold built with ``batch=k`` describes ``k`` independent points of the
+    same shape at once; every tensor of a point, tangent or gradient then carries a leading
+    dimension of size ``k`` (``batch_shape``), and every formula acts element by element.
+    ``batch=None`` (the default) is the unbatched manifold.
     """
 
     dtype: torch.dtype
     device: torch.device
+
+    #: Batch size ``k`` of a batched manifold, ``None`` for an unbatched one.
+    batch: int | None = None
 
     #: Number of local coordinates (the chart dimension).
     dim: int
@@ -102,7 +116,8 @@ class SpectralManifold(abc.ABC):
     @property
     @abc.abstractmethod
     def egrad_shape(self) -> tuple[int, ...]:
-        """Shape of the Euclidean gradient ``df/dS`` accepted by ``natural_gradient``."""
+        """Shape of the Euclidean gradient ``df/dS`` accepted by ``natural_gradient``
+        (``batch_shape`` included)."""
 
     @abc.abstractmethod
     def origin(self) -> Any:
@@ -162,7 +177,8 @@ class SpectralManifold(abc.ABC):
 
     @abc.abstractmethod
     def gop_eigenbasis(self, x: Any, V: Tensor, damping: float = 0.0) -> Any:
-        """``V V^T / k + damping I`` for the columns of ``V`` (n, k), in the eigenbasis of ``x``."""
+        """``V V^T / m + damping I`` for the ``m`` columns of ``V`` (n, m), in the eigenbasis of
+        ``x``; with a batch, ``V`` is (k, n, m) and each element gets the GOP of its columns."""
 
     @abc.abstractmethod
     def precision_egrad_eigenbasis(self, x: Any, Ht: Any, gamma: float) -> Any:
@@ -190,24 +206,50 @@ class SpectralManifold(abc.ABC):
 
     # Shared, concrete methods -----------------------------------------------------------
 
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Leading shape of every tensor of a point: ``()`` unbatched, ``(k,)`` with a batch."""
+        return () if self.batch is None else (self.batch,)
+
+    def _unbatched_only(self, what: str) -> None:
+        """Raise ``NotImplementedError`` for a method that has no batched form."""
+        if self.batch is not None:
+            raise NotImplementedError(
+                f"{type(self).__name__}.{what} is not available with batch={self.batch}; use "
+                "the unbatched manifold on each element (point.unbind() / Point.stack(points))"
+            )
+
+    def _first_failure(self, ok: Tensor) -> tuple[str, tuple[int, ...]] | None:
+        """``None`` when every entry of the batch-shaped boolean ``ok`` holds; otherwise the
+        reason prefix and index of the first that does not: ``("element i: ", (i,))`` with a
+        batch, ``("", ())`` without (one host sync, as an unbatched check)."""
+        if ok.ndim == 0:
+            return None if bool(ok) else ("", ())
+        if bool(ok.all()):
+            return None
+        i = int((~ok).reshape(-1).nonzero()[0, 0])
+        return f"element {i}: ", (i,)
+
     def reorthogonalize(self, x: Any, steps: int = 1) -> Any:
         """Undo orthogonality drift of the rotation factors (identity where there are none)."""
         return x
 
     def metric_matrix(self, x: Any) -> Tensor:
-        """The metric at the chart origin, dense (dim, dim), in ``to_vector`` coordinates."""
-        return torch.diag(self.to_vector(self.metric(x)))
+        """The metric at the chart origin, dense (*batch, dim, dim), in ``to_vector``
+        coordinates."""
+        return torch.diag_embed(self.to_vector(self.metric(x)))
 
     def covector_to_vector(self, covector: Any) -> Tensor:
         """Components of a chart covector (e.g. ``local_gradient``) in ``to_vector`` coordinates."""
         return self.to_vector(covector)
 
     def inner(self, x: Any, u: Any, v: Any | None = None) -> Tensor:
-        """Fisher-Rao inner product ``<u, v>_F`` of two chart tangents at the origin of ``x``."""
+        """Fisher-Rao inner product ``<u, v>_F`` of two chart tangents at the origin of ``x``
+        (one per batch element: shape ``batch_shape``)."""
         v = u if v is None else v
         w = self.metric(x)
         triples = zip(w.leaves(), u.leaves(), v.leaves(), strict=True)
-        return sum((a * b * c).sum() for a, b, c in triples)
+        return sum((a * b * c).reshape(*self.batch_shape, -1).sum(-1) for a, b, c in triples)
 
     def validate_point(self, x: Any, name: str = "x", *, fast: bool = False) -> None:
         """Raise ``ValueError``/``TypeError`` when ``check_point`` fails."""
@@ -223,7 +265,11 @@ class SpectralManifold(abc.ABC):
         )
 
     def _check_point_tensors(self, fields: dict[str, tuple[Tensor, tuple[int, ...]]]) -> str | None:
+        """Type, dtype, shape (``batch_shape + shape``), device and finiteness of each field;
+        the reason of a non-finite batched field names the first bad element."""
+        bs = self.batch_shape
         for fname, (t, shape) in fields.items():
+            shape = bs + tuple(shape)
             if not isinstance(t, Tensor):
                 return f"{fname} is not a tensor"
             if t.dtype != self.dtype:
@@ -232,6 +278,7 @@ class SpectralManifold(abc.ABC):
                 return f"{fname} has shape {tuple(t.shape)}, expected {shape}"
             if t.device != self.device:
                 return f"{fname} is on {t.device}, expected {self.device}"
-            if not bool(torch.isfinite(t).all()):
-                return f"{fname} contains NaN or Inf"
+            if not all_finite(t):
+                fail = self._first_failure(torch.isfinite(t).reshape(*bs, -1).all(-1))
+                return f"{fail[0]}{fname} contains NaN or Inf"
         return None

@@ -11,6 +11,10 @@ At the chart origin the Fisher-Rao metric is diagonal in these coordinates (Clai
 (Claim 6). Every formula below is written once here and used by ``SpectralSPD``,
 ``DiagonalSPD`` and the Kronecker manifold. ``G`` always denotes the Euclidean gradient
 rotated into the eigenbasis, ``G = B^T (df/dS) B``.
+
+Batches: every function acts on the last one (``d``, ``m``: (..., n)) or two (``G``, ``M``,
+``B``: (..., n, n)) dimensions; leading dimensions are batch dimensions, so a batch of ``k``
+points runs the same lines as one point.
 """
 
 from __future__ import annotations
@@ -48,9 +52,9 @@ def default_eig_tol(dtype: torch.dtype) -> float:
 
 
 def equal_eigenvalues(d: Tensor, tol: float) -> Tensor:
-    """Boolean (n, n) mask of pairs with ``|d_i - d_j| <= tol * max(d_i, d_j)``."""
-    gap = (d[:, None] - d[None, :]).abs()
-    return gap <= tol * torch.maximum(d[:, None], d[None, :])
+    """Boolean (..., n, n) mask of pairs with ``|d_i - d_j| <= tol * max(d_i, d_j)``."""
+    gap = (d[..., :, None] - d[..., None, :]).abs()
+    return gap <= tol * torch.maximum(d[..., :, None], d[..., None, :])
 
 
 def eig_metric(d: Tensor, kappa: float = 1.0) -> Tensor:
@@ -87,13 +91,13 @@ def eig_retract(d: Tensor, m: Tensor, exponential: bool = True) -> Tensor:
 
 def rotation_metric(d: Tensor, kappa: float = 1.0) -> Tensor:
     """Rotation block at the origin: ``kappa C_ij = 4 kappa (d_i - d_j)^2 / (d_i d_j)``, i > j."""
-    diff = d[:, None] - d[None, :]
-    return tril(4.0 * kappa * diff * diff / (d[:, None] * d[None, :]))
+    diff = d[..., :, None] - d[..., None, :]
+    return tril(4.0 * kappa * diff * diff / (d[..., :, None] * d[..., None, :]))
 
 
 def rotation_local_grad(d: Tensor, G: Tensor) -> Tensor:
     """Chart gradient ``df/dM_ij = 4 (d_j - d_i) G_ij`` (i > j) at the origin."""
-    return tril(4.0 * (d[None, :] - d[:, None]) * G)
+    return tril(4.0 * (d[..., None, :] - d[..., :, None]) * G)
 
 
 def rotation_natural_grad(d: Tensor, G: Tensor, tol: float, kappa: float = 1.0) -> Tensor:
@@ -104,9 +108,10 @@ def rotation_natural_grad(d: Tensor, G: Tensor, tol: float, kappa: float = 1.0) 
     """
     # In place on two n x n buffers: at n = 1000 the out-of-place form made a dozen float64
     # temporaries and cost as much as a quarter of an n x n product.
-    diff = d[:, None] - d[None, :]
-    equal = torch.maximum(d[:, None], d[None, :]).mul_(tol).ge_(diff.abs())
-    step = torch.outer(d, d).div_(diff).mul_(G).mul_(-1.0 / kappa)
+    di, dj = d[..., :, None], d[..., None, :]
+    diff = di - dj
+    equal = torch.maximum(di, dj).mul_(tol).ge_(diff.abs())
+    step = (di * dj).div_(diff).mul_(G).mul_(-1.0 / kappa)
     return step.masked_fill_(equal.bool(), 0.0).tril_(-1)
 
 

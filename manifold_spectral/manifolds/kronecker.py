@@ -11,6 +11,10 @@ block diagonal: ``F_nn = ab/2``; on the sum-zero ``m_l`` the block is ``(kappa_l
 rotation blocks are ``kappa_l C_ij``; ``kappa_L = b`` and ``kappa_R = a`` (the size of the
 *other* factor). The eigenvalue and rotation formulas are the ones of ``SpectralSPD``
 (``blocks.py``), scaled by ``kappa_l`` and applied to ``alpha``-weighted factor gradients.
+
+With ``batch=k`` the manifold holds ``k`` such matrices of the same shape (e.g. ``k``
+same-shaped layers) and updates them with one set of batched products: every tensor below
+gains a leading dimension of size ``k`` and every formula acts per element.
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from torch import Tensor
 
 from ..linalg import NEUMANN_MAX_NORM, sym
 from . import blocks
-from .base import SpectralManifold, check_cayley, check_positive, check_size, check_tensor
+from .base import (
+    SpectralManifold,
+    check_batch,
+    check_cayley,
+    check_positive,
+    check_size,
+    check_tensor,
+)
 from .points import SpectralPoint, SpectralTangent, TensorTree
 from .spectral import SpectralSPD, check_flag, resolve_device, symmetric_matrix
 
@@ -42,7 +53,11 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class KroneckerSpectralPoint(TensorTree):
-    """``S = alpha (S_L kron S_R)``: ``alpha`` a 0-d tensor, ``left``/``right`` spectral points."""
+    """``S = alpha (S_L kron S_R)``: ``alpha`` a 0-d tensor, ``left``/``right`` spectral points.
+
+    Batched (``KroneckerSpectralSPD(..., batch=k)``): ``alpha`` (k,), ``left.B`` (k, a, a),
+    ``left.d`` (k, a), ``right.B`` (k, b, b), ``right.d`` (k, b).
+    """
 
     alpha: Tensor
     left: SpectralPoint
@@ -53,7 +68,8 @@ class KroneckerSpectralPoint(TensorTree):
 class KroneckerSpectralTangent(TensorTree):
     """Chart coordinates: ``n`` (0-d, for ``alpha``) and one spectral tangent per factor.
 
-    The factors' ``m`` are sum-zero vectors (the determinant constraint).
+    The factors' ``m`` are sum-zero vectors (the determinant constraint). Batched: ``n`` (k,),
+    ``left.m`` (k, a), ``left.M`` (k, a, a), ``right.m`` (k, b), ``right.M`` (k, b, b).
     """
 
     n: Tensor
@@ -67,7 +83,8 @@ class KroneckerEigenGradient(TensorTree):
 
     ``t = alpha tr((S_L kron S_R) E)`` and ``G_l = Sym(B_l^T E_l B_l)`` with the partial
     contractions ``E_L[i,l] = sum_jk S_R[j,k] E[(i,j),(l,k)]``,
-    ``E_R[j,k] = sum_il S_L[i,l] E[(i,j),(l,k)]`` (DESIGN.md section 3).
+    ``E_R[j,k] = sum_il S_L[i,l] E[(i,j),(l,k)]`` (DESIGN.md section 3). Shapes: ``t``
+    (*batch,), ``G_L`` (*batch, a, a), ``G_R`` (*batch, b, b).
     """
 
     t: Tensor
@@ -77,7 +94,10 @@ class KroneckerEigenGradient(TensorTree):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class KroneckerGOP(TensorTree):
-    """A GOP curvature in the eigenbasis: ``Z_i = B_L^T Mat(g_i) B_R`` (k, a, b) and a damping."""
+    """A GOP curvature in the eigenbasis: ``Z_i = B_L^T Mat(g_i) B_R`` and a 0-d damping.
+
+    ``Z`` is (m, a, b) for ``m`` gradients, (k, m, a, b) on a manifold with ``batch=k``.
+    """
 
     Z: Tensor
     damping: Tensor
@@ -110,7 +130,8 @@ def sum_zero_metric_inverse(size: int, kappa: float, dtype=None, device=None) ->
 
 
 def _center(v: Tensor) -> Tensor:
-    return v - v.mean()
+    """``v - mean(v)`` over the last dimension."""
+    return v - v.mean(-1, keepdim=True)
 
 
 def det_tol(dtype: torch.dtype, size: int) -> float:
@@ -137,6 +158,14 @@ class KroneckerSpectralSPD(SpectralManifold):
         eig_tol: Moore-Penrose rule of the factors (see ``SpectralSPD``).
         cayley: default Cayley map of ``retr``, ``"exact"`` or ``"neumann"``.
         neumann_max_norm: Frobenius bound (< 1) on each factor's Neumann Cayley argument.
+        batch: ``None`` (default) or ``k``: ``k`` same-shaped matrices updated by one set of
+            batched products (``k`` layers of the same shape). Points: ``alpha`` (k,),
+            ``B_L`` (k, a, a), ``d_L`` (k, a), ``B_R`` (k, b, b), ``d_R`` (k, b); GOP inputs:
+            ``gop_eigenbasis(x, V)`` with ``V`` (k, ab, m) (``m`` gradient columns per
+            element) gives ``Z`` (k, m, a, b); ``apply_power_matrix`` takes (k, a, b). The
+            dense (ab, ab) paths (``to_matrix``, ``power``, ``metric_matrix``,
+            ``from_matrix``, ``from_kronecker``, ``from_factors``, dense ``egrad``/curvature)
+            raise ``NotImplementedError`` when batched.
 
     The Euclidean gradient ``egrad`` is a dense (ab, ab) matrix (row-major pairs), meant for
     research sizes; curvature learning from gradient matrices goes through
@@ -160,9 +189,13 @@ class KroneckerSpectralSPD(SpectralManifold):
         eig_tol: float | None = None,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
+        batch: int | None = None,
     ) -> None:
         a, b = check_size(a, "a"), check_size(b, "b")
-        opts = dict(eig_tol=eig_tol, cayley=cayley, neumann_max_norm=neumann_max_norm)
+        self.batch = check_batch(batch)
+        opts = dict(
+            eig_tol=eig_tol, cayley=cayley, neumann_max_norm=neumann_max_norm, batch=self.batch
+        )
         self.left = SpectralSPD(a, dtype, device, **opts)
         self.right = SpectralSPD(b, dtype, device, **opts)
         self.a, self.b = a, b
@@ -176,18 +209,30 @@ class KroneckerSpectralSPD(SpectralManifold):
         self.dim = 1 + (a - 1) + a * (a - 1) // 2 + (b - 1) + b * (b - 1) // 2
 
     def __repr__(self) -> str:
+        batch = "" if self.batch is None else f", batch={self.batch}"
         return (
             f"KroneckerSpectralSPD(a={self.a}, b={self.b}, dtype={self.dtype}, "
-            f"device={self.device})"
+            f"device={self.device}{batch})"
         )
 
     @property
     def egrad_shape(self) -> tuple[int, ...]:
         ab = self.a * self.b
-        return (ab, ab)
+        return (*self.batch_shape, ab, ab)
 
     def _scalar(self, v: float | Tensor) -> Tensor:
         return torch.as_tensor(v, dtype=self.dtype, device=self.device).reshape(())
+
+    def _per_element(self, v: float | Tensor) -> Tensor:
+        """``v`` (a float, or a tensor of ``batch_shape``) as a tensor of ``batch_shape``."""
+        t = torch.as_tensor(v, dtype=self.dtype, device=self.device)
+        return t.reshape(()) if self.batch is None else t.expand(self.batch_shape).clone()
+
+    def _sample_axis(self, t: Tensor) -> Tensor:
+        """A per-element tensor (*batch, ...) made to broadcast against per-gradient tensors
+        (*batch, m, ...): batched, a unit axis after the batch axis; unbatched, the gradient
+        axis leads and broadcasting needs nothing."""
+        return t if self.batch is None else t.unsqueeze(1)
 
     # Points ------------------------------------------------------------------------------
 
@@ -197,22 +242,25 @@ class KroneckerSpectralSPD(SpectralManifold):
     ) -> KroneckerSpectralPoint:
         """Move ``det S_l`` into ``alpha`` so that ``det S_L = det S_R = 1``; ``S`` is unchanged.
 
-        ``d_l <- d_l / exp(c_l)``, ``alpha <- alpha exp(c_L + c_R)`` with ``c_l = mean(log d_l)``.
+        ``d_l <- d_l / exp(c_l)``, ``alpha <- alpha exp(c_L + c_R)`` with ``c_l = mean(log d_l)``
+        (per batch element: ``alpha`` (*batch,), ``d_l`` (*batch, size)).
         In 16-bit types this is computed in float32 and rounded once per entry: a rounded
         common factor ``exp(-c_l)`` would shift ``log det`` by up to ``size * eps / 2``.
         """
         dt = alpha.dtype
         wide = torch.float32 if torch.finfo(dt).bits <= 16 else dt
         dL, dR = left.d.to(wide), right.d.to(wide)
-        cL, cR = torch.log(dL).mean(), torch.log(dR).mean()
+        cL, cR = torch.log(dL).mean(-1), torch.log(dR).mean(-1)
         return KroneckerSpectralPoint(
             (alpha.to(wide) * torch.exp(cL + cR)).to(dt),
-            SpectralPoint(left.B, (dL * torch.exp(-cL)).to(dt)),
-            SpectralPoint(right.B, (dR * torch.exp(-cR)).to(dt)),
+            SpectralPoint(left.B, (dL * torch.exp(-cL)[..., None]).to(dt)),
+            SpectralPoint(right.B, (dR * torch.exp(-cR)[..., None]).to(dt)),
         )
 
     def origin(self) -> KroneckerSpectralPoint:
-        return KroneckerSpectralPoint(self._scalar(1.0), self.left.origin(), self.right.origin())
+        return KroneckerSpectralPoint(
+            self._per_element(1.0), self.left.origin(), self.right.origin()
+        )
 
     def random(
         self, generator: torch.Generator | None = None, log_scale: float = 1.0
@@ -220,13 +268,19 @@ class KroneckerSpectralSPD(SpectralManifold):
         """Haar-random rotations, log-normal eigenvalues normalised to det 1, log-normal alpha."""
         left = self.left.random(generator, log_scale)
         right = self.right.random(generator, log_scale)
-        alpha = torch.exp(log_scale * torch.randn((), generator=generator, dtype=torch.float64))
-        return self.normalize(self._scalar(alpha), left, right)
+        alpha = torch.exp(
+            log_scale * torch.randn(self.batch_shape, generator=generator, dtype=torch.float64)
+        )
+        return self.normalize(self._per_element(alpha), left, right)
 
     def from_factors(
         self, alpha: float | Tensor, left: SpectralPoint, right: SpectralPoint
     ) -> KroneckerSpectralPoint:
-        """A validated point; raises ``ValueError`` if a factor's determinant is not 1."""
+        """A validated point; raises ``ValueError`` if a factor's determinant is not 1.
+
+        Unbatched only (stack unbatched points with ``KroneckerSpectralPoint.stack``).
+        """
+        self._unbatched_only("from_factors")
         alpha = check_positive(alpha, "alpha")
         for name, man, p in (("left", self.left, left), ("right", self.right, right)):
             man.validate_point(p, name)
@@ -241,6 +295,7 @@ class KroneckerSpectralSPD(SpectralManifold):
 
     def from_kronecker(self, S_L: Any, S_R: Any) -> KroneckerSpectralPoint:
         """The point ``S_L kron S_R`` from two dense SPD factors (one eigh each, init-only)."""
+        self._unbatched_only("from_kronecker")
         return self.normalize(
             self._scalar(1.0), self.left.from_matrix(S_L), self.right.from_matrix(S_R)
         )
@@ -251,6 +306,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         Rearranges ``S[(i,j),(l,k)]`` into ``R[(i,l),(j,k)]`` and takes the leading singular
         pair (init-only SVD); for SPD ``S`` both factors are SPD up to a common sign.
         """
+        self._unbatched_only("from_matrix")
         S64, _ = symmetric_matrix(S, "S", self.a * self.b, sym_tol)
         R = S64.reshape(self.a, self.b, self.a, self.b).permute(0, 2, 1, 3)
         U, sv, Vh = torch.linalg.svd(R.reshape(self.a**2, self.b**2))  # init-only
@@ -261,28 +317,47 @@ class KroneckerSpectralSPD(SpectralManifold):
         return self.from_kronecker(sym(A), sym(Bm))
 
     def to_matrix(self, x: KroneckerSpectralPoint) -> Tensor:
-        """Dense ``alpha (S_L kron S_R)`` (ab, ab); for tests and small problems."""
+        """Dense ``alpha (S_L kron S_R)`` (ab, ab); for tests and small problems. Unbatched."""
+        self._unbatched_only("to_matrix")
         return x.alpha * torch.kron(self.left.to_matrix(x.left), self.right.to_matrix(x.right))
 
     def power(self, x: KroneckerSpectralPoint, r: float) -> Tensor:
-        """Dense ``S^r = alpha^r (S_L^r kron S_R^r)``."""
+        """Dense ``S^r = alpha^r (S_L^r kron S_R^r)``. Unbatched."""
+        self._unbatched_only("power")
         return x.alpha.pow(r) * torch.kron(self.left.power(x.left, r), self.right.power(x.right, r))
 
     def apply_power_matrix(self, x: KroneckerSpectralPoint, G: Tensor, r: float) -> Tensor:
-        """``alpha^r S_L^r G S_R^r`` for ``G`` of shape (..., a, b), from the factors only.
+        """``alpha^r S_L^r G S_R^r`` from the factors only; ``G`` of shape (..., a, b)
+        unbatched, (k, a, b) with ``batch=k`` (one matrix per element).
 
         ``= alpha^r B_L ((d_L^r d_R^r^T) * (B_L^T G B_R)) B_R^T``: four products, 8 a b (a+b)/2
         flops per matrix; ``S^r vec(G) = vec(alpha^r S_L^r G S_R^r)`` (row-major ``vec``).
         """
+        want = (*self.batch_shape, self.a, self.b)
+        if G.ndim < 2 or tuple(G.shape[-2:]) != want[-2:] or (self.batch and G.shape != want):
+            shape = want if self.batch else ("...", self.a, self.b)
+            raise ValueError(f"G: expected shape {shape}, got {tuple(G.shape)}")
         L, Rt = x.left, x.right
-        Z = L.B.T @ G @ Rt.B
-        scale = x.alpha.pow(r) * (L.d.pow(r)[:, None] * Rt.d.pow(r)[None, :])
-        return L.B @ (scale * Z) @ Rt.B.T
+        Z = L.B.mT @ G @ Rt.B
+        scale = x.alpha.pow(r)[..., None, None] * (
+            L.d.pow(r)[..., :, None] * Rt.d.pow(r)[..., None, :]
+        )
+        return L.B @ (scale * Z) @ Rt.B.mT
 
     def apply_power(self, x: KroneckerSpectralPoint, v: Tensor, r: float) -> Tensor:
-        """``S^r v`` for ``v`` of shape (a, b) (a matrix), (ab,) or (ab, k) (row-major vecs)."""
+        """``S^r v`` for ``v`` of shape (a, b) (a matrix), (ab,) or (ab, k) (row-major vecs);
+        batched: (k, a, b) or (k, ab)."""
         check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
         a, b = self.a, self.b
+        if self.batch is not None:
+            k = self.batch
+            if tuple(v.shape) == (k, a, b):
+                return self.apply_power_matrix(x, v, r)
+            if tuple(v.shape) == (k, a * b):
+                return self.apply_power_matrix(x, v.reshape(k, a, b), r).reshape(k, a * b)
+            raise ValueError(
+                f"v: expected shape ({k}, {a}, {b}) or ({k}, {a * b}), got {tuple(v.shape)}"
+            )
         if tuple(v.shape) == (a, b):
             return self.apply_power_matrix(x, v, r)
         if v.ndim == 1 and v.shape[0] == a * b:
@@ -298,27 +373,34 @@ class KroneckerSpectralSPD(SpectralManifold):
         """``ab log alpha + b log det S_L + a log det S_R`` (the last two vanish on points)."""
         return (
             self.a * self.b * torch.log(x.alpha)
-            + self.b * torch.log(x.left.d).sum()
-            + self.a * torch.log(x.right.d).sum()
+            + self.b * torch.log(x.left.d).sum(-1)
+            + self.a * torch.log(x.right.d).sum(-1)
         )
 
     def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
-        """``(ok, reason)``: ``alpha > 0`` a finite scalar, valid factors, ``det S_l = 1``."""
+        """``(ok, reason)``: ``alpha > 0`` a finite scalar, valid factors, ``det S_l = 1``.
+
+        A batch passes when every element does; the reason names the first failing element
+        (``"element i: ..."``, after ``"left: "``/``"right: "`` for a factor).
+        """
         if not isinstance(x, KroneckerSpectralPoint):
             return False, f"expected a KroneckerSpectralPoint, got {type(x).__name__}"
         reason = self._check_point_tensors({"alpha": (x.alpha, ())})
         if reason:
             return False, reason
-        if not bool(x.alpha > 0):
-            return False, "alpha is not positive"
+        fail = self._first_failure(x.alpha > 0)
+        if fail:
+            return False, f"{fail[0]}alpha is not positive"
         for name, man, p in (("left", self.left, x.left), ("right", self.right, x.right)):
             ok, why = man.check_point(p, fast=fast)
             if not ok:
                 return False, f"{name}: {why}"
-            logdet = float(torch.log(p.d.float() if p.d.dtype != torch.float64 else p.d).sum())
+            logdet = torch.log(p.d.float() if p.d.dtype != torch.float64 else p.d).sum(-1)
             tol = det_tol(self.dtype, man.n)
-            if abs(logdet) > tol:
-                return False, f"{name}: det != 1 (log det = {logdet:.2e} > {tol:.1e})"
+            fail = self._first_failure(logdet.abs() <= tol)
+            if fail:
+                v = float(logdet[fail[1]])
+                return False, f"{name}: {fail[0]}det != 1 (log det = {v:.2e} > {tol:.1e})"
         return True, None
 
     def reorthogonalize(self, x: KroneckerSpectralPoint, steps: int = 1) -> KroneckerSpectralPoint:
@@ -335,7 +417,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         vectors); ``M_l: kappa_l C_ij``."""
         kL, kR = self.kappa_L, self.kappa_R
         return KroneckerSpectralTangent(
-            self._scalar(0.5 * self.a * self.b),
+            self._per_element(0.5 * self.a * self.b),
             SpectralTangent(blocks.eig_metric(x.left.d, kL), blocks.rotation_metric(x.left.d, kL)),
             SpectralTangent(
                 blocks.eig_metric(x.right.d, kR), blocks.rotation_metric(x.right.d, kR)
@@ -344,7 +426,8 @@ class KroneckerSpectralSPD(SpectralManifold):
 
     def metric_matrix(self, x: KroneckerSpectralPoint) -> Tensor:
         """Dense metric in ``to_vector`` (free) coordinates: block diagonal with the sum-zero
-        blocks ``(kappa_l / 2)(I + 1 1^T)``."""
+        blocks ``(kappa_l / 2)(I + 1 1^T)``. Unbatched."""
+        self._unbatched_only("metric_matrix")
         w = self.metric(x)
         dt, dev = self.dtype, self.device
         iL = torch.tril_indices(self.a, self.a, -1, device=dev)
@@ -370,7 +453,9 @@ class KroneckerSpectralSPD(SpectralManifold):
         )
 
     def eigen_gradient(self, x: KroneckerSpectralPoint, egrad: Tensor) -> KroneckerEigenGradient:
-        """Reduce a dense ``E = df/dS`` (ab, ab) to ``(t, G_L, G_R)`` (DESIGN.md section 3)."""
+        """Reduce a dense ``E = df/dS`` (ab, ab) to ``(t, G_L, G_R)`` (DESIGN.md section 3).
+        Unbatched."""
+        self._unbatched_only("eigen_gradient (dense egrad)")
         a, b = self.a, self.b
         E4 = egrad.reshape(a, b, a, b)
         S_L, S_R = self.left.to_matrix(x.left), self.right.to_matrix(x.right)
@@ -384,6 +469,7 @@ class KroneckerSpectralSPD(SpectralManifold):
     def local_gradient(self, x: KroneckerSpectralPoint, egrad: Tensor) -> KroneckerSpectralTangent:
         """Chart covector at the origin: ``n: t``; ``m_l,i: alpha d_i G_l,ii`` (unconstrained
         representation); ``M_l,ij: 4 alpha (d_j - d_i) G_l,ij``."""
+        self._unbatched_only("local_gradient (dense egrad)")
         g = self.eigen_gradient(x, self.validate_egrad(egrad))
         return KroneckerSpectralTangent(
             g.t,
@@ -400,7 +486,8 @@ class KroneckerSpectralSPD(SpectralManifold):
     def natural_gradient(
         self, x: KroneckerSpectralPoint, egrad: Tensor
     ) -> KroneckerSpectralTangent:
-        """``F^+ grad_eta f`` for a dense ``egrad = df/dS`` (research sizes)."""
+        """``F^+ grad_eta f`` for a dense ``egrad = df/dS`` (research sizes). Unbatched."""
+        self._unbatched_only("natural_gradient (dense egrad)")
         return self.natural_gradient_eigenbasis(
             x, self.eigen_gradient(x, self.validate_egrad(egrad))
         )
@@ -410,14 +497,15 @@ class KroneckerSpectralSPD(SpectralManifold):
     ) -> KroneckerSpectralTangent:
         """Claim 6 closed form: ``n = 2 t / (ab)``;
         ``m_l = (2/kappa_l) center(alpha d_l diag G_l)``;
-        ``M_l,ij = -alpha d_i d_j G_l,ij / (kappa_l (d_i - d_j))`` (0 where ``d_i ~ d_j``)."""
+        ``M_l,ij = -alpha d_i d_j G_l,ij / (kappa_l (d_i - d_j))`` (0 where ``d_i ~ d_j``).
+        Per batch element when batched."""
         parts = []
         for p, G, kappa, tol in (
             (x.left, g.G_L, self.kappa_L, self.left.eig_tol),
             (x.right, g.G_R, self.kappa_R, self.right.eig_tol),
         ):
-            aG = x.alpha * G
-            m = _center(blocks.eig_natural_grad(p.d, torch.diagonal(aG), kappa))
+            aG = x.alpha[..., None, None] * G
+            m = _center(blocks.eig_natural_grad(p.d, aG.diagonal(dim1=-2, dim2=-1), kappa))
             parts.append(SpectralTangent(m, blocks.rotation_natural_grad(p.d, aG, tol, kappa)))
         return KroneckerSpectralTangent(2.0 * g.t / (self.a * self.b), *parts)
 
@@ -430,9 +518,14 @@ class KroneckerSpectralSPD(SpectralManifold):
     def gop_eigenbasis(
         self, x: KroneckerSpectralPoint, V: Tensor, damping: float = 0.0
     ) -> KroneckerGOP:
-        """``Z_i = B_L^T Mat(v_i) B_R`` for the columns ``v_i`` of ``V`` (ab, k)."""
-        G = V.T.reshape(-1, self.a, self.b)
-        return KroneckerGOP(x.left.B.T @ G @ x.right.B, self._scalar(damping))
+        """``Z_i = B_L^T Mat(v_i) B_R`` for the ``m`` columns ``v_i`` of ``V``.
+
+        ``V``: (ab, m) -> ``Z`` (m, a, b); batched, ``V`` (k, ab, m) -> ``Z`` (k, m, a, b)
+        (row-major ``Mat``: ``Mat(v)[i, j] = v[i b + j]``).
+        """
+        G = V.mT.reshape(*self.batch_shape, -1, self.a, self.b)
+        B_L, B_R = self._sample_axis(x.left.B), self._sample_axis(x.right.B)
+        return KroneckerGOP(B_L.mT @ G @ B_R, self._scalar(damping))
 
     def precision_egrad_eigenbasis(
         self, x: KroneckerSpectralPoint, Ht: Any, gamma: float
@@ -442,16 +535,19 @@ class KroneckerSpectralSPD(SpectralManifold):
         For the GOP ``H = mean_i vec(G_i) vec(G_i)^T + lambda I`` (Fig. 1 bottom box), with
         ``W_L = mean_i Z_i D_R^-1 Z_i^T + lambda tr(S_R^-1) I``,
         ``W_R = mean_i Z_i^T D_L^-1 Z_i + lambda tr(S_L^-1) I`` and
-        ``T = tr(S^-1 H) alpha = mean_i sum(Z_i^2 / (d_L d_R^T)) + lambda tr(S_L^-1) tr(S_R^-1)``:
+        ``T = tr(S^-1 H) alpha = mean_i sum(Z_i^2 / (d_L d_R^T)) + lambda tr(S_L^-1) tr(S_R^-1)``
+        (means over the ``m`` gradients; per element when batched, ``Z`` (k, m, a, b)):
 
             G_L = -W_L / (2 alpha^2 d_L d_L^T) + gamma b / (2 alpha) Diag(1 / d_L)
             G_R = -W_R / (2 alpha^2 d_R d_R^T) + gamma a / (2 alpha) Diag(1 / d_R)
             t   = -T / (2 alpha) + gamma a b / 2
 
         Cost per gradient: ``Z`` 2ab(a+b) flops, the two ``W`` 2ab(a+b); nothing (ab, ab).
+        A dense ``KroneckerDenseCurvature`` (research sizes) is unbatched only.
         """
         alpha, dL, dR = x.alpha, x.left.d, x.right.d
         if isinstance(Ht, KroneckerDenseCurvature):
+            self._unbatched_only("precision_egrad_eigenbasis (dense curvature)")
             Sinv = self.power(x, -1.0)
             E = -0.5 * Sinv @ (Ht.H - gamma * self.to_matrix(x)) @ Sinv
             return self.eigen_gradient(x, sym(E))
@@ -460,19 +556,24 @@ class KroneckerSpectralSPD(SpectralManifold):
                 f"Ht: expected KroneckerGOP or KroneckerDenseCurvature, got {type(Ht).__name__}"
             )
         Z, lam = Ht.Z, Ht.damping
-        k = Z.shape[0]
-        W_L = torch.einsum("kij,klj->il", Z / dR, Z) / k
-        W_R = torch.einsum("kij,kil->jl", Z / dL[:, None], Z) / k
-        T = (Z * Z / (dL[:, None] * dR[None, :])).sum() / k
-        trL, trR = (1.0 / dL).sum(), (1.0 / dR).sum()
-        W_L = W_L + lam * trR * torch.eye(self.a, dtype=Z.dtype, device=Z.device)
-        W_R = W_R + lam * trL * torch.eye(self.b, dtype=Z.dtype, device=Z.device)
+        want = (*self.batch_shape, "m", self.a, self.b)
+        if Z.ndim != len(want) or tuple(Z.shape[-2:]) != want[-2:] or Z.shape[:-3] != want[:-3]:
+            raise ValueError(f"Ht.Z: expected shape {want}, got {tuple(Z.shape)}")
+        m = Z.shape[-3]  # gradients per element
+        sdL, sdR = self._sample_axis(dL), self._sample_axis(dR)  # broadcast over the m axis
+        W_L = torch.einsum("...kij,...klj->...il", Z / sdR[..., None, :], Z) / m
+        W_R = torch.einsum("...kij,...kil->...jl", Z / sdL[..., :, None], Z) / m
+        T = (Z * Z / (sdL[..., :, None] * sdR[..., None, :])).sum((-3, -2, -1)) / m
+        trL, trR = (1.0 / dL).sum(-1), (1.0 / dR).sum(-1)
+        W_L = W_L + (lam * trR)[..., None, None] * torch.eye(self.a, dtype=Z.dtype, device=Z.device)
+        W_R = W_R + (lam * trL)[..., None, None] * torch.eye(self.b, dtype=Z.dtype, device=Z.device)
         T = T + lam * trL * trR
-        G_L = -W_L / (2 * alpha**2 * dL[:, None] * dL[None, :]) + torch.diag(
-            gamma * self.b / (2 * alpha) / dL
+        a2 = alpha[..., None, None] ** 2
+        G_L = -W_L / (2 * a2 * dL[..., :, None] * dL[..., None, :]) + torch.diag_embed(
+            gamma * self.b / (2 * alpha[..., None]) / dL
         )
-        G_R = -W_R / (2 * alpha**2 * dR[:, None] * dR[None, :]) + torch.diag(
-            gamma * self.a / (2 * alpha) / dR
+        G_R = -W_R / (2 * a2 * dR[..., :, None] * dR[..., None, :]) + torch.diag_embed(
+            gamma * self.a / (2 * alpha[..., None]) / dR
         )
         t = -T / (2 * alpha) + 0.5 * gamma * self.a * self.b
         return KroneckerEigenGradient(t, G_L, G_R)
@@ -505,29 +606,27 @@ class KroneckerSpectralSPD(SpectralManifold):
         exponential = check_flag(exponential, "exponential")
         jacobi = check_flag(jacobi, "jacobi")
         method = self.cayley if cayley is None else check_cayley(cayley)
-        check_tensor(tangent.n, "tangent.n", shape=(), dtype=self.dtype, device=self.device)
+        bs, dt, dev = self.batch_shape, self.dtype, self.device
+        check_tensor(tangent.n, "tangent.n", shape=bs, dtype=dt, device=dev)
         new = []
         for name, man, p, t in (
             ("left", self.left, x.left, tangent.left),
             ("right", self.right, x.right, tangent.right),
         ):
-            check_tensor(
-                t.m, f"tangent.{name}.m", shape=(man.n,), dtype=self.dtype, device=self.device
-            )
-            check_tensor(
-                t.M, f"tangent.{name}.M", shape=(man.n, man.n), dtype=self.dtype, device=self.device
-            )
+            s = man.n
+            check_tensor(t.m, f"tangent.{name}.m", shape=(*bs, s), dtype=dt, device=dev)
+            check_tensor(t.M, f"tangent.{name}.M", shape=(*bs, s, s), dtype=dt, device=dev)
             m = _center(t.m)
             if exponential:
                 d = blocks.eig_retract(p.d, lr * m)
             else:
-                d = blocks.eig_retract(p.d, lr * (m + tangent.n), exponential=False)
+                d = blocks.eig_retract(p.d, lr * (m + tangent.n[..., None]), exponential=False)
             B = blocks.rotation_retract(p.B, lr * t.M, method, man.neumann_max_norm, jacobi)
             new.append(SpectralPoint(B, d))
         alpha = x.alpha * torch.exp(lr * tangent.n) if exponential else x.alpha
         if not exponential:
             # n_l carries the alpha step; normalize() moves sqrt(geomean) of each into alpha.
-            cL, cR = torch.log(new[0].d).mean(), torch.log(new[1].d).mean()
+            cL, cR = torch.log(new[0].d).mean(-1), torch.log(new[1].d).mean(-1)
             alpha = alpha * torch.exp(-(cL + cR) / 2)
         return self.normalize(alpha, *new)
 
@@ -541,28 +640,30 @@ class KroneckerSpectralSPD(SpectralManifold):
         )
 
     def to_vector(self, tangent: KroneckerSpectralTangent) -> Tensor:
-        """``[n, m_L[:a-1], M_L[tril], m_R[:b-1], M_R[tril]]``: free coordinates, length ``dim``."""
-        parts = [tangent.n.reshape(1)]
+        """``[n, m_L[:a-1], M_L[tril], m_R[:b-1], M_R[tril]]``: free coordinates, length ``dim``
+        (*batch, dim)."""
+        parts = [tangent.n[..., None]]
         for man, t in ((self.left, tangent.left), (self.right, tangent.right)):
             v = man.to_vector(t)
-            parts += [v[: man.n - 1], v[man.n :]]
-        return torch.cat(parts)
+            parts += [v[..., : man.n - 1], v[..., man.n :]]
+        return torch.cat(parts, dim=-1)
 
     def covector_to_vector(self, covector: KroneckerSpectralTangent) -> Tensor:
         """Free-coordinate components of a covector: ``m`` part ``g_i - g_last``."""
-        parts = [covector.n.reshape(1)]
+        parts = [covector.n[..., None]]
         for man, t in ((self.left, covector.left), (self.right, covector.right)):
             v = man.to_vector(t)
-            parts += [v[: man.n - 1] - v[man.n - 1], v[man.n :]]
-        return torch.cat(parts)
+            parts += [v[..., : man.n - 1] - v[..., man.n - 1 : man.n], v[..., man.n :]]
+        return torch.cat(parts, dim=-1)
 
     def from_vector(self, vec: Tensor) -> KroneckerSpectralTangent:
-        check_tensor(vec, "vec", shape=(self.dim,), finite=False)
+        check_tensor(vec, "vec", shape=(*self.batch_shape, self.dim), finite=False)
         out, i = [], 1
         for man in (self.left, self.right):
             s = man.n
-            free, rot = vec[i : i + s - 1], vec[i + s - 1 : i + s - 1 + s * (s - 1) // 2]
+            free = vec[..., i : i + s - 1]
+            rot = vec[..., i + s - 1 : i + s - 1 + s * (s - 1) // 2]
             i += s - 1 + s * (s - 1) // 2
-            m = torch.cat([free, -free.sum().reshape(1)])
-            out.append(man.from_vector(torch.cat([m, rot])))
-        return KroneckerSpectralTangent(vec[0], *out)
+            m = torch.cat([free, -free.sum(-1, keepdim=True)], dim=-1)
+            out.append(man.from_vector(torch.cat([m, rot], dim=-1)))
+        return KroneckerSpectralTangent(vec[..., 0], *out)

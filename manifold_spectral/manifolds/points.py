@@ -3,16 +3,22 @@
 Points and tangents are frozen dataclasses of tensors. Tangents support the vector-space
 operations (``+``, ``-``, scalar ``*``, unary ``-``) leaf by leaf, so generic code (``RGD``'s
 momentum, line searches) never needs to know a manifold's coordinates.
+
+A batch of ``k`` points of a manifold built with ``batch=k`` is one container whose leaves
+carry a leading dimension ``k``: ``Point.stack([x_1, ..., x_k])`` builds it from unbatched
+points and ``x.unbind()`` splits it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..linalg import all_finite
 
 __all__ = [
     "TensorTree",
@@ -43,6 +49,20 @@ class TensorTree:
             kwargs[f.name] = v.map(fn, *ov) if isinstance(v, TensorTree) else fn(v, *ov)
         return type(self)(**kwargs)
 
+    @classmethod
+    def stack(cls, trees: Sequence[Any]) -> Any:
+        """One batched tree from ``k`` trees of this type: leaf by leaf ``torch.stack``
+        (a new leading dimension of size ``k``)."""
+        trees = list(trees)
+        if not trees or not all(type(t) is cls for t in trees):
+            raise TypeError(f"stack: expected a non-empty sequence of {cls.__name__}")
+        return trees[0].map(lambda *ts: torch.stack(ts), *trees[1:])
+
+    def unbind(self) -> list[Any]:
+        """The ``k`` elements of a batched tree (views along the leading dimension)."""
+        k = self.leaves()[0].shape[0]
+        return [self.map(lambda t, i=i: t[i]) for i in range(k)]
+
     def to(self, *args: Any, **kwargs: Any) -> Any:
         """``Tensor.to`` on every leaf (dtype and/or device)."""
         return self.map(lambda t: t.to(*args, **kwargs))
@@ -55,7 +75,7 @@ class TensorTree:
 
     def is_finite(self) -> bool:
         """True when no leaf holds NaN or Inf."""
-        return all(bool(torch.isfinite(t).all()) for t in self.leaves())
+        return all(all_finite(t) for t in self.leaves())
 
     @property
     def dtype(self) -> torch.dtype:

@@ -12,6 +12,7 @@ from ..linalg import NEUMANN_MAX_NORM, newton_schulz_orthogonalize, orthogonalit
 from . import blocks
 from .base import (
     SpectralManifold,
+    check_batch,
     check_cayley,
     check_positive,
     check_size,
@@ -110,6 +111,11 @@ class SpectralSPD(SpectralManifold):
             orthogonal to rounding) or ``"neumann"`` (matrix products only).
         neumann_max_norm: Frobenius bound (< 1) applied to ``Skew(M)`` before a Neumann
             Cayley map; the orthogonality defect per step is at most ``2 rho^8 + rho^16``.
+        batch: ``None`` (default) or ``k``: ``k`` independent n x n matrices updated by the
+            same (batched) products. Points then hold ``B`` (k, n, n) and ``d`` (k, n),
+            tangents ``m`` (k, n) and ``M`` (k, n, n), Euclidean gradients are (k, n, n) and
+            ``gop_eigenbasis`` takes ``V`` (k, n, m). Every formula is the unbatched one acting
+            on the last dimensions; ``from_matrix`` has no batched form.
     """
 
     def __init__(
@@ -121,8 +127,10 @@ class SpectralSPD(SpectralManifold):
         eig_tol: float | None = None,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
+        batch: int | None = None,
     ) -> None:
         self.n = check_size(n, "n")
+        self.batch = check_batch(batch)
         self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.eig_tol = (
@@ -140,11 +148,12 @@ class SpectralSPD(SpectralManifold):
         self.dim = n + n * (n - 1) // 2
 
     def __repr__(self) -> str:
-        return f"SpectralSPD(n={self.n}, dtype={self.dtype}, device={self.device})"
+        batch = "" if self.batch is None else f", batch={self.batch}"
+        return f"SpectralSPD(n={self.n}, dtype={self.dtype}, device={self.device}{batch})"
 
     @property
     def egrad_shape(self) -> tuple[int, ...]:
-        return (self.n, self.n)
+        return (*self.batch_shape, self.n, self.n)
 
     def _tensor(self, t: Tensor) -> Tensor:
         return t.to(dtype=self.dtype, device=self.device)
@@ -152,18 +161,22 @@ class SpectralSPD(SpectralManifold):
     # Points ------------------------------------------------------------------------------
 
     def origin(self) -> SpectralPoint:
-        """The identity matrix, ``B = I``, ``d = 1``."""
-        eye = torch.eye(self.n, dtype=self.dtype, device=self.device)
-        return SpectralPoint(eye, torch.ones(self.n, dtype=self.dtype, device=self.device))
+        """The identity matrix, ``B = I``, ``d = 1`` (every element of a batch)."""
+        bs = self.batch_shape
+        eye = torch.eye(self.n, dtype=self.dtype, device=self.device).repeat(*bs, 1, 1)
+        return SpectralPoint(eye, torch.ones(*bs, self.n, dtype=self.dtype, device=self.device))
 
     def random(
         self, generator: torch.Generator | None = None, log_scale: float = 1.0
     ) -> SpectralPoint:
         """Haar-random ``B`` (QR of a Gaussian, init-only) and ``log d ~ N(0, log_scale^2)``."""
-        A = torch.randn(self.n, self.n, generator=generator, dtype=torch.float64)
+        bs = self.batch_shape
+        A = torch.randn(*bs, self.n, self.n, generator=generator, dtype=torch.float64)
         Q, R = torch.linalg.qr(A)  # init-only
-        Q = Q * torch.sign(torch.diagonal(R))[None, :]
-        d = torch.exp(log_scale * torch.randn(self.n, generator=generator, dtype=torch.float64))
+        Q = Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
+        d = torch.exp(
+            log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
+        )
         return SpectralPoint(self._tensor(Q), self._tensor(d))
 
     def from_matrix(self, S: Any, *, sym_tol: float | None = None) -> SpectralPoint:
@@ -171,7 +184,9 @@ class SpectralSPD(SpectralManifold):
 
         Raises ``ValueError`` for a non-square, non-symmetric (relative asymmetry above
         ``sym_tol``, default ``sqrt(eps)``), non-finite or non-positive-definite ``S``.
+        Unbatched only.
         """
+        self._unbatched_only("from_matrix")
         S64, src_dtype = symmetric_matrix(S, "S", self.n, sym_tol)
         d, B = torch.linalg.eigh(sym(S64))  # init-only
         # Eigenvalues below eps(dtype) * max are at the level of the input's rounding: S is
@@ -185,61 +200,79 @@ class SpectralSPD(SpectralManifold):
         return SpectralPoint(self._tensor(B), self._tensor(d))
 
     def to_matrix(self, x: SpectralPoint) -> Tensor:
-        """``S = B Diag(d) B^T``."""
-        return (x.B * x.d[None, :]) @ x.B.T
+        """``S = B Diag(d) B^T`` (*batch, n, n)."""
+        return (x.B * x.d[..., None, :]) @ x.B.mT
 
     def power(self, x: SpectralPoint, r: float) -> Tensor:
         """``S^r = B Diag(d^r) B^T`` for any real ``r`` (elementwise on ``d``)."""
-        return (x.B * x.d.pow(r)[None, :]) @ x.B.T
+        return (x.B * x.d.pow(r)[..., None, :]) @ x.B.mT
 
     def apply_power(self, x: SpectralPoint, v: Tensor, r: float) -> Tensor:
-        """``S^r v = B (d^r * (B^T v))`` for ``v`` of shape (n,) or (n, k); O(n^2 k)."""
+        """``S^r v = B (d^r * (B^T v))`` for ``v`` of shape (*batch, n) or (*batch, n, m);
+        O(n^2 m)."""
         check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
-        if v.ndim not in (1, 2) or v.shape[0] != self.n:
+        bs, nb = self.batch_shape, len(self.batch_shape)
+        if v.ndim - nb not in (1, 2) or tuple(v.shape[: nb + 1]) != (*bs, self.n):
             raise ValueError(
-                f"v: expected shape ({self.n},) or ({self.n}, k), got {tuple(v.shape)}"
+                f"v: expected shape {(*bs, self.n)} or {(*bs, self.n, 'm')}, got {tuple(v.shape)}"
             )
+        # Batched vectors go through as (k, n, 1) columns (matmul has no batched mat-vec).
+        column = bool(bs) and v.ndim == nb + 1
+        v = v[..., None] if column else v
         dr = x.d.pow(r)
-        w = x.B.T @ v
-        w = w * (dr if v.ndim == 1 else dr[:, None])
-        return x.B @ w
+        w = x.B.mT @ v
+        w = w * (dr if v.ndim == 1 else dr[..., :, None])
+        out = x.B @ w
+        return out[..., 0] if column else out
 
     def logdet(self, x: SpectralPoint) -> Tensor:
-        """``log det S = sum(log d)``."""
-        return torch.log(x.d).sum()
+        """``log det S = sum(log d)`` (one per batch element)."""
+        return torch.log(x.d).sum(-1)
 
     def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
         """``(ok, reason)``: shapes, dtype, device, finiteness, ``d > 0``, ``B^T B = I``.
 
         Full check: ``||B^T B - I||_F <= orthogonality_tol`` (O(n^3)). ``fast=True``: the
         probe ``||B^T (B v) - v|| <= probe_tol ||v||`` for a fixed generic ``v`` (O(n^2)).
+        A batch passes when every element does; the reason names the first failing element
+        (``"element i: ..."``).
         """
         if not isinstance(x, SpectralPoint):
             return False, f"expected a SpectralPoint, got {type(x).__name__}"
         reason = self._check_point_tensors({"B": (x.B, (self.n, self.n)), "d": (x.d, (self.n,))})
         if reason:
             return False, reason
-        if not bool((x.d > 0).all()):
-            return False, "d has non-positive entries"
+        fail = self._first_failure((x.d > 0).all(-1))
+        if fail:
+            return False, f"{fail[0]}d has non-positive entries"
         if fast:
             v = self._probe_vector()
-            err = float(torch.linalg.vector_norm((x.B.T @ (x.B @ v) - v).float()))
+            err = torch.linalg.vector_norm((x.B.mT @ (x.B @ v) - v).float(), dim=(-2, -1))
             tol = probe_tol(self.dtype)
-            if err > tol:
-                return False, f"B is not orthogonal (probe error {err:.2e} > {tol:.1e})"
+            fail = self._first_failure(err <= tol)
+            if fail:
+                e = float(err[fail[1]])
+                return False, f"{fail[0]}B is not orthogonal (probe error {e:.2e} > {tol:.1e})"
             return True, None
-        err = float(orthogonality_error(x.B))
+        err = orthogonality_error(x.B)
         tol = orthogonality_tol(self.dtype, self.n)
-        if err > tol:
-            return False, f"B is not orthogonal (||B^T B - I||_F = {err:.2e} > {tol:.1e})"
+        fail = self._first_failure(err <= tol)
+        if fail:
+            e = float(err[fail[1]])
+            return False, f"{fail[0]}B is not orthogonal (||B^T B - I||_F = {e:.2e} > {tol:.1e})"
         return True, None
 
     def _probe_vector(self) -> Tensor:
-        # A fixed unit vector with no special structure (not an eigenvector of a permutation
-        # or of a sign flip pattern), so gross non-orthogonality cannot hide from it.
-        i = torch.arange(1, self.n + 1, dtype=torch.float64)
-        v = torch.cos(i * 2.399963229728653) + 0.5  # golden angle
-        return (v / torch.linalg.vector_norm(v)).to(dtype=self.dtype, device=self.device)
+        # A fixed unit column (n, 1) with no special structure (not an eigenvector of a
+        # permutation or of a sign flip pattern), so gross non-orthogonality cannot hide
+        # from it. Made once per manifold (dtype and device are fixed).
+        v = self.__dict__.get("_probe")
+        if v is None:
+            i = torch.arange(1, self.n + 1, dtype=torch.float64)
+            v = torch.cos(i * 2.399963229728653) + 0.5  # golden angle
+            v = (v / torch.linalg.vector_norm(v))[:, None]
+            v = self._probe = v.to(dtype=self.dtype, device=self.device)
+        return v
 
     def reorthogonalize(self, x: SpectralPoint, steps: int = 1) -> SpectralPoint:
         """Newton-Schulz polar steps on ``B`` (no decomposition), to undo Neumann drift."""
@@ -249,20 +282,21 @@ class SpectralSPD(SpectralManifold):
 
     def rotate(self, x: SpectralPoint, egrad: Tensor) -> Tensor:
         """``G = Sym(B^T E B)``, the Euclidean gradient in the eigenbasis."""
-        return sym(x.B.T @ egrad @ x.B)
+        return sym(x.B.mT @ egrad @ x.B)
 
     def gop_eigenbasis(self, x: SpectralPoint, V: Tensor, damping: float = 0.0) -> Tensor:
-        """``Q Q^T / k + damping I`` with ``Q = B^T V`` (the GOP of the columns of ``V``)."""
-        Q = x.B.T @ V
-        Ht = (Q @ Q.T) / V.shape[1]
+        """``Q Q^T / m + damping I`` with ``Q = B^T V``: the GOP of the ``m`` columns of ``V``
+        (*batch, n, m), in the eigenbasis (*batch, n, n)."""
+        Q = x.B.mT @ V
+        Ht = (Q @ Q.mT) / V.shape[-1]
         if damping:
             Ht = Ht + damping * torch.eye(self.n, dtype=Ht.dtype, device=Ht.device)
         return Ht
 
     def precision_egrad_eigenbasis(self, x: SpectralPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``B^T (dL/dS) B = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` with ``Ht = B^T H B``."""
-        A = Ht - gamma * torch.diag(x.d)
-        return -0.5 * A / (x.d[:, None] * x.d[None, :])
+        A = Ht - gamma * torch.diag_embed(x.d)
+        return -0.5 * A / (x.d[..., :, None] * x.d[..., None, :])
 
     def metric(self, x: SpectralPoint) -> SpectralTangent:
         """Diagonal of the metric at the chart origin (Claim 4): ``m: 1/2``, ``M_ij: C_ij``."""
@@ -283,7 +317,8 @@ class SpectralSPD(SpectralManifold):
         """``grad_eta f`` at the origin: ``m_i: d_i G_ii``, ``M_ij: 4 (d_j - d_i) G_ij``."""
         G = self.rotate(x, self.validate_egrad(egrad))
         return SpectralTangent(
-            blocks.eig_local_grad(x.d, torch.diagonal(G)), blocks.rotation_local_grad(x.d, G)
+            blocks.eig_local_grad(x.d, G.diagonal(dim1=-2, dim2=-1)),
+            blocks.rotation_local_grad(x.d, G),
         )
 
     def natural_gradient(self, x: SpectralPoint, egrad: Tensor) -> SpectralTangent:
@@ -298,7 +333,7 @@ class SpectralSPD(SpectralManifold):
     def natural_gradient_eigenbasis(self, x: SpectralPoint, G: Tensor) -> SpectralTangent:
         """``natural_gradient`` from an already rotated symmetric ``G = B^T egrad B``."""
         return SpectralTangent(
-            blocks.eig_natural_grad(x.d, torch.diagonal(G)),
+            blocks.eig_natural_grad(x.d, G.diagonal(dim1=-2, dim2=-1)),
             blocks.rotation_natural_grad(x.d, G, self.eig_tol),
         )
 
@@ -325,9 +360,10 @@ class SpectralSPD(SpectralManifold):
         exponential = check_flag(exponential, "exponential")
         jacobi = check_flag(jacobi, "jacobi")
         method = self.cayley if cayley is None else check_cayley(cayley)
+        bs = self.batch_shape
         for name, t, shape in (
-            ("tangent.m", tangent.m, (self.n,)),
-            ("tangent.M", tangent.M, (self.n, self.n)),
+            ("tangent.m", tangent.m, (*bs, self.n)),
+            ("tangent.M", tangent.M, (*bs, self.n, self.n)),
         ):
             check_tensor(t, name, shape=shape, dtype=self.dtype, device=self.device)
         d = blocks.eig_retract(x.d, lr * tangent.m, exponential)
@@ -338,13 +374,15 @@ class SpectralSPD(SpectralManifold):
         return SpectralTangent(torch.zeros_like(x.d), torch.zeros_like(x.B))
 
     def to_vector(self, tangent: SpectralTangent) -> Tensor:
-        """``[m, M[tril_indices]]`` of length ``n + n(n-1)/2``."""
+        """``[m, M[tril_indices]]`` of length ``n + n(n-1)/2`` (*batch, dim)."""
         i, j = torch.tril_indices(self.n, self.n, -1, device=tangent.M.device)
-        return torch.cat([tangent.m, tangent.M[i, j]])
+        return torch.cat([tangent.m, tangent.M[..., i, j]], dim=-1)
 
     def from_vector(self, vec: Tensor) -> SpectralTangent:
-        check_tensor(vec, "vec", shape=(self.dim,), finite=False)
+        bs = self.batch_shape
+        check_tensor(vec, "vec", shape=(*bs, self.dim), finite=False)
         i, j = torch.tril_indices(self.n, self.n, -1, device=vec.device)
-        M = torch.zeros(self.n, self.n, dtype=vec.dtype, device=vec.device)
-        M = M.index_put((i, j), vec[self.n :])
-        return SpectralTangent(vec[: self.n], M)
+        M = torch.zeros(*bs, self.n, self.n, dtype=vec.dtype, device=vec.device)
+        # Matrix dimensions first, so that index_put scatters into every element.
+        M = M.movedim((-2, -1), (0, 1)).index_put((i, j), vec[..., self.n :].movedim(-1, 0))
+        return SpectralTangent(vec[..., : self.n], M.movedim((0, 1), (-2, -1)))

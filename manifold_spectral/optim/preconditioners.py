@@ -42,9 +42,16 @@ class KroneckerPreconditioner:
 
     kind = "kronecker"
 
-    def __init__(self, a: int, b: int, dtype: torch.dtype, device: Any, opts: dict) -> None:
+    def __init__(
+        self, a: int, b: int, dtype: torch.dtype, device: Any, opts: dict, batch: int | None = None
+    ) -> None:
         self.shape = (a, b)
-        self.manifold = KroneckerSpectralSPD(a, b, dtype, device, cayley=opts["cayley"])
+        #: ``()`` or ``(k,)``: with ``batch=k`` the state, gradients and directions of k
+        #: same-shaped parameters carry a leading dimension (``SpectralKron``'s buckets).
+        self.batch_shape: tuple[int, ...] = () if batch is None else (batch,)
+        self.manifold = KroneckerSpectralSPD(
+            a, b, dtype, device, cayley=opts["cayley"], batch=batch
+        )
         self.gauss = Gaussian(
             self.manifold,
             beta2=opts["beta2"],
@@ -103,7 +110,7 @@ class KroneckerPreconditioner:
         """Curvature step number ``count`` (1, 2, ...) from the gradient matrix (Fig. 6 right
         when truncated), then a Newton-Schulz polar step of both factors every
         ``reorthogonalize_every`` updates."""
-        G = grad.reshape(-1).to(self.manifold.dtype)
+        G = grad.reshape(*self.batch_shape, -1).to(self.manifold.dtype)
         x = self.gauss.precision_step(self.point(state), GOP(G, damping=self.damping))
         k = self.reorthogonalize_every
         if k and count % k == 0:
@@ -115,7 +122,7 @@ class KroneckerPreconditioner:
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
         """``alpha^(-1/p) S_L^(-1/p) G S_R^(-1/p)`` in the state dtype."""
-        G = grad.reshape(self.shape).to(self.manifold.dtype)
+        G = grad.reshape(*self.batch_shape, *self.shape).to(self.manifold.dtype)
         return self.manifold.apply_power_matrix(self.point(state), G, -1.0 / self.root)
 
 
@@ -174,10 +181,15 @@ def kronecker_shape(shape: tuple[int, ...], opts: dict) -> tuple[int, int] | Non
     return None
 
 
-def make_preconditioner(param: Tensor, dtype: torch.dtype, opts: dict) -> Any:
+def make_preconditioner(
+    param: Tensor, dtype: torch.dtype, opts: dict, batch: int | None = None
+) -> Any:
     """Kronecker factors or the diagonal scheme, as ``kronecker_shape`` decides. Only the
-    shape and device of ``param`` are read (a sharded ``DTensor`` gives its global shape)."""
+    shape and device of ``param`` are read (a sharded ``DTensor`` gives its global shape).
+    ``batch=k``: one Kronecker preconditioner for k parameters shaped like ``param``."""
     ab = kronecker_shape(tuple(param.shape), opts)
     if ab is not None:
-        return KroneckerPreconditioner(*ab, dtype, param.device, opts)
+        return KroneckerPreconditioner(*ab, dtype, param.device, opts, batch=batch)
+    if batch is not None:
+        raise ValueError("batch: only Kronecker preconditioners are batched")
     return DiagonalPreconditioner(math.prod(param.shape), dtype, param.device, opts)

@@ -30,6 +30,11 @@ from .preconditioners import make_preconditioner
 __all__ = ["SpectralKron"]
 
 _PRECOND_PREFIX = "pc_"
+#: ``batched`` buckets only parameters whose preconditioner cost ``a^3 + b^3 + ab(a + b)``
+#: is at most that of a 256 x 256 matrix: above it the products dominate the per-parameter
+#: overhead, and batched elementwise work on large factors falls out of cache (a stack of
+#: 384 x 128 and 512 x 128 layers ran 1.18x slower batched in float32; bench_optim_batched).
+BATCH_MAX_COST = 4 * 256**3
 
 
 class SpectralKron(torch.optim.Optimizer):
@@ -60,6 +65,12 @@ class SpectralKron(torch.optim.Optimizer):
             initialisation only) instead of the identity. Recommended: from the identity,
             ``alpha`` needs hundreds of updates to come down to the gradient's scale.
         diagonal: force the diagonal scheme for every parameter of the group.
+        batched: update same-shaped Kronecker parameters of a group (same state dtype,
+            device and step count, sides up to about 256) together: one set of batched
+            products on a ``batch=k`` manifold instead of k separate updates (the same
+            formulas; results equal to rounding). Saves the per-parameter overhead that
+            dominates small layers (12 layers of 32 x 32: 5x faster steps); costs one
+            transient copy of the bucket's factors.
         nonfinite: ``"raise"`` (default: a ``ValueError`` naming the parameter, nothing
             changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them).
         shard: split the preconditioner work over the ranks of ``process_group`` (ZeRO-1
@@ -101,6 +112,7 @@ class SpectralKron(torch.optim.Optimizer):
         max_factor_dim: int = 2048,
         warm_start: bool = False,
         diagonal: bool = False,
+        batched: bool = True,
         nonfinite: str = "raise",
         shard: bool = False,
         process_group: Any = None,
@@ -123,6 +135,7 @@ class SpectralKron(torch.optim.Optimizer):
             max_factor_dim=max_factor_dim,
             warm_start=warm_start,
             diagonal=diagonal,
+            batched=batched,
         )
         self._validate(defaults)
         if nonfinite not in ("raise", "skip"):
@@ -137,6 +150,7 @@ class SpectralKron(torch.optim.Optimizer):
         for group in self.param_groups:
             self._validate(group)
         self._preconditioners: dict[Tensor, Any] = {}
+        self._batched: dict[Any, Any] = {}
         if shard:
             self._sharding = distributed.Sharding(process_group)
             self._sharding.assign(self.param_groups)
@@ -182,7 +196,7 @@ class SpectralKron(torch.optim.Optimizer):
         sd = g["state_dtype"]
         if sd is not None and (not isinstance(sd, torch.dtype) or not sd.is_floating_point):
             raise TypeError(f"state_dtype: expected a floating torch.dtype, got {sd!r}")
-        for flag in ("truncated", "nesterov", "warm_start", "diagonal"):
+        for flag in ("truncated", "nesterov", "warm_start", "diagonal", "batched"):
             if not isinstance(g[flag], bool):
                 raise TypeError(f"{flag}: expected a bool, got {g[flag]!r}")
 
@@ -245,9 +259,9 @@ class SpectralKron(torch.optim.Optimizer):
             return loss
         pending = []
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    pending.append((group, p, self._compute(group, p)))
+            for bucket in self._buckets(group):
+                results = self._compute_many(group, bucket, [p.grad for p in bucket])
+                pending.extend((group, p, r) for p, r in zip(bucket, results, strict=True))
         for group, p, (new_state, update) in pending:
             self.state[p].update(new_state)
             transforms.weight_decay(p, group["lr"], group["weight_decay"])
@@ -259,47 +273,99 @@ class SpectralKron(torch.optim.Optimizer):
     ) -> tuple[dict[str, Any], Tensor]:
         """The new state entries and the update direction of one parameter (no writes);
         ``grad`` (default ``p.grad``) is the whole gradient, gathered for a ``DTensor``."""
-        pre = self._preconditioner(group, p)
-        sd = self._state_dtype(group, p)
-        grad = p.grad if grad is None else grad
-        state = self.state[p]
-        new: dict[str, Any] = {}
-        if not state:
-            pc = pre.init_state(grad, group["warm_start"])
-            step = 0
-            buf = torch.zeros_like(grad, dtype=sd)
-            new["momentum_buffer"] = buf
-            if group["graft"] == "adam":
-                new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
-        else:
-            pc = self._precond_state(state)
-            step = int(state["step"])
-            buf = state["momentum_buffer"]
-        step += 1
-        g = grad.to(sd)
+        return self._compute_many(group, [p], [p.grad if grad is None else grad])[0]
+
+    def _compute_many(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> list[tuple[dict[str, Any], Tensor]]:
+        """``_compute`` for parameters of one group that share a preconditioner shape, state
+        dtype, device and step count (a ``_buckets`` bucket). For more than one, the curvature
+        updates and the preconditioning run on a ``batch=k`` manifold: the same formulas, one
+        set of batched products. Per-parameter state stays per parameter (stacked for the
+        update, then sliced and copied back)."""
+        k = len(params)
+        sd = self._state_dtype(group, params[0])
+        singles = [self._preconditioner(group, p) for p in params]
+        pre = singles[0] if k == 1 else self._batched_preconditioner(group, params[0], k)
+        news: list[dict[str, Any]] = []
+        pcs, bufs, steps = [], [], []
+        for p, grad, single in zip(params, grads, singles, strict=True):
+            state, new = self.state[p], {}
+            if not state:
+                pcs.append(single.init_state(grad, group["warm_start"]))
+                steps.append(1)
+                bufs.append(torch.zeros_like(grad, dtype=sd))
+                if group["graft"] == "adam":
+                    new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
+            else:
+                pcs.append(self._precond_state(state))
+                steps.append(int(state["step"]) + 1)
+                bufs.append(state["momentum_buffer"])
+            news.append(new)
+        step = steps[0]
+        gs = [grad.to(sd) for grad in grads]
+        pc = pcs[0] if k == 1 else {key: torch.stack([c[key] for c in pcs]) for key in pcs[0]}
         if (step - 1) % group["update_every"] == 0:
-            pc = pre.update(pc, g, count=(step - 1) // group["update_every"] + 1)
-        new.update({_PRECOND_PREFIX + k: v for k, v in pc.items()})
-        if group["momentum"]:
-            buf, direction = transforms.heavy_ball(buf, g, group["momentum"], group["nesterov"])
-        else:
-            direction = g
-        new["momentum_buffer"] = buf
-        u = pre.precondition(pc, direction)
-        if group["graft"] == "adam":
-            v = state.get("exp_avg_sq", new.get("exp_avg_sq"))
-            v, adam = transforms.adam_direction(v, grad.float(), step)
-            new["exp_avg_sq"] = v
-            u = transforms.graft_norm(u, adam)
-        if group["clip_rms"] is not None:
-            u = transforms.clip_by_rms(u, group["clip_rms"])
-        if not bool(torch.isfinite(u).all()):
-            raise FloatingPointError(
-                f"SpectralKron: non-finite update for a parameter of shape {tuple(p.shape)}; "
-                "nothing was changed"
-            )
-        new["step"] = torch.tensor(float(step))
-        return new, u
+            count = (step - 1) // group["update_every"] + 1
+            pc = pre.update(pc, gs[0] if k == 1 else torch.stack(gs), count=count)
+        directions = []
+        for new, buf, g in zip(news, bufs, gs, strict=True):
+            if group["momentum"]:
+                buf, direction = transforms.heavy_ball(buf, g, group["momentum"], group["nesterov"])
+            else:
+                direction = g
+            new["momentum_buffer"] = buf
+            directions.append(direction)
+        U = pre.precondition(pc, directions[0] if k == 1 else torch.stack(directions))
+        out = []
+        for i, (p, grad, new) in enumerate(zip(params, grads, news, strict=True)):
+            pci = pc if k == 1 else {key: v[i].clone() for key, v in pc.items()}
+            new.update({_PRECOND_PREFIX + key: v for key, v in pci.items()})
+            u = U if k == 1 else U[i]
+            if group["graft"] == "adam":
+                v = self.state[p].get("exp_avg_sq", new.get("exp_avg_sq"))
+                v, adam = transforms.adam_direction(v, grad.float(), step)
+                new["exp_avg_sq"] = v
+                u = transforms.graft_norm(u, adam)
+            if group["clip_rms"] is not None:
+                u = transforms.clip_by_rms(u, group["clip_rms"])
+            if not bool(torch.isfinite(u).all()):
+                raise FloatingPointError(
+                    f"SpectralKron: non-finite update for a parameter of shape "
+                    f"{tuple(p.shape)}; nothing was changed"
+                )
+            new["step"] = torch.tensor(float(step))
+            out.append((new, u))
+        return out
+
+    def _buckets(self, group: dict[str, Any]) -> list[list[Tensor]]:
+        """The group's parameters with a gradient, in order, bucketed for ``_compute_many``:
+        with ``batched``, Kronecker parameters of one preconditioner shape, state dtype,
+        device and step count, and cost at most ``BATCH_MAX_COST``, share a bucket; every
+        other parameter is alone."""
+        buckets: dict[Any, list[Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            pre = self._preconditioner(group, p)
+            key: Any = id(p)
+            cost = distributed.param_cost(p.shape, group)
+            if group["batched"] and pre.kind == "kronecker" and cost <= BATCH_MAX_COST:
+                state = self.state[p]
+                step = int(state["step"]) if state else 0
+                key = (pre.shape, self._state_dtype(group, p), p.device, step)
+            buckets.setdefault(key, []).append(p)
+        return list(buckets.values())
+
+    def _batched_preconditioner(self, group: dict[str, Any], p: Tensor, k: int) -> Any:
+        """The ``batch=k`` preconditioner of ``k`` parameters shaped like ``p`` (cached)."""
+        sd = self._state_dtype(group, p)
+        key = (self.param_groups.index(group), self._preconditioner(group, p).shape, sd, k)
+        pre = self._batched.get(key)
+        if pre is None:
+            pre = make_preconditioner(p, sd, group, batch=k)
+            self._batched[key] = pre
+        return pre
 
     # Serialisation -----------------------------------------------------------------------
 
@@ -334,6 +400,7 @@ class SpectralKron(torch.optim.Optimizer):
             for p in [p for p in self.state if not self._sharding.owns(p)]:
                 del self.state[p]
         self._preconditioners.clear()
+        self._batched.clear()
         # torch.optim matched saved and current parameters by position; take the saved tensors
         # themselves (its cast to the parameter dtype rounds a state dtype finer than the
         # parameters', e.g. float64 state on float32 parameters).

@@ -1,0 +1,123 @@
+"""Batched buckets: SpectralKron with ``batched=True`` vs one update per parameter.
+
+``SpectralKron`` updates the same-shaped Kronecker parameters of a group (same state dtype,
+device and step count) on one ``batch=k`` manifold: the same formulas, one set of batched
+products, and the per-parameter Python work (checks, small kernels) paid once per bucket.
+This measures what that buys, per optimizer step, on
+
+* ``12 x n^2``: twelve n x n matrices (n = 32, 64, 128, 256), e.g. the heads or layers of a
+  small model;
+* ``stack``: the matrices and vectors of four pre-LN transformer blocks of width 128 (qkv
+  384 x 128, proj 128 x 128, fc1 512 x 128, fc2 128 x 512: four buckets of four).
+
+Both settings run interleaved in one process, one thread, float32 parameters, ``update_every
+= 1`` (every step is a curvature update; the paper's ``update_every = 2`` halves the update
+share), Neumann Cayley, float32 and bfloat16 state; each cell is the median over repeats.
+AdamW's step is timed beside them as a scale. The parameters of the two settings agree to
+rounding (``tests/test_optim.py::test_batched_buckets_equal_separate_updates``).
+
+Run:  python benchmarks/bench_optim_batched.py [--sizes 32 64] [--no-stack] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+from torch import nn
+
+from manifold_spectral.optim import SpectralKron
+
+README = Path(__file__).resolve().parent / "README.md"
+START, END = "<!-- optim-batched:start -->", "<!-- optim-batched:end -->"
+REPEATS = 9
+WARMUP = 2
+
+
+def workload(name: int | str) -> list[nn.Parameter]:
+    torch.manual_seed(0)
+    if name == "stack":
+        d, shapes = 128, []
+        for _ in range(4):
+            shapes += [(3 * d, d), (3 * d,), (d, d), (d,), (4 * d, d), (4 * d,), (d, 4 * d)]
+            shapes += [(d,)] * 5  # fc2 bias, two LayerNorms
+        return [nn.Parameter(torch.randn(*s) / 16) for s in shapes]
+    return [nn.Parameter(torch.randn(name, name) / name**0.5) for _ in range(12)]
+
+
+def bench(name: int | str) -> dict[str, float]:
+    sk = dict(lr=1e-3, beta2=0.01, damping=1e-8, update_every=1, warm_start=True)
+    opts: dict[str, torch.optim.Optimizer] = {"AdamW": torch.optim.AdamW(workload(name))}
+    for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        for batched in (False, True):
+            key = f"{label} {'batched' if batched else 'separate'}"
+            opts[key] = SpectralKron(workload(name), state_dtype=dtype, batched=batched, **sk)
+    gen = torch.Generator().manual_seed(1)
+    times: dict[str, list[float]] = {k: [] for k in opts}
+    keys = list(opts)
+    for r in range(WARMUP + REPEATS):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            opt = opts[k]
+            for p in opt.param_groups[0]["params"]:
+                p.grad = torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5
+            t = time.perf_counter()
+            opt.step()
+            if r >= WARMUP:
+                times[k].append(time.perf_counter() - t)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def table(results: dict[int | str, dict[str, float]]) -> str:
+    rows = [
+        "| workload | AdamW ms | fp32 separate ms | fp32 batched ms | batched / separate "
+        "| bf16 separate ms | bf16 batched ms | batched / separate |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        label = f"12 x {name}x{name}" if isinstance(name, int) else "4 blocks, width 128"
+        cells = [f"{r['AdamW']:.2f}"]
+        for dt in ("fp32", "bf16"):
+            sep, bat = r[f"{dt} separate"], r[f"{dt} batched"]
+            cells += [f"{sep:.1f}", f"{bat:.1f}", f"{bat / sep:.2f}"]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--no-stack", dest="stack", action="store_false")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true", help="do not update README.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    start = time.perf_counter()
+    results: dict[int | str, dict[str, float]] = {}
+    for name in [*args.sizes, *(["stack"] if args.stack else [])]:
+        t = time.perf_counter()
+        results[name] = bench(name)
+        print(f"  {name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    header = (
+        f"Measured {datetime.date.today().isoformat()} on {machine()}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load average {load:.1f} at start; whole run "
+        f"{time.perf_counter() - start:.0f} s. ms per optimizer step (every step a curvature "
+        "update), median over interleaved repeats; ratios < 1: batching is faster."
+    )
+    block = f"{header}\n\n{table(results)}"
+    print(block)
+    if not args.no_write:
+        replace_between(README, START, END, block)
+        print(f"written to {README}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
