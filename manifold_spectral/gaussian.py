@@ -134,6 +134,8 @@ class Gaussian:
             Adam/Shampoo-like square root).
         exponential: ``"exact"`` (Fig. 1) or ``"truncated"`` (Fig. 5; needs PSD curvature).
         cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
+        jacobi: exact 2 x 2 Jacobi angles for the rotation step (``RGD(jacobi=True)``); the
+            same first-order step, bounded where eigenvalues are close.
         reorthogonalize_every: passed to the underlying ``RGD`` (default ``"auto"``: a
             Newton-Schulz step every 10 Neumann updates, every 100 exact updates below float64).
     """
@@ -148,6 +150,7 @@ class Gaussian:
         root: float = 2.0,
         exponential: str = "exact",
         cayley: str | None = None,
+        jacobi: bool = False,
         reorthogonalize_every: int | None | str = "auto",
     ) -> None:
         self.manifold = manifold
@@ -163,6 +166,7 @@ class Gaussian:
             self.beta2,
             cayley=cayley,
             exponential=exponential == "exact",
+            jacobi=jacobi,
             reorthogonalize_every=reorthogonalize_every,
         )
 

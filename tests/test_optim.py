@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -49,6 +50,7 @@ OPTS = dict(lr=1e-2, beta2=0.05, damping=1e-4)
         {"cayley": "exact", "truncated": False},
         {"warm_start": True, "update_every": 2},
         {"graft": "adam", "clip_rms": 1.0, "weight_decay": 1e-3, "nesterov": True},
+        {"jacobi": True, "cayley": "exact"},
     ],
     ids=lambda kw: ",".join(kw) or "defaults",
 )
@@ -269,3 +271,20 @@ def test_batched_bucket_splits_by_step_count_and_resumes_bitwise():
         assert torch.equal(a, b)
     with pytest.raises(TypeError, match="batched"):
         SpectralKron(model.parameters(), batched="yes")
+
+
+def test_state_dict_saved_before_new_options_loads():
+    """A state dict whose groups lack options added later (``batched``, ``jacobi``) loads and
+    resumes with the defaults of those options."""
+    X, Y = data(7)
+    model = mlp()
+    opt = SpectralKron(model.parameters(), **OPTS)
+    train(model, opt, X, Y, 3)
+    old = copy.deepcopy(opt.state_dict())
+    for g in old["param_groups"]:
+        del g["batched"], g["jacobi"]
+    opt2 = SpectralKron(model.parameters(), **OPTS)
+    opt2.load_state_dict(old)
+    assert opt2.param_groups[0]["batched"] is True and opt2.param_groups[0]["jacobi"] is False
+    losses = train(model, opt2, X, Y, 3)
+    assert all(map(math.isfinite, losses))

@@ -58,6 +58,7 @@ class KroneckerPreconditioner:
             gamma=opts["gamma"],
             root=opts["root"],
             exponential="truncated" if opts["truncated"] else "exact",
+            jacobi=opts.get("jacobi", False),
             reorthogonalize_every=None,  # scheduled in ``update`` from the saved step count
         )
         self.damping = opts["damping"]

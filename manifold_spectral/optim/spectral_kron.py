@@ -50,6 +50,9 @@ class SpectralKron(torch.optim.Optimizer):
         update_every: curvature update period (paper: 2).
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
         truncated: truncated-exponential (practical, Fig. 6 right) or exact eigenvalue map.
+        jacobi: turn each eigenvector pair of a factor by its exact 2 x 2 Jacobi angle
+            (``blocks.jacobi_angles``): the same first-order step, with rotations bounded
+            where a factor's eigenvalues are close (e.g. right after the identity start).
         momentum: heavy-ball coefficient on the gradient, in ``[0, 1)``.
         nesterov: Nesterov momentum.
         weight_decay: decoupled weight decay.
@@ -103,6 +106,7 @@ class SpectralKron(torch.optim.Optimizer):
         update_every: int = 1,
         cayley: str = "neumann",
         truncated: bool = True,
+        jacobi: bool = False,
         momentum: float = 0.9,
         nesterov: bool = False,
         weight_decay: float = 0.0,
@@ -126,6 +130,7 @@ class SpectralKron(torch.optim.Optimizer):
             update_every=update_every,
             cayley=cayley,
             truncated=truncated,
+            jacobi=jacobi,
             momentum=momentum,
             nesterov=nesterov,
             weight_decay=weight_decay,
@@ -196,7 +201,7 @@ class SpectralKron(torch.optim.Optimizer):
         sd = g["state_dtype"]
         if sd is not None and (not isinstance(sd, torch.dtype) or not sd.is_floating_point):
             raise TypeError(f"state_dtype: expected a floating torch.dtype, got {sd!r}")
-        for flag in ("truncated", "nesterov", "warm_start", "diagonal", "batched"):
+        for flag in ("truncated", "jacobi", "nesterov", "warm_start", "diagonal", "batched"):
             if not isinstance(g[flag], bool):
                 raise TypeError(f"{flag}: expected a bool, got {g[flag]!r}")
 
@@ -396,6 +401,9 @@ class SpectralKron(torch.optim.Optimizer):
         rank owns are kept. A shard cannot be loaded elsewhere: it lacks other ranks' state."""
         distributed.check_loadable(state_dict, self._sharding)
         super().load_state_dict(state_dict)
+        for group in self.param_groups:  # a dict saved before an option existed lacks it
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
         if self._sharding is not None:
             for p in [p for p in self.state if not self._sharding.owns(p)]:
                 del self.state[p]
