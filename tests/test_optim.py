@@ -51,6 +51,7 @@ OPTS = dict(lr=1e-2, beta2=0.05, damping=1e-4)
         {"warm_start": True, "update_every": 2},
         {"graft": "adam", "clip_rms": 1.0, "weight_decay": 1e-3, "nesterov": True},
         {"jacobi": True, "cayley": "exact"},
+        {"eigenvalue_correction": True},
     ],
     ids=lambda kw: ",".join(kw) or "defaults",
 )
@@ -115,13 +116,14 @@ def test_state_dict_resume_is_bitwise():
     # dtype, which would round it; the resume must still be bitwise.
     for sd in (None, torch.bfloat16, torch.float64):
         model = mlp()
-        opt = SpectralKron(model.parameters(), **OPTS, state_dtype=sd, graft="adam")
+        kw = dict(state_dtype=sd, graft="adam", eigenvalue_correction=True)
+        opt = SpectralKron(model.parameters(), **OPTS, **kw)
         train(model, opt, X, Y, 4)
         snap_opt, snap_model = copy.deepcopy(opt.state_dict()), copy.deepcopy(model.state_dict())
         train(model, opt, X, Y, 4)
         resumed = mlp()
         resumed.load_state_dict(snap_model)
-        opt2 = SpectralKron(resumed.parameters(), **OPTS, state_dtype=sd, graft="adam")
+        opt2 = SpectralKron(resumed.parameters(), **OPTS, **kw)
         opt2.load_state_dict(snap_opt)
         train(resumed, opt2, X, Y, 4)
         for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
@@ -218,8 +220,9 @@ def deep_mlp(seed: int = 3, dtype=torch.float64) -> nn.Module:
         {},
         {"cayley": "exact", "truncated": False, "update_every": 2},
         {"warm_start": True, "graft": "adam", "clip_rms": 0.5, "root": 1.0},
+        {"eigenvalue_correction": True, "update_every": 2},
     ],
-    ids=["defaults", "exact", "warm-graft-clip"],
+    ids=["defaults", "exact", "warm-graft-clip", "eigenvalue-correction"],
 )
 def test_batched_buckets_equal_separate_updates(kw):
     """``batched=True`` updates the three 16 x 16 layers on one ``batch=3`` manifold; every
@@ -288,3 +291,29 @@ def test_state_dict_saved_before_new_options_loads():
     assert opt2.param_groups[0]["batched"] is True and opt2.param_groups[0]["jacobi"] is False
     losses = train(model, opt2, X, Y, 3)
     assert all(map(math.isfinite, losses))
+
+
+def test_eigenvalue_correction_step_by_hand():
+    """First step with ``eigenvalue_correction``: the curvature update of the manifold, then
+    ``u = B_L [Z_m / (sqrt(v_hat + lambda) + eps)] B_R^T`` with ``v_hat = Z_g^2`` (bias-corrected
+    EMA after one step) and ``Z = B_L^T (.) B_R`` in the updated eigenbasis."""
+    W = nn.Parameter(torch.randn(5, 7, dtype=torch.float64))
+    G = torch.randn(5, 7, dtype=torch.float64)
+    W.grad = G.clone()
+    lr, beta2, lam = 0.1, 0.05, 1e-3
+    opt = SpectralKron(
+        [W], lr=lr, beta2=beta2, damping=lam, momentum=0.0, eigenvalue_correction=True
+    )
+    W0 = W.detach().clone()
+    opt.step()
+    K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann")
+    gauss = ms.Gaussian(K, beta2=beta2, gamma=1.0, root=2.0, exponential="truncated")
+    x = gauss.precision_step(K.origin(), ms.GOP(G.reshape(-1), damping=lam))
+    Z = x.left.B.T @ G @ x.right.B
+    expected = W0 - lr * x.left.B @ (Z / ((Z * Z + lam).sqrt() + 1e-8)) @ x.right.B.T
+    torch.testing.assert_close(W.detach(), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(opt.state[W]["eig_v"], 0.01 * Z * Z)
+    with pytest.raises(ValueError, match="correction_beta"):
+        SpectralKron([W], correction_beta=1.0)
+    with pytest.raises(TypeError, match="eigenvalue_correction"):
+        SpectralKron([W], eigenvalue_correction=1)

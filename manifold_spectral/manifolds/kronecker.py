@@ -338,11 +338,21 @@ class KroneckerSpectralSPD(SpectralManifold):
             shape = want if self.batch else ("...", self.a, self.b)
             raise ValueError(f"G: expected shape {shape}, got {tuple(G.shape)}")
         L, Rt = x.left, x.right
-        Z = L.B.mT @ G @ Rt.B
         scale = x.alpha.pow(r)[..., None, None] * (
             L.d.pow(r)[..., :, None] * Rt.d.pow(r)[..., None, :]
         )
-        return L.B @ (scale * Z) @ Rt.B.mT
+        return self.from_eigenbasis(x, scale * self.to_eigenbasis(x, G))
+
+    @staticmethod
+    def to_eigenbasis(x: KroneckerSpectralPoint, G: Tensor) -> Tensor:
+        """``B_L^T G B_R``: a matrix (..., a, b) in the Kronecker eigenbasis of ``x``, where
+        ``S = alpha (B_L kron B_R) Diag(d_L kron d_R) (B_L kron B_R)^T`` is diagonal."""
+        return x.left.B.mT @ G @ x.right.B
+
+    @staticmethod
+    def from_eigenbasis(x: KroneckerSpectralPoint, Z: Tensor) -> Tensor:
+        """``B_L Z B_R^T``, the inverse of ``to_eigenbasis`` (orthogonal factors)."""
+        return x.left.B @ Z @ x.right.B.mT
 
     def apply_power(self, x: KroneckerSpectralPoint, v: Tensor, r: float) -> Tensor:
         """``S^r v`` for ``v`` of shape (a, b) (a matrix), (ab,) or (ab, k) (row-major vecs);

@@ -28,6 +28,7 @@ from ..manifolds import (
     SpectralPoint,
 )
 from ..rgd import AUTO_REORTHOGONALIZE_EVERY
+from . import transforms
 
 __all__ = [
     "KroneckerPreconditioner",
@@ -125,6 +126,35 @@ class KroneckerPreconditioner:
         """``alpha^(-1/p) S_L^(-1/p) G S_R^(-1/p)`` in the state dtype."""
         G = grad.reshape(*self.batch_shape, *self.shape).to(self.manifold.dtype)
         return self.manifold.apply_power_matrix(self.point(state), G, -1.0 / self.root)
+
+    def precondition_corrected(
+        self,
+        state: dict[str, Tensor],
+        direction: Tensor,
+        grad: Tensor,
+        v: Tensor,
+        step: int,
+        beta: float,
+    ) -> tuple[Tensor, Tensor]:
+        """Eigenvalue-corrected direction (EKFAC, George et al. 2018; SOAP runs Adam in the
+        same place, Vyas et al. 2024), in the eigenbasis learned by the spectral RGD:
+
+            Z_g = B_L^T g B_R,  v <- beta v + (1 - beta) Z_g^2,
+            u = B_L [(B_L^T m B_R) / ((v / (1 - beta^t) + lambda)^(1/p) + eps)] B_R^T.
+
+        ``v + lambda`` (``v`` in at least float32, shaped like the parameter matrix) is the
+        diagonal of the damped gradient outer product in the Kronecker eigenbasis, the
+        Frobenius-best diagonal for that basis;
+        it replaces the product ``alpha d_L d_R^T`` of the factors' eigenvalues, which still
+        drive the learning of the basis. Returns ``(u, v')``; no decomposition."""
+        x = self.point(state)
+        shape = (*self.batch_shape, *self.shape)
+        dt = self.manifold.dtype
+        g, m = grad.reshape(shape).to(dt), direction.reshape(shape).to(dt)
+        Zg, Zm = self.manifold.to_eigenbasis(x, torch.stack([g, m])).unbind(0)
+        v = transforms.second_moment(v.reshape(shape), Zg, beta)
+        Z = transforms.scale_by_second_moment(Zm, v, step, beta, self.root, self.damping)
+        return self.manifold.from_eigenbasis(x, Z), v
 
 
 class DiagonalPreconditioner:

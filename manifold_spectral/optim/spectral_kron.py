@@ -50,6 +50,15 @@ class SpectralKron(torch.optim.Optimizer):
         update_every: curvature update period (paper: 2).
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
         truncated: truncated-exponential (practical, Fig. 6 right) or exact eigenvalue map.
+        eigenvalue_correction: precondition Kronecker parameters with the diagonal of the
+            gradient outer product in the learned eigenbasis (an EMA of
+            ``(B_L^T g B_R)^2``, bias-corrected, power ``-1/p``) instead of the product of the
+            factors' eigenvalues: EKFAC's correction, where SOAP runs Adam, with the basis
+            still learned by the spectral RGD (no decomposition). One buffer of the
+            parameter's size (float32 for 16-bit states) and two more products per step.
+            Meant for ``root=2`` (Adam's scaling); with ``root=1`` the elementwise
+            ``1 / v`` scaling is unstable at the learning rates of ``root=2``.
+        correction_beta: EMA coefficient of that diagonal (Adam's ``beta2``).
         jacobi: turn each eigenvector pair of a factor by its exact 2 x 2 Jacobi angle
             (``blocks.jacobi_angles``): the same first-order step, with rotations bounded
             where a factor's eigenvalues are close (e.g. right after the identity start).
@@ -107,6 +116,8 @@ class SpectralKron(torch.optim.Optimizer):
         cayley: str = "neumann",
         truncated: bool = True,
         jacobi: bool = False,
+        eigenvalue_correction: bool = False,
+        correction_beta: float = 0.99,
         momentum: float = 0.9,
         nesterov: bool = False,
         weight_decay: float = 0.0,
@@ -131,6 +142,8 @@ class SpectralKron(torch.optim.Optimizer):
             cayley=cayley,
             truncated=truncated,
             jacobi=jacobi,
+            eigenvalue_correction=eigenvalue_correction,
+            correction_beta=correction_beta,
             momentum=momentum,
             nesterov=nesterov,
             weight_decay=weight_decay,
@@ -201,7 +214,12 @@ class SpectralKron(torch.optim.Optimizer):
         sd = g["state_dtype"]
         if sd is not None and (not isinstance(sd, torch.dtype) or not sd.is_floating_point):
             raise TypeError(f"state_dtype: expected a floating torch.dtype, got {sd!r}")
-        for flag in ("truncated", "jacobi", "nesterov", "warm_start", "diagonal", "batched"):
+        if not check_positive(g["correction_beta"], "correction_beta") < 1.0:
+            raise ValueError(
+                f"correction_beta: expected a value in (0, 1), got {g['correction_beta']!r}"
+            )
+        flags = ("truncated", "jacobi", "eigenvalue_correction", "nesterov", "warm_start")
+        for flag in (*flags, "diagonal", "batched"):
             if not isinstance(g[flag], bool):
                 raise TypeError(f"{flag}: expected a bool, got {g[flag]!r}")
 
@@ -321,11 +339,25 @@ class SpectralKron(torch.optim.Optimizer):
                 direction = g
             new["momentum_buffer"] = buf
             directions.append(direction)
-        U = pre.precondition(pc, directions[0] if k == 1 else torch.stack(directions))
+        D = directions[0] if k == 1 else torch.stack(directions)
+        corrected = group["eigenvalue_correction"] and pre.kind == "kronecker"
+        if corrected:
+            vs = [
+                self.state[p].get("eig_v", torch.zeros_like(g, dtype=transforms.wide_dtype(sd)))
+                for p, g in zip(params, gs, strict=True)
+            ]
+            G = gs[0] if k == 1 else torch.stack(gs)
+            U, V = pre.precondition_corrected(
+                pc, D, G, vs[0] if k == 1 else torch.stack(vs), step, group["correction_beta"]
+            )
+        else:
+            U = pre.precondition(pc, D)
         out = []
         for i, (p, grad, new) in enumerate(zip(params, grads, news, strict=True)):
             pci = pc if k == 1 else {key: v[i].clone() for key, v in pc.items()}
             new.update({_PRECOND_PREFIX + key: v for key, v in pci.items()})
+            if corrected:
+                new["eig_v"] = (V if k == 1 else V[i].clone()).reshape(p.shape)
             u = U if k == 1 else U[i]
             if group["graft"] == "adam":
                 v = self.state[p].get("exp_avg_sq", new.get("exp_avg_sq"))
@@ -426,5 +458,6 @@ class SpectralKron(torch.optim.Optimizer):
                     if k == "step" or not isinstance(v, Tensor):
                         continue
                     src = saved.get(k, v)
-                    dtype = torch.float32 if k == "exp_avg_sq" else sd
+                    dtype = {"exp_avg_sq": torch.float32, "eig_v": transforms.wide_dtype(sd)}
+                    dtype = dtype.get(k, sd)
                     st[k] = src.to(device=v.device, dtype=dtype, copy=True)

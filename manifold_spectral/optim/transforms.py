@@ -8,7 +8,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["heavy_ball", "rms", "clip_by_rms", "graft_norm", "adam_direction", "weight_decay"]
+__all__ = [
+    "heavy_ball",
+    "rms",
+    "clip_by_rms",
+    "graft_norm",
+    "adam_direction",
+    "wide_dtype",
+    "second_moment",
+    "scale_by_second_moment",
+    "weight_decay",
+]
 
 
 def heavy_ball(
@@ -46,6 +56,35 @@ def adam_direction(
     ``(v', g / (sqrt(v' / (1 - beta2^step)) + eps))``. Nothing is modified in place."""
     new = exp_avg_sq * beta2 + (1.0 - beta2) * grad * grad
     return new, grad / ((new / (1.0 - beta2**step)).sqrt() + eps)
+
+
+def wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for 16-bit types (whose squares and EMAs lose small increments), else ``dtype``."""
+    return torch.float32 if torch.finfo(dtype).bits <= 16 else dtype
+
+
+def second_moment(v: Tensor, z: Tensor, beta: float) -> Tensor:
+    """Exponential moving average of squares, ``v' = beta v + (1 - beta) z^2``, in at least
+    float32 (16-bit squares would lose the ``(1 - beta)`` increments). Not in place."""
+    zf = z.to(wide_dtype(z.dtype))
+    return v.to(zf.dtype) * beta + (1.0 - beta) * zf * zf
+
+
+def scale_by_second_moment(
+    z: Tensor,
+    v: Tensor,
+    step: int,
+    beta: float,
+    root: float,
+    damping: float = 0.0,
+    eps: float = 1e-8,
+) -> Tensor:
+    """``z / ((v / (1 - beta^step) + damping)^(1/p) + eps)``: Adam's bias-corrected scaling
+    for ``p = 2`` (``damping`` is the ``lambda`` of ``H + lambda I``), computed in float32 and
+    returned in ``z``'s dtype (computed in at least float32)."""
+    vhat = v / (1.0 - beta**step) + damping
+    zf = z.to(wide_dtype(z.dtype))
+    return (zf / (vhat.pow(1.0 / root) + eps)).to(z.dtype)
 
 
 def weight_decay(param: Tensor, lr: float, decay: float) -> None:
