@@ -46,6 +46,7 @@ DEFAULT_HP: dict[str, dict[str, float]] = {
     "muon": {"lr": 0.02, "adamw_lr": 1e-3},
     "spectral-p2": {"lr": 2e-3, "damping": 1e-9},  # damping below mean(g^2) of a wide model
     "spectral-p1": {"lr": 2e-3, "damping": 1e-9},
+    "spectral-p2-ec": {"lr": 3e-3, "damping": 1e-9},
 }
 LR_KEYS = ("lr", "adamw_lr")
 

@@ -349,6 +349,13 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         OptimizerSpec(
             "spectral-p1", "Spectral p=1 (ours)", "tab:orange", _SK_SPACE, _spectral(1.0)
         ),
+        OptimizerSpec(
+            "spectral-p2-ec",
+            "Spectral p=2 + eigenvalue correction (ours)",
+            "tab:brown",
+            _SK_SPACE,
+            _spectral(2.0, eigenvalue_correction=True),
+        ),
     ]
 }
 
