@@ -45,7 +45,8 @@ OPTS = dict(lr=1e-2, beta2=0.05, damping=1e-4)
     "kw",
     [
         {},
-        {"root": 1.0},
+        {"root": 1.0, "clip_rms": 1.0},
+        {"root": 1.0, "warm_start": False},
         {"state_dtype": torch.bfloat16},
         {"cayley": "exact", "truncated": False},
         {"warm_start": True, "update_every": 2},
@@ -97,7 +98,7 @@ def test_one_step_equals_manifold_update_plus_mean_step():
     G = torch.randn(5, 7, dtype=torch.float64)
     W.grad = G.clone()
     lr, beta2, lam, p = 0.1, 0.05, 1e-3, 2.0
-    opt = SpectralKron([W], lr=lr, beta2=beta2, damping=lam, root=p, momentum=0.0)
+    opt = SpectralKron([W], lr=lr, beta2=beta2, damping=lam, root=p, momentum=0.0, warm_start=False)
     W0 = W.detach().clone()
     opt.step()
     K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann")
@@ -138,7 +139,9 @@ def test_exact_and_neumann_cayley_close_for_small_steps():
     finals = []
     for cayley in ("exact", "neumann"):
         model = mlp()
-        opt = SpectralKron(model.parameters(), lr=1e-2, beta2=1e-3, damping=1e-3, cayley=cayley)
+        opt = SpectralKron(
+            model.parameters(), lr=1e-2, beta2=1e-3, damping=1e-3, cayley=cayley, warm_start=False
+        )
         train(model, opt, X, Y, 20)
         finals.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
     diff = torch.linalg.vector_norm(finals[0] - finals[1])
@@ -242,7 +245,9 @@ def test_batched_buckets_equal_separate_updates(kw):
     for p, q in zip(m0.parameters(), m1.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
         for key, v in o0.state[p].items():
-            torch.testing.assert_close(v, o1.state[q][key], rtol=1e-9, atol=1e-11)
+            # Eigenvectors of (nearly) repeated eigenvalues (the warm start's rank-deficient
+            # first GOP) amplify 1e-15 differences of the gradients; S and W agree tightly.
+            torch.testing.assert_close(v, o1.state[q][key], rtol=1e-6, atol=1e-8)
             assert o1.state[q][key].is_contiguous()
 
 
@@ -302,7 +307,13 @@ def test_eigenvalue_correction_step_by_hand():
     W.grad = G.clone()
     lr, beta2, lam = 0.1, 0.05, 1e-3
     opt = SpectralKron(
-        [W], lr=lr, beta2=beta2, damping=lam, momentum=0.0, eigenvalue_correction=True
+        [W],
+        lr=lr,
+        beta2=beta2,
+        damping=lam,
+        momentum=0.0,
+        eigenvalue_correction=True,
+        warm_start=False,
     )
     W0 = W.detach().clone()
     opt.step()

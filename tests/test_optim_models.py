@@ -188,7 +188,9 @@ def test_root_direction_matches_dense_power(root):
     """One step from a random state: the update is ``S^(-1/p) vec(g)`` with the dense ``S``."""
     torch.manual_seed(0)
     W = nn.Parameter(torch.randn(4, 6, dtype=torch.float64))
-    opt = SpectralKron([W], lr=1.0, beta2=0.02, damping=1e-3, root=root, momentum=0.0)
+    opt = SpectralKron(
+        [W], lr=1.0, beta2=0.02, damping=1e-3, root=root, momentum=0.0, warm_start=False
+    )
     W.grad = torch.randn(4, 6, dtype=torch.float64)
     opt.step()  # initialises the state
     K = ms.KroneckerSpectralSPD(4, 6, dtype=torch.float64, cayley="neumann")

@@ -74,8 +74,9 @@ class SpectralKron(torch.optim.Optimizer):
         max_factor_dim: matrices with a side above this use the diagonal scheme.
         warm_start: initialise ``S`` from the first gradient, at its scale
             (``tr(S) / (ab) = mean(g^2) + damping``; one float64 ``eigh`` per factor, at
-            initialisation only) instead of the identity. Recommended: from the identity,
-            ``alpha`` needs hundreds of updates to come down to the gradient's scale.
+            initialisation only; default) instead of the identity (``False``): from the
+            identity, ``alpha`` needs hundreds of updates to come down to the gradient's
+            scale.
         diagonal: force the diagonal scheme for every parameter of the group.
         batched: update same-shaped Kronecker parameters of a group (same state dtype,
             device and step count, sides up to about 256) together: one set of batched
@@ -125,7 +126,7 @@ class SpectralKron(torch.optim.Optimizer):
         graft: str | None = None,
         state_dtype: torch.dtype | None = None,
         max_factor_dim: int = 2048,
-        warm_start: bool = False,
+        warm_start: bool = True,
         diagonal: bool = False,
         batched: bool = True,
         nonfinite: str = "raise",
