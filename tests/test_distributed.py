@@ -28,8 +28,16 @@ torch.set_num_threads(1)
 
 WORLD = 2
 STEPS = 4
+#: eigenvalue_correction adds a per-parameter state buffer ("eig_v") that every distributed
+#: path (shard exchange, consolidation, resume, DTensor slices) must carry like the factors.
 OPTS: dict[str, Any] = dict(
-    lr=0.05, beta2=0.05, damping=1e-4, weight_decay=1e-2, clip_rms=1.0, warm_start=True
+    lr=0.05,
+    beta2=0.05,
+    damping=1e-4,
+    weight_decay=1e-2,
+    clip_rms=1.0,
+    warm_start=True,
+    eigenvalue_correction=True,
 )
 
 needs_gloo = pytest.mark.skipif(
