@@ -170,9 +170,14 @@ class Gaussian:
             reorthogonalize_every=reorthogonalize_every,
         )
 
-    def precision_step(self, x: Any, curvature: CurvatureLike) -> Any:
-        """One RGD step of the precision with step size ``beta2`` (Fig. 1 top box for the GOP)."""
-        self.manifold.validate_point(x, "precision", fast=True)
+    def precision_step(self, x: Any, curvature: CurvatureLike, *, check_input: bool = True) -> Any:
+        """One RGD step of the precision with step size ``beta2`` (Fig. 1 top box for the GOP).
+
+        ``check_input=False`` skips validating ``x`` for callers whose ``x`` is the checked
+        output of the previous step (the result is always checked: ``RGD`` rejects a step
+        that leaves the manifold)."""
+        if check_input:
+            self.manifold.validate_point(x, "precision", fast=True)
         Ht = as_curvature(curvature).eigenbasis(self.manifold, x)
         G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)
         return self._rgd.step_eigenbasis(x, G, check_input=False)

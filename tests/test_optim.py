@@ -328,3 +328,23 @@ def test_eigenvalue_correction_step_by_hand():
         SpectralKron([W], correction_beta=1.0)
     with pytest.raises(TypeError, match="eigenvalue_correction"):
         SpectralKron([W], eigenvalue_correction=1)
+
+
+def test_corrupted_state_dict_is_rejected_before_loading():
+    """Updates check only their results, so a loaded state must be a valid point: a saved
+    ``B_L`` that is not orthogonal, or a negative eigenvalue, is refused with nothing loaded."""
+    X, Y = data(8)
+    model = mlp()
+    opt = SpectralKron(model.parameters(), **OPTS)
+    train(model, opt, X, Y, 2)
+    before = copy.deepcopy(opt.state_dict())
+    for key, corrupt in (("pc_B_L", lambda v: 2 * v), ("pc_d", lambda v: -v)):
+        bad = copy.deepcopy(before)
+        i = next(i for i, st in bad["state"].items() if key in st)
+        bad["state"][i][key] = corrupt(bad["state"][i][key])
+        with pytest.raises(ValueError, match="not a valid preconditioner"):
+            opt.load_state_dict(bad)
+        after = opt.state_dict()
+        for j, st in before["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, after["state"][j][k])

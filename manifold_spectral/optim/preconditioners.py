@@ -113,7 +113,11 @@ class KroneckerPreconditioner:
         when truncated), then a Newton-Schulz polar step of both factors every
         ``reorthogonalize_every`` updates."""
         G = grad.reshape(*self.batch_shape, -1).to(self.manifold.dtype)
-        x = self.gauss.precision_step(self.point(state), GOP(G, damping=self.damping))
+        # The state is the checked result of the previous update (or of init_state), so only
+        # the new point is checked (inside RGD): half the per-update point checks.
+        x = self.gauss.precision_step(
+            self.point(state), GOP(G, damping=self.damping), check_input=False
+        )
         k = self.reorthogonalize_every
         if k and count % k == 0:
             x = self.manifold.reorthogonalize(x)
@@ -173,6 +177,10 @@ class DiagonalPreconditioner:
         )
         self.damping = opts["damping"]
         self.root = opts["root"]
+
+    @staticmethod
+    def point(state: dict[str, Tensor]) -> DiagonalPoint:
+        return DiagonalPoint(state["d"])
 
     def init_state(self, grad: Tensor | None, warm_start: bool) -> dict[str, Tensor]:
         x = self.manifold.origin()

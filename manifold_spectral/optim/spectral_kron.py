@@ -425,6 +425,36 @@ class SpectralKron(torch.optim.Optimizer):
             return sd
         return distributed.consolidate(sd, self._sharding)
 
+    def _check_saved_points(self, state_dict: dict[str, Any]) -> None:
+        """Raise ``ValueError`` (nothing loaded) if a saved preconditioner state is not a
+        valid point: the updates check only their results, so they must start from one."""
+        groups = state_dict.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            return  # torch.optim reports malformed or mismatched dicts itself
+        n = len(_PRECOND_PREFIX)
+        index = 0
+        for group, saved_group in zip(self.param_groups, groups, strict=True):
+            opts = {**self.defaults, **saved_group}
+            for p, saved_id in zip(group["params"], saved_group.get("params", []), strict=False):
+                index += 1
+                saved = state_dict.get("state", {}).get(saved_id) or {}
+                pc = {k[n:]: v for k, v in saved.items() if k.startswith(_PRECOND_PREFIX)}
+                if not pc:
+                    continue
+                sd = opts["state_dtype"] or p.dtype
+                pre = make_preconditioner(p, sd, opts)
+                try:
+                    x = pre.point({k: v.to(device=p.device, dtype=sd) for k, v in pc.items()})
+                    ok, reason = pre.manifold.check_point(x, fast=True)
+                except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                    ok, reason = False, str(exc)
+                if not ok:
+                    raise ValueError(
+                        f"state_dict: the saved state of parameter {index - 1} (shape "
+                        f"{tuple(p.shape)}) is not a valid preconditioner ({reason}); "
+                        "nothing was loaded"
+                    )
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """``torch.optim`` casts floating state to the parameter dtype on load; restore the
         chosen ``state_dtype`` (bf16 -> fp32 -> bf16 is exact, so resuming is bitwise).
@@ -433,6 +463,7 @@ class SpectralKron(torch.optim.Optimizer):
         state (``consolidated_state_dict`` or an unsharded run), of which the parameters this
         rank owns are kept. A shard cannot be loaded elsewhere: it lacks other ranks' state."""
         distributed.check_loadable(state_dict, self._sharding)
+        self._check_saved_points(state_dict)
         super().load_state_dict(state_dict)
         for group in self.param_groups:  # a dict saved before an option existed lacks it
             for key, value in self.defaults.items():
