@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 
@@ -29,3 +30,4 @@ def replace_between(path: Path, start: str, end: str, block: str) -> None:
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{start}\n{block}\n{end}{tail}")
+    print(f"written to {path}", file=sys.stderr)

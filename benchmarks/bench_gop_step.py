@@ -126,10 +126,6 @@ def table(rows: list[tuple[int, str, int, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(block: str) -> None:
-    replace_between(README, START, END, block)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -171,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     block = f"{header}\n\n{table(rows)}"
     print(block)
     if not args.no_write:
-        write_readme(block)
-        print(f"\nwritten to {README}", file=sys.stderr)
+        replace_between(README, START, END, block)
     return 0
 
 

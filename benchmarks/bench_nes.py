@@ -143,10 +143,6 @@ def part_time(sizes: list[int]) -> str:
     return "\n".join(rows)
 
 
-def write_readme(block: str) -> None:
-    replace_between(README, START, END, block)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds per cell (default 5)")
@@ -175,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(block)
     if not args.no_write:
-        write_readme(block)
-        print(f"\nwritten to {README}", file=sys.stderr)
+        replace_between(README, START, END, block)
     return 0
 
 

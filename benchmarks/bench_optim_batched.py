@@ -115,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     print(block)
     if not args.no_write:
         replace_between(README, START, END, block)
-        print(f"written to {README}", file=sys.stderr)
     return 0
 
 

@@ -34,10 +34,6 @@ README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- optim-quality:start -->", "<!-- optim-quality:end -->"
 
 
-def write_readme(block: str) -> None:
-    replace_between(README, START, END, block)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["transformer", "mlp"])
@@ -87,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     nn_training.plot(result, png)
     print(f"\nplot: {png}", file=sys.stderr)
     if not args.no_write:
-        write_readme(block)
-        print(f"written to {README}", file=sys.stderr)
+        replace_between(README, START, END, block)
     return 0
 
 

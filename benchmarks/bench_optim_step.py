@@ -235,10 +235,6 @@ def plot(results: dict[int | str, dict[str, dict[str, float]]], path: Path) -> N
     fig.savefig(path, dpi=120)
 
 
-def write_readme(block: str) -> None:
-    replace_between(README, START, END, block)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
@@ -282,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(results, args.plot)
         print(f"\nplot: {args.plot}", file=sys.stderr)
     if not args.no_write:
-        write_readme(block)
-        print(f"written to {README}", file=sys.stderr)
+        replace_between(README, START, END, block)
     return 0
 
 

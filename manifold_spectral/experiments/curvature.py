@@ -204,6 +204,17 @@ class _Histories:
     states: dict[str, Any]
     diverged: dict[str, int]
 
+    def result_fields(self) -> dict[str, Any]:
+        """The recorded curves and counters as the fields of a ``CurvatureResult``."""
+        return dict(
+            fixed_point=_arrays(self.fixed_point),
+            iterate=_arrays(self.iterate),
+            fixed_point_w2=_arrays(self.fixed_point_w2),
+            iterate_w2=_arrays(self.iterate_w2),
+            update_seconds=dict(self.update_seconds),
+            diverged=dict(self.diverged),
+        )
+
 
 def track(
     schemes: Sequence[Scheme],
@@ -489,12 +500,7 @@ def run_full_matrix(
         init=init,
         decades=float(decades),
         iterations=checkpoints,
-        fixed_point=_arrays(h.fixed_point),
-        iterate=_arrays(h.iterate),
-        fixed_point_w2=_arrays(h.fixed_point_w2),
-        iterate_w2=_arrays(h.iterate_w2),
-        update_seconds=dict(h.update_seconds),
-        diverged=dict(h.diverged),
+        **h.result_fields(),
         orthogonality_error=ortho,
         wall_time=time.perf_counter() - start,
     )
