@@ -97,7 +97,7 @@ def _generators(seed: int, count: int) -> list[torch.Generator]:
 
 def _haar(n: int, generator: torch.Generator) -> Tensor:
     """Haar-random orthogonal n x n matrix in float64 (QR with sign fix; setup only)."""
-    Q, R = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    Q, R = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))  # init-only
     return Q * torch.sign(torch.diagonal(R))[None, :]
 
 
@@ -153,7 +153,7 @@ def _relative_frobenius(A: Tensor, B: Tensor) -> float:
 
 def _sqrtm_psd(A: Tensor) -> Tensor:
     """Symmetric square root by eigh (evaluation only)."""
-    w, V = torch.linalg.eigh(0.5 * (A + A.T))
+    w, V = torch.linalg.eigh(0.5 * (A + A.T))  # evaluation only, not a scheme's step
     return (V * w.clamp(min=0).sqrt()[None, :]) @ V.T
 
 
@@ -164,7 +164,7 @@ def bures_wasserstein(A: Tensor, B: Tensor, sqrt_b: Tensor | None = None) -> flo
     """
     rb = _sqrtm_psd(B) if sqrt_b is None else sqrt_b
     C = rb @ A @ rb
-    ev = torch.linalg.eigvalsh(0.5 * (C + C.T)).clamp(min=0)
+    ev = torch.linalg.eigvalsh(0.5 * (C + C.T)).clamp(min=0)  # evaluation only
     val = torch.trace(A) + torch.trace(B) - 2.0 * ev.sqrt().sum()
     return float(val.clamp(min=0).sqrt())
 

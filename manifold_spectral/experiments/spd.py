@@ -59,7 +59,7 @@ def random_spd(d: int, decades: float, generator: torch.Generator) -> torch.Tens
     """``H Diag(q) H^T`` (float64): ``H`` Haar-random (QR, setup only), ``q`` log-spaced over
     ``decades`` decades with geometric mean 1."""
     A = torch.randn(d, d, generator=generator, dtype=torch.float64)
-    H, R = torch.linalg.qr(A)  # setup only
+    H, R = torch.linalg.qr(A)  # init-only (problem setup)
     H = H * torch.sign(torch.diagonal(R))[None, :]
     q = torch.logspace(-decades / 2, decades / 2, d, dtype=torch.float64)
     return (H * q) @ H.T

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import transforms
-from .preconditioners import kronecker_shape
+from .preconditioners import param_cost  # re-exported: the owners balance this cost
 
 __all__ = ["Sharding", "param_cost", "assign_owners", "is_dtensor", "has_dtensor", "step"]
 
@@ -42,17 +42,6 @@ __all__ = ["Sharding", "param_cost", "assign_owners", "is_dtensor", "has_dtensor
 EVERY_RANK = -1
 #: Byte alignment of each update in the exchange buffer (``view`` needs aligned offsets).
 _ALIGN = 16
-
-
-def param_cost(shape: Sequence[int], opts: dict[str, Any]) -> int:
-    """FLOP-like cost of one step of a parameter's preconditioner: ``a^3 + b^3 + ab(a + b)``
-    for Kronecker factors (the products of both factors and the two-sided preconditioning
-    product), the number of entries for the diagonal scheme."""
-    ab = kronecker_shape(tuple(shape), opts)
-    if ab is None:
-        return math.prod(shape)
-    a, b = ab
-    return a**3 + b**3 + a * b * (a + b)
 
 
 def assign_owners(

@@ -14,6 +14,7 @@ is not: a resumed or rejected step must not shift the schedule.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     "KroneckerPreconditioner",
     "DiagonalPreconditioner",
     "kronecker_shape",
+    "param_cost",
     "make_preconditioner",
 ]
 
@@ -218,6 +220,17 @@ def kronecker_shape(shape: tuple[int, ...], opts: dict) -> tuple[int, int] | Non
         if a > 1 and b > 1 and max(a, b) <= opts["max_factor_dim"]:
             return a, b
     return None
+
+
+def param_cost(shape: Sequence[int], opts: dict[str, Any]) -> int:
+    """FLOP-like cost of one step of a parameter's preconditioner: ``a^3 + b^3 + ab(a + b)``
+    for Kronecker factors (the products of both factors and the two-sided preconditioning
+    product), the number of entries for the diagonal scheme."""
+    ab = kronecker_shape(tuple(shape), opts)
+    if ab is None:
+        return math.prod(shape)
+    a, b = ab
+    return a**3 + b**3 + a * b * (a + b)
 
 
 def make_preconditioner(

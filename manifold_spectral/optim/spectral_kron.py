@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..manifolds.base import check_cayley, check_positive, check_size
 from . import distributed, transforms
-from .preconditioners import make_preconditioner
+from .preconditioners import make_preconditioner, param_cost
 
 __all__ = ["SpectralKron"]
 
@@ -387,7 +387,7 @@ class SpectralKron(torch.optim.Optimizer):
                 continue
             pre = self._preconditioner(group, p)
             key: Any = id(p)
-            cost = distributed.param_cost(p.shape, group)
+            cost = param_cost(p.shape, group)
             if group["batched"] and pre.kind == "kronecker" and cost <= BATCH_MAX_COST:
                 state = self.state[p]
                 step = int(state["step"]) if state else 0

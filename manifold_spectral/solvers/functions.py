@@ -88,7 +88,7 @@ class RotatedEllipsoid:
 
     def __init__(self, n: int, cond: float = 1e6, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
-        Q, R = np.linalg.qr(rng.standard_normal((n, n)))
+        Q, R = np.linalg.qr(rng.standard_normal((n, n)))  # init-only: the fixed rotation
         self.R = Q * np.sign(np.diag(R))[None, :]
         self.n = n
         self.cond = float(cond)

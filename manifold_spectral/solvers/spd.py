@@ -94,7 +94,7 @@ def _spd_matrix(Q: Any, name: str = "Q") -> tuple[Tensor, bool, Tensor]:
         raise ValueError(f"{name}: expected a square (n, n) matrix, got shape {tuple(Q.shape)}")
     Q64, _ = symmetric_matrix(Q, name, Q.shape[0])
     Q64 = sym(Q64)
-    chol, info = torch.linalg.cholesky_ex(Q64)  # setup only
+    chol, info = torch.linalg.cholesky_ex(Q64)  # init-only: validates Q when built
     if int(info) != 0:
         raise ValueError(f"{name}: not positive definite (Cholesky factorisation failed)")
     return sym(Q), is_numpy, chol
