@@ -7,15 +7,18 @@ Problems: ``experiments.spd.make_problems(d)`` (seed 0, float64): ``Q`` with con
 through ``spd.minimize`` from the same start with the same ``lr`` (Fisher-Rao convention;
 geoopt at ``2 lr``): metric nearness ``lr = 0.01``, log-det ``lr = 0.05``.
 
-Methods: ``spectral`` (exact Cayley: one solve with ``I - N``), ``spectral Neumann``
-(products only), ``geoopt`` (``RiemannianSGD`` on ``SymmetricPositiveDefinite``) and
-``Cholesky`` (``CholeskyRGD``).
+Methods: ``spectral`` (``spd.minimize``'s default: exact Cayley, one solve with ``I - N``,
+second-order rotation), ``spectral Jacobi`` (``second_order=False``: Jacobi angles only, no
+extra product), ``spectral Neumann`` (products only), ``geoopt`` (``RiemannianSGD`` on
+``SymmetricPositiveDefinite``) and ``Cholesky`` (``CholeskyRGD``).
 
 * time per iteration: ``history["time"] / nit`` of short ``minimize`` runs (update steps only;
   monitoring is outside the clock), the methods interleaved round-robin with a rotating order;
   the median over the rounds; the ratios to geoopt come from the same run;
 * iterations to tolerance: ``minimize(tol=1e-6)``, recorded every iteration. At d = 1000 only
-  for log-det (metric nearness needs ~1000 iterations there); Neumann only at d <= 250, capped.
+  for log-det (metric nearness needs ~1000 iterations there); Neumann only at d <= 250, capped;
+* time to tolerance relative to geoopt: iterations x median time per iteration, over
+  geoopt's.
 
 The table is printed and written into benchmarks/README.md between the ``spd-scaling``
 markers, with the machine, the torch version and the thread count.
@@ -44,12 +47,13 @@ README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- spd-scaling:start -->", "<!-- spd-scaling:end -->"
 TOL = 1e-6
 LR = {"nearness": 0.01, "logdet": 0.05}
-#: (method, cayley) per column.
+#: (method, options of spd.minimize) per column.
 METHODS = {
-    "spectral": ("spectral", "exact"),
-    "spectral Neumann": ("spectral", "neumann"),
-    "geoopt": ("retraction", "exact"),
-    "Cholesky": ("cholesky", "exact"),
+    "spectral": ("spectral", {}),
+    "spectral Jacobi": ("spectral", {"second_order": False}),
+    "spectral Neumann": ("spectral", {"cayley": "neumann"}),
+    "geoopt": ("retraction", {}),
+    "Cholesky": ("cholesky", {}),
 }
 #: (rounds, steps per round) of the timing runs.
 TIMING = {60: (5, 40), 250: (5, 8), 1000: (5, 3)}
@@ -73,40 +77,68 @@ def time_per_iteration(problem: spd.SPDProblem, starts: dict, lr: float, d: int)
     ms: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            method, cayley = METHODS[name]
+            method, options = METHODS[name]
             res = spd.minimize(
-                problem, method, lr, steps, x0=starts[name], cayley=cayley, record_every=steps
+                problem, method, lr, steps, x0=starts[name], record_every=steps, **options
             )
             ms[name].append(1e3 * float(res.history["time"][-1]) / res.nit)
     return {name: statistics.median(v) for name, v in ms.items()}
 
 
 def iterations_to_tol(problem: spd.SPDProblem, starts: dict, lr: float, name: str, cap: int):
-    method, cayley = METHODS[name]
-    res = spd.minimize(problem, method, lr, cap, x0=starts[name], cayley=cayley, tol=TOL)
+    method, options = METHODS[name]
+    res = spd.minimize(problem, method, lr, cap, x0=starts[name], tol=TOL, **options)
     return res.nit if res.success else f"> {cap}"
 
 
+def _time_to_tol_ratio(row: dict, name: str) -> str:
+    """``its x ms/it`` of ``name`` over geoopt's (``-`` where either did not converge)."""
+    its, ms = row["its"], row["ms"]
+    if not isinstance(its.get(name), int) or not isinstance(its.get("geoopt"), int):
+        return "-"
+    return f"{its[name] * ms[name] / (its['geoopt'] * ms['geoopt']):.2f}"
+
+
 def table(rows: list[dict]) -> str:
+    """Two tables: time per iteration (and its ratio to geoopt); iterations to tolerance and
+    the time to tolerance (iterations x time per iteration) relative to geoopt's."""
     names = list(METHODS)
+    others = [n for n in names if n != "geoopt"]
     lines = [
         "| d | problem | "
         + " | ".join(f"{n} (ms/it)" for n in names)
-        + " | spectral / geoopt | Neumann / geoopt | Cholesky / geoopt | "
-        + "iterations to 1e-6: "
-        + " / ".join(names)
+        + " | "
+        + " | ".join(f"{n} / geoopt" for n in others)
         + " |",
-        "|---:|---|" + "---:|" * (len(names) + 4),
+        "|---:|---|" + "---:|" * (len(names) + len(others)),
     ]
     for r in rows:
         t = r["ms"]
-        its = " / ".join(str(r["its"].get(n, "-")) for n in names)
         lines.append(
             f"| {r['d']} | {r['problem']} | "
             + " | ".join(f"{t[n]:.3g}" if t[n] < 100 else f"{t[n]:.0f}" for n in names)
-            + f" | {t['spectral'] / t['geoopt']:.2f} | {t['spectral Neumann'] / t['geoopt']:.2f}"
-            + f" | {t['Cholesky'] / t['geoopt']:.2f} | {its} |"
+            + " | "
+            + " | ".join(f"{t[n] / t['geoopt']:.2f}" for n in others)
+            + " |"
         )
+    lines += [
+        "",
+        "| d | problem | iterations to 1e-6: "
+        + " / ".join(names)
+        + " | time to 1e-6 / geoopt's: "
+        + " / ".join(others)
+        + " |",
+        "|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        if r["its"]:
+            lines.append(
+                f"| {r['d']} | {r['problem']} | "
+                + " / ".join(str(r["its"].get(n, "-")) for n in names)
+                + " | "
+                + " / ".join(_time_to_tol_ratio(r, n) for n in others)
+                + " |"
+            )
     return "\n".join(lines)
 
 

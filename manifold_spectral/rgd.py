@@ -45,6 +45,10 @@ class RGD:
             the chart to first order) whose rotation stays bounded where eigenvalues are close
             and the linearised angle ``~ 1 / gap`` overshoots. Off by default: with it the
             step is no longer the exact chart step of the paper.
+        second_order: turn the eigenvectors to those of the first-order step up to
+            third-order terms (``blocks.second_order_angles``; implies ``jacobi``): one more
+            n x n product per rotation, and the step tracks the affine-invariant exponential
+            map where eigenvalues are close (log-det benchmark: geoopt's iteration count).
         reorthogonalize_every: apply ``manifold.reorthogonalize`` (a Newton-Schulz polar
             step, no decomposition) every k steps; ``None`` never; ``"auto"`` (default):
             every ``AUTO_REORTHOGONALIZE_EVERY["neumann"]`` (10) steps with the Neumann map
@@ -65,6 +69,7 @@ class RGD:
         cayley: str | None = None,
         exponential: bool = True,
         jacobi: bool = False,
+        second_order: bool = False,
         reorthogonalize_every: int | None | str = "auto",
     ) -> None:
         if not isinstance(manifold, SpectralManifold):
@@ -85,6 +90,9 @@ class RGD:
         if not isinstance(jacobi, bool):
             raise TypeError(f"jacobi: expected a bool, got {jacobi!r}")
         self.jacobi = jacobi
+        if not isinstance(second_order, bool):
+            raise TypeError(f"second_order: expected a bool, got {second_order!r}")
+        self.second_order = second_order
         if reorthogonalize_every == "auto":
             method = self.cayley or getattr(manifold, "cayley", "exact")
             if method == "neumann":
@@ -137,7 +145,13 @@ class RGD:
 
     def _apply(self, x: Any, v: Any) -> Any:
         x_new = self.manifold.retr(
-            x, -v, self.lr, cayley=self.cayley, exponential=self.exponential, jacobi=self.jacobi
+            x,
+            -v,
+            self.lr,
+            cayley=self.cayley,
+            exponential=self.exponential,
+            jacobi=self.jacobi,
+            second_order=self.second_order,
         )
         if self.reorthogonalize_every and (self.steps + 1) % self.reorthogonalize_every == 0:
             x_new = self.manifold.reorthogonalize(x_new)

@@ -128,12 +128,14 @@ class DiagonalSPD(SpectralManifold):
         exponential: bool = True,
         cayley: str | None = None,
         jacobi: bool = False,
+        second_order: bool = False,
     ) -> DiagonalPoint:
-        """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley`` and ``jacobi`` are accepted and
-        ignored (no rotation factor)."""
+        """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley``, ``jacobi`` and ``second_order``
+        are accepted and ignored (no rotation factor)."""
         lr = check_positive(lr, "lr")
         exponential = check_flag(exponential, "exponential")
         check_flag(jacobi, "jacobi")
+        check_flag(second_order, "second_order")
         check_tensor(tangent.m, "tangent.m", shape=(self.n,), dtype=self.dtype, device=self.device)
         return DiagonalPoint(blocks.eig_retract(x.d, lr * tangent.m, exponential))
 

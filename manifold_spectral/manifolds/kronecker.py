@@ -599,6 +599,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         cayley: str | None = None,
         exponential: bool = True,
         jacobi: bool = False,
+        second_order: bool = False,
     ) -> KroneckerSpectralPoint:
         """Chart map at ``lr * tangent`` (the factors' ``m`` are projected to sum zero).
 
@@ -610,11 +611,14 @@ class KroneckerSpectralSPD(SpectralManifold):
         ``n_l = (1 - gamma beta2) d_l + beta2 / (alpha kappa_l) (diag(W_l) + lambda_l)``.
         Rotations: ``B_l Cayley(Skew(lr M_l))``, Neumann arguments clipped to
         ``neumann_max_norm``; ``jacobi=True``: exact 2 x 2 Jacobi angles
-        (``blocks.jacobi_angles``).
+        (``blocks.jacobi_angles``); ``second_order=True``: each factor turned to the
+        eigenvectors of its first-order step up to third-order terms
+        (``blocks.second_order_angles``, with the factor's eigenvalues before and after).
         """
         lr = check_positive(lr, "lr")
         exponential = check_flag(exponential, "exponential")
         jacobi = check_flag(jacobi, "jacobi")
+        second_order = check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)
         bs, dt, dev = self.batch_shape, self.dtype, self.device
         check_tensor(tangent.n, "tangent.n", shape=bs, dtype=dt, device=dev)
@@ -631,7 +635,14 @@ class KroneckerSpectralSPD(SpectralManifold):
                 d = blocks.eig_retract(p.d, lr * m)
             else:
                 d = blocks.eig_retract(p.d, lr * (m + tangent.n[..., None]), exponential=False)
-            B = blocks.rotation_retract(p.B, lr * t.M, method, man.neumann_max_norm, jacobi)
+            B = blocks.rotation_retract(
+                p.B,
+                lr * t.M,
+                method,
+                man.neumann_max_norm,
+                jacobi,
+                second_order=(p.d, d) if second_order else None,
+            )
             new.append(SpectralPoint(B, d))
         alpha = x.alpha * torch.exp(lr * tangent.n) if exponential else x.alpha
         if not exponential:

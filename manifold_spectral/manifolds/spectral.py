@@ -346,6 +346,7 @@ class SpectralSPD(SpectralManifold):
         cayley: str | None = None,
         exponential: bool = True,
         jacobi: bool = False,
+        second_order: bool = False,
     ) -> SpectralPoint:
         """Chart map at ``lr * tangent``: ``(B Cayley(Skew(lr M)), d exp(lr m))``.
 
@@ -354,11 +355,16 @@ class SpectralSPD(SpectralManifold):
         ``d (1 + lr m)`` (paper Fig. 5). With exact Cayley and exponential this is the exact
         RGD step in the chart. ``jacobi=True`` turns each eigenvector pair by its exact 2 x 2
         Jacobi angle instead of the linearised one (``blocks.jacobi_angles``; the same to
-        first order, bounded at near-repeated eigenvalues).
+        first order, bounded at near-repeated eigenvalues). ``second_order=True`` turns ``B``
+        to the eigenvectors of the first-order step ``B (D' + E) B^T`` up to third-order
+        terms (``blocks.second_order_angles``: the Jacobi angles with the new eigenvalues' gaps
+        plus the coupling of each pair through the other eigenvectors; one more n x n product;
+        implies ``jacobi``).
         """
         lr = check_positive(lr, "lr")
         exponential = check_flag(exponential, "exponential")
         jacobi = check_flag(jacobi, "jacobi")
+        second_order = check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)
         bs = self.batch_shape
         for name, t, shape in (
@@ -367,7 +373,14 @@ class SpectralSPD(SpectralManifold):
         ):
             check_tensor(t, name, shape=shape, dtype=self.dtype, device=self.device)
         d = blocks.eig_retract(x.d, lr * tangent.m, exponential)
-        B = blocks.rotation_retract(x.B, lr * tangent.M, method, self.neumann_max_norm, jacobi)
+        B = blocks.rotation_retract(
+            x.B,
+            lr * tangent.M,
+            method,
+            self.neumann_max_norm,
+            jacobi,
+            second_order=(x.d, d) if second_order else None,
+        )
         return SpectralPoint(B, d)
 
     def zero_tangent(self, x: SpectralPoint) -> SpectralTangent:
