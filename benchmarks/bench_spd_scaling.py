@@ -121,6 +121,8 @@ def table(rows: list[dict]) -> str:
             + " | ".join(f"{t[n] / t['geoopt']:.2f}" for n in others)
             + " |"
         )
+    if not any(r["its"] for r in rows):
+        return "\n".join(lines)
     lines += [
         "",
         "| d | problem | iterations to 1e-6: "

@@ -554,3 +554,18 @@ def test_jacobi_angles_save_iterations_near_close_eigenvalues():
     assert runs[True].nit < runs[False].nit
     with pytest.raises(TypeError, match="jacobi"):
         spd.minimize(problems["logdet"], "spectral", 0.05, 2, jacobi="yes")
+
+
+def test_a_diverged_baseline_is_never_converged():
+    """``f = tr(SQ) - log det S`` is ``+inf`` outside the cone (it was ``-inf``, below any
+    tolerance, so a dense baseline that left the cone could report convergence); at a large
+    ``lr`` geoopt leaves the cone here and fails, while the spectral iterate cannot."""
+    Q = torch.diag(torch.logspace(0, 2, 10, dtype=torch.float64))
+    S0 = torch.diag(torch.logspace(1, 0, 10, dtype=torch.float64))
+    p = spd.LogDet(Q)
+    assert float(p.value(-torch.eye(10, dtype=torch.float64))) == math.inf
+    bad = spd.minimize(p, "retraction", 0.3, 300, x0=S0, tol=1e-6)
+    assert not bad.success and bad.nit < 10
+    assert "non-finite" in bad.message
+    good = spd.minimize(p, "spectral", 0.3, 300, x0=S0, tol=1e-6)
+    assert good.success and good.gap < 1e-6

@@ -101,10 +101,11 @@ def _spd_matrix(Q: Any, name: str = "Q") -> tuple[Tensor, bool, Tensor]:
 
 
 def _logdet_dense(S: Tensor) -> Tensor:
-    """``log det S`` of a dense SPD matrix (dense monitoring only); ``inf`` if not PD."""
+    """``log det S`` of a dense SPD matrix (dense monitoring only); ``-inf`` if not PD (the
+    limit at the boundary of the cone, so that ``-log det S = +inf`` outside it)."""
     L, info = torch.linalg.cholesky_ex(S)  # dense monitoring/baselines; not on the spectral path
     if int(info) != 0:
-        return torch.tensor(math.inf, dtype=S.dtype, device=S.device)
+        return torch.tensor(-math.inf, dtype=S.dtype, device=S.device)
     return 2.0 * torch.log(torch.diagonal(L)).sum()
 
 
@@ -681,10 +682,12 @@ def minimize(
         records["time"].append(update_time)
         if f_star is not None:
             records["gap"].append(fun - f_star)
-            if tol is not None and fun - f_star < tol:
-                return "converged"
+        # Non-finite first: a diverged dense baseline can reach f = -inf (log det of an
+        # indefinite S), which is below any tolerance but is no convergence.
         if not math.isfinite(fun):
             return "non-finite"
+        if tol is not None and f_star is not None and fun - f_star < tol:
+            return "converged"
         if callback is not None and callback(k, fun) is True:
             return "callback"
         return None
