@@ -616,7 +616,7 @@ def minimize(
             of the first-order step up to third-order terms (``RGD(second_order=True)``,
             ``manifolds.blocks.second_order_angles``): the Jacobi angles plus each pair's
             coupling through the other eigenvectors, one more n x n product per iteration.
-            Log-det to 1e-6 at d = 60 / 250 / 1000: 87 / 94 / 102 iterations, geoopt
+            Log-det to 1e-6 at d = 60 / 250 / 1000: 87 / 94 / 101 iterations, geoopt
             87 / 94 / 100 (Jacobi only: 89 / 99 / 112).
         seed: of the mini-batch sequence (the same ``seed`` gives every method the same
             batches).
