@@ -132,7 +132,9 @@ class Gaussian:
             ``S = E[H]``), ``0`` an AdaGrad-like sum.
         root: ``p`` in the mean step ``S^(-1/p) g`` (any ``p > 0``; 1 = Newton-like, 2 =
             Adam/Shampoo-like square root).
-        exponential: ``"exact"`` (Fig. 1) or ``"truncated"`` (Fig. 5; needs PSD curvature).
+        exponential: ``"exact"`` (Fig. 1), ``"truncated"`` (Fig. 5; needs PSD curvature and
+            steps that keep ``1 + m > 0``) or ``"continued"`` (the truncation, continued
+            positively below ``m = -1/2``: ``blocks.eig_retract``).
         cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
         jacobi: exact 2 x 2 Jacobi angles for the rotation step (``RGD(jacobi=True)``); the
             same first-order step, bounded where eigenvalues are close.
@@ -158,14 +160,16 @@ class Gaussian:
         self.beta2 = check_positive(beta2, "beta2")
         self.gamma = check_positive(gamma, "gamma", allow_zero=True)
         self.root = check_positive(root, "root")
-        if exponential not in ("exact", "truncated"):
-            raise ValueError(f"exponential: expected 'exact' or 'truncated', got {exponential!r}")
+        if exponential not in ("exact", "truncated", "continued"):
+            raise ValueError(
+                f"exponential: expected 'exact', 'truncated' or 'continued', got {exponential!r}"
+            )
         self.exponential = exponential
         self._rgd = RGD(
             manifold,
             self.beta2,
             cayley=cayley,
-            exponential=exponential == "exact",
+            exponential={"exact": True, "truncated": False}.get(exponential, exponential),
             jacobi=jacobi,
             reorthogonalize_every=reorthogonalize_every,
         )

@@ -1,9 +1,10 @@
 """Small matrix helpers shared by every spectral manifold.
 
 Everything here works on the last two dimensions of a tensor (leading dimensions are batch
-dimensions) and keeps the input's dtype and device. Nothing here calls a matrix
+dimensions) and keeps the input's dtype and device. Nothing on a step's path calls a matrix
 decomposition: the Cayley maps are the only "inverse-like" operations, and the exact one is a
-linear solve (paper Claim 9), the Neumann one uses matrix products only.
+linear solve (paper Claim 9), the Neumann one uses matrix products only. ``eigh_canonical`` is
+the one decomposition, for initialisation (``from_matrix``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "newton_schulz_orthogonalize",
     "all_finite",
     "eps",
+    "eigh_canonical",
     "NEUMANN_MAX_NORM",
 ]
 
@@ -165,3 +167,41 @@ def newton_schulz_orthogonalize(B: Tensor, steps: int = 1) -> Tensor:
     for _ in range(steps):
         B = B @ (1.5 * eye - 0.5 * (B.transpose(-1, -2) @ B))
     return B
+
+
+def eigh_canonical(S: Tensor, tol: float) -> tuple[Tensor, Tensor]:
+    """``S = B Diag(d) B^T`` (ascending ``d``) with a basis that is a continuous function of
+    ``S`` inside clusters of (near-)repeated eigenvalues. Init-only (two ``eigh``).
+
+    ``torch.linalg.eigh`` returns an arbitrary orthonormal basis of a repeated eigenvalue's
+    eigenspace: it depends on the input's last bits (thread count, BLAS, a DDP all-reduce).
+    The chart step treats eigenvalues with ``|d_i - d_j| <= tol * max(d_i, d_j)`` as equal
+    (Moore-Penrose: no rotation inside the cluster) and updates each ``d_i`` from the diagonal
+    of ``B^T H B``, so its result depends on that basis. Here each cluster ``U`` (consecutive
+    eigenvalues closer than ``tol``) is turned to the eigenbasis of ``U^T R U`` for the fixed
+    ramp ``R = Diag(1, ..., n) / n``, a basis fixed by the cluster's subspace alone, and the
+    cluster's eigenvalues become the Rayleigh quotients ``diag(U^T S U)`` of the new basis
+    (``S`` is then represented to the cluster's spread, at most ``tol`` relative). Outside
+    clusters this is ``eigh``.
+    """
+    d, B = torch.linalg.eigh(S)  # init-only
+    n = d.shape[-1]
+    if S.ndim != 2 or n < 2:
+        return d, B
+    close = (d[1:] - d[:-1]).abs() <= tol * torch.maximum(d[1:].abs(), d[:-1].abs())
+    if not bool(close.any()):
+        return d, B
+    ramp = torch.arange(1, n + 1, dtype=S.dtype, device=S.device) / n
+    d, B = d.clone(), B.clone()
+    start = 0
+    for i in range(1, n + 1):
+        if i < n and bool(close[i - 1]):
+            continue
+        if i - start > 1:
+            U = B[:, start:i]
+            _, V = torch.linalg.eigh(U.mT @ (ramp[:, None] * U))  # init-only
+            U = U @ V
+            B[:, start:i] = U
+            d[start:i] = ((S @ U) * U).sum(0)
+        start = i
+    return d, B

@@ -22,6 +22,7 @@ from torch import Tensor
 from .linalg import all_finite
 from .manifolds.base import SpectralManifold, check_cayley, check_positive
 from .manifolds.points import TensorTree
+from .manifolds.spectral import check_exponential
 
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 
@@ -39,7 +40,9 @@ class RGD:
         lr: step size (> 0).
         momentum: heavy-ball coefficient in ``[0, 1)`` on the chart coordinates.
         cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
-        exponential: ``False`` uses the first-order truncated eigenvalue map ``d (1 + m)``.
+        exponential: ``False`` uses the first-order truncated eigenvalue map ``d (1 + m)``;
+            ``"continued"`` that map continued positively below ``m = -1/2``
+            (``blocks.eig_retract``).
         jacobi: turn each eigenvector pair by its exact 2 x 2 Jacobi angle
             (``blocks.jacobi_angles``): the same RGD direction (a retraction that agrees with
             the chart to first order) whose rotation stays bounded where eigenvalues are close
@@ -67,7 +70,7 @@ class RGD:
         momentum: float = 0.0,
         *,
         cayley: str | None = None,
-        exponential: bool = True,
+        exponential: bool | str = True,
         jacobi: bool = False,
         second_order: bool = False,
         reorthogonalize_every: int | None | str = "auto",
@@ -81,12 +84,7 @@ class RGD:
             raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
         self.momentum = momentum
         self.cayley = None if cayley is None else check_cayley(cayley)
-        if not isinstance(exponential, bool):
-            raise TypeError(
-                "exponential: expected a bool (True: d exp(m), False: d (1 + m)), "
-                f"got {exponential!r}"
-            )
-        self.exponential = exponential
+        self.exponential = check_exponential(exponential)
         if not isinstance(jacobi, bool):
             raise TypeError(f"jacobi: expected a bool, got {jacobi!r}")
         self.jacobi = jacobi

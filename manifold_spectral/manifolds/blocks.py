@@ -31,6 +31,7 @@ __all__ = [
     "eig_local_grad",
     "eig_natural_grad",
     "eig_retract",
+    "TruncationError",
     "rotation_metric",
     "rotation_local_grad",
     "rotation_natural_grad",
@@ -81,17 +82,28 @@ def eig_natural_grad(d: Tensor, g_diag: Tensor, kappa: float = 1.0) -> Tensor:
     return (2.0 / kappa) * d * g_diag
 
 
-def eig_retract(d: Tensor, m: Tensor, exponential: bool = True) -> Tensor:
+class TruncationError(ValueError):
+    """The truncated eigenvalue map ``d (1 + m)`` left the positive reals (``m <= -1``)."""
+
+
+def eig_retract(d: Tensor, m: Tensor, exponential: bool | str = True) -> Tensor:
     """Eigenvalue chart map ``d * exp(m)`` (exact) or its first-order truncation ``d * (1 + m)``.
 
     The truncation is the decomposition-free RMSprop/AdaGrad form of paper Fig. 5; it keeps
-    ``d > 0`` only when the curvature is PSD, so a non-positive result raises ``ValueError``.
+    ``d > 0`` only when ``m > -1``, so a non-positive result raises ``TruncationError`` (a
+    ``ValueError``). ``exponential="continued"``: the truncation where ``m >= -1/2`` (bitwise
+    the same there), continued below by ``exp(2 m + 1) / 2`` (value and slope match at
+    ``-1/2``): positive for every ``m``, linear (no overflow) for large ``m``, a ``C^1``
+    function of ``m``.
     """
-    if exponential:
+    if exponential is True:
         return d * torch.exp(m)
+    if exponential == "continued":
+        below = torch.exp(torch.clamp(2.0 * m + 1.0, min=-8.0, max=0.0)).mul_(0.5)
+        return d * torch.where(m >= -0.5, 1.0 + m, below)
     out = d * (1.0 + m)
     if not bool((out > 0).all()):
-        raise ValueError(
+        raise TruncationError(
             "truncated exponential produced a non-positive eigenvalue (the curvature is not "
             "PSD or the step is too large); use the exact exponential"
         )
@@ -109,16 +121,32 @@ def rotation_local_grad(d: Tensor, G: Tensor) -> Tensor:
     return tril(4.0 * (d[..., None, :] - d[..., :, None]) * G)
 
 
-def rotation_natural_grad(d: Tensor, G: Tensor, tol: float, kappa: float = 1.0) -> Tensor:
+def rotation_natural_grad(
+    d: Tensor, G: Tensor, tol: float, kappa: float = 1.0, damping: float = 0.0
+) -> Tensor:
     """Natural gradient of the rotation block, Moore-Penrose at (near-)repeated eigenvalues.
 
     ``(F^+ grad)_ij = -d_i d_j G_ij / (kappa (d_i - d_j))`` for i > j, and 0 where
     ``|d_i - d_j| <= tol * max(d_i, d_j)`` (there ``C_ij`` vanishes or is numerically zero).
+
+    ``damping`` ``rho > 0`` replaces the pseudo-inverse by its Tikhonov (Levenberg-Marquardt)
+    form, the metric ``kappa C_ij`` plus ``mu_ij = 4 kappa rho^2 max(d_i, d_j)^2 / (d_i d_j)``:
+
+        -d_i d_j G_ij (d_i - d_j) / (kappa ((d_i - d_j)^2 + rho^2 max(d_i, d_j)^2)),
+
+    equal to the step above for gaps much larger than ``rho max(d_i, d_j)``, zero at equal
+    eigenvalues, and a smooth function of ``d`` and ``G`` everywhere (Lipschitz with a
+    constant ``~ 1 / rho``): the hard threshold's jump from 0 to ``G_ij / tol`` is gone, so
+    an update no longer depends discontinuously on rounding-level differences of its input.
     """
-    # In place on two n x n buffers: at n = 1000 the out-of-place form made a dozen float64
-    # temporaries and cost as much as a quarter of an n x n product.
     di, dj = d[..., :, None], d[..., None, :]
     diff = di - dj
+    if damping > 0.0:
+        floor = torch.maximum(di, dj).mul_(damping)
+        den = torch.mul(diff, diff).addcmul_(floor, floor)
+        return (di * dj).mul_(diff).div_(den).mul_(G).mul_(-1.0 / kappa).tril_(-1)
+    # In place on two n x n buffers: at n = 1000 the out-of-place form made a dozen float64
+    # temporaries and cost as much as a quarter of an n x n product.
     equal = torch.maximum(di, dj).mul_(tol).ge_(diff.abs())
     step = (di * dj).div_(diff).mul_(G).mul_(-1.0 / kappa)
     return step.masked_fill_(equal.bool(), 0.0).tril_(-1)

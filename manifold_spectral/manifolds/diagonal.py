@@ -16,7 +16,7 @@ from torch import Tensor
 from . import blocks
 from .base import SpectralManifold, check_positive, check_size, check_tensor, resolve_dtype
 from .points import DiagonalPoint, DiagonalTangent
-from .spectral import check_flag, resolve_device
+from .spectral import check_exponential, check_flag, resolve_device
 
 __all__ = ["DiagonalSPD"]
 
@@ -125,7 +125,7 @@ class DiagonalSPD(SpectralManifold):
         tangent: DiagonalTangent,
         lr: float = 1.0,
         *,
-        exponential: bool = True,
+        exponential: bool | str = True,
         cayley: str | None = None,
         jacobi: bool = False,
         second_order: bool = False,
@@ -133,7 +133,7 @@ class DiagonalSPD(SpectralManifold):
         """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley``, ``jacobi`` and ``second_order``
         are accepted and ignored (no rotation factor)."""
         lr = check_positive(lr, "lr")
-        exponential = check_flag(exponential, "exponential")
+        exponential = check_exponential(exponential)
         check_flag(jacobi, "jacobi")
         check_flag(second_order, "second_order")
         check_tensor(tangent.m, "tangent.m", shape=(self.n,), dtype=self.dtype, device=self.device)

@@ -37,7 +37,13 @@ from .base import (
     check_tensor,
 )
 from .points import SpectralPoint, SpectralTangent, TensorTree
-from .spectral import SpectralSPD, check_flag, resolve_device, symmetric_matrix
+from .spectral import (
+    SpectralSPD,
+    check_exponential,
+    check_flag,
+    resolve_device,
+    symmetric_matrix,
+)
 
 __all__ = [
     "KroneckerSpectralSPD",
@@ -156,6 +162,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         dtype: of every tensor of the points (default: torch's default dtype).
         device: of every tensor of the points (default: CPU).
         eig_tol: Moore-Penrose rule of the factors (see ``SpectralSPD``).
+        gap_damping: Tikhonov form of that rule (see ``SpectralSPD``).
         cayley: default Cayley map of ``retr``, ``"exact"`` or ``"neumann"``.
         neumann_max_norm: Frobenius bound (< 1) on each factor's Neumann Cayley argument.
         batch: ``None`` (default) or ``k``: ``k`` same-shaped matrices updated by one set of
@@ -187,6 +194,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         device: Any = None,
         *,
         eig_tol: float | None = None,
+        gap_damping: float = 0.0,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
         batch: int | None = None,
@@ -194,7 +202,11 @@ class KroneckerSpectralSPD(SpectralManifold):
         a, b = check_size(a, "a"), check_size(b, "b")
         self.batch = check_batch(batch)
         opts = dict(
-            eig_tol=eig_tol, cayley=cayley, neumann_max_norm=neumann_max_norm, batch=self.batch
+            eig_tol=eig_tol,
+            gap_damping=gap_damping,
+            cayley=cayley,
+            neumann_max_norm=neumann_max_norm,
+            batch=self.batch,
         )
         self.left = SpectralSPD(a, dtype, device, **opts)
         self.right = SpectralSPD(b, dtype, device, **opts)
@@ -510,13 +522,14 @@ class KroneckerSpectralSPD(SpectralManifold):
         ``M_l,ij = -alpha d_i d_j G_l,ij / (kappa_l (d_i - d_j))`` (0 where ``d_i ~ d_j``).
         Per batch element when batched."""
         parts = []
-        for p, G, kappa, tol in (
-            (x.left, g.G_L, self.kappa_L, self.left.eig_tol),
-            (x.right, g.G_R, self.kappa_R, self.right.eig_tol),
+        for p, G, kappa, fac in (
+            (x.left, g.G_L, self.kappa_L, self.left),
+            (x.right, g.G_R, self.kappa_R, self.right),
         ):
             aG = x.alpha[..., None, None] * G
             m = _center(blocks.eig_natural_grad(p.d, aG.diagonal(dim1=-2, dim2=-1), kappa))
-            parts.append(SpectralTangent(m, blocks.rotation_natural_grad(p.d, aG, tol, kappa)))
+            M = blocks.rotation_natural_grad(p.d, aG, fac.eig_tol, kappa, fac.gap_damping)
+            parts.append(SpectralTangent(m, M))
         return KroneckerSpectralTangent(2.0 * g.t / (self.a * self.b), *parts)
 
     # Curvature in the eigenbasis (Gaussian layer) ----------------------------------------
@@ -597,7 +610,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         lr: float = 1.0,
         *,
         cayley: str | None = None,
-        exponential: bool = True,
+        exponential: bool | str = True,
         jacobi: bool = False,
         second_order: bool = False,
     ) -> KroneckerSpectralPoint:
@@ -616,7 +629,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         (``blocks.second_order_angles``, with the factor's eigenvalues before and after).
         """
         lr = check_positive(lr, "lr")
-        exponential = check_flag(exponential, "exponential")
+        exponential = check_exponential(exponential)
         jacobi = check_flag(jacobi, "jacobi")
         second_order = check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)
@@ -631,10 +644,10 @@ class KroneckerSpectralSPD(SpectralManifold):
             check_tensor(t.m, f"tangent.{name}.m", shape=(*bs, s), dtype=dt, device=dev)
             check_tensor(t.M, f"tangent.{name}.M", shape=(*bs, s, s), dtype=dt, device=dev)
             m = _center(t.m)
-            if exponential:
+            if exponential is True:
                 d = blocks.eig_retract(p.d, lr * m)
             else:
-                d = blocks.eig_retract(p.d, lr * (m + tangent.n[..., None]), exponential=False)
+                d = blocks.eig_retract(p.d, lr * (m + tangent.n[..., None]), exponential)
             B = blocks.rotation_retract(
                 p.B,
                 lr * t.M,
@@ -644,8 +657,8 @@ class KroneckerSpectralSPD(SpectralManifold):
                 second_order=(p.d, d) if second_order else None,
             )
             new.append(SpectralPoint(B, d))
-        alpha = x.alpha * torch.exp(lr * tangent.n) if exponential else x.alpha
-        if not exponential:
+        alpha = x.alpha * torch.exp(lr * tangent.n) if exponential is True else x.alpha
+        if exponential is not True:
             # n_l carries the alpha step; normalize() moves sqrt(geomean) of each into alpha.
             cL, cR = torch.log(new[0].d).mean(-1), torch.log(new[1].d).mean(-1)
             alpha = alpha * torch.exp(-(cL + cR) / 2)

@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import NEUMANN_MAX_NORM, newton_schulz_orthogonalize, orthogonality_error, sym
+from ..linalg import (
+    NEUMANN_MAX_NORM,
+    eigh_canonical,
+    newton_schulz_orthogonalize,
+    orthogonality_error,
+    sym,
+)
 from . import blocks
 from .base import (
     SpectralManifold,
@@ -92,6 +98,14 @@ def check_flag(value: Any, name: str) -> bool:
     return value
 
 
+def check_exponential(value: Any) -> bool | str:
+    """The eigenvalue map of a retraction: ``True`` (``d exp(m)``), ``False`` (``d (1 + m)``)
+    or ``"continued"`` (``blocks.eig_retract``)."""
+    if value is True or value is False or value == "continued":
+        return value
+    raise TypeError(f"exponential: expected True, False or 'continued', got {value!r}")
+
+
 class SpectralSPD(SpectralManifold):
     """Manifold of n x n SPD matrices in spectral coordinates ``S = B Diag(d) B^T``.
 
@@ -107,6 +121,10 @@ class SpectralSPD(SpectralManifold):
         device: of every tensor of the points (default: CPU).
         eig_tol: relative eigenvalue gap treated as "equal" (Moore-Penrose rule); default
             ``sqrt(eps(dtype))`` (see ``blocks.default_eig_tol``).
+        gap_damping: ``rho >= 0``; if positive, the rotation block's pseudo-inverse is
+            replaced by its Tikhonov form (``blocks.rotation_natural_grad``): rotations of
+            pairs closer than ``rho`` (relative) are damped smoothly instead of cut at
+            ``eig_tol``, so the step is a continuous function of the point and the gradient.
         cayley: default Cayley map of ``retr``: ``"exact"`` (a linear solve; ``B`` stays
             orthogonal to rounding) or ``"neumann"`` (matrix products only).
         neumann_max_norm: Frobenius bound (< 1) applied to ``Skew(M)`` before a Neumann
@@ -125,6 +143,7 @@ class SpectralSPD(SpectralManifold):
         device: Any = None,
         *,
         eig_tol: float | None = None,
+        gap_damping: float = 0.0,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
         batch: int | None = None,
@@ -138,6 +157,7 @@ class SpectralSPD(SpectralManifold):
             if eig_tol is None
             else check_positive(eig_tol, "eig_tol", allow_zero=True)
         )
+        self.gap_damping = check_positive(gap_damping, "gap_damping", allow_zero=True)
         self.cayley = check_cayley(cayley)
         neumann_max_norm = check_positive(neumann_max_norm, "neumann_max_norm")
         if not neumann_max_norm < 1.0:
@@ -188,7 +208,9 @@ class SpectralSPD(SpectralManifold):
         """
         self._unbatched_only("from_matrix")
         S64, src_dtype = symmetric_matrix(S, "S", self.n, sym_tol)
-        d, B = torch.linalg.eigh(sym(S64))  # init-only
+        # Init-only; eigenvalues the chart step treats as equal get a basis fixed by S alone.
+        tol = max(self.eig_tol, blocks.default_eig_tol(torch.float64))
+        d, B = eigh_canonical(sym(S64), tol)
         # Eigenvalues below eps(dtype) * max are at the level of the input's rounding: S is
         # numerically singular.
         floor = float(torch.finfo(src_dtype).eps) * float(d.abs().max())
@@ -334,7 +356,7 @@ class SpectralSPD(SpectralManifold):
         """``natural_gradient`` from an already rotated symmetric ``G = B^T egrad B``."""
         return SpectralTangent(
             blocks.eig_natural_grad(x.d, G.diagonal(dim1=-2, dim2=-1)),
-            blocks.rotation_natural_grad(x.d, G, self.eig_tol),
+            blocks.rotation_natural_grad(x.d, G, self.eig_tol, damping=self.gap_damping),
         )
 
     def retr(
@@ -344,7 +366,7 @@ class SpectralSPD(SpectralManifold):
         lr: float = 1.0,
         *,
         cayley: str | None = None,
-        exponential: bool = True,
+        exponential: bool | str = True,
         jacobi: bool = False,
         second_order: bool = False,
     ) -> SpectralPoint:
@@ -362,7 +384,7 @@ class SpectralSPD(SpectralManifold):
         implies ``jacobi``).
         """
         lr = check_positive(lr, "lr")
-        exponential = check_flag(exponential, "exponential")
+        exponential = check_exponential(exponential)
         jacobi = check_flag(jacobi, "jacobi")
         second_order = check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)

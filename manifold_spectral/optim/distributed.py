@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import transforms
+from .checks import NonFiniteUpdate
 from .preconditioners import param_cost  # re-exported: the owners balance this cost
 
 __all__ = ["Sharding", "param_cost", "assign_owners", "is_dtensor", "has_dtensor", "step"]
@@ -161,8 +162,9 @@ def step(opt: Any) -> bool:
     owners = [sharding.owners[p] if sharding else EVERY_RANK for p in params]
     n = len(params)
     device = params[0].device if params else torch.device("cpu")
-    # [presence | non-finite gradient | failed computation], summed over the ranks.
-    flags = [0] * (3 * n)
+    # [presence | non-finite gradient | failed computation | non-finite update], summed over
+    # the ranks.
+    flags = [0] * (4 * n)
     results: dict[int, tuple[dict[str, Any], Tensor]] = {}
     errors: dict[int, BaseException] = {}
     doomed = False  # a non-finite gradient was seen: the step will not be taken
@@ -184,6 +186,9 @@ def step(opt: Any) -> bool:
             continue
         try:
             new_state, u = opt._compute(group, p, grad)
+        except NonFiniteUpdate:
+            flags[3 * n + i] = 1  # the step is skipped on every rank
+            continue
         except Exception as e:  # noqa: BLE001 - re-raised below, once every rank knows
             # Raising now would leave the other ranks waiting in the all-reduce.
             flags[2 * n + i] = 1
@@ -197,7 +202,7 @@ def step(opt: Any) -> bool:
     dist.all_reduce(summed, group=pg)
     flags = summed.tolist()
     _raise_or_skip(opt, flags, n, world, where, owners, errors)
-    if any(flags[n : 2 * n]):
+    if any(flags[n : 2 * n]) or any(flags[3 * n :]):
         return False
     stepped = [bool(f) for f in flags[:n]]
     updates = {i: u for i, (_, u) in results.items()}

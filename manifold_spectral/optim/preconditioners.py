@@ -53,18 +53,17 @@ class KroneckerPreconditioner:
         #: same-shaped parameters carry a leading dimension (``SpectralKron``'s buckets).
         self.batch_shape: tuple[int, ...] = () if batch is None else (batch,)
         self.manifold = KroneckerSpectralSPD(
-            a, b, dtype, device, cayley=opts["cayley"], batch=batch
+            a,
+            b,
+            dtype,
+            device,
+            gap_damping=opts.get("gap_damping", 0.0),
+            cayley=opts["cayley"],
+            batch=batch,
         )
-        self.gauss = Gaussian(
-            self.manifold,
-            beta2=opts["beta2"],
-            gamma=opts["gamma"],
-            root=opts["root"],
-            exponential="truncated" if opts["truncated"] else "exact",
-            jacobi=opts.get("jacobi", False),
-            reorthogonalize_every=None,  # scheduled in ``update`` from the saved step count
-        )
-        self.damping = opts["damping"]
+        self.gauss = _gaussian(self.manifold, opts)
+        self.gauss_continued = _gaussian(self.manifold, opts, continued=True)
+        self.damping = damping_floor(opts["damping"], self.manifold.dtype)
         self.root = opts["root"]
         self.reorthogonalize_every = reorthogonalize_period(opts["cayley"], self.manifold.dtype)
 
@@ -88,6 +87,8 @@ class KroneckerPreconditioner:
             scale = c * a * b / (torch.trace(S_L) * torch.trace(S_R))
             alpha = (x.alpha.double() * scale).to(x.alpha.dtype)
             x = KroneckerSpectralPoint(alpha, x.left, x.right)
+            if not self.manifold.check_point(x, fast=True)[0]:
+                x = self.manifold.origin()  # the scale does not fit the state dtype
         else:
             x = self.manifold.origin()
         return self.to_state(x)
@@ -110,14 +111,17 @@ class KroneckerPreconditioner:
             SpectralPoint(state["B_R"], state["d_R"]),
         )
 
-    def update(self, state: dict[str, Tensor], grad: Tensor, count: int) -> dict[str, Tensor]:
+    def update(
+        self, state: dict[str, Tensor], grad: Tensor, count: int, continued: bool = False
+    ) -> dict[str, Tensor]:
         """Curvature step number ``count`` (1, 2, ...) from the gradient matrix (Fig. 6 right
-        when truncated), then a Newton-Schulz polar step of both factors every
-        ``reorthogonalize_every`` updates."""
+        when truncated; ``continued``: the truncated map continued positively), then a
+        Newton-Schulz polar step of both factors every ``reorthogonalize_every`` updates."""
         G = grad.reshape(*self.batch_shape, -1).to(self.manifold.dtype)
         # The state is the checked result of the previous update (or of init_state), so only
         # the new point is checked (inside RGD): half the per-update point checks.
-        x = self.gauss.precision_step(
+        gauss = self.gauss_continued if continued else self.gauss
+        x = gauss.precision_step(
             self.point(state), GOP(G, damping=self.damping), check_input=False
         )
         k = self.reorthogonalize_every
@@ -170,14 +174,9 @@ class DiagonalPreconditioner:
 
     def __init__(self, numel: int, dtype: torch.dtype, device: Any, opts: dict) -> None:
         self.manifold = DiagonalSPD(numel, dtype, device)
-        self.gauss = Gaussian(
-            self.manifold,
-            beta2=opts["beta2"],
-            gamma=opts["gamma"],
-            root=opts["root"],
-            exponential="truncated" if opts["truncated"] else "exact",
-        )
-        self.damping = opts["damping"]
+        self.gauss = _gaussian(self.manifold, opts)
+        self.gauss_continued = _gaussian(self.manifold, opts, continued=True)
+        self.damping = damping_floor(opts["damping"], self.manifold.dtype)
         self.root = opts["root"]
 
     @staticmethod
@@ -188,17 +187,43 @@ class DiagonalPreconditioner:
         x = self.manifold.origin()
         if warm_start and grad is not None:
             g = grad.reshape(-1).to(self.manifold.dtype)
-            x = DiagonalPoint(g * g + self.damping + torch.finfo(x.d.dtype).tiny)
+            warm = DiagonalPoint(g * g + self.damping + torch.finfo(x.d.dtype).tiny)
+            if self.manifold.check_point(warm, fast=True)[0]:  # else: g^2 overflows
+                x = warm
         return {"d": x.d}
 
-    def update(self, state: dict[str, Tensor], grad: Tensor, count: int) -> dict[str, Tensor]:
+    def update(
+        self, state: dict[str, Tensor], grad: Tensor, count: int, continued: bool = False
+    ) -> dict[str, Tensor]:
         g = grad.reshape(-1).to(self.manifold.dtype)
-        x = self.gauss.precision_step(DiagonalPoint(state["d"]), GOP(g, damping=self.damping))
+        gauss = self.gauss_continued if continued else self.gauss
+        x = gauss.precision_step(DiagonalPoint(state["d"]), GOP(g, damping=self.damping))
         return {"d": x.d}
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
         g = grad.reshape(-1).to(self.manifold.dtype)
         return self.manifold.apply_power(DiagonalPoint(state["d"]), g, -1.0 / self.root)
+
+
+def damping_floor(damping: float, dtype: torch.dtype) -> float:
+    """``max(damping, sqrt(tiny(dtype)))``: the curvature step divides by ``d_i d_j``, which
+    must not underflow to 0 where a gradient entry is exactly zero and ``d = damping``."""
+    return max(float(damping), float(torch.finfo(dtype).tiny) ** 0.5)
+
+
+def _gaussian(manifold: Any, opts: dict, continued: bool = False) -> Gaussian:
+    """The curvature update of a preconditioner with ``opts``' eigenvalue map, or (``continued``)
+    the truncated map continued positively (``blocks.eig_retract``)."""
+    exponential = "truncated" if opts["truncated"] else "exact"
+    return Gaussian(
+        manifold,
+        beta2=opts["beta2"],
+        gamma=opts["gamma"],
+        root=opts["root"],
+        exponential="continued" if continued else exponential,
+        jacobi=opts.get("jacobi", False),
+        reorthogonalize_every=None,  # scheduled in ``update`` from the saved step count
+    )
 
 
 def reorthogonalize_period(cayley: str, dtype: torch.dtype) -> int | None:

@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_cayley, check_positive, check_size
+from ..manifolds.blocks import TruncationError
 from . import distributed, transforms
+from .checks import COUNTERS, NonFiniteUpdate, check_param_state, validate_group
 from .preconditioners import make_preconditioner, param_cost
 
-__all__ = ["SpectralKron"]
+__all__ = ["SpectralKron", "NonFiniteUpdate"]
 
 _PRECOND_PREFIX = "pc_"
 #: ``batched`` buckets only parameters whose preconditioner cost ``a^3 + b^3 + ab(a + b)``
@@ -35,6 +36,18 @@ _PRECOND_PREFIX = "pc_"
 #: overhead, and batched elementwise work on large factors falls out of cache (a stack of
 #: 384 x 128 and 512 x 128 layers ran 1.18x slower batched in float32; bench_optim_batched).
 BATCH_MAX_COST = 4 * 256**3
+
+
+#: Default ``gap_damping``: with it a relative gradient perturbation of 1e-12 moves the
+#: parameters of rank-deficient models by far less than 1e-8 after 20 steps in every
+#: configuration (tests/test_optim_continuity.py); pairs closer than 1% barely change ``S``.
+GAP_DAMPING = 1e-2
+
+#: Values of options missing from a state dict saved before they existed: the behaviour of
+#: that version (the current defaults for the others).
+_LEGACY = {"jacobi": False, "gap_damping": 0.0}
+
+
 
 
 class SpectralKron(torch.optim.Optimizer):
@@ -45,11 +58,17 @@ class SpectralKron(torch.optim.Optimizer):
         lr: step size.
         beta2: curvature step size (the RGD step of the precision).
         root: ``p`` of the preconditioner ``S^(-1/p)`` (paper: 1 and 2).
-        damping: ``lambda`` added to the curvature (``H + lambda I``); keeps ``d > 0``.
+        damping: ``lambda > 0`` added to the curvature (``H + lambda I``); keeps ``d > 0``
+            where a gradient entry or direction is exactly zero.
         gamma: entropy weight: 1 = moving average of the GOP, 0 = AdaGrad-like sum.
         update_every: curvature update period (paper: 2).
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
         truncated: truncated-exponential (practical, Fig. 6 right) or exact eigenvalue map.
+            A truncated step whose map ``d (1 + m)`` would leave the positive reals (a very
+            large curvature step, or bf16 cancellation) is taken with that map continued
+            positively below ``m = -1/2`` instead (``blocks.eig_retract``), and counted in
+            the parameter's state (``curvature_fallbacks``); a curvature step that fails even
+            so (overflow) keeps the previous curvature (``curvature_rejections``).
         eigenvalue_correction: precondition Kronecker parameters with the diagonal of the
             gradient outer product in the learned eigenbasis (an EMA of
             ``(B_L^T g B_R)^2``, bias-corrected, power ``-1/p``) instead of the product of the
@@ -60,8 +79,16 @@ class SpectralKron(torch.optim.Optimizer):
             ``1 / v`` scaling is unstable at the learning rates of ``root=2``.
         correction_beta: EMA coefficient of that diagonal (Adam's ``beta2``).
         jacobi: turn each eigenvector pair of a factor by its exact 2 x 2 Jacobi angle
-            (``blocks.jacobi_angles``): the same first-order step, with rotations bounded
-            where a factor's eigenvalues are close (e.g. right after the identity start).
+            (``blocks.jacobi_angles``; default): the same first-order step, with rotations
+            bounded where a factor's eigenvalues are close (e.g. right after the start).
+        gap_damping: ``rho``: the rotation block's pseudo-inverse ``1 / (d_i - d_j)`` becomes
+            ``(d_i - d_j) / ((d_i - d_j)^2 + (rho max(d_i, d_j))^2)`` (Tikhonov;
+            ``blocks.rotation_natural_grad``). Pairs of eigenvalues closer than ``rho``
+            (relative), whose rotation barely changes ``S`` but whose angle is an
+            ill-conditioned ratio of two small numbers, are turned smoothly less; this makes
+            the update a continuous (Lipschitz) function of the state and the gradient, so
+            results differ by rounding when inputs do (threads, BLAS, DDP). ``0``: the hard
+            Moore-Penrose cut at ``sqrt(eps)``.
         momentum: heavy-ball coefficient on the gradient, in ``[0, 1)``.
         nesterov: Nesterov momentum.
         weight_decay: decoupled weight decay.
@@ -74,7 +101,8 @@ class SpectralKron(torch.optim.Optimizer):
         max_factor_dim: matrices with a side above this use the diagonal scheme.
         warm_start: initialise ``S`` from the first gradient, at its scale
             (``tr(S) / (ab) = mean(g^2) + damping``; one float64 ``eigh`` per factor, at
-            initialisation only; default) instead of the identity (``False``): from the
+            initialisation only, whose basis inside repeated eigenvalues is fixed by ``S``
+            alone: ``linalg.eigh_canonical``; default) instead of the identity (``False``): from the
             identity, ``alpha`` needs hundreds of updates to come down to the gradient's
             scale.
         diagonal: force the diagonal scheme for every parameter of the group.
@@ -85,7 +113,9 @@ class SpectralKron(torch.optim.Optimizer):
             dominates small layers (12 layers of 32 x 32: 5x faster steps); costs one
             transient copy of the bucket's factors.
         nonfinite: ``"raise"`` (default: a ``ValueError`` naming the parameter, nothing
-            changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them).
+            changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them) for
+            a NaN or Inf gradient. A finite gradient never raises: a step whose update
+            overflows is skipped and counted in ``skipped_steps`` whatever this option.
         shard: split the preconditioner work over the ranks of ``process_group`` (ZeRO-1
             style, as Distributed Shampoo): each parameter has one owner rank (greedy
             balance of ``a^3 + b^3 + ab(a + b)`` per Kronecker matrix, ``numel`` per diagonal
@@ -116,7 +146,8 @@ class SpectralKron(torch.optim.Optimizer):
         update_every: int = 1,
         cayley: str = "neumann",
         truncated: bool = True,
-        jacobi: bool = False,
+        jacobi: bool = True,
+        gap_damping: float = GAP_DAMPING,
         eigenvalue_correction: bool = False,
         correction_beta: float = 0.99,
         momentum: float = 0.9,
@@ -143,6 +174,7 @@ class SpectralKron(torch.optim.Optimizer):
             cayley=cayley,
             truncated=truncated,
             jacobi=jacobi,
+            gap_damping=gap_damping,
             eigenvalue_correction=eigenvalue_correction,
             correction_beta=correction_beta,
             momentum=momentum,
@@ -195,36 +227,13 @@ class SpectralKron(torch.optim.Optimizer):
 
     @staticmethod
     def _validate(g: dict[str, Any]) -> None:
-        check_positive(g["lr"], "lr", allow_zero=True)
-        check_positive(g["beta2"], "beta2")
-        check_positive(g["root"], "root")
-        check_positive(g["damping"], "damping", allow_zero=True)
-        check_positive(g["gamma"], "gamma", allow_zero=True)
-        check_positive(g["weight_decay"], "weight_decay", allow_zero=True)
-        if not 0.0 <= float(g["momentum"]) < 1.0:
-            raise ValueError(f"momentum: expected a value in [0, 1), got {g['momentum']!r}")
-        if g["truncated"] and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
-            raise ValueError("beta2: the truncated scheme needs gamma * beta2 < 1")
-        check_size(g["update_every"], "update_every")
-        check_size(g["max_factor_dim"], "max_factor_dim")
-        check_cayley(g["cayley"])
-        if g["clip_rms"] is not None:
-            check_positive(g["clip_rms"], "clip_rms")
-        if g["graft"] not in (None, "adam"):
-            raise ValueError(f"graft: expected None or 'adam', got {g['graft']!r}")
-        sd = g["state_dtype"]
-        if sd is not None and (not isinstance(sd, torch.dtype) or not sd.is_floating_point):
-            raise TypeError(f"state_dtype: expected a floating torch.dtype, got {sd!r}")
-        if not check_positive(g["correction_beta"], "correction_beta") < 1.0:
-            raise ValueError(
-                f"correction_beta: expected a value in (0, 1), got {g['correction_beta']!r}"
-            )
-        flags = ("truncated", "jacobi", "eigenvalue_correction", "nesterov", "warm_start")
-        for flag in (*flags, "diagonal", "batched"):
-            if not isinstance(g[flag], bool):
-                raise TypeError(f"{flag}: expected a bool, got {g[flag]!r}")
+        validate_group(g)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``torch.optim``'s, with the group's options validated first: a rejected group is
+        not registered (its parameters can be added again with valid options)."""
+        if isinstance(param_group, dict) and hasattr(self, "defaults"):
+            self._validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
         if getattr(self, "_sharding", None) is not None:
@@ -282,10 +291,14 @@ class SpectralKron(torch.optim.Optimizer):
             self.skipped_steps += 1
             return loss
         pending = []
-        for group in self.param_groups:
-            for bucket in self._buckets(group):
-                results = self._compute_many(group, bucket, [p.grad for p in bucket])
-                pending.extend((group, p, r) for p, r in zip(bucket, results, strict=True))
+        try:
+            for group in self.param_groups:
+                for bucket in self._buckets(group):
+                    results = self._compute_many(group, bucket, [p.grad for p in bucket])
+                    pending.extend((group, p, r) for p, r in zip(bucket, results, strict=True))
+        except NonFiniteUpdate:
+            self.skipped_steps += 1
+            return loss
         for group, p, (new_state, update) in pending:
             self.state[p].update(new_state)
             transforms.weight_decay(p, group["lr"], group["weight_decay"])
@@ -331,7 +344,18 @@ class SpectralKron(torch.optim.Optimizer):
         pc = pcs[0] if k == 1 else {key: torch.stack([c[key] for c in pcs]) for key in pcs[0]}
         if (step - 1) % group["update_every"] == 0:
             count = (step - 1) // group["update_every"] + 1
-            pc = pre.update(pc, gs[0] if k == 1 else torch.stack(gs), count=count)
+            if k == 1:
+                pc = self._curvature_update(pre, pc, gs[0], count, news[0], self.state[params[0]])
+            else:
+                try:
+                    pc = pre.update(pc, torch.stack(gs), count=count)
+                except (FloatingPointError, ValueError):
+                    # One element failed: update them one by one (each with its fallbacks),
+                    # exactly as unbatched.
+                    return [
+                        self._compute_many(group, [p], [g])[0]
+                        for p, g in zip(params, grads, strict=True)
+                    ]
         directions = []
         for new, buf, g in zip(news, bufs, gs, strict=True):
             if group["momentum"]:
@@ -368,13 +392,48 @@ class SpectralKron(torch.optim.Optimizer):
             if group["clip_rms"] is not None:
                 u = transforms.clip_by_rms(u, group["clip_rms"])
             if not bool(torch.isfinite(u).all()):
-                raise FloatingPointError(
+                raise NonFiniteUpdate(
                     f"SpectralKron: non-finite update for a parameter of shape "
-                    f"{tuple(p.shape)}; nothing was changed"
+                    f"{tuple(p.shape)}; the step is skipped"
                 )
             new["step"] = torch.tensor(float(step))
             out.append((new, u))
         return out
+
+    @staticmethod
+    def _curvature_update(
+        pre: Any, pc: dict[str, Tensor], g: Tensor, count: int, new: dict, state: dict
+    ) -> dict[str, Tensor]:
+        """One parameter's curvature step, never raising for a finite gradient: a truncated
+        map that leaves the positive reals is redone with the map continued positively below
+        ``m = -1/2`` (``blocks.eig_retract``: elementwise, same cost; the exact exponential
+        would overflow on the very steps that need this); a step that fails even so keeps
+        the previous curvature. Each is counted in ``new`` (the pending state)."""
+        counts = {key: state.get(key, 0) for key in COUNTERS}
+        try:
+            out = pre.update(pc, g, count=count)
+        except TruncationError:
+            counts["curvature_fallbacks"] += 1
+            try:
+                out = pre.update(pc, g, count=count, continued=True)
+            except (FloatingPointError, ValueError):
+                counts["curvature_rejections"] += 1
+                out = pc
+        except (FloatingPointError, ValueError):
+            counts["curvature_rejections"] += 1
+            out = pc
+        new.update({key: v for key, v in counts.items() if v or key in state})
+        return out
+
+    @property
+    def curvature_fallbacks(self) -> int:
+        """Curvature steps taken with the continued instead of the truncated map."""
+        return sum(st.get("curvature_fallbacks", 0) for st in self.state.values())
+
+    @property
+    def curvature_rejections(self) -> int:
+        """Curvature steps that failed for a finite gradient (previous curvature kept)."""
+        return sum(st.get("curvature_rejections", 0) for st in self.state.values())
 
     def _buckets(self, group: dict[str, Any]) -> list[list[Tensor]]:
         """The group's parameters with a gradient, in order, bucketed for ``_compute_many``:
@@ -407,11 +466,41 @@ class SpectralKron(torch.optim.Optimizer):
 
     # Serialisation -----------------------------------------------------------------------
 
+    def __getstate__(self) -> dict[str, Any]:
+        """``torch.optim`` pickles only defaults, state and groups; keep the options and
+        counters too (``copy.deepcopy`` and ``pickle`` give a working optimizer). Caches are
+        rebuilt. A sharded optimizer holds a process group: save ``consolidated_state_dict``."""
+        if self._sharding is not None:
+            raise TypeError(
+                "SpectralKron(shard=True) cannot be pickled or deep-copied (it holds a process "
+                "group); save consolidated_state_dict() and load it into a new optimizer"
+            )
+        state = super().__getstate__()
+        state.update(nonfinite=self.nonfinite, skipped_steps=self.skipped_steps)
+        return state
+
+    def _fill_legacy_options(self) -> None:
+        """Options missing from groups saved before they existed (``_LEGACY``)."""
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, _LEGACY.get(key, value))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("nonfinite", "raise")
+        self.__dict__.setdefault("skipped_steps", 0)
+        self._process_group = None
+        self._sharding = None
+        self._preconditioners = {}
+        self._batched = {}
+        self._fill_legacy_options()
+
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim``'s state dict; with ``shard=True`` only this rank's parameters have
         state, and ``"shard": {"rank", "world_size"}`` says whose shard it is (save one file
         per rank; ``consolidated_state_dict`` gives the whole state)."""
         sd = super().state_dict()
+        sd["counters"] = {"skipped_steps": self.skipped_steps}
         if self._sharding is not None:
             sd["shard"] = {"rank": self._sharding.rank, "world_size": self._sharding.world}
         return sd
@@ -425,19 +514,42 @@ class SpectralKron(torch.optim.Optimizer):
             return sd
         return distributed.consolidate(sd, self._sharding)
 
-    def _check_saved_points(self, state_dict: dict[str, Any]) -> None:
-        """Raise ``ValueError`` (nothing loaded) if a saved preconditioner state is not a
-        valid point: the updates check only their results, so they must start from one."""
+    def _check_saved(self, state_dict: dict[str, Any]) -> None:
+        """Raise ``ValueError`` (nothing loaded) if a saved group has an invalid option, a
+        saved parameter state is unsound (``checks.check_param_state``) or a saved
+        preconditioner state is not a valid point: the updates check only their results, so
+        they must start from one."""
         groups = state_dict.get("param_groups")
         if not isinstance(groups, list) or len(groups) != len(self.param_groups):
             return  # torch.optim reports malformed or mismatched dicts itself
+        counters = state_dict.get("counters", {"skipped_steps": 0})
+        skipped = counters.get("skipped_steps") if isinstance(counters, dict) else None
+        if isinstance(skipped, bool) or not isinstance(skipped, int) or skipped < 0:
+            raise ValueError(
+                "state_dict['counters']: expected {'skipped_steps': int >= 0}, got "
+                f"{counters!r}; nothing was loaded"
+            )
         n = len(_PRECOND_PREFIX)
         index = 0
-        for group, saved_group in zip(self.param_groups, groups, strict=True):
+        for gi, (group, saved_group) in enumerate(zip(self.param_groups, groups, strict=True)):
             opts = {**self.defaults, **saved_group}
+            try:
+                self._validate(opts)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"state_dict: param_groups[{gi}] has an invalid option ({exc}); "
+                    "nothing was loaded"
+                ) from None
             for p, saved_id in zip(group["params"], saved_group.get("params", []), strict=False):
                 index += 1
                 saved = state_dict.get("state", {}).get(saved_id) or {}
+                try:
+                    check_param_state(saved, tuple(p.shape), f"state[{saved_id!r}]")
+                except ValueError as exc:
+                    raise ValueError(
+                        f"state_dict: the saved state of parameter {index - 1} (shape "
+                        f"{tuple(p.shape)}) is unsound ({exc}); nothing was loaded"
+                    ) from None
                 pc = {k[n:]: v for k, v in saved.items() if k.startswith(_PRECOND_PREFIX)}
                 if not pc:
                     continue
@@ -463,11 +575,10 @@ class SpectralKron(torch.optim.Optimizer):
         state (``consolidated_state_dict`` or an unsharded run), of which the parameters this
         rank owns are kept. A shard cannot be loaded elsewhere: it lacks other ranks' state."""
         distributed.check_loadable(state_dict, self._sharding)
-        self._check_saved_points(state_dict)
+        self._check_saved(state_dict)
         super().load_state_dict(state_dict)
-        for group in self.param_groups:  # a dict saved before an option existed lacks it
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
+        self.skipped_steps = state_dict.get("counters", {}).get("skipped_steps", 0)
+        self._fill_legacy_options()
         if self._sharding is not None:
             for p in [p for p in self.state if not self._sharding.owns(p)]:
                 del self.state[p]

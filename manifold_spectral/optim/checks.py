@@ -1,0 +1,111 @@
+"""Validation of ``SpectralKron`` hyper-parameters and saved state, before anything is written.
+
+A state dict is checked whole before ``load_state_dict`` touches the optimizer: a negative
+``lr`` would train as ascent, a NaN momentum buffer or step count would make every later step
+fail, so each is refused with a ``ValueError`` naming the entry, and nothing is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..manifolds.base import check_cayley, check_positive, check_size
+
+__all__ = ["validate_group", "check_param_state", "COUNTERS", "NonFiniteUpdate"]
+
+#: Per-parameter event counters kept in the state (ints, saved with it): curvature steps
+#: whose truncated eigenvalue map left the positive reals and were taken with the continued
+#: map, and curvature steps that failed even so (the previous curvature was kept).
+COUNTERS = ("curvature_fallbacks", "curvature_rejections")
+
+class NonFiniteUpdate(FloatingPointError):
+    """A finite gradient gave a non-finite update (overflow): the step is skipped."""
+
+
+_FLAGS = (
+    "truncated",
+    "jacobi",
+    "eigenvalue_correction",
+    "nesterov",
+    "warm_start",
+    "diagonal",
+    "batched",
+)
+
+
+def validate_group(g: dict[str, Any]) -> None:
+    """Raise ``ValueError``/``TypeError`` naming the first invalid option of a parameter group
+    (every option present)."""
+    check_positive(g["lr"], "lr", allow_zero=True)
+    check_positive(g["beta2"], "beta2")
+    check_positive(g["root"], "root")
+    check_positive(g["damping"], "damping")  # > 0: a zero gradient entry needs a floor
+    check_positive(g["gamma"], "gamma", allow_zero=True)
+    check_positive(g["weight_decay"], "weight_decay", allow_zero=True)
+    check_positive(g["gap_damping"], "gap_damping", allow_zero=True)
+    if not 0.0 <= float(check_positive(g["momentum"], "momentum", allow_zero=True)) < 1.0:
+        raise ValueError(f"momentum: expected a value in [0, 1), got {g['momentum']!r}")
+    for flag in _FLAGS:
+        if not isinstance(g[flag], bool):
+            raise TypeError(f"{flag}: expected a bool, got {g[flag]!r}")
+    if g["truncated"] and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
+        raise ValueError("beta2: the truncated scheme needs gamma * beta2 < 1")
+    check_size(g["update_every"], "update_every")
+    check_size(g["max_factor_dim"], "max_factor_dim")
+    check_cayley(g["cayley"])
+    if g["clip_rms"] is not None:
+        check_positive(g["clip_rms"], "clip_rms")
+    if g["graft"] not in (None, "adam"):
+        raise ValueError(f"graft: expected None or 'adam', got {g['graft']!r}")
+    sd = g["state_dtype"]
+    if sd is not None and (not isinstance(sd, torch.dtype) or not sd.is_floating_point):
+        raise TypeError(f"state_dtype: expected a floating torch.dtype, got {sd!r}")
+    if not check_positive(g["correction_beta"], "correction_beta") < 1.0:
+        raise ValueError(
+            f"correction_beta: expected a value in (0, 1), got {g['correction_beta']!r}"
+        )
+
+
+def _tensor_entry(st: dict[str, Any], key: str, shape: tuple[int, ...], where: str) -> None:
+    v = st[key]
+    if not isinstance(v, Tensor) or not v.is_floating_point():
+        raise ValueError(f"{where}[{key!r}]: expected a floating tensor, got {type(v).__name__}")
+    if tuple(v.shape) != shape:
+        raise ValueError(f"{where}[{key!r}]: expected shape {shape}, got {tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"{where}[{key!r}]: contains NaN or Inf")
+    if key in ("eig_v", "exp_avg_sq") and bool((v < 0).any()):
+        raise ValueError(f"{where}[{key!r}]: a second moment must be >= 0")
+
+
+def check_param_state(st: dict[str, Any], shape: tuple[int, ...], where: str) -> None:
+    """Raise ``ValueError`` unless the non-factor state of a parameter of ``shape`` is sound:
+    a finite integer ``step >= 1``; finite buffers of the parameter's shape (second moments
+    ``>= 0``); counters non-negative ints. (The factors are checked as manifold points.)"""
+    if not st:
+        return
+    if "step" not in st:
+        raise ValueError(f"{where}: has state but no 'step'")
+    step = st["step"]
+    step = step.item() if isinstance(step, Tensor) and step.numel() == 1 else step
+    if not (
+        isinstance(step, (int, float))
+        and not isinstance(step, bool)
+        and math.isfinite(step)
+        and step >= 1
+        and float(step).is_integer()
+    ):
+        raise ValueError(f"{where}['step']: expected a finite integer >= 1, got {st['step']!r}")
+    if "momentum_buffer" not in st:
+        raise ValueError(f"{where}: has state but no 'momentum_buffer'")
+    for key in ("momentum_buffer", "eig_v", "exp_avg_sq"):
+        if key in st:
+            _tensor_entry(st, key, shape, where)
+    for key in COUNTERS:
+        v = st.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{where}[{key!r}]: expected an int >= 0, got {v!r}")
