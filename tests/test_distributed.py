@@ -59,6 +59,27 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
+def make_rank_deficient() -> nn.Module:
+    """A conv kernel (6 x 18), a 4 x 96 and a 24 x 4 matrix and a one-output layer: with 4
+    samples per rank (8 in all) every Kronecker factor's gradient outer product is
+    rank-deficient, and the warm start has repeated eigenvalues."""
+    torch.manual_seed(5)
+    return nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(96, 4), nn.Tanh(),
+        nn.Linear(4, 24), nn.Tanh(), nn.Linear(24, 1),
+    ).double()  # fmt: skip
+
+
+def rank_deficient_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(6)
+    X = torch.randn(8, 2, 4, 4, generator=g, dtype=torch.float64)
+    return X, torch.tanh(X.sum(dim=(1, 2, 3)))[:, None]
+
+
+#: Default options: only the learning rate is set.
+DEFAULT_OPTS: dict[str, Any] = dict(lr=3e-3)
+
+
 def train(model: nn.Module, opt: SpectralKron, X, Y, steps: int) -> None:
     for _ in range(steps):
         opt.zero_grad()
@@ -78,6 +99,12 @@ def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
 
     X, Y = batch()
     Xr, Yr = X[4 * rank : 4 * rank + 4], Y[4 * rank : 4 * rank + 4]  # half of the global batch
+
+    Xd, Yd = rank_deficient_batch()
+    deficient = DDP(make_rank_deficient())
+    dopt = SpectralKron(deficient.parameters(), **DEFAULT_OPTS)
+    train(deficient, dopt, Xd[4 * rank : 4 * rank + 4], Yd[4 * rank : 4 * rank + 4], 6)
+    out["ddp_rank_deficient"] = flat(deficient.parameters())
 
     plain = DDP(make_model())
     opt = SpectralKron(plain.parameters(), **OPTS)
@@ -230,6 +257,13 @@ def single() -> list[torch.Tensor]:
     return flat(model.parameters())
 
 
+@pytest.fixture(scope="module")
+def single_rank_deficient() -> list[torch.Tensor]:
+    model = make_rank_deficient()
+    train(model, SpectralKron(model.parameters(), **DEFAULT_OPTS), *rank_deficient_batch(), 6)
+    return flat(model.parameters())
+
+
 def assert_close_rel(got: list[torch.Tensor], want: list[torch.Tensor], rtol: float) -> None:
     for a, b in zip(got, want, strict=True):
         err = float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
@@ -247,6 +281,16 @@ def assert_equal(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
 def test_ddp_matches_single_process_and_ranks_agree(ranks, single):
     assert_equal(ranks[0]["ddp"], ranks[1]["ddp"])
     assert_close_rel(ranks[0]["ddp"], single, 1e-10)
+
+
+@needs_gloo
+def test_ddp_with_default_options_matches_single_process_on_rank_deficient_model(
+    ranks, single_rank_deficient
+):
+    """Gradients that differ by the all-reduce's rounding give parameters that differ by
+    rounding, with repeated eigenvalues in the warm start (eigh's basis there is arbitrary)."""
+    assert_equal(ranks[0]["ddp_rank_deficient"], ranks[1]["ddp_rank_deficient"])
+    assert_close_rel(ranks[0]["ddp_rank_deficient"], single_rank_deficient, 1e-10)
 
 
 @needs_gloo

@@ -133,16 +133,22 @@ def _fisher_projected_change(S_L, S_R, H, gamma=1.0):
         H = torch.outer(H.reshape(-1), H.reshape(-1))
     T = iroot @ (H - gamma * S) @ iroot
     basis = []
-    for n, place in (
-        (a, lambda X: torch.kron(X, torch.eye(b, dtype=F64))),
-        (b, lambda X: torch.kron(torch.eye(a, dtype=F64), X)),
+    for side, n, place in (
+        ("left", a, lambda X: torch.kron(X, torch.eye(b, dtype=F64))),
+        ("right", b, lambda X: torch.kron(torch.eye(a, dtype=F64), X)),
     ):
         for i in range(n):
             for j in range(i + 1):
+                if side == "right" and i == j == n - 1:
+                    # I kron I lies in both families (sum of E_ii kron I = sum of I kron E_jj):
+                    # drop one copy so the basis has full column rank and lstsq is well-posed.
+                    continue
                 E = torch.zeros(n, n, dtype=F64)
                 E[i, j] = E[j, i] = 1.0
                 basis.append(place(E).reshape(-1))
     Bm = torch.stack(basis, 1)
+    sv = torch.linalg.svdvals(Bm)
+    assert float(sv[-1] / sv[0]) > 1e-3  # full column rank: a unique projection
     coef = torch.linalg.lstsq(Bm, T.reshape(-1, 1)).solution
     P = (Bm @ coef).reshape(a * b, a * b)
     return root @ P @ root

@@ -60,7 +60,7 @@ def lower_bound(P_L: torch.Tensor, P_R: torch.Tensor, Sigma: torch.Tensor, E0: t
         w, V = torch.linalg.eigh(S)
         return (V * w.sqrt()) @ V.T, (V * w.rsqrt()) @ V.T
 
-    (PLh, PLih), (PRh, PRih) = sqrt_psd(P_L), sqrt_psd(P_R)
+    (_, PLih), (PRh, PRih) = sqrt_psd(P_L), sqrt_psd(P_R)
     M = torch.kron(P_L, PRh @ Sigma @ PRh)  # P^1/2 (I kron Sigma) P^1/2, row-major vec
     mu, U = torch.linalg.eigh(M)
     z = U.T @ (PLih @ E0 @ PRih).reshape(-1)

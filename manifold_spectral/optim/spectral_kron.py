@@ -486,13 +486,18 @@ class SpectralKron(torch.optim.Optimizer):
                 group.setdefault(key, _LEGACY.get(key, value))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # torch.optim's load_state_dict calls this too, on a live optimizer: only fill in
+        # what an unpickled one lacks.
         super().__setstate__(state)
-        self.__dict__.setdefault("nonfinite", "raise")
-        self.__dict__.setdefault("skipped_steps", 0)
-        self._process_group = None
-        self._sharding = None
-        self._preconditioners = {}
-        self._batched = {}
+        for name, value in (
+            ("nonfinite", "raise"),
+            ("skipped_steps", 0),
+            ("_process_group", None),
+            ("_sharding", None),
+            ("_preconditioners", {}),
+            ("_batched", {}),
+        ):
+            self.__dict__.setdefault(name, value)
         self._fill_legacy_options()
 
     def state_dict(self) -> dict[str, Any]:
