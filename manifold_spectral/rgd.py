@@ -19,9 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .linalg import all_finite
 from .manifolds.base import SpectralManifold, check_cayley, check_positive
-from .manifolds.points import TensorTree
 
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 
@@ -133,13 +131,13 @@ class RGD:
 
         The Gaussian layer uses this to skip forming ``df/dS`` (for the GOP, ``G`` needs only
         ``q = B^T g``). ``G`` must be finite. ``check_input=False`` skips the point check for
-        callers that have just made it (the result is always checked).
+        callers that have just made it (the result is always checked). ``G`` is checked by
+        ``manifold.validate_eigen_gradient`` (type, shape, dtype, device; one reduction for
+        finiteness): ``TypeError``/``ValueError`` naming ``G``, the state unchanged.
         """
         if check_input:
             self.manifold.validate_point(x, fast=True)
-        finite = G.is_finite() if isinstance(G, TensorTree) else all_finite(G)
-        if not finite:
-            raise ValueError("G: contains NaN or Inf")
+        G = self.manifold.validate_eigen_gradient(G)
         nat = self.manifold.natural_gradient_eigenbasis(x, G)
         return self._apply(x, self._with_momentum(nat))
 

@@ -786,3 +786,181 @@ def test_kronecker_precision_gradient_rejects_foreign_curvature():
     x = point(K)
     Ht = torch.eye(KA * KB, dtype=F64)  # a bare tensor, not in the Kronecker eigenbasis form
     rejects(lambda: K.precision_egrad_eigenbasis(x, Ht, 1.0), TypeError, "Ht", x, Ht)
+
+
+# Values the manifold's dtype cannot hold (issue 14) -----------------------------------------
+
+F32 = torch.float32
+
+
+@pytest.mark.parametrize("scale", [1e40, 1e-60], ids=["overflow", "underflow"])
+def test_from_matrix_outside_the_dtype_range(scale):
+    """``1e40 I`` is SPD in float64 but would be ``d = inf`` in float32 (``1e-60 I``: ``d = 0``):
+    no point of the float32 manifold, so a ValueError naming ``S``."""
+    S = scale * torch.eye(N, dtype=F64)
+    rejects(lambda: ms.SpectralSPD(N, dtype=F32).from_matrix(S), ValueError, "S", S)
+    S6 = scale * torch.eye(KA * KB, dtype=F64)
+    rejects(lambda: ms.KroneckerSpectralSPD(KA, KB, dtype=F32).from_matrix(S6), ValueError, "S", S6)
+    SL, SR = scale * torch.eye(KA, dtype=F64), torch.eye(KB, dtype=F64)
+    K32 = ms.KroneckerSpectralSPD(KA, KB, dtype=F32)
+    rejects(lambda: K32.from_kronecker(SL, SR), ValueError, "S_L", SL, SR)
+    d = torch.tensor([1.0, scale, 2.0], dtype=F64)
+    rejects(lambda: ms.DiagonalSPD(N, dtype=F32).from_eigenvalues(d), ValueError, "d", d)
+    # The same values are fine in float64.
+    assert ms.SpectralSPD(N, dtype=F64).from_matrix(S).d.isfinite().all()
+
+
+def test_from_factors_alpha_outside_the_dtype_range():
+    K32 = ms.KroneckerSpectralSPD(KA, KB, dtype=F32)
+    x = point(K32)
+    rejects(lambda: K32.from_factors(1e40, x.left, x.right), ValueError, "alpha", x)
+    rejects(lambda: K32.from_factors(1e-60, x.left, x.right), ValueError, "alpha", x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda dt: ms.SpectralSPD(N, dtype=dt),
+        lambda dt: ms.SpectralSPD(N, dtype=dt, batch=2),
+        lambda dt: ms.DiagonalSPD(N, dtype=dt),
+        lambda dt: ms.KroneckerSpectralSPD(KA, KB, dtype=dt),
+    ],
+    ids=["spectral", "spectral_batched", "diagonal", "kronecker"],
+)
+@pytest.mark.parametrize(
+    "log_scale, dtype",
+    [
+        (1e3, F32),
+        (1e5, F64),
+        (float("nan"), F64),
+        (float("inf"), F64),
+        (-1.0, F64),
+        ("1", F64),
+    ],
+    ids=["1e3_f32", "1e5_f64", "nan", "inf", "negative", "str"],
+)
+def test_random_rejects_bad_log_scale(make, log_scale, dtype):
+    manifold = make(dtype)
+    gen = torch.Generator().manual_seed(0)
+    exc = TypeError if isinstance(log_scale, str) else ValueError
+    rejects(lambda: manifold.random(gen, log_scale=log_scale), exc, "log_scale")
+    assert manifold.check_point(manifold.random(gen, log_scale=0.0))[0]
+
+
+def test_kronecker_from_matrix_rejects_indefinite_non_kronecker_matrix():
+    """Its nearest Kronecker product is positive definite; ``S`` is not. Same rule and message
+    as ``SpectralSPD.from_matrix``."""
+    S = torch.diag(torch.tensor([1.0, -1.0, 2.0, 3.0, 4.0, 5.0], dtype=F64))
+    with pytest.raises(ValueError, match="not positive definite") as spectral:
+        ms.SpectralSPD(KA * KB, dtype=F64).from_matrix(S)
+    rejects(lambda: kron().from_matrix(S), ValueError, "S", S)
+    with pytest.raises(ValueError) as kronecker:
+        kron().from_matrix(S)
+    assert str(kronecker.value) == str(spectral.value)
+    singular = torch.diag(torch.tensor([1.0, 0.0, 2.0, 3.0, 4.0, 5.0], dtype=F64))
+    rejects(lambda: kron().from_matrix(singular), ValueError, "S", singular)
+
+
+# Named errors instead of torch's RuntimeError (issue 14) ------------------------------------
+
+
+def _eigen_gradient(manifold: ms.SpectralManifold, x: Any) -> Any:
+    """A valid ``G`` for ``RGD.step_eigenbasis``."""
+    return manifold.precision_egrad_eigenbasis(
+        x, ms.GOP(torch.ones(manifold.egrad_shape[-1], dtype=F64)).eigenbasis(manifold, x), 1.0
+    )
+
+
+def test_step_eigenbasis_rejects_misshapen_or_foreign_G(manifold):
+    opt, x = rgd_with_momentum(manifold)
+    G = _eigen_gradient(manifold, x)
+    opt.step_eigenbasis(x, G)  # the valid call works
+    if isinstance(G, torch.Tensor):
+        nan = G.clone()
+        nan.view(-1)[0] = float("nan")
+        cases = [
+            (torch.ones(N + 1, N + 1, dtype=F64), ValueError),
+            (torch.ones(2, *G.shape, dtype=F64), ValueError),
+            (G.float(), TypeError),
+            (G.tolist(), TypeError),
+            (nan, ValueError),
+        ]
+    else:
+        cases = [
+            (torch.ones(KA * KB, KA * KB, dtype=F64), TypeError),
+            (G.to(F32), TypeError),
+            (type(G)(G.t, G.G_R, G.G_L), ValueError),  # swapped factors
+            (type(G)(G.t.reshape(1), G.G_L, G.G_R), ValueError),
+        ]
+    for bad, exc in cases:
+        rejects(lambda b=bad: opt.step_eigenbasis(x, b), exc, "G", x, bad, state=opt.state_dict)
+
+
+def test_kronecker_step_eigenbasis_rejects_misshapen_G():
+    K = kron()
+    opt = ms.RGD(K, lr=0.05, momentum=0.9)
+    x = opt.step(point(K), torch.eye(KA * KB, dtype=F64))
+    G = _eigen_gradient(K, x)
+    opt.step_eigenbasis(x, G)
+    for bad, exc in [
+        (type(G)(G.t, G.G_R, G.G_L), ValueError),
+        (G.to(F32), TypeError),
+        (G.G_L, TypeError),
+        (type(G)(G.t, G.G_L, torch.full_like(G.G_R, float("nan"))), ValueError),
+    ]:
+        rejects(lambda b=bad: opt.step_eigenbasis(x, b), exc, "G", x, bad, state=opt.state_dict)
+
+
+def test_kronecker_apply_power_matrix_rejects_float32_or_list_G():
+    K = kron()
+    x = point(K)
+    for G, exc in [
+        (torch.ones(KA, KB, dtype=F32), TypeError),
+        ([[1.0] * KB] * KA, TypeError),
+        (torch.ones(KB, KA, dtype=F64), ValueError),
+    ]:
+        rejects(lambda g=G: K.apply_power_matrix(x, g, -0.5), exc, "G", x, G)
+
+
+def test_point_of_another_dtype_is_rejected_by_name(manifold):
+    """A float32 point given to a float64 manifold: TypeError naming ``x``, not torch's
+    'expected m1 and m2 to have the same dtype'."""
+    x32 = point(manifold).to(F32)
+    egrad, v = good_egrad(manifold), torch.ones(N, dtype=F64)
+    V = torch.ones(manifold.egrad_shape[-1], 2, dtype=F64)
+    rejects(lambda: manifold.natural_gradient(x32, egrad), TypeError, "x", x32, egrad)
+    rejects(lambda: manifold.local_gradient(x32, egrad), TypeError, "x", x32, egrad)
+    rejects(lambda: manifold.apply_power(x32, v, -0.5), TypeError, "x", x32, v)
+    rejects(lambda: manifold.gop_eigenbasis(x32, V), TypeError, "x", x32, V)
+    other = ms.DiagonalPoint(v) if not isinstance(x32, ms.DiagonalPoint) else x32.to(F64).d
+    rejects(lambda: manifold.natural_gradient(other, egrad), TypeError, "x", egrad)
+
+
+@pytest.mark.parametrize(
+    "make, shapes",
+    [
+        (lambda: ms.SpectralSPD(N, dtype=F64), [(4 * N, 1), (N,), (N + 1, 2), (1, N, 2), (N, 0)]),
+        (lambda: ms.DiagonalSPD(N, dtype=F64), [(4 * N, 1), (N,), (N + 1, 2), (1, N, 2)]),
+        # (12, 1) reshaped silently into two 2 x 3 samples before
+        (lambda: ms.KroneckerSpectralSPD(KA, KB, dtype=F64), [(12, 1), (6,), (1, 6, 1), (3, 2)]),
+        (
+            lambda: ms.SpectralSPD(N, dtype=F64, batch=4),
+            [(4, N + 1, 1), (3, N, 1), (4, N), (N, 1)],
+        ),
+        (
+            lambda: ms.KroneckerSpectralSPD(KA, KB, dtype=F64, batch=4),
+            [(4, 7, 1), (3, 6, 1), (4, 6), (6, 1), (4, 12, 1)],
+        ),
+    ],
+    ids=["spectral", "diagonal", "kronecker", "spectral_batched", "kronecker_batched"],
+)
+def test_gop_eigenbasis_rejects_wrong_V_shapes(make, shapes):
+    manifold = make()
+    x = point(manifold)
+    for shape in shapes:
+        V = torch.ones(shape, dtype=F64)
+        rejects(lambda v=V: manifold.gop_eigenbasis(x, v), ValueError, "V", x, V)
+    V = torch.ones(*manifold.egrad_shape[:-1], 2, dtype=F32)
+    if manifold.batch is None:
+        V = torch.ones(manifold.egrad_shape[-1], 2, dtype=F32)
+    rejects(lambda: manifold.gop_eigenbasis(x, V), TypeError, "V", x, V)

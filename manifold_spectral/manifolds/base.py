@@ -22,6 +22,7 @@ from ..linalg import all_finite, check_cayley
 
 __all__ = [
     "SpectralManifold",
+    "NonFiniteError",
     "check_tensor",
     "check_positive",
     "check_cayley",
@@ -29,6 +30,16 @@ __all__ = [
     "check_batch",
     "resolve_dtype",
 ]
+
+
+class NonFiniteError(ValueError, FloatingPointError):
+    """A tensor argument holds NaN or Inf.
+
+    A ``ValueError`` (bad input, named by the message) for a direct caller, and a
+    ``FloatingPointError`` for loops that end a run on a numerical failure and return the last
+    good iterate (``spd.minimize``): inside such a loop, a non-finite gradient comes from the
+    problem's own computation at the current iterate, like a step that left the manifold.
+    """
 
 
 def check_tensor(
@@ -50,7 +61,7 @@ def check_tensor(
     if device is not None and value.device != torch.device(device):
         raise ValueError(f"{name}: expected device {device}, got {value.device}")
     if finite and not all_finite(value):
-        raise ValueError(f"{name}: contains NaN or Inf")
+        raise NonFiniteError(f"{name}: contains NaN or Inf")
     return value
 
 
@@ -258,15 +269,55 @@ class SpectralManifold(abc.ABC):
             exc = TypeError if reason and "dtype" in reason else ValueError
             raise exc(f"{name}: not a point of {self!r}: {reason}")
 
+    def validate_layout(self, x: Any, name: str = "x") -> None:
+        """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``x`` is a point container
+        of this manifold whose tensors have its dtype, shapes and device.
+
+        Attribute reads only (no reduction, no host sync): the guard of the paths that take a
+        point the caller has already checked (``natural_gradient``, ``apply_power``,
+        ``gop_eigenbasis``), so that a foreign point fails with a named error instead of
+        torch's dtype or shape message.
+        """
+        fields = self._point_fields(x)
+        if fields is None:
+            raise TypeError(f"{name}: not a point of {self!r}: got a {type(x).__name__}")
+        reason = self._check_point_tensors(fields, finite=False)
+        if reason:
+            exc = TypeError if "dtype" in reason or "not a tensor" in reason else ValueError
+            raise exc(f"{name}: not a point of {self!r}: {reason}")
+
+    def _point_fields(self, x: Any) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
+        """``{field name: (tensor, shape without the batch)}`` of a point, for the layout
+        checks; ``None`` when ``x`` is not this manifold's point container."""
+        raise NotImplementedError(f"{type(self).__name__}._point_fields")
+
+    def _representable(self, x: Any, name: str, what: str) -> Any:
+        """``x`` if it is a point of this manifold (``check_point(fast=True)``), else a
+        ``ValueError`` naming ``name``: for the constructors (``from_matrix``, ``random``,
+        ...) that compute in float64 and round to the manifold's dtype, where a value outside
+        its range becomes ``inf`` or ``0``. ``what`` describes the offending values."""
+        ok, reason = self.check_point(x, fast=True)
+        if not ok:
+            raise ValueError(f"{name}: not representable as a point of {self!r}: {what} ({reason})")
+        return x
+
     def validate_egrad(self, egrad: Any, name: str = "egrad") -> Tensor:
         """Check shape, dtype, device and finiteness of a Euclidean gradient."""
         return check_tensor(
             egrad, name, shape=self.egrad_shape, dtype=self.dtype, device=self.device
         )
 
-    def _check_point_tensors(self, fields: dict[str, tuple[Tensor, tuple[int, ...]]]) -> str | None:
-        """Type, dtype, shape (``batch_shape + shape``), device and finiteness of each field;
-        the reason of a non-finite batched field names the first bad element."""
+    def validate_eigen_gradient(self, G: Any, name: str = "G") -> Any:
+        """Check a gradient already in the eigenbasis (the input of
+        ``natural_gradient_eigenbasis``): here a tensor shaped like ``egrad`` (one
+        reduction for finiteness); manifolds with another representation override it."""
+        return check_tensor(G, name, shape=self.egrad_shape, dtype=self.dtype, device=self.device)
+
+    def _check_point_tensors(
+        self, fields: dict[str, tuple[Tensor, tuple[int, ...]]], *, finite: bool = True
+    ) -> str | None:
+        """Type, dtype, shape (``batch_shape + shape``), device and (``finite``) finiteness of
+        each field; the reason of a non-finite batched field names the first bad element."""
         bs = self.batch_shape
         for fname, (t, shape) in fields.items():
             shape = bs + tuple(shape)
@@ -278,7 +329,7 @@ class SpectralManifold(abc.ABC):
                 return f"{fname} has shape {tuple(t.shape)}, expected {shape}"
             if t.device != self.device:
                 return f"{fname} is on {t.device}, expected {self.device}"
-            if not all_finite(t):
+            if finite and not all_finite(t):
                 fail = self._first_failure(torch.isfinite(t).reshape(*bs, -1).all(-1))
                 return f"{fail[0]}{fname} contains NaN or Inf"
         return None

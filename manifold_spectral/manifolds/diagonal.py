@@ -16,7 +16,13 @@ from torch import Tensor
 from . import blocks
 from .base import SpectralManifold, check_positive, check_size, check_tensor, resolve_dtype
 from .points import DiagonalPoint, DiagonalTangent
-from .spectral import check_flag, resolve_device
+from .spectral import (
+    check_flag,
+    check_gop_columns,
+    check_log_scale,
+    eigenvalue_range,
+    resolve_device,
+)
 
 __all__ = ["DiagonalSPD"]
 
@@ -48,15 +54,23 @@ class DiagonalSPD(SpectralManifold):
     def random(
         self, generator: torch.Generator | None = None, log_scale: float = 1.0
     ) -> DiagonalPoint:
+        """``log d ~ N(0, log_scale^2)``; ``ValueError`` naming ``log_scale`` as in
+        ``SpectralSPD.random``."""
+        log_scale = check_log_scale(log_scale)
         d = torch.exp(log_scale * torch.randn(self.n, generator=generator, dtype=torch.float64))
-        return DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        return self._representable(
+            x, "log_scale", f"log_scale = {log_scale:g} draws {eigenvalue_range(d)}"
+        )
 
     def from_eigenvalues(self, d: Tensor) -> DiagonalPoint:
-        """Point from positive diagonal entries (validated)."""
+        """Point from positive diagonal entries (validated; ``ValueError`` naming ``d`` also
+        when an entry is not representable in the manifold's dtype)."""
         check_tensor(d, "d", shape=(self.n,))
         if not bool((d > 0).all()):
             raise ValueError("d: expected positive entries")
-        return DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        return self._representable(x, "d", eigenvalue_range(d))
 
     def to_matrix(self, x: DiagonalPoint) -> Tensor:
         return torch.diag(x.d)
@@ -66,6 +80,7 @@ class DiagonalSPD(SpectralManifold):
 
     def apply_power(self, x: DiagonalPoint, v: Tensor, r: float) -> Tensor:
         """``S^r v = d^r * v`` for ``v`` of shape (n,) or (n, k)."""
+        self.validate_layout(x)
         check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
         if v.ndim not in (1, 2) or v.shape[0] != self.n:
             raise ValueError(
@@ -79,14 +94,27 @@ class DiagonalSPD(SpectralManifold):
 
     def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
         """``(ok, reason)``: shape, dtype, device, finiteness and ``d > 0`` (all O(n))."""
-        if not isinstance(x, DiagonalPoint):
+        fields = self._point_fields(x)
+        if fields is None:
             return False, f"expected a DiagonalPoint, got {type(x).__name__}"
-        reason = self._check_point_tensors({"d": (x.d, (self.n,))})
+        reason = self._check_point_tensors(fields)
         if reason:
             return False, reason
         if not bool((x.d > 0).all()):
             return False, "d has non-positive entries"
         return True, None
+
+    def _point_fields(self, x: Any) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
+        return {"d": (x.d, (self.n,))} if isinstance(x, DiagonalPoint) else None
+
+    def validate_eigen_gradient(self, G: Any, name: str = "G") -> Tensor:
+        """The (n,) diagonal, or an (n, n) matrix whose diagonal is used (one reduction)."""
+        check_tensor(G, name, dtype=self.dtype, device=self.device)
+        if tuple(G.shape) not in ((self.n,), (self.n, self.n)):
+            raise ValueError(
+                f"{name}: expected shape ({self.n},) or ({self.n}, {self.n}), got {tuple(G.shape)}"
+            )
+        return G
 
     def rotate(self, x: DiagonalPoint, E: Tensor) -> Tensor:
         """The eigenbasis is the standard basis: ``diag(E)`` for a matrix, ``E`` for a vector."""
@@ -94,6 +122,8 @@ class DiagonalSPD(SpectralManifold):
 
     def gop_eigenbasis(self, x: DiagonalPoint, V: Tensor, damping: float = 0.0) -> Tensor:
         """``diag(V V^T) / k + damping``: only the diagonal of the GOP is needed (O(n k))."""
+        self.validate_layout(x)
+        check_gop_columns(V, (self.n,), self.dtype, self.device)
         return (V * V).sum(dim=1) / V.shape[1] + damping
 
     def precision_egrad_eigenbasis(self, x: DiagonalPoint, Ht: Tensor, gamma: float) -> Tensor:
@@ -107,10 +137,12 @@ class DiagonalSPD(SpectralManifold):
         return lambda eta: DiagonalPoint(blocks.eig_retract(x.d, eta.m))
 
     def local_gradient(self, x: DiagonalPoint, egrad: Tensor) -> DiagonalTangent:
+        self.validate_layout(x)
         return DiagonalTangent(blocks.eig_local_grad(x.d, self.validate_egrad(egrad)))
 
     def natural_gradient(self, x: DiagonalPoint, egrad: Tensor) -> DiagonalTangent:
         """``F^+ grad = 2 d * egrad`` (egrad = diag(df/dS))."""
+        self.validate_layout(x)
         return self.natural_gradient_eigenbasis(x, self.validate_egrad(egrad))
 
     def natural_gradient_eigenbasis(self, x: DiagonalPoint, G: Tensor) -> DiagonalTangent:

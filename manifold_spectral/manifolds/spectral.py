@@ -21,7 +21,7 @@ from .base import (
 )
 from .points import SpectralPoint, SpectralTangent
 
-__all__ = ["SpectralSPD", "resolve_device", "orthogonality_tol"]
+__all__ = ["SpectralSPD", "resolve_device", "orthogonality_tol", "check_positive_definite"]
 
 
 def resolve_device(device: Any) -> torch.device:
@@ -83,6 +83,41 @@ def symmetric_matrix(
     if asym > tol:
         raise ValueError(f"{name}: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
     return S64, S.dtype
+
+
+def check_positive_definite(d: Tensor, src_dtype: torch.dtype, name: str) -> None:
+    """``ValueError`` naming ``name`` unless the eigenvalues ``d`` of a symmetric matrix are
+    all above its numerical zero ``eps(src_dtype) * max|d|`` (eigenvalues at the level of the
+    input's rounding: the matrix is numerically singular)."""
+    floor = float(torch.finfo(src_dtype).eps) * float(d.abs().max())
+    if not float(d.min()) > floor:
+        raise ValueError(
+            f"{name}: not positive definite (smallest eigenvalue {float(d.min()):.3e}, "
+            f"numerical zero {floor:.1e})"
+        )
+
+
+def eigenvalue_range(d: Tensor) -> str:
+    """``"eigenvalues in [min, max]"`` (for the messages of ``_representable``)."""
+    return f"eigenvalues in [{float(d.min()):.3e}, {float(d.max()):.3e}]"
+
+
+def check_log_scale(log_scale: Any) -> float:
+    """The ``log_scale`` of ``random``: a finite number >= 0."""
+    return check_positive(log_scale, "log_scale", allow_zero=True)
+
+
+def check_gop_columns(
+    V: Any, lead: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """The gradient columns ``V`` of ``gop_eigenbasis``: a tensor of shape ``(*lead, m)``,
+    ``m >= 1``, in the manifold's dtype and device (no reduction: the GOP checked the
+    gradients' values; a NaN here makes the step's gradient NaN, which the step rejects)."""
+    check_tensor(V, "V", dtype=dtype, device=device, finite=False)
+    if V.ndim != len(lead) + 1 or tuple(V.shape[:-1]) != tuple(lead) or V.shape[-1] < 1:
+        want = (*lead, "m")
+        raise ValueError(f"V: expected shape {want} (m gradient columns), got {tuple(V.shape)}")
+    return V
 
 
 def check_flag(value: Any, name: str) -> bool:
@@ -169,7 +204,11 @@ class SpectralSPD(SpectralManifold):
     def random(
         self, generator: torch.Generator | None = None, log_scale: float = 1.0
     ) -> SpectralPoint:
-        """Haar-random ``B`` (QR of a Gaussian, init-only) and ``log d ~ N(0, log_scale^2)``."""
+        """Haar-random ``B`` (QR of a Gaussian, init-only) and ``log d ~ N(0, log_scale^2)``.
+
+        ``ValueError`` naming ``log_scale`` if it is not a finite number >= 0, or if a drawn
+        eigenvalue is not representable in the manifold's dtype (``inf`` or ``0``)."""
+        log_scale = check_log_scale(log_scale)
         bs = self.batch_shape
         A = torch.randn(*bs, self.n, self.n, generator=generator, dtype=torch.float64)
         Q, R = torch.linalg.qr(A)  # init-only
@@ -177,27 +216,30 @@ class SpectralSPD(SpectralManifold):
         d = torch.exp(
             log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
         )
-        return SpectralPoint(self._tensor(Q), self._tensor(d))
+        x = SpectralPoint(self._tensor(Q), self._tensor(d))
+        return self._representable(
+            x, "log_scale", f"log_scale = {log_scale:g} draws {eigenvalue_range(d)}"
+        )
 
     def from_matrix(self, S: Any, *, sym_tol: float | None = None) -> SpectralPoint:
         """Spectral factors of a dense SPD matrix: the one eigendecomposition, at initialisation.
 
         Raises ``ValueError`` for a non-square, non-symmetric (relative asymmetry above
-        ``sym_tol``, default ``sqrt(eps)``), non-finite or non-positive-definite ``S``.
-        Unbatched only.
+        ``sym_tol``, default ``sqrt(eps)``), non-finite or non-positive-definite ``S``, and
+        for eigenvalues that the manifold's dtype cannot hold (``1e40 I`` in float32 would be
+        ``d = inf``, ``1e-60 I`` ``d = 0``). Unbatched only.
         """
         self._unbatched_only("from_matrix")
-        S64, src_dtype = symmetric_matrix(S, "S", self.n, sym_tol)
+        return self._from_matrix(S, "S", sym_tol)
+
+    def _from_matrix(self, S: Any, name: str, sym_tol: float | None = None) -> SpectralPoint:
+        """``from_matrix`` whose errors name the argument ``name`` (``S_L`` of a Kronecker
+        factor, ...)."""
+        S64, src_dtype = symmetric_matrix(S, name, self.n, sym_tol)
         d, B = torch.linalg.eigh(sym(S64))  # init-only
-        # Eigenvalues below eps(dtype) * max are at the level of the input's rounding: S is
-        # numerically singular.
-        floor = float(torch.finfo(src_dtype).eps) * float(d.abs().max())
-        if not float(d.min()) > floor:
-            raise ValueError(
-                f"S: not positive definite (smallest eigenvalue {float(d.min()):.3e}, "
-                f"numerical zero {floor:.1e})"
-            )
-        return SpectralPoint(self._tensor(B), self._tensor(d))
+        check_positive_definite(d, src_dtype, name)
+        x = SpectralPoint(self._tensor(B), self._tensor(d))
+        return self._representable(x, name, eigenvalue_range(d))
 
     def to_matrix(self, x: SpectralPoint) -> Tensor:
         """``S = B Diag(d) B^T`` (*batch, n, n)."""
@@ -210,6 +252,7 @@ class SpectralSPD(SpectralManifold):
     def apply_power(self, x: SpectralPoint, v: Tensor, r: float) -> Tensor:
         """``S^r v = B (d^r * (B^T v))`` for ``v`` of shape (*batch, n) or (*batch, n, m);
         O(n^2 m)."""
+        self.validate_layout(x)
         check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
         bs, nb = self.batch_shape, len(self.batch_shape)
         if v.ndim - nb not in (1, 2) or tuple(v.shape[: nb + 1]) != (*bs, self.n):
@@ -237,9 +280,10 @@ class SpectralSPD(SpectralManifold):
         A batch passes when every element does; the reason names the first failing element
         (``"element i: ..."``).
         """
-        if not isinstance(x, SpectralPoint):
+        fields = self._point_fields(x)
+        if fields is None:
             return False, f"expected a SpectralPoint, got {type(x).__name__}"
-        reason = self._check_point_tensors({"B": (x.B, (self.n, self.n)), "d": (x.d, (self.n,))})
+        reason = self._check_point_tensors(fields)
         if reason:
             return False, reason
         fail = self._first_failure((x.d > 0).all(-1))
@@ -261,6 +305,11 @@ class SpectralSPD(SpectralManifold):
             e = float(err[fail[1]])
             return False, f"{fail[0]}B is not orthogonal (||B^T B - I||_F = {e:.2e} > {tol:.1e})"
         return True, None
+
+    def _point_fields(self, x: Any) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
+        if not isinstance(x, SpectralPoint):
+            return None
+        return {"B": (x.B, (self.n, self.n)), "d": (x.d, (self.n,))}
 
     def _probe_vector(self) -> Tensor:
         # A fixed unit column (n, 1) with no special structure (not an eigenvector of a
@@ -287,6 +336,8 @@ class SpectralSPD(SpectralManifold):
     def gop_eigenbasis(self, x: SpectralPoint, V: Tensor, damping: float = 0.0) -> Tensor:
         """``Q Q^T / m + damping I`` with ``Q = B^T V``: the GOP of the ``m`` columns of ``V``
         (*batch, n, m), in the eigenbasis (*batch, n, n)."""
+        self.validate_layout(x)
+        check_gop_columns(V, (*self.batch_shape, self.n), self.dtype, self.device)
         Q = x.B.mT @ V
         Ht = (Q @ Q.mT) / V.shape[-1]
         if damping:
@@ -315,6 +366,7 @@ class SpectralSPD(SpectralManifold):
 
     def local_gradient(self, x: SpectralPoint, egrad: Tensor) -> SpectralTangent:
         """``grad_eta f`` at the origin: ``m_i: d_i G_ii``, ``M_ij: 4 (d_j - d_i) G_ij``."""
+        self.validate_layout(x)
         G = self.rotate(x, self.validate_egrad(egrad))
         return SpectralTangent(
             blocks.eig_local_grad(x.d, G.diagonal(dim1=-2, dim2=-1)),
@@ -328,6 +380,7 @@ class SpectralSPD(SpectralManifold):
         (Moore-Penrose inverse of the singular metric). The RGD step is
         ``retr(x, -natural_gradient(x, egrad), lr)`` (DESIGN.md section 2).
         """
+        self.validate_layout(x)
         return self.natural_gradient_eigenbasis(x, self.rotate(x, self.validate_egrad(egrad)))
 
     def natural_gradient_eigenbasis(self, x: SpectralPoint, G: Tensor) -> SpectralTangent:
