@@ -38,6 +38,7 @@ import abc
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -47,9 +48,16 @@ from torch import Tensor
 
 from ..baselines.cholesky_rgd import CholeskyRGD
 from ..baselines.retraction_rgd import RetractionRGD
-from ..linalg import sym
+from ..linalg import eps, sym
 from ..manifolds import SpectralPoint, SpectralSPD
-from ..manifolds.base import check_cayley, check_positive, check_size, check_tensor, resolve_dtype
+from ..manifolds.base import (
+    NonFiniteError,
+    check_cayley,
+    check_positive,
+    check_size,
+    check_tensor,
+    resolve_dtype,
+)
 from ..manifolds.spectral import resolve_device, symmetric_matrix
 from ..rgd import RGD
 from .result import OptimizeResult
@@ -447,6 +455,27 @@ class _Spectral:
     def point(self) -> Any:
         return self.x
 
+    def finish(self) -> bool:
+        """Make the final iterate a point that ``SpectralSPD.check_point`` accepts; whether
+        it changed.
+
+        Neumann steps leave ``||B^T B - I||`` up to ``reorthogonalize_every`` steps' defect
+        (1e-7 and more in float64) above the full check's ``orthogonality_tol``; RGD only
+        needs its O(n^2) probe, but ``result.point`` is a point handed to other calls (a
+        warm start validates ``x0`` fully). Newton-Schulz polar steps (two products each, no
+        decomposition) converge quadratically from there; runs whose ``B`` already passes
+        (exact Cayley) are returned bit for bit.
+        """
+        if self.M.check_point(self.x)[0]:
+            return False
+        x = self.x
+        for _ in range(3):
+            x = self.M.reorthogonalize(x)
+            if self.M.check_point(x)[0]:
+                self.x = x
+                return True
+        return False  # not repairable by polar steps: returned as the run left it
+
 
 class _Cholesky:
     """``S = L L^T``; ``CholeskyRGD.step`` (or ``step_congruence`` on the fast path)."""
@@ -478,6 +507,9 @@ class _Cholesky:
     def point(self) -> Any:
         return self.L
 
+    def finish(self) -> bool:
+        return False
+
 
 class _Retraction:
     """Dense ``S``; geoopt's ``RiemannianSGD`` on ``SymmetricPositiveDefinite`` at ``2 lr``."""
@@ -506,6 +538,9 @@ class _Retraction:
     def point(self) -> Any:
         return self.matrix()
 
+    def finish(self) -> bool:
+        return False
+
 
 _METHOD_CLASSES = {"spectral": _Spectral, "retraction": _Retraction, "cholesky": _Cholesky}
 
@@ -527,7 +562,10 @@ class SPDResult(OptimizeResult):
       own iterate, one ``eigh`` of the final matrix for the baselines;
     * ``f_star``: the problem's optimal value (``None`` if unknown); ``gap = fun - f_star``;
     * ``point``: the method's native final state (``SpectralPoint``, the Cholesky factor
-      ``L`` or the dense ``S``, as torch tensors) to warm-start another run.
+      ``L`` or the dense ``S``, as torch tensors) to warm-start another run. A
+      ``SpectralPoint`` passes ``SpectralSPD.check_point`` (a Neumann run's drifted ``B`` is
+      re-orthogonalised at the end, and ``x``, ``B``, ``d`` and ``fun`` are those of the
+      repaired point).
 
     ``history`` holds ``"nit"``, ``"fun"``, ``"time"`` (cumulative update seconds,
     monitoring excluded) and, with ``f_star``, ``"gap"``.
@@ -602,7 +640,12 @@ def minimize(
             singular at repeated eigenvalues, so from ``x0 = c I`` the first step only
             rescales (the rotation part of the step is zero there, Moore-Penrose rule).
         tol: stop once ``f - f* < tol`` (checked at recorded iterations; needs
-            ``problem.f_star``).
+            ``problem.f_star``). ``f`` is evaluated in the problem's dtype, so a gap below
+            its resolution ``eps(dtype) |f*|`` cannot be measured: a smaller ``tol`` warns
+            and is raised to it (the message names both). A negative gap within the rounding
+            of ``f``, ``sqrt(eps(dtype)) max(|f*|, |f(x0)|)``, counts as 0; one beyond it is no
+            convergence: the run stops with ``success=False`` (``f_star`` is not the optimal
+            value, or ``f`` is evaluated inaccurately).
         momentum: heavy-ball coefficient in ``[0, 1)`` (chart momentum for ``"spectral"``
             and ``"cholesky"``; geoopt's momentum for ``"retraction"``).
         cayley: Cayley map of ``"spectral"``: ``"exact"`` (one n x n linear solve with the
@@ -629,7 +672,9 @@ def minimize(
         problem was built from numpy, else torch on the problem's device; ``fun``, ``gap``,
         ``nit``, ``success``, ``message``, ``history``, ``time``. A step that fails
         numerically (``FloatingPointError``) ends the run with ``success=False`` and the last
-        good iterate.
+        good iterate, and so does a gradient with NaN or Inf (the gradient of the
+        problem at the returned ``x``: ``NonFiniteError``, a ``FloatingPointError``), as a
+        non-finite value does.
     """
     if not isinstance(problem, SPDProblem):
         raise TypeError(f"problem: expected an SPDProblem, got {type(problem).__name__}")
@@ -651,10 +696,21 @@ def minimize(
             "pass second_order=False for the linearised rotation"
         )
     rotation = "second-order" if second_order else ("jacobi" if jacobi else "linear")
+    tol_note = ""
     if tol is not None:
         tol = check_positive(tol, "tol")
         if problem.f_star is None:
             raise ValueError("tol: needs a problem with a known optimal value (f_star)")
+        resolution = eps(problem.dtype) * abs(problem.f_star)
+        if tol < resolution:
+            tol_note = f" (tol={tol:g} requested: below the {problem.dtype} resolution)"
+            warnings.warn(
+                f"tol={tol:g} is below the resolution of f in {problem.dtype} at f* = "
+                f"{problem.f_star:g} (eps |f*| = {resolution:.2g}); using tol = {resolution:.2g}",
+                UserWarning,
+                stacklevel=2,
+            )
+            tol = resolution
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
     x0 = _start_matrix(problem, x0)
@@ -670,13 +726,23 @@ def minimize(
     if f_star is not None:
         records["gap"] = []
     update_time = 0.0
+    #: Rounding of f: negative gaps above -rounding are 0 (set from f(x0) at the first record).
+    rounding = math.inf
 
-    def record(k: int) -> str | None:
-        """Append the current iterate's value; the reason to stop, if any."""
+    def value() -> float:
+        """``f`` at the current iterate (NaN where the iterate is not finite)."""
         with torch.no_grad():
             S = runner.matrix()
             finite = bool(torch.isfinite(S).all())
-            fun = float(problem.value(S, logdet=runner.logdet())) if finite else math.nan
+            return float(problem.value(S, logdet=runner.logdet())) if finite else math.nan
+
+    def record(k: int) -> str | None:
+        """Append the current iterate's value; the reason to stop, if any."""
+        nonlocal rounding
+        fun = value()
+        if k == 0 and f_star is not None:
+            scale = max(abs(f_star), abs(fun) if math.isfinite(fun) else 0.0)
+            rounding = math.sqrt(eps(problem.dtype)) * scale
         records["nit"].append(k)
         records["fun"].append(fun)
         records["time"].append(update_time)
@@ -686,8 +752,11 @@ def minimize(
         # indefinite S), which is below any tolerance but is no convergence.
         if not math.isfinite(fun):
             return "non-finite"
-        if tol is not None and f_star is not None and fun - f_star < tol:
-            return "converged"
+        if tol is not None and f_star is not None:
+            if fun - f_star < -rounding:
+                return "below-optimum"
+            if fun - f_star < tol:
+                return "converged"
         if callback is not None and callback(k, fun) is True:
             return "callback"
         return None
@@ -701,8 +770,9 @@ def minimize(
         try:
             with torch.no_grad():
                 runner.step(batch)
-        except FloatingPointError as exc:
-            failure = f"step {nit + 1} failed: {exc}"
+        except FloatingPointError as exc:  # NonFiniteError: a NaN/Inf gradient of the problem
+            what = "the gradient is not finite: " if isinstance(exc, NonFiniteError) else ""
+            failure = f"step {nit + 1} failed: {what}{exc}; returning the last good iterate"
             break
         _sync(device)
         update_time += time.perf_counter() - t0
@@ -711,11 +781,24 @@ def minimize(
             stop = record(nit)
     if records["nit"][-1] != nit:
         stop = record(nit)
+    if runner.finish():  # the returned point was repaired: report its value
+        records["fun"][-1] = value()
+        if f_star is not None:
+            records["gap"][-1] = records["fun"][-1] - f_star
 
     if failure is not None:
         success, message = False, failure
     elif stop == "converged":
-        success, message = True, f"converged: f - f* < tol = {tol:g}"
+        success, message = True, f"converged: f - f* < tol = {tol:g}{tol_note}"
+    elif stop == "below-optimum":
+        gap = records["gap"][-1]
+        success, message = (
+            False,
+            (
+                f"f - f* = {gap:.3g} is below -{rounding:.2g}, more than the rounding of f: "
+                "f_star is not the optimal value, or f is evaluated inaccurately"
+            ),
+        )
     elif stop == "non-finite":
         success, message = False, "the objective became non-finite"
     elif stop == "callback":
