@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .manifolds.base import SpectralManifold, check_cayley, check_positive
+from .manifolds.base import NonFiniteError, SpectralManifold, check_cayley, check_positive
 
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 
@@ -142,15 +142,23 @@ class RGD:
         return self._apply(x, self._with_momentum(nat))
 
     def _apply(self, x: Any, v: Any) -> Any:
-        x_new = self.manifold.retr(
-            x,
-            -v,
-            self.lr,
-            cayley=self.cayley,
-            exponential=self.exponential,
-            jacobi=self.jacobi,
-            second_order=self.second_order,
-        )
+        try:
+            x_new = self.manifold.retr(
+                x,
+                -v,
+                self.lr,
+                cayley=self.cayley,
+                exponential=self.exponential,
+                jacobi=self.jacobi,
+                second_order=self.second_order,
+            )
+        except NonFiniteError as exc:
+            # A finite gradient at a valid point whose natural gradient overflowed: a
+            # numerical failure of this step, not a bad "tangent" argument of the caller.
+            raise FloatingPointError(
+                f"RGD.step: the natural gradient is not finite ({exc}; lr too large or the "
+                "point too extreme?); state left unchanged"
+            ) from exc
         if self.reorthogonalize_every and (self.steps + 1) % self.reorthogonalize_every == 0:
             x_new = self.manifold.reorthogonalize(x_new)
         ok, reason = self.manifold.check_point(x_new, fast=True)

@@ -1046,3 +1046,28 @@ def test_spd_nan_gradient_ends_the_run_like_a_nan_value(method):
     assert "gradient" in res.message and "NaN" in res.message, res.message
     assert math.isfinite(res.fun) and res.fun == pytest.approx(float(fun(torch.as_tensor(res.x))))
     assert res.history["nit"][-1] == 5 and np.isfinite(res.history["fun"]).all()
+
+
+def test_rgd_step_whose_natural_gradient_overflows_is_a_numerical_failure():
+    """A valid point and a finite gradient whose natural gradient overflows (``2 d G`` or
+    ``alpha tr(S E)`` beyond float64): a FloatingPointError of the step, not a ValueError
+    about a ``tangent`` the caller never passed; the momentum state is kept."""
+    K = kron()
+    xK = K.origin()
+    xK = K.from_factors(1e308, xK.left, xK.right)
+    S = ms.SpectralSPD(N, dtype=F64)
+    xS = ms.SpectralPoint(torch.eye(N, dtype=F64), torch.tensor([1e300, 1.0, 2.0], dtype=F64))
+    for manifold, x, egrad in [
+        (K, xK, torch.eye(KA * KB, dtype=F64)),
+        (S, xS, 1e10 * torch.eye(N, dtype=F64)),
+    ]:
+        opt = ms.RGD(manifold, lr=0.1, momentum=0.5)
+        opt.step(manifold.origin(), torch.eye(manifold.egrad_shape[-1], dtype=F64))
+        rejects(
+            lambda o=opt, x=x, e=egrad: o.step(x, e),
+            FloatingPointError,
+            "RGD.step",
+            x,
+            egrad,
+            state=opt.state_dict,
+        )
