@@ -1071,3 +1071,101 @@ def test_rgd_step_whose_natural_gradient_overflows_is_a_numerical_failure():
             egrad,
             state=opt.state_dict,
         )
+
+
+# Found probing further: retr, powers, eigenbasis paths, spd inputs ----------------------------
+
+
+def _foreign_tangent(manifold: ms.SpectralManifold) -> Any:
+    if isinstance(manifold, ms.DiagonalSPD):
+        return ms.SpectralTangent(torch.zeros(N, dtype=F64), torch.zeros(N, N, dtype=F64))
+    return ms.DiagonalTangent(torch.zeros(N, dtype=F64))
+
+
+def test_retr_rejects_foreign_point_or_tangent(manifold):
+    """Before: torch's 'linalg.solve: Expected A and B to have the same dtype' (or a silent
+    float64 result for DiagonalSPD) for a float32 point, AttributeError for other types."""
+    x = point(manifold)
+    t = manifold.zero_tangent(x)
+    x32 = x.to(F32)
+    rejects(lambda: manifold.retr(x32, t, 0.1), TypeError, "x", x32, t)
+    rejects(lambda: manifold.retr("x", t, 0.1), TypeError, "x", t)
+    foreign = _foreign_tangent(manifold)
+    rejects(lambda: manifold.retr(x, foreign, 0.1), TypeError, "tangent", x, foreign)
+
+
+def test_diagonal_retr_checks_the_cayley_it_ignores():
+    manifold = ms.DiagonalSPD(N, dtype=F64)
+    x = point(manifold)
+    t = manifold.zero_tangent(x)
+    rejects(lambda: manifold.retr(x, t, 0.1, cayley="pade"), ValueError, "cayley", x, t)
+
+
+@pytest.mark.parametrize(
+    "r, exc",
+    [(float("nan"), ValueError), (float("inf"), ValueError), ("0.5", TypeError), (None, TypeError)],
+    ids=repr,
+)
+def test_power_rejects_a_bad_exponent(manifold, r, exc):
+    """Before: a NaN matrix for ``r = nan``, torch's 'pow() received an invalid combination
+    of arguments' for a string."""
+    x = point(manifold)
+    v = torch.ones(N, dtype=F64)
+    rejects(lambda: manifold.power(x, r), exc, "r", x)
+    rejects(lambda: manifold.apply_power(x, v, r), exc, "r", x, v)
+
+
+def test_eigenbasis_paths_reject_wrong_shapes(manifold):
+    """``rotate``, ``precision_egrad_eigenbasis`` and ``natural_gradient_eigenbasis`` (public,
+    used by the Gaussian layer): named errors, not torch's size mismatch."""
+    x = point(manifold)
+    E = torch.ones(N + 1, N + 1, dtype=F64)
+    rejects(
+        lambda: manifold.rotate(x, E),
+        ValueError,
+        "E" if not isinstance(manifold, ms.SpectralSPD) else "egrad",
+        x,
+        E,
+    )
+    if not isinstance(manifold, ms.KroneckerSpectralSPD):  # its Ht is a typed container
+        rejects(lambda: manifold.precision_egrad_eigenbasis(x, E, 1.0), ValueError, "Ht", x, E)
+    exc = TypeError if isinstance(manifold, ms.KroneckerSpectralSPD) else ValueError
+    name = "g" if isinstance(manifold, ms.KroneckerSpectralSPD) else "G"
+    rejects(lambda: manifold.natural_gradient_eigenbasis(x, E), exc, name, x, E)
+    x32 = x.to(F32)
+    G = _eigen_gradient(manifold, x)
+    rejects(lambda: manifold.natural_gradient_eigenbasis(x32, G), TypeError, "x", x32, G)
+
+
+@pytest.mark.parametrize("method", ["spectral", "cholesky", "retraction"])
+def test_spd_x0_spectral_point_is_checked_for_every_method(method):
+    """The baselines turned any ``SpectralPoint`` into ``B Diag(d) B^T`` unchecked (a
+    non-orthogonal ``B`` silently gave another matrix; float32 factors were accepted)."""
+    from manifold_spectral.solvers import spd
+
+    problem = spd.LogDet(_logdet_Q(5))
+    x = ms.SpectralSPD(5, dtype=F64).random(torch.Generator().manual_seed(0))
+    for x0, exc in [
+        (ms.SpectralPoint(1.5 * x.B, x.d), ValueError),
+        (x.to(F32), TypeError),
+        (ms.SpectralPoint(x.B, -x.d), ValueError),
+    ]:
+        rejects(lambda x0=x0: spd.minimize(problem, method, lr=0.1, steps=2, x0=x0), exc, "x0", x0)
+
+
+def test_spd_problem_factors_and_f_star_are_checked():
+    from manifold_spectral.solvers import spd
+
+    Q = _logdet_Q(5)
+    A, w, A5 = torch.eye(4, dtype=F64), torch.ones(4, dtype=F64), torch.eye(5, dtype=F32)
+    for problem in (spd.LogDet(Q), spd.MetricNearness(Q)):
+        rejects(lambda p=problem: p.congruence_grad(A, w), ValueError, "A", A, w)
+        rejects(lambda p=problem: p.congruence_grad(A5, w), TypeError, "A", A5, w)
+    for f_star, exc in [
+        ("a", TypeError),
+        (torch.ones(2), ValueError),
+        (True, TypeError),
+        (float("nan"), ValueError),
+    ]:
+        rejects(lambda f=f_star: spd.Objective(lambda S: S.trace(), 3, f_star=f), exc, "f_star")
+    assert spd.Objective(lambda S: S.trace(), 3, f_star=torch.tensor(1.5)).f_star == 1.5

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import math
 import numbers
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "SpectralManifold",
     "NonFiniteError",
     "check_tensor",
+    "check_real",
     "check_positive",
     "check_cayley",
     "check_size",
@@ -65,15 +67,28 @@ def check_tensor(
     return value
 
 
-def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
-    """Validate a finite positive (or non-negative) real scalar."""
+def _real_scalar(value: Any, name: str) -> float:
+    """A real number or a one-element tensor as a float (``bool`` is rejected)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name}: expected a scalar, got shape {tuple(value.shape)}")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    v = float(value)
+    return float(value)
+
+
+def check_real(value: Any, name: str) -> float:
+    """Validate a finite real scalar (an exponent, an optimal value)."""
+    v = _real_scalar(value, name)
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return v
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """Validate a finite positive (or non-negative) real scalar."""
+    v = _real_scalar(value, name)
     ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
@@ -276,8 +291,16 @@ class SpectralManifold(abc.ABC):
         Attribute reads only (no reduction, no host sync): the guard of the paths that take a
         point the caller has already checked (``natural_gradient``, ``apply_power``,
         ``gop_eigenbasis``), so that a foreign point fails with a named error instead of
-        torch's dtype or shape message.
+        torch's dtype or shape message. The last point that passed is remembered (a weak
+        reference: points are frozen, and a tensor's dtype and device cannot change), so the
+        several calls of one update on the same point cost one check.
         """
+        last = self.__dict__.get("_layout_passed")
+        if last is not None and last() is x:
+            return
+        if self._layout_ok(x):
+            self._layout_passed = weakref.ref(x)
+            return
         fields = self._point_fields(x)
         if fields is None:
             raise TypeError(f"{name}: not a point of {self!r}: got a {type(x).__name__}")
@@ -290,6 +313,20 @@ class SpectralManifold(abc.ABC):
         """``{field name: (tensor, shape without the batch)}`` of a point, for the layout
         checks; ``None`` when ``x`` is not this manifold's point container."""
         raise NotImplementedError(f"{type(self).__name__}._point_fields")
+
+    def _layout_ok(self, x: Any) -> bool:
+        """Fast path of ``validate_layout`` (about 2 us): ``True`` when the layout is right;
+        ``False`` sends ``validate_layout`` to the field-by-field check that explains."""
+        return False
+
+    def _tensor_ok(self, t: Any, shape: tuple[int, ...]) -> bool:
+        """``t`` is a tensor of this manifold's dtype and device with shape ``shape``."""
+        return (
+            isinstance(t, Tensor)
+            and t.dtype == self.dtype
+            and t.shape == shape
+            and t.device == self.device
+        )
 
     def _representable(self, x: Any, name: str, what: str) -> Any:
         """``x`` if it is a point of this manifold (``check_point(fast=True)``), else a
@@ -307,11 +344,13 @@ class SpectralManifold(abc.ABC):
             egrad, name, shape=self.egrad_shape, dtype=self.dtype, device=self.device
         )
 
-    def validate_eigen_gradient(self, G: Any, name: str = "G") -> Any:
+    def validate_eigen_gradient(self, G: Any, name: str = "G", *, finite: bool = True) -> Any:
         """Check a gradient already in the eigenbasis (the input of
-        ``natural_gradient_eigenbasis``): here a tensor shaped like ``egrad`` (one
-        reduction for finiteness); manifolds with another representation override it."""
-        return check_tensor(G, name, shape=self.egrad_shape, dtype=self.dtype, device=self.device)
+        ``natural_gradient_eigenbasis``): here a tensor shaped like ``egrad``; ``finite``
+        adds one reduction. Manifolds with another representation override it."""
+        return check_tensor(
+            G, name, shape=self.egrad_shape, dtype=self.dtype, device=self.device, finite=finite
+        )
 
     def _check_point_tensors(
         self, fields: dict[str, tuple[Tensor, tuple[int, ...]]], *, finite: bool = True

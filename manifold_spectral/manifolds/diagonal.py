@@ -14,12 +14,21 @@ import torch
 from torch import Tensor
 
 from . import blocks
-from .base import SpectralManifold, check_positive, check_size, check_tensor, resolve_dtype
+from .base import (
+    SpectralManifold,
+    check_cayley,
+    check_positive,
+    check_real,
+    check_size,
+    check_tensor,
+    resolve_dtype,
+)
 from .points import DiagonalPoint, DiagonalTangent
 from .spectral import (
     check_flag,
     check_gop_columns,
     check_log_scale,
+    check_tangent_type,
     eigenvalue_range,
     resolve_device,
 )
@@ -76,11 +85,14 @@ class DiagonalSPD(SpectralManifold):
         return torch.diag(x.d)
 
     def power(self, x: DiagonalPoint, r: float) -> Tensor:
+        self.validate_layout(x)
+        check_real(r, "r")
         return torch.diag(x.d.pow(r))
 
     def apply_power(self, x: DiagonalPoint, v: Tensor, r: float) -> Tensor:
         """``S^r v = d^r * v`` for ``v`` of shape (n,) or (n, k)."""
         self.validate_layout(x)
+        check_real(r, "r")
         check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
         if v.ndim not in (1, 2) or v.shape[0] != self.n:
             raise ValueError(
@@ -107,17 +119,25 @@ class DiagonalSPD(SpectralManifold):
     def _point_fields(self, x: Any) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
         return {"d": (x.d, (self.n,))} if isinstance(x, DiagonalPoint) else None
 
-    def validate_eigen_gradient(self, G: Any, name: str = "G") -> Tensor:
-        """The (n,) diagonal, or an (n, n) matrix whose diagonal is used (one reduction)."""
-        check_tensor(G, name, dtype=self.dtype, device=self.device)
-        if tuple(G.shape) not in ((self.n,), (self.n, self.n)):
+    def _layout_ok(self, x: Any) -> bool:
+        return isinstance(x, DiagonalPoint) and self._tensor_ok(x.d, (self.n,))
+
+    def validate_eigen_gradient(self, G: Any, name: str = "G", *, finite: bool = True) -> Tensor:
+        """The (n,) diagonal, or an (n, n) matrix whose diagonal is used; ``finite``: one
+        reduction."""
+        return self._vector_or_matrix(G, name, finite)
+
+    def _vector_or_matrix(self, E: Any, name: str, finite: bool = False) -> Tensor:
+        check_tensor(E, name, dtype=self.dtype, device=self.device, finite=finite)
+        if tuple(E.shape) not in ((self.n,), (self.n, self.n)):
             raise ValueError(
-                f"{name}: expected shape ({self.n},) or ({self.n}, {self.n}), got {tuple(G.shape)}"
+                f"{name}: expected shape ({self.n},) or ({self.n}, {self.n}), got {tuple(E.shape)}"
             )
-        return G
+        return E
 
     def rotate(self, x: DiagonalPoint, E: Tensor) -> Tensor:
         """The eigenbasis is the standard basis: ``diag(E)`` for a matrix, ``E`` for a vector."""
+        self._vector_or_matrix(E, "E")
         return torch.diagonal(E) if E.ndim == 2 else E
 
     def gop_eigenbasis(self, x: DiagonalPoint, V: Tensor, damping: float = 0.0) -> Tensor:
@@ -128,6 +148,7 @@ class DiagonalSPD(SpectralManifold):
 
     def precision_egrad_eigenbasis(self, x: DiagonalPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``diag(dL/dS) = -1/2 (Ht - gamma d) / d^2`` with ``Ht = diag(H)``."""
+        check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, finite=False)
         return -0.5 * (Ht - gamma * x.d) / (x.d * x.d)
 
     def metric(self, x: DiagonalPoint) -> DiagonalTangent:
@@ -148,6 +169,8 @@ class DiagonalSPD(SpectralManifold):
     def natural_gradient_eigenbasis(self, x: DiagonalPoint, G: Tensor) -> DiagonalTangent:
         """Same as ``natural_gradient`` (the eigenbasis is the standard basis); ``G`` may
         be the (n,) diagonal or an (n, n) matrix whose diagonal is used."""
+        self.validate_layout(x)
+        self.validate_eigen_gradient(G, finite=False)
         g = torch.diagonal(G) if G.ndim == 2 else G
         return DiagonalTangent(blocks.eig_natural_grad(x.d, g))
 
@@ -163,11 +186,15 @@ class DiagonalSPD(SpectralManifold):
         second_order: bool = False,
     ) -> DiagonalPoint:
         """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley``, ``jacobi`` and ``second_order``
-        are accepted and ignored (no rotation factor)."""
+        are accepted (and checked) and ignored (no rotation factor)."""
         lr = check_positive(lr, "lr")
         exponential = check_flag(exponential, "exponential")
         check_flag(jacobi, "jacobi")
         check_flag(second_order, "second_order")
+        if cayley is not None:
+            check_cayley(cayley)
+        self.validate_layout(x)
+        check_tangent_type(tangent, DiagonalTangent)
         check_tensor(tangent.m, "tangent.m", shape=(self.n,), dtype=self.dtype, device=self.device)
         return DiagonalPoint(blocks.eig_retract(x.d, lr * tangent.m, exponential))
 

@@ -33,6 +33,7 @@ from .base import (
     check_batch,
     check_cayley,
     check_positive,
+    check_real,
     check_size,
     check_tensor,
 )
@@ -43,6 +44,7 @@ from .spectral import (
     check_gop_columns,
     check_log_scale,
     check_positive_definite,
+    check_tangent_type,
     resolve_device,
     symmetric_matrix,
 )
@@ -354,6 +356,8 @@ class KroneckerSpectralSPD(SpectralManifold):
     def power(self, x: KroneckerSpectralPoint, r: float) -> Tensor:
         """Dense ``S^r = alpha^r (S_L^r kron S_R^r)``. Unbatched."""
         self._unbatched_only("power")
+        self.validate_layout(x)
+        check_real(r, "r")
         return x.alpha.pow(r) * torch.kron(self.left.power(x.left, r), self.right.power(x.right, r))
 
     def apply_power_matrix(self, x: KroneckerSpectralPoint, G: Tensor, r: float) -> Tensor:
@@ -364,6 +368,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         flops per matrix; ``S^r vec(G) = vec(alpha^r S_L^r G S_R^r)`` (row-major ``vec``).
         """
         self.validate_layout(x)
+        check_real(r, "r")
         check_tensor(G, "G", dtype=self.dtype, device=self.device, finite=False)
         want = (*self.batch_shape, self.a, self.b)
         if G.ndim < 2 or tuple(G.shape[-2:]) != want[-2:] or (self.batch and G.shape != want):
@@ -456,15 +461,27 @@ class KroneckerSpectralSPD(SpectralManifold):
             fields[f"{name}.d"] = (getattr(p, "d", None), (s,))
         return fields
 
-    def validate_eigen_gradient(self, G: Any, name: str = "G") -> KroneckerEigenGradient:
+    def _layout_ok(self, x: Any) -> bool:
+        return (
+            isinstance(x, KroneckerSpectralPoint)
+            and self._tensor_ok(x.alpha, self.batch_shape)
+            and self.left._layout_ok(x.left)
+            and self.right._layout_ok(x.right)
+        )
+
+    def validate_eigen_gradient(
+        self, G: Any, name: str = "G", *, finite: bool = True
+    ) -> KroneckerEigenGradient:
         """A ``KroneckerEigenGradient`` with ``t`` (*batch,), ``G_L`` (*batch, a, a) and
-        ``G_R`` (*batch, b, b) in the manifold's dtype and device, finite."""
+        ``G_R`` (*batch, b, b) in the manifold's dtype and device (``finite``: and finite,
+        one reduction per tensor)."""
         if not isinstance(G, KroneckerEigenGradient):
             raise TypeError(f"{name}: expected a KroneckerEigenGradient, got {type(G).__name__}")
-        bs, dt, dev = self.batch_shape, self.dtype, self.device
-        check_tensor(G.t, f"{name}.t", shape=bs, dtype=dt, device=dev)
-        check_tensor(G.G_L, f"{name}.G_L", shape=(*bs, self.a, self.a), dtype=dt, device=dev)
-        check_tensor(G.G_R, f"{name}.G_R", shape=(*bs, self.b, self.b), dtype=dt, device=dev)
+        bs, a, b = self.batch_shape, self.a, self.b
+        opts = dict(dtype=self.dtype, device=self.device, finite=finite)
+        check_tensor(G.t, f"{name}.t", shape=bs, **opts)
+        check_tensor(G.G_L, f"{name}.G_L", shape=(*bs, a, a), **opts)
+        check_tensor(G.G_R, f"{name}.G_R", shape=(*bs, b, b), **opts)
         return G
 
     def reorthogonalize(self, x: KroneckerSpectralPoint, steps: int = 1) -> KroneckerSpectralPoint:
@@ -565,6 +582,8 @@ class KroneckerSpectralSPD(SpectralManifold):
         ``m_l = (2/kappa_l) center(alpha d_l diag G_l)``;
         ``M_l,ij = -alpha d_i d_j G_l,ij / (kappa_l (d_i - d_j))`` (0 where ``d_i ~ d_j``).
         Per batch element when batched."""
+        self.validate_layout(x)
+        self.validate_eigen_gradient(g, "g", finite=False)
         parts = []
         for p, G, kappa, tol in (
             (x.left, g.G_L, self.kappa_L, self.left.eig_tol),
@@ -579,6 +598,7 @@ class KroneckerSpectralSPD(SpectralManifold):
 
     def rotate(self, x: KroneckerSpectralPoint, E: Tensor) -> KroneckerDenseCurvature:
         """A dense curvature is kept as is; it is reduced in ``precision_egrad_eigenbasis``."""
+        check_tensor(E, "E", shape=self.egrad_shape, dtype=self.dtype, finite=False)
         return KroneckerDenseCurvature(E)
 
     def gop_eigenbasis(
@@ -678,6 +698,10 @@ class KroneckerSpectralSPD(SpectralManifold):
         jacobi = check_flag(jacobi, "jacobi")
         second_order = check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)
+        self.validate_layout(x)
+        check_tangent_type(tangent, KroneckerSpectralTangent)
+        check_tangent_type(tangent.left, SpectralTangent, "tangent.left")
+        check_tangent_type(tangent.right, SpectralTangent, "tangent.right")
         bs, dt, dev = self.batch_shape, self.dtype, self.device
         check_tensor(tangent.n, "tangent.n", shape=bs, dtype=dt, device=dev)
         new = []

@@ -15,6 +15,7 @@ from .base import (
     check_batch,
     check_cayley,
     check_positive,
+    check_real,
     check_size,
     check_tensor,
     resolve_dtype,
@@ -118,6 +119,12 @@ def check_gop_columns(
         want = (*lead, "m")
         raise ValueError(f"V: expected shape {want} (m gradient columns), got {tuple(V.shape)}")
     return V
+
+
+def check_tangent_type(tangent: Any, tangent_type: type, name: str = "tangent") -> None:
+    """``TypeError`` naming ``name`` unless ``tangent`` is a ``tangent_type``."""
+    if not isinstance(tangent, tangent_type):
+        raise TypeError(f"{name}: expected a {tangent_type.__name__}, got {type(tangent).__name__}")
 
 
 def check_flag(value: Any, name: str) -> bool:
@@ -247,12 +254,15 @@ class SpectralSPD(SpectralManifold):
 
     def power(self, x: SpectralPoint, r: float) -> Tensor:
         """``S^r = B Diag(d^r) B^T`` for any real ``r`` (elementwise on ``d``)."""
+        self.validate_layout(x)
+        check_real(r, "r")
         return (x.B * x.d.pow(r)[..., None, :]) @ x.B.mT
 
     def apply_power(self, x: SpectralPoint, v: Tensor, r: float) -> Tensor:
         """``S^r v = B (d^r * (B^T v))`` for ``v`` of shape (*batch, n) or (*batch, n, m);
         O(n^2 m)."""
         self.validate_layout(x)
+        check_real(r, "r")
         check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
         bs, nb = self.batch_shape, len(self.batch_shape)
         if v.ndim - nb not in (1, 2) or tuple(v.shape[: nb + 1]) != (*bs, self.n):
@@ -311,6 +321,14 @@ class SpectralSPD(SpectralManifold):
             return None
         return {"B": (x.B, (self.n, self.n)), "d": (x.d, (self.n,))}
 
+    def _layout_ok(self, x: Any) -> bool:
+        n, bs = self.n, self.batch_shape
+        return (
+            isinstance(x, SpectralPoint)
+            and self._tensor_ok(x.B, (*bs, n, n))
+            and self._tensor_ok(x.d, (*bs, n))
+        )
+
     def _probe_vector(self) -> Tensor:
         # A fixed unit column (n, 1) with no special structure (not an eigenvector of a
         # permutation or of a sign flip pattern), so gross non-orthogonality cannot hide
@@ -331,6 +349,8 @@ class SpectralSPD(SpectralManifold):
 
     def rotate(self, x: SpectralPoint, egrad: Tensor) -> Tensor:
         """``G = Sym(B^T E B)``, the Euclidean gradient in the eigenbasis."""
+        self.validate_layout(x)
+        check_tensor(egrad, "egrad", shape=self.egrad_shape, dtype=self.dtype, finite=False)
         return sym(x.B.mT @ egrad @ x.B)
 
     def gop_eigenbasis(self, x: SpectralPoint, V: Tensor, damping: float = 0.0) -> Tensor:
@@ -346,6 +366,7 @@ class SpectralSPD(SpectralManifold):
 
     def precision_egrad_eigenbasis(self, x: SpectralPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``B^T (dL/dS) B = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` with ``Ht = B^T H B``."""
+        check_tensor(Ht, "Ht", shape=self.egrad_shape, dtype=self.dtype, finite=False)
         A = Ht - gamma * torch.diag_embed(x.d)
         return -0.5 * A / (x.d[..., :, None] * x.d[..., None, :])
 
@@ -385,6 +406,8 @@ class SpectralSPD(SpectralManifold):
 
     def natural_gradient_eigenbasis(self, x: SpectralPoint, G: Tensor) -> SpectralTangent:
         """``natural_gradient`` from an already rotated symmetric ``G = B^T egrad B``."""
+        self.validate_layout(x)
+        self.validate_eigen_gradient(G, finite=False)
         return SpectralTangent(
             blocks.eig_natural_grad(x.d, G.diagonal(dim1=-2, dim2=-1)),
             blocks.rotation_natural_grad(x.d, G, self.eig_tol),
@@ -419,6 +442,8 @@ class SpectralSPD(SpectralManifold):
         jacobi = check_flag(jacobi, "jacobi")
         second_order = check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)
+        self.validate_layout(x)
+        check_tangent_type(tangent, SpectralTangent)
         bs = self.batch_shape
         for name, t, shape in (
             ("tangent.m", tangent.m, (*bs, self.n)),

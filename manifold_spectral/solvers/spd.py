@@ -54,6 +54,7 @@ from ..manifolds.base import (
     NonFiniteError,
     check_cayley,
     check_positive,
+    check_real,
     check_size,
     check_tensor,
     resolve_dtype,
@@ -161,6 +162,12 @@ class SPDProblem(abc.ABC):
         """The minimiser as a dense matrix, where known (``None`` otherwise)."""
         return None
 
+    def _check_factors(self, A: Any, w: Any) -> None:
+        """Shape, dtype and device of the factors of ``congruence_grad`` (no reduction)."""
+        opts = dict(dtype=self.dtype, device=self.device, finite=False)
+        check_tensor(A, "A", shape=(self.n, self.n), **opts)
+        check_tensor(w, "w", shape=(self.n,), **opts)
+
     def _check_matrix(self, S: Tensor, name: str = "S") -> Tensor:
         return check_tensor(S, name, shape=(self.n, self.n), dtype=self.dtype, device=self.device)
 
@@ -218,6 +225,7 @@ class LogDet(_InverseOptimum):
         self, A: Tensor, w: Tensor, batch: Any = None, *, orthogonal: bool = False
     ) -> Tensor:
         """``A^T Q A - Diag(1/w)``: ``A^T S^-1 A = Diag(1/w)`` for ``S = A Diag(w) A^T``."""
+        self._check_factors(A, w)
         G = sym(A.T @ (self.Q @ A))
         G.diagonal().sub_(1.0 / w)
         return G
@@ -307,6 +315,7 @@ class MetricNearness(_InverseOptimum):
         """``Sym(P^T Z) / m`` with ``Z = Y A``, ``P = ((Z w) A^T - X_b) A``: four products of
         an (m, n) and an (n, n) matrix, no ``S``. With ``A^T A = I`` (``orthogonal``)
         ``P = Z w - X_b A``, and ``[Y; X_b] A`` is one product: half the work."""
+        self._check_factors(A, w)
         Xb, Yb = self._batch(batch)
         m = Xb.shape[0]
         if orthogonal:
@@ -359,11 +368,7 @@ class Objective(SPDProblem):
         self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.numpy = numpy
-        if f_star is not None:
-            f_star = float(f_star)
-            if not math.isfinite(f_star):
-                raise ValueError(f"f_star: expected a finite number, got {f_star!r}")
-        self.f_star = f_star
+        self.f_star = None if f_star is None else check_real(f_star, "f_star")
         self._x_star = None
         if x_star is not None:
             xs, _ = _as_tensor(x_star, "x_star")
@@ -715,7 +720,9 @@ def minimize(
         raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
     x0 = _start_matrix(problem, x0)
     if isinstance(x0, SpectralPoint) and method != "spectral":
-        x0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device).to_matrix(x0)
+        M0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
+        M0.validate_point(x0, "x0")  # as the spectral method does: B Diag(d) B^T must be x0
+        x0 = M0.to_matrix(x0)
     generator = torch.Generator().manual_seed(_nonnegative_int(seed, "seed"))
     device = problem.device
 
