@@ -1169,3 +1169,34 @@ def test_spd_problem_factors_and_f_star_are_checked():
     ]:
         rejects(lambda f=f_star: spd.Objective(lambda S: S.trace(), 3, f_star=f), exc, "f_star")
     assert spd.Objective(lambda S: S.trace(), 3, f_star=torch.tensor(1.5)).f_star == 1.5
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda", "cuda:7"])
+def test_bad_device_is_rejected_by_name(device):
+    """Before: torch's RuntimeError for 'foo' and 'Torch not compiled with CUDA enabled'
+    (an AssertionError) on a machine without CUDA."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        if device == "cuda" or torch.cuda.device_count() > 7:
+            pytest.skip("this machine has that CUDA device")
+    from manifold_spectral.solvers import spd
+
+    rejects(lambda: ms.SpectralSPD(N, device=device), ValueError, "device")
+    rejects(lambda: ms.DiagonalSPD(N, device=device), ValueError, "device")
+    rejects(lambda: ms.KroneckerSpectralSPD(KA, KB, device=device), ValueError, "device")
+    rejects(lambda: spd.Objective(lambda S: S.trace(), N, device=device), ValueError, "device")
+
+
+def test_eigenbasis_inputs_on_meta_device_are_rejected_by_name(manifold):
+    x = point(manifold)
+    n = manifold.egrad_shape[-1]
+    V = torch.ones(n, 2, dtype=F64, device="meta")
+    rejects(lambda: manifold.gop_eigenbasis(x, V), ValueError, "V", x)
+    E = torch.ones(manifold.egrad_shape, dtype=F64, device="meta")
+    name = "egrad" if isinstance(manifold, ms.SpectralSPD) else "E"
+    rejects(lambda: manifold.rotate(x, E), ValueError, name, x)
+    G = _eigen_gradient(manifold, x).to("meta")
+    name = "g" if isinstance(manifold, ms.KroneckerSpectralSPD) else "G"
+    rejects(lambda: manifold.natural_gradient_eigenbasis(x, G), ValueError, name, x)
+    x_meta = x.to("meta")
+    rejects(lambda: manifold.natural_gradient_eigenbasis(x_meta, G), ValueError, "x")
+    rejects(lambda: manifold.apply_power(x_meta, torch.ones(n, dtype=F64), 0.5), ValueError, "x")

@@ -148,7 +148,7 @@ class DiagonalSPD(SpectralManifold):
 
     def precision_egrad_eigenbasis(self, x: DiagonalPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``diag(dL/dS) = -1/2 (Ht - gamma d) / d^2`` with ``Ht = diag(H)``."""
-        check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, finite=False)
+        check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, device=self.device, finite=False)
         return -0.5 * (Ht - gamma * x.d) / (x.d * x.d)
 
     def metric(self, x: DiagonalPoint) -> DiagonalTangent:

@@ -598,7 +598,9 @@ class KroneckerSpectralSPD(SpectralManifold):
 
     def rotate(self, x: KroneckerSpectralPoint, E: Tensor) -> KroneckerDenseCurvature:
         """A dense curvature is kept as is; it is reduced in ``precision_egrad_eigenbasis``."""
-        check_tensor(E, "E", shape=self.egrad_shape, dtype=self.dtype, finite=False)
+        check_tensor(
+            E, "E", shape=self.egrad_shape, dtype=self.dtype, device=self.device, finite=False
+        )
         return KroneckerDenseCurvature(E)
 
     def gop_eigenbasis(

@@ -26,10 +26,25 @@ __all__ = ["SpectralSPD", "resolve_device", "orthogonality_tol", "check_positive
 
 
 def resolve_device(device: Any) -> torch.device:
-    """``torch.device`` with the CUDA index filled in, so tensor and manifold devices compare."""
-    dev = torch.device("cpu") if device is None else torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
+    """``torch.device`` with the CUDA index filled in, so tensor and manifold devices compare.
+
+    ``ValueError`` naming ``device`` for a string torch does not parse and for a CUDA device
+    that this machine does not have (torch's own errors are an ``AssertionError`` or a
+    ``RuntimeError`` raised later, at the first tensor)."""
+    try:
+        dev = torch.device("cpu") if device is None else torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"device: not a torch device: {device!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} requested, but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device: {device!r} requested, but there are {torch.cuda.device_count()} "
+                "CUDA devices"
+            )
     return dev
 
 
@@ -350,7 +365,14 @@ class SpectralSPD(SpectralManifold):
     def rotate(self, x: SpectralPoint, egrad: Tensor) -> Tensor:
         """``G = Sym(B^T E B)``, the Euclidean gradient in the eigenbasis."""
         self.validate_layout(x)
-        check_tensor(egrad, "egrad", shape=self.egrad_shape, dtype=self.dtype, finite=False)
+        check_tensor(
+            egrad,
+            "egrad",
+            shape=self.egrad_shape,
+            dtype=self.dtype,
+            device=self.device,
+            finite=False,
+        )
         return sym(x.B.mT @ egrad @ x.B)
 
     def gop_eigenbasis(self, x: SpectralPoint, V: Tensor, damping: float = 0.0) -> Tensor:
@@ -366,7 +388,9 @@ class SpectralSPD(SpectralManifold):
 
     def precision_egrad_eigenbasis(self, x: SpectralPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``B^T (dL/dS) B = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` with ``Ht = B^T H B``."""
-        check_tensor(Ht, "Ht", shape=self.egrad_shape, dtype=self.dtype, finite=False)
+        check_tensor(
+            Ht, "Ht", shape=self.egrad_shape, dtype=self.dtype, device=self.device, finite=False
+        )
         A = Ht - gamma * torch.diag_embed(x.d)
         return -0.5 * A / (x.d[..., :, None] * x.d[..., None, :])
 
