@@ -1200,3 +1200,31 @@ def test_eigenbasis_inputs_on_meta_device_are_rejected_by_name(manifold):
     x_meta = x.to("meta")
     rejects(lambda: manifold.natural_gradient_eigenbasis(x_meta, G), ValueError, "x")
     rejects(lambda: manifold.apply_power(x_meta, torch.ones(n, dtype=F64), 0.5), ValueError, "x")
+
+
+@pytest.mark.parametrize("method", ["spectral", "cholesky", "retraction"])
+@pytest.mark.parametrize("record_every", [1, 3])
+def test_spd_nan_value_returns_the_last_finite_iterate(method, record_every):
+    """``f`` NaN from its 5th evaluation on: the run stops, ``x`` is the last recorded
+    iterate with a finite ``f`` and ``fun == f(x)`` (before: ``fun = nan`` at an ``x`` whose
+    value was never finite)."""
+    from manifold_spectral.solvers import spd
+
+    Q = _logdet_Q()
+    calls = {"fun": 0}
+
+    def true_f(S):
+        return (S * Q).sum() - torch.logdet(S)
+
+    def fun(S):
+        calls["fun"] += 1
+        return true_f(S) if calls["fun"] < 5 else torch.tensor(float("nan"), dtype=F64)
+
+    problem = spd.Objective(fun, Q.shape[0], grad=lambda S: Q - torch.linalg.inv(S))
+    res = spd.minimize(problem, method, lr=0.1, steps=30, record_every=record_every)
+    last = 3 * record_every  # the 4th record (iterations 0, r, 2r, 3r) was the last finite one
+    assert not res.success and "non-finite" in res.message and f"iteration {last}" in res.message
+    assert math.isnan(res.history["fun"][-1]) and res.nit == 4 * record_every
+    assert math.isfinite(res.fun)
+    assert res.fun == pytest.approx(float(true_f(torch.as_tensor(res.x))), rel=1e-12)
+    assert res.fun == res.history["fun"][-2]

@@ -460,6 +460,12 @@ class _Spectral:
     def point(self) -> Any:
         return self.x
 
+    def snapshot(self) -> Any:
+        return self.x  # immutable
+
+    def restore(self, state: Any) -> None:
+        self.x = state
+
     def finish(self) -> bool:
         """Make the final iterate a point that ``SpectralSPD.check_point`` accepts; whether
         it changed.
@@ -512,6 +518,12 @@ class _Cholesky:
     def point(self) -> Any:
         return self.L
 
+    def snapshot(self) -> Any:
+        return self.L  # replaced, never updated in place
+
+    def restore(self, state: Any) -> None:
+        self.L = state
+
     def finish(self) -> bool:
         return False
 
@@ -542,6 +554,13 @@ class _Retraction:
 
     def point(self) -> Any:
         return self.matrix()
+
+    def snapshot(self) -> Any:
+        return self.matrix()  # a copy: geoopt updates S in place
+
+    def restore(self, state: Any) -> None:
+        with torch.no_grad():
+            self.opt.S.copy_(state)
 
     def finish(self) -> bool:
         return False
@@ -678,8 +697,10 @@ def minimize(
         ``nit``, ``success``, ``message``, ``history``, ``time``. A step that fails
         numerically (``FloatingPointError``) ends the run with ``success=False`` and the last
         good iterate, and so does a gradient with NaN or Inf (the gradient of the
-        problem at the returned ``x``: ``NonFiniteError``, a ``FloatingPointError``), as a
-        non-finite value does.
+        problem at the returned ``x``: ``NonFiniteError``, a ``FloatingPointError``). A
+        non-finite value of ``f`` also ends it, returning the last recorded iterate whose
+        value was finite (``nit`` still counts the steps taken; ``history`` keeps the
+        non-finite record).
     """
     if not isinstance(problem, SPDProblem):
         raise TypeError(f"problem: expected an SPDProblem, got {type(problem).__name__}")
@@ -735,6 +756,8 @@ def minimize(
     update_time = 0.0
     #: Rounding of f: negative gaps above -rounding are 0 (set from f(x0) at the first record).
     rounding = math.inf
+    #: (iteration, runner state, f) of the last record with a finite value.
+    good: tuple[int, Any, float] | None = None
 
     def value() -> float:
         """``f`` at the current iterate (NaN where the iterate is not finite)."""
@@ -745,8 +768,10 @@ def minimize(
 
     def record(k: int) -> str | None:
         """Append the current iterate's value; the reason to stop, if any."""
-        nonlocal rounding
+        nonlocal rounding, good
         fun = value()
+        if math.isfinite(fun):
+            good = (k, runner.snapshot(), fun)
         if k == 0 and f_star is not None:
             scale = max(abs(f_star), abs(fun) if math.isfinite(fun) else 0.0)
             rounding = math.sqrt(eps(problem.dtype)) * scale
@@ -788,10 +813,18 @@ def minimize(
             stop = record(nit)
     if records["nit"][-1] != nit:
         stop = record(nit)
+    fun = records["fun"][-1]
+    restored = None
+    if stop == "non-finite" and failure is None and good is not None:
+        # f is NaN/Inf at the iterate: return the last recorded one with a finite value.
+        restored, state, fun = good
+        runner.restore(state)
     if runner.finish():  # the returned point was repaired: report its value
-        records["fun"][-1] = value()
-        if f_star is not None:
-            records["gap"][-1] = records["fun"][-1] - f_star
+        fun = value()
+        if restored is None:
+            records["fun"][-1] = fun
+            if f_star is not None:
+                records["gap"][-1] = fun - f_star
 
     if failure is not None:
         success, message = False, failure
@@ -807,7 +840,9 @@ def minimize(
             ),
         )
     elif stop == "non-finite":
-        success, message = False, "the objective became non-finite"
+        success, message = False, f"the objective became non-finite at iteration {nit}"
+        if restored is not None:
+            message += f"; returning iteration {restored}, the last recorded with a finite value"
     elif stop == "callback":
         success, message = tol is None, "stopped by the callback"
     elif tol is not None:
@@ -818,7 +853,6 @@ def minimize(
     S = runner.matrix()
     B, d = runner.factors()
     out = (lambda t: t.detach().cpu().numpy()) if problem.numpy else (lambda t: t.detach())
-    fun = records["fun"][-1]
     return SPDResult(
         x=out(S),
         fun=fun,
