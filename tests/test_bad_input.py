@@ -1228,3 +1228,14 @@ def test_spd_nan_value_returns_the_last_finite_iterate(method, record_every):
     assert math.isfinite(res.fun)
     assert res.fun == pytest.approx(float(true_f(torch.as_tensor(res.x))), rel=1e-12)
     assert res.fun == res.history["fun"][-2]
+
+
+@pytest.mark.parametrize(
+    "sym_tol, exc", [(float("nan"), ValueError), (-1.0, ValueError), ("1e-8", TypeError)], ids=repr
+)
+def test_from_matrix_rejects_a_bad_sym_tol(sym_tol, exc):
+    """``sym_tol = nan`` accepted any asymmetry (``asym > nan`` is false)."""
+    S = BAD_MATRICES["non_symmetric"]
+    rejects(lambda: ms.SpectralSPD(N, dtype=F64).from_matrix(S, sym_tol=sym_tol), exc, "sym_tol", S)
+    S6 = torch.eye(KA * KB, dtype=F64)
+    rejects(lambda: kron().from_matrix(S6, sym_tol=sym_tol), exc, "sym_tol", S6)

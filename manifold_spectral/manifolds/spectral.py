@@ -91,7 +91,11 @@ def symmetric_matrix(
     if S.ndim != 2 or tuple(S.shape) != (size, size):
         raise ValueError(f"{name}: expected shape ({size}, {size}), got {tuple(S.shape)}")
     S64 = S.detach().to(dtype=torch.float64)
-    tol = blocks.default_eig_tol(S.dtype) if sym_tol is None else sym_tol
+    tol = (
+        blocks.default_eig_tol(S.dtype)
+        if sym_tol is None
+        else check_positive(sym_tol, "sym_tol", allow_zero=True)
+    )
     asym = float(
         torch.linalg.matrix_norm(S64 - S64.T)
         / torch.clamp(torch.linalg.matrix_norm(S64), min=1e-300)
