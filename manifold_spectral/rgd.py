@@ -14,6 +14,7 @@ it runs unchanged on every spectral manifold.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -182,6 +183,26 @@ class RGD:
         return {"steps": self.steps, "buffer": None if self.buffer is None else self.buffer.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.steps = int(state["steps"])
-        buf = state["buffer"]
+        """Restore ``state_dict()``: ``steps`` an int >= 0, ``buffer`` ``None`` or a finite
+        tangent of this manifold (type, shapes, dtype, device); ``TypeError``/``ValueError``
+        naming the entry, the current state unchanged."""
+        if not isinstance(state, dict) or not {"steps", "buffer"} <= state.keys():
+            raise ValueError("state: expected a dict with the keys 'steps' and 'buffer'")
+        steps, buf = state["steps"], state["buffer"]
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"state['steps']: expected an int >= 0, got {steps!r}")
+        if buf is not None:
+            ref = self.manifold.zero_tangent(self.manifold.origin())
+            layout = [(t.shape, t.dtype, t.device) for t in ref.leaves()]
+            if (
+                type(buf) is not type(ref)
+                or [(t.shape, t.dtype, t.device) for t in buf.leaves()] != layout
+            ):
+                raise ValueError(
+                    f"state['buffer']: not a tangent of {self.manifold!r} "
+                    f"(expected a {type(ref).__name__} shaped like its zero_tangent)"
+                )
+            if not buf.is_finite():
+                raise ValueError("state['buffer']: contains NaN or Inf")
+        self.steps = int(steps)
         self.buffer = None if buf is None else buf.clone()

@@ -1239,3 +1239,24 @@ def test_from_matrix_rejects_a_bad_sym_tol(sym_tol, exc):
     rejects(lambda: ms.SpectralSPD(N, dtype=F64).from_matrix(S, sym_tol=sym_tol), exc, "sym_tol", S)
     S6 = torch.eye(KA * KB, dtype=F64)
     rejects(lambda: kron().from_matrix(S6, sym_tol=sym_tol), exc, "sym_tol", S6)
+
+
+def test_rgd_load_state_dict_rejects_foreign_state(manifold):
+    """Before: ``int('a')``'s message, a KeyError, or a buffer of another manifold accepted
+    and failing at the next step with torch's size mismatch."""
+    opt, x = rgd_with_momentum(manifold)
+    good = opt.state_dict()
+    other = ms.SpectralSPD(N + 1, dtype=F64)
+    foreign = other.zero_tangent(other.origin())
+    nan = good["buffer"].map(lambda t: torch.full_like(t, float("nan")))
+    for state, name in [
+        ({"steps": "a", "buffer": None}, "steps"),
+        ({"steps": -1, "buffer": None}, "steps"),
+        ({}, "state"),
+        ({"steps": 1, "buffer": foreign}, "buffer"),
+        ({"steps": 1, "buffer": good["buffer"].to(F32)}, "buffer"),
+        ({"steps": 1, "buffer": nan}, "buffer"),
+    ]:
+        rejects(lambda s=state: opt.load_state_dict(s), ValueError, name, state=opt.state_dict)
+    opt.load_state_dict(good)
+    assert_same(good, opt.state_dict())
