@@ -14,14 +14,13 @@ it runs unchanged on every spectral manifold.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .linalg import all_finite
-from .manifolds.base import SpectralManifold, check_cayley, check_positive
-from .manifolds.points import TensorTree
+from .manifolds.base import NonFiniteError, SpectralManifold, check_cayley, check_positive
 from .manifolds.spectral import check_exponential
 
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
@@ -131,26 +130,34 @@ class RGD:
 
         The Gaussian layer uses this to skip forming ``df/dS`` (for the GOP, ``G`` needs only
         ``q = B^T g``). ``G`` must be finite. ``check_input=False`` skips the point check for
-        callers that have just made it (the result is always checked).
+        callers that have just made it (the result is always checked). ``G`` is checked by
+        ``manifold.validate_eigen_gradient`` (type, shape, dtype, device; one reduction for
+        finiteness): ``TypeError``/``ValueError`` naming ``G``, the state unchanged.
         """
         if check_input:
             self.manifold.validate_point(x, fast=True)
-        finite = G.is_finite() if isinstance(G, TensorTree) else all_finite(G)
-        if not finite:
-            raise ValueError("G: contains NaN or Inf")
+        G = self.manifold.validate_eigen_gradient(G)
         nat = self.manifold.natural_gradient_eigenbasis(x, G)
         return self._apply(x, self._with_momentum(nat))
 
     def _apply(self, x: Any, v: Any) -> Any:
-        x_new = self.manifold.retr(
-            x,
-            -v,
-            self.lr,
-            cayley=self.cayley,
-            exponential=self.exponential,
-            jacobi=self.jacobi,
-            second_order=self.second_order,
-        )
+        try:
+            x_new = self.manifold.retr(
+                x,
+                -v,
+                self.lr,
+                cayley=self.cayley,
+                exponential=self.exponential,
+                jacobi=self.jacobi,
+                second_order=self.second_order,
+            )
+        except NonFiniteError as exc:
+            # A finite gradient at a valid point whose natural gradient overflowed: a
+            # numerical failure of this step, not a bad "tangent" argument of the caller.
+            raise FloatingPointError(
+                f"RGD.step: the natural gradient is not finite ({exc}; lr too large or the "
+                "point too extreme?); state left unchanged"
+            ) from exc
         if self.reorthogonalize_every and (self.steps + 1) % self.reorthogonalize_every == 0:
             x_new = self.manifold.reorthogonalize(x_new)
         ok, reason = self.manifold.check_point(x_new, fast=True)
@@ -174,6 +181,26 @@ class RGD:
         return {"steps": self.steps, "buffer": None if self.buffer is None else self.buffer.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.steps = int(state["steps"])
-        buf = state["buffer"]
+        """Restore ``state_dict()``: ``steps`` an int >= 0, ``buffer`` ``None`` or a finite
+        tangent of this manifold (type, shapes, dtype, device); ``TypeError``/``ValueError``
+        naming the entry, the current state unchanged."""
+        if not isinstance(state, dict) or not {"steps", "buffer"} <= state.keys():
+            raise ValueError("state: expected a dict with the keys 'steps' and 'buffer'")
+        steps, buf = state["steps"], state["buffer"]
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"state['steps']: expected an int >= 0, got {steps!r}")
+        if buf is not None:
+            ref = self.manifold.zero_tangent(self.manifold.origin())
+            layout = [(t.shape, t.dtype, t.device) for t in ref.leaves()]
+            if (
+                type(buf) is not type(ref)
+                or [(t.shape, t.dtype, t.device) for t in buf.leaves()] != layout
+            ):
+                raise ValueError(
+                    f"state['buffer']: not a tangent of {self.manifold!r} "
+                    f"(expected a {type(ref).__name__} shaped like its zero_tangent)"
+                )
+            if not buf.is_finite():
+                raise ValueError("state['buffer']: contains NaN or Inf")
+        self.steps = int(steps)
         self.buffer = None if buf is None else buf.clone()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import math
 import numbers
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -22,13 +23,25 @@ from ..linalg import all_finite, check_cayley
 
 __all__ = [
     "SpectralManifold",
+    "NonFiniteError",
     "check_tensor",
+    "check_real",
     "check_positive",
     "check_cayley",
     "check_size",
     "check_batch",
     "resolve_dtype",
 ]
+
+
+class NonFiniteError(ValueError, FloatingPointError):
+    """A tensor argument holds NaN or Inf.
+
+    A ``ValueError`` (bad input, named by the message) for a direct caller, and a
+    ``FloatingPointError`` for loops that end a run on a numerical failure and return the last
+    good iterate (``spd.minimize``): inside such a loop, a non-finite gradient comes from the
+    problem's own computation at the current iterate, like a step that left the manifold.
+    """
 
 
 def check_tensor(
@@ -50,19 +63,32 @@ def check_tensor(
     if device is not None and value.device != torch.device(device):
         raise ValueError(f"{name}: expected device {device}, got {value.device}")
     if finite and not all_finite(value):
-        raise ValueError(f"{name}: contains NaN or Inf")
+        raise NonFiniteError(f"{name}: contains NaN or Inf")
     return value
 
 
-def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
-    """Validate a finite positive (or non-negative) real scalar."""
+def _real_scalar(value: Any, name: str) -> float:
+    """A real number or a one-element tensor as a float (``bool`` is rejected)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name}: expected a scalar, got shape {tuple(value.shape)}")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    v = float(value)
+    return float(value)
+
+
+def check_real(value: Any, name: str) -> float:
+    """Validate a finite real scalar (an exponent, an optimal value)."""
+    v = _real_scalar(value, name)
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return v
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """Validate a finite positive (or non-negative) real scalar."""
+    v = _real_scalar(value, name)
     ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
@@ -258,15 +284,79 @@ class SpectralManifold(abc.ABC):
             exc = TypeError if reason and "dtype" in reason else ValueError
             raise exc(f"{name}: not a point of {self!r}: {reason}")
 
+    def validate_layout(self, x: Any, name: str = "x") -> None:
+        """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``x`` is a point container
+        of this manifold whose tensors have its dtype, shapes and device.
+
+        Attribute reads only (no reduction, no host sync): the guard of the paths that take a
+        point the caller has already checked (``natural_gradient``, ``apply_power``,
+        ``gop_eigenbasis``), so that a foreign point fails with a named error instead of
+        torch's dtype or shape message. The last point that passed is remembered (a weak
+        reference: points are frozen, and a tensor's dtype and device cannot change), so the
+        several calls of one update on the same point cost one check.
+        """
+        last = self.__dict__.get("_layout_passed")
+        if last is not None and last() is x:
+            return
+        if self._layout_ok(x):
+            self._layout_passed = weakref.ref(x)
+            return
+        fields = self._point_fields(x)
+        if fields is None:
+            raise TypeError(f"{name}: not a point of {self!r}: got a {type(x).__name__}")
+        reason = self._check_point_tensors(fields, finite=False)
+        if reason:
+            exc = TypeError if "dtype" in reason or "not a tensor" in reason else ValueError
+            raise exc(f"{name}: not a point of {self!r}: {reason}")
+
+    def _point_fields(self, x: Any) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
+        """``{field name: (tensor, shape without the batch)}`` of a point, for the layout
+        checks; ``None`` when ``x`` is not this manifold's point container."""
+        raise NotImplementedError(f"{type(self).__name__}._point_fields")
+
+    def _layout_ok(self, x: Any) -> bool:
+        """Fast path of ``validate_layout`` (about 2 us): ``True`` when the layout is right;
+        ``False`` sends ``validate_layout`` to the field-by-field check that explains."""
+        return False
+
+    def _tensor_ok(self, t: Any, shape: tuple[int, ...]) -> bool:
+        """``t`` is a tensor of this manifold's dtype and device with shape ``shape``."""
+        return (
+            isinstance(t, Tensor)
+            and t.dtype == self.dtype
+            and t.shape == shape
+            and t.device == self.device
+        )
+
+    def _representable(self, x: Any, name: str, what: str) -> Any:
+        """``x`` if it is a point of this manifold (``check_point(fast=True)``), else a
+        ``ValueError`` naming ``name``: for the constructors (``from_matrix``, ``random``,
+        ...) that compute in float64 and round to the manifold's dtype, where a value outside
+        its range becomes ``inf`` or ``0``. ``what`` describes the offending values."""
+        ok, reason = self.check_point(x, fast=True)
+        if not ok:
+            raise ValueError(f"{name}: not representable as a point of {self!r}: {what} ({reason})")
+        return x
+
     def validate_egrad(self, egrad: Any, name: str = "egrad") -> Tensor:
         """Check shape, dtype, device and finiteness of a Euclidean gradient."""
         return check_tensor(
             egrad, name, shape=self.egrad_shape, dtype=self.dtype, device=self.device
         )
 
-    def _check_point_tensors(self, fields: dict[str, tuple[Tensor, tuple[int, ...]]]) -> str | None:
-        """Type, dtype, shape (``batch_shape + shape``), device and finiteness of each field;
-        the reason of a non-finite batched field names the first bad element."""
+    def validate_eigen_gradient(self, G: Any, name: str = "G", *, finite: bool = True) -> Any:
+        """Check a gradient already in the eigenbasis (the input of
+        ``natural_gradient_eigenbasis``): here a tensor shaped like ``egrad``; ``finite``
+        adds one reduction. Manifolds with another representation override it."""
+        return check_tensor(
+            G, name, shape=self.egrad_shape, dtype=self.dtype, device=self.device, finite=finite
+        )
+
+    def _check_point_tensors(
+        self, fields: dict[str, tuple[Tensor, tuple[int, ...]]], *, finite: bool = True
+    ) -> str | None:
+        """Type, dtype, shape (``batch_shape + shape``), device and (``finite``) finiteness of
+        each field; the reason of a non-finite batched field names the first bad element."""
         bs = self.batch_shape
         for fname, (t, shape) in fields.items():
             shape = bs + tuple(shape)
@@ -278,7 +368,7 @@ class SpectralManifold(abc.ABC):
                 return f"{fname} has shape {tuple(t.shape)}, expected {shape}"
             if t.device != self.device:
                 return f"{fname} is on {t.device}, expected {self.device}"
-            if not all_finite(t):
+            if finite and not all_finite(t):
                 fail = self._first_failure(torch.isfinite(t).reshape(*bs, -1).all(-1))
                 return f"{fail[0]}{fname} contains NaN or Inf"
         return None

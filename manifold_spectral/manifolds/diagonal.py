@@ -14,9 +14,25 @@ import torch
 from torch import Tensor
 
 from . import blocks
-from .base import SpectralManifold, check_positive, check_size, check_tensor, resolve_dtype
+from .base import (
+    SpectralManifold,
+    check_cayley,
+    check_positive,
+    check_real,
+    check_size,
+    check_tensor,
+    resolve_dtype,
+)
 from .points import DiagonalPoint, DiagonalTangent
-from .spectral import check_exponential, check_flag, resolve_device
+from .spectral import (
+    check_exponential,
+    check_flag,
+    check_gop_columns,
+    check_log_scale,
+    check_tangent_type,
+    eigenvalue_range,
+    resolve_device,
+)
 
 __all__ = ["DiagonalSPD"]
 
@@ -48,24 +64,36 @@ class DiagonalSPD(SpectralManifold):
     def random(
         self, generator: torch.Generator | None = None, log_scale: float = 1.0
     ) -> DiagonalPoint:
+        """``log d ~ N(0, log_scale^2)``; ``ValueError`` naming ``log_scale`` as in
+        ``SpectralSPD.random``."""
+        log_scale = check_log_scale(log_scale)
         d = torch.exp(log_scale * torch.randn(self.n, generator=generator, dtype=torch.float64))
-        return DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        return self._representable(
+            x, "log_scale", f"log_scale = {log_scale:g} draws {eigenvalue_range(d)}"
+        )
 
     def from_eigenvalues(self, d: Tensor) -> DiagonalPoint:
-        """Point from positive diagonal entries (validated)."""
+        """Point from positive diagonal entries (validated; ``ValueError`` naming ``d`` also
+        when an entry is not representable in the manifold's dtype)."""
         check_tensor(d, "d", shape=(self.n,))
         if not bool((d > 0).all()):
             raise ValueError("d: expected positive entries")
-        return DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        return self._representable(x, "d", eigenvalue_range(d))
 
     def to_matrix(self, x: DiagonalPoint) -> Tensor:
         return torch.diag(x.d)
 
     def power(self, x: DiagonalPoint, r: float) -> Tensor:
+        self.validate_layout(x)
+        check_real(r, "r")
         return torch.diag(x.d.pow(r))
 
     def apply_power(self, x: DiagonalPoint, v: Tensor, r: float) -> Tensor:
         """``S^r v = d^r * v`` for ``v`` of shape (n,) or (n, k)."""
+        self.validate_layout(x)
+        check_real(r, "r")
         check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
         if v.ndim not in (1, 2) or v.shape[0] != self.n:
             raise ValueError(
@@ -79,25 +107,49 @@ class DiagonalSPD(SpectralManifold):
 
     def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
         """``(ok, reason)``: shape, dtype, device, finiteness and ``d > 0`` (all O(n))."""
-        if not isinstance(x, DiagonalPoint):
+        fields = self._point_fields(x)
+        if fields is None:
             return False, f"expected a DiagonalPoint, got {type(x).__name__}"
-        reason = self._check_point_tensors({"d": (x.d, (self.n,))})
+        reason = self._check_point_tensors(fields)
         if reason:
             return False, reason
         if not bool((x.d > 0).all()):
             return False, "d has non-positive entries"
         return True, None
 
+    def _point_fields(self, x: Any) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
+        return {"d": (x.d, (self.n,))} if isinstance(x, DiagonalPoint) else None
+
+    def _layout_ok(self, x: Any) -> bool:
+        return isinstance(x, DiagonalPoint) and self._tensor_ok(x.d, (self.n,))
+
+    def validate_eigen_gradient(self, G: Any, name: str = "G", *, finite: bool = True) -> Tensor:
+        """The (n,) diagonal, or an (n, n) matrix whose diagonal is used; ``finite``: one
+        reduction."""
+        return self._vector_or_matrix(G, name, finite)
+
+    def _vector_or_matrix(self, E: Any, name: str, finite: bool = False) -> Tensor:
+        check_tensor(E, name, dtype=self.dtype, device=self.device, finite=finite)
+        if tuple(E.shape) not in ((self.n,), (self.n, self.n)):
+            raise ValueError(
+                f"{name}: expected shape ({self.n},) or ({self.n}, {self.n}), got {tuple(E.shape)}"
+            )
+        return E
+
     def rotate(self, x: DiagonalPoint, E: Tensor) -> Tensor:
         """The eigenbasis is the standard basis: ``diag(E)`` for a matrix, ``E`` for a vector."""
+        self._vector_or_matrix(E, "E")
         return torch.diagonal(E) if E.ndim == 2 else E
 
     def gop_eigenbasis(self, x: DiagonalPoint, V: Tensor, damping: float = 0.0) -> Tensor:
         """``diag(V V^T) / k + damping``: only the diagonal of the GOP is needed (O(n k))."""
+        self.validate_layout(x)
+        check_gop_columns(V, (self.n,), self.dtype, self.device)
         return (V * V).sum(dim=1) / V.shape[1] + damping
 
     def precision_egrad_eigenbasis(self, x: DiagonalPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``diag(dL/dS) = -1/2 (Ht - gamma d) / d^2`` with ``Ht = diag(H)``."""
+        check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, device=self.device, finite=False)
         return -0.5 * (Ht - gamma * x.d) / (x.d * x.d)
 
     def metric(self, x: DiagonalPoint) -> DiagonalTangent:
@@ -107,15 +159,19 @@ class DiagonalSPD(SpectralManifold):
         return lambda eta: DiagonalPoint(blocks.eig_retract(x.d, eta.m))
 
     def local_gradient(self, x: DiagonalPoint, egrad: Tensor) -> DiagonalTangent:
+        self.validate_layout(x)
         return DiagonalTangent(blocks.eig_local_grad(x.d, self.validate_egrad(egrad)))
 
     def natural_gradient(self, x: DiagonalPoint, egrad: Tensor) -> DiagonalTangent:
         """``F^+ grad = 2 d * egrad`` (egrad = diag(df/dS))."""
+        self.validate_layout(x)
         return self.natural_gradient_eigenbasis(x, self.validate_egrad(egrad))
 
     def natural_gradient_eigenbasis(self, x: DiagonalPoint, G: Tensor) -> DiagonalTangent:
         """Same as ``natural_gradient`` (the eigenbasis is the standard basis); ``G`` may
         be the (n,) diagonal or an (n, n) matrix whose diagonal is used."""
+        self.validate_layout(x)
+        self.validate_eigen_gradient(G, finite=False)
         g = torch.diagonal(G) if G.ndim == 2 else G
         return DiagonalTangent(blocks.eig_natural_grad(x.d, g))
 
@@ -131,11 +187,15 @@ class DiagonalSPD(SpectralManifold):
         second_order: bool = False,
     ) -> DiagonalPoint:
         """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley``, ``jacobi`` and ``second_order``
-        are accepted and ignored (no rotation factor)."""
+        are accepted (and checked) and ignored (no rotation factor)."""
         lr = check_positive(lr, "lr")
         exponential = check_exponential(exponential)
         check_flag(jacobi, "jacobi")
         check_flag(second_order, "second_order")
+        if cayley is not None:
+            check_cayley(cayley)
+        self.validate_layout(x)
+        check_tangent_type(tangent, DiagonalTangent)
         check_tensor(tangent.m, "tangent.m", shape=(self.n,), dtype=self.dtype, device=self.device)
         return DiagonalPoint(blocks.eig_retract(x.d, lr * tangent.m, exponential))
 

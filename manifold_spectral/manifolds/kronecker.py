@@ -33,6 +33,7 @@ from .base import (
     check_batch,
     check_cayley,
     check_positive,
+    check_real,
     check_size,
     check_tensor,
 )
@@ -41,6 +42,10 @@ from .spectral import (
     SpectralSPD,
     check_exponential,
     check_flag,
+    check_gop_columns,
+    check_log_scale,
+    check_positive_definite,
+    check_tangent_type,
     resolve_device,
     symmetric_matrix,
 )
@@ -133,6 +138,10 @@ def sum_zero_metric_inverse(size: int, kappa: float, dtype=None, device=None) ->
     k = size - 1
     eye = torch.eye(k, dtype=dtype, device=device)
     return (2.0 / kappa) * (eye - torch.ones(k, k, dtype=dtype, device=device) / size)
+
+
+def _range(v: Tensor) -> str:
+    return f"[{float(v.min()):.3e}, {float(v.max()):.3e}]"
 
 
 def _center(v: Tensor) -> Tensor:
@@ -277,13 +286,19 @@ class KroneckerSpectralSPD(SpectralManifold):
     def random(
         self, generator: torch.Generator | None = None, log_scale: float = 1.0
     ) -> KroneckerSpectralPoint:
-        """Haar-random rotations, log-normal eigenvalues normalised to det 1, log-normal alpha."""
+        """Haar-random rotations, log-normal eigenvalues normalised to det 1, log-normal alpha.
+
+        ``ValueError`` naming ``log_scale`` as in ``SpectralSPD.random``."""
+        log_scale = check_log_scale(log_scale)
         left = self.left.random(generator, log_scale)
         right = self.right.random(generator, log_scale)
         alpha = torch.exp(
             log_scale * torch.randn(self.batch_shape, generator=generator, dtype=torch.float64)
         )
-        return self.normalize(self._per_element(alpha), left, right)
+        x = self.normalize(self._per_element(alpha), left, right)
+        return self._representable(
+            x, "log_scale", f"log_scale = {log_scale:g} draws alpha in {_range(alpha)}"
+        )
 
     def from_factors(
         self, alpha: float | Tensor, left: SpectralPoint, right: SpectralPoint
@@ -303,30 +318,42 @@ class KroneckerSpectralSPD(SpectralManifold):
                     f"{name}: expected det = 1 (sum(log d) = 0), got log det = {logdet:.3e}; "
                     "use from_kronecker to normalise arbitrary factors"
                 )
-        return KroneckerSpectralPoint(self._scalar(alpha), left, right)
+        x = KroneckerSpectralPoint(self._scalar(alpha), left, right)
+        return self._representable(x, "alpha", f"alpha = {alpha:.3e}")
 
     def from_kronecker(self, S_L: Any, S_R: Any) -> KroneckerSpectralPoint:
         """The point ``S_L kron S_R`` from two dense SPD factors (one eigh each, init-only)."""
         self._unbatched_only("from_kronecker")
-        return self.normalize(
-            self._scalar(1.0), self.left.from_matrix(S_L), self.right.from_matrix(S_R)
+        x = self.normalize(
+            self._scalar(1.0),
+            self.left._from_matrix(S_L, "S_L"),
+            self.right._from_matrix(S_R, "S_R"),
         )
+        return self._representable(x, "S_L, S_R", "their Kronecker product")
 
     def from_matrix(self, S: Any, *, sym_tol: float | None = None) -> KroneckerSpectralPoint:
         """Nearest Kronecker product of a dense SPD ``S`` (ab, ab) (Van Loan & Pitsianis, 1993).
 
         Rearranges ``S[(i,j),(l,k)]`` into ``R[(i,l),(j,k)]`` and takes the leading singular
         pair (init-only SVD); for SPD ``S`` both factors are SPD up to a common sign.
+        ``S`` itself must be positive definite (one init-only ``eigvalsh``, the rule and message
+        of ``SpectralSPD.from_matrix``): the nearest Kronecker product of an indefinite ``S``
+        can be positive definite, and would hide the error. ``ValueError`` also when the
+        result is not representable in the manifold's dtype.
         """
         self._unbatched_only("from_matrix")
-        S64, _ = symmetric_matrix(S, "S", self.a * self.b, sym_tol)
+        S64, src_dtype = symmetric_matrix(S, "S", self.a * self.b, sym_tol)
+        check_positive_definite(torch.linalg.eigvalsh(sym(S64)), src_dtype, "S")  # init-only
         R = S64.reshape(self.a, self.b, self.a, self.b).permute(0, 2, 1, 3)
         U, sv, Vh = torch.linalg.svd(R.reshape(self.a**2, self.b**2))  # init-only
         A = (U[:, 0] * sv[0].sqrt()).reshape(self.a, self.a)
         Bm = (Vh[0] * sv[0].sqrt()).reshape(self.b, self.b)
         if torch.trace(A) < 0:
             A, Bm = -A, -Bm
-        return self.from_kronecker(sym(A), sym(Bm))
+        x = self.normalize(
+            self._scalar(1.0), self.left.from_matrix(sym(A)), self.right.from_matrix(sym(Bm))
+        )
+        return self._representable(x, "S", f"Kronecker scale {float(sv[0]):.3e}")
 
     def to_matrix(self, x: KroneckerSpectralPoint) -> Tensor:
         """Dense ``alpha (S_L kron S_R)`` (ab, ab); for tests and small problems. Unbatched."""
@@ -336,6 +363,8 @@ class KroneckerSpectralSPD(SpectralManifold):
     def power(self, x: KroneckerSpectralPoint, r: float) -> Tensor:
         """Dense ``S^r = alpha^r (S_L^r kron S_R^r)``. Unbatched."""
         self._unbatched_only("power")
+        self.validate_layout(x)
+        check_real(r, "r")
         return x.alpha.pow(r) * torch.kron(self.left.power(x.left, r), self.right.power(x.right, r))
 
     def apply_power_matrix(self, x: KroneckerSpectralPoint, G: Tensor, r: float) -> Tensor:
@@ -345,6 +374,9 @@ class KroneckerSpectralSPD(SpectralManifold):
         ``= alpha^r B_L ((d_L^r d_R^r^T) * (B_L^T G B_R)) B_R^T``: four products, 8 a b (a+b)/2
         flops per matrix; ``S^r vec(G) = vec(alpha^r S_L^r G S_R^r)`` (row-major ``vec``).
         """
+        self.validate_layout(x)
+        check_real(r, "r")
+        check_tensor(G, "G", dtype=self.dtype, device=self.device, finite=False)
         want = (*self.batch_shape, self.a, self.b)
         if G.ndim < 2 or tuple(G.shape[-2:]) != want[-2:] or (self.batch and G.shape != want):
             shape = want if self.batch else ("...", self.a, self.b)
@@ -369,6 +401,7 @@ class KroneckerSpectralSPD(SpectralManifold):
     def apply_power(self, x: KroneckerSpectralPoint, v: Tensor, r: float) -> Tensor:
         """``S^r v`` for ``v`` of shape (a, b) (a matrix), (ab,) or (ab, k) (row-major vecs);
         batched: (k, a, b) or (k, ab)."""
+        self.validate_layout(x)
         check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
         a, b = self.a, self.b
         if self.batch is not None:
@@ -424,6 +457,39 @@ class KroneckerSpectralSPD(SpectralManifold):
                 v = float(logdet[fail[1]])
                 return False, f"{name}: {fail[0]}det != 1 (log det = {v:.2e} > {tol:.1e})"
         return True, None
+
+    def _point_fields(self, x: Any) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
+        if not isinstance(x, KroneckerSpectralPoint):
+            return None
+        a, b = self.a, self.b
+        fields: dict[str, tuple[Any, tuple[int, ...]]] = {"alpha": (x.alpha, ())}
+        for name, p, s in (("left", x.left, a), ("right", x.right, b)):
+            fields[f"{name}.B"] = (getattr(p, "B", None), (s, s))
+            fields[f"{name}.d"] = (getattr(p, "d", None), (s,))
+        return fields
+
+    def _layout_ok(self, x: Any) -> bool:
+        return (
+            isinstance(x, KroneckerSpectralPoint)
+            and self._tensor_ok(x.alpha, self.batch_shape)
+            and self.left._layout_ok(x.left)
+            and self.right._layout_ok(x.right)
+        )
+
+    def validate_eigen_gradient(
+        self, G: Any, name: str = "G", *, finite: bool = True
+    ) -> KroneckerEigenGradient:
+        """A ``KroneckerEigenGradient`` with ``t`` (*batch,), ``G_L`` (*batch, a, a) and
+        ``G_R`` (*batch, b, b) in the manifold's dtype and device (``finite``: and finite,
+        one reduction per tensor)."""
+        if not isinstance(G, KroneckerEigenGradient):
+            raise TypeError(f"{name}: expected a KroneckerEigenGradient, got {type(G).__name__}")
+        bs, a, b = self.batch_shape, self.a, self.b
+        opts = dict(dtype=self.dtype, device=self.device, finite=finite)
+        check_tensor(G.t, f"{name}.t", shape=bs, **opts)
+        check_tensor(G.G_L, f"{name}.G_L", shape=(*bs, a, a), **opts)
+        check_tensor(G.G_R, f"{name}.G_R", shape=(*bs, b, b), **opts)
+        return G
 
     def reorthogonalize(self, x: KroneckerSpectralPoint, steps: int = 1) -> KroneckerSpectralPoint:
         return KroneckerSpectralPoint(
@@ -492,6 +558,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         """Chart covector at the origin: ``n: t``; ``m_l,i: alpha d_i G_l,ii`` (unconstrained
         representation); ``M_l,ij: 4 alpha (d_j - d_i) G_l,ij``."""
         self._unbatched_only("local_gradient (dense egrad)")
+        self.validate_layout(x)
         g = self.eigen_gradient(x, self.validate_egrad(egrad))
         return KroneckerSpectralTangent(
             g.t,
@@ -510,6 +577,7 @@ class KroneckerSpectralSPD(SpectralManifold):
     ) -> KroneckerSpectralTangent:
         """``F^+ grad_eta f`` for a dense ``egrad = df/dS`` (research sizes). Unbatched."""
         self._unbatched_only("natural_gradient (dense egrad)")
+        self.validate_layout(x)
         return self.natural_gradient_eigenbasis(
             x, self.eigen_gradient(x, self.validate_egrad(egrad))
         )
@@ -521,6 +589,8 @@ class KroneckerSpectralSPD(SpectralManifold):
         ``m_l = (2/kappa_l) center(alpha d_l diag G_l)``;
         ``M_l,ij = -alpha d_i d_j G_l,ij / (kappa_l (d_i - d_j))`` (0 where ``d_i ~ d_j``).
         Per batch element when batched."""
+        self.validate_layout(x)
+        self.validate_eigen_gradient(g, "g", finite=False)
         parts = []
         for p, G, kappa, fac in (
             (x.left, g.G_L, self.kappa_L, self.left),
@@ -536,6 +606,9 @@ class KroneckerSpectralSPD(SpectralManifold):
 
     def rotate(self, x: KroneckerSpectralPoint, E: Tensor) -> KroneckerDenseCurvature:
         """A dense curvature is kept as is; it is reduced in ``precision_egrad_eigenbasis``."""
+        check_tensor(
+            E, "E", shape=self.egrad_shape, dtype=self.dtype, device=self.device, finite=False
+        )
         return KroneckerDenseCurvature(E)
 
     def gop_eigenbasis(
@@ -546,6 +619,8 @@ class KroneckerSpectralSPD(SpectralManifold):
         ``V``: (ab, m) -> ``Z`` (m, a, b); batched, ``V`` (k, ab, m) -> ``Z`` (k, m, a, b)
         (row-major ``Mat``: ``Mat(v)[i, j] = v[i b + j]``).
         """
+        self.validate_layout(x)
+        check_gop_columns(V, (*self.batch_shape, self.a * self.b), self.dtype, self.device)
         G = V.mT.reshape(*self.batch_shape, -1, self.a, self.b)
         B_L, B_R = self._sample_axis(x.left.B), self._sample_axis(x.right.B)
         return KroneckerGOP(B_L.mT @ G @ B_R, self._scalar(damping))
@@ -633,6 +708,10 @@ class KroneckerSpectralSPD(SpectralManifold):
         jacobi = check_flag(jacobi, "jacobi")
         second_order = check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)
+        self.validate_layout(x)
+        check_tangent_type(tangent, KroneckerSpectralTangent)
+        check_tangent_type(tangent.left, SpectralTangent, "tangent.left")
+        check_tangent_type(tangent.right, SpectralTangent, "tangent.right")
         bs, dt, dev = self.batch_shape, self.dtype, self.device
         check_tensor(tangent.n, "tangent.n", shape=bs, dtype=dt, device=dev)
         new = []

@@ -21,20 +21,36 @@ from .base import (
     check_batch,
     check_cayley,
     check_positive,
+    check_real,
     check_size,
     check_tensor,
     resolve_dtype,
 )
 from .points import SpectralPoint, SpectralTangent
 
-__all__ = ["SpectralSPD", "resolve_device", "orthogonality_tol"]
+__all__ = ["SpectralSPD", "resolve_device", "orthogonality_tol", "check_positive_definite"]
 
 
 def resolve_device(device: Any) -> torch.device:
-    """``torch.device`` with the CUDA index filled in, so tensor and manifold devices compare."""
-    dev = torch.device("cpu") if device is None else torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
+    """``torch.device`` with the CUDA index filled in, so tensor and manifold devices compare.
+
+    ``ValueError`` naming ``device`` for a string torch does not parse and for a CUDA device
+    that this machine does not have (torch's own errors are an ``AssertionError`` or a
+    ``RuntimeError`` raised later, at the first tensor)."""
+    try:
+        dev = torch.device("cpu") if device is None else torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"device: not a torch device: {device!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} requested, but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device: {device!r} requested, but there are {torch.cuda.device_count()} "
+                "CUDA devices"
+            )
     return dev
 
 
@@ -81,7 +97,11 @@ def symmetric_matrix(
     if S.ndim != 2 or tuple(S.shape) != (size, size):
         raise ValueError(f"{name}: expected shape ({size}, {size}), got {tuple(S.shape)}")
     S64 = S.detach().to(dtype=torch.float64)
-    tol = blocks.default_eig_tol(S.dtype) if sym_tol is None else sym_tol
+    tol = (
+        blocks.default_eig_tol(S.dtype)
+        if sym_tol is None
+        else check_positive(sym_tol, "sym_tol", allow_zero=True)
+    )
     asym = float(
         torch.linalg.matrix_norm(S64 - S64.T)
         / torch.clamp(torch.linalg.matrix_norm(S64), min=1e-300)
@@ -89,6 +109,47 @@ def symmetric_matrix(
     if asym > tol:
         raise ValueError(f"{name}: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
     return S64, S.dtype
+
+
+def check_positive_definite(d: Tensor, src_dtype: torch.dtype, name: str) -> None:
+    """``ValueError`` naming ``name`` unless the eigenvalues ``d`` of a symmetric matrix are
+    all above its numerical zero ``eps(src_dtype) * max|d|`` (eigenvalues at the level of the
+    input's rounding: the matrix is numerically singular)."""
+    floor = float(torch.finfo(src_dtype).eps) * float(d.abs().max())
+    if not float(d.min()) > floor:
+        raise ValueError(
+            f"{name}: not positive definite (smallest eigenvalue {float(d.min()):.3e}, "
+            f"numerical zero {floor:.1e})"
+        )
+
+
+def eigenvalue_range(d: Tensor) -> str:
+    """``"eigenvalues in [min, max]"`` (for the messages of ``_representable``)."""
+    return f"eigenvalues in [{float(d.min()):.3e}, {float(d.max()):.3e}]"
+
+
+def check_log_scale(log_scale: Any) -> float:
+    """The ``log_scale`` of ``random``: a finite number >= 0."""
+    return check_positive(log_scale, "log_scale", allow_zero=True)
+
+
+def check_gop_columns(
+    V: Any, lead: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """The gradient columns ``V`` of ``gop_eigenbasis``: a tensor of shape ``(*lead, m)``,
+    ``m >= 1``, in the manifold's dtype and device (no reduction: the GOP checked the
+    gradients' values; a NaN here makes the step's gradient NaN, which the step rejects)."""
+    check_tensor(V, "V", dtype=dtype, device=device, finite=False)
+    if V.ndim != len(lead) + 1 or tuple(V.shape[:-1]) != tuple(lead) or V.shape[-1] < 1:
+        want = (*lead, "m")
+        raise ValueError(f"V: expected shape {want} (m gradient columns), got {tuple(V.shape)}")
+    return V
+
+
+def check_tangent_type(tangent: Any, tangent_type: type, name: str = "tangent") -> None:
+    """``TypeError`` naming ``name`` unless ``tangent`` is a ``tangent_type``."""
+    if not isinstance(tangent, tangent_type):
+        raise TypeError(f"{name}: expected a {tangent_type.__name__}, got {type(tangent).__name__}")
 
 
 def check_flag(value: Any, name: str) -> bool:
@@ -189,7 +250,11 @@ class SpectralSPD(SpectralManifold):
     def random(
         self, generator: torch.Generator | None = None, log_scale: float = 1.0
     ) -> SpectralPoint:
-        """Haar-random ``B`` (QR of a Gaussian, init-only) and ``log d ~ N(0, log_scale^2)``."""
+        """Haar-random ``B`` (QR of a Gaussian, init-only) and ``log d ~ N(0, log_scale^2)``.
+
+        ``ValueError`` naming ``log_scale`` if it is not a finite number >= 0, or if a drawn
+        eigenvalue is not representable in the manifold's dtype (``inf`` or ``0``)."""
+        log_scale = check_log_scale(log_scale)
         bs = self.batch_shape
         A = torch.randn(*bs, self.n, self.n, generator=generator, dtype=torch.float64)
         Q, R = torch.linalg.qr(A)  # init-only
@@ -197,29 +262,32 @@ class SpectralSPD(SpectralManifold):
         d = torch.exp(
             log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
         )
-        return SpectralPoint(self._tensor(Q), self._tensor(d))
+        x = SpectralPoint(self._tensor(Q), self._tensor(d))
+        return self._representable(
+            x, "log_scale", f"log_scale = {log_scale:g} draws {eigenvalue_range(d)}"
+        )
 
     def from_matrix(self, S: Any, *, sym_tol: float | None = None) -> SpectralPoint:
         """Spectral factors of a dense SPD matrix: the one eigendecomposition, at initialisation.
 
         Raises ``ValueError`` for a non-square, non-symmetric (relative asymmetry above
-        ``sym_tol``, default ``sqrt(eps)``), non-finite or non-positive-definite ``S``.
-        Unbatched only.
+        ``sym_tol``, default ``sqrt(eps)``), non-finite or non-positive-definite ``S``, and
+        for eigenvalues that the manifold's dtype cannot hold (``1e40 I`` in float32 would be
+        ``d = inf``, ``1e-60 I`` ``d = 0``). Unbatched only.
         """
         self._unbatched_only("from_matrix")
-        S64, src_dtype = symmetric_matrix(S, "S", self.n, sym_tol)
+        return self._from_matrix(S, "S", sym_tol)
+
+    def _from_matrix(self, S: Any, name: str, sym_tol: float | None = None) -> SpectralPoint:
+        """``from_matrix`` whose errors name the argument ``name`` (``S_L`` of a Kronecker
+        factor, ...)."""
+        S64, src_dtype = symmetric_matrix(S, name, self.n, sym_tol)
         # Init-only; eigenvalues the chart step treats as equal get a basis fixed by S alone.
         tol = max(self.eig_tol, blocks.default_eig_tol(torch.float64))
         d, B = eigh_canonical(sym(S64), tol)
-        # Eigenvalues below eps(dtype) * max are at the level of the input's rounding: S is
-        # numerically singular.
-        floor = float(torch.finfo(src_dtype).eps) * float(d.abs().max())
-        if not float(d.min()) > floor:
-            raise ValueError(
-                f"S: not positive definite (smallest eigenvalue {float(d.min()):.3e}, "
-                f"numerical zero {floor:.1e})"
-            )
-        return SpectralPoint(self._tensor(B), self._tensor(d))
+        check_positive_definite(d, src_dtype, name)
+        x = SpectralPoint(self._tensor(B), self._tensor(d))
+        return self._representable(x, name, eigenvalue_range(d))
 
     def to_matrix(self, x: SpectralPoint) -> Tensor:
         """``S = B Diag(d) B^T`` (*batch, n, n)."""
@@ -227,11 +295,15 @@ class SpectralSPD(SpectralManifold):
 
     def power(self, x: SpectralPoint, r: float) -> Tensor:
         """``S^r = B Diag(d^r) B^T`` for any real ``r`` (elementwise on ``d``)."""
+        self.validate_layout(x)
+        check_real(r, "r")
         return (x.B * x.d.pow(r)[..., None, :]) @ x.B.mT
 
     def apply_power(self, x: SpectralPoint, v: Tensor, r: float) -> Tensor:
         """``S^r v = B (d^r * (B^T v))`` for ``v`` of shape (*batch, n) or (*batch, n, m);
         O(n^2 m)."""
+        self.validate_layout(x)
+        check_real(r, "r")
         check_tensor(v, "v", dtype=self.dtype, device=self.device, finite=False)
         bs, nb = self.batch_shape, len(self.batch_shape)
         if v.ndim - nb not in (1, 2) or tuple(v.shape[: nb + 1]) != (*bs, self.n):
@@ -259,9 +331,10 @@ class SpectralSPD(SpectralManifold):
         A batch passes when every element does; the reason names the first failing element
         (``"element i: ..."``).
         """
-        if not isinstance(x, SpectralPoint):
+        fields = self._point_fields(x)
+        if fields is None:
             return False, f"expected a SpectralPoint, got {type(x).__name__}"
-        reason = self._check_point_tensors({"B": (x.B, (self.n, self.n)), "d": (x.d, (self.n,))})
+        reason = self._check_point_tensors(fields)
         if reason:
             return False, reason
         fail = self._first_failure((x.d > 0).all(-1))
@@ -284,6 +357,19 @@ class SpectralSPD(SpectralManifold):
             return False, f"{fail[0]}B is not orthogonal (||B^T B - I||_F = {e:.2e} > {tol:.1e})"
         return True, None
 
+    def _point_fields(self, x: Any) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
+        if not isinstance(x, SpectralPoint):
+            return None
+        return {"B": (x.B, (self.n, self.n)), "d": (x.d, (self.n,))}
+
+    def _layout_ok(self, x: Any) -> bool:
+        n, bs = self.n, self.batch_shape
+        return (
+            isinstance(x, SpectralPoint)
+            and self._tensor_ok(x.B, (*bs, n, n))
+            and self._tensor_ok(x.d, (*bs, n))
+        )
+
     def _probe_vector(self) -> Tensor:
         # A fixed unit column (n, 1) with no special structure (not an eigenvector of a
         # permutation or of a sign flip pattern), so gross non-orthogonality cannot hide
@@ -304,11 +390,22 @@ class SpectralSPD(SpectralManifold):
 
     def rotate(self, x: SpectralPoint, egrad: Tensor) -> Tensor:
         """``G = Sym(B^T E B)``, the Euclidean gradient in the eigenbasis."""
+        self.validate_layout(x)
+        check_tensor(
+            egrad,
+            "egrad",
+            shape=self.egrad_shape,
+            dtype=self.dtype,
+            device=self.device,
+            finite=False,
+        )
         return sym(x.B.mT @ egrad @ x.B)
 
     def gop_eigenbasis(self, x: SpectralPoint, V: Tensor, damping: float = 0.0) -> Tensor:
         """``Q Q^T / m + damping I`` with ``Q = B^T V``: the GOP of the ``m`` columns of ``V``
         (*batch, n, m), in the eigenbasis (*batch, n, n)."""
+        self.validate_layout(x)
+        check_gop_columns(V, (*self.batch_shape, self.n), self.dtype, self.device)
         Q = x.B.mT @ V
         Ht = (Q @ Q.mT) / V.shape[-1]
         if damping:
@@ -317,6 +414,9 @@ class SpectralSPD(SpectralManifold):
 
     def precision_egrad_eigenbasis(self, x: SpectralPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``B^T (dL/dS) B = -1/2 (Ht - gamma Diag(d)) / (d_i d_j)`` with ``Ht = B^T H B``."""
+        check_tensor(
+            Ht, "Ht", shape=self.egrad_shape, dtype=self.dtype, device=self.device, finite=False
+        )
         A = Ht - gamma * torch.diag_embed(x.d)
         return -0.5 * A / (x.d[..., :, None] * x.d[..., None, :])
 
@@ -337,6 +437,7 @@ class SpectralSPD(SpectralManifold):
 
     def local_gradient(self, x: SpectralPoint, egrad: Tensor) -> SpectralTangent:
         """``grad_eta f`` at the origin: ``m_i: d_i G_ii``, ``M_ij: 4 (d_j - d_i) G_ij``."""
+        self.validate_layout(x)
         G = self.rotate(x, self.validate_egrad(egrad))
         return SpectralTangent(
             blocks.eig_local_grad(x.d, G.diagonal(dim1=-2, dim2=-1)),
@@ -350,10 +451,13 @@ class SpectralSPD(SpectralManifold):
         (Moore-Penrose inverse of the singular metric). The RGD step is
         ``retr(x, -natural_gradient(x, egrad), lr)`` (DESIGN.md section 2).
         """
+        self.validate_layout(x)
         return self.natural_gradient_eigenbasis(x, self.rotate(x, self.validate_egrad(egrad)))
 
     def natural_gradient_eigenbasis(self, x: SpectralPoint, G: Tensor) -> SpectralTangent:
         """``natural_gradient`` from an already rotated symmetric ``G = B^T egrad B``."""
+        self.validate_layout(x)
+        self.validate_eigen_gradient(G, finite=False)
         return SpectralTangent(
             blocks.eig_natural_grad(x.d, G.diagonal(dim1=-2, dim2=-1)),
             blocks.rotation_natural_grad(x.d, G, self.eig_tol, damping=self.gap_damping),
@@ -388,6 +492,8 @@ class SpectralSPD(SpectralManifold):
         jacobi = check_flag(jacobi, "jacobi")
         second_order = check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)
+        self.validate_layout(x)
+        check_tangent_type(tangent, SpectralTangent)
         bs = self.batch_shape
         for name, t, shape in (
             ("tangent.m", tangent.m, (*bs, self.n)),

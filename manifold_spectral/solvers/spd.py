@@ -38,6 +38,7 @@ import abc
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -47,9 +48,17 @@ from torch import Tensor
 
 from ..baselines.cholesky_rgd import CholeskyRGD
 from ..baselines.retraction_rgd import RetractionRGD
-from ..linalg import sym
+from ..linalg import eps, sym
 from ..manifolds import SpectralPoint, SpectralSPD
-from ..manifolds.base import check_cayley, check_positive, check_size, check_tensor, resolve_dtype
+from ..manifolds.base import (
+    NonFiniteError,
+    check_cayley,
+    check_positive,
+    check_real,
+    check_size,
+    check_tensor,
+    resolve_dtype,
+)
 from ..manifolds.spectral import resolve_device, symmetric_matrix
 from ..rgd import RGD
 from .result import OptimizeResult
@@ -153,6 +162,12 @@ class SPDProblem(abc.ABC):
         """The minimiser as a dense matrix, where known (``None`` otherwise)."""
         return None
 
+    def _check_factors(self, A: Any, w: Any) -> None:
+        """Shape, dtype and device of the factors of ``congruence_grad`` (no reduction)."""
+        opts = dict(dtype=self.dtype, device=self.device, finite=False)
+        check_tensor(A, "A", shape=(self.n, self.n), **opts)
+        check_tensor(w, "w", shape=(self.n,), **opts)
+
     def _check_matrix(self, S: Tensor, name: str = "S") -> Tensor:
         return check_tensor(S, name, shape=(self.n, self.n), dtype=self.dtype, device=self.device)
 
@@ -210,6 +225,7 @@ class LogDet(_InverseOptimum):
         self, A: Tensor, w: Tensor, batch: Any = None, *, orthogonal: bool = False
     ) -> Tensor:
         """``A^T Q A - Diag(1/w)``: ``A^T S^-1 A = Diag(1/w)`` for ``S = A Diag(w) A^T``."""
+        self._check_factors(A, w)
         G = sym(A.T @ (self.Q @ A))
         G.diagonal().sub_(1.0 / w)
         return G
@@ -299,6 +315,7 @@ class MetricNearness(_InverseOptimum):
         """``Sym(P^T Z) / m`` with ``Z = Y A``, ``P = ((Z w) A^T - X_b) A``: four products of
         an (m, n) and an (n, n) matrix, no ``S``. With ``A^T A = I`` (``orthogonal``)
         ``P = Z w - X_b A``, and ``[Y; X_b] A`` is one product: half the work."""
+        self._check_factors(A, w)
         Xb, Yb = self._batch(batch)
         m = Xb.shape[0]
         if orthogonal:
@@ -351,11 +368,7 @@ class Objective(SPDProblem):
         self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.numpy = numpy
-        if f_star is not None:
-            f_star = float(f_star)
-            if not math.isfinite(f_star):
-                raise ValueError(f"f_star: expected a finite number, got {f_star!r}")
-        self.f_star = f_star
+        self.f_star = None if f_star is None else check_real(f_star, "f_star")
         self._x_star = None
         if x_star is not None:
             xs, _ = _as_tensor(x_star, "x_star")
@@ -447,6 +460,33 @@ class _Spectral:
     def point(self) -> Any:
         return self.x
 
+    def snapshot(self) -> Any:
+        return self.x  # immutable
+
+    def restore(self, state: Any) -> None:
+        self.x = state
+
+    def finish(self) -> bool:
+        """Make the final iterate a point that ``SpectralSPD.check_point`` accepts; whether
+        it changed.
+
+        Neumann steps leave ``||B^T B - I||`` up to ``reorthogonalize_every`` steps' defect
+        (1e-7 and more in float64) above the full check's ``orthogonality_tol``; RGD only
+        needs its O(n^2) probe, but ``result.point`` is a point handed to other calls (a
+        warm start validates ``x0`` fully). Newton-Schulz polar steps (two products each, no
+        decomposition) converge quadratically from there; runs whose ``B`` already passes
+        (exact Cayley) are returned bit for bit.
+        """
+        if self.M.check_point(self.x)[0]:
+            return False
+        x = self.x
+        for _ in range(3):
+            x = self.M.reorthogonalize(x)
+            if self.M.check_point(x)[0]:
+                self.x = x
+                return True
+        return False  # not repairable by polar steps: returned as the run left it
+
 
 class _Cholesky:
     """``S = L L^T``; ``CholeskyRGD.step`` (or ``step_congruence`` on the fast path)."""
@@ -478,6 +518,15 @@ class _Cholesky:
     def point(self) -> Any:
         return self.L
 
+    def snapshot(self) -> Any:
+        return self.L  # replaced, never updated in place
+
+    def restore(self, state: Any) -> None:
+        self.L = state
+
+    def finish(self) -> bool:
+        return False
+
 
 class _Retraction:
     """Dense ``S``; geoopt's ``RiemannianSGD`` on ``SymmetricPositiveDefinite`` at ``2 lr``."""
@@ -506,6 +555,16 @@ class _Retraction:
     def point(self) -> Any:
         return self.matrix()
 
+    def snapshot(self) -> Any:
+        return self.matrix()  # a copy: geoopt updates S in place
+
+    def restore(self, state: Any) -> None:
+        with torch.no_grad():
+            self.opt.S.copy_(state)
+
+    def finish(self) -> bool:
+        return False
+
 
 _METHOD_CLASSES = {"spectral": _Spectral, "retraction": _Retraction, "cholesky": _Cholesky}
 
@@ -527,7 +586,10 @@ class SPDResult(OptimizeResult):
       own iterate, one ``eigh`` of the final matrix for the baselines;
     * ``f_star``: the problem's optimal value (``None`` if unknown); ``gap = fun - f_star``;
     * ``point``: the method's native final state (``SpectralPoint``, the Cholesky factor
-      ``L`` or the dense ``S``, as torch tensors) to warm-start another run.
+      ``L`` or the dense ``S``, as torch tensors) to warm-start another run. A
+      ``SpectralPoint`` passes ``SpectralSPD.check_point`` (a Neumann run's drifted ``B`` is
+      re-orthogonalised at the end, and ``x``, ``B``, ``d`` and ``fun`` are those of the
+      repaired point).
 
     ``history`` holds ``"nit"``, ``"fun"``, ``"time"`` (cumulative update seconds,
     monitoring excluded) and, with ``f_star``, ``"gap"``.
@@ -602,7 +664,12 @@ def minimize(
             singular at repeated eigenvalues, so from ``x0 = c I`` the first step only
             rescales (the rotation part of the step is zero there, Moore-Penrose rule).
         tol: stop once ``f - f* < tol`` (checked at recorded iterations; needs
-            ``problem.f_star``).
+            ``problem.f_star``). ``f`` is evaluated in the problem's dtype, so a gap below
+            its resolution ``eps(dtype) |f*|`` cannot be measured: a smaller ``tol`` warns
+            and is raised to it (the message names both). A negative gap within the rounding
+            of ``f``, ``sqrt(eps(dtype)) max(|f*|, |f(x0)|)``, counts as 0; one beyond it is no
+            convergence: the run stops with ``success=False`` (``f_star`` is not the optimal
+            value, or ``f`` is evaluated inaccurately).
         momentum: heavy-ball coefficient in ``[0, 1)`` (chart momentum for ``"spectral"``
             and ``"cholesky"``; geoopt's momentum for ``"retraction"``).
         cayley: Cayley map of ``"spectral"``: ``"exact"`` (one n x n linear solve with the
@@ -629,7 +696,11 @@ def minimize(
         problem was built from numpy, else torch on the problem's device; ``fun``, ``gap``,
         ``nit``, ``success``, ``message``, ``history``, ``time``. A step that fails
         numerically (``FloatingPointError``) ends the run with ``success=False`` and the last
-        good iterate.
+        good iterate, and so does a gradient with NaN or Inf (the gradient of the
+        problem at the returned ``x``: ``NonFiniteError``, a ``FloatingPointError``). A
+        non-finite value of ``f`` also ends it, returning the last recorded iterate whose
+        value was finite (``nit`` still counts the steps taken; ``history`` keeps the
+        non-finite record).
     """
     if not isinstance(problem, SPDProblem):
         raise TypeError(f"problem: expected an SPDProblem, got {type(problem).__name__}")
@@ -651,15 +722,28 @@ def minimize(
             "pass second_order=False for the linearised rotation"
         )
     rotation = "second-order" if second_order else ("jacobi" if jacobi else "linear")
+    tol_note = ""
     if tol is not None:
         tol = check_positive(tol, "tol")
         if problem.f_star is None:
             raise ValueError("tol: needs a problem with a known optimal value (f_star)")
+        resolution = eps(problem.dtype) * abs(problem.f_star)
+        if tol < resolution:
+            tol_note = f" (tol={tol:g} requested: below the {problem.dtype} resolution)"
+            warnings.warn(
+                f"tol={tol:g} is below the resolution of f in {problem.dtype} at f* = "
+                f"{problem.f_star:g} (eps |f*| = {resolution:.2g}); using tol = {resolution:.2g}",
+                UserWarning,
+                stacklevel=2,
+            )
+            tol = resolution
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
     x0 = _start_matrix(problem, x0)
     if isinstance(x0, SpectralPoint) and method != "spectral":
-        x0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device).to_matrix(x0)
+        M0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
+        M0.validate_point(x0, "x0")  # as the spectral method does: B Diag(d) B^T must be x0
+        x0 = M0.to_matrix(x0)
     generator = torch.Generator().manual_seed(_nonnegative_int(seed, "seed"))
     device = problem.device
 
@@ -670,13 +754,27 @@ def minimize(
     if f_star is not None:
         records["gap"] = []
     update_time = 0.0
+    #: Rounding of f: negative gaps above -rounding are 0 (set from f(x0) at the first record).
+    rounding = math.inf
+    #: (iteration, runner state, f) of the last record with a finite value.
+    good: tuple[int, Any, float] | None = None
 
-    def record(k: int) -> str | None:
-        """Append the current iterate's value; the reason to stop, if any."""
+    def value() -> float:
+        """``f`` at the current iterate (NaN where the iterate is not finite)."""
         with torch.no_grad():
             S = runner.matrix()
             finite = bool(torch.isfinite(S).all())
-            fun = float(problem.value(S, logdet=runner.logdet())) if finite else math.nan
+            return float(problem.value(S, logdet=runner.logdet())) if finite else math.nan
+
+    def record(k: int) -> str | None:
+        """Append the current iterate's value; the reason to stop, if any."""
+        nonlocal rounding, good
+        fun = value()
+        if math.isfinite(fun):
+            good = (k, runner.snapshot(), fun)
+        if k == 0 and f_star is not None:
+            scale = max(abs(f_star), abs(fun) if math.isfinite(fun) else 0.0)
+            rounding = math.sqrt(eps(problem.dtype)) * scale
         records["nit"].append(k)
         records["fun"].append(fun)
         records["time"].append(update_time)
@@ -686,8 +784,11 @@ def minimize(
         # indefinite S), which is below any tolerance but is no convergence.
         if not math.isfinite(fun):
             return "non-finite"
-        if tol is not None and f_star is not None and fun - f_star < tol:
-            return "converged"
+        if tol is not None and f_star is not None:
+            if fun - f_star < -rounding:
+                return "below-optimum"
+            if fun - f_star < tol:
+                return "converged"
         if callback is not None and callback(k, fun) is True:
             return "callback"
         return None
@@ -701,8 +802,9 @@ def minimize(
         try:
             with torch.no_grad():
                 runner.step(batch)
-        except FloatingPointError as exc:
-            failure = f"step {nit + 1} failed: {exc}"
+        except FloatingPointError as exc:  # NonFiniteError: a NaN/Inf gradient of the problem
+            what = "the gradient is not finite: " if isinstance(exc, NonFiniteError) else ""
+            failure = f"step {nit + 1} failed: {what}{exc}; returning the last good iterate"
             break
         _sync(device)
         update_time += time.perf_counter() - t0
@@ -711,13 +813,36 @@ def minimize(
             stop = record(nit)
     if records["nit"][-1] != nit:
         stop = record(nit)
+    fun = records["fun"][-1]
+    restored = None
+    if stop == "non-finite" and failure is None and good is not None:
+        # f is NaN/Inf at the iterate: return the last recorded one with a finite value.
+        restored, state, fun = good
+        runner.restore(state)
+    if runner.finish():  # the returned point was repaired: report its value
+        fun = value()
+        if restored is None:
+            records["fun"][-1] = fun
+            if f_star is not None:
+                records["gap"][-1] = fun - f_star
 
     if failure is not None:
         success, message = False, failure
     elif stop == "converged":
-        success, message = True, f"converged: f - f* < tol = {tol:g}"
+        success, message = True, f"converged: f - f* < tol = {tol:g}{tol_note}"
+    elif stop == "below-optimum":
+        gap = records["gap"][-1]
+        success, message = (
+            False,
+            (
+                f"f - f* = {gap:.3g} is below -{rounding:.2g}, more than the rounding of f: "
+                "f_star is not the optimal value, or f is evaluated inaccurately"
+            ),
+        )
     elif stop == "non-finite":
-        success, message = False, "the objective became non-finite"
+        success, message = False, f"the objective became non-finite at iteration {nit}"
+        if restored is not None:
+            message += f"; returning iteration {restored}, the last recorded with a finite value"
     elif stop == "callback":
         success, message = tol is None, "stopped by the callback"
     elif tol is not None:
@@ -728,7 +853,6 @@ def minimize(
     S = runner.matrix()
     B, d = runner.factors()
     out = (lambda t: t.detach().cpu().numpy()) if problem.numpy else (lambda t: t.detach())
-    fun = records["fun"][-1]
     return SPDResult(
         x=out(S),
         fun=fun,
