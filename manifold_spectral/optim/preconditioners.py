@@ -81,7 +81,10 @@ class KroneckerPreconditioner:
             c = (G * G).mean() + self.damping
             S_L = G @ G.T / b + c * torch.eye(a, dtype=G.dtype, device=G.device)
             S_R = G.T @ G / a + c * torch.eye(b, dtype=G.dtype, device=G.device)
-            x = self.manifold.from_kronecker(S_L, S_R)  # float64 in: no bf16 PD floor
+            try:
+                x = self.manifold.from_kronecker(S_L, S_R)  # float64 in: no bf16 PD floor
+            except ValueError:  # the gradient's scale does not fit the state dtype
+                return self.to_state(self.manifold.origin())
             # from_kronecker returns det-1 factors with alpha = det(S_L)^(1/a) det(S_R)^(1/b);
             # rescale alpha so the trace matches the GOP's (S_L kron S_R alone is ~ c^2).
             scale = c * a * b / (torch.trace(S_L) * torch.trace(S_R))
