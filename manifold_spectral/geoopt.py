@@ -1,0 +1,283 @@
+"""``SpectralSPD`` as a ``geoopt.Manifold``: train spectral factors with geoopt's optimizers.
+
+A point is the pair of spectral factors ``(B, d)`` of ``S = B Diag(d) B^T`` packed in one
+tensor of shape ``(*batch, n + 1, n)``::
+
+    x[..., :n, :] = B   (orthogonal, n x n)
+    x[..., n, :]  = d   (positive eigenvalues, the last row)
+
+so that ``geoopt.ManifoldParameter(x, manifold=SpectralSPD(n))`` trains it with
+``geoopt.optim.RiemannianSGD`` / ``RiemannianAdam`` next to any geoopt manifold (Stiefel,
+Sphere, ...), in one optimizer. The loss is usually a function of ``S = to_matrix(x)``;
+autograd then gives the Euclidean gradient of the packed tensor,
+``(dL/dB, dL/dd) = (2 Sym(E) B Diag(d), diag(B^T E B))`` with ``E = dL/dS``, and any other
+function of ``(B, d)`` works too.
+
+Tangent vectors are ambient, of the point's shape: ``u = (U, u_d)`` with ``B^T U`` skew
+(the tangent space of O(n) x R^n). They correspond to the chart coordinates of DESIGN.md
+section 2 at ``x`` by ``m = u_d / d`` and ``M = Tril(Omega) / 2`` with ``Omega = B^T U``
+(the chart's differential is ``dB = 2 B Skew(M)``, ``dd = d * m``). Every method goes through
+these coordinates and the closed forms of ``manifolds.blocks``:
+
+* ``inner``: the Fisher-Rao metric at the chart origin (Claim 4),
+  ``<u, v>_x = sum(F_mm m_u m_v) + sum_{i>j} C_ij M_u,ij M_v,ij``, which equals
+  ``1/2 tr(S^-1 dS_u S^-1 dS_v)`` for the induced ``dS``;
+* ``egrad2rgrad``: the chart gradient ``df/dm = d * g_d``, ``df/dM_ij = 2 (A_ij - A_ji)``
+  (``A = B^T dL/dB``), times the Moore-Penrose inverse of the diagonal metric (entries with
+  ``|d_i - d_j| <= eig_tol * max(d_i, d_j)`` are 0, as in ``SpectralSPD.natural_gradient``),
+  mapped back to an ambient tangent. For a loss of ``S`` this is exactly the library's
+  ``natural_gradient``, so ``RiemannianSGD(lr)`` takes the library's RGD step;
+* ``retr`` (and ``expmap``, which is the same map): the chart map at ``u``,
+  ``(B Cayley(Skew(M)), d exp(m))`` — no decomposition, one solve (``cayley="exact"``) or
+  four products (``"neumann"``). It is a retraction, not the exponential map of the metric;
+* ``transp``: transport by left translation in the group O(n) x R^n_{>0}: the chart
+  coordinates are kept, ``(U, u_d) at x -> (B_y B_x^T U, d_y * u_d / d_x) at y``;
+  linear, the identity when ``y = x``, tangent to tangent (not an isometry: the metric
+  depends on ``d``).
+
+``projx`` (an SVD polar factor and a positive floor on ``d``) and ``from_matrix`` (one
+``eigh``) are for initialisation and geoopt's occasional ``stabilize``; no training step
+calls a decomposition. geoopt's ``weight_decay`` adds the packed point to its gradient,
+which has no meaning here: leave it at 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._compat import import_geoopt
+from .linalg import NEUMANN_MAX_NORM, check_cayley, skew, tril
+from .manifolds import blocks
+from .manifolds.base import check_positive, check_size
+
+geoopt = import_geoopt()
+
+__all__ = ["SpectralSPD", "pack", "unpack"]
+
+
+def pack(B: Tensor, d: Tensor) -> Tensor:
+    """The packed point ``[B; d^T]`` of shape ``(*batch, n + 1, n)``."""
+    return torch.cat([B, d[..., None, :]], dim=-2)
+
+
+def unpack(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(B, d)`` views of a packed point (or ``(U, u_d)`` of a packed tangent)."""
+    return x[..., :-1, :], x[..., -1, :]
+
+
+class SpectralSPD(geoopt.Manifold):
+    """SPD matrices ``S = B Diag(d) B^T`` as a geoopt manifold of packed factors ``[B; d^T]``.
+
+    Metric: the Fisher-Rao metric ``1/2 tr(S^-1 dS S^-1 dS)`` in the spectral chart (half of
+    geoopt's ``SymmetricPositiveDefinite`` affine-invariant metric ``tr(S^-1 dS S^-1 dS)``,
+    so its Riemannian gradients are twice geoopt's). Retraction: the chart map. See the
+    module docstring for the packing and every formula.
+
+    Args:
+        n: matrix size; points have shape ``(*batch, n + 1, n)``.
+        eig_tol: relative eigenvalue gap treated as equal (Moore-Penrose rule); default
+            ``blocks.default_eig_tol(dtype)`` of the point, ``sqrt(eps)``.
+        cayley: ``"exact"`` (a linear solve) or ``"neumann"`` (products only; the argument is
+            clipped to Frobenius norm ``neumann_max_norm``).
+    """
+
+    name = "SpectralSPD"
+    ndim = 2
+    reversible = False
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        eig_tol: float | None = None,
+        cayley: str = "exact",
+        neumann_max_norm: float = NEUMANN_MAX_NORM,
+    ) -> None:
+        super().__init__()
+        self.n = check_size(n, "n")
+        self.eig_tol = None if eig_tol is None else check_positive(eig_tol, "eig_tol", allow_zero=True)
+        self.cayley = check_cayley(cayley)
+        self.neumann_max_norm = check_positive(neumann_max_norm, "neumann_max_norm")
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, cayley={self.cayley!r}"
+
+    # Conversions -------------------------------------------------------------------------
+
+    def to_matrix(self, x: Tensor) -> Tensor:
+        """``S = B Diag(d) B^T`` (differentiable; ``(*batch, n, n)``)."""
+        B, d = unpack(x)
+        return (B * d[..., None, :]) @ B.mT
+
+    def power(self, x: Tensor, r: float) -> Tensor:
+        """``S^r = B Diag(d^r) B^T`` for any real ``r`` (elementwise on ``d``)."""
+        B, d = unpack(x)
+        return (B * d.pow(r)[..., None, :]) @ B.mT
+
+    def from_matrix(self, S: Tensor) -> Tensor:
+        """Packed factors of a symmetric positive-definite ``S`` (one ``eigh``, init-only)."""
+        d, B = torch.linalg.eigh(0.5 * (S + S.mT))  # init-only
+        if not bool((d > 0).all()):
+            raise ValueError(f"S: not positive definite (smallest eigenvalue {float(d.min()):.3e})")
+        return pack(B, d)
+
+    def _tol(self, x: Tensor) -> float:
+        return blocks.default_eig_tol(x.dtype) if self.eig_tol is None else self.eig_tol
+
+    def chart_coordinates(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Chart coordinates ``(m, M)`` of an ambient tangent ``u`` at ``x``:
+        ``m = u_d / d``, ``M = Tril(Omega) / 2`` with ``Omega = (A - A^T) / 2``, ``A = B^T U``
+        (the skew part, so a non-tangent ``u`` is read through its projection)."""
+        B, d = unpack(x)
+        U, ud = unpack(u)
+        A = B.mT @ U
+        return ud / d, tril(A - A.mT) * 0.25
+
+    def from_chart_coordinates(self, x: Tensor, m: Tensor, M: Tensor) -> Tensor:
+        """Ambient tangent ``(2 B Skew(M), d * m)`` of chart coordinates ``(m, M)`` at ``x``."""
+        B, d = unpack(x)
+        return pack(2.0 * (B @ skew(tril(M))), d * m)
+
+    # geoopt's contract -----------------------------------------------------------------------
+
+    def _check_shape(self, shape: tuple[int, ...], name: str) -> tuple[bool, str | None]:
+        if len(shape) < 2 or tuple(shape[-2:]) != (self.n + 1, self.n):
+            return False, f"`{name}` expected shape (*, {self.n + 1}, {self.n}), got {tuple(shape)}"
+        return True, None
+
+    def _check_point_on_manifold(
+        self, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
+    ) -> tuple[bool, str | None]:
+        B, d = unpack(x)
+        eye = torch.eye(self.n, dtype=x.dtype, device=x.device)
+        if not torch.allclose(B.mT @ B, eye.expand_as(B), atol=atol, rtol=rtol):
+            return False, "B is not orthogonal (B^T B != I)"
+        if not bool((d > 0).all()):
+            return False, "d has non-positive entries"
+        return True, None
+
+    def _check_vector_on_tangent(
+        self, x: Tensor, u: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
+    ) -> tuple[bool, str | None]:
+        B, _ = unpack(x)
+        U, _ = unpack(u)
+        A = B.mT @ U
+        if not torch.allclose(A, -A.mT, atol=atol, rtol=rtol):
+            return False, "B^T U is not skew-symmetric"
+        return True, None
+
+    def proju(self, x: Tensor, u: Tensor) -> Tensor:
+        """Euclidean projection onto the tangent space: ``(B Skew-part(B^T U), u_d)``."""
+        B, _ = unpack(x)
+        U, ud = unpack(u)
+        A = B.mT @ U
+        return pack(B @ (0.5 * (A - A.mT)), ud)
+
+    def projx(self, x: Tensor) -> Tensor:
+        """Nearest orthogonal ``B`` (SVD polar factor) and ``d`` floored at
+        ``eps * max|d|`` (init-only / ``stabilize``; never in a step)."""
+        B, d = unpack(x)
+        P, _, Qt = torch.linalg.svd(B)  # init-only
+        floor = torch.finfo(x.dtype).eps * d.abs().amax(-1, keepdim=True).clamp_min(1.0)
+        return pack(P @ Qt, torch.maximum(d, floor))
+
+    def inner(
+        self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
+    ) -> Tensor:
+        """Fisher-Rao metric ``sum(F_mm m_u m_v) + sum_{i>j} C_ij M_u,ij M_v,ij`` (Claim 4)."""
+        _, d = unpack(x)
+        mu, Mu = self.chart_coordinates(x, u)
+        mv, Mv = (mu, Mu) if v is None else self.chart_coordinates(x, v)
+        eig = (blocks.eig_metric(d) * mu * mv).sum(-1)
+        rot = (blocks.rotation_metric(d) * Mu * Mv).sum((-2, -1))
+        out = eig + rot
+        return out[..., None, None] if keepdim else out
+
+    def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:
+        """Riemannian gradient ``F^+ grad_eta f`` as an ambient tangent.
+
+        Chart gradient at the origin from the packed Euclidean gradient ``(G_B, g_d)``:
+        ``df/dm = d * g_d`` (``blocks.eig_local_grad``), ``df/dM_ij = 2 (A_ij - A_ji)`` with
+        ``A = B^T G_B`` (i > j); divided by the metric blocks ``F_mm`` and ``C_ij``, 0 where
+        ``C_ij`` is (numerically) zero.
+        """
+        B, d = unpack(x)
+        GB, gd = unpack(u)
+        m = blocks.eig_local_grad(d, gd) / blocks.eig_metric(d)
+        A = B.mT @ GB
+        local = tril(A - A.mT) * 2.0
+        C = blocks.rotation_metric(d)
+        # Moore-Penrose: no step where the metric entry is (numerically) zero.
+        zero = blocks.equal_eigenvalues(d, self._tol(x)) | (C == 0)
+        M = torch.where(zero, torch.zeros_like(C), local / torch.where(zero, 1.0, C))
+        return self.from_chart_coordinates(x, m, tril(M))
+
+    def retr(self, x: Tensor, u: Tensor) -> Tensor:
+        """Chart map at ``u``: ``(B Cayley(Skew(M)), d exp(m))`` (``blocks`` retractions)."""
+        B, d = unpack(x)
+        m, M = self.chart_coordinates(x, u)
+        B_new = blocks.rotation_retract(B, M, self.cayley, self.neumann_max_norm)
+        return pack(B_new, blocks.eig_retract(d, m))
+
+    def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        """The chart retraction ``retr`` (a first-order approximation of the exponential map)."""
+        return self.retr(x, u)
+
+    def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        """Left-translation transport: chart coordinates of ``v`` at ``x`` kept at ``y``."""
+        return self.from_chart_coordinates(y, *self.chart_coordinates(x, v))
+
+    def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``y = retr(x, u)`` and ``transp(x, y, v)``."""
+        y = self.retr(x, u)
+        return y, self.transp(x, y, v)
+
+    expmap_transp = retr_transp
+
+    def transp_follow_retr(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        return self.retr_transp(x, u, v)[1]
+
+    transp_follow_expmap = transp_follow_retr
+
+    def _size(self, size: tuple[Any, ...]) -> tuple[int, ...]:
+        if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
+            size = tuple(size[0])
+        if not size:
+            size = (self.n + 1, self.n)
+        self._assert_check_shape(tuple(size), "x")
+        return tuple(size)
+
+    def random(
+        self,
+        *size: Any,
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+        generator: torch.Generator | None = None,
+        log_scale: float = 1.0,
+    ) -> Tensor:
+        """Haar-random ``B`` (QR of a Gaussian, init-only), ``log d ~ N(0, log_scale^2)``.
+
+        ``size`` defaults to ``(n + 1, n)``; leading dimensions make a batch.
+        """
+        size = self._size(size)
+        bs = size[:-2]
+        A = torch.randn(*bs, self.n, self.n, generator=generator, dtype=torch.float64)
+        Q, R = torch.linalg.qr(A)  # init-only
+        Q = Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
+        d = torch.exp(log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64))
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        return geoopt.ManifoldTensor(pack(Q, d).to(dtype=dtype, device=device), manifold=self)
+
+    def origin(
+        self, *size: Any, dtype: torch.dtype | None = None, device: Any = None, seed: int | None = 42
+    ) -> Tensor:
+        """The identity matrix: ``B = I``, ``d = 1`` (a canonical basis; see DESIGN.md
+        section 2 on repeated eigenvalues). ``seed`` is unused."""
+        size = self._size(size)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        eye = torch.eye(self.n, dtype=dtype, device=device).expand(*size[:-2], self.n, self.n)
+        ones = torch.ones(*size[:-2], self.n, dtype=dtype, device=device)
+        return geoopt.ManifoldTensor(pack(eye, ones), manifold=self)
