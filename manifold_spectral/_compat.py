@@ -35,6 +35,4 @@ def require(module: str, what: str = "this command") -> ModuleType:
         return importlib.import_module(module)
     except ImportError as e:
         top = module.split(".")[0]
-        raise ImportError(
-            f"{what} needs {top}, which is not installed: {PLOTS_HINT}"
-        ) from e
+        raise ImportError(f"{what} needs {top}, which is not installed: {PLOTS_HINT}") from e

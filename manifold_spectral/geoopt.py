@@ -98,7 +98,9 @@ class SpectralSPD(geoopt.Manifold):
     ) -> None:
         super().__init__()
         self.n = check_size(n, "n")
-        self.eig_tol = None if eig_tol is None else check_positive(eig_tol, "eig_tol", allow_zero=True)
+        self.eig_tol = (
+            None if eig_tol is None else check_positive(eig_tol, "eig_tol", allow_zero=True)
+        )
         self.cayley = check_cayley(cayley)
         self.neumann_max_norm = check_positive(neumann_max_norm, "neumann_max_norm")
 
@@ -267,12 +269,18 @@ class SpectralSPD(geoopt.Manifold):
         A = torch.randn(*bs, self.n, self.n, generator=generator, dtype=torch.float64)
         Q, R = torch.linalg.qr(A)  # init-only
         Q = Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
-        d = torch.exp(log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64))
+        d = torch.exp(
+            log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
+        )
         dtype = torch.get_default_dtype() if dtype is None else dtype
         return geoopt.ManifoldTensor(pack(Q, d).to(dtype=dtype, device=device), manifold=self)
 
     def origin(
-        self, *size: Any, dtype: torch.dtype | None = None, device: Any = None, seed: int | None = 42
+        self,
+        *size: Any,
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+        seed: int | None = 42,
     ) -> Tensor:
         """The identity matrix: ``B = I``, ``d = 1`` (a canonical basis; see DESIGN.md
         section 2 on repeated eigenvalues). ``seed`` is unused."""
