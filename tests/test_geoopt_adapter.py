@@ -136,6 +136,14 @@ def test_repeated_eigenvalues_moore_penrose():
     assert torch.isfinite(rgrad).all()
     assert float(unpack(rgrad)[0].abs().max()) == 0.0
     assert float(unpack(rgrad)[1].abs().max()) > 0.0
+    # Numerically equal (relative gap 1e-12 < eig_tol): that pair gets no rotation step,
+    # the others do.
+    _, x, _, _ = _setup(9)
+    x[-1, 1] = x[-1, 0] * (1 + 1e-12)
+    rgrad = man.egrad2rgrad(x, _egrad(_logdet_loss(man, _spd(3)), x))
+    m, M = man.chart_coordinates(x, rgrad)
+    assert torch.isfinite(rgrad).all() and abs(float(M[1, 0])) < 1e-12
+    assert float(M[2:, :2].abs().min()) > 1e-8
 
 
 def test_transport_tangent_linear_identity():
@@ -144,6 +152,9 @@ def test_transport_tangent_linear_identity():
     y, w = man.retr_transp(x, u, v)
     assert man.check_vector_on_tangent(y, w)
     torch.testing.assert_close(man.transp(x, x, v), v)
+    # Left translation: the chart coordinates at y are those of v at x.
+    for a, b in zip(man.chart_coordinates(y, w), man.chart_coordinates(x, v), strict=True):
+        torch.testing.assert_close(a, b)
     torch.testing.assert_close(man.transp(x, y, 2 * v + u), 2 * w + man.transp(x, y, u))
 
 
