@@ -55,7 +55,13 @@ from .manifolds.base import check_positive, check_size
 
 geoopt = import_geoopt()
 
-__all__ = ["SpectralSPD", "pack", "unpack"]
+__all__ = ["SpectralSPD", "pack", "unpack", "ROTATIONS"]
+
+#: Rotation steps of ``retr``: the chart map itself (``"linear"``), each pair turned by its
+#: exact 2 x 2 Jacobi angle (``"jacobi"``, ``blocks.jacobi_angles``) or by the second-order
+#: angles (``"second_order"``, ``blocks.second_order_angles``). All three agree to first
+#: order (each is a retraction with the same differential); see ``SpectralSPD.retr``.
+ROTATIONS = ("linear", "jacobi", "second_order")
 
 
 def pack(B: Tensor, d: Tensor) -> Tensor:
@@ -82,6 +88,9 @@ class SpectralSPD(geoopt.Manifold):
             ``blocks.default_eig_tol(dtype)`` of the point, ``sqrt(eps)``.
         cayley: ``"exact"`` (a linear solve) or ``"neumann"`` (products only; the argument is
             clipped to Frobenius norm ``neumann_max_norm``).
+        rotation: the rotation step of ``retr``, one of ``ROTATIONS``: ``"linear"`` (the chart
+            map; default), ``"jacobi"`` or ``"second_order"`` (bounded angles at nearly equal
+            eigenvalues, as ``spd.minimize`` uses by default).
     """
 
     name = "SpectralSPD"
@@ -95,6 +104,7 @@ class SpectralSPD(geoopt.Manifold):
         eig_tol: float | None = None,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
+        rotation: str = "linear",
     ) -> None:
         super().__init__()
         self.n = check_size(n, "n")
@@ -103,9 +113,12 @@ class SpectralSPD(geoopt.Manifold):
         )
         self.cayley = check_cayley(cayley)
         self.neumann_max_norm = check_positive(neumann_max_norm, "neumann_max_norm")
+        if rotation not in ROTATIONS:
+            raise ValueError(f"rotation: expected one of {ROTATIONS}, got {rotation!r}")
+        self.rotation = rotation
 
     def extra_repr(self) -> str:
-        return f"n={self.n}, cayley={self.cayley!r}"
+        return f"n={self.n}, cayley={self.cayley!r}, rotation={self.rotation!r}"
 
     # Conversions -------------------------------------------------------------------------
 
@@ -210,19 +223,31 @@ class SpectralSPD(geoopt.Manifold):
         GB, gd = unpack(u)
         m = blocks.eig_local_grad(d, gd) / blocks.eig_metric(d)
         A = B.mT @ GB
-        local = tril(A - A.mT) * 2.0
+        # Both triangles at once: the ambient rotation part is B Omega with the skew
+        # Omega = 2 Skew(M) = 2 (M - M^T), M_ij = 2 (A_ij - A_ji) / C_ij (i > j); C_ij is
+        # symmetric in (i, j), so Omega = 4 (A - A^T) / (C + C^T) off the diagonal.
         C = blocks.rotation_metric(d)
-        # Moore-Penrose: no step where the metric entry is (numerically) zero.
-        zero = blocks.equal_eigenvalues(d, self._tol(x)) | (C == 0)
-        M = torch.where(zero, torch.zeros_like(C), local / torch.where(zero, 1.0, C))
-        return self.from_chart_coordinates(x, m, tril(M))
+        C = C + C.mT
+        # Moore-Penrose: no step where the metric entry is (numerically) zero (this mask
+        # holds the diagonal and every exactly equal pair, where C = 0).
+        zero = blocks.equal_eigenvalues(d, self._tol(x))
+        Omega = (A - A.mT).mul_(4.0).div_(C.masked_fill_(zero, 1.0)).masked_fill_(zero, 0.0)
+        return pack(B @ Omega, d * m)
 
     def retr(self, x: Tensor, u: Tensor) -> Tensor:
         """Chart map at ``u``: ``(B Cayley(Skew(M)), d exp(m))`` (``blocks`` retractions)."""
         B, d = unpack(x)
         m, M = self.chart_coordinates(x, u)
-        B_new = blocks.rotation_retract(B, M, self.cayley, self.neumann_max_norm)
-        return pack(B_new, blocks.eig_retract(d, m))
+        d_new = blocks.eig_retract(d, m)
+        B_new = blocks.rotation_retract(
+            B,
+            M,
+            self.cayley,
+            self.neumann_max_norm,
+            jacobi=self.rotation == "jacobi",
+            second_order=(d, d_new) if self.rotation == "second_order" else None,
+        )
+        return pack(B_new, d_new)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """The chart retraction ``retr`` (a first-order approximation of the exponential map)."""
