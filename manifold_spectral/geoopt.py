@@ -74,6 +74,89 @@ def unpack(x: Tensor) -> tuple[Tensor, Tensor]:
     return x[..., :-1, :], x[..., -1, :]
 
 
+# Factor-level pieces shared by both manifolds (one spectral factor B Diag(d) B^T, whose
+# metric blocks carry the weight kappa: 1 for a full matrix, the other factor's size for a
+# Kronecker factor, Claim 6).
+
+
+def _coords(B: Tensor, d: Tensor, U: Tensor, ud: Tensor) -> tuple[Tensor, Tensor]:
+    """Chart coordinates of an ambient tangent: ``m = u_d / d``, ``M = Tril(A - A^T) / 4``
+    with ``A = B^T U`` (``Tril(Omega) / 2`` of the skew part ``Omega = (A - A^T) / 2``)."""
+    A = B.mT @ U
+    return ud / d, tril(A - A.mT) * 0.25
+
+
+def _ambient(B: Tensor, d: Tensor, m: Tensor, M: Tensor) -> tuple[Tensor, Tensor]:
+    """Ambient tangent ``(2 B Skew(M), d * m)`` of chart coordinates ``(m, M)``."""
+    return 2.0 * (B @ skew(tril(M))), d * m
+
+
+def _metric(d: Tensor, mu: Tensor, Mu: Tensor, mv: Tensor, Mv: Tensor, kappa: float) -> Tensor:
+    """``sum(F_mm m_u m_v) + sum_{i>j} kappa C_ij M_u,ij M_v,ij`` (``blocks`` metric)."""
+    eig = (blocks.eig_metric(d, kappa) * mu * mv).sum(-1)
+    return eig + (blocks.rotation_metric(d, kappa) * Mu * Mv).sum((-2, -1))
+
+
+def _rotation_rgrad(B: Tensor, d: Tensor, GB: Tensor, tol: float, kappa: float) -> Tensor:
+    """Ambient rotation part ``B Omega`` of ``F^+ grad_eta f``: chart gradient
+    ``df/dM_ij = 2 (A_ij - A_ji)``, ``A = B^T G_B``, over ``kappa C_ij`` (0 where
+    ``|d_i - d_j| <= tol max(d_i, d_j)``, Moore-Penrose); both triangles at once, since
+    ``Omega = 2 Skew(M) = 4 (A - A^T) / (kappa (C + C^T))`` off the diagonal."""
+    A = B.mT @ GB
+    C = blocks.rotation_metric(d, kappa)
+    C = C + C.mT
+    # The mask holds the diagonal and every exactly equal pair, where C = 0.
+    zero = blocks.equal_eigenvalues(d, tol)
+    Omega = (A - A.mT).mul_(4.0).div_(C.masked_fill_(zero, 1.0)).masked_fill_(zero, 0.0)
+    return B @ Omega
+
+
+def _rotate(
+    B: Tensor, d: Tensor, d_new: Tensor, M: Tensor, cayley: str, max_norm: float, rotation: str
+) -> Tensor:
+    """``B Cayley(Skew(M))`` with the chosen rotation angles (``blocks.rotation_retract``)."""
+    return blocks.rotation_retract(
+        B,
+        M,
+        cayley,
+        max_norm,
+        jacobi=rotation == "jacobi",
+        second_order=(d, d_new) if rotation == "second_order" else None,
+    )
+
+
+def _skew_part(B: Tensor, U: Tensor) -> Tensor:
+    """Euclidean projection of ``U`` onto the tangent space of O(n) at ``B``."""
+    A = B.mT @ U
+    return B @ (0.5 * (A - A.mT))
+
+
+def _orthogonal(B: Tensor, atol: float, rtol: float) -> bool:
+    eye = torch.eye(B.shape[-1], dtype=B.dtype, device=B.device)
+    return torch.allclose(B.mT @ B, eye.expand_as(B), atol=atol, rtol=rtol)
+
+
+def _polar(B: Tensor) -> Tensor:
+    """Nearest orthogonal matrix (SVD polar factor; init-only / ``stabilize``)."""
+    P, _, Qt = torch.linalg.svd(B)  # init-only
+    return P @ Qt
+
+
+def _haar(batch: tuple[int, ...], n: int, generator: torch.Generator | None) -> Tensor:
+    """Haar-random orthogonal (QR of a Gaussian with the sign fix; init-only), float64."""
+    A = torch.randn(*batch, n, n, generator=generator, dtype=torch.float64)
+    Q, R = torch.linalg.qr(A)  # init-only
+    return Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
+
+
+def _size(manifold: Any, size: tuple[Any, ...], default: tuple[int, ...]) -> tuple[int, ...]:
+    if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
+        size = tuple(size[0])
+    size = tuple(size) or default
+    manifold._assert_check_shape(size, "x")
+    return size
+
+
 class SpectralSPD(geoopt.Manifold):
     """SPD matrices ``S = B Diag(d) B^T`` as a geoopt manifold of packed factors ``[B; d^T]``.
 
@@ -146,15 +229,11 @@ class SpectralSPD(geoopt.Manifold):
         """Chart coordinates ``(m, M)`` of an ambient tangent ``u`` at ``x``:
         ``m = u_d / d``, ``M = Tril(Omega) / 2`` with ``Omega = (A - A^T) / 2``, ``A = B^T U``
         (the skew part, so a non-tangent ``u`` is read through its projection)."""
-        B, d = unpack(x)
-        U, ud = unpack(u)
-        A = B.mT @ U
-        return ud / d, tril(A - A.mT) * 0.25
+        return _coords(*unpack(x), *unpack(u))
 
     def from_chart_coordinates(self, x: Tensor, m: Tensor, M: Tensor) -> Tensor:
         """Ambient tangent ``(2 B Skew(M), d * m)`` of chart coordinates ``(m, M)`` at ``x``."""
-        B, d = unpack(x)
-        return pack(2.0 * (B @ skew(tril(M))), d * m)
+        return pack(*_ambient(*unpack(x), m, M))
 
     # geoopt's contract -----------------------------------------------------------------------
 
@@ -167,8 +246,7 @@ class SpectralSPD(geoopt.Manifold):
         self, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
         B, d = unpack(x)
-        eye = torch.eye(self.n, dtype=x.dtype, device=x.device)
-        if not torch.allclose(B.mT @ B, eye.expand_as(B), atol=atol, rtol=rtol):
+        if not _orthogonal(B, atol, rtol):
             return False, "B is not orthogonal (B^T B != I)"
         if not bool((d > 0).all()):
             return False, "d has non-positive entries"
@@ -188,16 +266,14 @@ class SpectralSPD(geoopt.Manifold):
         """Euclidean projection onto the tangent space: ``(B Skew-part(B^T U), u_d)``."""
         B, _ = unpack(x)
         U, ud = unpack(u)
-        A = B.mT @ U
-        return pack(B @ (0.5 * (A - A.mT)), ud)
+        return pack(_skew_part(B, U), ud)
 
     def projx(self, x: Tensor) -> Tensor:
         """Nearest orthogonal ``B`` (SVD polar factor) and ``d`` floored at
         ``eps * max|d|`` (init-only / ``stabilize``; never in a step)."""
         B, d = unpack(x)
-        P, _, Qt = torch.linalg.svd(B)  # init-only
         floor = torch.finfo(x.dtype).eps * d.abs().amax(-1, keepdim=True).clamp_min(1.0)
-        return pack(P @ Qt, torch.maximum(d, floor))
+        return pack(_polar(B), torch.maximum(d, floor))
 
     def inner(
         self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
@@ -206,9 +282,7 @@ class SpectralSPD(geoopt.Manifold):
         _, d = unpack(x)
         mu, Mu = self.chart_coordinates(x, u)
         mv, Mv = (mu, Mu) if v is None else self.chart_coordinates(x, v)
-        eig = (blocks.eig_metric(d) * mu * mv).sum(-1)
-        rot = (blocks.rotation_metric(d) * Mu * Mv).sum((-2, -1))
-        out = eig + rot
+        out = _metric(d, mu, Mu, mv, Mv, 1.0)
         return out[..., None, None] if keepdim else out
 
     def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:
@@ -222,32 +296,16 @@ class SpectralSPD(geoopt.Manifold):
         B, d = unpack(x)
         GB, gd = unpack(u)
         m = blocks.eig_local_grad(d, gd) / blocks.eig_metric(d)
-        A = B.mT @ GB
-        # Both triangles at once: the ambient rotation part is B Omega with the skew
-        # Omega = 2 Skew(M) = 2 (M - M^T), M_ij = 2 (A_ij - A_ji) / C_ij (i > j); C_ij is
-        # symmetric in (i, j), so Omega = 4 (A - A^T) / (C + C^T) off the diagonal.
-        C = blocks.rotation_metric(d)
-        C = C + C.mT
-        # Moore-Penrose: no step where the metric entry is (numerically) zero (this mask
-        # holds the diagonal and every exactly equal pair, where C = 0).
-        zero = blocks.equal_eigenvalues(d, self._tol(x))
-        Omega = (A - A.mT).mul_(4.0).div_(C.masked_fill_(zero, 1.0)).masked_fill_(zero, 0.0)
-        return pack(B @ Omega, d * m)
+        return pack(_rotation_rgrad(B, d, GB, self._tol(x), 1.0), d * m)
 
     def retr(self, x: Tensor, u: Tensor) -> Tensor:
         """Chart map at ``u``: ``(B Cayley(Skew(M)), d exp(m))`` (``blocks`` retractions)."""
         B, d = unpack(x)
         m, M = self.chart_coordinates(x, u)
         d_new = blocks.eig_retract(d, m)
-        B_new = blocks.rotation_retract(
-            B,
-            M,
-            self.cayley,
-            self.neumann_max_norm,
-            jacobi=self.rotation == "jacobi",
-            second_order=(d, d_new) if self.rotation == "second_order" else None,
+        return pack(
+            _rotate(B, d, d_new, M, self.cayley, self.neumann_max_norm, self.rotation), d_new
         )
-        return pack(B_new, d_new)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """The chart retraction ``retr`` (a first-order approximation of the exponential map)."""
@@ -269,14 +327,6 @@ class SpectralSPD(geoopt.Manifold):
 
     transp_follow_expmap = transp_follow_retr
 
-    def _size(self, size: tuple[Any, ...]) -> tuple[int, ...]:
-        if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
-            size = tuple(size[0])
-        if not size:
-            size = (self.n + 1, self.n)
-        self._assert_check_shape(tuple(size), "x")
-        return tuple(size)
-
     def random(
         self,
         *size: Any,
@@ -289,11 +339,9 @@ class SpectralSPD(geoopt.Manifold):
 
         ``size`` defaults to ``(n + 1, n)``; leading dimensions make a batch.
         """
-        size = self._size(size)
+        size = _size(self, size, (self.n + 1, self.n))
         bs = size[:-2]
-        A = torch.randn(*bs, self.n, self.n, generator=generator, dtype=torch.float64)
-        Q, R = torch.linalg.qr(A)  # init-only
-        Q = Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
+        Q = _haar(bs, self.n, generator)
         d = torch.exp(
             log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
         )
@@ -309,7 +357,7 @@ class SpectralSPD(geoopt.Manifold):
     ) -> Tensor:
         """The identity matrix: ``B = I``, ``d = 1`` (a canonical basis; see DESIGN.md
         section 2 on repeated eigenvalues). ``seed`` is unused."""
-        size = self._size(size)
+        size = _size(self, size, (self.n + 1, self.n))
         dtype = torch.get_default_dtype() if dtype is None else dtype
         eye = torch.eye(self.n, dtype=dtype, device=device).expand(*size[:-2], self.n, self.n)
         ones = torch.ones(*size[:-2], self.n, dtype=dtype, device=device)
