@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from manifold_spectral import SpectralPoint
+from manifold_spectral import KroneckerSpectralPoint, SpectralPoint
+from manifold_spectral import KroneckerSpectralSPD as CoreKronecker
 from manifold_spectral import SpectralSPD as CoreSpectralSPD
-from manifold_spectral.geoopt import SpectralSPD, pack, unpack
+from manifold_spectral.geoopt import KroneckerSpectralSPD, SpectralSPD, pack, unpack
 
 geoopt = pytest.importorskip("geoopt")
 
@@ -201,3 +202,105 @@ def test_riemannian_adam_next_to_stiefel():
     assert float(err) < 1e-2
     top = torch.linalg.eigvalsh(A)[-2:].sum()
     assert float(torch.trace(X.T @ A @ X).detach()) > float(top) - 1e-3
+
+
+# KroneckerSpectralSPD: S = alpha (S_L kron S_R), packed flat ---------------------------------
+
+A_, B_ = 3, 4
+
+
+def _kron_setup(seed: int = 0):
+    man = KroneckerSpectralSPD(A_, B_)
+    g = torch.Generator().manual_seed(seed)
+    x = man.random(dtype=F64, generator=g).as_subclass(torch.Tensor)
+    u = man.proju(x, torch.randn(x.shape, dtype=F64, generator=g))
+    return man, x, u, g
+
+
+def _kron_loss(man: KroneckerSpectralSPD, Q: torch.Tensor):
+    def f(x: torch.Tensor) -> torch.Tensor:
+        S = man.to_matrix(x)
+        return (S * Q).sum() - torch.logdet(S)
+
+    return f
+
+
+def _core_point(man: KroneckerSpectralSPD, x: torch.Tensor) -> KroneckerSpectralPoint:
+    al, BL, dL, BR, dR = (t.clone() for t in man.split(x))
+    return KroneckerSpectralPoint(al, SpectralPoint(BL, dL), SpectralPoint(BR, dR))
+
+
+@pytest.mark.parametrize("rotation", ["linear", "second_order"])
+def test_kronecker_projections_and_retraction(rotation):
+    man, x, u, g = _kron_setup(10)
+    man = KroneckerSpectralSPD(A_, B_, rotation=rotation)
+    assert man.check_point_on_manifold(x) and man.check_vector_on_tangent(x, u)
+    torch.testing.assert_close(man.proju(x, u), u)
+    torch.testing.assert_close(man.projx(x), x)
+    w = torch.randn(x.shape, dtype=F64, generator=g)
+    assert not man.check_vector_on_tangent(x, w)
+    assert man.check_vector_on_tangent(x, man.proju(x, w))
+    y = man.retr(x, u)
+    assert man.check_point_on_manifold(y)  # orthogonal B_l, det S_l = 1, alpha > 0
+    assert not man.check_point_on_manifold(x + 0.01 * w)
+    err = [float((man.retr(x, t * u) - x - t * u).abs().max()) for t in (1e-4, 1e-5)]
+    assert err[0] / err[1] > 30.0, err
+    y, w2 = man.retr_transp(x, u, u)
+    assert man.check_vector_on_tangent(y, w2)
+
+
+def test_kronecker_inner_is_fisher_rao():
+    man, x, u, g = _kron_setup(11)
+    v = man.proju(x, torch.randn(x.shape, dtype=F64, generator=g))
+    S = man.to_matrix(x)
+    dSu = torch.func.jvp(man.to_matrix, (x,), (u,))[1]
+    dSv = torch.func.jvp(man.to_matrix, (x,), (v,))[1]
+    ref = 0.5 * torch.trace(torch.linalg.solve(S, dSu) @ torch.linalg.solve(S, dSv))
+    torch.testing.assert_close(man.inner(x, u, v), ref)
+
+
+def test_kronecker_egrad2rgrad_inner_library_and_finite_differences():
+    man, x, v, g = _kron_setup(12)
+    Q = torch.randn(A_ * B_, A_ * B_, dtype=F64, generator=g)
+    Q = Q @ Q.T / (A_ * B_) + torch.eye(A_ * B_, dtype=F64)
+    f = _kron_loss(man, Q)
+    egrad = _egrad(f, x)
+    rgrad = man.egrad2rgrad(x, egrad)
+    assert man.check_vector_on_tangent(x, rgrad)
+    torch.testing.assert_close(man.inner(x, rgrad, v), (egrad * v).sum())
+    # The library's closed form (Claim 6) and its RGD step.
+    core, pt = CoreKronecker(A_, B_, dtype=F64), _core_point(man, x)
+    nat = core.natural_gradient(pt, Q - torch.linalg.inv(man.to_matrix(x)))
+    ref = man.from_chart_coordinates(x, nat.n, (nat.left.m, nat.left.M), (nat.right.m, nat.right.M))
+    torch.testing.assert_close(rgrad, ref)
+    y, yc = man.retr(x, -0.1 * rgrad), core.retr(pt, -nat, 0.1)
+    torch.testing.assert_close(y, man.join(yc.alpha, yc.left.B, yc.left.d, yc.right.B, yc.right.d))
+    t = 1e-5
+    fd = (f(man.retr(x, t * v)) - f(man.retr(x, -t * v))) / (2 * t)
+    torch.testing.assert_close(fd, man.inner(x, rgrad, v), atol=1e-7, rtol=1e-6)
+
+
+def test_kronecker_riemannian_adam_next_to_sphere():
+    """log-det with a Kronecker Q = Q_L kron Q_R (minimum Q^-1 on the manifold) beside a
+    Sphere parameter (the leading eigenvector of A), in one RiemannianAdam."""
+    man = KroneckerSpectralSPD(A_, B_)
+    g = torch.Generator().manual_seed(13)
+    QL, QR = (torch.randn(k, k, dtype=F64, generator=g) for k in (A_, B_))
+    Q = torch.kron(
+        QL @ QL.T / A_ + torch.eye(A_, dtype=F64), QR @ QR.T / B_ + torch.eye(B_, dtype=F64)
+    )
+    f = _kron_loss(man, Q)
+    x = geoopt.ManifoldParameter(man.origin(dtype=F64), manifold=man)
+    sphere = geoopt.Sphere()
+    A = _spd(14)
+    w = geoopt.ManifoldParameter(sphere.random(N, dtype=F64), manifold=sphere)
+    opt = geoopt.optim.RiemannianAdam([x, w], lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        (f(x) - w @ A @ w).backward()
+        opt.step()
+    assert man.check_point_on_manifold(x.detach())
+    S = man.to_matrix(x.detach())
+    eye = torch.eye(A_ * B_, dtype=F64)
+    assert float(torch.linalg.matrix_norm(S @ Q - eye)) < 1e-3
+    assert float((w @ A @ w).detach()) > float(torch.linalg.eigvalsh(A)[-1]) - 1e-3
