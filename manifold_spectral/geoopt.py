@@ -381,8 +381,8 @@ class KroneckerSpectralSPD(geoopt.Manifold):
     ``m_l = (2 / kappa_l) center(d_l g_l)``, the rotation part as in ``SpectralSPD``
     divided by ``kappa_l`` (for a loss of ``S`` this is the library's
     ``KroneckerSpectralSPD.natural_gradient``). ``retr``: ``alpha e^n``,
-    ``d_l e^{center(m_l)}``, ``B_l Cayley(Skew(M_l))``, then the rounding of ``det S_l`` moved
-    into ``alpha``. ``transp``: chart coordinates kept (left translation), as in
+    ``d_l e^{m_l}``, ``B_l Cayley(Skew(M_l))``, then ``det S_l = 1`` restored by moving
+    ``geomean(d_l)`` into ``alpha`` (rounding for a tangent ``u``). ``transp``: chart coordinates kept (left translation), as in
     ``SpectralSPD``.
 
     Args:
@@ -564,8 +564,9 @@ class KroneckerSpectralSPD(geoopt.Manifold):
         n, (mL, ML), (mR, MR) = self.chart_coordinates(x, u)
         new, logs = [], []
         for B, d, m, M in ((BL, dL, mL, ML), (BR, dR, mR, MR)):
-            d_new = blocks.eig_retract(d, m - m.mean(-1, keepdim=True))
-            c = torch.log(d_new).mean(-1)  # rounding only
+            d_new = blocks.eig_retract(d, m)
+            # Rounding for a tangent u (sum(m) = 0); a non-tangent u's mean(m) goes to alpha.
+            c = torch.log(d_new).mean(-1)
             d_new = d_new * torch.exp(-c)[..., None]
             logs.append(c)
             B_new = _rotate(B, d, d_new, M, self.cayley, self.neumann_max_norm, self.rotation)

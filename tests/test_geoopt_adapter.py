@@ -243,6 +243,7 @@ def test_kronecker_projections_and_retraction(rotation):
     y = man.retr(x, u)
     assert man.check_point_on_manifold(y)  # orthogonal B_l, det S_l = 1, alpha > 0
     assert not man.check_point_on_manifold(x + 0.01 * w)
+    assert man.check_point_on_manifold(man.retr(x, 0.1 * w))  # det restored for any u
     err = [float((man.retr(x, t * u) - x - t * u).abs().max()) for t in (1e-4, 1e-5)]
     assert err[0] / err[1] > 30.0, err
     y, w2 = man.retr_transp(x, u, u)
