@@ -448,11 +448,23 @@ def build_parser() -> argparse.ArgumentParser:
         "all",
         help="every reproduction above with its quick defaults",
         description="Run every available reproduction with its quick defaults: "
-        + ", ".join(REPRODUCTIONS),
+        + "; ".join(f"{r.name} ({_quick_settings(r)})" for r in REPRODUCTIONS.values()),
     )
     _common_arguments(every)
     parser.subcommand_parsers["all"] = every  # type: ignore[attr-defined]
     return parser
+
+
+def _quick_settings(rep: Reproduction) -> str:
+    """``rep``'s quick overrides against its defaults, e.g. ``"seeds=1 (default 3)"``."""
+    if not rep.quick:
+        return "its defaults"
+    sub = argparse.ArgumentParser(add_help=False)
+    rep.add_arguments(sub)
+    defaults = sub.parse_args([])
+    return ", ".join(
+        f"{k.replace('_', '-')}={v} (default {getattr(defaults, k)})" for k, v in rep.quick.items()
+    )
 
 
 def _quick_args(rep: Reproduction, common: argparse.Namespace) -> argparse.Namespace:
@@ -516,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             start = time.perf_counter()
             for rep in REPRODUCTIONS.values():
                 quick = _quick_args(rep, args)
+                print(f"quick settings of {rep.name}: {_quick_settings(rep)}", flush=True)
                 if quick.device == "cuda" and "cuda" not in rep.devices:
                     print(f"reproduce {rep.name}: CPU only, running on the CPU", flush=True)
                     quick.device = "cpu"

@@ -140,3 +140,26 @@ def test_core_and_cli_without_plots_extra(tmp_path):
     assert "cli rc 1" in proc.stdout
     assert "pip install 'manifold_spectral[plots]'" in proc.stderr
     assert not list(tmp_path.iterdir())  # refused before running
+
+
+def test_all_prints_and_documents_its_quick_settings(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    calls = {}
+    for name, (module, fn) in RUNNERS.items():
+        monkeypatch.setattr(
+            importlib.import_module(module), fn, lambda name=name, **kw: calls.setdefault(name, kw)
+        )
+    monkeypatch.setattr(cli, "_write_outputs", lambda *a: None)
+    monkeypatch.setattr(cli, "_run_rows", lambda run, beta2s, out, stem: [run(b) for b in beta2s])
+    argv = ["reproduce", "all", "--threads", "2", "--seed", "4", "--out", str(tmp_path)]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    nes_quick = "seeds=1 (default 3), max-evals=10000 (default 50000)"
+    assert f"quick settings of nes: {nes_quick}" in out
+    assert "quick settings of spd: its defaults" in out
+    assert calls["nes"]["seeds"] == 1 and calls["nes"]["max_evals"] == 10_000
+    assert all(kw.get("num_threads", kw.get("threads")) == 2 for kw in calls.values())
+    assert calls["spd"]["seed"] == 4 and calls["nn"]["search_seed"] == 4
+    # The same text is the description of `reproduce all --help`.
+    assert nes_quick in cli.build_parser().subcommand_parsers["all"].description
