@@ -1,4 +1,5 @@
-"""``SpectralSPD`` as a ``geoopt.Manifold``: train spectral factors with geoopt's optimizers.
+"""``SpectralSPD`` (and ``KroneckerSpectralSPD``) as ``geoopt.Manifold``s: train spectral
+factors with geoopt's optimizers.
 
 A point is the pair of spectral factors ``(B, d)`` of ``S = B Diag(d) B^T`` packed in one
 tensor of shape ``(*batch, n + 1, n)``::
@@ -39,6 +40,9 @@ these coordinates and the closed forms of ``manifolds.blocks``:
 ``eigh``) are for initialisation and geoopt's occasional ``stabilize``; no training step
 calls a decomposition. geoopt's ``weight_decay`` adds the packed point to its gradient,
 which has no meaning here: leave it at 0.
+
+``KroneckerSpectralSPD(a, b)`` does the same for ``S = alpha (S_L kron S_R)`` (DESIGN.md
+section 3), packed flat; see its docstring.
 """
 
 from __future__ import annotations
@@ -382,8 +386,8 @@ class KroneckerSpectralSPD(geoopt.Manifold):
     divided by ``kappa_l`` (for a loss of ``S`` this is the library's
     ``KroneckerSpectralSPD.natural_gradient``). ``retr``: ``alpha e^n``,
     ``d_l e^{m_l}``, ``B_l Cayley(Skew(M_l))``, then ``det S_l = 1`` restored by moving
-    ``geomean(d_l)`` into ``alpha`` (rounding for a tangent ``u``). ``transp``: chart coordinates kept (left translation), as in
-    ``SpectralSPD``.
+    ``geomean(d_l)`` into ``alpha`` (rounding for a tangent ``u``). ``transp``: chart
+    coordinates kept (left translation), as in ``SpectralSPD``.
 
     Args:
         a, b: factor sizes (``S`` is ab x ab).
