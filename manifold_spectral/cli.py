@@ -4,7 +4,8 @@ manifold_spectral``).
 Every reproduction is one ``Reproduction`` entry in ``REPRODUCTIONS``: a function
 adding its options to an argparse sub-parser, a function running it from the parsed options,
 and the option overrides ``reproduce all`` uses for a quick run. Each run prints its table,
-writes its PNG plots (and the table as text) under ``--out`` and prints its wall time.
+writes its PNG plots, the table as text and as CSV (one file per table) and the result
+(curves and settings) as JSON under ``--out``, and prints its wall time.
 Experiments are imported lazily, so ``--help`` stays fast. Every subcommand also takes the
 run-time options of ``_runtime_arguments`` (``--device``, ``--threads``, ``--seed``). Plots
 and progress bars need the ``plots`` extra; without it a run stops before it starts, saying
@@ -110,9 +111,58 @@ def _curvature_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _jsonable(value: Any) -> Any:
+    """A result as JSON values: dataclasses and dicts as objects, arrays/tensors/tuples as
+    lists, non-finite floats as null, anything else by ``str``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return _jsonable(value.tolist())
+    if isinstance(value, (list, tuple, range)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _write_data(results: Any, table: str, out: Path, stem: str) -> list[Path]:
+    """Every curve and setting as ``stem``.json and every markdown table of ``table`` as
+    ``stem``_table<k>.csv (k = 1, 2, ...); returns the paths written."""
+    import csv
+    import json
+
+    paths = [out / f"{stem}.json"]
+    paths[0].write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    tables: list[list[list[str]]] = []
+    previous = ""
+    for line in table.splitlines():
+        row = line.strip()
+        if not row.startswith("|"):
+            previous = row
+            continue
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if all(set(c) <= set(":-") for c in cells):
+            continue  # the header separator
+        if not previous.startswith("|"):
+            tables.append([])
+        tables[-1].append(cells)
+        previous = row
+    for k, rows in enumerate(tables, 1):
+        path = out / f"{stem}_table{k}.csv"
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+        paths.append(path)
+    return paths
+
+
 def _run_rows(run: Callable[[float], Any], beta2s: Sequence[float], out: Path, stem: str) -> None:
     """One ``run(beta2)`` per step size: print each table, then write ``stem``.png (one plot
-    row per step size) and ``stem``.txt (the tables) under ``out``."""
+    row per step size), ``stem``.txt (the tables), ``stem``.json (the results) and one CSV
+    per table under ``out``."""
     from .experiments import curvature
 
     results = []
@@ -123,19 +173,23 @@ def _run_rows(run: Callable[[float], Any], beta2s: Sequence[float], out: Path, s
         results.append((result, table))
     png, txt = out / f"{stem}.png", out / f"{stem}.txt"
     curvature.plot([r for r, _ in results], png)
-    txt.write_text("\n\n".join(t for _, t in results) + "\n")
-    print(f"wrote {png} and {txt}")
+    tables = "\n\n".join(t for _, t in results)
+    txt.write_text(tables + "\n")
+    data = _write_data([r for r, _ in results], tables, out, stem)
+    print(f"wrote {png}, {txt}, " + ", ".join(str(p) for p in data))
 
 
 def _write_outputs(module: Any, result: Any, out: Path, stem: str) -> None:
-    """Print ``module.format_table(result)``, write ``stem``.png (``module.plot``) and
-    ``stem``.txt (the table) under ``out``."""
+    """Print ``module.format_table(result)``, write ``stem``.png (``module.plot``),
+    ``stem``.txt (the table), ``stem``.json (the result: curves and settings) and one CSV
+    per table under ``out``."""
     table = module.format_table(result)
     print(table, flush=True)
     png, txt = out / f"{stem}.png", out / f"{stem}.txt"
     module.plot(result, png)
     txt.write_text(table + "\n")
-    print(f"wrote {png} and {txt}")
+    data = _write_data(result, table, out, stem)
+    print(f"wrote {png}, {txt}, " + ", ".join(str(p) for p in data))
 
 
 def _run_curvature(args: argparse.Namespace, out: Path) -> None:

@@ -163,3 +163,31 @@ def test_all_prints_and_documents_its_quick_settings(tmp_path, monkeypatch, caps
     assert calls["spd"]["seed"] == 4 and calls["nn"]["search_seed"] == 4
     # The same text is the description of `reproduce all --help`.
     assert nes_quick in cli.build_parser().subcommand_parsers["all"].description
+
+
+def test_tables_as_csv_and_results_as_json(tmp_path):
+    import csv
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    @dataclasses.dataclass
+    class Run:
+        name: str
+        curve: np.ndarray
+        t: torch.Tensor
+        best: float
+
+    result = [Run("a", np.array([1.0, np.nan]), torch.tensor([0.5]), float("inf"))]
+    table = (
+        "Caption one\n\n| k | a |\n|---:|---:|\n| 1 | 2.0 |\n\n"
+        "Caption two\n| x | y |\n|---|---|\n| p | q |\n| r | s |\n"
+    )
+    paths = cli._write_data(result, table, tmp_path, "demo")
+    assert [p.name for p in paths] == ["demo.json", "demo_table1.csv", "demo_table2.csv"]
+    assert json.loads(paths[0].read_text()) == [
+        {"name": "a", "curve": [1.0, None], "t": [0.5], "best": None}
+    ]
+    rows = [list(csv.reader(p.open())) for p in paths[1:]]
+    assert rows == [[["k", "a"], ["1", "2.0"]], [["x", "y"], ["p", "q"], ["r", "s"]]]
