@@ -86,9 +86,10 @@ def main() -> int:
     torch.set_num_threads(1)  # 30 x 30 matrices: one thread is fastest and never oversubscribes
     Q, f_star = make_problem(N)
     runs = {
+        # Step sizes in one convention (Fisher-Rao, ours): geoopt's lr is twice it.
         f"spectral RGD (lr={LR})": run_spectral(Q, f_star, LR),
-        f"geoopt RSGD (lr={LR})": run_geoopt(Q, f_star, LR),
-        f"geoopt RSGD (lr={2 * LR})": run_geoopt(Q, f_star, 2 * LR),
+        f"geoopt RSGD (geoopt lr={LR} = lr {LR / 2}, half the step)": run_geoopt(Q, f_star, LR),
+        f"geoopt RSGD (geoopt lr={2 * LR} = lr {LR}, matched)": run_geoopt(Q, f_star, 2 * LR),
     }
     names = list(runs)
     longest = max(len(g) for g, _ in runs.values())

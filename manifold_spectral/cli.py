@@ -4,8 +4,12 @@ manifold_spectral``).
 Every reproduction is one ``Reproduction`` entry in ``REPRODUCTIONS``: a function
 adding its options to an argparse sub-parser, a function running it from the parsed options,
 and the option overrides ``reproduce all`` uses for a quick run. Each run prints its table,
-writes its PNG plots (and the table as text) under ``--out`` and prints its wall time.
-Experiments are imported lazily, so ``--help`` stays fast.
+writes its PNG plots, the table as text and as CSV (one file per table) and the result
+(curves and settings) as JSON under ``--out``, and prints its wall time.
+Experiments are imported lazily, so ``--help`` stays fast. Every subcommand also takes the
+run-time options of ``_runtime_arguments`` (``--device``, ``--threads``, ``--seed``). Plots
+and progress bars need the ``plots`` extra; without it a run stops before it starts, saying
+``pip install 'manifold_spectral[plots]'``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from . import __version__
 
 __all__ = ["main", "build_parser", "Reproduction", "REPRODUCTIONS"]
 
@@ -72,6 +78,8 @@ class Reproduction:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, Path], None]
     quick: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Devices the run supports (``--device``); the others are refused before it starts.
+    devices: tuple[str, ...] = ("cpu",)
 
 
 def _moving_average_arguments(
@@ -103,9 +111,58 @@ def _curvature_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _jsonable(value: Any) -> Any:
+    """A result as JSON values: dataclasses and dicts as objects, arrays/tensors/tuples as
+    lists, non-finite floats as null, anything else by ``str``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return _jsonable(value.tolist())
+    if isinstance(value, (list, tuple, range)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _write_data(results: Any, table: str, out: Path, stem: str) -> list[Path]:
+    """Every curve and setting as ``stem``.json and every markdown table of ``table`` as
+    ``stem``_table<k>.csv (k = 1, 2, ...); returns the paths written."""
+    import csv
+    import json
+
+    paths = [out / f"{stem}.json"]
+    paths[0].write_text(json.dumps(_jsonable(results), indent=1) + "\n")
+    tables: list[list[list[str]]] = []
+    previous = ""
+    for line in table.splitlines():
+        row = line.strip()
+        if not row.startswith("|"):
+            previous = row
+            continue
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if all(set(c) <= set(":-") for c in cells):
+            continue  # the header separator
+        if not previous.startswith("|"):
+            tables.append([])
+        tables[-1].append(cells)
+        previous = row
+    for k, rows in enumerate(tables, 1):
+        path = out / f"{stem}_table{k}.csv"
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+        paths.append(path)
+    return paths
+
+
 def _run_rows(run: Callable[[float], Any], beta2s: Sequence[float], out: Path, stem: str) -> None:
     """One ``run(beta2)`` per step size: print each table, then write ``stem``.png (one plot
-    row per step size) and ``stem``.txt (the tables) under ``out``."""
+    row per step size), ``stem``.txt (the tables), ``stem``.json (the results) and one CSV
+    per table under ``out``."""
     from .experiments import curvature
 
     results = []
@@ -116,19 +173,23 @@ def _run_rows(run: Callable[[float], Any], beta2s: Sequence[float], out: Path, s
         results.append((result, table))
     png, txt = out / f"{stem}.png", out / f"{stem}.txt"
     curvature.plot([r for r, _ in results], png)
-    txt.write_text("\n\n".join(t for _, t in results) + "\n")
-    print(f"wrote {png} and {txt}")
+    tables = "\n\n".join(t for _, t in results)
+    txt.write_text(tables + "\n")
+    data = _write_data([r for r, _ in results], tables, out, stem)
+    print(f"wrote {png}, {txt}, " + ", ".join(str(p) for p in data))
 
 
 def _write_outputs(module: Any, result: Any, out: Path, stem: str) -> None:
-    """Print ``module.format_table(result)``, write ``stem``.png (``module.plot``) and
-    ``stem``.txt (the table) under ``out``."""
+    """Print ``module.format_table(result)``, write ``stem``.png (``module.plot``),
+    ``stem``.txt (the table), ``stem``.json (the result: curves and settings) and one CSV
+    per table under ``out``."""
     table = module.format_table(result)
     print(table, flush=True)
     png, txt = out / f"{stem}.png", out / f"{stem}.txt"
     module.plot(result, png)
     txt.write_text(table + "\n")
-    print(f"wrote {png} and {txt}")
+    data = _write_data(result, table, out, stem)
+    print(f"wrote {png}, {txt}, " + ", ".join(str(p) for p in data))
 
 
 def _run_curvature(args: argparse.Namespace, out: Path) -> None:
@@ -143,6 +204,7 @@ def _run_curvature(args: argparse.Namespace, out: Path) -> None:
             progress=args.progress,
             init=args.init,
             w2=args.w2,
+            num_threads=args.threads,
         )
 
     _run_rows(run, args.beta2, out, "curvature_full")
@@ -171,6 +233,7 @@ def _run_kronecker(args: argparse.Namespace, out: Path) -> None:
             progress=args.progress,
             init=args.init,
             w2=args.w2,
+            num_threads=args.threads,
         )
 
     _run_rows(run, args.beta2, out, "curvature_kronecker")
@@ -211,6 +274,8 @@ def _run_spd(args: argparse.Namespace, out: Path) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=args.progress,
+        num_threads=args.threads,
+        device=args.device,
     )
     _write_outputs(spd, result, out, "spd")
 
@@ -255,7 +320,6 @@ def _nn_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="skip the fp32-state and exact-Cayley runs of spectral p=2",
     )
-    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (1)")
 
 
 def _run_nn(args: argparse.Namespace, out: Path) -> None:
@@ -267,7 +331,8 @@ def _run_nn(args: argparse.Namespace, out: Path) -> None:
         ablations=args.ablations,
         trials=args.trials,
         steps=args.steps,
-        seeds=range(1, args.seeds + 1),
+        seeds=range(args.seed + 1, args.seed + args.seeds + 1),
+        search_seed=args.seed,
         precision=args.precision,
         update_every=args.update_every,
         threads=args.threads,
@@ -317,6 +382,8 @@ def _run_nes(args: argparse.Namespace, out: Path) -> None:
         functions=args.functions,
         methods=args.methods,
         progress=args.progress,
+        threads=args.threads,
+        seed=args.seed,
     )
     _write_outputs(nes, result, out, "nes")
 
@@ -345,6 +412,7 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "Sec. 4.2 / Fig. 3 left: SPD matrix optimisation (metric nearness, log-det), d = 60",
             _spd_arguments,
             _run_spd,
+            devices=("cpu", "cuda"),
             quick={},  # the defaults are already small: about 3-5 s on 2 CPU cores
         ),
         Reproduction(
@@ -372,7 +440,34 @@ REPRODUCTIONS: dict[str, Reproduction] = {
 # Parser and entry point --------------------------------------------------------------------
 
 
+def _has_option(parser: argparse.ArgumentParser, flag: str) -> bool:
+    return any(flag in action.option_strings for action in parser._actions)
+
+
+def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run-time options every subcommand takes (one factory; a subcommand that defines
+    one of them itself keeps its own): ``--device``, ``--threads``, ``--seed``."""
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="cpu",
+        help="where to run: cpu (default), cuda, or auto (cuda when available); "
+        "refused with a message by the reproductions that run on the CPU only",
+    )
+    if not _has_option(parser, "--threads"):
+        parser.add_argument(
+            "--threads",
+            type=positive_int,
+            default=1,
+            help="torch intra-op threads (default 1: these sizes gain nothing from more, "
+            "and more oversubscribe a loaded machine)",
+        )
+    if not _has_option(parser, "--seed"):
+        parser.add_argument("--seed", type=nonnegative_int, default=0, help="base random seed")
+
+
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    _runtime_arguments(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -390,23 +485,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Spectral-factorized curvature learning (Lin et al., ICML 2025): "
         "reproduce the paper's experiments.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     reproduce = commands.add_parser(
         "reproduce", help="run a paper reproduction; tables on stdout, PNGs under --out"
     )
     experiments = reproduce.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    # The leaf parsers, so that main() reports an unknown option with the subcommand's usage.
+    parser.subcommand_parsers = {}  # type: ignore[attr-defined]
     for rep in REPRODUCTIONS.values():
         sub = experiments.add_parser(rep.name, help=rep.help, description=rep.help)
         rep.add_arguments(sub)
         _common_arguments(sub)
+        parser.subcommand_parsers[rep.name] = sub  # type: ignore[attr-defined]
     every = experiments.add_parser(
         "all",
         help="every reproduction above with its quick defaults",
         description="Run every available reproduction with its quick defaults: "
-        + ", ".join(REPRODUCTIONS),
+        + "; ".join(f"{r.name} ({_quick_settings(r)})" for r in REPRODUCTIONS.values()),
     )
     _common_arguments(every)
+    parser.subcommand_parsers["all"] = every  # type: ignore[attr-defined]
     return parser
+
+
+def _quick_settings(rep: Reproduction) -> str:
+    """``rep``'s quick overrides against its defaults, e.g. ``"seeds=1 (default 3)"``."""
+    if not rep.quick:
+        return "its defaults"
+    sub = argparse.ArgumentParser(add_help=False)
+    rep.add_arguments(sub)
+    defaults = sub.parse_args([])
+    return ", ".join(
+        f"{k.replace('_', '-')}={v} (default {getattr(defaults, k)})" for k, v in rep.quick.items()
+    )
 
 
 def _quick_args(rep: Reproduction, common: argparse.Namespace) -> argparse.Namespace:
@@ -415,12 +527,39 @@ def _quick_args(rep: Reproduction, common: argparse.Namespace) -> argparse.Names
     rep.add_arguments(sub)
     _common_arguments(sub)
     args = sub.parse_args([])
-    for key, value in {**rep.quick, "out": common.out, "progress": common.progress}.items():
+    shared = ("out", "progress", "device", "threads", "seed")
+    for key, value in {**rep.quick, **{k: getattr(common, k) for k in shared}}.items():
         setattr(args, key, value)
     return args
 
 
+def _resolve_device(rep: Reproduction, device: str) -> str:
+    """``--device`` as a torch device name: ``auto`` is cuda when available; ``ValueError``
+    for cuda without CUDA or for a reproduction that runs on the CPU only."""
+    if device == "cpu":
+        return device
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() and "cuda" in rep.devices else "cpu"
+    elif not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available (torch.cuda.is_available())")
+    if device not in rep.devices:
+        raise ValueError(f"reproduce {rep.name} runs on the CPU only; use --device cpu or auto")
+    return device
+
+
+def _check_plots(progress: bool) -> None:
+    """Fail before a run (not after it, at the plot) when the ``plots`` extra is missing."""
+    from ._compat import require
+
+    require("matplotlib", "manifold-spectral reproduce (its plots)")
+    if progress:
+        require("tqdm", "manifold-spectral reproduce (its progress bars; or --no-progress)")
+
+
 def _run_one(rep: Reproduction, args: argparse.Namespace) -> None:
+    args.device = _resolve_device(rep, args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"== reproduce {rep.name}: {rep.help}", flush=True)
@@ -433,16 +572,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``manifold-spectral``; returns the exit status (argparse exits with 2
     on bad arguments, this returns 1 when a run fails with a user-facing error)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's usage, not the top-level one
+        sub = parser.subcommand_parsers[args.experiment]  # type: ignore[attr-defined]
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
+        _check_plots(args.progress)
         if args.experiment == "all":
             start = time.perf_counter()
             for rep in REPRODUCTIONS.values():
-                _run_one(rep, _quick_args(rep, args))
+                quick = _quick_args(rep, args)
+                print(f"quick settings of {rep.name}: {_quick_settings(rep)}", flush=True)
+                if quick.device == "cuda" and "cuda" not in rep.devices:
+                    print(f"reproduce {rep.name}: CPU only, running on the CPU", flush=True)
+                    quick.device = "cpu"
+                _run_one(rep, quick)
             print(f"wall time (all): {time.perf_counter() - start:.1f} s")
         else:
             _run_one(REPRODUCTIONS[args.experiment], args)
-    except (ValueError, TypeError, OSError, FloatingPointError) as exc:
+    except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as exc:
         print(f"manifold-spectral: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -8,6 +8,7 @@ namespace, so the tour in the docs cannot silently go stale.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -31,6 +32,11 @@ def test_example_runs(script: Path) -> None:
         proc = subprocess.run(
             [sys.executable, str(script)],
             cwd=ROOT,
+            # This checkout's package first (not another installed copy of it).
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            },
             capture_output=True,
             text=True,
             timeout=TIMEOUT_S,

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import geoopt
 import torch
 from torch import Tensor
 
+from .._compat import import_geoopt
 from ..manifolds.base import check_positive, check_tensor
 from ..manifolds.spectral import symmetric_matrix
+
+geoopt = import_geoopt()  # without geoopt's torch.jit.script DeprecationWarning
 
 __all__ = ["RetractionRGD", "GEOOPT_LR_FACTOR"]
 

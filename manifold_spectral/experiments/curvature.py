@@ -275,7 +275,7 @@ def track(
             if w2:
                 h.iterate_w2[nm].append(bures_wasserstein(mats[nm], ref, sqrt_ref) if ok else nan)
 
-    from tqdm.auto import tqdm
+    from .._compat import progress_bar as tqdm  # tqdm, or silent without it
 
     record()  # iteration 0
     with tqdm(total=steps, desc=desc, disable=not progress, mininterval=0.5, leave=False) as bar:
@@ -556,8 +556,9 @@ def plot(result: CurvatureResult | Sequence[CurvatureResult], path: Any) -> None
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend change).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .._compat import agg_figure
+
+    Figure, FigureCanvasAgg = agg_figure()
 
     results = [result] if isinstance(result, CurvatureResult) else list(result)
     if not results:

@@ -180,6 +180,7 @@ def run_nes(
     methods: Sequence[str] = DEFAULT_METHODS,
     progress: bool = True,
     threads: int | None = 1,
+    seed: int = 0,
 ) -> NESExperiment:
     """Fig. 9: every method on every function for ``seeds`` seeds.
 
@@ -191,10 +192,11 @@ def run_nes(
         target: stop a run once a value below it is found.
         functions, methods: subsets of ``FUNCTIONS`` and ``METHODS``.
         progress: tqdm bar over the runs (stderr).
+        seed: the first seed (seeds ``seed .. seed + seeds - 1``).
         threads: torch intra-op threads during the runs (1: 60 x 60 products gain nothing
             from more, and a loaded machine loses a lot); ``None``: unchanged.
     """
-    from tqdm.auto import tqdm
+    from .._compat import progress_bar as tqdm  # tqdm, or silent without it
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n: expected an int >= 2, got {n!r}")
@@ -209,7 +211,9 @@ def run_nes(
         if name not in FUNCTIONS:
             raise ValueError(f"functions: unknown function {name!r} (from {sorted(FUNCTIONS)})")
     start = time.perf_counter()
-    jobs = [(f, m, s) for f in functions for m in methods for s in range(seeds)]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
+    jobs = [(f, m, s) for f in functions for m in methods for s in range(seed, seed + seeds)]
     runs = []
     with (
         _torch_threads(threads),
@@ -274,8 +278,9 @@ def _curve_on_grid(run: Run, grid: np.ndarray) -> np.ndarray:
 def plot(result: NESExperiment, path: Any) -> None:
     """Fig. 9-style PNG: one panel per function, best value vs evaluations (log-log), the
     median over seeds as a line and the min-max range as a band."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .._compat import agg_figure
+
+    Figure, FigureCanvasAgg = agg_figure()
 
     r = result
     k = len(r.functions)

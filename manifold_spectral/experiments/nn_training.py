@@ -541,7 +541,7 @@ def run_quality(
     ``steps``: per task (a dict), one number for every task, or ``DEFAULT_STEPS``;
     ``task_kw``: per-task keyword arguments of ``MarkovTask`` / ``TeacherTask`` (sizes).
     """
-    from tqdm.auto import tqdm
+    from .._compat import progress_bar as tqdm  # tqdm, or silent without it
 
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision: expected 'bf16' or 'fp32', got {precision!r}")
@@ -646,8 +646,9 @@ def format_table(result: QualityResult) -> str:
 def plot(result: QualityResult, path: Any) -> None:
     """Evaluation loss vs steps and vs training seconds (mean over seeds), one row per task,
     the Bayes loss dashed (Fig. 11-12 analogue)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .._compat import agg_figure
+
+    Figure, FigureCanvasAgg = agg_figure()
 
     rows = len(result.tasks)
     fig = Figure(figsize=(10, 3.4 * rows), layout="constrained")

@@ -73,11 +73,13 @@ def make_problems(
     init_decades: float = 1.0,
     batch_size: int = 20,
     n_samples: int | None = None,
+    device: Any = None,
 ) -> tuple[dict[str, spd.SPDProblem], torch.Tensor]:
-    """The two problems on one ``Q`` (``"nearness"``, ``"logdet"``) and the shared ``S0``."""
+    """The two problems on one ``Q`` (``"nearness"``, ``"logdet"``) and the shared ``S0``,
+    drawn on the CPU (the same numbers on every device) and moved to ``device``."""
     g = torch.Generator().manual_seed(seed)
-    Q = random_spd(d, q_decades, g)
-    S0 = random_spd(d, init_decades, g)
+    Q = random_spd(d, q_decades, g).to(device)
+    S0 = random_spd(d, init_decades, g).to(device)
     problems: dict[str, spd.SPDProblem] = {
         "nearness": spd.MetricNearness(
             Q,
@@ -147,12 +149,13 @@ def run_spd(
     methods: Sequence[str] = spd.METHODS,
     progress: bool = False,
     num_threads: int | None = 1,
+    device: Any = None,
 ) -> SPDExperimentResult:
     """Run every method on both problems from the same start (module docstring).
 
     ``num_threads``: torch intra-op threads during the run (restored afterwards); one thread
     is fastest for d = 60 and keeps the timings stable on a loaded machine. ``None`` leaves
-    torch's setting.
+    torch's setting. ``device``: where the problems and iterates live (default CPU).
     """
     with _torch_threads(num_threads):
         return _run_spd(
@@ -168,6 +171,7 @@ def run_spd(
             init_decades=init_decades,
             methods=methods,
             progress=progress,
+            device=device,
         )
 
 
@@ -185,16 +189,22 @@ def _run_spd(
     init_decades: float,
     methods: Sequence[str],
     progress: bool,
+    device: Any = None,
 ) -> SPDExperimentResult:
     start = time.perf_counter()
     problems, S0 = make_problems(
-        d, seed=seed, q_decades=q_decades, init_decades=init_decades, batch_size=batch_size
+        d,
+        seed=seed,
+        q_decades=q_decades,
+        init_decades=init_decades,
+        batch_size=batch_size,
+        device=device,
     )
     steps = {"nearness": steps_nearness, "logdet": steps_logdet}
     lrs = {"nearness": lr_nearness, "logdet": lr_logdet}
     runs = []
     jobs = [(p, m) for p in problems for m in methods]
-    from tqdm.auto import tqdm
+    from .._compat import progress_bar as tqdm  # tqdm, or silent without it
 
     for name, method in tqdm(jobs, desc="spd", disable=not progress, leave=False):
         res = spd.minimize(
@@ -281,8 +291,9 @@ def plot(result: SPDExperimentResult, path: Any) -> None:
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend change).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .._compat import agg_figure
+
+    Figure, FigureCanvasAgg = agg_figure()
 
     problems = list(result.steps)
     fig = Figure(figsize=(4.6 * len(problems), 3.6), layout="constrained")

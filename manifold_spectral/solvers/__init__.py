@@ -7,9 +7,12 @@
   precision is learned on ``SpectralSPD`` (paper Sec. 4.3, Fig. 9); ``functions``: test
   functions (App. C).
 * ``result.OptimizeResult``: the scipy-style result type every ``minimize`` returns.
+* ``check.check_gradient`` (also ``spd.check_gradient``): Taylor-slope check of a user
+  objective's gradient along random chart directions (pymanopt's ``check_gradient``).
 """
 
 from . import functions, nes, spd
+from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
 
-__all__ = ["spd", "nes", "functions", "OptimizeResult"]
+__all__ = ["spd", "nes", "functions", "OptimizeResult", "check_gradient", "GradientCheck"]

@@ -61,9 +61,12 @@ from ..manifolds.base import (
 )
 from ..manifolds.spectral import resolve_device, symmetric_matrix
 from ..rgd import RGD
+from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
 
 __all__ = [
+    "check_gradient",
+    "GradientCheck",
     "SPDProblem",
     "LogDet",
     "MetricNearness",
@@ -578,7 +581,7 @@ def _eig_factors(S: Tensor) -> tuple[Tensor, Tensor]:
 # minimize ------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, repr=False)  # OptimizeResult's short repr, no tensor dumps
 class SPDResult(OptimizeResult):
     """``OptimizeResult`` of ``spd.minimize``, plus:
 

@@ -1,0 +1,85 @@
+"""Optional and noisy third-party imports, behind one boundary.
+
+* ``import_geoopt``: geoopt 0.5 decorates functions with ``torch.jit.script``, which recent
+  torch reports with a ``DeprecationWarning`` at import time. The warning is silenced here,
+  only around our own import of geoopt (a user's ``warnings`` settings stay untouched).
+* ``require``: import an optional dependency of the command line and the experiments
+  (matplotlib, tqdm) or raise an ``ImportError`` that names the extra to install;
+  ``progress_bar`` (tqdm, or a silent stand-in when disabled, so ``--no-progress`` needs no
+  tqdm) and ``agg_figure`` (matplotlib's ``Figure`` and Agg canvas) are built on it.
+
+The core library (``pip install manifold_spectral``, no extras) never imports matplotlib or
+tqdm; only writing plots and drawing progress bars need the ``plots`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Iterable, Iterator
+from types import ModuleType
+from typing import Any
+
+__all__ = ["import_geoopt", "require", "progress_bar", "agg_figure", "PLOTS_HINT"]
+
+#: What to install when matplotlib or tqdm is missing.
+PLOTS_HINT = "pip install 'manifold_spectral[plots]'"
+
+
+def import_geoopt() -> ModuleType:
+    """``import geoopt`` with its ``torch.jit.script`` deprecation warning filtered."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.script.* is deprecated", category=DeprecationWarning
+        )
+        import geoopt
+    return geoopt
+
+
+def require(module: str, what: str = "this command") -> ModuleType:
+    """``importlib.import_module(module)``, or ``ImportError`` saying ``PLOTS_HINT``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        raise ImportError(f"{what} needs {top}, which is not installed: {PLOTS_HINT}") from e
+
+
+class _SilentBar:
+    """What the experiments use of a tqdm bar, doing nothing (``progress=False``)."""
+
+    def __init__(self, iterable: Iterable[Any] | None = None) -> None:
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.iterable if self.iterable is not None else ())
+
+    def __enter__(self) -> _SilentBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def progress_bar(iterable: Iterable[Any] | None = None, *, disable: bool = False, **kwargs: Any):
+    """``tqdm.auto.tqdm(iterable, **kwargs)``, or a silent stand-in when ``disable`` (then
+    tqdm need not be installed)."""
+    if disable:
+        return _SilentBar(iterable)
+    return require("tqdm.auto", "a progress bar (or pass --no-progress)").tqdm(iterable, **kwargs)
+
+
+def agg_figure(what: str = "writing plots") -> tuple[Any, Any]:
+    """``(Figure, FigureCanvasAgg)`` from matplotlib (no pyplot, no global backend change)."""
+    figure = require("matplotlib.figure", what)
+    agg = require("matplotlib.backends.backend_agg", what)
+    return figure.Figure, agg.FigureCanvasAgg
