@@ -38,9 +38,10 @@ _PRECOND_PREFIX = "pc_"
 BATCH_MAX_COST = 4 * 256**3
 
 
-#: Default ``gap_damping``: with it a relative gradient perturbation of 1e-12 moves the
-#: parameters of rank-deficient models by far less than 1e-8 after 20 steps in every
-#: configuration (tests/test_optim_continuity.py); pairs closer than 1% barely change ``S``.
+#: Default ``gap_damping``: the perturbation of a rotation angle by a rounding-level change of
+#: the input grows like ``1 / rho^2``, and a rotation inside a pair closer than ``rho`` changes
+#: ``S`` by at most ``rho`` relative; 1e-2 keeps the first small for float64 and the second
+#: below the estimation noise of a GOP average (tests/test_optim_continuity.py).
 GAP_DAMPING = 1e-2
 
 #: Values of options missing from a state dict saved before they existed: the behaviour of
