@@ -284,9 +284,11 @@ def _nn_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task",
         nargs="+",
-        choices=("mlp", "transformer"),
+        choices=("mlp", "transformer", "stdlib", "digits"),
         default=["mlp"],
-        help="tasks (default: mlp; transformer: a small GPT on an order-2 Markov chain)",
+        help="tasks (default: mlp; transformer: a small GPT on an order-2 Markov chain; "
+        "stdlib: a byte-level GPT on standard-library source text; digits: a conv net on "
+        "scikit-learn's digits, needs the baselines extra)",
     )
     parser.add_argument(
         "--methods",

@@ -45,6 +45,7 @@ __all__ = [
     "TinyGPT",
     "MarkovTask",
     "TeacherTask",
+    "TASKS",
     "make_task",
     "OptimizerSpec",
     "OPTIMIZERS",
@@ -224,13 +225,24 @@ class TeacherTask:
             return float(self.loss(model, self.eval_x, self.eval_y))
 
 
-def make_task(name: str, **kw: Any) -> MarkovTask | TeacherTask:
-    """``"transformer"`` (``MarkovTask``) or ``"mlp"`` (``TeacherTask``)."""
+#: Every task name ``make_task`` knows: the synthetic ones here and the real-data ones of
+#: ``real_tasks`` (``stdlib``: byte-level GPT on standard-library source; ``digits``: a conv
+#: net on scikit-learn's digits).
+TASKS = ("transformer", "mlp", "stdlib", "digits")
+
+
+def make_task(name: str, **kw: Any) -> Any:
+    """``"transformer"`` (``MarkovTask``), ``"mlp"`` (``TeacherTask``), or a real-data task of
+    ``real_tasks``: ``"stdlib"`` (``StdlibBytesTask``), ``"digits"`` (``DigitsTask``)."""
     if name == "transformer":
         return MarkovTask(**kw)
     if name == "mlp":
         return TeacherTask(**kw)
-    raise ValueError(f"task: expected 'transformer' or 'mlp', got {name!r}")
+    if name in TASKS:
+        from .real_tasks import make_real_task
+
+        return make_real_task(name, **kw)
+    raise ValueError(f"task: expected one of {list(TASKS)}, got {name!r}")
 
 
 # Optimizers ---------------------------------------------------------------------------------
@@ -487,7 +499,7 @@ def train(
 # The comparison -----------------------------------------------------------------------------
 
 #: Steps per task of the default comparison (about 100 curvature updates).
-DEFAULT_STEPS = {"transformer": 200, "mlp": 200}
+DEFAULT_STEPS = {"transformer": 200, "mlp": 200, "stdlib": 200, "digits": 200}
 
 
 @dataclasses.dataclass
@@ -497,7 +509,7 @@ class TaskResult:
 
     task: str
     describe: str
-    floor: float
+    floor: float | None  # the Bayes loss, None where unknown (real data)
     initial: float
     steps: int
     trials: dict[str, list[Run]]
@@ -616,7 +628,9 @@ def format_table(result: QualityResult) -> str:
     for t in r.tasks:
         lines += [
             "",
-            f"{t.describe}; {t.steps} steps; Bayes loss {t.floor:.3f}, initial {t.initial:.3f}",
+            f"{t.describe}; {t.steps} steps; "
+            + ("no known Bayes loss" if t.floor is None else f"Bayes loss {t.floor:.3f}")
+            + f", initial {t.initial:.3f}",
             "",
             "| method | tuned hyper-parameters | final eval loss (mean) | per seed "
             "| excess over Bayes | ms / step | diverged trials |",
@@ -634,18 +648,18 @@ def format_table(result: QualityResult) -> str:
                 continue
             finals = [x.final for x in runs]
             mean = float(np.mean(finals))
+            excess = "-" if t.floor is None else f"{mean - t.floor:.3f}"
             per = " / ".join("diverged" if not math.isfinite(v) else f"{v:.3f}" for v in finals)
             ms = float(np.nanmedian([x.ms_per_step for x in runs]))
             lines.append(
-                f"| {spec.label} | {hp} | {mean:.3f} | {per} | {mean - t.floor:.3f} "
-                f"| {ms:.1f} | {div} |"
+                f"| {spec.label} | {hp} | {mean:.3f} | {per} | {excess} | {ms:.1f} | {div} |"
             )
     return "\n".join(lines)
 
 
 def plot(result: QualityResult, path: Any) -> None:
     """Evaluation loss vs steps and vs training seconds (mean over seeds), one row per task,
-    the Bayes loss dashed (Fig. 11-12 analogue)."""
+    the Bayes loss dotted where known (Fig. 11-12 analogue)."""
     from .._compat import agg_figure
 
     Figure, FigureCanvasAgg = agg_figure()
@@ -655,6 +669,7 @@ def plot(result: QualityResult, path: Any) -> None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, 2, squeeze=False)
     for (ax_k, ax_t), t in zip(axes, result.tasks, strict=True):
+        lowest = math.inf
         for m, runs in t.runs.items():
             ok = [x for x in runs if math.isfinite(x.final)]
             if not ok:
@@ -664,15 +679,18 @@ def plot(result: QualityResult, path: Any) -> None:
             steps = np.array(ok[0].eval_steps)
             loss = np.mean([x.eval_loss for x in ok], axis=0)
             secs = np.mean([np.concatenate([[0.0], x.seconds])[x.eval_steps] for x in ok], axis=0)
+            lowest = min(lowest, float(np.min(loss)))
             ax_k.plot(steps, loss, ls, color=spec.color, label=spec.label, lw=1.5)
             ax_t.plot(secs, loss, ls, color=spec.color, label=spec.label, lw=1.5)
         for ax, xlabel in ((ax_k, "steps"), (ax_t, "training seconds")):
-            ax.axhline(t.floor, color="gray", ls=":", lw=1, label="Bayes loss")
+            if t.floor is not None:
+                ax.axhline(t.floor, color="gray", ls=":", lw=1, label="Bayes loss")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("eval loss")
             ax.set_title(f"{t.task} ({result.precision})", fontsize=10)
             ax.grid(alpha=0.3)
-            lo = t.floor - 0.05
+            base = t.floor if t.floor is not None else lowest
+            lo = base - 0.05 if math.isfinite(base) else None
             ax.set_ylim(lo, t.initial + 0.1)
         ax_k.legend(fontsize=7)
     fig.savefig(path, dpi=120)
