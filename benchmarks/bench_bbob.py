@@ -272,8 +272,13 @@ def timing(dims: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dims", type=int, nargs="+", default=[10, 20])
-    p.add_argument("--functions", type=int, nargs="+", default=list(range(1, 25)),
-                   help="f ids (D = 20 runs only those of the protocol: 1 2 8 10 11 12 14)")  # fmt: skip
+    p.add_argument(
+        "--functions",
+        type=int,
+        nargs="+",
+        default=list(range(1, 25)),
+        help="f ids (D = 20 runs only those of the protocol: 1 2 8 10 11 12 14)",
+    )
     p.add_argument("--instances", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--budget", type=float, default=2e4, help="evaluations / D (2e4)")
