@@ -39,7 +39,10 @@ def test_budget_and_restart_limit_are_shared_by_all_runs():
     es = RestartNES(x0, 2.0, seed=1, max_evals=3_000, restarts=50)
     res = es.optimize(RASTRIGIN, vectorized=True)
     assert "maxfevals" in res.stop and 3_000 <= res.nfev < 3_000 + es.popsize
-    assert len(es.runs) >= 2
+    assert len(es.runs) >= 2 and len({r["seed"] for r in es.runs}) == len(es.runs)
+    assert es.runs[0]["seed"] == 1
+    # Each run gets what the runs before it left of the budget.
+    assert es.es.max_evals == 3_000 - sum(r["nfev"] for r in es.runs[:-1])
     # The front door: restarts=k is the same run.
     front = nes.minimize(RASTRIGIN, x0, 2.0, seed=1, max_evals=3_000, restarts=50, vectorized=True)
     np.testing.assert_array_equal(front.x, res.x)

@@ -426,7 +426,8 @@ class SpectralSearch(SearchDistribution):
             value = torch.full((1,), -c1 / eta_B, dtype=self.dtype, device=self.device)
             rank_one = REINFORCE(self.transform(path[None, :]), value, scale_weight=0.0)
             curvature = CurvatureSum([samples, rank_one])
-        self.point = gauss.precision_step(x, curvature)
+        # x is the checked output of the previous step (RGD checks every result).
+        self.point = gauss.precision_step(x, curvature, check_input=False)
         return mu_new
 
     def scale(self) -> float:

@@ -103,7 +103,8 @@ class RestartNES:
         self.tolfun = options.get("tolfun", 1e-11)
         self._start = time.perf_counter()
         self._stop_extra: dict[str, Any] = {}
-        self.runs: list[dict[str, Any]] = []  # popsize, regime, sigma0, nfev, stop per run
+        # per run: popsize, regime, sigma_scale, seed; nfev and stop once it has ended
+        self.runs: list[dict[str, Any]] = []
         self.countevals = 0  # of the finished runs
         self.countiter = 0
         self._hist: list[tuple[int, float, float]] = []  # (nfev, best so far, busy time)
@@ -131,7 +132,9 @@ class RestartNES:
         if es.max_evals is None:  # nes.minimize's default budget for this population
             lam, n = es.popsize, es.n
             es.max_evals = int(lam * (100 + 150 * (n + 3) ** 2 / math.sqrt(lam)))
-        self.runs.append({"popsize": es.popsize, "regime": regime, "sigma_scale": scale})
+        self.runs.append(
+            {"popsize": es.popsize, "regime": regime, "sigma_scale": scale, "seed": es.seed}
+        )
         return es
 
     def _next_run(self) -> None:
