@@ -406,8 +406,9 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "Sec. 4.3 / Fig. 3 right, 9: gradient-free NES on the App. C problems, d = 60",
             _nes_arguments,
             _run_nes,
-            # one seed, 10000 evaluations (Ackley and Griewank converge): about 14 s on 2
-            # CPU cores (the defaults, three seeds and 50000 evaluations: about 2-3 minutes).
+            # one seed, 10000 evaluations (Ackley and Griewank converge). The defaults (three
+            # seeds, 50000 evaluations) are timed by benchmarks/bench_reproduce_nes.py, which
+            # writes the measured time into docs/nes.md.
             quick={"seeds": 1, "max_evals": 10_000},
         ),
         Reproduction(
@@ -416,8 +417,8 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "pip coco-experiment)",
             _bbob_arguments,
             _run_bbob,
-            # f1 at D = 5, instance 1, all four methods: a few seconds (the defaults, 8 x 3
-            # instances at D = 10, take a few minutes).
+            # f1 at D = 5, instance 1, all four methods: seconds (the defaults are 8
+            # functions x 3 instances x 4 methods at D = 10).
             quick={"functions": [1], "instances": [1], "dims": [5]},
         ),
     ]
