@@ -265,9 +265,11 @@ class DXSchedule:
 
     * ``eta_sigma``: 1 (moving), ``tanh((0.024 lam + 0.7 n + 20)/(n + 12))`` (stagnating),
       ``2 tanh((0.025 lam + 0.75 n + 10)/(n + 4))`` (converging);
-    * ``eta_B``: ``(1.5, 4.2, 0.1) x 120 n / (47 n^2 + 6400) x tanh(0.02 lam)`` (DX-NES-IC
-      has 1.4 while stagnating; 3x that learns the shape faster on ill-conditioned and
-      ridge-like problems, where the path stagnates for most of the run; see docs/nes.md);
+    * ``eta_B``: ``(1.5, s, 0.1) x 120 n / (47 n^2 + 6400) x tanh(0.02 lam)`` with the
+      stagnating factor ``s = 1.4`` (DX-NES-IC; the baselines) or, for spectral NES,
+      ``s = 4.2`` (``NES.STAGNATING_SHAPE``: the shape is learned faster on ill-conditioned
+      and ridge-like problems, where the path stagnates for most of the run; see
+      docs/nes.md);
     * distance weights (moving only): ``w_hat_i exp(alpha ||z_i||)``, normalised, ``- 1/lam``,
       ``alpha = h^-1(n) min(1, sqrt(lam / n))``.
     """
@@ -284,7 +286,7 @@ class DXSchedule:
     STATES = ("moving", "stagnating", "converging")
 
     @classmethod
-    def make(cls, n: int, popsize: int) -> DXSchedule:
+    def make(cls, n: int, popsize: int, stagnating_shape: float = 1.4) -> DXSchedule:
         w_hat, _ = utility_weights(popsize)
         p = w_hat / w_hat.sum()
         mu_eff = 1.0 / float((p * p).sum())
@@ -298,7 +300,7 @@ class DXSchedule:
             2.0 * math.tanh((0.025 * lam + 0.75 * n + 10.0) / (n + 4.0)),
         )
         base = 120.0 * n / (47.0 * n * n + 6400.0) * math.tanh(0.02 * lam)
-        eta_B = (1.5 * base, 4.2 * base, 0.1 * base)
+        eta_B = (1.5 * base, stagnating_shape * base, 0.1 * base)
         return cls(n, popsize, mu_eff, c_sigma, chi, alpha, eta_sigma, eta_B)
 
     def state(self, path_norm: float) -> int:
@@ -562,6 +564,8 @@ class NESBase:
         "rank_one": True,
     }
     name = "NES"
+    #: Factor of the DX-NES shape rate while the path stagnates (``DXSchedule``).
+    STAGNATING_SHAPE = 1.4
 
     def __init__(
         self,
@@ -653,7 +657,7 @@ class NESBase:
         self.dist = self._make_distribution(
             sigma.to(dtype=dtype, device=device), **distribution_options
         )
-        self.schedule = DXSchedule.make(n, popsize)
+        self.schedule = DXSchedule.make(n, popsize, self.STAGNATING_SHAPE)
         self._w_hat, self._u_rank = utility_weights(popsize)
         self.path = torch.zeros(n, dtype=dtype, device=device)
         self.path_c = torch.zeros(n, dtype=dtype, device=device)
@@ -1143,6 +1147,7 @@ class NES(NESBase):
     """
 
     name = "spectral NES"
+    STAGNATING_SHAPE = 4.2
 
 
 def minimize(
