@@ -232,23 +232,61 @@ def test_torch_in_torch_out_and_vectorised_torch_function():
         seen.append(type(x))
         return (x * x).sum(-1)
 
-    res = nes.minimize(f, x0, 1.0, target=1e-6, seed=1, max_evals=5_000)
+    res = nes.minimize(f, x0, 1.0, target=1e-6, seed=1, max_evals=5_000, vectorized=True)
     assert res.success and isinstance(res.x, torch.Tensor)
     assert all(t is torch.Tensor for t in seen)
-    # Vectorised: one call per generation after the probe (batch + first row).
+    # Vectorised: one call per generation, the first generation split in two (row 0, rest).
     assert len(seen) == res.nit + 1
 
 
-def test_single_point_function_is_detected():
+def _first_coordinate(x):  # per point only: on a (k, n) batch it returns row 0 (n values)
+    return (np.asarray(x)[0] - 1.0) ** 2
+
+
+def _first_coordinate_batch(X):  # the same function, vectorised
+    return (np.asarray(X)[:, 0] - 1.0) ** 2
+
+
+@pytest.mark.parametrize("n", [4, 10])  # popsize 10 at n = 10: the batch has n rows
+def test_front_door_fun_is_f_of_x_per_point_and_vectorised(n):
+    assert NES(np.zeros(n), 1.0).popsize == (10 if n == 10 else 8)
+    kw = {"seed": 0, "max_evals": 600}
+    per_point = nes.minimize(_first_coordinate, np.zeros(n), 1.0, **kw)  # the default
+    assert per_point.fun == _first_coordinate(per_point.x) and per_point.fun < 1e-3
+    batch = nes.minimize(_first_coordinate_batch, np.zeros(n), 1.0, vectorized=True, **kw)
+    assert batch.fun == float(_first_coordinate_batch(batch.x[None, :])[0])
+    np.testing.assert_array_equal(batch.x, per_point.x)  # same run, either contract
+    # A wrong declaration is an error naming ``vectorized``, never a silent wrong answer.
+    with pytest.raises(ValueError, match=rf"vectorized=True: f returned shape \({n},\)"):
+        nes.minimize(_first_coordinate, np.zeros(n), 1.0, vectorized=True, **kw)
+    with pytest.raises(TypeError, match=r"one point \(vectorized=False\), got shape \(3,\)"):
+        nes.minimize(lambda x: np.asarray(x).sum(-1) + np.zeros(3), np.zeros(n), 1.0, **kw)
+    # Every later generation checks the shape (popsize,) too.
+    es = NES(np.zeros(n), 1.0, seed=0, max_evals=600)
     calls = []
 
-    def f(x):  # on a batch this returns a (k, k) matrix: not vectorised
-        calls.append(np.shape(x))
-        return x @ x
+    def drift(X):
+        calls.append(1)
+        values = _first_coordinate_batch(X)
+        return values if len(calls) < 5 else values[:-1]
 
-    res = nes.minimize(f, np.ones(4), 1.0, target=1e-6, seed=0, max_evals=4_000)
-    assert res.success
-    assert all(c == (4,) for c in calls[1:])
+    with pytest.raises(ValueError, match="vectorized=True"):
+        es.optimize(drift, vectorized=True)
+    assert es.countiter == 3  # generations 1 (two calls), 2 and 3 were told; 4 was refused
+
+
+def test_vectorized_none_is_deprecated_and_means_per_point():
+    calls = []
+
+    def f(x):
+        calls.append(np.shape(x))
+        return float(np.asarray(x) @ np.asarray(x))
+
+    with pytest.warns(FutureWarning, match="vectorized=None is deprecated"):
+        res = nes.minimize(f, np.ones(4), 1.0, seed=0, max_evals=400, vectorized=None)
+    assert set(calls) == {(4,)} and len(calls) == res.nfev and res.fun == f(res.x)
+    with pytest.raises(TypeError, match="vectorized: expected a bool"):
+        nes.minimize(f, np.ones(4), 1.0, max_evals=400, vectorized=1)
 
 
 def test_result_history_callback_and_injection():

@@ -4,15 +4,24 @@
   the spectral method beside the retraction (geoopt) and Cholesky RGD baselines
   (paper Sec. 4.2, Fig. 3 left).
 * ``nes``: gradient-free minimisation with natural evolution strategies whose search
-  precision is learned on ``SpectralSPD`` (paper Sec. 4.3, Fig. 9); ``functions``: test
-  functions (App. C).
+  precision is learned on ``SpectralSPD`` (paper Sec. 4.3, Fig. 9); ``restarts``: IPOP and
+  BIPOP restarts of it (``nes.minimize(..., restarts=k)``); ``functions``: test functions
+  (App. C).
 * ``result.OptimizeResult``: the scipy-style result type every ``minimize`` returns.
 * ``check.check_gradient`` (also ``spd.check_gradient``): Taylor-slope check of a user
   objective's gradient along random chart directions (pymanopt's ``check_gradient``).
 """
 
-from . import functions, nes, spd
+from . import functions, nes, restarts, spd
 from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
 
-__all__ = ["spd", "nes", "functions", "OptimizeResult", "check_gradient", "GradientCheck"]
+__all__ = [
+    "spd",
+    "nes",
+    "restarts",
+    "functions",
+    "OptimizeResult",
+    "check_gradient",
+    "GradientCheck",
+]

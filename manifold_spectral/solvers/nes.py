@@ -83,6 +83,7 @@ import dataclasses
 import math
 import numbers
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -264,7 +265,11 @@ class DXSchedule:
 
     * ``eta_sigma``: 1 (moving), ``tanh((0.024 lam + 0.7 n + 20)/(n + 12))`` (stagnating),
       ``2 tanh((0.025 lam + 0.75 n + 10)/(n + 4))`` (converging);
-    * ``eta_B``: ``(1.5, 1.4, 0.1) x 120 n / (47 n^2 + 6400) x tanh(0.02 lam)``;
+    * ``eta_B``: ``(1.5, s, 0.1) x 120 n / (47 n^2 + 6400) x tanh(0.02 lam)`` with the
+      stagnating factor ``s = 1.4`` (DX-NES-IC; the baselines) or, for spectral NES,
+      ``s = 4.2`` (``NES.STAGNATING_SHAPE``: the shape is learned faster on ill-conditioned
+      and ridge-like problems, where the path stagnates for most of the run; see
+      docs/nes.md);
     * distance weights (moving only): ``w_hat_i exp(alpha ||z_i||)``, normalised, ``- 1/lam``,
       ``alpha = h^-1(n) min(1, sqrt(lam / n))``.
     """
@@ -281,7 +286,7 @@ class DXSchedule:
     STATES = ("moving", "stagnating", "converging")
 
     @classmethod
-    def make(cls, n: int, popsize: int) -> DXSchedule:
+    def make(cls, n: int, popsize: int, stagnating_shape: float = 1.4) -> DXSchedule:
         w_hat, _ = utility_weights(popsize)
         p = w_hat / w_hat.sum()
         mu_eff = 1.0 / float((p * p).sum())
@@ -295,7 +300,7 @@ class DXSchedule:
             2.0 * math.tanh((0.025 * lam + 0.75 * n + 10.0) / (n + 4.0)),
         )
         base = 120.0 * n / (47.0 * n * n + 6400.0) * math.tanh(0.02 * lam)
-        eta_B = (1.5 * base, 1.4 * base, 0.1 * base)
+        eta_B = (1.5 * base, stagnating_shape * base, 0.1 * base)
         return cls(n, popsize, mu_eff, c_sigma, chi, alpha, eta_sigma, eta_B)
 
     def state(self, path_norm: float) -> int:
@@ -423,7 +428,8 @@ class SpectralSearch(SearchDistribution):
             value = torch.full((1,), -c1 / eta_B, dtype=self.dtype, device=self.device)
             rank_one = REINFORCE(self.transform(path[None, :]), value, scale_weight=0.0)
             curvature = CurvatureSum([samples, rank_one])
-        self.point = gauss.precision_step(x, curvature)
+        # x is the checked output of the previous step (RGD checks every result).
+        self.point = gauss.precision_step(x, curvature, check_input=False)
         return mu_new
 
     def scale(self) -> float:
@@ -450,11 +456,11 @@ class NESResult(OptimizeResult):
 
     Shared fields (``manifold_spectral.solvers.result``): ``x`` the best point seen (numpy,
     or torch when ``x0`` was a tensor), ``fun`` its value, ``nit`` generations, ``nfev``
-    function evaluations (``popsize`` per generation; the one extra call of the
-    ``vectorized=None`` probe is not counted), ``success`` (a value below ``target`` was
-    found), ``message`` (the stop reasons), ``method``, ``time`` (wall seconds since the
-    optimizer was created) and ``history``: one record per generation (records start after
-    the first generation: NES never evaluates the starting point) with the keys ``"nit"``,
+    function evaluations (``popsize`` per generation, every call of ``f``), ``success`` (a
+    value below ``target`` was found), ``message`` (the stop reasons), ``method``, ``time``
+    (wall seconds since the optimizer was created) and ``history``: one record per
+    generation (records start after the first generation: NES never evaluates the starting
+    point) with the keys ``"nit"``,
     ``"nfev"``, ``"fun"`` (best value so far, for best-f-versus-evaluations plots) and
     ``"time"`` (cumulative seconds spent in ``ask``/``tell``, function evaluations excluded).
 
@@ -558,6 +564,8 @@ class NESBase:
         "rank_one": True,
     }
     name = "NES"
+    #: Factor of the DX-NES shape rate while the path stagnates (``DXSchedule``).
+    STAGNATING_SHAPE = 1.4
 
     def __init__(
         self,
@@ -649,7 +657,7 @@ class NESBase:
         self.dist = self._make_distribution(
             sigma.to(dtype=dtype, device=device), **distribution_options
         )
-        self.schedule = DXSchedule.make(n, popsize)
+        self.schedule = DXSchedule.make(n, popsize, self.STAGNATING_SHAPE)
         self._w_hat, self._u_rank = utility_weights(popsize)
         self.path = torch.zeros(n, dtype=dtype, device=device)
         self.path_c = torch.zeros(n, dtype=dtype, device=device)
@@ -875,17 +883,20 @@ class NESBase:
         f: Callable[[Any], Any],
         *,
         callback: Callable[[NESBase], Any] | None = None,
-        vectorized: bool | None = None,
+        vectorized: bool | None = False,
         executor: Any = None,
         map: Callable[..., Any] | None = None,
     ) -> NESResult:
         """Run ask/evaluate/tell until ``stop()``; return ``result``.
 
-        ``f`` takes one point (n,) or, when vectorised, a batch (k, n) and returns k values;
-        it gets numpy arrays, or torch tensors when ``x0`` was a tensor. ``vectorized=None``
-        probes once: ``f`` is called on the first batch, and a result of shape (popsize,)
-        whose first entry equals ``f`` of the first row (one extra call, not counted in
-        ``nfev``) is accepted; anything else falls back to one call per row.
+        The contract of ``f`` is declared, never guessed: ``vectorized=False`` (default)
+        calls ``f`` once per point (n,) and each call must return a real scalar;
+        ``vectorized=True`` calls it on a batch (k, n) that must return shape (k,) (the first
+        generation is evaluated as two batches, its first row and the rest, so that a
+        per-point ``f`` declared vectorised fails the shape test even when n == popsize; no
+        extra evaluation). A wrong declaration raises ``ValueError`` naming ``vectorized``.
+        ``vectorized=None`` (the former probing default) is deprecated and means ``False``
+        with a ``FutureWarning``. ``f`` gets numpy arrays, or torch tensors when ``x0`` was one.
         ``callback(self)`` runs after every generation; returning ``True`` (or raising
         ``StopIteration``) stops the run with reason ``callback``.
 
@@ -895,7 +906,7 @@ class NESBase:
         ``map`` (any callable with the builtin ``map`` signature, e.g.
         ``multiprocessing.Pool(...).map``), not both. Then the ``popsize`` candidates of a
         generation are evaluated concurrently, one call ``f(x)`` per candidate row (a vectorised
-        ``f`` is never called on the batch: ``vectorized`` must be ``None`` or ``False``). Each
+        ``f`` is never called on the batch: ``vectorized`` must be ``False``). Each
         call gets its own copy of its row, of the type the serial per-row path passes (a numpy
         (n,) array, or a torch tensor when ``x0`` was one), and the worker reduces the value to
         a float. Results are taken in the order of the candidates, so for a fixed seed the run
@@ -911,30 +922,10 @@ class NESBase:
         is combined with one of them, ``TypeError`` (naming the argument) if ``executor`` lacks
         a callable ``.map`` or ``map`` is not callable; nothing is evaluated or changed then.
         """
-        if not callable(f):
-            raise TypeError(f"f: expected a callable, got {type(f).__name__}")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback: expected a callable or None, got {callback!r}")
-        if vectorized is not None:
-            _check_flag(vectorized, "vectorized")
-        mapper = _check_mapper(executor, map, vectorized)
-        if self.max_evals is None and self.target is None and self.tolx == 0 and self.tolfun == 0:
-            raise ValueError("optimize: no termination criterion (set max_evals or target)")
-        mode = vectorized
-        while not self.stop():
-            X = self.ask()
-            if mapper is None:
-                values, mode = _evaluate(f, X, self.popsize, mode)
-            else:
-                values = _evaluate_parallel(mapper, f, X, self.popsize)
-            self.tell(X, values)
-            if callback is not None:
-                try:
-                    if callback(self) is True:
-                        self._stop_extra["callback"] = True
-                except StopIteration:
-                    self._stop_extra["callback"] = True
-        return self.result
+        vectorized = _check_vectorized(vectorized)
+        return run_optimizer(
+            self, f, callback=callback, vectorized=vectorized, executor=executor, map=map
+        )
 
     def covariance(self) -> Tensor:
         """Dense covariance ``Sigma`` of the search distribution (for inspection)."""
@@ -945,6 +936,43 @@ class NESBase:
             f"{type(self).__name__}(n={self.n}, popsize={self.popsize}, "
             f"evals={self.countevals}, fbest={self.fbest:.3e})"
         )
+
+
+def run_optimizer(
+    es: Any,
+    f: Callable[[Any], Any],
+    *,
+    callback: Callable[[Any], Any] | None = None,
+    vectorized: bool | None = False,
+    executor: Any = None,
+    map: Callable[..., Any] | None = None,
+) -> NESResult:
+    """The ask/evaluate/tell loop of ``NESBase.optimize`` for any optimizer ``es`` with its
+    interface (``ask``, ``tell``, ``stop``, ``popsize``, ``result``; also ``RestartNES``)."""
+    if not callable(f):
+        raise TypeError(f"f: expected a callable, got {type(f).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable or None, got {callback!r}")
+    vectorized = _check_vectorized(vectorized)
+    mapper = _check_mapper(executor, map, vectorized)
+    if es.max_evals is None and es.target is None and es.tolx == 0 and es.tolfun == 0:
+        raise ValueError("optimize: no termination criterion (set max_evals or target)")
+    first = True
+    while not es.stop():
+        X = es.ask()
+        if mapper is None:
+            values = _evaluate(f, X, es.popsize, vectorized, first)
+            first = False
+        else:
+            values = _evaluate_parallel(mapper, f, X, es.popsize)
+        es.tell(X, values)
+        if callback is not None:
+            try:
+                if callback(es) is True:
+                    es._stop_extra["callback"] = True
+            except StopIteration:
+                es._stop_extra["callback"] = True
+    return es.result
 
 
 def _as_values(fvals: Any, k: int) -> np.ndarray:
@@ -973,28 +1001,65 @@ def _scalar(v: Any) -> float:
     return float(a.reshape(()))
 
 
-def _evaluate(f: Callable[[Any], Any], X: Any, k: int, mode: bool | None) -> tuple[Any, bool]:
-    """Values of ``f`` on the rows of ``X``; returns ``(values, vectorized)``."""
-    if mode is None:
-        try:
-            out = f(X)
-            arr = out.detach().cpu().numpy() if isinstance(out, Tensor) else np.asarray(out)
-            ok = arr.shape == (k,) and arr.dtype.kind in "biuf"
-            if ok:
-                first = _scalar(f(X[0]))
-                a0 = float(arr[0])
-                ok = (first == a0) or (
-                    math.isfinite(first) and abs(first - a0) <= 1e-9 * max(1.0, abs(first))
-                )
-        except Exception:  # noqa: BLE001 - any failure on a batch means "not vectorised"
-            ok = False
-        if ok:
-            return arr.astype(np.float64), True
-        mode = False
-    if mode:
-        out = f(X)
-        return _as_values(out, k), True
-    return np.array([_scalar(f(X[i])) for i in range(k)]), False
+def _evaluate(f: Callable[[Any], Any], X: Any, k: int, vectorized: bool, first: bool) -> Any:
+    """Values of ``f`` on the rows of ``X`` under the declared contract, as a (k,) array.
+
+    Per point (``vectorized=False``): one call per row, each must return a real scalar.
+    Vectorised: one call on the batch, which must return shape (k,); on the ``first``
+    generation the batch is split into its first row and the rest (no extra evaluation), and
+    the two calls must return shapes (1,) and (k - 1,): a per-point ``f`` that happens to
+    return k values on a (k, n) batch (e.g. ``x[0]`` when n == k) fails one of the two.
+    """
+    if not vectorized:
+        return np.array([_point_value(f(X[i])) for i in range(k)])
+    if first:
+        head = _batch_values(f(X[:1]), 1)
+        return np.concatenate([head, _batch_values(f(X[1:]), k - 1)])
+    return _batch_values(f(X), k)
+
+
+def _point_value(v: Any) -> float:
+    """``f(x)`` for one point: a real scalar (a per-point ``f`` that returns a batch of values
+    is declared wrongly)."""
+    if isinstance(v, Tensor):
+        v = v.detach().cpu().numpy()
+    try:
+        a = np.asarray(v)
+    except (TypeError, ValueError):
+        a = np.asarray(None)
+    if a.dtype.kind in "biuf" and a.size != 1:
+        raise TypeError(
+            f"f: expected a real scalar for one point (vectorized=False), got shape {a.shape};"
+            " if f maps a (k, n) batch to k values, pass vectorized=True"
+        )
+    return _scalar(v)
+
+
+def _batch_values(out: Any, k: int) -> np.ndarray:
+    """The (k,) values of a vectorised ``f`` on a (k, n) batch; any other shape is an error."""
+    arr = out.detach().cpu().numpy() if isinstance(out, Tensor) else np.asarray(out)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"f: expected real values, got dtype {arr.dtype}")
+    if arr.shape != (k,):
+        raise ValueError(
+            f"vectorized=True: f returned shape {arr.shape} for a ({k}, n) batch, expected "
+            f"({k},); if f takes one point (n,) and returns a scalar, pass vectorized=False"
+        )
+    return arr.astype(np.float64)
+
+
+def _check_vectorized(vectorized: Any) -> bool:
+    """``vectorized`` as a bool; ``None`` (the former "guess" default) warns and means False."""
+    if vectorized is None:
+        warnings.warn(
+            "vectorized=None is deprecated: f is no longer probed on a batch (a guess that "
+            "could pick the wrong function); None now means False (one call per point). "
+            "Pass vectorized=True if f maps a (k, n) batch to k values.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return False
+    return _check_flag(vectorized, "vectorized")
 
 
 def _check_mapper(
@@ -1022,7 +1087,7 @@ def _check_mapper(
     if vectorized:
         raise ValueError(
             f"vectorized=True cannot be combined with {name}: parallel evaluation calls f once "
-            "per candidate (use vectorized=None or False)"
+            "per candidate (use vectorized=False)"
         )
     return mapper
 
@@ -1034,7 +1099,7 @@ class _ScalarCall:
     f: Callable[[Any], Any]
 
     def __call__(self, x: Any) -> float:
-        return _scalar(self.f(x))
+        return _point_value(self.f(x))
 
 
 def _evaluate_parallel(
@@ -1082,6 +1147,7 @@ class NES(NESBase):
     """
 
     name = "spectral NES"
+    STAGNATING_SHAPE = 4.2
 
 
 def minimize(
@@ -1094,24 +1160,53 @@ def minimize(
     seed: int | None = None,
     callback: Callable[[NESBase], Any] | None = None,
     popsize: int | None = None,
-    vectorized: bool | None = None,
+    vectorized: bool | None = False,
     executor: Any = None,
     map: Callable[..., Any] | None = None,
+    restarts: int = 0,
+    bipop: bool = False,
+    incpopsize: float = 2.0,
     **options: Any,
 ) -> NESResult:
     """Minimise ``f`` with spectral NES; returns a ``NESResult`` (x, fun, nfev, nit, history,
     time, ...).
 
-    ``f`` takes one point or a batch (see ``NESBase.optimize``), numpy or torch following
-    ``x0``. ``max_evals`` defaults to ``popsize (100 + 150 (n + 3)^2 / sqrt(popsize))``
+    ``f`` takes one point (``vectorized=False``, default) or a batch (``vectorized=True``),
+    declared, never guessed; a wrong declaration is a ``ValueError`` (see
+    ``NESBase.optimize``), so ``result.fun`` is always ``f(result.x)``. Numpy or torch
+    following ``x0``. ``max_evals`` defaults to ``popsize (100 + 150 (n + 3)^2 / sqrt(popsize))``
     (pycma's default iteration budget); ``target`` stops at the first value below it.
     ``options`` go to ``NES`` (rates, switches, ``tolx``, ``tolfun``, dtype, ...).
     ``executor`` / ``map`` evaluate each generation's candidates in parallel, one call per
     candidate, with results bitwise equal to the serial run (see ``NESBase.optimize``).
+
+    Restarts (``manifold_spectral.solvers.restarts.RestartNES``): ``restarts=k`` runs up to
+    ``k`` more NES runs after a run stops on its own (``tolx``, ``tolfun``, ``condition``),
+    IPOP (popsize times ``incpopsize`` each restart) or, with ``bipop=True``, BIPOP (IPOP
+    runs interleaved with small-population, small-step runs); ``max_evals`` is the budget of
+    all runs together. ``x0`` may then be a callable returning a fresh start per run.
     """
+    vectorized = _check_vectorized(vectorized)
     _check_mapper(executor, map, vectorized)  # before anything is built
-    es = NES(x0, sigma0, popsize, seed, max_evals=max_evals, target=target, **options)
-    if es.max_evals is None:
-        lam, n = es.popsize, es.n
-        es.max_evals = int(lam * (100 + 150 * (n + 3) ** 2 / math.sqrt(lam)))
+    es: Any
+    if restarts or bipop or callable(x0):
+        from .restarts import RestartNES
+
+        es = RestartNES(
+            x0,
+            sigma0,
+            popsize,
+            seed,
+            restarts=restarts,
+            bipop=bipop,
+            incpopsize=incpopsize,
+            max_evals=max_evals,
+            target=target,
+            **options,
+        )
+    else:
+        es = NES(x0, sigma0, popsize, seed, max_evals=max_evals, target=target, **options)
+        if es.max_evals is None:
+            lam, n = es.popsize, es.n
+            es.max_evals = int(lam * (100 + 150 * (n + 3) ** 2 / math.sqrt(lam)))
     return es.optimize(f, callback=callback, vectorized=vectorized, executor=executor, map=map)

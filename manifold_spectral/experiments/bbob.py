@@ -1,0 +1,358 @@
+"""COCO's BBOB suite (``cocoex``, pip ``coco-experiment``): spectral NES against CMA-ES.
+
+Protocol (issue 14): noiseless ``bbob`` functions in dimension D, instances ``1..k``; every
+run starts at ``x0 ~ U[-4, 4]^D`` (each restart draws a new one; the same stream of starts,
+seeded by (function, D, instance), for every method), ``sigma0 = 2``, a budget of
+``budget * D`` evaluations, target ``f - f_opt < 1e-8``. Methods:
+
+* ``nes``: ``nes.minimize`` (spectral NES, defaults), no restarts;
+* ``nes-ipop``: the same with ``restarts=9`` (IPOP);
+* ``cma``: pycma's ``cma.fmin2(..., restarts=0)``; ``cma-ipop``: ``cma.fmin2(...,
+  restarts=9, bipop=False)`` (IPOP-CMA-ES).
+
+Every evaluation goes through one ``Counter`` that stops the run at the budget or at the
+final target and records the first evaluation at which ``f - f_opt`` fell below each of
+COCO's 51 targets ``10^{2, 1.8, ..., -8}``. ERT of a (method, function, D) = evaluations of
+all its runs (each until the final target or its end) / successful runs. The ECDF is COCO's
+picture: the fraction of (run, target) pairs reached versus evaluations / D.
+
+``cocoex`` and ``cma`` are imported lazily (the ``baselines`` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "METHODS",
+    "D20",
+    "BBOBResult",
+    "run_one",
+    "run_bbob",
+    "ert",
+    "tables",
+    "format_table",
+    "plot",
+    "write_runs",
+    "read_runs",
+]
+
+TARGETS = 10.0 ** np.linspace(2, -8, 51)
+FINAL = 1e-8
+METHODS = {  # name -> (label, restarts)
+    "nes": ("spectral NES", 0),
+    "nes-ipop": ("spectral NES, IPOP", 9),
+    "cma": ("CMA-ES", 0),
+    "cma-ipop": ("IPOP-CMA-ES", 9),
+}
+PAIRS = (("nes", "cma"), ("nes-ipop", "cma-ipop"))
+#: The functions of the protocol at D = 20.
+D20 = (1, 2, 8, 10, 11, 12, 14)
+
+
+class Stop(Exception):
+    """Raised by the counter at the budget or after the final target."""
+
+
+class Counter:
+    """Counts evaluations of one BBOB problem, records first hits of every target."""
+
+    def __init__(self, problem, fopt: float, budget: int) -> None:
+        self.problem, self.fopt, self.budget = problem, fopt, budget
+        self.evals = 0
+        self.best = math.inf
+        self.hits = np.full(TARGETS.size, -1, dtype=np.int64)
+
+    def __call__(self, x) -> float:
+        if self.evals >= self.budget or self.hits[-1] >= 0:
+            raise Stop
+        self.evals += 1
+        delta = float(self.problem(np.asarray(x, dtype=float))) - self.fopt
+        if delta < self.best:
+            self.best = delta
+            self.hits[(self.hits < 0) & (delta < TARGETS)] = self.evals
+        return delta + self.fopt
+
+    def batch(self, X) -> np.ndarray:
+        return np.array([self(x) for x in X])
+
+
+@contextlib.contextmanager
+def _in_tmpdir() -> Iterator[None]:
+    old = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(old)
+
+
+def _problem(fid: int, dim: int, iid: int):
+    import cocoex
+
+    suite = cocoex.Suite(
+        "bbob", "", f"function_indices:{fid} dimensions:{dim} instance_indices:{iid}"
+    )
+    problem = suite[0]
+    with _in_tmpdir():  # f_opt = f(x_opt); cocoex writes x_opt to a file in the cwd
+        problem._best_parameter("print")
+        xopt = np.loadtxt("._bbob_problem_best_parameter.txt")
+    fopt = float(problem(xopt))
+    return suite, problem, fopt
+
+
+def run_one(job: tuple[str, int, int, int, float]) -> dict[str, Any]:
+    """One run of ``method`` on (fid, dim, iid); returns its row of runs.csv."""
+    method, fid, dim, iid, budget_mult = job
+    import torch
+
+    torch.set_num_threads(1)
+    suite, problem, fopt = _problem(fid, dim, iid)
+    budget = int(budget_mult * dim)
+    counter = Counter(problem, fopt, budget)
+    rng = np.random.default_rng([fid, dim, iid])  # the same starts for every method
+
+    def x0() -> np.ndarray:
+        return rng.uniform(-4.0, 4.0, dim)
+
+    restarts = METHODS[method][1]
+    seed = 1000 * fid + 10 * iid + dim
+    start = time.perf_counter()
+    try:
+        if method.startswith("nes"):
+            from ..solvers import nes
+
+            nes.minimize(
+                counter.batch, x0 if restarts else x0(), 2.0, max_evals=budget,
+                target=fopt + FINAL, seed=seed, vectorized=True, restarts=restarts,
+            )  # fmt: skip
+        else:
+            import cma
+
+            opts = {"maxfevals": budget, "ftarget": fopt + FINAL, "seed": seed, "verbose": -9}
+            with _in_tmpdir():
+                cma.fmin2(counter, x0, 2.0, {**opts, "verb_log": 0},
+                                  restarts=restarts, bipop=False)  # fmt: skip
+    except Stop:
+        pass
+    seconds = time.perf_counter() - start
+    problem.free()
+    suite.free()
+    hit = int(counter.hits[-1])
+    return {
+        "method": method, "function": fid, "dim": dim, "instance": iid,
+        "evals": hit if hit >= 0 else counter.evals, "success": int(hit >= 0),
+        "best": counter.best, "seconds": round(seconds, 3),
+        "hits": " ".join(str(int(h)) for h in counter.hits),
+    }  # fmt: skip
+
+
+def ert(rows: list[dict]) -> tuple[int, float]:
+    """(successes, ERT) of the runs of one (method, function, D)."""
+    succ = sum(r["success"] for r in rows)
+    return succ, (sum(r["evals"] for r in rows) / succ if succ else math.inf)
+
+
+def _cells(rows: list[dict]) -> dict[tuple[str, int, int], list[dict]]:
+    out: dict[tuple[str, int, int], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["method"], r["function"], r["dim"]), []).append(r)
+    return out
+
+
+def tables(rows: list[dict], methods: list[str]) -> str:
+    """Per (function, D) successes and ERT, ERT ratios, and a summary per pair of methods."""
+    cells = _cells(rows)
+    keys = sorted({(f, d) for _, f, d in cells}, key=lambda k: (k[1], k[0]))
+    parts = []
+    for a, b in PAIRS:
+        if a not in methods or b not in methods:
+            continue
+        la, lb = METHODS[a][0], METHODS[b][0]
+        lines = [
+            f"**{la} vs {lb}** (ERT in evaluations; ratio {a} / {b}, < 1: NES needs fewer):",
+            "",
+            f"| f | D | {la} solved | {la} ERT | {lb} solved | {lb} ERT | ratio |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        both = better = within = 0
+        worse, solved = [], {a: 0, b: 0}
+        for f, d in keys:
+            sa, ea = ert(cells[(a, f, d)])
+            sb, eb = ert(cells[(b, f, d)])
+            runs = len(cells[(a, f, d)])
+            solved[a] += sa
+            solved[b] += sb
+            ratio = ea / eb if sa and sb else math.nan
+            if sa and sb:
+                both += 1
+                better += ratio < 1
+                within += ratio <= 1.2
+                if ratio > 1.2:
+                    worse.append(f"f{f} D={d} {ratio:.2f}")
+            cell = f"{ratio:.2f}" if sa and sb else "-"
+            fa = f"{ea:.0f}" if sa else "-"
+            fb = f"{eb:.0f}" if sb else "-"
+            lines.append(f"| {f} | {d} | {sa}/{runs} | {fa} | {sb}/{runs} | {fb} | {cell} |")
+        total = sum(len(v) for (m, _, _), v in cells.items() if m == a)
+        lines += [
+            "",
+            f"Triples solved: {la} {solved[a]}/{total}, {lb} {solved[b]}/{total}. Both solve "
+            f"{both} of {len(keys)} (function, D) pairs; {la} is within 1.2x on {within}, "
+            f"better on {better}; worse than 1.2x: {', '.join(worse) or 'none'}.",
+        ]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def ecdf(rows: list[dict], methods: list[str], png: Path, budget_mult: float) -> None:
+    """COCO's ECDF of (run, target) pairs reached vs evaluations / D: CSV and PNG per D."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    grid = np.unique(np.round(np.geomspace(1, budget_mult, 60), 3))
+    dims = sorted({r["dim"] for r in rows})
+    table, header = [], ["evals_per_dim"]
+    fig = Figure(figsize=(4.2 * len(dims), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(dims), squeeze=False)[0]
+    for ax, d in zip(axes, dims, strict=True):
+        for m in methods:
+            runs = [r for r in rows if r["method"] == m and r["dim"] == d]
+            if not runs:
+                continue
+            hits = np.array([[int(h) for h in r["hits"].split()] for r in runs]).ravel()
+            hits = np.where(hits < 0, np.inf, hits / d)
+            frac = (hits[None, :] <= grid[:, None]).mean(axis=1)
+            header.append(f"{m}_D{d}")
+            table.append(frac)
+            ax.step(grid, frac, where="post", label=METHODS[m][0])
+        nf = len({r["function"] for r in rows if r["dim"] == d})
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"bbob, {nf} functions, D = {d}", fontsize=10)
+        ax.set_xlabel("evaluations / D")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("fraction of (run, target) pairs")
+    axes[0].legend(fontsize=8)
+    fig.savefig(png, dpi=110)
+    with open(Path(png).with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for i, g in enumerate(grid):
+            w.writerow([g] + [f"{col[i]:.4f}" for col in table])
+
+
+@dataclasses.dataclass
+class BBOBResult:
+    """All runs (rows of ``runs.csv``) and the settings."""
+
+    rows: list[dict]
+    methods: tuple[str, ...]
+    budget: float
+    wall_time: float
+
+
+def jobs(
+    dims: Sequence[int],
+    functions: Sequence[int],
+    instances: Sequence[int],
+    methods: Sequence[str],
+    budget: float,
+) -> list[tuple[str, int, int, int, float]]:
+    """The (method, function, D, instance, budget) runs of the protocol; at D = 20 only the
+    functions of ``D20``."""
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"methods: unknown method {m!r} (choose from {sorted(METHODS)})")
+    for f in functions:
+        if not 1 <= f <= 24:
+            raise ValueError(f"functions: expected BBOB function ids in 1..24, got {f!r}")
+    return [
+        (m, f, d, i, budget)
+        for d in dims
+        for f in functions
+        if d != 20 or f in D20
+        for i in instances
+        for m in methods
+    ]
+
+
+def run_bbob(
+    *,
+    dims: Sequence[int] = (10, 20),
+    functions: Sequence[int] = tuple(range(1, 25)),
+    instances: Sequence[int] = (1, 2, 3, 4, 5),
+    methods: Sequence[str] = tuple(METHODS),
+    budget: float = 2e4,
+    progress: bool = True,
+    on_row: Any = None,
+) -> BBOBResult:
+    """Every run of ``jobs(...)`` in order; ``on_row(row)`` after each (e.g. to log it)."""
+    from tqdm.auto import tqdm
+
+    todo = jobs(dims, functions, instances, methods, budget)
+    for module, pip in (("cocoex", "coco-experiment"), ("cma", "cma")):
+        try:
+            __import__(module)
+        except ImportError as e:
+            raise ImportError(
+                f"reproduce bbob needs {module} (pip install {pip}, or the 'baselines' extra)"
+            ) from e
+    start = time.perf_counter()
+    rows = []
+    for job in tqdm(todo, desc="reproduce bbob", disable=not progress, leave=False):
+        rows.append(run_one(job))
+        if on_row is not None:
+            on_row(rows[-1])
+    return BBOBResult(rows, tuple(methods), budget, time.perf_counter() - start)
+
+
+def format_table(result: BBOBResult) -> str:
+    """The ERT tables (``tables``) with a header line."""
+    r = result
+    dims = sorted({row["dim"] for row in r.rows})
+    inst = sorted({row["instance"] for row in r.rows})
+    head = (
+        f"BBOB: D {dims}, instances {inst}, budget {r.budget:g} D, target f - f_opt < "
+        f"{FINAL:g}; {len(r.rows)} runs in {r.wall_time:.1f} s"
+    )
+    return head + "\n\n" + tables(r.rows, list(r.methods))
+
+
+def plot(result: BBOBResult, path: Any) -> None:
+    """ECDF PNG at ``path``, its CSV beside it (same stem, ``.csv``) and the runs as
+    ``runs.csv`` in the same folder."""
+    path = Path(path)
+    ecdf(result.rows, list(result.methods), path, result.budget)
+    write_runs(result.rows, path.parent / "runs.csv")
+
+
+def write_runs(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_runs(path: Path) -> list[dict]:
+    """Rows of a ``runs.csv`` (numbers parsed)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for k in ("function", "dim", "instance", "evals", "success"):
+            r[k] = int(r[k])
+        r["best"], r["seconds"] = float(r["best"]), float(r["seconds"])
+    return rows

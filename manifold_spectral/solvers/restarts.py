@@ -1,0 +1,259 @@
+"""Restart strategies for the NES solvers: IPOP and BIPOP (Auger & Hansen 2005; Hansen 2009).
+
+A run of NES (any ``NESBase`` subclass) that stops on its own (``tolx``, ``tolfun``,
+``condition``) has converged, usually to a local minimum of a multi-modal function. A restart
+starts a fresh run, from ``x0`` again (or a new start when ``x0`` is a callable), with
+
+* IPOP: the population times ``incpopsize`` (2) at every restart, ``sigma0`` unchanged: a
+  larger population smooths the landscape seen by the rank-based estimate, which is what
+  solves the weakly structured multi-modal functions (Rastrigin-like);
+* BIPOP: two regimes that share the budget. The *large* regime is IPOP (run ``i`` of it has
+  ``lam_L = lam_0 incpopsize^i``); the *small* regime draws ``U ~ U[0, 1]`` and runs with
+  ``lam_S = floor(lam_0 (lam_L / (2 lam_0))^(U^2))`` and ``sigma0 10^(-2 U)``, with at most
+  half the evaluations of the last large run. After each run the regime that has spent fewer
+  evaluations runs next (the first run counts as large).
+
+``max_evals`` bounds the evaluations of all runs together; ``target`` stops everything.
+``RestartNES`` has the ask/tell interface of ``NES`` (``ask``, ``tell``, ``stop``,
+``result``, ``optimize``); ``popsize`` is the current run's and changes between runs, so ask
+before every tell. The first run is bitwise the plain ``NES`` run with the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .nes import NES, NESBase, NESResult, _check_vectorized, run_optimizer
+
+__all__ = ["RestartNES"]
+
+#: Stop reasons of a run that end everything (the rest start the next run).
+_FINAL = ("ftarget", "callback")
+
+
+def _run_seed(seed: int, run: int) -> int:
+    """Seed of run ``run`` (run 0 keeps ``seed``, so it is the plain NES run)."""
+    if run == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, run]).generate_state(1)[0])
+
+
+class RestartNES:
+    """NES with IPOP (default) or BIPOP restarts, in pycma's ask/tell style.
+
+    Args:
+        x0: start point (n,), or a callable returning one (called once per run).
+        sigma0: initial standard deviation of every run (scaled by ``10^(-2U)`` in BIPOP's
+            small regime).
+        popsize: population of the first run (``None``: the NES default).
+        seed: seed of the first run; later runs and BIPOP's draws are derived from it.
+        restarts: at most this many runs after the first (``0``: one plain run).
+        bipop: BIPOP instead of IPOP.
+        incpopsize: population factor of the large regime (> 1).
+        max_evals: evaluations of all runs together (``None``: each run has the default
+            budget of ``nes.minimize``).
+        target: stop every run at the first value below it.
+        es_class: the NES driver of each run (``NES``; or a baseline such as ``XNES``).
+        options: passed to every run (rates, switches, ``tolx``, ``tolfun``, dtype, ...).
+    """
+
+    def __init__(
+        self,
+        x0: Any,
+        sigma0: Any,
+        popsize: int | None = None,
+        seed: int | None = None,
+        *,
+        restarts: int = 9,
+        bipop: bool = False,
+        incpopsize: float = 2.0,
+        max_evals: int | None = None,
+        target: float | None = None,
+        es_class: type[NESBase] = NES,
+        **options: Any,
+    ) -> None:
+        if isinstance(restarts, bool) or not isinstance(restarts, numbers.Integral) or restarts < 0:
+            raise ValueError(f"restarts: expected an int >= 0, got {restarts!r}")
+        if not isinstance(bipop, bool):
+            raise TypeError(f"bipop: expected a bool, got {bipop!r}")
+        if (
+            isinstance(incpopsize, bool)
+            or not isinstance(incpopsize, numbers.Real)
+            or not incpopsize > 1
+        ):
+            raise ValueError(f"incpopsize: expected a number > 1, got {incpopsize!r}")
+        if max_evals is not None and (
+            isinstance(max_evals, bool)
+            or not isinstance(max_evals, numbers.Integral)
+            or max_evals < 1
+        ):
+            raise ValueError(f"max_evals: expected a positive int or None, got {max_evals!r}")
+        self._x0, self.sigma0, self.es_class = x0, sigma0, es_class
+        self.restarts, self.bipop, self.incpopsize = int(restarts), bipop, float(incpopsize)
+        self.max_evals = None if max_evals is None else int(max_evals)
+        self.options = dict(options, target=target)
+        self.target = target
+        self.tolx = options.get("tolx", 1e-11)
+        self.tolfun = options.get("tolfun", 1e-11)
+        self._start = time.perf_counter()
+        self._stop_extra: dict[str, Any] = {}
+        # per run: popsize, regime, sigma_scale, seed; nfev and stop once it has ended
+        self.runs: list[dict[str, Any]] = []
+        self.countevals = 0  # of the finished runs
+        self.countiter = 0
+        self._hist: list[tuple[int, float, float]] = []  # (nfev, best so far, busy time)
+        self._best: tuple[float, Any, int] = (math.inf, None, 0)
+        self._busy_done = 0.0  # ask/tell seconds of the finished runs
+        self._spent = {"large": 0, "small": 0}
+        self._large_runs = 0
+        self._last_large = 0
+        self.es = self._new_run(popsize, seed, "large", 1.0, None)
+        self.seed = self.es.seed
+        self.lam0 = self.es.popsize
+        self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2**31]))
+
+    # Runs ------------------------------------------------------------------------------
+
+    def _new_run(
+        self, popsize: int | None, seed: int | None, regime: str, scale: float, cap: int | None
+    ) -> NESBase:
+        x0 = self._x0() if callable(self._x0) else self._x0
+        budget = None if self.max_evals is None else self.max_evals - self.countevals
+        if cap is not None:
+            budget = cap if budget is None else min(budget, cap)
+        sigma = self.sigma0 * scale if scale != 1.0 else self.sigma0
+        es = self.es_class(x0, sigma, popsize, seed, max_evals=budget, **self.options)
+        if es.max_evals is None:  # nes.minimize's default budget for this population
+            lam, n = es.popsize, es.n
+            es.max_evals = int(lam * (100 + 150 * (n + 3) ** 2 / math.sqrt(lam)))
+        self.runs.append(
+            {"popsize": es.popsize, "regime": regime, "sigma_scale": scale, "seed": es.seed}
+        )
+        return es
+
+    def _next_run(self) -> None:
+        """Close the current run and start the next one (IPOP or BIPOP's choice)."""
+        es, k = self.es, len(self.runs)
+        self.runs[-1].update(nfev=es.countevals, stop=dict(es.stop()))
+        self._spent[self.runs[-1]["regime"]] += es.countevals
+        if self.runs[-1]["regime"] == "large":
+            self._last_large = es.countevals
+        seed = _run_seed(self.seed, k)
+        large_pop = int(round(self.lam0 * self.incpopsize ** (self._large_runs + 1)))
+        if self.bipop and self._spent["small"] < self._spent["large"]:
+            u = float(self._rng.uniform())
+            lam = int(math.floor(self.lam0 * (0.5 * large_pop / self.lam0) ** (u * u)))
+            lam = max(lam, 2) + (max(lam, 2) % 2 if es.mirrored else 0)
+            cap = max(self._last_large // 2, lam)
+            self.es = self._new_run(lam, seed, "small", 10.0 ** (-2.0 * u), cap)
+        else:
+            self._large_runs += 1
+            lam = large_pop + (large_pop % 2 if es.mirrored else 0)
+            self.es = self._new_run(lam, seed, "large", 1.0, None)
+
+    # ask / tell ------------------------------------------------------------------------
+
+    @property
+    def popsize(self) -> int:
+        """Population of the current run."""
+        return self.es.popsize
+
+    @property
+    def n(self) -> int:
+        return self.es.n
+
+    def ask(self) -> Any:
+        """A new population of the current run, shape (popsize, n)."""
+        return self.es.ask()
+
+    def tell(self, X: Any, fvals: Any) -> None:
+        """Tell the current run; start the next run when it stopped on its own."""
+        es = self.es
+        es.tell(X, fvals)
+        self.countiter += 1
+        if es.fbest < self._best[0]:
+            self._best = (es.fbest, es.xbest.clone(), self.countevals + es.evals_best)
+        busy = self._busy_done + es._busy
+        self._hist.append((self.countevals + es.countevals, self._best[0], busy))
+        stop = es.stop()
+        if not stop or any(key in stop for key in _FINAL):
+            return
+        out_of_budget = self.max_evals is not None and (
+            self.countevals + es.countevals >= self.max_evals
+        )
+        if len(self.runs) > self.restarts or out_of_budget:
+            return
+        self.countevals += es.countevals
+        self._busy_done += es._busy
+        self._next_run()
+
+    def stop(self) -> dict[str, Any]:
+        """Empty while a run is going or another may start; else the final reasons."""
+        out: dict[str, Any] = dict(self._stop_extra)
+        inner = self.es.stop()
+        if self.max_evals is not None and self.countevals + self.es.countevals >= self.max_evals:
+            out["maxfevals"] = self.max_evals
+        if "ftarget" in inner:
+            out["ftarget"] = inner["ftarget"]
+        if inner and not out and len(self.runs) > self.restarts:
+            out.update(inner)
+        return out
+
+    @property
+    def result(self) -> NESResult:
+        """Best point over all runs; ``nfev`` and ``history`` of all runs together; the last
+        run's ``xmean``/``stds``/``popsize``; ``runs`` (one dict per run) in ``runs``."""
+        last = self.es.result
+        stop = self.stop()
+        fbest, xbest, evals_best = self._best
+        h = np.asarray(self._hist, dtype=np.float64).reshape(-1, 3)
+        nfev = self.countevals + self.es.countevals
+        return NESResult(
+            x=last.x if xbest is None else self.es._output(xbest),
+            fun=fbest,
+            nfev=nfev,
+            nit=self.countiter,
+            success="ftarget" in stop,
+            stop=stop,
+            message=", ".join(stop) if stop else "running",
+            method=f"{self.es.name} ({'BIPOP' if self.bipop else 'IPOP'}, {len(self.runs)} runs)",
+            history={
+                "nit": np.arange(1, h.shape[0] + 1, dtype=np.int64),
+                "nfev": h[:, 0].astype(np.int64),
+                "fun": h[:, 1],
+                "time": h[:, 2],
+            },
+            time=time.perf_counter() - self._start,
+            xmean=last.xmean,
+            stds=last.stds,
+            evals_best=evals_best,
+            popsize=self.es.popsize,
+            seed=self.seed,
+        )
+
+    def optimize(
+        self,
+        f: Callable[[Any], Any],
+        *,
+        callback: Callable[[RestartNES], Any] | None = None,
+        vectorized: bool | None = False,
+        executor: Any = None,
+        map: Callable[..., Any] | None = None,
+    ) -> NESResult:
+        """Run ask/evaluate/tell over all runs; the contract of ``NESBase.optimize``."""
+        vectorized = _check_vectorized(vectorized)
+        return run_optimizer(
+            self, f, callback=callback, vectorized=vectorized, executor=executor, map=map
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"RestartNES(run={len(self.runs)}, popsize={self.popsize}, "
+            f"evals={self.countevals + self.es.countevals}, fbest={self._best[0]:.3e})"
+        )
