@@ -196,6 +196,9 @@ def test_cli_end_to_end(tmp_path, capsys):
 
 
 def test_cli_reproduce_all_uses_quick_defaults(tmp_path, capsys, monkeypatch):
+    for name in list(cli.REPRODUCTIONS):
+        if name != "curvature":  # the other reproductions' quick runs are tested elsewhere
+            monkeypatch.delitem(cli.REPRODUCTIONS, name)
     rep = cli.REPRODUCTIONS["curvature"]
     tiny = {"n": 5, "steps": 30, "beta2": [0.05]}
     monkeypatch.setitem(cli.REPRODUCTIONS, "curvature", dataclasses.replace(rep, quick=tiny))
