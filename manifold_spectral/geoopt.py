@@ -161,7 +161,34 @@ def _size(manifold: Any, size: tuple[Any, ...], default: tuple[int, ...]) -> tup
     return size
 
 
-class SpectralSPD(geoopt.Manifold):
+class _ChartTransport:
+    """What both adapters share: the chart retraction stands for the exponential map, and
+    vectors are transported by keeping their chart coordinates (left translation)."""
+
+    def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        """The chart retraction ``retr`` (a first-order approximation of the exponential map)."""
+        return self.retr(x, u)
+
+    def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        """Left-translation transport: chart coordinates of ``v`` at ``x`` kept at ``y``."""
+        return self.from_chart_coordinates(y, *self.chart_coordinates(x, v))
+
+    def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``y = retr(x, u)`` and ``transp(x, y, v)``."""
+        y = self.retr(x, u)
+        return y, self.transp(x, y, v)
+
+    def expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.retr_transp(x, u, v)
+
+    def transp_follow_retr(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        return self.retr_transp(x, u, v)[1]
+
+    def transp_follow_expmap(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        return self.retr_transp(x, u, v)[1]
+
+
+class SpectralSPD(_ChartTransport, geoopt.Manifold):
     """SPD matrices ``S = B Diag(d) B^T`` as a geoopt manifold of packed factors ``[B; d^T]``.
 
     Metric: the Fisher-Rao metric ``1/2 tr(S^-1 dS S^-1 dS)`` in the spectral chart (half of
@@ -311,26 +338,6 @@ class SpectralSPD(geoopt.Manifold):
             _rotate(B, d, d_new, M, self.cayley, self.neumann_max_norm, self.rotation), d_new
         )
 
-    def expmap(self, x: Tensor, u: Tensor) -> Tensor:
-        """The chart retraction ``retr`` (a first-order approximation of the exponential map)."""
-        return self.retr(x, u)
-
-    def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
-        """Left-translation transport: chart coordinates of ``v`` at ``x`` kept at ``y``."""
-        return self.from_chart_coordinates(y, *self.chart_coordinates(x, v))
-
-    def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """``y = retr(x, u)`` and ``transp(x, y, v)``."""
-        y = self.retr(x, u)
-        return y, self.transp(x, y, v)
-
-    expmap_transp = retr_transp
-
-    def transp_follow_retr(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
-        return self.retr_transp(x, u, v)[1]
-
-    transp_follow_expmap = transp_follow_retr
-
     def random(
         self,
         *size: Any,
@@ -368,7 +375,7 @@ class SpectralSPD(geoopt.Manifold):
         return geoopt.ManifoldTensor(pack(eye, ones), manifold=self)
 
 
-class KroneckerSpectralSPD(geoopt.Manifold):
+class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
     """``S = alpha (S_L kron S_R)`` with spectral, unit-determinant factors, as a geoopt
     manifold of one flat tensor (DESIGN.md section 3, Claims 5 and 6).
 
@@ -576,25 +583,6 @@ class KroneckerSpectralSPD(geoopt.Manifold):
             B_new = _rotate(B, d, d_new, M, self.cayley, self.neumann_max_norm, self.rotation)
             new += [B_new, d_new]
         return self.join(alpha * torch.exp(n + logs[0] + logs[1]), *new)
-
-    def expmap(self, x: Tensor, u: Tensor) -> Tensor:
-        """The chart retraction ``retr``."""
-        return self.retr(x, u)
-
-    def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
-        """Left-translation transport: chart coordinates of ``v`` at ``x`` kept at ``y``."""
-        return self.from_chart_coordinates(y, *self.chart_coordinates(x, v))
-
-    def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        y = self.retr(x, u)
-        return y, self.transp(x, y, v)
-
-    expmap_transp = retr_transp
-
-    def transp_follow_retr(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
-        return self.retr_transp(x, u, v)[1]
-
-    transp_follow_expmap = transp_follow_retr
 
     def random(
         self,
