@@ -201,7 +201,7 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         eig_tol: relative eigenvalue gap treated as equal (Moore-Penrose rule); default
             ``blocks.default_eig_tol(dtype)`` of the point, ``sqrt(eps)``.
         cayley: ``"exact"`` (a linear solve) or ``"neumann"`` (products only; the argument is
-            clipped to Frobenius norm ``neumann_max_norm``).
+            rescaled to a spectral-norm bound ``neumann_max_norm``).
         rotation: the rotation step of ``retr``, one of ``ROTATIONS``: ``"linear"`` (the chart
             map; default), ``"jacobi"`` or ``"second_order"`` (bounded angles at nearly equal
             eigenvalues, as ``spd.minimize`` uses by default).

@@ -30,7 +30,7 @@ __all__ = [
     "NEUMANN_MAX_NORM",
 ]
 
-#: Default Frobenius-norm bound for the argument of the Neumann Cayley map. The truncated map
+#: Default bound on the spectral norm of the argument of the Neumann Cayley map. The truncated map
 #: equals ``Cayley(X) (I - X^8)`` exactly (see ``cayley_neumann``), so its orthogonality
 #: defect is ``||(I - X^8)^2 - I||_2 <= 2 rho^8 + rho^16``: 3.1e-5 at rho = 0.25.
 NEUMANN_MAX_NORM = 0.25
@@ -107,20 +107,32 @@ def cayley_exact_apply(B: Tensor, N: Tensor) -> Tensor:
     return Y.mul_(2.0).sub_(Bw).to(B.dtype)
 
 
-def cayley_neumann(N: Tensor) -> Tensor:
+def cayley_neumann(N: Tensor, max_norm: float | None = None) -> Tensor:
     """Neumann-truncated Cayley map ``(I + N)^2 (I + N^2)(I + N^4)``.
 
     Derivation: ``(I - N)^(-1) = sum_k N^k`` for ``||N|| < 1`` and
     ``I + N + ... + N^7 = (I + N)(I + N^2)(I + N^4)``; hence the truncated map equals
     ``Cayley(N) (I - N^8)`` exactly. For skew ``N`` its orthogonality defect is
     ``(I - N^8)^2 - I = -2 N^8 + N^16``, bounded by ``2 ||N||_2^8 + ||N||_2^16``.
-    Valid (convergent, and a good approximation) only while ``||N||_2 < 1``; callers bound the
-    Frobenius norm (an upper bound of the spectral norm) with ``clip_norm``.
-    Cost: four matrix products, no solve — usable in bfloat16.
+    Valid (convergent, and a good approximation) only while ``||N||_2 < 1``.
+
+    ``max_norm``: first rescale ``N`` so that ``rho = ||N^4||_F^(1/4)`` is at most
+    ``max_norm``. ``rho`` bounds the spectral norm (``||N||_2^4 = ||N^4||_2 <= ||N^4||_F``)
+    and is read off the products the map needs anyway (rescaling ``N`` by ``s`` rescales
+    ``N^2`` and ``N^4`` by ``s^2`` and ``s^4``). It is much tighter than ``||N||_F`` when the
+    rotation is spread over many pairs: a skew ``n x n`` matrix with independent entries has
+    ``||N||_F ~ sqrt(n / 2) ||N||_2``, and a Frobenius clip would shrink such a step by that
+    factor for nothing. Cost: four matrix products, no solve — usable in bfloat16.
     """
     eye = _eye_like(N)
     N2 = N @ N
     N4 = N2 @ N2
+    if max_norm is not None:
+        N4w = N4.float() if N4.dtype in (torch.bfloat16, torch.float16) else N4
+        rho = torch.linalg.matrix_norm(N4w, ord="fro", keepdim=True).pow(0.25)
+        s = torch.clamp(max_norm / torch.clamp(rho, min=1e-30), max=1.0).to(N.dtype)
+        s2 = s * s
+        N, N2, N4 = N * s, N2 * s2, N4 * (s2 * s2)
     # (I + N)^2 = I + 2N + N^2 needs no extra product.
     return (eye + 2.0 * N + N2) @ (eye + N2) @ (eye + N4)
 

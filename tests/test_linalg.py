@@ -101,3 +101,51 @@ def test_cayley_exact_apply_is_b_times_cayley(scale):
     bf = linalg.cayley_exact_apply(Q.bfloat16(), N.bfloat16())
     assert bf.dtype == torch.bfloat16
     assert float(linalg.orthogonality_error(bf)) < 0.05
+
+
+def _skew(n: int, scale: float, seed: int) -> torch.Tensor:
+    A = torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return scale * (A - A.T) / n**0.5
+
+
+def test_neumann_clip_bounds_the_spectral_norm_not_the_frobenius_norm():
+    """A skew N spread over many pairs: ||N||_2 = 0.15 < 0.25 while ||N||_F ~ 0.9. The clip
+    must leave it alone (a Frobenius clip would shrink it 3.6-fold), and the map must then
+    be the truncated series of N itself, orthogonal to its 2 ||N||_2^8 bound."""
+    from manifold_spectral.linalg import cayley_neumann
+
+    N = _skew(128, 1.0, 0)
+    N = N * (0.15 / torch.linalg.matrix_norm(N, ord=2))
+    assert torch.linalg.matrix_norm(N) > 0.85
+    C = cayley_neumann(N, max_norm=0.25)
+    torch.testing.assert_close(C, cayley_neumann(N), rtol=0, atol=1e-15)
+    defect = torch.linalg.matrix_norm(C.T @ C - torch.eye(128, dtype=N.dtype), ord=2)
+    assert defect <= 2 * 0.15**8 + 0.15**16 + 1e-13
+
+
+@pytest.mark.parametrize("n, scale", [(2, 3.0), (40, 3.0), (128, 30.0)])
+def test_neumann_clip_rescales_into_the_bound(n, scale):
+    """Large N: the argument actually used, ``s N``, has spectral norm at most ``max_norm``
+    (checked with a dense norm), is no smaller than ``max_norm / sqrt(2)`` (the bound is
+    ``||N^4||_F^(1/4) <= n^(1/8) ||N||_2`` and tighter for a skew N with few large pairs),
+    and the orthogonality defect obeys the bound at ``max_norm``."""
+    from manifold_spectral.linalg import cayley_neumann
+
+    N = _skew(n, scale, n)
+    C = cayley_neumann(N, max_norm=0.25)
+    # Recover s from the first-order term: C = I + 2 s N + O(s^2 N^2).
+    norm2 = float(torch.linalg.matrix_norm(N, ord=2))
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # bisection on s: the series is monotone in s along this ray
+        mid = (lo + hi) / 2
+        if float(torch.linalg.matrix_norm(cayley_neumann(mid * N) - C)) > 0 and (
+            float(torch.linalg.matrix_norm(cayley_neumann(mid * N) - torch.eye(n, dtype=N.dtype)))
+            < float(torch.linalg.matrix_norm(C - torch.eye(n, dtype=N.dtype)))
+        ):
+            lo = mid
+        else:
+            hi = mid
+    used = lo * norm2
+    assert 0.25 / 2**0.5 <= used <= 0.25 + 1e-9, used
+    defect = torch.linalg.matrix_norm(C.T @ C - torch.eye(n, dtype=N.dtype), ord=2)
+    assert defect <= 2 * 0.25**8 + 0.25**16 + 1e-13

@@ -245,8 +245,10 @@ def rotation_retract(
     then ``Cayley(second_order_angles(d, d_new, M))`` (``jacobi`` is implied).
 
     ``"exact"``: one right-hand solve, ``2 B (I - N)^(-1) - B`` (``linalg.cayley_exact_apply``).
-    ``"neumann"``: the argument is first rescaled to Frobenius norm at most ``max_norm`` (< 1)
-    so the truncated series stays valid (see ``linalg.cayley_neumann``).
+    ``"neumann"``: the argument is rescaled so that a bound of its spectral norm is at most
+    ``max_norm`` (< 1), which keeps the truncated series valid (``linalg.cayley_neumann``).
+    A Frobenius clip to ``max_norm sqrt(n)`` comes first: it never shrinks more than the
+    spectral bound would (``||N||_2 >= ||N||_F / sqrt(n)``) and keeps ``N^4`` far from overflow.
     """
     method = check_cayley(method)
     if second_order is not None:
@@ -256,5 +258,6 @@ def rotation_retract(
     if method == "neumann":
         if max_norm is None or not 0.0 < max_norm < 1.0:
             raise ValueError(f"max_norm: expected a float in (0, 1), got {max_norm!r}")
-        return B @ cayley_neumann(clip_norm(N, max_norm))
+        loose = max_norm * N.shape[-1] ** 0.5
+        return B @ cayley_neumann(clip_norm(N, loose), max_norm=max_norm)
     return cayley_exact_apply(B, N)

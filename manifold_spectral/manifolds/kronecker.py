@@ -173,7 +173,7 @@ class KroneckerSpectralSPD(SpectralManifold):
         eig_tol: Moore-Penrose rule of the factors (see ``SpectralSPD``).
         gap_damping: Tikhonov form of that rule (see ``SpectralSPD``).
         cayley: default Cayley map of ``retr``, ``"exact"`` or ``"neumann"``.
-        neumann_max_norm: Frobenius bound (< 1) on each factor's Neumann Cayley argument.
+        neumann_max_norm: spectral-norm bound (< 1) on each factor's Neumann Cayley argument.
         batch: ``None`` (default) or ``k``: ``k`` same-shaped matrices updated by one set of
             batched products (``k`` layers of the same shape). Points: ``alpha`` (k,),
             ``B_L`` (k, a, a), ``d_L`` (k, a), ``B_R`` (k, b, b), ``d_R`` (k, b); GOP inputs:

@@ -188,8 +188,9 @@ class SpectralSPD(SpectralManifold):
             ``eig_tol``, so the step is a continuous function of the point and the gradient.
         cayley: default Cayley map of ``retr``: ``"exact"`` (a linear solve; ``B`` stays
             orthogonal to rounding) or ``"neumann"`` (matrix products only).
-        neumann_max_norm: Frobenius bound (< 1) applied to ``Skew(M)`` before a Neumann
-            Cayley map; the orthogonality defect per step is at most ``2 rho^8 + rho^16``.
+        neumann_max_norm: bound (< 1) on the spectral norm of ``Skew(M)`` before a Neumann
+            Cayley map (``linalg.cayley_neumann``); the orthogonality defect per step is at
+            most ``2 rho^8 + rho^16``.
         batch: ``None`` (default) or ``k``: ``k`` independent n x n matrices updated by the
             same (batched) products. Points then hold ``B`` (k, n, n) and ``d`` (k, n),
             tangents ``m`` (k, n) and ``M`` (k, n, n), Euclidean gradients are (k, n, n) and
@@ -476,8 +477,8 @@ class SpectralSPD(SpectralManifold):
     ) -> SpectralPoint:
         """Chart map at ``lr * tangent``: ``(B Cayley(Skew(lr M)), d exp(lr m))``.
 
-        ``cayley`` overrides the manifold default; ``"neumann"`` rescales ``Skew(lr M)`` to
-        Frobenius norm ``<= neumann_max_norm``. ``exponential=False`` uses
+        ``cayley`` overrides the manifold default; ``"neumann"`` rescales ``Skew(lr M)`` to a
+        spectral-norm bound ``<= neumann_max_norm``. ``exponential=False`` uses
         ``d (1 + lr m)`` (paper Fig. 5). With exact Cayley and exponential this is the exact
         RGD step in the chart. ``jacobi=True`` turns each eigenvector pair by its exact 2 x 2
         Jacobi angle instead of the linearised one (``blocks.jacobi_angles``; the same to

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..linalg import all_finite
 from ..manifolds.blocks import TruncationError
 from . import distributed, transforms
 from .checks import COUNTERS, NonFiniteUpdate, check_param_state, validate_group
@@ -39,16 +40,17 @@ BATCH_MAX_COST = 4 * 256**3
 
 
 #: Default ``gap_damping``: the perturbation of a rotation angle by a rounding-level change of
-#: the input grows like ``1 / rho^2``, and a rotation inside a pair closer than ``rho`` changes
-#: ``S`` by at most ``rho`` relative; 1e-2 keeps the first small for float64 and the second
-#: below the estimation noise of a GOP average (tests/test_optim_continuity.py).
-GAP_DAMPING = 1e-2
+#: the input grows like ``1 / rho^2`` (tests/test_optim_continuity.py), and a rotation inside
+#: a pair closer than ``rho`` changes ``S^(-1/2)`` by at most about ``rho / 2`` relative. The
+#: angles of such pairs are mostly gradient noise (a one-sample GOP's off-diagonal entries
+#: are as large as the gaps), and with the Neumann Cayley map they would also use up the
+#: norm budget of the whole rotation step, slowing the pairs whose rotation matters:
+#: benchmarks/bench_basis_tracking.py measures how well the basis tracks its target.
+GAP_DAMPING = 0.3
 
 #: Values of options missing from a state dict saved before they existed: the behaviour of
 #: that version (the current defaults for the others).
 _LEGACY = {"jacobi": False, "gap_damping": 0.0}
-
-
 
 
 class SpectralKron(torch.optim.Optimizer):
@@ -76,7 +78,10 @@ class SpectralKron(torch.optim.Optimizer):
             factors' eigenvalues: EKFAC's correction, where SOAP runs Adam, with the basis
             still learned by the spectral RGD (no decomposition). One buffer of the
             parameter's size (float32 for 16-bit states) and two more products per step.
-            Meant for ``root=2`` (Adam's scaling); with ``root=1`` the elementwise
+            Default: a Kronecker product of two factors' eigenvalues cannot scale the
+            coordinates of the eigenbasis independently, and on held-out tasks that costs
+            more than the buffer (benchmarks/bench_nn_real.py); ``False`` is the paper's
+            scheme. Meant for ``root=2`` (Adam's scaling); with ``root=1`` the elementwise
             ``1 / v`` scaling is unstable at the learning rates of ``root=2``.
         correction_beta: EMA coefficient of that diagonal (Adam's ``beta2``).
         jacobi: turn each eigenvector pair of a factor by its exact 2 x 2 Jacobi angle
@@ -90,7 +95,9 @@ class SpectralKron(torch.optim.Optimizer):
             the update a continuous (Lipschitz) function of the state and the gradient, so
             results differ by rounding when inputs do (threads, BLAS, DDP). ``0``: the hard
             Moore-Penrose cut at ``sqrt(eps)``.
-        momentum: heavy-ball coefficient on the gradient, in ``[0, 1)``.
+        momentum: heavy-ball coefficient on the gradient, in ``[0, 1)``. The buffer sums
+            gradients (SGD's convention, ``m <- momentum m + g``), so at equal ``lr`` the step
+            is about ``1 / (1 - momentum)`` times that of Adam's averaged ``m``.
         nesterov: Nesterov momentum.
         weight_decay: decoupled weight decay.
         clip_rms: if set, the preconditioned update of each layer is rescaled to RMS at most
@@ -140,17 +147,17 @@ class SpectralKron(torch.optim.Optimizer):
         params: Iterable[Any],
         lr: float = 1e-3,
         *,
-        beta2: float = 0.01,
+        beta2: float = 0.1,
         root: float = 2.0,
-        damping: float = 1e-6,
+        damping: float = 1e-12,
         gamma: float = 1.0,
         update_every: int = 1,
         cayley: str = "neumann",
         truncated: bool = True,
         jacobi: bool = True,
         gap_damping: float = GAP_DAMPING,
-        eigenvalue_correction: bool = False,
-        correction_beta: float = 0.99,
+        eigenvalue_correction: bool = True,
+        correction_beta: float = 0.95,
         momentum: float = 0.9,
         nesterov: bool = False,
         weight_decay: float = 0.0,
@@ -376,6 +383,11 @@ class SpectralKron(torch.optim.Optimizer):
             U, V = pre.precondition_corrected(
                 pc, D, G, vs[0] if k == 1 else torch.stack(vs), step, group["correction_beta"]
             )
+            if not all_finite(V):  # squares of a finite gradient overflowed the buffer's dtype
+                raise NonFiniteUpdate(
+                    "SpectralKron: the eigenvalue-correction second moment overflowed; the "
+                    "step is skipped"
+                )
         else:
             U = pre.precondition(pc, D)
         out = []
