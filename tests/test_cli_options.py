@@ -53,7 +53,10 @@ RUNNERS = {
     "spd": ("manifold_spectral.experiments.spd", "run_spd"),
     "nn": ("manifold_spectral.experiments.nn_training", "run_quality"),
     "nes": ("manifold_spectral.experiments.nes", "run_nes"),
+    "bbob": ("manifold_spectral.experiments.bbob", "run_bbob"),
 }
+#: The reproductions whose torch work --device moves (nn is CPU-only: its training loop).
+DEVICE_RUNS = ("curvature", "kronecker", "spd", "nes", "bbob")
 
 
 @pytest.mark.parametrize("name", list(RUNNERS))
@@ -73,8 +76,26 @@ def test_threads_and_seed_reach_the_run(name, tmp_path, monkeypatch):
         assert kw["search_seed"] == 5 and list(kw["seeds"]) == [6]
     else:
         assert kw["seed"] == 5
-    if name == "spd":
+    if name in DEVICE_RUNS:
         assert kw["device"] == "cpu"
+    else:
+        assert "device" not in kw
+
+
+@pytest.mark.parametrize("name", DEVICE_RUNS)
+def test_device_reaches_every_torch_run(name, tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # recorders: nothing runs
+    module, fn = RUNNERS[name]
+    calls = []
+    monkeypatch.setattr(importlib.import_module(module), fn, lambda **kw: calls.append(kw))
+    monkeypatch.setattr(cli, "_write_outputs", lambda *a: None)
+    monkeypatch.setattr(cli, "_run_rows", lambda run, beta2s, out, stem: [run(b) for b in beta2s])
+    for device in ("cuda", "auto"):
+        argv = ["reproduce", name, "--device", device, "--out", str(tmp_path), "--no-progress"]
+        assert cli.main(argv) == 0
+        assert calls[-1]["device"] == "cuda"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
@@ -85,11 +106,17 @@ def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
 
 def test_device_refused_for_cpu_only_runs(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert cli.main(["reproduce", "nes", "--device", "cuda", "--out", str(tmp_path)]) == 1
-    assert "reproduce nes runs on the CPU only" in capsys.readouterr().err
-    rep = cli.REPRODUCTIONS["nes"]
-    assert cli._resolve_device(rep, "auto") == "cpu"
-    assert cli._resolve_device(cli.REPRODUCTIONS["spd"], "auto") == "cuda"
+    assert cli.main(["reproduce", "nn", "--device", "cuda", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "reproduce nn runs on the CPU only (its training loop" in err
+    assert not list(tmp_path.iterdir())  # refused before running
+    assert cli._resolve_device(cli.REPRODUCTIONS["nn"], "auto") == "cpu"
+    for name in DEVICE_RUNS:
+        assert cli._resolve_device(cli.REPRODUCTIONS[name], "auto") == "cuda"
+    # --help says which: the CPU-only run why, the others what moves.
+    subs = cli.build_parser().subcommand_parsers
+    assert "cpu only (--device cuda is refused)" in subs["nn"].format_help()
+    assert "CMA-ES (pycma, numpy) stays on the CPU" in " ".join(subs["nes"].format_help().split())
 
 
 #: Run in a fresh interpreter with matplotlib and tqdm made unimportable (as after a plain

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from .._threads import torch_threads
+
 __all__ = [
     "METHODS",
     "D20",
@@ -113,22 +115,34 @@ def _problem(fid: int, dim: int, iid: int):
     return suite, problem, fopt
 
 
-def run_one(job: tuple[str, int, int, int, float]) -> dict[str, Any]:
-    """One run of ``method`` on (fid, dim, iid); returns its row of runs.csv."""
-    method, fid, dim, iid, budget_mult = job
-    import torch
+def run_one(
+    job: tuple[str, int, int, int, float],
+    device: Any = None,
+    threads: int | None = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One run of ``method`` on (fid, dim, iid); returns its row of runs.csv. ``device``:
+    of spectral NES's state (default CPU); pycma and COCO's functions are numpy.
+    ``threads``: torch intra-op threads during the run (restored afterwards). ``seed``: a
+    base seed mixed into the protocol's starts and solver seeds; 0 (default) is the protocol
+    of the module docstring, whose results benchmarks/README.md records."""
+    with torch_threads(threads):
+        return _run_one(job, device, seed)
 
-    torch.set_num_threads(1)
+
+def _run_one(job: tuple[str, int, int, int, float], device: Any, base_seed: int) -> dict[str, Any]:
+    method, fid, dim, iid, budget_mult = job
     suite, problem, fopt = _problem(fid, dim, iid)
     budget = int(budget_mult * dim)
     counter = Counter(problem, fopt, budget)
-    rng = np.random.default_rng([fid, dim, iid])  # the same starts for every method
+    extra = [base_seed] if base_seed else []  # seed 0: the published protocol's streams
+    rng = np.random.default_rng([fid, dim, iid, *extra])  # the same starts for every method
 
     def x0() -> np.ndarray:
         return rng.uniform(-4.0, 4.0, dim)
 
     restarts = METHODS[method][1]
-    seed = 1000 * fid + 10 * iid + dim
+    seed = 1000 * fid + 10 * iid + dim + 100_000 * base_seed
     start = time.perf_counter()
     try:
         if method.startswith("nes"):
@@ -137,6 +151,7 @@ def run_one(job: tuple[str, int, int, int, float]) -> dict[str, Any]:
             nes.minimize(
                 counter.batch, x0 if restarts else x0(), 2.0, max_evals=budget,
                 target=fopt + FINAL, seed=seed, vectorized=True, restarts=restarts,
+                device=device,
             )  # fmt: skip
         else:
             import cma
@@ -299,8 +314,12 @@ def run_bbob(
     budget: float = 2e4,
     progress: bool = True,
     on_row: Any = None,
+    device: Any = None,
+    threads: int | None = 1,
+    seed: int = 0,
 ) -> BBOBResult:
-    """Every run of ``jobs(...)`` in order; ``on_row(row)`` after each (e.g. to log it)."""
+    """Every run of ``jobs(...)`` in order; ``on_row(row)`` after each (e.g. to log it);
+    ``device``, ``threads``, ``seed``: of every run (``run_one``)."""
     from tqdm.auto import tqdm
 
     todo = jobs(dims, functions, instances, methods, budget)
@@ -314,7 +333,7 @@ def run_bbob(
     start = time.perf_counter()
     rows = []
     for job in tqdm(todo, desc="reproduce bbob", disable=not progress, leave=False):
-        rows.append(run_one(job))
+        rows.append(run_one(job, device, threads, seed))
         if on_row is not None:
             on_row(rows[-1])
     return BBOBResult(rows, tuple(methods), budget, time.perf_counter() - start)

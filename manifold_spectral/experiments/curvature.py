@@ -37,7 +37,6 @@ Kronecker-structured schemes and the projection baseline.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._threads import torch_threads as _torch_threads  # also imported by the siblings
 from ..baselines import CholeskyCurvature
 from ..gaussian import GOP, Gaussian
 from ..manifolds import SpectralSPD
@@ -63,6 +63,7 @@ __all__ = [
     "track",
     "run_full_matrix",
     "format_table",
+    "csv_tables",
     "plot",
 ]
 
@@ -133,14 +134,16 @@ def gradient_stream(
     generator: torch.Generator,
     dtype: torch.dtype,
     chunk: int = 1024,
+    device: Any = None,
 ) -> Iterator[Tensor]:
-    """``steps`` gradients ``g_k = Q (sqrt(lam) * z_k) ~ N(0, Sigma)``, generated in chunks."""
+    """``steps`` gradients ``g_k = Q (sqrt(lam) * z_k) ~ N(0, Sigma)``, generated in chunks
+    on the CPU (the same numbers on every device) and moved to ``device``."""
     root = Q * lam.sqrt()[None, :]
     done = 0
     while done < steps:
         k = min(chunk, steps - done)
         Z = torch.randn(k, lam.shape[0], generator=generator, dtype=torch.float64)
-        yield from (Z @ root.T).to(dtype)
+        yield from (Z @ root.T).to(dtype=dtype, device=device)
         done += k
 
 
@@ -354,20 +357,6 @@ def _check_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-@contextlib.contextmanager
-def _torch_threads(num: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op threads (restored afterwards); ``None``: unchanged."""
-    if num is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(num)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def default_steps(beta2: float) -> int:
     """Ten time constants ``1 / beta2`` of the default scheme's moving average."""
     return max(10, math.ceil(10.0 / beta2))
@@ -408,6 +397,7 @@ def run_full_matrix(
     num_checkpoints: int = 60,
     w2: bool = True,
     num_threads: int | None = 1,
+    device: Any = None,
 ) -> CurvatureResult:
     """Full-matrix fixed-point and iterate matching (paper Sec. 4.1, Fig. 2 left, Fig. 7).
 
@@ -431,6 +421,8 @@ def run_full_matrix(
         w2: also record the Bures-Wasserstein distance.
         num_threads: torch intra-op threads during the run (restored afterwards); one thread
             is fastest for matrices this small. ``None`` leaves torch's setting.
+        device: where the schemes run (default CPU). ``Sigma``, ``S0`` and the stream are
+            drawn on the CPU and moved, so every device sees the same numbers.
     """
     n = _check_int(n, "n")
     beta2, seed, num_checkpoints = _check_run_args(beta2, seed, num_checkpoints, decades, dtype)
@@ -441,9 +433,10 @@ def run_full_matrix(
         gen_sigma, gen_init, gen_stream = _generators(seed, 3)
         Q, lam = ground_truth(n, float(decades), gen_sigma)
         Sigma = (Q * lam[None, :]) @ Q.T
-        S0 = initial_matrix(init, Q, lam, gen_init)
+        S0 = initial_matrix(init, Q, lam, gen_init).to(device)
+        Sigma = Sigma.to(device)
 
-        manifold = SpectralSPD(n, dtype=dtype)
+        manifold = SpectralSPD(n, dtype=dtype, device=device)
         gauss = Gaussian(
             manifold,
             beta1=1.0,
@@ -453,7 +446,7 @@ def run_full_matrix(
             exponential="exact",
             cayley="exact",
         )
-        chol = CholeskyCurvature(n, dtype=dtype)
+        chol = CholeskyCurvature(n, dtype=dtype, device=device)
         schemes = [
             Scheme(
                 "default",
@@ -477,7 +470,7 @@ def run_full_matrix(
             "default",
             Sigma,
             S0,
-            gradient_stream(Q, lam, steps, gen_stream, dtype),
+            gradient_stream(Q, lam, steps, gen_stream, dtype, device=device),
             steps,
             checkpoints,
             w2=w2,
@@ -485,7 +478,8 @@ def run_full_matrix(
             desc=f"curvature n={n} beta2={beta2:g}",
         )
         B = h.states["spectral"].B.to(torch.float64)
-        ortho = float(torch.linalg.matrix_norm(B.T @ B - torch.eye(n, dtype=torch.float64)))
+        eye = torch.eye(n, dtype=torch.float64, device=B.device)
+        ortho = float(torch.linalg.matrix_norm(B.T @ B - eye))
         if "spectral" in h.diverged:
             ortho = float("nan")
 
@@ -526,6 +520,20 @@ def _block(title: str, result: CurvatureResult, fp: dict, it: dict, fmt: str) ->
         vals = "".join(format(s[i], fmt).rjust(w) for s, w in zip(series, widths, strict=True))
         lines.append(str(int(result.iterations[i])).rjust(10) + vals)
     return lines
+
+
+def csv_tables(result: CurvatureResult) -> list[list[list[Any]]]:
+    """``format_table``'s numbers as one CSV table (header first): ``beta2``, the iteration,
+    then both matchings of every scheme in relative Frobenius error and, when recorded, W2."""
+    r = result
+    cols = [(f"fixed-point {k}", v) for k, v in r.fixed_point.items()]
+    cols += [(f"iterate {k}", v) for k, v in r.iterate.items()]
+    cols += [(f"fixed-point W2 {k}", v) for k, v in r.fixed_point_w2.items()]
+    cols += [(f"iterate W2 {k}", v) for k, v in r.iterate_w2.items()]
+    rows: list[list[Any]] = [["beta2", "iteration"] + [c for c, _ in cols]]
+    for i in _table_rows(r):
+        rows.append([r.beta2, int(r.iterations[i])] + [f"{float(v[i]):.6g}" for _, v in cols])
+    return [rows]
 
 
 def format_table(result: CurvatureResult) -> str:
