@@ -515,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
         "all",
         help="every reproduction above with its quick defaults",
         description="Run every available reproduction with its quick defaults: "
-        + "; ".join(f"{r.name} ({_quick_settings(r)})" for r in REPRODUCTIONS.values()),
+        + "; ".join(f"{r.name} ({_quick_settings(r)})" for r in REPRODUCTIONS.values())
+        + f". The {_expected_time()}.",
     )
     _common_arguments(every)
     parser.subcommand_parsers["all"] = every  # type: ignore[attr-defined]
@@ -583,6 +584,34 @@ def _run_one(rep: Reproduction, args: argparse.Namespace) -> None:
     print(f"wall time ({rep.name}): {time.perf_counter() - start:.1f} s", flush=True)
 
 
+def _expected_time() -> str:
+    """The measured wall time of ``reproduce all`` (``_measured.REPRODUCE_ALL``, written by
+    benchmarks/bench_reproduce_all.py), as a sentence; says so when there is none."""
+    from ._measured import REPRODUCE_ALL as m
+
+    if not m:
+        return "expected wall time: not measured yet (benchmarks/bench_reproduce_all.py)"
+    return (
+        f"expected wall time: about {m['wall_s']:.0f} s ({m['wall_s'] / 60:.1f} min) on "
+        f"{m['cpus']} CPU cores, measured {m['date']} by benchmarks/bench_reproduce_all.py "
+        f"(load average {m['load']:.1f}; a busier machine takes longer)"
+    )
+
+
+def _run_all(args: argparse.Namespace) -> None:
+    """Every reproduction with its quick settings, saying them and the expected time first."""
+    print(f"reproduce all: {_expected_time()}", flush=True)
+    start = time.perf_counter()
+    for rep in REPRODUCTIONS.values():
+        quick = _quick_args(rep, args)
+        print(f"quick settings of {rep.name}: {_quick_settings(rep)}", flush=True)
+        if quick.device == "cuda" and "cuda" not in rep.devices:
+            print(f"reproduce {rep.name}: CPU only, running on the CPU", flush=True)
+            quick.device = "cpu"
+        _run_one(rep, quick)
+    print(f"wall time (all): {time.perf_counter() - start:.1f} s", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``manifold-spectral``; returns the exit status (argparse exits with 2
     on bad arguments, this returns 1 when a run fails with a user-facing error)."""
@@ -594,15 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_plots(args.progress)
         if args.experiment == "all":
-            start = time.perf_counter()
-            for rep in REPRODUCTIONS.values():
-                quick = _quick_args(rep, args)
-                print(f"quick settings of {rep.name}: {_quick_settings(rep)}", flush=True)
-                if quick.device == "cuda" and "cuda" not in rep.devices:
-                    print(f"reproduce {rep.name}: CPU only, running on the CPU", flush=True)
-                    quick.device = "cpu"
-                _run_one(rep, quick)
-            print(f"wall time (all): {time.perf_counter() - start:.1f} s")
+            _run_all(args)
         else:
             _run_one(REPRODUCTIONS[args.experiment], args)
     except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as exc:

@@ -192,6 +192,56 @@ def test_all_prints_and_documents_its_quick_settings(tmp_path, monkeypatch, caps
     assert nes_quick in cli.build_parser().subcommand_parsers["all"].description
 
 
+def test_all_prints_the_measured_wall_time_first(tmp_path, monkeypatch, capsys):
+    """The expected time comes from manifold_spectral._measured (written by
+    benchmarks/bench_reproduce_all.py); the run ends with its own measured time."""
+    from manifold_spectral import _measured
+
+    record = {"wall_s": 283.0, "cpu_s": 200.0, "cpus": 2, "load": 3.1, "date": "2026-11-29"}
+    monkeypatch.setattr(_measured, "REPRODUCE_ALL", record)
+    monkeypatch.setattr(cli, "_run_one", lambda rep, args: print(f"ran {rep.name}"))
+    assert cli.main(["reproduce", "all", "--out", str(tmp_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "reproduce all: expected wall time: about 283 s (4.7 min) on 2 CPU cores, measured "
+        "2026-11-29 by benchmarks/bench_reproduce_all.py (load average 3.1; a busier machine "
+        "takes longer)"
+    )
+    assert lines[-1].startswith("wall time (all): ")
+    assert "about 283 s" in cli.build_parser().subcommand_parsers["all"].description
+    monkeypatch.setattr(_measured, "REPRODUCE_ALL", None)
+    assert "not measured yet" in cli._expected_time()
+
+
+@pytest.mark.parametrize(
+    "argv,stem",
+    [
+        (["curvature", "--n", "4", "--steps", "20", "--beta2", "0.1", "--no-w2"], "curvature_full"),
+        (["kronecker", "--a", "2", "--b", "2", "--steps", "20", "--beta2", "0.1"],
+         "curvature_kronecker"),
+        (["nes", "--n", "4", "--seeds", "1", "--max-evals", "100", "--functions", "ackley",
+          "--methods", "spectral", "cma"], "nes"),
+    ],
+)  # fmt: skip
+def test_fixed_width_tables_also_as_csv(tmp_path, argv, stem):
+    """curvature, kronecker and nes print fixed-width tables (no markdown): their numbers are
+    written as CSV too, one header row then one row per table line."""
+    import csv
+
+    assert cli.main(["reproduce", *argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    rows = list(csv.reader((tmp_path / f"{stem}_table1.csv").open()))
+    text = (tmp_path / f"{stem}.txt").read_text()
+    if stem == "nes":
+        assert rows[0][:3] == ["function", "method", "median best f"]
+        assert [r[:2] for r in rows[1:]] == [["ackley", "spectral"], ["ackley", "cma"]]
+    else:
+        assert rows[0][:3] == ["beta2", "iteration", "fixed-point default"]
+        iterations = [ln.split()[0] for ln in text.splitlines() if ln.strip()[:1].isdigit()]
+        # the printed table's rows (its W2 block repeats them: one CSV row holds both)
+        assert [r[1] for r in rows[1:]] == list(dict.fromkeys(iterations))
+    assert {p.suffix for p in tmp_path.iterdir()} == {".png", ".txt", ".json", ".csv"}
+
+
 def test_tables_as_csv_and_results_as_json(tmp_path):
     import csv
     import dataclasses

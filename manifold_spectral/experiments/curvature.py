@@ -51,6 +51,7 @@ from .._threads import torch_threads as _torch_threads  # also imported by the s
 from ..baselines import CholeskyCurvature
 from ..gaussian import GOP, Gaussian
 from ..manifolds import SpectralSPD
+from .curvature_plot import SCHEME_STYLE, plot  # noqa: F401 (re-exported)
 
 __all__ = [
     "CurvatureResult",
@@ -66,15 +67,6 @@ __all__ = [
     "csv_tables",
     "plot",
 ]
-
-#: Colours/labels shared by every plot of this module (paper Fig. 7 order).
-SCHEME_STYLE = {
-    "default": ("Default", "tab:blue"),
-    "spectral": ("Spectral (ours)", "tab:red"),
-    "spectral practical": ("Spectral practical (ours)", "tab:orange"),
-    "cholesky": ("Cholesky", "tab:green"),
-    "projection": ("Projection (impractical)", "tab:purple"),
-}
 
 
 def default_step(S: Tensor, grads: Tensor, beta2: float, gamma: float = 1.0) -> Tensor:
@@ -556,54 +548,3 @@ def format_table(result: CurvatureResult) -> str:
     )
     lines += r.notes()
     return "\n".join(lines)
-
-
-def plot(result: CurvatureResult | Sequence[CurvatureResult], path: Any) -> None:
-    """Fig. 7-style PNG: one row per result (``beta2``); columns fixed-point / iterate
-    matching in relative Frobenius error (and W2 when recorded); log-log axes.
-
-    Uses matplotlib's Agg canvas directly (no pyplot, no global backend change).
-    """
-    from .._compat import agg_figure
-
-    Figure, FigureCanvasAgg = agg_figure()
-
-    results = [result] if isinstance(result, CurvatureResult) else list(result)
-    if not results:
-        raise ValueError("plot: no results")
-    panels: list[tuple[str, str]] = [
-        ("fixed_point", "Fixed-point matching"),
-        ("iterate", "Iterate matching"),
-    ]
-    if all(r.fixed_point_w2 for r in results):
-        panels = [
-            ("fixed_point", "Fixed-point matching"),
-            ("fixed_point_w2", "Fixed-point matching"),
-            ("iterate", "Iterate matching"),
-            ("iterate_w2", "Iterate matching"),
-        ]
-    fig = Figure(figsize=(4.0 * len(panels), 3.3 * len(results)), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(results), len(panels), squeeze=False)
-    for row, r in zip(axes, results, strict=True):
-        its = r.iterations
-        keep = its > 0
-        for ax, (field, title) in zip(row, panels, strict=True):
-            for name, values in getattr(r, field).items():
-                label, color = SCHEME_STYLE.get(name, (name, None))
-                if name == "default" and r.structure != "full":
-                    label += " (full matrix)"
-                ax.plot(its[keep], values[keep], label=label, color=color, lw=1.5)
-            if field == "fixed_point":
-                for label, level in r.fixed_point_floors().items():
-                    ax.axhline(level, color="gray", ls="--", lw=1.0, label=label)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_title(f"{title} ({r.size_label}, $\\beta_2$={r.beta2:g})", fontsize=9)
-            ax.set_xlabel("iterations")
-            ax.set_ylabel(
-                "Wasserstein-2 distance" if field.endswith("w2") else "relative Frobenius error"
-            )
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)

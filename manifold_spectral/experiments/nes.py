@@ -23,11 +23,10 @@ both libraries); a stopped curve stays flat in the plot.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from ..baselines.cholesky_nes import CholeskyNES
 from ..baselines.xnes import XNES
 from ..solvers.functions import FUNCTIONS
 from ..solvers.nes import NES, NESBase
+from .nes_plot import plot  # noqa: F401 (re-exported)
 
 __all__ = [
     "APPENDIX_C",
@@ -285,54 +285,3 @@ def format_table(result: NESExperiment) -> str:
             )
     lines.append("ms/gen includes the function evaluations; CMA-ES runs pycma's pure-Python loop.")
     return "\n".join(lines)
-
-
-def _curve_on_grid(run: Run, grid: np.ndarray) -> np.ndarray:
-    """Best value so far at each evaluation count of ``grid`` (NaN before the first
-    generation, flat after the run stopped)."""
-    idx = np.searchsorted(run.nfev, grid, side="right") - 1
-    out = np.where(idx >= 0, run.fbest[np.clip(idx, 0, None)], np.nan)
-    return out
-
-
-def plot(result: NESExperiment, path: Any) -> None:
-    """Fig. 9-style PNG: one panel per function, best value vs evaluations (log-log), the
-    median over seeds as a line and the min-max range as a band."""
-    from .._compat import agg_figure
-
-    Figure, FigureCanvasAgg = agg_figure()
-
-    r = result
-    k = len(r.functions)
-    fig = Figure(figsize=(3.6 * k, 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, k, squeeze=False)[0]
-    grid = np.unique(np.geomspace(10, r.max_evals, 200).astype(int))
-    for ax, function in zip(axes, r.functions, strict=True):
-        for method in r.methods:
-            runs = r.select(function, method)
-            curves = np.array([_curve_on_grid(x, grid) for x in runs])
-            label, color = METHODS[method]
-            with np.errstate(all="ignore"), _ignore_all_nan():
-                med = np.nanmedian(curves, axis=0)
-                lo, hi = np.nanmin(curves, axis=0), np.nanmax(curves, axis=0)
-            ax.plot(grid, med, color=color, label=label, lw=1.5)
-            ax.fill_between(grid, lo, hi, color=color, alpha=0.15, lw=0)
-        ax.axhline(r.target, color="gray", ls=":", lw=1.0)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(f"{r.n}-Dim {function.capitalize()}", fontsize=10)
-        ax.set_xlabel("Fun. Eval.")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("best f so far")
-    axes[0].legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-
-
-@contextlib.contextmanager
-def _ignore_all_nan() -> Iterator[None]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
