@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import datetime
 import io
+import json
 import os
 import re
 import sys
@@ -50,6 +51,12 @@ class Tee(io.TextIOBase):
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def literal(record: dict) -> str:
+    """``record`` as a Python dict literal laid out as ``ruff format`` lays it out."""
+    items = "".join(f"    {json.dumps(k)}: {json.dumps(v)},\n" for k, v in record.items())
+    return "{\n" + items + "}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             ROOT / "manifold_spectral" / "_measured.py",
             PY_START,
             PY_END,
-            f"REPRODUCE_ALL: dict[str, Any] | None = {record!r}",
+            f"REPRODUCE_ALL: dict[str, Any] | None = {literal(record)}",
         )
     return 0
 

@@ -7,5 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 # reproduce-all:start
-REPRODUCE_ALL: dict[str, Any] | None = None
+REPRODUCE_ALL: dict[str, Any] | None = {
+    "wall_s": 225.2,
+    "cpu_s": 135.5,
+    "cpus": 2,
+    "load": 3.23,
+    "date": "2026-11-29",
+}
 # reproduce-all:end

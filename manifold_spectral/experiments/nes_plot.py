@@ -48,8 +48,9 @@ def _reached(result: Any, function: str, methods: list[str], labels: dict[str, s
             parts.append(f"{labels[m]} at {int(np.median(hits))}{seeds}")
     if not parts:
         return (
-            f"no method reaches {result.target:g} within {result.max_evals} evaluations; "
-            "compare the levels (lower is better)"
+            f"no method reaches {result.target:g} within {result.max_evals} evaluations, too "
+            f"few for this problem at n = {result.n} (docs/nes.md); compare the levels (lower "
+            "is better)"
         )
     return f"reached {result.target:g}: " + ", ".join(parts)
 
