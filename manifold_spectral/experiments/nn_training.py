@@ -741,7 +741,7 @@ def plot(result: QualityResult, path: Any) -> None:
             "much longer with tuned hyper-parameters."
         )
     else:
-        verdict = "No comparison: ours or every baseline diverged in all trials."
+        verdict = "No comparison: it needs a method of ours and a baseline that did not diverge."
     figure_note(
         fig,
         f"NN training (paper Sec. 4.4, Figs. 4, 10-12): each method's hyper-parameters by a "
