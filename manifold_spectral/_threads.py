@@ -3,8 +3,8 @@
 Torch's default is one thread per core. On small matrices the parallel regions cost more
 than they save, and on a loaded machine every region waits for a busy core: the README's
 ``spd.minimize`` snippet (n = 20) took 29.8 s with the default threads under load against
-0.09 s with one. ``benchmarks/bench_spd_threads.py`` measures the crossover that
-``SMALL_MATRIX`` encodes (see ``docs/spd.md``).
+0.09 s with one (issue 16). ``benchmarks/bench_spd_threads.py`` measures one thread against torch's
+default per size (see ``docs/spd.md``, "Threads", and ``SMALL_MATRIX``).
 
 ``torch.set_num_threads`` is process-wide: a block here changes the count for every thread of
 the process while it runs (as torch's own setting does).
@@ -20,9 +20,11 @@ import torch
 
 __all__ = ["SMALL_MATRIX", "torch_threads", "small_problem_threads"]
 
-#: Largest matrix size run with one intra-op thread by ``small_problem_threads``: up to here a
-#: step of ``spd.minimize`` is not faster with two threads on an idle machine, and much slower
-#: on a loaded one (``benchmarks/bench_spd_threads.py``).
+#: Largest matrix size run with one intra-op thread by ``small_problem_threads``. On the
+#: loaded 2-core machine of ``benchmarks/bench_spd_threads.py`` one thread won at every size
+#: measured (20 to 512), so 256 is no measured crossover: it keeps the automatic limit to
+#: small problems and leaves larger ones to the caller's setting, where an idle multi-core
+#: machine can gain from threads (see docs/spd.md, "Threads").
 SMALL_MATRIX = 256
 
 
