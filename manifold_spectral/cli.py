@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._outputs import run_rows as _run_rows
+from ._outputs import write_data as _write_data  # noqa: F401 (tests use cli._write_data)
+from ._outputs import write_outputs as _write_outputs
 
 __all__ = ["main", "build_parser", "Reproduction", "REPRODUCTIONS"]
 
@@ -79,7 +82,11 @@ class Reproduction:
     run: Callable[[argparse.Namespace, Path], None]
     quick: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Devices the run supports (``--device``); the others are refused before it starts.
-    devices: tuple[str, ...] = ("cpu",)
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    #: Why a CPU-only run cannot use an accelerator (said by ``--help`` and the refusal).
+    cpu_only: str = ""
+    #: What ``--device`` moves and what it leaves on the CPU (said by ``--help``).
+    device_note: str = ""
 
 
 def _moving_average_arguments(
@@ -111,87 +118,6 @@ def _curvature_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _jsonable(value: Any) -> Any:
-    """A result as JSON values: dataclasses and dicts as objects, arrays/tensors/tuples as
-    lists, non-finite floats as null, anything else by ``str``."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
-        return _jsonable(value.tolist())
-    if isinstance(value, (list, tuple, range)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
-
-
-def _write_data(results: Any, table: str, out: Path, stem: str) -> list[Path]:
-    """Every curve and setting as ``stem``.json and every markdown table of ``table`` as
-    ``stem``_table<k>.csv (k = 1, 2, ...); returns the paths written."""
-    import csv
-    import json
-
-    paths = [out / f"{stem}.json"]
-    paths[0].write_text(json.dumps(_jsonable(results), indent=1) + "\n")
-    tables: list[list[list[str]]] = []
-    previous = ""
-    for line in table.splitlines():
-        row = line.strip()
-        if not row.startswith("|"):
-            previous = row
-            continue
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        if all(set(c) <= set(":-") for c in cells):
-            continue  # the header separator
-        if not previous.startswith("|"):
-            tables.append([])
-        tables[-1].append(cells)
-        previous = row
-    for k, rows in enumerate(tables, 1):
-        path = out / f"{stem}_table{k}.csv"
-        with path.open("w", newline="") as fh:
-            csv.writer(fh).writerows(rows)
-        paths.append(path)
-    return paths
-
-
-def _run_rows(run: Callable[[float], Any], beta2s: Sequence[float], out: Path, stem: str) -> None:
-    """One ``run(beta2)`` per step size: print each table, then write ``stem``.png (one plot
-    row per step size), ``stem``.txt (the tables), ``stem``.json (the results) and one CSV
-    per table under ``out``."""
-    from .experiments import curvature
-
-    results = []
-    for beta2 in beta2s:
-        result = run(beta2)
-        table = curvature.format_table(result)
-        print(table, end="\n\n", flush=True)
-        results.append((result, table))
-    png, txt = out / f"{stem}.png", out / f"{stem}.txt"
-    curvature.plot([r for r, _ in results], png)
-    tables = "\n\n".join(t for _, t in results)
-    txt.write_text(tables + "\n")
-    data = _write_data([r for r, _ in results], tables, out, stem)
-    print(f"wrote {png}, {txt}, " + ", ".join(str(p) for p in data))
-
-
-def _write_outputs(module: Any, result: Any, out: Path, stem: str) -> None:
-    """Print ``module.format_table(result)``, write ``stem``.png (``module.plot``),
-    ``stem``.txt (the table), ``stem``.json (the result: curves and settings) and one CSV
-    per table under ``out``."""
-    table = module.format_table(result)
-    print(table, flush=True)
-    png, txt = out / f"{stem}.png", out / f"{stem}.txt"
-    module.plot(result, png)
-    txt.write_text(table + "\n")
-    data = _write_data(result, table, out, stem)
-    print(f"wrote {png}, {txt}, " + ", ".join(str(p) for p in data))
-
-
 def _run_curvature(args: argparse.Namespace, out: Path) -> None:
     from .experiments import curvature
 
@@ -205,6 +131,7 @@ def _run_curvature(args: argparse.Namespace, out: Path) -> None:
             init=args.init,
             w2=args.w2,
             num_threads=args.threads,
+            device=args.device,
         )
 
     _run_rows(run, args.beta2, out, "curvature_full")
@@ -234,6 +161,7 @@ def _run_kronecker(args: argparse.Namespace, out: Path) -> None:
             init=args.init,
             w2=args.w2,
             num_threads=args.threads,
+            device=args.device,
         )
 
     _run_rows(run, args.beta2, out, "curvature_kronecker")
@@ -386,6 +314,7 @@ def _run_nes(args: argparse.Namespace, out: Path) -> None:
         progress=args.progress,
         threads=args.threads,
         seed=args.seed,
+        device=args.device,
     )
     _write_outputs(nes, result, out, "nes")
 
@@ -431,9 +360,16 @@ def _run_bbob(args: argparse.Namespace, out: Path) -> None:
         methods=args.methods,
         budget=args.budget,
         progress=args.progress,
+        device=args.device,
+        threads=args.threads,
+        seed=args.seed,
     )
     _write_outputs(bbob, result, out, "bbob")
 
+
+_SAME_NUMBERS = (
+    "the problem and the gradient stream are drawn on the CPU and moved (the same numbers)"
+)
 
 REPRODUCTIONS: dict[str, Reproduction] = {
     r.name: r
@@ -443,6 +379,7 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "Sec. 4.1 / Fig. 2, 7: curvature learning from a gradient stream (full matrix)",
             _curvature_arguments,
             _run_curvature,
+            device_note=_SAME_NUMBERS,
             quick={},  # the defaults are already small: about 15-20 s on 2 CPU cores
         ),
         Reproduction(
@@ -450,6 +387,7 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "Sec. 4.1 / Fig. 2 right, 8: curvature learning with Kronecker structure (9 x 11)",
             _kronecker_arguments,
             _run_kronecker,
+            device_note=_SAME_NUMBERS,
             # beta2 = 0.01 only (1000 steps, ten time constants): about 6 s on 2 CPU cores;
             # the defaults (0.01 and 0.001, 1000 and 5000 steps) take about 30 s.
             quick={"beta2": [1e-2]},
@@ -459,7 +397,7 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "Sec. 4.2 / Fig. 3 left: SPD matrix optimisation (metric nearness, log-det), d = 60",
             _spd_arguments,
             _run_spd,
-            devices=("cpu", "cuda"),
+            device_note="the problems are drawn on the CPU and moved",
             quick={},  # the defaults are already small: about 3-5 s on 2 CPU cores
         ),
         Reproduction(
@@ -467,6 +405,9 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "Sec. 4.4 / Fig. 4, 10-12: bf16 NN training, ours vs AdamW, SOAP, Muon (tuned)",
             _nn_arguments,
             _run_nn,
+            devices=("cpu",),
+            cpu_only="its training loop (experiments.nn_training.train) uses CPU autocast and "
+            "CPU generators; for GPU training see benchmarks/gpu_train.py",
             # 2 trials of 40 steps, one seed, the MLP: about 6 s on 2 CPU cores (the
             # defaults, 8 trials of 100 steps, take about 35 s).
             quick={"trials": 2, "steps": 40},
@@ -476,6 +417,8 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "Sec. 4.3 / Fig. 3 right, 9: gradient-free NES on the App. C problems, d = 60",
             _nes_arguments,
             _run_nes,
+            device_note="the NES states and samples (drawn by a generator on that device, so "
+            "cuda gives other, equally valid runs); CMA-ES (pycma, numpy) stays on the CPU",
             # one seed, 10000 evaluations (Ackley and Griewank converge). The defaults (three
             # seeds, 50000 evaluations) are timed by benchmarks/bench_reproduce_nes.py, which
             # writes the measured time into docs/nes.md.
@@ -487,6 +430,8 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "pip coco-experiment)",
             _bbob_arguments,
             _run_bbob,
+            device_note="spectral NES's state only; COCO's functions and pycma are numpy "
+            "(at these sizes cuda is slower than the CPU)",
             # f1 at D = 5, instance 1, all four methods: seconds (the defaults are 8
             # functions x 3 instances x 4 methods at D = 10).
             quick={"functions": [1], "instances": [1], "dims": [5]},
@@ -502,15 +447,14 @@ def _has_option(parser: argparse.ArgumentParser, flag: str) -> bool:
     return any(flag in action.option_strings for action in parser._actions)
 
 
-def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
+def _runtime_arguments(parser: argparse.ArgumentParser, device_help: str) -> None:
     """The run-time options every subcommand takes (one factory; a subcommand that defines
     one of them itself keeps its own): ``--device``, ``--threads``, ``--seed``."""
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="cpu",
-        help="where to run: cpu (default), cuda, or auto (cuda when available); "
-        "refused with a message by the reproductions that run on the CPU only",
+        help=device_help,
     )
     if not _has_option(parser, "--threads"):
         parser.add_argument(
@@ -524,8 +468,19 @@ def _runtime_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--seed", type=nonnegative_int, default=0, help="base random seed")
 
 
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    _runtime_arguments(parser)
+def _device_help(rep: Reproduction | None) -> str:
+    """``--device``'s help: what it moves, or why the run is CPU-only."""
+    if rep is not None and "cuda" not in rep.devices:
+        return f"cpu only (--device cuda is refused): {rep.cpu_only}"
+    where = "where the torch computations run: cpu (default), cuda, or auto (cuda when available)"
+    if rep is None:  # reproduce all
+        cpu = [r.name for r in REPRODUCTIONS.values() if "cuda" not in r.devices]
+        return f"{where}; the CPU-only reproductions ({', '.join(cpu)}) run on the CPU, saying so"
+    return f"{where}; {rep.device_note}" if rep.device_note else where
+
+
+def _common_arguments(parser: argparse.ArgumentParser, rep: Reproduction | None = None) -> None:
+    _runtime_arguments(parser, _device_help(rep))
     parser.add_argument(
         "--out",
         type=Path,
@@ -554,13 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
     for rep in REPRODUCTIONS.values():
         sub = experiments.add_parser(rep.name, help=rep.help, description=rep.help)
         rep.add_arguments(sub)
-        _common_arguments(sub)
+        _common_arguments(sub, rep)
         parser.subcommand_parsers[rep.name] = sub  # type: ignore[attr-defined]
     every = experiments.add_parser(
         "all",
         help="every reproduction above with its quick defaults",
         description="Run every available reproduction with its quick defaults: "
-        + "; ".join(f"{r.name} ({_quick_settings(r)})" for r in REPRODUCTIONS.values()),
+        + "; ".join(f"{r.name} ({_quick_settings(r)})" for r in REPRODUCTIONS.values())
+        + f". The {_expected_time()}.",
     )
     _common_arguments(every)
     parser.subcommand_parsers["all"] = every  # type: ignore[attr-defined]
@@ -603,7 +559,9 @@ def _resolve_device(rep: Reproduction, device: str) -> str:
     elif not torch.cuda.is_available():
         raise ValueError("--device cuda: CUDA is not available (torch.cuda.is_available())")
     if device not in rep.devices:
-        raise ValueError(f"reproduce {rep.name} runs on the CPU only; use --device cpu or auto")
+        raise ValueError(
+            f"reproduce {rep.name} runs on the CPU only ({rep.cpu_only}); use --device cpu or auto"
+        )
     return device
 
 
@@ -626,6 +584,34 @@ def _run_one(rep: Reproduction, args: argparse.Namespace) -> None:
     print(f"wall time ({rep.name}): {time.perf_counter() - start:.1f} s", flush=True)
 
 
+def _expected_time() -> str:
+    """The measured wall time of ``reproduce all`` (``_measured.REPRODUCE_ALL``, written by
+    benchmarks/bench_reproduce_all.py), as a sentence; says so when there is none."""
+    from ._measured import REPRODUCE_ALL as m
+
+    if not m:
+        return "expected wall time: not measured yet (benchmarks/bench_reproduce_all.py)"
+    return (
+        f"expected wall time: about {m['wall_s']:.0f} s ({m['wall_s'] / 60:.1f} min) on "
+        f"{m['cpus']} CPU cores, measured {m['date']} by benchmarks/bench_reproduce_all.py "
+        f"(load average {m['load']:.1f}; a busier machine takes longer)"
+    )
+
+
+def _run_all(args: argparse.Namespace) -> None:
+    """Every reproduction with its quick settings, saying them and the expected time first."""
+    print(f"reproduce all: {_expected_time()}", flush=True)
+    start = time.perf_counter()
+    for rep in REPRODUCTIONS.values():
+        quick = _quick_args(rep, args)
+        print(f"quick settings of {rep.name}: {_quick_settings(rep)}", flush=True)
+        if quick.device == "cuda" and "cuda" not in rep.devices:
+            print(f"reproduce {rep.name}: CPU only, running on the CPU", flush=True)
+            quick.device = "cpu"
+        _run_one(rep, quick)
+    print(f"wall time (all): {time.perf_counter() - start:.1f} s", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``manifold-spectral``; returns the exit status (argparse exits with 2
     on bad arguments, this returns 1 when a run fails with a user-facing error)."""
@@ -637,15 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_plots(args.progress)
         if args.experiment == "all":
-            start = time.perf_counter()
-            for rep in REPRODUCTIONS.values():
-                quick = _quick_args(rep, args)
-                print(f"quick settings of {rep.name}: {_quick_settings(rep)}", flush=True)
-                if quick.device == "cuda" and "cuda" not in rep.devices:
-                    print(f"reproduce {rep.name}: CPU only, running on the CPU", flush=True)
-                    quick.device = "cpu"
-                _run_one(rep, quick)
-            print(f"wall time (all): {time.perf_counter() - start:.1f} s")
+            _run_all(args)
         else:
             _run_one(REPRODUCTIONS[args.experiment], args)
     except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as exc:

@@ -53,7 +53,10 @@ RUNNERS = {
     "spd": ("manifold_spectral.experiments.spd", "run_spd"),
     "nn": ("manifold_spectral.experiments.nn_training", "run_quality"),
     "nes": ("manifold_spectral.experiments.nes", "run_nes"),
+    "bbob": ("manifold_spectral.experiments.bbob", "run_bbob"),
 }
+#: The reproductions whose torch work --device moves (nn is CPU-only: its training loop).
+DEVICE_RUNS = ("curvature", "kronecker", "spd", "nes", "bbob")
 
 
 @pytest.mark.parametrize("name", list(RUNNERS))
@@ -73,8 +76,26 @@ def test_threads_and_seed_reach_the_run(name, tmp_path, monkeypatch):
         assert kw["search_seed"] == 5 and list(kw["seeds"]) == [6]
     else:
         assert kw["seed"] == 5
-    if name == "spd":
+    if name in DEVICE_RUNS:
         assert kw["device"] == "cpu"
+    else:
+        assert "device" not in kw
+
+
+@pytest.mark.parametrize("name", DEVICE_RUNS)
+def test_device_reaches_every_torch_run(name, tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # recorders: nothing runs
+    module, fn = RUNNERS[name]
+    calls = []
+    monkeypatch.setattr(importlib.import_module(module), fn, lambda **kw: calls.append(kw))
+    monkeypatch.setattr(cli, "_write_outputs", lambda *a: None)
+    monkeypatch.setattr(cli, "_run_rows", lambda run, beta2s, out, stem: [run(b) for b in beta2s])
+    for device in ("cuda", "auto"):
+        argv = ["reproduce", name, "--device", device, "--out", str(tmp_path), "--no-progress"]
+        assert cli.main(argv) == 0
+        assert calls[-1]["device"] == "cuda"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
@@ -85,11 +106,17 @@ def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
 
 def test_device_refused_for_cpu_only_runs(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert cli.main(["reproduce", "nes", "--device", "cuda", "--out", str(tmp_path)]) == 1
-    assert "reproduce nes runs on the CPU only" in capsys.readouterr().err
-    rep = cli.REPRODUCTIONS["nes"]
-    assert cli._resolve_device(rep, "auto") == "cpu"
-    assert cli._resolve_device(cli.REPRODUCTIONS["spd"], "auto") == "cuda"
+    assert cli.main(["reproduce", "nn", "--device", "cuda", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "reproduce nn runs on the CPU only (its training loop" in err
+    assert not list(tmp_path.iterdir())  # refused before running
+    assert cli._resolve_device(cli.REPRODUCTIONS["nn"], "auto") == "cpu"
+    for name in DEVICE_RUNS:
+        assert cli._resolve_device(cli.REPRODUCTIONS[name], "auto") == "cuda"
+    # --help says which: the CPU-only run why, the others what moves.
+    subs = cli.build_parser().subcommand_parsers
+    assert "cpu only (--device cuda is refused)" in subs["nn"].format_help()
+    assert "CMA-ES (pycma, numpy) stays on the CPU" in " ".join(subs["nes"].format_help().split())
 
 
 #: Run in a fresh interpreter with matplotlib and tqdm made unimportable (as after a plain
@@ -163,6 +190,56 @@ def test_all_prints_and_documents_its_quick_settings(tmp_path, monkeypatch, caps
     assert calls["spd"]["seed"] == 4 and calls["nn"]["search_seed"] == 4
     # The same text is the description of `reproduce all --help`.
     assert nes_quick in cli.build_parser().subcommand_parsers["all"].description
+
+
+def test_all_prints_the_measured_wall_time_first(tmp_path, monkeypatch, capsys):
+    """The expected time comes from manifold_spectral._measured (written by
+    benchmarks/bench_reproduce_all.py); the run ends with its own measured time."""
+    from manifold_spectral import _measured
+
+    record = {"wall_s": 283.0, "cpu_s": 200.0, "cpus": 2, "load": 3.1, "date": "2026-11-29"}
+    monkeypatch.setattr(_measured, "REPRODUCE_ALL", record)
+    monkeypatch.setattr(cli, "_run_one", lambda rep, args: print(f"ran {rep.name}"))
+    assert cli.main(["reproduce", "all", "--out", str(tmp_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "reproduce all: expected wall time: about 283 s (4.7 min) on 2 CPU cores, measured "
+        "2026-11-29 by benchmarks/bench_reproduce_all.py (load average 3.1; a busier machine "
+        "takes longer)"
+    )
+    assert lines[-1].startswith("wall time (all): ")
+    assert "about 283 s" in cli.build_parser().subcommand_parsers["all"].description
+    monkeypatch.setattr(_measured, "REPRODUCE_ALL", None)
+    assert "not measured yet" in cli._expected_time()
+
+
+@pytest.mark.parametrize(
+    "argv,stem",
+    [
+        (["curvature", "--n", "4", "--steps", "20", "--beta2", "0.1", "--no-w2"], "curvature_full"),
+        (["kronecker", "--a", "2", "--b", "2", "--steps", "20", "--beta2", "0.1"],
+         "curvature_kronecker"),
+        (["nes", "--n", "4", "--seeds", "1", "--max-evals", "100", "--functions", "ackley",
+          "--methods", "spectral", "cma"], "nes"),
+    ],
+)  # fmt: skip
+def test_fixed_width_tables_also_as_csv(tmp_path, argv, stem):
+    """curvature, kronecker and nes print fixed-width tables (no markdown): their numbers are
+    written as CSV too, one header row then one row per table line."""
+    import csv
+
+    assert cli.main(["reproduce", *argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    rows = list(csv.reader((tmp_path / f"{stem}_table1.csv").open()))
+    text = (tmp_path / f"{stem}.txt").read_text()
+    if stem == "nes":
+        assert rows[0][:3] == ["function", "method", "median best f"]
+        assert [r[:2] for r in rows[1:]] == [["ackley", "spectral"], ["ackley", "cma"]]
+    else:
+        assert rows[0][:3] == ["beta2", "iteration", "fixed-point default"]
+        iterations = [ln.split()[0] for ln in text.splitlines() if ln.strip()[:1].isdigit()]
+        # the printed table's rows (its W2 block repeats them: one CSV row holds both)
+        assert [r[1] for r in rows[1:]] == list(dict.fromkeys(iterations))
+    assert {p.suffix for p in tmp_path.iterdir()} == {".png", ".txt", ".json", ".csv"}
 
 
 def test_tables_as_csv_and_results_as_json(tmp_path):

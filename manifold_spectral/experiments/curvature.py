@@ -37,7 +37,6 @@ Kronecker-structured schemes and the projection baseline.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -48,9 +47,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._threads import torch_threads as _torch_threads  # also imported by the siblings
 from ..baselines import CholeskyCurvature
 from ..gaussian import GOP, Gaussian
 from ..manifolds import SpectralSPD
+from .curvature_plot import SCHEME_STYLE, plot  # noqa: F401 (re-exported)
 
 __all__ = [
     "CurvatureResult",
@@ -63,17 +64,9 @@ __all__ = [
     "track",
     "run_full_matrix",
     "format_table",
+    "csv_tables",
     "plot",
 ]
-
-#: Colours/labels shared by every plot of this module (paper Fig. 7 order).
-SCHEME_STYLE = {
-    "default": ("Default", "tab:blue"),
-    "spectral": ("Spectral (ours)", "tab:red"),
-    "spectral practical": ("Spectral practical (ours)", "tab:orange"),
-    "cholesky": ("Cholesky", "tab:green"),
-    "projection": ("Projection (impractical)", "tab:purple"),
-}
 
 
 def default_step(S: Tensor, grads: Tensor, beta2: float, gamma: float = 1.0) -> Tensor:
@@ -133,14 +126,16 @@ def gradient_stream(
     generator: torch.Generator,
     dtype: torch.dtype,
     chunk: int = 1024,
+    device: Any = None,
 ) -> Iterator[Tensor]:
-    """``steps`` gradients ``g_k = Q (sqrt(lam) * z_k) ~ N(0, Sigma)``, generated in chunks."""
+    """``steps`` gradients ``g_k = Q (sqrt(lam) * z_k) ~ N(0, Sigma)``, generated in chunks
+    on the CPU (the same numbers on every device) and moved to ``device``."""
     root = Q * lam.sqrt()[None, :]
     done = 0
     while done < steps:
         k = min(chunk, steps - done)
         Z = torch.randn(k, lam.shape[0], generator=generator, dtype=torch.float64)
-        yield from (Z @ root.T).to(dtype)
+        yield from (Z @ root.T).to(dtype=dtype, device=device)
         done += k
 
 
@@ -354,20 +349,6 @@ def _check_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-@contextlib.contextmanager
-def _torch_threads(num: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op threads (restored afterwards); ``None``: unchanged."""
-    if num is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(num)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def default_steps(beta2: float) -> int:
     """Ten time constants ``1 / beta2`` of the default scheme's moving average."""
     return max(10, math.ceil(10.0 / beta2))
@@ -408,6 +389,7 @@ def run_full_matrix(
     num_checkpoints: int = 60,
     w2: bool = True,
     num_threads: int | None = 1,
+    device: Any = None,
 ) -> CurvatureResult:
     """Full-matrix fixed-point and iterate matching (paper Sec. 4.1, Fig. 2 left, Fig. 7).
 
@@ -431,6 +413,8 @@ def run_full_matrix(
         w2: also record the Bures-Wasserstein distance.
         num_threads: torch intra-op threads during the run (restored afterwards); one thread
             is fastest for matrices this small. ``None`` leaves torch's setting.
+        device: where the schemes run (default CPU). ``Sigma``, ``S0`` and the stream are
+            drawn on the CPU and moved, so every device sees the same numbers.
     """
     n = _check_int(n, "n")
     beta2, seed, num_checkpoints = _check_run_args(beta2, seed, num_checkpoints, decades, dtype)
@@ -441,9 +425,10 @@ def run_full_matrix(
         gen_sigma, gen_init, gen_stream = _generators(seed, 3)
         Q, lam = ground_truth(n, float(decades), gen_sigma)
         Sigma = (Q * lam[None, :]) @ Q.T
-        S0 = initial_matrix(init, Q, lam, gen_init)
+        S0 = initial_matrix(init, Q, lam, gen_init).to(device)
+        Sigma = Sigma.to(device)
 
-        manifold = SpectralSPD(n, dtype=dtype)
+        manifold = SpectralSPD(n, dtype=dtype, device=device)
         gauss = Gaussian(
             manifold,
             beta1=1.0,
@@ -453,7 +438,7 @@ def run_full_matrix(
             exponential="exact",
             cayley="exact",
         )
-        chol = CholeskyCurvature(n, dtype=dtype)
+        chol = CholeskyCurvature(n, dtype=dtype, device=device)
         schemes = [
             Scheme(
                 "default",
@@ -477,7 +462,7 @@ def run_full_matrix(
             "default",
             Sigma,
             S0,
-            gradient_stream(Q, lam, steps, gen_stream, dtype),
+            gradient_stream(Q, lam, steps, gen_stream, dtype, device=device),
             steps,
             checkpoints,
             w2=w2,
@@ -485,7 +470,8 @@ def run_full_matrix(
             desc=f"curvature n={n} beta2={beta2:g}",
         )
         B = h.states["spectral"].B.to(torch.float64)
-        ortho = float(torch.linalg.matrix_norm(B.T @ B - torch.eye(n, dtype=torch.float64)))
+        eye = torch.eye(n, dtype=torch.float64, device=B.device)
+        ortho = float(torch.linalg.matrix_norm(B.T @ B - eye))
         if "spectral" in h.diverged:
             ortho = float("nan")
 
@@ -528,6 +514,20 @@ def _block(title: str, result: CurvatureResult, fp: dict, it: dict, fmt: str) ->
     return lines
 
 
+def csv_tables(result: CurvatureResult) -> list[list[list[Any]]]:
+    """``format_table``'s numbers as one CSV table (header first): ``beta2``, the iteration,
+    then both matchings of every scheme in relative Frobenius error and, when recorded, W2."""
+    r = result
+    cols = [(f"fixed-point {k}", v) for k, v in r.fixed_point.items()]
+    cols += [(f"iterate {k}", v) for k, v in r.iterate.items()]
+    cols += [(f"fixed-point W2 {k}", v) for k, v in r.fixed_point_w2.items()]
+    cols += [(f"iterate W2 {k}", v) for k, v in r.iterate_w2.items()]
+    rows: list[list[Any]] = [["beta2", "iteration"] + [c for c, _ in cols]]
+    for i in _table_rows(r):
+        rows.append([r.beta2, int(r.iterations[i])] + [f"{float(v[i]):.6g}" for _, v in cols])
+    return [rows]
+
+
 def format_table(result: CurvatureResult) -> str:
     """Plain-text table of both matchings at iterations 1, 10, 100, ... and the final one."""
     r = result
@@ -548,54 +548,3 @@ def format_table(result: CurvatureResult) -> str:
     )
     lines += r.notes()
     return "\n".join(lines)
-
-
-def plot(result: CurvatureResult | Sequence[CurvatureResult], path: Any) -> None:
-    """Fig. 7-style PNG: one row per result (``beta2``); columns fixed-point / iterate
-    matching in relative Frobenius error (and W2 when recorded); log-log axes.
-
-    Uses matplotlib's Agg canvas directly (no pyplot, no global backend change).
-    """
-    from .._compat import agg_figure
-
-    Figure, FigureCanvasAgg = agg_figure()
-
-    results = [result] if isinstance(result, CurvatureResult) else list(result)
-    if not results:
-        raise ValueError("plot: no results")
-    panels: list[tuple[str, str]] = [
-        ("fixed_point", "Fixed-point matching"),
-        ("iterate", "Iterate matching"),
-    ]
-    if all(r.fixed_point_w2 for r in results):
-        panels = [
-            ("fixed_point", "Fixed-point matching"),
-            ("fixed_point_w2", "Fixed-point matching"),
-            ("iterate", "Iterate matching"),
-            ("iterate_w2", "Iterate matching"),
-        ]
-    fig = Figure(figsize=(4.0 * len(panels), 3.3 * len(results)), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(results), len(panels), squeeze=False)
-    for row, r in zip(axes, results, strict=True):
-        its = r.iterations
-        keep = its > 0
-        for ax, (field, title) in zip(row, panels, strict=True):
-            for name, values in getattr(r, field).items():
-                label, color = SCHEME_STYLE.get(name, (name, None))
-                if name == "default" and r.structure != "full":
-                    label += " (full matrix)"
-                ax.plot(its[keep], values[keep], label=label, color=color, lw=1.5)
-            if field == "fixed_point":
-                for label, level in r.fixed_point_floors().items():
-                    ax.axhline(level, color="gray", ls="--", lw=1.0, label=label)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_title(f"{title} ({r.size_label}, $\\beta_2$={r.beta2:g})", fontsize=9)
-            ax.set_xlabel("iterations")
-            ax.set_ylabel(
-                "Wasserstein-2 distance" if field.endswith("w2") else "relative Frobenius error"
-            )
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)

@@ -167,16 +167,19 @@ def flip_flop(Sigma: Tensor, a: int, b: int, iterations: int = 100) -> Tensor:
     return torch.kron(0.5 * (S_L + S_L.T), 0.5 * (S_R + S_R.T))
 
 
-def kronecker_schemes(a: int, b: int, beta2: float, dtype: torch.dtype) -> list[Scheme]:
+def kronecker_schemes(
+    a: int, b: int, beta2: float, dtype: torch.dtype, device: Any = None
+) -> list[Scheme]:
     """The five schemes of the experiment (module docstring), each initialised from a dense
-    Kronecker-structured ``S0`` (by a nearest Kronecker product, exact up to rounding)."""
-    manifold = KroneckerSpectralSPD(a, b, dtype=dtype)
+    Kronecker-structured ``S0`` (by a nearest Kronecker product, exact up to rounding), with
+    their states on ``device`` (default CPU)."""
+    manifold = KroneckerSpectralSPD(a, b, dtype=dtype, device=device)
     exact, practical = (
         Gaussian(manifold, beta2=beta2, gamma=1.0, exponential=e, cayley="exact")
         for e in ("exact", "truncated")
     )
-    chol = KroneckerCholeskyCurvature(a, b, dtype=dtype)
-    proj = KroneckerProjection(a, b, dtype=dtype)
+    chol = KroneckerCholeskyCurvature(a, b, dtype=dtype, device=device)
+    proj = KroneckerProjection(a, b, dtype=dtype, device=device)
     schemes = [
         Scheme(
             "default", lambda S: S.to(dtype), lambda S, g: default_step(S, g, beta2), lambda S: S
@@ -204,7 +207,8 @@ def _orthogonality(x: Any) -> float:
     errs = []
     for p in (x.left, x.right):
         B = p.B.to(torch.float64)
-        errs.append(torch.linalg.matrix_norm(B.T @ B - torch.eye(B.shape[0], dtype=B.dtype)))
+        eye = torch.eye(B.shape[0], dtype=B.dtype, device=B.device)
+        errs.append(torch.linalg.matrix_norm(B.T @ B - eye))
     return float(max(errs))
 
 
@@ -222,6 +226,7 @@ def run_kronecker(
     num_checkpoints: int = 60,
     w2: bool = True,
     num_threads: int | None = 1,
+    device: Any = None,
 ) -> KroneckerCurvatureResult:
     """Kronecker fixed-point and iterate matching (paper Sec. 4.1, Fig. 2 right, Fig. 8).
 
@@ -238,6 +243,8 @@ def run_kronecker(
         num_checkpoints: about this many log-spaced evaluation points.
         w2: also record the Bures-Wasserstein distance.
         num_threads: torch intra-op threads during the run (restored afterwards).
+        device: where the schemes run (default CPU); ``Sigma``, ``S0``, the stream and the
+            reference floors are computed on the CPU and moved (the same numbers anywhere).
     """
     a, b = _check_int(a, "a"), _check_int(b, "b")
     beta2, seed, num_checkpoints = _check_run_args(beta2, seed, num_checkpoints, decades, dtype)
@@ -255,14 +262,14 @@ def run_kronecker(
         nkp_error = _relative_frobenius(torch.kron(*nearest_kronecker(Sigma, a, b)), Sigma)
         fisher_error = _relative_frobenius(flip_flop(Sigma, a, b), Sigma)
 
-        schemes = kronecker_schemes(a, b, beta2, dtype)
+        schemes = kronecker_schemes(a, b, beta2, dtype, device)
         checkpoints = log_checkpoints(steps, num_checkpoints)
         h = track(
             schemes,
             "default",
-            Sigma,
-            S0,
-            gradient_stream(Q, lam, steps, gen_stream, dtype),
+            Sigma.to(device),
+            S0.to(device),
+            gradient_stream(Q, lam, steps, gen_stream, dtype, device=device),
             steps,
             checkpoints,
             w2=w2,

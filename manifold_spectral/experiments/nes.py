@@ -23,20 +23,20 @@ both libraries); a stopped curve stays flat in the plot.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
+from .._threads import torch_threads
 from ..baselines.cholesky_nes import CholeskyNES
 from ..baselines.xnes import XNES
 from ..solvers.functions import FUNCTIONS
 from ..solvers.nes import NES, NESBase
+from .nes_plot import plot  # noqa: F401 (re-exported)
 
 __all__ = [
     "APPENDIX_C",
@@ -47,6 +47,7 @@ __all__ = [
     "run_method",
     "run_nes",
     "format_table",
+    "csv_tables",
     "plot",
 ]
 
@@ -132,9 +133,17 @@ def _cma_run(
 
 
 def run_method(
-    method: str, function: str, n: int, seed: int, max_evals: int, target: float = 1e-8
+    method: str,
+    function: str,
+    n: int,
+    seed: int,
+    max_evals: int,
+    target: float = 1e-8,
+    device: Any = None,
 ) -> Run:
-    """One seeded run of ``method`` on ``function`` in ``n`` dimensions."""
+    """One seeded run of ``method`` on ``function`` in ``n`` dimensions; the NES states on
+    ``device`` (default CPU; the samples come from a generator there, so another device gives
+    other, equally valid runs). CMA-ES (pycma) is numpy: it always runs on the CPU."""
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
     if function not in FUNCTIONS:
@@ -143,7 +152,7 @@ def run_method(
     f = tf.make(n)
     x0, sigma0 = tf.initial(n, seed)
     start = time.perf_counter()
-    common = {"seed": seed, "max_evals": max_evals, "target": target}
+    common = {"seed": seed, "max_evals": max_evals, "target": target, "device": device}
     if method == "cma":
         nfev, fbest, stop = _cma_run(f, x0, sigma0, seed, max_evals, target)
     elif method == "spectral":
@@ -157,19 +166,6 @@ def run_method(
     return Run(method, function, seed, nfev, fbest, stop, time.perf_counter() - start, len(nfev))
 
 
-@contextlib.contextmanager
-def _torch_threads(num: int | None) -> Iterator[None]:
-    if num is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(num)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def run_nes(
     *,
     n: int = 60,
@@ -181,6 +177,7 @@ def run_nes(
     progress: bool = True,
     threads: int | None = 1,
     seed: int = 0,
+    device: Any = None,
 ) -> NESExperiment:
     """Fig. 9: every method on every function for ``seeds`` seeds.
 
@@ -195,6 +192,7 @@ def run_nes(
         seed: the first seed (seeds ``seed .. seed + seeds - 1``).
         threads: torch intra-op threads during the runs (1: 60 x 60 products gain nothing
             from more, and a loaded machine loses a lot); ``None``: unchanged.
+        device: of the NES states (``run_method``); CMA-ES stays on the CPU.
     """
     from .._compat import progress_bar as tqdm  # tqdm, or silent without it
 
@@ -216,12 +214,12 @@ def run_nes(
     jobs = [(f, m, s) for f in functions for m in methods for s in range(seed, seed + seeds)]
     runs = []
     with (
-        _torch_threads(threads),
+        torch_threads(threads),
         tqdm(total=len(jobs), desc="reproduce nes", disable=not progress, leave=False) as bar,
     ):
         for function, method, seed in jobs:
             bar.set_postfix_str(f"{function}/{method}/{seed}")
-            runs.append(run_method(method, function, n, seed, max_evals, target))
+            runs.append(run_method(method, function, n, seed, max_evals, target, device))
             bar.update()
     return NESExperiment(
         n,
@@ -240,6 +238,28 @@ def _fmt_evals(runs: list[Run], target: float) -> str:
     if not hits:
         return "-"
     return f"{int(np.median(hits))}"
+
+
+def csv_tables(result: NESExperiment) -> list[list[list[Any]]]:
+    """``format_table``'s numbers as one CSV table (header first), one row per function and
+    method."""
+    r = result
+    rows: list[list[Any]] = [
+        ["function", "method", "median best f", "min best f", "max best f", "successes",
+         "runs", "median evals of successes", "ms per generation"]
+    ]  # fmt: skip
+    for function in r.functions:
+        for method in r.methods:
+            runs = r.select(function, method)
+            finals = np.array([x.final for x in runs])
+            hits = [e for e in (x.evals_to(r.target) for x in runs) if e is not None]
+            ms = 1e3 * sum(x.seconds for x in runs) / max(1, sum(x.generations for x in runs))
+            rows.append(
+                [function, method, f"{np.median(finals):.6g}", f"{finals.min():.6g}",
+                 f"{finals.max():.6g}", len(hits), len(runs),
+                 int(np.median(hits)) if hits else "", f"{ms:.3f}"]
+            )  # fmt: skip
+    return [rows]
 
 
 def format_table(result: NESExperiment) -> str:
@@ -265,54 +285,3 @@ def format_table(result: NESExperiment) -> str:
             )
     lines.append("ms/gen includes the function evaluations; CMA-ES runs pycma's pure-Python loop.")
     return "\n".join(lines)
-
-
-def _curve_on_grid(run: Run, grid: np.ndarray) -> np.ndarray:
-    """Best value so far at each evaluation count of ``grid`` (NaN before the first
-    generation, flat after the run stopped)."""
-    idx = np.searchsorted(run.nfev, grid, side="right") - 1
-    out = np.where(idx >= 0, run.fbest[np.clip(idx, 0, None)], np.nan)
-    return out
-
-
-def plot(result: NESExperiment, path: Any) -> None:
-    """Fig. 9-style PNG: one panel per function, best value vs evaluations (log-log), the
-    median over seeds as a line and the min-max range as a band."""
-    from .._compat import agg_figure
-
-    Figure, FigureCanvasAgg = agg_figure()
-
-    r = result
-    k = len(r.functions)
-    fig = Figure(figsize=(3.6 * k, 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, k, squeeze=False)[0]
-    grid = np.unique(np.geomspace(10, r.max_evals, 200).astype(int))
-    for ax, function in zip(axes, r.functions, strict=True):
-        for method in r.methods:
-            runs = r.select(function, method)
-            curves = np.array([_curve_on_grid(x, grid) for x in runs])
-            label, color = METHODS[method]
-            with np.errstate(all="ignore"), _ignore_all_nan():
-                med = np.nanmedian(curves, axis=0)
-                lo, hi = np.nanmin(curves, axis=0), np.nanmax(curves, axis=0)
-            ax.plot(grid, med, color=color, label=label, lw=1.5)
-            ax.fill_between(grid, lo, hi, color=color, alpha=0.15, lw=0)
-        ax.axhline(r.target, color="gray", ls=":", lw=1.0)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(f"{r.n}-Dim {function.capitalize()}", fontsize=10)
-        ax.set_xlabel("Fun. Eval.")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("best f so far")
-    axes[0].legend(fontsize=7)
-    fig.savefig(path, dpi=110)
-
-
-@contextlib.contextmanager
-def _ignore_all_nan() -> Iterator[None]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield

@@ -25,7 +25,6 @@ per update (monitoring excluded).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -287,38 +286,58 @@ def format_table(result: SPDExperimentResult) -> str:
 
 
 def plot(result: SPDExperimentResult, path: Any) -> None:
-    """Fig. 3 (left two plots): ``f(S_k) - f*`` vs iteration, one panel per problem, log y.
+    """Fig. 3 (left two plots): ``f(S_k) - f*`` vs iteration, one panel per problem, log y
+    scaled to the data; ours on top and thicker, overlapping curves named in the legend, a
+    caption per panel (iterations to ``tol``, from the runs) and a figure note.
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend change).
     """
     from .._compat import agg_figure
+    from ._plotstyle import caption, figure_note, label_with_overlap, line_style, overlap_notes
 
     Figure, FigureCanvasAgg = agg_figure()
 
     problems = list(result.steps)
-    fig = Figure(figsize=(4.6 * len(problems), 3.6), layout="constrained")
+    fig = Figure(figsize=(5.2 * len(problems), 5.0), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(problems), squeeze=False)[0]
     for ax, problem in zip(axes, problems, strict=True):
-        floor = math.inf
-        for run in result.runs:
-            if run.problem != problem:
-                continue
+        runs = sorted(
+            (run for run in result.runs if run.problem == problem),
+            key=lambda run: run.method != "spectral",  # ours first: others are marked on it
+        )
+        labels = {run.method: METHOD_STYLE[run.method][0] for run in runs}
+        notes = overlap_notes({run.method: run.gap for run in runs})
+        for run in runs:
             label, color, ls = METHOD_STYLE[run.method]
             k = np.arange(run.gap.size)
             keep = np.isfinite(run.gap) & (run.gap > 0)
-            ax.plot(k[keep], run.gap[keep], label=label, color=color, ls=ls, lw=1.6)
-            if keep.any():
-                floor = min(floor, float(run.gap[keep].min()))
+            style = {"ls": ls, **line_style(run.method == "spectral", int(keep.sum()))}
+            label = label_with_overlap(label, notes.get(run.method), labels)
+            ax.plot(k[keep], run.gap[keep], label=label, color=color, **style)
         ax.axhline(result.tol, color="gray", lw=0.8, ls="-.", label=f"tol {result.tol:g}")
-        ax.set_yscale("log")
-        if math.isfinite(floor):
-            ax.set_ylim(bottom=max(floor / 3, 1e-14))
-        ax.set_title(
-            f"{PROBLEM_TITLE[problem]} (d={result.d}, lr={result.lr[problem]:g})", fontsize=10
+        ax.set_yscale("log")  # autoscaled to the data: nothing is clipped
+        its = ", ".join(
+            f"{labels[run.method].split(' (')[0]} "
+            + ("not reached" if run.iterations_to_tol is None else str(run.iterations_to_tol))
+            for run in runs
+        )
+        caption(
+            ax,
+            f"{PROBLEM_TITLE[problem]} (d={result.d}, lr={result.lr[problem]:g}, every method)",
+            f"f(S_k) - f* vs iterations from the same S0; iterations to {result.tol:g}: {its}",
         )
         ax.set_xlabel("iterations")
         ax.set_ylabel("f(S) - f(S*)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    figure_note(
+        fig,
+        "SPD matrix optimisation (paper Sec. 4.2, Fig. 3 left). The paper's finding: our "
+        "spectral RGD (no decomposition per step) needs as many iterations as Riemannian "
+        "gradient descent with a retraction (geoopt) and the Cholesky RGD. Ours (thick, "
+        "markers) is drawn on top; the spectral log-det curve flattens near 1e-11, the "
+        "rounding of log det S from the factors in float64 (docs/spd.md).",
+        width=int(50 * len(problems)),
+    )
     fig.savefig(path, dpi=110)

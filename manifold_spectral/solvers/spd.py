@@ -35,6 +35,7 @@ forms ``S``, ``S^-1`` or a decomposition. Other problems go through the dense
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import math
 import time
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._threads import small_problem_threads, torch_threads
 from ..baselines.cholesky_rgd import CholeskyRGD
 from ..baselines.retraction_rgd import RetractionRGD
 from ..linalg import eps, sym
@@ -617,6 +619,19 @@ def _nonnegative_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _thread_limit(
+    threads: int | str | None, n: int, device: torch.device
+) -> contextlib.AbstractContextManager:
+    """``minimize``'s ``threads`` option as a context manager (see ``_threads``)."""
+    if threads == "auto":
+        return small_problem_threads(n, device)
+    return torch_threads(threads)  # type: ignore[arg-type]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -651,6 +666,7 @@ def minimize(
     seed: int = 0,
     record_every: int = 1,
     callback: Callable[[int, float], Any] | None = None,
+    threads: int | str | None = "auto",
 ) -> SPDResult:
     """Minimise ``problem`` over SPD matrices by Riemannian gradient descent.
 
@@ -693,6 +709,10 @@ def minimize(
         record_every: record ``history`` (and check ``tol``, call ``callback``) every k
             iterations; the first and last iterates are always recorded.
         callback: ``callback(nit, fun)`` at each record; returning ``True`` stops the run.
+        threads: torch intra-op threads during the run, the caller's count restored on exit
+            (also on an exception). ``"auto"`` (default): one thread for ``n <=
+            _threads.SMALL_MATRIX`` (256) on the CPU, where more threads only add overhead and
+            a loaded machine stalls them, else unchanged; an int: that many; ``None``: unchanged.
 
     Returns:
         ``SPDResult``: ``x`` as a matrix and as spectral factors ``B``, ``d``, in numpy if the
@@ -742,6 +762,8 @@ def minimize(
             tol = resolution
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
+    if not (threads in (None, "auto") or _is_positive_int(threads)):
+        raise ValueError(f"threads: expected 'auto', None or an int >= 1, got {threads!r}")
     x0 = _start_matrix(problem, x0)
     if isinstance(x0, SpectralPoint) and method != "spectral":
         M0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
@@ -750,127 +772,131 @@ def minimize(
     generator = torch.Generator().manual_seed(_nonnegative_int(seed, "seed"))
     device = problem.device
 
-    t_start = time.perf_counter()
-    runner = _METHOD_CLASSES[method](problem, lr, momentum, cayley, x0, rotation)
-    f_star = problem.f_star
-    records: dict[str, list[float]] = {"nit": [], "fun": [], "time": []}
-    if f_star is not None:
-        records["gap"] = []
-    update_time = 0.0
-    #: Rounding of f: negative gaps above -rounding are 0 (set from f(x0) at the first record).
-    rounding = math.inf
-    #: (iteration, runner state, f) of the last record with a finite value.
-    good: tuple[int, Any, float] | None = None
-
-    def value() -> float:
-        """``f`` at the current iterate (NaN where the iterate is not finite)."""
-        with torch.no_grad():
-            S = runner.matrix()
-            finite = bool(torch.isfinite(S).all())
-            return float(problem.value(S, logdet=runner.logdet())) if finite else math.nan
-
-    def record(k: int) -> str | None:
-        """Append the current iterate's value; the reason to stop, if any."""
-        nonlocal rounding, good
-        fun = value()
-        if math.isfinite(fun):
-            good = (k, runner.snapshot(), fun)
-        if k == 0 and f_star is not None:
-            scale = max(abs(f_star), abs(fun) if math.isfinite(fun) else 0.0)
-            rounding = math.sqrt(eps(problem.dtype)) * scale
-        records["nit"].append(k)
-        records["fun"].append(fun)
-        records["time"].append(update_time)
+    # Small matrices: one intra-op thread (see _threads); the caller's count comes back on exit.
+    with _thread_limit(threads, problem.n, device):
+        t_start = time.perf_counter()
+        runner = _METHOD_CLASSES[method](problem, lr, momentum, cayley, x0, rotation)
+        f_star = problem.f_star
+        records: dict[str, list[float]] = {"nit": [], "fun": [], "time": []}
         if f_star is not None:
-            records["gap"].append(fun - f_star)
-        # Non-finite first: a diverged dense baseline can reach f = -inf (log det of an
-        # indefinite S), which is below any tolerance but is no convergence.
-        if not math.isfinite(fun):
-            return "non-finite"
-        if tol is not None and f_star is not None:
-            if fun - f_star < -rounding:
-                return "below-optimum"
-            if fun - f_star < tol:
-                return "converged"
-        if callback is not None and callback(k, fun) is True:
-            return "callback"
-        return None
+            records["gap"] = []
+        update_time = 0.0
+        #: Rounding of f: negative gaps above -rounding are 0 (set from f(x0) at the first record).
+        rounding = math.inf
+        #: (iteration, runner state, f) of the last record with a finite value.
+        good: tuple[int, Any, float] | None = None
 
-    nit, failure = 0, None
-    stop = record(0)
-    while stop is None and nit < steps:
-        batch = problem.sample(generator) if problem.stochastic else None
-        _sync(device)
-        t0 = time.perf_counter()
-        try:
+        def value() -> float:
+            """``f`` at the current iterate (NaN where the iterate is not finite)."""
             with torch.no_grad():
-                runner.step(batch)
-        except FloatingPointError as exc:  # NonFiniteError: a NaN/Inf gradient of the problem
-            what = "the gradient is not finite: " if isinstance(exc, NonFiniteError) else ""
-            failure = f"step {nit + 1} failed: {what}{exc}; returning the last good iterate"
-            break
-        _sync(device)
-        update_time += time.perf_counter() - t0
-        nit += 1
-        if nit % record_every == 0 or nit == steps:
-            stop = record(nit)
-    if records["nit"][-1] != nit:
-        stop = record(nit)
-    fun = records["fun"][-1]
-    restored = None
-    if stop == "non-finite" and failure is None and good is not None:
-        # f is NaN/Inf at the iterate: return the last recorded one with a finite value.
-        restored, state, fun = good
-        runner.restore(state)
-    if runner.finish():  # the returned point was repaired: report its value
-        fun = value()
-        if restored is None:
-            records["fun"][-1] = fun
+                S = runner.matrix()
+                finite = bool(torch.isfinite(S).all())
+                return float(problem.value(S, logdet=runner.logdet())) if finite else math.nan
+
+        def record(k: int) -> str | None:
+            """Append the current iterate's value; the reason to stop, if any."""
+            nonlocal rounding, good
+            fun = value()
+            if math.isfinite(fun):
+                good = (k, runner.snapshot(), fun)
+            if k == 0 and f_star is not None:
+                scale = max(abs(f_star), abs(fun) if math.isfinite(fun) else 0.0)
+                rounding = math.sqrt(eps(problem.dtype)) * scale
+            records["nit"].append(k)
+            records["fun"].append(fun)
+            records["time"].append(update_time)
             if f_star is not None:
-                records["gap"][-1] = fun - f_star
+                records["gap"].append(fun - f_star)
+            # Non-finite first: a diverged dense baseline can reach f = -inf (log det of an
+            # indefinite S), which is below any tolerance but is no convergence.
+            if not math.isfinite(fun):
+                return "non-finite"
+            if tol is not None and f_star is not None:
+                if fun - f_star < -rounding:
+                    return "below-optimum"
+                if fun - f_star < tol:
+                    return "converged"
+            if callback is not None and callback(k, fun) is True:
+                return "callback"
+            return None
 
-    if failure is not None:
-        success, message = False, failure
-    elif stop == "converged":
-        success, message = True, f"converged: f - f* < tol = {tol:g}{tol_note}"
-    elif stop == "below-optimum":
-        gap = records["gap"][-1]
-        success, message = (
-            False,
-            (
-                f"f - f* = {gap:.3g} is below -{rounding:.2g}, more than the rounding of f: "
-                "f_star is not the optimal value, or f is evaluated inaccurately"
-            ),
+        nit, failure = 0, None
+        stop = record(0)
+        while stop is None and nit < steps:
+            batch = problem.sample(generator) if problem.stochastic else None
+            _sync(device)
+            t0 = time.perf_counter()
+            try:
+                with torch.no_grad():
+                    runner.step(batch)
+            except FloatingPointError as exc:  # NonFiniteError: a NaN/Inf gradient of the problem
+                what = "the gradient is not finite: " if isinstance(exc, NonFiniteError) else ""
+                failure = f"step {nit + 1} failed: {what}{exc}; returning the last good iterate"
+                break
+            _sync(device)
+            update_time += time.perf_counter() - t0
+            nit += 1
+            if nit % record_every == 0 or nit == steps:
+                stop = record(nit)
+        if records["nit"][-1] != nit:
+            stop = record(nit)
+        fun = records["fun"][-1]
+        restored = None
+        if stop == "non-finite" and failure is None and good is not None:
+            # f is NaN/Inf at the iterate: return the last recorded one with a finite value.
+            restored, state, fun = good
+            runner.restore(state)
+        if runner.finish():  # the returned point was repaired: report its value
+            fun = value()
+            if restored is None:
+                records["fun"][-1] = fun
+                if f_star is not None:
+                    records["gap"][-1] = fun - f_star
+
+        if failure is not None:
+            success, message = False, failure
+        elif stop == "converged":
+            success, message = True, f"converged: f - f* < tol = {tol:g}{tol_note}"
+        elif stop == "below-optimum":
+            gap = records["gap"][-1]
+            success, message = (
+                False,
+                (
+                    f"f - f* = {gap:.3g} is below -{rounding:.2g}, more than the rounding of f: "
+                    "f_star is not the optimal value, or f is evaluated inaccurately"
+                ),
+            )
+        elif stop == "non-finite":
+            success, message = False, f"the objective became non-finite at iteration {nit}"
+            if restored is not None:
+                message += (
+                    f"; returning iteration {restored}, the last recorded with a finite value"
+                )
+        elif stop == "callback":
+            success, message = tol is None, "stopped by the callback"
+        elif tol is not None:
+            success, message = False, f"f - f* >= tol = {tol:g} after the maximum {steps} steps"
+        else:
+            success, message = True, f"completed the {steps} steps"
+
+        S = runner.matrix()
+        B, d = runner.factors()
+        out = (lambda t: t.detach().cpu().numpy()) if problem.numpy else (lambda t: t.detach())
+        return SPDResult(
+            x=out(S),
+            fun=fun,
+            nit=nit,
+            success=success,
+            message=message,
+            method=method,
+            history={
+                k: np.asarray(v, dtype=np.int64 if k == "nit" else np.float64)
+                for k, v in records.items()
+            },
+            time=time.perf_counter() - t_start,
+            B=out(B),
+            d=out(d),
+            f_star=f_star,
+            gap=None if f_star is None else fun - f_star,
+            point=runner.point(),
         )
-    elif stop == "non-finite":
-        success, message = False, f"the objective became non-finite at iteration {nit}"
-        if restored is not None:
-            message += f"; returning iteration {restored}, the last recorded with a finite value"
-    elif stop == "callback":
-        success, message = tol is None, "stopped by the callback"
-    elif tol is not None:
-        success, message = False, f"f - f* >= tol = {tol:g} after the maximum {steps} steps"
-    else:
-        success, message = True, f"completed the {steps} steps"
-
-    S = runner.matrix()
-    B, d = runner.factors()
-    out = (lambda t: t.detach().cpu().numpy()) if problem.numpy else (lambda t: t.detach())
-    return SPDResult(
-        x=out(S),
-        fun=fun,
-        nit=nit,
-        success=success,
-        message=message,
-        method=method,
-        history={
-            k: np.asarray(v, dtype=np.int64 if k == "nit" else np.float64)
-            for k, v in records.items()
-        },
-        time=time.perf_counter() - t_start,
-        B=out(B),
-        d=out(d),
-        f_star=f_star,
-        gap=None if f_star is None else fun - f_star,
-        point=runner.point(),
-    )
