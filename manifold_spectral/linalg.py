@@ -26,6 +26,7 @@ __all__ = [
     "newton_schulz_orthogonalize",
     "all_finite",
     "eps",
+    "default_eig_tol",
     "eigh_canonical",
     "NEUMANN_MAX_NORM",
 ]
@@ -39,6 +40,18 @@ NEUMANN_MAX_NORM = 0.25
 def eps(dtype: torch.dtype) -> float:
     """Machine epsilon of a floating dtype (``torch.finfo(dtype).eps``)."""
     return float(torch.finfo(dtype).eps)
+
+
+def default_eig_tol(dtype: torch.dtype) -> float:
+    """Relative gap below which two eigenvalues are treated as equal: ``sqrt(eps(dtype))``.
+
+    Why this value: the rotation metric entry ``C_ij ~ 4 delta^2`` for a relative gap
+    ``delta``; it is numerically singular (below ``eps`` relative to the eigenvalue block
+    ``1/2``) once ``delta < sqrt(eps)``, and the step ``G_ij / delta`` would then amplify the
+    ``eps``-sized rounding error of ``G`` beyond ``sqrt(eps)``. float64: 1.5e-8,
+    float32: 3.5e-4, bfloat16: 8.8e-2.
+    """
+    return float(torch.finfo(dtype).eps) ** 0.5
 
 
 def all_finite(X: Tensor) -> bool:

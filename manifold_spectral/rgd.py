@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .manifolds.base import NonFiniteError, SpectralManifold, check_cayley, check_positive
+from .linalg import check_cayley
+from .manifolds.base import SpectralManifold
 from .manifolds.spectral import check_exponential
+from .validation import NonFiniteError, check_flag, check_momentum, check_positive
 
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 
@@ -78,18 +80,11 @@ class RGD:
             raise TypeError(f"manifold: expected a SpectralManifold, got {type(manifold).__name__}")
         self.manifold = manifold
         self.lr = check_positive(lr, "lr")
-        momentum = check_positive(momentum, "momentum", allow_zero=True)
-        if momentum >= 1.0:
-            raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
-        self.momentum = momentum
+        self.momentum = check_momentum(momentum)
         self.cayley = None if cayley is None else check_cayley(cayley)
         self.exponential = check_exponential(exponential)
-        if not isinstance(jacobi, bool):
-            raise TypeError(f"jacobi: expected a bool, got {jacobi!r}")
-        self.jacobi = jacobi
-        if not isinstance(second_order, bool):
-            raise TypeError(f"second_order: expected a bool, got {second_order!r}")
-        self.second_order = second_order
+        self.jacobi = check_flag(jacobi, "jacobi")
+        self.second_order = check_flag(second_order, "second_order")
         if reorthogonalize_every == "auto":
             method = self.cayley or getattr(manifold, "cayley", "exact")
             if method == "neumann":

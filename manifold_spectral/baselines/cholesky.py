@@ -38,8 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_positive, check_size, check_tensor, resolve_dtype
-from ..manifolds.spectral import resolve_device
+from ..validation import check_positive, check_size, check_tensor, resolve_device, resolve_dtype
 
 __all__ = ["CholeskyCurvature", "phi"]
 

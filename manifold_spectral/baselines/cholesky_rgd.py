@@ -38,8 +38,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_positive, check_size, check_tensor, resolve_dtype
-from ..manifolds.spectral import resolve_device, symmetric_matrix
+from ..validation import (
+    check_momentum,
+    check_positive,
+    check_size,
+    check_tensor,
+    resolve_device,
+    resolve_dtype,
+    symmetric_matrix,
+)
 from .cholesky import phi
 
 __all__ = ["CholeskyRGD", "cholesky_h"]
@@ -77,10 +84,7 @@ class CholeskyRGD:
         self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.lr = check_positive(lr, "lr")
-        momentum = check_positive(momentum, "momentum", allow_zero=True)
-        if momentum >= 1.0:
-            raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
-        self.momentum = momentum
+        self.momentum = check_momentum(momentum)
         self.buffer: Tensor | None = None
         self.steps = 0
 

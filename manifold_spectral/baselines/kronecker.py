@@ -24,8 +24,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_positive, check_tensor
-from ..manifolds.spectral import resolve_device
+from ..validation import (
+    check_flag,
+    check_positive,
+    check_size,
+    check_tensor,
+    resolve_device,
+    resolve_dtype,
+)
 from .cholesky import CholeskyCurvature, phi
 
 __all__ = [
@@ -37,17 +43,7 @@ __all__ = [
 
 
 def _check_sizes(a: Any, b: Any) -> tuple[int, int]:
-    for name, v in (("a", a), ("b", b)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    return a, b
-
-
-def _check_dtype(dtype: Any) -> torch.dtype:
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
-    return dtype
+    return check_size(a, "a"), check_size(b, "b")
 
 
 def _gradient_matrices(grads: Tensor, a: int, b: int) -> Tensor:
@@ -109,7 +105,7 @@ class KroneckerProjection:
 
     def __init__(self, a: int, b: int, dtype: torch.dtype | None = None, device: Any = None):
         self.a, self.b = _check_sizes(a, b)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
 
     def __repr__(self) -> str:
@@ -222,11 +218,9 @@ class KroneckerCholeskyCurvature:
         split_scale: bool = True,
     ) -> None:
         self.a, self.b = _check_sizes(a, b)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
-        if not isinstance(split_scale, bool):
-            raise TypeError(f"split_scale: expected a bool, got {split_scale!r}")
-        self.split_scale = split_scale
+        self.split_scale = check_flag(split_scale, "split_scale")
         self._left = CholeskyCurvature(self.a, self.dtype, self.device)
         self._right = CholeskyCurvature(self.b, self.dtype, self.device)
 

@@ -22,7 +22,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..linalg import cayley_exact_apply, cayley_neumann, check_cayley, clip_norm, skew, tril
+from ..linalg import (
+    cayley_exact_apply,
+    cayley_neumann,
+    check_cayley,
+    clip_norm,
+    default_eig_tol,
+    skew,
+    tril,
+)
 
 __all__ = [
     "default_eig_tol",
@@ -47,18 +55,6 @@ __all__ = [
 #: at d = 1000 with the bound 0.03 / 0.05 / 0.1 / 0.25 / 0.5: 101 / 101 / 102 / 103 / 104).
 SECOND_ORDER_MAX_ANGLE = 0.05
 _MAX2 = SECOND_ORDER_MAX_ANGLE
-
-
-def default_eig_tol(dtype: torch.dtype) -> float:
-    """Relative gap below which two eigenvalues are treated as equal: ``sqrt(eps(dtype))``.
-
-    Why this value: the rotation metric entry ``C_ij ~ 4 delta^2`` for a relative gap
-    ``delta``; it is numerically singular (below ``eps`` relative to the eigenvalue block
-    ``1/2``) once ``delta < sqrt(eps)``, and the step ``G_ij / delta`` would then amplify the
-    ``eps``-sized rounding error of ``G`` beyond ``sqrt(eps)``. float64: 1.5e-8,
-    float32: 3.5e-4, bfloat16: 8.8e-2.
-    """
-    return float(torch.finfo(dtype).eps) ** 0.5
 
 
 def equal_eigenvalues(d: Tensor, tol: float) -> Tensor:

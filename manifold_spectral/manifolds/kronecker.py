@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..linalg import NEUMANN_MAX_NORM, sym
+from ..validation import check_flag, resolve_device, symmetric_matrix
 from . import blocks
 from .base import (
     SpectralManifold,
@@ -41,13 +42,10 @@ from .points import SpectralPoint, SpectralTangent, TensorTree
 from .spectral import (
     SpectralSPD,
     check_exponential,
-    check_flag,
     check_gop_columns,
     check_log_scale,
     check_positive_definite,
     check_tangent_type,
-    resolve_device,
-    symmetric_matrix,
 )
 
 __all__ = [

@@ -93,7 +93,8 @@ from torch import Tensor
 
 from ..gaussian import Curvature, Gaussian
 from ..manifolds import SpectralManifold, SpectralPoint, SpectralSPD
-from ..manifolds.base import check_tensor
+from ..validation import check_dtype, check_tensor
+from ..validation import check_flag as _check_flag
 from .result import OptimizeResult
 
 __all__ = [
@@ -525,12 +526,6 @@ def _check_sigma0(sigma0: Any, n: int) -> Tensor:
     return s
 
 
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {value!r}")
-    return value
-
-
 def _check_rate(value: Any, name: str) -> float | None:
     if value is None:
         return None
@@ -594,8 +589,7 @@ class NESBase:
         x0_t, self._torch_io = _check_x0(x0)
         n = x0_t.shape[0]
         self.n = n
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+        check_dtype(dtype)
         sigma = _check_sigma0(sigma0, n)
         self.mirrored = _check_flag(
             self.DEFAULTS["mirrored"] if mirrored is None else mirrored, "mirrored"

@@ -48,19 +48,19 @@ from torch import Tensor
 
 from ..baselines.cholesky_rgd import CholeskyRGD
 from ..baselines.retraction_rgd import RetractionRGD
-from ..linalg import eps, sym
+from ..linalg import check_cayley, eps, sym
 from ..manifolds import SpectralPoint, SpectralSPD
-from ..manifolds.base import (
+from ..rgd import RGD
+from ..validation import (
     NonFiniteError,
-    check_cayley,
     check_positive,
     check_real,
     check_size,
     check_tensor,
+    resolve_device,
     resolve_dtype,
+    symmetric_matrix,
 )
-from ..manifolds.spectral import resolve_device, symmetric_matrix
-from ..rgd import RGD
 from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
 
