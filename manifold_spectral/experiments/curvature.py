@@ -37,7 +37,6 @@ Kronecker-structured schemes and the projection baseline.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -51,6 +50,8 @@ from torch import Tensor
 from ..baselines import CholeskyCurvature
 from ..gaussian import GOP, Gaussian
 from ..manifolds import SpectralSPD
+from ..validation import check_dtype
+from .common import torch_threads
 
 __all__ = [
     "CurvatureResult",
@@ -354,20 +355,6 @@ def _check_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-@contextlib.contextmanager
-def _torch_threads(num: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op threads (restored afterwards); ``None``: unchanged."""
-    if num is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(num)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def default_steps(beta2: float) -> int:
     """Ten time constants ``1 / beta2`` of the default scheme's moving average."""
     return max(10, math.ceil(10.0 / beta2))
@@ -385,8 +372,7 @@ def _check_run_args(
     num_checkpoints = _check_int(num_checkpoints, "num_checkpoints", minimum=2)
     if not (isinstance(decades, (int, float)) and math.isfinite(decades) and decades >= 0):
         raise ValueError(f"decades: expected a finite number >= 0, got {decades!r}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    check_dtype(dtype)
     return beta2, seed, num_checkpoints
 
 
@@ -437,7 +423,7 @@ def run_full_matrix(
     steps = default_steps(beta2) if steps is None else _check_int(steps, "steps")
 
     start = time.perf_counter()
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         gen_sigma, gen_init, gen_stream = _generators(seed, 3)
         Q, lam = ground_truth(n, float(decades), gen_sigma)
         Sigma = (Q * lam[None, :]) @ Q.T

@@ -45,6 +45,7 @@ from torch import Tensor
 from ..baselines import KroneckerCholeskyCurvature, KroneckerProjection, nearest_kronecker
 from ..gaussian import GOP, Gaussian
 from ..manifolds import KroneckerSpectralSPD
+from .common import torch_threads
 from .curvature import (
     CurvatureResult,
     Scheme,
@@ -53,7 +54,6 @@ from .curvature import (
     _generators,
     _haar,
     _relative_frobenius,
-    _torch_threads,
     default_step,
     default_steps,
     format_table,
@@ -246,7 +246,7 @@ def run_kronecker(
         raise ValueError(f"init: expected 'random' or 'sample', got {init!r}")
 
     start = time.perf_counter()
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         gen_sigma, gen_init, gen_stream = _generators(seed, 3)
         Q, lam = ground_truth(a * b, float(decades), gen_sigma)
         Sigma = (Q * lam[None, :]) @ Q.T

@@ -31,12 +31,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..baselines.cholesky_nes import CholeskyNES
 from ..baselines.xnes import XNES
 from ..solvers.functions import FUNCTIONS
 from ..solvers.nes import NES, NESBase
+from .common import torch_threads
 
 __all__ = [
     "APPENDIX_C",
@@ -157,19 +157,6 @@ def run_method(
     return Run(method, function, seed, nfev, fbest, stop, time.perf_counter() - start, len(nfev))
 
 
-@contextlib.contextmanager
-def _torch_threads(num: int | None) -> Iterator[None]:
-    if num is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(num)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def run_nes(
     *,
     n: int = 60,
@@ -216,7 +203,7 @@ def run_nes(
     jobs = [(f, m, s) for f in functions for m in methods for s in range(seed, seed + seeds)]
     runs = []
     with (
-        _torch_threads(threads),
+        torch_threads(threads),
         tqdm(total=len(jobs), desc="reproduce nes", disable=not progress, leave=False) as bar,
     ):
         for function, method, seed in jobs:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..solvers import spd
-from .curvature import _torch_threads
+from .common import torch_threads
 
 __all__ = [
     "SPDRun",
@@ -157,7 +157,7 @@ def run_spd(
     is fastest for d = 60 and keeps the timings stable on a loaded machine. ``None`` leaves
     torch's setting. ``device``: where the problems and iterates live (default CPU).
     """
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         return _run_spd(
             d,
             steps_nearness=steps_nearness,
