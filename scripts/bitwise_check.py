@@ -21,10 +21,14 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+# The checkout this script belongs to, not whatever manifold_spectral is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DT = torch.float64
 
@@ -171,7 +175,11 @@ def case_nes() -> Any:
 
 
 def case_nes_baselines() -> Any:
-    from manifold_spectral.baselines import XNES, CholeskyNES
+    import warnings
+
+    with warnings.catch_warnings():  # the names of 05da16d: deprecated since, still working
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from manifold_spectral.baselines import XNES, CholeskyNES
     from manifold_spectral.solvers.functions import FUNCTIONS
 
     out = []
@@ -239,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+    import manifold_spectral
+
+    print(f"manifold_spectral from {Path(manifold_spectral.__file__).parent}")
     digests = {name: digest(fn()) for name, fn in CASES.items()}
     if args.write:
         with open(args.write, "w") as fh:
