@@ -30,8 +30,6 @@ from torch import Tensor
 from .._compat import import_geoopt
 from ..validation import check_momentum, check_positive, check_tensor, symmetric_matrix
 
-geoopt = import_geoopt()  # without geoopt's torch.jit.script DeprecationWarning
-
 __all__ = ["RetractionRGD", "GEOOPT_LR_FACTOR"]
 
 #: ``geoopt lr = GEOOPT_LR_FACTOR * lr``: geoopt's SPD metric is twice the Fisher-Rao metric.
@@ -61,6 +59,7 @@ class RetractionRGD:
         dtype = S0.dtype if S0.dtype.is_floating_point else torch.float64
         self.lr = check_positive(lr, "lr")
         momentum = check_momentum(momentum)
+        geoopt = import_geoopt()  # imported here: solvers.spd loads this module for every user
         self.manifold = geoopt.SymmetricPositiveDefinite()
         start = (0.5 * (S64 + S64.T)).to(dtype=dtype, device=S0.device)
         self.S = geoopt.ManifoldParameter(start, manifold=self.manifold)

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from ..baselines.cholesky_nes import CholeskyNES
-from ..baselines.xnes import XNES
+from ..solvers.cholesky_nes import CholeskyNES
 from ..solvers.functions import FUNCTIONS
 from ..solvers.nes import NES, NESBase
+from ..solvers.xnes import XNES
 from .common import torch_threads
 
 __all__ = [
