@@ -234,6 +234,28 @@ def _run_curvature(curv: Any, g: torch.Generator) -> Any:
     return curv.to_matrix(x)
 
 
+def case_samplers_and_helpers() -> Any:
+    """Haar sampling, the nearest Kronecker product, ``I + M + M^2/2``, orthogonality errors."""
+    import manifold_spectral as ms
+    from manifold_spectral import geoopt as msgeo
+    from manifold_spectral.baselines.cholesky_rgd import cholesky_h
+    from manifold_spectral.experiments import curvature, curvature_kronecker, spd
+
+    g = torch.Generator().manual_seed(8)
+    out = [spd.random_spd(5, 2.0, g), curvature.ground_truth(5, 2.0, g)]
+    Q, lam = curvature.ground_truth(12, 2.0, g)
+    for init in ("random", "sample"):
+        out.append(curvature_kronecker.initial_kronecker(init, 3, 4, Q, lam, g))
+    out.append(msgeo.SpectralSPD(4).random(2, 5, 4, dtype=DT, generator=g))
+    out.append(msgeo.KroneckerSpectralSPD(2, 3).random(dtype=DT, generator=g))
+    S = torch.randn(12, 12, generator=g, dtype=DT)
+    M = ms.KroneckerSpectralSPD(3, 4, dtype=DT)
+    x = M.from_matrix(S @ S.T + torch.eye(12, dtype=DT))
+    out.append((M.to_matrix(x), curvature_kronecker._orthogonality(x)))
+    out.append(cholesky_h(torch.tril(torch.randn(4, 4, generator=g, dtype=DT))))
+    return out
+
+
 CASES: dict[str, Callable[[], Any]] = {
     name[len("case_") :]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")
 }
