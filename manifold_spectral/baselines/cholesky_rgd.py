@@ -47,15 +47,9 @@ from ..validation import (
     resolve_dtype,
     symmetric_matrix,
 )
-from .cholesky import phi
+from .cholesky import cholesky_h, phi  # cholesky_h re-exported (it was defined here)
 
 __all__ = ["CholeskyRGD", "cholesky_h"]
-
-
-def cholesky_h(M: Tensor) -> Tensor:
-    """``h(M) = I + M + M^2 / 2`` (Lin et al., 2023); lower triangular for a lower triangular M."""
-    eye = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
-    return eye + M + 0.5 * (M @ M)
 
 
 class CholeskyRGD:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..linalg import nearest_kronecker_factors
 from ..validation import (
     check_flag,
     check_positive,
@@ -62,9 +63,7 @@ def _gradient_matrices(grads: Tensor, a: int, b: int) -> Tensor:
 def nearest_kronecker(S: Tensor, a: int, b: int) -> tuple[Tensor, Tensor]:
     """``(A, B)`` minimising ``||S - A kron B||_F`` (Van Loan & Pitsianis, 1993).
 
-    With row-major pairs, ``(A kron B)[(i,j),(l,k)] = A[i,l] B[j,k]``, so the rearrangement
-    ``R[(i,l),(j,k)] = S[(i,j),(l,k)]`` (a^2 x b^2) turns the problem into the best rank-one
-    approximation ``R ~ vec(A) vec(B)^T``: the leading singular pair,
+    The leading singular pair of a rearranged ``S`` (``linalg.nearest_kronecker_factors``):
     ``A = sqrt(s_1) Mat(u_1)``, ``B = sqrt(s_1) Mat(v_1)`` (equal Frobenius norms). The
     residual ``S - A kron B`` is Frobenius-orthogonal to ``A kron B``, to ``A kron X`` and to
     ``X kron B`` for every ``X``.
@@ -80,13 +79,7 @@ def nearest_kronecker(S: Tensor, a: int, b: int) -> tuple[Tensor, Tensor]:
     """
     a, b = _check_sizes(a, b)
     check_tensor(S, "S", shape=(a * b, a * b))
-    R = S.reshape(a, b, a, b).permute(0, 2, 1, 3).reshape(a * a, b * b)
-    U, sv, Vh = torch.linalg.svd(R, full_matrices=False)
-    root = sv[0].sqrt()
-    A = (root * U[:, 0]).reshape(a, a)
-    B = (root * Vh[0]).reshape(b, b)
-    if torch.trace(A) < 0:
-        A, B = -A, -B
+    A, B, _ = nearest_kronecker_factors(S, a, b)
     tol = 100.0 * torch.finfo(S.dtype).eps * torch.linalg.matrix_norm(S)
     if torch.linalg.matrix_norm(S - S.mT) <= tol:
         A, B = 0.5 * (A + A.T), 0.5 * (B + B.T)

@@ -49,6 +49,7 @@ from torch import Tensor
 
 from ..baselines import CholeskyCurvature
 from ..gaussian import GOP, Gaussian
+from ..linalg import haar_orthogonal, orthogonality_error
 from ..manifolds import SpectralSPD
 from ..validation import check_dtype
 from .common import torch_threads
@@ -96,16 +97,10 @@ def _generators(seed: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s) >> 1) for s in states]
 
 
-def _haar(n: int, generator: torch.Generator) -> Tensor:
-    """Haar-random orthogonal n x n matrix in float64 (QR with sign fix; setup only)."""
-    Q, R = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))  # init-only
-    return Q * torch.sign(torch.diagonal(R))[None, :]
-
-
 def ground_truth(n: int, decades: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """``(Q, lam)`` of ``Sigma = Q Diag(lam) Q^T``: Haar ``Q``, ``log10 lam ~ U(-decades/2,
     decades/2)`` (float64)."""
-    Q = _haar(n, generator)
+    Q = haar_orthogonal(n, generator=generator)
     lam = 10.0 ** (decades * (torch.rand(n, generator=generator, dtype=torch.float64) - 0.5))
     return Q, lam
 
@@ -114,7 +109,7 @@ def initial_matrix(init: str, Q: Tensor, lam: Tensor, generator: torch.Generator
     """The common ``S0`` of every scheme (float64); see the module docstring for ``init``."""
     n = lam.shape[0]
     if init == "random":
-        Q0 = _haar(n, generator)
+        Q0 = haar_orthogonal(n, generator=generator)
         geo = torch.exp(torch.log(lam).mean())
         lam0 = geo * 10.0 ** (torch.rand(n, generator=generator, dtype=torch.float64) - 0.5)
         S0 = (Q0 * lam0[None, :]) @ Q0.T
@@ -471,7 +466,7 @@ def run_full_matrix(
             desc=f"curvature n={n} beta2={beta2:g}",
         )
         B = h.states["spectral"].B.to(torch.float64)
-        ortho = float(torch.linalg.matrix_norm(B.T @ B - torch.eye(n, dtype=torch.float64)))
+        ortho = float(orthogonality_error(B))
         if "spectral" in h.diverged:
             ortho = float("nan")
 

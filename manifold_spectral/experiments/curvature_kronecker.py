@@ -44,6 +44,7 @@ from torch import Tensor
 
 from ..baselines import KroneckerCholeskyCurvature, KroneckerProjection, nearest_kronecker
 from ..gaussian import GOP, Gaussian
+from ..linalg import haar_orthogonal, orthogonality_error
 from ..manifolds import KroneckerSpectralSPD
 from .common import torch_threads
 from .curvature import (
@@ -52,7 +53,6 @@ from .curvature import (
     _check_int,
     _check_run_args,
     _generators,
-    _haar,
     _relative_frobenius,
     default_step,
     default_steps,
@@ -133,7 +133,7 @@ def initial_kronecker(
     if init == "random":
         factors = []
         for size in (a, b):
-            U = _haar(size, generator)
+            U = haar_orthogonal(size, generator=generator)
             logd = 0.5 * torch.rand(size, generator=generator, dtype=torch.float64)
             d = 10.0 ** (logd - logd.mean())
             factors.append((U * d[None, :]) @ U.T)
@@ -201,11 +201,7 @@ def kronecker_schemes(a: int, b: int, beta2: float, dtype: torch.dtype) -> list[
 
 def _orthogonality(x: Any) -> float:
     """The larger ``||B_l^T B_l - I||_F`` of a Kronecker spectral point's two factors."""
-    errs = []
-    for p in (x.left, x.right):
-        B = p.B.to(torch.float64)
-        errs.append(torch.linalg.matrix_norm(B.T @ B - torch.eye(B.shape[0], dtype=B.dtype)))
-    return float(max(errs))
+    return float(max(orthogonality_error(p.B.to(torch.float64)) for p in (x.left, x.right)))
 
 
 def run_kronecker(

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..linalg import haar_orthogonal
 from ..solvers import spd
 from .common import torch_threads
 
@@ -58,9 +59,7 @@ PROBLEM_TITLE = {"nearness": "Metric nearness", "logdet": "Log-det"}
 def random_spd(d: int, decades: float, generator: torch.Generator) -> torch.Tensor:
     """``H Diag(q) H^T`` (float64): ``H`` Haar-random (QR, setup only), ``q`` log-spaced over
     ``decades`` decades with geometric mean 1."""
-    A = torch.randn(d, d, generator=generator, dtype=torch.float64)
-    H, R = torch.linalg.qr(A)  # init-only (problem setup)
-    H = H * torch.sign(torch.diagonal(R))[None, :]
+    H = haar_orthogonal(d, generator=generator)
     q = torch.logspace(-decades / 2, decades / 2, d, dtype=torch.float64)
     return (H * q) @ H.T
 

@@ -13,6 +13,7 @@ from .._compat import moved_names
 from ..linalg import (
     NEUMANN_MAX_NORM,
     eigh_canonical,
+    haar_orthogonal,
     newton_schulz_orthogonalize,
     orthogonality_error,
     sym,
@@ -195,9 +196,7 @@ class SpectralSPD(SpectralManifold):
         eigenvalue is not representable in the manifold's dtype (``inf`` or ``0``)."""
         log_scale = check_log_scale(log_scale)
         bs = self.batch_shape
-        A = torch.randn(*bs, self.n, self.n, generator=generator, dtype=torch.float64)
-        Q, R = torch.linalg.qr(A)  # init-only
-        Q = Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
+        Q = haar_orthogonal(self.n, bs, generator)
         d = torch.exp(
             log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
         )

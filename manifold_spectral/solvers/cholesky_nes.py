@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..baselines.cholesky import phi
+from ..baselines.cholesky import cholesky_h, phi
 from .nes import NESBase, SearchDistribution
+from .xnes import whitened_natural_gradient
 
 __all__ = ["CholeskyNES", "CholeskySearch"]
 
@@ -48,16 +49,9 @@ class CholeskySearch(SearchDistribution):
         return torch.linalg.solve_triangular(self.K, delta.T, upper=False).T
 
     def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0):  # type: ignore[override]
-        n = self.n
-        eye = torch.eye(n, dtype=z.dtype, device=z.device)
-        G = (z * u[:, None]).T @ z - float(u.sum()) * eye
-        g_sigma = float(torch.trace(G)) / n
-        step = eta_B * (G - g_sigma * eye)
-        if path is not None and c1 > 0:
-            step = step + c1 * (torch.outer(path, path) - float(path @ path) / n * eye)
-        M = phi(step)
+        step, g_sigma = whitened_natural_gradient(z, u, eta_B, path, c1)
         mu_new = mu + eta_mu * (u @ delta)
-        self.K = math.exp(0.5 * eta_sigma * g_sigma) * (self.K @ (eye + M + 0.5 * (M @ M)))
+        self.K = math.exp(0.5 * eta_sigma * g_sigma) * (self.K @ cholesky_h(phi(step)))
         return mu_new
 
     def scale(self) -> float:

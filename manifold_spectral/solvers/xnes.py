@@ -27,7 +27,24 @@ from torch import Tensor
 
 from .nes import NESBase, SearchDistribution
 
-__all__ = ["XNES", "XNESSearch"]
+__all__ = ["XNES", "XNESSearch", "whitened_natural_gradient"]
+
+
+def whitened_natural_gradient(
+    z: Tensor, u: Tensor, eta_B: float, path: Tensor | None = None, c1: float = 0.0
+) -> tuple[Tensor, float]:
+    """The xNES natural gradient in whitened coordinates, shared by the xNES and Cholesky-NES
+    searches: ``G = sum_i u_i (z_i z_i^T - I)``, ``g_sigma = tr(G) / n`` and the shape step
+    ``eta_B (G - g_sigma I)``, plus the DX-NES rank-one term ``c1 (p p^T - |p|^2 / n I)`` of
+    the evolution path ``p`` when given. Returns ``(step, g_sigma)``."""
+    n = z.shape[-1]
+    eye = torch.eye(n, dtype=z.dtype, device=z.device)
+    G = (z * u[:, None]).T @ z - float(u.sum()) * eye
+    g_sigma = float(torch.trace(G)) / n
+    step = eta_B * (G - g_sigma * eye)
+    if path is not None and c1 > 0:
+        step = step + c1 * (torch.outer(path, path) - float(path @ path) / n * eye)
+    return step, g_sigma
 
 
 class XNESSearch(SearchDistribution):
@@ -63,13 +80,7 @@ class XNESSearch(SearchDistribution):
         return torch.linalg.solve(self.factor, delta.T).T
 
     def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0):  # type: ignore[override]
-        n = self.n
-        eye = torch.eye(n, dtype=z.dtype, device=z.device)
-        G = (z * u[:, None]).T @ z - float(u.sum()) * eye
-        g_sigma = float(torch.trace(G)) / n
-        step = eta_B * (G - g_sigma * eye)
-        if path is not None and c1 > 0:
-            step = step + c1 * (torch.outer(path, path) - float(path @ path) / n * eye)
+        step, g_sigma = whitened_natural_gradient(z, u, eta_B, path, c1)
         mu_new = mu + eta_mu * (u @ delta)
         self.sigma = self.sigma * math.exp(0.5 * eta_sigma * g_sigma)
         self.B = self.B @ torch.linalg.matrix_exp(0.5 * step)
