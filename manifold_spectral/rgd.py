@@ -28,8 +28,8 @@ from .validation import NonFiniteError, check_flag, check_momentum, check_positi
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 
 #: Newton-Schulz periods of ``reorthogonalize_every="auto"``: one polar step (two products)
-#: every 10 Neumann updates costs ~5% of the updates and keeps ``||B^T B - I||`` at the level of
-#: one step's defect; exact steps in low precision drift only by rounding.
+#: every 10 Neumann updates keeps ``||B^T B - I||`` at the level of one step's defect; exact
+#: steps in low precision drift only by rounding.
 AUTO_REORTHOGONALIZE_EVERY = {"neumann": 10, "exact-low-precision": 100}
 
 
@@ -52,7 +52,7 @@ class RGD:
         second_order: turn the eigenvectors to those of the first-order step up to
             third-order terms (``blocks.second_order_angles``; implies ``jacobi``): one more
             n x n product per rotation, and the step tracks the affine-invariant exponential
-            map where eigenvalues are close (log-det benchmark: geoopt's iteration count).
+            map where eigenvalues are close.
         reorthogonalize_every: apply ``manifold.reorthogonalize`` (a Newton-Schulz polar
             step, no decomposition) every k steps; ``None`` never; ``"auto"`` (default):
             every ``AUTO_REORTHOGONALIZE_EVERY["neumann"]`` (10) steps with the Neumann map

@@ -76,10 +76,9 @@ __all__ = [
     "plot",
 ]
 
-#: Cap of the default number of steps: ten time constants ``10 / beta2`` up to this many. At
-#: ``a, b = 9, 11`` one step of all five schemes costs about 4-5 ms on one core (the two
-#: spectral steps and the SVD of the projection baseline dominate), so ``beta2 = 0.001`` runs
-#: five time constants instead of ten and the two default runs take about half a minute.
+#: Cap of the default number of steps: ten time constants ``10 / beta2`` up to this many (the
+#: two spectral steps and the SVD of the projection baseline dominate a step), so
+#: ``beta2 = 0.001`` runs five time constants instead of ten.
 MAX_DEFAULT_STEPS = 5000
 
 

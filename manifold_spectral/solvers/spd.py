@@ -680,14 +680,13 @@ def minimize(
         jacobi: ``"spectral"`` only: turn each eigenvector pair by its exact 2 x 2 Jacobi
             angle (``RGD(jacobi=True)``, ``manifolds.blocks.jacobi_angles``). The step is the
             same to first order; where eigenvalues are close the linearised angle
-            ``~ 1 / gap`` overshoots and costs iterations (log-det at d = 250: 117 iterations
-            to 1e-6 without, 99 with, geoopt 94). Elementwise, no extra product.
+            ``~ 1 / gap`` overshoots and costs iterations. Elementwise, no extra product.
         second_order: ``"spectral"`` only, needs ``jacobi``: turn ``B`` to the eigenvectors
             of the first-order step up to third-order terms (``RGD(second_order=True)``,
             ``manifolds.blocks.second_order_angles``): the Jacobi angles plus each pair's
-            coupling through the other eigenvectors, one more n x n product per iteration.
-            Log-det to 1e-6 at d = 60 / 250 / 1000: 87 / 94 / 101 iterations, geoopt
-            87 / 94 / 100 (Jacobi only: 89 / 99 / 112).
+            coupling through the other eigenvectors, one more n x n product per iteration;
+            it follows the affine-invariant exponential map (geoopt's step) where
+            eigenvalues are close.
         seed: of the mini-batch sequence (the same ``seed`` gives every method the same
             batches).
         record_every: record ``history`` (and check ``tol``, call ``callback``) every k
