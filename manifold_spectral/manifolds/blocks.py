@@ -141,8 +141,7 @@ def rotation_natural_grad(
         floor = torch.maximum(di, dj).mul_(damping)
         den = torch.mul(diff, diff).addcmul_(floor, floor)
         return (di * dj).mul_(diff).div_(den).mul_(G).mul_(-1.0 / kappa).tril_(-1)
-    # In place on two n x n buffers: at n = 1000 the out-of-place form made a dozen float64
-    # temporaries and cost as much as a quarter of an n x n product.
+    # In place on two n x n buffers: the out-of-place form makes a dozen n x n temporaries.
     equal = torch.maximum(di, dj).mul_(tol).ge_(diff.abs())
     step = (di * dj).div_(diff).mul_(G).mul_(-1.0 / kappa)
     return step.masked_fill_(equal.bool(), 0.0).tril_(-1)
