@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
-from manifold_spectral.baselines.cholesky_nes import CholeskyNES
-from manifold_spectral.baselines.xnes import XNES
+from manifold_spectral.solvers.cholesky_nes import CholeskyNES
 from manifold_spectral.solvers.functions import FUNCTIONS, RotatedEllipsoid
 from manifold_spectral.solvers.nes import NES
+from manifold_spectral.solvers.xnes import XNES
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- nes:start -->", "<!-- nes:end -->"

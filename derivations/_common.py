@@ -189,3 +189,82 @@ def fisher_trace_form(dS, S0inv):
     Sinv = dm(S0inv)
     A = [Sinv * dm(X) for X in dS]
     return sp.Matrix([[(Au * Av).to_Matrix().trace() / 2 for Av in A] for Au in A])
+
+
+# --- The package's implementation at sample points ---------------------------------------
+#
+# A derivation proves a closed form; these helpers evaluate that proven form at random
+# rational points and compare it with the function of manifold_spectral that implements it,
+# so that a code change which breaks a proven formula makes the derivation fail.
+
+
+def package():
+    """``manifold_spectral`` of this checkout (the folder above derivations/), with torch."""
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import manifold_spectral
+
+    return manifold_spectral
+
+
+def sample_rng(name):
+    """A ``random.Random`` seeded by the script's name (fixed points, reproducible runs)."""
+    import random
+    import zlib
+
+    return random.Random(zlib.crc32(name.encode()))
+
+
+def random_rational(rng, lo=-9, hi=9, den=7):
+    """A random rational ``p / q`` with ``lo <= p / q <= hi``-ish small numerator and
+    denominator (never zero)."""
+    while True:
+        q = rng.randint(1, den)
+        p = rng.randint(lo * q, hi * q)
+        if p != 0:
+            return sp.Rational(p, q)
+
+
+def distinct_positive(rng, n):
+    """``n`` distinct positive rationals (spectral charts need distinct eigenvalues)."""
+    out = []
+    while len(out) < n:
+        x = random_rational(rng, 1, 6)
+        if x not in out:
+            out.append(x)
+    return out
+
+
+def rational_rotation(rng, n):
+    """An exact rational rotation ``Cayley(skew(c))`` with random rational ``c``."""
+    c = lower_symbols("_c", n)
+    vals = {c[i, j]: random_rational(rng, -2, 2) for i, j in lower_pairs(n)}
+    return cayley(skew(c)).xreplace(vals)
+
+
+def to_tensor(X):
+    """A sympy matrix / list / number (exact) as a float64 torch tensor."""
+    import torch
+
+    if isinstance(X, sp.MatrixBase):
+        return torch.tensor(
+            [[float(sp.N(x, 30)) for x in row] for row in X.tolist()], dtype=torch.float64
+        )
+    if isinstance(X, (list, tuple)):
+        return torch.tensor([float(sp.N(x, 30)) for x in X], dtype=torch.float64)
+    return torch.tensor(float(sp.N(X, 30)), dtype=torch.float64)
+
+
+def check_close(expected, actual, msg, rtol=1e-11):
+    """``check`` that the package's float64 ``actual`` equals the proven ``expected`` (sympy,
+    exact) to ``rtol`` relative to the largest entry."""
+    import torch
+
+    want = to_tensor(expected).reshape(actual.shape)
+    scale = max(float(want.abs().max()), 1e-300)
+    err = float((actual.detach().to(torch.float64) - want).abs().max()) / scale
+    check(err <= rtol, f"package: {msg} (relative error {err:.1e})")

@@ -23,16 +23,38 @@ S_default = B [(1 - gamma beta2) Diag(d) + beta2 q q^T] B^T is the B = I default
 for (d, q) conjugated by the same B.  The n = 2 case is also checked at a generic
 rotation B = Cayley([[0, -t], [t, 0]]) with symbolic t.
 
+The package: the step's factors (B_new, d_new) at random rationals (n = 3, a rational
+rotation B, gamma = 0 and 1, both variants) are compared with those of
+Gaussian(SpectralSPD(3), beta2=beta2, gamma=gamma).precision_step(x, GOP(g)).
+
 Run:  python derivations/claim2_gop_step.py
 """
 
 import sympy as sp
-from _common import cayley, check, is_zero_matrix, lower_pairs
+from _common import (
+    cayley,
+    check,
+    check_close,
+    distinct_positive,
+    is_zero_matrix,
+    lower_pairs,
+    package,
+    random_rational,
+    rational_rotation,
+    sample_rng,
+    to_tensor,
+)
 
 beta2, gamma = sp.symbols("beta2 gamma", real=True)
 
 
 def spectral_step(B, d, g, truncated=False):
+    B_new, d_new = spectral_factors(B, d, g, truncated)
+    return B_new * sp.diag(*d_new) * B_new.T
+
+
+def spectral_factors(B, d, g, truncated=False):
+    """``(B_new, d_new)`` of the spectral step."""
     n = len(d)
     q = B.T * g
     if truncated:
@@ -43,8 +65,7 @@ def spectral_step(B, d, g, truncated=False):
     for i, j in lower_pairs(n):
         U[i, j] = -q[i] * q[j] / (d[i] - d[j])
     N = U - U.T
-    B_new = B * cayley(beta2 / 2 * N)
-    return B_new * sp.diag(*d_new) * B_new.T
+    return B * cayley(beta2 / 2 * N), d_new
 
 
 def default_step(B, d, g):
@@ -102,7 +123,30 @@ def main():
         first_order_agreement(B, d, g, False, sp.cancel),
         "exp variant: S_new = S_default + O(beta2^2) at generic B",
     )
+    check_package()
     print("Claim 2 (spectral GOP step = default scheme to first order in beta2): derived.")
+
+
+def check_package(n=3):
+    """The step's closed form at random rationals against ``Gaussian.precision_step``."""
+    ms = package()
+    rng = sample_rng("claim2_gop_step")
+    B, d = rational_rotation(rng, n), distinct_positive(rng, n)
+    g = sp.Matrix([random_rational(rng, -3, 3) for _ in range(n)])
+    M = ms.SpectralSPD(n, dtype=to_tensor(0).dtype)
+    x = ms.SpectralPoint(to_tensor(B), to_tensor(d))
+    for gam in (0, 1):
+        for truncated in (False, True):
+            label = f"gamma = {gam}, {'truncated' if truncated else 'exp'}"
+            point = {beta2: sp.Rational(1, 10), gamma: gam}
+            B_new, d_new = spectral_factors(B, d, g, truncated)
+            B_new, d_new = B_new.xreplace(point), [di.xreplace(point) for di in d_new]
+            gauss = ms.Gaussian(
+                M, beta2=0.1, gamma=gam, exponential="truncated" if truncated else "exact"
+            )
+            y = gauss.precision_step(x, ms.GOP(to_tensor(g).reshape(n)))
+            check_close(list(d_new), y.d, f"{label}: precision_step's d_new")
+            check_close(B_new, y.B, f"{label}: precision_step's B_new")
 
 
 if __name__ == "__main__":

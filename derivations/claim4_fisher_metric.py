@@ -21,6 +21,10 @@ Checked symbolically in d_i for n = 2 and n = 3 at B = I, and for a generic rota
 rational entries, an exact rotation in SO(3)) to show the metric does not depend on B.  The
 trace form 1/2 tr(S^{-1} dS_a S^{-1} dS_b) is cross-checked against the kron form.
 
+The package: the F derived for n = 3 (symbolic in d) is evaluated at random rational d and
+compared with SpectralSPD.metric at a point with those eigenvalues and a random rational
+rotation B (the metric does not depend on B).
+
 Run:  python derivations/claim4_fisher_metric.py
 """
 
@@ -29,13 +33,19 @@ from _common import (
     cayley,
     chart,
     check,
+    check_close,
     coords,
+    distinct_positive,
     fisher_at_origin,
     is_zero_matrix,
     jacobian_at_origin,
     lower_pairs,
     lower_symbols,
+    package,
+    rational_rotation,
+    sample_rng,
     skew,
+    to_tensor,
 )
 
 RATIONAL_POINT = (sp.Rational(2, 3), sp.Rational(-5, 7), sp.Rational(3, 11))
@@ -66,6 +76,7 @@ def main():
             "F_mm = 1/2 I and F_{M_ij} = 4 (d_i - d_j)^2 / (d_i d_j) for i > j",
         )
         print("  F =", sp.simplify(F.diagonal()))
+        derived = (d, F)
 
         # Cross-check: trace form F_ab = 1/2 tr(S^-1 dS_a S^-1 dS_b).
         J = jacobian_at_origin(S, eta)
@@ -97,7 +108,25 @@ def main():
             is_zero_matrix(FB - expected_fisher(d), simp),
             f"same F at generic B ({label}): metric is rotation invariant",
         )
+    check_package(*derived)
     print("Claim 4 (Fisher metric in the spectral chart is diagonal): derived for n = 2, 3.")
+
+
+def check_package(d, F):
+    """The derived metric ``F`` (symbolic in ``d``) at random rational ``d`` against
+    ``SpectralSPD.metric``."""
+    ms = package()
+    rng = sample_rng("claim4_fisher_metric")
+    n = len(d)
+    vals = distinct_positive(rng, n)
+    M = ms.SpectralSPD(n, dtype=to_tensor(0).dtype)
+    x = ms.SpectralPoint(to_tensor(rational_rotation(rng, n)), to_tensor(vals))
+    print(f"n = {n}, the package at d = {vals}, a random rational rotation B:")
+    check_close(
+        F.xreplace(dict(zip(d, vals, strict=True))),
+        M.to_vector(M.metric(x)).diag(),
+        "SpectralSPD.metric = the derived F",
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ Checked symbolically in d_i and e_ij for n = 2, 3 at B = I and for n = 2 at a ro
 B by a symbolic angle (through G = B^T E B).  F is recomputed from the chart here, not
 typed in.
 
+The package: the gradient and natural gradient derived for n = 3 (symbolic in d and E) are
+evaluated at random rationals and compared with SpectralSPD.local_gradient and
+natural_gradient at B = Q, a random rational rotation, with the Euclidean gradient Q E Q^T
+(so that B^T egrad B = E).
+
 Run:  python derivations/claim4_natural_gradient.py
 """
 
@@ -27,11 +32,18 @@ import sympy as sp
 from _common import (
     chart,
     check,
+    check_close,
     coords,
+    distinct_positive,
     fisher_at_origin,
     is_zero_matrix,
     jacobian_at_origin,
     lower_pairs,
+    package,
+    random_rational,
+    rational_rotation,
+    sample_rng,
+    to_tensor,
 )
 
 
@@ -86,6 +98,7 @@ def main():
             "F^{-1} grad: m-part 2 d_i G_ii, M-part -d_i d_j G_ij / (d_i - d_j)",
         )
         print("  natural gradient =", list(sp.factor(x) for x in v))
+        derived = (d, E, grad, v)
 
         # Repeated eigenvalue d_1 = d_2: F is singular, use the Moore-Penrose inverse.
         rep = {d[1]: d[0]}
@@ -114,7 +127,33 @@ def main():
         is_zero_matrix(grad - expected_gradient(d, B.T * E * B), sp.trigsimp),
         "local gradients hold with G = B^T E B",
     )
+    check_package(*derived)
     print("Claim 4 (local gradients and natural gradient in the chart): derived for n = 2, 3.")
+
+
+def check_package(d, E, grad, v):
+    """The derived local and natural gradients at random rationals against ``SpectralSPD``."""
+    ms = package()
+    rng = sample_rng("claim4_natural_gradient")
+    n = len(d)
+    point = dict(zip(d, distinct_positive(rng, n), strict=True))
+    point.update({e: random_rational(rng) for e in E.free_symbols})
+    Q = rational_rotation(rng, n)
+    M = ms.SpectralSPD(n, dtype=to_tensor(0).dtype)
+    x = ms.SpectralPoint(to_tensor(Q), to_tensor([point[di] for di in d]))
+    egrad = to_tensor(Q * E.xreplace(point) * Q.T)
+    print(f"n = {n}, the package at random rational d, E and a rational rotation B:")
+    check_close(
+        grad.xreplace(point),
+        M.to_vector(M.local_gradient(x, egrad)),
+        "SpectralSPD.local_gradient = the derived gradient",
+    )
+    check_close(
+        v.xreplace(point),
+        M.to_vector(M.natural_gradient(x, egrad)),
+        "SpectralSPD.natural_gradient = the derived F^-1 grad",
+        rtol=1e-10,
+    )
 
 
 if __name__ == "__main__":

@@ -18,17 +18,28 @@ Checked symbolically in alpha, gamma, lambda, the entries of G and d (det constr
 imposed) for (a, b) = (2, 3) at B_L = B_R = I (rotations act by conjugation and are covered
 by claim6_kronecker_natural_gradient.py).
 
+The package: the derived F^-1 grad (symbolic in alpha, gamma, lambda, G and d) at random
+rationals is compared with the package's GOP path, precision_egrad_eigenbasis of
+gop_eigenbasis(V, damping=lambda) followed by natural_gradient_eigenbasis (the direction of
+Gaussian.precision_step), at random rational rotations Q_L, Q_R with Mat(v) = Q_L G Q_R^T
+(so that Z = G).
+
 Run:  python derivations/claim6_kronecker_gop_step.py
 """
 
 import sympy as sp
 from _common import (
     check,
+    check_close,
     fisher_trace_form,
     is_zero_matrix,
     kron_chart,
     lower_pairs,
+    package,
+    random_rational,
+    sample_rng,
     tangents_at_origin,
+    to_tensor,
     unit_det,
 )
 from claim6_kronecker_natural_gradient import full_m
@@ -53,7 +64,8 @@ def derive(a, b):
     dS = tangents_at_origin(S, eta)
     grad = sp.Matrix([(E * X).trace() for X in dS])
     F = fisher_trace_form(dS, S0i).applyfunc(sp.cancel)
-    v = full_m(F.LUsolve(grad), a, b)
+    v_free = F.LUsolve(grad)
+    v = full_m(v_free, a, b)
 
     Z = BL.T * G * BR
     WL, WR = Z * SRi * Z.T, Z.T * SLi * Z
@@ -79,11 +91,38 @@ def derive(a, b):
         f"(a, b) = ({a}, {b}): the GOP box with damping lambda_l is F^-1 grad of the "
         "Gaussian objective",
     )
+    return dL, dR, G, v_free
 
 
 def main():
-    derive(2, 3)
+    check_package(*derive(2, 3))
     print("claim6_kronecker_gop_step: all checks passed")
+
+
+def check_package(dL, dR, G, v):
+    """The derived natural-gradient direction at random rationals against the package."""
+    from claim6_kronecker_metric import random_point
+
+    ms = package()
+    a, b = len(dL), len(dR)
+    rng = sample_rng("claim6_kronecker_gop_step")
+    point, x, (QL, QR) = random_point(rng, alpha, dL, dR)
+    point.update({s: abs(random_rational(rng, 1, 3)) for s in (gamma, lam)})
+    point.update({s: random_rational(rng, -3, 3) for s in sorted(G.free_symbols, key=str)})
+    Gx = QL * G.xreplace(point) * QR.T
+    V = to_tensor([Gx[i, j] for i in range(a) for j in range(b)]).reshape(a * b, 1)
+    M = ms.KroneckerSpectralSPD(a, b, dtype=V.dtype)
+    Ht = M.gop_eigenbasis(x, V, float(point[lam]))
+    step = M.natural_gradient_eigenbasis(
+        x, M.precision_egrad_eigenbasis(x, Ht, float(point[gamma]))
+    )
+    print(f"(a, b) = ({a}, {b}), the package at random rationals and rational rotations:")
+    check_close(
+        v.xreplace(point),
+        -M.to_vector(step),
+        "natural_gradient_eigenbasis(precision_egrad_eigenbasis(gop_eigenbasis(V))) = -F^-1 grad",
+        rtol=1e-10,
+    )
 
 
 if __name__ == "__main__":

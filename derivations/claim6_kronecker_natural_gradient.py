@@ -29,6 +29,11 @@ e_ij for (a, b) = (2, 2) and (2, 3) at B_L = B_R = I; and for (2, 2) at the exac
 rotations B_l = Cayley([[0, -t_l], [t_l, 0]]), t_L = 1/2, t_R = -2/3 (so G_l = B_l^T E_l B_l
 mixes all entries of E; symbolic angles work too but take ~30 s).
 
+The package: the gradient and natural gradient derived for (2, 3) at B = I (symbolic in
+alpha, d and E) are evaluated at random rationals and compared with
+KroneckerSpectralSPD.local_gradient / natural_gradient at random rational rotations
+Q_L, Q_R with the Euclidean gradient K E K^T, K = Q_L kron Q_R (the same G_l).
+
 Run:  python derivations/claim6_kronecker_natural_gradient.py
 """
 
@@ -36,12 +41,17 @@ import sympy as sp
 from _common import (
     cayley,
     check,
+    check_close,
     fisher_trace_form,
     is_zero_matrix,
     kron_chart,
     kron_inverse_at_origin,
     lower_pairs,
+    package,
+    random_rational,
+    sample_rng,
     tangents_at_origin,
+    to_tensor,
     unit_det,
 )
 
@@ -111,7 +121,7 @@ def derive(alpha, BL, dL, BR, dR):
         "F^-1 grad: v_n = 2/(ab) alpha tr((S_L kron S_R) E), v_m_l = (2/kappa_l) "
         "center(alpha d_l diag(G_l)), v_M_l = -alpha d_i d_j G_ij / (kappa_l (d_i - d_j))",
     )
-    return v
+    return E, grad, v
 
 
 def main():
@@ -119,7 +129,7 @@ def main():
     for a, b in ((2, 2), (2, 3)):
         dL, dR = unit_det("p", a), unit_det("q", b)
         print(f"(a, b) = ({a}, {b}), B_L = B_R = I, d_L = {dL}, d_R = {dR}, generic symmetric E:")
-        v = derive(alpha, sp.eye(a), dL, sp.eye(b), dR)
+        E, grad, v = derive(alpha, sp.eye(a), dL, sp.eye(b), dR)
         if (a, b) == (2, 2):
             print("  natural gradient (free coordinates) =", [sp.factor(x) for x in v])
 
@@ -128,7 +138,35 @@ def main():
     BL, BR = (cayley(sp.Matrix([[0, -t], [t, 0]])) for t in (tL, tR))
     print(f"(a, b) = (2, 2), B_l = Cayley([[0, -t_l], [t_l, 0]]) at t_L = {tL}, t_R = {tR}:")
     derive(alpha, BL, unit_det("p", 2), BR, unit_det("q", 2))
+    check_package(alpha, dL, dR, E, grad, v)
     print("Claim 6 (local gradients and natural gradient in the Kronecker chart): derived.")
+
+
+def check_package(alpha, dL, dR, E, grad, v):
+    """The derived (free-coordinate) gradient and natural gradient at random rationals
+    against ``KroneckerSpectralSPD``."""
+    from claim6_kronecker_metric import random_point
+
+    ms = package()
+    a, b = len(dL), len(dR)
+    rng = sample_rng("claim6_kronecker_natural_gradient")
+    point, x, (QL, QR) = random_point(rng, alpha, dL, dR)
+    point.update({e: random_rational(rng) for e in sorted(E.free_symbols, key=str)})
+    K = sp.kronecker_product(QL, QR)
+    egrad = to_tensor(K * E.xreplace(point) * K.T)
+    M = ms.KroneckerSpectralSPD(a, b, dtype=to_tensor(0).dtype)
+    print(f"(a, b) = ({a}, {b}), the package at random rationals and rational rotations:")
+    check_close(
+        grad.xreplace(point),
+        M.covector_to_vector(M.local_gradient(x, egrad)),
+        "local_gradient = the derived gradient (free coordinates)",
+    )
+    check_close(
+        v.xreplace(point),
+        M.to_vector(M.natural_gradient(x, egrad)),
+        "natural_gradient = the derived F^-1 grad (free coordinates)",
+        rtol=1e-10,
+    )
 
 
 if __name__ == "__main__":

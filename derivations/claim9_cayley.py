@@ -18,7 +18,20 @@ Run:  python derivations/claim9_cayley.py
 """
 
 import sympy as sp
-from _common import cayley, check, is_zero_matrix, lower_symbols, skew
+from _common import (
+    cayley,
+    check,
+    check_close,
+    is_zero_matrix,
+    lower_pairs,
+    lower_symbols,
+    package,
+    random_rational,
+    rational_rotation,
+    sample_rng,
+    skew,
+    to_tensor,
+)
 
 
 def main():
@@ -50,7 +63,36 @@ def main():
             is_zero_matrix(T.T * T - I - (-2 * X8 + X16), sp.expand),
             "T^T T - I = (I - X^8)^2 - I = -2 X^8 + X^16",
         )
+    check_package()
     print("Claim 9 (Cayley(skew) in SO(n); Neumann-truncation defect -2X^8 + X^16): derived.")
+
+
+def check_package(n=4):
+    """The package's Cayley maps against the proven closed forms at a random rational point."""
+    linalg = package().linalg
+    rng = sample_rng("claim9")
+    c = lower_symbols("c", n)
+    X = skew(c).xreplace(
+        {c[i, j]: random_rational(rng, -3, 3, den=9) / 8 for i, j in lower_pairs(n)}
+    )
+    B = rational_rotation(rng, n)
+    I = sp.eye(n)
+    C = cayley(X)
+    X8 = X**8
+    print(f"n = {n}, the package at a random rational skew X:")
+    Xt = to_tensor(X)
+    check_close(C, linalg.cayley_exact(Xt), "linalg.cayley_exact(X) = Cayley(X)")
+    check_close(
+        B * C, linalg.cayley_exact_apply(to_tensor(B), Xt), "cayley_exact_apply = B Cayley(X)"
+    )
+    check_close(C * (I - X8), linalg.cayley_neumann(Xt), "cayley_neumann(X) = Cayley(X)(I - X^8)")
+    defect = sp.sqrt(sum(x**2 for x in (-2 * X8 + X8 * X8)))
+    check_close(
+        defect,
+        linalg.orthogonality_error(linalg.cayley_neumann(Xt)),
+        "orthogonality_error(cayley_neumann(X)) = ||-2 X^8 + X^16||_F",
+        rtol=1e-6,
+    )
 
 
 if __name__ == "__main__":

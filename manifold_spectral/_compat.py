@@ -7,6 +7,8 @@
   (matplotlib, tqdm) or raise an ``ImportError`` that names the extra to install;
   ``progress_bar`` (tqdm, or a silent stand-in when disabled, so ``--no-progress`` needs no
   tqdm) and ``agg_figure`` (matplotlib's ``Figure`` and Agg canvas) are built on it.
+* ``moved_names``: a module ``__getattr__`` that keeps a name which moved to another module
+  working at its old place, with a ``DeprecationWarning`` naming the new one.
 
 The core library (``pip install manifold_spectral``, no extras) never imports matplotlib or
 tqdm; only writing plots and drawing progress bars need the ``plots`` extra.
@@ -16,11 +18,11 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
-__all__ = ["import_geoopt", "require", "progress_bar", "agg_figure", "PLOTS_HINT"]
+__all__ = ["import_geoopt", "require", "progress_bar", "agg_figure", "moved_names", "PLOTS_HINT"]
 
 #: What to install when matplotlib or tqdm is missing.
 PLOTS_HINT = "pip install 'manifold_spectral[plots]'"
@@ -83,3 +85,24 @@ def agg_figure(what: str = "writing plots") -> tuple[Any, Any]:
     figure = require("matplotlib.figure", what)
     agg = require("matplotlib.backends.backend_agg", what)
     return figure.Figure, agg.FigureCanvasAgg
+
+
+def moved_names(module: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for names that moved: ``names[old] = "new.module"``.
+
+    Reading ``module.old`` imports ``new.module`` on first use and returns its attribute of
+    the same name, with a ``DeprecationWarning`` that names the new place; any other name is
+    the usual ``AttributeError``. The import is by name, at access time, so a compatibility
+    alias adds no import edge to the old module."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{module}.{name} has moved to {names[name]}.{name}; the old name is deprecated",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(names[name]), name)
+
+    return __getattr__

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from ._compat import import_geoopt
-from .linalg import NEUMANN_MAX_NORM, check_cayley, skew, tril
+from .linalg import NEUMANN_MAX_NORM, check_cayley, haar_orthogonal, skew, tril
 from .manifolds import blocks
 from .manifolds.base import check_positive, check_size
 
@@ -144,13 +144,6 @@ def _polar(B: Tensor) -> Tensor:
     """Nearest orthogonal matrix (SVD polar factor; init-only / ``stabilize``)."""
     P, _, Qt = torch.linalg.svd(B)  # init-only
     return P @ Qt
-
-
-def _haar(batch: tuple[int, ...], n: int, generator: torch.Generator | None) -> Tensor:
-    """Haar-random orthogonal (QR of a Gaussian with the sign fix; init-only), float64."""
-    A = torch.randn(*batch, n, n, generator=generator, dtype=torch.float64)
-    Q, R = torch.linalg.qr(A)  # init-only
-    return Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
 
 
 def _size(manifold: Any, size: tuple[Any, ...], default: tuple[int, ...]) -> tuple[int, ...]:
@@ -352,7 +345,7 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         """
         size = _size(self, size, (self.n + 1, self.n))
         bs = size[:-2]
-        Q = _haar(bs, self.n, generator)
+        Q = haar_orthogonal(self.n, bs, generator)
         d = torch.exp(
             log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
         )
@@ -599,7 +592,10 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         parts = []
         for s in (self.a, self.b):
             logd = log_scale * torch.randn(*bs, s, generator=generator, dtype=torch.float64)
-            parts += [_haar(bs, s, generator), torch.exp(logd - logd.mean(-1, keepdim=True))]
+            parts += [
+                haar_orthogonal(s, bs, generator),
+                torch.exp(logd - logd.mean(-1, keepdim=True)),
+            ]
         alpha = torch.exp(log_scale * torch.randn(bs, generator=generator, dtype=torch.float64))
         x = self.join(alpha, *parts)
         dtype = torch.get_default_dtype() if dtype is None else dtype

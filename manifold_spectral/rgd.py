@@ -20,14 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .manifolds.base import NonFiniteError, SpectralManifold, check_cayley, check_positive
+from .linalg import check_cayley
+from .manifolds.base import SpectralManifold
 from .manifolds.spectral import check_exponential
+from .validation import NonFiniteError, check_flag, check_momentum, check_positive
 
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 
 #: Newton-Schulz periods of ``reorthogonalize_every="auto"``: one polar step (two products)
-#: every 10 Neumann updates costs ~5% of the updates and keeps ``||B^T B - I||`` at the level of
-#: one step's defect; exact steps in low precision drift only by rounding.
+#: every 10 Neumann updates keeps ``||B^T B - I||`` at the level of one step's defect; exact
+#: steps in low precision drift only by rounding.
 AUTO_REORTHOGONALIZE_EVERY = {"neumann": 10, "exact-low-precision": 100}
 
 
@@ -50,7 +52,7 @@ class RGD:
         second_order: turn the eigenvectors to those of the first-order step up to
             third-order terms (``blocks.second_order_angles``; implies ``jacobi``): one more
             n x n product per rotation, and the step tracks the affine-invariant exponential
-            map where eigenvalues are close (log-det benchmark: geoopt's iteration count).
+            map where eigenvalues are close.
         reorthogonalize_every: apply ``manifold.reorthogonalize`` (a Newton-Schulz polar
             step, no decomposition) every k steps; ``None`` never; ``"auto"`` (default):
             every ``AUTO_REORTHOGONALIZE_EVERY["neumann"]`` (10) steps with the Neumann map
@@ -78,18 +80,11 @@ class RGD:
             raise TypeError(f"manifold: expected a SpectralManifold, got {type(manifold).__name__}")
         self.manifold = manifold
         self.lr = check_positive(lr, "lr")
-        momentum = check_positive(momentum, "momentum", allow_zero=True)
-        if momentum >= 1.0:
-            raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
-        self.momentum = momentum
+        self.momentum = check_momentum(momentum)
         self.cayley = None if cayley is None else check_cayley(cayley)
         self.exponential = check_exponential(exponential)
-        if not isinstance(jacobi, bool):
-            raise TypeError(f"jacobi: expected a bool, got {jacobi!r}")
-        self.jacobi = jacobi
-        if not isinstance(second_order, bool):
-            raise TypeError(f"second_order: expected a bool, got {second_order!r}")
-        self.second_order = second_order
+        self.jacobi = check_flag(jacobi, "jacobi")
+        self.second_order = check_flag(second_order, "second_order")
         if reorthogonalize_every == "auto":
             method = self.cayley or getattr(manifold, "cayley", "exact")
             if method == "neumann":

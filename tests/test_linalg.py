@@ -149,3 +149,32 @@ def test_neumann_clip_rescales_into_the_bound(n, scale):
     assert 0.25 / 2**0.5 <= used <= 0.25 + 1e-9, used
     defect = torch.linalg.matrix_norm(C.T @ C - torch.eye(n, dtype=N.dtype), ord=2)
     assert defect <= 2 * 0.25**8 + 0.25**16 + 1e-13
+
+
+def test_haar_orthogonal_is_the_sign_fixed_qr_factor():
+    """``Q`` orthogonal and ``Q^T A`` upper triangular with a positive diagonal (the sign fix
+    that makes the QR factor Haar), for the Gaussian ``A`` drawn from the same generator."""
+    Q = linalg.haar_orthogonal(5, (3,), torch.Generator().manual_seed(0))
+    A = torch.randn(3, 5, 5, generator=torch.Generator().manual_seed(0), dtype=DT)
+    assert Q.shape == (3, 5, 5) and Q.dtype == DT
+    assert float(linalg.orthogonality_error(Q).max()) < 1e-13
+    R = Q.mT @ A
+    assert float(torch.tril(R, -1).abs().max()) < 1e-12
+    assert bool((R.diagonal(dim1=-2, dim2=-1) > 0).all())
+
+
+def test_nearest_kronecker_factors_recover_a_kronecker_product():
+    """``A kron B = S`` for a Kronecker product ``S`` (general factors, so the SVD's own sign
+    choice gives ``tr A < 0`` for some of them and the sign fix is exercised)."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        A0 = torch.randn(3, 3, generator=g, dtype=DT)
+        B0 = torch.randn(4, 4, generator=g, dtype=DT)
+        for full in (False, True):
+            S = torch.kron(A0, B0)
+            A, B, s1 = linalg.nearest_kronecker_factors(S, 3, 4, full_matrices=full)
+            torch.testing.assert_close(torch.kron(A, B), S, rtol=1e-12, atol=1e-12)
+            assert float(torch.trace(A)) >= 0
+            norms = torch.linalg.matrix_norm(A0) * torch.linalg.matrix_norm(B0)
+            torch.testing.assert_close(s1, norms)
+            torch.testing.assert_close(torch.linalg.matrix_norm(A), torch.linalg.matrix_norm(B))

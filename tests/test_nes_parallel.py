@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_spectral.baselines.cholesky_nes import CholeskyNES
-from manifold_spectral.baselines.xnes import XNES
 from manifold_spectral.solvers import functions, nes
+from manifold_spectral.solvers.cholesky_nes import CholeskyNES
 from manifold_spectral.solvers.nes import NES, NESBase
+from manifold_spectral.solvers.xnes import XNES
 
 N = 4
 BUDGET = 240  # a few dozen generations

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from manifold_spectral import SpectralPoint, SpectralSPD
-from manifold_spectral.baselines.cholesky_nes import CholeskyNES, CholeskySearch
-from manifold_spectral.baselines.xnes import XNES, XNESSearch
 from manifold_spectral.solvers import functions, nes
+from manifold_spectral.solvers.cholesky_nes import CholeskyNES, CholeskySearch
 from manifold_spectral.solvers.nes import NES, REINFORCE, SpectralSearch, rank_utilities
+from manifold_spectral.solvers.xnes import XNES, XNESSearch
 
 DT = torch.float64
 

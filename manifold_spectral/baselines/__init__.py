@@ -11,13 +11,15 @@
   ``L <- L h(-2 lr Phi(L^T E L))`` (Lin et al., 2023; paper Sec. 4.2, Fig. 3 left).
 * ``RetractionRGD``: geoopt's ``RiemannianSGD`` on ``SymmetricPositiveDefinite`` with the
   step size mapped to the Fisher-Rao convention (retraction-based RGD, Sec. 4.2).
-* ``XNES``: exponential NES (Glasmachers et al., 2010), one matrix exponential per
-  generation (paper Sec. 4.3, Fig. 9); with the DX-NES switches on, DX-NES.
-* ``CholeskyNES``: NES on a triangular factor of the covariance (Lin et al., 2021).
+
+The NES baselines ``XNES`` and ``CholeskyNES`` are evolution strategies on
+``solvers.nes.NESBase`` and live in ``manifold_spectral.solvers.xnes`` and
+``manifold_spectral.solvers.cholesky_nes`` (their old names here still work, deprecated), so
+that this package sits below ``solvers`` and imports nothing above it.
 """
 
+from .._compat import moved_names
 from .cholesky import CholeskyCurvature, phi
-from .cholesky_nes import CholeskyNES
 from .cholesky_rgd import CholeskyRGD
 from .kronecker import (
     KroneckerCholeskyCurvature,
@@ -26,7 +28,6 @@ from .kronecker import (
     nearest_kronecker,
 )
 from .retraction_rgd import RetractionRGD
-from .xnes import XNES
 
 __all__ = [
     "CholeskyCurvature",
@@ -37,6 +38,12 @@ __all__ = [
     "nearest_kronecker",
     "CholeskyRGD",
     "RetractionRGD",
-    "XNES",
-    "CholeskyNES",
 ]
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "XNES": "manifold_spectral.solvers.xnes",
+        "CholeskyNES": "manifold_spectral.solvers.cholesky_nes",
+    },
+)

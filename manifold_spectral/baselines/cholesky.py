@@ -38,10 +38,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_positive, check_size, check_tensor, resolve_dtype
-from ..manifolds.spectral import resolve_device
+from ..validation import check_positive, check_size, check_tensor, resolve_device, resolve_dtype
 
-__all__ = ["CholeskyCurvature", "phi"]
+__all__ = ["CholeskyCurvature", "phi", "cholesky_h"]
 
 
 def phi(X: Tensor) -> Tensor:
@@ -50,6 +49,12 @@ def phi(X: Tensor) -> Tensor:
     For symmetric ``X``, ``Phi(X) + Phi(X)^T = X``.
     """
     return torch.tril(X, diagonal=-1) + 0.5 * torch.diag_embed(torch.diagonal(X, 0, -2, -1))
+
+
+def cholesky_h(M: Tensor) -> Tensor:
+    """``h(M) = I + M + M^2 / 2`` (Lin et al., 2023); lower triangular for a lower triangular M."""
+    eye = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
+    return eye + M + 0.5 * (M @ M)
 
 
 class CholeskyCurvature:

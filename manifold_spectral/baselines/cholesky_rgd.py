@@ -38,17 +38,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_positive, check_size, check_tensor, resolve_dtype
-from ..manifolds.spectral import resolve_device, symmetric_matrix
-from .cholesky import phi
+from ..validation import (
+    check_momentum,
+    check_positive,
+    check_size,
+    check_tensor,
+    resolve_device,
+    resolve_dtype,
+    symmetric_matrix,
+)
+from .cholesky import cholesky_h, phi  # cholesky_h re-exported (it was defined here)
 
 __all__ = ["CholeskyRGD", "cholesky_h"]
-
-
-def cholesky_h(M: Tensor) -> Tensor:
-    """``h(M) = I + M + M^2 / 2`` (Lin et al., 2023); lower triangular for a lower triangular M."""
-    eye = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
-    return eye + M + 0.5 * (M @ M)
 
 
 class CholeskyRGD:
@@ -77,10 +78,7 @@ class CholeskyRGD:
         self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.lr = check_positive(lr, "lr")
-        momentum = check_positive(momentum, "momentum", allow_zero=True)
-        if momentum >= 1.0:
-            raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
-        self.momentum = momentum
+        self.momentum = check_momentum(momentum)
         self.buffer: Tensor | None = None
         self.steps = 0
 

@@ -24,8 +24,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_positive, check_tensor
-from ..manifolds.spectral import resolve_device
+from ..linalg import nearest_kronecker_factors
+from ..validation import (
+    check_flag,
+    check_positive,
+    check_size,
+    check_tensor,
+    resolve_device,
+    resolve_dtype,
+)
 from .cholesky import CholeskyCurvature, phi
 
 __all__ = [
@@ -37,17 +44,7 @@ __all__ = [
 
 
 def _check_sizes(a: Any, b: Any) -> tuple[int, int]:
-    for name, v in (("a", a), ("b", b)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    return a, b
-
-
-def _check_dtype(dtype: Any) -> torch.dtype:
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
-    return dtype
+    return check_size(a, "a"), check_size(b, "b")
 
 
 def _gradient_matrices(grads: Tensor, a: int, b: int) -> Tensor:
@@ -66,9 +63,7 @@ def _gradient_matrices(grads: Tensor, a: int, b: int) -> Tensor:
 def nearest_kronecker(S: Tensor, a: int, b: int) -> tuple[Tensor, Tensor]:
     """``(A, B)`` minimising ``||S - A kron B||_F`` (Van Loan & Pitsianis, 1993).
 
-    With row-major pairs, ``(A kron B)[(i,j),(l,k)] = A[i,l] B[j,k]``, so the rearrangement
-    ``R[(i,l),(j,k)] = S[(i,j),(l,k)]`` (a^2 x b^2) turns the problem into the best rank-one
-    approximation ``R ~ vec(A) vec(B)^T``: the leading singular pair,
+    The leading singular pair of a rearranged ``S`` (``linalg.nearest_kronecker_factors``):
     ``A = sqrt(s_1) Mat(u_1)``, ``B = sqrt(s_1) Mat(v_1)`` (equal Frobenius norms). The
     residual ``S - A kron B`` is Frobenius-orthogonal to ``A kron B``, to ``A kron X`` and to
     ``X kron B`` for every ``X``.
@@ -84,13 +79,7 @@ def nearest_kronecker(S: Tensor, a: int, b: int) -> tuple[Tensor, Tensor]:
     """
     a, b = _check_sizes(a, b)
     check_tensor(S, "S", shape=(a * b, a * b))
-    R = S.reshape(a, b, a, b).permute(0, 2, 1, 3).reshape(a * a, b * b)
-    U, sv, Vh = torch.linalg.svd(R, full_matrices=False)
-    root = sv[0].sqrt()
-    A = (root * U[:, 0]).reshape(a, a)
-    B = (root * Vh[0]).reshape(b, b)
-    if torch.trace(A) < 0:
-        A, B = -A, -B
+    A, B, _ = nearest_kronecker_factors(S, a, b)
     tol = 100.0 * torch.finfo(S.dtype).eps * torch.linalg.matrix_norm(S)
     if torch.linalg.matrix_norm(S - S.mT) <= tol:
         A, B = 0.5 * (A + A.T), 0.5 * (B + B.T)
@@ -109,7 +98,7 @@ class KroneckerProjection:
 
     def __init__(self, a: int, b: int, dtype: torch.dtype | None = None, device: Any = None):
         self.a, self.b = _check_sizes(a, b)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
 
     def __repr__(self) -> str:
@@ -222,11 +211,9 @@ class KroneckerCholeskyCurvature:
         split_scale: bool = True,
     ) -> None:
         self.a, self.b = _check_sizes(a, b)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
-        if not isinstance(split_scale, bool):
-            raise TypeError(f"split_scale: expected a bool, got {split_scale!r}")
-        self.split_scale = split_scale
+        self.split_scale = check_flag(split_scale, "split_scale")
         self._left = CholeskyCurvature(self.a, self.dtype, self.device)
         self._right = CholeskyCurvature(self.b, self.dtype, self.device)
 

@@ -28,10 +28,7 @@ import torch
 from torch import Tensor
 
 from .._compat import import_geoopt
-from ..manifolds.base import check_positive, check_tensor
-from ..manifolds.spectral import symmetric_matrix
-
-geoopt = import_geoopt()  # without geoopt's torch.jit.script DeprecationWarning
+from ..validation import check_momentum, check_positive, check_tensor, symmetric_matrix
 
 __all__ = ["RetractionRGD", "GEOOPT_LR_FACTOR"]
 
@@ -61,9 +58,8 @@ class RetractionRGD:
             raise ValueError("S0: not positive definite")
         dtype = S0.dtype if S0.dtype.is_floating_point else torch.float64
         self.lr = check_positive(lr, "lr")
-        momentum = check_positive(momentum, "momentum", allow_zero=True)
-        if momentum >= 1.0:
-            raise ValueError(f"momentum: expected a value in [0, 1), got {momentum}")
+        momentum = check_momentum(momentum)
+        geoopt = import_geoopt()  # imported here: solvers.spd loads this module for every user
         self.manifold = geoopt.SymmetricPositiveDefinite()
         start = (0.5 * (S64 + S64.T)).to(dtype=dtype, device=S0.device)
         self.S = geoopt.ManifoldParameter(start, manifold=self.manifold)

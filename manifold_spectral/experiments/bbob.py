@@ -1,6 +1,6 @@
 """COCO's BBOB suite (``cocoex``, pip ``coco-experiment``): spectral NES against CMA-ES.
 
-Protocol (issue 14): noiseless ``bbob`` functions in dimension D, instances ``1..k``; every
+Protocol: noiseless ``bbob`` functions in dimension D, instances ``1..k``; every
 run starts at ``x0 ~ U[-4, 4]^D`` (each restart draws a new one; the same stream of starts,
 seeded by (function, D, instance), for every method), ``sigma0 = 2``, a budget of
 ``budget * D`` evaluations, target ``f - f_opt < 1e-8``. Methods:

@@ -47,10 +47,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._threads import torch_threads as _torch_threads  # also imported by the siblings
+from .._threads import torch_threads
 from ..baselines import CholeskyCurvature
 from ..gaussian import GOP, Gaussian
+from ..linalg import haar_orthogonal, orthogonality_error
 from ..manifolds import SpectralSPD
+from ..validation import check_dtype
 from .curvature_plot import SCHEME_STYLE, plot  # noqa: F401 (re-exported)
 
 __all__ = [
@@ -88,16 +90,10 @@ def _generators(seed: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s) >> 1) for s in states]
 
 
-def _haar(n: int, generator: torch.Generator) -> Tensor:
-    """Haar-random orthogonal n x n matrix in float64 (QR with sign fix; setup only)."""
-    Q, R = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))  # init-only
-    return Q * torch.sign(torch.diagonal(R))[None, :]
-
-
 def ground_truth(n: int, decades: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """``(Q, lam)`` of ``Sigma = Q Diag(lam) Q^T``: Haar ``Q``, ``log10 lam ~ U(-decades/2,
     decades/2)`` (float64)."""
-    Q = _haar(n, generator)
+    Q = haar_orthogonal(n, generator=generator)
     lam = 10.0 ** (decades * (torch.rand(n, generator=generator, dtype=torch.float64) - 0.5))
     return Q, lam
 
@@ -106,7 +102,7 @@ def initial_matrix(init: str, Q: Tensor, lam: Tensor, generator: torch.Generator
     """The common ``S0`` of every scheme (float64); see the module docstring for ``init``."""
     n = lam.shape[0]
     if init == "random":
-        Q0 = _haar(n, generator)
+        Q0 = haar_orthogonal(n, generator=generator)
         geo = torch.exp(torch.log(lam).mean())
         lam0 = geo * 10.0 ** (torch.rand(n, generator=generator, dtype=torch.float64) - 0.5)
         S0 = (Q0 * lam0[None, :]) @ Q0.T
@@ -366,8 +362,7 @@ def _check_run_args(
     num_checkpoints = _check_int(num_checkpoints, "num_checkpoints", minimum=2)
     if not (isinstance(decades, (int, float)) and math.isfinite(decades) and decades >= 0):
         raise ValueError(f"decades: expected a finite number >= 0, got {decades!r}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    check_dtype(dtype)
     return beta2, seed, num_checkpoints
 
 
@@ -421,7 +416,7 @@ def run_full_matrix(
     steps = default_steps(beta2) if steps is None else _check_int(steps, "steps")
 
     start = time.perf_counter()
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         gen_sigma, gen_init, gen_stream = _generators(seed, 3)
         Q, lam = ground_truth(n, float(decades), gen_sigma)
         Sigma = (Q * lam[None, :]) @ Q.T
@@ -470,8 +465,7 @@ def run_full_matrix(
             desc=f"curvature n={n} beta2={beta2:g}",
         )
         B = h.states["spectral"].B.to(torch.float64)
-        eye = torch.eye(n, dtype=torch.float64, device=B.device)
-        ortho = float(torch.linalg.matrix_norm(B.T @ B - eye))
+        ortho = float(orthogonality_error(B))
         if "spectral" in h.diverged:
             ortho = float("nan")
 

@@ -44,16 +44,16 @@ from torch import Tensor
 
 from ..baselines import KroneckerCholeskyCurvature, KroneckerProjection, nearest_kronecker
 from ..gaussian import GOP, Gaussian
+from ..linalg import haar_orthogonal, orthogonality_error
 from ..manifolds import KroneckerSpectralSPD
+from .._threads import torch_threads
 from .curvature import (
     CurvatureResult,
     Scheme,
     _check_int,
     _check_run_args,
     _generators,
-    _haar,
     _relative_frobenius,
-    _torch_threads,
     default_step,
     default_steps,
     format_table,
@@ -76,10 +76,9 @@ __all__ = [
     "plot",
 ]
 
-#: Cap of the default number of steps: ten time constants ``10 / beta2`` up to this many. At
-#: ``a, b = 9, 11`` one step of all five schemes costs about 4-5 ms on one core (the two
-#: spectral steps and the SVD of the projection baseline dominate), so ``beta2 = 0.001`` runs
-#: five time constants instead of ten and the two default runs take about half a minute.
+#: Cap of the default number of steps: ten time constants ``10 / beta2`` up to this many (the
+#: two spectral steps and the SVD of the projection baseline dominate a step), so
+#: ``beta2 = 0.001`` runs five time constants instead of ten.
 MAX_DEFAULT_STEPS = 5000
 
 
@@ -133,7 +132,7 @@ def initial_kronecker(
     if init == "random":
         factors = []
         for size in (a, b):
-            U = _haar(size, generator)
+            U = haar_orthogonal(size, generator=generator)
             logd = 0.5 * torch.rand(size, generator=generator, dtype=torch.float64)
             d = 10.0 ** (logd - logd.mean())
             factors.append((U * d[None, :]) @ U.T)
@@ -204,12 +203,7 @@ def kronecker_schemes(
 
 def _orthogonality(x: Any) -> float:
     """The larger ``||B_l^T B_l - I||_F`` of a Kronecker spectral point's two factors."""
-    errs = []
-    for p in (x.left, x.right):
-        B = p.B.to(torch.float64)
-        eye = torch.eye(B.shape[0], dtype=B.dtype, device=B.device)
-        errs.append(torch.linalg.matrix_norm(B.T @ B - eye))
-    return float(max(errs))
+    return float(max(orthogonality_error(p.B.to(torch.float64)) for p in (x.left, x.right)))
 
 
 def run_kronecker(
@@ -253,7 +247,7 @@ def run_kronecker(
         raise ValueError(f"init: expected 'random' or 'sample', got {init!r}")
 
     start = time.perf_counter()
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         gen_sigma, gen_init, gen_stream = _generators(seed, 3)
         Q, lam = ground_truth(a * b, float(decades), gen_sigma)
         Sigma = (Q * lam[None, :]) @ Q.T

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from .._threads import torch_threads
-from ..baselines.cholesky_nes import CholeskyNES
-from ..baselines.xnes import XNES
+from ..solvers.cholesky_nes import CholeskyNES
 from ..solvers.functions import FUNCTIONS
 from ..solvers.nes import NES, NESBase
+from ..solvers.xnes import XNES
 from .nes_plot import plot  # noqa: F401 (re-exported)
 
 __all__ = [

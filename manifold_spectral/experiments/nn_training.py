@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..optim import SpectralKron
-from .curvature import _torch_threads
+from .._threads import torch_threads
 
 __all__ = [
     "MLP",
@@ -565,7 +565,7 @@ def run_quality(
     seeds = [int(s) for s in seeds]
     start = time.perf_counter()
     results = []
-    with _torch_threads(threads):
+    with torch_threads(threads):
         for name in tasks:
             task = make_task(name, **(task_kw or {}).get(name, {}))
             n = steps if isinstance(steps, int) else (steps or DEFAULT_STEPS).get(name, 200)

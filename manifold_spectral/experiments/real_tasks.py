@@ -1,4 +1,4 @@
-"""Real-data tasks for the NN comparison, shipped offline (issue 13, deliverable 1).
+"""Real-data tasks for the NN comparison, shipped offline.
 
 Two tasks with the protocol of ``nn_training`` (``name``, ``batch``, ``floor``, ``describe``,
 ``make_model(seed)``, ``sample(n, generator)``, ``loss(model, x, y)``, ``eval_loss(model)``),

@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..linalg import haar_orthogonal
 from ..solvers import spd
-from .curvature import _torch_threads
+from .._threads import torch_threads
 
 __all__ = [
     "SPDRun",
@@ -57,9 +58,7 @@ PROBLEM_TITLE = {"nearness": "Metric nearness", "logdet": "Log-det"}
 def random_spd(d: int, decades: float, generator: torch.Generator) -> torch.Tensor:
     """``H Diag(q) H^T`` (float64): ``H`` Haar-random (QR, setup only), ``q`` log-spaced over
     ``decades`` decades with geometric mean 1."""
-    A = torch.randn(d, d, generator=generator, dtype=torch.float64)
-    H, R = torch.linalg.qr(A)  # init-only (problem setup)
-    H = H * torch.sign(torch.diagonal(R))[None, :]
+    H = haar_orthogonal(d, generator=generator)
     q = torch.logspace(-decades / 2, decades / 2, d, dtype=torch.float64)
     return (H * q) @ H.T
 
@@ -156,7 +155,7 @@ def run_spd(
     is fastest for d = 60 and keeps the timings stable on a loaded machine. ``None`` leaves
     torch's setting. ``device``: where the problems and iterates live (default CPU).
     """
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         return _run_spd(
             d,
             steps_nearness=steps_nearness,

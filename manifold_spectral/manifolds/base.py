@@ -1,17 +1,16 @@
-"""The contract every spectral manifold fulfils, and shared argument checks.
+"""The contract every spectral manifold fulfils.
 
 ``RGD``, the Gaussian layer and the solvers are written against ``SpectralManifold``
 only; they never switch on concrete classes. A manifold describes points ``x`` (immutable
 tensor containers), local charts at ``x`` whose origin is ``x``, the Fisher-Rao metric at the
 chart origin (diagonal or block-diagonal, in closed form) and the chart map itself as the
-retraction.
+retraction. The argument checks it re-exports (``check_tensor``, ``check_positive``, ...)
+live in ``manifold_spectral.validation``.
 """
 
 from __future__ import annotations
 
 import abc
-import math
-import numbers
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,15 @@ import torch
 from torch import Tensor
 
 from ..linalg import all_finite, check_cayley
+from ..validation import (  # re-exported: the manifolds' public argument checks
+    NonFiniteError,
+    check_batch,
+    check_positive,
+    check_real,
+    check_size,
+    check_tensor,
+    resolve_dtype,
+)
 
 __all__ = [
     "SpectralManifold",
@@ -32,88 +40,6 @@ __all__ = [
     "check_batch",
     "resolve_dtype",
 ]
-
-
-class NonFiniteError(ValueError, FloatingPointError):
-    """A tensor argument holds NaN or Inf.
-
-    A ``ValueError`` (bad input, named by the message) for a direct caller, and a
-    ``FloatingPointError`` for loops that end a run on a numerical failure and return the last
-    good iterate (``spd.minimize``): inside such a loop, a non-finite gradient comes from the
-    problem's own computation at the current iterate, like a step that left the manifold.
-    """
-
-
-def check_tensor(
-    value: Any,
-    name: str,
-    *,
-    shape: tuple[int, ...] | None = None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | None = None,
-    finite: bool = True,
-) -> Tensor:
-    """Validate a tensor argument; raise ``TypeError``/``ValueError`` naming ``name``."""
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
-    if dtype is not None and value.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {value.dtype}")
-    if shape is not None and tuple(value.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(value.shape)}")
-    if device is not None and value.device != torch.device(device):
-        raise ValueError(f"{name}: expected device {device}, got {value.device}")
-    if finite and not all_finite(value):
-        raise NonFiniteError(f"{name}: contains NaN or Inf")
-    return value
-
-
-def _real_scalar(value: Any, name: str) -> float:
-    """A real number or a one-element tensor as a float (``bool`` is rejected)."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name}: expected a scalar, got shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    return float(value)
-
-
-def check_real(value: Any, name: str) -> float:
-    """Validate a finite real scalar (an exponent, an optimal value)."""
-    v = _real_scalar(value, name)
-    if not math.isfinite(v):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return v
-
-
-def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
-    """Validate a finite positive (or non-negative) real scalar."""
-    v = _real_scalar(value, name)
-    ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
-    return v
-
-
-def check_size(value: Any, name: str) -> int:
-    """A positive ``int`` size (``bool`` is rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
-def check_batch(value: Any) -> int | None:
-    """``None`` (unbatched) or a positive ``int`` batch size (``bool`` is rejected)."""
-    return None if value is None else check_size(value, "batch")
-
-
-def resolve_dtype(dtype: Any) -> torch.dtype:
-    """``dtype`` or torch's default; must be a floating dtype."""
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
-    return dtype
 
 
 class SpectralManifold(abc.ABC):

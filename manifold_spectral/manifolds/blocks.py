@@ -22,7 +22,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..linalg import cayley_exact_apply, cayley_neumann, check_cayley, clip_norm, skew, tril
+from ..linalg import (
+    cayley_exact_apply,
+    cayley_neumann,
+    check_cayley,
+    clip_norm,
+    default_eig_tol,
+    skew,
+    tril,
+)
 
 __all__ = [
     "default_eig_tol",
@@ -43,22 +51,10 @@ __all__ = [
 
 #: Bound (radians) on the second-order correction of each pair's angle in
 #: ``second_order_angles``: the three-index term divides by a gap that can vanish, so it is
-#: clamped to a fraction of the first-order bound pi/4 (log-det benchmark, iterations to 1e-6
-#: at d = 1000 with the bound 0.03 / 0.05 / 0.1 / 0.25 / 0.5: 101 / 101 / 102 / 103 / 104).
+#: clamped to a fraction of the first-order bound pi/4 (chosen on the log-det problem, whose
+#: iteration count varies little with it).
 SECOND_ORDER_MAX_ANGLE = 0.05
 _MAX2 = SECOND_ORDER_MAX_ANGLE
-
-
-def default_eig_tol(dtype: torch.dtype) -> float:
-    """Relative gap below which two eigenvalues are treated as equal: ``sqrt(eps(dtype))``.
-
-    Why this value: the rotation metric entry ``C_ij ~ 4 delta^2`` for a relative gap
-    ``delta``; it is numerically singular (below ``eps`` relative to the eigenvalue block
-    ``1/2``) once ``delta < sqrt(eps)``, and the step ``G_ij / delta`` would then amplify the
-    ``eps``-sized rounding error of ``G`` beyond ``sqrt(eps)``. float64: 1.5e-8,
-    float32: 3.5e-4, bfloat16: 8.8e-2.
-    """
-    return float(torch.finfo(dtype).eps) ** 0.5
 
 
 def equal_eigenvalues(d: Tensor, tol: float) -> Tensor:
@@ -145,8 +141,7 @@ def rotation_natural_grad(
         floor = torch.maximum(di, dj).mul_(damping)
         den = torch.mul(diff, diff).addcmul_(floor, floor)
         return (di * dj).mul_(diff).div_(den).mul_(G).mul_(-1.0 / kappa).tril_(-1)
-    # In place on two n x n buffers: at n = 1000 the out-of-place form made a dozen float64
-    # temporaries and cost as much as a quarter of an n x n product.
+    # In place on two n x n buffers: the out-of-place form makes a dozen n x n temporaries.
     equal = torch.maximum(di, dj).mul_(tol).ge_(diff.abs())
     step = (di * dj).div_(diff).mul_(G).mul_(-1.0 / kappa)
     return step.masked_fill_(equal.bool(), 0.0).tril_(-1)
@@ -167,7 +162,7 @@ def jacobi_angles(M: Tensor) -> Tensor:
     """
     Mf = M.float() if M.dtype in (torch.bfloat16, torch.float16) else M
     # tan(atan(t) / 4) by the half-angle identity tan(a / 2) = tan(a) / (1 + sqrt(1 + tan^2 a))
-    # applied twice (exact for |a| < pi / 2): square roots instead of atan and tan, 4x faster.
+    # applied twice (exact for |a| < pi / 2): square roots instead of atan and tan.
     # |M| is clamped where J equals tan(pi/8) to the last bit, so that (4 M)^2 cannot
     # overflow even in float32.
     u = 4.0 * Mf.clamp(-1e18, 1e18)

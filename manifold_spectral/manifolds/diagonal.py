@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..validation import check_flag, resolve_device
 from . import blocks
 from .base import (
     SpectralManifold,
@@ -26,12 +27,10 @@ from .base import (
 from .points import DiagonalPoint, DiagonalTangent
 from .spectral import (
     check_exponential,
-    check_flag,
     check_gop_columns,
     check_log_scale,
     check_tangent_type,
     eigenvalue_range,
-    resolve_device,
 )
 
 __all__ = ["DiagonalSPD"]

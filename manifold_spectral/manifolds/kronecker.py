@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import NEUMANN_MAX_NORM, sym
+from ..linalg import NEUMANN_MAX_NORM, nearest_kronecker_factors, sym
+from ..validation import check_flag, resolve_device, symmetric_matrix
 from . import blocks
 from .base import (
     SpectralManifold,
@@ -41,13 +42,10 @@ from .points import SpectralPoint, SpectralTangent, TensorTree
 from .spectral import (
     SpectralSPD,
     check_exponential,
-    check_flag,
     check_gop_columns,
     check_log_scale,
     check_positive_definite,
     check_tangent_type,
-    resolve_device,
-    symmetric_matrix,
 )
 
 __all__ = [
@@ -344,16 +342,11 @@ class KroneckerSpectralSPD(SpectralManifold):
         self._unbatched_only("from_matrix")
         S64, src_dtype = symmetric_matrix(S, "S", self.a * self.b, sym_tol)
         check_positive_definite(torch.linalg.eigvalsh(sym(S64)), src_dtype, "S")  # init-only
-        R = S64.reshape(self.a, self.b, self.a, self.b).permute(0, 2, 1, 3)
-        U, sv, Vh = torch.linalg.svd(R.reshape(self.a**2, self.b**2))  # init-only
-        A = (U[:, 0] * sv[0].sqrt()).reshape(self.a, self.a)
-        Bm = (Vh[0] * sv[0].sqrt()).reshape(self.b, self.b)
-        if torch.trace(A) < 0:
-            A, Bm = -A, -Bm
+        A, Bm, s1 = nearest_kronecker_factors(S64, self.a, self.b, full_matrices=True)
         x = self.normalize(
             self._scalar(1.0), self.left.from_matrix(sym(A)), self.right.from_matrix(sym(Bm))
         )
-        return self._representable(x, "S", f"Kronecker scale {float(sv[0]):.3e}")
+        return self._representable(x, "S", f"Kronecker scale {float(s1):.3e}")
 
     def to_matrix(self, x: KroneckerSpectralPoint) -> Tensor:
         """Dense ``alpha (S_L kron S_R)`` (ab, ab); for tests and small problems. Unbatched."""

@@ -8,9 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import validation
+from .._compat import moved_names
 from ..linalg import (
     NEUMANN_MAX_NORM,
     eigh_canonical,
+    haar_orthogonal,
     newton_schulz_orthogonalize,
     orthogonality_error,
     sym,
@@ -28,30 +31,13 @@ from .base import (
 )
 from .points import SpectralPoint, SpectralTangent
 
-__all__ = ["SpectralSPD", "resolve_device", "orthogonality_tol", "check_positive_definite"]
+__all__ = ["SpectralSPD", "orthogonality_tol", "check_positive_definite"]
 
-
-def resolve_device(device: Any) -> torch.device:
-    """``torch.device`` with the CUDA index filled in, so tensor and manifold devices compare.
-
-    ``ValueError`` naming ``device`` for a string torch does not parse and for a CUDA device
-    that this machine does not have (torch's own errors are an ``AssertionError`` or a
-    ``RuntimeError`` raised later, at the first tensor)."""
-    try:
-        dev = torch.device("cpu") if device is None else torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise ValueError(f"device: not a torch device: {device!r}") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device: {device!r} requested, but CUDA is not available")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        elif dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device: {device!r} requested, but there are {torch.cuda.device_count()} "
-                "CUDA devices"
-            )
-    return dev
+#: Moved to ``manifold_spectral.validation``; the old names still work, with a warning.
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(("resolve_device", "check_flag", "symmetric_matrix"), validation.__name__),
+)
 
 
 def orthogonality_tol(dtype: torch.dtype, n: int) -> float:
@@ -70,45 +56,6 @@ def probe_tol(dtype: torch.dtype) -> float:
     never corrected): 1e-2 for float32/float64, 1e-1 for 16-bit types.
     """
     return 1e-1 if torch.finfo(dtype).bits <= 16 else 1e-2
-
-
-def symmetric_matrix(
-    S: Any, name: str, size: int, sym_tol: float | None = None
-) -> tuple[Tensor, torch.dtype]:
-    """Validate a dense real symmetric (size, size) matrix; return it in float64 and the
-    (floating) dtype it came in.
-
-    Raises ``TypeError`` for a non-matrix or non-real input and ``ValueError`` for a wrong
-    shape, NaN/Inf or a relative asymmetry ``||S - S^T||_F / ||S||_F`` above ``sym_tol``
-    (default ``sqrt(eps)`` of the input's dtype), naming ``name``.
-    """
-    if not isinstance(S, Tensor):
-        try:
-            S = torch.as_tensor(S)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(
-                f"{name}: expected a matrix (tensor or array), got {type(S).__name__}"
-            ) from e
-    if S.dtype.is_complex or S.dtype == torch.bool:
-        raise TypeError(f"{name}: expected a real matrix, got dtype {S.dtype}")
-    if not S.dtype.is_floating_point:
-        S = S.to(torch.float64)
-    check_tensor(S, name)
-    if S.ndim != 2 or tuple(S.shape) != (size, size):
-        raise ValueError(f"{name}: expected shape ({size}, {size}), got {tuple(S.shape)}")
-    S64 = S.detach().to(dtype=torch.float64)
-    tol = (
-        blocks.default_eig_tol(S.dtype)
-        if sym_tol is None
-        else check_positive(sym_tol, "sym_tol", allow_zero=True)
-    )
-    asym = float(
-        torch.linalg.matrix_norm(S64 - S64.T)
-        / torch.clamp(torch.linalg.matrix_norm(S64), min=1e-300)
-    )
-    if asym > tol:
-        raise ValueError(f"{name}: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
-    return S64, S.dtype
 
 
 def check_positive_definite(d: Tensor, src_dtype: torch.dtype, name: str) -> None:
@@ -150,13 +97,6 @@ def check_tangent_type(tangent: Any, tangent_type: type, name: str = "tangent") 
     """``TypeError`` naming ``name`` unless ``tangent`` is a ``tangent_type``."""
     if not isinstance(tangent, tangent_type):
         raise TypeError(f"{name}: expected a {tangent_type.__name__}, got {type(tangent).__name__}")
-
-
-def check_flag(value: Any, name: str) -> bool:
-    """A strict bool option (a string such as "truncated" must not read as True)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {value!r}")
-    return value
 
 
 def check_exponential(value: Any) -> bool | str:
@@ -213,7 +153,7 @@ class SpectralSPD(SpectralManifold):
         self.n = check_size(n, "n")
         self.batch = check_batch(batch)
         self.dtype = resolve_dtype(dtype)
-        self.device = resolve_device(device)
+        self.device = validation.resolve_device(device)
         self.eig_tol = (
             blocks.default_eig_tol(self.dtype)
             if eig_tol is None
@@ -257,9 +197,7 @@ class SpectralSPD(SpectralManifold):
         eigenvalue is not representable in the manifold's dtype (``inf`` or ``0``)."""
         log_scale = check_log_scale(log_scale)
         bs = self.batch_shape
-        A = torch.randn(*bs, self.n, self.n, generator=generator, dtype=torch.float64)
-        Q, R = torch.linalg.qr(A)  # init-only
-        Q = Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
+        Q = haar_orthogonal(self.n, bs, generator)
         d = torch.exp(
             log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
         )
@@ -282,7 +220,7 @@ class SpectralSPD(SpectralManifold):
     def _from_matrix(self, S: Any, name: str, sym_tol: float | None = None) -> SpectralPoint:
         """``from_matrix`` whose errors name the argument ``name`` (``S_L`` of a Kronecker
         factor, ...)."""
-        S64, src_dtype = symmetric_matrix(S, name, self.n, sym_tol)
+        S64, src_dtype = validation.symmetric_matrix(S, name, self.n, sym_tol)
         # Init-only; eigenvalues the chart step treats as equal get a basis fixed by S alone.
         tol = max(self.eig_tol, blocks.default_eig_tol(torch.float64))
         d, B = eigh_canonical(sym(S64), tol)
@@ -490,8 +428,8 @@ class SpectralSPD(SpectralManifold):
         """
         lr = check_positive(lr, "lr")
         exponential = check_exponential(exponential)
-        jacobi = check_flag(jacobi, "jacobi")
-        second_order = check_flag(second_order, "second_order")
+        jacobi = validation.check_flag(jacobi, "jacobi")
+        second_order = validation.check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)
         self.validate_layout(x)
         check_tangent_type(tangent, SpectralTangent)

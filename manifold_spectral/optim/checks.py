@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds.base import check_cayley, check_positive, check_size
+from ..linalg import check_cayley
+from ..validation import check_dtype, check_flag, check_momentum, check_positive, check_size
 
 __all__ = ["validate_group", "check_param_state", "COUNTERS", "NonFiniteUpdate"]
 
@@ -21,6 +22,7 @@ __all__ = ["validate_group", "check_param_state", "COUNTERS", "NonFiniteUpdate"]
 #: whose truncated eigenvalue map left the positive reals and were taken with the continued
 #: map, and curvature steps that failed even so (the previous curvature was kept).
 COUNTERS = ("curvature_fallbacks", "curvature_rejections")
+
 
 class NonFiniteUpdate(FloatingPointError):
     """A finite gradient gave a non-finite update (overflow): the step is skipped."""
@@ -47,11 +49,9 @@ def validate_group(g: dict[str, Any]) -> None:
     check_positive(g["gamma"], "gamma", allow_zero=True)
     check_positive(g["weight_decay"], "weight_decay", allow_zero=True)
     check_positive(g["gap_damping"], "gap_damping", allow_zero=True)
-    if not 0.0 <= float(check_positive(g["momentum"], "momentum", allow_zero=True)) < 1.0:
-        raise ValueError(f"momentum: expected a value in [0, 1), got {g['momentum']!r}")
+    check_momentum(g["momentum"])
     for flag in _FLAGS:
-        if not isinstance(g[flag], bool):
-            raise TypeError(f"{flag}: expected a bool, got {g[flag]!r}")
+        check_flag(g[flag], flag)
     if g["truncated"] and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
         raise ValueError("beta2: the truncated scheme needs gamma * beta2 < 1")
     check_size(g["update_every"], "update_every")
@@ -62,8 +62,8 @@ def validate_group(g: dict[str, Any]) -> None:
     if g["graft"] not in (None, "adam"):
         raise ValueError(f"graft: expected None or 'adam', got {g['graft']!r}")
     sd = g["state_dtype"]
-    if sd is not None and (not isinstance(sd, torch.dtype) or not sd.is_floating_point):
-        raise TypeError(f"state_dtype: expected a floating torch.dtype, got {sd!r}")
+    if sd is not None:
+        check_dtype(sd, "state_dtype")
     if not check_positive(g["correction_beta"], "correction_beta") < 1.0:
         raise ValueError(
             f"correction_beta: expected a value in (0, 1), got {g['correction_beta']!r}"

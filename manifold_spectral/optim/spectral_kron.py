@@ -34,8 +34,8 @@ __all__ = ["SpectralKron", "NonFiniteUpdate"]
 _PRECOND_PREFIX = "pc_"
 #: ``batched`` buckets only parameters whose preconditioner cost ``a^3 + b^3 + ab(a + b)``
 #: is at most that of a 256 x 256 matrix: above it the products dominate the per-parameter
-#: overhead, and batched elementwise work on large factors falls out of cache (a stack of
-#: 384 x 128 and 512 x 128 layers ran 1.18x slower batched in float32; bench_optim_batched).
+#: overhead, and batched elementwise work on large factors falls out of cache
+#: (``benchmarks/bench_optim_batched.py`` measures both sides of the bound).
 BATCH_MAX_COST = 4 * 256**3
 
 
@@ -118,7 +118,7 @@ class SpectralKron(torch.optim.Optimizer):
             device and step count, sides up to about 256) together: one set of batched
             products on a ``batch=k`` manifold instead of k separate updates (the same
             formulas; results equal to rounding). Saves the per-parameter overhead that
-            dominates small layers (12 layers of 32 x 32: 5x faster steps); costs one
+            dominates small layers; costs one
             transient copy of the bucket's factors.
         nonfinite: ``"raise"`` (default: a ``ValueError`` naming the parameter, nothing
             changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them) for

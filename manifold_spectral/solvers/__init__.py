@@ -6,7 +6,8 @@
 * ``nes``: gradient-free minimisation with natural evolution strategies whose search
   precision is learned on ``SpectralSPD`` (paper Sec. 4.3, Fig. 9); ``restarts``: IPOP and
   BIPOP restarts of it (``nes.minimize(..., restarts=k)``); ``functions``: test functions
-  (App. C).
+  (App. C); ``xnes`` and ``cholesky_nes``: the xNES / DX-NES and Cholesky-NES baselines,
+  the same driver on other parametrisations of the covariance (paper Sec. 4.3, Fig. 9).
 * ``result.OptimizeResult``: the scipy-style result type every ``minimize`` returns.
 * ``check.check_gradient`` (also ``spd.check_gradient``): Taylor-slope check of a user
   objective's gradient along random chart directions (pymanopt's ``check_gradient``).

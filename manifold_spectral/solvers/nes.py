@@ -53,16 +53,15 @@ Fukushima et al. (2011)"), and their defaults:
   ``B`` inside near-repeated eigenvalues) is long (moving: ``eta_sigma = 1``), medium
   (stagnating) or short (converging): **on**. The xNES rates (``eta_sigma = eta_B =
   0.6 (3 + ln n) / (n sqrt(n))``) adapt the step size ~n times slower; with the DX-NES rates
-  the step size adapts at CMA-ES speed (10-15x fewer evaluations than with the xNES rates
-  in our runs; see ``benchmarks/bench_nes.py``).
+  the step size adapts at CMA-ES speed (``manifold-spectral reproduce nes`` runs xNES with
+  both).
 * rank-one evolution-path term (CMA-ES's cumulation path ``p_c`` of the mean shift, in units
   of the geometric-mean standard deviation, applied while moving as in CR-FM-NES, Nomura &
   Ono 2022): **on**. It enters the same precision step as one more REINFORCE "sample"
   ``delta = s p_c`` (``s = det(Sigma)^(1/2n)``) with weight ``c1 / eta_B``
   (``c1 = 2 / ((n + 1.3)^2 + mu_eff)``, CMA-ES's value) and no trace part
   (``scale_weight = 0``: it shapes, it does not scale), summed with the sample estimate
-  (``CurvatureSum``). It learns the direction of travel: in 20 dimensions 24% fewer
-  evaluations on the rotated ellipsoid and 50% fewer on Rosenbrock.
+  (``CurvatureSum``). It learns the direction of travel.
 * importance mixing (Wierstra et al. 2008): **not implemented**. It reuses samples when
   consecutive distributions overlap, i.e. with small rates; with the DX-NES rates the
   distribution moves too far per generation for the reuse to pay.
@@ -93,7 +92,8 @@ from torch import Tensor
 
 from ..gaussian import Curvature, Gaussian
 from ..manifolds import SpectralManifold, SpectralPoint, SpectralSPD
-from ..manifolds.base import check_tensor
+from ..validation import check_dtype, check_tensor
+from ..validation import check_flag as _check_flag
 from .result import OptimizeResult
 
 __all__ = [
@@ -525,12 +525,6 @@ def _check_sigma0(sigma0: Any, n: int) -> Tensor:
     return s
 
 
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {value!r}")
-    return value
-
-
 def _check_rate(value: Any, name: str) -> float | None:
     if value is None:
         return None
@@ -594,8 +588,7 @@ class NESBase:
         x0_t, self._torch_io = _check_x0(x0)
         n = x0_t.shape[0]
         self.n = n
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+        check_dtype(dtype)
         sigma = _check_sigma0(sigma0, n)
         self.mirrored = _check_flag(
             self.DEFAULTS["mirrored"] if mirrored is None else mirrored, "mirrored"

@@ -50,19 +50,19 @@ from torch import Tensor
 from .._threads import small_problem_threads, torch_threads
 from ..baselines.cholesky_rgd import CholeskyRGD
 from ..baselines.retraction_rgd import RetractionRGD
-from ..linalg import eps, sym
+from ..linalg import check_cayley, eps, sym
 from ..manifolds import SpectralPoint, SpectralSPD
-from ..manifolds.base import (
+from ..rgd import RGD
+from ..validation import (
     NonFiniteError,
-    check_cayley,
     check_positive,
     check_real,
     check_size,
     check_tensor,
+    resolve_device,
     resolve_dtype,
+    symmetric_matrix,
 )
-from ..manifolds.spectral import resolve_device, symmetric_matrix
-from ..rgd import RGD
 from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
 
@@ -696,14 +696,13 @@ def minimize(
         jacobi: ``"spectral"`` only: turn each eigenvector pair by its exact 2 x 2 Jacobi
             angle (``RGD(jacobi=True)``, ``manifolds.blocks.jacobi_angles``). The step is the
             same to first order; where eigenvalues are close the linearised angle
-            ``~ 1 / gap`` overshoots and costs iterations (log-det at d = 250: 117 iterations
-            to 1e-6 without, 99 with, geoopt 94). Elementwise, no extra product.
+            ``~ 1 / gap`` overshoots and costs iterations. Elementwise, no extra product.
         second_order: ``"spectral"`` only, needs ``jacobi``: turn ``B`` to the eigenvectors
             of the first-order step up to third-order terms (``RGD(second_order=True)``,
             ``manifolds.blocks.second_order_angles``): the Jacobi angles plus each pair's
-            coupling through the other eigenvectors, one more n x n product per iteration.
-            Log-det to 1e-6 at d = 60 / 250 / 1000: 87 / 94 / 101 iterations, geoopt
-            87 / 94 / 100 (Jacobi only: 89 / 99 / 112).
+            coupling through the other eigenvectors, one more n x n product per iteration;
+            it follows the affine-invariant exponential map (geoopt's step) where
+            eigenvalues are close.
         seed: of the mini-batch sequence (the same ``seed`` gives every method the same
             batches).
         record_every: record ``history`` (and check ``tol``, call ``callback``) every k

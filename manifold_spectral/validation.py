@@ -1,0 +1,196 @@
+"""Argument checks shared by every layer (one definition each, public names).
+
+Each check raises a ``TypeError`` (wrong kind of value) or ``ValueError`` (wrong value) whose
+message starts with the argument's name, and returns the value normalised (a float, a
+``torch.dtype``, a ``torch.device``, ...). This module sits at the bottom of the package next
+to ``linalg``: everything may import it, it imports nothing of the package but ``linalg``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .linalg import all_finite, default_eig_tol
+
+__all__ = [
+    "NonFiniteError",
+    "check_tensor",
+    "check_real",
+    "check_positive",
+    "check_size",
+    "check_batch",
+    "check_dtype",
+    "resolve_dtype",
+    "resolve_device",
+    "check_flag",
+    "check_momentum",
+    "symmetric_matrix",
+]
+
+
+class NonFiniteError(ValueError, FloatingPointError):
+    """A tensor argument holds NaN or Inf.
+
+    A ``ValueError`` (bad input, named by the message) for a direct caller, and a
+    ``FloatingPointError`` for loops that end a run on a numerical failure and return the last
+    good iterate (``spd.minimize``): inside such a loop, a non-finite gradient comes from the
+    problem's own computation at the current iterate, like a step that left the manifold.
+    """
+
+
+def check_tensor(
+    value: Any,
+    name: str,
+    *,
+    shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    finite: bool = True,
+) -> Tensor:
+    """Validate a tensor argument; raise ``TypeError``/``ValueError`` naming ``name``."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {value.dtype}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(value.shape)}")
+    if device is not None and value.device != torch.device(device):
+        raise ValueError(f"{name}: expected device {device}, got {value.device}")
+    if finite and not all_finite(value):
+        raise NonFiniteError(f"{name}: contains NaN or Inf")
+    return value
+
+
+def _real_scalar(value: Any, name: str) -> float:
+    """A real number or a one-element tensor as a float (``bool`` is rejected)."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name}: expected a scalar, got shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def check_real(value: Any, name: str) -> float:
+    """Validate a finite real scalar (an exponent, an optimal value)."""
+    v = _real_scalar(value, name)
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return v
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """Validate a finite positive (or non-negative) real scalar."""
+    v = _real_scalar(value, name)
+    ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+    return v
+
+
+def check_size(value: Any, name: str) -> int:
+    """A positive ``int`` size (``bool`` is rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+def check_batch(value: Any) -> int | None:
+    """``None`` (unbatched) or a positive ``int`` batch size (``bool`` is rejected)."""
+    return None if value is None else check_size(value, "batch")
+
+
+def check_dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
+    """A floating ``torch.dtype``; ``TypeError`` naming ``name`` otherwise."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name}: expected a floating torch.dtype, got {dtype!r}")
+    return dtype
+
+
+def resolve_dtype(dtype: Any) -> torch.dtype:
+    """``dtype`` or torch's default; must be a floating dtype."""
+    return check_dtype(torch.get_default_dtype() if dtype is None else dtype)
+
+
+def check_momentum(value: Any, name: str = "momentum") -> float:
+    """A heavy-ball coefficient: a real number in ``[0, 1)``."""
+    momentum = check_positive(value, name, allow_zero=True)
+    if momentum >= 1.0:
+        raise ValueError(f"{name}: expected a value in [0, 1), got {momentum}")
+    return momentum
+
+
+def resolve_device(device: Any) -> torch.device:
+    """``torch.device`` with the CUDA index filled in, so tensor and manifold devices compare.
+
+    ``ValueError`` naming ``device`` for a string torch does not parse and for a CUDA device
+    that this machine does not have (torch's own errors are an ``AssertionError`` or a
+    ``RuntimeError`` raised later, at the first tensor)."""
+    try:
+        dev = torch.device("cpu") if device is None else torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"device: not a torch device: {device!r}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} requested, but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device: {device!r} requested, but there are {torch.cuda.device_count()} "
+                "CUDA devices"
+            )
+    return dev
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """A strict bool option (a string such as "truncated" must not read as True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r}")
+    return value
+
+
+def symmetric_matrix(
+    S: Any, name: str, size: int, sym_tol: float | None = None
+) -> tuple[Tensor, torch.dtype]:
+    """Validate a dense real symmetric (size, size) matrix; return it in float64 and the
+    (floating) dtype it came in.
+
+    Raises ``TypeError`` for a non-matrix or non-real input and ``ValueError`` for a wrong
+    shape, NaN/Inf or a relative asymmetry ``||S - S^T||_F / ||S||_F`` above ``sym_tol``
+    (default ``sqrt(eps)`` of the input's dtype), naming ``name``.
+    """
+    if not isinstance(S, Tensor):
+        try:
+            S = torch.as_tensor(S)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(
+                f"{name}: expected a matrix (tensor or array), got {type(S).__name__}"
+            ) from e
+    if S.dtype.is_complex or S.dtype == torch.bool:
+        raise TypeError(f"{name}: expected a real matrix, got dtype {S.dtype}")
+    if not S.dtype.is_floating_point:
+        S = S.to(torch.float64)
+    check_tensor(S, name)
+    if S.ndim != 2 or tuple(S.shape) != (size, size):
+        raise ValueError(f"{name}: expected shape ({size}, {size}), got {tuple(S.shape)}")
+    S64 = S.detach().to(dtype=torch.float64)
+    tol = (
+        default_eig_tol(S.dtype)
+        if sym_tol is None
+        else check_positive(sym_tol, "sym_tol", allow_zero=True)
+    )
+    asym = float(
+        torch.linalg.matrix_norm(S64 - S64.T)
+        / torch.clamp(torch.linalg.matrix_norm(S64), min=1e-300)
+    )
+    if asym > tol:
+        raise ValueError(f"{name}: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
+    return S64, S.dtype
