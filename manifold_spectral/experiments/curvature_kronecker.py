@@ -42,11 +42,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._threads import torch_threads
 from ..baselines import KroneckerCholeskyCurvature, KroneckerProjection, nearest_kronecker
 from ..gaussian import GOP, Gaussian
 from ..linalg import haar_orthogonal, orthogonality_error
 from ..manifolds import KroneckerSpectralSPD
-from .._threads import torch_threads
 from .curvature import (
     CurvatureResult,
     Scheme,

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..optim import SpectralKron
 from .._threads import torch_threads
+from ..optim import SpectralKron
 
 __all__ = [
     "MLP",

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._threads import torch_threads
 from ..linalg import haar_orthogonal
 from ..solvers import spd
-from .._threads import torch_threads
 
 __all__ = [
     "SPDRun",
