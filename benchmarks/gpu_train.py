@@ -44,9 +44,9 @@ DEFAULT_HP: dict[str, dict[str, float]] = {
     "adamw": {"lr": 1e-3, "1-beta2": 0.01},
     "soap": {"lr": 3e-3, "1-beta2": 0.05},
     "muon": {"lr": 0.02, "adamw_lr": 1e-3},
-    "spectral-p2": {"lr": 2e-3, "damping": 1e-9},  # damping below mean(g^2) of a wide model
-    "spectral-p1": {"lr": 2e-3, "damping": 1e-9},
-    "spectral-p2-ec": {"lr": 3e-3, "damping": 1e-9},
+    "spectral-p2": {"lr": 3e-4},  # the defaults: summed momentum, so ~1/10 of Adam's lr
+    "spectral-p1": {"lr": 2e-3, "damping": 1e-9},  # damping below mean(g^2) of a wide model
+    "spectral-p2-paper": {"lr": 2e-3, "damping": 1e-9},
 }
 LR_KEYS = ("lr", "adamw_lr")
 

@@ -221,8 +221,8 @@ def _nn_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=("adamw", "soap", "muon", "spectral-p2", "spectral-p1", "spectral-p2-ec"),
-        default=["adamw", "soap", "muon", "spectral-p2", "spectral-p1", "spectral-p2-ec"],
+        choices=("adamw", "soap", "muon", "spectral-p2", "spectral-p1", "spectral-p2-paper"),
+        default=["adamw", "soap", "muon", "spectral-p2", "spectral-p1", "spectral-p2-paper"],
         help="methods to tune and compare (default: all)",
     )
     parser.add_argument(

@@ -162,8 +162,8 @@ def _nn_result(ours_final: float):
         secs = np.array([0.1] * 10).cumsum()
         return nt.Run(method, {"lr": 0.01}, 1, np.zeros(10), secs, steps, losses, final)
 
-    methods = {"adamw": 1.5, "spectral-p2": ours_final, "spectral-p2-ec": 1.7}
-    ablations = {"spectral-p2-fp32": 1.8, "spectral-p2-exact": 1.9}
+    methods = {"adamw": 1.5, "spectral-p2": ours_final, "spectral-p2-paper": 1.7}
+    ablations = {"spectral-p2-bf16": 1.8, "spectral-p2-exact": 1.9}
     runs = {m: [run(m, f)] for m, f in {**methods, **ablations}.items()}
     best = {m: {"lr": 0.01} for m in methods}
     task = nt.TaskResult("mlp", "mlp", 1.0, 2.3, 10, {m: [] for m in methods}, best, runs)
@@ -181,7 +181,7 @@ def test_nn_figure(figures, tmp_path, ours_final, shown):
     assert ("This run shows it" in note) == shown
     assert ("does NOT show it on mlp" in note) == (not shown)
     color = {ln.get_label(): ln.get_color() for ln in data_lines(fig.axes[0])}
-    assert color["Spectral p=2, fp32 state"] != color["Spectral p=2 + eigenvalue correction (ours)"]
+    assert color["SpectralKron defaults, bf16 state"] != color["Spectral p=2, paper scheme (ours)"]
     assert len(set(color.values())) == len(color)  # every method its own colour
     # The spike of ours (3.0) is inside the axis: no hard upper limit.
     assert fig.axes[0].get_ylim()[1] > 3.0 > 2.3 + 0.1
