@@ -397,7 +397,9 @@ def test_gaussian_gop_step_keeps_a_point(case, gamma, root, exponential, n, seed
 # 6.7e-2; after two Newton-Schulz steps float32 <= 1.9e-7, bf16 <= 8.8e-3.
 LOW_PRECISION_ORTHO_BOUND = {
     (torch.float32, "exact"): 1e-4,
-    (torch.float32, "neumann"): 1e-4,
+    # Neumann: the truncation defect 2 rho^8 + rho^16 (rho = 0.25) of up to 10 steps between
+    # re-orthogonalisations, 3.1e-4, plus float32 rounding.
+    (torch.float32, "neumann"): 5e-4,
     (torch.bfloat16, "exact"): 0.7,
     (torch.bfloat16, "neumann"): 0.3,
 }

@@ -544,9 +544,10 @@ def test_neumann_and_exact_cayley_trajectories_agree_for_small_steps():
 
 
 def test_neumann_rotation_argument_is_clipped_per_factor():
-    """Each factor's Neumann argument ``X_l = Skew(lr M_l)`` is rescaled to Frobenius norm
-    ``<= neumann_max_norm`` on its own (a large right step does not shrink a small left one);
-    eigenvalues and alpha do not depend on the Cayley map."""
+    """Each factor's Neumann argument ``X_l = Skew(lr M_l)`` is rescaled on its own (a large
+    right step does not shrink a small left one): first to Frobenius norm
+    ``<= neumann_max_norm sqrt(n)``, then so that ``||X^4||_F^(1/4) <= neumann_max_norm``
+    (a bound of its spectral norm); eigenvalues and alpha do not depend on the Cayley map."""
     a, b = 3, 4
     K = ms.KroneckerSpectralSPD(a, b, dtype=DT, cayley="neumann")
     x = K.random(gen(150))
@@ -568,7 +569,11 @@ def test_neumann_rotation_argument_is_clipped_per_factor():
         (x.right, y.right, y_exact.right, M_R),
     ):
         X = skew(lr * M)
-        X = X * min(1.0, rho / float(torch.linalg.matrix_norm(X)))
+        X = X * min(1.0, rho * len(X) ** 0.5 / float(torch.linalg.matrix_norm(X)))
+        X = X * min(
+            1.0, rho / float(torch.linalg.matrix_norm(torch.linalg.matrix_power(X, 4))) ** 0.25
+        )
+        assert float(torch.linalg.matrix_norm(X, ord=2)) <= rho + 1e-12
         torch.testing.assert_close(q.B, p.B @ cayley_neumann(X), rtol=1e-13, atol=1e-14)
         torch.testing.assert_close(q.d, qe.d, rtol=0, atol=0)
         assert float(orthogonality_error(q.B)) <= 2 * rho**8 + rho**16 + 1e-14

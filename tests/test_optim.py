@@ -46,13 +46,13 @@ OPTS = dict(lr=1e-2, beta2=0.05, damping=1e-4)
     [
         {},
         {"root": 1.0, "clip_rms": 1.0},
-        {"root": 1.0, "warm_start": False},
+        {"root": 1.0, "warm_start": False, "eigenvalue_correction": False},
         {"state_dtype": torch.bfloat16},
         {"cayley": "exact", "truncated": False},
         {"warm_start": True, "update_every": 2},
         {"graft": "adam", "clip_rms": 1.0, "weight_decay": 1e-3, "nesterov": True},
         {"jacobi": True, "cayley": "exact"},
-        {"eigenvalue_correction": True},
+        {"eigenvalue_correction": False},
     ],
     ids=lambda kw: ",".join(kw) or "defaults",
 )
@@ -98,7 +98,10 @@ def test_one_step_equals_manifold_update_plus_mean_step():
     G = torch.randn(5, 7, dtype=torch.float64)
     W.grad = G.clone()
     lr, beta2, lam, p = 0.1, 0.05, 1e-3, 2.0
-    opt = SpectralKron([W], lr=lr, beta2=beta2, damping=lam, root=p, momentum=0.0, warm_start=False)
+    opt = SpectralKron(
+        [W], lr=lr, beta2=beta2, damping=lam, root=p, momentum=0.0, warm_start=False,
+        eigenvalue_correction=False,  # the paper's alpha^-1/p S_L^-1/p G S_R^-1/p
+    )  # fmt: skip
     W0 = W.detach().clone()
     opt.step()
     K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann")
@@ -300,8 +303,9 @@ def test_state_dict_saved_before_new_options_loads():
 
 def test_eigenvalue_correction_step_by_hand():
     """First step with ``eigenvalue_correction``: the curvature update of the manifold, then
-    ``u = B_L [Z_m / (sqrt(v_hat + lambda) + eps)] B_R^T`` with ``v_hat = Z_g^2`` (bias-corrected
-    EMA after one step) and ``Z = B_L^T (.) B_R`` in the updated eigenbasis."""
+    ``u = B_L [Z_m / (sqrt(v_hat + lambda + f mean(v_hat)) + eps)] B_R^T`` with
+    ``v_hat = Z_g^2`` (bias-corrected EMA after one step) and ``Z = B_L^T (.) B_R`` in the
+    updated eigenbasis."""
     W = nn.Parameter(torch.randn(5, 7, dtype=torch.float64))
     G = torch.randn(5, 7, dtype=torch.float64)
     W.grad = G.clone()
@@ -313,6 +317,7 @@ def test_eigenvalue_correction_step_by_hand():
         damping=lam,
         momentum=0.0,
         eigenvalue_correction=True,
+        correction_beta=0.9,
         warm_start=False,
     )
     W0 = W.detach().clone()
@@ -321,9 +326,10 @@ def test_eigenvalue_correction_step_by_hand():
     gauss = ms.Gaussian(K, beta2=beta2, gamma=1.0, root=2.0, exponential="truncated")
     x = gauss.precision_step(K.origin(), ms.GOP(G.reshape(-1), damping=lam))
     Z = x.left.B.T @ G @ x.right.B
-    expected = W0 - lr * x.left.B @ (Z / ((Z * Z + lam).sqrt() + 1e-8)) @ x.right.B.T
+    floor = lam + 1e-6 * (Z * Z).mean()  # transforms.RELATIVE_FLOOR of the mean v_hat
+    expected = W0 - lr * x.left.B @ (Z / ((Z * Z + floor).sqrt() + 1e-8)) @ x.right.B.T
     torch.testing.assert_close(W.detach(), expected, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(opt.state[W]["eig_v"], 0.01 * Z * Z)
+    torch.testing.assert_close(opt.state[W]["eig_v"], 0.1 * Z * Z)
     with pytest.raises(ValueError, match="correction_beta"):
         SpectralKron([W], correction_beta=1.0)
     with pytest.raises(TypeError, match="eigenvalue_correction"):
@@ -348,3 +354,17 @@ def test_corrupted_state_dict_is_rejected_before_loading():
         for j, st in before["state"].items():
             for k, v in st.items():
                 assert torch.equal(v, after["state"][j][k])
+
+
+@pytest.mark.parametrize(
+    "root, flag, expected",
+    [(2.0, None, True), (1.0, None, False), (1.0, True, True), (2.0, False, False)],
+)
+def test_eigenvalue_correction_default_follows_the_root(root, flag, expected):
+    """``None`` runs the correction for ``root >= 2`` only (its ``(v + lambda)^(-1/p)`` would
+    amplify near-zero directions by ``1 / lambda`` at ``p = 1``); an explicit flag wins."""
+    W = nn.Parameter(torch.randn(5, 7, dtype=torch.float64))
+    opt = SpectralKron([W], root=root, eigenvalue_correction=flag)
+    W.grad = torch.randn(5, 7, dtype=torch.float64)
+    opt.step()
+    assert ("eig_v" in opt.state[W]) == expected

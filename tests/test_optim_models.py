@@ -320,7 +320,7 @@ def test_cli_reproduce_nn_small(tmp_path, capsys):
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     assert "random search with 2 trials" in text and "wall time (nn)" in text
-    for label in ("AdamW", "Spectral p=2 (ours)", "fp32 state", "exact Cayley"):
+    for label in ("AdamW", "SpectralKron defaults (ours)", "bf16 state", "exact Cayley"):
         assert label in text
     assert (tmp_path / "nn.png").read_bytes()[:4] == b"\x89PNG"
     assert "nn" in cli.REPRODUCTIONS and cli.REPRODUCTIONS["nn"].quick

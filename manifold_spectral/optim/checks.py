@@ -31,7 +31,6 @@ class NonFiniteUpdate(FloatingPointError):
 _FLAGS = (
     "truncated",
     "jacobi",
-    "eigenvalue_correction",
     "nesterov",
     "warm_start",
     "diagonal",
@@ -52,6 +51,8 @@ def validate_group(g: dict[str, Any]) -> None:
     check_momentum(g["momentum"])
     for flag in _FLAGS:
         check_flag(g[flag], flag)
+    if g["eigenvalue_correction"] is not None:
+        check_flag(g["eigenvalue_correction"], "eigenvalue_correction")
     if g["truncated"] and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
         raise ValueError("beta2: the truncated scheme needs gamma * beta2 < 1")
     check_size(g["update_every"], "update_every")
@@ -109,3 +110,14 @@ def check_param_state(st: dict[str, Any], shape: tuple[int, ...], where: str) ->
         v = st.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"{where}[{key!r}]: expected an int >= 0, got {v!r}")
+
+
+def corrected(group: dict[str, Any]) -> bool:
+    """Whether a group runs the eigenvalue correction: its flag, or (``None``) ``root >= 2``.
+
+    Why not below 2: the elementwise scale ``(v + lambda)^(-1/p)`` amplifies by up to
+    ``lambda^(-1/p)`` where a direction of a rank-deficient layer has ``v ~ 0``; at ``p = 1``
+    that is ``1 / lambda``, and rounding-level differences of the gradient then move the
+    parameters far more than by rounding (tests/test_optim_continuity.py)."""
+    flag = group["eigenvalue_correction"]
+    return float(group["root"]) >= 2.0 if flag is None else bool(flag)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..linalg import all_finite
 from ..manifolds.blocks import TruncationError
-from . import distributed, transforms
+from . import checks, distributed, transforms
 from .checks import COUNTERS, NonFiniteUpdate, check_param_state, validate_group
 from .preconditioners import make_preconditioner, param_cost
 
@@ -78,11 +78,12 @@ class SpectralKron(torch.optim.Optimizer):
             factors' eigenvalues: EKFAC's correction, where SOAP runs Adam, with the basis
             still learned by the spectral RGD (no decomposition). One buffer of the
             parameter's size (float32 for 16-bit states) and two more products per step.
-            Default: a Kronecker product of two factors' eigenvalues cannot scale the
-            coordinates of the eigenbasis independently, and on held-out tasks that costs
-            more than the buffer (benchmarks/bench_nn_real.py); ``False`` is the paper's
-            scheme. Meant for ``root=2`` (Adam's scaling); with ``root=1`` the elementwise
-            ``1 / v`` scaling is unstable at the learning rates of ``root=2``.
+            ``None`` (default): on for ``root >= 2`` (``checks.corrected``). A Kronecker
+            product of two factors' eigenvalues cannot scale the coordinates of the
+            eigenbasis independently, and on held-out tasks that costs more than the buffer
+            (benchmarks/bench_nn_real.py); ``False`` is the paper's scheme. Off by default
+            below ``root=2``: the elementwise ``(v + lambda)^(-1/p)`` then amplifies the
+            near-zero directions of rank-deficient layers by up to ``1 / lambda``.
         correction_beta: EMA coefficient of that diagonal (Adam's ``beta2``).
         jacobi: turn each eigenvector pair of a factor by its exact 2 x 2 Jacobi angle
             (``blocks.jacobi_angles``; default): the same first-order step, with rotations
@@ -156,7 +157,7 @@ class SpectralKron(torch.optim.Optimizer):
         truncated: bool = True,
         jacobi: bool = True,
         gap_damping: float = GAP_DAMPING,
-        eigenvalue_correction: bool = True,
+        eigenvalue_correction: bool | None = None,
         correction_beta: float = 0.95,
         momentum: float = 0.9,
         nesterov: bool = False,
@@ -373,7 +374,7 @@ class SpectralKron(torch.optim.Optimizer):
             new["momentum_buffer"] = buf
             directions.append(direction)
         D = directions[0] if k == 1 else torch.stack(directions)
-        corrected = group["eigenvalue_correction"] and pre.kind == "kronecker"
+        corrected = checks.corrected(group) and pre.kind == "kronecker"
         if corrected:
             vs = [
                 self.state[p].get("eig_v", torch.zeros_like(g, dtype=transforms.wide_dtype(sd)))

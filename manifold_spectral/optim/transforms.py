@@ -70,6 +70,16 @@ def second_moment(v: Tensor, z: Tensor, beta: float) -> Tensor:
     return v.to(zf.dtype) * beta + (1.0 - beta) * zf * zf
 
 
+#: Relative floor of ``scale_by_second_moment``: ``v_hat`` is raised by this fraction of its
+#: mean over the matrix. In a rank-deficient layer some eigenbasis coordinates carry only
+#: rounding noise, ``z ~ eps |g|``; with an absolute floor alone their step
+#: ``z / sqrt(v_hat + lambda)`` is a ratio of two rounding-level numbers, so runs that differ
+#: by rounding (DDP vs one process) drift apart. With this floor such a coordinate's step is at
+#: most ``1 / sqrt(floor)`` times its relative size: rounding stays rounding-sized, and the
+#: scaling stays invariant to the gradient's scale.
+RELATIVE_FLOOR = 1e-6
+
+
 def scale_by_second_moment(
     z: Tensor,
     v: Tensor,
@@ -79,10 +89,12 @@ def scale_by_second_moment(
     damping: float = 0.0,
     eps: float = 1e-8,
 ) -> Tensor:
-    """``z / ((v / (1 - beta^step) + damping)^(1/p) + eps)``: Adam's bias-corrected scaling
-    for ``p = 2`` (``damping`` is the ``lambda`` of ``H + lambda I``), computed in float32 and
-    returned in ``z``'s dtype (computed in at least float32)."""
-    vhat = v / (1.0 - beta**step) + damping
+    """``z / ((v_hat + damping + f mean(v_hat))^(1/p) + eps)`` with ``v_hat = v / (1 - beta^step)``
+    and ``f = RELATIVE_FLOOR`` (mean over the last two dimensions): Adam's bias-corrected
+    scaling for ``p = 2`` (``damping`` is the ``lambda`` of ``H + lambda I``), computed in at
+    least float32 and returned in ``z``'s dtype."""
+    vhat = v / (1.0 - beta**step)
+    vhat = vhat + (damping + RELATIVE_FLOOR * vhat.mean(dim=(-2, -1), keepdim=True))
     zf = z.to(wide_dtype(z.dtype))
     return (zf / (vhat.pow(1.0 / root) + eps)).to(z.dtype)
 
