@@ -94,6 +94,7 @@ from torch import Tensor
 from ..gaussian import Curvature, Gaussian
 from ..manifolds import SpectralManifold, SpectralPoint, SpectralSPD
 from ..manifolds.base import check_tensor
+from .nes_stop import convergence_stops
 from .result import OptimizeResult
 
 __all__ = [
@@ -373,6 +374,10 @@ class SearchDistribution(abc.ABC):
         """Condition number of ``Sigma`` when it is free to read (else ``None``)."""
         return None
 
+    def precision_range(self) -> tuple[float, float] | None:
+        """Smallest and largest eigenvalue of ``S = Sigma^-1`` when free to read (else ``None``)."""
+        return None
+
 
 class SpectralSearch(SearchDistribution):
     """``Sigma = S^-1``, ``S = B Diag(d) B^T`` on ``SpectralSPD``, learned by ``Gaussian``.
@@ -445,6 +450,9 @@ class SpectralSearch(SearchDistribution):
     def condition(self) -> float | None:
         d = self.point.d
         return float(d.max() / d.min())
+
+    def precision_range(self) -> tuple[float, float] | None:
+        return float(self.point.d.min()), float(self.point.d.max())
 
 
 # Results ----------------------------------------------------------------------------------
@@ -752,7 +760,10 @@ class NESBase:
         self._pending = None
         u_rank = rank_utilities(f, self._u_rank)
         if np.any(u_rank != 0):
-            self._update(z, delta, f, u_rank)
+            try:
+                self._update(z, delta, f, u_rank)
+            except FloatingPointError as exc:  # _update commits nothing when it fails
+                self._stop_extra["numerical"] = str(exc)
         self._busy += time.perf_counter() - start
         self._record(T, f)
 
@@ -824,11 +835,11 @@ class NESBase:
     def stop(self) -> dict[str, Any]:
         """Termination criteria that hold now (empty dict: continue), pycma style.
 
-        ``ftarget`` (a value below ``target``), ``maxfevals``, ``tolx`` (every standard
-        deviation below ``tolx``), ``tolfun`` (best values of the last ``10 + 30 n / popsize``
-        generations and the last population within ``tolfun``), ``condition`` (condition
-        number of the covariance above ``max_condition``, where it is free to read),
-        ``callback`` (set by ``optimize``).
+        ``ftarget`` (a value below ``target``), ``maxfevals``, ``callback`` (set by
+        ``optimize``), ``numerical`` (a step failed in floating point: the state was left
+        unchanged), and the tests of ``nes_stop``: ``tolx``, ``tolfun``, ``condition`` and,
+        always on, ``noeffectcoord``, ``flatfitness``, ``scalerange`` (a run continued past
+        convergence stops cleanly instead of overflowing).
         """
         out: dict[str, Any] = dict(self._stop_extra)
         if self.target is not None and self.fbest < self.target:
@@ -837,16 +848,7 @@ class NESBase:
             out["maxfevals"] = self.max_evals
         if self.countiter == 0:
             return out
-        if self.tolx > 0 and float(self.dist.stds().max()) < self.tolx:
-            out["tolx"] = self.tolx
-        window = 10 + int(math.ceil(30 * self.n / self.popsize))
-        if self.tolfun > 0 and len(self._gen_best) >= window:
-            recent = self._gen_best[-window:]
-            if max(recent) - min(recent) < self.tolfun and self._gen_range < self.tolfun:
-                out["tolfun"] = self.tolfun
-        cond = self.dist.condition()
-        if cond is not None and self.max_condition > 0 and cond > self.max_condition:
-            out["condition"] = cond
+        out.update(convergence_stops(self))
         return out
 
     @property
