@@ -212,20 +212,26 @@ def rank_utilities(
     ``base`` overrides the per-rank utilities (length k, sorted best first); ``center=False``
     skips the final mean subtraction (for non-centred weights such as DX-NES's ``w_hat``).
     """
-    v = np.asarray(values, dtype=np.float64).copy()
+    v = np.asarray(values, dtype=np.float64)
     k = v.shape[0]
-    v[~np.isfinite(v)] = np.inf
     if base is None:
         base = utility_weights(k)[1]
     order = np.argsort(v, kind="stable")
-    sv = v[order]
+    sv = v[order].tolist()  # Python floats: cheaper than numpy calls on ~10 values
     u = np.empty(k)
-    if np.all(sv[1:] > sv[:-1]):  # no ties (the common case)
+    # Finite ends of a strictly increasing sequence: all finite (NaN sorts last), no ties
+    # (the common case; the same order as after mapping non-finite values to +inf).
+    if math.isfinite(sv[0]) and math.isfinite(sv[-1]) and all(map(float.__lt__, sv, sv[1:])):
         u[order] = base
     else:
+        v = v.copy()
+        v[~np.isfinite(v)] = np.inf
+        order = np.argsort(v, kind="stable")
+        sv = v[order]
         _, inverse, counts = np.unique(sv, return_inverse=True, return_counts=True)
         u[order] = (np.bincount(inverse, weights=base) / counts)[inverse]
-    return u - u.mean() if center else u  # exact zero sum; exact zeros for all-tied values
+    # u.sum() / k is np.mean (add.reduce, then one division) without its Python overhead.
+    return u - u.sum() / k if center else u  # exact zero sum; exact zeros for all-tied values
 
 
 def utility_weights(k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -401,10 +407,23 @@ class SpectralSearch(SearchDistribution):
         self.device = stds.device
         self.manifold = SpectralSPD(n, dtype=stds.dtype, device=stds.device, cayley=cayley)
         eye = torch.eye(n, dtype=stds.dtype, device=stds.device)
-        self.point = SpectralPoint(eye, 1.0 / (stds * stds))
         self._gaussians: dict[tuple[float, float], Gaussian] = {}
-        #: Use ``nes_step.spectral_update`` (bitwise the layered Gaussian/RGD step, faster).
+        #: Use ``nes_step.SpectralStep`` (the layered Gaussian/RGD step in closed form, in
+        #: numpy on views of the CPU float64 state).
         self.fast = nes_step.applies(self.manifold)
+        self._step = nes_step.SpectralStep(self.manifold) if self.fast else None
+        self.point = SpectralPoint(eye, 1.0 / (stds * stds))
+
+    @property
+    def point(self) -> SpectralPoint:
+        """The precision ``S = B Diag(d) B^T``."""
+        return self._point
+
+    @point.setter
+    def point(self, x: SpectralPoint) -> None:
+        self._point = x
+        # numpy views of B and d for the fast path (shared memory, made once per point)
+        self._np = (x.B.numpy(), x.d.numpy()) if self.fast else None
 
     def gaussian(self, eta_mu: float, eta_B: float) -> Gaussian:
         """The Gaussian layer for these rates (``gamma = 0``, root 1, exact exponential)."""
@@ -416,6 +435,9 @@ class SpectralSearch(SearchDistribution):
         return self._gaussians[key]
 
     def transform(self, z: Tensor) -> Tensor:
+        if self.fast:  # CPU float64: numpy on views costs less than torch on small tensors
+            B, d = self._np
+            return torch.from_numpy((z.numpy() / np.sqrt(d)) @ B.T)
         return (z * self.point.d.rsqrt()) @ self.point.B.T
 
     def whiten(self, delta: Tensor) -> Tensor:
@@ -428,21 +450,15 @@ class SpectralSearch(SearchDistribution):
 
     def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0):  # type: ignore[override]
         x = self.point
-        if self.fast:  # the same operations without the per-layer checks (nes_step)
-            rank_one = path is not None and c1 > 0
-            mu_new, self.point = nes_step.spectral_update(
-                self.manifold,
-                x,
-                mu,
-                delta,
-                u,
-                eta_mu,
-                eta_sigma / eta_B,
-                eta_B,
-                self.transform(path[None, :]) if rank_one else None,
-                -c1 / eta_B,
-            )
-            return mu_new
+        if self.fast:  # the same step in closed form, checked once (nes_step)
+            z_c = path.numpy() if path is not None and c1 > 0 else None
+            B, d = self._np
+            mu_new, B_new, d_new = self._step(
+                B, d, mu.numpy(), z.numpy(), delta.numpy(), u.numpy(), eta_mu,
+                eta_sigma / eta_B, eta_B, z_c, -c1 / eta_B,
+            )  # fmt: skip
+            self.point = SpectralPoint(torch.from_numpy(B_new), torch.from_numpy(d_new))
+            return torch.from_numpy(mu_new)
         samples = REINFORCE(delta, -u, scale_weight=eta_sigma / eta_B)
         gauss = self.gaussian(eta_mu, eta_B)
         mu_new = gauss.mean_step(mu, x, samples.gradient(self.manifold, x))
@@ -456,6 +472,9 @@ class SpectralSearch(SearchDistribution):
         return mu_new
 
     def scale(self) -> float:
+        if self.fast:
+            d = self._np[1]
+            return math.exp(-0.5 * float(np.log(d).sum()) / d.shape[0])
         return float(torch.exp(-0.5 * torch.log(self.point.d).mean()))
 
     def stds(self) -> Tensor:
@@ -809,7 +828,8 @@ class NESBase:
         mean = self.dist.update(
             self.mean, z, delta, u, self.eta_mu, eta_sigma, eta_B, path=whitened_c, c1=c1
         )
-        if not bool(torch.isfinite(mean).all()):
+        # (the fast spectral step has checked the mean with the new point)
+        if not getattr(self.dist, "fast", False) and not bool(torch.isfinite(mean).all()):
             raise FloatingPointError("NES.tell: the mean became non-finite")
         self.mean, self.path, self.path_c = mean, path, path_c
         self.phase = DXSchedule.STATES[state]
@@ -826,15 +846,17 @@ class NESBase:
     def _record(self, T: Tensor, f: np.ndarray) -> None:
         self.countiter += 1
         self.countevals += self.popsize
-        finite = np.isfinite(f)
-        if finite.any():
-            i = int(np.argmin(np.where(finite, f, np.inf)))
-            if f[i] < self.fbest:
-                self.fbest = float(f[i])
-                self.xbest = T[i].clone()
+        # Python floats: on ~10 values cheaper than numpy reductions (the same values).
+        fl = f.tolist()
+        finite = [v for v in fl if math.isfinite(v)]
+        if finite:
+            lo = min(finite)
+            i = fl.index(lo)  # the first minimum, as np.argmin over the finite values
+            if lo < self.fbest:
+                self.fbest, self.xbest = lo, T[i].clone()
                 self.evals_best = self.countevals - self.popsize + i + 1
-            self._gen_best.append(float(f[finite].min()))
-            self._gen_range = float(f[finite].max() - f[finite].min()) if finite.all() else math.inf
+            self._gen_best.append(lo)
+            self._gen_range = max(finite) - lo if len(finite) == len(fl) else math.inf
         else:
             self._gen_best.append(math.inf)
             self._gen_range = math.inf
