@@ -89,3 +89,24 @@ def test_a_non_finite_fast_step_raises_and_commits_nothing():
     X = es.ask()
     es.tell(X, np.where(np.arange(8) % 2, 1e308, -1e308) * np.inf)  # +-inf: ranked, finite u
     assert "numerical" not in es.stop()
+
+
+def test_rank_utilities_rank_minus_inf_worst_without_ties():
+    # The no-tie fast path of rank_utilities must map -inf (and NaN) to the worst rank.
+    from manifold_spectral.solvers.nes import rank_utilities, utility_weights
+
+    base = utility_weights(4)[1]  # per rank, best first
+    u = rank_utilities([1.0, -np.inf, 0.0, 2.0], base)
+    expected = np.array([base[1], base[3], base[0], base[2]])
+    assert np.allclose(u, expected - expected.mean(), rtol=0, atol=1e-15)
+    u = rank_utilities([np.nan, 5.0, -1.0, 7.0], base)
+    expected = np.array([base[3], base[1], base[0], base[2]])
+    assert np.allclose(u, expected - expected.mean(), rtol=0, atol=1e-15)
+
+
+def test_the_best_point_is_the_first_of_tied_best_values():
+    es = NES(np.zeros(3), 1.0, seed=2, popsize=4)
+    X = es.ask()
+    es.tell(X, np.array([3.0, 1.0, 2.0, 1.0]))
+    assert es.fbest == 1.0 and es.evals_best == 2
+    assert np.array_equal(es.result.x, X[1])
