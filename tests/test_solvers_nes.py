@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 from manifold_spectral import SpectralPoint, SpectralSPD
@@ -90,6 +91,12 @@ def test_no_decomposition_inverse_or_expm_per_generation(monkeypatch):
     for name in ("eigh", "eig", "eigvalsh", "inv", "matrix_exp", "svd", "qr", "cholesky"):
         monkeypatch.setattr(torch.linalg, name, forbidden)
     monkeypatch.setattr(torch, "matrix_exp", forbidden)
+    # The fast path (nes_step, CPU float64) runs in numpy / LAPACK: forbid those too.
+    assert es.dist.fast
+    for name in ("eigh", "eig", "eigvalsh", "eigvals", "inv", "pinv", "svd", "qr", "cholesky"):
+        monkeypatch.setattr(np.linalg, name, forbidden)
+    for name in ("eigh", "eig", "inv", "pinv", "svd", "qr", "cholesky", "expm", "schur"):
+        monkeypatch.setattr(scipy.linalg, name, forbidden)
     for _ in range(30):
         X = es.ask()
         es.tell(X, f(X))

@@ -82,7 +82,6 @@ import dataclasses
 import math
 import numbers
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -93,7 +92,9 @@ from torch import Tensor
 from ..gaussian import Curvature, Gaussian
 from ..manifolds import SpectralManifold, SpectralPoint, SpectralSPD
 from ..validation import check_dtype, check_tensor
-from ..validation import check_flag as _check_flag
+from . import nes_step
+from .nes_eval import _as_values, _check_flag, _check_mapper, _check_vectorized, run_optimizer
+from .nes_stop import convergence_stops
 from .result import OptimizeResult
 
 __all__ = [
@@ -210,20 +211,26 @@ def rank_utilities(
     ``base`` overrides the per-rank utilities (length k, sorted best first); ``center=False``
     skips the final mean subtraction (for non-centred weights such as DX-NES's ``w_hat``).
     """
-    v = np.asarray(values, dtype=np.float64).copy()
+    v = np.asarray(values, dtype=np.float64)
     k = v.shape[0]
-    v[~np.isfinite(v)] = np.inf
     if base is None:
         base = utility_weights(k)[1]
     order = np.argsort(v, kind="stable")
-    sv = v[order]
+    sv = v[order].tolist()  # Python floats: cheaper than numpy calls on ~10 values
     u = np.empty(k)
-    if np.all(sv[1:] > sv[:-1]):  # no ties (the common case)
+    # Finite ends of a strictly increasing sequence: all finite (NaN sorts last), no ties
+    # (the common case; the same order as after mapping non-finite values to +inf).
+    if math.isfinite(sv[0]) and math.isfinite(sv[-1]) and all(map(float.__lt__, sv, sv[1:])):
         u[order] = base
     else:
+        v = v.copy()
+        v[~np.isfinite(v)] = np.inf
+        order = np.argsort(v, kind="stable")
+        sv = v[order]
         _, inverse, counts = np.unique(sv, return_inverse=True, return_counts=True)
         u[order] = (np.bincount(inverse, weights=base) / counts)[inverse]
-    return u - u.mean() if center else u  # exact zero sum; exact zeros for all-tied values
+    # u.sum() / k is np.mean (add.reduce, then one division) without its Python overhead.
+    return u - u.sum() / k if center else u  # exact zero sum; exact zeros for all-tied values
 
 
 def utility_weights(k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -373,6 +380,10 @@ class SearchDistribution(abc.ABC):
         """Condition number of ``Sigma`` when it is free to read (else ``None``)."""
         return None
 
+    def precision_range(self) -> tuple[float, float] | None:
+        """Smallest and largest eigenvalue of ``S = Sigma^-1`` when free to read (else ``None``)."""
+        return None
+
 
 class SpectralSearch(SearchDistribution):
     """``Sigma = S^-1``, ``S = B Diag(d) B^T`` on ``SpectralSPD``, learned by ``Gaussian``.
@@ -395,8 +406,23 @@ class SpectralSearch(SearchDistribution):
         self.device = stds.device
         self.manifold = SpectralSPD(n, dtype=stds.dtype, device=stds.device, cayley=cayley)
         eye = torch.eye(n, dtype=stds.dtype, device=stds.device)
-        self.point = SpectralPoint(eye, 1.0 / (stds * stds))
         self._gaussians: dict[tuple[float, float], Gaussian] = {}
+        #: Use ``nes_step.SpectralStep`` (the layered Gaussian/RGD step in closed form, in
+        #: numpy on views of the CPU float64 state).
+        self.fast = nes_step.applies(self.manifold)
+        self._step = nes_step.SpectralStep(self.manifold) if self.fast else None
+        self.point = SpectralPoint(eye, 1.0 / (stds * stds))
+
+    @property
+    def point(self) -> SpectralPoint:
+        """The precision ``S = B Diag(d) B^T``."""
+        return self._point
+
+    @point.setter
+    def point(self, x: SpectralPoint) -> None:
+        self._point = x
+        # numpy views of B and d for the fast path (shared memory, made once per point)
+        self._np = (x.B.numpy(), x.d.numpy()) if self.fast else None
 
     def gaussian(self, eta_mu: float, eta_B: float) -> Gaussian:
         """The Gaussian layer for these rates (``gamma = 0``, root 1, exact exponential)."""
@@ -408,6 +434,9 @@ class SpectralSearch(SearchDistribution):
         return self._gaussians[key]
 
     def transform(self, z: Tensor) -> Tensor:
+        if self.fast:  # CPU float64: numpy on views costs less than torch on small tensors
+            B, d = self._np
+            return torch.from_numpy((z.numpy() / np.sqrt(d)) @ B.T)
         return (z * self.point.d.rsqrt()) @ self.point.B.T
 
     def whiten(self, delta: Tensor) -> Tensor:
@@ -420,6 +449,15 @@ class SpectralSearch(SearchDistribution):
 
     def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0):  # type: ignore[override]
         x = self.point
+        if self.fast:  # the same step in closed form, checked once (nes_step)
+            z_c = path.numpy() if path is not None and c1 > 0 else None
+            B, d = self._np
+            mu_new, B_new, d_new = self._step(
+                B, d, mu.numpy(), z.numpy(), delta.numpy(), u.numpy(), eta_mu,
+                eta_sigma / eta_B, eta_B, z_c, -c1 / eta_B,
+            )  # fmt: skip
+            self.point = SpectralPoint(torch.from_numpy(B_new), torch.from_numpy(d_new))
+            return torch.from_numpy(mu_new)
         samples = REINFORCE(delta, -u, scale_weight=eta_sigma / eta_B)
         gauss = self.gaussian(eta_mu, eta_B)
         mu_new = gauss.mean_step(mu, x, samples.gradient(self.manifold, x))
@@ -433,6 +471,9 @@ class SpectralSearch(SearchDistribution):
         return mu_new
 
     def scale(self) -> float:
+        if self.fast:
+            d = self._np[1]
+            return math.exp(-0.5 * float(np.log(d).sum()) / d.shape[0])
         return float(torch.exp(-0.5 * torch.log(self.point.d).mean()))
 
     def stds(self) -> Tensor:
@@ -445,6 +486,9 @@ class SpectralSearch(SearchDistribution):
     def condition(self) -> float | None:
         d = self.point.d
         return float(d.max() / d.min())
+
+    def precision_range(self) -> tuple[float, float] | None:
+        return float(self.point.d.min()), float(self.point.d.max())
 
 
 # Results ----------------------------------------------------------------------------------
@@ -745,7 +789,10 @@ class NESBase:
         self._pending = None
         u_rank = rank_utilities(f, self._u_rank)
         if np.any(u_rank != 0):
-            self._update(z, delta, f, u_rank)
+            try:
+                self._update(z, delta, f, u_rank)
+            except FloatingPointError as exc:  # _update commits nothing when it fails
+                self._stop_extra["numerical"] = str(exc)
         self._busy += time.perf_counter() - start
         self._record(T, f)
 
@@ -779,7 +826,8 @@ class NESBase:
         mean = self.dist.update(
             self.mean, z, delta, u, self.eta_mu, eta_sigma, eta_B, path=whitened_c, c1=c1
         )
-        if not bool(torch.isfinite(mean).all()):
+        # (the fast spectral step has checked the mean with the new point)
+        if not getattr(self.dist, "fast", False) and not bool(torch.isfinite(mean).all()):
             raise FloatingPointError("NES.tell: the mean became non-finite")
         self.mean, self.path, self.path_c = mean, path, path_c
         self.phase = DXSchedule.STATES[state]
@@ -796,15 +844,17 @@ class NESBase:
     def _record(self, T: Tensor, f: np.ndarray) -> None:
         self.countiter += 1
         self.countevals += self.popsize
-        finite = np.isfinite(f)
-        if finite.any():
-            i = int(np.argmin(np.where(finite, f, np.inf)))
-            if f[i] < self.fbest:
-                self.fbest = float(f[i])
-                self.xbest = T[i].clone()
+        # Python floats: on ~10 values cheaper than numpy reductions (the same values).
+        fl = f.tolist()
+        finite = [v for v in fl if math.isfinite(v)]
+        if finite:
+            lo = min(finite)
+            i = fl.index(lo)  # the first minimum, as np.argmin over the finite values
+            if lo < self.fbest:
+                self.fbest, self.xbest = lo, T[i].clone()
                 self.evals_best = self.countevals - self.popsize + i + 1
-            self._gen_best.append(float(f[finite].min()))
-            self._gen_range = float(f[finite].max() - f[finite].min()) if finite.all() else math.inf
+            self._gen_best.append(lo)
+            self._gen_range = max(finite) - lo if len(finite) == len(fl) else math.inf
         else:
             self._gen_best.append(math.inf)
             self._gen_range = math.inf
@@ -817,11 +867,11 @@ class NESBase:
     def stop(self) -> dict[str, Any]:
         """Termination criteria that hold now (empty dict: continue), pycma style.
 
-        ``ftarget`` (a value below ``target``), ``maxfevals``, ``tolx`` (every standard
-        deviation below ``tolx``), ``tolfun`` (best values of the last ``10 + 30 n / popsize``
-        generations and the last population within ``tolfun``), ``condition`` (condition
-        number of the covariance above ``max_condition``, where it is free to read),
-        ``callback`` (set by ``optimize``).
+        ``ftarget`` (a value below ``target``), ``maxfevals``, ``callback`` (set by
+        ``optimize``), ``numerical`` (a step failed in floating point: the state was left
+        unchanged), and the tests of ``nes_stop``: ``tolx``, ``tolfun``, ``condition`` and,
+        always on, ``noeffectcoord``, ``flatfitness``, ``scalerange`` (a run continued past
+        convergence stops cleanly instead of overflowing).
         """
         out: dict[str, Any] = dict(self._stop_extra)
         if self.target is not None and self.fbest < self.target:
@@ -830,16 +880,7 @@ class NESBase:
             out["maxfevals"] = self.max_evals
         if self.countiter == 0:
             return out
-        if self.tolx > 0 and float(self.dist.stds().max()) < self.tolx:
-            out["tolx"] = self.tolx
-        window = 10 + int(math.ceil(30 * self.n / self.popsize))
-        if self.tolfun > 0 and len(self._gen_best) >= window:
-            recent = self._gen_best[-window:]
-            if max(recent) - min(recent) < self.tolfun and self._gen_range < self.tolfun:
-                out["tolfun"] = self.tolfun
-        cond = self.dist.condition()
-        if cond is not None and self.max_condition > 0 and cond > self.max_condition:
-            out["condition"] = cond
+        out.update(convergence_stops(self))
         return out
 
     @property
@@ -929,187 +970,6 @@ class NESBase:
             f"{type(self).__name__}(n={self.n}, popsize={self.popsize}, "
             f"evals={self.countevals}, fbest={self.fbest:.3e})"
         )
-
-
-def run_optimizer(
-    es: Any,
-    f: Callable[[Any], Any],
-    *,
-    callback: Callable[[Any], Any] | None = None,
-    vectorized: bool | None = False,
-    executor: Any = None,
-    map: Callable[..., Any] | None = None,
-) -> NESResult:
-    """The ask/evaluate/tell loop of ``NESBase.optimize`` for any optimizer ``es`` with its
-    interface (``ask``, ``tell``, ``stop``, ``popsize``, ``result``; also ``RestartNES``)."""
-    if not callable(f):
-        raise TypeError(f"f: expected a callable, got {type(f).__name__}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback: expected a callable or None, got {callback!r}")
-    vectorized = _check_vectorized(vectorized)
-    mapper = _check_mapper(executor, map, vectorized)
-    if es.max_evals is None and es.target is None and es.tolx == 0 and es.tolfun == 0:
-        raise ValueError("optimize: no termination criterion (set max_evals or target)")
-    first = True
-    while not es.stop():
-        X = es.ask()
-        if mapper is None:
-            values = _evaluate(f, X, es.popsize, vectorized, first)
-            first = False
-        else:
-            values = _evaluate_parallel(mapper, f, X, es.popsize)
-        es.tell(X, values)
-        if callback is not None:
-            try:
-                if callback(es) is True:
-                    es._stop_extra["callback"] = True
-            except StopIteration:
-                es._stop_extra["callback"] = True
-    return es.result
-
-
-def _as_values(fvals: Any, k: int) -> np.ndarray:
-    if isinstance(fvals, Tensor):
-        if fvals.dtype.is_complex:
-            raise TypeError("fvals: expected real values, got a complex tensor")
-        fvals = fvals.detach().cpu().numpy()
-    try:
-        f = np.asarray(fvals)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"fvals: expected {k} real values, got {type(fvals).__name__}") from e
-    if f.dtype.kind not in "biuf":
-        raise TypeError(f"fvals: expected real values, got dtype {f.dtype}")
-    f = f.astype(np.float64).reshape(-1) if f.ndim == 2 and 1 in f.shape else f
-    if f.shape != (k,):
-        raise ValueError(f"fvals: expected shape ({k},), got {tuple(np.shape(fvals))}")
-    return f.astype(np.float64)
-
-
-def _scalar(v: Any) -> float:
-    if isinstance(v, Tensor):
-        v = v.detach().cpu().numpy()
-    a = np.asarray(v)
-    if a.size != 1 or a.dtype.kind not in "biuf":
-        raise TypeError(f"f: expected a real scalar for one point, got {v!r}")
-    return float(a.reshape(()))
-
-
-def _evaluate(f: Callable[[Any], Any], X: Any, k: int, vectorized: bool, first: bool) -> Any:
-    """Values of ``f`` on the rows of ``X`` under the declared contract, as a (k,) array.
-
-    Per point (``vectorized=False``): one call per row, each must return a real scalar.
-    Vectorised: one call on the batch, which must return shape (k,); on the ``first``
-    generation the batch is split into its first row and the rest (no extra evaluation), and
-    the two calls must return shapes (1,) and (k - 1,): a per-point ``f`` that happens to
-    return k values on a (k, n) batch (e.g. ``x[0]`` when n == k) fails one of the two.
-    """
-    if not vectorized:
-        return np.array([_point_value(f(X[i])) for i in range(k)])
-    if first:
-        head = _batch_values(f(X[:1]), 1)
-        return np.concatenate([head, _batch_values(f(X[1:]), k - 1)])
-    return _batch_values(f(X), k)
-
-
-def _point_value(v: Any) -> float:
-    """``f(x)`` for one point: a real scalar (a per-point ``f`` that returns a batch of values
-    is declared wrongly)."""
-    if isinstance(v, Tensor):
-        v = v.detach().cpu().numpy()
-    try:
-        a = np.asarray(v)
-    except (TypeError, ValueError):
-        a = np.asarray(None)
-    if a.dtype.kind in "biuf" and a.size != 1:
-        raise TypeError(
-            f"f: expected a real scalar for one point (vectorized=False), got shape {a.shape};"
-            " if f maps a (k, n) batch to k values, pass vectorized=True"
-        )
-    return _scalar(v)
-
-
-def _batch_values(out: Any, k: int) -> np.ndarray:
-    """The (k,) values of a vectorised ``f`` on a (k, n) batch; any other shape is an error."""
-    arr = out.detach().cpu().numpy() if isinstance(out, Tensor) else np.asarray(out)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"f: expected real values, got dtype {arr.dtype}")
-    if arr.shape != (k,):
-        raise ValueError(
-            f"vectorized=True: f returned shape {arr.shape} for a ({k}, n) batch, expected "
-            f"({k},); if f takes one point (n,) and returns a scalar, pass vectorized=False"
-        )
-    return arr.astype(np.float64)
-
-
-def _check_vectorized(vectorized: Any) -> bool:
-    """``vectorized`` as a bool; ``None`` (the former "guess" default) warns and means False."""
-    if vectorized is None:
-        warnings.warn(
-            "vectorized=None is deprecated: f is no longer probed on a batch (a guess that "
-            "could pick the wrong function); None now means False (one call per point). "
-            "Pass vectorized=True if f maps a (k, n) batch to k values.",
-            FutureWarning,
-            stacklevel=3,
-        )
-        return False
-    return _check_flag(vectorized, "vectorized")
-
-
-def _check_mapper(
-    executor: Any, map_fn: Any, vectorized: bool | None
-) -> Callable[[Callable[[Any], float], list[Any]], Any] | None:
-    """The ``map(fn, rows)`` to evaluate a generation with, from ``executor`` or ``map``."""
-    if executor is None and map_fn is None:
-        return None
-    if executor is not None and map_fn is not None:
-        raise ValueError("executor, map: give at most one of them (both were given)")
-    if executor is not None:
-        name, mapper = "executor", getattr(executor, "map", None)
-        if not callable(mapper):
-            raise TypeError(
-                "executor: expected an object with a .map(fn, iterable) method "
-                f"(e.g. concurrent.futures.ProcessPoolExecutor), got {type(executor).__name__}"
-            )
-    else:
-        name, mapper = "map", map_fn
-        if not callable(mapper):
-            raise TypeError(
-                "map: expected a callable with the builtin map signature map(fn, iterable) "
-                f"(e.g. multiprocessing.Pool(...).map), got {type(map_fn).__name__}"
-            )
-    if vectorized:
-        raise ValueError(
-            f"vectorized=True cannot be combined with {name}: parallel evaluation calls f once "
-            "per candidate (use vectorized=False)"
-        )
-    return mapper
-
-
-@dataclasses.dataclass(frozen=True)
-class _ScalarCall:
-    """``x -> float(f(x))`` as a picklable callable (runs in the worker)."""
-
-    f: Callable[[Any], Any]
-
-    def __call__(self, x: Any) -> float:
-        return _point_value(self.f(x))
-
-
-def _evaluate_parallel(
-    mapper: Callable[[Callable[[Any], float], list[Any]], Any],
-    f: Callable[[Any], Any],
-    X: Any,
-    k: int,
-) -> np.ndarray:
-    """Values of ``f`` on the rows of ``X``, one ``mapper`` task per row, in row order."""
-    if isinstance(X, Tensor):
-        rows = [X[i].clone() for i in range(k)]
-    else:
-        rows = [X[i].copy() for i in range(k)]
-    values = list(mapper(_ScalarCall(f), rows))
-    if len(values) != k:
-        raise ValueError(f"executor/map: expected {k} results (one a candidate), got {len(values)}")
-    return np.array([_scalar(v) for v in values])
 
 
 class NES(NESBase):

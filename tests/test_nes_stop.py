@@ -1,0 +1,101 @@
+"""NES runs continued past convergence end with a clean result (issue 14, item 1).
+
+Before ``solvers/nes_stop.py`` a run on the sphere with ``tolx = tolfun = 0`` and a large
+budget shrank the distribution until the precision ``d ~ sigma^-2`` overflowed in the
+natural gradient, and ``tell`` raised ``FloatingPointError`` (a NaN rotation step).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from manifold_spectral.baselines import XNES, CholeskyNES
+from manifold_spectral.solvers import nes
+from manifold_spectral.solvers.nes import NES
+from manifold_spectral.solvers.restarts import RestartNES
+
+
+def _sphere(shift: float):
+    return lambda x: float(np.sum((np.asarray(x, dtype=np.float64) - shift) ** 2))
+
+
+def _assert_clean(res: nes.NESResult, f, max_evals: int) -> None:
+    assert not res.success and "numerical" not in res.stop
+    assert res.nfev < max_evals  # a convergence test fired, not the budget
+    assert np.all(np.isfinite(res.xmean)) and np.all(np.isfinite(res.stds))
+    assert np.all(res.stds > 0)
+    assert res.fun == f(res.x)
+    assert res.message == ", ".join(res.stop)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sphere_at_zero_past_convergence_stops_on_scalerange(dtype):
+    # The mean converges to 0 with sigma, so only the absolute range test can fire.
+    f, budget = _sphere(0.0), 10**6
+    res = nes.minimize(f, np.ones(5), 1.0, seed=3, tolx=0, tolfun=0, max_evals=budget, dtype=dtype)
+    _assert_clean(res, f, budget)
+    assert "scalerange" in res.stop
+    lo, hi = res.stop["scalerange"]
+    info = torch.finfo(dtype)
+    # The stop fires on the first generation out of [tiny^0.4, max^0.4], far from overflow.
+    assert hi > info.max**0.4 and hi < info.max**0.45 and lo > 0
+    assert res.fun < 1e-100 if dtype == torch.float64 else res.fun < 1e-12
+
+
+def test_sphere_off_zero_past_convergence_stops_on_noeffectcoord():
+    f, budget = _sphere(1.0), 10**6
+    res = nes.minimize(f, np.zeros(5), 1.0, seed=4, tolx=0, tolfun=0, max_evals=budget)
+    _assert_clean(res, f, budget)
+    assert "noeffectcoord" in res.stop
+    mean = np.asarray(res.xmean)
+    assert np.array_equal(mean + 0.2 * np.asarray(res.stds), mean)
+    assert res.fun < 1e-28
+
+
+def test_flat_function_stops_after_the_tolfun_window():
+    n, lam = 5, 8
+    res = nes.minimize(
+        lambda x: 1.0, np.zeros(n), 1.0, seed=5, popsize=lam, tolfun=0, max_evals=10**5
+    )
+    window = 10 + math.ceil(30 * n / lam)  # the tolfun window of the docs
+    assert res.stop == {"flatfitness": window} and res.nfev == window * lam
+
+
+@pytest.mark.parametrize("cls", [CholeskyNES, XNES])
+def test_baselines_diverging_on_a_linear_function_stop_on_scalerange(cls):
+    # Sigma grows without bound; the baselines read only sqrt(diag Sigma) for free.
+    es = cls(np.zeros(4), 1.0, seed=6, tolx=0, tolfun=0, max_condition=0, max_evals=10**6)
+    res = es.optimize(lambda x: float(np.asarray(x)[0]))
+    assert set(res.stop) == {"scalerange"}
+    assert res.stop["scalerange"] ** 2 > torch.finfo(torch.float64).tiny ** -0.4
+    assert np.all(np.isfinite(res.xmean)) and np.all(np.isfinite(res.stds))
+
+
+def test_a_failed_update_stops_with_the_state_unchanged(monkeypatch):
+    es = NES(np.zeros(3), 1.0, seed=7)
+    X = es.ask()
+    es.tell(X, np.sum(X**2, 1))
+    mean, B, d = es.mean.clone(), es.dist.point.B.clone(), es.dist.point.d.clone()
+
+    def fail(*args, **kwargs):
+        raise FloatingPointError("overflow on purpose")
+
+    monkeypatch.setattr(es.dist, "update", fail)
+    X = es.ask()
+    es.tell(X, np.sum(X**2, 1))  # no exception
+    assert es.stop() == {"numerical": "overflow on purpose"}
+    assert torch.equal(es.mean, mean) and torch.equal(es.dist.point.d, d)
+    assert torch.equal(es.dist.point.B, B) and es.countevals == 2 * es.popsize
+
+
+def test_restarts_after_a_scalerange_stop():
+    # A numerical stop is a convergence: the restart strategy starts the next run.
+    f = _sphere(0.0)
+    es = RestartNES(np.ones(3), 1.0, seed=8, tolx=0, tolfun=0, restarts=1, max_evals=10**5)
+    res = es.optimize(f)
+    assert len(es.runs) == 2 and "scalerange" in es.runs[0]["stop"]
+    assert "scalerange" in res.stop and res.nfev < 10**5 and res.fun == f(res.x)
