@@ -12,16 +12,18 @@ Tasks (``manifold_spectral.experiments.real_tasks``, nothing downloaded):
 Protocol (the same for every optimizer; ``nn_training.run_quality``):
 
 1. Random search: ``--trials`` draws per optimizer of its learning rate and one key knob
-   (AdamW and SOAP: 1 - beta2; Muon: its AdamW lr for embeddings, head and vectors; ours:
-   damping), log-uniform and stratified over the ranges of ``nn_training.OPTIMIZERS``, each
-   trained on seed 0; the best draw (lowest final held-out loss) wins. Same budget for all.
+   (AdamW and SOAP: 1 - beta2; Muon: its AdamW lr for embeddings, head and vectors; the
+   paper's scheme: damping; SpectralKron's defaults: none, the learning rate only),
+   log-uniform and stratified over the ranges of ``nn_training.OPTIMIZERS``, each trained on
+   seed 0; the best draw (lowest final held-out loss) wins. Same budget for all.
 2. The best draw is re-run on seeds 1 .. ``--seeds`` (default 3: fresh initialisation and
    minibatch order per seed, identical across optimizers); the table reports the mean and
    each seed.
 3. Schedule: linear warm-up over 5% of the steps, then cosine decay to 10% of the lr, for
    every optimizer. Weight decay: none, for every optimizer. SOAP and ours refresh their
-   preconditioners every ``--update-every`` steps; ours runs the fixed settings of
-   ``nn_training.SPECTRAL_DEFAULTS`` (not tuned here).
+   preconditioners every ``--update-every`` steps. "SpectralKron defaults" is
+   ``SpectralKron(model.parameters(), lr=..., update_every=...)``; the paper's scheme runs
+   ``nn_training.PAPER_SCHEME``.
 4. Forward and backward under bfloat16 autocast (``--precision bf16``, default) or in
    float32 (``--precision fp32``). Time is training time only (forward, backward, step).
 
