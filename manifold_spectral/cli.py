@@ -267,6 +267,7 @@ def _run_nn(args: argparse.Namespace, out: Path) -> None:
         update_every=args.update_every,
         threads=args.threads,
         progress=args.progress,
+        device=args.device,
     )
     _write_outputs(nn_training, result, out, "nn")
 
@@ -405,9 +406,8 @@ REPRODUCTIONS: dict[str, Reproduction] = {
             "Sec. 4.4 / Fig. 4, 10-12: bf16 NN training, ours vs AdamW, SOAP, Muon (tuned)",
             _nn_arguments,
             _run_nn,
-            devices=("cpu",),
-            cpu_only="its training loop (experiments.nn_training.train) uses CPU autocast and "
-            "CPU generators; for GPU training see benchmarks/gpu_train.py",
+            device_note="the models, minibatches (drawn on the CPU) and optimizer states; "
+            "evaluation runs on the CPU",
             # 2 trials of 40 steps, one seed, the MLP: about 6 s on 2 CPU cores (the
             # defaults, 8 trials of 100 steps, take about 35 s).
             quick={"trials": 2, "steps": 40},

@@ -55,8 +55,8 @@ RUNNERS = {
     "nes": ("manifold_spectral.experiments.nes", "run_nes"),
     "bbob": ("manifold_spectral.experiments.bbob", "run_bbob"),
 }
-#: The reproductions whose torch work --device moves (nn is CPU-only: its training loop).
-DEVICE_RUNS = ("curvature", "kronecker", "spd", "nes", "bbob")
+#: The reproductions whose torch work --device moves: all of them.
+DEVICE_RUNS = ("curvature", "kronecker", "spd", "nes", "bbob", "nn")
 
 
 @pytest.mark.parametrize("name", list(RUNNERS))
@@ -76,10 +76,7 @@ def test_threads_and_seed_reach_the_run(name, tmp_path, monkeypatch):
         assert kw["search_seed"] == 5 and list(kw["seeds"]) == [6]
     else:
         assert kw["seed"] == 5
-    if name in DEVICE_RUNS:
-        assert kw["device"] == "cpu"
-    else:
-        assert "device" not in kw
+    assert kw["device"] == "cpu"
 
 
 @pytest.mark.parametrize("name", DEVICE_RUNS)
@@ -105,18 +102,29 @@ def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
 
 
 def test_device_refused_for_cpu_only_runs(monkeypatch, tmp_path, capsys):
+    """A reproduction that declares itself CPU-only (none does today) refuses cuda before
+    running, and --help says why; the others say what moves."""
+    import dataclasses
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cpu_only = dataclasses.replace(
+        cli.REPRODUCTIONS["nn"], devices=("cpu",), cpu_only="a reason for the test"
+    )
+    monkeypatch.setitem(cli.REPRODUCTIONS, "nn", cpu_only)
     assert cli.main(["reproduce", "nn", "--device", "cuda", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "reproduce nn runs on the CPU only (its training loop" in err
+    assert "reproduce nn runs on the CPU only (a reason for the test)" in err
     assert not list(tmp_path.iterdir())  # refused before running
     assert cli._resolve_device(cli.REPRODUCTIONS["nn"], "auto") == "cpu"
-    for name in DEVICE_RUNS:
-        assert cli._resolve_device(cli.REPRODUCTIONS[name], "auto") == "cuda"
-    # --help says which: the CPU-only run why, the others what moves.
     subs = cli.build_parser().subcommand_parsers
     assert "cpu only (--device cuda is refused)" in subs["nn"].format_help()
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name in DEVICE_RUNS:
+        assert cli._resolve_device(cli.REPRODUCTIONS[name], "auto") == "cuda"
+    subs = cli.build_parser().subcommand_parsers
     assert "CMA-ES (pycma, numpy) stays on the CPU" in " ".join(subs["nes"].format_help().split())
+    assert "evaluation runs on the CPU" in " ".join(subs["nn"].format_help().split())
 
 
 #: Run in a fresh interpreter with matplotlib and tqdm made unimportable (as after a plain

@@ -76,3 +76,33 @@ def test_tiny_runs_on_cuda_match_the_cpu():
         np.testing.assert_allclose(gpu.fixed_point[name], cpu.fixed_point[name], rtol=1e-6)
     run = ex_nes.run_method("spectral", "ackley", 6, seed=0, max_evals=2000, device="cuda")
     assert np.isfinite(run.final) and run.final < run.fbest[0]
+
+
+def test_nn_train_moves_model_batches_and_state_to_the_device(monkeypatch):
+    """``nn_training.train(device=...)`` sends every batch to the device (a wiring check on
+    the CPU; the CUDA test below compares the runs)."""
+    from manifold_spectral.experiments import nn_training as nt
+
+    task = nt.TeacherTask(d_in=4, width=8, batch=8, eval_size=16)
+    targets = []
+    real_to = torch.Tensor.to
+
+    def record(self, *a, **kw):
+        if a and isinstance(a[0], str):
+            targets.append(a[0])
+        return real_to(self, *a, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "to", record)
+    nt.train(task, "adamw", {"lr": 1e-2, "1-beta2": 0.05}, 1, 4, precision="fp32", device="cpu")
+    assert targets.count("cpu") >= 8  # x and y of each of the 4 batches
+
+
+@CUDA
+def test_nn_train_on_cuda_matches_the_cpu():
+    from manifold_spectral.experiments import nn_training as nt
+
+    task = nt.TeacherTask(d_in=4, width=8, batch=8, eval_size=16)
+    hp = {"lr": 1e-2, "1-beta2": 0.05}
+    cpu = nt.train(task, "adamw", hp, 1, 10, precision="fp32")
+    gpu = nt.train(task, "adamw", hp, 1, 10, precision="fp32", device="cuda")
+    np.testing.assert_allclose(gpu.eval_loss, cpu.eval_loss, rtol=1e-4)

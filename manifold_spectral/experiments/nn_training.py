@@ -459,14 +459,20 @@ def train(
     update_every: int = 2,
     precision: str = "bf16",
     evals: int = 10,
+    device: str = "cpu",
 ) -> Run:
     """Train ``task``'s model with ``method`` for ``steps`` fresh minibatches (seeded by
-    ``seed``: every method sees the same data and initialisation for a given seed)."""
-    model = task.make_model(seed)
+    ``seed``: every method sees the same data and initialisation for a given seed).
+
+    ``device``: where the model, its optimizer state and the minibatches live (batches are
+    drawn on the CPU, so every device sees the same data); evaluation runs on the CPU, where
+    the tasks keep their evaluation sets."""
+    model = task.make_model(seed).to(device)
     opt = build_optimizer(method, model, hp, update_every)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(steps))
     gen = torch.Generator().manual_seed(10_000 + seed)
     autocast = precision == "bf16"
+    device_type = torch.device(device).type
     losses, secs = np.full(steps, np.nan), np.full(steps, np.nan)
     eval_at = sorted({round(steps * i / evals) for i in range(evals + 1)})
     eval_steps, eval_loss = [], []
@@ -474,16 +480,17 @@ def train(
     for k in range(steps + 1):
         if k in eval_at:
             eval_steps.append(k)
-            eval_loss.append(task.eval_loss(model))
+            eval_loss.append(_evaluate(task, model, device))
             if not math.isfinite(eval_loss[-1]):
                 error = "non-finite evaluation loss"
                 break
         if k == steps:
             break
         x, y = task.sample(task.batch, gen)
+        x, y = x.to(device), (None if y is None else y.to(device))
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
             loss = task.loss(model, x, y)
         loss.backward()
         try:
@@ -499,6 +506,18 @@ def train(
             break
     final = eval_loss[-1] if error is None and eval_steps[-1] == steps else math.inf
     return Run(method, hp, seed, losses, secs, eval_steps, eval_loss, final, error)
+
+
+def _evaluate(task: Any, model: nn.Module, device: str) -> float:
+    """``task.eval_loss`` on the CPU; a model on another device is moved there and back
+    (``Module.to`` keeps the parameter objects, so the optimizer's references stay valid)."""
+    if torch.device(device).type == "cpu":
+        return task.eval_loss(model)
+    model.to("cpu")
+    try:
+        return task.eval_loss(model)
+    finally:
+        model.to(device)
 
 
 # The comparison -----------------------------------------------------------------------------
@@ -551,6 +570,7 @@ def run_quality(
     task_kw: dict[str, dict[str, Any]] | None = None,
     search_seed: int = 0,
     progress: bool = True,
+    device: str = "cpu",
 ) -> QualityResult:
     """Random search (``trials`` draws per method on seed 0), then the best draw of every
     method, and the ablations at ``spectral-p2``'s best draw, on each of ``seeds``.
@@ -576,7 +596,7 @@ def run_quality(
             n = steps if isinstance(steps, int) else (steps or DEFAULT_STEPS).get(name, 200)
             total = len(methods) * (trials + len(seeds)) + len(extra) * len(seeds)
             bar = tqdm(total=total, desc=name, disable=not progress, leave=False)
-            kw = dict(update_every=update_every, precision=precision)
+            kw = dict(update_every=update_every, precision=precision, device=device)
             trial_runs: dict[str, list[Run]] = {}
             best: dict[str, dict[str, float] | None] = {}
             for m in methods:
