@@ -205,7 +205,7 @@ def test_learned_basis_rotates_to_the_gradient_covariance_eigenbasis():
     def cos(x, y):
         return float((x * y).sum() / (x.norm() * y.norm()))
 
-    assert cos(-W.detach(), ideal) > 0.95 and cos(G, ideal) < 0.8, (cos(-W.detach(), ideal))
+    assert cos(-W.detach(), ideal) > 0.95 and cos(G, ideal) < 0.8, cos(-W.detach(), ideal)
     st = opt.state[W]
     start = [off_diagonal_energy(torch.eye(n, dtype=DT), C) for n, C in ((a, CL), (b, CR))]
     end = [off_diagonal_energy(st["pc_B_" + s], C) for s, C in (("L", CL), ("R", CR))]

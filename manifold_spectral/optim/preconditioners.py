@@ -124,9 +124,7 @@ class KroneckerPreconditioner:
         # The state is the checked result of the previous update (or of init_state), so only
         # the new point is checked (inside RGD): half the per-update point checks.
         gauss = self.gauss_continued if continued else self.gauss
-        x = gauss.precision_step(
-            self.point(state), GOP(G, damping=self.damping), check_input=False
-        )
+        x = gauss.precision_step(self.point(state), GOP(G, damping=self.damping), check_input=False)
         k = self.reorthogonalize_every
         if k and count % k == 0:
             x = self.manifold.reorthogonalize(x)
