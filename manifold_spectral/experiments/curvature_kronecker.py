@@ -161,8 +161,8 @@ def flip_flop(Sigma: Tensor, a: int, b: int, iterations: int = 100) -> Tensor:
     S_R = torch.eye(b, dtype=Sigma.dtype)
     for _ in range(iterations):
         # Evaluation only: the ground-truth Kronecker fixed point, computed once per run.
-        S_L = torch.einsum("ijlk,jk->il", S4, torch.linalg.inv(S_R)) / b
-        S_R = torch.einsum("ijlk,il->jk", S4, torch.linalg.inv(S_L)) / a
+        S_L = torch.einsum("ijlk,jk->il", S4, torch.linalg.inv(S_R)) / b  # evaluation only
+        S_R = torch.einsum("ijlk,il->jk", S4, torch.linalg.inv(S_L)) / a  # evaluation only
     return torch.kron(0.5 * (S_L + S_L.T), 0.5 * (S_R + S_R.T))
 
 

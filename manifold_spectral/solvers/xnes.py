@@ -83,7 +83,7 @@ class XNESSearch(SearchDistribution):
         step, g_sigma = whitened_natural_gradient(z, u, eta_B, path, c1)
         mu_new = mu + eta_mu * (u @ delta)
         self.sigma = self.sigma * math.exp(0.5 * eta_sigma * g_sigma)
-        self.B = self.B @ torch.linalg.matrix_exp(0.5 * step)
+        self.B = self.B @ torch.linalg.matrix_exp(0.5 * step)  # baseline (xNES), not ours
         return mu_new
 
     def scale(self) -> float:
