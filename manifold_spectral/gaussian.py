@@ -26,7 +26,15 @@ from torch import Tensor
 from .manifolds.base import SpectralManifold, check_positive, check_tensor
 from .rgd import RGD
 
-__all__ = ["Curvature", "GOP", "Hessian", "CallableCurvature", "as_curvature", "Gaussian"]
+__all__ = [
+    "Curvature",
+    "GOP",
+    "Hessian",
+    "CallableCurvature",
+    "Rotated",
+    "as_curvature",
+    "Gaussian",
+]
 
 
 class Curvature:
@@ -101,6 +109,19 @@ class CallableCurvature(Curvature):
 
     def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
         return as_curvature(self.fn(x)).eigenbasis(manifold, x)
+
+
+class Rotated(Curvature):
+    """A curvature already in the eigenbasis of the point it is used at: what
+    ``Curvature.eigenbasis`` returns there (e.g. ``KroneckerGOP(Z)`` with
+    ``Z_i = B_L^T Mat(g_i) B_R``), for a caller that computed it anyway. Valid only at that
+    point: ``eigenbasis`` returns it whatever ``x`` it is asked at."""
+
+    def __init__(self, Ht: Any) -> None:
+        self.Ht = Ht
+
+    def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Any:
+        return self.Ht
 
 
 CurvatureLike = Union[Curvature, Tensor, Callable[[Any], Any]]  # noqa: UP007 (py3.10 alias)

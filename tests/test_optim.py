@@ -302,34 +302,48 @@ def test_state_dict_saved_before_new_options_loads():
 
 
 def test_eigenvalue_correction_step_by_hand():
-    """First step with ``eigenvalue_correction``: the curvature update of the manifold, then
+    """Two steps with ``eigenvalue_correction``. Each step preconditions in the eigenbasis
+    before its curvature update (as SOAP):
     ``u = B_L [Z_m / (sqrt(v_hat + lambda + f mean(v_hat)) + eps)] B_R^T`` with
-    ``v_hat = Z_g^2`` (bias-corrected EMA after one step) and ``Z = B_L^T (.) B_R`` in the
-    updated eigenbasis."""
+    ``Z = B_L^T (.) B_R`` at the state before the step and ``v_hat`` the bias-corrected EMA of
+    ``Z_g^2``; then the curvature takes the manifold's own step from the GOP of the gradient.
+    The first step starts at the identity, so only the second tells the basis before the
+    update from the one after it."""
+    torch.manual_seed(0)
     W = nn.Parameter(torch.randn(5, 7, dtype=torch.float64))
-    G = torch.randn(5, 7, dtype=torch.float64)
-    W.grad = G.clone()
-    lr, beta2, lam = 0.1, 0.05, 1e-3
+    G1, G2 = torch.randn(2, 5, 7, dtype=torch.float64)
+    lr, beta2, lam, beta = 0.1, 0.05, 1e-3, 0.9
     opt = SpectralKron(
         [W],
         lr=lr,
         beta2=beta2,
         damping=lam,
-        momentum=0.0,
+        momentum=0.5,
         eigenvalue_correction=True,
-        correction_beta=0.9,
+        correction_beta=beta,
         warm_start=False,
     )
-    W0 = W.detach().clone()
-    opt.step()
-    K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann")
-    gauss = ms.Gaussian(K, beta2=beta2, gamma=1.0, root=2.0, exponential="truncated")
-    x = gauss.precision_step(K.origin(), ms.GOP(G.reshape(-1), damping=lam))
-    Z = x.left.B.T @ G @ x.right.B
-    floor = lam + 1e-6 * (Z * Z).mean()  # transforms.RELATIVE_FLOOR of the mean v_hat
-    expected = W0 - lr * x.left.B @ (Z / ((Z * Z + floor).sqrt() + 1e-8)) @ x.right.B.T
-    torch.testing.assert_close(W.detach(), expected, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(opt.state[W]["eig_v"], 0.1 * Z * Z)
+    gap = opt.defaults["gap_damping"]
+    K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann", gap_damping=gap)
+    gauss = ms.Gaussian(K, beta2=beta2, gamma=1.0, root=2.0, exponential="truncated", jacobi=True)
+    x, v = K.origin(), torch.zeros(5, 7, dtype=torch.float64)
+    buf = torch.zeros(5, 7, dtype=torch.float64)
+    for t, G in enumerate((G1, G2), start=1):
+        W0 = W.detach().clone()
+        W.grad = G.clone()
+        opt.step()
+        buf = 0.5 * buf + G  # heavy ball: the momentum buffer sums gradients
+        Z, Zm = x.left.B.T @ G @ x.right.B, x.left.B.T @ buf @ x.right.B
+        v = beta * v + (1 - beta) * Z * Z
+        vhat = v / (1 - beta**t)
+        floor = lam + 1e-6 * vhat.mean()  # transforms.RELATIVE_FLOOR of the mean v_hat
+        u = x.left.B @ (Zm / ((vhat + floor).sqrt() + 1e-8)) @ x.right.B.T
+        torch.testing.assert_close(W.detach(), W0 - lr * u, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(opt.state[W]["eig_v"], v, rtol=1e-10, atol=1e-14)
+        x = gauss.precision_step(x, ms.GOP(G.reshape(-1), damping=lam))
+        torch.testing.assert_close(opt.state[W]["pc_B_L"], x.left.B, rtol=0, atol=1e-12)
+        torch.testing.assert_close(opt.state[W]["pc_d_R"], x.right.d, rtol=1e-10, atol=0)
+    assert float((x.left.B - torch.eye(5, dtype=torch.float64)).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="correction_beta"):
         SpectralKron([W], correction_beta=1.0)
     with pytest.raises(TypeError, match="eigenvalue_correction"):

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..gaussian import GOP, Gaussian
+from ..gaussian import GOP, Gaussian, Rotated
 from ..manifolds import (
     DiagonalPoint,
     DiagonalSPD,
@@ -28,6 +28,7 @@ from ..manifolds import (
     KroneckerSpectralSPD,
     SpectralPoint,
 )
+from ..manifolds.kronecker import KroneckerGOP
 from ..rgd import AUTO_REORTHOGONALIZE_EVERY
 from . import transforms
 
@@ -115,16 +116,29 @@ class KroneckerPreconditioner:
         )
 
     def update(
-        self, state: dict[str, Tensor], grad: Tensor, count: int, continued: bool = False
+        self,
+        state: dict[str, Tensor],
+        grad: Tensor,
+        count: int,
+        continued: bool = False,
+        rotated: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Curvature step number ``count`` (1, 2, ...) from the gradient matrix (Fig. 6 right
         when truncated; ``continued``: the truncated map continued positively), then a
-        Newton-Schulz polar step of both factors every ``reorthogonalize_every`` updates."""
-        G = grad.reshape(*self.batch_shape, -1).to(self.manifold.dtype)
+        Newton-Schulz polar step of both factors every ``reorthogonalize_every`` updates.
+
+        ``rotated``: ``B_L^T G B_R`` at ``state``, when the caller has it already
+        (``precondition_corrected``): the GOP in the eigenbasis is then not recomputed."""
+        if rotated is None:
+            G = grad.reshape(*self.batch_shape, -1).to(self.manifold.dtype)
+            curvature: Any = GOP(G, damping=self.damping)
+        else:  # one gradient per element: the GOP's m axis is 1
+            lam = torch.as_tensor(self.damping, dtype=rotated.dtype, device=rotated.device)
+            curvature = Rotated(KroneckerGOP(rotated.unsqueeze(-3), lam))
         # The state is the checked result of the previous update (or of init_state), so only
         # the new point is checked (inside RGD): half the per-update point checks.
         gauss = self.gauss_continued if continued else self.gauss
-        x = gauss.precision_step(self.point(state), GOP(G, damping=self.damping), check_input=False)
+        x = gauss.precision_step(self.point(state), curvature, check_input=False)
         k = self.reorthogonalize_every
         if k and count % k == 0:
             x = self.manifold.reorthogonalize(x)
@@ -146,7 +160,7 @@ class KroneckerPreconditioner:
         v: Tensor,
         step: int,
         beta: float,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Eigenvalue-corrected direction (EKFAC, George et al. 2018; SOAP runs Adam in the
         same place, Vyas et al. 2024), in the eigenbasis learned by the spectral RGD:
 
@@ -157,7 +171,12 @@ class KroneckerPreconditioner:
         diagonal of the damped gradient outer product in the Kronecker eigenbasis, the
         Frobenius-best diagonal for that basis;
         it replaces the product ``alpha d_L d_R^T`` of the factors' eigenvalues, which still
-        drive the learning of the basis. Returns ``(u, v')``; no decomposition."""
+        drive the learning of the basis. Returns ``(u, v', Z_g)``; no decomposition.
+
+        ``Z_g`` is the gradient in the eigenbasis of ``state``, which the GOP of the curvature
+        step at ``state`` needs too (``update(..., rotated=Z_g)``): preconditioning in the
+        basis before this step's curvature update, as SOAP does with its eigenbasis, saves
+        those two products."""
         x = self.point(state)
         shape = (*self.batch_shape, *self.shape)
         dt = self.manifold.dtype
@@ -165,7 +184,7 @@ class KroneckerPreconditioner:
         Zg, Zm = self.manifold.to_eigenbasis(x, torch.stack([g, m])).unbind(0)
         v = transforms.second_moment(v.reshape(shape), Zg, beta)
         Z = transforms.scale_by_second_moment(Zm, v, step, beta, self.root, self.damping)
-        return self.manifold.from_eigenbasis(x, Z), v
+        return self.manifold.from_eigenbasis(x, Z), v, Zg
 
 
 class DiagonalPreconditioner:
@@ -194,7 +213,12 @@ class DiagonalPreconditioner:
         return {"d": x.d}
 
     def update(
-        self, state: dict[str, Tensor], grad: Tensor, count: int, continued: bool = False
+        self,
+        state: dict[str, Tensor],
+        grad: Tensor,
+        count: int,
+        continued: bool = False,
+        rotated: None = None,
     ) -> dict[str, Tensor]:
         g = grad.reshape(-1).to(self.manifold.dtype)
         gauss = self.gauss_continued if continued else self.gauss

@@ -77,7 +77,9 @@ class SpectralKron(torch.optim.Optimizer):
             ``(B_L^T g B_R)^2``, bias-corrected, power ``-1/p``) instead of the product of the
             factors' eigenvalues: EKFAC's correction, where SOAP runs Adam, with the basis
             still learned by the spectral RGD (no decomposition). One buffer of the
-            parameter's size (float32 for 16-bit states) and two more products per step.
+            parameter's size (float32 for 16-bit states). The direction is taken in the basis
+            before the step's curvature update (as SOAP's), whose GOP reuses the rotated
+            gradient: no more matrix products than the paper's scheme.
             ``None`` (default): on for ``root >= 2`` (``checks.corrected``). A Kronecker
             product of two factors' eigenvalues cannot scale the coordinates of the
             eigenbasis independently, and on held-out tasks that costs more than the buffer
@@ -351,20 +353,6 @@ class SpectralKron(torch.optim.Optimizer):
         step = steps[0]
         gs = [grad.to(sd) for grad in grads]
         pc = pcs[0] if k == 1 else {key: torch.stack([c[key] for c in pcs]) for key in pcs[0]}
-        if (step - 1) % group["update_every"] == 0:
-            count = (step - 1) // group["update_every"] + 1
-            if k == 1:
-                pc = self._curvature_update(pre, pc, gs[0], count, news[0], self.state[params[0]])
-            else:
-                try:
-                    pc = pre.update(pc, torch.stack(gs), count=count)
-                except (FloatingPointError, ValueError):
-                    # One element failed: update them one by one (each with its fallbacks),
-                    # exactly as unbatched.
-                    return [
-                        self._compute_many(group, [p], [g])[0]
-                        for p, g in zip(params, grads, strict=True)
-                    ]
         directions = []
         for new, buf, g in zip(news, bufs, gs, strict=True):
             if group["momentum"]:
@@ -374,14 +362,17 @@ class SpectralKron(torch.optim.Optimizer):
             new["momentum_buffer"] = buf
             directions.append(direction)
         D = directions[0] if k == 1 else torch.stack(directions)
+        G = gs[0] if k == 1 else torch.stack(gs)
         corrected = checks.corrected(group) and pre.kind == "kronecker"
+        rotated = None
         if corrected:
+            # In the basis before this step's curvature update (as SOAP): the rotated gradient
+            # then serves the curvature step's GOP too.
             vs = [
                 self.state[p].get("eig_v", torch.zeros_like(g, dtype=transforms.wide_dtype(sd)))
                 for p, g in zip(params, gs, strict=True)
             ]
-            G = gs[0] if k == 1 else torch.stack(gs)
-            U, V = pre.precondition_corrected(
+            U, V, rotated = pre.precondition_corrected(
                 pc, D, G, vs[0] if k == 1 else torch.stack(vs), step, group["correction_beta"]
             )
             if not all_finite(V):  # squares of a finite gradient overflowed the buffer's dtype
@@ -389,7 +380,23 @@ class SpectralKron(torch.optim.Optimizer):
                     "SpectralKron: the eigenvalue-correction second moment overflowed; the "
                     "step is skipped"
                 )
-        else:
+        if (step - 1) % group["update_every"] == 0:
+            count = (step - 1) // group["update_every"] + 1
+            if k == 1:
+                pc = self._curvature_update(
+                    pre, pc, G, count, news[0], self.state[params[0]], rotated
+                )
+            else:
+                try:
+                    pc = pre.update(pc, G, count=count, rotated=rotated)
+                except (FloatingPointError, ValueError):
+                    # One element failed: update them one by one (each with its fallbacks),
+                    # exactly as unbatched.
+                    return [
+                        self._compute_many(group, [p], [g])[0]
+                        for p, g in zip(params, grads, strict=True)
+                    ]
+        if not corrected:
             U = pre.precondition(pc, D)
         out = []
         for i, (p, grad, new) in enumerate(zip(params, grads, news, strict=True)):
@@ -416,7 +423,13 @@ class SpectralKron(torch.optim.Optimizer):
 
     @staticmethod
     def _curvature_update(
-        pre: Any, pc: dict[str, Tensor], g: Tensor, count: int, new: dict, state: dict
+        pre: Any,
+        pc: dict[str, Tensor],
+        g: Tensor,
+        count: int,
+        new: dict,
+        state: dict,
+        rotated: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """One parameter's curvature step, never raising for a finite gradient: a truncated
         map that leaves the positive reals is redone with the map continued positively below
@@ -425,11 +438,11 @@ class SpectralKron(torch.optim.Optimizer):
         the previous curvature. Each is counted in ``new`` (the pending state)."""
         counts = {key: state.get(key, 0) for key in COUNTERS}
         try:
-            out = pre.update(pc, g, count=count)
+            out = pre.update(pc, g, count=count, rotated=rotated)
         except TruncationError:
             counts["curvature_fallbacks"] += 1
             try:
-                out = pre.update(pc, g, count=count, continued=True)
+                out = pre.update(pc, g, count=count, continued=True, rotated=rotated)
             except (FloatingPointError, ValueError):
                 counts["curvature_rejections"] += 1
                 out = pc
