@@ -1,7 +1,7 @@
 """Restart strategies for the NES solvers: IPOP and BIPOP (Auger & Hansen 2005; Hansen 2009).
 
 A run of NES (any ``NESBase`` subclass) that stops on its own (``tolx``, ``tolfun``,
-``condition``, or a numerical stop of ``nes_stop``) has converged, usually to a local minimum
+``condition``, or a numerical stop of ``es_stop``) has converged, usually to a local minimum
 of a multi-modal function. A restart starts a fresh run, from ``x0`` again (or a new start
 when ``x0`` is a callable), with
 
@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .nes import NES, NESBase, NESResult, _check_vectorized, run_optimizer
+from .es import NESBase, NESResult
+from .es_eval import _check_vectorized, run_optimizer
+from .nes import NES
 
 __all__ = ["RestartNES"]
 

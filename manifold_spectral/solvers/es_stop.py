@@ -1,4 +1,5 @@
-"""Termination tests of the NES driver (``NESBase.stop``) beyond the budget and the target.
+"""Termination tests of the evolution-strategy driver (``es.NESBase.stop``) beyond the budget
+and the target.
 
 Convergence tests, each off when its tolerance is 0:
 

@@ -1,4 +1,4 @@
-"""The evaluation loop of the NES solvers: ``run_optimizer`` (ask / evaluate / tell until
+"""The evaluation loop of the evolution strategies: ``run_optimizer`` (ask / evaluate / tell until
 ``stop()``) and the declared contract of ``f`` (``vectorized``), serial or through an
 executor. Used by ``NESBase.optimize`` and ``RestartNES.optimize``."""
 
@@ -15,7 +15,7 @@ from torch import Tensor
 from ..validation import check_flag as _check_flag
 
 if TYPE_CHECKING:
-    from .nes import NESResult
+    from .es import NESResult
 
 __all__ = ["run_optimizer"]
 
@@ -55,23 +55,6 @@ def run_optimizer(
             except StopIteration:
                 es._stop_extra["callback"] = True
     return es.result
-
-
-def _as_values(fvals: Any, k: int) -> np.ndarray:
-    if isinstance(fvals, Tensor):
-        if fvals.dtype.is_complex:
-            raise TypeError("fvals: expected real values, got a complex tensor")
-        fvals = fvals.detach().cpu().numpy()
-    try:
-        f = np.asarray(fvals)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"fvals: expected {k} real values, got {type(fvals).__name__}") from e
-    if f.dtype.kind not in "biuf":
-        raise TypeError(f"fvals: expected real values, got dtype {f.dtype}")
-    f = f.astype(np.float64).reshape(-1) if f.ndim == 2 and 1 in f.shape else f
-    if f.shape != (k,):
-        raise ValueError(f"fvals: expected shape ({k},), got {tuple(np.shape(fvals))}")
-    return f.astype(np.float64)
 
 
 def _scalar(v: Any) -> float:
