@@ -2,7 +2,8 @@
 search precision ``S = B Diag(d) B^T`` on ``SpectralSPD``, learned by the Gaussian layer from
 the ``REINFORCE`` curvature of the ranked samples (``SpectralSearch``).
 
-``A = B Diag(d^-1/2)``, so the whitened samples are ``z_i = Diag(d^1/2) B^T delta_i``; the
+``A = B Diag(d^-1/2)``, so the whitened samples are ``z_i = Diag(d^1/2) B^T delta_i``
+(``whiten``, one function for the curvature estimate and the search distribution); the
 update is one ``Gaussian.precision_step`` with the ``REINFORCE`` curvature, or its closed
 form ``nes_step.SpectralStep`` on CPU float64. The derivation and the mapping of the
 learning rates to xNES are in the ``nes`` module docstring.
@@ -23,7 +24,13 @@ from ..validation import check_tensor
 from . import nes_step
 from .es_search import SearchDistribution
 
-__all__ = ["REINFORCE", "CurvatureSum", "SpectralSearch"]
+__all__ = ["REINFORCE", "CurvatureSum", "SpectralSearch", "whiten"]
+
+
+def whiten(x: SpectralPoint, delta: Tensor) -> Tensor:
+    """``z_i = Diag(d^1/2) B^T delta_i = A^-1 delta_i`` for (k, n) ``delta``, ``A = B Diag(d^-1/2)``
+    (the eigen-coordinates of the displacements under the precision ``x = B Diag(d) B^T``)."""
+    return (delta @ x.B) * x.d.sqrt()
 
 
 class REINFORCE(Curvature):
@@ -75,8 +82,7 @@ class REINFORCE(Curvature):
 
     def whitened(self, manifold: SpectralManifold, x: Any) -> Tensor:
         """``z_i = Diag(d^1/2) B^T delta_i`` as a (k, n) tensor (eigen-coordinates of ``x``)."""
-        x = self._point(manifold, x)
-        return (self.deltas @ x.B) * x.d.sqrt()
+        return whiten(self._point(manifold, x), self.deltas)
 
     def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
         z = self.whitened(manifold, x)
@@ -165,7 +171,7 @@ class SpectralSearch(SearchDistribution):
         return (z * self.point.d.rsqrt()) @ self.point.B.T
 
     def whiten(self, delta: Tensor) -> Tensor:
-        return (delta @ self.point.B) * self.point.d.sqrt()
+        return whiten(self.point, delta)
 
     def path_coordinates(self, v: Tensor) -> Tensor:
         # B z is S^{1/2} delta with the symmetric root: unchanged when B rotates inside a
