@@ -86,7 +86,6 @@ front door ``minimize`` and re-exports the names above.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +94,7 @@ from torch import Tensor
 # The generic evolution strategy (es*) and the spectral search (nes_search), re-exported: the
 # public names of this module before it was split keep working.
 from .es import NESBase, NESResult
+from .es_defaults import default_max_evals
 from .es_eval import _check_mapper, _check_vectorized, run_optimizer  # noqa: F401
 from .es_rates import DXSchedule, xnes_rate
 from .es_search import SearchDistribution
@@ -210,6 +210,5 @@ def minimize(
     else:
         es = NES(x0, sigma0, popsize, seed, max_evals=max_evals, target=target, **options)
         if es.max_evals is None:
-            lam, n = es.popsize, es.n
-            es.max_evals = int(lam * (100 + 150 * (n + 3) ** 2 / math.sqrt(lam)))
+            es.max_evals = default_max_evals(es.popsize, es.n)
     return es.optimize(f, callback=callback, vectorized=vectorized, executor=executor, map=map)
