@@ -1,8 +1,9 @@
 """NES runs continued past convergence end with a clean result (issue 14, item 1).
 
-Before ``solvers/nes_stop.py`` a run on the sphere with ``tolx = tolfun = 0`` and a large
-budget shrank the distribution until the precision ``d ~ sigma^-2`` overflowed in the
-natural gradient, and ``tell`` raised ``FloatingPointError`` (a NaN rotation step).
+Before ``solvers/es_stop.py`` (then ``nes_stop.py``) a run on the sphere with
+``tolx = tolfun = 0`` and a large budget shrank the distribution until the precision
+``d ~ sigma^-2`` overflowed in the natural gradient, and ``tell`` raised
+``FloatingPointError`` (a NaN rotation step).
 """
 
 from __future__ import annotations

@@ -189,6 +189,16 @@ def test_nes_does_not_load_geoopt():
             "CholeskySearch",
             "manifold_spectral.solvers.cholesky_nes",
         ),
+        (
+            "manifold_spectral.solvers.nes_stop",
+            "convergence_stops",
+            "manifold_spectral.solvers.es_stop",
+        ),
+        (
+            "manifold_spectral.solvers.nes_eval",
+            "run_optimizer",
+            "manifold_spectral.solvers.es_eval",
+        ),
     ],
 )
 def test_moved_nes_baselines_keep_their_old_names(old, name, new):

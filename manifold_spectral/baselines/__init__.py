@@ -13,7 +13,7 @@
   step size mapped to the Fisher-Rao convention (retraction-based RGD, Sec. 4.2).
 
 The NES baselines ``XNES`` and ``CholeskyNES`` are evolution strategies on
-``solvers.nes.NESBase`` and live in ``manifold_spectral.solvers.xnes`` and
+``solvers.es.NESBase`` and live in ``manifold_spectral.solvers.xnes`` and
 ``manifold_spectral.solvers.cholesky_nes`` (their old names here still work, deprecated), so
 that this package sits below ``solvers`` and imports nothing above it.
 """

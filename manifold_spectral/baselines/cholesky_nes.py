@@ -1,7 +1,7 @@
 """Deprecated module: ``CholeskyNES`` and ``CholeskySearch`` live in
 ``manifold_spectral.solvers.cholesky_nes``.
 
-They are evolution strategies built on ``solvers.nes.NESBase``; kept here they made
+They are evolution strategies built on ``solvers.es.NESBase``; kept here they made
 ``baselines`` and ``solvers`` import each other. The old names still work, with a
 ``DeprecationWarning``.
 """

@@ -1,6 +1,6 @@
 """Deprecated module: ``XNES`` and ``XNESSearch`` live in ``manifold_spectral.solvers.xnes``.
 
-They are evolution strategies built on ``solvers.nes.NESBase``; kept here they made
+They are evolution strategies built on ``solvers.es.NESBase``; kept here they made
 ``baselines`` and ``solvers`` import each other. The old names still work, with a
 ``DeprecationWarning``.
 """

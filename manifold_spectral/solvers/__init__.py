@@ -8,6 +8,10 @@
   BIPOP restarts of it (``nes.minimize(..., restarts=k)``); ``functions``: test functions
   (App. C); ``xnes`` and ``cholesky_nes``: the xNES / DX-NES and Cholesky-NES baselines,
   the same driver on other parametrisations of the covariance (paper Sec. 4.3, Fig. 9).
+* ``es`` and ``es_*``: the generic evolution strategy the three specialise (the ask/tell
+  driver ``NESBase``, the search-distribution contract, rank utilities, step-size control,
+  defaults, argument checks, stopping, the evaluation loop); ``nes_search`` and ``nes_step``:
+  the spectral search distribution and its closed-form step.
 * ``result.OptimizeResult``: the scipy-style result type every ``minimize`` returns.
 * ``check.check_gradient`` (also ``spd.check_gradient``): Taylor-slope check of a user
   objective's gradient along random chart directions (pymanopt's ``check_gradient``).

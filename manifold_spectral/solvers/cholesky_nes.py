@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from ..baselines.cholesky import cholesky_h, phi
-from .nes import NESBase, SearchDistribution
-from .xnes import whitened_natural_gradient
+from .es import NESBase
+from .es_search import SearchDistribution, whitened_natural_gradient
 
 __all__ = ["CholeskyNES", "CholeskySearch"]
 

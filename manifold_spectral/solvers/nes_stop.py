@@ -1,82 +1,12 @@
-"""Termination tests of the NES driver (``NESBase.stop``) beyond the budget and the target.
+"""Deprecated module: the stopping tests live in ``manifold_spectral.solvers.es_stop``.
 
-Convergence tests, each off when its tolerance is 0:
-
-* ``tolx``: every standard deviation ``sqrt(Sigma_ii) < tolx``;
-* ``tolfun``: the best values of the last ``w = 10 + ceil(30 n / lam)`` generations and the
-  values of the last generation span less than ``tolfun``;
-* ``condition``: ``cond(Sigma) > max_condition`` (where the distribution reads it for free).
-
-Numerical tests, always on. They end a run that is continued past convergence (large budget,
-``tolx = tolfun = 0``) with a clean result instead of letting the state overflow (the
-precision ``d ~ sigma^-2`` of a spectral search enters the natural gradient as ``d_i d_j``,
-which overflows once ``sigma`` is near ``max_float^(-1/4)``, ``~1e-77`` in float64):
-
-* ``noeffectcoord``: ``mu_i + 0.2 sqrt(Sigma_ii) == mu_i`` for every coordinate ``i`` (in the
-  state's dtype): no sample can move the mean any more (pycma's test of the same name fires
-  on *any* coordinate; here all must be frozen, so it never preempts ``tolx``);
-* ``flatfitness``: the ``tolfun`` window (above) with a zero span: ``w`` generations of
-  equal values (rank utilities are then zero and the distribution does not move);
-* ``scalerange``: the eigenvalues of the precision ``S = Sigma^-1`` leave
-  ``[tiny^0.4, max^0.4]`` of the dtype (``[1e-123, 1e123]`` in float64; a standard deviation
-  outside ``[3e-62, 3e61]``): the search distribution is about to under- or overflow (where
-  the distribution does not read its eigenvalues for free, ``precision_range() is None``, only
-  the upper end is tested, through ``max_i Sigma_ii > 1 / tiny^0.4``). This
-  is what stops a run whose mean converges to an optimum at ``0``, where ``noeffectcoord``
-  cannot fire (``mu`` shrinks with ``sigma``). The margin ``0.4`` (not ``0.5``) leaves
-  ``max^0.1`` (``1e30``) of headroom for the per-generation growth of ``d`` and for the
-  products ``d_i d_j``.
+They are part of the generic evolution-strategy layer (``es``, ``es_*``) that spectral NES,
+xNES and Cholesky NES share. The old names still work, with a ``DeprecationWarning``.
 """
 
-from __future__ import annotations
+from .._compat import moved_names
 
-import math
-from typing import Any
-
-import torch
-
-__all__ = ["convergence_stops", "precision_bounds"]
-
-
-def precision_bounds(dtype: torch.dtype) -> tuple[float, float]:
-    """``(tiny^0.4, max^0.4)`` of ``dtype``: the range allowed to the precision's eigenvalues."""
-    info = torch.finfo(dtype)
-    return info.tiny**0.4, info.max**0.4
-
-
-def convergence_stops(es: Any) -> dict[str, Any]:
-    """The convergence and numerical stop reasons that hold for the ``NESBase`` ``es`` now.
-
-    Called after at least one generation; returns ``{reason: value}`` (empty: continue).
-    """
-    out: dict[str, Any] = {}
-    stds = es.dist.stds()
-    if es.tolx > 0 and float(stds.max()) < es.tolx:
-        out["tolx"] = es.tolx
-    # The mean moves by sums of u_i delta_i with |u| <= 1: a step of 0.2 std that rounds
-    # away in every coordinate means no generation can change the mean.
-    if bool(torch.equal(es.mean + 0.2 * stds, es.mean)):
-        out["noeffectcoord"] = float(stds.max())
-    window = 10 + int(math.ceil(30 * es.n / es.popsize))
-    if len(es._gen_best) >= window:
-        recent = es._gen_best[-window:]
-        span = max(recent) - min(recent)
-        if es.tolfun > 0 and span < es.tolfun and es._gen_range < es.tolfun:
-            out["tolfun"] = es.tolfun
-        if span == 0 and es._gen_range == 0:
-            out["flatfitness"] = window
-    lo, hi = precision_bounds(es.dtype)
-    bounds = es.dist.precision_range()
-    if bounds is not None:
-        if not (bounds[0] >= lo and bounds[1] <= hi):  # NaN fails too
-            out["scalerange"] = bounds
-    else:
-        # Only the diagonal is free to read: Sigma_ii <= lambda_max(Sigma) = 1 / lambda_min(S),
-        # so a variance above 1 / lo shows that the precision left the range.
-        top = float(stds.max())
-        if not top * top <= 1.0 / lo:
-            out["scalerange"] = top
-    cond = es.dist.condition()
-    if cond is not None and es.max_condition > 0 and cond > es.max_condition:
-        out["condition"] = cond
-    return out
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(("convergence_stops", "precision_bounds"), "manifold_spectral.solvers.es_stop"),
+)

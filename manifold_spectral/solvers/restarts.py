@@ -1,7 +1,7 @@
 """Restart strategies for the NES solvers: IPOP and BIPOP (Auger & Hansen 2005; Hansen 2009).
 
 A run of NES (any ``NESBase`` subclass) that stops on its own (``tolx``, ``tolfun``,
-``condition``, or a numerical stop of ``nes_stop``) has converged, usually to a local minimum
+``condition``, or a numerical stop of ``es_stop``) has converged, usually to a local minimum
 of a multi-modal function. A restart starts a fresh run, from ``x0`` again (or a new start
 when ``x0`` is a callable), with
 
@@ -30,7 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from .nes import NES, NESBase, NESResult, _check_vectorized, run_optimizer
+from .es import NESBase, NESResult
+from .es_checks import check_max_evals
+from .es_defaults import default_max_evals
+from .es_eval import _check_vectorized, run_optimizer
+from .nes import NES
 
 __all__ = ["RestartNES"]
 
@@ -89,15 +93,10 @@ class RestartNES:
             or not incpopsize > 1
         ):
             raise ValueError(f"incpopsize: expected a number > 1, got {incpopsize!r}")
-        if max_evals is not None and (
-            isinstance(max_evals, bool)
-            or not isinstance(max_evals, numbers.Integral)
-            or max_evals < 1
-        ):
-            raise ValueError(f"max_evals: expected a positive int or None, got {max_evals!r}")
+        max_evals_checked = check_max_evals(max_evals)
         self._x0, self.sigma0, self.es_class = x0, sigma0, es_class
         self.restarts, self.bipop, self.incpopsize = int(restarts), bipop, float(incpopsize)
-        self.max_evals = None if max_evals is None else int(max_evals)
+        self.max_evals = max_evals_checked
         self.options = dict(options, target=target)
         self.target = target
         self.tolx = options.get("tolx", 1e-11)
@@ -131,8 +130,7 @@ class RestartNES:
         sigma = self.sigma0 * scale if scale != 1.0 else self.sigma0
         es = self.es_class(x0, sigma, popsize, seed, max_evals=budget, **self.options)
         if es.max_evals is None:  # nes.minimize's default budget for this population
-            lam, n = es.popsize, es.n
-            es.max_evals = int(lam * (100 + 150 * (n + 3) ** 2 / math.sqrt(lam)))
+            es.max_evals = default_max_evals(es.popsize, es.n)
         self.runs.append(
             {"popsize": es.popsize, "regime": regime, "sigma_scale": scale, "seed": es.seed}
         )

@@ -18,7 +18,8 @@ Shared fields (all solvers):
 * ``time``: total wall-clock seconds of the call, monitoring included.
 
 Solver-specific results subclass it and add fields with defaults (``spd.SPDResult`` adds the
-spectral factors ``B``, ``d`` and the optimal value ``f_star``).
+spectral factors ``B``, ``d`` and the optimal value ``f_star``; ``NESResult``, here, the
+fields of the evolution strategies).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OptimizeResult"]
+__all__ = ["OptimizeResult", "NESResult"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -66,3 +67,30 @@ class OptimizeResult:
         lines.append(f"  x: {type(self.x).__name__} of shape {tuple(shape) if shape else '?'}")
         lines.append(f"  history: {', '.join(self.history)} ({len(self.history['nit'])} records)")
         return "\n".join(lines)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class NESResult(OptimizeResult):
+    """``OptimizeResult`` of the NES solvers (scipy style: attributes and ``result["x"]``).
+
+    Shared fields (``manifold_spectral.solvers.result``): ``x`` the best point seen (numpy,
+    or torch when ``x0`` was a tensor), ``fun`` its value, ``nit`` generations, ``nfev``
+    function evaluations (``popsize`` per generation, every call of ``f``), ``success`` (a
+    value below ``target`` was found), ``message`` (the stop reasons), ``method``, ``time``
+    (wall seconds since the optimizer was created) and ``history``: one record per
+    generation (records start after the first generation: NES never evaluates the starting
+    point) with the keys ``"nit"``,
+    ``"nfev"``, ``"fun"`` (best value so far, for best-f-versus-evaluations plots) and
+    ``"time"`` (cumulative seconds spent in ``ask``/``tell``, function evaluations excluded).
+
+    NES fields: ``stop`` (the termination criteria that fired, pycma style), ``xmean`` (final
+    mean), ``stds`` (final ``sqrt(diag(Sigma))``), ``evals_best`` (evaluation index of ``x``),
+    ``popsize`` and ``seed``.
+    """
+
+    stop: dict[str, Any] = dataclasses.field(default_factory=dict)
+    xmean: Any = None
+    stds: Any = None
+    evals_best: int = 0
+    popsize: int = 0
+    seed: int = 0

@@ -25,26 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .nes import NESBase, SearchDistribution
+from .es import NESBase
+from .es_search import SearchDistribution, whitened_natural_gradient
 
 __all__ = ["XNES", "XNESSearch", "whitened_natural_gradient"]
-
-
-def whitened_natural_gradient(
-    z: Tensor, u: Tensor, eta_B: float, path: Tensor | None = None, c1: float = 0.0
-) -> tuple[Tensor, float]:
-    """The xNES natural gradient in whitened coordinates, shared by the xNES and Cholesky-NES
-    searches: ``G = sum_i u_i (z_i z_i^T - I)``, ``g_sigma = tr(G) / n`` and the shape step
-    ``eta_B (G - g_sigma I)``, plus the DX-NES rank-one term ``c1 (p p^T - |p|^2 / n I)`` of
-    the evolution path ``p`` when given. Returns ``(step, g_sigma)``."""
-    n = z.shape[-1]
-    eye = torch.eye(n, dtype=z.dtype, device=z.device)
-    G = (z * u[:, None]).T @ z - float(u.sum()) * eye
-    g_sigma = float(torch.trace(G)) / n
-    step = eta_B * (G - g_sigma * eye)
-    if path is not None and c1 > 0:
-        step = step + c1 * (torch.outer(path, path) - float(path @ path) / n * eye)
-    return step, g_sigma
 
 
 class XNESSearch(SearchDistribution):

@@ -1,0 +1,382 @@
+"""The generic evolution strategy: the ask/tell state machine ``NESBase`` and its result.
+
+One generation, whatever the search distribution ``N(mu, Sigma)``, ``Sigma = A A^T``:
+
+    z_i ~ N(0, I)                      (mirrored pairs z, -z; ``ask``)
+    w_i = mu + A z_i                   (``SearchDistribution.transform``)
+    u_i = rank utilities of f(w_i)     (``es_utilities``; distance-weighted while moving)
+    eta_sigma, eta_B from the phase of the evolution path   (``es_rates.DXSchedule``)
+    mu, Sigma <- SearchDistribution.update(mu, z, A z, u, eta_mu, eta_sigma, eta_B, p_c, c1)
+
+The specialisations choose ``A`` and its update (``_make_distribution``) and the defaults of
+the switches: spectral NES (``nes.NES``), xNES (``xnes.XNES``) and Cholesky NES
+(``cholesky_nes.CholeskyNES``). The evaluation loop is ``es_eval``, the stopping tests
+``es_stop``, the argument checks ``es_checks``; the techniques and their defaults are
+described in the ``nes`` module docstring.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..validation import check_dtype, check_flag
+from .es_checks import (
+    check_max_evals,
+    check_nonneg,
+    check_popsize,
+    check_population,
+    check_rate,
+    check_seed,
+    check_sigma0,
+    check_target,
+    check_values,
+    check_x0,
+)
+from .es_defaults import SWITCHES
+from .es_eval import _check_vectorized, run_optimizer
+from .es_rates import DXSchedule, rank_one_rates, xnes_rate
+from .es_search import SearchDistribution
+from .es_stop import convergence_stops
+from .es_utilities import distance_utilities, rank_utilities, utility_weights
+from .result import NESResult
+
+__all__ = ["NESBase", "NESResult"]
+
+
+class NESBase:
+    """The ask/tell driver shared by spectral NES and the NES baselines (pycma-style API).
+
+    Subclasses choose the covariance representation (``_make_distribution``) and the
+    defaults of the four switches. See ``NES`` for the arguments.
+    """
+
+    #: Defaults of the switches ``mirrored``, ``distance_weights``, ``adaptive_rates`` and
+    #: ``rank_one`` for this class.
+    DEFAULTS = dict(SWITCHES)
+    name = "NES"
+    #: Factor of the DX-NES shape rate while the path stagnates (``DXSchedule``).
+    STAGNATING_SHAPE = 1.4
+
+    def __init__(
+        self,
+        x0: Any,
+        sigma0: Any,
+        popsize: int | None = None,
+        seed: int | None = None,
+        *,
+        eta_mu: float = 1.0,
+        eta_sigma: float | None = None,
+        eta_B: float | None = None,
+        mirrored: bool | None = None,
+        distance_weights: bool | None = None,
+        adaptive_rates: bool | None = None,
+        rank_one: bool | None = None,
+        max_evals: int | None = None,
+        target: float | None = None,
+        tolx: float = 1e-11,
+        tolfun: float = 1e-11,
+        max_condition: float = 1e14,
+        dtype: torch.dtype = torch.float64,
+        device: Any = None,
+        **distribution_options: Any,
+    ) -> None:
+        self._start = time.perf_counter()
+        x0_t, self._torch_io = check_x0(x0)
+        n = x0_t.shape[0]
+        self.n = n
+        check_dtype(dtype)
+        sigma = check_sigma0(sigma0, n)
+        self.mirrored = self._switch("mirrored", mirrored)
+        self.distance_weights = self._switch("distance_weights", distance_weights)
+        self.adaptive_rates = self._switch("adaptive_rates", adaptive_rates)
+        self.rank_one = self._switch("rank_one", rank_one)
+        self.popsize = popsize = check_popsize(popsize, n, self.mirrored)
+        eta_mu_checked = check_rate(eta_mu, "eta_mu")
+        if eta_mu_checked is None:
+            raise TypeError("eta_mu: expected a positive number, got None")
+        self.eta_mu = eta_mu_checked
+        self._eta_sigma = check_rate(eta_sigma, "eta_sigma")
+        self._eta_B = check_rate(eta_B, "eta_B")
+        self.max_evals = check_max_evals(max_evals)
+        self.target = check_target(target)
+        self.tolx = check_nonneg(tolx, "tolx")
+        self.tolfun = check_nonneg(tolfun, "tolfun")
+        self.max_condition = check_nonneg(max_condition, "max_condition")
+        self.seed = check_seed(seed)
+        device = torch.device("cpu") if device is None else torch.device(device)
+        self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        self.dtype = dtype
+        self.device = device
+        self.mean = x0_t.to(dtype=dtype, device=device).clone()
+        self.dist = self._make_distribution(
+            sigma.to(dtype=dtype, device=device), **distribution_options
+        )
+        self.schedule = DXSchedule.make(n, popsize, self.STAGNATING_SHAPE)
+        self._w_hat, self._u_rank = utility_weights(popsize)
+        self.path = torch.zeros(n, dtype=dtype, device=device)
+        self.path_c = torch.zeros(n, dtype=dtype, device=device)
+        self.c_c, c1 = rank_one_rates(n, self.schedule.mu_eff)
+        self.c1 = c1 if self.rank_one else 0.0
+        self.phase = "converging"
+        self.rates = (self.eta_mu, 0.0, 0.0)
+        self.countiter = 0
+        self.countevals = 0
+        self.xbest: Tensor | None = None
+        self.fbest = math.inf
+        self.evals_best = 0
+        self._gen_best: list[float] = []
+        self._gen_range = math.inf
+        self._hist_nfev: list[int] = []
+        self._hist_fun: list[float] = []
+        self._hist_time: list[float] = []
+        self._busy = 0.0  # seconds spent in ask/tell
+        self._pending: tuple[Tensor, Tensor, Tensor] | None = None
+        self._stop_extra: dict[str, Any] = {}
+
+    def _switch(self, name: str, value: bool | None) -> bool:
+        """The switch ``name``: ``value``, or this class's default when ``None``."""
+        return check_flag(self.DEFAULTS[name] if value is None else value, name)
+
+    # Hooks ----------------------------------------------------------------------------
+
+    def _make_distribution(self, stds: Tensor, **options: Any) -> SearchDistribution:
+        """The search distribution with standard deviations ``stds``; each specialisation
+        overrides it (the spectral search here keeps ``NESBase(...)`` itself working)."""
+        from .nes_search import SpectralSearch
+
+        return SpectralSearch(stds, **options)
+
+    def _fixed_rates(self) -> tuple[float, float]:
+        r = xnes_rate(self.n)
+        return (
+            r if self._eta_sigma is None else self._eta_sigma,
+            r if self._eta_B is None else self._eta_B,
+        )
+
+    # ask / tell -----------------------------------------------------------------------
+
+    def ask(self) -> Any:
+        """A new population, shape (popsize, n): numpy, or torch when ``x0`` was a tensor.
+
+        With mirrored sampling rows ``i`` and ``i + popsize/2`` are ``mu + delta`` and
+        ``mu - delta``. Asking again replaces the pending population.
+        """
+        start = time.perf_counter()
+        lam, n = self.popsize, self.n
+        k = lam // 2 if self.mirrored else lam
+        z = torch.randn(k, n, generator=self._generator, dtype=self.dtype, device=self.device)
+        if self.mirrored:
+            z = torch.cat([z, -z])
+        delta = self.dist.transform(z)
+        X = self.mean[None, :] + delta
+        self._pending = (z, delta, X)
+        out = self._output(X)
+        self._busy += time.perf_counter() - start
+        return out
+
+    def _output(self, X: Tensor) -> Any:
+        if self._torch_io:
+            return X.clone()
+        return X.detach().cpu().numpy().astype(np.float64, copy=True)
+
+    def tell(self, X: Any, fvals: Any) -> None:
+        """Update the distribution from the population ``X`` and its values ``fvals``.
+
+        ``X`` is normally what ``ask`` returned; other points of the same shape (repaired or
+        injected) are accepted and whitened against the current distribution. ``fvals``:
+        shape (popsize,), real; NaN/Inf are ranked worst (see the module docstring).
+        """
+        start = time.perf_counter()
+        T = check_population(X, self.popsize, self.n, self.dtype, self.device)
+        f = check_values(fvals, self.popsize)
+        pending = self._pending
+        if pending is not None and torch.equal(T, pending[2]):
+            z, delta = pending[0], pending[1]
+        else:
+            if not bool(torch.isfinite(T).all()):
+                raise ValueError("X: contains NaN or Inf")
+            delta = T - self.mean[None, :]
+            z = self.dist.whiten(delta)
+        self._pending = None
+        u_rank = rank_utilities(f, self._u_rank)
+        if np.any(u_rank != 0):
+            try:
+                self._update(z, delta, f, u_rank)
+            except FloatingPointError as exc:  # _update commits nothing when it fails
+                self._stop_extra["numerical"] = str(exc)
+        self._busy += time.perf_counter() - start
+        self._record(T, f)
+
+    def _update(self, z: Tensor, delta: Tensor, f: np.ndarray, u_rank: np.ndarray) -> None:
+        """One DX-NES generation; the state is committed only when every step succeeded."""
+        sched = self.schedule
+        u_rank_t = torch.as_tensor(u_rank, dtype=self.dtype, device=self.device)
+        c = sched.c_sigma
+        step = self.dist.path_coordinates(u_rank_t @ z)
+        path = (1 - c) * self.path + math.sqrt(c * (2 - c) * sched.mu_eff) * step
+        state = sched.state(float(torch.linalg.vector_norm(path)))
+        u = u_rank_t
+        if self.distance_weights and state == 0:
+            u = distance_utilities(f, z, self._w_hat, sched.alpha, self.popsize)
+        if self.adaptive_rates:
+            eta_sigma = sched.eta_sigma[state] if self._eta_sigma is None else self._eta_sigma
+            eta_B = sched.eta_B[state] if self._eta_B is None else self._eta_B
+        else:
+            eta_sigma, eta_B = self._fixed_rates()
+        path_c, whitened_c, c1 = self.path_c, None, 0.0
+        if self.c1 > 0:
+            # Cumulation path of the mean shift in units of the geometric-mean std (CMA-ES's
+            # p_c); its rank-one term is applied while moving (CR-FM-NES).
+            scale = self.dist.scale()
+            cc = self.c_c
+            shift = (u @ delta) / scale
+            path_c = (1 - cc) * path_c + math.sqrt(cc * (2 - cc) * sched.mu_eff) * shift
+            if state == 0:
+                whitened_c = self.dist.whiten(path_c[None, :])[0] * scale
+                c1 = self.c1
+        mean = self.dist.update(
+            self.mean, z, delta, u, self.eta_mu, eta_sigma, eta_B, path=whitened_c, c1=c1
+        )
+        # (the fast spectral step has checked the mean with the new point)
+        if not getattr(self.dist, "fast", False) and not bool(torch.isfinite(mean).all()):
+            raise FloatingPointError("NES.tell: the mean became non-finite")
+        self.mean, self.path, self.path_c = mean, path, path_c
+        self.phase = DXSchedule.STATES[state]
+        self.rates = (self.eta_mu, eta_sigma, eta_B)
+
+    def _record(self, T: Tensor, f: np.ndarray) -> None:
+        self.countiter += 1
+        self.countevals += self.popsize
+        # Python floats: on ~10 values cheaper than numpy reductions (the same values).
+        fl = f.tolist()
+        finite = [v for v in fl if math.isfinite(v)]
+        if finite:
+            lo = min(finite)
+            i = fl.index(lo)  # the first minimum, as np.argmin over the finite values
+            if lo < self.fbest:
+                self.fbest, self.xbest = lo, T[i].clone()
+                self.evals_best = self.countevals - self.popsize + i + 1
+            self._gen_best.append(lo)
+            self._gen_range = max(finite) - lo if len(finite) == len(fl) else math.inf
+        else:
+            self._gen_best.append(math.inf)
+            self._gen_range = math.inf
+        self._hist_nfev.append(self.countevals)
+        self._hist_fun.append(self.fbest)
+        self._hist_time.append(self._busy)
+
+    # Termination and results ----------------------------------------------------------
+
+    def stop(self) -> dict[str, Any]:
+        """Termination criteria that hold now (empty dict: continue), pycma style.
+
+        ``ftarget`` (a value below ``target``), ``maxfevals``, ``callback`` (set by
+        ``optimize``), ``numerical`` (a step failed in floating point: the state was left
+        unchanged), and the tests of ``es_stop``: ``tolx``, ``tolfun``, ``condition`` and,
+        always on, ``noeffectcoord``, ``flatfitness``, ``scalerange`` (a run continued past
+        convergence stops cleanly instead of overflowing).
+        """
+        out: dict[str, Any] = dict(self._stop_extra)
+        if self.target is not None and self.fbest < self.target:
+            out["ftarget"] = self.target
+        if self.max_evals is not None and self.countevals >= self.max_evals:
+            out["maxfevals"] = self.max_evals
+        if self.countiter == 0:
+            return out
+        out.update(convergence_stops(self))
+        return out
+
+    @property
+    def result(self) -> NESResult:
+        """The current ``NESResult`` (best point, counts, history, time)."""
+        stop = self.stop()
+        x = self.xbest if self.xbest is not None else self.mean
+        k = len(self._hist_nfev)
+        return NESResult(
+            x=self._output(x),
+            fun=self.fbest,
+            nfev=self.countevals,
+            nit=self.countiter,
+            success="ftarget" in stop,
+            stop=stop,
+            message=", ".join(stop) if stop else "running",
+            method=self.name,
+            history={
+                "nit": np.arange(1, k + 1, dtype=np.int64),
+                "nfev": np.asarray(self._hist_nfev, dtype=np.int64),
+                "fun": np.asarray(self._hist_fun, dtype=np.float64),
+                "time": np.asarray(self._hist_time, dtype=np.float64),
+            },
+            time=time.perf_counter() - self._start,
+            xmean=self._output(self.mean),
+            stds=self._output(self.dist.stds()),
+            evals_best=self.evals_best,
+            popsize=self.popsize,
+            seed=self.seed,
+        )
+
+    def optimize(
+        self,
+        f: Callable[[Any], Any],
+        *,
+        callback: Callable[[NESBase], Any] | None = None,
+        vectorized: bool | None = False,
+        executor: Any = None,
+        map: Callable[..., Any] | None = None,
+    ) -> NESResult:
+        """Run ask/evaluate/tell until ``stop()``; return ``result``.
+
+        The contract of ``f`` is declared, never guessed: ``vectorized=False`` (default)
+        calls ``f`` once per point (n,) and each call must return a real scalar;
+        ``vectorized=True`` calls it on a batch (k, n) that must return shape (k,) (the first
+        generation is evaluated as two batches, its first row and the rest, so that a
+        per-point ``f`` declared vectorised fails the shape test even when n == popsize; no
+        extra evaluation). A wrong declaration raises ``ValueError`` naming ``vectorized``.
+        ``vectorized=None`` (the former probing default) is deprecated and means ``False``
+        with a ``FutureWarning``. ``f`` gets numpy arrays, or torch tensors when ``x0`` was one.
+        ``callback(self)`` runs after every generation; returning ``True`` (or raising
+        ``StopIteration``) stops the run with reason ``callback``.
+
+        Parallel fitness evaluation: ``executor`` (any object with a
+        ``concurrent.futures.Executor``-like ``.map(fn, iterable)``: ``ThreadPoolExecutor``,
+        ``ProcessPoolExecutor``, Dask's ``client.get_executor()``, ``mpi4py.futures``, ...) or
+        ``map`` (any callable with the builtin ``map`` signature, e.g.
+        ``multiprocessing.Pool(...).map``), not both. Then the ``popsize`` candidates of a
+        generation are evaluated concurrently, one call ``f(x)`` per candidate row (a vectorised
+        ``f`` is never called on the batch: ``vectorized`` must be ``False``). Each
+        call gets its own copy of its row, of the type the serial per-row path passes (a numpy
+        (n,) array, or a torch tensor when ``x0`` was one), and the worker reduces the value to
+        a float. Results are taken in the order of the candidates, so for a fixed seed the run
+        is bitwise the serial one (same ``x``, ``fun``, ``nfev``, ``history`` except its
+        ``"time"``); NaN/Inf values are ranked worst as in serial mode. An exception raised by
+        ``f`` in a worker reaches the caller with its original type (as the executor re-raises
+        it). With a process pool, ``f`` must be picklable (a module-level function or an
+        instance of a module-level class). The executor is used, never shut down: its owner
+        manages its lifetime. One generation is one ``map`` call, so the speed-up is at most
+        ``popsize``-fold and pays only when ``f`` costs much more than a task dispatch.
+
+        Raises ``ValueError`` if both ``executor`` and ``map`` are given or ``vectorized=True``
+        is combined with one of them, ``TypeError`` (naming the argument) if ``executor`` lacks
+        a callable ``.map`` or ``map`` is not callable; nothing is evaluated or changed then.
+        """
+        vectorized = _check_vectorized(vectorized)
+        return run_optimizer(
+            self, f, callback=callback, vectorized=vectorized, executor=executor, map=map
+        )
+
+    def covariance(self) -> Tensor:
+        """Dense covariance ``Sigma`` of the search distribution (for inspection)."""
+        return self.dist.covariance()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(n={self.n}, popsize={self.popsize}, "
+            f"evals={self.countevals}, fbest={self.fbest:.3e})"
+        )

@@ -1,0 +1,165 @@
+"""Argument checks of the evolution strategies (``NESBase``, ``RestartNES``): each raises
+``TypeError`` or ``ValueError`` naming the argument, before anything is built."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .es_defaults import default_popsize
+
+__all__ = [
+    "check_x0",
+    "check_sigma0",
+    "check_rate",
+    "check_nonneg",
+    "check_popsize",
+    "check_max_evals",
+    "check_target",
+    "check_seed",
+    "check_population",
+    "check_values",
+]
+
+
+def check_x0(x0: Any) -> tuple[Tensor, bool]:
+    is_torch = isinstance(x0, Tensor)
+    if is_torch:
+        if x0.dtype.is_complex or x0.dtype == torch.bool:
+            raise TypeError(f"x0: expected a real vector, got dtype {x0.dtype}")
+        t = x0.detach()
+    else:
+        try:
+            arr = np.asarray(x0)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"x0: expected a real vector, got {type(x0).__name__}") from e
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"x0: expected a real vector, got dtype {arr.dtype}")
+        t = torch.as_tensor(arr.astype(np.float64))
+    if t.ndim != 1 or t.shape[0] < 1:
+        raise ValueError(f"x0: expected a non-empty 1-d vector, got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("x0: contains NaN or Inf")
+    return t, is_torch
+
+
+def check_sigma0(sigma0: Any, n: int) -> Tensor:
+    if isinstance(sigma0, bool):
+        raise TypeError("sigma0: expected a positive number or a vector of them, got a bool")
+    if isinstance(sigma0, numbers.Real):
+        s = torch.full((n,), float(sigma0), dtype=torch.float64)
+    else:
+        try:
+            s = torch.as_tensor(
+                sigma0.detach().cpu().numpy() if isinstance(sigma0, Tensor) else sigma0,
+                dtype=torch.float64,
+            )
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(
+                f"sigma0: expected a positive number or a vector of them, got {sigma0!r}"
+            ) from e
+        if s.ndim == 0:
+            s = s.expand(n).clone()
+        if tuple(s.shape) != (n,):
+            raise ValueError(f"sigma0: expected a scalar or shape ({n},), got {tuple(s.shape)}")
+    if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+        raise ValueError(f"sigma0: expected finite values > 0, got {sigma0!r}")
+    return s
+
+
+def check_rate(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a positive number or None, got {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    return v
+
+
+def check_nonneg(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_popsize(popsize: Any, n: int, mirrored: bool) -> int:
+    """``popsize`` as an int >= 2 (even with mirrored sampling); ``None``: the default."""
+    if popsize is None:
+        popsize = default_popsize(n, mirrored)
+    elif isinstance(popsize, bool) or not isinstance(popsize, numbers.Integral):
+        raise TypeError(f"popsize: expected an int >= 2, got {popsize!r}")
+    popsize = int(popsize)
+    if popsize < 2:
+        raise ValueError(f"popsize: expected an int >= 2, got {popsize}")
+    if mirrored and popsize % 2:
+        raise ValueError(f"popsize: mirrored sampling needs an even popsize, got {popsize}")
+    return popsize
+
+
+def check_max_evals(max_evals: Any) -> int | None:
+    """``max_evals`` as a positive int, or ``None``."""
+    if max_evals is not None and (
+        isinstance(max_evals, bool) or not isinstance(max_evals, numbers.Integral) or max_evals < 1
+    ):
+        raise ValueError(f"max_evals: expected a positive int or None, got {max_evals!r}")
+    return None if max_evals is None else int(max_evals)
+
+
+def check_target(target: Any) -> float | None:
+    """``target`` as a float (not NaN), or ``None``."""
+    if target is not None and (
+        isinstance(target, bool) or not isinstance(target, numbers.Real) or math.isnan(target)
+    ):
+        raise ValueError(f"target: expected a number or None, got {target!r}")
+    return None if target is None else float(target)
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int >= 0; ``None``: fresh entropy."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: expected an int >= 0 or None, got {seed!r}")
+    return int(seed)
+
+
+def check_population(X: Any, popsize: int, n: int, dtype: torch.dtype, device: Any) -> Tensor:
+    """The population ``X`` given to ``tell`` as a (popsize, n) tensor of the state's dtype
+    and device."""
+    if isinstance(X, Tensor):
+        T = X.detach().to(dtype=dtype, device=device)
+    else:
+        try:
+            arr = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"X: expected a (popsize, n) array, got {type(X).__name__}") from e
+        T = torch.as_tensor(arr, dtype=dtype, device=device)
+    if tuple(T.shape) != (popsize, n):
+        raise ValueError(f"X: expected shape ({popsize}, {n}), got {tuple(T.shape)}")
+    return T
+
+
+def check_values(fvals: Any, k: int) -> np.ndarray:
+    """The values ``fvals`` given to ``tell`` as a (k,) float64 array (a (k, 1) or (1, k) array
+    is flattened)."""
+    if isinstance(fvals, Tensor):
+        if fvals.dtype.is_complex:
+            raise TypeError("fvals: expected real values, got a complex tensor")
+        fvals = fvals.detach().cpu().numpy()
+    try:
+        f = np.asarray(fvals)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"fvals: expected {k} real values, got {type(fvals).__name__}") from e
+    if f.dtype.kind not in "biuf":
+        raise TypeError(f"fvals: expected real values, got dtype {f.dtype}")
+    f = f.astype(np.float64).reshape(-1) if f.ndim == 2 and 1 in f.shape else f
+    if f.shape != (k,):
+        raise ValueError(f"fvals: expected shape ({k},), got {tuple(np.shape(fvals))}")
+    return f.astype(np.float64)

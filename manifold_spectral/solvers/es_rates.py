@@ -1,0 +1,100 @@
+"""Step-size control of the evolution strategies (``NESBase``): the fixed xNES rates and the
+DX-NES movement-dependent rates and distance scale (``DXSchedule``).
+
+The driver keeps an evolution path of the rank-weighted whitened mean shift; its length says
+whether the distribution is *moving*, *stagnating* or *converging*, and each phase has its
+own scale rate ``eta_sigma`` and shape rate ``eta_B``. With ``adaptive_rates=False`` the
+rates are the xNES values (``xnes_rate``) or the numbers the caller fixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .es_utilities import utility_weights
+
+__all__ = ["xnes_rate", "DXSchedule", "rank_one_rates"]
+
+
+def xnes_rate(n: int) -> float:
+    """xNES default ``eta_sigma = eta_B = 0.6 (3 + ln n) / (n sqrt(n))`` (Glasmachers 2010)."""
+    return 0.6 * (3.0 + math.log(n)) / (n * math.sqrt(n))
+
+
+def _h_inv(n: int) -> float:
+    """Root ``a > 0`` of ``(1 + a^2) exp(a^2/2) / 0.24 - 10 - n`` (DX-NES-IC distance scale)."""
+    a = 1.0
+    for _ in range(100):
+        e = math.exp(a * a / 2)
+        fa = (1 + a * a) * e / 0.24 - 10 - n
+        a_new = a - fa / (a * e * (3 + a * a) / 0.24)
+        if abs(a_new - a) < 1e-12:
+            return a_new
+        a = a_new
+    return a
+
+
+@dataclasses.dataclass(frozen=True)
+class DXSchedule:
+    """DX-NES movement detection and rates (Fukushima et al. 2011; the DX-NES-IC constants of
+    Nomura & Ono 2021, without its eigendecomposition-based "emphasis of expansion").
+
+    The evolution path ``p <- (1 - c) p + sqrt(c (2 - c) mu_eff) sum_i u_i y_i`` (rank
+    utilities, whitened samples ``y``) is compared with ``chi = E||N(0, I)||``: *moving*
+    when ``||p|| >= chi``, *stagnating* when ``||p|| >= 0.1 chi``, else *converging*.
+
+    * ``eta_sigma``: 1 (moving), ``tanh((0.024 lam + 0.7 n + 20)/(n + 12))`` (stagnating),
+      ``2 tanh((0.025 lam + 0.75 n + 10)/(n + 4))`` (converging);
+    * ``eta_B``: ``(1.5, s, 0.1) x 120 n / (47 n^2 + 6400) x tanh(0.02 lam)`` with the
+      stagnating factor ``s = 1.4`` (DX-NES-IC; the baselines) or, for spectral NES,
+      ``s = 4.2`` (``NES.STAGNATING_SHAPE``: the shape is learned faster on ill-conditioned
+      and ridge-like problems, where the path stagnates for most of the run; see
+      docs/nes.md);
+    * distance weights (moving only): ``w_hat_i exp(alpha ||z_i||)``, normalised, ``- 1/lam``,
+      ``alpha = h^-1(n) min(1, sqrt(lam / n))``.
+    """
+
+    n: int
+    popsize: int
+    mu_eff: float
+    c_sigma: float
+    chi: float
+    alpha: float
+    eta_sigma: tuple[float, float, float]
+    eta_B: tuple[float, float, float]
+
+    STATES = ("moving", "stagnating", "converging")
+
+    @classmethod
+    def make(cls, n: int, popsize: int, stagnating_shape: float = 1.4) -> DXSchedule:
+        w_hat, _ = utility_weights(popsize)
+        p = w_hat / w_hat.sum()
+        mu_eff = 1.0 / float((p * p).sum())
+        c_sigma = (mu_eff + 2.0) / (n + mu_eff + 5.0) / (2.0 * math.log(n + 1.0))
+        chi = math.sqrt(n) * (1.0 - 1.0 / (4.0 * n) + 1.0 / (21.0 * n * n))
+        alpha = _h_inv(n) * min(1.0, math.sqrt(popsize / n))
+        lam = popsize
+        eta_sigma = (
+            1.0,
+            math.tanh((0.024 * lam + 0.7 * n + 20.0) / (n + 12.0)),
+            2.0 * math.tanh((0.025 * lam + 0.75 * n + 10.0) / (n + 4.0)),
+        )
+        base = 120.0 * n / (47.0 * n * n + 6400.0) * math.tanh(0.02 * lam)
+        eta_B = (1.5 * base, stagnating_shape * base, 0.1 * base)
+        return cls(n, popsize, mu_eff, c_sigma, chi, alpha, eta_sigma, eta_B)
+
+    def state(self, path_norm: float) -> int:
+        """0 moving, 1 stagnating, 2 converging."""
+        if path_norm >= self.chi:
+            return 0
+        return 1 if path_norm >= 0.1 * self.chi else 2
+
+
+def rank_one_rates(n: int, mu_eff: float) -> tuple[float, float]:
+    """CMA-ES's constants of the rank-one evolution-path term: the cumulation rate
+    ``c_c = (4 + mu_eff/n) / (n + 4 + 2 mu_eff/n)`` of the path ``p_c`` of the mean shift and
+    the rank-one rate ``c1 = 2 / ((n + 1.3)^2 + mu_eff)``."""
+    c_c = (4.0 + mu_eff / n) / (n + 4.0 + 2.0 * mu_eff / n)
+    c1 = 2.0 / ((n + 1.3) ** 2 + mu_eff)
+    return c_c, c1
