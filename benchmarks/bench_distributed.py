@@ -8,7 +8,7 @@ Workload: a stack of ``--layers`` square layers, ``Linear(n, n)`` weight and bia
 every rank (what DDP's all-reduce leaves); forward and backward are not timed. Every step is
 a curvature update (``update_every = 1``). Per rank and step:
 
-* compute: time inside this rank's ``_compute`` calls (the preconditioner work), as wall
+* compute: time inside this rank's ``compute_update`` calls (the preconditioner work), as wall
   time and as the thread's CPU time (``time.thread_time``: unaffected by other processes
   sharing the cores);
 * step: the whole ``opt.step()`` wall time, collectives included, after a barrier;
@@ -58,7 +58,7 @@ def run_mode(shard: bool, args: dict[str, Any]) -> dict[str, Any]:
     params = make_params(args["layers"], args["n"])
     opt = SpectralKron(params, lr=1e-3, beta2=0.05, damping=1e-4, shard=shard)
     clock = {"wall": 0.0, "cpu": 0.0}
-    compute = opt._compute
+    compute = opt.compute_update
 
     def timed(*a: Any) -> Any:
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -67,7 +67,7 @@ def run_mode(shard: bool, args: dict[str, Any]) -> dict[str, Any]:
         clock["cpu"] += time.thread_time() - c0
         return out
 
-    opt._compute = timed  # type: ignore[method-assign]
+    opt.compute_update = timed  # type: ignore[method-assign]
     gen = torch.Generator().manual_seed(1)  # the same gradients on every rank
     rows: list[tuple[float, float, float]] = []
     for k in range(WARMUP + args["steps"]):

@@ -159,6 +159,8 @@ class Gaussian:
         cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
         jacobi: exact 2 x 2 Jacobi angles for the rotation step (``RGD(jacobi=True)``); the
             same first-order step, bounded where eigenvalues are close.
+        second_order: the second-order rotation (``RGD(second_order=True)``; implies
+            ``jacobi``).
         reorthogonalize_every: passed to the underlying ``RGD`` (default ``"auto"``: a
             Newton-Schulz step every 10 Neumann updates, every 100 exact updates below float64).
     """
@@ -174,6 +176,7 @@ class Gaussian:
         exponential: str = "exact",
         cayley: str | None = None,
         jacobi: bool = False,
+        second_order: bool = False,
         reorthogonalize_every: int | None | str = "auto",
     ) -> None:
         self.manifold = manifold
@@ -192,20 +195,29 @@ class Gaussian:
             cayley=cayley,
             exponential={"exact": True, "truncated": False}.get(exponential, exponential),
             jacobi=jacobi,
+            second_order=second_order,
             reorthogonalize_every=reorthogonalize_every,
         )
 
-    def precision_step(self, x: Any, curvature: CurvatureLike, *, check_input: bool = True) -> Any:
+    def precision_step(
+        self,
+        x: Any,
+        curvature: CurvatureLike,
+        *,
+        check_input: bool = True,
+        count: int | None = None,
+    ) -> Any:
         """One RGD step of the precision with step size ``beta2`` (Fig. 1 top box for the GOP).
 
         ``check_input=False`` skips validating ``x`` for callers whose ``x`` is the checked
         output of the previous step (the result is always checked: ``RGD`` rejects a step
-        that leaves the manifold)."""
+        that leaves the manifold). ``count``: the caller's step number for the
+        re-orthogonalisation schedule (``RGD.step_eigenbasis``)."""
         if check_input:
             self.manifold.validate_point(x, "precision", fast=True)
         Ht = as_curvature(curvature).eigenbasis(self.manifold, x)
         G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)
-        return self._rgd.step_eigenbasis(x, G, check_input=False)
+        return self._rgd.step_eigenbasis(x, G, check_input=False, count=count)
 
     def precondition(self, x: Any, grad: Tensor) -> Tensor:
         """``S^(-1/p) g`` from ``(B, d)`` only."""

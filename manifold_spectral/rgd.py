@@ -120,7 +120,9 @@ class RGD:
         self.manifold.validate_point(x, fast=True)
         return self._apply(x, self.direction(x, egrad))
 
-    def step_eigenbasis(self, x: Any, G: Any, *, check_input: bool = True) -> Any:
+    def step_eigenbasis(
+        self, x: Any, G: Any, *, check_input: bool = True, count: int | None = None
+    ) -> Any:
         """``step`` from the gradient already rotated into the eigenbasis, ``G = B^T E B``.
 
         The Gaussian layer uses this to skip forming ``df/dS`` (for the GOP, ``G`` needs only
@@ -128,14 +130,19 @@ class RGD:
         callers that have just made it (the result is always checked). ``G`` is checked by
         ``manifold.validate_eigen_gradient`` (type, shape, dtype, device; one reduction for
         finiteness): ``TypeError``/``ValueError`` naming ``G``, the state unchanged.
+
+        ``count``: the number (1, 2, ...) of this step in a schedule the caller owns and
+        saves, e.g. an optimizer's step count (default: this driver's own ``steps + 1``);
+        the re-orthogonalisation runs when it is a multiple of ``reorthogonalize_every``, so
+        a resumed run or a rejected step does not shift the schedule.
         """
         if check_input:
             self.manifold.validate_point(x, fast=True)
         G = self.manifold.validate_eigen_gradient(G)
         nat = self.manifold.natural_gradient_eigenbasis(x, G)
-        return self._apply(x, self._with_momentum(nat))
+        return self._apply(x, self._with_momentum(nat), count)
 
-    def _apply(self, x: Any, v: Any) -> Any:
+    def _apply(self, x: Any, v: Any, count: int | None = None) -> Any:
         try:
             x_new = self.manifold.retr(
                 x,
@@ -153,7 +160,8 @@ class RGD:
                 f"RGD.step: the natural gradient is not finite ({exc}; lr too large or the "
                 "point too extreme?); state left unchanged"
             ) from exc
-        if self.reorthogonalize_every and (self.steps + 1) % self.reorthogonalize_every == 0:
+        count = self.steps + 1 if count is None else count
+        if self.reorthogonalize_every and count % self.reorthogonalize_every == 0:
             x_new = self.manifold.reorthogonalize(x_new)
         ok, reason = self.manifold.check_point(x_new, fast=True)
         if not ok:

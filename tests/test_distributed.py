@@ -164,7 +164,7 @@ def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
         def broken(*args: Any) -> Any:
             raise FloatingPointError("injected failure")
 
-        sopt._compute = broken  # type: ignore[method-assign]
+        sopt.compute_update = broken  # type: ignore[method-assign]
     try:
         sopt.step()
     except FloatingPointError as e:

@@ -121,3 +121,16 @@ def corrected(group: dict[str, Any]) -> bool:
     parameters far more than by rounding (tests/test_optim_continuity.py)."""
     flag = group["eigenvalue_correction"]
     return float(group["root"]) >= 2.0 if flag is None else bool(flag)
+
+
+def sparse_gradient_error(gi: int, pi: int) -> ValueError:
+    """The error for a sparse gradient of ``params[gi][pi]`` (one text for every step path)."""
+    return ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
+
+
+def nonfinite_gradient_error(gi: int, pi: int, shape: tuple[int, ...]) -> ValueError:
+    """The error for a NaN or Inf gradient of ``params[gi][pi]``: nothing was changed."""
+    return ValueError(
+        f"params[{gi}][{pi}] (shape {shape}): gradient contains NaN or Inf; nothing was "
+        "changed (pass nonfinite='skip' to skip such steps)"
+    )

@@ -33,11 +33,18 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import transforms
-from .checks import NonFiniteUpdate
+from .checks import NonFiniteUpdate, nonfinite_gradient_error, sparse_gradient_error
 from .preconditioners import param_cost  # re-exported: the owners balance this cost
 
-__all__ = ["Sharding", "param_cost", "assign_owners", "is_dtensor", "has_dtensor", "step"]
+__all__ = [
+    "Sharding",
+    "param_cost",
+    "assign_owners",
+    "is_dtensor",
+    "has_dtensor",
+    "local_part",
+    "step",
+]
 
 #: Replicated work: every rank computes the update (``DTensor`` parameters, ``shard=False``).
 EVERY_RANK = -1
@@ -103,9 +110,11 @@ def has_dtensor(param_groups: list[dict[str, Any]]) -> bool:
     return any(is_dtensor(p) for g in param_groups for p in g["params"])
 
 
-def _local_slice(full: Tensor, like: Tensor) -> Tensor:
-    """``full`` as a ``DTensor`` laid out as ``like``; each rank keeps its slice, no
-    communication."""
+def local_part(full: Tensor, like: Tensor) -> Tensor:
+    """``full`` for ``like``: as a ``DTensor`` laid out as ``like`` when ``like`` is one (each
+    rank keeps its slice, no communication), else ``full`` itself."""
+    if not is_dtensor(like):
+        return full
     from torch.distributed.tensor import distribute_tensor
 
     return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None)
@@ -154,7 +163,7 @@ def step(opt: Any) -> bool:
     """One step of ``opt`` (a ``SpectralKron`` with ``shard=True`` or ``DTensor``
     parameters). Returns ``False`` when the step is skipped (non-finite gradient,
     ``nonfinite="skip"``); raises on every rank, with nothing written, when it fails."""
-    sharding: Sharding | None = opt._sharding
+    sharding: Sharding | None = opt.sharding
     rank = sharding.rank if sharding else 0
     where = [(gi, pi) for gi, g in enumerate(opt.param_groups) for pi in range(len(g["params"]))]
     groups = [g for g in opt.param_groups for _ in g["params"]]
@@ -174,7 +183,7 @@ def step(opt: Any) -> bool:
             continue
         flags[i] = 1
         if grad.is_sparse:
-            raise ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
+            raise sparse_gradient_error(gi, pi)
         if is_dtensor(grad):
             grad = grad.full_tensor()  # a collective: every rank, same order, every step
         if owners[i] not in (EVERY_RANK, rank):
@@ -185,7 +194,7 @@ def step(opt: Any) -> bool:
         if doomed:
             continue
         try:
-            new_state, u = opt._compute(group, p, grad)
+            new_state, u = opt.compute_update(group, p, grad)
         except NonFiniteUpdate:
             flags[3 * n + i] = 1  # the step is skipped on every rank
             continue
@@ -196,7 +205,7 @@ def step(opt: Any) -> bool:
             continue
         results[i] = (new_state, u.reshape(-1).to(p.dtype))
     # Sharded or DTensor parameters: the process group is initialised.
-    pg = sharding.group if sharding else opt._process_group
+    pg = sharding.group if sharding else opt.process_group
     world = dist.get_world_size(pg)
     summed = torch.tensor(flags, dtype=torch.int64, device=device)
     dist.all_reduce(summed, group=pg)
@@ -211,11 +220,8 @@ def step(opt: Any) -> bool:
     for i, (group, p) in enumerate(zip(groups, params, strict=True)):
         if not stepped[i]:
             continue
-        if i in results:
-            opt.state[p].update(results[i][0])
-        transforms.weight_decay(p, group["lr"], group["weight_decay"])
-        u = updates[i].to(p.device).view(p.shape)
-        p.add_(_local_slice(u, p) if is_dtensor(p) else u, alpha=-group["lr"])
+        new_state = results[i][0] if i in results else None
+        opt.apply_update(group, p, new_state, updates[i].to(p.device).view(p.shape))
     return True
 
 
@@ -239,11 +245,7 @@ def _raise_or_skip(
     bad = [i for i in range(n) if flags[n + i]]
     if bad and opt.nonfinite == "raise":
         gi, pi = where[bad[0]]
-        shape = tuple(opt.param_groups[gi]["params"][pi].shape)
-        raise ValueError(
-            f"params[{gi}][{pi}] (shape {shape}): gradient contains NaN or Inf; nothing was "
-            "changed (pass nonfinite='skip' to skip such steps)"
-        )
+        raise nonfinite_gradient_error(gi, pi, tuple(opt.param_groups[gi]["params"][pi].shape))
     failed = [i for i in range(n) if flags[2 * n + i]]
     if failed and not bad:
         i = failed[0]

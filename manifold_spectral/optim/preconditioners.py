@@ -5,10 +5,10 @@ A preconditioner owns no formula: its curvature update is
 ``manifold.apply_power(point, grad, -1/p)``. Its state is a flat dict of tensors so that
 ``torch.optim.Optimizer.state_dict`` can save it and resume bit for bit.
 
-Re-orthogonalisation of the Kronecker factors (one Newton-Schulz polar step every
-``AUTO_REORTHOGONALIZE_EVERY`` updates, as ``RGD``'s ``"auto"``) is scheduled here from the
-optimizer's step count, which is saved in the state, not from a counter inside ``RGD``, which
-is not: a resumed or rejected step must not shift the schedule.
+Re-orthogonalisation of the Kronecker factors (``RGD``'s ``"auto"`` period) follows the
+optimizer's curvature-update count, which is saved in the state and handed to
+``Gaussian.precision_step(count=...)``, not a counter inside ``RGD``, which is not saved: a
+resumed or rejected step must not shift the schedule.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from ..manifolds import (
     SpectralPoint,
 )
 from ..manifolds.kronecker import KroneckerGOP
-from ..rgd import AUTO_REORTHOGONALIZE_EVERY
 from . import transforms
 
 __all__ = [
@@ -66,7 +65,6 @@ class KroneckerPreconditioner:
         self.gauss_continued = _gaussian(self.manifold, opts, continued=True)
         self.damping = damping_floor(opts["damping"], self.manifold.dtype)
         self.root = opts["root"]
-        self.reorthogonalize_every = reorthogonalize_period(opts["cayley"], self.manifold.dtype)
 
     def init_state(self, grad: Tensor | None, warm_start: bool) -> dict[str, Tensor]:
         """The identity, or (``warm_start``) the Kronecker estimate of ``g g^T + damping I``
@@ -124,8 +122,8 @@ class KroneckerPreconditioner:
         rotated: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Curvature step number ``count`` (1, 2, ...) from the gradient matrix (Fig. 6 right
-        when truncated; ``continued``: the truncated map continued positively), then a
-        Newton-Schulz polar step of both factors every ``reorthogonalize_every`` updates.
+        when truncated; ``continued``: the truncated map continued positively), with the
+        Newton-Schulz polar step of both factors on ``RGD``'s schedule of ``count``.
 
         ``rotated``: ``B_L^T G B_R`` at ``state``, when the caller has it already
         (``precondition_corrected``): the GOP in the eigenbasis is then not recomputed."""
@@ -138,13 +136,7 @@ class KroneckerPreconditioner:
         # The state is the checked result of the previous update (or of init_state), so only
         # the new point is checked (inside RGD): half the per-update point checks.
         gauss = self.gauss_continued if continued else self.gauss
-        x = gauss.precision_step(self.point(state), curvature, check_input=False)
-        k = self.reorthogonalize_every
-        if k and count % k == 0:
-            x = self.manifold.reorthogonalize(x)
-            ok, reason = self.manifold.check_point(x, fast=True)
-            if not ok:
-                raise FloatingPointError(f"SpectralKron: re-orthogonalisation failed ({reason})")
+        x = gauss.precision_step(self.point(state), curvature, check_input=False, count=count)
         return self.to_state(x)
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
@@ -247,18 +239,7 @@ def _gaussian(manifold: Any, opts: dict, continued: bool = False) -> Gaussian:
         root=opts["root"],
         exponential="continued" if continued else exponential,
         jacobi=opts.get("jacobi", False),
-        reorthogonalize_every=None,  # scheduled in ``update`` from the saved step count
     )
-
-
-def reorthogonalize_period(cayley: str, dtype: torch.dtype) -> int | None:
-    """``RGD``'s ``"auto"`` rule: every 10 Neumann updates, every 100 exact updates below
-    float64, never for exact updates in float64."""
-    if cayley == "neumann":
-        return AUTO_REORTHOGONALIZE_EVERY["neumann"]
-    if dtype != torch.float64:
-        return AUTO_REORTHOGONALIZE_EVERY["exact-low-precision"]
-    return None
 
 
 def kronecker_shape(shape: tuple[int, ...], opts: dict) -> tuple[int, int] | None:

@@ -273,14 +273,11 @@ class SpectralKron(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
-                    raise ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
+                    raise checks.sparse_gradient_error(gi, pi)
                 if not bool(torch.isfinite(p.grad).all()):
                     if self.nonfinite == "skip":
                         return False
-                    raise ValueError(
-                        f"params[{gi}][{pi}] (shape {tuple(p.shape)}): gradient contains NaN or "
-                        "Inf; nothing was changed (pass nonfinite='skip' to skip such steps)"
-                    )
+                    raise checks.nonfinite_gradient_error(gi, pi, tuple(p.shape))
         return True
 
     # The step ----------------------------------------------------------------------------
@@ -311,22 +308,44 @@ class SpectralKron(torch.optim.Optimizer):
             self.skipped_steps += 1
             return loss
         for group, p, (new_state, update) in pending:
-            self.state[p].update(new_state)
-            transforms.weight_decay(p, group["lr"], group["weight_decay"])
-            p.add_(update.reshape(p.shape).to(p.dtype), alpha=-group["lr"])
+            self.apply_update(group, p, new_state, update.reshape(p.shape).to(p.dtype))
         return loss
 
-    def _compute(
+    # The two halves of a step, for ``distributed.step`` -----------------------------------
+
+    @property
+    def sharding(self) -> distributed.Sharding | None:
+        """The owner ranks of the parameters (``shard=True``), else ``None``."""
+        return self._sharding
+
+    @property
+    def process_group(self) -> Any:
+        """The ranks that share the work (``None``: the whole world)."""
+        return self._process_group
+
+    def compute_update(
         self, group: dict[str, Any], p: Tensor, grad: Tensor | None = None
     ) -> tuple[dict[str, Any], Tensor]:
-        """The new state entries and the update direction of one parameter (no writes);
-        ``grad`` (default ``p.grad``) is the whole gradient, gathered for a ``DTensor``."""
+        """The new state entries and the update direction ``u`` of one parameter, writing
+        nothing; ``grad`` (default ``p.grad``) is the whole gradient, gathered for a
+        ``DTensor``. Raises ``NonFiniteUpdate`` when the step must be skipped."""
         return self._compute_many(group, [p], [p.grad if grad is None else grad])[0]
+
+    def apply_update(
+        self, group: dict[str, Any], p: Tensor, new_state: dict[str, Any] | None, u: Tensor
+    ) -> None:
+        """Write one parameter's step: its new state entries (``None``: another rank keeps
+        them), decoupled weight decay, then ``p <- p - lr u`` (``u`` shaped and typed like
+        ``p``; a ``DTensor`` parameter gets its local slice of ``u``)."""
+        if new_state is not None:
+            self.state[p].update(new_state)
+        transforms.weight_decay(p, group["lr"], group["weight_decay"])
+        p.add_(distributed.local_part(u, p), alpha=-group["lr"])
 
     def _compute_many(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
     ) -> list[tuple[dict[str, Any], Tensor]]:
-        """``_compute`` for parameters of one group that share a preconditioner shape, state
+        """``compute_update`` for parameters of one group that share a preconditioner shape, state
         dtype, device and step count (a ``_buckets`` bucket). For more than one, the curvature
         updates and the preconditioning run on a ``batch=k`` manifold: the same formulas, one
         set of batched products. Per-parameter state stays per parameter (stacked for the
