@@ -5,12 +5,11 @@ For a weight matrix ``W`` (a x b) and row-major ``vec`` (torch's ``flatten``),
 ``S_l = B_l Diag(d_l) B_l^T`` with ``det S_l = 1`` (``sum(log d_l) = 0``); together with
 ``alpha > 0`` this makes the factorisation unique (paper Claim 5).
 
-Chart at ``x`` (Claim 6): ``alpha(n) = alpha exp(n)``; ``d_l(m_l) = d_l * exp(m_l)`` with
-``sum(m_l) = 0``; ``B_l(M_l) = B_l Cayley(Skew(M_l))``. The Fisher-Rao metric at the origin is
-block diagonal: ``F_nn = ab/2``; on the sum-zero ``m_l`` the block is ``(kappa_l / 2) I``; the
-rotation blocks are ``kappa_l C_ij``; ``kappa_L = b`` and ``kappa_R = a`` (the size of the
-*other* factor). The eigenvalue and rotation formulas are the ones of ``SpectralSPD``
-(``blocks.py``), scaled by ``kappa_l`` and applied to ``alpha``-weighted factor gradients.
+The chart, the Fisher-Rao metric and the retraction are those of paper Claim 6; they live
+in ``kronecker_chart`` (chart, ``retr``, free coordinates) and ``kronecker_metric`` (metric
+blocks, gradients, curvature in the eigenbasis), the tensor trees in ``kronecker_points``.
+This module holds the manifold class that combines them (points, conversions from and to
+matrices, checks), and every public name of the four.
 
 With ``batch=k`` the manifold holds ``k`` such matrices of the same shape (e.g. ``k``
 same-shaped layers) and updates them with one set of batched products: every tensor below
@@ -19,34 +18,32 @@ gains a leading dimension of size ``k`` and every formula acts per element.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..linalg import NEUMANN_MAX_NORM, nearest_kronecker_factors, sym
-from ..validation import check_flag, resolve_device, symmetric_matrix
-from . import blocks
+from ..validation import resolve_device, symmetric_matrix
 from .base import (
     SpectralManifold,
     check_batch,
-    check_cayley,
     check_positive,
     check_real,
     check_size,
     check_tensor,
 )
-from .points import SpectralPoint, SpectralTangent, TensorTree
-from .spectral import (
-    SpectralSPD,
-    check_exponential,
-    check_gop_columns,
-    check_log_scale,
-    check_positive_definite,
-    check_tangent_type,
+from .kronecker_chart import KroneckerChartMixin
+from .kronecker_metric import KroneckerMetricMixin, sum_zero_metric, sum_zero_metric_inverse
+from .kronecker_points import (
+    KroneckerDenseCurvature,
+    KroneckerEigenGradient,
+    KroneckerGOP,
+    KroneckerSpectralPoint,
+    KroneckerSpectralTangent,
 )
+from .points import SpectralPoint
+from .spectral import SpectralSPD, check_log_scale, check_positive_definite
 
 __all__ = [
     "KroneckerSpectralSPD",
@@ -60,91 +57,8 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class KroneckerSpectralPoint(TensorTree):
-    """``S = alpha (S_L kron S_R)``: ``alpha`` a 0-d tensor, ``left``/``right`` spectral points.
-
-    Batched (``KroneckerSpectralSPD(..., batch=k)``): ``alpha`` (k,), ``left.B`` (k, a, a),
-    ``left.d`` (k, a), ``right.B`` (k, b, b), ``right.d`` (k, b).
-    """
-
-    alpha: Tensor
-    left: SpectralPoint
-    right: SpectralPoint
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class KroneckerSpectralTangent(TensorTree):
-    """Chart coordinates: ``n`` (0-d, for ``alpha``) and one spectral tangent per factor.
-
-    The factors' ``m`` are sum-zero vectors (the determinant constraint). Batched: ``n`` (k,),
-    ``left.m`` (k, a), ``left.M`` (k, a, a), ``right.m`` (k, b), ``right.M`` (k, b, b).
-    """
-
-    n: Tensor
-    left: SpectralTangent
-    right: SpectralTangent
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class KroneckerEigenGradient(TensorTree):
-    """A Euclidean gradient ``E = df/dS`` reduced to what the chart sees.
-
-    ``t = alpha tr((S_L kron S_R) E)`` and ``G_l = Sym(B_l^T E_l B_l)`` with the partial
-    contractions ``E_L[i,l] = sum_jk S_R[j,k] E[(i,j),(l,k)]``,
-    ``E_R[j,k] = sum_il S_L[i,l] E[(i,j),(l,k)]`` (DESIGN.md section 3). Shapes: ``t``
-    (*batch,), ``G_L`` (*batch, a, a), ``G_R`` (*batch, b, b).
-    """
-
-    t: Tensor
-    G_L: Tensor
-    G_R: Tensor
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class KroneckerGOP(TensorTree):
-    """A GOP curvature in the eigenbasis: ``Z_i = B_L^T Mat(g_i) B_R`` and a 0-d damping.
-
-    ``Z`` is (m, a, b) for ``m`` gradients, (k, m, a, b) on a manifold with ``batch=k``.
-    """
-
-    Z: Tensor
-    damping: Tensor
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class KroneckerDenseCurvature(TensorTree):
-    """A dense (ab, ab) curvature ``H`` (research sizes); reduced when the gradient is formed."""
-
-    H: Tensor
-
-
-def sum_zero_metric(size: int, kappa: float, dtype=None, device=None) -> Tensor:
-    """Eigenvalue block in free coordinates ``m_1..m_{s-1}`` (``m_s = -sum``):
-    ``(kappa / 2)(I + 1 1^T)``, of size ``s - 1`` (Claim 6)."""
-    k = size - 1
-    eye = torch.eye(k, dtype=dtype, device=device)
-    return 0.5 * kappa * (eye + torch.ones(k, k, dtype=dtype, device=device))
-
-
-def sum_zero_metric_inverse(size: int, kappa: float, dtype=None, device=None) -> Tensor:
-    """Inverse of :func:`sum_zero_metric`: ``(2 / kappa)(I - 1 1^T / s)``.
-
-    In the full (sum-zero) representation this is ``(2 / kappa) center(.)``, the form used by
-    ``natural_gradient``.
-    """
-    k = size - 1
-    eye = torch.eye(k, dtype=dtype, device=device)
-    return (2.0 / kappa) * (eye - torch.ones(k, k, dtype=dtype, device=device) / size)
-
-
 def _range(v: Tensor) -> str:
     return f"[{float(v.min()):.3e}, {float(v.max()):.3e}]"
-
-
-def _center(v: Tensor) -> Tensor:
-    """``v - mean(v)`` over the last dimension."""
-    return v - v.mean(-1, keepdim=True)
 
 
 def det_tol(dtype: torch.dtype, size: int) -> float:
@@ -160,7 +74,7 @@ def det_tol(dtype: torch.dtype, size: int) -> float:
     return max(1e-10, 100.0 * size * eps)
 
 
-class KroneckerSpectralSPD(SpectralManifold):
+class KroneckerSpectralSPD(KroneckerMetricMixin, KroneckerChartMixin, SpectralManifold):
     """Kronecker-structured SPD matrices ``alpha (S_L kron S_R)`` in spectral coordinates.
 
     Args:
@@ -490,286 +404,3 @@ class KroneckerSpectralSPD(SpectralManifold):
             self.left.reorthogonalize(x.left, steps),
             self.right.reorthogonalize(x.right, steps),
         )
-
-    # Metric and gradients ----------------------------------------------------------------
-
-    def metric(self, x: KroneckerSpectralPoint) -> KroneckerSpectralTangent:
-        """Block entries at the origin (Claim 6): ``n: ab/2``; ``m_l: kappa_l/2`` (on sum-zero
-        vectors); ``M_l: kappa_l C_ij``."""
-        kL, kR = self.kappa_L, self.kappa_R
-        return KroneckerSpectralTangent(
-            self._per_element(0.5 * self.a * self.b),
-            SpectralTangent(blocks.eig_metric(x.left.d, kL), blocks.rotation_metric(x.left.d, kL)),
-            SpectralTangent(
-                blocks.eig_metric(x.right.d, kR), blocks.rotation_metric(x.right.d, kR)
-            ),
-        )
-
-    def metric_matrix(self, x: KroneckerSpectralPoint) -> Tensor:
-        """Dense metric in ``to_vector`` (free) coordinates: block diagonal with the sum-zero
-        blocks ``(kappa_l / 2)(I + 1 1^T)``. Unbatched."""
-        self._unbatched_only("metric_matrix")
-        w = self.metric(x)
-        dt, dev = self.dtype, self.device
-        iL = torch.tril_indices(self.a, self.a, -1, device=dev)
-        iR = torch.tril_indices(self.b, self.b, -1, device=dev)
-        return torch.block_diag(
-            w.n.reshape(1, 1),
-            sum_zero_metric(self.a, self.kappa_L, dt, dev),
-            torch.diag(w.left.M[iL[0], iL[1]]),
-            sum_zero_metric(self.b, self.kappa_R, dt, dev),
-            torch.diag(w.right.M[iR[0], iR[1]]),
-        )
-
-    def chart(
-        self, x: KroneckerSpectralPoint
-    ) -> Callable[[KroneckerSpectralTangent], KroneckerSpectralPoint]:
-        """Differentiable chart ``eta -> (alpha e^n, (B_l Cayley(Skew M_l), d_l e^{m_l}))``.
-
-        ``m_l`` is used as given (``from_vector`` makes it sum-zero); exact Cayley.
-        """
-        phiL, phiR = self.left.chart(x.left), self.right.chart(x.right)
-        return lambda eta: KroneckerSpectralPoint(
-            x.alpha * torch.exp(eta.n), phiL(eta.left), phiR(eta.right)
-        )
-
-    def eigen_gradient(self, x: KroneckerSpectralPoint, egrad: Tensor) -> KroneckerEigenGradient:
-        """Reduce a dense ``E = df/dS`` (ab, ab) to ``(t, G_L, G_R)`` (DESIGN.md section 3).
-        Unbatched."""
-        self._unbatched_only("eigen_gradient (dense egrad)")
-        a, b = self.a, self.b
-        E4 = egrad.reshape(a, b, a, b)
-        S_L, S_R = self.left.to_matrix(x.left), self.right.to_matrix(x.right)
-        E_L = torch.einsum("ijlk,jk->il", E4, S_R)
-        E_R = torch.einsum("ijlk,il->jk", E4, S_L)
-        t = x.alpha * (S_L * E_L).sum()
-        return KroneckerEigenGradient(
-            t, self.left.rotate(x.left, E_L), self.right.rotate(x.right, E_R)
-        )
-
-    def local_gradient(self, x: KroneckerSpectralPoint, egrad: Tensor) -> KroneckerSpectralTangent:
-        """Chart covector at the origin: ``n: t``; ``m_l,i: alpha d_i G_l,ii`` (unconstrained
-        representation); ``M_l,ij: 4 alpha (d_j - d_i) G_l,ij``."""
-        self._unbatched_only("local_gradient (dense egrad)")
-        self.validate_layout(x)
-        g = self.eigen_gradient(x, self.validate_egrad(egrad))
-        return KroneckerSpectralTangent(
-            g.t,
-            SpectralTangent(
-                blocks.eig_local_grad(x.left.d, x.alpha * torch.diagonal(g.G_L)),
-                blocks.rotation_local_grad(x.left.d, x.alpha * g.G_L),
-            ),
-            SpectralTangent(
-                blocks.eig_local_grad(x.right.d, x.alpha * torch.diagonal(g.G_R)),
-                blocks.rotation_local_grad(x.right.d, x.alpha * g.G_R),
-            ),
-        )
-
-    def natural_gradient(
-        self, x: KroneckerSpectralPoint, egrad: Tensor
-    ) -> KroneckerSpectralTangent:
-        """``F^+ grad_eta f`` for a dense ``egrad = df/dS`` (research sizes). Unbatched."""
-        self._unbatched_only("natural_gradient (dense egrad)")
-        self.validate_layout(x)
-        return self.natural_gradient_eigenbasis(
-            x, self.eigen_gradient(x, self.validate_egrad(egrad))
-        )
-
-    def natural_gradient_eigenbasis(
-        self, x: KroneckerSpectralPoint, g: KroneckerEigenGradient
-    ) -> KroneckerSpectralTangent:
-        """Claim 6 closed form: ``n = 2 t / (ab)``;
-        ``m_l = (2/kappa_l) center(alpha d_l diag G_l)``;
-        ``M_l,ij = -alpha d_i d_j G_l,ij / (kappa_l (d_i - d_j))`` (0 where ``d_i ~ d_j``).
-        Per batch element when batched."""
-        self.validate_layout(x)
-        self.validate_eigen_gradient(g, "g", finite=False)
-        parts = []
-        for p, G, kappa, fac in (
-            (x.left, g.G_L, self.kappa_L, self.left),
-            (x.right, g.G_R, self.kappa_R, self.right),
-        ):
-            aG = x.alpha[..., None, None] * G
-            m = _center(blocks.eig_natural_grad(p.d, aG.diagonal(dim1=-2, dim2=-1), kappa))
-            M = blocks.rotation_natural_grad(p.d, aG, fac.eig_tol, kappa, fac.gap_damping)
-            parts.append(SpectralTangent(m, M))
-        return KroneckerSpectralTangent(2.0 * g.t / (self.a * self.b), *parts)
-
-    # Curvature in the eigenbasis (Gaussian layer) ----------------------------------------
-
-    def rotate(self, x: KroneckerSpectralPoint, E: Tensor) -> KroneckerDenseCurvature:
-        """A dense curvature is kept as is; it is reduced in ``precision_egrad_eigenbasis``."""
-        check_tensor(
-            E, "E", shape=self.egrad_shape, dtype=self.dtype, device=self.device, finite=False
-        )
-        return KroneckerDenseCurvature(E)
-
-    def gop_eigenbasis(
-        self, x: KroneckerSpectralPoint, V: Tensor, damping: float = 0.0
-    ) -> KroneckerGOP:
-        """``Z_i = B_L^T Mat(v_i) B_R`` for the ``m`` columns ``v_i`` of ``V``.
-
-        ``V``: (ab, m) -> ``Z`` (m, a, b); batched, ``V`` (k, ab, m) -> ``Z`` (k, m, a, b)
-        (row-major ``Mat``: ``Mat(v)[i, j] = v[i b + j]``).
-        """
-        self.validate_layout(x)
-        check_gop_columns(V, (*self.batch_shape, self.a * self.b), self.dtype, self.device)
-        G = V.mT.reshape(*self.batch_shape, -1, self.a, self.b)
-        B_L, B_R = self._sample_axis(x.left.B), self._sample_axis(x.right.B)
-        return KroneckerGOP(B_L.mT @ G @ B_R, self._scalar(damping))
-
-    def precision_egrad_eigenbasis(
-        self, x: KroneckerSpectralPoint, Ht: Any, gamma: float
-    ) -> KroneckerEigenGradient:
-        """``dL/dS = -1/2 S^-1 (H - gamma S) S^-1`` reduced to ``(t, G_L, G_R)``.
-
-        For the GOP ``H = mean_i vec(G_i) vec(G_i)^T + lambda I`` (Fig. 1 bottom box), with
-        ``W_L = mean_i Z_i D_R^-1 Z_i^T + lambda tr(S_R^-1) I``,
-        ``W_R = mean_i Z_i^T D_L^-1 Z_i + lambda tr(S_L^-1) I`` and
-        ``T = tr(S^-1 H) alpha = mean_i sum(Z_i^2 / (d_L d_R^T)) + lambda tr(S_L^-1) tr(S_R^-1)``
-        (means over the ``m`` gradients; per element when batched, ``Z`` (k, m, a, b)):
-
-            G_L = -W_L / (2 alpha^2 d_L d_L^T) + gamma b / (2 alpha) Diag(1 / d_L)
-            G_R = -W_R / (2 alpha^2 d_R d_R^T) + gamma a / (2 alpha) Diag(1 / d_R)
-            t   = -T / (2 alpha) + gamma a b / 2
-
-        Cost per gradient: ``Z`` 2ab(a+b) flops, the two ``W`` 2ab(a+b); nothing (ab, ab).
-        A dense ``KroneckerDenseCurvature`` (research sizes) is unbatched only.
-        """
-        alpha, dL, dR = x.alpha, x.left.d, x.right.d
-        if isinstance(Ht, KroneckerDenseCurvature):
-            self._unbatched_only("precision_egrad_eigenbasis (dense curvature)")
-            Sinv = self.power(x, -1.0)
-            E = -0.5 * Sinv @ (Ht.H - gamma * self.to_matrix(x)) @ Sinv
-            return self.eigen_gradient(x, sym(E))
-        if not isinstance(Ht, KroneckerGOP):
-            raise TypeError(
-                f"Ht: expected KroneckerGOP or KroneckerDenseCurvature, got {type(Ht).__name__}"
-            )
-        Z, lam = Ht.Z, Ht.damping
-        want = (*self.batch_shape, "m", self.a, self.b)
-        if Z.ndim != len(want) or tuple(Z.shape[-2:]) != want[-2:] or Z.shape[:-3] != want[:-3]:
-            raise ValueError(f"Ht.Z: expected shape {want}, got {tuple(Z.shape)}")
-        m = Z.shape[-3]  # gradients per element
-        sdL, sdR = self._sample_axis(dL), self._sample_axis(dR)  # broadcast over the m axis
-        W_L = torch.einsum("...kij,...klj->...il", Z / sdR[..., None, :], Z) / m
-        W_R = torch.einsum("...kij,...kil->...jl", Z / sdL[..., :, None], Z) / m
-        T = (Z * Z / (sdL[..., :, None] * sdR[..., None, :])).sum((-3, -2, -1)) / m
-        trL, trR = (1.0 / dL).sum(-1), (1.0 / dR).sum(-1)
-        W_L = W_L + (lam * trR)[..., None, None] * torch.eye(self.a, dtype=Z.dtype, device=Z.device)
-        W_R = W_R + (lam * trL)[..., None, None] * torch.eye(self.b, dtype=Z.dtype, device=Z.device)
-        T = T + lam * trL * trR
-        a2 = alpha[..., None, None] ** 2
-        G_L = -W_L / (2 * a2 * dL[..., :, None] * dL[..., None, :]) + torch.diag_embed(
-            gamma * self.b / (2 * alpha[..., None]) / dL
-        )
-        G_R = -W_R / (2 * a2 * dR[..., :, None] * dR[..., None, :]) + torch.diag_embed(
-            gamma * self.a / (2 * alpha[..., None]) / dR
-        )
-        t = -T / (2 * alpha) + 0.5 * gamma * self.a * self.b
-        return KroneckerEigenGradient(t, G_L, G_R)
-
-    # Retraction --------------------------------------------------------------------------
-
-    def retr(
-        self,
-        x: KroneckerSpectralPoint,
-        tangent: KroneckerSpectralTangent,
-        lr: float = 1.0,
-        *,
-        cayley: str | None = None,
-        exponential: bool | str = True,
-        jacobi: bool = False,
-        second_order: bool = False,
-    ) -> KroneckerSpectralPoint:
-        """Chart map at ``lr * tangent`` (the factors' ``m`` are projected to sum zero).
-
-        ``exponential=True``: ``alpha e^{lr n}``, ``d_l e^{lr m_l}``, then rounding of
-        ``det S_l`` is moved into ``alpha`` (``normalize``; ``S`` unchanged).
-        ``exponential=False`` (paper Fig. 6 right, the practical scheme):
-        ``n_l = d_l (1 + lr (m_l + n))``, ``d_l <- n_l / geomean(n_l)``,
-        ``alpha <- alpha sqrt(geomean(n_L) geomean(n_R))``; for the GOP this is
-        ``n_l = (1 - gamma beta2) d_l + beta2 / (alpha kappa_l) (diag(W_l) + lambda_l)``.
-        Rotations: ``B_l Cayley(Skew(lr M_l))``, Neumann arguments clipped to
-        ``neumann_max_norm``; ``jacobi=True``: exact 2 x 2 Jacobi angles
-        (``blocks.jacobi_angles``); ``second_order=True``: each factor turned to the
-        eigenvectors of its first-order step up to third-order terms
-        (``blocks.second_order_angles``, with the factor's eigenvalues before and after).
-        """
-        lr = check_positive(lr, "lr")
-        exponential = check_exponential(exponential)
-        jacobi = check_flag(jacobi, "jacobi")
-        second_order = check_flag(second_order, "second_order")
-        method = self.cayley if cayley is None else check_cayley(cayley)
-        self.validate_layout(x)
-        check_tangent_type(tangent, KroneckerSpectralTangent)
-        check_tangent_type(tangent.left, SpectralTangent, "tangent.left")
-        check_tangent_type(tangent.right, SpectralTangent, "tangent.right")
-        bs, dt, dev = self.batch_shape, self.dtype, self.device
-        check_tensor(tangent.n, "tangent.n", shape=bs, dtype=dt, device=dev)
-        new = []
-        for name, man, p, t in (
-            ("left", self.left, x.left, tangent.left),
-            ("right", self.right, x.right, tangent.right),
-        ):
-            s = man.n
-            check_tensor(t.m, f"tangent.{name}.m", shape=(*bs, s), dtype=dt, device=dev)
-            check_tensor(t.M, f"tangent.{name}.M", shape=(*bs, s, s), dtype=dt, device=dev)
-            m = _center(t.m)
-            if exponential is True:
-                d = blocks.eig_retract(p.d, lr * m)
-            else:
-                d = blocks.eig_retract(p.d, lr * (m + tangent.n[..., None]), exponential)
-            B = blocks.rotation_retract(
-                p.B,
-                lr * t.M,
-                method,
-                man.neumann_max_norm,
-                jacobi,
-                second_order=(p.d, d) if second_order else None,
-            )
-            new.append(SpectralPoint(B, d))
-        alpha = x.alpha * torch.exp(lr * tangent.n) if exponential is True else x.alpha
-        if exponential is not True:
-            # n_l carries the alpha step; normalize() moves sqrt(geomean) of each into alpha.
-            cL, cR = torch.log(new[0].d).mean(-1), torch.log(new[1].d).mean(-1)
-            alpha = alpha * torch.exp(-(cL + cR) / 2)
-        return self.normalize(alpha, *new)
-
-    # Vectors -----------------------------------------------------------------------------
-
-    def zero_tangent(self, x: KroneckerSpectralPoint) -> KroneckerSpectralTangent:
-        return KroneckerSpectralTangent(
-            torch.zeros_like(x.alpha),
-            self.left.zero_tangent(x.left),
-            self.right.zero_tangent(x.right),
-        )
-
-    def to_vector(self, tangent: KroneckerSpectralTangent) -> Tensor:
-        """``[n, m_L[:a-1], M_L[tril], m_R[:b-1], M_R[tril]]``: free coordinates, length ``dim``
-        (*batch, dim)."""
-        parts = [tangent.n[..., None]]
-        for man, t in ((self.left, tangent.left), (self.right, tangent.right)):
-            v = man.to_vector(t)
-            parts += [v[..., : man.n - 1], v[..., man.n :]]
-        return torch.cat(parts, dim=-1)
-
-    def covector_to_vector(self, covector: KroneckerSpectralTangent) -> Tensor:
-        """Free-coordinate components of a covector: ``m`` part ``g_i - g_last``."""
-        parts = [covector.n[..., None]]
-        for man, t in ((self.left, covector.left), (self.right, covector.right)):
-            v = man.to_vector(t)
-            parts += [v[..., : man.n - 1] - v[..., man.n - 1 : man.n], v[..., man.n :]]
-        return torch.cat(parts, dim=-1)
-
-    def from_vector(self, vec: Tensor) -> KroneckerSpectralTangent:
-        check_tensor(vec, "vec", shape=(*self.batch_shape, self.dim), finite=False)
-        out, i = [], 1
-        for man in (self.left, self.right):
-            s = man.n
-            free = vec[..., i : i + s - 1]
-            rot = vec[..., i + s - 1 : i + s - 1 + s * (s - 1) // 2]
-            i += s - 1 + s * (s - 1) // 2
-            m = torch.cat([free, -free.sum(-1, keepdim=True)], dim=-1)
-            out.append(man.from_vector(torch.cat([m, rot], dim=-1)))
-        return KroneckerSpectralTangent(vec[..., 0], *out)

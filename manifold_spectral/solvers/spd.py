@@ -1,40 +1,20 @@
-"""Optimisation over SPD matrices: problems and ``minimize`` (paper Sec. 4.2, Fig. 3 left).
-
-Problems (each exposes ``value``, the Euclidean gradient ``egrad = df/dS`` and, where known,
-the optimal value ``f_star`` and minimiser ``x_star``):
-
-* ``MetricNearness(Q, X)``: ``f(S) = 1/(2N) sum_i ||S Q x_i - x_i||^2`` over samples ``x_i``
-  (rows of ``X``), of which each iteration observes a random mini-batch of ``m``:
-  ``egrad = Sym(R^T Y) / m`` with ``Y`` the batch rows of ``X Q`` and ``R = Y S - X_batch``
-  (row form of ``(S Q x - x)(Q x)^T``). ``S* = Q^-1``, ``f* = 0``.
-* ``LogDet(Q)``: ``f(S) = tr(S Q) - log det S``, ``egrad = Q - S^-1``; ``S* = Q^-1``,
-  ``f* = n + log det Q``.
-* ``Objective(fun, n, grad=None)``: any smooth ``f(S)``, with a callable gradient or
-  autograd on a torch function of ``S``.
+"""Optimisation over SPD matrices: the front door and ``minimize`` (paper Sec. 4.2, Fig. 3 left).
 
 ``minimize(problem, method, lr, steps)`` runs one of three Riemannian gradient methods under
 the same Fisher-Rao (affine-invariant) metric ``1/2 tr(S^-1 dS S^-1 dS)``, so with the same
 ``lr`` all three take the step ``S - 2 lr S E S + O(lr^2)`` (they follow the same Riemannian
-gradient flow, and their curves coincide; paper Fig. 3):
+gradient flow, and their curves coincide; paper Fig. 3). The pieces:
 
-* ``"spectral"``: ``S = B Diag(d) B^T`` on ``SpectralSPD``, ``RGD(M, lr).step`` (ours; no
-  eigendecomposition, Cholesky or inverse of ``S`` after initialisation);
-* ``"retraction"``: dense ``S`` with geoopt's ``SymmetricPositiveDefinite`` and
-  ``RiemannianSGD`` at ``2 lr`` (``baselines.RetractionRGD``; geoopt's metric is twice ours);
-* ``"cholesky"``: ``S = L L^T``, ``L <- L h(-2 lr Phi(L^T E L))`` (``baselines.CholeskyRGD``,
-  Lin et al. 2023).
-
-Fast path: ``LogDet`` and ``MetricNearness`` implement ``congruence_grad(A, w) = A^T E A``
-at ``S = A Diag(w) A^T`` with matrix products only (``A^T S^-1 A = Diag(1/w)`` for any
-invertible ``A``). The spectral method passes its factors ``(B, d)`` and hands
-``G = B^T E B`` to ``RGD.step_eigenbasis``; the Cholesky method passes ``(L, 1)``. Neither
-forms ``S``, ``S^-1`` or a decomposition. Other problems go through the dense
-``egrad(S)`` and ``RGD.step``.
+* ``spd_problems``: the problems ``LogDet``, ``MetricNearness`` and ``Objective`` (base class
+  ``SPDProblem``), each with its value, Euclidean gradient and, where known, optimum;
+* ``spd_methods``: the per-method steps, ``"spectral"`` (ours), ``"retraction"`` (geoopt) and
+  ``"cholesky"``;
+* this module: the ``minimize`` loop (validation, recording, stopping, the result), and the
+  public names of all three (``from manifold_spectral.solvers.spd import LogDet`` etc.).
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import dataclasses
 import math
@@ -45,26 +25,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from .._threads import small_problem_threads, torch_threads
-from ..baselines.cholesky_rgd import CholeskyRGD
-from ..baselines.retraction_rgd import RetractionRGD
-from ..linalg import check_cayley, eps, sym
+from ..linalg import check_cayley, eps
 from ..manifolds import SpectralPoint, SpectralSPD
-from ..rgd import RGD
-from ..validation import (
-    NonFiniteError,
-    check_positive,
-    check_real,
-    check_size,
-    check_tensor,
-    resolve_device,
-    resolve_dtype,
-    symmetric_matrix,
-)
+from ..validation import NonFiniteError, check_positive
 from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
+from .spd_methods import METHOD_CLASSES, METHODS
+from .spd_problems import (
+    LogDet,
+    MetricNearness,
+    Objective,
+    SPDProblem,
+    _as_tensor,
+    _nonnegative_int,
+    _positive_int,
+    _spd_matrix,
+)
 
 __all__ = [
     "check_gradient",
@@ -77,507 +55,6 @@ __all__ = [
     "METHODS",
     "minimize",
 ]
-
-#: The methods of ``minimize``.
-METHODS = ("spectral", "retraction", "cholesky")
-
-
-# Input handling ------------------------------------------------------------------------------
-
-
-def _as_tensor(value: Any, name: str) -> tuple[Tensor, bool]:
-    """``(tensor, came_as_numpy)``; non-floating input becomes float64."""
-    is_numpy = not isinstance(value, Tensor)
-    if is_numpy:
-        try:
-            value = torch.as_tensor(np.asarray(value))
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(f"{name}: expected a matrix (tensor or array), got {value!r}") from e
-    if value.dtype.is_complex or value.dtype == torch.bool:
-        raise TypeError(f"{name}: expected real numbers, got dtype {value.dtype}")
-    if not value.dtype.is_floating_point:
-        value = value.to(torch.float64)
-    return value, is_numpy
-
-
-def _spd_matrix(Q: Any, name: str = "Q") -> tuple[Tensor, bool, Tensor]:
-    """Validate a symmetric positive-definite matrix; returns it (its own dtype and device),
-    whether it came as numpy, and its Cholesky factor in float64 (setup only)."""
-    Q, is_numpy = _as_tensor(Q, name)
-    if Q.ndim != 2 or Q.shape[0] != Q.shape[1] or Q.shape[0] < 1:
-        raise ValueError(f"{name}: expected a square (n, n) matrix, got shape {tuple(Q.shape)}")
-    Q64, _ = symmetric_matrix(Q, name, Q.shape[0])
-    Q64 = sym(Q64)
-    chol, info = torch.linalg.cholesky_ex(Q64)  # init-only: validates Q when built
-    if int(info) != 0:
-        raise ValueError(f"{name}: not positive definite (Cholesky factorisation failed)")
-    return sym(Q), is_numpy, chol
-
-
-def _logdet_dense(S: Tensor) -> Tensor:
-    """``log det S`` of a dense SPD matrix (dense monitoring only); ``-inf`` if not PD (the
-    limit at the boundary of the cone, so that ``-log det S = +inf`` outside it)."""
-    L, info = torch.linalg.cholesky_ex(S)  # dense monitoring/baselines; not on the spectral path
-    if int(info) != 0:
-        return torch.tensor(-math.inf, dtype=S.dtype, device=S.device)
-    return 2.0 * torch.log(torch.diagonal(L)).sum()
-
-
-# Problems ------------------------------------------------------------------------------------
-
-
-class SPDProblem(abc.ABC):
-    """A smooth ``f(S)`` over n x n SPD matrices.
-
-    Attributes: ``n``, ``dtype``, ``device``; ``numpy`` (``minimize`` returns numpy arrays when
-    true); ``f_star`` (optimal value, or ``None``); ``factored`` (whether
-    ``congruence_grad`` is implemented); ``stochastic`` (whether ``sample`` draws batches).
-    """
-
-    n: int
-    dtype: torch.dtype
-    device: torch.device
-    numpy: bool = False
-    f_star: float | None = None
-    factored: bool = False
-    stochastic: bool = False
-
-    @abc.abstractmethod
-    def value(self, S: Tensor, *, logdet: Tensor | None = None) -> Tensor:
-        """``f(S)`` (the full objective; ``logdet``, if given, is ``log det S``)."""
-
-    @abc.abstractmethod
-    def egrad(self, S: Tensor, batch: Any = None) -> Tensor:
-        """Euclidean gradient ``df/dS`` (symmetric), on ``batch`` for stochastic problems."""
-
-    def congruence_grad(
-        self, A: Tensor, w: Tensor, batch: Any = None, *, orthogonal: bool = False
-    ) -> Tensor:
-        """``A^T E A`` with ``E = df/dS`` at ``S = A Diag(w) A^T`` (``A`` invertible, ``w > 0``),
-        formed without ``S``; only where ``factored`` is true. ``orthogonal=True`` promises
-        ``A^T A = I`` (spectral factors), which some problems use to save products."""
-        raise NotImplementedError(f"{type(self).__name__}.congruence_grad")
-
-    def sample(self, generator: torch.Generator) -> Any:
-        """The data one iteration observes (``None`` for deterministic problems)."""
-        return None
-
-    @property
-    def x_star(self) -> Tensor | None:
-        """The minimiser as a dense matrix, where known (``None`` otherwise)."""
-        return None
-
-    def _check_factors(self, A: Any, w: Any) -> None:
-        """Shape, dtype and device of the factors of ``congruence_grad`` (no reduction)."""
-        opts = dict(dtype=self.dtype, device=self.device, finite=False)
-        check_tensor(A, "A", shape=(self.n, self.n), **opts)
-        check_tensor(w, "w", shape=(self.n,), **opts)
-
-    def _check_matrix(self, S: Tensor, name: str = "S") -> Tensor:
-        return check_tensor(S, name, shape=(self.n, self.n), dtype=self.dtype, device=self.device)
-
-
-class _InverseOptimum(SPDProblem):
-    """Shared setup of the problems with minimiser ``S* = Q^-1``."""
-
-    def __init__(self, Q: Any) -> None:
-        self.Q, self.numpy, self._chol = _spd_matrix(Q)
-        self.n = self.Q.shape[0]
-        self.dtype = self.Q.dtype
-        self.device = resolve_device(self.Q.device)
-        self._x_star: Tensor | None = None
-
-    @property
-    def x_star(self) -> Tensor:
-        """``S* = Q^-1`` (computed once, by a Cholesky inverse: for reporting only)."""
-        if self._x_star is None:
-            self._x_star = torch.cholesky_inverse(self._chol).to(self.dtype)  # reporting only
-        return self._x_star
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(n={self.n}, dtype={self.dtype}, device={self.device})"
-
-
-class LogDet(_InverseOptimum):
-    """``f(S) = tr(S Q) - log det S`` (Han et al., 2021), minimiser ``S* = Q^-1``.
-
-    Args:
-        Q: symmetric positive-definite (n, n) matrix (numpy or torch; its dtype and device
-            are the problem's). ``ValueError`` if it is not square, symmetric, finite and PD.
-
-    ``egrad(S) = Q - S^-1`` is indefinite away from the optimum. ``f* = n + log det Q``.
-    """
-
-    factored = True
-
-    def __init__(self, Q: Any) -> None:
-        super().__init__(Q)
-        self.f_star = float(self.n + 2.0 * torch.log(torch.diagonal(self._chol)).sum())
-
-    def value(self, S: Tensor, *, logdet: Tensor | None = None) -> Tensor:
-        self._check_matrix(S)
-        return (S * self.Q).sum() - (_logdet_dense(S) if logdet is None else logdet)
-
-    def egrad(self, S: Tensor, batch: Any = None) -> Tensor:
-        """``Q - S^-1`` (dense path: one Cholesky inverse of ``S``)."""
-        self._check_matrix(S)
-        L, info = torch.linalg.cholesky_ex(S)  # dense path of the baselines only
-        if int(info) != 0:
-            raise ValueError("S: not positive definite")
-        return sym(self.Q - torch.cholesky_inverse(L))
-
-    def congruence_grad(
-        self, A: Tensor, w: Tensor, batch: Any = None, *, orthogonal: bool = False
-    ) -> Tensor:
-        """``A^T Q A - Diag(1/w)``: ``A^T S^-1 A = Diag(1/w)`` for ``S = A Diag(w) A^T``."""
-        self._check_factors(A, w)
-        G = sym(A.T @ (self.Q @ A))
-        G.diagonal().sub_(1.0 / w)
-        return G
-
-
-class MetricNearness(_InverseOptimum):
-    """``f(S) = 1/(2N) sum_i ||S Q x_i - x_i||^2`` (Brickell et al., 2008), minimiser
-    ``S* = Q^-1`` with ``f* = 0``; each iteration observes a mini-batch of the ``x_i``.
-
-    Args:
-        Q: symmetric positive-definite (n, n) matrix.
-        X: samples, one per row, shape (N, n); default: ``n_samples`` draws from
-            ``N(0, I)`` (seeded by ``seed``).
-        n_samples: N when ``X`` is not given (default ``10 n``).
-        batch_size: samples per iteration (default ``min(N, n)``; ``N`` makes the problem
-            deterministic).
-        seed: of the generated samples.
-
-    ``S Q x_i = x_i`` for every sample at ``S = Q^-1``, so the mini-batch gradient vanishes
-    at the optimum and a constant step size converges (no gradient noise at ``S*``). With
-    ``N >= n`` samples spanning R^n the minimiser is unique. The full objective is evaluated
-    as ``1/2 tr(R Sigma R^T)``, ``R = S Q - I``, ``Sigma = X^T X / N`` (O(n^3), any N).
-    """
-
-    factored = True
-
-    def __init__(
-        self,
-        Q: Any,
-        X: Any = None,
-        *,
-        n_samples: int | None = None,
-        batch_size: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(Q)
-        n = self.n
-        if X is None:
-            N = 10 * n if n_samples is None else _positive_int(n_samples, "n_samples")
-            g = torch.Generator().manual_seed(_nonnegative_int(seed, "seed"))
-            X = torch.randn(N, n, generator=g, dtype=torch.float64)
-        elif n_samples is not None:
-            raise ValueError("n_samples: give either X or n_samples, not both")
-        X, _ = _as_tensor(X, "X")
-        check_tensor(X, "X")
-        if X.ndim != 2 or X.shape[1] != n or X.shape[0] < 1:
-            raise ValueError(
-                f"X: expected shape (N, {n}) (one sample per row, matching Q), got {tuple(X.shape)}"
-            )
-        self.X = X.to(dtype=self.dtype, device=self.device)
-        self.N = X.shape[0]
-        self.batch_size = (
-            min(self.N, n) if batch_size is None else _positive_int(batch_size, "batch_size")
-        )
-        if self.batch_size > self.N:
-            raise ValueError(f"batch_size: {self.batch_size} exceeds the {self.N} samples")
-        self.stochastic = self.batch_size < self.N
-        self.Y = self.X @ self.Q  # rows (Q x_i)^T, once
-        self.Sigma = (self.X.T @ self.X) / self.N
-        self.f_star = 0.0
-
-    def value(self, S: Tensor, *, logdet: Tensor | None = None) -> Tensor:
-        self._check_matrix(S)
-        R = S @ self.Q - torch.eye(self.n, dtype=self.dtype, device=self.device)
-        return 0.5 * ((R @ self.Sigma) * R).sum()
-
-    def sample(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """A batch ``(X_b, Y_b)`` of ``batch_size`` distinct rows of ``X`` and ``X Q``."""
-        if not self.stochastic:
-            return self.X, self.Y
-        idx = torch.randperm(self.N, generator=generator)[: self.batch_size].to(self.device)
-        return self.X[idx], self.Y[idx]
-
-    def _batch(self, batch: Any) -> tuple[Tensor, Tensor]:
-        return (self.X, self.Y) if batch is None else batch
-
-    def egrad(self, S: Tensor, batch: Any = None) -> Tensor:
-        """``Sym(R^T Y) / m`` with ``R = Y S - X_b`` (rows ``(S Q x_i - x_i)^T``)."""
-        self._check_matrix(S)
-        Xb, Yb = self._batch(batch)
-        R = Yb @ S - Xb
-        return sym(R.T @ Yb) / Xb.shape[0]
-
-    def congruence_grad(
-        self, A: Tensor, w: Tensor, batch: Any = None, *, orthogonal: bool = False
-    ) -> Tensor:
-        """``Sym(P^T Z) / m`` with ``Z = Y A``, ``P = ((Z w) A^T - X_b) A``: four products of
-        an (m, n) and an (n, n) matrix, no ``S``. With ``A^T A = I`` (``orthogonal``)
-        ``P = Z w - X_b A``, and ``[Y; X_b] A`` is one product: half the work."""
-        self._check_factors(A, w)
-        Xb, Yb = self._batch(batch)
-        m = Xb.shape[0]
-        if orthogonal:
-            ZX = torch.cat([Yb, Xb]) @ A
-            Z, XA = ZX[:m], ZX[m:]
-            P = Z * w - XA
-        else:
-            Z = Yb @ A
-            P = ((Z * w) @ A.T - Xb) @ A
-        return sym(P.T @ Z) / m
-
-
-class Objective(SPDProblem):
-    """A user-supplied ``f(S)``.
-
-    Args:
-        fun: ``f(S) -> scalar``. Receives a torch tensor (a numpy array with ``numpy=True``).
-        n: matrix size.
-        grad: ``df/dS`` as a callable of ``S`` (any shape-(n, n) array; symmetrised). Default:
-            autograd on ``fun``, which must then be a torch function returning a 0-d tensor.
-        f_star: the optimal value if known (enables ``history["gap"]`` and ``tol``).
-        x_star: the minimiser if known (reporting only).
-        dtype, device: of ``S`` (default float64, CPU).
-        numpy: call ``fun``/``grad`` with numpy arrays (CPU; ``grad`` required) and return
-            numpy arrays from ``minimize``.
-    """
-
-    def __init__(
-        self,
-        fun: Callable[[Any], Any],
-        n: int,
-        grad: Callable[[Any], Any] | None = None,
-        *,
-        f_star: float | None = None,
-        x_star: Any = None,
-        dtype: torch.dtype = torch.float64,
-        device: Any = None,
-        numpy: bool = False,
-    ) -> None:
-        if not callable(fun):
-            raise TypeError(f"fun: expected a callable, got {type(fun).__name__}")
-        if grad is not None and not callable(grad):
-            raise TypeError(f"grad: expected a callable or None, got {type(grad).__name__}")
-        if not isinstance(numpy, bool):
-            raise TypeError(f"numpy: expected a bool, got {numpy!r}")
-        if numpy and grad is None:
-            raise ValueError("grad: required with numpy=True (autograd needs torch functions)")
-        self.fun, self.grad_fn = fun, grad
-        self.n = check_size(n, "n")
-        self.dtype = resolve_dtype(dtype)
-        self.device = resolve_device(device)
-        self.numpy = numpy
-        self.f_star = None if f_star is None else check_real(f_star, "f_star")
-        self._x_star = None
-        if x_star is not None:
-            xs, _ = _as_tensor(x_star, "x_star")
-            self._x_star = self._check_matrix(xs.to(dtype=dtype, device=self.device), "x_star")
-
-    @property
-    def x_star(self) -> Tensor | None:
-        return self._x_star
-
-    def __repr__(self) -> str:
-        return f"Objective({getattr(self.fun, '__name__', 'fun')}, n={self.n})"
-
-    def _call(self, S: Tensor, fn: Callable[[Any], Any]) -> Any:
-        return fn(S.detach().cpu().numpy()) if self.numpy else fn(S)
-
-    def value(self, S: Tensor, *, logdet: Tensor | None = None) -> Tensor:
-        self._check_matrix(S)
-        with torch.no_grad():
-            f = self._call(S, self.fun)
-        f = torch.as_tensor(np.asarray(f) if self.numpy else f)
-        if f.numel() != 1:
-            raise ValueError(f"fun: expected a scalar, got shape {tuple(f.shape)}")
-        return f.reshape(()).to(dtype=self.dtype, device=self.device)
-
-    def egrad(self, S: Tensor, batch: Any = None) -> Tensor:
-        self._check_matrix(S)
-        if self.grad_fn is not None:
-            E, _ = _as_tensor(self._call(S, self.grad_fn), "grad(S)")
-            E = E.to(dtype=self.dtype, device=self.device)
-        else:
-            Sv = S.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                f = self.fun(Sv)
-                if not isinstance(f, Tensor) or f.numel() != 1 or not f.requires_grad:
-                    raise TypeError(
-                        "fun: autograd needs a torch function of S returning a scalar tensor "
-                        "that depends on S; otherwise pass grad="
-                    )
-                (E,) = torch.autograd.grad(f.reshape(()), Sv)
-        check_tensor(E, "grad(S)", shape=(self.n, self.n))
-        return sym(E)
-
-
-# Methods -------------------------------------------------------------------------------------
-
-
-class _Spectral:
-    """``S = B Diag(d) B^T``; ``RGD(SpectralSPD).step`` (``step_eigenbasis`` on the fast path)."""
-
-    def __init__(
-        self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any, rotation: str
-    ):
-        self.problem = problem
-        self.M = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
-        if x0 is None:
-            self.x = self.M.origin()
-        elif isinstance(x0, SpectralPoint):
-            self.M.validate_point(x0, "x0")
-            self.x = x0
-        else:
-            self.x = self.M.from_matrix(x0)  # the one eigendecomposition, at initialisation
-        self.opt = RGD(
-            self.M,
-            lr,
-            momentum,
-            cayley=cayley,
-            jacobi=rotation != "linear",
-            second_order=rotation == "second-order",
-        )
-
-    def step(self, batch: Any) -> None:
-        p, x = self.problem, self.x
-        if p.factored:
-            # x is the start (validated in __init__) or RGD's last output (checked by RGD).
-            G = p.congruence_grad(x.B, x.d, batch, orthogonal=True)
-            self.x = self.opt.step_eigenbasis(x, G, check_input=False)
-        else:
-            self.x = self.opt.step(x, p.egrad(self.M.to_matrix(x), batch))
-
-    def matrix(self) -> Tensor:
-        return self.M.to_matrix(self.x)
-
-    def logdet(self) -> Tensor:
-        return self.M.logdet(self.x)
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        return self.x.B, self.x.d
-
-    def point(self) -> Any:
-        return self.x
-
-    def snapshot(self) -> Any:
-        return self.x  # immutable
-
-    def restore(self, state: Any) -> None:
-        self.x = state
-
-    def finish(self) -> bool:
-        """Make the final iterate a point that ``SpectralSPD.check_point`` accepts; whether
-        it changed.
-
-        Neumann steps leave ``||B^T B - I||`` up to ``reorthogonalize_every`` steps' defect
-        (1e-7 and more in float64) above the full check's ``orthogonality_tol``; RGD only
-        needs its O(n^2) probe, but ``result.point`` is a point handed to other calls (a
-        warm start validates ``x0`` fully). Newton-Schulz polar steps (two products each, no
-        decomposition) converge quadratically from there; runs whose ``B`` already passes
-        (exact Cayley) are returned bit for bit.
-        """
-        if self.M.check_point(self.x)[0]:
-            return False
-        x = self.x
-        for _ in range(3):
-            x = self.M.reorthogonalize(x)
-            if self.M.check_point(x)[0]:
-                self.x = x
-                return True
-        return False  # not repairable by polar steps: returned as the run left it
-
-
-class _Cholesky:
-    """``S = L L^T``; ``CholeskyRGD.step`` (or ``step_congruence`` on the fast path)."""
-
-    def __init__(
-        self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any, rotation: str
-    ):
-        self.problem = problem
-        self.opt = CholeskyRGD(problem.n, lr, momentum, dtype=problem.dtype, device=problem.device)
-        self.L = self.opt.origin() if x0 is None else self.opt.from_matrix(x0)
-        self.ones = torch.ones(problem.n, dtype=problem.dtype, device=problem.device)
-
-    def step(self, batch: Any) -> None:
-        p = self.problem
-        if p.factored:
-            self.L = self.opt.step_congruence(self.L, p.congruence_grad(self.L, self.ones, batch))
-        else:
-            self.L = self.opt.step(self.L, p.egrad(self.opt.to_matrix(self.L), batch))
-
-    def matrix(self) -> Tensor:
-        return self.opt.to_matrix(self.L)
-
-    def logdet(self) -> Tensor:
-        return self.opt.logdet(self.L)
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        return _eig_factors(self.matrix())
-
-    def point(self) -> Any:
-        return self.L
-
-    def snapshot(self) -> Any:
-        return self.L  # replaced, never updated in place
-
-    def restore(self, state: Any) -> None:
-        self.L = state
-
-    def finish(self) -> bool:
-        return False
-
-
-class _Retraction:
-    """Dense ``S``; geoopt's ``RiemannianSGD`` on ``SymmetricPositiveDefinite`` at ``2 lr``."""
-
-    def __init__(
-        self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any, rotation: str
-    ):
-        self.problem = problem
-        if x0 is None:
-            x0 = torch.eye(problem.n, dtype=problem.dtype, device=problem.device)
-        self.opt = RetractionRGD(x0, lr, momentum)
-
-    def step(self, batch: Any) -> None:
-        S = self.opt.S.detach()
-        self.opt.step(self.problem.egrad(S, batch))
-
-    def matrix(self) -> Tensor:
-        return self.opt.matrix()
-
-    def logdet(self) -> Tensor | None:
-        return None  # the problem computes it densely (monitoring only)
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        return _eig_factors(self.matrix())
-
-    def point(self) -> Any:
-        return self.matrix()
-
-    def snapshot(self) -> Any:
-        return self.matrix()  # a copy: geoopt updates S in place
-
-    def restore(self, state: Any) -> None:
-        with torch.no_grad():
-            self.opt.S.copy_(state)
-
-    def finish(self) -> bool:
-        return False
-
-
-_METHOD_CLASSES = {"spectral": _Spectral, "retraction": _Retraction, "cholesky": _Cholesky}
-
-
-def _eig_factors(S: Tensor) -> tuple[Tensor, Tensor]:
-    """``(B, d)`` of a dense baseline result: one ``eigh`` after the run (reporting only)."""
-    d, B = torch.linalg.eigh(sym(S))  # post-processing of a baseline, not on the update path
-    return B, d
 
 
 # minimize ------------------------------------------------------------------------------------
@@ -605,18 +82,6 @@ class SPDResult(OptimizeResult):
     f_star: float | None = None
     gap: float | None = None
     point: Any = None
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
-
-
-def _nonnegative_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
-    return int(value)
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -726,7 +191,7 @@ def minimize(
     """
     if not isinstance(problem, SPDProblem):
         raise TypeError(f"problem: expected an SPDProblem, got {type(problem).__name__}")
-    if method not in _METHOD_CLASSES:
+    if method not in METHOD_CLASSES:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if lr is None:
         raise TypeError("lr: required (a step size > 0, e.g. lr=0.01)")
@@ -774,7 +239,7 @@ def minimize(
     # Small matrices: one intra-op thread (see _threads); the caller's count comes back on exit.
     with _thread_limit(threads, problem.n, device):
         t_start = time.perf_counter()
-        runner = _METHOD_CLASSES[method](problem, lr, momentum, cayley, x0, rotation)
+        runner = METHOD_CLASSES[method](problem, lr, momentum, cayley, x0, rotation)
         f_star = problem.f_star
         records: dict[str, list[float]] = {"nit": [], "fun": [], "time": []}
         if f_star is not None:

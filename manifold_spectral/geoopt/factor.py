@@ -1,0 +1,147 @@
+"""The packed point of ``geoopt.SpectralSPD`` and the factor-level pieces both adapters share.
+
+One spectral factor ``B Diag(d) B^T``, whose metric blocks carry the weight ``kappa``: 1 for
+a full matrix, the other factor's size for a Kronecker factor (Claim 6). The formulas are
+those of the package docstring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..linalg import check_cayley, skew, tril
+from ..manifolds import blocks
+from ..manifolds.base import check_positive
+
+__all__ = ["ROTATIONS", "pack", "unpack"]
+
+#: Rotation steps of ``retr``: the chart map itself (``"linear"``), each pair turned by its
+#: exact 2 x 2 Jacobi angle (``"jacobi"``, ``blocks.jacobi_angles``) or by the second-order
+#: angles (``"second_order"``, ``blocks.second_order_angles``). All three agree to first
+#: order (each is a retraction with the same differential); see ``SpectralSPD.retr``.
+ROTATIONS = ("linear", "jacobi", "second_order")
+
+
+def pack(B: Tensor, d: Tensor) -> Tensor:
+    """The packed point ``[B; d^T]`` of shape ``(*batch, n + 1, n)``."""
+    return torch.cat([B, d[..., None, :]], dim=-2)
+
+
+def unpack(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(B, d)`` views of a packed point (or ``(U, u_d)`` of a packed tangent)."""
+    return x[..., :-1, :], x[..., -1, :]
+
+
+def _set_options(
+    manifold: Any, eig_tol: float | None, cayley: str, neumann_max_norm: float, rotation: str
+) -> None:
+    """Validate the options both adapters take and set them on ``manifold``."""
+    manifold.eig_tol = (
+        None if eig_tol is None else check_positive(eig_tol, "eig_tol", allow_zero=True)
+    )
+    manifold.cayley = check_cayley(cayley)
+    manifold.neumann_max_norm = check_positive(neumann_max_norm, "neumann_max_norm")
+    if rotation not in ROTATIONS:
+        raise ValueError(f"rotation: expected one of {ROTATIONS}, got {rotation!r}")
+    manifold.rotation = rotation
+
+
+def _coords(B: Tensor, d: Tensor, U: Tensor, ud: Tensor) -> tuple[Tensor, Tensor]:
+    """Chart coordinates of an ambient tangent: ``m = u_d / d``, ``M = Tril(A - A^T) / 4``
+    with ``A = B^T U`` (``Tril(Omega) / 2`` of the skew part ``Omega = (A - A^T) / 2``)."""
+    A = B.mT @ U
+    return ud / d, tril(A - A.mT) * 0.25
+
+
+def _ambient(B: Tensor, d: Tensor, m: Tensor, M: Tensor) -> tuple[Tensor, Tensor]:
+    """Ambient tangent ``(2 B Skew(M), d * m)`` of chart coordinates ``(m, M)``."""
+    return 2.0 * (B @ skew(tril(M))), d * m
+
+
+def _metric(d: Tensor, mu: Tensor, Mu: Tensor, mv: Tensor, Mv: Tensor, kappa: float) -> Tensor:
+    """``sum(F_mm m_u m_v) + sum_{i>j} kappa C_ij M_u,ij M_v,ij`` (``blocks`` metric)."""
+    eig = (blocks.eig_metric(d, kappa) * mu * mv).sum(-1)
+    return eig + (blocks.rotation_metric(d, kappa) * Mu * Mv).sum((-2, -1))
+
+
+def _rotation_rgrad(B: Tensor, d: Tensor, GB: Tensor, tol: float, kappa: float) -> Tensor:
+    """Ambient rotation part ``B Omega`` of ``F^+ grad_eta f``: chart gradient
+    ``df/dM_ij = 2 (A_ij - A_ji)``, ``A = B^T G_B``, over ``kappa C_ij`` (0 where
+    ``|d_i - d_j| <= tol max(d_i, d_j)``, Moore-Penrose); both triangles at once, since
+    ``Omega = 2 Skew(M) = 4 (A - A^T) / (kappa (C + C^T))`` off the diagonal."""
+    A = B.mT @ GB
+    C = blocks.rotation_metric(d, kappa)
+    C = C + C.mT
+    # The mask holds the diagonal and every exactly equal pair, where C = 0.
+    zero = blocks.equal_eigenvalues(d, tol)
+    Omega = (A - A.mT).mul_(4.0).div_(C.masked_fill_(zero, 1.0)).masked_fill_(zero, 0.0)
+    return B @ Omega
+
+
+def _rotate(
+    B: Tensor, d: Tensor, d_new: Tensor, M: Tensor, cayley: str, max_norm: float, rotation: str
+) -> Tensor:
+    """``B Cayley(Skew(M))`` with the chosen rotation angles (``blocks.rotation_retract``)."""
+    return blocks.rotation_retract(
+        B,
+        M,
+        cayley,
+        max_norm,
+        jacobi=rotation == "jacobi",
+        second_order=(d, d_new) if rotation == "second_order" else None,
+    )
+
+
+def _skew_part(B: Tensor, U: Tensor) -> Tensor:
+    """Euclidean projection of ``U`` onto the tangent space of O(n) at ``B``."""
+    A = B.mT @ U
+    return B @ (0.5 * (A - A.mT))
+
+
+def _orthogonal(B: Tensor, atol: float, rtol: float) -> bool:
+    eye = torch.eye(B.shape[-1], dtype=B.dtype, device=B.device)
+    return torch.allclose(B.mT @ B, eye.expand_as(B), atol=atol, rtol=rtol)
+
+
+def _polar(B: Tensor) -> Tensor:
+    """Nearest orthogonal matrix (SVD polar factor; init-only / ``stabilize``)."""
+    P, _, Qt = torch.linalg.svd(B)  # init-only
+    return P @ Qt
+
+
+def _size(manifold: Any, size: tuple[Any, ...], default: tuple[int, ...]) -> tuple[int, ...]:
+    if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
+        size = tuple(size[0])
+    size = tuple(size) or default
+    manifold._assert_check_shape(size, "x")
+    return size
+
+
+class _ChartTransport:
+    """What both adapters share: the chart retraction stands for the exponential map, and
+    vectors are transported by keeping their chart coordinates (left translation)."""
+
+    def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        """The chart retraction ``retr`` (a first-order approximation of the exponential map)."""
+        return self.retr(x, u)
+
+    def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
+        """Left-translation transport: chart coordinates of ``v`` at ``x`` kept at ``y``."""
+        return self.from_chart_coordinates(y, *self.chart_coordinates(x, v))
+
+    def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``y = retr(x, u)`` and ``transp(x, y, v)``."""
+        y = self.retr(x, u)
+        return y, self.transp(x, y, v)
+
+    def expmap_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.retr_transp(x, u, v)
+
+    def transp_follow_retr(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        return self.retr_transp(x, u, v)[1]
+
+    def transp_follow_expmap(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        return self.retr_transp(x, u, v)[1]

@@ -1,0 +1,213 @@
+"""``SpectralSPD`` as a ``geoopt.Manifold`` of packed factors ``[B; d^T]`` (see the package
+docstring for the packing and every formula)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._compat import import_geoopt
+from ..linalg import NEUMANN_MAX_NORM, haar_orthogonal
+from ..manifolds import blocks
+from ..manifolds.base import check_size
+from .factor import (
+    _ambient,
+    _ChartTransport,
+    _coords,
+    _metric,
+    _orthogonal,
+    _polar,
+    _rotate,
+    _rotation_rgrad,
+    _set_options,
+    _size,
+    _skew_part,
+    pack,
+    unpack,
+)
+
+geoopt = import_geoopt()
+
+__all__ = ["SpectralSPD"]
+
+
+class SpectralSPD(_ChartTransport, geoopt.Manifold):
+    """SPD matrices ``S = B Diag(d) B^T`` as a geoopt manifold of packed factors ``[B; d^T]``.
+
+    Metric: the Fisher-Rao metric ``1/2 tr(S^-1 dS S^-1 dS)`` in the spectral chart (half of
+    geoopt's ``SymmetricPositiveDefinite`` affine-invariant metric ``tr(S^-1 dS S^-1 dS)``,
+    so its Riemannian gradients are twice geoopt's). Retraction: the chart map. See the
+    module docstring for the packing and every formula.
+
+    Args:
+        n: matrix size; points have shape ``(*batch, n + 1, n)``.
+        eig_tol: relative eigenvalue gap treated as equal (Moore-Penrose rule); default
+            ``blocks.default_eig_tol(dtype)`` of the point, ``sqrt(eps)``.
+        cayley: ``"exact"`` (a linear solve) or ``"neumann"`` (products only; the argument is
+            rescaled to a spectral-norm bound ``neumann_max_norm``).
+        rotation: the rotation step of ``retr``, one of ``ROTATIONS``: ``"linear"`` (the chart
+            map; default), ``"jacobi"`` or ``"second_order"`` (bounded angles at nearly equal
+            eigenvalues, as ``spd.minimize`` uses by default).
+    """
+
+    name = "SpectralSPD"
+    ndim = 2
+    reversible = False
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        eig_tol: float | None = None,
+        cayley: str = "exact",
+        neumann_max_norm: float = NEUMANN_MAX_NORM,
+        rotation: str = "linear",
+    ) -> None:
+        super().__init__()
+        self.n = check_size(n, "n")
+        _set_options(self, eig_tol, cayley, neumann_max_norm, rotation)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, cayley={self.cayley!r}, rotation={self.rotation!r}"
+
+    # Conversions -------------------------------------------------------------------------
+
+    def to_matrix(self, x: Tensor) -> Tensor:
+        """``S = B Diag(d) B^T`` (differentiable; ``(*batch, n, n)``)."""
+        B, d = unpack(x)
+        return (B * d[..., None, :]) @ B.mT
+
+    def power(self, x: Tensor, r: float) -> Tensor:
+        """``S^r = B Diag(d^r) B^T`` for any real ``r`` (elementwise on ``d``)."""
+        B, d = unpack(x)
+        return (B * d.pow(r)[..., None, :]) @ B.mT
+
+    def from_matrix(self, S: Tensor) -> Tensor:
+        """Packed factors of a symmetric positive-definite ``S`` (one ``eigh``, init-only)."""
+        d, B = torch.linalg.eigh(0.5 * (S + S.mT))  # init-only
+        if not bool((d > 0).all()):
+            raise ValueError(f"S: not positive definite (smallest eigenvalue {float(d.min()):.3e})")
+        return pack(B, d)
+
+    def _tol(self, x: Tensor) -> float:
+        return blocks.default_eig_tol(x.dtype) if self.eig_tol is None else self.eig_tol
+
+    def chart_coordinates(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Chart coordinates ``(m, M)`` of an ambient tangent ``u`` at ``x``:
+        ``m = u_d / d``, ``M = Tril(Omega) / 2`` with ``Omega = (A - A^T) / 2``, ``A = B^T U``
+        (the skew part, so a non-tangent ``u`` is read through its projection)."""
+        return _coords(*unpack(x), *unpack(u))
+
+    def from_chart_coordinates(self, x: Tensor, m: Tensor, M: Tensor) -> Tensor:
+        """Ambient tangent ``(2 B Skew(M), d * m)`` of chart coordinates ``(m, M)`` at ``x``."""
+        return pack(*_ambient(*unpack(x), m, M))
+
+    # geoopt's contract -----------------------------------------------------------------------
+
+    def _check_shape(self, shape: tuple[int, ...], name: str) -> tuple[bool, str | None]:
+        if len(shape) < 2 or tuple(shape[-2:]) != (self.n + 1, self.n):
+            return False, f"`{name}` expected shape (*, {self.n + 1}, {self.n}), got {tuple(shape)}"
+        return True, None
+
+    def _check_point_on_manifold(
+        self, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
+    ) -> tuple[bool, str | None]:
+        B, d = unpack(x)
+        if not _orthogonal(B, atol, rtol):
+            return False, "B is not orthogonal (B^T B != I)"
+        if not bool((d > 0).all()):
+            return False, "d has non-positive entries"
+        return True, None
+
+    def _check_vector_on_tangent(
+        self, x: Tensor, u: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
+    ) -> tuple[bool, str | None]:
+        B, _ = unpack(x)
+        U, _ = unpack(u)
+        A = B.mT @ U
+        if not torch.allclose(A, -A.mT, atol=atol, rtol=rtol):
+            return False, "B^T U is not skew-symmetric"
+        return True, None
+
+    def proju(self, x: Tensor, u: Tensor) -> Tensor:
+        """Euclidean projection onto the tangent space: ``(B Skew-part(B^T U), u_d)``."""
+        B, _ = unpack(x)
+        U, ud = unpack(u)
+        return pack(_skew_part(B, U), ud)
+
+    def projx(self, x: Tensor) -> Tensor:
+        """Nearest orthogonal ``B`` (SVD polar factor) and ``d`` floored at
+        ``eps * max|d|`` (init-only / ``stabilize``; never in a step)."""
+        B, d = unpack(x)
+        floor = torch.finfo(x.dtype).eps * d.abs().amax(-1, keepdim=True).clamp_min(1.0)
+        return pack(_polar(B), torch.maximum(d, floor))
+
+    def inner(
+        self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
+    ) -> Tensor:
+        """Fisher-Rao metric ``sum(F_mm m_u m_v) + sum_{i>j} C_ij M_u,ij M_v,ij`` (Claim 4)."""
+        _, d = unpack(x)
+        mu, Mu = self.chart_coordinates(x, u)
+        mv, Mv = (mu, Mu) if v is None else self.chart_coordinates(x, v)
+        out = _metric(d, mu, Mu, mv, Mv, 1.0)
+        return out[..., None, None] if keepdim else out
+
+    def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:
+        """Riemannian gradient ``F^+ grad_eta f`` as an ambient tangent.
+
+        Chart gradient at the origin from the packed Euclidean gradient ``(G_B, g_d)``:
+        ``df/dm = d * g_d`` (``blocks.eig_local_grad``), ``df/dM_ij = 2 (A_ij - A_ji)`` with
+        ``A = B^T G_B`` (i > j); divided by the metric blocks ``F_mm`` and ``C_ij``, 0 where
+        ``C_ij`` is (numerically) zero.
+        """
+        B, d = unpack(x)
+        GB, gd = unpack(u)
+        m = blocks.eig_local_grad(d, gd) / blocks.eig_metric(d)
+        return pack(_rotation_rgrad(B, d, GB, self._tol(x), 1.0), d * m)
+
+    def retr(self, x: Tensor, u: Tensor) -> Tensor:
+        """Chart map at ``u``: ``(B Cayley(Skew(M)), d exp(m))`` (``blocks`` retractions)."""
+        B, d = unpack(x)
+        m, M = self.chart_coordinates(x, u)
+        d_new = blocks.eig_retract(d, m)
+        return pack(
+            _rotate(B, d, d_new, M, self.cayley, self.neumann_max_norm, self.rotation), d_new
+        )
+
+    def random(
+        self,
+        *size: Any,
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+        generator: torch.Generator | None = None,
+        log_scale: float = 1.0,
+    ) -> Tensor:
+        """Haar-random ``B`` (QR of a Gaussian, init-only), ``log d ~ N(0, log_scale^2)``.
+
+        ``size`` defaults to ``(n + 1, n)``; leading dimensions make a batch.
+        """
+        size = _size(self, size, (self.n + 1, self.n))
+        bs = size[:-2]
+        Q = haar_orthogonal(self.n, bs, generator)
+        d = torch.exp(
+            log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
+        )
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        return geoopt.ManifoldTensor(pack(Q, d).to(dtype=dtype, device=device), manifold=self)
+
+    def origin(
+        self,
+        *size: Any,
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+        seed: int | None = 42,
+    ) -> Tensor:
+        """The identity matrix: ``B = I``, ``d = 1`` (a canonical basis; see DESIGN.md
+        section 2 on repeated eigenvalues). ``seed`` is unused."""
+        size = _size(self, size, (self.n + 1, self.n))
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        eye = torch.eye(self.n, dtype=dtype, device=device).expand(*size[:-2], self.n, self.n)
+        ones = torch.ones(*size[:-2], self.n, dtype=dtype, device=device)
+        return geoopt.ManifoldTensor(pack(eye, ones), manifold=self)
