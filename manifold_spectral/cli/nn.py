@@ -9,32 +9,37 @@ from pathlib import Path
 from .. import _outputs
 from .options import Reproduction, positive_int
 
-__all__ = ["NN"]
+__all__ = ["NN_METHODS", "training_arguments", "NN"]
 
 
-def _nn_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--task",
-        nargs="+",
-        choices=("mlp", "transformer", "stdlib", "digits"),
-        default=["mlp"],
-        help="tasks (default: mlp; transformer: a small GPT on an order-2 Markov chain; "
-        "stdlib: a byte-level GPT on standard-library source text; digits: a conv net on "
-        "scikit-learn's digits, needs the baselines extra)",
-    )
+#: ``experiments.nn_training.OPTIMIZERS``, spelled out so ``--help`` stays free of torch
+#: (tests/test_real_tasks.py checks that they agree).
+NN_METHODS = ("adamw", "soap", "muon", "spectral-p2", "spectral-p1", "spectral-p2-paper")
+
+
+def training_arguments(parser: argparse.ArgumentParser, steps: int = 100, seeds: int = 1) -> None:
+    """The comparison's protocol options, shared by ``reproduce nn`` and
+    benchmarks/bench_nn_real.py (each with its own default ``steps`` and ``seeds``):
+    ``--methods``, ``--trials``, ``--steps``, ``--seeds``, ``--precision``, ``--update-every``
+    (the arguments of ``nn_training.run_quality`` of the same names)."""
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=("adamw", "soap", "muon", "spectral-p2", "spectral-p1", "spectral-p2-paper"),
-        default=["adamw", "soap", "muon", "spectral-p2", "spectral-p1", "spectral-p2-paper"],
+        choices=NN_METHODS,
+        default=list(NN_METHODS),
         help="methods to tune and compare (default: all)",
     )
     parser.add_argument(
         "--trials", type=positive_int, default=8, help="random-search trials per method (8)"
     )
-    parser.add_argument("--steps", type=positive_int, default=100, help="steps per run (100)")
     parser.add_argument(
-        "--seeds", type=positive_int, default=1, help="evaluation seeds for the best draw (1)"
+        "--steps", type=positive_int, default=steps, help=f"steps per run ({steps})"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=seeds,
+        help=f"evaluation seeds for the best draw ({seeds})",
     )
     parser.add_argument(
         "--precision",
@@ -48,6 +53,19 @@ def _nn_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="preconditioner period of SOAP and SpectralKron (default 2, as the paper)",
     )
+
+
+def _nn_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task",
+        nargs="+",
+        choices=("mlp", "transformer", "stdlib", "digits"),
+        default=["mlp"],
+        help="tasks (default: mlp; transformer: a small GPT on an order-2 Markov chain; "
+        "stdlib: a byte-level GPT on standard-library source text; digits: a conv net on "
+        "scikit-learn's digits, needs the baselines extra)",
+    )
+    training_arguments(parser)
     parser.add_argument(
         "--no-ablations",
         dest="ablations",
