@@ -50,6 +50,7 @@ from pathlib import Path
 import torch
 from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
+from manifold_spectral.cli.nn import training_arguments
 from manifold_spectral.experiments import nn_training
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -85,12 +86,7 @@ def write_csv(result: nn_training.QualityResult, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["stdlib", "digits"])
-    parser.add_argument("--methods", nargs="+", default=list(nn_training.OPTIMIZERS))
-    parser.add_argument("--trials", type=int, default=8, help="per optimizer (default 8)")
-    parser.add_argument("--steps", type=int, default=400, help="per run (default 400)")
-    parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds (default 3)")
-    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    parser.add_argument("--update-every", type=int, default=2)
+    training_arguments(parser, steps=400, seeds=3)  # the options of `reproduce nn`
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--small", action="store_true", help="the small task sizes (CPU)")
     parser.add_argument("--ablations", action="store_true", help="fp32 state, exact Cayley")

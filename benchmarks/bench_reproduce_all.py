@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     times = dict(re.findall(r"^wall time \((\w+)\): ([0-9.]+) s$", tee.kept.getvalue(), re.M))
     today = datetime.date.today().isoformat()
     rows = [
-        f"| `{rep.name}` | {cli._quick_settings(rep)} | {float(times[rep.name]):.0f} s |"
+        f"| `{rep.name}` | {cli.quick_settings(rep)} | {float(times[rep.name]):.0f} s |"
         for rep in cli.REPRODUCTIONS.values()
     ]
     block = (

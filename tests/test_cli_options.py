@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import manifold_spectral
-from manifold_spectral import cli
+from manifold_spectral import _outputs, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +59,14 @@ RUNNERS = {
 DEVICE_RUNS = ("curvature", "kronecker", "spd", "nes", "bbob", "nn")
 
 
+def _write_nothing(monkeypatch):
+    """The runs' outputs replaced: nothing written, each row of ``run_rows`` still run."""
+    monkeypatch.setattr(_outputs, "write_outputs", lambda *a: None)
+    monkeypatch.setattr(
+        _outputs, "run_rows", lambda run, beta2s, out, stem: [run(b) for b in beta2s]
+    )
+
+
 @pytest.mark.parametrize("name", list(RUNNERS))
 def test_threads_and_seed_reach_the_run(name, tmp_path, monkeypatch):
     import importlib
@@ -66,8 +74,7 @@ def test_threads_and_seed_reach_the_run(name, tmp_path, monkeypatch):
     module, fn = RUNNERS[name]
     calls = []
     monkeypatch.setattr(importlib.import_module(module), fn, lambda **kw: calls.append(kw))
-    monkeypatch.setattr(cli, "_write_outputs", lambda *a: None)
-    monkeypatch.setattr(cli, "_run_rows", lambda run, beta2s, out, stem: [run(b) for b in beta2s])
+    _write_nothing(monkeypatch)
     argv = ["reproduce", name, "--threads", "2", "--seed", "5", "--out", str(tmp_path)]
     assert cli.main([*argv, "--no-progress"]) == 0
     kw = calls[0]
@@ -87,8 +94,7 @@ def test_device_reaches_every_torch_run(name, tmp_path, monkeypatch):
     module, fn = RUNNERS[name]
     calls = []
     monkeypatch.setattr(importlib.import_module(module), fn, lambda **kw: calls.append(kw))
-    monkeypatch.setattr(cli, "_write_outputs", lambda *a: None)
-    monkeypatch.setattr(cli, "_run_rows", lambda run, beta2s, out, stem: [run(b) for b in beta2s])
+    _write_nothing(monkeypatch)
     for device in ("cuda", "auto"):
         argv = ["reproduce", name, "--device", device, "--out", str(tmp_path), "--no-progress"]
         assert cli.main(argv) == 0
@@ -185,8 +191,7 @@ def test_all_prints_and_documents_its_quick_settings(tmp_path, monkeypatch, caps
         monkeypatch.setattr(
             importlib.import_module(module), fn, lambda name=name, **kw: calls.setdefault(name, kw)
         )
-    monkeypatch.setattr(cli, "_write_outputs", lambda *a: None)
-    monkeypatch.setattr(cli, "_run_rows", lambda run, beta2s, out, stem: [run(b) for b in beta2s])
+    _write_nothing(monkeypatch)
     argv = ["reproduce", "all", "--threads", "2", "--seed", "4", "--out", str(tmp_path)]
     assert cli.main([*argv, "--no-progress"]) == 0
     out = capsys.readouterr().out

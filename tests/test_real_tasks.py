@@ -100,6 +100,14 @@ def test_cli_task_choices_match_the_experiment():
     assert args.task == list(nn_training.TASKS)
 
 
+def test_cli_method_choices_match_the_registry():
+    """``NN_METHODS`` (spelled out for a torch-free ``--help``) is ``OPTIMIZERS``, in order."""
+    from manifold_spectral.cli.nn import NN_METHODS
+
+    assert NN_METHODS == tuple(nn_training.OPTIMIZERS)
+    assert cli.build_parser().parse_args(["reproduce", "nn"]).methods == list(NN_METHODS)
+
+
 def test_tiny_cli_run(tmp_path, capsys):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")

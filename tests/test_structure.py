@@ -149,7 +149,8 @@ def private_violations() -> list[str]:
         for i, part in enumerate(parts):  # a private module is private to its parent package
             if part.startswith("_") and not own.startswith(".".join(parts[:i])):
                 bad.append(f"{importer}:{line} imports private module {target}")
-        if name.startswith("_") and _package_of(target) != own:
+        dunder = name.startswith("__") and name.endswith("__")  # __version__ is public
+        if name.startswith("_") and not dunder and _package_of(target) != own:
             bad.append(f"{importer}:{line} imports private {target}.{name}")
     return bad
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn_training import TinyGPT
+from .nn_training.models import TinyGPT
 
 __all__ = [
     "STDLIB_FILES",

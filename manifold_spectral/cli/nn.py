@@ -1,0 +1,107 @@
+"""``reproduce nn``: bf16 NN training, ``SpectralKron`` vs AdamW, SOAP and Muon, each tuned by
+random search (paper Sec. 4.4, Figs. 4, 10-12)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import _outputs
+from .options import Reproduction, positive_int
+
+__all__ = ["NN_METHODS", "training_arguments", "NN"]
+
+
+#: ``experiments.nn_training.OPTIMIZERS``, spelled out so ``--help`` stays free of torch
+#: (tests/test_real_tasks.py checks that they agree).
+NN_METHODS = ("adamw", "soap", "muon", "spectral-p2", "spectral-p1", "spectral-p2-paper")
+
+
+def training_arguments(parser: argparse.ArgumentParser, steps: int = 100, seeds: int = 1) -> None:
+    """The comparison's protocol options, shared by ``reproduce nn`` and
+    benchmarks/bench_nn_real.py (each with its own default ``steps`` and ``seeds``):
+    ``--methods``, ``--trials``, ``--steps``, ``--seeds``, ``--precision``, ``--update-every``
+    (the arguments of ``nn_training.run_quality`` of the same names)."""
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=NN_METHODS,
+        default=list(NN_METHODS),
+        help="methods to tune and compare (default: all)",
+    )
+    parser.add_argument(
+        "--trials", type=positive_int, default=8, help="random-search trials per method (8)"
+    )
+    parser.add_argument(
+        "--steps", type=positive_int, default=steps, help=f"steps per run ({steps})"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=seeds,
+        help=f"evaluation seeds for the best draw ({seeds})",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("bf16", "fp32"),
+        default="bf16",
+        help="forward/backward under bfloat16 autocast (default) or in float32",
+    )
+    parser.add_argument(
+        "--update-every",
+        type=positive_int,
+        default=2,
+        help="preconditioner period of SOAP and SpectralKron (default 2, as the paper)",
+    )
+
+
+def _nn_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task",
+        nargs="+",
+        choices=("mlp", "transformer", "stdlib", "digits"),
+        default=["mlp"],
+        help="tasks (default: mlp; transformer: a small GPT on an order-2 Markov chain; "
+        "stdlib: a byte-level GPT on standard-library source text; digits: a conv net on "
+        "scikit-learn's digits, needs the baselines extra)",
+    )
+    training_arguments(parser)
+    parser.add_argument(
+        "--no-ablations",
+        dest="ablations",
+        action="store_false",
+        help="skip the fp32-state and exact-Cayley runs of spectral p=2",
+    )
+
+
+def _run_nn(args: argparse.Namespace, out: Path) -> None:
+    from ..experiments import nn_training
+
+    result = nn_training.run_quality(
+        tasks=args.task,
+        methods=args.methods,
+        ablations=args.ablations,
+        trials=args.trials,
+        steps=args.steps,
+        seeds=range(args.seed + 1, args.seed + args.seeds + 1),
+        search_seed=args.seed,
+        precision=args.precision,
+        update_every=args.update_every,
+        threads=args.threads,
+        progress=args.progress,
+        device=args.device,
+    )
+    _outputs.write_outputs(nn_training, result, out, "nn")
+
+
+NN = Reproduction(
+    "nn",
+    "Sec. 4.4 / Fig. 4, 10-12: bf16 NN training, ours vs AdamW, SOAP, Muon (tuned)",
+    _nn_arguments,
+    _run_nn,
+    device_note="the models, minibatches (drawn on the CPU) and optimizer states; "
+    "evaluation runs on the CPU",
+    # 2 trials of 40 steps, one seed, the MLP: about 6 s on 2 CPU cores (the
+    # defaults, 8 trials of 100 steps, take about 35 s).
+    quick={"trials": 2, "steps": 40},
+)

@@ -1,0 +1,202 @@
+"""The optimizer registry of the NN comparison: method names -> ``OptimizerSpec`` (label,
+colour, random-search space, constructor).
+
+``OPTIMIZERS`` are the tuned methods: AdamW (``torch.optim.AdamW``), SOAP and Muon
+(``pytorch_optimizer``'s, ``pip install pytorch-optimizer``; SOAP with the same preconditioner
+period ``update_every`` as ``SpectralKron``, paper: 2), ``SpectralKron``'s defaults and the
+paper's scheme (``PAPER_SCHEME``) with ``root`` 1 and 2. ``ABLATIONS`` (Fig. 4 and 10) re-use
+the tuned hyper-parameters of ``spectral-p2``. ``build_optimizer(name, model, hp,
+update_every)`` builds any of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ...optim import SpectralKron
+
+__all__ = [
+    "PAPER_SCHEME",
+    "OptimizerSpec",
+    "OPTIMIZERS",
+    "ABLATIONS",
+    "optimizer_spec",
+    "build_optimizer",
+]
+
+
+def _muon_groups(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+    """Muon's split: hidden matrices (Newton-Schulz) vs embeddings, the output head (the last
+    ``nn.Linear``) and vectors (its AdamW), as in Jordan's reference implementation."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    other = {id(p) for p in linears[-1].parameters()} if linears else set()
+    for m in model.modules():
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+            other |= {id(p) for p in m.parameters()}
+    hidden = [p for p in model.parameters() if p.ndim >= 2 and id(p) not in other]
+    rest = [p for p in model.parameters() if p.ndim < 2 or id(p) in other]
+    return hidden, rest
+
+
+def _adamw(model: nn.Module, hp: dict[str, float], update_every: int) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        model.parameters(), lr=hp["lr"], betas=(0.9, 1.0 - hp["1-beta2"]), weight_decay=0.0
+    )
+
+
+def _soap(model: nn.Module, hp: dict[str, float], update_every: int) -> torch.optim.Optimizer:
+    po = _pytorch_optimizer()
+    return po.SOAP(
+        model.parameters(),
+        lr=hp["lr"],
+        betas=(0.9, 1.0 - hp["1-beta2"]),
+        weight_decay=0.0,
+        precondition_frequency=update_every,
+    )
+
+
+def _muon(model: nn.Module, hp: dict[str, float], update_every: int) -> torch.optim.Optimizer:
+    po = _pytorch_optimizer()
+    hidden, rest = _muon_groups(model)
+    groups = [dict(params=hidden, use_muon=True, lr=hp["lr"])]
+    groups.append(dict(params=rest, use_muon=False, lr=hp["adamw_lr"], betas=(0.9, 0.95)))
+    return po.Muon(groups)
+
+
+def _spectral(**fixed: Any) -> Callable[..., torch.optim.Optimizer]:
+    """``SpectralKron(model.parameters(), lr=..., **fixed)`` with the run's curvature period;
+    the other knobs of the search space (``damping``) are passed when drawn."""
+
+    def build(model: nn.Module, hp: dict[str, float], update_every: int) -> torch.optim.Optimizer:
+        return SpectralKron(model.parameters(), update_every=update_every, **hp, **fixed)
+
+    return build
+
+
+def _pytorch_optimizer() -> Any:
+    try:
+        import pytorch_optimizer
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "SOAP and Muon come from pytorch-optimizer: pip install pytorch-optimizer "
+            "(or manifold_spectral[baselines])"
+        ) from None
+    return pytorch_optimizer
+
+
+#: The paper's scheme (Sec. 3.4, Fig. 6 right) as docs/optim.md recommended it before the
+#: eigenvalue correction became the default: the preconditioner is the product of the
+#: factors' eigenvalues, bfloat16 state, layer-wise RMS clipping, a slow curvature EMA.
+PAPER_SCHEME: dict[str, Any] = dict(
+    eigenvalue_correction=False,
+    beta2=0.01,
+    gap_damping=1e-2,
+    clip_rms=1.0,
+    state_dtype=torch.bfloat16,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """A method of the comparison: label, colour, random-search space (log-uniform ranges of
+    the tuned knobs) and ``build(model, hp, update_every) -> optimizer``."""
+
+    name: str
+    label: str
+    color: str
+    space: dict[str, tuple[float, float]]
+    build: Callable[[nn.Module, dict[str, float], int], torch.optim.Optimizer]
+    tuned_as: str | None = None  # ablations re-use the tuned hyper-parameters of this method
+
+    def sample(self, rng: np.random.Generator, trials: int) -> list[dict[str, float]]:
+        """``trials`` draws, log-uniform per knob and stratified (Latin hypercube: each knob's
+        range is cut into ``trials`` equal log-intervals with one draw in each), so a small
+        budget still covers every learning-rate decade; the pairing of knobs is random."""
+        cols = {}
+        for k, (lo, hi) in self.space.items():
+            u = (rng.permutation(trials) + rng.uniform(size=trials)) / trials
+            cols[k] = np.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        return [{k: float(v[i]) for k, v in cols.items()} for i in range(trials)]
+
+
+_LR = (1e-4, 3e-2)
+#: The paper's scheme tunes its damping too. The defaults tune only the learning rate, over
+#: as many decades as the others' range but three times lower: SpectralKron's momentum buffer
+#: sums gradients (SGD's convention), so its steps are about ``1 / (1 - 0.9)`` times those
+#: of an averaged momentum at the same ``lr``, while on some tasks its scaling in the learned
+#: eigenbasis takes larger steps than AdamW's; the range covers both (bench_nn_real.py reports
+#: the tuned ``lr`` per task).
+_SK_SPACE = {"lr": _LR, "damping": (1e-10, 1e-5)}
+_SK_DEFAULT_SPACE = {"lr": (_LR[0] / 3, _LR[1] / 3)}
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    s.name: s
+    for s in [
+        OptimizerSpec("adamw", "AdamW", "tab:blue", {"lr": _LR, "1-beta2": (1e-3, 1e-1)}, _adamw),
+        OptimizerSpec("soap", "SOAP", "tab:green", {"lr": _LR, "1-beta2": (1e-3, 1e-1)}, _soap),
+        OptimizerSpec("muon", "Muon", "tab:purple", {"lr": (3e-3, 3e-1), "adamw_lr": _LR}, _muon),
+        OptimizerSpec(
+            "spectral-p2", "SpectralKron defaults (ours)", "tab:red", _SK_DEFAULT_SPACE, _spectral()
+        ),
+        OptimizerSpec(
+            "spectral-p1",
+            "Spectral p=1, paper scheme (ours)",
+            "tab:orange",
+            _SK_SPACE,
+            _spectral(root=1.0, **PAPER_SCHEME),
+        ),
+        OptimizerSpec(
+            "spectral-p2-paper",
+            "Spectral p=2, paper scheme (ours)",
+            "tab:brown",
+            _SK_SPACE,
+            _spectral(**PAPER_SCHEME),
+        ),
+    ]
+}
+
+#: Fig. 4 / Fig. 10 ablations of ``spectral-p2`` at its tuned hyper-parameters.
+ABLATIONS: dict[str, OptimizerSpec] = {
+    s.name: s
+    for s in [
+        OptimizerSpec(
+            "spectral-p2-bf16",
+            "SpectralKron defaults, bf16 state",
+            "tab:olive",
+            _SK_DEFAULT_SPACE,
+            _spectral(state_dtype=torch.bfloat16),
+            tuned_as="spectral-p2",
+        ),
+        OptimizerSpec(
+            "spectral-p2-exact",
+            "SpectralKron defaults, exact Cayley",
+            "tab:pink",
+            _SK_DEFAULT_SPACE,
+            _spectral(cayley="exact"),
+            tuned_as="spectral-p2",
+        ),
+    ]
+}
+
+
+def optimizer_spec(name: str) -> OptimizerSpec:
+    """The method ``name``: its entry of ``OPTIMIZERS`` or ``ABLATIONS`` (``ValueError`` for
+    any other name)."""
+    spec = OPTIMIZERS.get(name) or ABLATIONS.get(name)
+    if spec is None:
+        raise ValueError(f"optimizer: expected one of {[*OPTIMIZERS, *ABLATIONS]}, got {name!r}")
+    return spec
+
+
+def build_optimizer(
+    name: str, model: nn.Module, hp: dict[str, float], update_every: int = 2
+) -> torch.optim.Optimizer:
+    """The optimizer ``name`` (a key of ``OPTIMIZERS`` or ``ABLATIONS``) for ``model``."""
+    return optimizer_spec(name).build(model, hp, update_every)

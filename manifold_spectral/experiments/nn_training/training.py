@@ -1,0 +1,259 @@
+"""The training loop of the NN comparison: ``train`` (one run of one method on one seed) and
+``run_quality`` (the whole comparison).
+
+Every optimizer gets the same random-search budget (``trials`` draws of its learning rate and
+one key knob, log-uniform and stratified, on seed 0), the best draw is re-run on ``seeds`` seeds,
+and the ablations of Fig. 4 and 10 (float32 instead of bfloat16 state; exact instead of
+truncated Cayley) re-use the tuned hyper-parameters of ``spectral p=2``, as the paper does
+for Fig. 10. The forward and backward passes run under ``torch.autocast`` in bfloat16 (the
+paper's mixed precision); the schedule (``lr_schedule``) is a linear warm-up over 5% of the
+steps and a cosine decay to 10% for every method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..._threads import torch_threads
+from .optimizers import ABLATIONS, OPTIMIZERS, build_optimizer, optimizer_spec
+from .tasks import make_task
+
+__all__ = [
+    "Run",
+    "lr_schedule",
+    "train",
+    "DEFAULT_STEPS",
+    "TaskResult",
+    "QualityResult",
+    "run_quality",
+]
+
+
+@dataclasses.dataclass
+class Run:
+    """One training run: per-step training loss and cumulative training seconds (forward,
+    backward and optimizer step; data generation and evaluation excluded), the evaluation
+    loss at ``eval_steps``, and ``final`` (``inf`` if the run diverged)."""
+
+    method: str
+    hp: dict[str, float]
+    seed: int
+    loss: np.ndarray
+    seconds: np.ndarray
+    eval_steps: list[int]
+    eval_loss: list[float]
+    final: float
+    error: str | None = None
+
+    @property
+    def ms_per_step(self) -> float:
+        """Median milliseconds per training step (``nan`` with fewer than two steps)."""
+        if self.seconds.size < 2:
+            return float("nan")
+        return 1e3 * float(np.median(np.diff(self.seconds)))
+
+
+def lr_schedule(steps: int, warmup: float = 0.05, floor: float = 0.1) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup * steps``, then cosine decay to ``floor`` (a factor)."""
+    w = max(1, round(warmup * steps))
+
+    def factor(k: int) -> float:
+        if k < w:
+            return (k + 1) / w
+        t = min(1.0, (k - w) / max(1, steps - w))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+def train(
+    task: Any,
+    method: str,
+    hp: dict[str, float],
+    seed: int,
+    steps: int,
+    *,
+    update_every: int = 2,
+    precision: str = "bf16",
+    evals: int = 10,
+    device: str = "cpu",
+) -> Run:
+    """Train ``task``'s model with ``method`` for ``steps`` fresh minibatches (seeded by
+    ``seed``: every method sees the same data and initialisation for a given seed).
+
+    ``device``: where the model, its optimizer state and the minibatches live (batches are
+    drawn on the CPU, so every device sees the same data); evaluation runs on the CPU, where
+    the tasks keep their evaluation sets."""
+    model = task.make_model(seed).to(device)
+    opt = build_optimizer(method, model, hp, update_every)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(steps))
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    autocast = precision == "bf16"
+    device_type = torch.device(device).type
+    losses, secs = np.full(steps, np.nan), np.full(steps, np.nan)
+    eval_at = sorted({round(steps * i / evals) for i in range(evals + 1)})
+    eval_steps, eval_loss = [], []
+    elapsed, error = 0.0, None
+    for k in range(steps + 1):
+        if k in eval_at:
+            eval_steps.append(k)
+            eval_loss.append(_evaluate(task, model, device))
+            if not math.isfinite(eval_loss[-1]):
+                error = "non-finite evaluation loss"
+                break
+        if k == steps:
+            break
+        x, y = task.sample(task.batch, gen)
+        x, y = x.to(device), (None if y is None else y.to(device))
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
+            loss = task.loss(model, x, y)
+        loss.backward()
+        try:
+            opt.step()
+        except (ValueError, FloatingPointError) as exc:  # non-finite gradients or state
+            error = f"step {k}: {exc}"
+            break
+        sched.step()
+        elapsed += time.perf_counter() - t0
+        losses[k], secs[k] = float(loss.detach()), elapsed
+        if not math.isfinite(losses[k]):
+            error = f"step {k}: non-finite loss"
+            break
+    final = eval_loss[-1] if error is None and eval_steps[-1] == steps else math.inf
+    return Run(method, hp, seed, losses, secs, eval_steps, eval_loss, final, error)
+
+
+def _evaluate(task: Any, model: nn.Module, device: str) -> float:
+    """``task.eval_loss`` on the CPU; a model on another device is moved there and back
+    (``Module.to`` keeps the parameter objects, so the optimizer's references stay valid)."""
+    if torch.device(device).type == "cpu":
+        return task.eval_loss(model)
+    model.to("cpu")
+    try:
+        return task.eval_loss(model)
+    finally:
+        model.to(device)
+
+
+# The comparison -----------------------------------------------------------------------------
+
+#: Steps per task of the default comparison (about 100 curvature updates).
+DEFAULT_STEPS = {"transformer": 200, "mlp": 200, "stdlib": 200, "digits": 200}
+
+
+@dataclasses.dataclass
+class TaskResult:
+    """One task: the tuning trials (seed 0), each method's best hyper-parameters and its
+    runs on the evaluation seeds."""
+
+    task: str
+    describe: str
+    floor: float | None  # the Bayes loss, None where unknown (real data)
+    initial: float
+    steps: int
+    trials: dict[str, list[Run]]
+    best: dict[str, dict[str, float] | None]
+    runs: dict[str, list[Run]]
+
+
+@dataclasses.dataclass
+class QualityResult:
+    """The whole comparison of ``run_quality``: one ``TaskResult`` per task and the settings
+    (search budget, evaluation seeds, precision, preconditioner period, torch threads) and
+    wall time of the run."""
+
+    tasks: list[TaskResult]
+    trials: int
+    seeds: list[int]
+    precision: str
+    update_every: int
+    threads: int
+    wall_time: float
+
+
+def run_quality(
+    tasks: Any = ("transformer", "mlp"),
+    methods: Any = tuple(OPTIMIZERS),
+    *,
+    ablations: bool = True,
+    trials: int = 8,
+    steps: dict[str, int] | int | None = None,
+    seeds: Any = (1, 2),
+    precision: str = "bf16",
+    update_every: int = 2,
+    threads: int | None = 1,
+    task_kw: dict[str, dict[str, Any]] | None = None,
+    search_seed: int = 0,
+    progress: bool = True,
+    device: str = "cpu",
+) -> QualityResult:
+    """Random search (``trials`` draws per method on seed 0), then the best draw of every
+    method, and the ablations at ``spectral-p2``'s best draw, on each of ``seeds``.
+
+    ``steps``: per task (a dict), one number for every task, or ``DEFAULT_STEPS``;
+    ``task_kw``: per-task keyword arguments of ``MarkovTask`` / ``TeacherTask`` (sizes).
+    """
+    from ..._compat import progress_bar as tqdm  # tqdm, or silent without it
+
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision: expected 'bf16' or 'fp32', got {precision!r}")
+    methods = list(methods)
+    for m in methods:
+        if m not in OPTIMIZERS:
+            raise ValueError(f"methods: expected names from {list(OPTIMIZERS)}, got {m!r}")
+    extra = list(ABLATIONS) if ablations and "spectral-p2" in methods else []
+    seeds = [int(s) for s in seeds]
+    start = time.perf_counter()
+    results = []
+    with torch_threads(threads):
+        for name in tasks:
+            task = make_task(name, **(task_kw or {}).get(name, {}))
+            n = steps if isinstance(steps, int) else (steps or DEFAULT_STEPS).get(name, 200)
+            total = len(methods) * (trials + len(seeds)) + len(extra) * len(seeds)
+            bar = tqdm(total=total, desc=name, disable=not progress, leave=False)
+            kw = dict(update_every=update_every, precision=precision, device=device)
+            trial_runs: dict[str, list[Run]] = {}
+            best: dict[str, dict[str, float] | None] = {}
+            for m in methods:
+                rng = np.random.default_rng([zlib.crc32(m.encode()), search_seed])
+                trial_runs[m] = []
+                for hp in OPTIMIZERS[m].sample(rng, trials):
+                    trial_runs[m].append(train(task, m, hp, 0, n, evals=1, **kw))
+                    bar.update()
+                finite = [r for r in trial_runs[m] if math.isfinite(r.final)]
+                best[m] = min(finite, key=lambda r: r.final).hp if finite else None
+            runs: dict[str, list[Run]] = {}
+            for m in methods + extra:
+                hp = best[optimizer_spec(m).tuned_as or m]
+                runs[m] = []
+                if hp is None:
+                    bar.update(len(seeds))
+                    continue
+                for s in seeds:
+                    runs[m].append(train(task, m, hp, s, n, evals=20, **kw))
+                    bar.update()
+            bar.close()
+            initial = task.eval_loss(task.make_model(seeds[0] if seeds else 0))
+            results.append(
+                TaskResult(name, task.describe, task.floor, initial, n, trial_runs, best, runs)
+            )
+    return QualityResult(
+        results,
+        trials,
+        seeds,
+        precision,
+        update_every,
+        threads or torch.get_num_threads(),
+        time.perf_counter() - start,
+    )
