@@ -17,7 +17,8 @@ a curvature update (``update_every = 1``). Per rank and step:
 A cell is the median over the timed steps of one rank, then the maximum over ranks (the
 slowest rank sets the pace). The sharded parameters are compared bit for bit with the
 unsharded ones of the same invocation. With more processes than cores, wall times include
-waiting for a core; the CPU-time column is the per-rank work.
+waiting for a core; the CPU-time column is the per-rank work. The table is written into
+benchmarks/README.md and docs/distributed.md between the ``distributed`` markers.
 
 Run:  python benchmarks/bench_distributed.py [--quick] [--worlds 1 2 4] [--steps 5] [--no-write]
 """
@@ -43,6 +44,7 @@ from manifold_spectral.optim import SpectralKron
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- distributed:start -->", "<!-- distributed:end -->"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "distributed.md"
 WARMUP = 1  # the first step initialises the state
 
 
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=None, help="layer width (default 512)")
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
-    parser.add_argument("--no-write", action="store_true", help="do not update README.md")
+    parser.add_argument("--no-write", action="store_true", help="do not update README.md and docs")
     ns = parser.parse_args(argv)
     if not (dist.is_available() and dist.is_gloo_available()):
         print("this torch build has no gloo backend", file=sys.stderr)
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     print(block)
     if not ns.no_write:
         replace_between(README, START, END, block)
+        replace_between(DOCS, START, END, block)
     return 0
 
 

@@ -20,8 +20,9 @@ extra product), ``spectral Neumann`` (products only), ``geoopt`` (``RiemannianSG
 * time to tolerance relative to geoopt: iterations x median time per iteration, over
   geoopt's.
 
-The table is printed and written into benchmarks/README.md between the ``spd-scaling``
-markers, with the machine, the torch version and the thread count.
+The table is printed and written, with the machine, the torch version and the thread count,
+into benchmarks/README.md between the ``spd-scaling`` markers and into docs/spd.md between the
+``spd-bench`` markers.
 
 Run:  python benchmarks/bench_spd_scaling.py [--threads 1] [--sizes 60 250 1000] [--no-write]
 """
@@ -45,6 +46,8 @@ from manifold_spectral.solvers import spd
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- spd-scaling:start -->", "<!-- spd-scaling:end -->"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "spd.md"
+DOCS_START, DOCS_END = "<!-- spd-bench:start -->", "<!-- spd-bench:end -->"
 TOL = 1e-6
 LR = {"nearness": 0.01, "logdet": 0.05}
 #: (method, options of spd.minimize) per column.
@@ -151,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-tol", action="store_true", help="skip the iterations-to-tolerance runs"
     )
-    parser.add_argument("--no-write", action="store_true", help="do not update README.md")
+    parser.add_argument(
+        "--no-write", action="store_true", help="do not update README.md and docs/spd.md"
+    )
     args = parser.parse_args(argv)
     default_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -193,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     print(block)
     if not args.no_write:
         replace_between(README, START, END, block)
+        replace_between(DOCS, DOCS_START, DOCS_END, block)
     return 0
 
 

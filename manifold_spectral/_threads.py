@@ -20,11 +20,12 @@ import torch
 
 __all__ = ["SMALL_MATRIX", "torch_threads", "small_problem_threads"]
 
-#: Largest matrix size run with one intra-op thread by ``small_problem_threads``. On the
-#: loaded 2-core machine of ``benchmarks/bench_spd_threads.py`` one thread won at every size
-#: measured (20 to 512), so 256 is no measured crossover: it keeps the automatic limit to
-#: small problems and leaves larger ones to the caller's setting, where an idle multi-core
-#: machine can gain from threads (see docs/spd.md, "Threads").
+#: Largest matrix size run with one intra-op thread by ``small_problem_threads``. Not a
+#: measured crossover: a parallel region of a small product waits for every core, which on
+#: a loaded machine can cost more than the product, so the automatic limit keeps to small
+#: problems and leaves larger ones to the caller's setting, where an idle multi-core machine
+#: can gain from threads (``benchmarks/bench_spd_threads.py`` measures one thread against
+#: torch's default per size; docs/spd.md, "Threads").
 SMALL_MATRIX = 256
 
 
