@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .manifolds.base import SpectralManifold, check_positive, check_tensor
 from .rgd import RGD
+from .validation import check_exponential
 
 __all__ = [
     "Curvature",
@@ -184,16 +185,12 @@ class Gaussian:
         self.beta2 = check_positive(beta2, "beta2")
         self.gamma = check_positive(gamma, "gamma", allow_zero=True)
         self.root = check_positive(root, "root")
-        if exponential not in ("exact", "truncated", "continued"):
-            raise ValueError(
-                f"exponential: expected 'exact', 'truncated' or 'continued', got {exponential!r}"
-            )
-        self.exponential = exponential
+        self.exponential = check_exponential(exponential)
         self._rgd = RGD(
             manifold,
             self.beta2,
             cayley=cayley,
-            exponential={"exact": True, "truncated": False}.get(exponential, exponential),
+            exponential=self.exponential,
             jacobi=jacobi,
             second_order=second_order,
             reorthogonalize_every=reorthogonalize_every,

@@ -22,8 +22,13 @@ from torch import Tensor
 
 from .linalg import check_cayley
 from .manifolds.base import SpectralManifold
-from .manifolds.spectral import check_exponential
-from .validation import NonFiniteError, check_flag, check_momentum, check_positive
+from .validation import (
+    NonFiniteError,
+    check_exponential,
+    check_flag,
+    check_momentum,
+    check_positive,
+)
 
 __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 
@@ -41,9 +46,9 @@ class RGD:
         lr: step size (> 0).
         momentum: heavy-ball coefficient in ``[0, 1)`` on the chart coordinates.
         cayley: ``"exact"`` or ``"neumann"``; default: the manifold's own.
-        exponential: ``False`` uses the first-order truncated eigenvalue map ``d (1 + m)``;
-            ``"continued"`` that map continued positively below ``m = -1/2``
-            (``blocks.eig_retract``).
+        exponential: the eigenvalue map, ``"exact"`` (``d exp(m)``, default), ``"truncated"``
+            (the first-order map ``d (1 + m)``) or ``"continued"`` (that map continued
+            positively below ``m = -1/2``; ``blocks.eig_retract``).
         jacobi: turn each eigenvector pair by its exact 2 x 2 Jacobi angle
             (``blocks.jacobi_angles``): the same RGD direction (a retraction that agrees with
             the chart to first order) whose rotation stays bounded where eigenvalues are close
@@ -71,7 +76,7 @@ class RGD:
         momentum: float = 0.0,
         *,
         cayley: str | None = None,
-        exponential: bool | str = True,
+        exponential: str = "exact",
         jacobi: bool = False,
         second_order: bool = False,
         reorthogonalize_every: int | None | str = "auto",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import torch
@@ -29,6 +30,8 @@ __all__ = [
     "resolve_device",
     "check_flag",
     "check_momentum",
+    "EXPONENTIALS",
+    "check_exponential",
     "symmetric_matrix",
 ]
 
@@ -148,6 +151,30 @@ def resolve_device(device: Any) -> torch.device:
                 "CUDA devices"
             )
     return dev
+
+
+#: The eigenvalue maps of a retraction, one spelling everywhere (``RGD``, ``retr``,
+#: ``Gaussian``, ``SpectralKron``): ``d exp(m)``, its first-order truncation ``d (1 + m)``
+#: (paper Fig. 5 / Fig. 6 right) and that truncation continued positively below ``m = -1/2``
+#: (``blocks.eig_retract``).
+EXPONENTIALS = ("exact", "truncated", "continued")
+
+
+def check_exponential(value: Any, name: str = "exponential") -> str:
+    """``value`` if it is one of ``EXPONENTIALS``. The booleans of earlier versions
+    (``True``: ``"exact"``, ``False``: ``"truncated"``) are mapped with a
+    ``DeprecationWarning``."""
+    if value is True or value is False:
+        new = "exact" if value else "truncated"
+        warnings.warn(
+            f"{name}={value} is deprecated; pass {name}={new!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return new
+    if isinstance(value, str) and value in EXPONENTIALS:
+        return value
+    raise ValueError(f"{name}: expected one of {EXPONENTIALS}, got {value!r}")
 
 
 def check_flag(value: Any, name: str) -> bool:

@@ -374,13 +374,43 @@ def test_bad_momentum(manifold, momentum, exc):
         ({"cayley": "qr"}, "cayley"),
         ({"reorthogonalize_every": 0}, "reorthogonalize_every"),
         ({"reorthogonalize_every": 1.5}, "reorthogonalize_every"),
-        # Gaussian spells this "exact"/"truncated"; RGD takes a bool and must not read the
-        # string "truncated" as True (= exact).
-        ({"exponential": "truncated"}, "exponential"),
+        # One spelling everywhere: "exact", "truncated" or "continued"; no other string
+        # (or number) may be read as one of them.
+        ({"exponential": "exp"}, "exponential"),
+        ({"exponential": 1}, "exponential"),
     ],
 )
 def test_bad_rgd_options(manifold, kwargs, name):
     rejects(lambda: ms.RGD(manifold, lr=0.1, **kwargs), (ValueError, TypeError), name)
+
+
+@pytest.mark.parametrize("old, new", [(True, "exact"), (False, "truncated")])
+def test_exponential_has_one_spelling_and_old_bools_warn(manifold, old, new):
+    """``exponential`` is spelled ``"exact"``/``"truncated"``/``"continued"`` by ``RGD``,
+    ``retr``, ``Gaussian`` and ``SpectralKron``; the booleans of earlier versions still work,
+    with a ``DeprecationWarning`` naming the new spelling, and give the same step."""
+    with pytest.warns(DeprecationWarning, match=f"exponential={new!r}"):
+        old_rgd = ms.RGD(manifold, lr=0.05, exponential=old)
+    assert old_rgd.exponential == new == ms.RGD(manifold, lr=0.05, exponential=new).exponential
+    with pytest.warns(DeprecationWarning, match=f"exponential={new!r}"):
+        gauss = ms.Gaussian(manifold, beta2=0.05, exponential=old)
+    assert gauss.exponential == new
+
+
+@pytest.mark.parametrize("old, new", [(True, "truncated"), (False, "exact")])
+def test_spectral_kron_truncated_is_deprecated_for_exponential(old, new):
+    from manifold_spectral.optim import SpectralKron
+
+    W = torch.nn.Parameter(torch.randn(3, 4))
+    with pytest.warns(DeprecationWarning, match=f"exponential={new!r}"):
+        opt = SpectralKron([W], truncated=old)
+    assert opt.param_groups[0]["exponential"] == new
+    assert "truncated" not in opt.param_groups[0]
+    with pytest.warns(DeprecationWarning, match=f"exponential={new!r}"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.randn(2))], "truncated": old})
+    assert opt.param_groups[1]["exponential"] == new
+    with pytest.raises(ValueError, match="exponential"):
+        SpectralKron([W], exponential="exp")
 
 
 def test_rgd_rejects_a_non_manifold():
@@ -535,7 +565,7 @@ def test_truncated_exponential_with_indefinite_hessian(manifold):
 
 
 def test_truncated_rgd_step_that_would_make_d_non_positive(manifold):
-    opt = ms.RGD(manifold, lr=0.05, momentum=0.5, exponential=False)
+    opt = ms.RGD(manifold, lr=0.05, momentum=0.5, exponential="truncated")
     x = opt.step(point(manifold), good_egrad(manifold))
     egrad = 1e3 * good_egrad(manifold)  # m = -2 lr d G_ii << -1
     rejects(lambda: opt.step(x, egrad), ValueError, "exponential", x, egrad, state=opt.state_dict)

@@ -48,7 +48,7 @@ OPTS = dict(lr=1e-2, beta2=0.05, damping=1e-4)
         {"root": 1.0, "clip_rms": 1.0},
         {"root": 1.0, "warm_start": False, "eigenvalue_correction": False},
         {"state_dtype": torch.bfloat16},
-        {"cayley": "exact", "truncated": False},
+        {"cayley": "exact", "exponential": "exact"},
         {"warm_start": True, "update_every": 2},
         {"graft": "adam", "clip_rms": 1.0, "weight_decay": 1e-3, "nesterov": True},
         {"jacobi": True, "cayley": "exact"},
@@ -224,7 +224,7 @@ def deep_mlp(seed: int = 3, dtype=torch.float64) -> nn.Module:
     "kw",
     [
         {},
-        {"cayley": "exact", "truncated": False, "update_every": 2},
+        {"cayley": "exact", "exponential": "exact", "update_every": 2},
         {"warm_start": True, "graft": "adam", "clip_rms": 0.5, "root": 1.0},
         {"eigenvalue_correction": True, "update_every": 2},
     ],
@@ -284,19 +284,24 @@ def test_batched_bucket_splits_by_step_count_and_resumes_bitwise():
         SpectralKron(model.parameters(), batched="yes")
 
 
-def test_state_dict_saved_before_new_options_loads():
+@pytest.mark.parametrize("truncated, exponential", [(True, "truncated"), (False, "exact")])
+def test_state_dict_saved_before_new_options_loads(truncated, exponential):
     """A state dict whose groups lack options added later (``batched``, ``jacobi``) loads and
-    resumes with the defaults of those options."""
+    resumes with the defaults of those options; its ``truncated`` bool (the earlier spelling
+    of ``exponential``) becomes ``exponential``."""
     X, Y = data(7)
     model = mlp()
     opt = SpectralKron(model.parameters(), **OPTS)
     train(model, opt, X, Y, 3)
     old = copy.deepcopy(opt.state_dict())
     for g in old["param_groups"]:
-        del g["batched"], g["jacobi"]
+        del g["batched"], g["jacobi"], g["exponential"]
+        g["truncated"] = truncated
     opt2 = SpectralKron(model.parameters(), **OPTS)
     opt2.load_state_dict(old)
     assert opt2.param_groups[0]["batched"] is True and opt2.param_groups[0]["jacobi"] is False
+    assert opt2.param_groups[0]["exponential"] == exponential
+    assert "truncated" not in opt2.param_groups[0]
     losses = train(model, opt2, X, Y, 3)
     assert all(map(math.isfinite, losses))
 

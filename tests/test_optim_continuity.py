@@ -60,7 +60,7 @@ CONFIGS = {
     "root1": dict(root=1.0, lr=1e-4),
     "eigenvalue_correction": dict(eigenvalue_correction=True),
     "exact_cayley": dict(cayley="exact"),
-    "exact_cayley_exact_exp": dict(cayley="exact", truncated=False),
+    "exact_cayley_exact_exp": dict(cayley="exact", exponential="exact"),
     "identity_start": dict(warm_start=False),
     "unbatched": dict(batched=False),
     "update_every_2_clip": dict(update_every=2, clip_rms=1.0),

@@ -82,21 +82,26 @@ class TruncationError(ValueError):
     """The truncated eigenvalue map ``d (1 + m)`` left the positive reals (``m <= -1``)."""
 
 
-def eig_retract(d: Tensor, m: Tensor, exponential: bool | str = True) -> Tensor:
+def eig_retract(d: Tensor, m: Tensor, exponential: str = "exact") -> Tensor:
     """Eigenvalue chart map ``d * exp(m)`` (exact) or its first-order truncation ``d * (1 + m)``.
 
     The truncation is the decomposition-free RMSprop/AdaGrad form of paper Fig. 5; it keeps
     ``d > 0`` only when ``m > -1``, so a non-positive result raises ``TruncationError`` (a
-    ``ValueError``). ``exponential="continued"``: the truncation where ``m >= -1/2`` (bitwise
+    ``ValueError``). ``exponential`` is ``"exact"``, ``"truncated"`` or ``"continued"``: the
+    truncation where ``m >= -1/2`` (bitwise
     the same there), continued below by ``exp(2 m + 1) / 2`` (value and slope match at
     ``-1/2``): positive for every ``m``, linear (no overflow) for large ``m``, a ``C^1``
     function of ``m``.
     """
-    if exponential is True:
+    if exponential == "exact":
         return d * torch.exp(m)
     if exponential == "continued":
         below = torch.exp(torch.clamp(2.0 * m + 1.0, min=-8.0, max=0.0)).mul_(0.5)
         return d * torch.where(m >= -0.5, 1.0 + m, below)
+    if exponential != "truncated":
+        raise ValueError(
+            f"exponential: expected 'exact', 'truncated' or 'continued', got {exponential!r}"
+        )
     out = d * (1.0 + m)
     if not bool((out > 0).all()):
         raise TruncationError(

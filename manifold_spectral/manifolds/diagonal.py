@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..validation import check_flag, resolve_device
+from ..validation import check_exponential, check_flag, resolve_device
 from . import blocks
 from .base import (
     SpectralManifold,
@@ -26,7 +26,6 @@ from .base import (
 )
 from .points import DiagonalPoint, DiagonalTangent
 from .spectral import (
-    check_exponential,
     check_gop_columns,
     check_log_scale,
     check_tangent_type,
@@ -180,13 +179,14 @@ class DiagonalSPD(SpectralManifold):
         tangent: DiagonalTangent,
         lr: float = 1.0,
         *,
-        exponential: bool | str = True,
+        exponential: str = "exact",
         cayley: str | None = None,
         jacobi: bool = False,
         second_order: bool = False,
     ) -> DiagonalPoint:
-        """``d exp(lr m)`` (or ``d (1 + lr m)``); ``cayley``, ``jacobi`` and ``second_order``
-        are accepted (and checked) and ignored (no rotation factor)."""
+        """``d exp(lr m)`` (``exponential="truncated"``: ``d (1 + lr m)``); ``cayley``,
+        ``jacobi`` and ``second_order`` are accepted (and checked) and ignored (no rotation
+        factor)."""
         lr = check_positive(lr, "lr")
         exponential = check_exponential(exponential)
         check_flag(jacobi, "jacobi")

@@ -13,13 +13,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..validation import check_flag
+from ..validation import check_exponential, check_flag
 from . import blocks
 from .base import check_cayley, check_positive, check_tensor
 from .kronecker_metric import _center
 from .kronecker_points import KroneckerSpectralPoint, KroneckerSpectralTangent
 from .points import SpectralPoint, SpectralTangent
-from .spectral import check_exponential, check_tangent_type
+from .spectral import check_tangent_type
 
 __all__ = ["KroneckerChartMixin"]
 
@@ -50,15 +50,16 @@ class KroneckerChartMixin:
         lr: float = 1.0,
         *,
         cayley: str | None = None,
-        exponential: bool | str = True,
+        exponential: str = "exact",
         jacobi: bool = False,
         second_order: bool = False,
     ) -> KroneckerSpectralPoint:
         """Chart map at ``lr * tangent`` (the factors' ``m`` are projected to sum zero).
 
-        ``exponential=True``: ``alpha e^{lr n}``, ``d_l e^{lr m_l}``, then rounding of
+        ``exponential="exact"``: ``alpha e^{lr n}``, ``d_l e^{lr m_l}``, then rounding of
         ``det S_l`` is moved into ``alpha`` (``normalize``; ``S`` unchanged).
-        ``exponential=False`` (paper Fig. 6 right, the practical scheme):
+        ``exponential="truncated"`` (paper Fig. 6 right, the practical scheme; ``"continued"``:
+        its positive continuation, ``blocks.eig_retract``):
         ``n_l = d_l (1 + lr (m_l + n))``, ``d_l <- n_l / geomean(n_l)``,
         ``alpha <- alpha sqrt(geomean(n_L) geomean(n_R))``; for the GOP this is
         ``n_l = (1 - gamma beta2) d_l + beta2 / (alpha kappa_l) (diag(W_l) + lambda_l)``.
@@ -88,7 +89,7 @@ class KroneckerChartMixin:
             check_tensor(t.m, f"tangent.{name}.m", shape=(*bs, s), dtype=dt, device=dev)
             check_tensor(t.M, f"tangent.{name}.M", shape=(*bs, s, s), dtype=dt, device=dev)
             m = _center(t.m)
-            if exponential is True:
+            if exponential == "exact":
                 d = blocks.eig_retract(p.d, lr * m)
             else:
                 d = blocks.eig_retract(p.d, lr * (m + tangent.n[..., None]), exponential)
@@ -101,8 +102,8 @@ class KroneckerChartMixin:
                 second_order=(p.d, d) if second_order else None,
             )
             new.append(SpectralPoint(B, d))
-        alpha = x.alpha * torch.exp(lr * tangent.n) if exponential is True else x.alpha
-        if exponential is not True:
+        alpha = x.alpha * torch.exp(lr * tangent.n) if exponential == "exact" else x.alpha
+        if exponential != "exact":
             # n_l carries the alpha step; normalize() moves sqrt(geomean) of each into alpha.
             cL, cR = torch.log(new[0].d).mean(-1), torch.log(new[1].d).mean(-1)
             alpha = alpha * torch.exp(-(cL + cR) / 2)

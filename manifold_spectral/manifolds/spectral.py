@@ -36,7 +36,10 @@ __all__ = ["SpectralSPD", "orthogonality_tol", "check_positive_definite"]
 #: Moved to ``manifold_spectral.validation``; the old names still work, with a warning.
 __getattr__ = moved_names(
     __name__,
-    dict.fromkeys(("resolve_device", "check_flag", "symmetric_matrix"), validation.__name__),
+    dict.fromkeys(
+        ("resolve_device", "check_flag", "symmetric_matrix", "check_exponential"),
+        validation.__name__,
+    ),
 )
 
 
@@ -97,14 +100,6 @@ def check_tangent_type(tangent: Any, tangent_type: type, name: str = "tangent") 
     """``TypeError`` naming ``name`` unless ``tangent`` is a ``tangent_type``."""
     if not isinstance(tangent, tangent_type):
         raise TypeError(f"{name}: expected a {tangent_type.__name__}, got {type(tangent).__name__}")
-
-
-def check_exponential(value: Any) -> bool | str:
-    """The eigenvalue map of a retraction: ``True`` (``d exp(m)``), ``False`` (``d (1 + m)``)
-    or ``"continued"`` (``blocks.eig_retract``)."""
-    if value is True or value is False or value == "continued":
-        return value
-    raise TypeError(f"exponential: expected True, False or 'continued', got {value!r}")
 
 
 class SpectralSPD(SpectralManifold):
@@ -409,25 +404,26 @@ class SpectralSPD(SpectralManifold):
         lr: float = 1.0,
         *,
         cayley: str | None = None,
-        exponential: bool | str = True,
+        exponential: str = "exact",
         jacobi: bool = False,
         second_order: bool = False,
     ) -> SpectralPoint:
         """Chart map at ``lr * tangent``: ``(B Cayley(Skew(lr M)), d exp(lr m))``.
 
         ``cayley`` overrides the manifold default; ``"neumann"`` rescales ``Skew(lr M)`` to a
-        spectral-norm bound ``<= neumann_max_norm``. ``exponential=False`` uses
-        ``d (1 + lr m)`` (paper Fig. 5). With exact Cayley and exponential this is the exact
-        RGD step in the chart. ``jacobi=True`` turns each eigenvector pair by its exact 2 x 2
-        Jacobi angle instead of the linearised one (``blocks.jacobi_angles``; the same to
-        first order, bounded at near-repeated eigenvalues). ``second_order=True`` turns ``B``
-        to the eigenvectors of the first-order step ``B (D' + E) B^T`` up to third-order
-        terms (``blocks.second_order_angles``: the Jacobi angles with the new eigenvalues' gaps
+        spectral-norm bound ``<= neumann_max_norm``. ``exponential="truncated"`` uses
+        ``d (1 + lr m)`` (paper Fig. 5), ``"continued"`` its positive continuation. With exact
+        Cayley and exponential this is the exact RGD step in the chart. ``jacobi=True`` turns
+        each eigenvector pair by its exact 2 x 2 Jacobi angle instead of the linearised one
+        (``blocks.jacobi_angles``; the same to first order, bounded at near-repeated
+        eigenvalues). ``second_order=True`` turns ``B`` to the eigenvectors of the first-order
+        step ``B (D' + E) B^T`` up to third-order terms (``blocks.second_order_angles``: the
+        Jacobi angles with the new eigenvalues' gaps
         plus the coupling of each pair through the other eigenvectors; one more n x n product;
         implies ``jacobi``).
         """
         lr = check_positive(lr, "lr")
-        exponential = check_exponential(exponential)
+        exponential = validation.check_exponential(exponential)
         jacobi = validation.check_flag(jacobi, "jacobi")
         second_order = validation.check_flag(second_order, "second_order")
         method = self.cayley if cayley is None else check_cayley(cayley)

@@ -8,13 +8,21 @@ fail, so each is refused with a ``ValueError`` naming the entry, and nothing is 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..linalg import check_cayley
-from ..validation import check_dtype, check_flag, check_momentum, check_positive, check_size
+from ..validation import (
+    check_dtype,
+    check_exponential,
+    check_flag,
+    check_momentum,
+    check_positive,
+    check_size,
+)
 
 __all__ = ["validate_group", "check_param_state", "COUNTERS", "NonFiniteUpdate"]
 
@@ -29,7 +37,6 @@ class NonFiniteUpdate(FloatingPointError):
 
 
 _FLAGS = (
-    "truncated",
     "jacobi",
     "nesterov",
     "warm_start",
@@ -53,7 +60,8 @@ def validate_group(g: dict[str, Any]) -> None:
         check_flag(g[flag], flag)
     if g["eigenvalue_correction"] is not None:
         check_flag(g["eigenvalue_correction"], "eigenvalue_correction")
-    if g["truncated"] and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
+    check_exponential(g["exponential"])
+    if g["exponential"] != "exact" and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
         raise ValueError("beta2: the truncated scheme needs gamma * beta2 < 1")
     check_size(g["update_every"], "update_every")
     check_size(g["max_factor_dim"], "max_factor_dim")
@@ -134,3 +142,16 @@ def nonfinite_gradient_error(gi: int, pi: int, shape: tuple[int, ...]) -> ValueE
         f"params[{gi}][{pi}] (shape {shape}): gradient contains NaN or Inf; nothing was "
         "changed (pass nonfinite='skip' to skip such steps)"
     )
+
+
+def legacy_truncated(truncated: Any) -> str:
+    """``exponential`` for the ``truncated`` bool of earlier versions (with a
+    ``DeprecationWarning``): ``True`` is ``"truncated"``, ``False`` ``"exact"``."""
+    check_flag(truncated, "truncated")
+    new = "truncated" if truncated else "exact"
+    warnings.warn(
+        f"SpectralKron(truncated={truncated}) is deprecated; pass exponential={new!r}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return new

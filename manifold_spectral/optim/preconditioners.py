@@ -231,7 +231,7 @@ def damping_floor(damping: float, dtype: torch.dtype) -> float:
 def _gaussian(manifold: Any, opts: dict, continued: bool = False) -> Gaussian:
     """The curvature update of a preconditioner with ``opts``' eigenvalue map, or (``continued``)
     the truncated map continued positively (``blocks.eig_retract``)."""
-    exponential = "truncated" if opts["truncated"] else "exact"
+    exponential = opts["exponential"]
     return Gaussian(
         manifold,
         beta2=opts["beta2"],

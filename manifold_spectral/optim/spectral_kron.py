@@ -66,8 +66,10 @@ class SpectralKron(torch.optim.Optimizer):
         gamma: entropy weight: 1 = moving average of the GOP, 0 = AdaGrad-like sum.
         update_every: curvature update period (paper: 2).
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
-        truncated: truncated-exponential (practical, Fig. 6 right) or exact eigenvalue map.
-            A truncated step whose map ``d (1 + m)`` would leave the positive reals (a very
+        exponential: the curvature step's eigenvalue map: ``"truncated"`` (practical, Fig. 6
+            right; default) or ``"exact"`` (``validation.EXPONENTIALS``; the ``truncated``
+            bool of earlier versions is accepted with a ``DeprecationWarning``). A truncated
+            step whose map ``d (1 + m)`` would leave the positive reals (a very
             large curvature step, or bf16 cancellation) is taken with that map continued
             positively below ``m = -1/2`` instead (``blocks.eig_retract``), and counted in
             the parameter's state (``curvature_fallbacks``); a curvature step that fails even
@@ -156,7 +158,7 @@ class SpectralKron(torch.optim.Optimizer):
         gamma: float = 1.0,
         update_every: int = 1,
         cayley: str = "neumann",
-        truncated: bool = True,
+        exponential: str = "truncated",
         jacobi: bool = True,
         gap_damping: float = GAP_DAMPING,
         eigenvalue_correction: bool | None = None,
@@ -174,7 +176,10 @@ class SpectralKron(torch.optim.Optimizer):
         nonfinite: str = "raise",
         shard: bool = False,
         process_group: Any = None,
+        truncated: bool | None = None,
     ) -> None:
+        if truncated is not None:
+            exponential = checks.legacy_truncated(truncated)
         defaults = dict(
             lr=lr,
             beta2=beta2,
@@ -183,7 +188,7 @@ class SpectralKron(torch.optim.Optimizer):
             gamma=gamma,
             update_every=update_every,
             cayley=cayley,
-            truncated=truncated,
+            exponential=exponential,
             jacobi=jacobi,
             gap_damping=gap_damping,
             eigenvalue_correction=eigenvalue_correction,
@@ -243,6 +248,9 @@ class SpectralKron(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim``'s, with the group's options validated first: a rejected group is
         not registered (its parameters can be added again with valid options)."""
+        if isinstance(param_group, dict) and "truncated" in param_group:
+            param_group = dict(param_group)
+            param_group["exponential"] = checks.legacy_truncated(param_group.pop("truncated"))
         if isinstance(param_group, dict) and hasattr(self, "defaults"):
             self._validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
@@ -526,8 +534,12 @@ class SpectralKron(torch.optim.Optimizer):
         return state
 
     def _fill_legacy_options(self) -> None:
-        """Options missing from groups saved before they existed (``_LEGACY``)."""
+        """Options missing from groups saved before they existed (``_LEGACY``); the
+        ``truncated`` bool of earlier versions becomes ``exponential``."""
         for group in self.param_groups:
+            if "truncated" in group:
+                group.setdefault("exponential", "truncated" if group["truncated"] else "exact")
+                del group["truncated"]
             for key, value in self.defaults.items():
                 group.setdefault(key, _LEGACY.get(key, value))
 
@@ -584,6 +596,8 @@ class SpectralKron(torch.optim.Optimizer):
         index = 0
         for gi, (group, saved_group) in enumerate(zip(self.param_groups, groups, strict=True)):
             opts = {**self.defaults, **saved_group}
+            if "truncated" in saved_group and "exponential" not in saved_group:
+                opts["exponential"] = "truncated" if saved_group["truncated"] else "exact"
             try:
                 self._validate(opts)
             except (TypeError, ValueError) as exc:
