@@ -345,6 +345,14 @@ class KroneckerSpectralSPD(KroneckerMetricMixin, KroneckerChartMixin, SpectralMa
         A batch passes when every element does; the reason names the first failing element
         (``"element i: ..."``, after ``"left: "``/``"right: "`` for a factor).
         """
+        if self._layout_ok(x):  # one host synchronisation for a valid point
+            ok = torch.isfinite(x.alpha.sum()) & (x.alpha > 0).all()
+            for man, p in ((self.left, x.left), (self.right, x.right)):
+                logdet = torch.log(p.d.float() if p.d.dtype != torch.float64 else p.d).sum(-1)
+                tol = det_tol(self.dtype, man.n)
+                ok = ok & man._point_ok(p, fast) & (logdet.abs() <= tol).all()
+            if bool(ok):
+                return True, None
         if not isinstance(x, KroneckerSpectralPoint):
             return False, f"expected a KroneckerSpectralPoint, got {type(x).__name__}"
         reason = self._check_point_tensors({"alpha": (x.alpha, ())})
