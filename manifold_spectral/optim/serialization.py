@@ -1,0 +1,178 @@
+"""Saving, loading, pickling and consolidating the state of ``SpectralKron``.
+
+A state dict is checked whole before anything is loaded (``checks.check_param_state`` and a
+point check of every saved preconditioner); the chosen ``state_dtype`` is restored after
+``torch.optim`` casts the state to the parameter dtype, so resuming is bitwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import distributed, transforms
+from .checks import check_param_state
+from .preconditioners import make_preconditioner
+from .updates import PRECOND_PREFIX
+
+__all__ = ["StateDictMixin", "LEGACY"]
+
+#: Values of options missing from a state dict saved before they existed: the behaviour of
+#: that version (the current defaults for the others).
+LEGACY = {"jacobi": False, "gap_damping": 0.0}
+
+
+class StateDictMixin:
+    """``state_dict`` / ``load_state_dict`` / pickling of ``SpectralKron``."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """``torch.optim`` pickles only defaults, state and groups; keep the options and
+        counters too (``copy.deepcopy`` and ``pickle`` give a working optimizer). Caches are
+        rebuilt. A sharded optimizer holds a process group: save ``consolidated_state_dict``."""
+        if self._sharding is not None:
+            raise TypeError(
+                "SpectralKron(shard=True) cannot be pickled or deep-copied (it holds a process "
+                "group); save consolidated_state_dict() and load it into a new optimizer"
+            )
+        state = super().__getstate__()
+        state.update(nonfinite=self.nonfinite, skipped_steps=self.skipped_steps)
+        return state
+
+    def _fill_legacy_options(self) -> None:
+        """Options missing from groups saved before they existed (``LEGACY``); the
+        ``truncated`` bool of earlier versions becomes ``exponential``."""
+        for group in self.param_groups:
+            if "truncated" in group:
+                group.setdefault("exponential", "truncated" if group["truncated"] else "exact")
+                del group["truncated"]
+            for key, value in self.defaults.items():
+                group.setdefault(key, LEGACY.get(key, value))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # torch.optim's load_state_dict calls this too, on a live optimizer: only fill in
+        # what an unpickled one lacks.
+        super().__setstate__(state)
+        for name, value in (
+            ("nonfinite", "raise"),
+            ("skipped_steps", 0),
+            ("_process_group", None),
+            ("_sharding", None),
+            ("_preconditioners", {}),
+            ("_batched", {}),
+        ):
+            self.__dict__.setdefault(name, value)
+        self._fill_legacy_options()
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim``'s state dict; with ``shard=True`` only this rank's parameters have
+        state, and ``"shard": {"rank", "world_size"}`` says whose shard it is (save one file
+        per rank; ``consolidated_state_dict`` gives the whole state)."""
+        sd = super().state_dict()
+        sd["counters"] = {"skipped_steps": self.skipped_steps}
+        if self._sharding is not None:
+            sd["shard"] = {"rank": self._sharding.rank, "world_size": self._sharding.world}
+        return sd
+
+    def consolidated_state_dict(self) -> dict[str, Any]:
+        """The whole state on every rank (a collective: call it on every rank), on the CPU,
+        loadable into an unsharded ``SpectralKron`` or a sharded one of any world size.
+        Without ``shard`` it is ``state_dict()``."""
+        sd = self.state_dict()
+        if self._sharding is None:
+            return sd
+        return distributed.consolidate(sd, self._sharding)
+
+    def _check_saved(self, state_dict: dict[str, Any]) -> None:
+        """Raise ``ValueError`` (nothing loaded) if a saved group has an invalid option, a
+        saved parameter state is unsound (``checks.check_param_state``) or a saved
+        preconditioner state is not a valid point: the updates check only their results, so
+        they must start from one."""
+        groups = state_dict.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            return  # torch.optim reports malformed or mismatched dicts itself
+        counters = state_dict.get("counters", {"skipped_steps": 0})
+        skipped = counters.get("skipped_steps") if isinstance(counters, dict) else None
+        if isinstance(skipped, bool) or not isinstance(skipped, int) or skipped < 0:
+            raise ValueError(
+                "state_dict['counters']: expected {'skipped_steps': int >= 0}, got "
+                f"{counters!r}; nothing was loaded"
+            )
+        n = len(PRECOND_PREFIX)
+        index = 0
+        for gi, (group, saved_group) in enumerate(zip(self.param_groups, groups, strict=True)):
+            opts = {**self.defaults, **saved_group}
+            if "truncated" in saved_group and "exponential" not in saved_group:
+                opts["exponential"] = "truncated" if saved_group["truncated"] else "exact"
+            try:
+                self._validate(opts)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"state_dict: param_groups[{gi}] has an invalid option ({exc}); "
+                    "nothing was loaded"
+                ) from None
+            for p, saved_id in zip(group["params"], saved_group.get("params", []), strict=False):
+                index += 1
+                saved = state_dict.get("state", {}).get(saved_id) or {}
+                try:
+                    check_param_state(saved, tuple(p.shape), f"state[{saved_id!r}]")
+                except ValueError as exc:
+                    raise ValueError(
+                        f"state_dict: the saved state of parameter {index - 1} (shape "
+                        f"{tuple(p.shape)}) is unsound ({exc}); nothing was loaded"
+                    ) from None
+                pc = {k[n:]: v for k, v in saved.items() if k.startswith(PRECOND_PREFIX)}
+                if not pc:
+                    continue
+                sd = opts["state_dtype"] or p.dtype
+                pre = make_preconditioner(p, sd, opts)
+                try:
+                    x = pre.point({k: v.to(device=p.device, dtype=sd) for k, v in pc.items()})
+                    ok, reason = pre.manifold.check_point(x, fast=True)
+                except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                    ok, reason = False, str(exc)
+                if not ok:
+                    raise ValueError(
+                        f"state_dict: the saved state of parameter {index - 1} (shape "
+                        f"{tuple(p.shape)}) is not a valid preconditioner ({reason}); "
+                        "nothing was loaded"
+                    )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """``torch.optim`` casts floating state to the parameter dtype on load; restore the
+        chosen ``state_dtype`` (bf16 -> fp32 -> bf16 is exact, so resuming is bitwise).
+
+        With ``shard=True`` the dict is this rank's shard (same rank and world size) or a whole
+        state (``consolidated_state_dict`` or an unsharded run), of which the parameters this
+        rank owns are kept. A shard cannot be loaded elsewhere: it lacks other ranks' state."""
+        distributed.check_loadable(state_dict, self._sharding)
+        self._check_saved(state_dict)
+        super().load_state_dict(state_dict)
+        self.skipped_steps = state_dict.get("counters", {}).get("skipped_steps", 0)
+        self._fill_legacy_options()
+        if self._sharding is not None:
+            for p in [p for p in self.state if not self._sharding.owns(p)]:
+                del self.state[p]
+        self._preconditioners.clear()
+        self._batched.clear()
+        # torch.optim matched saved and current parameters by position; take the saved tensors
+        # themselves (its cast to the parameter dtype rounds a state dtype finer than the
+        # parameters', e.g. float64 state on float32 parameters).
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_of = dict(zip(params, saved_ids, strict=True))
+        for group in self.param_groups:
+            for p in group["params"]:
+                st = self.state.get(p)
+                if not st:
+                    continue
+                saved = state_dict["state"].get(saved_of[p], {})
+                sd = self._state_dtype(group, p)
+                for k, v in list(st.items()):
+                    if k == "step" or not isinstance(v, Tensor):
+                        continue
+                    src = saved.get(k, v)
+                    dtype = {"exp_avg_sq": torch.float32, "eig_v": transforms.wide_dtype(sd)}
+                    dtype = dtype.get(k, sd)
+                    st[k] = src.to(device=v.device, dtype=dtype, copy=True)

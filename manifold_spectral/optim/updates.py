@@ -1,0 +1,220 @@
+"""The update of ``SpectralKron``: its preconditioners, buckets of same-shaped parameters and
+the per-parameter computation of the new state and the direction (writing nothing).
+
+The order of one parameter's update (``_compute_many``): momentum; with the eigenvalue
+correction, the direction in the eigenbasis before this step's curvature update (as SOAP's),
+whose rotated gradient the curvature step's GOP reuses; the curvature update (with its
+fallbacks, ``_curvature_update``); grafting and clipping. ``SpectralKron.step`` writes the
+results only after every parameter's computation succeeded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..linalg import all_finite
+from ..manifolds.blocks import TruncationError
+from . import checks, transforms
+from .checks import COUNTERS, NonFiniteUpdate
+from .preconditioners import make_preconditioner, param_cost
+
+__all__ = ["UpdateMixin", "PRECOND_PREFIX", "BATCH_MAX_COST"]
+
+#: Prefix of the preconditioner's entries in a parameter's optimizer state.
+PRECOND_PREFIX = "pc_"
+
+#: ``batched`` buckets only parameters whose preconditioner cost ``a^3 + b^3 + ab(a + b)``
+#: is at most that of a 256 x 256 matrix: above it the products dominate the per-parameter
+#: overhead, and batched elementwise work on large factors falls out of cache
+#: (``benchmarks/bench_optim_batched.py`` measures both sides of the bound).
+BATCH_MAX_COST = 4 * 256**3
+
+
+class UpdateMixin:
+    """``SpectralKron``'s per-parameter update (no writes); see the module docstring."""
+
+    def _state_dtype(self, group: dict[str, Any], p: Tensor) -> torch.dtype:
+        return group["state_dtype"] or p.dtype
+
+    def _preconditioner(self, group: dict[str, Any], p: Tensor) -> Any:
+        pre = self._preconditioners.get(p)
+        if pre is None:
+            pre = make_preconditioner(p, self._state_dtype(group, p), group)
+            self._preconditioners[p] = pre
+        return pre
+
+    @staticmethod
+    def _precond_state(state: dict[str, Any]) -> dict[str, Tensor]:
+        n = len(PRECOND_PREFIX)
+        return {k[n:]: v for k, v in state.items() if k.startswith(PRECOND_PREFIX)}
+
+    def _compute_many(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> list[tuple[dict[str, Any], Tensor]]:
+        """``compute_update`` for parameters of one group that share a preconditioner shape, state
+        dtype, device and step count (a ``_buckets`` bucket). For more than one, the curvature
+        updates and the preconditioning run on a ``batch=k`` manifold: the same formulas, one
+        set of batched products. Per-parameter state stays per parameter (stacked for the
+        update, then sliced and copied back)."""
+        k = len(params)
+        sd = self._state_dtype(group, params[0])
+        singles = [self._preconditioner(group, p) for p in params]
+        pre = singles[0] if k == 1 else self._batched_preconditioner(group, params[0], k)
+        news: list[dict[str, Any]] = []
+        pcs, bufs, steps = [], [], []
+        for p, grad, single in zip(params, grads, singles, strict=True):
+            state, new = self.state[p], {}
+            if not state:
+                pcs.append(single.init_state(grad, group["warm_start"]))
+                steps.append(1)
+                bufs.append(torch.zeros_like(grad, dtype=sd))
+                if group["graft"] == "adam":
+                    new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
+            else:
+                pcs.append(self._precond_state(state))
+                steps.append(int(state["step"]) + 1)
+                bufs.append(state["momentum_buffer"])
+            news.append(new)
+        step = steps[0]
+        gs = [grad.to(sd) for grad in grads]
+        pc = pcs[0] if k == 1 else {key: torch.stack([c[key] for c in pcs]) for key in pcs[0]}
+        directions = []
+        for new, buf, g in zip(news, bufs, gs, strict=True):
+            if group["momentum"]:
+                buf, direction = transforms.heavy_ball(buf, g, group["momentum"], group["nesterov"])
+            else:
+                direction = g
+            new["momentum_buffer"] = buf
+            directions.append(direction)
+        D = directions[0] if k == 1 else torch.stack(directions)
+        G = gs[0] if k == 1 else torch.stack(gs)
+        corrected = checks.corrected(group) and pre.kind == "kronecker"
+        rotated = None
+        if corrected:
+            # In the basis before this step's curvature update (as SOAP): the rotated gradient
+            # then serves the curvature step's GOP too.
+            vs = [
+                self.state[p].get("eig_v", torch.zeros_like(g, dtype=transforms.wide_dtype(sd)))
+                for p, g in zip(params, gs, strict=True)
+            ]
+            U, V, rotated = pre.precondition_corrected(
+                pc, D, G, vs[0] if k == 1 else torch.stack(vs), step, group["correction_beta"]
+            )
+            if not all_finite(V):  # squares of a finite gradient overflowed the buffer's dtype
+                raise NonFiniteUpdate(
+                    "SpectralKron: the eigenvalue-correction second moment overflowed; the "
+                    "step is skipped"
+                )
+        if (step - 1) % group["update_every"] == 0:
+            count = (step - 1) // group["update_every"] + 1
+            if k == 1:
+                pc = self._curvature_update(
+                    pre, pc, G, count, news[0], self.state[params[0]], rotated
+                )
+            else:
+                try:
+                    pc = pre.update(pc, G, count=count, rotated=rotated)
+                except (FloatingPointError, ValueError):
+                    # One element failed: update them one by one (each with its fallbacks),
+                    # exactly as unbatched.
+                    return [
+                        self._compute_many(group, [p], [g])[0]
+                        for p, g in zip(params, grads, strict=True)
+                    ]
+        if not corrected:
+            U = pre.precondition(pc, D)
+        out = []
+        for i, (p, grad, new) in enumerate(zip(params, grads, news, strict=True)):
+            pci = pc if k == 1 else {key: v[i].clone() for key, v in pc.items()}
+            new.update({PRECOND_PREFIX + key: v for key, v in pci.items()})
+            if corrected:
+                new["eig_v"] = (V if k == 1 else V[i].clone()).reshape(p.shape)
+            u = U if k == 1 else U[i]
+            if group["graft"] == "adam":
+                v = self.state[p].get("exp_avg_sq", new.get("exp_avg_sq"))
+                v, adam = transforms.adam_direction(v, grad.float(), step)
+                new["exp_avg_sq"] = v
+                u = transforms.graft_norm(u, adam)
+            if group["clip_rms"] is not None:
+                u = transforms.clip_by_rms(u, group["clip_rms"])
+            if not bool(torch.isfinite(u).all()):
+                raise NonFiniteUpdate(
+                    f"SpectralKron: non-finite update for a parameter of shape "
+                    f"{tuple(p.shape)}; the step is skipped"
+                )
+            new["step"] = torch.tensor(float(step))
+            out.append((new, u))
+        return out
+
+    @staticmethod
+    def _curvature_update(
+        pre: Any,
+        pc: dict[str, Tensor],
+        g: Tensor,
+        count: int,
+        new: dict,
+        state: dict,
+        rotated: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """One parameter's curvature step, never raising for a finite gradient: a truncated
+        map that leaves the positive reals is redone with the map continued positively below
+        ``m = -1/2`` (``blocks.eig_retract``: elementwise, same cost; the exact exponential
+        would overflow on the very steps that need this); a step that fails even so keeps
+        the previous curvature. Each is counted in ``new`` (the pending state)."""
+        counts = {key: state.get(key, 0) for key in COUNTERS}
+        try:
+            out = pre.update(pc, g, count=count, rotated=rotated)
+        except TruncationError:
+            counts["curvature_fallbacks"] += 1
+            try:
+                out = pre.update(pc, g, count=count, continued=True, rotated=rotated)
+            except (FloatingPointError, ValueError):
+                counts["curvature_rejections"] += 1
+                out = pc
+        except (FloatingPointError, ValueError):
+            counts["curvature_rejections"] += 1
+            out = pc
+        new.update({key: v for key, v in counts.items() if v or key in state})
+        return out
+
+    @property
+    def curvature_fallbacks(self) -> int:
+        """Curvature steps taken with the continued instead of the truncated map."""
+        return sum(st.get("curvature_fallbacks", 0) for st in self.state.values())
+
+    @property
+    def curvature_rejections(self) -> int:
+        """Curvature steps that failed for a finite gradient (previous curvature kept)."""
+        return sum(st.get("curvature_rejections", 0) for st in self.state.values())
+
+    def _buckets(self, group: dict[str, Any]) -> list[list[Tensor]]:
+        """The group's parameters with a gradient, in order, bucketed for ``_compute_many``:
+        with ``batched``, Kronecker parameters of one preconditioner shape, state dtype,
+        device and step count, and cost at most ``BATCH_MAX_COST``, share a bucket; every
+        other parameter is alone."""
+        buckets: dict[Any, list[Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            pre = self._preconditioner(group, p)
+            key: Any = id(p)
+            cost = param_cost(p.shape, group)
+            if group["batched"] and pre.kind == "kronecker" and cost <= BATCH_MAX_COST:
+                state = self.state[p]
+                step = int(state["step"]) if state else 0
+                key = (pre.shape, self._state_dtype(group, p), p.device, step)
+            buckets.setdefault(key, []).append(p)
+        return list(buckets.values())
+
+    def _batched_preconditioner(self, group: dict[str, Any], p: Tensor, k: int) -> Any:
+        """The ``batch=k`` preconditioner of ``k`` parameters shaped like ``p`` (cached)."""
+        sd = self._state_dtype(group, p)
+        key = (self.param_groups.index(group), self._preconditioner(group, p).shape, sd, k)
+        pre = self._batched.get(key)
+        if pre is None:
+            pre = make_preconditioner(p, sd, group, batch=k)
+            self._batched[key] = pre
+        return pre
