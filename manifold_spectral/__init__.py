@@ -3,7 +3,7 @@ gradient descent in local charts (Lin et al., ICML 2025), so that any matrix roo
 ``S^(-1/p)`` costs an elementwise power instead of an eigendecomposition."""
 
 from . import linalg
-from .gaussian import GOP, Gaussian, Hessian
+from .gaussian import GOP, DenseCurvature, Gaussian
 from .manifolds import (
     DiagonalPoint,
     DiagonalSPD,
@@ -35,5 +35,13 @@ __all__ = [
     "RGD",
     "Gaussian",
     "GOP",
-    "Hessian",
+    "DenseCurvature",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Hessian":  # renamed: gaussian.__getattr__ warns
+        from . import gaussian
+
+        return gaussian.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ this is exactly the top box of Fig. 1 (``d <- d exp(beta2/d (q*q - gamma d))``,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -30,7 +31,7 @@ from .validation import check_exponential
 __all__ = [
     "Curvature",
     "GOP",
-    "Hessian",
+    "DenseCurvature",
     "CallableCurvature",
     "Rotated",
     "as_curvature",
@@ -80,8 +81,10 @@ class GOP(Curvature):
         return manifold.gop_eigenbasis(x, grads.mT, self.damping)
 
 
-class Hessian(Curvature):
-    """A dense symmetric curvature estimate ``H`` (n, n) (e.g. a Hessian or Gauss-Newton matrix).
+class DenseCurvature(Curvature):
+    """A dense symmetric curvature estimate ``H`` (n, n): a Hessian, a Gauss-Newton or Fisher
+    matrix, any symmetric estimate (the name ``Hessian`` of earlier versions still works, with
+    a ``DeprecationWarning``).
 
     ``H`` need not be PSD (the exact exponential handles any symmetric ``H``). On a batched
     ``SpectralSPD`` it is (k, n, n), one per element.
@@ -125,6 +128,19 @@ class Rotated(Curvature):
         return self.Ht
 
 
+def __getattr__(name: str) -> Any:
+    # The dense curvature was called ``Hessian``, though it takes any symmetric estimate.
+    if name == "Hessian":
+        warnings.warn(
+            "manifold_spectral.Hessian is deprecated; use DenseCurvature (any dense symmetric "
+            "curvature estimate)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return DenseCurvature
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 CurvatureLike = Union[Curvature, Tensor, Callable[[Any], Any]]  # noqa: UP007 (py3.10 alias)
 
 
@@ -133,7 +149,7 @@ def as_curvature(curvature: CurvatureLike) -> Curvature:
     if isinstance(curvature, Curvature):
         return curvature
     if isinstance(curvature, Tensor):
-        return Hessian(curvature)
+        return DenseCurvature(curvature)
     if callable(curvature):
         return CallableCurvature(curvature)
     raise TypeError(

@@ -494,13 +494,13 @@ def test_bad_gop(grads, exc):
     ids=["non_square", "vector", "4d"],
 )
 def test_bad_hessian_shape(H):
-    rejects(lambda: ms.Hessian(H), ValueError, "H", H)
+    rejects(lambda: ms.DenseCurvature(H), ValueError, "H", H)
 
 
 def test_hessian_nan():
     H = torch.eye(N, dtype=F64)
     H[1, 1] = float("nan")
-    rejects(lambda: ms.Hessian(H), ValueError, "H", H)
+    rejects(lambda: ms.DenseCurvature(H), ValueError, "H", H)
 
 
 def test_gaussian_step_rejects_curvature_of_wrong_size_or_dtype(manifold):
@@ -509,10 +509,10 @@ def test_gaussian_step_rejects_curvature_of_wrong_size_or_dtype(manifold):
     cases = [
         (ms.GOP(torch.ones(N + 1, dtype=F64)), ValueError, "grads"),
         (ms.GOP(torch.ones(N, dtype=torch.float32)), TypeError, "grads"),
-        (ms.Hessian(torch.eye(N + 1, dtype=F64)), ValueError, "H"),
+        (ms.DenseCurvature(torch.eye(N + 1, dtype=F64)), ValueError, "H"),
         # (k, m, n) gradients and (k, n, n) curvatures are for manifolds with batch=k
         (ms.GOP(torch.ones(2, 2, N, dtype=F64)), ValueError, "grads"),
-        (ms.Hessian(torch.ones(1, N, N, dtype=F64)), ValueError, "H"),
+        (ms.DenseCurvature(torch.ones(1, N, N, dtype=F64)), ValueError, "H"),
         (torch.eye(N, dtype=torch.float32), TypeError, "H"),
         ("gop", TypeError, "curvature"),
     ]
@@ -557,7 +557,7 @@ def test_truncated_exponential_with_indefinite_hessian(manifold):
     x = point(manifold)
     mu, g = torch.zeros(N, dtype=F64), torch.ones(N, dtype=F64)
     H = -100.0 * torch.eye(N, dtype=F64)  # new d = 0.5 d - 50 < 0
-    rejects(lambda: family.precision_step(x, ms.Hessian(H)), ValueError, "exponential", x, H)
+    rejects(lambda: family.precision_step(x, ms.DenseCurvature(H)), ValueError, "exponential", x, H)
     rejects(lambda: family.step(mu, x, g, H), ValueError, "exponential", x, H, mu, g)
     # The exact exponential handles the same indefinite curvature.
     exact = ms.Gaussian(manifold, beta2=0.5, gamma=1.0)
@@ -766,8 +766,8 @@ def test_kronecker_gop_of_wrong_size_or_with_nan():
         (ms.GOP(torch.ones(2, ab - 1, dtype=F64)), ValueError, "grads"),
         (ms.GOP(G), ValueError, "grads"),  # an unflattened (a, b) gradient matrix
         (ms.GOP(torch.ones(ab, dtype=torch.float32)), TypeError, "grads"),
-        (ms.Hessian(torch.eye(ab + 1, dtype=F64)), ValueError, "H"),
-        (ms.Hessian(torch.eye(KA, dtype=F64)), ValueError, "H"),
+        (ms.DenseCurvature(torch.eye(ab + 1, dtype=F64)), ValueError, "H"),
+        (ms.DenseCurvature(torch.eye(KA, dtype=F64)), ValueError, "H"),
     ]
     for curvature, exc, name in cases:
         rejects(lambda c=curvature: family.precision_step(x, c), exc, name, x)
@@ -779,7 +779,7 @@ def test_kronecker_gop_of_wrong_size_or_with_nan():
     rejects(lambda: ms.GOP(g, damping=-1.0), ValueError, "damping", g)
     rejects(lambda: ms.GOP(g, damping=float("nan")), ValueError, "damping", g)
     rejects(lambda: family.step(mu, x, nan), ValueError, "grad", mu, x, nan)
-    rejects(lambda: ms.Hessian(torch.outer(nan, nan)), ValueError, "H")
+    rejects(lambda: ms.DenseCurvature(torch.outer(nan, nan)), ValueError, "H")
 
 
 def test_kronecker_rgd_rejects_nan_or_misshapen_egrad_and_keeps_momentum():

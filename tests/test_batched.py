@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manifold_spectral as ms
-from manifold_spectral.gaussian import GOP, Gaussian, Hessian
+from manifold_spectral.gaussian import GOP, DenseCurvature, Gaussian
 from manifold_spectral.manifolds import KroneckerSpectralPoint, SpectralPoint, SpectralTangent
 
 K = 4  # batch size
@@ -408,7 +408,7 @@ def test_dense_paths_raise_when_batched():
         ),
         lambda: bman.natural_gradient(X, E),
         lambda: bman.local_gradient(X, E),
-        lambda: Gaussian(bman).precision_step(X, Hessian(E)),
+        lambda: Gaussian(bman).precision_step(X, DenseCurvature(E)),
         lambda: ms.SpectralSPD(N, F64, batch=K).from_matrix(torch.eye(N, dtype=F64)),
     ):
         with pytest.raises(NotImplementedError, match=f"batch={K}"):

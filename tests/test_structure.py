@@ -206,3 +206,16 @@ def test_moved_nes_baselines_keep_their_old_names(old, name, new):
     with pytest.warns(DeprecationWarning, match=new):
         cls = getattr(importlib.import_module(old), name)
     assert cls is getattr(importlib.import_module(new), name)
+
+
+def test_hessian_is_renamed_dense_curvature_with_a_warning():
+    """``Hessian`` took any dense symmetric curvature; its name is ``DenseCurvature`` now and
+    the old one still works at both places, with a ``DeprecationWarning``."""
+    from manifold_spectral import gaussian
+
+    for module in (manifold_spectral, gaussian):
+        with pytest.warns(DeprecationWarning, match="DenseCurvature"):
+            old = module.Hessian
+        assert old is gaussian.DenseCurvature is manifold_spectral.DenseCurvature
+        with pytest.raises(AttributeError):
+            module.NoSuchCurvature  # noqa: B018

@@ -70,9 +70,9 @@ def validate_group(g: dict[str, Any]) -> None:
         check_positive(g["clip_rms"], "clip_rms")
     if g["graft"] not in (None, "adam"):
         raise ValueError(f"graft: expected None or 'adam', got {g['graft']!r}")
-    sd = g["state_dtype"]
-    if sd is not None:
-        check_dtype(sd, "state_dtype")
+    dtype = g["state_dtype"]
+    if dtype is not None:
+        check_dtype(dtype, "state_dtype")
     if not check_positive(g["correction_beta"], "correction_beta") < 1.0:
         raise ValueError(
             f"correction_beta: expected a value in (0, 1), got {g['correction_beta']!r}"

@@ -69,20 +69,20 @@ class StateDictMixin:
         """``torch.optim``'s state dict; with ``shard=True`` only this rank's parameters have
         state, and ``"shard": {"rank", "world_size"}`` says whose shard it is (save one file
         per rank; ``consolidated_state_dict`` gives the whole state)."""
-        sd = super().state_dict()
-        sd["counters"] = {"skipped_steps": self.skipped_steps}
+        out = super().state_dict()
+        out["counters"] = {"skipped_steps": self.skipped_steps}
         if self._sharding is not None:
-            sd["shard"] = {"rank": self._sharding.rank, "world_size": self._sharding.world}
-        return sd
+            out["shard"] = {"rank": self._sharding.rank, "world_size": self._sharding.world}
+        return out
 
     def consolidated_state_dict(self) -> dict[str, Any]:
         """The whole state on every rank (a collective: call it on every rank), on the CPU,
         loadable into an unsharded ``SpectralKron`` or a sharded one of any world size.
         Without ``shard`` it is ``state_dict()``."""
-        sd = self.state_dict()
+        out = self.state_dict()
         if self._sharding is None:
-            return sd
-        return distributed.consolidate(sd, self._sharding)
+            return out
+        return distributed.consolidate(out, self._sharding)
 
     def _check_saved(self, state_dict: dict[str, Any]) -> None:
         """Raise ``ValueError`` (nothing loaded) if a saved group has an invalid option, a
@@ -125,10 +125,12 @@ class StateDictMixin:
                 pc = {k[n:]: v for k, v in saved.items() if k.startswith(PRECOND_PREFIX)}
                 if not pc:
                     continue
-                sd = opts["state_dtype"] or p.dtype
-                pre = make_preconditioner(p, sd, opts)
+                state_dtype = opts["state_dtype"] or p.dtype
+                pre = make_preconditioner(p, state_dtype, opts)
                 try:
-                    x = pre.point({k: v.to(device=p.device, dtype=sd) for k, v in pc.items()})
+                    x = pre.point(
+                        {k: v.to(device=p.device, dtype=state_dtype) for k, v in pc.items()}
+                    )
                     ok, reason = pre.manifold.check_point(x, fast=True)
                 except (KeyError, TypeError, ValueError, RuntimeError) as exc:
                     ok, reason = False, str(exc)
@@ -168,11 +170,14 @@ class StateDictMixin:
                 if not st:
                     continue
                 saved = state_dict["state"].get(saved_of[p], {})
-                sd = self._state_dtype(group, p)
+                state_dtype = self._state_dtype(group, p)
                 for k, v in list(st.items()):
                     if k == "step" or not isinstance(v, Tensor):
                         continue
                     src = saved.get(k, v)
-                    dtype = {"exp_avg_sq": torch.float32, "eig_v": transforms.wide_dtype(sd)}
-                    dtype = dtype.get(k, sd)
+                    dtype = {
+                        "exp_avg_sq": torch.float32,
+                        "eig_v": transforms.wide_dtype(state_dtype),
+                    }
+                    dtype = dtype.get(k, state_dtype)
                     st[k] = src.to(device=v.device, dtype=dtype, copy=True)

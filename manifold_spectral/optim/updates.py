@@ -60,7 +60,7 @@ class UpdateMixin:
         set of batched products. Per-parameter state stays per parameter (stacked for the
         update, then sliced and copied back)."""
         k = len(params)
-        sd = self._state_dtype(group, params[0])
+        state_dtype = self._state_dtype(group, params[0])
         singles = [self._preconditioner(group, p) for p in params]
         pre = singles[0] if k == 1 else self._batched_preconditioner(group, params[0], k)
         news: list[dict[str, Any]] = []
@@ -70,7 +70,7 @@ class UpdateMixin:
             if not state:
                 pcs.append(single.init_state(grad, group["warm_start"]))
                 steps.append(1)
-                bufs.append(torch.zeros_like(grad, dtype=sd))
+                bufs.append(torch.zeros_like(grad, dtype=state_dtype))
                 if group["graft"] == "adam":
                     new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
             else:
@@ -79,7 +79,7 @@ class UpdateMixin:
                 bufs.append(state["momentum_buffer"])
             news.append(new)
         step = steps[0]
-        gs = [grad.to(sd) for grad in grads]
+        gs = [grad.to(state_dtype) for grad in grads]
         pc = pcs[0] if k == 1 else {key: torch.stack([c[key] for c in pcs]) for key in pcs[0]}
         directions = []
         for new, buf, g in zip(news, bufs, gs, strict=True):
@@ -97,7 +97,9 @@ class UpdateMixin:
             # In the basis before this step's curvature update (as SOAP): the rotated gradient
             # then serves the curvature step's GOP too.
             vs = [
-                self.state[p].get("eig_v", torch.zeros_like(g, dtype=transforms.wide_dtype(sd)))
+                self.state[p].get(
+                    "eig_v", torch.zeros_like(g, dtype=transforms.wide_dtype(state_dtype))
+                )
                 for p, g in zip(params, gs, strict=True)
             ]
             U, V, rotated = pre.precondition_corrected(
@@ -211,10 +213,10 @@ class UpdateMixin:
 
     def _batched_preconditioner(self, group: dict[str, Any], p: Tensor, k: int) -> Any:
         """The ``batch=k`` preconditioner of ``k`` parameters shaped like ``p`` (cached)."""
-        sd = self._state_dtype(group, p)
-        key = (self.param_groups.index(group), self._preconditioner(group, p).shape, sd, k)
+        state_dtype = self._state_dtype(group, p)
+        key = (self.param_groups.index(group), self._preconditioner(group, p).shape, state_dtype, k)
         pre = self._batched.get(key)
         if pre is None:
-            pre = make_preconditioner(p, sd, group, batch=k)
+            pre = make_preconditioner(p, state_dtype, group, batch=k)
             self._batched[key] = pre
         return pre
