@@ -1,7 +1,7 @@
 """Scaling of the SPD solvers (paper Sec. 4.2): time per iteration and iterations to
 ``f - f* < 1e-6``, spectral vs geoopt retraction RGD vs Cholesky RGD, d = 60, 250, 1000.
 
-Problems: ``experiments.spd.make_problems(d)`` (seed 0, float64): ``Q`` with condition number
+Problems: ``solvers.spd.make_problems(d)`` (seed 0, float64): ``Q`` with condition number
 10, an independent random start ``S0`` (condition number 10), metric nearness with
 ``N = 10 d`` samples and batches of ``d // 3``; log-det on the same ``Q``. Every method runs
 through ``spd.minimize`` from the same start with the same ``lr`` (Fisher-Rao convention;
@@ -41,8 +41,8 @@ import torch
 from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
 from manifold_spectral import SpectralSPD
-from manifold_spectral.experiments.spd import make_problems
 from manifold_spectral.solvers import spd
+from manifold_spectral.solvers.spd import make_problems
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- spd-scaling:start -->", "<!-- spd-scaling:end -->"

@@ -2,7 +2,7 @@
 measurement behind ``manifold_spectral._threads.SMALL_MATRIX``.
 
 For each size n, ``spd.minimize(LogDet(Q), "spectral", lr=0.05, steps=STEPS)`` (``Q`` from
-``experiments.spd.random_spd``, condition number 10, float64) runs with ``threads=1`` and with
+``linalg.random_spd``, condition number 10, float64) runs with ``threads=1`` and with
 ``threads=os.cpu_count()`` (torch's default), interleaved, ``ROUNDS`` times each; the median
 time per iteration (``history["time"] / nit``: the update steps, monitoring excluded) and
 their ratio are reported with the load average at the start (the other processes on the
@@ -25,7 +25,7 @@ import torch
 from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
 from manifold_spectral._threads import SMALL_MATRIX
-from manifold_spectral.experiments.spd import random_spd
+from manifold_spectral.linalg import random_spd
 from manifold_spectral.solvers import spd
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "spd.md"

@@ -29,6 +29,7 @@ __all__ = [
     "default_eig_tol",
     "eigh_canonical",
     "haar_orthogonal",
+    "random_spd",
     "nearest_kronecker_factors",
     "NEUMANN_MAX_NORM",
 ]
@@ -208,6 +209,15 @@ def haar_orthogonal(
     A = torch.randn(*batch_shape, n, n, generator=generator, dtype=torch.float64)
     Q, R = torch.linalg.qr(A)  # init-only
     return Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
+
+
+def random_spd(d: int, decades: float, generator: torch.Generator) -> Tensor:
+    """A test SPD matrix ``H Diag(q) H^T`` (float64): ``H`` Haar-random (``haar_orthogonal``,
+    init-only), ``q`` log-spaced over ``decades`` decades with geometric mean 1 (condition
+    number ``10^decades``)."""
+    H = haar_orthogonal(d, generator=generator)
+    q = torch.logspace(-decades / 2, decades / 2, d, dtype=torch.float64)
+    return (H * q) @ H.T
 
 
 def nearest_kronecker_factors(

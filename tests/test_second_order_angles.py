@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from manifold_spectral import RGD, KroneckerSpectralSPD, SpectralPoint, SpectralSPD
-from manifold_spectral.experiments.spd import make_problems
 from manifold_spectral.linalg import cayley_exact_apply, skew
 from manifold_spectral.manifolds import DiagonalSPD, blocks
 from manifold_spectral.solvers import spd
+from manifold_spectral.solvers.spd import make_problems
 
 DT = torch.float64
 

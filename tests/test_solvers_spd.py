@@ -17,8 +17,9 @@ import torch
 from manifold_spectral import RGD, SpectralPoint, SpectralSPD
 from manifold_spectral.baselines.cholesky_rgd import CholeskyRGD, cholesky_h
 from manifold_spectral.baselines.retraction_rgd import GEOOPT_LR_FACTOR, RetractionRGD
-from manifold_spectral.experiments.spd import make_problems, random_spd
+from manifold_spectral.linalg import random_spd
 from manifold_spectral.solvers import OptimizeResult, spd
+from manifold_spectral.solvers.spd import make_problems
 
 DT = torch.float64
 

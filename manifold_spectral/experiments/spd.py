@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from .._threads import torch_threads
-from ..linalg import haar_orthogonal
+from ..linalg import random_spd  # noqa: F401 (re-exported at its earlier place)
 from ..solvers import spd
+from ..solvers.spd import make_problems  # noqa: F401 (re-exported at its earlier place)
 
 __all__ = [
     "SPDRun",
@@ -53,41 +54,6 @@ METHOD_STYLE = {
     "cholesky": ("Cholesky RGD", "tab:green", ":"),
 }
 PROBLEM_TITLE = {"nearness": "Metric nearness", "logdet": "Log-det"}
-
-
-def random_spd(d: int, decades: float, generator: torch.Generator) -> torch.Tensor:
-    """``H Diag(q) H^T`` (float64): ``H`` Haar-random (QR, setup only), ``q`` log-spaced over
-    ``decades`` decades with geometric mean 1."""
-    H = haar_orthogonal(d, generator=generator)
-    q = torch.logspace(-decades / 2, decades / 2, d, dtype=torch.float64)
-    return (H * q) @ H.T
-
-
-def make_problems(
-    d: int,
-    *,
-    seed: int = 0,
-    q_decades: float = 1.0,
-    init_decades: float = 1.0,
-    batch_size: int = 20,
-    n_samples: int | None = None,
-    device: Any = None,
-) -> tuple[dict[str, spd.SPDProblem], torch.Tensor]:
-    """The two problems on one ``Q`` (``"nearness"``, ``"logdet"``) and the shared ``S0``,
-    drawn on the CPU (the same numbers on every device) and moved to ``device``."""
-    g = torch.Generator().manual_seed(seed)
-    Q = random_spd(d, q_decades, g).to(device)
-    S0 = random_spd(d, init_decades, g).to(device)
-    problems: dict[str, spd.SPDProblem] = {
-        "nearness": spd.MetricNearness(
-            Q,
-            n_samples=10 * d if n_samples is None else n_samples,
-            batch_size=min(batch_size, 10 * d if n_samples is None else n_samples),
-            seed=seed + 1,
-        ),
-        "logdet": spd.LogDet(Q),
-    }
-    return problems, S0
 
 
 @dataclasses.dataclass

@@ -42,6 +42,7 @@ from .spd_problems import (
     _nonnegative_int,
     _positive_int,
     _spd_matrix,
+    make_problems,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "LogDet",
     "MetricNearness",
     "Objective",
+    "make_problems",
     "SPDResult",
     "METHODS",
     "minimize",

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..linalg import sym
+from ..linalg import random_spd, sym
 from ..validation import (
     check_real,
     check_size,
@@ -38,7 +38,7 @@ from ..validation import (
     symmetric_matrix,
 )
 
-__all__ = ["SPDProblem", "LogDet", "MetricNearness", "Objective"]
+__all__ = ["SPDProblem", "LogDet", "MetricNearness", "Objective", "make_problems"]
 
 
 # Input handling ------------------------------------------------------------------------------
@@ -386,3 +386,32 @@ class Objective(SPDProblem):
                 (E,) = torch.autograd.grad(f.reshape(()), Sv)
         check_tensor(E, "grad(S)", shape=(self.n, self.n))
         return sym(E)
+
+
+def make_problems(
+    d: int,
+    *,
+    seed: int = 0,
+    q_decades: float = 1.0,
+    init_decades: float = 1.0,
+    batch_size: int = 20,
+    n_samples: int | None = None,
+    device: Any = None,
+) -> tuple[dict[str, SPDProblem], Tensor]:
+    """The benchmark pair of paper Fig. 3 (left) on one ``Q`` (``"nearness"``, ``"logdet"``)
+    and the shared start ``S0`` (``linalg.random_spd`` with condition numbers
+    ``10^q_decades`` and ``10^init_decades``), drawn on the CPU (the same numbers on every
+    device) and moved to ``device``."""
+    g = torch.Generator().manual_seed(seed)
+    Q = random_spd(d, q_decades, g).to(device)
+    S0 = random_spd(d, init_decades, g).to(device)
+    problems: dict[str, SPDProblem] = {
+        "nearness": MetricNearness(
+            Q,
+            n_samples=10 * d if n_samples is None else n_samples,
+            batch_size=min(batch_size, 10 * d if n_samples is None else n_samples),
+            seed=seed + 1,
+        ),
+        "logdet": LogDet(Q),
+    }
+    return problems, S0
