@@ -106,11 +106,11 @@ def run_full_matrix(
             for the default scheme to reach its stationary noise level.
         beta2: step size of every scheme, in (0, 1). Smaller values average more gradients
             (stationary relative error of the default scheme ``~ sqrt(beta2 (r + 1) / 2)``,
-            ``r = tr(Sigma)^2 / ||Sigma||_F^2``, about 42 for the defaults: 0.15 at
-            ``beta2 = 1e-3``, 0.47 at ``1e-2``) and keep every scheme in its first-order
-            regime. The Cholesky scheme's fixed point carries a second-order bias: at
-            stationarity ``E[K^T g g^T K] - I ~ beta2 E[A A^T]``, whose i-th diagonal entry is
-            about ``beta2 i``, i.e. a relative bias ``~ beta2 n / 2``.
+            ``r = tr(Sigma)^2 / ||Sigma||_F^2`` the effective rank of ``Sigma``, between 1 and
+            ``n``) and keep every scheme in its first-order regime. The Cholesky scheme's
+            fixed point carries a second-order bias: at stationarity
+            ``E[K^T g g^T K] - I ~ beta2 E[A A^T]``, whose i-th diagonal entry is about
+            ``beta2 i``, i.e. a relative bias ``~ beta2 n / 2``.
         seed: seeds ``Sigma``, ``S0`` and the stream through independent generators.
         dtype: dtype of the schemes' states and updates (evaluation is in float64).
         progress: tqdm progress bar (stderr).
