@@ -13,7 +13,8 @@ from manifold_spectral.experiments import nes as ex
 
 @pytest.fixture(scope="module")
 def small():
-    # n = 6, 2 seeds, 1500 evaluations: every method and function, about 2 s.
+    # n = 6, 2 seeds, 1500 evaluations: every method and function, at a toy size so that the
+    # suite stays short.
     return ex.run_nes(n=6, seeds=2, max_evals=1500, progress=False)
 
 
@@ -31,7 +32,7 @@ def test_runs_cover_every_cell_and_curves_are_monotone(small):
 
 def test_spectral_matches_the_riemannian_baselines(small):
     # Fig. 9's claim at toy scale: ours within a factor 10 of DX-NES and Cholesky NES in
-    # final value on the smooth problems (measured: within 1.5x).
+    # final value on the smooth problems (a factor wide enough for other seeds and platforms).
     for function in ("rosenbrock", "griewank"):
         ours = np.median([r.final for r in small.select(function, "spectral")])
         for other in ("xnes", "cholesky"):

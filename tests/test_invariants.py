@@ -379,22 +379,16 @@ def test_gaussian_gop_step_keeps_a_point(case, gamma, root, exponential, n, seed
 
 # Low precision ------------------------------------------------------------------------------
 
-# Measured max over the 200 steps of ||B^T B - I||_F (n = 8, gamma = 1, seed 1234, default
-# Gaussian: reorthogonalize_every="auto", i.e. a Newton-Schulz step every 10 Neumann updates
-# and every 100 exact updates below float64), value at step 200 in brackets:
-#   float32  exact   beta2 0.01: 6.6e-6 (2.5e-7)   0.1: 5.4e-6 (3.9e-7)
-#   float32  neumann beta2 0.01: 5.9e-6 (2.8e-7)   0.1: 1.4e-5 (3.5e-7)
-#   bfloat16 exact   beta2 0.01: 1.7e-1 (1.2e-2)   0.1: 1.4e-1 (1.2e-2)
-#   bfloat16 neumann beta2 0.01: 4.6e-2 (1.2e-2)   0.1: 7.1e-2 (1.2e-2)
-# Without any re-orthogonalisation (reorthogonalize_every=None): float32 exact 1.1e-5,
-# neumann 2.8e-5 / 1.7e-4; bf16 exact 2.9e-1 / 2.2e-1, neumann 4.3e-1 / 3.1e-1 (and the
-# update-path probe rejects un-corrected bf16 points after ~150-300 steps). A freshly rounded
-# bf16 Haar B has 8.9e-3; two Newton-Schulz steps give float32 <= 3.7e-7, bf16 ~1.1e-2.
-# Smallest d seen: 1e-2 .. 0.15 (never <= 0). Bounds leave >= 4x margin; bf16 must stay well
-# inside the Newton-Schulz basin (< 1).
-# KroneckerSpectralSPD (3 x 3 factors, same stream, worst over both factors): float32 exact
-# 3.1e-6 / 2.8e-6, neumann 2.8e-6 / 2.4e-5; bf16 exact 9.1e-2 / 1.1e-1, neumann 3.9e-2 /
-# 6.7e-2; after two Newton-Schulz steps float32 <= 1.9e-7, bf16 <= 8.8e-3.
+# Bounds on the largest ||B^T B - I||_F along a 200-step GOP stream (n = 8, gamma = 1, seed
+# 1234, default Gaussian: reorthogonalize_every="auto", i.e. a Newton-Schulz step every 10
+# Neumann updates and every 100 exact updates below float64), for SpectralSPD and
+# KroneckerSpectralSPD (3 x 3 factors, worst over both). float32: rounding drift between the
+# corrections (plus, for Neumann, its truncation defect). bfloat16: a freshly rounded Haar B
+# is already off by bf16's rounding, and B must stay well inside the Newton-Schulz basin
+# (< 1); without any re-orthogonalisation its drift keeps growing, and the update-path probe
+# rejects un-corrected bf16 points within a few hundred steps. Each bound leaves a margin of
+# several times over what the stream reaches; ``assert_low_precision_point`` checks d > 0.
+# REORTHOGONALIZED_BOUND: two Newton-Schulz steps bring B back to about the dtype's rounding.
 LOW_PRECISION_ORTHO_BOUND = {
     (torch.float32, "exact"): 1e-4,
     # Neumann: the truncation defect 2 rho^8 + rho^16 (rho = 0.25) of up to 10 steps between
@@ -445,11 +439,10 @@ def test_low_precision_gop_stream(case, dtype, cayley, beta2):
 @pytest.mark.parametrize("case", ROTATION_CASES, ids=str)
 @pytest.mark.parametrize("cayley", ["exact", "neumann"])
 def test_bfloat16_gop_stream_stays_usable(case, cayley):
-    """1000 default bf16 GOP steps: bf16 rounding of B is a random walk (~0.3 after 200 exact
-    steps without correction), so the default stream must correct it for either Cayley map.
-    Measured worst ||B^T B - I||_F over 1000 steps, n = 8, seeds 0-5: exact 0.14-0.18,
-    Neumann 0.05-0.06 (n = 64: 0.36 / 0.13); Kronecker 3 x 3 factors, seeds 0-2: exact
-    0.11-0.14, Neumann 0.03-0.04."""
+    """1000 default bf16 GOP steps: bf16 rounding of B is a random walk that keeps growing
+    without correction, so the default stream must correct it for either Cayley map and keep
+    ``||B^T B - I||_F`` well inside the Newton-Schulz basin (< 1) for SpectralSPD and the
+    Kronecker factors, with a margin for other seeds (a larger n drifts further)."""
     manifold, x, mu, worst = gop_stream(case, torch.bfloat16, cayley, 0.01, steps=1000, seed=0)
     assert_low_precision_point(case, torch.bfloat16, x, mu)
     assert worst < 0.6

@@ -127,9 +127,10 @@ BBOB = Reproduction(
     "pip coco-experiment)",
     _bbob_arguments,
     _run_bbob,
-    device_note="spectral NES's state only; COCO's functions and pycma are numpy "
-    "(at these sizes cuda is slower than the CPU)",
-    # f1 at D = 5, instance 1, all four methods: seconds (the defaults are 8
-    # functions x 3 instances x 4 methods at D = 10).
+    device_note="spectral NES's state only; COCO's functions and pycma are numpy and run "
+    "on the CPU",
+    # f1 at D = 5, instance 1, all four methods: the smallest case (the defaults are 8
+    # functions x 3 instances x 4 methods at D = 10). benchmarks/bench_reproduce_all.py
+    # measures the quick run's time into README.md.
     quick={"functions": [1], "instances": [1], "dims": [5]},
 )

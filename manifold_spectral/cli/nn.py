@@ -101,7 +101,7 @@ NN = Reproduction(
     _run_nn,
     device_note="the models, minibatches (drawn on the CPU) and optimizer states; "
     "evaluation runs on the CPU",
-    # 2 trials of 40 steps, one seed, the MLP: about 6 s on 2 CPU cores (the
-    # defaults, 8 trials of 100 steps, take about 35 s).
+    # 2 trials of 40 steps, one seed, the MLP: a tenth of the defaults' 8 trials of 100
+    # steps. benchmarks/bench_reproduce_all.py measures the quick run's time into README.md.
     quick={"trials": 2, "steps": 40},
 )

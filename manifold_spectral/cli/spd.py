@@ -59,5 +59,7 @@ SPD = Reproduction(
     _spd_arguments,
     _run_spd,
     device_note="the problems are drawn on the CPU and moved",
-    quick={},  # the defaults are already small: about 3-5 s on 2 CPU cores
+    # no quick overrides: the defaults are the paper's size (d = 60);
+    # benchmarks/bench_reproduce_all.py measures its time into README.md.
+    quick={},
 )

@@ -47,22 +47,18 @@ from ..baselines import KroneckerCholeskyCurvature, KroneckerProjection, nearest
 from ..gaussian import GOP, Gaussian
 from ..linalg import haar_orthogonal, orthogonality_error
 from ..manifolds import KroneckerSpectralSPD
-from .curvature import (
-    CurvatureResult,
-    Scheme,
+from .curvature_plot import plot
+from .curvature_problem import (
     _check_int,
     _check_run_args,
     _generators,
-    _relative_frobenius,
     default_step,
     default_steps,
-    format_table,
     gradient_stream,
     ground_truth,
-    log_checkpoints,
-    plot,
-    track,
 )
+from .curvature_report import format_table
+from .curvature_track import CurvatureResult, Scheme, _relative_frobenius, log_checkpoints, track
 
 __all__ = [
     "KroneckerCurvatureResult",
