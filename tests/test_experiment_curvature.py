@@ -198,13 +198,12 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "fixed-point spectral" in (out / "curvature_full.txt").read_text()
 
 
-def test_cli_reproduce_all_uses_quick_defaults(tmp_path, capsys, monkeypatch):
-    for name in list(cli.REPRODUCTIONS):
+def test_cli_reproduce_all_uses_quick_defaults(tmp_path, capsys, reproductions):
+    for name in list(reproductions):
         if name != "curvature":  # the other reproductions' quick runs are tested elsewhere
-            monkeypatch.delitem(cli.REPRODUCTIONS, name)
-    rep = cli.REPRODUCTIONS["curvature"]
+            del reproductions[name]
     tiny = {"n": 5, "steps": 30, "beta2": [0.05]}
-    monkeypatch.setitem(cli.REPRODUCTIONS, "curvature", dataclasses.replace(rep, quick=tiny))
+    reproductions["curvature"] = dataclasses.replace(reproductions["curvature"], quick=tiny)
     assert cli.main(["reproduce", "all", "--out", str(tmp_path), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "n=5, beta2=0.05" in text and "wall time (all)" in text

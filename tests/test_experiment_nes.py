@@ -75,14 +75,14 @@ def test_cli_nes_end_to_end(tmp_path, capsys):
     assert "Spectral NES (ours)" in (tmp_path / "nes.txt").read_text()
 
 
-def test_cli_all_runs_the_quick_nes(tmp_path, capsys, monkeypatch):
-    for name in list(cli.REPRODUCTIONS):
+def test_cli_all_runs_the_quick_nes(tmp_path, capsys, reproductions):
+    for name in list(reproductions):
         if name != "nes":  # the other reproductions are tested elsewhere
-            monkeypatch.delitem(cli.REPRODUCTIONS, name)
-    rep = cli.REPRODUCTIONS["nes"]
+            del reproductions[name]
+    rep = reproductions["nes"]
     assert rep.quick == {"seeds": 1, "max_evals": 10_000}
     tiny = {"n": 4, "seeds": 1, "max_evals": 200, "methods": ["spectral"]}
-    monkeypatch.setitem(cli.REPRODUCTIONS, "nes", dataclasses.replace(rep, quick=tiny))
+    reproductions["nes"] = dataclasses.replace(rep, quick=tiny)
     assert cli.main(["reproduce", "all", "--out", str(tmp_path), "--no-progress"]) == 0
     assert "wall time (all)" in capsys.readouterr().out
 
