@@ -18,7 +18,8 @@ One generation (``NES.ask`` / ``NES.tell``):
 ``E_q[grad l]`` with the shaped values ``f_i`` in place of ``l(w_i)`` (``REINFORCE``). In the
 eigenbasis ``B^T H B = Diag(d^1/2) K Diag(d^1/2)`` with ``K = sum_i f_i (z_i z_i^T - I)``: no
 dense ``S``, no inverse, no eigendecomposition, no matrix exponential per generation; the
-precision moves by one chart step (``d <- d exp(.)``, ``B <- B Cayley(.)``).
+precision moves by one chart step (``d <- d exp(.)``, ``B <- B Cayley(.)``, each eigenvector
+pair turned by the exact angle of its 2 x 2 eigenproblem: ``SpectralSearch``, ``jacobi``).
 
 Learning-rate mapping to xNES (Glasmachers et al. 2010). xNES keeps ``Sigma = A A^T`` and, for
 the same ``z_i`` and utilities, with ``G = sum_i u_i (z_i z_i^T - I) = -K``,
@@ -145,6 +146,8 @@ class NES(NESBase):
             ``stop`` and ``es_stop``; ``0`` turns a test off).
         dtype, device: of the state (default float64, CPU).
         cayley: ``"exact"`` (default) or ``"neumann"`` Cayley map of the precision step.
+        jacobi: turn each eigenvector pair by the exact angle of its 2 x 2 eigenproblem
+            (default ``True``; ``SpectralSearch``), not the linearised one.
     """
 
     name = "spectral NES"
