@@ -110,3 +110,38 @@ def test_the_best_point_is_the_first_of_tied_best_values():
     es.tell(X, np.array([3.0, 1.0, 2.0, 1.0]))
     assert es.fbest == 1.0 and es.evals_best == 2
     assert np.array_equal(es.result.x, X[1])
+
+
+def test_fast_update_agrees_with_the_layered_one_with_linear_rotations():
+    # jacobi=False: the linearised angles of the paper's chart step (the former default).
+    es = NES(np.full(6, 2.0), 1.0, seed=4, jacobi=False)
+    assert es.dist.fast and not es.dist.jacobi
+    for _ in range(60):
+        X = es.ask()
+        _one_generation_agrees(es, X, functions.rosenbrock(X))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_near_repeated_eigenvalues_turn_by_their_jacobi_angle_not_by_pi(fast):
+    # Off-diagonal curvature between two nearly equal eigenvalues: the linearised angle
+    # 2 atan(eta c / (2 gap)) is ~pi (a sign flip of both vectors: the curvature is lost
+    # and the eigenvalues can never split); the 2 x 2 eigenproblem turns them by ~45 deg.
+    from manifold_spectral.manifolds import SpectralPoint
+
+    es = NES(np.zeros(2), 1.0, seed=12)
+    es.dist.point = SpectralPoint(
+        torch.eye(2, dtype=torch.float64), torch.tensor([1.0, 1.0 + 1e-6], dtype=torch.float64)
+    )
+    es.dist.fast = fast
+    X = es.ask()
+    es.tell(X, X[:, 0] * X[:, 1])  # a saddle along the diagonals
+    B = es.dist.point.B
+    assert abs(abs(float(B[0, 0])) - 2**-0.5) < 1e-3 and abs(abs(float(B[1, 0])) - 2**-0.5) < 1e-3
+    linear = NES(np.zeros(2), 1.0, seed=12, jacobi=False)
+    linear.dist.point = SpectralPoint(
+        torch.eye(2, dtype=torch.float64), torch.tensor([1.0, 1.0 + 1e-6], dtype=torch.float64)
+    )
+    linear.dist.fast = fast
+    Y = linear.ask()
+    linear.tell(Y, Y[:, 0] * Y[:, 1])
+    assert abs(abs(float(linear.dist.point.B[0, 0])) - 1.0) < 1e-3  # turned by ~pi: no mixing

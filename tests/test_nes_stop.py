@@ -60,10 +60,41 @@ def test_sphere_off_zero_past_convergence_stops_on_noeffectcoord():
 def test_flat_function_stops_after_the_tolfun_window():
     n, lam = 5, 8
     res = nes.minimize(
-        lambda x: 1.0, np.zeros(n), 1.0, seed=5, popsize=lam, tolfun=0, max_evals=10**5
-    )
+        lambda x: 1.0, np.zeros(n), 1.0, seed=5, popsize=lam, tolfun=0, tolflatfitness=0,
+        max_evals=10**5,
+    )  # fmt: skip
     window = 10 + math.ceil(30 * n / lam)  # the tolfun window of the docs
     assert res.stop == {"flatfitness": window} and res.nfev == window * lam
+
+
+def _steps(x) -> float:
+    # A sphere of unit steps: every point with |x_i| < 1/2 is on the optimal plateau 0.
+    return float(np.sum(np.round(np.asarray(x, dtype=np.float64)) ** 2))
+
+
+def test_a_plateau_stops_on_tolflatfitness_as_pycma():
+    # Once most samples land on one plateau their tied utilities carry no direction;
+    # without the test the run waited for the whole tolfun window of all-equal values.
+    n, lam = 5, 8
+    window = 10 + math.ceil(30 * n / lam)
+    res = nes.minimize(_steps, np.full(n, 3.0), 1.0, seed=9, popsize=lam, max_evals=10**5)
+    assert res.stop == {"tolflatfitness": 2}
+    assert res.fun == 0.0 == _steps(res.x)
+    off = nes.minimize(
+        _steps, np.full(n, 3.0), 1.0, seed=9, popsize=lam, max_evals=10**5, tolflatfitness=0
+    )
+    assert "flatfitness" in off.stop and "tolflatfitness" not in off.stop
+    assert off.nfev > res.nfev + window // 2 * lam  # ~20 generations saved
+
+
+def test_tolflatfitness_counts_consecutive_generations_with_the_best_at_the_75th_percentile():
+    es = NES(np.zeros(2), 1.0, popsize=8, seed=10, tolflatfitness=3)
+    flat = [0.0] * 7 + [np.nan]  # best == sorted value [int(0.75 * 8)] = [6]
+    steep = [0.0] * 5 + [1.0, 2.0, np.inf]
+    for values, count in ((flat, 1), (flat, 2), (steep, 0), (flat, 1), (flat, 2), (flat, 3)):
+        es.tell(es.ask(), values)
+        assert es._flat_gens == count
+        assert ("tolflatfitness" in es.stop()) == (count == 3)
 
 
 @pytest.mark.parametrize("cls", [CholeskyNES, XNES])

@@ -82,6 +82,7 @@ class NESBase:
         target: float | None = None,
         tolx: float = 1e-11,
         tolfun: float = 1e-11,
+        tolflatfitness: float = 2,
         max_condition: float = 1e14,
         dtype: torch.dtype = torch.float64,
         device: Any = None,
@@ -108,6 +109,7 @@ class NESBase:
         self.target = check_target(target)
         self.tolx = check_nonneg(tolx, "tolx")
         self.tolfun = check_nonneg(tolfun, "tolfun")
+        self.tolflatfitness = check_nonneg(tolflatfitness, "tolflatfitness")
         self.max_condition = check_nonneg(max_condition, "max_condition")
         self.seed = check_seed(seed)
         device = torch.device("cpu") if device is None else torch.device(device)
@@ -133,6 +135,7 @@ class NESBase:
         self.evals_best = 0
         self._gen_best: list[float] = []
         self._gen_range = math.inf
+        self._flat_gens = 0  # consecutive generations whose best ties the 75th percentile
         self._hist_nfev: list[int] = []
         self._hist_fun: list[float] = []
         self._hist_time: list[float] = []
@@ -265,9 +268,15 @@ class NESBase:
                 self.evals_best = self.countevals - self.popsize + i + 1
             self._gen_best.append(lo)
             self._gen_range = max(finite) - lo if len(finite) == len(fl) else math.inf
+            # pycma's flat-fitness test: the best value ties the 75th-percentile one
+            # (non-finite values rank last, as in the utilities).
+            k = int(0.75 * len(fl))
+            flat = k < len(finite) and sorted(finite)[k] == lo
+            self._flat_gens = self._flat_gens + 1 if flat else 0
         else:
             self._gen_best.append(math.inf)
             self._gen_range = math.inf
+            self._flat_gens = 0
         self._hist_nfev.append(self.countevals)
         self._hist_fun.append(self.fbest)
         self._hist_time.append(self._busy)
@@ -279,7 +288,8 @@ class NESBase:
 
         ``ftarget`` (a value below ``target``), ``maxfevals``, ``callback`` (set by
         ``optimize``), ``numerical`` (a step failed in floating point: the state was left
-        unchanged), and the tests of ``es_stop``: ``tolx``, ``tolfun``, ``condition`` and,
+        unchanged), and the tests of ``es_stop``: ``tolx``, ``tolfun``, ``tolflatfitness``,
+        ``condition`` and,
         always on, ``noeffectcoord``, ``flatfitness``, ``scalerange`` (a run continued past
         convergence stops cleanly instead of overflowing).
         """

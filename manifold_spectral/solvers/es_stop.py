@@ -6,6 +6,12 @@ Convergence tests, each off when its tolerance is 0:
 * ``tolx``: every standard deviation ``sqrt(Sigma_ii) < tolx``;
 * ``tolfun``: the best values of the last ``w = 10 + ceil(30 n / lam)`` generations and the
   values of the last generation span less than ``tolfun``;
+* ``tolflatfitness``: in ``tolflatfitness`` consecutive generations (default 2) the best value
+  equals the 75th-percentile value of the generation (pycma's test of the same name, which
+  fires after ``tolflatfitness + 1`` such generations with its default 1): most samples lie on
+  one plateau of a step-like function (BBOB f7), their tied utilities carry no direction and
+  the scale gradient of the few others shrinks the distribution onto that plateau, so the run
+  has converged and a restart (``restarts``) pays more than waiting for ``flatfitness``;
 * ``condition``: ``cond(Sigma) > max_condition`` (where the distribution reads it for free).
 
 Numerical tests, always on. They end a run that is continued past convergence (large budget,
@@ -58,6 +64,8 @@ def convergence_stops(es: Any) -> dict[str, Any]:
     # away in every coordinate means no generation can change the mean.
     if bool(torch.equal(es.mean + 0.2 * stds, es.mean)):
         out["noeffectcoord"] = float(stds.max())
+    if es.tolflatfitness > 0 and es._flat_gens >= es.tolflatfitness:
+        out["tolflatfitness"] = es._flat_gens
     window = 10 + int(math.ceil(30 * es.n / es.popsize))
     if len(es._gen_best) >= window:
         recent = es._gen_best[-window:]

@@ -18,7 +18,8 @@ One generation (``NES.ask`` / ``NES.tell``):
 ``E_q[grad l]`` with the shaped values ``f_i`` in place of ``l(w_i)`` (``REINFORCE``). In the
 eigenbasis ``B^T H B = Diag(d^1/2) K Diag(d^1/2)`` with ``K = sum_i f_i (z_i z_i^T - I)``: no
 dense ``S``, no inverse, no eigendecomposition, no matrix exponential per generation; the
-precision moves by one chart step (``d <- d exp(.)``, ``B <- B Cayley(.)``).
+precision moves by one chart step (``d <- d exp(.)``, ``B <- B Cayley(.)``, each eigenvector
+pair turned by the exact angle of its 2 x 2 eigenproblem: ``SpectralSearch``, ``jacobi``).
 
 Learning-rate mapping to xNES (Glasmachers et al. 2010). xNES keeps ``Sigma = A A^T`` and, for
 the same ``z_i`` and utilities, with ``G = sum_i u_i (z_i z_i^T - I) = -K``,
@@ -141,9 +142,12 @@ class NES(NESBase):
         distance_weights: DX-NES distance-weighted utilities while moving (default on).
         adaptive_rates: DX-NES movement-dependent ``eta_sigma``, ``eta_B`` (default on).
         rank_one: the rank-one evolution-path term while moving (default on).
-        max_evals, target, tolx, tolfun, max_condition: termination (see ``stop``).
+        max_evals, target, tolx, tolfun, tolflatfitness, max_condition: termination (see
+            ``stop`` and ``es_stop``; ``0`` turns a test off).
         dtype, device: of the state (default float64, CPU).
         cayley: ``"exact"`` (default) or ``"neumann"`` Cayley map of the precision step.
+        jacobi: turn each eigenvector pair by the exact angle of its 2 x 2 eigenproblem
+            (default ``True``; ``SpectralSearch``), not the linearised one.
     """
 
     name = "spectral NES"
@@ -184,10 +188,11 @@ def minimize(
     candidate, with results bitwise equal to the serial run (see ``NESBase.optimize``).
 
     Restarts (``manifold_spectral.solvers.restarts.RestartNES``): ``restarts=k`` runs up to
-    ``k`` more NES runs after a run stops on its own (``tolx``, ``tolfun``, ``condition``),
-    IPOP (popsize times ``incpopsize`` each restart) or, with ``bipop=True``, BIPOP (IPOP
-    runs interleaved with small-population, small-step runs); ``max_evals`` is the budget of
-    all runs together. ``x0`` may then be a callable returning a fresh start per run.
+    ``k`` more NES runs after a run stops on its own (``tolx``, ``tolfun``,
+    ``tolflatfitness``, ``condition``), IPOP (popsize times ``incpopsize`` each restart) or,
+    with ``bipop=True``, BIPOP (IPOP runs interleaved with small-population, small-step runs);
+    ``max_evals`` is the budget of all runs together. ``x0`` may then be a callable returning
+    a fresh start per run.
     """
     vectorized = _check_vectorized(vectorized)
     _check_mapper(executor, map, vectorized)  # before anything is built

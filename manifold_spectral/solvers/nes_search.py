@@ -123,6 +123,17 @@ class SpectralSearch(SearchDistribution):
     ``REINFORCE`` curvature (``gamma = 0``, ``beta2 = eta_B``, ``scale_weight =
     eta_sigma / eta_B``) and ``Gaussian.mean_step`` (root 1, ``beta1 = eta_mu``) at the old
     precision. Starts at ``B = I``, ``d = 1 / sigma0^2``.
+
+    ``jacobi`` (default on): the rotation step turns each eigenvector pair by the exact angle
+    of its 2 x 2 eigenproblem, ``atan(2 eta c / (d_i - d_j)) / 2`` (``blocks.jacobi_angles``),
+    instead of the linearised ``eta c / (d_i - d_j)`` (off-diagonal curvature ``c``). The two
+    agree to first order; where eigenvalues are nearly equal (the start ``B = I``, and every
+    cluster of equal variances, such as the directions across a ridge) the linearised angle
+    grows as ``1 / gap`` and the Cayley map turns the pair by nearly ``pi``, a sign flip that
+    leaves ``S`` as it was: the off-diagonal curvature is lost and the eigenvalues cannot
+    split, so the shape is learned late while the scale keeps shrinking. The exact angle is at
+    most 45 degrees, which mixes the pair so that the next generation sees the curvature on
+    its diagonal (xNES's matrix exponential has no chart and needs no such care).
     """
 
     def __init__(
@@ -130,6 +141,7 @@ class SpectralSearch(SearchDistribution):
         stds: Tensor,
         *,
         cayley: str = "exact",
+        jacobi: bool = True,
     ) -> None:
         n = stds.shape[0]
         self.n = n
@@ -141,7 +153,8 @@ class SpectralSearch(SearchDistribution):
         #: Use ``nes_step.SpectralStep`` (the layered Gaussian/RGD step in closed form, in
         #: numpy on views of the CPU float64 state).
         self.fast = nes_step.applies(self.manifold)
-        self._step = nes_step.SpectralStep(self.manifold) if self.fast else None
+        self.jacobi = jacobi
+        self._step = nes_step.SpectralStep(self.manifold, jacobi) if self.fast else None
         self.point = SpectralPoint(eye, 1.0 / (stds * stds))
 
     @property
@@ -160,8 +173,9 @@ class SpectralSearch(SearchDistribution):
         key = (eta_mu, eta_B)
         if key not in self._gaussians:
             self._gaussians[key] = Gaussian(
-                self.manifold, beta1=eta_mu, beta2=eta_B, gamma=0.0, root=1.0, exponential="exact"
-            )
+                self.manifold, beta1=eta_mu, beta2=eta_B, gamma=0.0, root=1.0,
+                exponential="exact", jacobi=self.jacobi,
+            )  # fmt: skip
         return self._gaussians[key]
 
     def transform(self, z: Tensor) -> Tensor:

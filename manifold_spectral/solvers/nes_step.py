@@ -17,7 +17,9 @@ For the NES curvature the composition simplifies. With ``S = B Diag(d) B^T``,
   ``M_ij = -d_i d_j G_ij / (d_i - d_j) = sqrt(d_i d_j) K_ij / (2 (d_i - d_j))``
   (0 where ``|d_i - d_j| <= eig_tol max(d_i, d_j)``, the Moore-Penrose rule);
 * RGD step ``x <- retr(x, -eta_B (m, M))``: ``d' = d exp(eta_B diag(K))``,
-  ``B' = B Cayley(Skew(-eta_B M))``.
+  ``B' = B Cayley(Skew(-eta_B M))``, or with ``jacobi`` (spectral NES's default)
+  ``B' = B Cayley(Skew(J(-eta_B M)))``, ``J(t) = tan(atan(4 t) / 4)`` elementwise
+  (``blocks.jacobi_angles``, ``retr(..., jacobi=True)``).
 
 These are the layered path's values up to rounding (it forms ``Diag(d^1/2) K Diag(d^1/2)``,
 divides by ``d_i d_j``, and maps the mean through ``S`` and ``S^-1``); ``tests/
@@ -60,8 +62,9 @@ class SpectralStep:
     """The closed-form step for one manifold, with its constants made once (the probe vector
     and tolerance, the mask of the diagonal and upper triangle)."""
 
-    def __init__(self, manifold: SpectralSPD) -> None:
+    def __init__(self, manifold: SpectralSPD, jacobi: bool = False) -> None:
         n = manifold.n
+        self.jacobi = jacobi
         self.eig_tol = manifold.eig_tol
         self.probe = manifold._probe_vector().numpy()
         self.probe_tol = probe_tol(manifold.dtype)
@@ -108,6 +111,10 @@ class SpectralStep:
             sd = np.sqrt(d)
             N = np.outer(sd, sd) * (-0.5 * eta_B) / diff * K
             N[mask] = 0.0
+            if self.jacobi:  # blocks.jacobi_angles: tan(atan(4 N) / 4), by half angles
+                N = 4.0 * np.clip(N, -1e18, 1e18)
+                for _ in range(2):
+                    N = N / (1.0 + np.sqrt(N * N + 1.0))
             # B Cayley(N - N^T) = 2 B (I - N + N^T)^-1 - B (linalg.cayley_exact_apply): one LU
             # solve of (I - N + N^T)^T Y^T = B^T (LAPACK gesv, as torch.linalg.solve).
             A = N.T - N
