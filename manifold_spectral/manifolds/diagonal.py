@@ -24,13 +24,13 @@ from .base import (
     check_tensor,
     resolve_dtype,
 )
-from .points import DiagonalPoint, DiagonalTangent
-from .spectral import (
+from .checks import (
     check_gop_columns,
     check_log_scale,
     check_tangent_type,
     eigenvalue_range,
 )
+from .points import DiagonalPoint, DiagonalTangent
 
 __all__ = ["DiagonalSPD"]
 

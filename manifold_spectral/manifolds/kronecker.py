@@ -33,6 +33,7 @@ from .base import (
     check_size,
     check_tensor,
 )
+from .checks import check_log_scale, check_positive_definite
 from .kronecker_chart import KroneckerChartMixin
 from .kronecker_metric import KroneckerMetricMixin, sum_zero_metric, sum_zero_metric_inverse
 from .kronecker_points import (
@@ -43,7 +44,7 @@ from .kronecker_points import (
     KroneckerSpectralTangent,
 )
 from .points import SpectralPoint
-from .spectral import SpectralSPD, check_log_scale, check_positive_definite
+from .spectral import SpectralSPD
 
 __all__ = [
     "KroneckerSpectralSPD",

@@ -16,10 +16,10 @@ from torch import Tensor
 from ..validation import check_exponential, check_flag
 from . import blocks
 from .base import check_cayley, check_positive, check_tensor
+from .checks import check_tangent_type
 from .kronecker_metric import _center
 from .kronecker_points import KroneckerSpectralPoint, KroneckerSpectralTangent
 from .points import SpectralPoint, SpectralTangent
-from .spectral import check_tangent_type
 
 __all__ = ["KroneckerChartMixin"]
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from ..linalg import sym
 from . import blocks
 from .base import check_tensor
+from .checks import check_gop_columns
 from .kronecker_points import (
     KroneckerDenseCurvature,
     KroneckerEigenGradient,
@@ -28,7 +29,6 @@ from .kronecker_points import (
     KroneckerSpectralTangent,
 )
 from .points import SpectralTangent
-from .spectral import check_gop_columns
 
 __all__ = ["sum_zero_metric", "sum_zero_metric_inverse", "KroneckerMetricMixin"]
 

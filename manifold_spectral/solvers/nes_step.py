@@ -42,7 +42,7 @@ import torch
 from scipy.linalg.lapack import dgesv as _gesv
 
 from ..manifolds import SpectralSPD
-from ..manifolds.spectral import probe_tol
+from ..manifolds.checks import probe_tol
 
 __all__ = ["applies", "SpectralStep"]
 
