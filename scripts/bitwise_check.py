@@ -9,9 +9,10 @@ the float64 bytes of its results. A pure refactoring leaves every digest unchang
     python scripts/bitwise_check.py --write digests.json     # record
     python scripts/bitwise_check.py --compare digests.json   # exit 1 on any difference
 
-``scripts/bitwise_digests.json`` holds the digests of commit 05da16d (the start of the
-restructuring of issue 15) with torch 2.13.0 (CPU build) and one thread; other builds or
-machines may differ in the last bits, so record a fresh baseline there first.
+``scripts/bitwise_digests.json`` holds the digests recorded by the last commit that changed
+the numbers on purpose (``git log scripts/bitwise_digests.json`` names it), with torch 2.13.0
+(CPU build) and one thread; other builds or machines may differ in the last bits, so record a
+fresh baseline there first.
 """
 
 from __future__ import annotations
