@@ -198,7 +198,7 @@ def test_normalize_and_reorthogonalize_match_loop(seed, kind):
 
 
 @pytest.mark.parametrize("jacobi", [False, True])
-@pytest.mark.parametrize("exponential", [True, False])
+@pytest.mark.parametrize("exponential", ["exact", "truncated"])
 @pytest.mark.parametrize("cayley", ["exact", "neumann"])
 def test_retr_matches_loop(cayley, exponential, jacobi):
     """Tangents from the GOP natural gradient (they keep the truncated map positive)."""

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from manifold_spectral.baselines import XNES, CholeskyNES
 from manifold_spectral.solvers import nes
+from manifold_spectral.solvers.cholesky_nes import CholeskyNES
 from manifold_spectral.solvers.nes import NES
 from manifold_spectral.solvers.restarts import RestartNES
+from manifold_spectral.solvers.xnes import XNES
 
 
 def _sphere(shift: float):
