@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _outputs
-from .options import Reproduction, nonnegative_int, positive_int, unit_interval
+from .options import Reproduction, nonnegative_int, positive_int, runtime_kwargs, unit_interval
 
 __all__ = ["CURVATURE", "KRONECKER"]
 
@@ -50,12 +50,9 @@ def _run_curvature(args: argparse.Namespace, out: Path) -> None:
             n=args.n,
             steps=args.steps,
             beta2=beta2,
-            seed=args.seed,
-            progress=args.progress,
             init=args.init,
             w2=args.w2,
-            num_threads=args.threads,
-            device=args.device,
+            **runtime_kwargs(args, "num_threads"),
         )
 
     _outputs.run_rows(run, args.beta2, out, "curvature_full")
@@ -80,12 +77,9 @@ def _run_kronecker(args: argparse.Namespace, out: Path) -> None:
             b=args.b,
             steps=args.steps,
             beta2=beta2,
-            seed=args.seed,
-            progress=args.progress,
             init=args.init,
             w2=args.w2,
-            num_threads=args.threads,
-            device=args.device,
+            **runtime_kwargs(args, "num_threads"),
         )
 
     _outputs.run_rows(run, args.beta2, out, "curvature_kronecker")

@@ -7,7 +7,13 @@ import argparse
 from pathlib import Path
 
 from .. import _outputs
-from .options import Reproduction, argument_type, positive_float, positive_int
+from .options import (
+    Reproduction,
+    argument_type,
+    positive_float,
+    positive_int,
+    runtime_kwargs,
+)
 
 __all__ = ["NES_FUNCTIONS", "NES_METHODS", "BBOB_METHODS", "NES", "BBOB"]
 
@@ -52,10 +58,7 @@ def _run_nes(args: argparse.Namespace, out: Path) -> None:
         max_evals=args.max_evals,
         functions=args.functions,
         methods=args.methods,
-        progress=args.progress,
-        threads=args.threads,
-        seed=args.seed,
-        device=args.device,
+        **runtime_kwargs(args),
     )
     _outputs.write_outputs(nes, result, out, "nes")
 
@@ -100,10 +103,7 @@ def _run_bbob(args: argparse.Namespace, out: Path) -> None:
         instances=args.instances,
         methods=args.methods,
         budget=args.budget,
-        progress=args.progress,
-        device=args.device,
-        threads=args.threads,
-        seed=args.seed,
+        **runtime_kwargs(args),
     )
     _outputs.write_outputs(bbob, result, out, "bbob")
 

@@ -19,6 +19,7 @@ __all__ = [
     "positive_float",
     "Reproduction",
     "runtime_arguments",
+    "runtime_kwargs",
 ]
 
 
@@ -98,3 +99,15 @@ def runtime_arguments(parser: argparse.ArgumentParser, device_help: str) -> None
         )
     if not _has_option(parser, "--seed"):
         parser.add_argument("--seed", type=nonnegative_int, default=0, help="base random seed")
+
+
+def runtime_kwargs(args: argparse.Namespace, threads: str = "threads") -> dict[str, Any]:
+    """The run-time options of ``runtime_arguments`` (and ``--no-progress``) as the keyword
+    arguments of an experiment's run function, whose thread count is named ``threads``
+    (``"threads"`` or ``"num_threads"``)."""
+    return {
+        "seed": args.seed,
+        "progress": args.progress,
+        threads: args.threads,
+        "device": args.device,
+    }

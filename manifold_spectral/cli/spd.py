@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from .. import _outputs
-from .options import Reproduction, nonnegative_int, positive_float, positive_int
+from .options import Reproduction, nonnegative_int, positive_float, positive_int, runtime_kwargs
 
 __all__ = ["SPD"]
 
@@ -45,10 +45,7 @@ def _run_spd(args: argparse.Namespace, out: Path) -> None:
         lr_nearness=args.lr_nearness,
         lr_logdet=args.lr_logdet,
         batch_size=args.batch_size,
-        seed=args.seed,
-        progress=args.progress,
-        num_threads=args.threads,
-        device=args.device,
+        **runtime_kwargs(args, "num_threads"),
     )
     _outputs.write_outputs(spd, result, out, "spd")
 
