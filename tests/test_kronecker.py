@@ -648,3 +648,27 @@ def test_bf16_from_matrix_accepts_large_well_conditioned_matrices():
     M = ms.SpectralSPD(256, dtype=torch.bfloat16)
     x = M.from_matrix(torch.eye(256, dtype=torch.bfloat16))
     assert bool((x.d == 1).all())
+
+
+@pytest.mark.parametrize("batch", [None, 3])
+def test_gop_from_rotated_is_the_gop_in_the_eigenbasis(batch):
+    """``gop_from_rotated(B_L^T G B_R)`` is ``gop_eigenbasis(x, vec(G))``: the same ``Z`` and
+    damping, with the one-gradient axis added; a wrong shape is refused by name."""
+    a, b = 3, 4
+    man = ms.KroneckerSpectralSPD(a, b, dtype=torch.float64, batch=batch)
+    g = torch.Generator().manual_seed(5)
+    bs = () if batch is None else (batch,)
+    L = torch.linalg.qr(torch.randn(*bs, a, a, generator=g, dtype=torch.float64))[0]
+    R = torch.linalg.qr(torch.randn(*bs, b, b, generator=g, dtype=torch.float64))[0]
+    x = ms.KroneckerSpectralPoint(
+        torch.full(bs, 2.0, dtype=torch.float64),
+        ms.SpectralPoint(L, torch.ones(*bs, a, dtype=torch.float64)),
+        ms.SpectralPoint(R, torch.ones(*bs, b, dtype=torch.float64)),
+    )
+    G = torch.randn(*bs, a, b, generator=g, dtype=torch.float64)
+    ref = man.gop_eigenbasis(x, G.reshape(*bs, a * b, 1), damping=0.1)
+    got = man.gop_from_rotated(L.mT @ G @ R, damping=0.1)
+    torch.testing.assert_close(got.Z, ref.Z, rtol=1e-12, atol=1e-14)
+    assert got.Z.shape == (*bs, 1, a, b) and float(got.damping) == 0.1
+    with pytest.raises(ValueError, match="Z"):
+        man.gop_from_rotated(torch.zeros(*bs, b, a, dtype=torch.float64))

@@ -348,6 +348,7 @@ def test_eigenvalue_correction_step_by_hand():
         x = gauss.precision_step(x, ms.GOP(G.reshape(-1), damping=lam))
         torch.testing.assert_close(opt.state[W]["pc_B_L"], x.left.B, rtol=0, atol=1e-12)
         torch.testing.assert_close(opt.state[W]["pc_d_R"], x.right.d, rtol=1e-10, atol=0)
+        torch.testing.assert_close(opt.state[W]["pc_alpha"], x.alpha, rtol=1e-10, atol=0)
     assert float((x.left.B - torch.eye(5, dtype=torch.float64)).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="correction_beta"):
         SpectralKron([W], correction_beta=1.0)

@@ -175,7 +175,21 @@ class KroneckerMetricMixin:
         check_gop_columns(V, (*self.batch_shape, self.a * self.b), self.dtype, self.device)
         G = V.mT.reshape(*self.batch_shape, -1, self.a, self.b)
         B_L, B_R = self._sample_axis(x.left.B), self._sample_axis(x.right.B)
-        return KroneckerGOP(B_L.mT @ G @ B_R, self._scalar(damping))
+        return self.gop_from_rotated(B_L.mT @ G @ B_R, damping)
+
+    def gop_from_rotated(self, Z: Tensor, damping: float = 0.0) -> KroneckerGOP:
+        """The GOP of gradients already rotated into the eigenbasis, ``Z_i = B_L^T G_i B_R``:
+        ``Z`` (m, a, b), or (a, b) for one gradient; batched (k, m, a, b) or (k, a, b). For a
+        caller that has the rotated gradients anyway (the eigenvalue-corrected optimizer
+        step): ``gop_eigenbasis`` without its two products."""
+        if Z.shape[-2:] != (self.a, self.b) or Z.ndim - len(self.batch_shape) not in (2, 3):
+            raise ValueError(
+                f"Z: expected shape {(*self.batch_shape, 'm', self.a, self.b)} or "
+                f"{(*self.batch_shape, self.a, self.b)}, got {tuple(Z.shape)}"
+            )
+        if Z.ndim - len(self.batch_shape) == 2:  # one gradient: the GOP's m axis is 1
+            Z = Z.unsqueeze(-3)
+        return KroneckerGOP(Z, self._scalar(damping))
 
     def precision_egrad_eigenbasis(
         self, x: KroneckerSpectralPoint, Ht: Any, gamma: float

@@ -28,7 +28,6 @@ from ..manifolds import (
     KroneckerSpectralSPD,
     SpectralPoint,
 )
-from ..manifolds.kronecker import KroneckerGOP
 from . import transforms
 
 __all__ = [
@@ -131,8 +130,7 @@ class KroneckerPreconditioner:
             G = grad.reshape(*self.batch_shape, -1).to(self.manifold.dtype)
             curvature: Any = GOP(G, damping=self.damping)
         else:  # one gradient per element: the GOP's m axis is 1
-            lam = torch.as_tensor(self.damping, dtype=rotated.dtype, device=rotated.device)
-            curvature = Rotated(KroneckerGOP(rotated.unsqueeze(-3), lam))
+            curvature = Rotated(self.manifold.gop_from_rotated(rotated, self.damping))
         # The state is the checked result of the previous update (or of init_state), so only
         # the new point is checked (inside RGD): half the per-update point checks.
         gauss = self.gauss_continued if continued else self.gauss
