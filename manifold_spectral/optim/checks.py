@@ -144,11 +144,15 @@ def nonfinite_gradient_error(gi: int, pi: int, shape: tuple[int, ...]) -> ValueE
     )
 
 
+def exponential_of_truncated(truncated: Any) -> str:
+    """``exponential`` for the ``truncated`` bool of earlier versions: ``True`` is
+    ``"truncated"``, ``False`` ``"exact"`` (also for saved parameter groups)."""
+    return "truncated" if check_flag(truncated, "truncated") else "exact"
+
+
 def legacy_truncated(truncated: Any) -> str:
-    """``exponential`` for the ``truncated`` bool of earlier versions (with a
-    ``DeprecationWarning``): ``True`` is ``"truncated"``, ``False`` ``"exact"``."""
-    check_flag(truncated, "truncated")
-    new = "truncated" if truncated else "exact"
+    """``exponential_of_truncated`` for a caller's argument, with a ``DeprecationWarning``."""
+    new = exponential_of_truncated(truncated)
     warnings.warn(
         f"SpectralKron(truncated={truncated}) is deprecated; pass exponential={new!r}",
         DeprecationWarning,

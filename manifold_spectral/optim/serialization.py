@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from . import distributed, transforms
-from .checks import check_param_state
+from .checks import check_param_state, exponential_of_truncated
 from .preconditioners import make_preconditioner
 from .updates import PRECOND_PREFIX
 
@@ -45,8 +45,8 @@ class StateDictMixin:
         ``truncated`` bool of earlier versions becomes ``exponential``."""
         for group in self.param_groups:
             if "truncated" in group:
-                group.setdefault("exponential", "truncated" if group["truncated"] else "exact")
-                del group["truncated"]
+                truncated = group.pop("truncated")
+                group.setdefault("exponential", exponential_of_truncated(truncated))
             for key, value in self.defaults.items():
                 group.setdefault(key, LEGACY.get(key, value))
 
@@ -104,7 +104,7 @@ class StateDictMixin:
         for gi, (group, saved_group) in enumerate(zip(self.param_groups, groups, strict=True)):
             opts = {**self.defaults, **saved_group}
             if "truncated" in saved_group and "exponential" not in saved_group:
-                opts["exponential"] = "truncated" if saved_group["truncated"] else "exact"
+                opts["exponential"] = exponential_of_truncated(saved_group["truncated"])
             try:
                 self._validate(opts)
             except (TypeError, ValueError) as exc:
