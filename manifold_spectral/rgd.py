@@ -165,6 +165,19 @@ class RGD:
                 f"RGD.step: the natural gradient is not finite ({exc}; lr too large or the "
                 "point too extreme?); state left unchanged"
             ) from exc
+        return self._commit(x_new, v, count)
+
+    def finish_step(self, x_new: Any, *, count: int | None = None) -> Any:
+        """The end of a step whose point ``x_new`` the caller computed in closed form (e.g.
+        ``KroneckerSpectralSPD.closed_form_step``): the re-orthogonalisation on the schedule of
+        ``count`` (as ``step_eigenbasis``), the point check (``FloatingPointError`` when
+        ``x_new`` left the manifold) and the step count. Only for a driver without momentum,
+        whose buffer such a step cannot update."""
+        if self.momentum:
+            raise ValueError("finish_step: the driver has momentum; use step_eigenbasis")
+        return self._commit(x_new, None, count)
+
+    def _commit(self, x_new: Any, v: Any, count: int | None) -> Any:
         count = self.steps + 1 if count is None else count
         if self.reorthogonalize_every and count % self.reorthogonalize_every == 0:
             x_new = self.manifold.reorthogonalize(x_new)

@@ -77,13 +77,14 @@ def test_finite_gradients_never_raise(lr, damping, scale, sd):
     )
 
 
-def test_truncated_map_failure_falls_back_to_the_exact_exponential_and_is_counted():
-    """bf16 state and a gradient spike: the truncated eigenvalue map leaves the positive
-    reals (cancellation between the centred factor step and the scale step). The step is
-    taken with the continued map and counted; it used to raise ValueError. Which spike size
-    cancels depends on bf16 rounding, so a range of spikes is tried: every run must end
-    sound, and at least one must have needed the fallback."""
-    fallbacks = 0
+def test_bf16_gradient_spikes_keep_the_truncated_map_positive():
+    """bf16 state and a gradient spike. Composed from the natural gradient, the truncated
+    eigenvalue map ``d (1 + m)`` could leave the positive reals (cancellation between the
+    centred factor step and the scale step) and needed the continued map. The closed form
+    ``n_l = (1 - gamma beta2) d_l + beta2 diag(W_l) / (alpha kappa_l)`` (paper Fig. 6 right)
+    is positive whenever ``gamma beta2 < 1``: no spike needs a fallback or is rejected, and
+    every state is sound. Which spike size cancelled depended on bf16 rounding, so a range is
+    tried."""
     for spike in (1e3, 1e4, 1e5, 1e6, 1e7, 1e8):
         p = nn.Parameter(torch.zeros(16, 16, dtype=torch.float64))
         opt = SpectralKron([p], lr=1e-3, state_dtype=torch.bfloat16)
@@ -95,14 +96,11 @@ def test_truncated_map_failure_falls_back_to_the_exact_exponential_and_is_counte
             p.grad = G
             opt.step()
         assert opt.curvature_rejections == 0
-        assert opt.state_dict()["state"][0].get("curvature_fallbacks", 0) == (
-            opt.curvature_fallbacks
-        )
-        fallbacks += opt.curvature_fallbacks
+        assert opt.curvature_fallbacks == 0, spike
+        assert opt.skipped_steps == 0
         assert_state_finite(opt)
         pre = opt._preconditioner(opt.param_groups[0], p)
         assert pre.manifold.check_point(pre.point(opt._precond_state(opt.state[p])))[0]
-    assert fallbacks >= 1
 
 
 def test_damping_must_be_positive():

@@ -140,6 +140,24 @@ class SpectralManifold(abc.ABC):
         from the curvature ``Ht`` already in the eigenbasis (``rotate`` / ``gop_eigenbasis``).
         """
 
+    def closed_form_step(
+        self,
+        x: Any,
+        Ht: Any,
+        beta2: float,
+        gamma: float,
+        *,
+        exponential: str = "exact",
+        cayley: str | None = None,
+        jacobi: bool = False,
+    ) -> Any | None:
+        """The precision's RGD step ``retr(x, -F^+ grad, beta2)`` for the gradient
+        ``precision_egrad_eigenbasis(x, Ht, gamma)``, in closed form where this manifold has
+        one for the curvature ``Ht`` (``Gaussian.precision_step`` then takes it), else
+        ``None`` (the default): the caller composes the three steps. Options as in ``retr``;
+        the result is unchecked (``RGD.finish_step`` checks it)."""
+        return None
+
     @abc.abstractmethod
     def retr(self, x: Any, tangent: Any, lr: float = 1.0, **options: Any) -> Any:
         """The chart map at ``lr * tangent``: the retraction of the chart-based RGD."""

@@ -42,6 +42,7 @@ __all__ = [
     "TruncationError",
     "rotation_metric",
     "rotation_local_grad",
+    "inverse_gaps",
     "rotation_natural_grad",
     "rotation_retract",
     "jacobi_angles",
@@ -122,34 +123,42 @@ def rotation_local_grad(d: Tensor, G: Tensor) -> Tensor:
     return tril(4.0 * (d[..., None, :] - d[..., :, None]) * G)
 
 
+def inverse_gaps(d: Tensor, tol: float, damping: float = 0.0) -> Tensor:
+    """``1 / (d_i - d_j)`` for every pair (..., n, n), the rotation block's pseudo-inverse.
+
+    Moore-Penrose: 0 where ``|d_i - d_j| <= tol * max(d_i, d_j)`` (there ``C_ij`` vanishes or
+    is numerically zero). ``damping`` ``rho > 0``: its Tikhonov (Levenberg-Marquardt) form,
+    from the metric ``kappa C_ij`` plus ``mu_ij = 4 kappa rho^2 max(d_i, d_j)^2 / (d_i d_j)``:
+
+        (d_i - d_j) / ((d_i - d_j)^2 + rho^2 max(d_i, d_j)^2),
+
+    equal to ``1 / (d_i - d_j)`` for gaps much larger than ``rho max(d_i, d_j)``, zero at equal
+    eigenvalues, and a smooth function of ``d`` everywhere (Lipschitz with a constant
+    ``~ 1 / rho``): the hard threshold's jump from 0 to ``1 / (tol d)`` is gone, so an update
+    no longer depends discontinuously on rounding-level differences of its input.
+    """
+    di, dj = d[..., :, None], d[..., None, :]
+    diff = di - dj
+    # In place on two n x n buffers: the out-of-place form makes a dozen n x n temporaries.
+    if damping > 0.0:
+        floor = torch.maximum(di, dj).mul_(damping)
+        den = torch.mul(diff, diff).addcmul_(floor, floor)
+        return diff.div_(den)
+    equal = torch.maximum(di, dj).mul_(tol).ge_(diff.abs())
+    return diff.reciprocal_().masked_fill_(equal.bool(), 0.0)
+
+
 def rotation_natural_grad(
     d: Tensor, G: Tensor, tol: float, kappa: float = 1.0, damping: float = 0.0
 ) -> Tensor:
     """Natural gradient of the rotation block, Moore-Penrose at (near-)repeated eigenvalues.
 
-    ``(F^+ grad)_ij = -d_i d_j G_ij / (kappa (d_i - d_j))`` for i > j, and 0 where
-    ``|d_i - d_j| <= tol * max(d_i, d_j)`` (there ``C_ij`` vanishes or is numerically zero).
-
-    ``damping`` ``rho > 0`` replaces the pseudo-inverse by its Tikhonov (Levenberg-Marquardt)
-    form, the metric ``kappa C_ij`` plus ``mu_ij = 4 kappa rho^2 max(d_i, d_j)^2 / (d_i d_j)``:
-
-        -d_i d_j G_ij (d_i - d_j) / (kappa ((d_i - d_j)^2 + rho^2 max(d_i, d_j)^2)),
-
-    equal to the step above for gaps much larger than ``rho max(d_i, d_j)``, zero at equal
-    eigenvalues, and a smooth function of ``d`` and ``G`` everywhere (Lipschitz with a
-    constant ``~ 1 / rho``): the hard threshold's jump from 0 to ``G_ij / tol`` is gone, so
-    an update no longer depends discontinuously on rounding-level differences of its input.
+    ``(F^+ grad)_ij = -d_i d_j G_ij / (kappa (d_i - d_j))`` for i > j, with ``1 / (d_i - d_j)``
+    the pseudo-inverse of ``inverse_gaps`` (0 at equal eigenvalues; with ``damping`` its
+    Tikhonov form, a smooth function of ``d`` and ``G``).
     """
     di, dj = d[..., :, None], d[..., None, :]
-    diff = di - dj
-    if damping > 0.0:
-        floor = torch.maximum(di, dj).mul_(damping)
-        den = torch.mul(diff, diff).addcmul_(floor, floor)
-        return (di * dj).mul_(diff).div_(den).mul_(G).mul_(-1.0 / kappa).tril_(-1)
-    # In place on two n x n buffers: the out-of-place form makes a dozen n x n temporaries.
-    equal = torch.maximum(di, dj).mul_(tol).ge_(diff.abs())
-    step = (di * dj).div_(diff).mul_(G).mul_(-1.0 / kappa)
-    return step.masked_fill_(equal.bool(), 0.0).tril_(-1)
+    return (di * dj).mul_(inverse_gaps(d, tol, damping)).mul_(G).mul_(-1.0 / kappa).tril_(-1)
 
 
 def jacobi_angles(M: Tensor) -> Tensor:

@@ -105,6 +105,8 @@ class DiagonalSPD(SpectralManifold):
 
     def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
         """``(ok, reason)``: shape, dtype, device, finiteness and ``d > 0`` (all O(n))."""
+        if self._layout_ok(x) and bool(torch.isfinite(x.d.sum()) & (x.d > 0).all()):
+            return True, None  # one host synchronisation for a valid point
         fields = self._point_fields(x)
         if fields is None:
             return False, f"expected a DiagonalPoint, got {type(x).__name__}"
@@ -149,6 +151,31 @@ class DiagonalSPD(SpectralManifold):
         """``diag(dL/dS) = -1/2 (Ht - gamma d) / d^2`` with ``Ht = diag(H)``."""
         check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, device=self.device, finite=False)
         return -0.5 * (Ht - gamma * x.d) / (x.d * x.d)
+
+    def closed_form_step(
+        self,
+        x: DiagonalPoint,
+        Ht: Any,
+        beta2: float,
+        gamma: float,
+        *,
+        exponential: str = "exact",
+        cayley: str | None = None,
+        jacobi: bool = False,
+    ) -> DiagonalPoint:
+        """The RGD step ``retr(x, -F^+ grad L, beta2)`` of the precision for the curvature
+        diagonal ``Ht`` (``gop_eigenbasis``, ``rotate``) in closed form: the natural gradient
+        ``2 d * diag(dL/dS) = -(Ht - gamma d) / d`` gives
+
+            d <- d exp(m)  (``"truncated"``: d (1 + m) = (1 - gamma beta2) d + beta2 Ht),
+            m = beta2 (Ht / d - gamma),
+
+        RMSprop (``gamma = 1``) and AdaGrad (``gamma = 0``) for the GOP (paper App. A.1, Eq.
+        12), without the layered path's intermediate gradient and tangent. ``cayley`` and
+        ``jacobi`` are ignored (no rotation). Not checked (``RGD.finish_step`` checks)."""
+        check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, device=self.device, finite=False)
+        m = (Ht / x.d).sub_(float(gamma)).mul_(check_positive(beta2, "beta2"))
+        return DiagonalPoint(blocks.eig_retract(x.d, m, check_exponential(exponential)))
 
     def metric(self, x: DiagonalPoint) -> DiagonalTangent:
         return DiagonalTangent(blocks.eig_metric(x.d))

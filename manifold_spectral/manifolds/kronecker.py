@@ -35,6 +35,7 @@ from .base import (
 )
 from .checks import check_log_scale, check_positive_definite
 from .kronecker_chart import KroneckerChartMixin
+from .kronecker_gop import KroneckerGOPStepMixin
 from .kronecker_metric import KroneckerMetricMixin, sum_zero_metric, sum_zero_metric_inverse
 from .kronecker_points import (
     KroneckerDenseCurvature,
@@ -75,7 +76,9 @@ def det_tol(dtype: torch.dtype, size: int) -> float:
     return max(1e-10, 100.0 * size * eps)
 
 
-class KroneckerSpectralSPD(KroneckerMetricMixin, KroneckerChartMixin, SpectralManifold):
+class KroneckerSpectralSPD(
+    KroneckerMetricMixin, KroneckerChartMixin, KroneckerGOPStepMixin, SpectralManifold
+):
     """Kronecker-structured SPD matrices ``alpha (S_L kron S_R)`` in spectral coordinates.
 
     Args:
@@ -172,12 +175,14 @@ class KroneckerSpectralSPD(KroneckerMetricMixin, KroneckerChartMixin, SpectralMa
 
     @staticmethod
     def normalize(
-        alpha: Tensor, left: SpectralPoint, right: SpectralPoint
+        alpha: Tensor, left: SpectralPoint, right: SpectralPoint, *, shared: bool = False
     ) -> KroneckerSpectralPoint:
         """Move ``det S_l`` into ``alpha`` so that ``det S_L = det S_R = 1``; ``S`` is unchanged.
 
         ``d_l <- d_l / exp(c_l)``, ``alpha <- alpha exp(c_L + c_R)`` with ``c_l = mean(log d_l)``
         (per batch element: ``alpha`` (*batch,), ``d_l`` (*batch, size)).
+        ``shared``: both factors carry the same scalar step, which ``alpha`` takes once:
+        ``alpha <- alpha exp((c_L + c_R) / 2)`` (the truncated chart step, Fig. 6 right).
         In 16-bit types this is computed in float32 and rounded once per entry: a rounded
         common factor ``exp(-c_l)`` would shift ``log det`` by up to ``size * eps / 2``.
         """
@@ -185,8 +190,9 @@ class KroneckerSpectralSPD(KroneckerMetricMixin, KroneckerChartMixin, SpectralMa
         wide = torch.float32 if torch.finfo(dt).bits <= 16 else dt
         dL, dR = left.d.to(wide), right.d.to(wide)
         cL, cR = torch.log(dL).mean(-1), torch.log(dR).mean(-1)
+        c = (cL + cR) * 0.5 if shared else cL + cR
         return KroneckerSpectralPoint(
-            (alpha.to(wide) * torch.exp(cL + cR)).to(dt),
+            (alpha.to(wide) * torch.exp(c)).to(dt),
             SpectralPoint(left.B, (dL * torch.exp(-cL)[..., None]).to(dt)),
             SpectralPoint(right.B, (dR * torch.exp(-cR)[..., None]).to(dt)),
         )
@@ -347,11 +353,14 @@ class KroneckerSpectralSPD(KroneckerMetricMixin, KroneckerChartMixin, SpectralMa
         (``"element i: ..."``, after ``"left: "``/``"right: "`` for a factor).
         """
         if self._layout_ok(x):  # one host synchronisation for a valid point
-            ok = torch.isfinite(x.alpha.sum()) & (x.alpha > 0).all()
+            # |log det| <= tol also proves every d_l positive and finite (a log of 0, a
+            # negative, Inf or NaN makes the sum infinite or NaN), and the orthogonality
+            # probe proves B_l finite: no separate finiteness reductions.
+            ok = (x.alpha > 0).all() & (x.alpha <= torch.finfo(self.dtype).max).all()
             for man, p in ((self.left, x.left), (self.right, x.right)):
                 logdet = torch.log(p.d.float() if p.d.dtype != torch.float64 else p.d).sum(-1)
                 tol = det_tol(self.dtype, man.n)
-                ok = ok & man._point_ok(p, fast) & (logdet.abs() <= tol).all()
+                ok = ok & man._basis_ok(p.B, fast) & (logdet.abs() <= tol).all()
             if bool(ok):
                 return True, None
         if not isinstance(x, KroneckerSpectralPoint):

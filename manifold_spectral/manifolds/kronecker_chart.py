@@ -102,12 +102,10 @@ class KroneckerChartMixin:
                 second_order=(p.d, d) if second_order else None,
             )
             new.append(SpectralPoint(B, d))
-        alpha = x.alpha * torch.exp(lr * tangent.n) if exponential == "exact" else x.alpha
-        if exponential != "exact":
-            # n_l carries the alpha step; normalize() moves sqrt(geomean) of each into alpha.
-            cL, cR = torch.log(new[0].d).mean(-1), torch.log(new[1].d).mean(-1)
-            alpha = alpha * torch.exp(-(cL + cR) / 2)
-        return self.normalize(alpha, *new)
+        if exponential == "exact":
+            return self.normalize(x.alpha * torch.exp(lr * tangent.n), *new)
+        # Both n_l carry the alpha step: alpha takes sqrt(geomean) of each.
+        return self.normalize(x.alpha, *new, shared=True)
 
     # Vectors -----------------------------------------------------------------------------
 

@@ -259,14 +259,18 @@ class SpectralSPD(SpectralManifold):
     def _point_ok(self, x: SpectralPoint, fast: bool) -> Tensor:
         """Every condition of ``check_point`` on a point of the right layout, as one 0-d
         boolean: a valid point costs one host synchronisation; the field-by-field checks run
-        only to explain a failure (a finite sum proves finite entries, a NaN or Inf makes the
-        probe or error NaN and the comparison false)."""
-        ok = torch.isfinite(x.B.sum()) & torch.isfinite(x.d.sum()) & (x.d > 0).all()
+        only to explain a failure (a finite sum proves finite entries)."""
+        return torch.isfinite(x.d.sum()) & (x.d > 0).all() & self._basis_ok(x.B, fast)
+
+    def _basis_ok(self, B: Tensor, fast: bool) -> Tensor:
+        """``B`` orthogonal (and so finite), as a 0-d boolean: ``fast``, the probe
+        ``||B^T B v - v||`` of one fixed unit vector, else ``||B^T B - I||_F``. A NaN or Inf
+        entry makes the probe or error NaN or Inf and the comparison false."""
         if fast:
             v = self._probe_vector()
-            err = torch.linalg.vector_norm((x.B.mT @ (x.B @ v) - v).float(), dim=(-2, -1))
-            return ok & (err <= probe_tol(self.dtype)).all()
-        return ok & (orthogonality_error(x.B) <= orthogonality_tol(self.dtype, self.n)).all()
+            err = torch.linalg.vector_norm((B.mT @ (B @ v) - v).float(), dim=(-2, -1))
+            return (err <= probe_tol(self.dtype)).all()
+        return (orthogonality_error(B) <= orthogonality_tol(self.dtype, self.n)).all()
 
     def _probe_vector(self) -> Tensor:
         # A fixed unit column (n, 1) with no special structure (not an eigenvector of a

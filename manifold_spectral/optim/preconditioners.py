@@ -1,7 +1,8 @@
 """Per-parameter preconditioners of ``SpectralKron``: thin wrappers of the spectral manifolds.
 
 A preconditioner owns no formula: its curvature update is
-``Gaussian(manifold, ...).precision_step(point, GOP(grad, damping))`` and its direction is
+``Gaussian(manifold, ...).precision_step(point, Rotated(manifold.gop_eigenbasis(point, grad,
+damping)))`` (the GOP of the gradient, in the eigenbasis) and its direction is
 ``manifold.apply_power(point, grad, -1/p)``. Its state is a flat dict of tensors so that
 ``torch.optim.Optimizer.state_dict`` can save it and resume bit for bit.
 
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..gaussian import GOP, Gaussian, Rotated
+from ..gaussian import Gaussian, Rotated
 from ..manifolds import (
     DiagonalPoint,
     DiagonalSPD,
@@ -126,15 +127,16 @@ class KroneckerPreconditioner:
 
         ``rotated``: ``B_L^T G B_R`` at ``state``, when the caller has it already
         (``precondition_corrected``): the GOP in the eigenbasis is then not recomputed."""
-        if rotated is None:
-            G = grad.reshape(*self.batch_shape, -1).to(self.manifold.dtype)
-            curvature: Any = GOP(G, damping=self.damping)
+        x = self.point(state)
+        if rotated is None:  # one gradient column per element; the optimizer checked it
+            V = grad.reshape(*self.batch_shape, -1, 1).to(self.manifold.dtype)
+            Ht = self.manifold.gop_eigenbasis(x, V, self.damping)
         else:  # one gradient per element: the GOP's m axis is 1
-            curvature = Rotated(self.manifold.gop_from_rotated(rotated, self.damping))
+            Ht = self.manifold.gop_from_rotated(rotated, self.damping)
         # The state is the checked result of the previous update (or of init_state), so only
         # the new point is checked (inside RGD): half the per-update point checks.
         gauss = self.gauss_continued if continued else self.gauss
-        x = gauss.precision_step(self.point(state), curvature, check_input=False, count=count)
+        x = gauss.precision_step(x, Rotated(Ht), check_input=False, count=count)
         return self.to_state(x)
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
@@ -210,9 +212,12 @@ class DiagonalPreconditioner:
         continued: bool = False,
         rotated: None = None,
     ) -> dict[str, Tensor]:
-        g = grad.reshape(-1).to(self.manifold.dtype)
+        x = DiagonalPoint(state["d"])
+        V = grad.reshape(-1, 1).to(self.manifold.dtype)  # the optimizer checked it
+        Ht = self.manifold.gop_eigenbasis(x, V, self.damping)
         gauss = self.gauss_continued if continued else self.gauss
-        x = gauss.precision_step(DiagonalPoint(state["d"]), GOP(g, damping=self.damping))
+        # The state is the checked result of the previous update (or of init_state).
+        x = gauss.precision_step(x, Rotated(Ht), check_input=False)
         return {"d": x.d}
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:

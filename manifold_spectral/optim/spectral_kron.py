@@ -56,12 +56,14 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
         exponential: the curvature step's eigenvalue map: ``"truncated"`` (practical, Fig. 6
             right; default) or ``"exact"`` (``validation.EXPONENTIALS``; the ``truncated``
-            bool of earlier versions is accepted with a ``DeprecationWarning``). A truncated
-            step whose map ``d (1 + m)`` would leave the positive reals (a very
-            large curvature step, or bf16 cancellation) is taken with that map continued
-            positively below ``m = -1/2`` instead (``blocks.eig_retract``), and counted in
-            the parameter's state (``curvature_fallbacks``); a curvature step that fails even
-            so (overflow) keeps the previous curvature (``curvature_rejections``).
+            bool of earlier versions is accepted with a ``DeprecationWarning``). The step is
+            taken in closed form (``KroneckerSpectralSPD.closed_form_step``, paper Fig. 6
+            right), whose truncated map ``(1 - gamma beta2) d + beta2 diag(W) / (alpha
+            kappa)`` stays positive (``gamma beta2 < 1`` is required). A step whose map
+            leaves the positive reals even so (a NaN from overflow) is retried with the
+            map continued positively below ``m = -1/2`` (``blocks.eig_retract``) and counted
+            in the parameter's state (``curvature_fallbacks``); a curvature step that fails
+            (overflow) keeps the previous curvature (``curvature_rejections``).
         eigenvalue_correction: precondition Kronecker parameters with the diagonal of the
             gradient outer product in the learned eigenbasis (an EMA of
             ``(B_L^T g B_R)^2``, bias-corrected, power ``-1/p``) instead of the product of the

@@ -1,0 +1,97 @@
+"""The precision step of ``KroneckerSpectralSPD`` on a GOP in closed form (paper Fig. 6 right,
+App. A.3, Claims 7-8).
+
+``Gaussian.precision_step`` with a GOP curvature is the RGD step (rate ``beta2``) of
+``precision_egrad_eigenbasis`` through ``natural_gradient_eigenbasis`` and ``retr``. For the GOP
+the three compose into a few lines, because ``alpha G_l`` off the diagonal is
+``-W_l / (2 alpha d_i d_j)`` and Claim 7 turns the scalar step into the mean of the factors'
+eigenvalue steps. With
+
+    W_L = mean_i Z_i D_R^-1 Z_i^T + lambda tr(S_R^-1) I,
+    W_R = mean_i Z_i^T D_L^-1 Z_i + lambda tr(S_L^-1) I,
+
+the step is, per factor ``l`` (``kappa_L = b``, ``kappa_R = a``):
+
+    n_l   = d_l (1 + m_l),   m_l = beta2 (diag(W_l) / (alpha kappa_l d_l) - gamma)
+    M_l   = -beta2 W_l,ij / (2 alpha kappa_l (d_i - d_j))          (i > j; ``blocks.inverse_gaps``)
+    B_l  <- B_l Cayley(Skew(M_l)),  d_l <- n_l / geomean(n_l)
+    alpha <- alpha sqrt(geomean(n_L) geomean(n_R))
+
+``n_l = (1 - gamma beta2) d_l + beta2 / (alpha kappa_l) diag(W_l)`` is Fig. 6's; ``d_l (1 + m_l)``
+is the truncated map of ``blocks.eig_retract`` (also ``"continued"`` and ``"exact"``:
+``d_l exp(m_l)``, whose geometric means carry the exact scalar step). The layered path
+computes the same point (equal to rounding; tests/test_closed_form_step.py) with about twice the
+tensor operations, which dominate the step of small layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..validation import check_exponential, check_flag
+from . import blocks
+from .base import check_cayley, check_positive
+from .kronecker_points import KroneckerGOP, KroneckerSpectralPoint
+from .points import SpectralPoint
+
+__all__ = ["KroneckerGOPStepMixin"]
+
+
+class KroneckerGOPStepMixin:
+    """``closed_form_step`` of ``KroneckerSpectralSPD`` (see the module docstring); it reads the
+    manifold's ``a``, ``b``, ``kappa_L``/``kappa_R``, factor manifolds ``left``/``right`` and
+    ``cayley``. Not a manifold by itself."""
+
+    def closed_form_step(
+        self,
+        x: KroneckerSpectralPoint,
+        Ht: Any,
+        beta2: float,
+        gamma: float,
+        *,
+        exponential: str = "exact",
+        cayley: str | None = None,
+        jacobi: bool = False,
+    ) -> KroneckerSpectralPoint | None:
+        """The RGD step ``retr(x, -F^+ grad L, beta2)`` of the precision for the GOP curvature
+        ``Ht`` (a ``KroneckerGOP`` from ``gop_eigenbasis`` / ``gop_from_rotated``) in closed
+        form (module docstring); ``None`` for any other curvature, which has no closed form
+        here (the caller takes the layered step). ``exponential``, ``cayley`` and ``jacobi``
+        as in ``retr``. The result is not checked (``RGD.finish`` checks it); a truncated map
+        that leaves the positive reals raises ``blocks.TruncationError``."""
+        if not isinstance(Ht, KroneckerGOP):
+            return None
+        beta2, gamma = check_positive(beta2, "beta2"), float(gamma)
+        exponential = check_exponential(exponential)
+        method = self.cayley if cayley is None else check_cayley(cayley)
+        jacobi = check_flag(jacobi, "jacobi")
+        self.validate_layout(x)
+        bs, a, b = self.batch_shape, self.a, self.b
+        Z, lam = Ht.Z, Ht.damping
+        if Z.ndim != len(bs) + 3 or Z.shape[:-3] != bs or tuple(Z.shape[-2:]) != (a, b):
+            raise ValueError(f"Ht.Z: expected shape {(*bs, 'm', a, b)}, got {tuple(Z.shape)}")
+        m = Z.shape[-3]
+        dL, dR = x.left.d, x.right.d
+        # Sums over the m gradients and a side in one product each: (a, mb) (mb, a) and
+        # (b, ma) (ma, b); views when m = 1 (one gradient per step, the optimizer's case).
+        Zt = Z.transpose(-3, -2)
+        W_L = (Zt / dR[..., None, None, :]).reshape(*bs, a, m * b) @ Zt.reshape(*bs, a, m * b).mT
+        ZL = (Z / self._sample_axis(dL)[..., :, None]).reshape(*bs, m * a, b)
+        W_R = ZL.mT @ Z.reshape(*bs, m * a, b)
+        if m > 1:
+            W_L, W_R = W_L.div_(m), W_R.div_(m)
+        new = []
+        for man, p, W, kappa, other in (
+            (self.left, x.left, W_L, self.kappa_L, dR),
+            (self.right, x.right, W_R, self.kappa_R, dL),
+        ):
+            # lambda tr(S_other^-1) I only reaches the diagonal: the rotation uses i > j.
+            w = W.diagonal(dim1=-2, dim2=-1) + (lam * other.reciprocal().sum(-1))[..., None]
+            ak = x.alpha[..., None] * kappa
+            m_l = w.div_(p.d * ak).sub_(gamma).mul_(beta2)
+            d = blocks.eig_retract(p.d, m_l, exponential)
+            scale = (-0.5 * beta2) / ak[..., None]
+            M = blocks.inverse_gaps(p.d, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
+            B = blocks.rotation_retract(p.B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
+            new.append(SpectralPoint(B, d))
+        return self.normalize(x.alpha, *new, shared=True)

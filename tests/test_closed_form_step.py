@@ -1,0 +1,177 @@
+"""The closed-form precision step on a GOP (``closed_form_step``, paper Fig. 6 right and
+App. A.1) against (1) the paper's box written out here from dense matrices, independently of
+the package, and (2) the layered RGD step it replaces (``precision_egrad_eigenbasis`` ->
+``natural_gradient_eigenbasis`` -> ``retr``), which ``Gaussian.precision_step`` no longer takes
+for a GOP. float64: equal to rounding.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import manifold_spectral as ms
+from manifold_spectral.gaussian import GOP, DenseCurvature, Gaussian, Rotated
+from manifold_spectral.manifolds import DiagonalPoint, KroneckerSpectralPoint, SpectralPoint
+from manifold_spectral.manifolds.kronecker import KroneckerGOP
+from manifold_spectral.rgd import RGD
+
+DT = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def rel(u: torch.Tensor, v: torch.Tensor) -> float:
+    return float((u - v).norm() / v.norm())
+
+
+def paper_box(x, G: torch.Tensor, lam: float, beta2: float, gamma: float):
+    """Fig. 6 (right), one gradient matrix, exact Cayley, hard Moore-Penrose rule: dense
+    ``S_l^-1``, ``Q_L = G S_R^-1 G^T``, ``Q_R = G^T S_L^-1 G``, ``W_l = B_l^T Q_l B_l`` plus the
+    damping's ``lambda tr(S_other^-1) I`` (the GOP ``vec(G) vec(G)^T + lambda I``), then
+    ``n_l = (1 - gamma beta2) d_l + beta2 diag(W_l) / (alpha kappa_l)``, the rotation
+    ``B_l (I - N)^-1 (I + N)`` with ``N = Skew(Tril(U))``,
+    ``U_ij = -beta2 W_ij / (2 alpha kappa_l (d_i - d_j))``, and the normalisation."""
+    a, b = G.shape
+    alpha = x.alpha
+    inv = {side: p.B @ torch.diag(1.0 / p.d) @ p.B.T for side, p in (("L", x.left), ("R", x.right))}
+    out = {}
+    for side, p, Q, kappa, other in (
+        ("L", x.left, G @ inv["R"] @ G.T, b, inv["R"]),
+        ("R", x.right, G.T @ inv["L"] @ G, a, inv["L"]),
+    ):
+        n = p.d.numel()
+        W = p.B.T @ Q @ p.B + lam * torch.trace(other) * torch.eye(n, dtype=DT)
+        nl = (1 - gamma * beta2) * p.d + beta2 * torch.diagonal(W) / (alpha * kappa)
+        gap = p.d[:, None] - p.d[None, :]
+        U = torch.zeros(n, n, dtype=DT)
+        off = ~torch.eye(n, dtype=torch.bool)
+        U[off] = -beta2 * W[off] / (2 * alpha * kappa * gap[off])
+        L = torch.tril(U, -1)
+        N = L - L.T
+        I = torch.eye(n, dtype=DT)
+        out[side] = (p.B @ torch.linalg.solve(I - N, I + N), nl)
+    cL, cR = torch.log(out["L"][1]).mean(), torch.log(out["R"][1]).mean()
+    return (
+        alpha * torch.exp((cL + cR) / 2),
+        out["L"][0],
+        out["L"][1] / torch.exp(cL),
+        out["R"][0],
+        out["R"][1] / torch.exp(cR),
+    )
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.0])
+@pytest.mark.parametrize("shape", [(3, 4), (5, 2)])
+def test_kronecker_closed_form_is_the_papers_box(shape, gamma):
+    a, b = shape
+    K = ms.KroneckerSpectralSPD(a, b, dtype=DT, cayley="exact")
+    x = K.random(gen(1))
+    G = torch.randn(a, b, generator=gen(2), dtype=DT)
+    lam, beta2 = 0.05, 0.3
+    gauss = Gaussian(K, beta2=beta2, gamma=gamma, exponential="truncated")
+    y = gauss.precision_step(x, GOP(G.reshape(-1), damping=lam), count=1)
+    want = paper_box(x, G, lam, beta2, gamma)
+    got = (y.alpha, y.left.B, y.left.d, y.right.B, y.right.d)
+    for name, u, v in zip(("alpha", "B_L", "d_L", "B_R", "d_R"), got, want, strict=True):
+        assert rel(u, v) < 1e-12, name
+
+
+def layered(K, x, Ht, beta2, gamma, **rgd):
+    G = K.precision_egrad_eigenbasis(x, Ht, gamma)
+    return RGD(K, beta2, **rgd).step_eigenbasis(x, G, count=1)
+
+
+def leaves(x):
+    if isinstance(x, DiagonalPoint):
+        return [x.d]
+    return [x.alpha, x.left.B, x.left.d, x.right.B, x.right.d]
+
+
+@pytest.mark.parametrize("batch", [None, 3])
+@pytest.mark.parametrize("m", [1, 4])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(exponential="truncated", cayley="neumann", jacobi=True, gap=0.3),
+        dict(exponential="exact", cayley="exact", jacobi=False, gap=0.0),
+        dict(exponential="continued", cayley="neumann", jacobi=False, gap=0.05),
+    ],
+)
+def test_kronecker_closed_form_equals_the_layered_step(opts, m, batch):
+    a, b = 4, 3
+    K = ms.KroneckerSpectralSPD(a, b, dtype=DT, gap_damping=opts["gap"], batch=batch)
+    x = K.random(gen(3), log_scale=0.5)
+    bs = () if batch is None else (batch,)
+    V = torch.randn(*bs, a * b, m, generator=gen(4), dtype=DT)
+    Ht = K.gop_eigenbasis(x, V, damping=0.02)
+    rgd = dict(cayley=opts["cayley"], exponential=opts["exponential"], jacobi=opts["jacobi"])
+    want = layered(K, x, Ht, 0.2, 1.0, **rgd)
+    got = K.closed_form_step(x, Ht, 0.2, 1.0, **rgd)
+    for u, v in zip(leaves(got), leaves(want), strict=True):
+        assert rel(u, v) < 1e-12
+
+
+@pytest.mark.parametrize("exponential", ["truncated", "exact"])
+def test_diagonal_closed_form_is_rmsprop(exponential):
+    """App. A.1: ``d <- (1 - gamma beta2) d + beta2 (g^2 + lambda)`` (truncated), and equal to
+    the layered step for both maps."""
+    D = ms.DiagonalSPD(6, dtype=DT)
+    x = DiagonalPoint(torch.rand(6, generator=gen(5), dtype=DT) + 0.1)
+    g = torch.randn(6, generator=gen(6), dtype=DT)
+    Ht = D.gop_eigenbasis(x, g[:, None], damping=0.01)
+    y = Gaussian(D, beta2=0.1, gamma=1.0, exponential=exponential).precision_step(x, GOP(g, 0.01))
+    want = layered(D, x, Ht, 0.1, 1.0, exponential=exponential)
+    assert rel(y.d, want.d) < 1e-14
+    if exponential == "truncated":
+        assert rel(y.d, 0.9 * x.d + 0.1 * (g * g + 0.01)) < 1e-14
+
+
+def test_other_curvatures_take_the_layered_step():
+    """A dense curvature has no closed form: ``closed_form_step`` declines it and
+    ``Gaussian.precision_step`` gives the layered step."""
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
+    x = K.random(gen(7))
+    A = torch.randn(6, 6, generator=gen(8), dtype=DT)
+    H = A @ A.T
+    Ht = K.rotate(x, H)
+    assert K.closed_form_step(x, Ht, 0.1, 1.0) is None
+    y = Gaussian(K, beta2=0.1).precision_step(x, DenseCurvature(H))
+    want = layered(K, x, Ht, 0.1, 1.0)
+    for u, v in zip(leaves(y), leaves(want), strict=True):
+        assert rel(u, v) < 1e-14
+
+
+def test_closed_form_rejects_a_wrong_gop_shape():
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
+    x = K.origin()
+    bad = KroneckerGOP(torch.ones(1, 3, 2, dtype=DT), torch.tensor(0.0, dtype=DT))  # b, a
+    with pytest.raises(ValueError, match="Z"):
+        K.closed_form_step(x, bad, 0.1, 1.0)
+
+
+def test_finish_step_refuses_a_driver_with_momentum():
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
+    with pytest.raises(ValueError, match="momentum"):
+        RGD(K, 0.1, momentum=0.5).finish_step(K.origin())
+
+
+def test_a_closed_form_step_off_the_manifold_is_rejected():
+    """``RGD.finish_step`` checks the point: an overflowing closed-form step raises
+    ``FloatingPointError`` (the optimizer keeps the previous curvature)."""
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=torch.float32)
+    x = K.origin()
+    Ht = K.gop_from_rotated(torch.full((2, 3), 1e30))
+    with pytest.raises(FloatingPointError):
+        Gaussian(K, beta2=0.5, exponential="truncated").precision_step(x, Rotated(Ht))
+
+
+def test_point_kinds_are_unchanged():
+    """The result is the manifold's point type with the input's dtype."""
+    K = ms.KroneckerSpectralSPD(3, 2, dtype=DT)
+    x = K.random(gen(9))
+    y = K.closed_form_step(x, K.gop_from_rotated(torch.ones(3, 2, dtype=DT)), 0.1, 1.0)
+    assert isinstance(y, KroneckerSpectralPoint) and isinstance(y.left, SpectralPoint)
+    assert all(t.dtype == DT for t in leaves(y))
