@@ -131,6 +131,13 @@ def corrected(group: dict[str, Any]) -> bool:
     return float(group["root"]) >= 2.0 if flag is None else bool(flag)
 
 
+def max_norms(tensors: list[Tensor]) -> list[Tensor]:
+    """``max |t|`` of each (non-empty) tensor in one fused call: finite exactly when every
+    entry is finite (a maximum cannot overflow), so one host synchronisation on their stack
+    checks a whole step's gradients."""
+    return list(torch._foreach_norm(tensors, float("inf")))
+
+
 def sparse_gradient_error(gi: int, pi: int) -> ValueError:
     """The error for a sparse gradient of ``params[gi][pi]`` (one text for every step path)."""
     return ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")

@@ -128,13 +128,22 @@ class UpdateMixin:
                     ]
         if not corrected:
             U = pre.precondition(pc, D)
+        # Per-parameter slices of the bucket's results: views (one unbind per entry), not
+        # copies; each parameter's state entries are replaced, never written in place.
+        pcs = [pc]
+        if k > 1:
+            parts = [v.unbind(0) for v in pc.values()]
+            pcs = [dict(zip(pc, e, strict=True)) for e in zip(*parts, strict=True)]
+        Vs = ([V] if k == 1 else V.unbind(0)) if corrected else [None] * k
+        Us = [U] if k == 1 else U.unbind(0)
+        per_param = group["graft"] == "adam" or group["clip_rms"] is not None
+        if not per_param:  # one finiteness reduction for the bucket
+            self._check_update(U, params[0])
         out = []
-        for i, (p, grad, new) in enumerate(zip(params, grads, news, strict=True)):
-            pci = pc if k == 1 else {key: v[i].clone() for key, v in pc.items()}
+        for p, grad, new, pci, Vi, u in zip(params, grads, news, pcs, Vs, Us, strict=True):
             new.update({PRECOND_PREFIX + key: v for key, v in pci.items()})
             if corrected:
-                new["eig_v"] = (V if k == 1 else V[i].clone()).reshape(p.shape)
-            u = U if k == 1 else U[i]
+                new["eig_v"] = Vi.reshape(p.shape)
             if group["graft"] == "adam":
                 v = self.state[p].get("exp_avg_sq", new.get("exp_avg_sq"))
                 v, adam = transforms.adam_direction(v, grad.float(), step)
@@ -142,14 +151,21 @@ class UpdateMixin:
                 u = transforms.graft_norm(u, adam)
             if group["clip_rms"] is not None:
                 u = transforms.clip_by_rms(u, group["clip_rms"])
-            if not bool(torch.isfinite(u).all()):
-                raise NonFiniteUpdate(
-                    f"SpectralKron: non-finite update for a parameter of shape "
-                    f"{tuple(p.shape)}; the step is skipped"
-                )
+            if per_param:
+                self._check_update(u, p)
             new["step"] = torch.tensor(float(step))
             out.append((new, u))
         return out
+
+    @staticmethod
+    def _check_update(u: Tensor, p: Tensor) -> None:
+        """``NonFiniteUpdate`` unless every entry of ``u`` (one or a bucket of updates of
+        parameters shaped like ``p``) is finite."""
+        if not all_finite(u):
+            raise NonFiniteUpdate(
+                f"SpectralKron: non-finite update for a parameter of shape "
+                f"{tuple(p.shape)}; the step is skipped"
+            )
 
     @staticmethod
     def _curvature_update(
