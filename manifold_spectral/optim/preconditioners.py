@@ -96,6 +96,16 @@ class KroneckerPreconditioner:
         return self.to_state(x)
 
     @staticmethod
+    def pack(tensors: Sequence[Tensor]) -> Tensor:
+        """The tensors of a bucket's k parameters as one batched tensor (a leading axis)."""
+        return torch.stack(list(tensors))
+
+    @staticmethod
+    def unpack(t: Tensor) -> tuple[Tensor, ...]:
+        """The inverse of ``pack``: k views."""
+        return t.unbind(0)
+
+    @staticmethod
     def to_state(x: KroneckerSpectralPoint) -> dict[str, Tensor]:
         return {
             "alpha": x.alpha,
@@ -183,13 +193,33 @@ class DiagonalPreconditioner:
     """``S = Diag(d)`` over all entries (biases, norms, embeddings, oversized matrices)."""
 
     kind = "diagonal"
+    shape = None
 
-    def __init__(self, numel: int, dtype: torch.dtype, device: Any, opts: dict) -> None:
+    def __init__(
+        self,
+        numel: int,
+        dtype: torch.dtype,
+        device: Any,
+        opts: dict,
+        sizes: tuple[int, ...] | None = None,
+    ) -> None:
+        #: the entries of each parameter of a bucket, concatenated (``pack``); ``None``: one.
+        self.sizes = sizes
         self.manifold = DiagonalSPD(numel, dtype, device)
         self.gauss = _gaussian(self.manifold, opts)
         self.gauss_continued = _gaussian(self.manifold, opts, continued=True)
         self.damping = damping_floor(opts["damping"], self.manifold.dtype)
         self.root = opts["root"]
+
+    @staticmethod
+    def pack(tensors: Sequence[Tensor]) -> Tensor:
+        """The entries of a bucket's parameters, flattened and concatenated: the scheme is
+        elementwise, so one step on the concatenation is the separate steps."""
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def unpack(self, t: Tensor) -> tuple[Tensor, ...]:
+        """The inverse of ``pack``: one flat view per parameter."""
+        return t.split(self.sizes)
 
     @staticmethod
     def point(state: dict[str, Tensor]) -> DiagonalPoint:
@@ -268,14 +298,20 @@ def param_cost(shape: Sequence[int], opts: dict[str, Any]) -> int:
 
 
 def make_preconditioner(
-    param: Tensor, dtype: torch.dtype, opts: dict, batch: int | None = None
+    param: Tensor,
+    dtype: torch.dtype,
+    opts: dict,
+    batch: int | None = None,
+    sizes: Any = None,
 ) -> Any:
     """Kronecker factors or the diagonal scheme, as ``kronecker_shape`` decides. Only the
     shape and device of ``param`` are read (a sharded ``DTensor`` gives its global shape).
-    ``batch=k``: one Kronecker preconditioner for k parameters shaped like ``param``."""
+    A bucket: ``batch=k``, one Kronecker preconditioner for k parameters shaped like
+    ``param``; for the diagonal scheme, ``sizes``, the entries of each parameter (one
+    diagonal preconditioner over their concatenation)."""
     ab = kronecker_shape(tuple(param.shape), opts)
     if ab is not None:
         return KroneckerPreconditioner(*ab, dtype, param.device, opts, batch=batch)
-    if batch is not None:
-        raise ValueError("batch: only Kronecker preconditioners are batched")
-    return DiagonalPreconditioner(math.prod(param.shape), dtype, param.device, opts)
+    if batch is None or batch == 1:
+        return DiagonalPreconditioner(math.prod(param.shape), dtype, param.device, opts)
+    return DiagonalPreconditioner(sum(sizes), dtype, param.device, opts, sizes=tuple(sizes))

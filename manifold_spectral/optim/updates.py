@@ -62,7 +62,7 @@ class UpdateMixin:
         k = len(params)
         state_dtype = self._state_dtype(group, params[0])
         singles = [self._preconditioner(group, p) for p in params]
-        pre = singles[0] if k == 1 else self._batched_preconditioner(group, params[0], k)
+        pre = singles[0] if k == 1 else self._batched_preconditioner(group, params)
         news: list[dict[str, Any]] = []
         pcs, bufs, steps = [], [], []
         for p, grad, single in zip(params, grads, singles, strict=True):
@@ -80,7 +80,7 @@ class UpdateMixin:
             news.append(new)
         step = steps[0]
         gs = [grad.to(state_dtype) for grad in grads]
-        pc = pcs[0] if k == 1 else {key: torch.stack([c[key] for c in pcs]) for key in pcs[0]}
+        pc = pcs[0] if k == 1 else {key: pre.pack([c[key] for c in pcs]) for key in pcs[0]}
         directions = []
         for new, buf, g in zip(news, bufs, gs, strict=True):
             if group["momentum"]:
@@ -89,8 +89,8 @@ class UpdateMixin:
                 direction = g
             new["momentum_buffer"] = buf
             directions.append(direction)
-        D = directions[0] if k == 1 else torch.stack(directions)
-        G = gs[0] if k == 1 else torch.stack(gs)
+        D = directions[0] if k == 1 else pre.pack(directions)
+        G = gs[0] if k == 1 else pre.pack(gs)
         corrected = checks.corrected(group) and pre.kind == "kronecker"
         rotated = None
         if corrected:
@@ -103,7 +103,7 @@ class UpdateMixin:
                 for p, g in zip(params, gs, strict=True)
             ]
             U, V, rotated = pre.precondition_corrected(
-                pc, D, G, vs[0] if k == 1 else torch.stack(vs), step, group["correction_beta"]
+                pc, D, G, vs[0] if k == 1 else pre.pack(vs), step, group["correction_beta"]
             )
             if not all_finite(V):  # squares of a finite gradient overflowed the buffer's dtype
                 raise NonFiniteUpdate(
@@ -132,13 +132,14 @@ class UpdateMixin:
         # copies; each parameter's state entries are replaced, never written in place.
         pcs = [pc]
         if k > 1:
-            parts = [v.unbind(0) for v in pc.values()]
+            parts = [pre.unpack(v) for v in pc.values()]
             pcs = [dict(zip(pc, e, strict=True)) for e in zip(*parts, strict=True)]
-        Vs = ([V] if k == 1 else V.unbind(0)) if corrected else [None] * k
-        Us = [U] if k == 1 else U.unbind(0)
+        Vs = ([V] if k == 1 else pre.unpack(V)) if corrected else [None] * k
+        Us = [U] if k == 1 else pre.unpack(U)
         per_param = group["graft"] == "adam" or group["clip_rms"] is not None
-        if not per_param:  # one finiteness reduction for the bucket
-            self._check_update(U, params[0])
+        if not per_param and not all_finite(U):  # one finiteness reduction for the bucket
+            for u, p in zip(Us, params, strict=True):
+                self._check_update(u, p)
         out = []
         for p, grad, new, pci, Vi, u in zip(params, grads, news, pcs, Vs, Us, strict=True):
             new.update({PRECOND_PREFIX + key: v for key, v in pci.items()})
@@ -159,8 +160,7 @@ class UpdateMixin:
 
     @staticmethod
     def _check_update(u: Tensor, p: Tensor) -> None:
-        """``NonFiniteUpdate`` unless every entry of ``u`` (one or a bucket of updates of
-        parameters shaped like ``p``) is finite."""
+        """``NonFiniteUpdate`` (naming ``p``'s shape) unless every entry of ``u`` is finite."""
         if not all_finite(u):
             raise NonFiniteUpdate(
                 f"SpectralKron: non-finite update for a parameter of shape "
@@ -210,29 +210,36 @@ class UpdateMixin:
 
     def _buckets(self, group: dict[str, Any]) -> list[list[Tensor]]:
         """The group's parameters with a gradient, in order, bucketed for ``_compute_many``:
-        with ``batched``, Kronecker parameters of one preconditioner shape, state dtype,
-        device and step count, and cost at most ``BATCH_MAX_COST``, share a bucket; every
-        other parameter is alone."""
+        with ``batched``, parameters of one state dtype, device and step count share a bucket
+        when they are Kronecker parameters of one preconditioner shape and cost at most
+        ``BATCH_MAX_COST``, or when they all use the diagonal scheme (elementwise: their
+        entries are concatenated); every other parameter is alone."""
         buckets: dict[Any, list[Tensor]] = {}
         for p in group["params"]:
             if p.grad is None:
                 continue
             pre = self._preconditioner(group, p)
             key: Any = id(p)
-            cost = param_cost(p.shape, group)
-            if group["batched"] and pre.kind == "kronecker" and cost <= BATCH_MAX_COST:
+            if group["batched"] and (
+                pre.kind == "diagonal" or param_cost(p.shape, group) <= BATCH_MAX_COST
+            ):
                 state = self.state[p]
                 step = int(state["step"]) if state else 0
-                key = (pre.shape, self._state_dtype(group, p), p.device, step)
+                shape = pre.shape if pre.kind == "kronecker" else "diagonal"
+                key = (shape, self._state_dtype(group, p), p.device, step)
             buckets.setdefault(key, []).append(p)
         return list(buckets.values())
 
-    def _batched_preconditioner(self, group: dict[str, Any], p: Tensor, k: int) -> Any:
-        """The ``batch=k`` preconditioner of ``k`` parameters shaped like ``p`` (cached)."""
+    def _batched_preconditioner(self, group: dict[str, Any], params: list[Tensor]) -> Any:
+        """The preconditioner of a bucket (cached): ``batch=k`` Kronecker factors for k
+        same-shaped parameters, or the diagonal scheme over their concatenated entries."""
+        p, k = params[0], len(params)
         state_dtype = self._state_dtype(group, p)
-        key = (self.param_groups.index(group), self._preconditioner(group, p).shape, state_dtype, k)
+        single = self._preconditioner(group, p)
+        size = k if single.kind == "kronecker" else tuple(q.numel() for q in params)
+        key = (self.param_groups.index(group), single.kind, single.shape, state_dtype, size)
         pre = self._batched.get(key)
         if pre is None:
-            pre = make_preconditioner(p, state_dtype, group, batch=k)
+            pre = make_preconditioner(p, state_dtype, group, batch=k, sizes=size)
             self._batched[key] = pre
         return pre
