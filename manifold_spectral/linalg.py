@@ -9,6 +9,8 @@ the one decomposition, for initialisation (``from_matrix``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -65,7 +67,9 @@ def all_finite(X: Tensor) -> bool:
     only a non-finite sum (a bad entry, or finite entries whose sum overflows) falls back to
     the elementwise test.
     """
-    return bool(torch.isfinite(X.sum())) or bool(torch.isfinite(X).all())
+    # math.isfinite on the one synchronised value: a single tensor operation (the sum);
+    # torch.isfinite would dispatch four more on the 0-d result.
+    return math.isfinite(float(X.sum())) or bool(torch.isfinite(X).all())
 
 
 def sym(X: Tensor) -> Tensor:
