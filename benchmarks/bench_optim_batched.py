@@ -13,8 +13,11 @@ This measures what that buys, per optimizer step, on
 Both settings run interleaved in one process, one thread, float32 parameters, ``update_every
 = 1`` (every step is a curvature update; the paper's ``update_every = 2`` halves the update
 share), Neumann Cayley, float32 and bfloat16 state; each cell is the median over repeats.
-AdamW's step is timed beside them as a scale. The parameters of the two settings agree to
-rounding (``tests/test_optim.py::test_batched_buckets_equal_separate_updates``).
+AdamW's step and SOAP's (pytorch-optimizer, its eigenbasis refreshed every step like our
+curvature) are timed beside them: the per-parameter overhead of many small matrices against
+the elementwise optimizer and against the other Kronecker one. The parameters of the two
+settings agree to rounding
+(``tests/test_optim.py::test_batched_buckets_equal_separate_updates``).
 
 Run:  python benchmarks/bench_optim_batched.py [--sizes 32 64] [--no-stack] [--no-write]
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import torch
 from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+from pytorch_optimizer import SOAP
 from torch import nn
 
 from manifold_spectral.optim import SpectralKron
@@ -54,7 +58,10 @@ def workload(name: int | str) -> list[nn.Parameter]:
 
 def bench(name: int | str) -> dict[str, float]:
     sk = dict(lr=1e-3, beta2=0.01, damping=1e-8, update_every=1, warm_start=True)
-    opts: dict[str, torch.optim.Optimizer] = {"AdamW": torch.optim.AdamW(workload(name))}
+    opts: dict[str, torch.optim.Optimizer] = {
+        "AdamW": torch.optim.AdamW(workload(name)),
+        "SOAP": SOAP(workload(name), lr=1e-3, precondition_frequency=1),
+    }
     for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         for batched in (False, True):
             key = f"{label} {'batched' if batched else 'separate'}"
@@ -76,16 +83,19 @@ def bench(name: int | str) -> dict[str, float]:
 
 def table(results: dict[int | str, dict[str, float]]) -> str:
     rows = [
-        "| workload | AdamW ms | fp32 separate ms | fp32 batched ms | batched / separate "
-        "| bf16 separate ms | bf16 batched ms | batched / separate |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | AdamW ms | SOAP ms | fp32 separate ms | fp32 batched ms | batched / separate "
+        "| bf16 separate ms | bf16 batched ms | batched / separate | fp32 batched / AdamW "
+        "| fp32 batched / SOAP |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         label = f"12 x {name}x{name}" if isinstance(name, int) else "4 blocks, width 128"
-        cells = [f"{r['AdamW']:.2f}"]
+        cells = [f"{r['AdamW']:.2f}", f"{r['SOAP']:.1f}"]
         for dt in ("fp32", "bf16"):
             sep, bat = r[f"{dt} separate"], r[f"{dt} batched"]
             cells += [f"{sep:.1f}", f"{bat:.1f}", f"{bat / sep:.2f}"]
+        bat = r["fp32 batched"]
+        cells += [f"{bat / r['AdamW']:.1f}", f"{bat / r['SOAP']:.2f}"]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
