@@ -12,7 +12,7 @@ import torch
 
 import manifold_spectral as ms
 from manifold_spectral.gaussian import GOP, DenseCurvature, Gaussian, Rotated
-from manifold_spectral.manifolds import DiagonalPoint, KroneckerSpectralPoint, SpectralPoint
+from manifold_spectral.manifolds import DiagonalPoint, KroneckerSpectralPoint, SpectralPoint, blocks
 from manifold_spectral.manifolds.kronecker import KroneckerGOP
 from manifold_spectral.rgd import RGD
 
@@ -175,3 +175,21 @@ def test_point_kinds_are_unchanged():
     y = K.closed_form_step(x, K.gop_from_rotated(torch.ones(3, 2, dtype=DT)), 0.1, 1.0)
     assert isinstance(y, KroneckerSpectralPoint) and isinstance(y.left, SpectralPoint)
     assert all(t.dtype == DT for t in leaves(y))
+
+
+def test_truncated_map_below_zero_still_raises_when_gamma_beta2_is_large():
+    """``gamma beta2 < 1`` makes the closed form's ``n_l`` positive, so its positivity check is
+    skipped; at ``gamma beta2 >= 1`` the check runs and a non-positive ``n_l`` raises
+    ``TruncationError`` (the optimizer then takes the continued map)."""
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
+    Ht = K.gop_from_rotated(torch.full((2, 3), 1e-3, dtype=DT))
+    with pytest.raises(blocks.TruncationError):
+        K.closed_form_step(K.origin(), Ht, 1.5, 1.0, exponential="truncated")
+    y = K.closed_form_step(K.origin(), Ht, 1.5, 1.0, exponential="continued")
+    assert K.check_point(y)[0]
+
+
+def test_gop_damping_must_not_be_negative():
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
+    with pytest.raises(ValueError, match="damping"):
+        K.gop_from_rotated(torch.ones(2, 3, dtype=DT), -1.0)

@@ -83,7 +83,9 @@ class TruncationError(ValueError):
     """The truncated eigenvalue map ``d (1 + m)`` left the positive reals (``m <= -1``)."""
 
 
-def eig_retract(d: Tensor, m: Tensor, exponential: str = "exact") -> Tensor:
+def eig_retract(
+    d: Tensor, m: Tensor, exponential: str = "exact", *, m_min: float | None = None
+) -> Tensor:
     """Eigenvalue chart map ``d * exp(m)`` (exact) or its first-order truncation ``d * (1 + m)``.
 
     The truncation is the decomposition-free RMSprop/AdaGrad form of paper Fig. 5; it keeps
@@ -92,7 +94,9 @@ def eig_retract(d: Tensor, m: Tensor, exponential: str = "exact") -> Tensor:
     truncation where ``m >= -1/2`` (bitwise
     the same there), continued below by ``exp(2 m + 1) / 2`` (value and slope match at
     ``-1/2``): positive for every ``m``, linear (no overflow) for large ``m``, a ``C^1``
-    function of ``m``.
+    function of ``m``. ``m_min > -1``: a lower bound of every finite ``m`` that the caller
+    knows (the GOP step's ``-gamma beta2``); the truncation is then positive without the
+    check (a host synchronisation), and a NaN is left to the caller's point check.
     """
     if exponential == "exact":
         return d * torch.exp(m)
@@ -104,7 +108,7 @@ def eig_retract(d: Tensor, m: Tensor, exponential: str = "exact") -> Tensor:
             f"exponential: expected 'exact', 'truncated' or 'continued', got {exponential!r}"
         )
     out = d * (1.0 + m)
-    if not bool((out > 0).all()):
+    if (m_min is None or m_min <= -1.0) and not bool((out > 0).all()):
         raise TruncationError(
             "truncated exponential produced a non-positive eigenvalue (the curvature is not "
             "PSD or the step is too large); use the exact exponential"

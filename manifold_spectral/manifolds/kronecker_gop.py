@@ -58,7 +58,8 @@ class KroneckerGOPStepMixin:
         form (module docstring); ``None`` for any other curvature, which has no closed form
         here (the caller takes the layered step). ``exponential``, ``cayley`` and ``jacobi``
         as in ``retr``. The result is not checked (``RGD.finish`` checks it); a truncated map
-        that leaves the positive reals raises ``blocks.TruncationError``."""
+        that leaves the positive reals (``gamma beta2 >= 1``) raises
+        ``blocks.TruncationError``."""
         if not isinstance(Ht, KroneckerGOP):
             return None
         beta2, gamma = check_positive(beta2, "beta2"), float(gamma)
@@ -89,7 +90,8 @@ class KroneckerGOPStepMixin:
             w = W.diagonal(dim1=-2, dim2=-1) + (lam * other.reciprocal().sum(-1))[..., None]
             ak = x.alpha[..., None] * kappa
             m_l = w.div_(p.d * ak).sub_(gamma).mul_(beta2)
-            d = blocks.eig_retract(p.d, m_l, exponential)
+            # diag(W_l) >= 0 (squares and a non-negative damping): m_l >= -gamma beta2.
+            d = blocks.eig_retract(p.d, m_l, exponential, m_min=-gamma * beta2)
             scale = (-0.5 * beta2) / ak[..., None]
             M = blocks.inverse_gaps(p.d, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
             B = blocks.rotation_retract(p.B, M.tril_(-1), method, man.neumann_max_norm, jacobi)

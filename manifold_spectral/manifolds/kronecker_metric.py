@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..linalg import sym
 from . import blocks
-from .base import check_tensor
+from .base import check_positive, check_tensor
 from .checks import check_gop_columns
 from .kronecker_points import (
     KroneckerDenseCurvature,
@@ -187,6 +187,7 @@ class KroneckerMetricMixin:
                 f"Z: expected shape {(*self.batch_shape, 'm', self.a, self.b)} or "
                 f"{(*self.batch_shape, self.a, self.b)}, got {tuple(Z.shape)}"
             )
+        damping = check_positive(damping, "damping", allow_zero=True)
         if Z.ndim - len(self.batch_shape) == 2:  # one gradient: the GOP's m axis is 1
             Z = Z.unsqueeze(-3)
         return KroneckerGOP(Z, self._scalar(damping))
