@@ -210,10 +210,25 @@ class DiagonalPreconditioner:
         continued: bool = False,
         rotated: None = None,
     ) -> dict[str, Tensor]:
+        # The step's Euclidean gradient is (H - d) / d^2 (``DiagonalSPD``): where d sits at
+        # the damping (a gradient entry that was exactly zero: an unused embedding row) and
+        # the entry's gradient then is large, H / d^2 overflows the dtype although the step,
+        # d + beta2 (H - d) for the truncated map, is finite; d^2 also overflows for d above
+        # sqrt(max). The diagonal's step is entrywise and invariant to a rescaling of each
+        # entry (its natural gradient 2 d dL/dd is), so each entry's step is taken on
+        # d / u with u the power of 4 nearest below d: exactly the same numbers (a power of two
+        # scales without rounding), with d / u in [1, 4) and H / u at most 4 H / d.
+        d = state["d"]
         g = grad.reshape(-1).to(self.manifold.dtype)
+        wide = transforms.wide_dtype(d.dtype)
+        k = torch.div(torch.frexp(d.to(wide)).exponent - 1, 2, rounding_mode="floor")
+        u = torch.ldexp(torch.ones_like(d), 2 * k)
+        gs = g / torch.ldexp(torch.ones_like(d), k)  # g / sqrt(u)
+        x = DiagonalPoint(d / u)
+        Ht = self.manifold.gop_eigenbasis(x, gs[:, None]) + torch.full_like(d, self.damping) / u
         gauss = self.gauss_continued if continued else self.gauss
-        x = gauss.precision_step(DiagonalPoint(state["d"]), GOP(g, damping=self.damping))
-        return {"d": x.d}
+        x = gauss.precision_step(x, Rotated(Ht))
+        return {"d": x.d * u}
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
         g = grad.reshape(-1).to(self.manifold.dtype)
