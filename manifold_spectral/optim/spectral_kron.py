@@ -51,7 +51,14 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
         beta2: curvature step size (the RGD step of the precision).
         root: ``p`` of the preconditioner ``S^(-1/p)`` (paper: 1 and 2).
         damping: ``lambda > 0`` added to the curvature (``H + lambda I``); keeps ``d > 0``
-            where a gradient entry or direction is exactly zero.
+            where a gradient entry or direction is exactly zero. An absolute number in the
+            gradient's squared units: the step ``g / sqrt(v + lambda)`` (the diagonal scheme;
+            with the eigenvalue correction, ``(v + lambda)^(1/2) + eps`` with Adam's
+            ``eps = 1e-8``) treats gradients below ``sqrt(lambda)`` as noise, as Adam's
+            ``eps`` does below ``eps``. The default ``1e-16`` is Adam's ``eps^2``, so a loss
+            multiplied by a constant changes the trajectory about as much as it changes
+            AdamW's; a larger ``lambda`` turns the steps of a loss whose gradient entries are
+            ``sqrt(lambda)`` or smaller into SGD's.
         gamma: entropy weight: 1 = moving average of the GOP, 0 = AdaGrad-like sum.
         update_every: curvature update period (paper: 2).
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
@@ -145,7 +152,7 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
         *,
         beta2: float = 0.1,
         root: float = 2.0,
-        damping: float = 1e-12,
+        damping: float = 1e-16,
         gamma: float = 1.0,
         update_every: int = 1,
         cayley: str = "neumann",
