@@ -193,3 +193,25 @@ def test_gop_damping_must_not_be_negative():
     K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
     with pytest.raises(ValueError, match="damping"):
         K.gop_from_rotated(torch.ones(2, 3, dtype=DT), -1.0)
+
+
+def test_the_optimizer_takes_the_closed_form(monkeypatch):
+    """``SpectralKron``'s curvature steps (Kronecker, batched Kronecker and diagonal) never
+    compose the layered step, whose tensor operations dominate the step of small layers."""
+    from manifold_spectral.manifolds import DiagonalSPD, KroneckerSpectralSPD
+    from manifold_spectral.optim import SpectralKron
+
+    def layered(*args, **kwargs):
+        raise AssertionError("layered precision step taken")
+
+    for cls in (KroneckerSpectralSPD, DiagonalSPD):
+        monkeypatch.setattr(cls, "precision_egrad_eigenbasis", layered)
+    ps = [torch.nn.Parameter(torch.randn(4, 3)) for _ in range(3)] + [
+        torch.nn.Parameter(torch.randn(5))
+    ]
+    opt = SpectralKron(ps, lr=1e-3)
+    for _ in range(3):
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    assert opt.skipped_steps == 0 and opt.curvature_rejections == 0
