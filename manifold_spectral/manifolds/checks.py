@@ -42,9 +42,27 @@ def check_positive_definite(d: Tensor, src_dtype: torch.dtype, name: str) -> Non
         )
 
 
+def value_range(v: Tensor) -> str:
+    """``"[min, max]"`` of a tensor (for error messages)."""
+    return f"[{float(v.min()):.3e}, {float(v.max()):.3e}]"
+
+
 def eigenvalue_range(d: Tensor) -> str:
     """``"eigenvalues in [min, max]"`` (for the messages of ``_representable``)."""
-    return f"eigenvalues in [{float(d.min()):.3e}, {float(d.max()):.3e}]"
+    return f"eigenvalues in {value_range(d)}"
+
+
+def det_tol(dtype: torch.dtype, size: int) -> float:
+    """Accepted ``|log det S_l| = |sum(log d_l)|``.
+
+    ``max(1e-10, 100 s eps)`` for 32/64-bit types. In 16-bit types ``s eps``: ``normalize``
+    rounds each ``d_l`` once, and many (nearly) equal eigenvalues round the same way, so
+    ``|log det|`` can reach ``s eps / 2`` (it does not accumulate: every step re-centres).
+    """
+    eps = float(torch.finfo(dtype).eps)
+    if torch.finfo(dtype).bits <= 16:
+        return size * eps
+    return max(1e-10, 100.0 * size * eps)
 
 
 def check_log_scale(log_scale: Any) -> float:

@@ -33,7 +33,7 @@ from .base import (
     check_size,
     check_tensor,
 )
-from .checks import check_log_scale, check_positive_definite
+from .checks import check_log_scale, check_positive_definite, det_tol, value_range
 from .kronecker_chart import KroneckerChartMixin
 from .kronecker_gop import KroneckerGOPStepMixin
 from .kronecker_metric import KroneckerMetricMixin, sum_zero_metric, sum_zero_metric_inverse
@@ -57,23 +57,6 @@ __all__ = [
     "sum_zero_metric",
     "sum_zero_metric_inverse",
 ]
-
-
-def _range(v: Tensor) -> str:
-    return f"[{float(v.min()):.3e}, {float(v.max()):.3e}]"
-
-
-def det_tol(dtype: torch.dtype, size: int) -> float:
-    """Accepted ``|log det S_l| = |sum(log d_l)|``.
-
-    ``max(1e-10, 100 s eps)`` for 32/64-bit types. In 16-bit types ``s eps``: ``normalize``
-    rounds each ``d_l`` once, and many (nearly) equal eigenvalues round the same way, so
-    ``|log det|`` can reach ``s eps / 2`` (it does not accumulate: every step re-centres).
-    """
-    eps = float(torch.finfo(dtype).eps)
-    if torch.finfo(dtype).bits <= 16:
-        return size * eps
-    return max(1e-10, 100.0 * size * eps)
 
 
 class KroneckerSpectralSPD(
@@ -216,7 +199,7 @@ class KroneckerSpectralSPD(
         )
         x = self.normalize(self._per_element(alpha), left, right)
         return self._representable(
-            x, "log_scale", f"log_scale = {log_scale:g} draws alpha in {_range(alpha)}"
+            x, "log_scale", f"log_scale = {log_scale:g} draws alpha in {value_range(alpha)}"
         )
 
     def from_factors(
