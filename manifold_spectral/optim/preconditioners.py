@@ -81,7 +81,8 @@ class KroneckerPreconditioner:
             S_L = G @ G.T / b + c * torch.eye(a, dtype=G.dtype, device=G.device)
             S_R = G.T @ G / a + c * torch.eye(b, dtype=G.dtype, device=G.device)
             try:
-                x = self.manifold.from_kronecker(S_L, S_R)  # float64 in: no bf16 PD floor
+                # init-only: from_kronecker runs one eigh per factor (float64: no bf16 PD floor)
+                x = self.manifold.from_kronecker(S_L, S_R)
             except ValueError:  # the gradient's scale does not fit the state dtype
                 return self.to_state(self.manifold.origin())
             # from_kronecker returns det-1 factors with alpha = det(S_L)^(1/a) det(S_R)^(1/b);
