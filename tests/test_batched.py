@@ -111,7 +111,9 @@ def test_kronecker_precision_step_matches_loop(exponential, cayley, gamma, dampi
         ]
         X = batched.precision_step(X, GOP(bgrads, damping))
         assert bman.check_point(X, fast=True) == (True, None)
-        assert rel_err(X, stack(pts)) <= 1e-14
+        # Batched and single products round differently (a few ulps), and three steps of
+        # 1 / (d_i - d_j) carry them on: about 60 eps, far below any real difference.
+        assert rel_err(X, stack(pts)) <= 3e-14
 
 
 @pytest.mark.parametrize("kind", KINDS)

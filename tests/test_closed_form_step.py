@@ -215,3 +215,35 @@ def test_the_optimizer_takes_the_closed_form(monkeypatch):
             p.grad = torch.randn_like(p)
         opt.step()
     assert opt.skipped_steps == 0 and opt.curvature_rejections == 0
+
+
+@pytest.mark.parametrize("exponential", ["truncated", "continued"])
+def test_closed_forms_do_not_divide_before_the_eigenvalue_map(exponential):
+    """float32: an eigenvalue at 1e-16 of the others and a curvature entry of 1e24 there. The
+    quotient ``h / d`` of ``m = beta2 (h / d - gamma)`` is 1e40 (overflow), the new eigenvalue
+    ``(1 - gamma beta2) d + beta2 h`` (1e23) is not: both closed forms return it, finite."""
+    f32 = torch.float32
+    D = ms.DiagonalSPD(3, dtype=f32)
+    x = DiagonalPoint(torch.tensor([1.0, 1e-16, 2.0], dtype=f32))
+    Ht = torch.tensor([1.0, 1e24, 1.0], dtype=f32)
+    y = D.closed_form_step(x, Ht, 0.1, 1.0, exponential=exponential)
+    want = 0.9 * x.d.double() + 0.1 * Ht.double()
+    assert rel(y.d.double(), want) < 1e-6
+    # Kronecker (alpha = 1): one gradient entry of 1e10 in the (second, first) eigenvector
+    # pair, where d_L = 1e-14 and d_R = 1e-8: diag(W_l) / kappa_l = 3.3e27 and 5e33, whose
+    # quotients by those eigenvalues (3e41, 5e41) overflow while the new ones do not.
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=f32)
+    o = K.origin()
+    dL = torch.tensor([1e14, 1e-14], dtype=f32)
+    dR = torch.tensor([1e-8, 1e4, 1e4], dtype=f32)
+    x = KroneckerSpectralPoint(o.alpha, SpectralPoint(o.left.B, dL), SpectralPoint(o.right.B, dR))
+    Z = torch.zeros(2, 3, dtype=f32)
+    Z[1, 0] = 1e10
+    y = K.closed_form_step(x, K.gop_from_rotated(Z), 0.1, 1.0, exponential=exponential)
+    assert K.check_point(y)[0]
+    Z64, dL64, dR64 = Z.double(), dL.double(), dR.double()
+    hL = ((Z64 / dR64) @ Z64.T).diagonal() / 3  # kappa_L = b = 3 (damping 0)
+    hR = ((Z64.T / dL64) @ Z64).diagonal() / 2  # kappa_R = a = 2
+    for got, d, h in ((y.left.d, dL64, hL), (y.right.d, dR64, hR)):
+        n = 0.9 * d + 0.1 * h  # normalised by its geometric mean: compare the ratios
+        assert rel(got.double() / got[0].double(), n / n[0]) < 1e-5

@@ -93,3 +93,26 @@ def test_diagonal_curvature_follows_a_gradient_whose_d_squared_overflows(dtype):
     assert opt.curvature_rejections == 0
     # truncated map: d + beta2 (g^2 + damping - d), about 1e23
     assert bool((opt.state[p]["pc_d"].float() > 100 * d).all())
+
+
+@pytest.mark.parametrize("scale", [1e12, 1e15])
+def test_entry_at_the_damping_takes_a_gradient_whose_ratio_to_d_overflows(scale):
+    """A bias entry without gradient for 300 steps sits at the damping (1e-16); then a
+    gradient of 1e12 or 1e15 arrives: ``g^2 / d`` (1e40, 1e46) overflows float32 while the
+    new ``d = (1 - beta2) d + beta2 g^2`` (1e23, 1e29) does not. The step divided first and
+    was rejected (``d`` kept at the damping); it must be taken, with the RMSprop value."""
+    b = nn.Parameter(torch.zeros(6))
+    opt = SpectralKron([b], lr=1e-3)
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    for _ in range(300):
+        b.grad = mask.clone()
+        opt.step()
+    d = opt.state[b]["pc_d"].double()
+    assert float(d[2]) < 1e-15  # at the damping
+    b.grad = torch.full((6,), scale)
+    opt.step()
+    assert opt.curvature_rejections == 0 and opt.curvature_fallbacks == 0
+    beta2 = opt.param_groups[0]["beta2"]
+    want = (1.0 - beta2) * d + beta2 * (scale**2 + 1e-16)
+    got = opt.state[b]["pc_d"].double()
+    assert float(((got - want) / want).abs().max()) < 1e-5

@@ -39,6 +39,7 @@ __all__ = [
     "eig_local_grad",
     "eig_natural_grad",
     "eig_retract",
+    "gop_eig_step",
     "TruncationError",
     "rotation_metric",
     "rotation_local_grad",
@@ -83,9 +84,13 @@ class TruncationError(ValueError):
     """The truncated eigenvalue map ``d (1 + m)`` left the positive reals (``m <= -1``)."""
 
 
-def eig_retract(
-    d: Tensor, m: Tensor, exponential: str = "exact", *, m_min: float | None = None
-) -> Tensor:
+_TRUNCATION_MESSAGE = (
+    "truncated exponential produced a non-positive eigenvalue (the curvature is not PSD or "
+    "the step is too large); use the exact exponential"
+)
+
+
+def eig_retract(d: Tensor, m: Tensor, exponential: str = "exact") -> Tensor:
     """Eigenvalue chart map ``d * exp(m)`` (exact) or its first-order truncation ``d * (1 + m)``.
 
     The truncation is the decomposition-free RMSprop/AdaGrad form of paper Fig. 5; it keeps
@@ -94,9 +99,7 @@ def eig_retract(
     truncation where ``m >= -1/2`` (bitwise
     the same there), continued below by ``exp(2 m + 1) / 2`` (value and slope match at
     ``-1/2``): positive for every ``m``, linear (no overflow) for large ``m``, a ``C^1``
-    function of ``m``. ``m_min > -1``: a lower bound of every finite ``m`` that the caller
-    knows (the GOP step's ``-gamma beta2``); the truncation is then positive without the
-    check (a host synchronisation), and a NaN is left to the caller's point check.
+    function of ``m``. (The GOP step's eigenvalues: ``gop_eig_step``.)
     """
     if exponential == "exact":
         return d * torch.exp(m)
@@ -108,12 +111,43 @@ def eig_retract(
             f"exponential: expected 'exact', 'truncated' or 'continued', got {exponential!r}"
         )
     out = d * (1.0 + m)
-    if (m_min is None or m_min <= -1.0) and not bool((out > 0).all()):
-        raise TruncationError(
-            "truncated exponential produced a non-positive eigenvalue (the curvature is not "
-            "PSD or the step is too large); use the exact exponential"
-        )
+    if not bool((out > 0).all()):
+        raise TruncationError(_TRUNCATION_MESSAGE)
     return out
+
+
+def gop_eig_step(
+    d: Tensor,
+    h: Tensor,
+    beta2: float,
+    gamma: float,
+    exponential: str = "exact",
+    *,
+    nonnegative: bool = False,
+) -> Tensor:
+    """The curvature step of the eigenvalues, ``eig_retract(d, m)`` with
+    ``m = beta2 (h / d - gamma)`` (``h``: the curvature's diagonal in the eigenbasis over the
+    metric's scale; paper Fig. 6 right, App. A.1).
+
+    The truncated map is formed as ``(1 - gamma beta2) d + beta2 h``, the same number without
+    the quotient ``h / d``: that overflows where ``d`` sits at the damping and a large
+    gradient arrives (``h / d`` beyond the dtype's range while the result is not), and a
+    finite step must not be rejected for an intermediate. ``nonnegative``: the caller knows
+    ``h >= 0`` (a GOP: squares and a non-negative damping), so ``m >= -gamma beta2`` and the
+    truncation stays positive without its check (a host synchronisation) when
+    ``gamma beta2 < 1``; otherwise a non-positive result raises ``TruncationError``. The
+    continued map takes this value where ``m >= -1/2`` (an overflowed ``m`` is ``+inf``
+    there), the exact one needs ``m``. A NaN is left to the caller's point check."""
+    if exponential == "truncated":
+        out = torch.add(d * (1.0 - gamma * beta2), h, alpha=beta2)
+        if (not nonnegative or gamma * beta2 >= 1.0) and not bool((out > 0).all()):
+            raise TruncationError(_TRUNCATION_MESSAGE)
+        return out
+    m = torch.div(h, d).sub_(gamma).mul_(beta2)
+    if exponential == "continued":
+        out = torch.add(d * (1.0 - gamma * beta2), h, alpha=beta2)
+        return torch.where(m >= -0.5, out, eig_retract(d, m, "continued"))
+    return eig_retract(d, m, exponential)
 
 
 def rotation_metric(d: Tensor, kappa: float = 1.0) -> Tensor:

@@ -168,14 +168,14 @@ class DiagonalSPD(SpectralManifold):
         ``2 d * diag(dL/dS) = -(Ht - gamma d) / d`` gives
 
             d <- d exp(m)  (``"truncated"``: d (1 + m) = (1 - gamma beta2) d + beta2 Ht),
-            m = beta2 (Ht / d - gamma),
+            m = beta2 (Ht / d - gamma)  (``blocks.gop_eig_step``),
 
         RMSprop (``gamma = 1``) and AdaGrad (``gamma = 0``) for the GOP (paper App. A.1, Eq.
         12), without the layered path's intermediate gradient and tangent. ``cayley`` and
         ``jacobi`` are ignored (no rotation). Not checked (``RGD.finish_step`` checks)."""
         check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, device=self.device, finite=False)
-        m = (Ht / x.d).sub_(float(gamma)).mul_(check_positive(beta2, "beta2"))
-        return DiagonalPoint(blocks.eig_retract(x.d, m, check_exponential(exponential)))
+        beta2, exponential = check_positive(beta2, "beta2"), check_exponential(exponential)
+        return DiagonalPoint(blocks.gop_eig_step(x.d, Ht, beta2, float(gamma), exponential))
 
     def metric(self, x: DiagonalPoint) -> DiagonalTangent:
         return DiagonalTangent(blocks.eig_metric(x.d))

@@ -13,6 +13,7 @@ eigenvalue steps. With
 the step is, per factor ``l`` (``kappa_L = b``, ``kappa_R = a``):
 
     n_l   = d_l (1 + m_l),   m_l = beta2 (diag(W_l) / (alpha kappa_l d_l) - gamma)
+          = (1 - gamma beta2) d_l + beta2 diag(W_l) / (alpha kappa_l)   (``blocks.gop_eig_step``)
     M_l   = -beta2 W_l,ij / (2 alpha kappa_l (d_i - d_j))          (i > j; ``blocks.inverse_gaps``)
     B_l  <- B_l Cayley(Skew(M_l)),  d_l <- n_l / geomean(n_l)
     alpha <- alpha sqrt(geomean(n_L) geomean(n_R))
@@ -89,9 +90,9 @@ class KroneckerGOPStepMixin:
             # lambda tr(S_other^-1) I only reaches the diagonal: the rotation uses i > j.
             w = W.diagonal(dim1=-2, dim2=-1) + (lam * other.reciprocal().sum(-1))[..., None]
             ak = x.alpha[..., None] * kappa
-            m_l = w.div_(p.d * ak).sub_(gamma).mul_(beta2)
             # diag(W_l) >= 0 (squares and a non-negative damping): m_l >= -gamma beta2.
-            d = blocks.eig_retract(p.d, m_l, exponential, m_min=-gamma * beta2)
+            h = w.div_(ak)
+            d = blocks.gop_eig_step(p.d, h, beta2, gamma, exponential, nonnegative=True)
             scale = (-0.5 * beta2) / ak[..., None]
             M = blocks.inverse_gaps(p.d, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
             B = blocks.rotation_retract(p.B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
