@@ -20,10 +20,10 @@ the median over the repeats, and the ratios come from the same run):
 Steps alternate between a curvature update and a precondition-only step for SOAP and
 SpectralKron, so each repeat times two consecutive steps; "ms / step" is their mean.
 "update ms" is SpectralKron's update step alone, for which the ``KroneckerSpectralSPD``
-docstring counts 36 n^3 flops at a = b = n (Z, W_L, W_R, two Neumann Cayley maps, the B
+docstring counts 32 n^3 flops at a = b = n (Z, W_L, W_R, two Neumann Cayley maps, the B
 products and the preconditioning product); the eigenvalue correction rotates the gradient
 and the momentum (``B_L^T (.) B_R``, 8 n^3) and the result back (4 n^3) in the basis before
-the update, whose GOP reuses the rotated gradient (no separate Z): 36 n^3 as well (a
+the update, whose GOP reuses the rotated gradient (no separate Z): 32 n^3 as well (a
 precondition-only step is 12 n^3, a Newton-Schulz re-orthogonalisation every 10 updates
 adds 8 n^3). "GEMM %" divides those flops per second by
 the rate of one n x n matmul in the state dtype, timed in the same run. "state MiB" sums the
@@ -179,13 +179,13 @@ def table(results: dict[int | str, dict[str, dict[str, float]]]) -> str:
     for name, r in results.items():
         if not isinstance(name, int):
             continue
-        flops = 36 * name**3
+        flops = 32 * name**3
         g32, g16 = r["gemm"]["fp32"], r["gemm"]["bf16"]
         u32, u16 = r["ours fp32"]["update"], r["ours bf16"]["update"]
         frac32 = 100 * (flops / u32) / (2 * name**3 / g32)
         frac16 = 100 * (flops / u16) / (2 * name**3 / g16)
         lines.append(
-            f"| {name} x {name} | {fmt_ms(u32)} / {fmt_ms(u16)} | 36 n^3 = {flops / 1e9:.2f} G "
+            f"| {name} x {name} | {fmt_ms(u32)} / {fmt_ms(u16)} | 32 n^3 = {flops / 1e9:.2f} G "
             f"| {fmt_ms(g32)} / {fmt_ms(g16)} | {frac32:.0f}% / {frac16:.0f}% "
             f"| {fmt_ms(r['ours fp32']['precond'])} / {fmt_ms(r['ours bf16']['precond'])} |"
         )

@@ -61,7 +61,7 @@ class RGD:
         reorthogonalize_every: apply ``manifold.reorthogonalize`` (a Newton-Schulz polar
             step, no decomposition) every k steps; ``None`` never; ``"auto"`` (default):
             every ``AUTO_REORTHOGONALIZE_EVERY["neumann"]`` (10) steps with the Neumann map
-            (whose defect is up to ``2 rho^8`` a step), every 100 steps with the exact map in
+            (whose defect is up to ``2 rho^6`` a step), every 100 steps with the exact map in
             float32 and 16-bit types (rounding drift ~1e-7 a step in float32), never with the
             exact map in float64.
 

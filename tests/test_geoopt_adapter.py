@@ -72,7 +72,8 @@ def test_retraction_on_manifold_and_first_order(cayley, rotation):
     man, x, u, _ = _setup(2)
     man = SpectralSPD(N, cayley=cayley, rotation=rotation)
     y = man.retr(x, u)
-    assert man.check_point_on_manifold(y, atol=1e-4)
+    # Neumann: one step's orthogonality defect is up to 2 rho^6 + rho^12 = 4.9e-4 at the clip.
+    assert man.check_point_on_manifold(y, atol=1e-3 if cayley == "neumann" else 1e-4)
     torch.testing.assert_close(man.retr(x, torch.zeros_like(u)), x)
     # First order: ||retr(x, t u) - x - t u|| = O(t^2) (slope 2 on a log-log plot).
     err = [float((man.retr(x, t * u) - x - t * u).abs().max()) for t in (1e-4, 1e-5)]

@@ -136,7 +136,7 @@ def setup(case: Case, n: int, seed: int, dtype=F64, cayley: str = "exact"):
 
 def neumann_defect_bound(manifold: SpectralManifold) -> float:
     rho = manifold.neumann_max_norm
-    return 2 * rho**8 + rho**16
+    return 2 * rho**6 + rho**12
 
 
 def assert_valid(manifold: SpectralManifold, case: Case, x: Any, *, fast: bool = False) -> None:
@@ -184,7 +184,7 @@ def test_natural_gradient_step_is_a_point(case, cayley, n, seed, lr, scale):
             norms = [float(torch.linalg.matrix_norm(lr * t)) for t in case.rotation_steps(nat)]
             assert err < max(1e-12, 1e-15 * dense_size(manifold, x) * max(norms, default=0.0))
         else:
-            # Cayley(N)(I - N^8): defect <= 2 rho^8 + rho^16 on top of the old one.
+            # Cayley(N)(I - N^6): defect <= 2 rho^6 + rho^12 on top of the old one.
             old = float(orthogonality_error(B_old))
             assert err <= old + neumann_defect_bound(manifold) + 1e-13
     if cayley == "neumann":
@@ -229,19 +229,20 @@ def test_many_rgd_steps_keep_orthogonality(case, cayley, n, seed):
 @given(n=st.integers(2, 8), seed=seeds)
 def test_neumann_drift_is_bounded_and_reorthogonalize_restores(case, n, seed):
     """Chart steps by ``retr`` only (no point validation in between): the drift after k
-    Neumann steps is at most k (2 rho^8 + rho^16), and Newton-Schulz removes it."""
+    Neumann steps is at most k (2 rho^6 + rho^12), and Newton-Schulz removes it."""
     manifold, x, gen = setup(case, n, seed, cayley="neumann")
     Q = random_spd(dense_size(manifold, x), gen)
     steps = 200
     for _ in range(steps):
         _, egrad = objective(manifold, x, Q)
-        # lr = 0.2: large rotation steps early on (clipped to rho), so the drift is visible
-        # (1e-14 .. 5e-4 over 40 seeds); lr >= 0.5 can overshoot this objective into overflow.
+        # lr = 0.2: large rotation steps early on (clipped to rho), so the drift is visible;
+        # lr >= 0.5 can overshoot this objective into overflow.
         x = manifold.retr(x, -manifold.natural_gradient(x, egrad), 0.2)
     assert x.is_finite()
     for B in case.rotations(x):
         assert float(orthogonality_error(B)) <= steps * neumann_defect_bound(manifold)
-    x = manifold.reorthogonalize(x, steps=3)
+    # Newton-Schulz squares the defect each step: four steps from any drift below ~0.1.
+    x = manifold.reorthogonalize(x, steps=4)
     assert_valid(manifold, case, x)
     for B in case.rotations(x):
         assert float(orthogonality_error(B)) < 1e-12
@@ -391,9 +392,9 @@ def test_gaussian_gop_step_keeps_a_point(case, gamma, root, exponential, n, seed
 # REORTHOGONALIZED_BOUND: two Newton-Schulz steps bring B back to about the dtype's rounding.
 LOW_PRECISION_ORTHO_BOUND = {
     (torch.float32, "exact"): 1e-4,
-    # Neumann: the truncation defect 2 rho^8 + rho^16 (rho = 0.25) of up to 10 steps between
-    # re-orthogonalisations, 3.1e-4, plus float32 rounding.
-    (torch.float32, "neumann"): 5e-4,
+    # Neumann: the truncation defect 2 rho^6 + rho^12 (rho = 0.25) of up to 10 steps between
+    # re-orthogonalisations, 4.9e-3, plus float32 rounding.
+    (torch.float32, "neumann"): 6e-3,
     (torch.bfloat16, "exact"): 0.7,
     (torch.bfloat16, "neumann"): 0.3,
 }

@@ -15,7 +15,7 @@ from ..validation import check_positive, check_tensor
 def orthogonality_tol(dtype: torch.dtype, n: int) -> float:
     """Accepted ``||B^T B - I||_F`` in a full check: ``min(0.25, max(1e-10, 100 n eps))``.
 
-    Exact Cayley steps stay far below it; Neumann steps drift by up to ``2 rho^8`` a step and
+    Exact Cayley steps stay far below it; Neumann steps drift by up to ``2 rho^6`` a step and
     need ``reorthogonalize`` (RGD does it every ``reorthogonalize_every`` steps) to pass it.
     """
     return min(0.25, max(1e-10, 100.0 * n * float(torch.finfo(dtype).eps)))

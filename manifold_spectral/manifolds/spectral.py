@@ -75,7 +75,7 @@ class SpectralSPD(SpectralManifold):
             orthogonal to rounding) or ``"neumann"`` (matrix products only).
         neumann_max_norm: bound (< 1) on the spectral norm of ``Skew(M)`` before a Neumann
             Cayley map (``linalg.cayley_neumann``); the orthogonality defect per step is at
-            most ``2 rho^8 + rho^16``.
+            most ``2 rho^6 + rho^12``.
         batch: ``None`` (default) or ``k``: ``k`` independent n x n matrices updated by the
             same (batched) products. Points then hold ``B`` (k, n, n) and ``d`` (k, n),
             tangents ``m`` (k, n) and ``M`` (k, n, n), Euclidean gradients are (k, n, n) and
