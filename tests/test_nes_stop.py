@@ -132,3 +132,35 @@ def test_restarts_after_a_scalerange_stop():
     res = es.optimize(f)
     assert len(es.runs) == 2 and "scalerange" in es.runs[0]["stop"]
     assert "scalerange" in res.stop and res.nfev < 10**5 and res.fun == f(res.x)
+
+
+def _stagnating_run(tolstagnation=None, drift: float = 0.0, gens: int = 520) -> list[int]:
+    """Generations (1-based) at which ``tolstagnation`` is among the stop reasons, for a
+    run whose best value is in generation 1 and every later generation gets the same values
+    (``drift > 0``: each generation's values ``drift`` lower than the last one's)."""
+    es = NES(np.zeros(2), 1.0, popsize=6, seed=11, tolx=0, tolfun=0, max_condition=0,
+             tolstagnation=tolstagnation)  # fmt: skip
+    fired = []
+    for g in range(1, gens + 1):
+        values = np.arange(6.0) - (10.0 if g == 1 else drift * g)
+        es.tell(es.ask(), values)
+        if "tolstagnation" in es.stop():
+            fired.append(g)
+    return fired
+
+
+def test_tolstagnation_is_pycmas_test_and_default():
+    """pycma's default ``int(100 + 100 n^1.5 / lam)`` (147 at n = 2, lam = 6) and its test:
+    with medians and bests unchanged block over block and the best older than T/2, the test
+    fires once 101 every-5th-generation entries are kept (generation 505), not before; a run
+    whose values still improve, or ``tolstagnation=0``, never stops on it. Without the test
+    (before it was added) a rugged function such as BBOB f23 let one run take the whole
+    budget, so IPOP never restarted."""
+    from manifold_spectral.solvers.es_defaults import default_tolstagnation
+
+    assert default_tolstagnation(2, 6) == 147 and default_tolstagnation(10, 10) == 416
+    assert NES(np.zeros(2), 1.0, popsize=6, seed=0).tolstagnation == 147
+    fired = _stagnating_run()
+    assert fired and fired[0] == 505  # equal medians count as "no better" (pycma's >=)
+    assert _stagnating_run(drift=1e-3) == []
+    assert _stagnating_run(tolstagnation=0) == []

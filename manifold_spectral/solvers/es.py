@@ -39,7 +39,7 @@ from .es_checks import (
     check_values,
     check_x0,
 )
-from .es_defaults import SWITCHES
+from .es_defaults import SWITCHES, default_tolstagnation
 from .es_eval import _check_vectorized, run_optimizer
 from .es_rates import DXSchedule, rank_one_rates, xnes_rate
 from .es_search import SearchDistribution
@@ -83,6 +83,7 @@ class NESBase:
         tolx: float = 1e-11,
         tolfun: float = 1e-11,
         tolflatfitness: float = 2,
+        tolstagnation: float | None = None,
         max_condition: float = 1e14,
         dtype: torch.dtype = torch.float64,
         device: Any = None,
@@ -110,6 +111,11 @@ class NESBase:
         self.tolx = check_nonneg(tolx, "tolx")
         self.tolfun = check_nonneg(tolfun, "tolfun")
         self.tolflatfitness = check_nonneg(tolflatfitness, "tolflatfitness")
+        self.tolstagnation = (
+            default_tolstagnation(n, popsize)
+            if tolstagnation is None
+            else check_nonneg(tolstagnation, "tolstagnation")
+        )
         self.max_condition = check_nonneg(max_condition, "max_condition")
         self.seed = check_seed(seed)
         device = torch.device("cpu") if device is None else torch.device(device)
@@ -136,6 +142,10 @@ class NESBase:
         self._gen_best: list[float] = []
         self._gen_range = math.inf
         self._flat_gens = 0  # consecutive generations whose best ties the 75th percentile
+        # every 5th generation's best and median value (pycma's histbest / histmedian,
+        # oldest first), for the tolstagnation test
+        self._hist5_best: list[float] = []
+        self._hist5_median: list[float] = []
         self._hist_nfev: list[int] = []
         self._hist_fun: list[float] = []
         self._hist_time: list[float] = []
@@ -277,6 +287,12 @@ class NESBase:
             self._gen_best.append(math.inf)
             self._gen_range = math.inf
             self._flat_gens = 0
+        if self.countiter % 5 == 0:  # pycma's sampling of its long histories
+            ranked = sorted(v if math.isfinite(v) else math.inf for v in fl)
+            i = len(ranked) // 2
+            median = ranked[i] if len(ranked) % 2 else (ranked[i - 1] + ranked[i]) / 2
+            self._hist5_best.append(ranked[0])
+            self._hist5_median.append(median)
         self._hist_nfev.append(self.countevals)
         self._hist_fun.append(self.fbest)
         self._hist_time.append(self._busy)
@@ -289,7 +305,7 @@ class NESBase:
         ``ftarget`` (a value below ``target``), ``maxfevals``, ``callback`` (set by
         ``optimize``), ``numerical`` (a step failed in floating point: the state was left
         unchanged), and the tests of ``es_stop``: ``tolx``, ``tolfun``, ``tolflatfitness``,
-        ``condition`` and,
+        ``tolstagnation``, ``condition`` and,
         always on, ``noeffectcoord``, ``flatfitness``, ``scalerange`` (a run continued past
         convergence stops cleanly instead of overflowing).
         """

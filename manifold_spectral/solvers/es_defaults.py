@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["SWITCHES", "default_popsize", "default_max_evals"]
+__all__ = ["SWITCHES", "default_popsize", "default_max_evals", "default_tolstagnation"]
 
 #: Default of each technique switch: mirrored sampling, DX-NES distance-weighted utilities,
 #: DX-NES movement-dependent rates and the rank-one evolution-path term (all on).
@@ -34,3 +34,9 @@ def default_max_evals(popsize: int, n: int) -> int:
     evaluations."""
     lam = popsize
     return int(lam * (100 + 150 * (n + 3) ** 2 / math.sqrt(lam)))
+
+
+def default_tolstagnation(n: int, popsize: int) -> int:
+    """``int(100 + 100 n^1.5 / popsize)`` generations: pycma's default ``tolstagnation``
+    (the length of the stagnation the ``tolstagnation`` test of ``es_stop`` waits for)."""
+    return int(100 + 100 * n**1.5 / popsize)

@@ -12,6 +12,17 @@ Convergence tests, each off when its tolerance is 0:
   one plateau of a step-like function (BBOB f7), their tied utilities carry no direction and
   the scale gradient of the few others shrinks the distribution onto that plateau, so the run
   has converged and a restart (``restarts``) pays more than waiting for ``flatfitness``;
+* ``tolstagnation`` (pycma's test of the same name and default,
+  ``T = int(100 + 100 n^1.5 / lam)`` generations, ``es_defaults.default_tolstagnation``):
+  every 5th generation's best and median value are kept (oldest first); with blocks of
+  ``l = int(max(T/10, m/10))`` such entries (``m`` kept so far), the run has stagnated when
+  it has run more than ``n (5 + 100/lam)`` and 500 generations, ``2 l < m``, its best value is
+  more than ``T/2`` generations old, and the median over the last block of both the kept
+  medians and the kept bests is no better than over the block before. On a rugged function
+  (BBOB f23, Katsuura) a run at a small step size keeps finding slightly better points
+  without converging, so ``tolx``/``tolfun`` never fire and one run spends the whole budget
+  (IPOP never restarts); pycma's IPOP ends such runs here. A run that still improves its
+  best or median values block over block is left alone;
 * ``condition``: ``cond(Sigma) > max_condition`` (where the distribution reads it for free).
 
 Numerical tests, always on. They end a run that is continued past convergence (large budget,
@@ -38,6 +49,7 @@ which overflows once ``sigma`` is near ``max_float^(-1/4)``, ``~1e-77`` in float
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 import torch
@@ -74,6 +86,8 @@ def convergence_stops(es: Any) -> dict[str, Any]:
             out["tolfun"] = es.tolfun
         if span == 0 and es._gen_range == 0:
             out["flatfitness"] = window
+    if es.tolstagnation > 0 and _stagnated(es):
+        out["tolstagnation"] = es.tolstagnation
     lo, hi = precision_bounds(es.dtype)
     bounds = es.dist.precision_range()
     if bounds is not None:
@@ -89,3 +103,23 @@ def convergence_stops(es: Any) -> dict[str, Any]:
     if cond is not None and es.max_condition > 0 and cond > es.max_condition:
         out["condition"] = cond
     return out
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _stagnated(es: Any) -> bool:
+    """pycma's ``tolstagnation`` test on the kept every-5th-generation bests and medians."""
+    m = len(es._hist5_best)
+    if m <= 100 or es.countiter <= es.n * (5 + 100 / es.popsize):
+        return False
+    if (es.countevals - es.evals_best) / es.popsize <= es.tolstagnation / 2:
+        return False
+    block = int(max(es.tolstagnation / 10, m / 10))
+    if not 2 * block < m:
+        return False
+    best, med = es._hist5_best, es._hist5_median
+    return _median(med[-block:]) >= _median(med[-2 * block : -block]) and _median(
+        best[-block:]
+    ) >= _median(best[-2 * block : -block])

@@ -142,8 +142,9 @@ class NES(NESBase):
         distance_weights: DX-NES distance-weighted utilities while moving (default on).
         adaptive_rates: DX-NES movement-dependent ``eta_sigma``, ``eta_B`` (default on).
         rank_one: the rank-one evolution-path term while moving (default on).
-        max_evals, target, tolx, tolfun, tolflatfitness, max_condition: termination (see
-            ``stop`` and ``es_stop``; ``0`` turns a test off).
+        max_evals, target, tolx, tolfun, tolflatfitness, tolstagnation, max_condition:
+            termination (see ``stop`` and ``es_stop``; ``0`` turns a test off;
+            ``tolstagnation=None``: pycma's default ``int(100 + 100 n^1.5 / popsize)``).
         dtype, device: of the state (default float64, CPU).
         cayley: ``"exact"`` (default) or ``"neumann"`` Cayley map of the precision step.
         jacobi: turn each eigenvector pair by the exact angle of its 2 x 2 eigenproblem
@@ -189,10 +190,10 @@ def minimize(
 
     Restarts (``manifold_spectral.solvers.restarts.RestartNES``): ``restarts=k`` runs up to
     ``k`` more NES runs after a run stops on its own (``tolx``, ``tolfun``,
-    ``tolflatfitness``, ``condition``), IPOP (popsize times ``incpopsize`` each restart) or,
-    with ``bipop=True``, BIPOP (IPOP runs interleaved with small-population, small-step runs);
-    ``max_evals`` is the budget of all runs together. ``x0`` may then be a callable returning
-    a fresh start per run.
+    ``tolflatfitness``, ``tolstagnation``, ``condition``), IPOP (popsize times ``incpopsize``
+    each restart) or, with ``bipop=True``, BIPOP (IPOP runs interleaved with small-population,
+    small-step runs); ``max_evals`` is the budget of all runs together. ``x0`` may then be a
+    callable returning a fresh start per run.
     """
     vectorized = _check_vectorized(vectorized)
     _check_mapper(executor, map, vectorized)  # before anything is built

@@ -1,9 +1,9 @@
 """Restart strategies for the NES solvers: IPOP and BIPOP (Auger & Hansen 2005; Hansen 2009).
 
 A run of NES (any ``NESBase`` subclass) that stops on its own (``tolx``, ``tolfun``,
-``tolflatfitness``, ``condition``, or a numerical stop of ``es_stop``) has converged,
-usually to a local minimum of a multi-modal function. A restart starts a fresh run, from
-``x0`` again (or a new start when ``x0`` is a callable), with
+``tolflatfitness``, ``tolstagnation``, ``condition``, or a numerical stop of ``es_stop``) has
+converged or stagnated, usually at a local minimum of a multi-modal function. A restart
+starts a fresh run, from ``x0`` again (or a new start when ``x0`` is a callable), with
 
 * IPOP: the population times ``incpopsize`` (2) at every restart, ``sigma0`` unchanged: a
   larger population smooths the landscape seen by the rank-based estimate, which is what
