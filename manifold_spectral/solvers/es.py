@@ -18,6 +18,7 @@ described in the ``nes`` module docstring.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -289,10 +290,8 @@ class NESBase:
             self._flat_gens = 0
         if self.countiter % 5 == 0:  # pycma's sampling of its long histories
             ranked = sorted(v if math.isfinite(v) else math.inf for v in fl)
-            i = len(ranked) // 2
-            median = ranked[i] if len(ranked) % 2 else (ranked[i - 1] + ranked[i]) / 2
             self._hist5_best.append(ranked[0])
-            self._hist5_median.append(median)
+            self._hist5_median.append(statistics.median(ranked))
         self._hist_nfev.append(self.countevals)
         self._hist_fun.append(self.fbest)
         self._hist_time.append(self._busy)
