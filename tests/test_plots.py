@@ -5,6 +5,8 @@ replacing ``_compat.agg_figure``'s Figure class with one that keeps its instance
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -203,3 +205,21 @@ def test_bbob_figure(figures, tmp_path):
     labels = [ln.get_label() for ln in data_lines(ax)]
     assert "spectral NES, IPOP (ours) (coincides with spectral NES (ours))" in labels
     assert "IPOP-CMA-ES (coincides with spectral NES (ours))" in labels
+
+
+def test_nn_table_reports_the_training_loss_of_the_last_tenth_of_the_steps():
+    """The table's training-loss column is the mean minibatch loss over the last 10% of the
+    steps, averaged over the seeds: here the last 2 of 20 steps (1.0, 3.0 and 5.0, 7.0)."""
+    from manifold_spectral.experiments import nn_training as nt
+
+    def run(method: str, seed: int, tail: list[float]) -> nt.Run:
+        loss = np.concatenate([np.full(18, 9.0), tail])
+        secs = np.arange(1, 21) * 0.1
+        return nt.Run(method, {"lr": 0.01}, seed, loss, secs, [0, 20], [2.3, 1.5], 1.5)
+
+    runs = {"adamw": [run("adamw", 1, [1.0, 3.0]), run("adamw", 2, [5.0, 7.0])]}
+    task = nt.TaskResult("mlp", "mlp", None, 2.3, 20, {"adamw": []}, {"adamw": {"lr": 0.01}}, runs)
+    table = nt.format_table(nt.QualityResult([task], 2, [1, 2], "fp32", 1, 1, 1.0))
+    row = next(line for line in table.splitlines() if line.startswith("| AdamW"))
+    assert row.split("|")[6].strip() == "4.0000"  # (2 + 6) / 2
+    assert math.isnan(run("adamw", 1, [1.0, float("nan")]).train_tail)

@@ -55,6 +55,15 @@ class Run:
     error: str | None = None
 
     @property
+    def train_tail(self) -> float:
+        """Mean training minibatch loss over the last 10% of the steps (at least one): how
+        well the run fits its training data, beside ``final``, how well it generalises
+        (``nan`` for a run that stopped early)."""
+        k = max(1, self.loss.size // 10)
+        tail = self.loss[-k:]
+        return float(np.mean(tail)) if tail.size and np.isfinite(tail).all() else math.nan
+
+    @property
     def ms_per_step(self) -> float:
         """Median milliseconds per training step (``nan`` with fewer than two steps)."""
         if self.seconds.size < 2:
