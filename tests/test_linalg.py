@@ -178,3 +178,15 @@ def test_nearest_kronecker_factors_recover_a_kronecker_product():
             norms = torch.linalg.matrix_norm(A0) * torch.linalg.matrix_norm(B0)
             torch.testing.assert_close(s1, norms)
             torch.testing.assert_close(torch.linalg.matrix_norm(A), torch.linalg.matrix_norm(B))
+
+
+@pytest.mark.parametrize("make", [lambda: torch.ones(1, 1), lambda: torch.randn(2, 4, 4).mT])
+def test_skew_and_sym_never_write_their_argument(make):
+    """``skew`` and ``sym`` work on a copy of ``X^T``: a 1 x 1 matrix or a transposed view
+    (whose transpose is contiguous, so ``.contiguous()`` would return ``X`` itself) stays as
+    it was, and the results are ``X - X^T`` and ``(X + X^T) / 2``."""
+    X = make()
+    X0 = X.clone()
+    torch.testing.assert_close(linalg.skew(X), X0 - X0.mT, rtol=0, atol=0)
+    torch.testing.assert_close(linalg.sym(X), 0.5 * (X0 + X0.mT), rtol=0, atol=0)
+    assert torch.equal(X, X0)
