@@ -190,3 +190,28 @@ def test_skew_and_sym_never_write_their_argument(make):
     torch.testing.assert_close(linalg.skew(X), X0 - X0.mT, rtol=0, atol=0)
     torch.testing.assert_close(linalg.sym(X), 0.5 * (X0 + X0.mT), rtol=0, atol=0)
     assert torch.equal(X, X0)
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.25])
+def test_cayley_neumann_is_the_same_map_under_autograd(max_norm):
+    """The in-place sums (no graph) and the out-of-place ones (autograd records) give the same
+    bits, the argument is never written, and the gradient matches central differences."""
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    N0 = 0.6 * (A - A.T)
+    R = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        plain = linalg.cayley_neumann(N0.clone(), max_norm)
+    N = N0.clone().requires_grad_(True)
+    traced = linalg.cayley_neumann(N, max_norm)
+    assert torch.equal(traced.detach(), plain) and torch.equal(N.detach(), N0)
+    (grad,) = torch.autograd.grad((traced * R).sum(), N)
+    E = torch.zeros(5, 5, dtype=torch.float64)
+    E[3, 1], E[1, 3] = 1.0, -1.0  # a skew direction
+    h = 1e-6
+    with torch.no_grad():
+        fd = (
+            (linalg.cayley_neumann(N0 + h * E, max_norm) * R).sum()
+            - (linalg.cayley_neumann(N0 - h * E, max_norm) * R).sum()
+        ) / (2 * h)
+    assert float((grad * E).sum()) == pytest.approx(float(fd), rel=1e-6)
