@@ -180,8 +180,7 @@ def inverse_gaps(d: Tensor, tol: float, damping: float = 0.0) -> Tensor:
     # In place on two n x n buffers: the out-of-place form makes a dozen n x n temporaries.
     if damping > 0.0:
         floor = torch.maximum(di, dj).mul_(damping)
-        den = torch.mul(diff, diff).addcmul_(floor, floor)
-        return diff.div_(den)
+        return diff.div_(floor.mul_(floor).addcmul_(diff, diff))
     equal = torch.maximum(di, dj).mul_(tol).ge_(diff.abs())
     return diff.reciprocal_().masked_fill_(equal.bool(), 0.0)
 
