@@ -8,6 +8,8 @@ stream of starts for every method), ``sigma0 = 2``, budget ``2e4 D`` evaluations
 
 * ``nes``: ``nes.minimize`` (spectral NES, defaults), no restarts;
 * ``nes-ipop``: the same with ``restarts=9`` (IPOP, population doubled at each restart);
+* ``nes-bipop``: the same with ``restarts=9, bipop=True`` (BIPOP: the IPOP runs interleaved
+  with small-population, small-step runs), compared with ``cma-ipop``;
 * ``cma``: ``cma.fmin2(..., restarts=0)``; ``cma-ipop``: ``cma.fmin2(..., restarts=9,
   bipop=False)`` (IPOP-CMA-ES, the anchor).
 
@@ -25,7 +27,7 @@ benchmarks/README.md between the ``bbob`` markers (``--no-write``: print only).
 (``bench_nes.time_per_generation``).
 
 Run:  OMP_NUM_THREADS=1 python benchmarks/bench_bbob.py [--dims 10] [--functions 1 2 13]
-      [--instances 1 2 3] [--methods nes nes-ipop cma cma-ipop] [--jobs 1] [--timing]
+      [--instances 1 2 3] [--methods nes nes-ipop nes-bipop cma cma-ipop] [--jobs 1] [--timing]
       [--from-csv benchmarks/bbob/runs.csv]  (tables and ECDF of runs already made)
 """
 

@@ -79,6 +79,7 @@ def test_reproduce_bbob_cli_runs_every_method(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Triples solved: spectral NES 1/1, CMA-ES 1/1" in out
     assert "Triples solved: spectral NES, IPOP 1/1, IPOP-CMA-ES 1/1" in out
+    assert "Triples solved: spectral NES, BIPOP 1/1, IPOP-CMA-ES 1/1" in out
     rows = bbob.read_runs(tmp_path / "runs.csv")
     assert sorted(r["method"] for r in rows) == sorted(bbob.METHODS)
     assert all(0 < r["evals"] <= 600 and r["best"] < 1e-8 for r in rows)
@@ -89,3 +90,29 @@ def test_reproduce_bbob_cli_runs_every_method(tmp_path, capsys):
     with pytest.raises(ValueError, match="methods"):
         bbob.jobs([2], [1], [1], ["nope"], 1.0)
     assert [j[1] for j in bbob.jobs([20], [1, 3], [1], ["nes"], 1.0)] == [1]  # D20 only
+
+
+@pytest.mark.parametrize("method,regime", [("nes-bipop", "small"), ("nes-ipop", "large")])
+def test_nes_bipop_runs_bipop_and_nes_ipop_stays_ipop(monkeypatch, method, regime):
+    """``nes-bipop`` is ``RestartNES`` with ``bipop=True``: on Rastrigin (f3, D = 2, instance
+    2) the first run stops at a local minimum and BIPOP's next run is a small-population one
+    (IPOP's is a large one); ``nes-ipop`` keeps IPOP. Fails when ``run_one`` drops
+    ``bipop=True`` or passes it to every NES method."""
+    from manifold_spectral.solvers import restarts
+
+    made = []
+
+    class Spy(restarts.RestartNES):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(restarts, "RestartNES", Spy)
+    row = bbob.run_one((method, 3, 2, 2, 1000.0))
+    assert len(made) == 1
+    es = made[0]
+    assert es.bipop is (method == "nes-bipop") and es.restarts == 9
+    assert len(es.runs) >= 2 and es.runs[1]["regime"] == regime
+    label = "BIPOP" if method == "nes-bipop" else "IPOP"
+    assert es.result.method.split("(")[1].startswith(label + ",")
+    assert row["method"] == method and row["evals"] > es.runs[0]["nfev"]

@@ -64,7 +64,7 @@ def _run_nes(args: argparse.Namespace, out: Path) -> None:
 
 
 #: ``experiments.bbob.METHODS``, spelled out so ``--help`` stays free of torch.
-BBOB_METHODS = ("nes", "nes-ipop", "cma", "cma-ipop")
+BBOB_METHODS = ("nes", "nes-ipop", "nes-bipop", "cma", "cma-ipop")
 
 
 def _bbob_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +87,8 @@ def _bbob_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=BBOB_METHODS,
         default=list(BBOB_METHODS),
-        help="spectral NES and pycma, without restarts and with IPOP (default: all four)",
+        help="spectral NES and pycma, without restarts and with IPOP, and spectral NES with "
+        "BIPOP (default: all five)",
     )
     parser.add_argument(
         "--budget", type=positive_float, default=2e4, help="evaluations / D (default 2e4)"
@@ -129,8 +130,8 @@ BBOB = Reproduction(
     _run_bbob,
     device_note="spectral NES's state only; COCO's functions and pycma are numpy and run "
     "on the CPU",
-    # f1 at D = 5, instance 1, all four methods: the smallest case (the defaults are 8
-    # functions x 3 instances x 4 methods at D = 10). benchmarks/bench_reproduce_all.py
+    # f1 at D = 5, instance 1, all five methods: the smallest case (the defaults are 8
+    # functions x 3 instances x 5 methods at D = 10). benchmarks/bench_reproduce_all.py
     # measures the quick run's time into README.md.
     quick={"functions": [1], "instances": [1], "dims": [5]},
 )
