@@ -81,6 +81,19 @@ def test_bipop_regimes_and_callable_x0():
             assert r["nfev"] <= last_large["nfev"] // 2 + r["popsize"]
 
 
+@pytest.mark.parametrize("bipop", [False, True])
+def test_restarts_counts_the_large_regime_only_as_pycma(bipop):
+    """``restarts=k`` ends after the k-th large restart: with IPOP every run is one (k + 1 runs),
+    with BIPOP the small runs in between do not count (pycma's rule), so the large regime
+    reaches the same populations as IPOP's."""
+    es = RestartNES(np.full(N, 3.0), 2.0, seed=0, max_evals=10**6, restarts=3, bipop=bipop)
+    res = es.optimize(RASTRIGIN, vectorized=True)
+    large = [r["popsize"] for r in es.runs if r["regime"] == "large"]
+    small = [r for r in es.runs if r["regime"] == "small"]
+    assert large == [8, 16, 32, 64] and bool(small) == bipop
+    assert "maxfevals" not in res.stop and es.runs[-1]["regime"] == "large"
+
+
 def test_ask_tell_across_restarts_and_bad_arguments():
     es = RestartNES(np.full(N, 3.0), 2.0, seed=2, max_evals=20_000, restarts=2)
     sizes = set()

@@ -12,7 +12,9 @@ starts a fresh run, from ``x0`` again (or a new start when ``x0`` is a callable)
   ``lam_L = lam_0 incpopsize^i``); the *small* regime draws ``U ~ U[0, 1]`` and runs with
   ``lam_S = floor(lam_0 (lam_L / (2 lam_0))^(U^2))`` and ``sigma0 10^(-2 U)``, with at most
   half the evaluations of the last large run. After each run the regime that has spent fewer
-  evaluations runs next (the first run counts as large).
+  evaluations runs next (the first run counts as large). As in pycma (``cma.fmin2(...,
+  bipop=True)``), ``restarts`` counts the large regime's restarts only: the small runs come
+  in between, bounded by the budget, so BIPOP's large regime goes as far as IPOP's does.
 
 ``max_evals`` bounds the evaluations of all runs together; ``target`` stops everything.
 ``RestartNES`` has the ask/tell interface of ``NES`` (``ask``, ``tell``, ``stop``,
@@ -58,7 +60,8 @@ class RestartNES:
             small regime).
         popsize: population of the first run (``None``: the NES default).
         seed: seed of the first run; later runs and BIPOP's draws are derived from it.
-        restarts: at most this many runs after the first (``0``: one plain run).
+        restarts: at most this many large-regime runs after the first (``0``: one plain
+            run); with IPOP, every run is one; BIPOP's small runs do not count (pycma's rule).
         bipop: BIPOP instead of IPOP.
         incpopsize: population factor of the large regime (> 1).
         max_evals: evaluations of all runs together (``None``: each run has the default
@@ -186,7 +189,7 @@ class RestartNES:
         out_of_budget = self.max_evals is not None and (
             self.countevals + es.countevals >= self.max_evals
         )
-        if len(self.runs) > self.restarts or out_of_budget:
+        if self._large_runs >= self.restarts or out_of_budget:
             return
         self.countevals += es.countevals
         self._busy_done += es._busy
@@ -200,7 +203,7 @@ class RestartNES:
             out["maxfevals"] = self.max_evals
         if "ftarget" in inner:
             out["ftarget"] = inner["ftarget"]
-        if inner and not out and len(self.runs) > self.restarts:
+        if inner and not out and self._large_runs >= self.restarts:
             out.update(inner)
         return out
 
