@@ -30,7 +30,8 @@ these coordinates and the closed forms of ``manifolds.blocks``:
   ``natural_gradient``, so ``RiemannianSGD(lr)`` takes the library's RGD step;
 * ``retr`` (and ``expmap``, which is the same map): the chart map at ``u``,
   ``(B Cayley(Skew(M)), d exp(m))`` — no decomposition, one solve (``cayley="exact"``) or
-  four products (``"neumann"``: three for the map, one for ``B C``). It is a retraction,
+  six products (``"neumann"``: three for the map, one for ``B C``, two for the Newton-Schulz
+  step that keeps ``B`` orthogonal over many calls). It is a retraction,
   not the exponential map of the metric;
 * ``transp``: transport by left translation in the group O(n) x R^n_{>0}: the chart
   coordinates are kept, ``(U, u_d) at x -> (B_y B_x^T U, d_y * u_d / d_x) at y``;
