@@ -27,6 +27,7 @@ __all__ = [
     "orthogonality_error",
     "newton_schulz_orthogonalize",
     "all_finite",
+    "records_grad",
     "eps",
     "default_eig_tol",
     "eigh_canonical",
@@ -70,6 +71,13 @@ def all_finite(X: Tensor) -> bool:
     # math.isfinite on the one synchronised value: a single tensor operation (the sum);
     # torch.isfinite would dispatch four more on the 0-d result.
     return math.isfinite(float(X.sum())) or bool(torch.isfinite(X).all())
+
+
+def records_grad(X: Tensor) -> bool:
+    """Whether autograd records operations on ``X``: the in-place fast paths of this package
+    (on temporaries of their own) fall back to out-of-place forms there, since a backward
+    pass may read a tensor that an in-place update would overwrite."""
+    return torch.is_grad_enabled() and X.requires_grad
 
 
 def sym(X: Tensor) -> Tensor:
@@ -164,7 +172,7 @@ def cayley_neumann(N: Tensor, max_norm: float | None = None) -> Tensor:
     # two sums (2 elementwise passes each, the identity added on the diagonal only): the
     # map of a large factor is otherwise as much elementwise work as a product.
     # Without autograd the sums overwrite the fresh products (Q first: it reads N^2).
-    graph = torch.is_grad_enabled() and N.requires_grad
+    graph = records_grad(N)
     if max_norm is None:
         Q = torch.add(N4, N2) if graph else N4.add_(N2)
         P = torch.add(N2, N, alpha=2.0) if graph else N2.add_(N, alpha=2.0)
@@ -203,7 +211,7 @@ def clip_norm(X: Tensor, max_norm: float, *, inplace: bool = False) -> Tensor:
     Xf = X.float() if X.dtype in (torch.bfloat16, torch.float16) else X
     norm = torch.linalg.matrix_norm(Xf, ord="fro", keepdim=True)
     scale = torch.clamp(max_norm / torch.clamp(norm, min=1e-30), max=1.0).to(X.dtype)
-    if inplace and not (torch.is_grad_enabled() and X.requires_grad):
+    if inplace and not records_grad(X):
         return X.mul_(scale)
     return X * scale
 

@@ -28,6 +28,7 @@ from ..linalg import (
     check_cayley,
     clip_norm,
     default_eig_tol,
+    records_grad,
     skew,
     tril,
 )
@@ -218,7 +219,7 @@ def jacobi_angles(M: Tensor) -> Tensor:
     # in float32. In place on two buffers (half the time of the out-of-place form on a large
     # factor, the same bits); out of place where autograd records the graph.
     u = Mf.clamp(-1e18, 1e18).mul_(4.0)
-    if torch.is_grad_enabled() and u.requires_grad:
+    if records_grad(u):
         for _ in range(2):
             u = u / (1.0 + torch.sqrt(u * u + 1.0))
         return u.to(M.dtype)

@@ -159,6 +159,12 @@ class RestartNES:
             lam = large_pop + (large_pop % 2 if es.mirrored else 0)
             self.es = self._new_run(lam, seed, "large", 1.0, None)
 
+    @property
+    def _exhausted(self) -> bool:
+        """No restart left: ``restarts`` large-regime runs after the first have been made
+        (pycma's count; with IPOP every run is large)."""
+        return self._large_runs >= self.restarts
+
     # ask / tell ------------------------------------------------------------------------
 
     @property
@@ -189,7 +195,7 @@ class RestartNES:
         out_of_budget = self.max_evals is not None and (
             self.countevals + es.countevals >= self.max_evals
         )
-        if self._large_runs >= self.restarts or out_of_budget:
+        if self._exhausted or out_of_budget:
             return
         self.countevals += es.countevals
         self._busy_done += es._busy
@@ -203,7 +209,7 @@ class RestartNES:
             out["maxfevals"] = self.max_evals
         if "ftarget" in inner:
             out["ftarget"] = inner["ftarget"]
-        if inner and not out and self._large_runs >= self.restarts:
+        if inner and not out and self._exhausted:
             out.update(inner)
         return out
 
