@@ -8,7 +8,11 @@ This measures what that buys, per optimizer step, on
 * ``12 x n^2``: twelve n x n matrices (n = 32, 64, 128, 256), e.g. the heads or layers of a
   small model;
 * ``stack``: the matrices and vectors of four pre-LN transformer blocks of width 128 (qkv
-  384 x 128, proj 128 x 128, fc1 512 x 128, fc2 128 x 512: four buckets of four).
+  384 x 128, proj 128 x 128, fc1 512 x 128, fc2 128 x 512: four buckets of four);
+* ``mixed``: small layers of different shapes, one of each: two pre-LN blocks of width 32
+  (qkv 96 x 32, proj 32 x 32, fc1 64 x 32, fc2 32 x 64, per block) and the kernels of a small
+  conv net (8 x 9, 16 x 72), which ``batched`` pads into one bucket
+  (``manifolds.kronecker_padding``).
 
 Both settings run interleaved in one process, one thread, float32 parameters, ``update_every
 = 1`` (every step is a curvature update; the paper's ``update_every = 2`` halves the update
@@ -53,6 +57,12 @@ def workload(name: int | str) -> list[nn.Parameter]:
             shapes += [(3 * d, d), (3 * d,), (d, d), (d,), (4 * d, d), (4 * d,), (d, 4 * d)]
             shapes += [(d,)] * 5  # fc2 bias, two LayerNorms
         return [nn.Parameter(torch.randn(*s) / 16) for s in shapes]
+    if name == "mixed":
+        d, shapes = 32, [(8, 1, 3, 3), (8,), (16, 8, 3, 3), (16,)]
+        for _ in range(2):
+            shapes += [(3 * d, d), (3 * d,), (d, d), (d,), (2 * d, d), (2 * d,), (d, 2 * d)]
+            shapes += [(d,)] * 5
+        return [nn.Parameter(torch.randn(*s) / 8) for s in shapes]
     return [nn.Parameter(torch.randn(name, name) / name**0.5) for _ in range(12)]
 
 
@@ -89,7 +99,8 @@ def table(results: dict[int | str, dict[str, float]]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        label = f"12 x {name}x{name}" if isinstance(name, int) else "4 blocks, width 128"
+        label = {"stack": "4 blocks, width 128", "mixed": "2 blocks, width 32, 2 conv kernels"}
+        label = f"12 x {name}x{name}" if isinstance(name, int) else label[name]
         cells = [f"{r['AdamW']:.2f}", f"{r['SOAP']:.1f}"]
         for dt in ("fp32", "bf16"):
             sep, bat = r[f"{dt} separate"], r[f"{dt} batched"]
@@ -104,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--no-stack", dest="stack", action="store_false")
+    parser.add_argument("--no-mixed", dest="mixed", action="store_false")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
     args = parser.parse_args(argv)
@@ -111,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     start = time.perf_counter()
     results: dict[int | str, dict[str, float]] = {}
-    for name in [*args.sizes, *(["stack"] if args.stack else [])]:
+    extra = ["stack"] * args.stack + ["mixed"] * args.mixed
+    for name in [*args.sizes, *extra]:
         t = time.perf_counter()
         results[name] = bench(name)
         print(f"  {name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)

@@ -18,6 +18,7 @@ gains a leading dimension of size ``k`` and every formula acts per element.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -37,6 +38,7 @@ from .checks import check_log_scale, check_positive_definite, det_tol, value_ran
 from .kronecker_chart import KroneckerChartMixin
 from .kronecker_gop import KroneckerGOPStepMixin
 from .kronecker_metric import KroneckerMetricMixin, sum_zero_metric, sum_zero_metric_inverse
+from .kronecker_padding import KroneckerPadding, check_sizes
 from .kronecker_points import (
     KroneckerDenseCurvature,
     KroneckerEigenGradient,
@@ -81,6 +83,11 @@ class KroneckerSpectralSPD(
             dense (ab, ab) paths (``to_matrix``, ``power``, ``metric_matrix``,
             ``from_matrix``, ``from_kronecker``, ``from_factors``, dense ``egrad``/curvature)
             raise ``NotImplementedError`` when batched.
+        sizes: with ``batch=k``, the true shapes ``(a_i, b_i)`` (at most ``(a, b)``) of
+            ``k`` matrices padded with identity factors (``kronecker_padding``): the GOP step
+            ``closed_form_step``, point checks, ``normalize``, ``origin`` and the
+            eigenbasis maps act on each true block as the unpadded manifold would; the
+            other paths raise ``NotImplementedError``.
 
     The Euclidean gradient ``egrad`` is a dense (ab, ab) matrix (row-major pairs), meant for
     research sizes; curvature learning from gradient matrices goes through
@@ -107,6 +114,7 @@ class KroneckerSpectralSPD(
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
         batch: int | None = None,
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         a, b = check_size(a, "a"), check_size(b, "b")
         self.batch = check_batch(batch)
@@ -125,8 +133,17 @@ class KroneckerSpectralSPD(
         self.cayley = self.left.cayley
         self.neumann_max_norm = self.left.neumann_max_norm
         self.eig_tol = self.left.eig_tol
-        #: ``kappa_L = b``, ``kappa_R = a``: the size of the other factor (Claim 6).
-        self.kappa_L, self.kappa_R = float(b), float(a)
+        #: ``kappa_L = b``, ``kappa_R = a``: the size of the other factor (Claim 6); per
+        #: element (a (k,) tensor) in a padded batch.
+        self.kappa_L: float | Tensor = float(b)
+        self.kappa_R: float | Tensor = float(a)
+        #: ``None``, or the true sizes of a padded batch (``kronecker_padding``).
+        self.padding: KroneckerPadding | None = None
+        if sizes is not None:
+            pairs = check_sizes(sizes, a, b, self.batch)
+            if any(s != (a, b) for s in pairs):
+                self.padding = KroneckerPadding(pairs, a, b, self.dtype, self.device)
+                self.kappa_L, self.kappa_R = self.padding.size_R, self.padding.size_L
         self.dim = 1 + (a - 1) + a * (a - 1) // 2 + (b - 1) + b * (b - 1) // 2
 
     def __repr__(self) -> str:
@@ -149,6 +166,14 @@ class KroneckerSpectralSPD(
         t = torch.as_tensor(v, dtype=self.dtype, device=self.device)
         return t.reshape(()) if self.batch is None else t.expand(self.batch_shape).clone()
 
+    def _unpadded_only(self, what: str) -> None:
+        """Raise ``NotImplementedError`` for a method without a padded form (``sizes``)."""
+        if self.padding is not None:
+            raise NotImplementedError(
+                f"KroneckerSpectralSPD.{what} is not available on a padded batch (sizes=...); "
+                "use a manifold of each element's own shape"
+            )
+
     def _sample_axis(self, t: Tensor) -> Tensor:
         """A per-element tensor (*batch, ...) made to broadcast against per-gradient tensors
         (*batch, m, ...): batched, a unit axis after the batch axis; unbatched, the gradient
@@ -159,7 +184,12 @@ class KroneckerSpectralSPD(
 
     @staticmethod
     def normalize(
-        alpha: Tensor, left: SpectralPoint, right: SpectralPoint, *, shared: bool = False
+        alpha: Tensor,
+        left: SpectralPoint,
+        right: SpectralPoint,
+        *,
+        shared: bool = False,
+        padding: KroneckerPadding | None = None,
     ) -> KroneckerSpectralPoint:
         """Move ``det S_l`` into ``alpha`` so that ``det S_L = det S_R = 1``; ``S`` is unchanged.
 
@@ -167,18 +197,26 @@ class KroneckerSpectralSPD(
         (per batch element: ``alpha`` (*batch,), ``d_l`` (*batch, size)).
         ``shared``: both factors carry the same scalar step, which ``alpha`` takes once:
         ``alpha <- alpha exp((c_L + c_R) / 2)`` (the truncated chart step, Fig. 6 right).
+        ``padding``: the means run over each element's true entries and the padding is
+        reset to 1 (``kronecker_padding``).
         In 16-bit types this is computed in float32 and rounded once per entry: a rounded
         common factor ``exp(-c_l)`` would shift ``log det`` by up to ``size * eps / 2``.
         """
         dt = alpha.dtype
         wide = torch.float32 if torch.finfo(dt).bits <= 16 else dt
         dL, dR = left.d.to(wide), right.d.to(wide)
-        cL, cR = torch.log(dL).mean(-1), torch.log(dR).mean(-1)
+        if padding is None:
+            cL, cR = torch.log(dL).mean(-1), torch.log(dR).mean(-1)
+        else:
+            cL, cR = padding.mean_log(dL, "L"), padding.mean_log(dR, "R")
         c = (cL + cR) * 0.5 if shared else cL + cR
+        dL, dR = dL * torch.exp(-cL)[..., None], dR * torch.exp(-cR)[..., None]
+        if padding is not None:
+            dL, dR = padding.reset(dL, "L"), padding.reset(dR, "R")
         return KroneckerSpectralPoint(
             (alpha.to(wide) * torch.exp(c)).to(dt),
-            SpectralPoint(left.B, (dL * torch.exp(-cL)[..., None]).to(dt)),
-            SpectralPoint(right.B, (dR * torch.exp(-cR)[..., None]).to(dt)),
+            SpectralPoint(left.B, dL.to(dt)),
+            SpectralPoint(right.B, dR.to(dt)),
         )
 
     def origin(self) -> KroneckerSpectralPoint:
@@ -192,6 +230,7 @@ class KroneckerSpectralSPD(
         """Haar-random rotations, log-normal eigenvalues normalised to det 1, log-normal alpha.
 
         ``ValueError`` naming ``log_scale`` as in ``SpectralSPD.random``."""
+        self._unpadded_only("random")
         log_scale = check_log_scale(log_scale)
         left = self.left.random(generator, log_scale)
         right = self.right.random(generator, log_scale)
@@ -324,6 +363,7 @@ class KroneckerSpectralSPD(
 
     def logdet(self, x: KroneckerSpectralPoint) -> Tensor:
         """``ab log alpha + b log det S_L + a log det S_R`` (the last two vanish on points)."""
+        self._unpadded_only("logdet")
         return (
             self.a * self.b * torch.log(x.alpha)
             + self.b * torch.log(x.left.d).sum(-1)

@@ -69,6 +69,7 @@ class KroneckerChartMixin:
         eigenvectors of its first-order step up to third-order terms
         (``blocks.second_order_angles``, with the factor's eigenvalues before and after).
         """
+        self._unpadded_only("retr")
         lr = check_positive(lr, "lr")
         exponential = check_exponential(exponential)
         jacobi = check_flag(jacobi, "jacobi")

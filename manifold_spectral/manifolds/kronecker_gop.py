@@ -60,8 +60,10 @@ class KroneckerGOPStepMixin:
         here (the caller takes the layered step). ``exponential``, ``cayley`` and ``jacobi``
         as in ``retr``. The result is not checked (``RGD.finish`` checks it); a truncated map
         that leaves the positive reals (``gamma beta2 >= 1``) raises
-        ``blocks.TruncationError``."""
+        ``blocks.TruncationError``. A padded batch (``sizes``) takes only this step:
+        ``NotImplementedError`` for another curvature."""
         if not isinstance(Ht, KroneckerGOP):
+            self._unpadded_only("precision_step with a non-GOP curvature")
             return None
         beta2, gamma = check_positive(beta2, "beta2"), float(gamma)
         exponential = check_exponential(exponential)
@@ -83,13 +85,16 @@ class KroneckerGOPStepMixin:
         if m > 1:
             W_L, W_R = W_L.div_(m), W_R.div_(m)
         new = []
-        for man, p, W, kappa, other in (
-            (self.left, x.left, W_L, self.kappa_L, dR),
-            (self.right, x.right, W_R, self.kappa_R, dL),
+        pad = self.padding
+        for man, p, W, kappa, other, side in (
+            (self.left, x.left, W_L, self.kappa_L, dR, "L"),
+            (self.right, x.right, W_R, self.kappa_R, dL, "R"),
         ):
             # lambda tr(S_other^-1) I only reaches the diagonal: the rotation uses i > j.
-            w = W.diagonal(dim1=-2, dim2=-1) + (lam * other.reciprocal().sum(-1))[..., None]
-            ak = x.alpha[..., None] * kappa
+            other_side = "R" if side == "L" else "L"
+            tr = other.reciprocal().sum(-1) if pad is None else pad.trace_inverse(other, other_side)
+            w = W.diagonal(dim1=-2, dim2=-1) + (lam * tr)[..., None]
+            ak = (x.alpha * kappa)[..., None]
             # diag(W_l) >= 0 (squares and a non-negative damping): m_l >= -gamma beta2.
             h = w.div_(ak)
             d = blocks.gop_eig_step(p.d, h, beta2, gamma, exponential, nonnegative=True)
@@ -97,4 +102,4 @@ class KroneckerGOPStepMixin:
             M = blocks.inverse_gaps(p.d, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
             B = blocks.rotation_retract(p.B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
             new.append(SpectralPoint(B, d))
-        return self.normalize(x.alpha, *new, shared=True)
+        return self.normalize(x.alpha, *new, shared=True, padding=pad)

@@ -67,6 +67,7 @@ class KroneckerMetricMixin:
     def metric(self, x: KroneckerSpectralPoint) -> KroneckerSpectralTangent:
         """Block entries at the origin (Claim 6): ``n: ab/2``; ``m_l: kappa_l/2`` (on sum-zero
         vectors); ``M_l: kappa_l C_ij``."""
+        self._unpadded_only("metric")
         kL, kR = self.kappa_L, self.kappa_R
         return KroneckerSpectralTangent(
             self._per_element(0.5 * self.a * self.b),
@@ -141,6 +142,7 @@ class KroneckerMetricMixin:
         ``m_l = (2/kappa_l) center(alpha d_l diag G_l)``;
         ``M_l,ij = -alpha d_i d_j G_l,ij / (kappa_l (d_i - d_j))`` (0 where ``d_i ~ d_j``).
         Per batch element when batched."""
+        self._unpadded_only("natural_gradient_eigenbasis")
         self.validate_layout(x)
         self.validate_eigen_gradient(g, "g", finite=False)
         parts = []
@@ -210,6 +212,7 @@ class KroneckerMetricMixin:
         Cost per gradient: ``Z`` 2ab(a+b) flops, the two ``W`` 2ab(a+b); nothing (ab, ab).
         A dense ``KroneckerDenseCurvature`` (research sizes) is unbatched only.
         """
+        self._unpadded_only("precision_egrad_eigenbasis")
         alpha, dL, dR = x.alpha, x.left.d, x.right.d
         if isinstance(Ht, KroneckerDenseCurvature):
             self._unbatched_only("precision_egrad_eigenbasis (dense curvature)")

@@ -14,7 +14,8 @@ preconditioner cost (``param_cost``, ``assign_owners``). A step then
    anything is written: a step stays all-or-nothing;
 3. all-gathers the updates, already cast to the parameter dtype as the unsharded step casts
    them, as raw bytes (one buffer per rank, one collective for every dtype): the result is the
-   unsharded run's bit for bit;
+   unsharded run's with ``batched=False`` bit for bit (each parameter is computed alone; the
+   unsharded default's padded buckets of different shapes agree with it to rounding);
 4. applies weight decay and every update on every rank.
 
 ``DTensor`` parameters (FSDP2's ``fully_shard``): a Kronecker factor needs the whole gradient

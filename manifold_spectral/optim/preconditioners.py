@@ -36,6 +36,7 @@ __all__ = [
     "DiagonalPreconditioner",
     "kronecker_shape",
     "param_cost",
+    "kronecker_cost",
     "make_preconditioner",
 ]
 
@@ -46,12 +47,22 @@ class KroneckerPreconditioner:
     kind = "kronecker"
 
     def __init__(
-        self, a: int, b: int, dtype: torch.dtype, device: Any, opts: dict, batch: int | None = None
+        self,
+        a: int,
+        b: int,
+        dtype: torch.dtype,
+        device: Any,
+        opts: dict,
+        batch: int | None = None,
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         self.shape = (a, b)
         #: ``()`` or ``(k,)``: with ``batch=k`` the state, gradients and directions of k
-        #: same-shaped parameters carry a leading dimension (``SpectralKron``'s buckets).
+        #: parameters carry a leading dimension (``SpectralKron``'s buckets).
         self.batch_shape: tuple[int, ...] = () if batch is None else (batch,)
+        #: ``None`` (k parameters of shape (a, b)) or their (a_i, b_i): a padded bucket
+        #: (``manifolds.kronecker_padding``), packed with identity factors and zero blocks.
+        self.sizes = None if sizes is None or all(s == (a, b) for s in sizes) else tuple(sizes)
         self.manifold = KroneckerSpectralSPD(
             a,
             b,
@@ -60,6 +71,7 @@ class KroneckerPreconditioner:
             gap_damping=opts.get("gap_damping", 0.0),
             cayley=opts["cayley"],
             batch=batch,
+            sizes=self.sizes,
         )
         self.gauss = _gaussian(self.manifold, opts)
         self.gauss_continued = _gaussian(self.manifold, opts, continued=True)
@@ -96,15 +108,44 @@ class KroneckerPreconditioner:
             x = self.manifold.origin()
         return self.to_state(x)
 
-    @staticmethod
-    def pack(tensors: Sequence[Tensor]) -> Tensor:
-        """The tensors of a bucket's k parameters as one batched tensor (a leading axis)."""
-        return torch.stack(list(tensors))
+    def pack(self, tensors: Sequence[Tensor], key: str | None = None) -> Tensor:
+        """The tensors of a bucket's k parameters as one batched tensor (a leading axis):
+        state entries ``key`` ("alpha", "B_L", "d_L", "B_R", "d_R") or, for ``key=None``,
+        tensors shaped like the parameters (gradients, directions, second moments). A padded
+        bucket pads each to the bucket's shape: identity ``B``, ``d = 1``, zero matrices."""
+        if self.sizes is None:
+            return torch.stack(list(tensors))
+        if key == "alpha":
+            return torch.stack(list(tensors))
+        t0 = tensors[0]
+        k, (a, b) = len(tensors), self.shape
+        if key in ("B_L", "B_R"):
+            n = a if key == "B_L" else b
+            out = torch.eye(n, dtype=t0.dtype, device=t0.device).repeat(k, 1, 1)
+            for o, t in zip(out, tensors, strict=True):
+                o[: t.shape[-1], : t.shape[-1]].copy_(t)
+            return out
+        if key in ("d_L", "d_R"):
+            out = torch.ones(k, a if key == "d_L" else b, dtype=t0.dtype, device=t0.device)
+            for o, t in zip(out, tensors, strict=True):
+                o[: t.shape[-1]].copy_(t)
+            return out
+        out = torch.zeros(k, a, b, dtype=t0.dtype, device=t0.device)
+        for o, t, (ai, bi) in zip(out, tensors, self.sizes, strict=True):
+            o[:ai, :bi].copy_(t.reshape(ai, bi))
+        return out
 
-    @staticmethod
-    def unpack(t: Tensor) -> tuple[Tensor, ...]:
-        """The inverse of ``pack``: k views."""
-        return t.unbind(0)
+    def unpack(self, t: Tensor, key: str | None = None) -> tuple[Tensor, ...]:
+        """The inverse of ``pack``: k tensors, contiguous (views, or copies of padded blocks)."""
+        if self.sizes is None or key == "alpha":
+            return t.unbind(0)
+        if key in ("B_L", "B_R"):
+            i = 0 if key == "B_L" else 1
+            return tuple(e[: s[i], : s[i]].contiguous() for e, s in zip(t, self.sizes, strict=True))
+        if key in ("d_L", "d_R"):
+            i = 0 if key == "d_L" else 1
+            return tuple(e[: s[i]] for e, s in zip(t, self.sizes, strict=True))
+        return tuple(e[:ai, :bi].contiguous() for e, (ai, bi) in zip(t, self.sizes, strict=True))
 
     @staticmethod
     def to_state(x: KroneckerSpectralPoint) -> dict[str, Tensor]:
@@ -186,7 +227,11 @@ class KroneckerPreconditioner:
         g, m = grad.reshape(shape).to(dt), direction.reshape(shape).to(dt)
         Zg, Zm = self.manifold.to_eigenbasis(x, torch.stack([g, m])).unbind(0)
         v = transforms.second_moment(v.reshape(shape), Zg, beta)
-        Z = transforms.scale_by_second_moment(Zm, v, step, beta, self.root, self.damping)
+        pad = self.manifold.padding
+        numel = None if pad is None else (pad.size_L * pad.size_R)[:, None, None]
+        Z = transforms.scale_by_second_moment(
+            Zm, v, step, beta, self.root, self.damping, numel=numel
+        )
         return self.manifold.from_eigenbasis(x, Z), v, Zg
 
 
@@ -213,12 +258,12 @@ class DiagonalPreconditioner:
         self.root = opts["root"]
 
     @staticmethod
-    def pack(tensors: Sequence[Tensor]) -> Tensor:
+    def pack(tensors: Sequence[Tensor], key: str | None = None) -> Tensor:
         """The entries of a bucket's parameters, flattened and concatenated: the scheme is
         elementwise, so one step on the concatenation is the separate steps."""
         return torch.cat([t.reshape(-1) for t in tensors])
 
-    def unpack(self, t: Tensor) -> tuple[Tensor, ...]:
+    def unpack(self, t: Tensor, key: str | None = None) -> tuple[Tensor, ...]:
         """The inverse of ``pack``: one flat view per parameter."""
         return t.split(self.sizes)
 
@@ -292,9 +337,11 @@ def param_cost(shape: Sequence[int], opts: dict[str, Any]) -> int:
     for Kronecker factors (the products of both factors and the two-sided preconditioning
     product), the number of entries for the diagonal scheme."""
     ab = kronecker_shape(tuple(shape), opts)
-    if ab is None:
-        return math.prod(shape)
-    a, b = ab
+    return math.prod(shape) if ab is None else kronecker_cost(*ab)
+
+
+def kronecker_cost(a: int, b: int) -> int:
+    """``a^3 + b^3 + ab(a + b)``: the cost of a Kronecker preconditioner step (``param_cost``)."""
     return a**3 + b**3 + a * b * (a + b)
 
 
@@ -307,12 +354,15 @@ def make_preconditioner(
 ) -> Any:
     """Kronecker factors or the diagonal scheme, as ``kronecker_shape`` decides. Only the
     shape and device of ``param`` are read (a sharded ``DTensor`` gives its global shape).
-    A bucket: ``batch=k``, one Kronecker preconditioner for k parameters shaped like
-    ``param``; for the diagonal scheme, ``sizes``, the entries of each parameter (one
+    A bucket: ``batch=k``, one Kronecker preconditioner for k parameters, with ``sizes``
+    their Kronecker shapes ``(a_i, b_i)`` (padded to the largest sides; ``None``: all shaped
+    like ``param``); for the diagonal scheme, ``sizes``, the entries of each parameter (one
     diagonal preconditioner over their concatenation)."""
     ab = kronecker_shape(tuple(param.shape), opts)
     if ab is not None:
-        return KroneckerPreconditioner(*ab, dtype, param.device, opts, batch=batch)
+        if sizes is not None:
+            ab = (max(s[0] for s in sizes), max(s[1] for s in sizes))
+        return KroneckerPreconditioner(*ab, dtype, param.device, opts, batch=batch, sizes=sizes)
     if batch is None or batch == 1:
         return DiagonalPreconditioner(math.prod(param.shape), dtype, param.device, opts)
     return DiagonalPreconditioner(sum(sizes), dtype, param.device, opts, sizes=tuple(sizes))

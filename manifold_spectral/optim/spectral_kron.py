@@ -117,12 +117,15 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
             identity, ``alpha`` needs hundreds of updates to come down to the gradient's
             scale.
         diagonal: force the diagonal scheme for every parameter of the group.
-        batched: update same-shaped Kronecker parameters of a group (same state dtype,
-            device and step count, sides up to about 256) together: one set of batched
-            products on a ``batch=k`` manifold instead of k separate updates (the same
-            formulas; results equal to rounding). Saves the per-parameter overhead that
-            dominates small layers; costs one
-            transient copy of the bucket's factors.
+        batched: update Kronecker parameters of a group (same state dtype, device and step
+            count, sides up to about 256) together: one set of batched products on a
+            ``batch=k`` manifold instead of k separate updates (the same formulas; results
+            equal to rounding). Same-shaped parameters always share a bucket; small ones of
+            different shapes are padded with identity factors to the bucket's largest sides
+            while the padding costs fewer flops than the per-call overhead it saves
+            (``manifolds.kronecker_padding``, ``updates._pad_buckets``). Saves the
+            per-parameter overhead that dominates small layers; costs one transient copy of
+            the bucket's factors.
         nonfinite: ``"raise"`` (default: a ``ValueError`` naming the parameter, nothing
             changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them) for
             a NaN or Inf gradient. A finite gradient never raises: a step whose update
@@ -133,7 +136,8 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
             one), which alone computes its update and keeps its state; the updates are then
             all-gathered and every rank applies all of them. Needs an initialised
             ``torch.distributed`` and the same gradients on every rank (DDP, FSDP2). The
-            parameters equal the unsharded run's bit for bit; compute and state per rank fall
+            parameters equal the unsharded run's bit for bit (with ``batched=False``; to
+            rounding with padded buckets); compute and state per rank fall
             roughly as ``1 / world_size``. ``state_dict()`` is this rank's shard (resume with
             the same world size); ``consolidated_state_dict()`` gathers the whole state.
         process_group: the ranks that share the work (default: the whole world). Also used

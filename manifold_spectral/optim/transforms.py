@@ -88,13 +88,19 @@ def scale_by_second_moment(
     root: float,
     damping: float = 0.0,
     eps: float = 1e-8,
+    numel: Tensor | None = None,
 ) -> Tensor:
     """``z / ((v_hat + damping + f mean(v_hat))^(1/p) + eps)`` with ``v_hat = v / (1 - beta^step)``
     and ``f = RELATIVE_FLOOR`` (mean over the last two dimensions): Adam's bias-corrected
     scaling for ``p = 2`` (``damping`` is the ``lambda`` of ``H + lambda I``), computed in at
-    least float32 and returned in ``z``'s dtype."""
+    least float32 and returned in ``z``'s dtype. ``numel`` (*batch, 1, 1): the number of true
+    entries of each matrix of a zero-padded batch, the mean's denominator."""
     vhat = v / (1.0 - beta**step)
-    vhat = vhat + (damping + RELATIVE_FLOOR * vhat.mean(dim=(-2, -1), keepdim=True))
+    if numel is None:
+        mean = vhat.mean(dim=(-2, -1), keepdim=True)
+    else:
+        mean = vhat.sum(dim=(-2, -1), keepdim=True) / numel
+    vhat = vhat + (damping + RELATIVE_FLOOR * mean)
     zf = z.to(wide_dtype(z.dtype))
     return (zf / (vhat.pow(1.0 / root) + eps)).to(z.dtype)
 

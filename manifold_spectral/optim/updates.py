@@ -19,9 +19,9 @@ from ..linalg import all_finite
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
-from .preconditioners import make_preconditioner, param_cost
+from .preconditioners import kronecker_cost, make_preconditioner, param_cost
 
-__all__ = ["UpdateMixin", "PRECOND_PREFIX", "BATCH_MAX_COST"]
+__all__ = ["UpdateMixin", "PRECOND_PREFIX", "BATCH_MAX_COST", "PAD_OVERHEAD_COST"]
 
 #: Prefix of the preconditioner's entries in a parameter's optimizer state.
 PRECOND_PREFIX = "pc_"
@@ -31,6 +31,12 @@ PRECOND_PREFIX = "pc_"
 #: overhead, and batched elementwise work on large factors falls out of cache
 #: (``benchmarks/bench_optim_batched.py`` measures both sides of the bound).
 BATCH_MAX_COST = 4 * 256**3
+
+#: The fixed per-call cost of one (batched) Kronecker update in units of ``param_cost``:
+#: about 260 tensor operations whatever the size, as long as the products of a 96 x 96 layer
+#: on a CPU core; ``_pad_buckets`` pads small layers of different shapes into one bucket while
+#: the padding costs less than the calls it saves (``benchmarks/bench_optim_batched.py``).
+PAD_OVERHEAD_COST = 4 * 96**3
 
 
 class UpdateMixin:
@@ -80,7 +86,7 @@ class UpdateMixin:
             news.append(new)
         step = steps[0]
         gs = [grad.to(state_dtype) for grad in grads]
-        pc = pcs[0] if k == 1 else {key: pre.pack([c[key] for c in pcs]) for key in pcs[0]}
+        pc = pcs[0] if k == 1 else {key: pre.pack([c[key] for c in pcs], key) for key in pcs[0]}
         directions = []
         for new, buf, g in zip(news, bufs, gs, strict=True):
             if group["momentum"]:
@@ -132,7 +138,7 @@ class UpdateMixin:
         # copies; each parameter's state entries are replaced, never written in place.
         pcs = [pc]
         if k > 1:
-            parts = [pre.unpack(v) for v in pc.values()]
+            parts = [pre.unpack(v, key) for key, v in pc.items()]
             pcs = [dict(zip(pc, e, strict=True)) for e in zip(*parts, strict=True)]
         Vs = ([V] if k == 1 else pre.unpack(V)) if corrected else [None] * k
         Us = [U] if k == 1 else pre.unpack(U)
@@ -209,37 +215,78 @@ class UpdateMixin:
         return sum(st.get("curvature_rejections", 0) for st in self.state.values())
 
     def _buckets(self, group: dict[str, Any]) -> list[list[Tensor]]:
-        """The group's parameters with a gradient, in order, bucketed for ``_compute_many``:
-        with ``batched``, parameters of one state dtype, device and step count share a bucket
-        when they are Kronecker parameters of one preconditioner shape and cost at most
-        ``BATCH_MAX_COST``, or when they all use the diagonal scheme (elementwise: their
-        entries are concatenated); every other parameter is alone."""
+        """The group's parameters with a gradient, bucketed for ``_compute_many``: with
+        ``batched``, parameters of one state dtype, device and step count share a bucket when
+        they all use the diagonal scheme (elementwise: their entries are concatenated), or
+        when they are Kronecker parameters of cost at most ``BATCH_MAX_COST`` that
+        ``_pad_buckets`` groups (one shape, or small shapes padded to the largest); every
+        other parameter is alone."""
         buckets: dict[Any, list[Tensor]] = {}
+        small: dict[Any, list[Tensor]] = {}
         for p in group["params"]:
             if p.grad is None:
                 continue
             pre = self._preconditioner(group, p)
             key: Any = id(p)
-            if group["batched"] and (
-                pre.kind == "diagonal" or param_cost(p.shape, group) <= BATCH_MAX_COST
-            ):
+            if group["batched"]:
                 state = self.state[p]
                 step = int(state["step"]) if state else 0
-                shape = pre.shape if pre.kind == "kronecker" else "diagonal"
-                key = (shape, self._state_dtype(group, p), p.device, step)
+                key = ("diagonal", self._state_dtype(group, p), p.device, step)
+                if pre.kind == "kronecker":
+                    if param_cost(p.shape, group) <= BATCH_MAX_COST:
+                        small.setdefault(key[1:], []).append(p)
+                        continue
+                    key = id(p)
             buckets.setdefault(key, []).append(p)
-        return list(buckets.values())
+        out = list(buckets.values())
+        for params in small.values():
+            out.extend(_pad_buckets(params, [self._preconditioner(group, p).shape for p in params]))
+        return out
 
     def _batched_preconditioner(self, group: dict[str, Any], params: list[Tensor]) -> Any:
         """The preconditioner of a bucket (cached): ``batch=k`` Kronecker factors for k
-        same-shaped parameters, or the diagonal scheme over their concatenated entries."""
+        parameters (padded to the largest sides when their shapes differ), or the diagonal
+        scheme over their concatenated entries."""
         p, k = params[0], len(params)
         state_dtype = self._state_dtype(group, p)
         single = self._preconditioner(group, p)
-        size = k if single.kind == "kronecker" else tuple(q.numel() for q in params)
+        if single.kind == "kronecker":
+            size: Any = tuple(self._preconditioner(group, q).shape for q in params)
+        else:
+            size = tuple(q.numel() for q in params)
         key = (self.param_groups.index(group), single.kind, single.shape, state_dtype, size)
         pre = self._batched.get(key)
         if pre is None:
             pre = make_preconditioner(p, state_dtype, group, batch=k, sizes=size)
             self._batched[key] = pre
         return pre
+
+
+def _pad_buckets(params: list[Tensor], shapes: list[tuple[int, int]]) -> list[list[Tensor]]:
+    """Kronecker parameters (Kronecker shapes ``shapes``) grouped into buckets.
+
+    Parameters of one shape stay together. Shapes in decreasing cost join the first bucket
+    in which the padding costs at most ``PAD_OVERHEAD_COST`` per member beyond the first,
+
+        k cost(max a_i, max b_i) - sum_i cost(a_i, b_i) <= (k - 1) PAD_OVERHEAD_COST
+
+    (``cost = a^3 + b^3 + ab(a + b)``, ``k`` members with them), else start one: padding is
+    paid in products, and each member saves the fixed per-call cost of its own update."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(shapes):
+        by_shape.setdefault(tuple(s), []).append(i)
+    order = sorted(by_shape, key=lambda s: -kronecker_cost(*s))
+    groups: list[tuple[list[int], list[int]]] = []  # (members, [max a, max b, sum of costs])
+    for a, b in order:
+        new = by_shape[(a, b)]
+        for members, acc in groups:
+            A, B = max(acc[0], a), max(acc[1], b)
+            own = acc[2] + len(new) * kronecker_cost(a, b)
+            k = len(members) + len(new)
+            if k * kronecker_cost(A, B) - own <= (k - 1) * PAD_OVERHEAD_COST:
+                members.extend(new)
+                acc[:] = [A, B, own]
+                break
+        else:
+            groups.append((list(new), [a, b, len(new) * kronecker_cost(a, b)]))
+    return [[params[i] for i in sorted(members)] for members, _ in groups]

@@ -1,0 +1,93 @@
+"""Padded batches of ``KroneckerSpectralSPD``: ``k`` matrices of different shapes in one batch.
+
+Element ``i`` of a manifold built with ``batch=k, sizes=[(a_1, b_1), ...]`` is an
+``(a_i, b_i)`` Kronecker point embedded in the manifold's ``(a, b)`` with identity padding:
+
+    B_l = Diag(B_l^true, I),   d_l = (d_l^true, 1, ..., 1),   G = [[G^true, 0], [0, 0]].
+
+The GOP step (``closed_form_step``) then keeps the padding exactly and computes the true
+block's step of the unpadded manifold, to rounding:
+
+* ``Z = B_L^T G B_R`` and ``W_l`` vanish outside the true block (zero rows and columns of
+  ``G``), so every padded rotation coordinate ``M_ij`` is 0 and each factor's Cayley map is
+  ``Diag(C^true, I)``, exactly; ``rho = ||N^4||_F^(1/4)`` is that of the true block;
+* what depends on the true sizes is taken from this layout: ``kappa_L = b_i`` and
+  ``kappa_R = a_i`` per element, the damping trace ``tr(S_other^-1)`` over the true entries,
+  and the determinant normalisation's means of ``log d`` over the true entries (the padding
+  is then reset to 1). (The Neumann argument's Frobenius pre-clip to ``max_norm sqrt(n)``
+  uses the padded ``n``; it changes nothing but rounding: the rescaling to
+  ``||N^4||_F^(1/4) = max_norm`` that follows it is the same with either bound, since
+  ``||N||_2 >= ||N||_F / sqrt(rank N)``.)
+
+Point checks, ``apply_power_matrix``, ``to_eigenbasis`` and the Newton-Schulz polar step need
+nothing: they map the padding to itself (``d = 1``, ``B = I``, zero gradient blocks). This is
+what lets ``SpectralKron`` update many small layers of different shapes with one set of
+batched products, whose per-call overhead dominates small layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["KroneckerPadding"]
+
+
+class KroneckerPadding:
+    """The true sizes of the elements of a padded batch (see the module docstring).
+
+    ``mask_L`` (k, a) and ``mask_R`` (k, b): 1 on the true entries, 0 on the padding (in the
+    manifold's dtype); ``size_L = (a_i)`` and ``size_R = (b_i)`` (k,) in at least float32
+    (bfloat16 has no exact integers above 256).
+    """
+
+    def __init__(
+        self, sizes: Sequence[tuple[int, int]], a: int, b: int, dtype: torch.dtype, device: Any
+    ) -> None:
+        self.sizes = tuple((int(ai), int(bi)) for ai, bi in sizes)
+        rows = torch.tensor([s[0] for s in self.sizes], device=device)
+        cols = torch.tensor([s[1] for s in self.sizes], device=device)
+        self.mask_L = (torch.arange(a, device=device) < rows[:, None]).to(dtype)
+        self.mask_R = (torch.arange(b, device=device) < cols[:, None]).to(dtype)
+        wide = torch.float32 if torch.finfo(dtype).bits <= 16 else dtype
+        self.size_L, self.size_R = rows.to(wide), cols.to(wide)
+
+    def trace_inverse(self, d: Tensor, side: str) -> Tensor:
+        """``sum_j 1 / d_j`` over the true entries of one factor (``side``: "L" or "R")."""
+        return d.reciprocal().mul_(self._mask(side)).sum(-1)
+
+    def mean_log(self, d: Tensor, side: str) -> Tensor:
+        """``mean(log d)`` over the true entries (``d``: (k, n), any floating dtype)."""
+        mask = self._mask(side).to(d.dtype)
+        return torch.log(d).mul_(mask).sum(-1) / self._size(side).to(d.dtype)
+
+    def reset(self, d: Tensor, side: str) -> Tensor:
+        """``d`` with the padding set to 1."""
+        return torch.where(self._mask(side).bool(), d, torch.ones((), dtype=d.dtype))
+
+    def _mask(self, side: str) -> Tensor:
+        return self.mask_L if side == "L" else self.mask_R
+
+    def _size(self, side: str) -> Tensor:
+        return self.size_L if side == "L" else self.size_R
+
+
+def check_sizes(sizes: Any, a: int, b: int, batch: int | None) -> tuple[tuple[int, int], ...]:
+    """``sizes`` as a tuple of ``batch`` pairs ``(a_i, b_i)`` with ``1 <= a_i <= a`` and
+    ``1 <= b_i <= b``; ``ValueError`` naming ``sizes`` otherwise."""
+    if batch is None:
+        raise ValueError("sizes: needs batch=k (one (a_i, b_i) per element)")
+    try:
+        pairs = tuple((int(s[0]), int(s[1])) for s in sizes)
+        ok = all(len(s) == 2 for s in sizes)
+    except (TypeError, ValueError, IndexError):
+        ok = False
+    if not ok or len(pairs) != batch:
+        raise ValueError(f"sizes: expected {batch} pairs (a_i, b_i), got {sizes!r}")
+    bad = [s for s in pairs if not (1 <= s[0] <= a and 1 <= s[1] <= b)]
+    if bad:
+        raise ValueError(f"sizes: every (a_i, b_i) must lie in [1, {a}] x [1, {b}], got {bad[0]}")
+    return pairs
