@@ -17,7 +17,7 @@ import manifold_spectral as ms
 from manifold_spectral.gaussian import GOP, Gaussian, Rotated
 from manifold_spectral.manifolds import KroneckerSpectralPoint, SpectralPoint
 from manifold_spectral.optim import SpectralKron
-from manifold_spectral.optim.updates import PAD_OVERHEAD_COST, _pad_buckets
+from manifold_spectral.optim.updates import PAD_OVERHEAD_COST, _pad_buckets, pad_overhead_cost
 
 torch.set_num_threads(1)
 
@@ -145,6 +145,12 @@ def test_pad_buckets_rule():
     assert sorted(map(len, groups([(8, 8), (100, 100)]))) == [1, 1]
     # Equal large shapes always share, and never take a padded small one.
     assert groups([(200, 200), (8, 8), (200, 200)]) == [[(200, 200), (200, 200)], [(8, 8)]]
+    # bfloat16 on a CPU: (32, 32) + (8, 8) pad (2 * 4 * 32^3 - 4 * 32^3 - 4 * 8^3 <= 4 * 32^3),
+    # (48, 48) + (8, 8) do not.
+    low = pad_overhead_cost(torch.bfloat16, torch.device("cpu"))
+    assert low == 4 * 32**3 and pad_overhead_cost(torch.float32, torch.device("cpu")) == 4 * 96**3
+    assert len(_pad_buckets([0, 1], [(8, 8), (32, 32)], low)) == 1
+    assert len(_pad_buckets([0, 1], [(8, 8), (48, 48)], low)) == 2
     # A kernel and its transpose pad to (72, 72): 2 * 4 * 72^3 - 2 * 478720 <= 4 * 96^3; then
     # (8, 9): 3 * 4 * 72^3 - (2 * 478720 + 2465) <= 2 * 4 * 96^3.
     assert groups([(8, 9), (16, 72), (72, 16)]) == [[(8, 9), (16, 72), (72, 16)]]

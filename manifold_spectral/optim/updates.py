@@ -34,9 +34,20 @@ BATCH_MAX_COST = 4 * 256**3
 
 #: The fixed per-call cost of one (batched) Kronecker update in units of ``param_cost``:
 #: about 260 tensor operations whatever the size, as long as the products of a 96 x 96 layer
-#: on a CPU core; ``_pad_buckets`` pads small layers of different shapes into one bucket while
-#: the padding costs less than the calls it saves (``benchmarks/bench_optim_batched.py``).
+#: on a CPU core in float32; ``_pad_buckets`` pads small layers of different shapes into one
+#: bucket while the padding costs less than the calls it saves
+#: (``benchmarks/bench_optim_batched.py``). A CPU without 16-bit matrix units runs bfloat16
+#: products about 20 times slower than float32 ones, so a 16-bit state on a CPU pads only
+#: within the products of a 32 x 32 layer (``pad_overhead_cost``).
 PAD_OVERHEAD_COST = 4 * 96**3
+PAD_OVERHEAD_COST_CPU_16BIT = 4 * 32**3
+
+
+def pad_overhead_cost(dtype: torch.dtype, device: torch.device) -> int:
+    """``PAD_OVERHEAD_COST``, or its 16-bit CPU value (see there)."""
+    if device.type == "cpu" and torch.finfo(dtype).bits <= 16:
+        return PAD_OVERHEAD_COST_CPU_16BIT
+    return PAD_OVERHEAD_COST
 
 
 class UpdateMixin:
@@ -240,7 +251,9 @@ class UpdateMixin:
             buckets.setdefault(key, []).append(p)
         out = list(buckets.values())
         for params in small.values():
-            out.extend(_pad_buckets(params, [self._preconditioner(group, p).shape for p in params]))
+            shapes = [self._preconditioner(group, p).shape for p in params]
+            bound = pad_overhead_cost(self._state_dtype(group, params[0]), params[0].device)
+            out.extend(_pad_buckets(params, shapes, bound))
         return out
 
     def _batched_preconditioner(self, group: dict[str, Any], params: list[Tensor]) -> Any:
@@ -262,13 +275,16 @@ class UpdateMixin:
         return pre
 
 
-def _pad_buckets(params: list[Tensor], shapes: list[tuple[int, int]]) -> list[list[Tensor]]:
+def _pad_buckets(
+    params: list[Tensor], shapes: list[tuple[int, int]], bound: int = PAD_OVERHEAD_COST
+) -> list[list[Tensor]]:
     """Kronecker parameters (Kronecker shapes ``shapes``) grouped into buckets.
 
     Parameters of one shape stay together. Shapes in decreasing cost join the first bucket
-    in which the padding costs at most ``PAD_OVERHEAD_COST`` per member beyond the first,
+    in which the padding costs at most ``bound`` (``pad_overhead_cost``) per member beyond
+    the first,
 
-        k cost(max a_i, max b_i) - sum_i cost(a_i, b_i) <= (k - 1) PAD_OVERHEAD_COST
+        k cost(max a_i, max b_i) - sum_i cost(a_i, b_i) <= (k - 1) bound
 
     (``cost = a^3 + b^3 + ab(a + b)``, ``k`` members with them), else start one: padding is
     paid in products, and each member saves the fixed per-call cost of its own update."""
@@ -283,7 +299,7 @@ def _pad_buckets(params: list[Tensor], shapes: list[tuple[int, int]]) -> list[li
             A, B = max(acc[0], a), max(acc[1], b)
             own = acc[2] + len(new) * kronecker_cost(a, b)
             k = len(members) + len(new)
-            if k * kronecker_cost(A, B) - own <= (k - 1) * PAD_OVERHEAD_COST:
+            if k * kronecker_cost(A, B) - own <= (k - 1) * bound:
                 members.extend(new)
                 acc[:] = [A, B, own]
                 break
