@@ -107,9 +107,7 @@ def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
     out["ddp_rank_deficient"] = flat(deficient.parameters())
 
     plain = DDP(make_model())
-    # batched=False: each parameter alone, as the sharded step computes it (bit for bit);
-    # the default pads the two matrices into one bucket, equal to rounding (test_ddp_...).
-    opt = SpectralKron(plain.parameters(), **OPTS, batched=False)
+    opt = SpectralKron(plain.parameters(), **OPTS)
     train(plain, opt, Xr, Yr, STEPS)
     out["ddp"] = flat(plain.parameters())
     out["ddp_state"] = copy.deepcopy(opt.state_dict()["state"])
@@ -137,8 +135,6 @@ def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
         m = DDP(m)
         o = SpectralKron(m.parameters(), **OPTS, shard=shard)
         o.load_state_dict(sd)
-        for g in o.param_groups:  # each parameter alone, as the sharded step (bit for bit)
-            g["batched"] = False
         train(m, o, Xr, Yr, STEPS - 2)
         out[name] = flat(m.parameters())
     try:
@@ -168,7 +164,7 @@ def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
         def broken(*args: Any) -> Any:
             raise FloatingPointError("injected failure")
 
-        sopt.compute_update = broken  # type: ignore[method-assign]
+        sopt._compute_many = broken  # type: ignore[method-assign]
     try:
         sopt.step()
     except FloatingPointError as e:
@@ -304,8 +300,9 @@ def test_sharded_equals_unsharded_bitwise_with_disjoint_state(ranks):
     owned = [set(r["owned"]) for r in ranks]
     assert owned[0] and owned[1] and not owned[0] & owned[1]
     assert owned[0] | owned[1] == set(range(6))
-    # The largest matrix (5 x 6) alone on one rank, the rest on the other.
-    assert {frozenset(o) for o in owned} == {frozenset({0}), frozenset({1, 2, 3, 4, 5})}
+    # The two matrices (5 x 6, 3 x 5) form one padded bucket, which has one owner (so that it
+    # computes the bucket as the unsharded step does); the four vectors go to the other rank.
+    assert {frozenset(o) for o in owned} == {frozenset({0, 2}), frozenset({1, 3, 4, 5})}
     for r in ranks:
         full, ref = r["consolidated"], r["ddp_state"]
         assert full.keys() == ref.keys()

@@ -6,7 +6,8 @@ the update a single process would compute from the global batch.
 
 Sharding (``shard=True``, ZeRO-1 style, as Distributed Shampoo): every parameter has one owner
 rank, chosen once and identically on every rank by a greedy largest-first balance of the
-preconditioner cost (``param_cost``, ``assign_owners``). A step then
+preconditioner cost (``param_cost``, ``assign_owners``) over units that share an owner (the
+Kronecker buckets of ``batched``). A step then
 
 1. computes, on each rank, the updates of the parameters it owns, and keeps their state only;
 2. all-reduces one small integer vector (gradient presence, non-finite gradients, failed
@@ -14,8 +15,8 @@ preconditioner cost (``param_cost``, ``assign_owners``). A step then
    anything is written: a step stays all-or-nothing;
 3. all-gathers the updates, already cast to the parameter dtype as the unsharded step casts
    them, as raw bytes (one buffer per rank, one collective for every dtype): the result is the
-   unsharded run's with ``batched=False`` bit for bit (each parameter is computed alone; the
-   unsharded default's padded buckets of different shapes agree with it to rounding);
+   unsharded run's bit for bit, because an owner computes whole buckets (``batched``) as the
+   unsharded step does: the owners are assigned per bucket (``SpectralKron._owner_units``);
 4. applies weight decay and every update on every rank.
 
 ``DTensor`` parameters (FSDP2's ``fully_shard``): a Kronecker factor needs the whole gradient
@@ -27,7 +28,7 @@ rank or, with ``shard=True``, by the owner only; each rank then adds its own sli
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -84,13 +85,25 @@ class Sharding:
         self.owners: dict[Tensor, int] = {}
         self.loads = [0] * self.world
 
-    def assign(self, param_groups: list[dict[str, Any]]) -> None:
+    def assign(
+        self,
+        param_groups: list[dict[str, Any]],
+        units_of: Callable[[dict[str, Any], list[Tensor]], list[list[Tensor]]] | None = None,
+    ) -> None:
         """Give an owner to every parameter that has none yet (all of them at construction,
-        the new ones after ``add_param_group``)."""
-        new = [(p, g) for g in param_groups for p in g["params"] if p not in self.owners]
-        costs = [param_cost(p.shape, g) for p, g in new]
+        the new ones after ``add_param_group``). ``units_of(group, params)`` splits a group's
+        new parameters into units that share one owner (``SpectralKron._owner_units``: the
+        batched buckets); default: each parameter alone."""
+        units: list[list[Tensor]] = []
+        costs: list[int] = []
+        for g in param_groups:
+            new = [p for p in g["params"] if p not in self.owners]
+            for unit in units_of(g, new) if units_of is not None else [[p] for p in new]:
+                units.append(unit)
+                costs.append(sum(param_cost(p.shape, g) for p in unit))
         owners, self.loads = assign_owners(costs, self.world, self.loads)
-        self.owners.update({p: r for (p, _), r in zip(new, owners, strict=True)})
+        for unit, r in zip(units, owners, strict=True):
+            self.owners.update({p: r for p in unit})
 
     def owns(self, p: Tensor) -> bool:
         return self.owners[p] == self.rank
@@ -178,7 +191,9 @@ def step(opt: Any) -> bool:
     results: dict[int, tuple[dict[str, Any], Tensor]] = {}
     errors: dict[int, BaseException] = {}
     doomed = False  # a non-finite gradient was seen: the step will not be taken
-    for i, (group, p) in enumerate(zip(groups, params, strict=True)):
+    mine: dict[int, list[int]] = {}  # group index -> this rank's parameters with a gradient
+    grads: dict[int, Tensor] = {}
+    for i, p in enumerate(params):
         grad, (gi, pi) = p.grad, where[i]
         if grad is None:
             continue
@@ -192,19 +207,30 @@ def step(opt: Any) -> bool:
         if not bool(torch.isfinite(grad).all()):
             flags[n + i] = 1
             doomed = True
+        mine.setdefault(gi, []).append(i)
+        grads[i] = grad
+    index = {id(p): i for i, p in enumerate(params)}
+    for gi, idxs in mine.items():
         if doomed:
-            continue
-        try:
-            new_state, u = opt.compute_update(group, p, grad)
-        except NonFiniteUpdate:
-            flags[3 * n + i] = 1  # the step is skipped on every rank
-            continue
-        except Exception as e:  # noqa: BLE001 - re-raised below, once every rank knows
-            # Raising now would leave the other ranks waiting in the all-reduce.
-            flags[2 * n + i] = 1
-            errors[i] = e
-            continue
-        results[i] = (new_state, u.reshape(-1).to(p.dtype))
+            break
+        group = opt.param_groups[gi]
+        # The unsharded step's buckets (an owner holds whole buckets: ``_owner_units``).
+        for bucket in opt._buckets(group, [params[i] for i in idxs]):
+            ids = [index[id(p)] for p in bucket]
+            try:
+                out = opt._compute_many(group, bucket, [grads[i] for i in ids])
+            except NonFiniteUpdate:
+                for i in ids:
+                    flags[3 * n + i] = 1  # the step is skipped on every rank
+                continue
+            except Exception as e:  # noqa: BLE001 - re-raised below, once every rank knows
+                # Raising now would leave the other ranks waiting in the all-reduce.
+                for i in ids:
+                    flags[2 * n + i] = 1
+                    errors[i] = e
+                continue
+            for i, (new_state, u) in zip(ids, out, strict=True):
+                results[i] = (new_state, u.reshape(-1).to(params[i].dtype))
     # Sharded or DTensor parameters: the process group is initialised.
     pg = sharding.group if sharding else opt.process_group
     world = dist.get_world_size(pg)

@@ -136,8 +136,8 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
             one), which alone computes its update and keeps its state; the updates are then
             all-gathered and every rank applies all of them. Needs an initialised
             ``torch.distributed`` and the same gradients on every rank (DDP, FSDP2). The
-            parameters equal the unsharded run's bit for bit (with ``batched=False``; to
-            rounding with padded buckets); compute and state per rank fall
+            parameters equal the unsharded run's bit for bit (the owners hold whole buckets);
+            compute and state per rank fall
             roughly as ``1 / world_size``. ``state_dict()`` is this rank's shard (resume with
             the same world size); ``consolidated_state_dict()`` gathers the whole state.
         process_group: the ranks that share the work (default: the whole world). Also used
@@ -222,7 +222,7 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
         self._batched: dict[Any, Any] = {}
         if shard:
             self._sharding = distributed.Sharding(process_group)
-            self._sharding.assign(self.param_groups)
+            self._sharding.assign(self.param_groups, self._owner_units)
 
     @staticmethod
     def param_groups(model: torch.nn.Module, **diagonal_options: Any) -> list[dict[str, Any]]:
@@ -258,7 +258,7 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
         if getattr(self, "_sharding", None) is not None:
-            self._sharding.assign(self.param_groups)
+            self._sharding.assign(self.param_groups, self._owner_units)
 
     def _check_grads(self) -> bool:
         grads = []

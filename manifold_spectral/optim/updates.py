@@ -225,22 +225,24 @@ class UpdateMixin:
         """Curvature steps that failed for a finite gradient (previous curvature kept)."""
         return sum(st.get("curvature_rejections", 0) for st in self.state.values())
 
-    def _buckets(self, group: dict[str, Any]) -> list[list[Tensor]]:
-        """The group's parameters with a gradient, bucketed for ``_compute_many``: with
-        ``batched``, parameters of one state dtype, device and step count share a bucket when
-        they all use the diagonal scheme (elementwise: their entries are concatenated), or
-        when they are Kronecker parameters of cost at most ``BATCH_MAX_COST`` that
-        ``_pad_buckets`` groups (one shape, or small shapes padded to the largest); every
-        other parameter is alone."""
+    def _buckets(
+        self, group: dict[str, Any], params: list[Tensor] | None = None
+    ) -> list[list[Tensor]]:
+        """``params`` (default: the group's parameters with a gradient), bucketed for
+        ``_compute_many``: with ``batched``, parameters of one state dtype, device and step
+        count share a bucket when they all use the diagonal scheme (elementwise: their
+        entries are concatenated), or when they are Kronecker parameters of cost at most
+        ``BATCH_MAX_COST`` that ``_pad_buckets`` groups (one shape, or small shapes padded to
+        the largest); every other parameter is alone."""
         buckets: dict[Any, list[Tensor]] = {}
         small: dict[Any, list[Tensor]] = {}
-        for p in group["params"]:
-            if p.grad is None:
-                continue
+        if params is None:
+            params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
             pre = self._preconditioner(group, p)
             key: Any = id(p)
             if group["batched"]:
-                state = self.state[p]
+                state = self.state.get(p)  # not self.state[p]: that would add an entry
                 step = int(state["step"]) if state else 0
                 key = ("diagonal", self._state_dtype(group, p), p.device, step)
                 if pre.kind == "kronecker":
@@ -255,6 +257,22 @@ class UpdateMixin:
             bound = pad_overhead_cost(self._state_dtype(group, params[0]), params[0].device)
             out.extend(_pad_buckets(params, shapes, bound))
         return out
+
+    def _owner_units(self, group: dict[str, Any], params: list[Tensor]) -> list[list[Tensor]]:
+        """``params`` of ``group`` as the units that ``shard=True`` gives one owner each: the
+        Kronecker buckets ``_buckets`` forms from them (so that an owner computes a bucket
+        exactly as the unsharded step does), every other parameter alone (the diagonal
+        scheme is elementwise: any split of its buckets gives the same bits)."""
+        units = [[p] for p in params]
+        if group["batched"]:
+            kron = [
+                b
+                for b in self._buckets(group, params)
+                if self._preconditioner(group, b[0]).kind == "kronecker"
+            ]
+            ids = {id(p) for b in kron for p in b}
+            units = kron + [[p] for p in params if id(p) not in ids]
+        return units
 
     def _batched_preconditioner(self, group: dict[str, Any], params: list[Tensor]) -> Any:
         """The preconditioner of a bucket (cached): ``batch=k`` Kronecker factors for k
