@@ -23,7 +23,12 @@ the elementwise optimizer and against the other Kronecker one. The parameters of
 settings agree to rounding
 (``tests/test_optim.py::test_batched_buckets_equal_separate_updates``).
 
-Run:  python benchmarks/bench_optim_batched.py [--sizes 32 64] [--no-stack] [--no-write]
+A second table measures what ``updates.PAD_OVERHEAD_COST`` rests on: groups of small layers
+of different shapes updated separately (``batched=False``) and forced into one padded
+bucket, against the padding's cost in ``param_cost`` units per member beyond the first.
+
+Run:  python benchmarks/bench_optim_batched.py [--sizes 32 64] [--no-stack] [--no-mixed]
+      [--no-pairs] [--no-write]
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sy
 from pytorch_optimizer import SOAP
 from torch import nn
 
-from manifold_spectral.optim import SpectralKron
+from manifold_spectral.optim import SpectralKron, updates
+from manifold_spectral.optim.preconditioners import kronecker_cost
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- optim-batched:start -->", "<!-- optim-batched:end -->"
@@ -91,6 +97,68 @@ def bench(name: int | str) -> dict[str, float]:
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
+#: Groups of Kronecker shapes for the padding table.
+PAIRS = [
+    [(64, 32), (32, 32)],
+    [(16, 72), (8, 9)],
+    [(64, 64), (32, 32)],
+    [(96, 32), (32, 32)],
+    [(96, 32), (64, 32), (32, 64), (32, 32)],
+    [(128, 64), (64, 64)],
+    [(96, 96), (32, 32)],
+    [(128, 128), (32, 32)],
+]
+
+
+def bench_padding(shapes: list[tuple[int, int]], repeats: int = 60) -> tuple[float, float, float]:
+    """(padding per extra member in param_cost units, separate ms, padded ms): fp32, every
+    step a curvature update, the two settings interleaved."""
+    torch.manual_seed(0)
+    opts = {}
+    for batched in (False, True):
+        ps = [nn.Parameter(torch.randn(s) / 8) for s in shapes]
+        opts[batched] = SpectralKron(ps, lr=1e-3, batched=batched)
+    gen = torch.Generator().manual_seed(1)
+    grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(4)]
+    times: dict[bool, list[float]] = {False: [], True: []}
+    saved = updates.PAD_OVERHEAD_COST
+    updates.PAD_OVERHEAD_COST = 10**15  # force one padded bucket
+    try:
+        for r in range(WARMUP + repeats):
+            for batched, opt in opts.items():
+                for p, g in zip(opt.param_groups[0]["params"], grads[r % 4], strict=True):
+                    p.grad = g
+                t = time.perf_counter()
+                opt.step()
+                if r >= WARMUP:
+                    times[batched].append(time.perf_counter() - t)
+    finally:
+        updates.PAD_OVERHEAD_COST = saved
+    A, B = max(s[0] for s in shapes), max(s[1] for s in shapes)
+    extra = len(shapes) * kronecker_cost(A, B) - sum(kronecker_cost(*s) for s in shapes)
+    sep, pad = (1e3 * statistics.median(times[b]) for b in (False, True))
+    return extra / (len(shapes) - 1), sep, pad
+
+
+def padding_table() -> str:
+    rows = [
+        "| layers | padding per extra member (param_cost) | separate ms | one padded bucket ms "
+        "| saved per extra member ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for shapes in PAIRS:
+        extra, sep, pad = bench_padding(shapes)
+        names = ", ".join(f"{a}x{b}" for a, b in shapes)
+        saved = (sep - pad) / (len(shapes) - 1)
+        rows.append(f"| {names} | {extra / 1e6:.2f}e6 | {sep:.2f} | {pad:.2f} | {saved:.2f} |")
+    bound = updates.PAD_OVERHEAD_COST
+    rows.append(
+        f"\nThe bound `PAD_OVERHEAD_COST` = {bound / 1e6:.2f}e6: a bucket takes a member while "
+        "its padding per member stays below it."
+    )
+    return "\n".join(rows)
+
+
 def table(results: dict[int | str, dict[str, float]]) -> str:
     rows = [
         "| workload | AdamW ms | SOAP ms | fp32 separate ms | fp32 batched ms | batched / separate "
@@ -116,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--no-stack", dest="stack", action="store_false")
     parser.add_argument("--no-mixed", dest="mixed", action="store_false")
+    parser.add_argument("--no-pairs", dest="pairs", action="store_false")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
     args = parser.parse_args(argv)
@@ -135,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         "update), median over interleaved repeats; ratios < 1: batching is faster."
     )
     block = f"{header}\n\n{table(results)}"
+    if args.pairs:
+        block += "\n\nPadding (float32 state, one thread; ms per step):\n\n" + padding_table()
     print(block)
     if not args.no_write:
         replace_between(README, START, END, block)

@@ -134,25 +134,25 @@ def test_padded_manifold_rejects_bad_sizes_and_unpadded_paths():
 def test_pad_buckets_rule():
     """Equal shapes share a bucket; different ones while the padding costs at most
     ``PAD_OVERHEAD_COST`` per extra member (hand-computed costs a^3 + b^3 + ab(a + b))."""
-    assert PAD_OVERHEAD_COST == 4 * 96**3
+    assert PAD_OVERHEAD_COST == 4 * 80**3
 
     def groups(shapes):
         return [[shapes[i] for i in g] for g in _pad_buckets(list(range(len(shapes))), shapes)]
 
-    # (96, 96) + (8, 8): 2 * 4 * 96^3 - 4 * 96^3 - 4 * 8^3 <= 4 * 96^3: one bucket.
-    assert groups([(8, 8), (96, 96)]) == [[(8, 8), (96, 96)]]
-    # (100, 100) + (8, 8): 4 * 100^3 - 2048 > 4 * 96^3: two.
-    assert sorted(map(len, groups([(8, 8), (100, 100)]))) == [1, 1]
+    # (80, 80) + (8, 8): 2 * 4 * 80^3 - 4 * 80^3 - 4 * 8^3 <= 4 * 80^3: one bucket.
+    assert groups([(8, 8), (80, 80)]) == [[(8, 8), (80, 80)]]
+    # (84, 84) + (8, 8): 4 * 84^3 - 2048 > 4 * 80^3: two.
+    assert sorted(map(len, groups([(8, 8), (84, 84)]))) == [1, 1]
     # Equal large shapes always share, and never take a padded small one.
     assert groups([(200, 200), (8, 8), (200, 200)]) == [[(200, 200), (200, 200)], [(8, 8)]]
     # bfloat16 on a CPU: (32, 32) + (8, 8) pad (2 * 4 * 32^3 - 4 * 32^3 - 4 * 8^3 <= 4 * 32^3),
     # (48, 48) + (8, 8) do not.
     low = pad_overhead_cost(torch.bfloat16, torch.device("cpu"))
-    assert low == 4 * 32**3 and pad_overhead_cost(torch.float32, torch.device("cpu")) == 4 * 96**3
+    assert low == 4 * 32**3 and pad_overhead_cost(torch.float32, torch.device("cpu")) == 4 * 80**3
     assert len(_pad_buckets([0, 1], [(8, 8), (32, 32)], low)) == 1
     assert len(_pad_buckets([0, 1], [(8, 8), (48, 48)], low)) == 2
-    # A kernel and its transpose pad to (72, 72): 2 * 4 * 72^3 - 2 * 478720 <= 4 * 96^3; then
-    # (8, 9): 3 * 4 * 72^3 - (2 * 478720 + 2465) <= 2 * 4 * 96^3.
+    # A kernel and its transpose pad to (72, 72): 2 * 4 * 72^3 - 2 * 478720 <= 4 * 80^3; then
+    # (8, 9): 3 * 4 * 72^3 - (2 * 478720 + 2465) <= 2 * 4 * 80^3.
     assert groups([(8, 9), (16, 72), (72, 16)]) == [[(8, 9), (16, 72), (72, 16)]]
 
 
