@@ -173,8 +173,13 @@ def models():
 
 @pytest.mark.parametrize(
     "kw",
-    [{}, {"eigenvalue_correction": False, "root": 1.0}, {"state_dtype": torch.float32}],
-    ids=["defaults", "paper", "float32-state"],
+    [
+        {},
+        {"eigenvalue_correction": False, "root": 1.0},
+        {"state_dtype": torch.float32},
+        {"state_dtype": torch.bfloat16},
+    ],
+    ids=["defaults", "paper", "float32-state", "bfloat16-state"],
 )
 def test_padded_bucket_equals_separate_updates(kw):
     """Twelve steps on a batch of 4 (rank-deficient layers): the padded bucket's parameters
@@ -196,7 +201,10 @@ def test_padded_bucket_equals_separate_updates(kw):
         runs.append((model, opt))
     (m1, o1), (m0, _), (me, _) = runs
     shapes = [[tuple(p.shape) for p in b] for b in o1._buckets(o1.param_groups[0])]
-    assert [(8, 1, 3, 3), (6, 8, 3, 3), (7, 96), (3, 7)] in shapes
+    if kw.get("state_dtype") == torch.bfloat16:  # on a CPU only the two smallest pad together
+        assert [(8, 1, 3, 3), (3, 7)] in shapes
+    else:
+        assert [(8, 1, 3, 3), (6, 8, 3, 3), (7, 96), (3, 7)] in shapes
 
     def dist(ma, mb):
         pairs = zip(ma.parameters(), mb.parameters(), strict=True)
