@@ -7,13 +7,15 @@ For a weight matrix ``W`` (a x b) and row-major ``vec`` (torch's ``flatten``),
 
 The chart, the Fisher-Rao metric and the retraction are those of paper Claim 6; they live
 in ``kronecker_chart`` (chart, ``retr``, free coordinates) and ``kronecker_metric`` (metric
-blocks, gradients, curvature in the eigenbasis), the tensor trees in ``kronecker_points``.
-This module holds the manifold class that combines them (points, conversions from and to
-matrices, checks), and every public name of the four.
+blocks, gradients, curvature in the eigenbasis), the GOP step in closed form in
+``kronecker_gop``, the dense conversions from and to matrices in ``kronecker_dense``, the
+tensor trees in ``kronecker_points``. This module holds the manifold class that combines
+them (points, the eigenbasis maps, checks), and every public name of them.
 
 With ``batch=k`` the manifold holds ``k`` such matrices of the same shape (e.g. ``k``
 same-shaped layers) and updates them with one set of batched products: every tensor below
-gains a leading dimension of size ``k`` and every formula acts per element.
+gains a leading dimension of size ``k`` and every formula acts per element; with
+``sizes`` too, ``k`` matrices of different shapes padded to one (``kronecker_padding``).
 """
 
 from __future__ import annotations
@@ -24,18 +26,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import NEUMANN_MAX_NORM, nearest_kronecker_factors, sym
-from ..validation import resolve_device, symmetric_matrix
+from ..linalg import NEUMANN_MAX_NORM
+from ..validation import resolve_device
 from .base import (
     SpectralManifold,
     check_batch,
-    check_positive,
     check_real,
     check_size,
     check_tensor,
 )
-from .checks import check_log_scale, check_positive_definite, det_tol, value_range
+from .checks import check_log_scale, det_tol, value_range
 from .kronecker_chart import KroneckerChartMixin
+from .kronecker_dense import KroneckerDenseMixin
 from .kronecker_gop import KroneckerGOPStepMixin
 from .kronecker_metric import KroneckerMetricMixin, sum_zero_metric, sum_zero_metric_inverse
 from .kronecker_padding import KroneckerPadding, check_sizes
@@ -62,7 +64,11 @@ __all__ = [
 
 
 class KroneckerSpectralSPD(
-    KroneckerMetricMixin, KroneckerChartMixin, KroneckerGOPStepMixin, SpectralManifold
+    KroneckerMetricMixin,
+    KroneckerChartMixin,
+    KroneckerGOPStepMixin,
+    KroneckerDenseMixin,
+    SpectralManifold,
 ):
     """Kronecker-structured SPD matrices ``alpha (S_L kron S_R)`` in spectral coordinates.
 
@@ -241,68 +247,6 @@ class KroneckerSpectralSPD(
         return self._representable(
             x, "log_scale", f"log_scale = {log_scale:g} draws alpha in {value_range(alpha)}"
         )
-
-    def from_factors(
-        self, alpha: float | Tensor, left: SpectralPoint, right: SpectralPoint
-    ) -> KroneckerSpectralPoint:
-        """A validated point; raises ``ValueError`` if a factor's determinant is not 1.
-
-        Unbatched only (stack unbatched points with ``KroneckerSpectralPoint.stack``).
-        """
-        self._unbatched_only("from_factors")
-        alpha = check_positive(alpha, "alpha")
-        for name, man, p in (("left", self.left, left), ("right", self.right, right)):
-            man.validate_point(p, name)
-            logdet = float(torch.log(p.d).sum())
-            tol = det_tol(self.dtype, man.n)
-            if abs(logdet) > tol:
-                raise ValueError(
-                    f"{name}: expected det = 1 (sum(log d) = 0), got log det = {logdet:.3e}; "
-                    "use from_kronecker to normalise arbitrary factors"
-                )
-        x = KroneckerSpectralPoint(self._scalar(alpha), left, right)
-        return self._representable(x, "alpha", f"alpha = {alpha:.3e}")
-
-    def from_kronecker(self, S_L: Any, S_R: Any) -> KroneckerSpectralPoint:
-        """The point ``S_L kron S_R`` from two dense SPD factors (one eigh each, init-only)."""
-        self._unbatched_only("from_kronecker")
-        x = self.normalize(
-            self._scalar(1.0),
-            self.left._from_matrix(S_L, "S_L"),
-            self.right._from_matrix(S_R, "S_R"),
-        )
-        return self._representable(x, "S_L, S_R", "their Kronecker product")
-
-    def from_matrix(self, S: Any, *, sym_tol: float | None = None) -> KroneckerSpectralPoint:
-        """Nearest Kronecker product of a dense SPD ``S`` (ab, ab) (Van Loan & Pitsianis, 1993).
-
-        Rearranges ``S[(i,j),(l,k)]`` into ``R[(i,l),(j,k)]`` and takes the leading singular
-        pair (init-only SVD); for SPD ``S`` both factors are SPD up to a common sign.
-        ``S`` itself must be positive definite (one init-only ``eigvalsh``, the rule and message
-        of ``SpectralSPD.from_matrix``): the nearest Kronecker product of an indefinite ``S``
-        can be positive definite, and would hide the error. ``ValueError`` also when the
-        result is not representable in the manifold's dtype.
-        """
-        self._unbatched_only("from_matrix")
-        S64, src_dtype = symmetric_matrix(S, "S", self.a * self.b, sym_tol)
-        check_positive_definite(torch.linalg.eigvalsh(sym(S64)), src_dtype, "S")  # init-only
-        A, Bm, s1 = nearest_kronecker_factors(S64, self.a, self.b, full_matrices=True)
-        x = self.normalize(
-            self._scalar(1.0), self.left.from_matrix(sym(A)), self.right.from_matrix(sym(Bm))
-        )
-        return self._representable(x, "S", f"Kronecker scale {float(s1):.3e}")
-
-    def to_matrix(self, x: KroneckerSpectralPoint) -> Tensor:
-        """Dense ``alpha (S_L kron S_R)`` (ab, ab); for tests and small problems. Unbatched."""
-        self._unbatched_only("to_matrix")
-        return x.alpha * torch.kron(self.left.to_matrix(x.left), self.right.to_matrix(x.right))
-
-    def power(self, x: KroneckerSpectralPoint, r: float) -> Tensor:
-        """Dense ``S^r = alpha^r (S_L^r kron S_R^r)``. Unbatched."""
-        self._unbatched_only("power")
-        self.validate_layout(x)
-        check_real(r, "r")
-        return x.alpha.pow(r) * torch.kron(self.left.power(x.left, r), self.right.power(x.right, r))
 
     def apply_power_matrix(self, x: KroneckerSpectralPoint, G: Tensor, r: float) -> Tensor:
         """``alpha^r S_L^r G S_R^r`` from the factors only; ``G`` of shape (..., a, b)
