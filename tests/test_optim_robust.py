@@ -119,21 +119,23 @@ def test_overflowing_update_skips_the_step_and_counts_it():
     assert opt.skipped_steps == 1 and torch.equal(p, before) and not opt.state[p]
 
 
+@pytest.mark.parametrize("other", [(3, 4), (2, 3)], ids=["same-shape", "padded"])
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("root", [1.0, 2.0])
-def test_overflowing_update_in_a_bucket_skips_the_whole_step(root, batched):
-    """Two same-shaped parameters (one bucket when ``batched``); only the first one's update
-    overflows (gradient 3e38, Nesterov momentum). The whole step is skipped: neither
-    parameter nor any state changes."""
-    ps = [nn.Parameter(torch.ones(3, 4)), nn.Parameter(torch.ones(3, 4))]
+def test_overflowing_update_in_a_bucket_skips_the_whole_step(root, batched, other):
+    """Two parameters (one bucket when ``batched``: same-shaped, or padded to 3 x 4); only the
+    first one's update overflows (gradient 3e38, Nesterov momentum). The whole step is
+    skipped: neither parameter nor any state changes."""
+    ps = [nn.Parameter(torch.ones(3, 4)), nn.Parameter(torch.ones(other))]
     opt = SpectralKron(
         ps, lr=1.0, root=root, warm_start=False, momentum=0.5, nesterov=True, batched=batched
     )
+    assert len(opt._buckets(opt.param_groups[0], ps)) == (1 if batched else 2)
     ps[0].grad = torch.full((3, 4), 3e38)
-    ps[1].grad = torch.ones(3, 4)
+    ps[1].grad = torch.ones(other)
     opt.step()
     assert opt.skipped_steps == 1
-    assert all(torch.equal(p, torch.ones(3, 4)) for p in ps)
+    assert torch.equal(ps[0], torch.ones(3, 4)) and torch.equal(ps[1], torch.ones(other))
     assert not opt.state[ps[0]] and not opt.state[ps[1]]
 
 
