@@ -32,14 +32,14 @@ PRECOND_PREFIX = "pc_"
 #: (``benchmarks/bench_optim_batched.py`` measures both sides of the bound).
 BATCH_MAX_COST = 4 * 256**3
 
-#: What one bucket fewer saves, in units of ``param_cost``: a Kronecker update makes about 260
-#: tensor calls whatever its size, and on a CPU core in float32 the padding of a bucket
-#: costs more than those calls once it adds more than the products of about an 80 x 80
+#: What one bucket fewer saves, in units of ``param_cost``: a Kronecker update makes the same
+#: number of small tensor calls whatever its size, and on a CPU core in float32 padding a
+#: bucket costs more than those calls once it adds more than the products of an 80 x 80
 #: layer per member beyond the first (``benchmarks/bench_optim_batched.py``, "padding"
 #: table: separate vs padded steps of small layers). ``_pad_buckets`` pads within that
-#: bound. A CPU without 16-bit matrix units runs bfloat16 products about 20 times slower
-#: than float32 ones, so a 16-bit state on a CPU pads only within the products of a 32 x 32
-#: layer (``pad_overhead_cost``).
+#: bound. A CPU without 16-bit matrix units runs bfloat16 products many times slower than
+#: float32 ones (the same benchmark's bf16 columns), so a 16-bit state on a CPU pads only
+#: within the products of a 32 x 32 layer (``pad_overhead_cost``).
 PAD_OVERHEAD_COST = 4 * 80**3
 PAD_OVERHEAD_COST_CPU_16BIT = 4 * 32**3
 
