@@ -54,6 +54,9 @@ class CholeskySearch(SearchDistribution):
         self.K = math.exp(0.5 * eta_sigma * g_sigma) * (self.K @ cholesky_h(phi(step)))
         return mu_new
 
+    def rescale(self, factor: float) -> None:
+        self.K = factor * self.K
+
     def scale(self) -> float:
         return float(torch.exp(torch.log(torch.diagonal(self.K).abs()).mean()))
 

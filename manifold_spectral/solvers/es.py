@@ -42,7 +42,7 @@ from .es_checks import (
 )
 from .es_defaults import SWITCHES, default_tolstagnation
 from .es_eval import _check_vectorized, run_optimizer
-from .es_rates import DXSchedule, rank_one_rates, xnes_rate
+from .es_rates import DXSchedule, csa_rates, rank_one_rates, xnes_rate
 from .es_search import SearchDistribution
 from .es_stop import convergence_stops
 from .es_utilities import distance_utilities, rank_utilities, utility_weights
@@ -86,6 +86,7 @@ class NESBase:
         tolflatfitness: float = 2,
         tolstagnation: float | None = None,
         max_condition: float = 1e14,
+        step_size: str = "dx",
         dtype: torch.dtype = torch.float64,
         device: Any = None,
         **distribution_options: Any,
@@ -118,6 +119,9 @@ class NESBase:
             else check_nonneg(tolstagnation, "tolstagnation")
         )
         self.max_condition = check_nonneg(max_condition, "max_condition")
+        if step_size not in ("dx", "csa"):
+            raise ValueError(f"step_size: expected 'dx' or 'csa', got {step_size!r}")
+        self.step_size = step_size
         self.seed = check_seed(seed)
         device = torch.device("cpu") if device is None else torch.device(device)
         self._generator = torch.Generator(device=device).manual_seed(self.seed)
@@ -133,6 +137,9 @@ class NESBase:
         self.path_c = torch.zeros(n, dtype=dtype, device=device)
         self.c_c, c1 = rank_one_rates(n, self.schedule.mu_eff)
         self.c1 = c1 if self.rank_one else 0.0
+        # step_size="csa": CMA-ES's step-size path and constants (es_rates.csa_rates)
+        self.path_s = torch.zeros(n, dtype=dtype, device=device)
+        self._csa = csa_rates(n, self.schedule.mu_eff, popsize)
         self.phase = "converging"
         self.rates = (self.eta_mu, 0.0, 0.0)
         self.countiter = 0
@@ -244,6 +251,17 @@ class NESBase:
             eta_B = sched.eta_B[state] if self._eta_B is None else self._eta_B
         else:
             eta_sigma, eta_B = self._fixed_rates()
+        csa = self.step_size == "csa"
+        path_s, log_scale = self.path_s, 0.0
+        if csa:
+            # Cumulative step-size adaptation (CMA-ES) in place of the xNES scale gradient
+            # while the path is not moving (the moving phase keeps DX-NES's eta_sigma = 1).
+            c_s, d_s, expected = self._csa
+            path_s = (1 - c_s) * path_s + math.sqrt(c_s * (2 - c_s) * sched.mu_eff) * step
+            if state > 0:
+                eta_sigma = 0.0
+                norm = float(torch.linalg.vector_norm(path_s))
+                log_scale = c_s / d_s * (norm / expected - 1.0)
         path_c, whitened_c, c1 = self.path_c, None, 0.0
         if self.c1 > 0:
             # Cumulation path of the mean shift in units of the geometric-mean std (CMA-ES's
@@ -252,16 +270,21 @@ class NESBase:
             cc = self.c_c
             shift = (u @ delta) / scale
             path_c = (1 - cc) * path_c + math.sqrt(cc * (2 - cc) * sched.mu_eff) * shift
-            if state == 0:
+            if state == 0 or csa:
                 whitened_c = self.dist.whiten(path_c[None, :])[0] * scale
                 c1 = self.c1
+                if csa:  # CMA-ES's rank-one term c1 (y y^T - I): its trace part scales
+                    y2 = float(whitened_c @ whitened_c)
+                    log_scale += 0.5 * c1 * (y2 / self.n - 1.0)
         mean = self.dist.update(
             self.mean, z, delta, u, self.eta_mu, eta_sigma, eta_B, path=whitened_c, c1=c1
         )
         # (the fast spectral step has checked the mean with the new point)
         if not getattr(self.dist, "fast", False) and not bool(torch.isfinite(mean).all()):
             raise FloatingPointError("NES.tell: the mean became non-finite")
-        self.mean, self.path, self.path_c = mean, path, path_c
+        if log_scale != 0.0:
+            self.dist.rescale(math.exp(log_scale))
+        self.mean, self.path, self.path_c, self.path_s = mean, path, path_c, path_s
         self.phase = DXSchedule.STATES[state]
         self.rates = (self.eta_mu, eta_sigma, eta_B)
 

@@ -15,7 +15,7 @@ import math
 from .es_defaults import default_popsize
 from .es_utilities import utility_weights
 
-__all__ = ["xnes_rate", "DXSchedule", "rank_one_rates"]
+__all__ = ["xnes_rate", "DXSchedule", "rank_one_rates", "csa_rates"]
 
 
 def xnes_rate(n: int) -> float:
@@ -116,3 +116,20 @@ def rank_one_rates(n: int, mu_eff: float) -> tuple[float, float]:
     c_c = (4.0 + mu_eff / n) / (n + 4.0 + 2.0 * mu_eff / n)
     c1 = 2.0 / ((n + 1.3) ** 2 + mu_eff)
     return c_c, c1
+
+
+#: Factor on CMA-ES's step-size damping ``d_sigma`` in ``csa_rates`` (``step_size="csa"``):
+#: BBOB D = 10, f13 vs f1/f10/f11, factors 0.7-1.0 tried; 1.0 (CMA's value) leaves f13 at 1/5.
+CSA_DAMPING_FACTOR = 1.0 / 0.85
+
+
+def csa_rates(n: int, mu_eff: float, popsize: int) -> tuple[float, float, float]:
+    """Cumulative step-size adaptation for ``step_size="csa"``: CMA-ES's cumulation rate
+    ``c_s = (mu_eff + 2) / (n + mu_eff + 5)``, its damping
+    ``d_s = (1 + 2 max(0, sqrt((mu_eff - 1)/(n + 1)) - 1) + c_s) * CSA_DAMPING_FACTOR`` and
+    the expected path length under random selection, ``chi sqrt(1 - mu_eff / lam)`` (the
+    zero-sum rank utilities: see ``DXSchedule``). Returns ``(c_s, d_s, expected)``."""
+    c_s = (mu_eff + 2.0) / (n + mu_eff + 5.0)
+    d_s = 1.0 + 2.0 * max(0.0, math.sqrt((mu_eff - 1.0) / (n + 1.0)) - 1.0) + c_s
+    chi = math.sqrt(n) * (1.0 - 1.0 / (4.0 * n) + 1.0 / (21.0 * n * n))
+    return c_s, d_s * CSA_DAMPING_FACTOR, chi * math.sqrt(max(0.0, 1.0 - mu_eff / popsize))

@@ -61,6 +61,11 @@ class SearchDistribution(abc.ABC):
         term of CMA-ES; ``None`` or ``c1 = 0``: none).
         """
 
+    def rescale(self, factor: float) -> None:
+        """``Sigma <- factor^2 Sigma`` (every standard deviation times ``factor > 0``; used by
+        ``step_size="csa"``)."""
+        raise NotImplementedError(f"{type(self).__name__}.rescale")
+
     @abc.abstractmethod
     def scale(self) -> float:
         """``det(Sigma)^(1/(2n))``: the geometric-mean standard deviation."""

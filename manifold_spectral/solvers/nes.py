@@ -145,6 +145,11 @@ class NES(NESBase):
         max_evals, target, tolx, tolfun, tolflatfitness, tolstagnation, max_condition:
             termination (see ``stop`` and ``es_stop``; ``0`` turns a test off;
             ``tolstagnation=None``: pycma's default ``int(100 + 100 n^1.5 / popsize)``).
+        step_size: ``"dx"`` (default): the xNES scale gradient with the DX-NES rates in every
+            phase; ``"csa"``: CMA-ES's cumulative step-size adaptation outside the *moving*
+            phase and the rank-one term in every phase, in CMA-ES's form (``es_rates.
+            csa_rates``; docs/nes.md: more robust on ridges, slower on smooth unimodal
+            functions).
         dtype, device: of the state (default float64, CPU).
         cayley: ``"exact"`` (default) or ``"neumann"`` Cayley map of the precision step.
         jacobi: turn each eigenvector pair by the exact angle of its 2 x 2 eigenproblem

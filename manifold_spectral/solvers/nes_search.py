@@ -215,6 +215,10 @@ class SpectralSearch(SearchDistribution):
         self.point = gauss.precision_step(x, curvature, check_input=False)
         return mu_new
 
+    def rescale(self, factor: float) -> None:
+        x = self.point
+        self.point = SpectralPoint(x.B, x.d / (factor * factor))
+
     def scale(self) -> float:
         if self.fast:
             d = self._np[1]

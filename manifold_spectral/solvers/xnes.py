@@ -70,6 +70,9 @@ class XNESSearch(SearchDistribution):
         self.B = self.B @ torch.linalg.matrix_exp(0.5 * step)  # baseline (xNES), not ours
         return mu_new
 
+    def rescale(self, factor: float) -> None:
+        self.sigma = self.sigma * factor
+
     def scale(self) -> float:
         return self.sigma
 
