@@ -283,7 +283,9 @@ class NESBase:
         if not getattr(self.dist, "fast", False) and not bool(torch.isfinite(mean).all()):
             raise FloatingPointError("NES.tell: the mean became non-finite")
         if log_scale != 0.0:
-            self.dist.rescale(math.exp(log_scale))
+            # At most a factor e per generation, as pycma's CSA (``exp(min(1, .))``): a long
+            # rank-one path (|y|^2 / n >> 1) cannot overflow the scale.
+            self.dist.rescale(math.exp(max(-1.0, min(1.0, log_scale))))
         self.mean, self.path, self.path_c, self.path_s = mean, path, path_c, path_s
         self.phase = DXSchedule.STATES[state]
         self.rates = (self.eta_mu, eta_sigma, eta_B)
