@@ -18,7 +18,6 @@ described in the ``nes`` module docstring.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +43,7 @@ from .es_defaults import SWITCHES, default_tolstagnation
 from .es_eval import _check_vectorized, run_optimizer
 from .es_rates import DXSchedule, csa_rates, rank_one_rates, xnes_rate
 from .es_search import SearchDistribution
-from .es_stop import convergence_stops
+from .es_stop import convergence_stops, record_generation
 from .es_utilities import distance_utilities, rank_utilities, utility_weights
 from .result import NESResult
 
@@ -233,7 +232,7 @@ class NESBase:
             except FloatingPointError as exc:  # _update commits nothing when it fails
                 self._stop_extra["numerical"] = str(exc)
         self._busy += time.perf_counter() - start
-        self._record(T, f)
+        record_generation(self, T, f)
 
     def _update(self, z: Tensor, delta: Tensor, f: np.ndarray, u_rank: np.ndarray) -> None:
         """One DX-NES generation; the state is committed only when every step succeeded."""
@@ -289,37 +288,6 @@ class NESBase:
         self.mean, self.path, self.path_c, self.path_s = mean, path, path_c, path_s
         self.phase = DXSchedule.STATES[state]
         self.rates = (self.eta_mu, eta_sigma, eta_B)
-
-    def _record(self, T: Tensor, f: np.ndarray) -> None:
-        self.countiter += 1
-        self.countevals += self.popsize
-        # Python floats: on ~10 values cheaper than numpy reductions (the same values).
-        fl = f.tolist()
-        finite = [v for v in fl if math.isfinite(v)]
-        if finite:
-            lo = min(finite)
-            i = fl.index(lo)  # the first minimum, as np.argmin over the finite values
-            if lo < self.fbest:
-                self.fbest, self.xbest = lo, T[i].clone()
-                self.evals_best = self.countevals - self.popsize + i + 1
-            self._gen_best.append(lo)
-            self._gen_range = max(finite) - lo if len(finite) == len(fl) else math.inf
-            # pycma's flat-fitness test: the best value ties the 75th-percentile one
-            # (non-finite values rank last, as in the utilities).
-            k = int(0.75 * len(fl))
-            flat = k < len(finite) and sorted(finite)[k] == lo
-            self._flat_gens = self._flat_gens + 1 if flat else 0
-        else:
-            self._gen_best.append(math.inf)
-            self._gen_range = math.inf
-            self._flat_gens = 0
-        if self.countiter % 5 == 0:  # pycma's sampling of its long histories
-            ranked = sorted(v if math.isfinite(v) else math.inf for v in fl)
-            self._hist5_best.append(ranked[0])
-            self._hist5_median.append(statistics.median(ranked))
-        self._hist_nfev.append(self.countevals)
-        self._hist_fun.append(self.fbest)
-        self._hist_time.append(self._busy)
 
     # Termination and results ----------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Termination tests of the evolution-strategy driver (``es.NESBase.stop``) beyond the budget
-and the target.
+and the target, and ``record_generation``, the per-generation statistics they read.
 
 Convergence tests, each off when its tolerance is 0:
 
@@ -54,7 +54,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["convergence_stops", "precision_bounds"]
+__all__ = ["convergence_stops", "precision_bounds", "record_generation"]
 
 
 def precision_bounds(dtype: torch.dtype) -> tuple[float, float]:
@@ -123,3 +123,39 @@ def _stagnated(es: Any) -> bool:
     return _median(med[-block:]) >= _median(med[-2 * block : -block]) and _median(
         best[-block:]
     ) >= _median(best[-2 * block : -block])
+
+
+def record_generation(es: Any, T: torch.Tensor, f: Any) -> None:
+    """Count a generation of ``es`` (a ``NESBase``) with candidates ``T`` and values ``f`` and
+    update what the stopping tests and the result read: the best point, the last generation's
+    best and range, the flat-fitness count, pycma's sampled histories of best and median
+    values, and the history."""
+    es.countiter += 1
+    es.countevals += es.popsize
+    # Python floats: on ~10 values cheaper than numpy reductions (the same values).
+    fl = f.tolist()
+    finite = [v for v in fl if math.isfinite(v)]
+    if finite:
+        lo = min(finite)
+        i = fl.index(lo)  # the first minimum, as np.argmin over the finite values
+        if lo < es.fbest:
+            es.fbest, es.xbest = lo, T[i].clone()
+            es.evals_best = es.countevals - es.popsize + i + 1
+        es._gen_best.append(lo)
+        es._gen_range = max(finite) - lo if len(finite) == len(fl) else math.inf
+        # pycma's flat-fitness test: the best value ties the 75th-percentile one
+        # (non-finite values rank last, as in the utilities).
+        k = int(0.75 * len(fl))
+        flat = k < len(finite) and sorted(finite)[k] == lo
+        es._flat_gens = es._flat_gens + 1 if flat else 0
+    else:
+        es._gen_best.append(math.inf)
+        es._gen_range = math.inf
+        es._flat_gens = 0
+    if es.countiter % 5 == 0:  # pycma's sampling of its long histories
+        ranked = sorted(v if math.isfinite(v) else math.inf for v in fl)
+        es._hist5_best.append(ranked[0])
+        es._hist5_median.append(statistics.median(ranked))
+    es._hist_nfev.append(es.countevals)
+    es._hist_fun.append(es.fbest)
+    es._hist_time.append(es._busy)
