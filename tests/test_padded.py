@@ -191,13 +191,27 @@ def test_padded_bucket_equals_separate_updates(kw):
     Y = torch.randint(0, 3, (4,), generator=g)
     eps = torch.finfo(kw.get("state_dtype", torch.float64)).eps
     runs = []
+    calls = []
     for batched, x in ((True, X), (False, X), (False, X * (1 + eps))):
         model = models()
         opt = SpectralKron(model.parameters(), lr=0.005, batched=batched, **kw)
+        compute = opt._compute_many
+
+        def counted(group, params, grads, compute=compute):
+            calls.append(len(params))
+            return compute(group, params, grads)
+
+        opt._compute_many = counted  # type: ignore[method-assign]
         for _ in range(12):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x), Y).backward()
             opt.step()
+            if batched:
+                # One call per bucket: the padded bucket's update succeeded (a failed batched
+                # update is redone parameter by parameter, which would equal the separate run
+                # and hide a broken padding).
+                assert len(calls) == len(opt._buckets(opt.param_groups[0]))
+                calls.clear()
         runs.append((model, opt))
     (m1, o1), (m0, _), (me, _) = runs
     shapes = [[tuple(p.shape) for p in b] for b in o1._buckets(o1.param_groups[0])]

@@ -48,12 +48,15 @@ class KroneckerPadding:
         self, sizes: Sequence[tuple[int, int]], a: int, b: int, dtype: torch.dtype, device: Any
     ) -> None:
         self.sizes = tuple((int(ai), int(bi)) for ai, bi in sizes)
+        self.a, self.b = a, b
         rows = torch.tensor([s[0] for s in self.sizes], device=device)
         cols = torch.tensor([s[1] for s in self.sizes], device=device)
         self.mask_L = (torch.arange(a, device=device) < rows[:, None]).to(dtype)
         self.mask_R = (torch.arange(b, device=device) < cols[:, None]).to(dtype)
         wide = torch.float32 if torch.finfo(dtype).bits <= 16 else dtype
         self.size_L, self.size_R = rows.to(wide), cols.to(wide)
+        #: ``a_i b_i`` (k, 1, 1): the true entries of each element's (a, b) matrix.
+        self.numel = (self.size_L * self.size_R)[:, None, None]
 
     def trace_inverse(self, d: Tensor, side: str) -> Tensor:
         """``sum_j 1 / d_j`` over the true entries of one factor (``side``: "L" or "R")."""
@@ -67,6 +70,45 @@ class KroneckerPadding:
     def reset(self, d: Tensor, side: str) -> Tensor:
         """``d`` with the padding set to 1."""
         return torch.where(self._mask(side).bool(), d, torch.ones((), dtype=d.dtype))
+
+    # The embedding of the elements and its inverse ------------------------------------
+
+    def embed(self, tensors: Sequence[Tensor], kind: str) -> Tensor:
+        """The k elements' tensors as one padded batch: ``kind`` "B_L" / "B_R" (factors,
+        padded with the identity), "d_L" / "d_R" (eigenvalues, padded with 1) or "matrix"
+        (any tensor with a_i b_i entries, reshaped to (a_i, b_i) and padded with 0)."""
+        t0 = tensors[0]
+        opts = dict(dtype=t0.dtype, device=t0.device)
+        k = len(tensors)
+        if kind in ("B_L", "B_R"):
+            out = torch.eye(self._n(kind), **opts).repeat(k, 1, 1)
+            for o, t in zip(out, tensors, strict=True):
+                o[: t.shape[-1], : t.shape[-1]].copy_(t)
+        elif kind in ("d_L", "d_R"):
+            out = torch.ones(k, self._n(kind), **opts)
+            for o, t in zip(out, tensors, strict=True):
+                o[: t.shape[-1]].copy_(t)
+        else:
+            out = torch.zeros(k, self.a, self.b, **opts)
+            for o, t, (ai, bi) in zip(out, tensors, self.sizes, strict=True):
+                o[:ai, :bi].copy_(t.reshape(ai, bi))
+        return out
+
+    def extract(self, t: Tensor, kind: str) -> tuple[Tensor, ...]:
+        """The inverse of ``embed``: each element's true block, contiguous (a view, or a copy
+        of a strided block)."""
+        if kind in ("d_L", "d_R"):
+            i = 0 if kind == "d_L" else 1
+            return tuple(e[: s[i]] for e, s in zip(t, self.sizes, strict=True))
+        if kind in ("B_L", "B_R"):
+            i = 0 if kind == "B_L" else 1
+            blocks = [(s[i], s[i]) for s in self.sizes]
+        else:
+            blocks = list(self.sizes)
+        return tuple(e[:r, :c].contiguous() for e, (r, c) in zip(t, blocks, strict=True))
+
+    def _n(self, kind: str) -> int:
+        return self.a if kind.endswith("L") else self.b
 
     def _mask(self, side: str) -> Tensor:
         return self.mask_L if side == "L" else self.mask_R

@@ -60,9 +60,6 @@ class KroneckerPreconditioner:
         #: ``()`` or ``(k,)``: with ``batch=k`` the state, gradients and directions of k
         #: parameters carry a leading dimension (``SpectralKron``'s buckets).
         self.batch_shape: tuple[int, ...] = () if batch is None else (batch,)
-        #: ``None`` (k parameters of shape (a, b)) or their (a_i, b_i): a padded bucket
-        #: (``manifolds.kronecker_padding``), packed with identity factors and zero blocks.
-        self.sizes = None if sizes is None or all(s == (a, b) for s in sizes) else tuple(sizes)
         self.manifold = KroneckerSpectralSPD(
             a,
             b,
@@ -71,8 +68,10 @@ class KroneckerPreconditioner:
             gap_damping=opts.get("gap_damping", 0.0),
             cayley=opts["cayley"],
             batch=batch,
-            sizes=self.sizes,
+            sizes=sizes,
         )
+        #: ``None``, or the true shapes of a padded bucket (``manifolds.kronecker_padding``).
+        self.padding = self.manifold.padding
         self.gauss = _gaussian(self.manifold, opts)
         self.gauss_continued = _gaussian(self.manifold, opts, continued=True)
         self.damping = damping_floor(opts["damping"], self.manifold.dtype)
@@ -111,41 +110,17 @@ class KroneckerPreconditioner:
     def pack(self, tensors: Sequence[Tensor], key: str | None = None) -> Tensor:
         """The tensors of a bucket's k parameters as one batched tensor (a leading axis):
         state entries ``key`` ("alpha", "B_L", "d_L", "B_R", "d_R") or, for ``key=None``,
-        tensors shaped like the parameters (gradients, directions, second moments). A padded
-        bucket pads each to the bucket's shape: identity ``B``, ``d = 1``, zero matrices."""
-        if self.sizes is None:
+        tensors shaped like the parameters (gradients, directions, second moments); a padded
+        bucket embeds them in its shape (``KroneckerPadding.embed``)."""
+        if self.padding is None or key == "alpha":
             return torch.stack(list(tensors))
-        if key == "alpha":
-            return torch.stack(list(tensors))
-        t0 = tensors[0]
-        k, (a, b) = len(tensors), self.shape
-        if key in ("B_L", "B_R"):
-            n = a if key == "B_L" else b
-            out = torch.eye(n, dtype=t0.dtype, device=t0.device).repeat(k, 1, 1)
-            for o, t in zip(out, tensors, strict=True):
-                o[: t.shape[-1], : t.shape[-1]].copy_(t)
-            return out
-        if key in ("d_L", "d_R"):
-            out = torch.ones(k, a if key == "d_L" else b, dtype=t0.dtype, device=t0.device)
-            for o, t in zip(out, tensors, strict=True):
-                o[: t.shape[-1]].copy_(t)
-            return out
-        out = torch.zeros(k, a, b, dtype=t0.dtype, device=t0.device)
-        for o, t, (ai, bi) in zip(out, tensors, self.sizes, strict=True):
-            o[:ai, :bi].copy_(t.reshape(ai, bi))
-        return out
+        return self.padding.embed(tensors, key or "matrix")
 
     def unpack(self, t: Tensor, key: str | None = None) -> tuple[Tensor, ...]:
-        """The inverse of ``pack``: k tensors, contiguous (views, or copies of padded blocks)."""
-        if self.sizes is None or key == "alpha":
+        """The inverse of ``pack``: k tensors (``KroneckerPadding.extract`` when padded)."""
+        if self.padding is None or key == "alpha":
             return t.unbind(0)
-        if key in ("B_L", "B_R"):
-            i = 0 if key == "B_L" else 1
-            return tuple(e[: s[i], : s[i]].contiguous() for e, s in zip(t, self.sizes, strict=True))
-        if key in ("d_L", "d_R"):
-            i = 0 if key == "d_L" else 1
-            return tuple(e[: s[i]] for e, s in zip(t, self.sizes, strict=True))
-        return tuple(e[:ai, :bi].contiguous() for e, (ai, bi) in zip(t, self.sizes, strict=True))
+        return self.padding.extract(t, key or "matrix")
 
     @staticmethod
     def to_state(x: KroneckerSpectralPoint) -> dict[str, Tensor]:
@@ -227,8 +202,7 @@ class KroneckerPreconditioner:
         g, m = grad.reshape(shape).to(dt), direction.reshape(shape).to(dt)
         Zg, Zm = self.manifold.to_eigenbasis(x, torch.stack([g, m])).unbind(0)
         v = transforms.second_moment(v.reshape(shape), Zg, beta)
-        pad = self.manifold.padding
-        numel = None if pad is None else (pad.size_L * pad.size_R)[:, None, None]
+        numel = None if self.padding is None else self.padding.numel
         Z = transforms.scale_by_second_moment(
             Zm, v, step, beta, self.root, self.damping, numel=numel
         )
