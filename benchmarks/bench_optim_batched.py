@@ -23,12 +23,17 @@ the elementwise optimizer and against the other Kronecker one. The parameters of
 settings agree to rounding
 (``tests/test_optim.py::test_batched_buckets_equal_separate_updates``).
 
-A second table measures what ``updates.PAD_OVERHEAD_COST`` rests on: groups of small layers
+A second table runs the small workloads at SOAP's default period, 10 (SOAP's eigenbasis
+and our curvature refreshed every tenth step, ``batched=True``, float32 state): the mean
+step over whole periods, where the nine steps between refreshes (preconditioning with the
+kept basis) dominate.
+
+A third table measures what ``updates.PAD_OVERHEAD_COST`` rests on: groups of small layers
 of different shapes updated separately (``batched=False``) and forced into one padded
 bucket, against the padding's cost in ``param_cost`` units per member beyond the first.
 
 Run:  python benchmarks/bench_optim_batched.py [--sizes 32 64] [--no-stack] [--no-mixed]
-      [--no-pairs] [--no-write]
+      [--no-period] [--no-pairs] [--no-write]
 """
 
 from __future__ import annotations
@@ -95,6 +100,50 @@ def bench(name: int | str) -> dict[str, float]:
             if r >= WARMUP:
                 times[k].append(time.perf_counter() - t)
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def bench_period(name: int | str, period: int = 10, repeats: int = 7) -> dict[str, float]:
+    """ms per step, mean over one period of ``period`` steps (one refresh of SOAP's basis and
+    of our curvature, then preconditioning only), median over interleaved repeats."""
+    sk = dict(lr=1e-3, beta2=0.01, damping=1e-8, warm_start=True)
+    opts: dict[str, torch.optim.Optimizer] = {
+        "AdamW": torch.optim.AdamW(workload(name)),
+        "SOAP": SOAP(workload(name), lr=1e-3, precondition_frequency=period),
+        "ours": SpectralKron(workload(name), update_every=period, **sk),
+    }
+    gen = torch.Generator().manual_seed(1)
+    times: dict[str, list[float]] = {k: [] for k in opts}
+    keys = list(opts)
+    for r in range(1 + repeats):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            opt, total = opts[k], 0.0
+            for _ in range(period):
+                for p in opt.param_groups[0]["params"]:
+                    p.grad = torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5
+                t = time.perf_counter()
+                opt.step()
+                total += time.perf_counter() - t
+            if r >= 1:
+                times[k].append(total / period)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def period_table(names: list[int | str], period: int = 10) -> str:
+    rows = [
+        "| workload | AdamW ms | SOAP ms | ours ms | ours / AdamW | ours / SOAP |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        r = bench_period(name, period)
+        cells = [f"{r[k]:.2f}" for k in ("AdamW", "SOAP", "ours")]
+        cells += [f"{r['ours'] / r['AdamW']:.1f}", f"{r['ours'] / r['SOAP']:.2f}"]
+        rows.append(f"| {label_of(name)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def label_of(name: int | str) -> str:
+    label = {"stack": "4 blocks, width 128", "mixed": "2 blocks, width 32, 2 conv kernels"}
+    return f"12 x {name}x{name}" if isinstance(name, int) else label[name]
 
 
 #: Groups of Kronecker shapes for the padding table.
@@ -167,8 +216,7 @@ def table(results: dict[int | str, dict[str, float]]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        label = {"stack": "4 blocks, width 128", "mixed": "2 blocks, width 32, 2 conv kernels"}
-        label = f"12 x {name}x{name}" if isinstance(name, int) else label[name]
+        label = label_of(name)
         cells = [f"{r['AdamW']:.2f}", f"{r['SOAP']:.1f}"]
         for dt in ("fp32", "bf16"):
             sep, bat = r[f"{dt} separate"], r[f"{dt} batched"]
@@ -184,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--no-stack", dest="stack", action="store_false")
     parser.add_argument("--no-mixed", dest="mixed", action="store_false")
+    parser.add_argument("--no-period", dest="period", action="store_false")
     parser.add_argument("--no-pairs", dest="pairs", action="store_false")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
@@ -204,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         "update), median over interleaved repeats; ratios < 1: batching is faster."
     )
     block = f"{header}\n\n{table(results)}"
+    if args.period:
+        small = [n for n in [*args.sizes, *extra] if n in (32, 64, "mixed")]
+        block += (
+            "\n\nAt SOAP's default period (every 10th step a refresh; fp32 state, `batched=True`; "
+            "ms per step, mean over a period):\n\n" + period_table(small)
+        )
     if args.pairs:
         block += "\n\nPadding (float32 state, one thread; ms per step):\n\n" + padding_table()
     print(block)

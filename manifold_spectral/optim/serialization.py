@@ -61,6 +61,7 @@ class StateDictMixin:
             ("_sharding", None),
             ("_preconditioners", {}),
             ("_batched", {}),
+            ("_packed", {}),
         ):
             self.__dict__.setdefault(name, value)
         self._fill_legacy_options()
@@ -158,6 +159,7 @@ class StateDictMixin:
                 del self.state[p]
         self._preconditioners.clear()
         self._batched.clear()
+        self._packed.clear()
         # torch.optim matched saved and current parameters by position; take the saved tensors
         # themselves (its cast to the parameter dtype rounds a state dtype finer than the
         # parameters', e.g. float64 state on float32 parameters).

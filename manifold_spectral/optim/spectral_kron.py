@@ -220,6 +220,7 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
             self._validate(group)
         self._preconditioners: dict[Tensor, Any] = {}
         self._batched: dict[Any, Any] = {}
+        self._packed: dict[Any, Any] = {}  # pack_cache.PackCache
         if shard:
             self._sharding = distributed.Sharding(process_group)
             self._sharding.assign(self.param_groups, self._owner_units)

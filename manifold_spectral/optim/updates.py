@@ -19,6 +19,7 @@ from ..linalg import all_finite
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
+from .pack_cache import PackCache
 from .preconditioners import kronecker_cost, make_preconditioner, param_cost
 
 __all__ = ["UpdateMixin", "PRECOND_PREFIX", "BATCH_MAX_COST", "PAD_OVERHEAD_COST"]
@@ -97,38 +98,50 @@ class UpdateMixin:
                 bufs.append(state["momentum_buffer"])
             news.append(new)
         step = steps[0]
-        gs = [grad.to(state_dtype) for grad in grads]
-        pc = pcs[0] if k == 1 else {key: pre.pack([c[key] for c in pcs], key) for key in pcs[0]}
-        directions = []
-        for new, buf, g in zip(news, bufs, gs, strict=True):
-            if group["momentum"]:
-                buf, direction = transforms.heavy_ball(buf, g, group["momentum"], group["nesterov"])
-            else:
-                direction = g
+        packed = PackCache(self._packed, params, pre)
+        if k == 1:
+            G = grads[0].to(state_dtype)
+        elif all(g.dtype == grads[0].dtype for g in grads):
+            G = pre.pack(grads).to(state_dtype)  # one conversion; embedding is exact
+        else:
+            G = pre.pack([g.to(state_dtype) for g in grads])
+        if group["momentum"]:
+            # Elementwise, so on the packed bucket it is each parameter's own step, bit for bit.
+            buf = bufs[0] if k == 1 else packed("momentum_buffer", bufs)
+            buf, D = transforms.heavy_ball(buf, G, group["momentum"], group["nesterov"])
+            new_bufs = [buf]
+            if k > 1:
+                new_bufs = [b.reshape(g.shape) for b, g in zip(pre.unpack(buf), grads, strict=True)]
+            packed.record("momentum_buffer", buf, new_bufs)
+        else:
+            D, new_bufs = G, bufs
+        for new, buf in zip(news, new_bufs, strict=True):
             new["momentum_buffer"] = buf
-            directions.append(direction)
-        D = directions[0] if k == 1 else pre.pack(directions)
-        G = gs[0] if k == 1 else pre.pack(gs)
+        pc = (
+            pcs[0]
+            if k == 1
+            else {key: packed(PRECOND_PREFIX + key, [c[key] for c in pcs], key) for key in pcs[0]}
+        )
         corrected = checks.corrected(group) and pre.kind == "kronecker"
         rotated = None
         if corrected:
             # In the basis before this step's curvature update (as SOAP): the rotated gradient
             # then serves the curvature step's GOP too.
+            wide = transforms.wide_dtype(state_dtype)
             vs = [
-                self.state[p].get(
-                    "eig_v", torch.zeros_like(g, dtype=transforms.wide_dtype(state_dtype))
-                )
-                for p, g in zip(params, gs, strict=True)
+                self.state[p].get("eig_v", torch.zeros_like(g, dtype=wide))
+                for p, g in zip(params, grads, strict=True)
             ]
             U, V, rotated = pre.precondition_corrected(
-                pc, D, G, vs[0] if k == 1 else pre.pack(vs), step, group["correction_beta"]
+                pc, D, G, vs[0] if k == 1 else packed("eig_v", vs), step, group["correction_beta"]
             )
             if not all_finite(V):  # squares of a finite gradient overflowed the buffer's dtype
                 raise NonFiniteUpdate(
                     "SpectralKron: the eigenvalue-correction second moment overflowed; the "
                     "step is skipped"
                 )
-        if (step - 1) % group["update_every"] == 0:
+        updated = (step - 1) % group["update_every"] == 0
+        if updated:
             count = (step - 1) // group["update_every"] + 1
             if k == 1:
                 pc = self._curvature_update(
@@ -146,12 +159,16 @@ class UpdateMixin:
                     ]
         if not corrected:
             U = pre.precondition(pc, D)
-        # Per-parameter slices of the bucket's results: views (one unbind per entry), not
-        # copies; each parameter's state entries are replaced, never written in place.
-        pcs = [pc]
-        if k > 1:
+        # Per-parameter slices of the bucket's results (views where the layout allows); each
+        # parameter's state entries are replaced, never written in place. Without a curvature
+        # update the preconditioner state is the parameters' own, unchanged.
+        if k == 1:
+            pcs = [pc]
+        elif updated:
             parts = [pre.unpack(v, key) for key, v in pc.items()]
             pcs = [dict(zip(pc, e, strict=True)) for e in zip(*parts, strict=True)]
+            for key, e in zip(pc, parts, strict=True):
+                packed.record(PRECOND_PREFIX + key, pc[key], e)
         Vs = ([V] if k == 1 else pre.unpack(V)) if corrected else [None] * k
         Us = [U] if k == 1 else pre.unpack(U)
         per_param = group["graft"] == "adam" or group["clip_rms"] is not None
@@ -174,6 +191,9 @@ class UpdateMixin:
                 self._check_update(u, p)
             new["step"] = torch.tensor(float(step))
             out.append((new, u))
+        if corrected:
+            packed.record("eig_v", V, [new["eig_v"] for new in news])
+        packed.store()
         return out
 
     @staticmethod

@@ -1,0 +1,185 @@
+"""The packed bucket state that ``SpectralKron`` keeps between steps (``optim/pack_cache.py``).
+
+Reusing a packed tensor must change no bit: the run with the cache equals the run that
+packs every entry afresh (the cache emptied before each step), for padded, stacked and
+diagonal buckets, on steps with and without a curvature update; an entry that the caller
+writes into or replaces between steps is packed afresh; and the cache does save the packing
+(only the gradient is embedded on a step without a curvature update).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from manifold_spectral.manifolds.kronecker_padding import KroneckerPadding
+from manifold_spectral.optim import SpectralKron
+
+torch.set_num_threads(1)
+
+
+def model() -> nn.Module:
+    """Conv kernels and a rank-deficient linear layer (a padded bucket), two equal-shaped
+    layers and the biases (the diagonal bucket)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.Tanh(),
+        nn.Conv2d(4, 3, 3),
+        nn.Flatten(),
+        nn.Linear(48, 5),
+        nn.Tanh(),
+        nn.Linear(5, 5),
+        nn.Tanh(),
+        nn.Linear(5, 5),
+    ).double()
+
+
+def groups(net: nn.Module) -> list[dict]:
+    """The two 5 x 5 weights in a group of their own (a stacked bucket), the rest in another."""
+    stacked = [net[6].weight, net[8].weight]
+    rest = [p for p in net.parameters() if all(p is not q for q in stacked)]
+    return [{"params": stacked}, {"params": rest}]
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(
+        0, 5, (4,), generator=g
+    )
+
+
+def train(kw: dict, fresh: bool, steps: int = 9, edit=None) -> tuple[nn.Module, SpectralKron]:
+    """``steps`` steps; ``fresh``: empty the cache before each; ``edit(opt)`` after step 4."""
+    net, (X, Y) = model(), data()
+    opt = SpectralKron(groups(net), lr=0.01, **kw)
+    for t in range(steps):
+        if fresh:
+            opt._packed.clear()
+        if edit is not None and t == 4:
+            edit(opt)
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(X), Y).backward()
+        opt.step()
+    return net, opt
+
+
+def assert_same_bits(a: tuple[nn.Module, SpectralKron], b: tuple[nn.Module, SpectralKron]):
+    (na, oa), (nb, ob) = a, b
+    for p, q in zip(na.parameters(), nb.parameters(), strict=True):
+        assert torch.equal(p, q)
+        sa, sb = oa.state[p], ob.state[q]
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), key
+
+
+KWS = [
+    {},
+    {"update_every": 3},
+    {"momentum": 0.9, "nesterov": True, "update_every": 2},
+    {"eigenvalue_correction": False, "root": 1.0},
+    {"state_dtype": torch.float32, "update_every": 2},
+    {"state_dtype": torch.bfloat16},
+]
+IDS = ["defaults", "every-3", "nesterov", "paper", "float32-state", "bfloat16-state"]
+
+
+@pytest.mark.parametrize("kw", KWS, ids=IDS)
+def test_cache_changes_no_bit(kw):
+    cached = train(kw, fresh=False)
+    opt = cached[1]
+    buckets = [[tuple(p.shape) for p in b] for g in opt.param_groups for b in opt._buckets(g)]
+    assert buckets == [
+        [(5, 5), (5, 5)],  # stacked
+        [(4,), (3,), (5,), (5,), (5,)],  # diagonal scheme, concatenated
+        [(4, 1, 3, 3), (3, 4, 3, 3), (5, 48)],  # padded
+    ]
+    assert len(opt._packed) == 3
+    assert_same_bits(cached, train(kw, fresh=True))
+
+
+def edit_in_place(opt: SpectralKron) -> None:
+    for st in opt.state.values():
+        st["momentum_buffer"].mul_(-0.5)
+        if "eig_v" in st:
+            st["eig_v"].mul_(3.0)
+
+
+def edit_replace(opt: SpectralKron) -> None:
+    for st in opt.state.values():
+        st["momentum_buffer"] = st["momentum_buffer"] * -0.5
+
+
+def edit_load(opt: SpectralKron) -> None:
+    sd = copy.deepcopy(opt.state_dict())
+    for st in sd["state"].values():
+        st["momentum_buffer"].mul_(-0.5)
+    opt.load_state_dict(sd)
+
+
+@pytest.mark.parametrize("edit", [edit_in_place, edit_replace, edit_load])
+@pytest.mark.parametrize("kw", KWS[:3], ids=IDS[:3])
+def test_edited_state_is_packed_afresh(kw, edit):
+    """The caller writes into, replaces or loads state entries between steps: the cached run
+    uses the edited values, as the run without a cache does (and differs from no edit)."""
+    cached = train(kw, fresh=False, edit=edit)
+    assert_same_bits(cached, train(kw, fresh=True, edit=edit))
+    unedited = train(kw, fresh=False)
+    assert not all(
+        torch.equal(p, q)
+        for p, q in zip(cached[0].parameters(), unedited[0].parameters(), strict=True)
+    )
+
+
+def test_cache_saves_the_packing(monkeypatch):
+    """On a step without a curvature update the padded bucket embeds only its gradient; the
+    run without a cache embeds every state entry too."""
+    calls = []
+    embed = KroneckerPadding.embed
+
+    def counted(self, tensors, kind):
+        calls.append(kind)
+        return embed(self, tensors, kind)
+
+    monkeypatch.setattr(KroneckerPadding, "embed", counted)
+    counts = {}
+    for fresh in (False, True):
+        net, (X, Y) = model(), data()
+        opt = SpectralKron(groups(net), lr=0.01, update_every=3)
+        for _ in range(5):
+            if fresh:
+                opt._packed.clear()
+            calls.clear()
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(X), Y).backward()
+            opt.step()
+        counts[fresh] = list(calls)  # step 5: no curvature update (updates at 1, 4, 7)
+    assert counts[False] == ["matrix"]
+    assert sorted(counts[True]) == ["B_L", "B_R", "d_L", "d_R", "matrix", "matrix", "matrix"]
+
+
+def test_skipped_step_leaves_cached_state_untouched():
+    """A step skipped after the cache is filled (squares of a 1e30 gradient overflow the
+    float32 second moment) writes into no state entry: the packed tensors the cache hands
+    back are the state's own storage, so an update computed in place would show here."""
+    net, opt = train({"state_dtype": torch.float32}, fresh=False, steps=5)
+    before = {
+        p: {k: torch.as_tensor(v).clone() for k, v in st.items()} for p, st in opt.state.items()
+    }
+    params = [p.detach().clone() for p in net.parameters()]
+    X, Y = data()
+    opt.zero_grad()
+    nn.functional.cross_entropy(net(X), Y).backward()
+    for p in net.parameters():
+        p.grad.mul_(1e30)
+    opt.step()
+    assert opt.skipped_steps == 1
+    for p, q in zip(net.parameters(), params, strict=True):
+        assert torch.equal(p, q)
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            assert torch.equal(torch.as_tensor(v), before[p][k]), k
