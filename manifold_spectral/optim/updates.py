@@ -129,7 +129,9 @@ class UpdateMixin:
             # then serves the curvature step's GOP too.
             wide = transforms.wide_dtype(state_dtype)
             vs = [
-                self.state[p].get("eig_v", torch.zeros_like(g, dtype=wide))
+                self.state[p]["eig_v"]
+                if "eig_v" in self.state[p]
+                else torch.zeros_like(g, dtype=wide)
                 for p, g in zip(params, grads, strict=True)
             ]
             U, V, rotated = pre.precondition_corrected(
