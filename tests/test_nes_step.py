@@ -56,6 +56,29 @@ def test_fast_update_agrees_without_the_rank_one_term_and_with_fixed_rates():
         _one_generation_agrees(es, X, ell(X))
 
 
+def test_fast_update_agrees_with_rank_shape_utilities_while_moving():
+    es = NES(np.full(6, 2.0), 1.0, seed=7, moving_shape="rank")
+    seen = set()
+    for _ in range(80):
+        X = es.ask()
+        _one_generation_agrees(es, X, functions.rosenbrock(X))
+        seen.add(es.phase)
+    assert "moving" in seen
+
+
+def test_rank_shape_keeps_the_scale_and_the_mean_of_the_distance_weights():
+    from manifold_spectral.solvers.es_search import whitened_natural_gradient
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(10, 5, generator=g, dtype=torch.float64)
+    u, u_s = torch.randn(10, generator=g, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    step, g_sigma = whitened_natural_gradient(z, u, 0.1, u_shape=u_s)
+    ref, ref_sigma = whitened_natural_gradient(z, u, 0.1)
+    shape, _ = whitened_natural_gradient(z, u_s, 0.1)
+    assert g_sigma == ref_sigma
+    assert torch.allclose(step, shape, rtol=0, atol=1e-14)
+
+
 def test_fast_and_layered_runs_agree_for_the_first_generations():
     fast = NES(np.full(8, 2.0), 1.0, seed=5)
     slow = NES(np.full(8, 2.0), 1.0, seed=5)

@@ -48,8 +48,8 @@ class CholeskySearch(SearchDistribution):
     def whiten(self, delta: Tensor) -> Tensor:
         return torch.linalg.solve_triangular(self.K, delta.T, upper=False).T
 
-    def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0):  # type: ignore[override]
-        step, g_sigma = whitened_natural_gradient(z, u, eta_B, path, c1)
+    def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0, u_shape=None):  # type: ignore[override]
+        step, g_sigma = whitened_natural_gradient(z, u, eta_B, path, c1, u_shape)
         mu_new = mu + eta_mu * (u @ delta)
         self.K = math.exp(0.5 * eta_sigma * g_sigma) * (self.K @ cholesky_h(phi(step)))
         return mu_new

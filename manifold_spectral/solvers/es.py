@@ -41,7 +41,7 @@ from .es_checks import (
 )
 from .es_defaults import SWITCHES, default_tolstagnation
 from .es_eval import _check_vectorized, run_optimizer
-from .es_rates import DXSchedule, csa_rates, rank_one_rates, xnes_rate
+from .es_rates import RANK_MOVING_SHAPE, DXSchedule, csa_rates, rank_one_rates, xnes_rate
 from .es_search import SearchDistribution
 from .es_stop import convergence_stops, record_generation
 from .es_utilities import distance_utilities, rank_utilities, utility_weights
@@ -86,6 +86,7 @@ class NESBase:
         tolstagnation: float | None = None,
         max_condition: float = 1e14,
         step_size: str = "dx",
+        moving_shape: str = "dx",
         dtype: torch.dtype = torch.float64,
         device: Any = None,
         **distribution_options: Any,
@@ -121,6 +122,9 @@ class NESBase:
         if step_size not in ("dx", "csa"):
             raise ValueError(f"step_size: expected 'dx' or 'csa', got {step_size!r}")
         self.step_size = step_size
+        if moving_shape not in ("dx", "rank"):
+            raise ValueError(f"moving_shape: expected 'dx' or 'rank', got {moving_shape!r}")
+        self.moving_shape = moving_shape
         self.seed = check_seed(seed)
         device = torch.device("cpu") if device is None else torch.device(device)
         self._generator = torch.Generator(device=device).manual_seed(self.seed)
@@ -130,7 +134,12 @@ class NESBase:
         self.dist = self._make_distribution(
             sigma.to(dtype=dtype, device=device), **distribution_options
         )
-        self.schedule = DXSchedule.make(n, popsize, self.STAGNATING_SHAPE)
+        self.schedule = DXSchedule.make(
+            n,
+            popsize,
+            self.STAGNATING_SHAPE,
+            RANK_MOVING_SHAPE if moving_shape == "rank" else 1.5,
+        )
         self._w_hat, self._u_rank = utility_weights(popsize)
         self.path = torch.zeros(n, dtype=dtype, device=device)
         self.path_c = torch.zeros(n, dtype=dtype, device=device)
@@ -242,9 +251,11 @@ class NESBase:
         step = self.dist.path_coordinates(u_rank_t @ z)
         path = (1 - c) * self.path + math.sqrt(c * (2 - c) * sched.mu_eff) * step
         state = sched.state(float(torch.linalg.vector_norm(path)))
-        u = u_rank_t
+        u, u_shape = u_rank_t, None
         if self.distance_weights and state == 0:
             u = distance_utilities(f, z, self._w_hat, sched.alpha, self.popsize)
+            if self.moving_shape == "rank":  # shape from the rank utilities (es_rates)
+                u_shape = u_rank_t
         if self.adaptive_rates:
             eta_sigma = sched.eta_sigma[state] if self._eta_sigma is None else self._eta_sigma
             eta_B = sched.eta_B[state] if self._eta_B is None else self._eta_B
@@ -276,7 +287,16 @@ class NESBase:
                     y2 = float(whitened_c @ whitened_c)
                     log_scale += 0.5 * c1 * (y2 / self.n - 1.0)
         mean = self.dist.update(
-            self.mean, z, delta, u, self.eta_mu, eta_sigma, eta_B, path=whitened_c, c1=c1
+            self.mean,
+            z,
+            delta,
+            u,
+            self.eta_mu,
+            eta_sigma,
+            eta_B,
+            path=whitened_c,
+            c1=c1,
+            u_shape=u_shape,
         )
         # (the fast spectral step has checked the mean with the new point)
         if not getattr(self.dist, "fast", False) and not bool(torch.isfinite(mean).all()):

@@ -53,12 +53,15 @@ class SearchDistribution(abc.ABC):
         eta_B: float,
         path: Tensor | None = None,
         c1: float = 0.0,
+        u_shape: Tensor | None = None,
     ) -> Tensor:
         """Update the covariance in place; return the new mean.
 
         ``path`` (n,): a whitened direction ``z_c`` that gets the traceless rank-one update
         ``c1 (z_c z_c^T - |z_c|^2/n I)`` on top of the sample estimate (the evolution-path
-        term of CMA-ES; ``None`` or ``c1 = 0``: none).
+        term of CMA-ES; ``None`` or ``c1 = 0``: none). ``u_shape`` (k,): utilities of the
+        shape (traceless) part of the covariance step in place of ``u``, which keeps the
+        mean and the scale (``None``: ``u`` for all).
         """
 
     def rescale(self, factor: float) -> None:
@@ -88,17 +91,25 @@ class SearchDistribution(abc.ABC):
 
 
 def whitened_natural_gradient(
-    z: Tensor, u: Tensor, eta_B: float, path: Tensor | None = None, c1: float = 0.0
+    z: Tensor,
+    u: Tensor,
+    eta_B: float,
+    path: Tensor | None = None,
+    c1: float = 0.0,
+    u_shape: Tensor | None = None,
 ) -> tuple[Tensor, float]:
     """The xNES natural gradient in whitened coordinates, shared by the xNES and Cholesky-NES
     searches: ``G = sum_i u_i (z_i z_i^T - I)``, ``g_sigma = tr(G) / n`` and the shape step
     ``eta_B (G - g_sigma I)``, plus the DX-NES rank-one term ``c1 (p p^T - |p|^2 / n I)`` of
-    the evolution path ``p`` when given. Returns ``(step, g_sigma)``."""
+    the evolution path ``p`` when given; with ``u_shape`` the shape step is that of
+    ``G(u_shape)`` (``g_sigma`` stays that of ``u``). Returns ``(step, g_sigma)``."""
     n = z.shape[-1]
     eye = torch.eye(n, dtype=z.dtype, device=z.device)
     G = (z * u[:, None]).T @ z - float(u.sum()) * eye
     g_sigma = float(torch.trace(G)) / n
-    step = eta_B * (G - g_sigma * eye)
+    if u_shape is not None:
+        G = (z * u_shape[:, None]).T @ z - float(u_shape.sum()) * eye
+    step = eta_B * (G - float(torch.trace(G)) / n * eye)
     if path is not None and c1 > 0:
         step = step + c1 * (torch.outer(path, path) - float(path @ path) / n * eye)
     return step, g_sigma

@@ -192,7 +192,7 @@ class SpectralSearch(SearchDistribution):
         # (near-)repeated eigenvalue, where the chart step may turn B by a large angle.
         return self.point.B @ v
 
-    def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0):  # type: ignore[override]
+    def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0, u_shape=None):  # type: ignore[override]
         x = self.point
         if self.fast:  # the same step in closed form, checked once (nes_step)
             z_c = path.numpy() if path is not None and c1 > 0 else None
@@ -200,6 +200,7 @@ class SpectralSearch(SearchDistribution):
             mu_new, B_new, d_new = self._step(
                 B, d, mu.numpy(), z.numpy(), delta.numpy(), u.numpy(), eta_mu,
                 eta_sigma / eta_B, eta_B, z_c, -c1 / eta_B,
+                None if u_shape is None else u_shape.numpy(),
             )  # fmt: skip
             self.point = SpectralPoint(torch.from_numpy(B_new), torch.from_numpy(d_new))
             return torch.from_numpy(mu_new)
@@ -207,10 +208,15 @@ class SpectralSearch(SearchDistribution):
         gauss = self.gaussian(eta_mu, eta_B)
         mu_new = gauss.mean_step(mu, x, samples.gradient(self.manifold, x))
         curvature: Curvature = samples
+        if u_shape is not None:
+            # traceless part of u_shape's estimate in place of u's (scale_weight 0: traceless)
+            curvature = CurvatureSum(
+                [samples, REINFORCE(delta, u, scale_weight=0.0), REINFORCE(delta, -u_shape, 0.0)]
+            )
         if path is not None and c1 > 0:
             value = torch.full((1,), -c1 / eta_B, dtype=self.dtype, device=self.device)
             rank_one = REINFORCE(self.transform(path[None, :]), value, scale_weight=0.0)
-            curvature = CurvatureSum([samples, rank_one])
+            curvature = CurvatureSum([curvature, rank_one])
         # x is the checked output of the previous step (RGD checks every result).
         self.point = gauss.precision_step(x, curvature, check_input=False)
         return mu_new

@@ -83,12 +83,14 @@ class SpectralStep:
         eta_B: float,
         z_c: np.ndarray | None = None,
         c: float = 0.0,
+        u_shape: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(mu', B', d')`` of one spectral NES generation (module docstring); inputs unchanged.
 
         Numpy float64 arrays: ``B`` (n, n), ``d`` (n,), ``mu`` (n,), ``z`` (k, n) whitened
         samples, ``delta = A z`` (k, n), ``u`` (k,) utilities; ``scale_weight`` r; ``z_c`` (n,)
-        the whitened rank-one direction with weight ``c`` (``-c1 / eta_B``; ``None``: none).
+        the whitened rank-one direction with weight ``c`` (``-c1 / eta_B``; ``None``: none);
+        ``u_shape`` (k,): utilities of the traceless part of ``K`` (``None``: ``u``).
         Raises ``FloatingPointError`` if the new point is not finite, has ``d <= 0`` or fails
         the orthogonality probe.
         """
@@ -97,6 +99,10 @@ class SpectralStep:
         with np.errstate(all="ignore"):
             mu_new = mu + eta_mu * (u @ delta)
             K = -((z * u[:, None]).T @ z)  # sum f z z^T, f = -u
+            if u_shape is not None:  # traceless part from u_shape, trace from u
+                K_shape = -((z * u_shape[:, None]).T @ z)
+                K_shape.flat[:: n + 1] += (np.trace(K) - np.trace(K_shape)) / n
+                K = K_shape
             shift = float(u.sum()) - (scale_weight - 1.0) * float(u @ ((z * z).sum(1) - n)) / n
             if z_c is not None:
                 K += np.outer(c * z_c, z_c)

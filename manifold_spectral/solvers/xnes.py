@@ -63,8 +63,8 @@ class XNESSearch(SearchDistribution):
     def whiten(self, delta: Tensor) -> Tensor:
         return torch.linalg.solve(self.factor, delta.T).T
 
-    def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0):  # type: ignore[override]
-        step, g_sigma = whitened_natural_gradient(z, u, eta_B, path, c1)
+    def update(self, mu, z, delta, u, eta_mu, eta_sigma, eta_B, path=None, c1=0.0, u_shape=None):  # type: ignore[override]
+        step, g_sigma = whitened_natural_gradient(z, u, eta_B, path, c1, u_shape)
         mu_new = mu + eta_mu * (u @ delta)
         self.sigma = self.sigma * math.exp(0.5 * eta_sigma * g_sigma)
         self.B = self.B @ torch.linalg.matrix_exp(0.5 * step)  # baseline (xNES), not ours
