@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from manifold_spectral.solvers.es_rates import DXSchedule
 from manifold_spectral.solvers.nes import NES
@@ -65,3 +66,44 @@ def test_csa_keeps_the_scale_on_a_sharp_ridge_longer():
             vals.append(es.optimize(ridge, vectorized=True).fun)
         best[rule] = float(np.median(vals))
     assert best["csa"] < 1e-3 * best["dx"]  # seeds 0-2: median 5e-10 vs 0.18 (tolx)
+
+
+def test_moving_shape_defaults_and_validation():
+    """Spectral NES learns the shape with rank utilities at 3x the base rate while moving;
+    the baselines keep DX-NES's update; anything else is refused by name."""
+    from manifold_spectral.solvers.cholesky_nes import CholeskyNES
+    from manifold_spectral.solvers.es_rates import RANK_MOVING_SHAPE
+    from manifold_spectral.solvers.xnes import XNES
+
+    x0 = np.full(8, 1.0)
+    es = NES(x0, 0.5, seed=0)
+    assert es.moving_shape == "rank"
+    ref = DXSchedule.make(8, es.popsize, NES.STAGNATING_SHAPE)
+    assert es.schedule.eta_B[0] == pytest.approx(ref.eta_B[0] * RANK_MOVING_SHAPE / 1.5)
+    assert es.schedule.eta_B[1:] == ref.eta_B[1:]
+    for cls in (XNES, CholeskyNES):
+        assert cls(x0, 0.5, seed=0).moving_shape == "dx"
+    assert NES(x0, 0.5, seed=0, moving_shape="dx").schedule.eta_B == ref.eta_B
+    with pytest.raises(ValueError, match="moving_shape"):
+        NES(x0, 0.5, moving_shape="distance")
+
+
+def test_rank_shape_utilities_reach_the_update():
+    """At equal rates, a run whose moving generations take the shape from the rank utilities
+    leaves the distance-weighted run at its first moving generation, and only there."""
+    from manifold_spectral.solvers import functions
+
+    f = functions.RotatedEllipsoid(6, cond=1e2)
+    runs = []
+    for utilities in ("rank", "dx"):
+        es = NES(np.full(6, 20.0), 0.5, seed=5)  # far from the minimum: moving soon
+        es.moving_shape = utilities  # the rates stay those of "rank"
+        phases = []
+        for _ in range(20):
+            X = es.ask()
+            es.tell(X, f(X))
+            phases.append((es.phase, es.dist.point.B.clone()))
+        runs.append(phases)
+    first_moving = next(i for i, (ph, _) in enumerate(runs[0]) if ph == "moving")
+    for i, ((ph, Ba), (_, Bb)) in enumerate(zip(*runs, strict=True)):
+        assert torch.equal(Ba, Bb) == (i < first_moving), (i, ph)

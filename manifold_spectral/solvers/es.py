@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..validation import check_dtype, check_flag
 from .es_checks import (
+    check_choice,
     check_max_evals,
     check_nonneg,
     check_popsize,
@@ -63,6 +64,8 @@ class NESBase:
     name = "NES"
     #: Factor of the DX-NES shape rate while the path stagnates (``DXSchedule``).
     STAGNATING_SHAPE = 1.4
+    #: Default of ``moving_shape``: DX-NES's own update for the baselines.
+    MOVING_SHAPE = "dx"
 
     def __init__(
         self,
@@ -86,7 +89,7 @@ class NESBase:
         tolstagnation: float | None = None,
         max_condition: float = 1e14,
         step_size: str = "dx",
-        moving_shape: str = "dx",
+        moving_shape: str | None = None,
         dtype: torch.dtype = torch.float64,
         device: Any = None,
         **distribution_options: Any,
@@ -102,10 +105,7 @@ class NESBase:
         self.adaptive_rates = self._switch("adaptive_rates", adaptive_rates)
         self.rank_one = self._switch("rank_one", rank_one)
         self.popsize = popsize = check_popsize(popsize, n, self.mirrored)
-        eta_mu_checked = check_rate(eta_mu, "eta_mu")
-        if eta_mu_checked is None:
-            raise TypeError("eta_mu: expected a positive number, got None")
-        self.eta_mu = eta_mu_checked
+        self.eta_mu = cast(float, check_rate(eta_mu, "eta_mu", optional=False))
         self._eta_sigma = check_rate(eta_sigma, "eta_sigma")
         self._eta_B = check_rate(eta_B, "eta_B")
         self.max_evals = check_max_evals(max_evals)
@@ -113,33 +113,21 @@ class NESBase:
         self.tolx = check_nonneg(tolx, "tolx")
         self.tolfun = check_nonneg(tolfun, "tolfun")
         self.tolflatfitness = check_nonneg(tolflatfitness, "tolflatfitness")
-        self.tolstagnation = (
-            default_tolstagnation(n, popsize)
-            if tolstagnation is None
-            else check_nonneg(tolstagnation, "tolstagnation")
-        )
+        stag = default_tolstagnation(n, popsize) if tolstagnation is None else tolstagnation
+        self.tolstagnation = check_nonneg(stag, "tolstagnation")
         self.max_condition = check_nonneg(max_condition, "max_condition")
-        if step_size not in ("dx", "csa"):
-            raise ValueError(f"step_size: expected 'dx' or 'csa', got {step_size!r}")
-        self.step_size = step_size
-        if moving_shape not in ("dx", "rank"):
-            raise ValueError(f"moving_shape: expected 'dx' or 'rank', got {moving_shape!r}")
-        self.moving_shape = moving_shape
+        self.step_size = check_choice(step_size, "step_size", ("dx", "csa"))
+        moving_shape = self.MOVING_SHAPE if moving_shape is None else moving_shape
+        self.moving_shape = check_choice(moving_shape, "moving_shape", ("dx", "rank"))
         self.seed = check_seed(seed)
         device = torch.device("cpu") if device is None else torch.device(device)
         self._generator = torch.Generator(device=device).manual_seed(self.seed)
         self.dtype = dtype
         self.device = device
         self.mean = x0_t.to(dtype=dtype, device=device).clone()
-        self.dist = self._make_distribution(
-            sigma.to(dtype=dtype, device=device), **distribution_options
-        )
-        self.schedule = DXSchedule.make(
-            n,
-            popsize,
-            self.STAGNATING_SHAPE,
-            RANK_MOVING_SHAPE if moving_shape == "rank" else 1.5,
-        )
+        self.dist = self._make_distribution(sigma.to(device, dtype), **distribution_options)
+        moving = RANK_MOVING_SHAPE if self.moving_shape == "rank" else 1.5
+        self.schedule = DXSchedule.make(n, popsize, self.STAGNATING_SHAPE, moving)
         self._w_hat, self._u_rank = utility_weights(popsize)
         self.path = torch.zeros(n, dtype=dtype, device=device)
         self.path_c = torch.zeros(n, dtype=dtype, device=device)
@@ -286,18 +274,8 @@ class NESBase:
                 if csa:  # CMA-ES's rank-one term c1 (y y^T - I): its trace part scales
                     y2 = float(whitened_c @ whitened_c)
                     log_scale += 0.5 * c1 * (y2 / self.n - 1.0)
-        mean = self.dist.update(
-            self.mean,
-            z,
-            delta,
-            u,
-            self.eta_mu,
-            eta_sigma,
-            eta_B,
-            path=whitened_c,
-            c1=c1,
-            u_shape=u_shape,
-        )
+        rates = (self.eta_mu, eta_sigma, eta_B)
+        mean = self.dist.update(self.mean, z, delta, u, *rates, whitened_c, c1, u_shape)
         # (the fast spectral step has checked the mean with the new point)
         if not getattr(self.dist, "fast", False) and not bool(torch.isfinite(mean).all()):
             raise FloatingPointError("NES.tell: the mean became non-finite")

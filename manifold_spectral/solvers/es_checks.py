@@ -72,11 +72,13 @@ def check_sigma0(sigma0: Any, n: int) -> Tensor:
     return s
 
 
-def check_rate(value: Any, name: str) -> float | None:
-    if value is None:
+def check_rate(value: Any, name: str, optional: bool = True) -> float | None:
+    """``value`` as a finite float > 0, or ``None`` where ``optional``."""
+    if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a positive number or None, got {value!r}")
+        also = " or None" if optional else ""
+        raise TypeError(f"{name}: expected a positive number{also}, got {value!r}")
     v = float(value)
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
@@ -87,6 +89,13 @@ def check_nonneg(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
         raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
     return float(value)
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else ``ValueError`` naming ``name``."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+    return value
 
 
 def check_popsize(popsize: Any, n: int, mirrored: bool) -> int:

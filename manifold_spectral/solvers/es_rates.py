@@ -124,9 +124,9 @@ def rank_one_rates(n: int, mu_eff: float) -> tuple[float, float]:
 #: Moving-phase factor of the DX-NES shape rate with ``moving_shape="rank"`` (``NESBase``),
 #: twice DX-NES's 1.5: the shape's traceless part then comes from the rank utilities, whose
 #: estimate is less noisy than that of the distance weights (a few far samples carry most of
-#: their weight). BBOB D = 10, no restarts: f14 ERT -9 %, f2/f10/f11 -4 to -9 %, f1/f6/f12
-#: unchanged within noise (3 seed sets); the factor alone, with distance weights, costs f6
-#: about 6 %, and rank utilities alone at 1.5 cost f14 7 %.
+#: their weight), so it takes the higher rate. With the distance weights the factor alone
+#: slows BBOB f6, and the rank utilities alone at 1.5 slow f14 (benchmarks/README.md has
+#: the BBOB tables of the default).
 RANK_MOVING_SHAPE = 3.0
 
 #: Factor on CMA-ES's step-size damping ``d_sigma`` in ``csa_rates`` (``step_size="csa"``):

@@ -150,12 +150,13 @@ class NES(NESBase):
             phase and the rank-one term in every phase, in CMA-ES's form (``es_rates.
             csa_rates``; docs/nes.md: more robust on ridges, slower on smooth unimodal
             functions).
-        moving_shape: ``"dx"`` (default): in the *moving* phase the whole update uses the
-            DX-NES distance-weighted utilities, shape rate ``1.5 x`` the DX-NES base;
-            ``"rank"``: there the shape (traceless) part of the covariance step uses the rank
-            utilities instead, at ``es_rates.RANK_MOVING_SHAPE = 3 x`` the base (the mean
-            and the scale keep the distance weights). Faster on BBOB f14 and the
-            ill-conditioned f2/f10/f11 at D = 10 (``es_rates.RANK_MOVING_SHAPE``).
+        moving_shape: ``"rank"`` (default): in the *moving* phase the shape (traceless)
+            part of the covariance step uses the rank utilities, at
+            ``es_rates.RANK_MOVING_SHAPE = 3 x`` the DX-NES base rate, while the mean and
+            the scale keep the distance weights (the distance weights put most of the weight
+            on a few far samples: a noisy shape estimate, which a higher rate amplifies);
+            ``"dx"``: DX-NES's update, distance weights for all at ``1.5 x`` the base (the
+            baselines' default). BBOB figures: benchmarks/README.md.
         dtype, device: of the state (default float64, CPU).
         cayley: ``"exact"`` (default) or ``"neumann"`` Cayley map of the precision step.
         jacobi: turn each eigenvector pair by the exact angle of its 2 x 2 eigenproblem
@@ -164,6 +165,7 @@ class NES(NESBase):
 
     name = "spectral NES"
     STAGNATING_SHAPE = 4.2
+    MOVING_SHAPE = "rank"
 
     def _make_distribution(self, stds: Tensor, **options: Any) -> SearchDistribution:
         return SpectralSearch(stds, **options)
