@@ -42,7 +42,7 @@ from .es_checks import (
 )
 from .es_defaults import SWITCHES, default_tolstagnation
 from .es_eval import _check_vectorized, run_optimizer
-from .es_rates import RANK_MOVING_SHAPE, DXSchedule, csa_rates, rank_one_rates, xnes_rate
+from .es_rates import DXSchedule, csa_rates, rank_moving_shape, rank_one_rates, xnes_rate
 from .es_search import SearchDistribution
 from .es_stop import convergence_stops, record_generation
 from .es_utilities import distance_utilities, rank_utilities, utility_weights
@@ -123,7 +123,7 @@ class NESBase:
         self.device = device
         self.mean = x0_t.to(dtype=dtype, device=device).clone()
         self.dist = self._make_distribution(sigma.to(device, dtype), **distribution_options)
-        moving = RANK_MOVING_SHAPE if self.moving_shape == "rank" else 1.5
+        moving = rank_moving_shape(n) if self.moving_shape == "rank" else 1.5
         self.schedule = DXSchedule.make(n, popsize, self.STAGNATING_SHAPE, moving)
         self._w_hat, self._u_rank = utility_weights(popsize)
         self.path = torch.zeros(n, dtype=dtype, device=device)
