@@ -68,23 +68,23 @@ def test_csa_keeps_the_scale_on_a_sharp_ridge_longer():
     assert best["csa"] < 1e-3 * best["dx"]  # seeds 0-2: median 5e-10 vs 0.18 (tolx)
 
 
-def test_moving_shape_defaults_and_validation():
-    """DX-NES's moving-phase update by default (spectral NES and the baselines alike);
-    ``"rank"`` takes the shape rate up to ``RANK_MOVING_SHAPE`` x the base while moving and
-    leaves the other phases' rates; anything else is refused by name."""
+@pytest.mark.parametrize("n, factor", [(4, 3.0), (10, 3.0), (15, 2.0), (20, 1.5), (60, 1.5)])
+def test_moving_shape_defaults_and_validation(n, factor):
+    """Spectral NES learns the shape with rank utilities while moving, at 3x the base rate
+    up to n = 10 and 1.5x from n = 20 (``rank_moving_shape``); the baselines keep DX-NES's
+    update; the other phases' rates are unchanged; anything else is refused by name."""
     from manifold_spectral.solvers.cholesky_nes import CholeskyNES
-    from manifold_spectral.solvers.es_rates import RANK_MOVING_SHAPE
     from manifold_spectral.solvers.xnes import XNES
 
-    x0 = np.full(8, 1.0)
-    for cls in (NES, XNES, CholeskyNES):
-        assert cls(x0, 0.5, seed=0).moving_shape == "dx"
+    x0 = np.full(n, 1.0)
     es = NES(x0, 0.5, seed=0)
-    ref = DXSchedule.make(8, es.popsize, NES.STAGNATING_SHAPE)
-    assert es.schedule.eta_B == ref.eta_B
-    rank = NES(x0, 0.5, seed=0, moving_shape="rank").schedule
-    assert rank.eta_B[0] == pytest.approx(ref.eta_B[0] * RANK_MOVING_SHAPE / 1.5)
-    assert rank.eta_B[1:] == ref.eta_B[1:]
+    assert es.moving_shape == "rank"
+    ref = DXSchedule.make(n, es.popsize, NES.STAGNATING_SHAPE)
+    assert es.schedule.eta_B[0] == pytest.approx(ref.eta_B[0] * factor / 1.5)
+    assert es.schedule.eta_B[1:] == ref.eta_B[1:]
+    assert NES(x0, 0.5, seed=0, moving_shape="dx").schedule.eta_B == ref.eta_B
+    for cls in (XNES, CholeskyNES):
+        assert cls(x0, 0.5, seed=0).moving_shape == "dx"
     with pytest.raises(ValueError, match="moving_shape"):
         NES(x0, 0.5, moving_shape="distance")
 
@@ -97,7 +97,7 @@ def test_rank_shape_utilities_reach_the_update():
     f = functions.RotatedEllipsoid(6, cond=1e2)
     runs = []
     for utilities in ("rank", "dx"):
-        es = NES(np.full(6, 20.0), 0.5, seed=5, moving_shape="rank")  # moving soon
+        es = NES(np.full(6, 20.0), 0.5, seed=5)  # far from the minimum: moving soon
         es.moving_shape = utilities  # the rates stay those of "rank"
         phases = []
         for _ in range(20):

@@ -64,6 +64,8 @@ class NESBase:
     name = "NES"
     #: Factor of the DX-NES shape rate while the path stagnates (``DXSchedule``).
     STAGNATING_SHAPE = 1.4
+    #: Default of ``moving_shape``: DX-NES's own update for the baselines.
+    MOVING_SHAPE = "dx"
 
     def __init__(
         self,
@@ -87,7 +89,7 @@ class NESBase:
         tolstagnation: float | None = None,
         max_condition: float = 1e14,
         step_size: str = "dx",
-        moving_shape: str = "dx",
+        moving_shape: str | None = None,
         dtype: torch.dtype = torch.float64,
         device: Any = None,
         **distribution_options: Any,
@@ -115,6 +117,7 @@ class NESBase:
         self.tolstagnation = check_nonneg(stag, "tolstagnation")
         self.max_condition = check_nonneg(max_condition, "max_condition")
         self.step_size = check_choice(step_size, "step_size", ("dx", "csa"))
+        moving_shape = self.MOVING_SHAPE if moving_shape is None else moving_shape
         self.moving_shape = check_choice(moving_shape, "moving_shape", ("dx", "rank"))
         self.seed = check_seed(seed)
         device = torch.device("cpu") if device is None else torch.device(device)

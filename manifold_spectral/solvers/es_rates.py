@@ -128,27 +128,23 @@ def rank_one_rates(n: int, mu_eff: float) -> tuple[float, float]:
     return c_c, c1
 
 
-#: Moving-phase factor of the DX-NES shape rate with ``moving_shape="rank"`` (``NESBase``),
-#: twice DX-NES's 1.5: the shape's traceless part then comes from the rank utilities, whose
-#: estimate is less noisy than that of the distance weights (a few far samples carry most of
-#: their weight), so it takes the higher rate. With the distance weights the factor alone
-#: slows BBOB f6, and the rank utilities alone at 1.5 slow f14 (benchmarks/README.md has
-#: the BBOB tables of the default).
+#: Moving-phase factor of the DX-NES shape rate with ``moving_shape="rank"`` up to n = 10
+#: (``rank_moving_shape``), twice DX-NES's 1.5: the shape's traceless part then comes from
+#: the rank utilities, whose estimate is less noisy than that of the distance weights (a few
+#: far samples carry most of their weight), so it takes the higher rate. With the distance
+#: weights the factor alone slows BBOB f6, and the rank utilities alone at 1.5 slow f14.
 RANK_MOVING_SHAPE = 3.0
 
 
 def rank_moving_shape(n: int) -> float:
     """Moving-phase factor of the shape rate with ``moving_shape="rank"``:
-    ``max(1.5, RANK_MOVING_SHAPE min(1, 10 / n))``, i.e. 3 up to n = 10, 1.5 from n = 20.
+    ``max(1.5, RANK_MOVING_SHAPE min(1, 10 / n))``: 3 up to n = 10, 1.5 from n = 20.
 
-    The factor 3 was chosen on BBOB at D = 10; the DX-NES base rate falls only like ``1/n``
-    (CMA-ES's rank-mu rate like ``mu_eff / n^2``), so at n = 60 it overshoots (bench_nes
-    rotated ellipsoid, cond 1e6, 5 seeds: 169760-174928 evaluations vs 91920-95008 with
-    "dx"). Scaling it down like ``10 / n`` alone (0.5 at n = 60: 97264 ellipsoid, rosenbrock
-    115840 vs 100368 "dx") or tying it to CMA-ES's c_mu (0.37: 106368, 124112) is too slow;
-    the floor 1.5 (DX-NES's own moving factor) gives 88864 (ellipsoid) and 100336
-    (rosenbrock) at n = 60, 12192 vs 12324 "dx" (ellipsoid) at n = 20, and leaves the
-    D = 10 BBOB runs bitwise as with 3 (f14 ERT 4367 vs 4630 "dx")."""
+    The DX-NES base rate falls only like ``1/n`` (CMA-ES's rank-mu rate like
+    ``mu_eff / n^2``), so the factor that suits n = 10 overshoots in larger dimensions (a
+    rotated ellipsoid at n = 60 needs far more evaluations); scaled down like ``10 / n``
+    without a floor, or like CMA-ES's ``c_mu``, it learns the shape too slowly there (the
+    Rosenbrock valley most). The floor is DX-NES's own moving factor."""
     return max(1.5, RANK_MOVING_SHAPE * min(1.0, 10.0 / n))
 
 

@@ -150,15 +150,13 @@ class NES(NESBase):
             phase and the rank-one term in every phase, in CMA-ES's form (``es_rates.
             csa_rates``; docs/nes.md: more robust on ridges, slower on smooth unimodal
             functions).
-        moving_shape: ``"dx"`` (default): DX-NES's update in the *moving* phase, the
-            distance-weighted utilities for the mean, scale and shape, shape rate ``1.5 x``
-            the DX-NES base; ``"rank"`` (opt-in): there the shape (traceless) part of the
-            covariance step uses the rank utilities, at ``es_rates.RANK_MOVING_SHAPE = 3 x``
-            the base (the distance weights put most of the weight on a few far samples: a
-            noisy shape estimate, which a higher rate amplifies). Faster on BBOB's
-            ill-conditioned functions at D = 10 and 20 (f14 most), slower on a rotated
-            ellipsoid at n = 60, where the base rate (``~ 1/n``) is far above CMA-ES's
-            rank-mu rate (``~ mu_eff / n^2``) already (docs/nes.md).
+        moving_shape: ``"rank"`` (default): in the *moving* phase the shape (traceless)
+            part of the covariance step uses the rank utilities, at
+            ``es_rates.rank_moving_shape(n)`` x the DX-NES base rate (3 up to n = 10, 1.5
+            from n = 20), while the mean and the scale keep the distance weights (those put
+            most of the weight on a few far samples: a noisy shape estimate, which a higher
+            rate amplifies); ``"dx"``: DX-NES's update, distance weights for all at
+            ``1.5 x`` the base (the baselines' default).
         dtype, device: of the state (default float64, CPU).
         cayley: ``"exact"`` (default) or ``"neumann"`` Cayley map of the precision step.
         jacobi: turn each eigenvector pair by the exact angle of its 2 x 2 eigenproblem
@@ -167,6 +165,7 @@ class NES(NESBase):
 
     name = "spectral NES"
     STAGNATING_SHAPE = 4.2
+    MOVING_SHAPE = "rank"
 
     def _make_distribution(self, stds: Tensor, **options: Any) -> SearchDistribution:
         return SpectralSearch(stds, **options)
