@@ -162,6 +162,31 @@ def test_cache_saves_the_packing(monkeypatch):
     assert sorted(counts[True]) == ["B_L", "B_R", "d_L", "d_R", "matrix", "matrix", "matrix"]
 
 
+def test_a_reload_is_packed_once(monkeypatch):
+    """After ``load_state_dict`` the first step packs the loaded entries; the next step
+    without a curvature update embeds only the gradient again."""
+    calls = []
+    embed = KroneckerPadding.embed
+
+    def counted(self, tensors, kind):
+        calls.append(kind)
+        return embed(self, tensors, kind)
+
+    monkeypatch.setattr(KroneckerPadding, "embed", counted)
+    net, (X, Y) = model(), data()
+    opt = SpectralKron(groups(net), lr=0.01, update_every=10)
+    per_step = []
+    for t in range(5):
+        if t == 2:
+            opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+        calls.clear()
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(X), Y).backward()
+        opt.step()
+        per_step.append(len(calls))
+    assert per_step[2] == 7 and per_step[3:] == [1, 1], per_step
+
+
 def test_skipped_step_leaves_cached_state_untouched():
     """A step skipped after the cache is filled (squares of a 1e30 gradient overflow the
     float32 second moment) writes into no state entry: the packed tensors the cache hands

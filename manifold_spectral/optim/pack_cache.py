@@ -9,7 +9,11 @@ while every one of those is still the very tensor in the parameter's state, unmo
 the same object (``is``) with the same version counter (``Tensor._version``, which every
 in-place write increments, through any view). Anything else (a loaded state dict, an entry
 the caller replaced or wrote into, a step whose results were not written) packs afresh, so
-the cache changes no result.
+the cache changes no result. A fresh pack is kept too (it equals the pack of its tensors
+while they stay unmodified), so after a reload the packing is paid once, not until the next
+curvature update. Memory: a stacked or concatenated bucket's per-parameter entries are views
+of the kept tensor; a padded bucket (small layers only) keeps its packed state besides the
+per-parameter copies.
 """
 
 from __future__ import annotations
@@ -40,13 +44,15 @@ class PackCache:
     def __call__(self, name: str, tensors: Sequence[Tensor], key: str | None = None) -> Tensor:
         """``pre.pack(tensors, key)``, or the packed tensor they were unpacked from."""
         hit = self._old.get(name)
-        if hit is not None and _same(hit[1], tensors):
-            self._new.setdefault(name, hit)
-            return hit[0]
-        return self._pre.pack(tensors, key)
+        if hit is None or not _same(hit[1], tensors):
+            # a fresh pack equals pack(tensors) while they are unmodified, as an unpacked one
+            hit = (self._pre.pack(tensors, key), [(t, t._version) for t in tensors])
+        self._new.setdefault(name, hit)
+        return hit[0]
 
     def record(self, name: str, packed: Tensor, parts: Sequence[Tensor]) -> None:
-        """``parts`` (the per-parameter entries about to be written) came from ``packed``."""
+        """``parts`` (the per-parameter entries about to be written) came from ``packed``
+        (replaces what ``__call__`` kept under ``name`` this step)."""
         if self._on:
             self._new[name] = (packed, [(t, t._version) for t in parts])
 
