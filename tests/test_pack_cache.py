@@ -135,10 +135,10 @@ def test_edited_state_is_packed_afresh(kw, edit):
     )
 
 
-def test_cache_saves_the_packing(monkeypatch):
-    """On a step without a curvature update the padded bucket embeds only its gradient; the
-    run without a cache embeds every state entry too."""
-    calls = []
+@pytest.fixture
+def embeds(monkeypatch) -> list[str]:
+    """The kinds of the ``KroneckerPadding.embed`` calls, as they happen."""
+    calls: list[str] = []
     embed = KroneckerPadding.embed
 
     def counted(self, tensors, kind):
@@ -146,6 +146,12 @@ def test_cache_saves_the_packing(monkeypatch):
         return embed(self, tensors, kind)
 
     monkeypatch.setattr(KroneckerPadding, "embed", counted)
+    return calls
+
+
+def test_cache_saves_the_packing(embeds):
+    """On a step without a curvature update the padded bucket embeds only its gradient; the
+    run without a cache embeds every state entry too."""
     counts = {}
     for fresh in (False, True):
         net, (X, Y) = model(), data()
@@ -153,37 +159,29 @@ def test_cache_saves_the_packing(monkeypatch):
         for _ in range(5):
             if fresh:
                 opt._packed.clear()
-            calls.clear()
+            embeds.clear()
             opt.zero_grad()
             nn.functional.cross_entropy(net(X), Y).backward()
             opt.step()
-        counts[fresh] = list(calls)  # step 5: no curvature update (updates at 1, 4, 7)
+        counts[fresh] = list(embeds)  # step 5: no curvature update (updates at 1, 4, 7)
     assert counts[False] == ["matrix"]
     assert sorted(counts[True]) == ["B_L", "B_R", "d_L", "d_R", "matrix", "matrix", "matrix"]
 
 
-def test_a_reload_is_packed_once(monkeypatch):
+def test_a_reload_is_packed_once(embeds):
     """After ``load_state_dict`` the first step packs the loaded entries; the next step
     without a curvature update embeds only the gradient again."""
-    calls = []
-    embed = KroneckerPadding.embed
-
-    def counted(self, tensors, kind):
-        calls.append(kind)
-        return embed(self, tensors, kind)
-
-    monkeypatch.setattr(KroneckerPadding, "embed", counted)
     net, (X, Y) = model(), data()
     opt = SpectralKron(groups(net), lr=0.01, update_every=10)
     per_step = []
     for t in range(5):
         if t == 2:
             opt.load_state_dict(copy.deepcopy(opt.state_dict()))
-        calls.clear()
+        embeds.clear()
         opt.zero_grad()
         nn.functional.cross_entropy(net(X), Y).backward()
         opt.step()
-        per_step.append(len(calls))
+        per_step.append(len(embeds))
     assert per_step[2] == 7 and per_step[3:] == [1, 1], per_step
 
 
