@@ -200,7 +200,9 @@ class KroneckerPreconditioner:
         shape = (*self.batch_shape, *self.shape)
         dt = self.manifold.dtype
         g, m = grad.reshape(shape).to(dt), direction.reshape(shape).to(dt)
-        Zg, Zm = self.manifold.to_eigenbasis(x, torch.stack([g, m])).unbind(0)
+        # Two calls, not one on torch.stack([g, m]): a batched factor broadcast over the pair
+        # is materialised (a copy of the expanded, transposed B per call) before the products.
+        Zg, Zm = self.manifold.to_eigenbasis(x, g), self.manifold.to_eigenbasis(x, m)
         v = transforms.second_moment(v.reshape(shape), Zg, beta)
         numel = None if self.padding is None else self.padding.numel
         Z = transforms.scale_by_second_moment(
