@@ -389,3 +389,43 @@ def test_eigenvalue_correction_default_follows_the_root(root, flag, expected):
     W.grad = torch.randn(5, 7, dtype=torch.float64)
     opt.step()
     assert ("eig_v" in opt.state[W]) == expected
+
+
+def test_parameter_groups_step_with_their_own_lr_and_weight_decay():
+    """The parameter writes of a step are batched per group (``_apply_updates``): each group
+    must keep its own lr and weight decay. Two groups in one optimizer give the bits of two
+    optimizers with one group each (the update of a parameter reads only its own group)."""
+    X, Y = data()
+    opts = ({"lr": 3e-2, "weight_decay": 0.1}, {"lr": 1e-3, "weight_decay": 0.0})
+    model_a, model_b = mlp(), mlp()
+    mods_a, mods_b = (model_a[0], model_a[2]), (model_b[0], model_b[2])
+    joint = SpectralKron(
+        [{"params": m.parameters(), **o} for m, o in zip(mods_a, opts, strict=True)]
+    )
+    alone = [SpectralKron(m.parameters(), **o) for m, o in zip(mods_b, opts, strict=True)]
+    for _ in range(4):
+        for model in (model_a, model_b):
+            model.zero_grad()
+            nn.functional.cross_entropy(model(X), Y).backward()
+        joint.step()
+        for opt in alone:
+            opt.step()
+    for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(model_a[0].weight, mlp()[0].weight)
+
+
+def test_decoupled_weight_decay_shrinks_by_lr_times_decay():
+    """``p <- p (1 - lr wd) - lr u``: one step with decay minus one without is ``lr wd p``
+    (the direction ``u`` does not depend on the decay)."""
+    X, Y = data()
+    lr, wd = 3e-2, 0.1
+    out = []
+    for decay in (wd, 0.0):
+        model = mlp()
+        opt = SpectralKron(model.parameters(), lr=lr, weight_decay=decay)
+        nn.functional.cross_entropy(model(X), Y).backward()
+        opt.step()
+        out.append([p.detach().clone() for p in model.parameters()])
+    for p0, with_decay, without in zip(mlp().parameters(), *out, strict=True):
+        torch.testing.assert_close(without - with_decay, lr * wd * p0.detach(), rtol=0, atol=1e-6)

@@ -310,9 +310,22 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
         except NonFiniteUpdate:
             self.skipped_steps += 1
             return loss
-        for group, p, (new_state, update) in pending:
-            self.apply_update(group, p, new_state, update.reshape(p.shape).to(p.dtype))
+        self._apply_updates(pending)
         return loss
+
+    def _apply_updates(self, pending: list[tuple[dict[str, Any], Tensor, Any]]) -> None:
+        """``apply_update`` for every ``(group, p, (new_state, u))`` of a step, the parameter
+        writes of a group as ``torch._foreach_*`` calls (one dispatch per group instead of
+        one or two per parameter; the same elementwise kernels, the same bits)."""
+        by_group: dict[int, tuple[dict[str, Any], list[Tensor], list[Tensor]]] = {}
+        for group, p, (new_state, update) in pending:
+            self.state[p].update(new_state)
+            _, ps, us = by_group.setdefault(id(group), (group, [], []))
+            ps.append(p)
+            us.append(update.reshape(p.shape).to(p.dtype))
+        for group, ps, us in by_group.values():
+            transforms.weight_decay(ps, group["lr"], group["weight_decay"])
+            torch._foreach_add_(ps, us, alpha=-group["lr"])
 
     # The two halves of a step, for ``distributed.step`` -----------------------------------
 

@@ -105,7 +105,11 @@ def scale_by_second_moment(
     return (zf / (vhat.pow(1.0 / root) + eps)).to(z.dtype)
 
 
-def weight_decay(param: Tensor, lr: float, decay: float) -> None:
-    """Decoupled weight decay (Loshchilov & Hutter): ``param <- param (1 - lr decay)``."""
+def weight_decay(param: Tensor | list[Tensor], lr: float, decay: float) -> None:
+    """Decoupled weight decay (Loshchilov & Hutter): ``param <- param (1 - lr decay)``, in
+    place; a list of tensors in one ``torch._foreach_mul_``."""
     if decay:
-        param.mul_(1.0 - lr * decay)
+        if isinstance(param, list):
+            torch._foreach_mul_(param, 1.0 - lr * decay)
+        else:
+            param.mul_(1.0 - lr * decay)

@@ -94,7 +94,9 @@ class UpdateMixin:
                     new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
             else:
                 pcs.append(self._precond_state(state))
-                steps.append(int(state["step"]) + 1)
+                # A bucket's members share their step count (``_buckets``): one read (a
+                # host synchronisation) for the bucket.
+                steps.append(int(state["step"]) + 1 if not steps else steps[0])
                 bufs.append(state["momentum_buffer"])
             news.append(new)
         step = steps[0]
