@@ -322,7 +322,7 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
             self.state[p].update(new_state)
             _, ps, us = by_group.setdefault(id(group), (group, [], []))
             ps.append(p)
-            us.append(update.reshape(p.shape).to(p.dtype))
+            us.append(transforms.as_shape(update, p.shape).to(p.dtype))
         for group, ps, us in by_group.values():
             transforms.weight_decay(ps, group["lr"], group["weight_decay"])
             torch._foreach_add_(ps, us, alpha=-group["lr"])

@@ -18,6 +18,7 @@ __all__ = [
     "second_moment",
     "scale_by_second_moment",
     "weight_decay",
+    "as_shape",
 ]
 
 
@@ -113,3 +114,9 @@ def weight_decay(param: Tensor | list[Tensor], lr: float, decay: float) -> None:
             torch._foreach_mul_(param, 1.0 - lr * decay)
         else:
             param.mul_(1.0 - lr * decay)
+
+
+def as_shape(t: Tensor, shape: torch.Size) -> Tensor:
+    """``t.reshape(shape)``, or ``t`` itself when it has that shape already: a reshape to the
+    same shape still dispatches a view, and a step writes one per parameter and state entry."""
+    return t if t.shape == shape else t.reshape(shape)

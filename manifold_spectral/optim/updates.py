@@ -113,7 +113,8 @@ class UpdateMixin:
             buf, D = transforms.heavy_ball(buf, G, group["momentum"], group["nesterov"])
             new_bufs = [buf]
             if k > 1:
-                new_bufs = [b.reshape(g.shape) for b, g in zip(pre.unpack(buf), grads, strict=True)]
+                parts = zip(pre.unpack(buf), grads, strict=True)
+                new_bufs = [transforms.as_shape(b, g.shape) for b, g in parts]
             packed.record("momentum_buffer", buf, new_bufs)
         else:
             D, new_bufs = G, bufs
@@ -183,7 +184,7 @@ class UpdateMixin:
         for p, grad, new, pci, Vi, u in zip(params, grads, news, pcs, Vs, Us, strict=True):
             new.update({PRECOND_PREFIX + key: v for key, v in pci.items()})
             if corrected:
-                new["eig_v"] = Vi.reshape(p.shape)
+                new["eig_v"] = transforms.as_shape(Vi, p.shape)
             if group["graft"] == "adam":
                 v = self.state[p].get("exp_avg_sq", new.get("exp_avg_sq"))
                 v, adam = transforms.adam_direction(v, grad.float(), step)
