@@ -181,6 +181,9 @@ class UpdateMixin:
             for u, p in zip(Us, params, strict=True):
                 self._check_update(u, p)
         out = []
+        # One step tensor for the bucket's members (a state entry is replaced, never written
+        # in place, so sharing it is safe): ``_buckets`` then reads it once per bucket.
+        step_t = torch.tensor(float(step))
         for p, grad, new, pci, Vi, u in zip(params, grads, news, pcs, Vs, Us, strict=True):
             new.update({PRECOND_PREFIX + key: v for key, v in pci.items()})
             if corrected:
@@ -194,7 +197,7 @@ class UpdateMixin:
                 u = transforms.clip_by_rms(u, group["clip_rms"])
             if per_param:
                 self._check_update(u, p)
-            new["step"] = torch.tensor(float(step))
+            new["step"] = step_t
             out.append((new, u))
         if corrected:
             packed.record("eig_v", V, [new["eig_v"] for new in news])
@@ -264,12 +267,16 @@ class UpdateMixin:
         small: dict[Any, list[Tensor]] = {}
         if params is None:
             params = [p for p in group["params"] if p.grad is not None]
+        read: dict[int, int] = {}  # id of a step tensor -> its value (one host sync each)
         for p in params:
             pre = self._preconditioner(group, p)
             key: Any = id(p)
             if group["batched"]:
                 state = self.state.get(p)  # not self.state[p]: that would add an entry
-                step = int(state["step"]) if state else 0
+                step = 0
+                if state:
+                    t = state["step"]
+                    step = read[id(t)] if id(t) in read else read.setdefault(id(t), int(t))
                 key = ("diagonal", self._state_dtype(group, p), p.device, step)
                 if pre.kind == "kronecker":
                     if param_cost(p.shape, group) <= BATCH_MAX_COST:
