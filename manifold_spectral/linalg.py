@@ -28,6 +28,7 @@ __all__ = [
     "newton_schulz_orthogonalize",
     "all_finite",
     "records_grad",
+    "matmul",
     "eps",
     "default_eig_tol",
     "eigh_canonical",
@@ -71,6 +72,15 @@ def all_finite(X: Tensor) -> bool:
     # math.isfinite on the one synchronised value: a single tensor operation (the sum);
     # torch.isfinite would dispatch four more on the 0-d result.
     return math.isfinite(float(X.sum())) or bool(torch.isfinite(X).all())
+
+
+def matmul(A: Tensor, B: Tensor) -> Tensor:
+    """``A @ B``; two stacks of one batch size go to ``torch.bmm`` directly: ``@`` on them
+    dispatches an expand and a view of each operand and a view of the result around the same
+    ``bmm`` (the same bits), which is most of the dispatch work of a small batched product."""
+    if A.ndim == 3 and B.ndim == 3 and A.shape[0] == B.shape[0]:
+        return torch.bmm(A, B)
+    return A @ B
 
 
 def records_grad(X: Tensor) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import NEUMANN_MAX_NORM
+from ..linalg import NEUMANN_MAX_NORM, matmul
 from ..validation import resolve_device
 from .base import (
     SpectralManifold,
@@ -272,12 +272,12 @@ class KroneckerSpectralSPD(
     def to_eigenbasis(x: KroneckerSpectralPoint, G: Tensor) -> Tensor:
         """``B_L^T G B_R``: a matrix (..., a, b) in the Kronecker eigenbasis of ``x``, where
         ``S = alpha (B_L kron B_R) Diag(d_L kron d_R) (B_L kron B_R)^T`` is diagonal."""
-        return x.left.B.mT @ G @ x.right.B
+        return matmul(matmul(x.left.B.mT, G), x.right.B)
 
     @staticmethod
     def from_eigenbasis(x: KroneckerSpectralPoint, Z: Tensor) -> Tensor:
         """``B_L Z B_R^T``, the inverse of ``to_eigenbasis`` (orthogonal factors)."""
-        return x.left.B @ Z @ x.right.B.mT
+        return matmul(matmul(x.left.B, Z), x.right.B.mT)
 
     def apply_power(self, x: KroneckerSpectralPoint, v: Tensor, r: float) -> Tensor:
         """``S^r v`` for ``v`` of shape (a, b) (a matrix), (ab,) or (ab, k) (row-major vecs);
