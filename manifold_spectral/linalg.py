@@ -176,8 +176,8 @@ def cayley_neumann(N: Tensor, max_norm: float | None = None) -> Tensor:
     ``||N||_F ~ sqrt(n / 2) ||N||_2``, and a Frobenius clip would shrink such a step by that
     factor for nothing. Cost: three matrix products, no solve — usable in bfloat16.
     """
-    N2 = N @ N
-    N4 = N2 @ N2
+    N2 = matmul(N, N)
+    N4 = matmul(N2, N2)
     # (I + N)^2 = I + 2N + N^2 needs no extra product. Rescaling by s is folded into the
     # two sums (2 elementwise passes each, the identity added on the diagonal only): the
     # map of a large factor is otherwise as much elementwise work as a product.
@@ -195,7 +195,7 @@ def cayley_neumann(N: Tensor, max_norm: float | None = None) -> Tensor:
         P = (torch.mul(N2, s2) if graph else N2.mul_(s2)).addcmul_(N, s, value=2.0)
     P.diagonal(dim1=-2, dim2=-1).add_(1.0)
     Q.diagonal(dim1=-2, dim2=-1).add_(1.0)
-    return P @ Q
+    return matmul(P, Q)
 
 
 def check_cayley(method: str) -> str:

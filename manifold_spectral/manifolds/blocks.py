@@ -28,6 +28,7 @@ from ..linalg import (
     check_cayley,
     clip_norm,
     default_eig_tol,
+    matmul,
     records_grad,
     skew,
     tril,
@@ -312,5 +313,5 @@ def rotation_retract(
         if max_norm is None or not 0.0 < max_norm < 1.0:
             raise ValueError(f"max_norm: expected a float in (0, 1), got {max_norm!r}")
         loose = max_norm * N.shape[-1] ** 0.5
-        return B @ cayley_neumann(clip_norm(N, loose, inplace=True), max_norm=max_norm)
+        return matmul(B, cayley_neumann(clip_norm(N, loose, inplace=True), max_norm=max_norm))
     return cayley_exact_apply(B, N)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..linalg import matmul
 from ..validation import check_exponential, check_flag
 from . import blocks
 from .base import check_cayley, check_positive
@@ -79,9 +80,10 @@ class KroneckerGOPStepMixin:
         # Sums over the m gradients and a side in one product each: (a, mb) (mb, a) and
         # (b, ma) (ma, b); views when m = 1 (one gradient per step, the optimizer's case).
         Zt = Z.transpose(-3, -2)
-        W_L = (Zt / dR[..., None, None, :]).reshape(*bs, a, m * b) @ Zt.reshape(*bs, a, m * b).mT
+        Zs = Zt.reshape(*bs, a, m * b)
+        W_L = matmul((Zt / dR[..., None, None, :]).reshape(*bs, a, m * b), Zs.mT)
         ZL = (Z / self._sample_axis(dL)[..., :, None]).reshape(*bs, m * a, b)
-        W_R = ZL.mT @ Z.reshape(*bs, m * a, b)
+        W_R = matmul(ZL.mT, Z.reshape(*bs, m * a, b))
         if m > 1:
             W_L, W_R = W_L.div_(m), W_R.div_(m)
         new = []
