@@ -36,6 +36,7 @@ from .es_checks import (
     check_rate,
     check_seed,
     check_sigma0,
+    check_sigma0_range,
     check_target,
     check_values,
     check_x0,
@@ -46,7 +47,7 @@ from .es_rates import DXSchedule, csa_rates, rank_moving_shape, rank_one_rates, 
 from .es_search import SearchDistribution
 from .es_stop import convergence_stops, record_generation
 from .es_utilities import distance_utilities, rank_utilities, utility_weights
-from .result import NESResult
+from .result import NESResult, result_message
 
 __all__ = ["NESBase", "NESResult"]
 
@@ -96,10 +97,15 @@ class NESBase:
     ) -> None:
         self._start = time.perf_counter()
         x0_t, self._torch_io = check_x0(x0)
+        # Torch in, torch out in the input's floating dtype and on its device (the state
+        # keeps ``dtype`` and ``device``); an integer tensor's points come in ``dtype``.
+        self._io_dtype = x0_t.dtype if x0_t.is_floating_point() else dtype
+        self._io_device = x0_t.device
         n = x0_t.shape[0]
         self.n = n
         check_dtype(dtype)
         sigma = check_sigma0(sigma0, n)
+        check_sigma0_range(sigma, dtype)
         self.mirrored = self._switch("mirrored", mirrored)
         self.distance_weights = self._switch("distance_weights", distance_weights)
         self.adaptive_rates = self._switch("adaptive_rates", adaptive_rates)
@@ -200,7 +206,7 @@ class NESBase:
 
     def _output(self, X: Tensor) -> Any:
         if self._torch_io:
-            return X.clone()
+            return X.to(device=self._io_device, dtype=self._io_dtype, copy=True)
         return X.detach().cpu().numpy().astype(np.float64, copy=True)
 
     def tell(self, X: Any, fvals: Any) -> None:
@@ -317,12 +323,12 @@ class NESBase:
         k = len(self._hist_nfev)
         return NESResult(
             x=self._output(x),
-            fun=self.fbest,
+            fun=self.fbest if self.xbest is not None else math.nan,
             nfev=self.countevals,
             nit=self.countiter,
             success="ftarget" in stop,
             stop=stop,
-            message=", ".join(stop) if stop else "running",
+            message=result_message(stop, self.xbest is not None or not self.countevals),
             method=self.name,
             history={
                 "nit": np.arange(1, k + 1, dtype=np.int64),

@@ -16,6 +16,7 @@ from .es_defaults import default_popsize
 __all__ = [
     "check_x0",
     "check_sigma0",
+    "check_sigma0_range",
     "check_rate",
     "check_nonneg",
     "check_popsize",
@@ -70,6 +71,23 @@ def check_sigma0(sigma0: Any, n: int) -> Tensor:
     if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
         raise ValueError(f"sigma0: expected finite values > 0, got {sigma0!r}")
     return s
+
+
+def check_sigma0_range(sigma: Tensor, dtype: torch.dtype) -> None:
+    """``sigma`` (checked by ``check_sigma0``) representable as a search distribution in
+    ``dtype``: ``sigma^2`` and ``sigma^-2`` (the variances and the precisions the
+    distributions store) finite and non-zero, i.e. ``sqrt(tiny) <= sigma <= sqrt(max)``.
+    Outside, the state would hold 0 or Inf and ``ask`` would return NaN points or a
+    distribution of zero width."""
+    info = torch.finfo(dtype)
+    lo, hi = math.sqrt(info.tiny), math.sqrt(info.max)
+    s_min, s_max = float(sigma.min()), float(sigma.max())
+    if s_min < lo or s_max > hi:
+        raise ValueError(
+            f"sigma0: expected values in [{lo:.3g}, {hi:.3g}] for dtype {dtype} (their squares "
+            f"and inverse squares must be finite and non-zero), got min {s_min:.3g}, "
+            f"max {s_max:.3g}"
+        )
 
 
 def check_rate(value: Any, name: str, optional: bool = True) -> float | None:

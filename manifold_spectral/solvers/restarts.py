@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 
 from .es import NESBase, NESResult
-from .es_checks import check_max_evals
+from .es_checks import check_max_evals, check_x0
 from .es_defaults import default_max_evals
 from .es_eval import _check_vectorized, run_optimizer
 from .nes import NES
+from .result import result_message
 
 __all__ = ["RestartNES"]
 
@@ -116,17 +117,45 @@ class RestartNES:
         self._spent = {"large": 0, "small": 0}
         self._large_runs = 0
         self._last_large = 0
-        self.es = self._new_run(popsize, seed, "large", 1.0, None)
+        self.es = self._new_run(self._start_point(), popsize, seed, "large", 1.0, None)
         self.seed = self.es.seed
         self.lam0 = self.es.popsize
         self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2**31]))
 
     # Runs ------------------------------------------------------------------------------
 
+    def _start_point(self) -> Any:
+        """The next run's start: ``x0``, or a fresh one from the callable, which must keep
+        the first run's dimension and array type (``ValueError`` / ``TypeError`` naming
+        ``x0`` otherwise, before anything of the finished run is changed)."""
+        if not callable(self._x0):
+            return self._x0
+        x0 = self._x0()
+        t, is_torch = check_x0(x0)
+        if self.runs:
+            n, torch_io = self._first
+            if t.shape[0] != n:
+                raise ValueError(
+                    f"x0: the callable returned a start of dimension {t.shape[0]} for run "
+                    f"{len(self.runs) + 1}; the first run's has dimension {n}"
+                )
+            if is_torch != torch_io:
+                kinds = ("numpy", "torch")
+                raise TypeError(
+                    f"x0: the callable returned a {kinds[is_torch]} start for run "
+                    f"{len(self.runs) + 1}; the first run's was {kinds[torch_io]}"
+                )
+        return x0
+
     def _new_run(
-        self, popsize: int | None, seed: int | None, regime: str, scale: float, cap: int | None
+        self,
+        x0: Any,
+        popsize: int | None,
+        seed: int | None,
+        regime: str,
+        scale: float,
+        cap: int | None,
     ) -> NESBase:
-        x0 = self._x0() if callable(self._x0) else self._x0
         budget = None if self.max_evals is None else self.max_evals - self.countevals
         if cap is not None:
             budget = cap if budget is None else min(budget, cap)
@@ -137,10 +166,13 @@ class RestartNES:
         self.runs.append(
             {"popsize": es.popsize, "regime": regime, "sigma_scale": scale, "seed": es.seed}
         )
+        if len(self.runs) == 1:  # what every later start must match (_start_point)
+            self._first = (es.n, es._torch_io)
         return es
 
-    def _next_run(self) -> None:
-        """Close the current run and start the next one (IPOP or BIPOP's choice)."""
+    def _next_run(self, x0: Any) -> None:
+        """Close the current run and start the next one from ``x0`` (IPOP or BIPOP's
+        choice)."""
         es, k = self.es, len(self.runs)
         self.runs[-1].update(nfev=es.countevals, stop=dict(es.stop()))
         self._spent[self.runs[-1]["regime"]] += es.countevals
@@ -153,11 +185,11 @@ class RestartNES:
             lam = int(math.floor(self.lam0 * (0.5 * large_pop / self.lam0) ** (u * u)))
             lam = max(lam, 2) + (max(lam, 2) % 2 if es.mirrored else 0)
             cap = max(self._last_large // 2, lam)
-            self.es = self._new_run(lam, seed, "small", 10.0 ** (-2.0 * u), cap)
+            self.es = self._new_run(x0, lam, seed, "small", 10.0 ** (-2.0 * u), cap)
         else:
             self._large_runs += 1
             lam = large_pop + (large_pop % 2 if es.mirrored else 0)
-            self.es = self._new_run(lam, seed, "large", 1.0, None)
+            self.es = self._new_run(x0, lam, seed, "large", 1.0, None)
 
     @property
     def _exhausted(self) -> bool:
@@ -197,9 +229,10 @@ class RestartNES:
         )
         if self._exhausted or out_of_budget:
             return
+        x0 = self._start_point()  # may raise: then the finished run stays the last one
         self.countevals += es.countevals
         self._busy_done += es._busy
-        self._next_run()
+        self._next_run(x0)
 
     def stop(self) -> dict[str, Any]:
         """Empty while a run is going or another may start; else the final reasons."""
@@ -224,12 +257,12 @@ class RestartNES:
         nfev = self.countevals + self.es.countevals
         return NESResult(
             x=last.x if xbest is None else self.es._output(xbest),
-            fun=fbest,
+            fun=fbest if xbest is not None else math.nan,
             nfev=nfev,
             nit=self.countiter,
             success="ftarget" in stop,
             stop=stop,
-            message=", ".join(stop) if stop else "running",
+            message=result_message(stop, xbest is not None or not nfev),
             method=f"{self.es.name} ({'BIPOP' if self.bipop else 'IPOP'}, {len(self.runs)} runs)",
             history={
                 "nit": np.arange(1, h.shape[0] + 1, dtype=np.int64),

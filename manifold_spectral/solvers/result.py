@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OptimizeResult", "NESResult"]
+__all__ = ["OptimizeResult", "NESResult", "result_message"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -94,3 +94,15 @@ class NESResult(OptimizeResult):
     evals_best: int = 0
     popsize: int = 0
     seed: int = 0
+
+
+#: The start of ``NESResult.message`` when no evaluated value was finite.
+NO_FINITE_VALUE = "no finite value of f was found (x is the final mean, never evaluated)"
+
+
+def result_message(stop: dict[str, Any], found: bool) -> str:
+    """``message`` of a ``NESResult``: the stop reasons (``"running"`` while none), led by
+    ``NO_FINITE_VALUE`` when ``found`` is false: then there is no evaluated point whose value
+    could be ``fun``, so ``fun`` is NaN and ``x`` the mean."""
+    reasons = ", ".join(stop) if stop else "running"
+    return reasons if found else f"{NO_FINITE_VALUE}; {reasons}"
