@@ -7,6 +7,7 @@ fail, so each is refused with a ``ValueError`` naming the entry, and nothing is 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
@@ -24,16 +25,43 @@ from ..validation import (
     check_size,
 )
 
-__all__ = ["validate_group", "check_param_state", "COUNTERS", "NonFiniteUpdate"]
+__all__ = [
+    "validate_group",
+    "check_param_state",
+    "COUNTERS",
+    "NonFiniteUpdate",
+    "square_bound",
+    "warn_skipped",
+]
 
 #: Per-parameter event counters kept in the state (ints, saved with it): curvature steps
 #: whose truncated eigenvalue map left the positive reals and were taken with the continued
-#: map, and curvature steps that failed even so (the previous curvature was kept).
+#: map, and curvature steps recorded as failed (a state saved when a failed curvature step
+#: kept the previous curvature; a failing step is now skipped whole: ``skipped_steps``).
 COUNTERS = ("curvature_fallbacks", "curvature_rejections")
 
 
 class NonFiniteUpdate(FloatingPointError):
-    """A finite gradient gave a non-finite update (overflow): the step is skipped."""
+    """A finite gradient whose step the state dtype cannot hold (an overflow of its squares,
+    of the curvature step or of the update): the step is skipped, nothing is written."""
+
+
+@functools.cache
+def square_bound(dtype: torch.dtype) -> float:
+    """``sqrt(finfo(dtype).max)``: above it a gradient entry's square, and so its curvature
+    (``EMA(g^2)``, ``G G^T``), is not representable in ``dtype``. Preconditioning such a
+    gradient with a curvature that could not take it in (the previous one) would step by
+    ``lr |g|``, e.g. ``1e17`` for ``|g| = 1e20`` in float32, so the step is skipped."""
+    return math.sqrt(torch.finfo(dtype).max)
+
+
+def warn_skipped(reason: str) -> None:
+    """A ``RuntimeWarning`` for a skipped step of finite gradients (never silent)."""
+    warnings.warn(
+        f"SpectralKron: step skipped, nothing changed (counted in skipped_steps): {reason}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 _FLAGS = (

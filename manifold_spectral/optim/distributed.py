@@ -35,7 +35,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .checks import NonFiniteUpdate, nonfinite_gradient_error, sparse_gradient_error
+from .checks import (
+    NonFiniteUpdate,
+    nonfinite_gradient_error,
+    sparse_gradient_error,
+    square_bound,
+    warn_skipped,
+)
 from .preconditioners import param_cost  # re-exported: the owners balance this cost
 
 __all__ = [
@@ -195,7 +201,7 @@ def step(opt: Any) -> bool:
     grads: dict[int, Tensor] = {}
     for i, p in enumerate(params):
         grad, (gi, pi) = p.grad, where[i]
-        if grad is None:
+        if grad is None or not p.numel():  # an empty parameter has nothing to update
             continue
         flags[i] = 1
         if grad.is_sparse:
@@ -204,8 +210,12 @@ def step(opt: Any) -> bool:
             grad = grad.full_tensor()  # a collective: every rank, same order, every step
         if owners[i] not in (EVERY_RANK, rank):
             continue
-        if not bool(torch.isfinite(grad).all()):
+        top = float(torch.linalg.vector_norm(grad, float("inf"))) if grad.numel() else 0.0
+        if not math.isfinite(top):
             flags[n + i] = 1
+            doomed = True
+        elif top > square_bound(opt._state_dtype(groups[i], p)):
+            flags[3 * n + i] = 1  # its squares overflow the state dtype: skipped everywhere
             doomed = True
         mine.setdefault(gi, []).append(i)
         grads[i] = grad
@@ -238,7 +248,14 @@ def step(opt: Any) -> bool:
     dist.all_reduce(summed, group=pg)
     flags = summed.tolist()
     _raise_or_skip(opt, flags, n, world, where, owners, errors)
-    if any(flags[n : 2 * n]) or any(flags[3 * n :]):
+    if any(flags[n : 2 * n]):
+        return False
+    if any(flags[3 * n :]):
+        gi, pi = where[next(i for i in range(n) if flags[3 * n + i])]
+        warn_skipped(
+            f"params[{gi}][{pi}]: its gradient's squares, its curvature step or its update "
+            "overflowed the state or parameter dtype"
+        )
         return False
     stepped = [bool(f) for f in flags[:n]]
     updates = {i: u for i, (_, u) in results.items()}

@@ -71,7 +71,7 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
             leaves the positive reals even so (a NaN from overflow) is retried with the
             map continued positively below ``m = -1/2`` (``blocks.eig_retract``) and counted
             in the parameter's state (``curvature_fallbacks``); a curvature step that fails
-            (overflow) keeps the previous curvature (``curvature_rejections``).
+            even so (overflow) skips the whole step (``skipped_steps``, with a warning).
         eigenvalue_correction: precondition Kronecker parameters with the diagonal of the
             gradient outer product in the learned eigenbasis (an EMA of
             ``(B_L^T g B_R)^2``, bias-corrected, power ``-1/p``) instead of the product of the
@@ -128,8 +128,11 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
             the bucket's factors.
         nonfinite: ``"raise"`` (default: a ``ValueError`` naming the parameter, nothing
             changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them) for
-            a NaN or Inf gradient. A finite gradient never raises: a step whose update
-            overflows is skipped and counted in ``skipped_steps`` whatever this option.
+            a NaN or Inf gradient. A finite gradient never raises: a step that the state or
+            parameter dtype cannot hold (squares of the gradient, the curvature step, the
+            update or ``lr`` times it overflow; ``checks.square_bound``, ``updates.
+            update_fits``) is skipped with a ``RuntimeWarning`` and counted in
+            ``skipped_steps`` whatever this option.
         shard: split the preconditioner work over the ranks of ``process_group`` (ZeRO-1
             style, as Distributed Shampoo): each parameter has one owner rank (greedy
             balance of ``a^3 + b^3 + ab(a + b)`` per Kronecker matrix, ``numel`` per diagonal
@@ -256,13 +259,27 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
             param_group["exponential"] = checks.legacy_truncated(param_group.pop("truncated"))
         if isinstance(param_group, dict) and hasattr(self, "defaults"):
             self._validate({**self.defaults, **param_group})
+        if isinstance(param_group, dict) and not isinstance(
+            param_group.get("params"), (Tensor, set, type(None))
+        ):
+            param_group = dict(param_group, params=list(param_group["params"]))  # once
+            for i, p in enumerate(param_group["params"]):
+                if isinstance(p, Tensor) and not p.is_floating_point():
+                    raise TypeError(
+                        f"params[{len(self.param_groups)}][{i}]: expected a real floating "
+                        f"point parameter, got dtype {p.dtype}"
+                    )
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
         if getattr(self, "_sharding", None) is not None:
             self._sharding.assign(self.param_groups, self._owner_units)
 
     def _check_grads(self) -> bool:
-        grads = []
+        """Whether the step may be taken: ``False`` to skip it (a NaN or Inf gradient with
+        ``nonfinite="skip"``, or a finite gradient whose squares overflow its state dtype:
+        ``checks.square_bound``, with a warning); a NaN or Inf gradient with
+        ``nonfinite="raise"`` raises, naming the parameter."""
+        grads, bounds = [], []
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
@@ -271,9 +288,15 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
                     raise checks.sparse_gradient_error(gi, pi)
                 if p.grad.numel():
                     grads.append(p.grad)
-        # One host synchronisation for all gradients (a max-norm is finite exactly when every
-        # entry is: it cannot overflow); the elementwise tests run only to name a bad one.
-        if not grads or all_finite(torch.stack(checks.max_norms(grads))):
+                    bounds.append(checks.square_bound(self._state_dtype(group, p)))
+        if not grads:
+            return True
+        # One host synchronisation for all gradients: the largest max-norm is NaN or Inf
+        # exactly when an entry is (a maximum cannot overflow, and NaN propagates), and
+        # below the smallest bound every square fits its state dtype. The tests per
+        # parameter run only to name a bad one.
+        norms = torch.stack(checks.max_norms(grads))
+        if float(norms.max()) <= min(bounds):
             return True
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
@@ -281,7 +304,26 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
                     if self.nonfinite == "skip":
                         return False
                     raise checks.nonfinite_gradient_error(gi, pi, tuple(p.shape))
+        for (gi, pi), norm, bound in zip(self._with_grads(), norms.tolist(), bounds, strict=True):
+            if norm > bound:
+                p = self.param_groups[gi]["params"][pi]
+                checks.warn_skipped(
+                    f"params[{gi}][{pi}] (shape {tuple(p.shape)}) has a gradient entry of "
+                    f"size {norm:.3g}, whose square overflows its state dtype "
+                    f"{self._state_dtype(self.param_groups[gi], p)} (above {bound:.3g}); a "
+                    "float64 state_dtype or a smaller loss scale takes it"
+                )
+                return False
         return True
+
+    def _with_grads(self) -> list[tuple[int, int]]:
+        """``(group, index)`` of the parameters with a non-empty dense gradient, in order."""
+        return [
+            (gi, pi)
+            for gi, group in enumerate(self.param_groups)
+            for pi, p in enumerate(group["params"])
+            if p.grad is not None and p.grad.numel()
+        ]
 
     # The step ----------------------------------------------------------------------------
 
@@ -307,8 +349,9 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
                 for bucket in self._buckets(group):
                     results = self._compute_many(group, bucket, [p.grad for p in bucket])
                     pending.extend((group, p, r) for p, r in zip(bucket, results, strict=True))
-        except NonFiniteUpdate:
+        except NonFiniteUpdate as e:
             self.skipped_steps += 1
+            checks.warn_skipped(str(e))
             return loss
         self._apply_updates(pending)
         return loss

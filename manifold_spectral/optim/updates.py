@@ -85,7 +85,8 @@ class UpdateMixin:
         news: list[dict[str, Any]] = []
         pcs, bufs, steps = [], [], []
         for p, grad, single in zip(params, grads, singles, strict=True):
-            state, new = self.state[p], {}
+            # .get, not self.state[p]: a lookup would add an entry to a step that may fail
+            state, new = self.state.get(p, {}), {}
             if not state:
                 pcs.append(single.init_state(grad, group["warm_start"]))
                 steps.append(1)
@@ -133,7 +134,7 @@ class UpdateMixin:
             wide = transforms.wide_dtype(state_dtype)
             vs = [
                 self.state[p]["eig_v"]
-                if "eig_v" in self.state[p]
+                if "eig_v" in self.state.get(p, ())
                 else torch.zeros_like(g, dtype=wide)
                 for p, g in zip(params, grads, strict=True)
             ]
@@ -142,15 +143,15 @@ class UpdateMixin:
             )
             if not all_finite(V):  # squares of a finite gradient overflowed the buffer's dtype
                 raise NonFiniteUpdate(
-                    "SpectralKron: the eigenvalue-correction second moment overflowed; the "
-                    "step is skipped"
+                    "the eigenvalue-correction second moment of a parameter of shape "
+                    f"{tuple(params[0].shape)}{' (and its bucket)' if k > 1 else ''} overflowed"
                 )
         updated = (step - 1) % group["update_every"] == 0
         if updated:
             count = (step - 1) // group["update_every"] + 1
             if k == 1:
                 pc = self._curvature_update(
-                    pre, pc, G, count, news[0], self.state[params[0]], rotated
+                    pre, pc, G, count, news[0], self.state.get(params[0], {}), rotated
                 )
             else:
                 try:
@@ -177,9 +178,11 @@ class UpdateMixin:
         Vs = ([V] if k == 1 else pre.unpack(V)) if corrected else [None] * k
         Us = [U] if k == 1 else pre.unpack(U)
         per_param = group["graft"] == "adam" or group["clip_rms"] is not None
-        if not per_param and not all_finite(U):  # one finiteness reduction for the bucket
+        lr = group["lr"]
+        wd = group["weight_decay"]
+        if not per_param and not update_fits(U, lr, params, wd):  # one reduction: the bucket
             for u, p in zip(Us, params, strict=True):
-                self._check_update(u, p)
+                self._check_update(u, p, lr, wd)
         out = []
         # One step tensor for the bucket's members (a state entry is replaced, never written
         # in place, so sharing it is safe): ``_buckets`` then reads it once per bucket.
@@ -189,14 +192,14 @@ class UpdateMixin:
             if corrected:
                 new["eig_v"] = transforms.as_shape(Vi, p.shape)
             if group["graft"] == "adam":
-                v = self.state[p].get("exp_avg_sq", new.get("exp_avg_sq"))
+                v = self.state.get(p, {}).get("exp_avg_sq", new.get("exp_avg_sq"))
                 v, adam = transforms.adam_direction(v, grad.float(), step)
                 new["exp_avg_sq"] = v
                 u = transforms.graft_norm(u, adam)
             if group["clip_rms"] is not None:
                 u = transforms.clip_by_rms(u, group["clip_rms"])
             if per_param:
-                self._check_update(u, p)
+                self._check_update(u, p, lr, wd)
             new["step"] = step_t
             out.append((new, u))
         if corrected:
@@ -205,12 +208,12 @@ class UpdateMixin:
         return out
 
     @staticmethod
-    def _check_update(u: Tensor, p: Tensor) -> None:
-        """``NonFiniteUpdate`` (naming ``p``'s shape) unless every entry of ``u`` is finite."""
-        if not all_finite(u):
+    def _check_update(u: Tensor, p: Tensor, lr: float, weight_decay: float) -> None:
+        """``NonFiniteUpdate`` (naming ``p``'s shape) unless ``update_fits``."""
+        if not update_fits(u, lr, [p], weight_decay):
             raise NonFiniteUpdate(
-                f"SpectralKron: non-finite update for a parameter of shape "
-                f"{tuple(p.shape)}; the step is skipped"
+                f"the update (times lr = {lr:.3g}) of a parameter of shape {tuple(p.shape)} "
+                f"is not finite in its dtype {p.dtype}"
             )
 
     @staticmethod
@@ -223,24 +226,25 @@ class UpdateMixin:
         state: dict,
         rotated: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """One parameter's curvature step, never raising for a finite gradient: a truncated
-        map that leaves the positive reals is redone with the map continued positively below
-        ``m = -1/2`` (``blocks.eig_retract``: elementwise, same cost; the exact exponential
-        would overflow on the very steps that need this); a step that fails even so keeps
-        the previous curvature. Each is counted in ``new`` (the pending state)."""
+        """One parameter's curvature step: a truncated map that leaves the positive reals is
+        redone with the map continued positively below ``m = -1/2`` (``blocks.eig_retract``:
+        elementwise, same cost; the exact exponential would overflow on the very steps that
+        need this), counted in ``new`` (the pending state). A step that fails even so (an
+        overflow of the state dtype) raises ``NonFiniteUpdate``: the whole step is skipped,
+        since preconditioning this gradient with the previous curvature, which never saw
+        its scale, would move the parameter by about ``lr |g|``."""
         counts = {key: state.get(key, 0) for key in COUNTERS}
         try:
-            out = pre.update(pc, g, count=count, rotated=rotated)
-        except TruncationError:
-            counts["curvature_fallbacks"] += 1
             try:
+                out = pre.update(pc, g, count=count, rotated=rotated)
+            except TruncationError:
+                counts["curvature_fallbacks"] += 1
                 out = pre.update(pc, g, count=count, continued=True, rotated=rotated)
-            except (FloatingPointError, ValueError):
-                counts["curvature_rejections"] += 1
-                out = pc
-        except (FloatingPointError, ValueError):
-            counts["curvature_rejections"] += 1
-            out = pc
+        except (FloatingPointError, ValueError) as e:
+            raise NonFiniteUpdate(
+                f"the curvature step of a parameter of shape {tuple(g.shape)} overflowed its "
+                f"state dtype ({e})"
+            ) from e
         new.update({key: v for key, v in counts.items() if v or key in state})
         return out
 
@@ -251,7 +255,8 @@ class UpdateMixin:
 
     @property
     def curvature_rejections(self) -> int:
-        """Curvature steps that failed for a finite gradient (previous curvature kept)."""
+        """Curvature steps recorded as failed in the state (``COUNTERS``); a failing
+        curvature step skips the whole step (``skipped_steps``)."""
         return sum(st.get("curvature_rejections", 0) for st in self.state.values())
 
     def _buckets(
@@ -266,7 +271,8 @@ class UpdateMixin:
         buckets: dict[Any, list[Tensor]] = {}
         small: dict[Any, list[Tensor]] = {}
         if params is None:
-            params = [p for p in group["params"] if p.grad is not None]
+            # an empty parameter has nothing to update (and no Kronecker factors)
+            params = [p for p in group["params"] if p.grad is not None and p.numel()]
         read: dict[int, int] = {}  # id of a step tensor -> its value (one host sync each)
         for p in params:
             pre = self._preconditioner(group, p)
@@ -318,12 +324,34 @@ class UpdateMixin:
             size: Any = tuple(self._preconditioner(group, q).shape for q in params)
         else:
             size = tuple(q.numel() for q in params)
-        key = (self.param_groups.index(group), single.kind, single.shape, state_dtype, size)
+        # The group's position by identity: ``list.index`` compares the group dicts with
+        # ``==``, which compares their parameter lists tensor by tensor (an error, or an
+        # ambiguous truth value, when an earlier group has as many parameters).
+        index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        key = (index, single.kind, single.shape, state_dtype, size)
         pre = self._batched.get(key)
         if pre is None:
             pre = make_preconditioner(p, state_dtype, group, batch=k, sizes=size)
             self._batched[key] = pre
         return pre
+
+
+def update_fits(u: Tensor, lr: float, params: list[Tensor], weight_decay: float = 0.0) -> bool:
+    """Whether the write ``p <- p (1 - lr wd) - lr u`` (``u`` in the state dtype, cast to the
+    parameter's) stays finite in every dtype of ``params``: ``u``, ``lr`` and ``lr u`` within
+    ``finfo.max`` of the narrowest (a float32 update beyond a float16 parameter's range, or an
+    ``lr`` its dtype cannot hold, would write Inf or fail half-way), and, only when ``lr u``
+    comes within a factor 1024 of it, the parameters' own size added. One reduction and one
+    host synchronisation in the usual case; NaN fails every comparison."""
+    top = min(torch.finfo(p.dtype).max for p in params)
+    umax = float(torch.linalg.vector_norm(u, float("inf")))
+    step = umax * lr
+    if not (umax <= top and lr <= top and step <= top):
+        return False
+    if step <= top / 1024 and lr * weight_decay <= 1.0:
+        return True  # |p| would have to be within 0.1% of the largest value to overflow
+    pmax = max(float(torch.linalg.vector_norm(p, float("inf"))) for p in params)
+    return pmax * abs(1.0 - lr * weight_decay) + step <= top
 
 
 def _pad_buckets(

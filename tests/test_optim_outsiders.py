@@ -1,0 +1,175 @@
+"""What users bring that the other optimizer tests did not: parameter groups of equal size,
+gradient spikes beyond the state dtype's squares, float16 parameters over a float32 state,
+learning rates the parameters' dtype cannot hold, empty and complex parameters. Each case
+was found by trying the optimizer as a new user would."""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from manifold_spectral.optim import SpectralKron
+
+torch.set_num_threads(1)
+
+
+def _mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def _backward(model: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    model.zero_grad()
+    model(torch.randn(32, 8, generator=g)).square().mean().backward()
+
+
+def _snapshot(opt, params):
+    return [p.detach().clone() for p in params], copy.deepcopy(opt.state_dict())
+
+
+def _assert_unchanged(before, opt, params):
+    ps, sd = before
+    for p, q in zip(params, ps, strict=True):
+        assert torch.equal(p.detach(), q)
+    now = opt.state_dict()  # its counters record the skip; the state must not
+    assert repr(now["state"]) == repr(sd["state"])
+    assert repr(now["param_groups"]) == repr(sd["param_groups"])
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def _split(m: nn.Module) -> tuple[list, list]:
+    return [p for p in m.parameters() if p.ndim >= 2], [p for p in m.parameters() if p.ndim < 2]
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_decay_and_no_decay_groups_of_equal_size_step_as_two_optimizers(batched):
+    # The usual split of an MLP: two weights, two biases. The bucket cache looked the group
+    # up with list.index, which compares the groups' parameter lists tensor by tensor.
+    a, b = _mlp(), _mlp()
+    wa, ba = _split(a)
+    wb, bb = _split(b)
+    joint = SpectralKron(
+        [{"params": wa, "weight_decay": 0.1}, {"params": ba, "weight_decay": 0.0}],
+        lr=1e-2,
+        batched=batched,
+    )
+    alone = [
+        SpectralKron(wb, lr=1e-2, weight_decay=0.1, batched=batched),
+        SpectralKron(bb, lr=1e-2, weight_decay=0.0, batched=batched),
+    ]
+    for t in range(3):
+        for m in (a, b):
+            _backward(m, t)
+        joint.step()
+        for opt in alone:
+            opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(wa[0], _split(_mlp())[0][0])
+
+
+@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(8,), (6, 10)])
+@pytest.mark.parametrize("update_every", [1, 3])
+def test_gradient_whose_squares_overflow_the_state_skips_the_step_with_a_warning(
+    state_dtype, shape, update_every
+):
+    # |g| = 1e20 in float32: g^2 = 1e40 is not a float32. Before, the curvature step was
+    # rejected, the old curvature (~1) kept, and the parameter moved by ~lr |g| = 1e17.
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.zeros(shape))
+    opt = SpectralKron([p], lr=1e-3, state_dtype=state_dtype, update_every=update_every)
+    for _ in range(4):
+        p.grad = torch.randn(shape)
+        opt.step()
+    before = _snapshot(opt, [p])
+    p.grad = torch.randn(shape) * 1e20
+    with pytest.warns(RuntimeWarning, match="step skipped.*overflows its state dtype"):
+        opt.step()
+    _assert_unchanged(before, opt, [p])
+    assert opt.skipped_steps == 1
+    p.grad = torch.randn(shape)  # and training goes on
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()
+    assert 0 < float((p.detach() - before[0][0]).abs().max()) < 1.0
+
+
+def test_overflowing_kronecker_curvature_skips_the_step_instead_of_keeping_the_old_one():
+    # |g| = 6e18 passes the per-entry bound (1.8e19) but G G^T sums 64 such squares: the
+    # curvature step overflows. Keeping the previous curvature moved the matrix by ~1e15.
+    torch.manual_seed(0)
+    W = nn.Parameter(torch.zeros(8, 64))
+    opt = SpectralKron([W], lr=1e-3, eigenvalue_correction=False)
+    for _ in range(3):
+        W.grad = torch.randn(8, 64)
+        opt.step()
+    before = _snapshot(opt, [W])
+    W.grad = torch.full((8, 64), 6e18)
+    with pytest.warns(RuntimeWarning, match="step skipped"):
+        opt.step()
+    _assert_unchanged(before, opt, [W])
+    assert opt.skipped_steps == 1
+
+
+def test_float16_parameter_never_receives_an_update_beyond_its_range():
+    # root 1 over a float32 state: u ~ g / g^2 = 1e5 is a float32 but not a float16; the
+    # cast wrote Inf, then NaN, into the parameter.
+    torch.manual_seed(0)
+    b = nn.Parameter(torch.zeros(8, dtype=torch.float16))
+    opt = SpectralKron([b], lr=1e-3, root=1.0, state_dtype=torch.float32)
+    for _ in range(3):
+        b.grad = (torch.randn(8) * 1e-5).half()
+        before = _snapshot(opt, [b])
+        with pytest.warns(RuntimeWarning, match="not finite in its dtype torch.float16"):
+            opt.step()
+        _assert_unchanged(before, opt, [b])
+    assert opt.skipped_steps == 3
+
+
+@pytest.mark.parametrize("lr", [1e300, 1e38])
+def test_learning_rate_beyond_the_parameter_dtype_skips_whole_steps(lr):
+    # 1e300 is not a float32: the parameter write raised after the state had been written.
+    # 1e38 is one, but lr u then overflows the parameter within a few steps.
+    torch.manual_seed(0)
+    W = nn.Parameter(torch.randn(4, 6))
+    opt = SpectralKron([W], lr=lr)
+    for t in range(4):
+        W.grad = torch.randn(4, 6)
+        before = _snapshot(opt, [W])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opt.step()
+        if caught:
+            assert "step skipped" in str(caught[0].message)
+            _assert_unchanged(before, opt, [W])
+        assert bool(torch.isfinite(W).all()), t
+    assert opt.skipped_steps >= 1
+
+
+def test_empty_parameters_are_left_alone():
+    torch.manual_seed(0)
+    empty = nn.Linear(4, 0)
+    full = nn.Linear(4, 3)
+    opt = SpectralKron([*empty.parameters(), *full.parameters()], lr=1e-2)
+    w0 = full.weight.detach().clone()
+    (full(torch.randn(5, 4)).square().sum() + empty(torch.randn(5, 4)).sum()).backward()
+    opt.step()
+    assert not torch.equal(full.weight, w0)
+    assert empty.weight.shape == (0, 4) and not opt.state[empty.weight]
+
+
+def test_complex_and_integer_parameters_are_refused_by_name():
+    real = nn.Parameter(torch.randn(3, 3))
+    with pytest.raises(TypeError, match=r"params\[0\]\[1\]: .*complex64"):
+        SpectralKron([real, nn.Parameter(torch.randn(3, 3, dtype=torch.complex64))])
+    opt = SpectralKron([real])
+    with pytest.raises(TypeError, match=r"params\[1\]\[0\]: .*int64"):
+        opt.add_param_group({"params": [torch.zeros(3, dtype=torch.int64)]})
+    assert len(opt.param_groups) == 1
+    assert math.isfinite(float(real.detach().sum()))
