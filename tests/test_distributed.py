@@ -13,6 +13,7 @@ import datetime
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,16 @@ def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
     sopt.step()
     out["nan_skipped"] = sopt.skipped_steps
     sopt.nonfinite = "raise"
+    # A finite gradient whose squares overflow the float64 state (1e200^2): skipped on
+    # every rank with a warning, as in one process, whatever rank owns the parameter.
+    sopt.zero_grad()
+    nn.functional.mse_loss(sharded(Xr), Yr).backward()
+    sharded.module[2].weight.grad[0, 0] = 1e200
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sopt.step()
+    out["huge_skipped"] = sopt.skipped_steps
+    out["huge_warned"] = [str(w.message) for w in caught]
     # A computation that fails on rank 0 only: every rank raises, no rank hangs.
     sopt.zero_grad()
     nn.functional.mse_loss(sharded(Xr), Yr).backward()
@@ -324,6 +335,8 @@ def test_sharded_failures_are_atomic_on_every_rank(ranks):
     for r in ranks:
         assert "params[0][2]" in r["nan_raise"] and "NaN" in r["nan_raise"]
         assert r["nan_skipped"] == 1
+        assert r["huge_skipped"] == 2
+        assert any("params[0][2]" in m and "step skipped" in m for m in r["huge_warned"])
         assert r["unchanged"]
     assert ranks[0]["fail_raise"] == "injected failure" or "rank 0" in ranks[0]["fail_raise"]
     assert "failed on rank 0" in ranks[1]["fail_raise"]
