@@ -77,10 +77,21 @@ def all_finite(X: Tensor) -> bool:
 def matmul(A: Tensor, B: Tensor) -> Tensor:
     """``A @ B``; two stacks of one batch size go to ``torch.bmm`` directly: ``@`` on them
     dispatches an expand and a view of each operand and a view of the result around the same
-    ``bmm`` (the same bits), which is most of the dispatch work of a small batched product."""
+    ``bmm`` (the same bits), which is most of the dispatch work of a small batched product.
+
+    16-bit operands on a CPU are multiplied in float32 and the product rounded back: a CPU
+    without 16-bit matrix units runs a bfloat16 GEMM 20-50 times slower than a float32 one
+    (the conversions are two elementwise passes), and the float32-accumulated product rounded
+    once is what the 16-bit kernel computes too, up to the order of its additions (a last-bit
+    difference in some entries). Accelerators keep their 16-bit kernels."""
+    if A.dtype in _HALF and A.device.type == "cpu" and B.dtype == A.dtype:
+        return matmul(A.float(), B.float()).to(A.dtype)
     if A.ndim == 3 and B.ndim == 3 and A.shape[0] == B.shape[0]:
         return torch.bmm(A, B)
     return A @ B
+
+
+_HALF = (torch.bfloat16, torch.float16)
 
 
 def records_grad(X: Tensor) -> bool:

@@ -38,18 +38,9 @@ BATCH_MAX_COST = 4 * 256**3
 #: bucket costs more than those calls once it adds more than the products of an 80 x 80
 #: layer per member beyond the first (``benchmarks/bench_optim_batched.py``, "padding"
 #: table: separate vs padded steps of small layers). ``_pad_buckets`` pads within that
-#: bound. A CPU without 16-bit matrix units runs bfloat16 products many times slower than
-#: float32 ones (the same benchmark's bf16 columns), so a 16-bit state on a CPU pads only
-#: within the products of a 32 x 32 layer (``pad_overhead_cost``).
+#: bound. A 16-bit state's products run in float32 on a CPU (``linalg.matmul``), so the
+#: bound is one for every state dtype.
 PAD_OVERHEAD_COST = 4 * 80**3
-PAD_OVERHEAD_COST_CPU_16BIT = 4 * 32**3
-
-
-def pad_overhead_cost(dtype: torch.dtype, device: torch.device) -> int:
-    """``PAD_OVERHEAD_COST``, or its 16-bit CPU value (see there)."""
-    if device.type == "cpu" and torch.finfo(dtype).bits <= 16:
-        return PAD_OVERHEAD_COST_CPU_16BIT
-    return PAD_OVERHEAD_COST
 
 
 class UpdateMixin:
@@ -293,8 +284,7 @@ class UpdateMixin:
         out = list(buckets.values())
         for params in small.values():
             shapes = [self._preconditioner(group, p).shape for p in params]
-            bound = pad_overhead_cost(self._state_dtype(group, params[0]), params[0].device)
-            out.extend(_pad_buckets(params, shapes, bound))
+            out.extend(_pad_buckets(params, shapes))
         return out
 
     def _owner_units(self, group: dict[str, Any], params: list[Tensor]) -> list[list[Tensor]]:
@@ -360,7 +350,7 @@ def _pad_buckets(
     """Kronecker parameters (Kronecker shapes ``shapes``) grouped into buckets.
 
     Parameters of one shape stay together. Shapes in decreasing cost join the first bucket
-    in which the padding costs at most ``bound`` (``pad_overhead_cost``) per member beyond
+    in which the padding costs at most ``bound`` (``PAD_OVERHEAD_COST``) per member beyond
     the first,
 
         k cost(max a_i, max b_i) - sum_i cost(a_i, b_i) <= (k - 1) bound
