@@ -22,10 +22,11 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Union
 
+import torch
 from torch import Tensor
 
 from .manifolds.base import SpectralManifold, check_positive, check_tensor
-from .rgd import RGD
+from .rgd import RGD, singular_step_error
 from .validation import check_exponential
 
 __all__ = [
@@ -233,15 +234,18 @@ class Gaussian:
         if not rgd.second_order:
             # The same step in closed form where the manifold has one (the Kronecker GOP,
             # paper Fig. 6 right; the diagonal, App. A.1): half the tensor operations.
-            x_new = self.manifold.closed_form_step(
-                x,
-                Ht,
-                self.beta2,
-                self.gamma,
-                exponential=self.exponential,
-                cayley=rgd.cayley,
-                jacobi=rgd.jacobi,
-            )
+            try:
+                x_new = self.manifold.closed_form_step(
+                    x,
+                    Ht,
+                    self.beta2,
+                    self.gamma,
+                    exponential=self.exponential,
+                    cayley=rgd.cayley,
+                    jacobi=rgd.jacobi,
+                )
+            except torch.linalg.LinAlgError as exc:  # an overflowing step: as RGD reports it
+                raise singular_step_error(exc) from exc
             if x_new is not None:
                 return rgd.finish_step(x_new, count=count)
         G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)
