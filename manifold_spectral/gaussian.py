@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .manifolds.base import SpectralManifold, check_positive, check_tensor
 from .rgd import RGD, singular_step_error
-from .validation import check_exponential
+from .validation import check_exponential, check_symmetric
 
 __all__ = [
     "Curvature",
@@ -88,13 +88,16 @@ class DenseCurvature(Curvature):
     a ``DeprecationWarning``).
 
     ``H`` need not be PSD (the exact exponential handles any symmetric ``H``). On a batched
-    ``SpectralSPD`` it is (k, n, n), one per element.
+    ``SpectralSPD`` it is (k, n, n), one per element. A non-symmetric ``H`` (relative
+    asymmetry above ``sqrt(eps)``, the rule of ``SpectralSPD.from_matrix``) is a
+    ``ValueError``: the step would only see ``Sym(H)``.
     """
 
     def __init__(self, H: Tensor) -> None:
         check_tensor(H, "H")
         if H.ndim not in (2, 3) or H.shape[-2] != H.shape[-1]:
             raise ValueError(f"H: expected a square matrix, got shape {tuple(H.shape)}")
+        check_symmetric(H, "H")
         self.H = H
 
     def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
