@@ -13,6 +13,7 @@ import numbers
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,6 +35,7 @@ __all__ = [
     "check_exponential",
     "symmetric_matrix",
     "check_symmetric",
+    "real_tensor",
 ]
 
 
@@ -241,3 +243,20 @@ def check_symmetric(
     )
     if asym > tol:
         raise ValueError(f"{name}: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
+
+
+def real_tensor(value: Any, name: str, what: str = "the value") -> Tensor:
+    """``value`` (a tensor, an array or a number) as a tensor of real numbers; ``TypeError``
+    naming ``name`` otherwise. torch would fail on ``None`` with a RuntimeError deep inside
+    and cast a complex value to its real part with only a warning; ``bool`` is no number
+    here. ``what`` names the value in the message (e.g. ``"the value f(S)"``)."""
+    if isinstance(value, Tensor):
+        real = not (value.dtype.is_complex or value.dtype == torch.bool)
+    else:
+        arr = np.asarray(value)
+        real = arr.dtype.kind in "iuf"
+        value = torch.as_tensor(arr) if real else value
+    if not real:
+        got = f"dtype {value.dtype}" if isinstance(value, Tensor) else repr(value)
+        raise TypeError(f"{name}: expected a real number as {what}, got {got}")
+    return value
