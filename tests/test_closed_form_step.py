@@ -196,6 +196,29 @@ def test_a_huge_finite_gradient_is_a_numerical_failure_not_a_linalg_error(scale)
     assert torch.equal(opt.buffer.M, state["buffer"].M)
 
 
+def test_an_overflowing_retraction_is_caught_by_every_step_that_returns_it():
+    """``retr`` leaves its result unchecked (no host synchronisation on the step path): with
+    ``lr = 1e10`` ``d`` overflows to ``inf`` (or ``0`` backwards), which ``check_point``
+    rejects; ``RGD`` and ``Gaussian``, which hand points to users, raise ``FloatingPointError``
+    instead of returning it."""
+    M = ms.SpectralSPD(3, dtype=DT)
+    x = M.random(gen(0))
+    eye = torch.eye(3, dtype=DT)
+    g = M.natural_gradient(x, eye)
+    for tangent, reason in [(g, "NaN or Inf"), (-g, "non-positive")]:
+        y = M.retr(x, tangent, lr=1e10)
+        ok, why = M.check_point(y)
+        assert not ok and reason in why
+    for call in (
+        lambda: RGD(M, lr=1e10).step(x, eye),
+        lambda: RGD(M, lr=1e10).step(x, -eye),
+        lambda: Gaussian(M, beta2=1e10).precision_step(x, DenseCurvature(1e3 * eye)),
+        lambda: Gaussian(M, beta2=1e10).precision_step(x, DenseCurvature(0 * eye)),
+    ):
+        with pytest.raises(FloatingPointError, match="left the manifold"):
+            call()
+
+
 def test_point_kinds_are_unchanged():
     """The result is the manifold's point type with the input's dtype."""
     K = ms.KroneckerSpectralSPD(3, 2, dtype=DT)

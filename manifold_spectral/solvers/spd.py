@@ -148,7 +148,8 @@ def minimize(
         lr: step size (> 0, required) in the Fisher-Rao convention, the same for every method
             (geoopt runs at ``2 lr``, see ``baselines.retraction_rgd``). Far from the optimum
             a large ``lr`` makes the dense methods diverge first (metric nearness), while the
-            spectral step stays SPD for every ``lr`` (``d <- d exp(m)``).
+            spectral step stays SPD for every ``lr`` (``d <- d exp(m)``) until ``exp``
+            overflows (a step that does fails: ``success=False``, the last good iterate).
         steps: maximum number of iterations.
         x0: starting matrix (numpy or torch, SPD, (n, n)), a ``SpectralPoint`` or a
             ``CholeskyPoint`` (``result.point`` of an earlier run, any method; checked and,
