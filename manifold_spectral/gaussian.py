@@ -22,11 +22,12 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Union
 
+import torch
 from torch import Tensor
 
 from .manifolds.base import SpectralManifold, check_positive, check_tensor
-from .rgd import RGD
-from .validation import check_exponential
+from .rgd import RGD, singular_step_error
+from .validation import check_exponential, check_symmetric
 
 __all__ = [
     "Curvature",
@@ -87,13 +88,16 @@ class DenseCurvature(Curvature):
     a ``DeprecationWarning``).
 
     ``H`` need not be PSD (the exact exponential handles any symmetric ``H``). On a batched
-    ``SpectralSPD`` it is (k, n, n), one per element.
+    ``SpectralSPD`` it is (k, n, n), one per element. A non-symmetric ``H`` (relative
+    asymmetry above ``sqrt(eps)``, the rule of ``SpectralSPD.from_matrix``) is a
+    ``ValueError``: the step would only see ``Sym(H)``.
     """
 
     def __init__(self, H: Tensor) -> None:
         check_tensor(H, "H")
         if H.ndim not in (2, 3) or H.shape[-2] != H.shape[-1]:
             raise ValueError(f"H: expected a square matrix, got shape {tuple(H.shape)}")
+        check_symmetric(H, "H")
         self.H = H
 
     def eigenbasis(self, manifold: SpectralManifold, x: Any) -> Tensor:
@@ -233,15 +237,18 @@ class Gaussian:
         if not rgd.second_order:
             # The same step in closed form where the manifold has one (the Kronecker GOP,
             # paper Fig. 6 right; the diagonal, App. A.1): half the tensor operations.
-            x_new = self.manifold.closed_form_step(
-                x,
-                Ht,
-                self.beta2,
-                self.gamma,
-                exponential=self.exponential,
-                cayley=rgd.cayley,
-                jacobi=rgd.jacobi,
-            )
+            try:
+                x_new = self.manifold.closed_form_step(
+                    x,
+                    Ht,
+                    self.beta2,
+                    self.gamma,
+                    exponential=self.exponential,
+                    cayley=rgd.cayley,
+                    jacobi=rgd.jacobi,
+                )
+            except torch.linalg.LinAlgError as exc:  # an overflowing step: as RGD reports it
+                raise singular_step_error(exc) from exc
             if x_new is not None:
                 return rgd.finish_step(x_new, count=count)
         G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)

@@ -38,6 +38,21 @@ __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
 AUTO_REORTHOGONALIZE_EVERY = {"neumann": 10, "exact-low-precision": 100}
 
 
+def singular_step_error(exc: Exception) -> FloatingPointError:
+    """The error of a step whose exact Cayley solve failed (``exc``, torch's ``LinAlgError``).
+
+    ``I - N`` is invertible for every finite skew ``N``; a singular one means the step ``N``
+    overflowed (entries of ~1e300 and beyond round ``I - N`` to a singular matrix, or are
+    Inf/NaN). That is the same numerical failure that ``RGD`` reports when a step leaves the
+    manifold, and it gets the same ``FloatingPointError``; nothing was committed yet.
+    """
+    return FloatingPointError(
+        "RGD.step: the step left the manifold (the rotation's Cayley solve failed: "
+        f"{str(exc).rstrip('.')}; "
+        "lr too large?); state left unchanged"
+    )
+
+
 class RGD:
     """Chart-based RGD on a spectral manifold, ``RGD(manifold, lr).step(x, egrad) -> x_new``.
 
@@ -165,6 +180,8 @@ class RGD:
                 f"RGD.step: the natural gradient is not finite ({exc}; lr too large or the "
                 "point too extreme?); state left unchanged"
             ) from exc
+        except torch.linalg.LinAlgError as exc:
+            raise singular_step_error(exc) from exc
         return self._commit(x_new, v, count)
 
     def finish_step(self, x_new: Any, *, count: int | None = None) -> Any:

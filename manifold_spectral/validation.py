@@ -13,6 +13,7 @@ import numbers
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,6 +34,8 @@ __all__ = [
     "EXPONENTIALS",
     "check_exponential",
     "symmetric_matrix",
+    "check_symmetric",
+    "real_tensor",
 ]
 
 
@@ -209,15 +212,51 @@ def symmetric_matrix(
     if S.ndim != 2 or tuple(S.shape) != (size, size):
         raise ValueError(f"{name}: expected shape ({size}, {size}), got {tuple(S.shape)}")
     S64 = S.detach().to(dtype=torch.float64)
+    check_symmetric(S64, name, sym_tol, dtype=S.dtype)
+    return S64, S.dtype
+
+
+def check_symmetric(
+    S: Tensor, name: str, sym_tol: float | None = None, *, dtype: torch.dtype | None = None
+) -> None:
+    """Raise ``ValueError`` naming ``name`` when a finite real (*batch, n, n) ``S`` is not
+    symmetric: a relative asymmetry ``||S - S^T||_F / ||S||_F`` above ``sym_tol`` (default
+    ``sqrt(eps)`` of ``dtype``, itself defaulting to ``S``'s) in any matrix of the batch.
+
+    The one rule for every dense symmetric input (``from_matrix``, ``DenseCurvature``):
+    rounding of a symmetric estimate passes, a genuinely non-symmetric matrix is refused
+    rather than silently replaced by ``Sym(S)``. Computed in float64 (one host read).
+    """
     tol = (
-        default_eig_tol(S.dtype)
+        default_eig_tol(S.dtype if dtype is None else dtype)
         if sym_tol is None
         else check_positive(sym_tol, "sym_tol", allow_zero=True)
     )
+    if S.numel() == 0:
+        return
+    S64 = S.detach().to(dtype=torch.float64)
     asym = float(
-        torch.linalg.matrix_norm(S64 - S64.T)
-        / torch.clamp(torch.linalg.matrix_norm(S64), min=1e-300)
+        (
+            torch.linalg.matrix_norm(S64 - S64.mT)
+            / torch.clamp(torch.linalg.matrix_norm(S64), min=1e-300)
+        ).max()
     )
     if asym > tol:
         raise ValueError(f"{name}: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
-    return S64, S.dtype
+
+
+def real_tensor(value: Any, name: str, what: str = "the value") -> Tensor:
+    """``value`` (a tensor, an array or a number) as a tensor of real numbers; ``TypeError``
+    naming ``name`` otherwise. torch would fail on ``None`` with a RuntimeError deep inside
+    and cast a complex value to its real part with only a warning; ``bool`` is no number
+    here. ``what`` names the value in the message (e.g. ``"the value f(S)"``)."""
+    if isinstance(value, Tensor):
+        real = not (value.dtype.is_complex or value.dtype == torch.bool)
+    else:
+        arr = np.asarray(value)
+        real = arr.dtype.kind in "iuf"
+        value = torch.as_tensor(arr) if real else value
+    if not real:
+        got = f"dtype {value.dtype}" if isinstance(value, Tensor) else repr(value)
+        raise TypeError(f"{name}: expected a real number as {what}, got {got}")
+    return value

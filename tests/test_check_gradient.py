@@ -4,6 +4,7 @@ problems' fast path (``congruence_grad``)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,24 @@ def test_slope_fit_reads_the_small_steps():
     t = DEFAULT_STEPS
     assert abs(_fit_slope(t, 1e-6 * t + t**2, 1e-14, 7) - 1.0) < 0.2
     assert abs(_fit_slope(t, t**2 + 1e-15, 1e-13, 7) - 2.0) < 0.05
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 1 + 1j, torch.tensor(1 + 1j), np.complex128(1 + 1j), "1.0", True],
+    ids=["none", "complex", "complex-tensor", "complex-numpy", "str", "bool"],
+)
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_objective_value_must_be_a_real_number(value, as_numpy):
+    """``fun`` returning None raised torch's 'Could not infer dtype of NoneType'
+    (RuntimeError), and a complex value was silently cut to its real part."""
+    grad = (lambda S: np.zeros((N, N))) if as_numpy else (lambda S: torch.zeros(N, N, dtype=F64))
+    problem = spd.Objective(lambda S: value, N, grad=grad, numpy=as_numpy)
+    with pytest.raises(TypeError, match="fun: expected a real number"):
+        spd.minimize(problem, lr=0.1, steps=2)
+
+
+@pytest.mark.parametrize("value", [2, 2.0, np.float32(2.0), torch.tensor(2.0), np.array([2.0])])
+def test_objective_value_accepts_real_scalars(value):
+    problem = spd.Objective(lambda S: value, N, grad=lambda S: torch.zeros(N, N, dtype=F64))
+    assert spd.minimize(problem, lr=0.1, steps=2).fun == 2.0

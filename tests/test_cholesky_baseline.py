@@ -1,4 +1,6 @@
-"""The inverse-free Cholesky-factor curvature baseline (Lin et al. 2024), paper Sec. 4.1."""
+"""The inverse-free Cholesky-factor curvature baseline (Lin et al. 2024), paper Sec. 4.1, and
+the warm starts of ``spd.minimize`` (its ``"cholesky"`` method's ``CholeskyPoint``, and every
+method resuming from ``result.point``)."""
 
 import itertools
 
@@ -101,3 +103,59 @@ def test_bad_inputs_raise():
         chol.step(K, g * 1e200, 0.5)
     ok, reason = chol.check_point(torch.ones(N, N, dtype=torch.float64))
     assert not ok and "lower triangular" in reason
+
+
+# spd.minimize's "cholesky" method (CholeskyRGD): warm starts -----------------------------------
+
+
+def test_cholesky_warm_start_resumes_at_the_result():
+    """``result.point`` of ``"cholesky"`` is the factor ``L``; ``minimize`` read ``x0=L`` as the
+    matrix ``S`` and restarted from ``L`` (diagonal ``L``: f 2.0 -> 2.4999975 on
+    ``LogDet(diag(4, 1/4))``) or refused it ('x0: not symmetric')."""
+    from manifold_spectral.solvers import spd
+
+    p = spd.LogDet(torch.diag(torch.tensor([4.0, 0.25], dtype=torch.float64)))
+    r = spd.minimize(p, "cholesky", lr=0.1, steps=300)
+    assert r.fun == pytest.approx(2.0, abs=1e-12)  # f* = 2 at S* = diag(1/4, 4)
+    again = spd.minimize(p, "cholesky", lr=1e-6, steps=1, x0=r.point)
+    assert again.history["fun"][0] == r.fun and again.fun == pytest.approx(2.0, abs=1e-12)
+    torch.testing.assert_close(again.x, torch.diag(torch.tensor([0.25, 4.0], dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("method", ["spectral", "retraction", "cholesky"])
+def test_spd_warm_start_from_result_point_continues_bitwise(method):
+    """Every method of ``spd.minimize`` (``spd.METHODS``): k steps, then k more from
+    ``x0=result.point``, are the 2k steps of one run, bit for bit (no momentum, whose buffer
+    a point does not carry)."""
+    from manifold_spectral.solvers import spd
+
+    assert method in spd.METHODS and len(spd.METHODS) == 3
+    S0 = _spd(5, seed=3)
+    p = spd.LogDet(_spd(5, seed=4))
+    full = spd.minimize(p, method, lr=0.05, steps=12, x0=S0)
+    half = spd.minimize(p, method, lr=0.05, steps=6, x0=S0)
+    rest = spd.minimize(p, method, lr=0.05, steps=6, x0=half.point)
+    assert rest.history["fun"][0] == half.fun
+    assert torch.equal(rest.x, full.x) and rest.fun == full.fun
+    assert list(rest.history["fun"]) == list(full.history["fun"][6:])
+
+
+def test_a_cholesky_point_starts_every_method_and_is_checked():
+    """A ``CholeskyPoint`` is ``S = L L^T`` for the other methods too; a factor that is not
+    lower triangular with a positive diagonal, or of another dtype, is refused naming x0."""
+    from manifold_spectral.solvers import spd
+
+    p = spd.LogDet(_spd(4, seed=5))
+    start = spd.minimize(p, "cholesky", lr=0.05, steps=5, x0=_spd(4, seed=6))
+    L = start.point.L
+    for method in spd.METHODS:
+        res = spd.minimize(p, method, lr=1e-3, steps=1, x0=start.point)
+        assert res.history["fun"][0] == pytest.approx(start.fun, rel=1e-13)
+        for bad, exc in [
+            (L.T, ValueError),  # upper triangular
+            (-L, ValueError),  # negative diagonal
+            (L.float(), TypeError),
+            (L[:3, :3], ValueError),
+        ]:
+            with pytest.raises(exc, match="x0"):
+                spd.minimize(p, method, lr=0.1, steps=1, x0=spd.CholeskyPoint(bad))

@@ -168,6 +168,57 @@ def test_a_closed_form_step_off_the_manifold_is_rejected():
         Gaussian(K, beta2=0.5, exponential="truncated").precision_step(x, Rotated(Ht))
 
 
+@pytest.mark.parametrize("scale", [1e200, 1e300])
+def test_a_huge_finite_gradient_is_a_numerical_failure_not_a_linalg_error(scale):
+    """Past ~1e300 the rotation's Cayley system ``I - N`` overflows to a singular matrix: the
+    step fails the way it does at 1e200 (``FloatingPointError``, ``RGD.step``, the state
+    unchanged), not with torch's ``LinAlgError`` from inside the solve."""
+    M = ms.SpectralSPD(3, dtype=DT)
+    x = M.random(gen(0))
+    off = torch.zeros(3, 3, dtype=DT)
+    off[0, 1] = off[1, 0] = scale
+    E = x.B @ off @ x.B.T  # finite and symmetric; rotates the first two eigenvectors
+    H = scale * torch.eye(3, dtype=DT)
+    opt = RGD(M, lr=1.0, momentum=0.5)
+    opt.step(x, torch.eye(3, dtype=DT))
+    state = {"steps": opt.steps, "buffer": opt.buffer.clone()}
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
+    xK = K.random(gen(1))
+    g = 1e150 * torch.randn(6, dtype=DT, generator=gen(2))  # the closed form's solve fails
+    for call in (
+        lambda: opt.step(x, E),
+        lambda: Gaussian(M, beta2=0.1).precision_step(x, DenseCurvature(H)),
+        lambda: Gaussian(K, beta2=0.1).precision_step(xK, GOP(g)),
+    ):
+        with pytest.raises(FloatingPointError, match="RGD.step: the step left the manifold"):
+            call()
+    assert opt.steps == state["steps"] and torch.equal(opt.buffer.m, state["buffer"].m)
+    assert torch.equal(opt.buffer.M, state["buffer"].M)
+
+
+def test_an_overflowing_retraction_is_caught_by_every_step_that_returns_it():
+    """``retr`` leaves its result unchecked (no host synchronisation on the step path): with
+    ``lr = 1e10`` ``d`` overflows to ``inf`` (or ``0`` backwards), which ``check_point``
+    rejects; ``RGD`` and ``Gaussian``, which hand points to users, raise ``FloatingPointError``
+    instead of returning it."""
+    M = ms.SpectralSPD(3, dtype=DT)
+    x = M.random(gen(0))
+    eye = torch.eye(3, dtype=DT)
+    g = M.natural_gradient(x, eye)
+    for tangent, reason in [(g, "NaN or Inf"), (-g, "non-positive")]:
+        y = M.retr(x, tangent, lr=1e10)
+        ok, why = M.check_point(y)
+        assert not ok and reason in why
+    for call in (
+        lambda: RGD(M, lr=1e10).step(x, eye),
+        lambda: RGD(M, lr=1e10).step(x, -eye),
+        lambda: Gaussian(M, beta2=1e10).precision_step(x, DenseCurvature(1e3 * eye)),
+        lambda: Gaussian(M, beta2=1e10).precision_step(x, DenseCurvature(0 * eye)),
+    ):
+        with pytest.raises(FloatingPointError, match="left the manifold"):
+            call()
+
+
 def test_point_kinds_are_unchanged():
     """The result is the manifold's point type with the input's dtype."""
     K = ms.KroneckerSpectralSPD(3, 2, dtype=DT)

@@ -332,3 +332,41 @@ def test_neumann_retraction_does_not_drift_off_the_orthogonal_group(adapter):
     for B in Bs:
         err = torch.linalg.matrix_norm(B.mT @ B - torch.eye(B.shape[-1], dtype=F64))
         assert float(err) < 1e-6
+
+
+def test_from_matrix_and_random_check_their_input_like_the_core_manifold():
+    """``from_matrix`` silently used ``Sym(S)``, built points of another size, and let
+    ``eigh`` fail on NaN, (3, 4) and numpy input; ``random`` drew NaN eigenvalues for
+    ``log_scale=nan``. Now the core manifold's checks, naming the argument."""
+    man = SpectralSPD(3)
+    S = torch.tensor([[2.0, 1.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]], dtype=F64)
+    nan = torch.full((3, 3), float("nan"), dtype=F64)
+    for bad, exc, what in [
+        (S, ValueError, "not symmetric"),
+        (torch.eye(4, dtype=F64), ValueError, "shape"),
+        (nan, ValueError, "NaN"),
+        (torch.ones(3, 4, dtype=F64), ValueError, "shape"),
+        (-torch.eye(3, dtype=F64), ValueError, "positive definite"),
+        (torch.stack([torch.eye(3, dtype=F64), S]), ValueError, "not symmetric"),
+        ("S", TypeError, "matrix"),
+    ]:
+        before = bad.clone() if isinstance(bad, torch.Tensor) else bad
+        with pytest.raises(exc, match=f"S: .*{what}"):
+            man.from_matrix(bad)
+        if isinstance(bad, torch.Tensor):
+            torch.testing.assert_close(bad, before, rtol=0, atol=0, equal_nan=True)
+    # numpy and batches: the point of diag(1, 2, 3) is B = I (up to signs), d = (1, 2, 3)
+    D = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=F64))
+    for given, batch in [(D.numpy(), ()), (D, ()), (torch.stack([D, 2 * D]), (2,))]:
+        x = man.from_matrix(given)
+        assert x.shape == (*batch, 4, 3) and x.dtype == F64
+        B, d = unpack(x)
+        want = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+        torch.testing.assert_close(d, torch.stack([want, 2 * want]) if batch else want)
+        torch.testing.assert_close(B.abs(), torch.eye(3, dtype=F64).expand_as(B))
+    for log_scale, exc in [(float("nan"), ValueError), (-1.0, ValueError), ("1", TypeError)]:
+        for adapter in (man, KroneckerSpectralSPD(2, 3)):
+            with pytest.raises(exc, match="log_scale"):
+                adapter.random(dtype=F64, log_scale=log_scale)
+    with pytest.raises(ValueError, match="log_scale"):  # exp(100 z) overflows float32
+        man.random(dtype=torch.float32, log_scale=100.0, generator=torch.Generator())

@@ -167,6 +167,24 @@ def test_gaussian_step_is_generic_rgd_on_dL_dS(gamma):
     torch.testing.assert_close(M.to_matrix(ours), M.to_matrix(ref), rtol=1e-12, atol=1e-12)
 
 
+def test_dense_curvature_must_be_symmetric():
+    """A non-symmetric ``H`` was silently replaced by ``Sym(H)`` (``H`` and ``H^T`` gave the
+    same step). Asymmetry within rounding (relative ``sqrt(eps)``, as ``from_matrix``) is
+    accepted, also in float32 and per element of a batch; the caller's ``H`` is untouched."""
+    H = random_sym(4, 15)
+    upper = torch.triu(torch.ones(4, 4, dtype=DT))
+    batch = torch.stack([H, H + torch.triu(torch.ones(4, 4, dtype=DT), 1)])
+    for bad in (upper, upper.float(), batch):
+        before = bad.clone()
+        with pytest.raises(ValueError, match="H: not symmetric"):
+            ms.DenseCurvature(bad)
+        assert torch.equal(bad, before)
+    rounded = H.clone()
+    rounded[0, 1] += 1e-14 * float(rounded[0, 1].abs())
+    for ok in (rounded, rounded.float(), torch.stack([H, rounded])):
+        assert ms.DenseCurvature(ok).H is ok
+
+
 @pytest.mark.parametrize("gamma", [0.0, 1.0])
 @pytest.mark.parametrize("exponential", ["exact", "truncated"])
 def test_claim2_error_vs_default_scheme_shrinks_as_beta2_squared(gamma, exponential):

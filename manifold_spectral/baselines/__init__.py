@@ -20,7 +20,7 @@ that this package sits below ``solvers`` and imports nothing above it.
 
 from .._compat import moved_names
 from .cholesky import CholeskyCurvature, phi
-from .cholesky_rgd import CholeskyRGD
+from .cholesky_rgd import CholeskyPoint, CholeskyRGD
 from .kronecker import (
     KroneckerCholeskyCurvature,
     KroneckerCholeskyFactors,
@@ -37,6 +37,7 @@ __all__ = [
     "KroneckerProjection",
     "nearest_kronecker",
     "CholeskyRGD",
+    "CholeskyPoint",
     "RetractionRGD",
 ]
 

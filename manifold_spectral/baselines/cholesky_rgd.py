@@ -33,11 +33,13 @@ matrix products only; problems that can form ``G = L^T E L`` without ``S^-1`` (l
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..manifolds.points import TensorTree
 from ..validation import (
     check_momentum,
     check_positive,
@@ -49,7 +51,20 @@ from ..validation import (
 )
 from .cholesky import cholesky_h, phi  # cholesky_h re-exported (it was defined here)
 
-__all__ = ["CholeskyRGD", "cholesky_h"]
+__all__ = ["CholeskyRGD", "CholeskyPoint", "cholesky_h"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CholeskyPoint(TensorTree):
+    """``S = L L^T`` as its factor: the state of ``spd.minimize``'s ``"cholesky"`` method
+    (``result.point``), a valid ``x0`` for every method.
+
+    A type of its own because a bare ``L`` is a matrix that ``x0`` would read as ``S``
+    itself: a diagonal ``L`` would silently restart from ``L`` instead of ``L L^T``.
+    ``L``: lower triangular (n, n) with a positive diagonal (``CholeskyRGD.check_point``).
+    """
+
+    L: Tensor
 
 
 class CholeskyRGD:
@@ -122,6 +137,20 @@ class CholeskyRGD:
         if not bool((torch.diagonal(L) > 0).all()):
             return False, "L has a non-positive diagonal entry"
         return True, None
+
+    def validate_point(self, x: Any, name: str = "x") -> Tensor:
+        """``L`` of a ``CholeskyPoint`` ``x`` that ``check_point`` accepts; else ``TypeError``
+        (not a ``CholeskyPoint``, another dtype) or ``ValueError`` naming ``name``."""
+        if not isinstance(x, CholeskyPoint):
+            raise TypeError(f"{name}: expected a CholeskyPoint, got {type(x).__name__}")
+        L = x.L
+        if isinstance(L, Tensor) and L.dtype != self.dtype:
+            raise TypeError(f"{name}: L has dtype {L.dtype}, expected {self.dtype}")
+        check_tensor(L, f"{name}.L", device=self.device, finite=False)
+        ok, reason = self.check_point(L)
+        if not ok:
+            raise ValueError(f"{name}: not a Cholesky factor of an SPD matrix ({reason})")
+        return L
 
     # Steps --------------------------------------------------------------------------------
 

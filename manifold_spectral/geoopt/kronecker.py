@@ -12,6 +12,7 @@ from .._compat import import_geoopt
 from ..linalg import NEUMANN_MAX_NORM, haar_orthogonal
 from ..manifolds import blocks
 from ..manifolds.base import check_size
+from ..manifolds.checks import check_log_scale
 from .factor import (
     _ambient,
     _ChartTransport,
@@ -242,7 +243,9 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         log_scale: float = 1.0,
     ) -> Tensor:
         """Haar-random ``B_l`` (init-only), ``log d_l ~ N(0, log_scale^2)`` centred,
-        ``log alpha ~ N(0, log_scale^2)``. ``size`` defaults to ``(numel,)``."""
+        ``log alpha ~ N(0, log_scale^2)``. ``size`` defaults to ``(numel,)``. ``ValueError``
+        naming ``log_scale`` if it is not a finite number >= 0 (the core manifolds' rule)."""
+        log_scale = check_log_scale(log_scale)
         size = _size(self, size, (self.numel,))
         bs = size[:-1]
         parts = []

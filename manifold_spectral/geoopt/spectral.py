@@ -3,15 +3,18 @@ docstring for the packing and every formula)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .._compat import import_geoopt
-from ..linalg import NEUMANN_MAX_NORM, haar_orthogonal
+from ..linalg import NEUMANN_MAX_NORM
+from ..manifolds import SpectralSPD as CoreSpectralSPD
 from ..manifolds import blocks
 from ..manifolds.base import check_size
+from ..manifolds.checks import check_log_scale
 from .factor import (
     _ambient,
     _ChartTransport,
@@ -84,11 +87,37 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         B, d = unpack(x)
         return (B * d.pow(r)[..., None, :]) @ B.mT
 
-    def from_matrix(self, S: Tensor) -> Tensor:
-        """Packed factors of a symmetric positive-definite ``S`` (one ``eigh``, init-only)."""
-        d, B = torch.linalg.eigh(0.5 * (S + S.mT))  # init-only
-        if not bool((d > 0).all()):
-            raise ValueError(f"S: not positive definite (smallest eigenvalue {float(d.min()):.3e})")
+    def _core(
+        self, dtype: torch.dtype | None, device: Any, batch: int | None = None
+    ) -> CoreSpectralSPD:
+        """The library manifold of these points, whose checks the constructors reuse."""
+        return CoreSpectralSPD(self.n, dtype, device, eig_tol=self.eig_tol, batch=batch)
+
+    def from_matrix(self, S: Any, *, sym_tol: float | None = None) -> Tensor:
+        """Packed factors of a symmetric positive-definite ``S`` (one ``eigh`` per matrix,
+        init-only): ``(n, n)`` or a batch ``(*batch, n, n)``, a tensor (the point keeps its
+        floating dtype and device) or an array (float64, CPU).
+
+        The checks of ``manifold_spectral.SpectralSPD.from_matrix``, which computes the
+        factors: ``TypeError``/``ValueError`` naming ``S`` for a non-matrix, a wrong shape,
+        NaN/Inf, a non-symmetric (relative asymmetry above ``sym_tol``, default
+        ``sqrt(eps)``) or non-positive-definite matrix.
+        """
+        floating = isinstance(S, Tensor) and S.dtype.is_floating_point
+        dtype = S.dtype if floating else torch.float64
+        device = S.device if isinstance(S, Tensor) else None
+        core = self._core(dtype, device)
+        if not isinstance(S, Tensor) or S.ndim <= 2:
+            x = core.from_matrix(S, sym_tol=sym_tol)
+            return pack(x.B, x.d)
+        if tuple(S.shape[-2:]) != (self.n, self.n):
+            raise ValueError(
+                f"S: expected shape (*batch, {self.n}, {self.n}), got {tuple(S.shape)}"
+            )
+        points = [core.from_matrix(Si, sym_tol=sym_tol) for Si in S.reshape(-1, self.n, self.n)]
+        lead = S.shape[:-2]
+        B = torch.stack([x.B for x in points]).reshape(*lead, self.n, self.n)
+        d = torch.stack([x.d for x in points]).reshape(*lead, self.n)
         return pack(B, d)
 
     def _tol(self, x: Tensor) -> float:
@@ -186,16 +215,23 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
     ) -> Tensor:
         """Haar-random ``B`` (QR of a Gaussian, init-only), ``log d ~ N(0, log_scale^2)``.
 
-        ``size`` defaults to ``(n + 1, n)``; leading dimensions make a batch.
+        ``size`` defaults to ``(n + 1, n)``; leading dimensions make a batch. The draw and the
+        checks of ``manifold_spectral.SpectralSPD.random``: ``ValueError`` naming
+        ``log_scale`` if it is not a finite number >= 0 or draws an eigenvalue that ``dtype``
+        cannot hold.
         """
         size = _size(self, size, (self.n + 1, self.n))
         bs = size[:-2]
-        Q = haar_orthogonal(self.n, bs, generator)
-        d = torch.exp(
-            log_scale * torch.randn(*bs, self.n, generator=generator, dtype=torch.float64)
-        )
-        dtype = torch.get_default_dtype() if dtype is None else dtype
-        return geoopt.ManifoldTensor(pack(Q, d).to(dtype=dtype, device=device), manifold=self)
+        # The core manifold is batched along one dimension: draw math.prod(bs) points (the
+        # same normals in the same order as a (*bs)-shaped draw) and restore the shape.
+        k = math.prod(bs)
+        if bs and k == 0:
+            check_log_scale(log_scale)
+            empty = torch.empty(*size, dtype=dtype, device=device)
+            return geoopt.ManifoldTensor(empty, manifold=self)
+        x = self._core(dtype, device, k if bs else None).random(generator, log_scale)
+        point = pack(x.B.reshape(*bs, self.n, self.n), x.d.reshape(*bs, self.n))
+        return geoopt.ManifoldTensor(point, manifold=self)
 
     def origin(
         self,

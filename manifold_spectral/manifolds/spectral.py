@@ -60,7 +60,12 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
 
     Chart at ``(B, d)`` (paper Sec. 3.1, Claim 3): local coordinates ``eta = (m, M)``, ``m`` in
     R^n and ``M`` strictly lower triangular, mapped to ``d(m) = d * exp(m)`` and
-    ``B(M) = B Cayley(Skew(M))``; every ``eta`` gives a valid point. The Fisher-Rao metric of
+    ``B(M) = B Cayley(Skew(M))``; in exact arithmetic every ``eta`` gives a valid point. In
+    floating point a huge ``eta`` overflows: ``exp(m)`` to ``inf`` or ``0``, the Cayley system
+    to a singular one. ``retr`` does not check its result (a check costs a host
+    synchronisation, and its caller ``RGD`` makes one anyway): ``check_point`` detects it, and
+    ``RGD`` and ``Gaussian`` raise ``FloatingPointError`` with their state unchanged. The
+    Fisher-Rao metric of
     a Gaussian with precision ``S``, ``<dS, dS>_S = 1/2 tr(S^-1 dS S^-1 dS)``, is diagonal at
     the origin (Claim 4): ``F_mm = 1/2 I`` and ``F_{M_ij} = 4 (d_i - d_j)^2 / (d_i d_j)``.
 

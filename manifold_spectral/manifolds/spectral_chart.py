@@ -114,6 +114,11 @@ class SpectralChartMixin:
     ) -> SpectralPoint:
         """Chart map at ``lr * tangent``: ``(B Cayley(Skew(lr M)), d exp(lr m))``.
 
+        The result is not checked: a step large enough to overflow (``d`` to ``inf`` or ``0``)
+        returns a point that ``check_point`` rejects; ``RGD`` and ``Gaussian``, the steps
+        built on this map, check it and raise ``FloatingPointError`` (no extra host
+        synchronisation here, on every step).
+
         ``cayley`` overrides the manifold default; ``"neumann"`` rescales ``Skew(lr M)`` to a
         spectral-norm bound ``<= neumann_max_norm``. ``exponential="truncated"`` uses
         ``d (1 + lr m)`` (paper Fig. 5), ``"continued"`` its positive continuation. With exact

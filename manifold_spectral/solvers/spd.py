@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .._threads import small_problem_threads, torch_threads
+from ..baselines.cholesky_rgd import CholeskyPoint, CholeskyRGD
 from ..linalg import check_cayley, eps
 from ..manifolds import SpectralPoint, SpectralSPD
 from ..validation import NonFiniteError, check_positive
@@ -54,6 +55,7 @@ __all__ = [
     "Objective",
     "make_problems",
     "SPDResult",
+    "CholeskyPoint",
     "METHODS",
     "minimize",
 ]
@@ -69,8 +71,11 @@ class SPDResult(OptimizeResult):
     * ``B``, ``d``: spectral factors of ``x`` (``x = B Diag(d) B^T``); the spectral method's
       own iterate, one ``eigh`` of the final matrix for the baselines;
     * ``f_star``: the problem's optimal value (``None`` if unknown); ``gap = fun - f_star``;
-    * ``point``: the method's native final state (``SpectralPoint``, the Cholesky factor
-      ``L`` or the dense ``S``, as torch tensors) to warm-start another run. A
+    * ``point``: the method's native final state, as torch tensors: a ``SpectralPoint``
+      (``"spectral"``), a ``CholeskyPoint`` holding the factor ``L`` of ``S = L L^T``
+      (``"cholesky"``) or the dense ``S`` (``"retraction"``). ``x0=point`` warm-starts
+      another run exactly at ``x`` (the same method without momentum continues bit for bit:
+      k + k steps are 2k steps); any method accepts any method's point. A
       ``SpectralPoint`` passes ``SpectralSPD.check_point`` (a Neumann run's drifted ``B`` is
       re-orthogonalised at the end, and ``x``, ``B``, ``d`` and ``fun`` are those of the
       repaired point).
@@ -106,7 +111,7 @@ def _sync(device: torch.device) -> None:
 
 def _start_matrix(problem: SPDProblem, x0: Any) -> Any:
     """Validate ``x0`` against the problem and bring it to its dtype and device."""
-    if x0 is None or isinstance(x0, SpectralPoint):
+    if x0 is None or isinstance(x0, (SpectralPoint, CholeskyPoint)):
         return x0
     S0, _ = _as_tensor(x0, "x0")
     if tuple(S0.shape) != (problem.n, problem.n):
@@ -143,12 +148,15 @@ def minimize(
         lr: step size (> 0, required) in the Fisher-Rao convention, the same for every method
             (geoopt runs at ``2 lr``, see ``baselines.retraction_rgd``). Far from the optimum
             a large ``lr`` makes the dense methods diverge first (metric nearness), while the
-            spectral step stays SPD for every ``lr`` (``d <- d exp(m)``).
+            spectral step stays SPD for every ``lr`` (``d <- d exp(m)``) until ``exp``
+            overflows (a step that does fails: ``success=False``, the last good iterate).
         steps: maximum number of iterations.
-        x0: starting matrix (numpy or torch, SPD, (n, n)) or, for ``"spectral"``, a
-            ``SpectralPoint``; default the identity. The spectral chart's metric is
-            singular at repeated eigenvalues, so from ``x0 = c I`` the first step only
-            rescales (the rotation part of the step is zero there, Moore-Penrose rule).
+        x0: starting matrix (numpy or torch, SPD, (n, n)), a ``SpectralPoint`` or a
+            ``CholeskyPoint`` (``result.point`` of an earlier run, any method; checked and,
+            for another method, turned into its matrix); default the identity. The spectral
+            chart's metric is singular at repeated eigenvalues, so from ``x0 = c I`` the
+            first step only rescales (the rotation part of the step is zero there,
+            Moore-Penrose rule).
         tol: stop once ``f - f* < tol`` (checked at recorded iterations; needs
             ``problem.f_star``). ``f`` is evaluated in the problem's dtype, so a gap below
             its resolution ``eps(dtype) |f*|`` cannot be measured: a smaller ``tol`` warns
@@ -235,6 +243,10 @@ def minimize(
         M0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
         M0.validate_point(x0, "x0")  # as the spectral method does: B Diag(d) B^T must be x0
         x0 = M0.to_matrix(x0)
+    if isinstance(x0, CholeskyPoint):
+        chol = CholeskyRGD(problem.n, 1.0, dtype=problem.dtype, device=problem.device)
+        L0 = chol.validate_point(x0, "x0")  # also for "cholesky", which then starts at L0
+        x0 = x0 if method == "cholesky" else chol.to_matrix(L0)
     generator = torch.Generator().manual_seed(_nonnegative_int(seed, "seed"))
     device = problem.device
 

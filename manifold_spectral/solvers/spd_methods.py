@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..baselines.cholesky_rgd import CholeskyRGD
+from ..baselines.cholesky_rgd import CholeskyPoint, CholeskyRGD
 from ..baselines.retraction_rgd import RetractionRGD
 from ..linalg import sym
 from ..manifolds import SpectralPoint, SpectralSPD
@@ -121,7 +121,12 @@ class _Cholesky:
     ):
         self.problem = problem
         self.opt = CholeskyRGD(problem.n, lr, momentum, dtype=problem.dtype, device=problem.device)
-        self.L = self.opt.origin() if x0 is None else self.opt.from_matrix(x0)
+        if x0 is None:
+            self.L = self.opt.origin()
+        elif isinstance(x0, CholeskyPoint):  # a warm start: resume at exactly this L
+            self.L = self.opt.validate_point(x0, "x0")
+        else:
+            self.L = self.opt.from_matrix(x0)
         self.ones = torch.ones(problem.n, dtype=problem.dtype, device=problem.device)
 
     def step(self, batch: Any) -> None:
@@ -141,7 +146,7 @@ class _Cholesky:
         return _eig_factors(self.matrix())
 
     def point(self) -> Any:
-        return self.L
+        return CholeskyPoint(self.L)  # typed: x0=L would be read as the matrix S = L
 
     def snapshot(self) -> Any:
         return self.L  # replaced, never updated in place

@@ -33,6 +33,7 @@ from ..validation import (
     check_real,
     check_size,
     check_tensor,
+    real_tensor,
     resolve_device,
     resolve_dtype,
     symmetric_matrix,
@@ -308,7 +309,8 @@ class Objective(SPDProblem):
     """A user-supplied ``f(S)``.
 
     Args:
-        fun: ``f(S) -> scalar``. Receives a torch tensor (a numpy array with ``numpy=True``).
+        fun: ``f(S) -> scalar``, a real number (``TypeError`` naming ``fun`` for ``None``, a
+            complex value, ...). Receives a torch tensor (a numpy array with ``numpy=True``).
         n: matrix size.
         grad: ``df/dS`` as a callable of ``S`` (any shape-(n, n) array; symmetrised). Default:
             autograd on ``fun``, which must then be a torch function returning a 0-d tensor.
@@ -363,8 +365,7 @@ class Objective(SPDProblem):
     def value(self, S: Tensor, *, logdet: Tensor | None = None) -> Tensor:
         self._check_matrix(S)
         with torch.no_grad():
-            f = self._call(S, self.fun)
-        f = torch.as_tensor(np.asarray(f) if self.numpy else f)
+            f = real_tensor(self._call(S, self.fun), "fun", "the value f(S)")
         if f.numel() != 1:
             raise ValueError(f"fun: expected a scalar, got shape {tuple(f.shape)}")
         return f.reshape(()).to(dtype=self.dtype, device=self.device)
