@@ -30,7 +30,7 @@ from .validation import (
     check_positive,
 )
 
-__all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY"]
+__all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY", "singular_step_error"]
 
 #: Newton-Schulz periods of ``reorthogonalize_every="auto"``: one polar step (two products)
 #: every 10 Neumann updates keeps ``||B^T B - I||`` at the level of one step's defect; exact
