@@ -9,6 +9,7 @@ the one decomposition, for initialisation (``from_matrix``).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -80,11 +81,12 @@ def matmul(A: Tensor, B: Tensor) -> Tensor:
     ``bmm`` (the same bits), which is most of the dispatch work of a small batched product.
 
     16-bit operands on a CPU are multiplied in float32 and the product rounded back: a CPU
-    without 16-bit matrix units runs a bfloat16 GEMM 20-50 times slower than a float32 one
+    without 16-bit matrix units runs a bfloat16 GEMM many times slower than a float32 one
     (the conversions are two elementwise passes), and the float32-accumulated product rounded
     once is what the 16-bit kernel computes too, up to the order of its additions (a last-bit
-    difference in some entries). Accelerators keep their 16-bit kernels."""
-    if A.dtype in _HALF and A.device.type == "cpu" and B.dtype == A.dtype:
+    difference in some entries). Accelerators, and CPUs with AMX tiles (16-bit matrix
+    units), keep their 16-bit kernels."""
+    if A.dtype in _HALF and A.device.type == "cpu" and B.dtype == A.dtype and not _cpu_amx():
         return matmul(A.float(), B.float()).to(A.dtype)
     if A.ndim == 3 and B.ndim == 3 and A.shape[0] == B.shape[0]:
         return torch.bmm(A, B)
@@ -92,6 +94,17 @@ def matmul(A: Tensor, B: Tensor) -> Tensor:
 
 
 _HALF = (torch.bfloat16, torch.float16)
+
+
+@functools.cache
+def _cpu_amx() -> bool:
+    """Whether this CPU has AMX tiles, whose 16-bit GEMMs outrun float32 ones (a private
+    torch query; ``False`` where this torch lacks it)."""
+    query = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    try:
+        return bool(query()) if query is not None else False
+    except Exception:  # noqa: BLE001 - a capability probe: absent or failing means no AMX
+        return False
 
 
 def records_grad(X: Tensor) -> bool:

@@ -215,3 +215,21 @@ def test_cayley_neumann_is_the_same_map_under_autograd(max_norm):
             - (linalg.cayley_neumann(N0 - h * E, max_norm) * R).sum()
         ) / (2 * h)
     assert float((grad * E).sum()) == pytest.approx(float(fd), rel=1e-6)
+
+
+def test_matmul_of_16_bit_cpu_operands_is_the_float32_product_rounded_once(monkeypatch):
+    """On a CPU without AMX, 16-bit products are taken in float32 and rounded once (the
+    16-bit GEMM there is many times slower and sums in another order): every entry is the
+    float64 product rounded to the 16-bit type, or one of its two neighbours."""
+    g = torch.Generator().manual_seed(0)
+    monkeypatch.setattr(linalg, "_cpu_amx", lambda: False)
+    for dtype in (torch.bfloat16, torch.float16):
+        for shape_a, shape_b in (((12, 64, 64), (12, 64, 64)), ((256, 256), (256, 256))):
+            A = torch.randn(shape_a, generator=g).to(dtype)
+            B = torch.randn(shape_b, generator=g).to(dtype)
+            got = linalg.matmul(A, B)
+            assert got.dtype == dtype
+            exact = A.double() @ B.double()
+            ulp = torch.finfo(dtype).eps * exact.abs().clamp(min=1.0)
+            assert float(((got.double() - exact).abs() / ulp).max()) <= 1.0
+            assert torch.equal(got, (A.float() @ B.float()).to(dtype))
