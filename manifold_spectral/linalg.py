@@ -265,7 +265,7 @@ def newton_schulz_orthogonalize(B: Tensor, steps: int = 1) -> Tensor:
     """
     eye = _eye_like(B)
     for _ in range(steps):
-        B = B @ (1.5 * eye - 0.5 * (B.transpose(-1, -2) @ B))
+        B = matmul(B, 1.5 * eye - 0.5 * matmul(B.transpose(-1, -2), B))
     return B
 
 
