@@ -173,3 +173,80 @@ def test_complex_and_integer_parameters_are_refused_by_name():
         opt.add_param_group({"params": [torch.zeros(3, dtype=torch.int64)]})
     assert len(opt.param_groups) == 1
     assert math.isfinite(float(real.detach().sum()))
+
+
+def _train_linear(steps: int, change=None, reload_at=None, compiled=False):
+    torch.manual_seed(0)
+    m = nn.Linear(20, 8)
+    opt = SpectralKron(m.parameters(), lr=3e-3)
+    x = torch.randn(64, 20)
+    step = torch.compile(opt.step) if compiled else opt.step
+    for i in range(steps):
+        opt.zero_grad()
+        m(x).square().mean().backward()
+        if change is not None and i == 5:
+            change(opt.param_groups[0])
+        if reload_at is not None and i == reload_at:
+            opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+        step()
+    return m.weight.detach().clone(), opt
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("beta2", 0.01), ("damping", 1e-3), ("cayley", "exact"), ("root", 1.0), ("gap_damping", 0.1)],
+)
+def test_an_option_changed_mid_training_takes_effect_at_once_and_resumes_bitwise(key, value):
+    # The preconditioners were cached with the options they were built with: a changed beta2
+    # was ignored until a load_state_dict rebuilt them, so resuming changed the run.
+    def change(group):
+        group[key] = value
+
+    base, _ = _train_linear(12)
+    changed, _ = _train_linear(12, change)
+    reloaded, _ = _train_linear(12, change, reload_at=9)
+    assert not torch.equal(changed, base)
+    assert torch.equal(changed, reloaded)
+
+
+def test_invalid_or_layout_changing_options_mid_training_are_named_and_change_nothing():
+    torch.manual_seed(0)
+    m = nn.Linear(6, 4)
+    opt = SpectralKron(m.parameters(), lr=1e-2)
+    m(torch.randn(8, 6)).square().mean().backward()
+    opt.step()
+    for key, value, error in [
+        ("update_every", 0, ValueError),
+        ("momentum", 1.5, ValueError),
+        ("clip_rms", -1.0, ValueError),
+        ("graft", "sgd", ValueError),
+        ("state_dtype", torch.bfloat16, ValueError),
+        ("diagonal", True, ValueError),
+    ]:
+        group = opt.param_groups[0]
+        old = group[key]
+        group[key] = value
+        before = _snapshot(opt, list(m.parameters()))
+        with pytest.raises(error, match=key):
+            opt.step()
+        _assert_unchanged(before, opt, list(m.parameters()))
+        group[key] = old
+    opt.step()  # restored: steps again
+    assert int(opt.state[m.weight]["step"]) == 2
+
+
+def test_compiled_step_runs_eagerly_with_the_same_bits():
+    eager, _ = _train_linear(6)
+    compiled, _ = _train_linear(6, compiled=True)
+    assert torch.equal(eager, compiled)
+
+
+def test_parameter_whose_shape_changed_under_its_state_is_named():
+    p = nn.Parameter(torch.randn(16, 1))
+    opt = SpectralKron([p])
+    p.grad = torch.randn(16, 1)
+    opt.step()
+    p.data = torch.randn(16, 8)
+    p.grad = torch.randn(16, 8)
+    with pytest.raises(ValueError, match=r"shape \(16, 8\) has optimizer state of shape \(16, 1\)"):
+        opt.step()

@@ -32,6 +32,9 @@ __all__ = [
     "NonFiniteUpdate",
     "square_bound",
     "warn_skipped",
+    "STEP_OPTIONS",
+    "LAYOUT_OPTIONS",
+    "option_signature",
 ]
 
 #: Per-parameter event counters kept in the state (ints, saved with it): curvature steps
@@ -39,6 +42,32 @@ __all__ = [
 #: map, and curvature steps recorded as failed (a state saved when a failed curvature step
 #: kept the previous curvature; a failing step is now skipped whole: ``skipped_steps``).
 COUNTERS = ("curvature_fallbacks", "curvature_rejections")
+
+
+#: Options a step reads from its group (a change takes effect at the next step); a change of
+#: any other option rebuilds the group's preconditioners from their kept state.
+STEP_OPTIONS = frozenset(
+    {
+        "lr",
+        "weight_decay",
+        "momentum",
+        "nesterov",
+        "update_every",
+        "correction_beta",
+        "eigenvalue_correction",
+        "clip_rms",
+        "graft",
+    }
+)
+#: Options that fix the layout of a parameter's state (Kronecker factors or the diagonal
+#: scheme, and their dtype): they cannot change once a parameter of the group has state.
+LAYOUT_OPTIONS = ("state_dtype", "diagonal", "max_factor_dim")
+
+
+def option_signature(group: dict[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
+    """The group's options ``keys`` as a comparable tuple (a tensor option by identity: its
+    value is read by the step itself), to see which changed between steps."""
+    return tuple(("tensor", id(v)) if isinstance(v, Tensor) else v for v in map(group.get, keys))
 
 
 class NonFiniteUpdate(FloatingPointError):

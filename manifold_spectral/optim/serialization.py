@@ -62,6 +62,7 @@ class StateDictMixin:
             ("_preconditioners", {}),
             ("_batched", {}),
             ("_packed", {}),
+            ("_signatures", {}),
         ):
             self.__dict__.setdefault(name, value)
         self._fill_legacy_options()

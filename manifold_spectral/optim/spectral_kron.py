@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import all_finite
 from . import checks, distributed, transforms
 from .checks import NonFiniteUpdate, validate_group
+from .guards import GuardsMixin
 from .serialization import StateDictMixin
 from .updates import UpdateMixin
 
@@ -42,7 +42,7 @@ __all__ = ["SpectralKron", "NonFiniteUpdate"]
 GAP_DAMPING = 0.3
 
 
-class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
+class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimizer):
     """Kronecker spectral preconditioning, a drop-in ``torch.optim.Optimizer``.
 
     Args:
@@ -224,6 +224,7 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
         self._preconditioners: dict[Tensor, Any] = {}
         self._batched: dict[Any, Any] = {}
         self._packed: dict[Any, Any] = {}  # pack_cache.PackCache
+        self._signatures: dict[int, tuple[Any, ...]] = {}  # id(group) -> its options
         if shard:
             self._sharding = distributed.Sharding(process_group)
             self._sharding.assign(self.param_groups, self._owner_units)
@@ -274,59 +275,11 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
         if getattr(self, "_sharding", None) is not None:
             self._sharding.assign(self.param_groups, self._owner_units)
 
-    def _check_grads(self) -> bool:
-        """Whether the step may be taken: ``False`` to skip it (a NaN or Inf gradient with
-        ``nonfinite="skip"``, or a finite gradient whose squares overflow its state dtype:
-        ``checks.square_bound``, with a warning); a NaN or Inf gradient with
-        ``nonfinite="raise"`` raises, naming the parameter."""
-        grads, bounds = [], []
-        for gi, group in enumerate(self.param_groups):
-            for pi, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise checks.sparse_gradient_error(gi, pi)
-                if p.grad.numel():
-                    grads.append(p.grad)
-                    bounds.append(checks.square_bound(self._state_dtype(group, p)))
-        if not grads:
-            return True
-        # One host synchronisation for all gradients: the largest max-norm is NaN or Inf
-        # exactly when an entry is (a maximum cannot overflow, and NaN propagates), and
-        # below the smallest bound every square fits its state dtype. The tests per
-        # parameter run only to name a bad one.
-        norms = torch.stack(checks.max_norms(grads))
-        if float(norms.max()) <= min(bounds):
-            return True
-        for gi, group in enumerate(self.param_groups):
-            for pi, p in enumerate(group["params"]):
-                if p.grad is not None and not all_finite(p.grad):
-                    if self.nonfinite == "skip":
-                        return False
-                    raise checks.nonfinite_gradient_error(gi, pi, tuple(p.shape))
-        for (gi, pi), norm, bound in zip(self._with_grads(), norms.tolist(), bounds, strict=True):
-            if norm > bound:
-                p = self.param_groups[gi]["params"][pi]
-                checks.warn_skipped(
-                    f"params[{gi}][{pi}] (shape {tuple(p.shape)}) has a gradient entry of "
-                    f"size {norm:.3g}, whose square overflows its state dtype "
-                    f"{self._state_dtype(self.param_groups[gi], p)} (above {bound:.3g}); a "
-                    "float64 state_dtype or a smaller loss scale takes it"
-                )
-                return False
-        return True
-
-    def _with_grads(self) -> list[tuple[int, int]]:
-        """``(group, index)`` of the parameters with a non-empty dense gradient, in order."""
-        return [
-            (gi, pi)
-            for gi, group in enumerate(self.param_groups)
-            for pi, p in enumerate(group["params"])
-            if p.grad is not None and p.grad.numel()
-        ]
-
     # The step ----------------------------------------------------------------------------
 
+    # Not traced by torch.compile: a step is many small data-dependent calls with host
+    # synchronisations; a compiled caller runs it eagerly (a graph break), with the same bits.
+    @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimisation step. All updates are computed before any parameter or state is
@@ -336,6 +289,7 @@ class SpectralKron(UpdateMixin, StateDictMixin, torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._sync_groups()
         if self._sharding is not None or distributed.has_dtensor(self.param_groups):
             if not distributed.step(self):
                 self.skipped_steps += 1

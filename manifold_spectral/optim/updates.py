@@ -85,6 +85,13 @@ class UpdateMixin:
                 if group["graft"] == "adam":
                     new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
             else:
+                if state["momentum_buffer"].shape != grad.shape:  # p.data was replaced
+                    raise ValueError(
+                        f"a parameter of shape {tuple(grad.shape)} has optimizer state of shape "
+                        f"{tuple(state['momentum_buffer'].shape)}: its shape changed after its "
+                        "state was made; drop that state (opt.state.pop(p)) or build a new "
+                        "optimizer; nothing was changed"
+                    )
                 pcs.append(self._precond_state(state))
                 # A bucket's members share their step count (``_buckets``): one read (a
                 # host synchronisation) for the bucket.
