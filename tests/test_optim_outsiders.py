@@ -250,3 +250,37 @@ def test_parameter_whose_shape_changed_under_its_state_is_named():
     p.grad = torch.randn(16, 8)
     with pytest.raises(ValueError, match=r"shape \(16, 8\) has optimizer state of shape \(16, 1\)"):
         opt.step()
+
+
+@pytest.mark.parametrize(
+    "low, high", [(torch.float32, torch.float64), (torch.bfloat16, torch.float32)]
+)
+def test_a_state_saved_before_the_model_was_upcast_loads_and_trains(low, high):
+    # The factors, orthogonal and of unit determinant to the coarse dtype's precision, were
+    # checked at the finer dtype's tolerance: "det != 1 (log det = 1.59e-07 > 1e-10)".
+    torch.manual_seed(0)
+    m = nn.Linear(24, 16).to(low)
+    opt = SpectralKron(m.parameters(), lr=1e-3)
+    x = torch.randn(32, 24)
+    for _ in range(3):
+        opt.zero_grad()
+        m(x.to(low)).float().square().mean().backward()
+        opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    m.to(high)
+    opt2 = SpectralKron(m.parameters(), lr=1e-3)
+    opt2.load_state_dict(sd)
+    st, saved = opt2.state[m.weight], sd["state"][0]
+    eps = torch.finfo(low).eps
+    for side in ("L", "R"):
+        B = st[f"pc_B_{side}"]
+        assert B.dtype == high
+        eye = torch.eye(B.shape[0], dtype=high)
+        assert float((B.T @ B - eye).abs().max()) < 100 * torch.finfo(high).eps
+        assert float((B - saved[f"pc_B_{side}"].to(high)).abs().max()) < 10 * eps
+        assert abs(float(torch.log(st[f"pc_d_{side}"]).sum())) < 100 * torch.finfo(high).eps
+    for _ in range(3):
+        opt2.zero_grad()
+        m(x.to(high)).square().mean().backward()
+        opt2.step()
+    assert opt2.skipped_steps == 0 and int(opt2.state[m.weight]["step"]) == 6

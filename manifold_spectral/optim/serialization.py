@@ -127,7 +127,9 @@ class StateDictMixin:
                 pc = {k[n:]: v for k, v in saved.items() if k.startswith(PRECOND_PREFIX)}
                 if not pc:
                     continue
-                state_dtype = opts["state_dtype"] or p.dtype
+                # A state saved in a coarser dtype (a model upcast after saving) is checked at
+                # its own precision; load_state_dict then lifts it (_lift).
+                state_dtype = _checked_dtype(opts["state_dtype"] or p.dtype, pc)
                 pre = make_preconditioner(p, state_dtype, opts)
                 try:
                     x = pre.point(
@@ -184,3 +186,34 @@ class StateDictMixin:
                     }
                     dtype = dtype.get(k, state_dtype)
                     st[k] = src.to(device=v.device, dtype=dtype, copy=True)
+                self._lift(group, p, st, saved)
+
+    def _lift(self, group: dict[str, Any], p: Tensor, st: dict[str, Any], saved: dict) -> None:
+        """Kronecker factors saved in a coarser dtype than the state's (float32 factors for a
+        model made float64 after saving): orthogonal and of unit determinant only to the
+        coarse precision, which the finer dtype's checks refuse. Two Newton-Schulz polar steps
+        (quadratic: 1e-7 -> 1e-28) and the determinant moved into ``alpha`` make them a point
+        of the finer dtype; ``S`` changes only by the coarse rounding."""
+        key = PRECOND_PREFIX + "B_L"
+        if key not in st or key not in saved:
+            return
+        state_dtype = self._state_dtype(group, p)
+        if torch.finfo(saved[key].dtype).eps <= torch.finfo(state_dtype).eps:
+            return
+        pre = make_preconditioner(p, state_dtype, group)
+        n = len(PRECOND_PREFIX)
+        x = pre.point({k[n:]: v for k, v in st.items() if k.startswith(PRECOND_PREFIX)})
+        x = pre.manifold.reorthogonalize(x, steps=2)
+        x = pre.manifold.normalize(x.alpha, x.left, x.right)
+        st.update({PRECOND_PREFIX + k: v for k, v in pre.to_state(x).items()})
+
+
+def _checked_dtype(state_dtype: torch.dtype, pc: dict[str, Any]) -> torch.dtype:
+    """The dtype a saved preconditioner state is checked in: ``state_dtype``, or the saved
+    factors' own dtype where it is coarser (``StateDictMixin._lift`` then makes the point
+    one of ``state_dtype``)."""
+    B = pc.get("B_L")
+    if isinstance(B, Tensor) and B.is_floating_point():
+        if torch.finfo(B.dtype).eps > torch.finfo(state_dtype).eps:
+            return B.dtype
+    return state_dtype
