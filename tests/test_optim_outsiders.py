@@ -284,3 +284,36 @@ def test_a_state_saved_before_the_model_was_upcast_loads_and_trains(low, high):
         m(x.to(high)).square().mean().backward()
         opt2.step()
     assert opt2.skipped_steps == 0 and int(opt2.state[m.weight]["step"]) == 6
+
+
+def test_load_state_dict_hooks_see_and_shape_the_loaded_state():
+    # The loaded state tensors were re-taken from the caller's dict after torch's load: a
+    # pre-hook's rewritten dict and a post-hook's replaced entries were undone.
+    torch.manual_seed(0)
+    m = nn.Linear(24, 16)
+    opt = SpectralKron(m.parameters())
+    m(torch.randn(32, 24)).square().mean().backward()
+    opt.step()
+    sd = opt.state_dict()
+
+    def pre(o, state_dict):
+        state_dict = copy.deepcopy(state_dict)
+        for st in state_dict["state"].values():
+            st["momentum_buffer"].mul_(0.5)
+        return state_dict
+
+    seen = []
+
+    def post(o):
+        seen.append(o.state[m.weight]["momentum_buffer"].clone())
+        o.state[m.bias]["momentum_buffer"] = torch.zeros_like(o.state[m.bias]["momentum_buffer"])
+
+    opt2 = SpectralKron(m.parameters())
+    opt2.register_load_state_dict_pre_hook(pre)
+    opt2.register_load_state_dict_post_hook(post)
+    opt2.load_state_dict(sd)
+    half = 0.5 * sd["state"][0]["momentum_buffer"]
+    assert torch.equal(opt2.state[m.weight]["momentum_buffer"], half)
+    assert len(seen) == 1 and torch.equal(seen[0], half)
+    assert not opt2.state[m.bias]["momentum_buffer"].any()
+    assert sd["state"][0]["momentum_buffer"].any()  # the caller's dict is not touched

@@ -152,9 +152,32 @@ class StateDictMixin:
         With ``shard=True`` the dict is this rank's shard (same rank and world size) or a whole
         state (``consolidated_state_dict`` or an unsharded run), of which the parameters this
         rank owns are kept. A shard cannot be loaded elsewhere: it lacks other ranks' state."""
+        # torch.optim's hooks, run here rather than inside its load_state_dict: a pre-hook may
+        # rewrite the dict (a migration), which the checks below and the exact tensors taken
+        # after loading must see; a post-hook must see (and may change) the final state.
+        pre_hooks = getattr(self, "_optimizer_load_state_dict_pre_hooks", {})
+        post_hooks = getattr(self, "_optimizer_load_state_dict_post_hooks", {})
+        state_dict = state_dict.copy()
+        for hook in list(pre_hooks.values()):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         distributed.check_loadable(state_dict, self._sharding)
         self._check_saved(state_dict)
-        super().load_state_dict(state_dict)
+        hooks = (dict(pre_hooks), dict(post_hooks))
+        pre_hooks.clear()
+        post_hooks.clear()
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            pre_hooks.update(hooks[0])
+            post_hooks.update(hooks[1])
+        self._loaded(state_dict)
+        for hook in list(post_hooks.values()):
+            hook(self)
+
+    def _loaded(self, state_dict: dict[str, Any]) -> None:
+        """What ``load_state_dict`` does after torch.optim's load (see there)."""
         self.skipped_steps = state_dict.get("counters", {}).get("skipped_steps", 0)
         self._fill_legacy_options()
         if self._sharding is not None:
