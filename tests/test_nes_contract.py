@@ -110,3 +110,10 @@ def test_restart_start_of_another_array_type_is_refused_naming_x0():
         while not es.stop():
             X = es.ask()
             es.tell(X, [0.0] * len(X))  # flat: the first run stops on tolflatfitness
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_refused_by_name():
+    # before: torch.Generator's raw RuntimeError
+    with pytest.raises(ValueError, match="device: 'cuda'"):
+        nes.minimize(lambda x: float(x @ x), np.zeros(3), 1.0, device="cuda", max_evals=20)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..validation import check_dtype, check_flag
+from ..validation import check_dtype, check_flag, resolve_device
 from .es_checks import (
     check_choice,
     check_max_evals,
@@ -126,7 +126,7 @@ class NESBase:
         moving_shape = self.MOVING_SHAPE if moving_shape is None else moving_shape
         self.moving_shape = check_choice(moving_shape, "moving_shape", ("dx", "rank"))
         self.seed = check_seed(seed)
-        device = torch.device("cpu") if device is None else torch.device(device)
+        device = resolve_device(device)  # ValueError naming device (e.g. no CUDA here)
         self._generator = torch.Generator(device=device).manual_seed(self.seed)
         self.dtype = dtype
         self.device = device
