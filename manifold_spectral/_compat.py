@@ -22,10 +22,20 @@ from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
-__all__ = ["import_geoopt", "require", "progress_bar", "agg_figure", "moved_names", "PLOTS_HINT"]
+__all__ = [
+    "import_geoopt",
+    "require",
+    "progress_bar",
+    "agg_figure",
+    "moved_names",
+    "PLOTS_HINT",
+    "BASELINES_HINT",
+]
 
 #: What to install when matplotlib or tqdm is missing.
 PLOTS_HINT = "pip install 'manifold_spectral[plots]'"
+#: What to install when a baseline of the reproductions (pycma, COCO, ...) is missing.
+BASELINES_HINT = "pip install 'manifold_spectral[baselines]'"
 
 
 def import_geoopt() -> ModuleType:
@@ -38,13 +48,14 @@ def import_geoopt() -> ModuleType:
     return geoopt
 
 
-def require(module: str, what: str = "this command") -> ModuleType:
-    """``importlib.import_module(module)``, or ``ImportError`` saying ``PLOTS_HINT``."""
+def require(module: str, what: str = "this command", hint: str = PLOTS_HINT) -> ModuleType:
+    """``importlib.import_module(module)``, or ``ImportError`` saying ``hint``
+    (``PLOTS_HINT`` by default)."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
         top = module.split(".")[0]
-        raise ImportError(f"{what} needs {top}, which is not installed: {PLOTS_HINT}") from e
+        raise ImportError(f"{what} needs {top}, which is not installed: {hint}") from e
 
 
 class _SilentBar:

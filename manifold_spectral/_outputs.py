@@ -93,14 +93,15 @@ def run_rows(run: Callable[[float], Any], beta2s: Sequence[float], out: Path, st
 
 
 def write_outputs(module: Any, result: Any, out: Path, stem: str) -> None:
-    """Print ``module.format_table(result)``, write ``stem``.png (``module.plot``),
+    """Print ``module.format_table(result)``, write ``stem``.png (``module.plot``, which
+    returns the paths it wrote when it writes more than the PNG),
     ``stem``.txt (the table), ``stem``.json (the result: curves and settings) and one CSV
     per table under ``out``."""
     table = module.format_table(result)
     print(table, flush=True)
     png, txt = out / f"{stem}.png", out / f"{stem}.txt"
-    module.plot(result, png)
+    plotted = module.plot(result, png) or [png]  # a plot that writes more returns its paths
     txt.write_text(table + "\n")
     csv_tables = getattr(module, "csv_tables", None)  # modules whose table is not markdown
     data = write_data(result, table, out, stem, csv_tables(result) if csv_tables else None)
-    print(f"wrote {png}, {txt}, " + ", ".join(str(p) for p in data))
+    print("wrote " + ", ".join(str(p) for p in [*plotted, txt, *data]))

@@ -217,7 +217,7 @@ def test_cli_reproduce_all_uses_quick_defaults(tmp_path, capsys, reproductions):
         (["--beta2", "-1"], "argument --beta2: expected a number in (0, 1)"),
         (["--beta2", "1.5"], "argument --beta2: expected a number in (0, 1)"),
         (["--steps", "ten"], "argument --steps: expected a positive integer"),
-        (["--seed", "-3"], "argument --seed: expected an integer >= 0"),
+        (["--seed", "-3"], "argument --seed: expected an integer in [0, 2147483647]"),
     ],
 )
 def test_cli_rejects_bad_arguments(argv, message, capsys):

@@ -9,7 +9,9 @@ writes its PNG plots, the table as text and as CSV (one file per table) and the 
 Experiments are imported lazily, so ``--help`` stays fast. Every subcommand also takes the
 run-time options of ``options.runtime_arguments`` (``--device``, ``--threads``, ``--seed``).
 Plots and progress bars need the ``plots`` extra; without it a run stops before it starts,
-saying ``pip install 'manifold_spectral[plots]'``.
+saying ``pip install 'manifold_spectral[plots]'``; a module of the ``baselines`` extra that
+the options need (``Reproduction.needs``), an unwritable ``--out`` and option values the run
+would refuse (``Reproduction.check``) also stop it before it starts.
 
 The modules: ``options`` (argument types, ``Reproduction``, the run-time options), one module
 per group of subcommands (``curvature``: curvature and kronecker; ``spd``; ``nn``; ``nes``:
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,11 +85,54 @@ def _check_plots(progress: bool) -> None:
         require("tqdm", "manifold-spectral reproduce (its progress bars; or --no-progress)")
 
 
+def _check_baselines(rep: Reproduction, args: argparse.Namespace) -> None:
+    """Fail before a run (not half-way) when a module of the ``baselines`` extra that these
+    options need is missing."""
+    from .._compat import BASELINES_HINT, require
+
+    for module in rep.baselines(args):
+        require(module, f"manifold-spectral reproduce {rep.name} (these options)", BASELINES_HINT)
+
+
+def _check_all_extras(args: argparse.Namespace) -> None:
+    """``reproduce all``: every module of every extra its reproductions need, checked before
+    the first runs; one error naming them and the one pip command."""
+    import importlib
+
+    modules = ["matplotlib", *(["tqdm"] if args.progress else [])]
+    for rep in REPRODUCTIONS.values():
+        modules += [m for m in rep.baselines(quick_args(rep, args)) if m not in modules]
+    missing = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ImportError(
+            f"manifold-spectral reproduce all needs {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: "
+            "pip install 'manifold_spectral[plots,baselines]'"
+        )
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` is a writable directory, or can be created as one: checked before a run."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out {out}: not a writable directory ({exc})") from None
+
+
 def _run_one(rep: Reproduction, args: argparse.Namespace) -> None:
     args.device = _resolve_device(rep, args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"== reproduce {rep.name}: {rep.help}", flush=True)
+    _check_out(out)
+    print(f"== reproduce {rep.name}: {rep.header(args)}", flush=True)
     start = time.perf_counter()
     rep.run(args, out)
     print(f"wall time ({rep.name}): {time.perf_counter() - start:.1f} s", flush=True)
@@ -114,12 +160,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # the subcommand's usage, not the top-level one
         sub = parser.subcommand_parsers[args.experiment]  # type: ignore[attr-defined]
         sub.error(f"unrecognized arguments: {' '.join(unknown)}")
+    rep = REPRODUCTIONS.get(args.experiment)
+    problem = rep.check(args) if rep is not None and rep.check is not None else None
+    if problem:
+        parser.subcommand_parsers[args.experiment].error(problem)  # type: ignore[attr-defined]
     try:
-        _check_plots(args.progress)
-        if args.experiment == "all":
+        if rep is None:  # all
+            _check_all_extras(args)
+            _check_out(Path(args.out))
             _run_all(args)
         else:
-            _run_one(REPRODUCTIONS[args.experiment], args)
+            _check_plots(args.progress)
+            _check_baselines(rep, args)
+            _check_out(Path(args.out))
+            _run_one(rep, args)
     except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as exc:
         print(f"manifold-spectral: error: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import _outputs
-from .options import Reproduction, nonnegative_int, positive_int, runtime_kwargs, unit_interval
+from .options import (
+    SEED_MAX,
+    Reproduction,
+    positive_int,
+    runtime_kwargs,
+    seed_int,
+    unit_interval,
+)
 
 __all__ = ["CURVATURE", "KRONECKER"]
 
@@ -26,7 +33,9 @@ def _moving_average_arguments(
         metavar="BETA2",
         help="one or more step sizes in (0, 1); one plot row each (default: 0.01 0.001)",
     )
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    parser.add_argument(
+        "--seed", type=seed_int, default=0, help=f"random seed, 0 .. {SEED_MAX} (0)"
+    )
     parser.add_argument("--init", choices=("random", "sample"), default="random", help=init_help)
     parser.add_argument(
         "--no-w2", dest="w2", action="store_false", help="skip the Wasserstein-2 metric"
@@ -102,10 +111,13 @@ CURVATURE = Reproduction(
 
 KRONECKER = Reproduction(
     "kronecker",
-    "Sec. 4.1 / Fig. 2 right, 8: curvature learning with Kronecker structure (9 x 11)",
+    "Sec. 4.1 / Fig. 2 right, 8: curvature learning with Kronecker structure (9 x 11 by default)",
     _kronecker_arguments,
     _run_kronecker,
     device_note=_SAME_NUMBERS,
+    title=lambda a: (
+        f"Sec. 4.1 / Fig. 2 right, 8: curvature learning with Kronecker structure ({a.a} x {a.b})"
+    ),
     # beta2 = 0.01 only (1000 steps, ten time constants): the defaults add beta2 = 0.001
     # (5000 steps, the cap), six times the steps in all. benchmarks/bench_reproduce_all.py
     # measures the quick run's time into README.md.

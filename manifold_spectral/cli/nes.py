@@ -15,7 +15,7 @@ from .options import (
     runtime_kwargs,
 )
 
-__all__ = ["NES_FUNCTIONS", "NES_METHODS", "BBOB_METHODS", "NES", "BBOB"]
+__all__ = ["NES_FUNCTIONS", "NES_METHODS", "BBOB_METHODS", "BBOB_DIMS", "NES", "BBOB"]
 
 
 #: ``experiments.nes.APPENDIX_C`` and ``DEFAULT_METHODS``, spelled out so ``--help`` stays
@@ -25,7 +25,12 @@ NES_METHODS = ("spectral", "xnes", "cholesky", "cma", "xnes-plain")
 
 
 def _nes_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=positive_int, default=60, help="dimension (default 60)")
+    parser.add_argument(
+        "--n",
+        type=argument_type(int, lambda v: v >= 2, "an integer >= 2"),
+        default=60,
+        help="dimension, >= 2 (default 60)",
+    )
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per cell (3)")
     parser.add_argument(
         "--max-evals",
@@ -65,11 +70,17 @@ def _run_nes(args: argparse.Namespace, out: Path) -> None:
 
 #: ``experiments.bbob.METHODS``, spelled out so ``--help`` stays free of torch.
 BBOB_METHODS = ("nes", "nes-ipop", "nes-bipop", "cma", "cma-ipop")
+#: The dimensions of COCO's ``bbob`` suite (``cocoex.Suite("bbob", ...)``).
+BBOB_DIMS = (2, 3, 5, 10, 20, 40)
 
 
 def _bbob_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dims", type=positive_int, nargs="+", default=[10], help="dimensions (default 10)"
+        "--dims",
+        type=argument_type(int, lambda v: v in BBOB_DIMS, f"a BBOB dimension in {BBOB_DIMS}"),
+        nargs="+",
+        default=[10],
+        help=f"dimensions, from COCO's {BBOB_DIMS} (default 10)",
     )
     parser.add_argument(
         "--functions",
@@ -91,8 +102,22 @@ def _bbob_arguments(parser: argparse.ArgumentParser) -> None:
         "BIPOP (default: all five)",
     )
     parser.add_argument(
-        "--budget", type=positive_float, default=2e4, help="evaluations / D (default 2e4)"
+        "--budget",
+        type=positive_float,
+        default=2e4,
+        help="evaluations / D; budget x D must give at least one evaluation (default 2e4)",
     )
+
+
+def _bbob_check(args: argparse.Namespace) -> str | None:
+    """``--budget`` gives each run ``int(budget * D)`` evaluations: at least one."""
+    small = min(args.dims)
+    if int(args.budget * small) < 1:
+        return (
+            f"argument --budget: {args.budget:g} x D = {small} gives no evaluation "
+            f"(need budget >= {1 / small:g} at D = {small})"
+        )
+    return None
 
 
 def _run_bbob(args: argparse.Namespace, out: Path) -> None:
@@ -111,9 +136,13 @@ def _run_bbob(args: argparse.Namespace, out: Path) -> None:
 
 NES = Reproduction(
     "nes",
-    "Sec. 4.3 / Fig. 3 right, 9: gradient-free NES on the App. C problems, d = 60",
+    "Sec. 4.3 / Fig. 3 right, 9: gradient-free NES on the App. C problems, d = 60 by default",
     _nes_arguments,
     _run_nes,
+    title=lambda a: (
+        f"Sec. 4.3 / Fig. 3 right, 9: gradient-free NES on the App. C problems, d = {a.n}"
+    ),
+    needs=lambda a: ["cma"] if "cma" in a.methods else [],
     device_note="the NES states and samples (drawn by a generator on that device, so "
     "cuda gives other, equally valid runs); CMA-ES (pycma, numpy) stays on the CPU",
     # one seed, 10000 evaluations (Ackley and Griewank converge). The defaults (three
@@ -128,6 +157,8 @@ BBOB = Reproduction(
     "pip coco-experiment)",
     _bbob_arguments,
     _run_bbob,
+    needs=lambda a: ["cocoex", "cma"],  # run_bbob imports both, whatever the methods
+    check=_bbob_check,
     device_note="spectral NES's state only; COCO's functions and pycma are numpy and run "
     "on the CPU",
     # f1 at D = 5, instance 1, all five methods: the smallest case (the defaults are 8

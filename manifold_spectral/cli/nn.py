@@ -99,6 +99,10 @@ NN = Reproduction(
     "Sec. 4.4 / Fig. 4, 10-12: bf16 NN training, ours vs AdamW, SOAP, Muon (tuned)",
     _nn_arguments,
     _run_nn,
+    needs=lambda a: (
+        (["sklearn"] if "digits" in a.task else [])
+        + (["pytorch_optimizer"] if {"soap", "muon"} & set(a.methods) else [])
+    ),
     device_note="the models, minibatches (drawn on the CPU) and optimizer states; "
     "evaluation runs on the CPU",
     # 3 trials of 40 steps, one seed, the MLP. Three, not two: two stratified draws cut

@@ -17,6 +17,8 @@ __all__ = [
     "nonnegative_int",
     "unit_interval",
     "positive_float",
+    "SEED_MAX",
+    "seed_int",
     "Reproduction",
     "runtime_arguments",
     "runtime_kwargs",
@@ -51,6 +53,10 @@ nonnegative_int = argument_type(int, lambda v: v >= 0, "an integer >= 0")
 unit_interval = argument_type(float, lambda v: math.isfinite(v) and 0 < v < 1, "a number in (0, 1)")
 #: A finite float > 0 (a step size).
 positive_float = argument_type(float, lambda v: math.isfinite(v) and v > 0, "a number > 0")
+#: The largest ``--seed``: pycma seeds numpy's legacy generator (which takes < 2**32) with
+#: ``seed + 1`` and the runs add small offsets (one per seed), so 2**31 - 1 leaves room.
+SEED_MAX = 2**31 - 1
+seed_int = argument_type(int, lambda v: 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +80,18 @@ class Reproduction:
     cpu_only: str = ""
     #: What ``--device`` moves and what it leaves on the CPU (said by ``--help``).
     device_note: str = ""
+    #: The header of a run from its options (sizes the options change); default ``help``.
+    title: Callable[[argparse.Namespace], str] | None = None
+    #: The modules of the ``baselines`` extra a run with these options imports.
+    needs: Callable[[argparse.Namespace], list[str]] | None = None
+    #: Checks between options argparse cannot make: a message naming the option, or None.
+    check: Callable[[argparse.Namespace], str | None] | None = None
+
+    def header(self, args: argparse.Namespace) -> str:
+        return self.title(args) if self.title is not None else self.help
+
+    def baselines(self, args: argparse.Namespace) -> list[str]:
+        return self.needs(args) if self.needs is not None else []
 
 
 def _has_option(parser: argparse.ArgumentParser, flag: str) -> bool:
@@ -98,7 +116,9 @@ def runtime_arguments(parser: argparse.ArgumentParser, device_help: str) -> None
             "and more oversubscribe a loaded machine)",
         )
     if not _has_option(parser, "--seed"):
-        parser.add_argument("--seed", type=nonnegative_int, default=0, help="base random seed")
+        parser.add_argument(
+            "--seed", type=seed_int, default=0, help=f"base random seed, 0 .. {SEED_MAX} (0)"
+        )
 
 
 def runtime_kwargs(args: argparse.Namespace, threads: str = "threads") -> dict[str, Any]:

@@ -36,6 +36,8 @@ def device_help(rep: Reproduction | None) -> str:
     where = "where the torch computations run: cpu (default), cuda, or auto (cuda when available)"
     if rep is None:  # reproduce all
         cpu = [r.name for r in REPRODUCTIONS.values() if "cuda" not in r.devices]
+        if not cpu:
+            return f"{where}; every reproduction runs there"
         return f"{where}; the CPU-only reproductions ({', '.join(cpu)}) run on the CPU, saying so"
     return f"{where}; {rep.device_note}" if rep.device_note else where
 

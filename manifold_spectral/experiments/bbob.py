@@ -388,12 +388,13 @@ def format_table(result: BBOBResult) -> str:
     return head + "\n\n" + tables(r.rows, list(r.methods))
 
 
-def plot(result: BBOBResult, path: Any) -> None:
+def plot(result: BBOBResult, path: Any) -> list[Path]:
     """ECDF PNG at ``path``, its CSV beside it (same stem, ``.csv``) and the runs as
-    ``runs.csv`` in the same folder."""
+    ``runs.csv`` in the same folder; returns the three paths."""
     path = Path(path)
     ecdf(result.rows, list(result.methods), path, result.budget)
     write_runs(result.rows, path.parent / "runs.csv")
+    return [path, path.with_suffix(".csv"), path.parent / "runs.csv"]
 
 
 def write_runs(rows: list[dict], path: Path) -> None:

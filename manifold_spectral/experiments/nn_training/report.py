@@ -63,12 +63,12 @@ def format_table(result: QualityResult) -> str:
             mean = float(np.mean(finals))
             excess = "-" if t.floor is None else f"{mean - t.floor:.3f}"
             per = " / ".join("diverged" if not math.isfinite(v) else f"{v:.3f}" for v in finals)
-            ms = float(np.nanmedian([x.ms_per_step for x in runs]))
+            timed = [x.ms_per_step for x in runs if math.isfinite(x.ms_per_step)]
+            ms = f"{float(np.median(timed)):.1f}" if timed else "-"  # too few steps to time
             tails = [x.train_tail for x in runs]
             fit = f"{np.mean(tails):.4f}" if all(map(math.isfinite, tails)) else "-"
             lines.append(
-                f"| {spec.label} | {hp} | {mean:.3f} | {per} | {excess} | {fit} | {ms:.1f} "
-                f"| {div} |"
+                f"| {spec.label} | {hp} | {mean:.3f} | {per} | {excess} | {fit} | {ms} | {div} |"
             )
     return "\n".join(lines)
 
