@@ -90,7 +90,7 @@ def test_cli_all_runs_the_quick_nes(tmp_path, capsys, reproductions):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--n", "0"], "argument --n: expected a positive integer"),
+        (["--n", "0"], "argument --n: expected an integer >= 2"),
         (["--seeds", "x"], "argument --seeds: expected a positive integer"),
         (["--methods", "bogus"], "argument --methods: invalid choice"),
         (["--functions", "sphere"], "argument --functions: invalid choice"),
