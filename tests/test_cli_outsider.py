@@ -18,14 +18,8 @@ from manifold_spectral import _outputs, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RUNNERS = {
-    "curvature": ("manifold_spectral.experiments.curvature", "run_full_matrix"),
-    "kronecker": ("manifold_spectral.experiments.curvature_kronecker", "run_kronecker"),
-    "spd": ("manifold_spectral.experiments.spd", "run_spd"),
-    "nn": ("manifold_spectral.experiments.nn_training", "run_quality"),
-    "nes": ("manifold_spectral.experiments.nes", "run_nes"),
-    "bbob": ("manifold_spectral.experiments.bbob", "run_bbob"),
-}
+# The reproductions' run functions: one table, kept by the option tests.
+from test_cli_options import RUNNERS  # noqa: E402
 
 
 def _record_runs(monkeypatch) -> list[str]:

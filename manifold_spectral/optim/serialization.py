@@ -221,8 +221,8 @@ class StateDictMixin:
         if key not in st or key not in saved:
             return
         state_dtype = self._state_dtype(group, p)
-        if torch.finfo(saved[key].dtype).eps <= torch.finfo(state_dtype).eps:
-            return
+        if _checked_dtype(state_dtype, {"B_L": saved[key]}) == state_dtype:
+            return  # saved at least as finely as the state keeps it
         pre = make_preconditioner(p, state_dtype, group)
         n = len(PRECOND_PREFIX)
         x = pre.point({k[n:]: v for k, v in st.items() if k.startswith(PRECOND_PREFIX)})
