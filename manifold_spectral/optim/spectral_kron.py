@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._denormals import flush_denormals
 from . import checks, distributed, transforms
 from .checks import NonFiniteUpdate, validate_group
 from .guards import GuardsMixin
@@ -289,14 +290,23 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Subnormal entries (gradients of tokens the data never contains, decaying momenta,
+        # the Neumann series' powers of small angles) would take the CPU's slow path in every
+        # product; flushed to zero they change no rounded result (_denormals).
+        with flush_denormals():
+            self._step()
+        return loss
+
+    def _step(self) -> None:
+        """The body of ``step`` after the closure: skipped steps count in ``skipped_steps``."""
         self._sync_groups()
         if self._sharding is not None or distributed.has_dtensor(self.param_groups):
             if not distributed.step(self):
                 self.skipped_steps += 1
-            return loss
+            return
         if not self._check_grads():
             self.skipped_steps += 1
-            return loss
+            return
         pending = []
         try:
             for group in self.param_groups:
@@ -306,9 +316,8 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         except NonFiniteUpdate as e:
             self.skipped_steps += 1
             checks.warn_skipped(str(e))
-            return loss
+            return
         self._apply_updates(pending)
-        return loss
 
     def _apply_updates(self, pending: list[tuple[dict[str, Any], Tensor, Any]]) -> None:
         """``apply_update`` for every ``(group, p, (new_state, u))`` of a step, the parameter
