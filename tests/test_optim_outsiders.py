@@ -317,3 +317,65 @@ def test_load_state_dict_hooks_see_and_shape_the_loaded_state():
     assert len(seen) == 1 and torch.equal(seen[0], half)
     assert not opt2.state[m.bias]["momentum_buffer"].any()
     assert sd["state"][0]["momentum_buffer"].any()  # the caller's dict is not touched
+
+
+def _sparse_grad(p: torch.Tensor) -> None:
+    p.grad = torch.randn(p.shape).to_sparse()
+
+
+def _expanded(p: torch.Tensor) -> None:
+    p.data = torch.zeros(1, p.shape[1]).expand(p.shape)  # elements share memory
+    p.grad = torch.randn(p.shape)
+
+
+@pytest.mark.parametrize(
+    "spoil, match",
+    [
+        (_sparse_grad, r"params\[0\]\[1\]: sparse gradients"),
+        (_expanded, r"params\[0\]\[1\] \(shape \(6, 8\), stride \(0, 1\)\): .*share memory"),
+    ],
+)
+@pytest.mark.parametrize("shard", [False, True])
+def test_a_parameter_the_step_cannot_write_is_named_before_anything_changes(
+    spoil, match, shard, tmp_path
+):
+    if not shard:
+        return _cannot_write(spoil, match, False)
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("no gloo backend")
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{tmp_path}/store",
+        rank=0,
+        world_size=1,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        _cannot_write(spoil, match, True)  # the sharded step's own checks (distributed.step)
+    finally:
+        dist.destroy_process_group()
+
+
+def _cannot_write(spoil, match: str, shard: bool) -> None:
+    torch.manual_seed(0)
+    good, bad = nn.Parameter(torch.randn(6, 8)), nn.Parameter(torch.randn(6, 8))
+    opt = SpectralKron([good, bad], lr=1e-2, shard=shard)
+    good.grad = torch.randn(6, 8)
+    spoil(bad)
+    g0 = good.detach().clone()
+    with pytest.raises(ValueError, match=match):
+        opt.step()
+    assert torch.equal(good, g0) and not opt.state  # the first parameter was not written
+
+
+def test_meta_device_parameters_are_named():
+    layer = nn.Linear(4, 3, device="meta")
+    opt = SpectralKron(layer.parameters(), lr=1e-2)
+    for p in layer.parameters():
+        p.grad = torch.empty_like(p)
+    with pytest.raises(ValueError, match=r"params\[0\]\[0\] is on the meta device"):
+        opt.step()

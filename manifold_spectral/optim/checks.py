@@ -195,9 +195,28 @@ def max_norms(tensors: list[Tensor]) -> list[Tensor]:
     return list(torch._foreach_norm(tensors, float("inf")))
 
 
-def sparse_gradient_error(gi: int, pi: int) -> ValueError:
-    """The error for a sparse gradient of ``params[gi][pi]`` (one text for every step path)."""
-    return ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
+def unsteppable_error(gi: int, pi: int, p: Tensor) -> ValueError | None:
+    """The error for ``params[gi][pi]`` (with a gradient) that a step cannot take, checked
+    before anything is written (one text for every step path); ``None`` when it can: a
+    sparse gradient; a parameter on the ``meta`` device (no data to read or write); a
+    parameter whose elements share memory (a stride 0 over a dimension longer than 1, e.g.
+    ``expand``), which the in-place update cannot write, and would fail half-way through a
+    step after other parameters were written."""
+    where = f"params[{gi}][{pi}]"
+    if p.grad is not None and p.grad.is_sparse:
+        return ValueError(f"{where}: sparse gradients are not supported")
+    if p.device.type == "meta":
+        return ValueError(
+            f"{where} is on the meta device (no data): materialise the model (e.g. "
+            "module.to_empty(device=...) and initialise it) before stepping; nothing was changed"
+        )
+    if any(st == 0 and n > 1 for st, n in zip(p.stride(), p.shape, strict=True)):
+        return ValueError(
+            f"{where} (shape {tuple(p.shape)}, stride {p.stride()}): its elements share memory "
+            "(an expanded tensor), so it cannot be updated in place; give the model a "
+            "parameter of its own (clone()); nothing was changed"
+        )
+    return None
 
 
 def nonfinite_gradient_error(gi: int, pi: int, shape: tuple[int, ...]) -> ValueError:

@@ -38,8 +38,8 @@ from torch import Tensor
 from .checks import (
     NonFiniteUpdate,
     nonfinite_gradient_error,
-    sparse_gradient_error,
     square_bound,
+    unsteppable_error,
     warn_skipped,
 )
 from .preconditioners import param_cost  # re-exported: the owners balance this cost
@@ -204,8 +204,9 @@ def step(opt: Any) -> bool:
         if grad is None or not p.numel():  # an empty parameter has nothing to update
             continue
         flags[i] = 1
-        if grad.is_sparse:
-            raise sparse_gradient_error(gi, pi)
+        error = unsteppable_error(gi, pi, p)
+        if error is not None:
+            raise error
         if is_dtensor(grad):
             grad = grad.full_tensor()  # a collective: every rank, same order, every step
         if owners[i] not in (EVERY_RANK, rank):

@@ -30,8 +30,9 @@ class GuardsMixin:
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise checks.sparse_gradient_error(gi, pi)
+                error = checks.unsteppable_error(gi, pi, p)
+                if error is not None:
+                    raise error
                 if p.grad.numel():
                     grads.append(p.grad)
                     bounds.append(checks.square_bound(self._state_dtype(group, p)))
