@@ -233,3 +233,30 @@ def test_matmul_of_16_bit_cpu_operands_is_the_float32_product_rounded_once(monke
             ulp = torch.finfo(dtype).eps * exact.abs().clamp(min=1.0)
             assert float(((got.double() - exact).abs() / ulp).max()) <= 1.0
             assert torch.equal(got, (A.float() @ B.float()).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_max_abs_is_the_infinity_norm_exactly(dtype):
+    g = torch.Generator().manual_seed(0)
+    X = (torch.randn(3, 7, 5, generator=g) * 10).to(dtype)
+    for Y in (X, -X.abs(), X.abs(), X[..., :1]):  # the largest entry negative, positive, one column
+        got = linalg.max_abs(Y)
+        assert got.shape == () and got.dtype == dtype
+        assert torch.equal(got, torch.linalg.vector_norm(Y, float("inf")))
+    for bad, want in ((float("nan"), "nan"), (float("-inf"), "inf"), (float("inf"), "inf")):
+        Y = X.clone()
+        Y[1, 2, 3] = bad
+        assert str(float(linalg.max_abs(Y))) == want
+
+
+def test_max_norms_match_the_infinity_norm_on_both_paths():
+    from manifold_spectral.optim.checks import FUSED_MAX_NUMEL, max_norms
+
+    g = torch.Generator().manual_seed(1)
+    ts = [torch.randn(5, generator=g), -torch.rand(FUSED_MAX_NUMEL + 1, generator=g) * 3]
+    ts += [torch.randn(8, 8, generator=g).bfloat16(), torch.tensor([float("nan"), 1.0])]
+    got = max_norms(ts)
+    want = [torch.linalg.vector_norm(t, float("inf")) for t in ts]
+    assert [t.dtype for t in got] == [t.dtype for t in ts]
+    assert all(torch.equal(a, b) for a, b in zip(got[:3], want[:3], strict=True))
+    assert torch.isnan(got[3])

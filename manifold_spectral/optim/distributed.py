@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..linalg import max_abs
 from .checks import (
     NonFiniteUpdate,
     nonfinite_gradient_error,
@@ -211,7 +212,7 @@ def step(opt: Any) -> bool:
             grad = grad.full_tensor()  # a collective: every rank, same order, every step
         if owners[i] not in (EVERY_RANK, rank):
             continue
-        top = float(torch.linalg.vector_norm(grad, float("inf"))) if grad.numel() else 0.0
+        top = float(max_abs(grad)) if grad.numel() else 0.0
         if not math.isfinite(top):
             flags[n + i] = 1
             doomed = True

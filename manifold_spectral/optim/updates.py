@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import all_finite
+from ..linalg import all_finite, max_abs
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
@@ -341,13 +341,13 @@ def update_fits(u: Tensor, lr: float, params: list[Tensor], weight_decay: float 
     comes within a factor 1024 of it, the parameters' own size added. One reduction and one
     host synchronisation in the usual case; NaN fails every comparison."""
     top = min(torch.finfo(p.dtype).max for p in params)
-    umax = float(torch.linalg.vector_norm(u, float("inf")))
+    umax = float(max_abs(u))
     step = umax * lr
     if not (umax <= top and lr <= top and step <= top):
         return False
     if step <= top / 1024 and lr * weight_decay <= 1.0:
         return True  # |p| would have to be within 0.1% of the largest value to overflow
-    pmax = max(float(torch.linalg.vector_norm(p, float("inf"))) for p in params)
+    pmax = max((float(max_abs(p)) for p in params if p.numel()), default=0.0)
     return pmax * abs(1.0 - lr * weight_decay) + step <= top
 
 
