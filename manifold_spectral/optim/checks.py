@@ -216,18 +216,20 @@ def unsteppable_error(gi: int, pi: int, p: Tensor) -> ValueError | None:
     parameter whose elements share memory (a stride 0 over a dimension longer than 1, e.g.
     ``expand``), which the in-place update cannot write, and would fail half-way through a
     step after other parameters were written."""
-    where = f"params[{gi}][{pi}]"
     if p.grad is not None and p.grad.is_sparse:
-        return ValueError(f"{where}: sparse gradients are not supported")
-    if p.device.type == "meta":
+        return ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
+    if p.is_meta:
         return ValueError(
-            f"{where} is on the meta device (no data): materialise the model (e.g. "
+            f"params[{gi}][{pi}] is on the meta device (no data): materialise the model (e.g. "
             "module.to_empty(device=...) and initialise it) before stepping; nothing was changed"
         )
-    if any(st == 0 and n > 1 for st, n in zip(p.stride(), p.shape, strict=True)):
+    # A contiguous tensor has no stride 0 over a dimension longer than 1: the usual case
+    # costs one flag read.
+    shared = zip(p.stride(), p.shape, strict=True)
+    if not p.is_contiguous() and any(s == 0 and n > 1 for s, n in shared):
         return ValueError(
-            f"{where} (shape {tuple(p.shape)}, stride {p.stride()}): its elements share memory "
-            "(an expanded tensor), so it cannot be updated in place; give the model a "
+            f"params[{gi}][{pi}] (shape {tuple(p.shape)}, stride {p.stride()}): its elements "
+            "share memory (an expanded tensor), so it cannot be updated in place; give the model a "
             "parameter of its own (clone()); nothing was changed"
         )
     return None
