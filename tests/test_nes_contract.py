@@ -117,3 +117,88 @@ def test_a_device_this_machine_lacks_is_refused_by_name():
     # before: torch.Generator's raw RuntimeError
     with pytest.raises(ValueError, match="device: 'cuda'"):
         nes.minimize(lambda x: float(x @ x), np.zeros(3), 1.0, device="cuda", max_evals=20)
+
+
+SHIFT = np.array([1.0, 2.0, 3.0])
+
+
+def _writes_into_its_argument(x):
+    x -= SHIFT  # the common in-place idiom
+    return float(np.sum(x**2))
+
+
+def test_f_that_writes_into_its_argument_cannot_change_the_run():
+    pure = nes.minimize(
+        lambda x: float(np.sum((x - SHIFT) ** 2)), np.zeros(3), 0.5, seed=0, max_evals=600
+    )
+    res = nes.minimize(_writes_into_its_argument, np.zeros(3), 0.5, seed=0, max_evals=600)
+    assert np.array_equal(res.x, pure.x) and res.fun == pure.fun
+    assert res.fun == _writes_into_its_argument(res.x.copy())
+
+    def batch(X):
+        X -= SHIFT
+        return np.sum(X**2, axis=1)
+
+    vec = nes.minimize(batch, np.zeros(3), 0.5, seed=0, max_evals=600, vectorized=True)
+    assert np.array_equal(vec.x, pure.x)
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_a_masked_value_is_undefined_not_zero(vectorized):
+    # np.ma.masked (a reduction over all-masked values) reads 0.0 through np.asarray
+    def f(x):
+        return np.ma.masked if x[0] < 0 else float(np.sum(x**2)) + 1.0
+
+    def g(X):
+        bad = X[:, 0] < 0
+        hidden = np.where(bad, 0.0, np.sum(X**2, axis=1) + 1.0)  # data under the mask: 0.0
+        return np.ma.masked_array(hidden, mask=bad)
+
+    res = nes.minimize(
+        g if vectorized else f, np.zeros(3), 2.0, seed=0, max_evals=400, vectorized=vectorized
+    )
+    assert res.x[0] >= 0 and res.fun >= 1.0  # never a masked point at the reported 0.0
+
+
+def test_a_float32_numpy_start_gives_float32_points_and_results():
+    seen = set()
+
+    def f(x):
+        seen.add(x.dtype)
+        return float(np.sum(np.asarray(x, dtype=np.float64) ** 2))
+
+    res = nes.minimize(f, np.ones(3, dtype=np.float32), 0.5, seed=0, max_evals=200)
+    assert seen == {np.dtype(np.float32)}
+    assert res.x.dtype == res.xmean.dtype == res.stds.dtype == np.float32
+    ints = nes.minimize(f, np.ones(3, dtype=np.int64), 0.5, seed=0, max_evals=40)
+    assert ints.x.dtype == np.float64  # a non-floating start comes back in the state dtype
+
+
+@pytest.mark.parametrize("bad", ["no", "False", 1])
+def test_jacobi_switch_is_checked_and_none_is_its_default(bad):
+    with pytest.raises(TypeError, match="jacobi"):
+        nes.NES(np.ones(3), 0.5, jacobi=bad)
+    f = lambda X: np.sum(X**2, axis=1)  # noqa: E731
+    runs = [
+        nes.minimize(f, np.ones(3), 0.5, seed=0, max_evals=300, vectorized=True, jacobi=j)
+        for j in (None, True)
+    ]
+    assert np.array_equal(runs[0].x, runs[1].x)
+
+
+def test_bfloat16_state_is_refused_by_name():
+    with pytest.raises(TypeError, match="dtype: torch.bfloat16"):
+        nes.NES(np.ones(3), 0.5, dtype=torch.bfloat16)
+
+
+def test_history_has_no_best_value_before_the_first_finite_one():
+    calls = [0]
+
+    def f(x):
+        calls[0] += 1
+        return math.nan if calls[0] <= 16 else float(np.sum(x**2))
+
+    res = nes.minimize(f, np.ones(3), 0.5, seed=0, max_evals=200)
+    h = res.history["fun"]
+    assert np.isnan(h[:2]).all() and np.isfinite(h[2:]).all()  # popsize 8: two NaN generations
+    assert h[-1] == res.fun

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..validation import check_dtype, check_flag, resolve_device
+from ..validation import check_flag, resolve_device
 from .es_checks import (
     check_choice,
     check_max_evals,
@@ -37,6 +37,7 @@ from .es_checks import (
     check_seed,
     check_sigma0,
     check_sigma0_range,
+    check_state_dtype,
     check_target,
     check_values,
     check_x0,
@@ -103,7 +104,7 @@ class NESBase:
         self._io_device = x0_t.device
         n = x0_t.shape[0]
         self.n = n
-        check_dtype(dtype)
+        check_state_dtype(dtype)
         sigma = check_sigma0(sigma0, n)
         check_sigma0_range(sigma, dtype)
         self.mirrored = self._switch("mirrored", mirrored)
@@ -207,7 +208,7 @@ class NESBase:
     def _output(self, X: Tensor) -> Any:
         if self._torch_io:
             return X.to(device=self._io_device, dtype=self._io_dtype, copy=True)
-        return X.detach().cpu().numpy().astype(np.float64, copy=True)
+        return X.detach().cpu().to(self._io_dtype, copy=True).numpy()
 
     def tell(self, X: Any, fvals: Any) -> None:
         """Update the distribution from the population ``X`` and its values ``fvals``.

@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..validation import check_dtype
 from .es_defaults import default_popsize
 
 __all__ = [
+    "check_state_dtype",
     "check_x0",
     "check_sigma0",
     "check_sigma0_range",
@@ -26,6 +28,18 @@ __all__ = [
     "check_population",
     "check_values",
 ]
+
+
+def check_state_dtype(dtype: Any) -> torch.dtype:
+    """A floating ``torch.dtype`` the strategies can keep their state in: not bfloat16, which
+    numpy (their utilities, values and numpy output) cannot represent."""
+    dtype = check_dtype(dtype)
+    if dtype == torch.bfloat16:
+        raise TypeError(
+            "dtype: torch.bfloat16 is not supported by the evolution strategies (their "
+            "utilities and numpy output have no bfloat16); use float16, float32 or float64"
+        )
+    return dtype
 
 
 def check_x0(x0: Any) -> tuple[Tensor, bool]:
@@ -41,7 +55,10 @@ def check_x0(x0: Any) -> tuple[Tensor, bool]:
             raise TypeError(f"x0: expected a real vector, got {type(x0).__name__}") from e
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"x0: expected a real vector, got dtype {arr.dtype}")
-        t = torch.as_tensor(arr.astype(np.float64))
+        # A float16/32/64 start keeps its dtype (points and results come back in it); other
+        # real types (integers, long double) are read as float64.
+        keep = arr.dtype in (np.float16, np.float32, np.float64)
+        t = torch.as_tensor(arr.astype(arr.dtype if keep else np.float64))
     if t.ndim != 1 or t.shape[0] < 1:
         raise ValueError(f"x0: expected a non-empty 1-d vector, got shape {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):

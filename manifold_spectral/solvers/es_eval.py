@@ -43,7 +43,10 @@ def run_optimizer(
     while not es.stop():
         X = es.ask()
         if mapper is None:
-            values = _evaluate(f, X, es.popsize, vectorized, first)
+            # f gets a copy (as an executor's worker does): an f that writes into its
+            # argument (``x -= shift``) must not change the points that ``tell`` ranks and
+            # keeps as the best one, or result.fun would not be f(result.x).
+            values = _evaluate(f, _copy(X), es.popsize, vectorized, first)
             first = False
         else:
             values = _evaluate_parallel(mapper, f, X, es.popsize)
@@ -57,10 +60,23 @@ def run_optimizer(
     return es.result
 
 
+def _copy(X: Any) -> Any:
+    return X.clone() if isinstance(X, Tensor) else X.copy()
+
+
+def _unmasked(v: Any) -> Any:
+    """``v`` with masked entries as NaN: ``np.asarray`` drops a mask and reads the hidden
+    data (``np.ma.masked``, what a reduction over all-masked values returns, reads 0.0, the
+    best value of many objectives), while a masked value is an undefined one."""
+    if isinstance(v, np.ma.MaskedArray):
+        return np.ma.filled(np.ma.asarray(v, dtype=np.float64), np.nan)
+    return v
+
+
 def _scalar(v: Any) -> float:
     if isinstance(v, Tensor):
         v = v.detach().cpu().numpy()
-    a = np.asarray(v)
+    a = np.asarray(_unmasked(v))
     if a.size != 1 or a.dtype.kind not in "biuf":
         raise TypeError(f"f: expected a real scalar for one point, got {v!r}")
     return float(a.reshape(()))
@@ -89,7 +105,7 @@ def _point_value(v: Any) -> float:
     if isinstance(v, Tensor):
         v = v.detach().cpu().numpy()
     try:
-        a = np.asarray(v)
+        a = np.asarray(_unmasked(v))
     except (TypeError, ValueError):
         a = np.asarray(None)
     if a.dtype.kind in "biuf" and a.size != 1:
@@ -102,7 +118,7 @@ def _point_value(v: Any) -> float:
 
 def _batch_values(out: Any, k: int) -> np.ndarray:
     """The (k,) values of a vectorised ``f`` on a (k, n) batch; any other shape is an error."""
-    arr = out.detach().cpu().numpy() if isinstance(out, Tensor) else np.asarray(out)
+    arr = out.detach().cpu().numpy() if isinstance(out, Tensor) else np.asarray(_unmasked(out))
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"f: expected real values, got dtype {arr.dtype}")
     if arr.shape != (k,):
@@ -174,10 +190,7 @@ def _evaluate_parallel(
     k: int,
 ) -> np.ndarray:
     """Values of ``f`` on the rows of ``X``, one ``mapper`` task per row, in row order."""
-    if isinstance(X, Tensor):
-        rows = [X[i].clone() for i in range(k)]
-    else:
-        rows = [X[i].copy() for i in range(k)]
+    rows = [_copy(X[i]) for i in range(k)]
     values = list(mapper(_ScalarCall(f), rows))
     if len(values) != k:
         raise ValueError(f"executor/map: expected {k} results (one a candidate), got {len(values)}")

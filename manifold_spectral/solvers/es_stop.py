@@ -157,5 +157,6 @@ def record_generation(es: Any, T: torch.Tensor, f: Any) -> None:
         es._hist5_best.append(ranked[0])
         es._hist5_median.append(statistics.median(ranked))
     es._hist_nfev.append(es.countevals)
-    es._hist_fun.append(es.fbest)
+    # NaN until a value is finite: there is no best value yet (result.fun is NaN then too).
+    es._hist_fun.append(es.fbest if es.xbest is not None else math.nan)
     es._hist_time.append(es._busy)

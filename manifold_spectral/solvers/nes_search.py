@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..gaussian import Curvature, Gaussian
 from ..manifolds import SpectralManifold, SpectralPoint, SpectralSPD
-from ..validation import check_tensor
+from ..validation import check_flag, check_tensor
 from . import nes_step
 from .es_search import SearchDistribution
 
@@ -141,8 +141,10 @@ class SpectralSearch(SearchDistribution):
         stds: Tensor,
         *,
         cayley: str = "exact",
-        jacobi: bool = True,
+        jacobi: bool | None = True,
     ) -> None:
+        # None is the default, as for the other switches of NES
+        jacobi = True if jacobi is None else check_flag(jacobi, "jacobi")
         n = stds.shape[0]
         self.n = n
         self.dtype = stds.dtype

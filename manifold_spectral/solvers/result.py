@@ -79,9 +79,9 @@ class NESResult(OptimizeResult):
     value below ``target`` was found), ``message`` (the stop reasons), ``method``, ``time``
     (wall seconds since the optimizer was created) and ``history``: one record per
     generation (records start after the first generation: NES never evaluates the starting
-    point) with the keys ``"nit"``,
-    ``"nfev"``, ``"fun"`` (best value so far, for best-f-versus-evaluations plots) and
-    ``"time"`` (cumulative seconds spent in ``ask``/``tell``, function evaluations excluded).
+    point) with the keys ``"nit"``, ``"nfev"``, ``"fun"`` (best value so far, for
+    best-f-versus-evaluations plots; NaN before the first finite value) and ``"time"``
+    (cumulative seconds spent in ``ask``/``tell``, function evaluations excluded).
 
     NES fields: ``stop`` (the termination criteria that fired, pycma style), ``xmean`` (final
     mean), ``stds`` (final ``sqrt(diag(Sigma))``), ``evals_best`` (evaluation index of ``x``),
