@@ -112,8 +112,10 @@ def test_kronecker_precision_step_matches_loop(exponential, cayley, gamma, dampi
         X = batched.precision_step(X, GOP(bgrads, damping))
         assert bman.check_point(X, fast=True) == (True, None)
         # Batched and single products round differently (a few ulps), and three steps of
-        # 1 / (d_i - d_j) carry them on: about 60 eps, far below any real difference.
-        assert rel_err(X, stack(pts)) <= 3e-14
+        # 1 / (d_i - d_j) carry them on: about 60 eps, far below any real difference; up to
+        # 1000 eps where near-repeated eigenvalues make 1 / (d_i - d_j) large (how far
+        # depends on the CPU's kernels).
+        assert rel_err(X, stack(pts)) <= (3e-14 if kind == "distinct" else 2e-13)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -270,7 +272,8 @@ def test_gop_convention_and_vectors():
     Z = GOP(grads).eigenbasis(bman, X).Z
     assert Z.shape == (K, 3, A, B)
     for i, p in enumerate(pts):
-        assert torch.equal(Z[i], GOP(grads[i]).eigenbasis(man, p).Z)
+        # batched and single products: equal up to the CPU kernels' order of additions
+        assert rel_err(Z[i], GOP(grads[i]).eigenbasis(man, p).Z) <= 1e-15
     one = GOP(grads[:, 0]).eigenbasis(bman, X).Z
     assert torch.equal(one, GOP(grads[:, :1]).eigenbasis(bman, X).Z)
     # to_vector / from_vector / inner / metric per element

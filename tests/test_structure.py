@@ -56,6 +56,7 @@ PACKAGE = Path(manifold_spectral.__file__).resolve().parent
 LAYERS = {
     "_compat": 0,
     "_threads": 0,
+    "_denormals": 0,
     "linalg": 0,
     "validation": 1,
     "manifolds": 2,
