@@ -91,14 +91,19 @@ class KroneckerPreconditioner:
             c = (G * G).mean() + self.damping
             S_L = G @ G.T / b + c * torch.eye(a, dtype=G.dtype, device=G.device)
             S_R = G.T @ G / a + c * torch.eye(b, dtype=G.dtype, device=G.device)
+            # Both factors ~ c, so from_kronecker's alpha = det(S_L)^(1/a) det(S_R)^(1/b) ~ c^2
+            # would overflow the state dtype long before the final alpha ~ c does (float32:
+            # at |g| ~ 4e9, not at the documented 1.8e19): the factors are scaled by
+            # t = 2^-round(log2 c) first (a power of two: the scaling rounds nothing).
+            t = 2.0 ** -round(math.log2(float(c))) if 0.0 < float(c) < math.inf else 1.0
             try:
                 # init-only: from_kronecker runs one eigh per factor (float64: no bf16 PD floor)
-                x = self.manifold.from_kronecker(S_L, S_R)
+                x = self.manifold.from_kronecker(S_L * t, S_R * t)
             except ValueError:  # the gradient's scale does not fit the state dtype
                 return self.to_state(self.manifold.origin())
-            # from_kronecker returns det-1 factors with alpha = det(S_L)^(1/a) det(S_R)^(1/b);
+            # from_kronecker returns det-1 factors with alpha = t^2 det(S_L)^(1/a) det(S_R)^(1/b);
             # rescale alpha so the trace matches the GOP's (S_L kron S_R alone is ~ c^2).
-            scale = c * a * b / (torch.trace(S_L) * torch.trace(S_R))
+            scale = c * a * b / (torch.trace(S_L) * torch.trace(S_R)) / (t * t)
             alpha = (x.alpha.double() * scale).to(x.alpha.dtype)
             x = KroneckerSpectralPoint(alpha, x.left, x.right)
             if not self.manifold.check_point(x, fast=True)[0]:
