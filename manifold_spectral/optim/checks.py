@@ -249,9 +249,34 @@ def exponential_of_truncated(truncated: Any) -> str:
     return "truncated" if check_flag(truncated, "truncated") else "exact"
 
 
-def legacy_truncated(truncated: Any) -> str:
-    """``exponential_of_truncated`` for a caller's argument, with a ``DeprecationWarning``."""
+#: ``SpectralKron``'s default ``exponential``.
+DEFAULT_EXPONENTIAL = "truncated"
+
+#: Options of the whole optimizer (the constructor's), which a parameter group cannot set:
+#: ``torch.optim`` keeps any key of a group, so one given there would be silently ignored.
+CONSTRUCTOR_ONLY = ("nonfinite", "shard", "process_group")
+
+
+def check_group_keys(group: dict[str, Any]) -> None:
+    """``ValueError`` naming a ``CONSTRUCTOR_ONLY`` option given in a parameter group."""
+    for key in CONSTRUCTOR_ONLY:
+        if key in group:
+            raise ValueError(
+                f"{key}: an option of the whole optimizer (SpectralKron(..., {key}=...)), "
+                "not of a parameter group; nothing was changed"
+            )
+
+
+def legacy_truncated(truncated: Any, exponential: Any = DEFAULT_EXPONENTIAL) -> str:
+    """``exponential_of_truncated`` for a caller's argument, with a ``DeprecationWarning``;
+    ``ValueError`` naming both when ``exponential`` was set to the other map (a default
+    ``exponential`` cannot be told from an explicit one: ``truncated`` then decides)."""
     new = exponential_of_truncated(truncated)
+    if exponential != DEFAULT_EXPONENTIAL and exponential != new:
+        raise ValueError(
+            f"truncated={truncated!r} and exponential={exponential!r} disagree; pass "
+            "exponential only (truncated is deprecated)"
+        )
     warnings.warn(
         f"SpectralKron(truncated={truncated}) is deprecated; pass exponential={new!r}",
         DeprecationWarning,

@@ -109,7 +109,8 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         graft: ``None`` or ``"adam"``: use the preconditioned direction with the norm of
             Adam's update (an extra second-moment buffer).
         state_dtype: dtype of factors, ``d``, ``alpha`` and momentum (default: the
-            parameter's); ``torch.bfloat16`` works without casts to float32.
+            parameter's, float32 for float16 parameters, whose range cannot hold squared
+            gradients); ``torch.bfloat16`` works without casts to float32.
         max_factor_dim: matrices with a side above this use the diagonal scheme.
         warm_start: initialise ``S`` from the first gradient, at its scale
             (``tr(S) / (ab) = mean(g^2) + damping``; one float64 ``eigh`` per factor, at
@@ -164,7 +165,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         gamma: float = 1.0,
         update_every: int = 1,
         cayley: str = "neumann",
-        exponential: str = "truncated",
+        exponential: str = checks.DEFAULT_EXPONENTIAL,
         jacobi: bool = True,
         gap_damping: float = GAP_DAMPING,
         eigenvalue_correction: bool | None = None,
@@ -185,7 +186,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         truncated: bool | None = None,
     ) -> None:
         if truncated is not None:
-            exponential = checks.legacy_truncated(truncated)
+            exponential = checks.legacy_truncated(truncated, exponential)
         defaults = dict(
             lr=lr,
             beta2=beta2,
@@ -256,9 +257,14 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim``'s, with the group's options validated first: a rejected group is
         not registered (its parameters can be added again with valid options)."""
+        if isinstance(param_group, dict):
+            checks.check_group_keys(param_group)
         if isinstance(param_group, dict) and "truncated" in param_group:
             param_group = dict(param_group)
-            param_group["exponential"] = checks.legacy_truncated(param_group.pop("truncated"))
+            given = param_group.get("exponential", checks.DEFAULT_EXPONENTIAL)
+            param_group["exponential"] = checks.legacy_truncated(
+                param_group.pop("truncated"), given
+            )
         if isinstance(param_group, dict) and hasattr(self, "defaults"):
             self._validate({**self.defaults, **param_group})
         if isinstance(param_group, dict) and not isinstance(

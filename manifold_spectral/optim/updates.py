@@ -47,7 +47,13 @@ class UpdateMixin:
     """``SpectralKron``'s per-parameter update (no writes); see the module docstring."""
 
     def _state_dtype(self, group: dict[str, Any], p: Tensor) -> torch.dtype:
-        return group["state_dtype"] or p.dtype
+        """``state_dtype``, by default the parameter's dtype, except float32 for float16: its
+        five exponent bits hold squared gradients only between ``6e-8`` and ``65504``, so
+        the damping floor ``sqrt(tiny)`` and the overflow bound would swallow the curvature
+        of gradients below ``0.1`` or above ``256`` (bfloat16 has float32's range)."""
+        if group["state_dtype"] is not None:
+            return group["state_dtype"]
+        return torch.float32 if p.dtype == torch.float16 else p.dtype
 
     def _preconditioner(self, group: dict[str, Any], p: Tensor) -> Any:
         pre = self._preconditioners.get(p)
@@ -184,7 +190,8 @@ class UpdateMixin:
         out = []
         # One step tensor for the bucket's members (a state entry is replaced, never written
         # in place, so sharing it is safe): ``_buckets`` then reads it once per bucket.
-        step_t = torch.tensor(float(step))
+        # float64: a float32 count stops at 2^24 steps, and the update schedule reads it.
+        step_t = torch.tensor(float(step), dtype=torch.float64)
         for p, grad, new, pci, Vi, u in zip(params, grads, news, pcs, Vs, Us, strict=True):
             new.update({PRECOND_PREFIX + key: v for key, v in pci.items()})
             if corrected:

@@ -1,0 +1,77 @@
+"""Defaults and option edges found by an outside tester: float16 parameters keep a float32
+state, the step count survives 2^24 steps, constructor-only options in a parameter group
+and a deprecated ``truncated`` that contradicts ``exponential`` are named."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from manifold_spectral.optim import SpectralKron
+
+
+def test_float16_parameters_keep_a_float32_state_and_train_like_it():
+    def run(state_dtype):
+        torch.manual_seed(0)
+        layer = nn.Linear(32, 8).half()
+        opt = SpectralKron(layer.parameters(), lr=1e-2, state_dtype=state_dtype)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            layer.weight.grad = (torch.randn(8, 32, generator=g) * 0.05).half()
+            layer.bias.grad = (torch.randn(8, generator=g) * 0.05).half()
+            opt.step()
+        return layer.weight.detach().clone(), opt
+
+    w, opt = run(None)
+    st = opt.state[next(iter(opt.state))]
+    assert {v.dtype for k, v in st.items() if k.startswith("pc_") and v.ndim} == {torch.float32}
+    assert torch.equal(w, run(torch.float32)[0])  # the default is the float32 state
+
+
+def test_step_count_is_exact_beyond_two_to_the_24():
+    p = nn.Parameter(torch.randn(4, 3))
+    opt = SpectralKron([p], lr=1e-3, update_every=2)
+    p.grad = torch.randn(4, 3)
+    opt.step()
+    assert opt.state[p]["step"].dtype == torch.float64
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = torch.tensor(2.0**24 - 2, dtype=torch.float64)
+    opt.load_state_dict(sd)
+    seen = []
+    for _ in range(4):
+        opt.step()
+        seen.append(int(opt.state[p]["step"]))
+    assert seen == [2**24 - 1, 2**24, 2**24 + 1, 2**24 + 2]
+
+
+@pytest.mark.parametrize(
+    "key, value", [("shard", True), ("process_group", "a group"), ("nonfinite", "skip")]
+)
+def test_constructor_only_options_in_a_group_are_named(key, value):
+    p, q = nn.Parameter(torch.randn(3, 3)), nn.Parameter(torch.randn(3))
+    with pytest.raises(ValueError, match=f"^{key}: an option of the whole optimizer"):
+        SpectralKron([{"params": [p], key: value}])
+    opt = SpectralKron([p])
+    with pytest.raises(ValueError, match=f"^{key}: an option of the whole optimizer"):
+        opt.add_param_group({"params": [q], key: value})
+    assert len(opt.param_groups) == 1
+
+
+def test_truncated_that_contradicts_exponential_is_named():
+    p = nn.Parameter(torch.randn(3, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(ValueError, match="truncated=True and exponential='exact' disagree"):
+            SpectralKron([p], truncated=True, exponential="exact")
+        with pytest.raises(ValueError, match="disagree"):
+            SpectralKron([p]).add_param_group(
+                {
+                    "params": [nn.Parameter(torch.randn(2))],
+                    "truncated": True,
+                    "exponential": "exact",
+                }
+            )
+        assert SpectralKron([p], truncated=False).defaults["exponential"] == "exact"
