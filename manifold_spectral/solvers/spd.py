@@ -30,10 +30,10 @@ from .._threads import small_problem_threads, torch_threads
 from ..baselines.cholesky_rgd import CholeskyPoint, CholeskyRGD
 from ..linalg import check_cayley, eps
 from ..manifolds import SpectralPoint, SpectralSPD
-from ..validation import NonFiniteError, check_positive
+from ..validation import NonFiniteError, callback_stops, check_positive
 from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
-from .spd_methods import METHOD_CLASSES, METHODS
+from .spd_methods import METHOD_CLASSES, METHODS, result_point, resume_applies, resume_of
 from .spd_problems import (
     LogDet,
     MetricNearness,
@@ -74,8 +74,11 @@ class SPDResult(OptimizeResult):
     * ``point``: the method's native final state, as torch tensors: a ``SpectralPoint``
       (``"spectral"``), a ``CholeskyPoint`` holding the factor ``L`` of ``S = L L^T``
       (``"cholesky"``) or the dense ``S`` (``"retraction"``). ``x0=point`` warm-starts
-      another run exactly at ``x`` (the same method without momentum continues bit for bit:
-      k + k steps are 2k steps); any method accepts any method's point. A
+      another run exactly at ``x`` (the same method without momentum, problem and ``seed``
+      continues bit for bit: k + k steps are 2k steps, because the point carries the run's
+      next mini-batches, re-orthogonalisation count and exact pre-repair iterate,
+      ``spd_methods.Resume``; a copy of it, or the point of a failed run, starts afresh);
+      any method accepts any method's point. A
       ``SpectralPoint`` passes ``SpectralSPD.check_point`` (a Neumann run's drifted ``B`` is
       re-orthogonalised at the end, and ``x``, ``B``, ``d`` and ``fun`` are those of the
       repaired point).
@@ -179,10 +182,14 @@ def minimize(
             it follows the affine-invariant exponential map (geoopt's step) where
             eigenvalues are close.
         seed: of the mini-batch sequence (the same ``seed`` gives every method the same
-            batches).
+            batches); with ``x0=result.point`` of a run with this ``seed``, the sequence
+            continues where that run stopped.
         record_every: record ``history`` (and check ``tol``, call ``callback``) every k
             iterations; the first and last iterates are always recorded.
-        callback: ``callback(nit, fun)`` at each record; returning ``True`` stops the run.
+        callback: ``callback(nit, fun)`` at each record; a true scalar boolean or integer
+            (``True``, ``np.True_``, ``torch.tensor(True)``, ``1``) stops the run, ``None``,
+            ``False`` or ``0`` continues, any other return value is a ``TypeError`` naming
+            ``callback`` (``validation.callback_stops``).
         threads: torch intra-op threads during the run, the caller's count restored on exit
             (also on an exception). ``"auto"`` (default): one thread for ``n <=
             _threads.SMALL_MATRIX`` (256) on the CPU, where more threads only add overhead and
@@ -190,7 +197,9 @@ def minimize(
 
     Returns:
         ``SPDResult``: ``x`` as a matrix and as spectral factors ``B``, ``d``, in numpy if the
-        problem was built from numpy, else torch on the problem's device; ``fun``, ``gap``,
+        problem was built from numpy, else torch on the problem's device; ``fun`` (``f`` at
+        ``x`` as returned: the spectral method reads ``log det`` of its drifted ``B`` to
+        first order, ``_Spectral.logdet``, and so does every ``tol`` test), ``gap``,
         ``nit``, ``success``, ``message``, ``history``, ``time``. A step that fails
         numerically (``FloatingPointError``) ends the run with ``success=False`` and the last
         good iterate, and so does a gradient with NaN or Inf (the gradient of the
@@ -238,6 +247,7 @@ def minimize(
         raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
     if not (threads in (None, "auto") or _is_positive_int(threads)):
         raise ValueError(f"threads: expected 'auto', None or an int >= 1, got {threads!r}")
+    resume = resume_of(x0)  # read before x0 is converted (which drops it)
     x0 = _start_matrix(problem, x0)
     if isinstance(x0, SpectralPoint) and method != "spectral":
         M0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
@@ -248,12 +258,17 @@ def minimize(
         L0 = chol.validate_point(x0, "x0")  # also for "cholesky", which then starts at L0
         x0 = x0 if method == "cholesky" else chol.to_matrix(L0)
     generator = torch.Generator().manual_seed(_nonnegative_int(seed, "seed"))
+    if resume is not None and resume.generator is not None and resume.seed == seed:
+        generator.set_state(resume.generator)  # the next batches of the run x0 came from
     device = problem.device
 
     # Small matrices: one intra-op thread (see _threads); the caller's count comes back on exit.
     with _thread_limit(threads, problem.n, device):
         t_start = time.perf_counter()
         runner = METHOD_CLASSES[method](problem, lr, momentum, cayley, x0, rotation)
+        if resume_applies(resume, method, problem):
+            runner.restore(resume.state)  # x0 validated above; continue from the exact state
+            runner.count = resume.count
         f_star = problem.f_star
         records: dict[str, list[float]] = {"nit": [], "fun": [], "time": []}
         if f_star is not None:
@@ -294,7 +309,7 @@ def minimize(
                     return "below-optimum"
                 if fun - f_star < tol:
                     return "converged"
-            if callback is not None and callback(k, fun) is True:
+            if callback is not None and callback_stops(callback(k, fun)):
                 return "callback"
             return None
 
@@ -319,6 +334,9 @@ def minimize(
         if records["nit"][-1] != nit:
             stop = record(nit)
         fun = records["fun"][-1]
+        # Only a run that ends at its own last iterate can be continued as the same run.
+        resumable = failure is None and stop != "non-finite"
+        state = runner.snapshot() if resumable else None
         restored = None
         if stop == "non-finite" and failure is None and good is not None:
             # f is NaN/Inf at the iterate: return the last recorded one with a finite value.
@@ -376,5 +394,5 @@ def minimize(
             d=out(d),
             f_star=f_star,
             gap=None if f_star is None else fun - f_star,
-            point=runner.point(),
+            point=result_point(runner, state, method, seed, generator, problem.stochastic),
         )
