@@ -190,3 +190,23 @@ def test_a_moved_point_starts_afresh_and_is_still_valid():
     b = spd.minimize(P, "spectral", lr=0.01, steps=5, x0=moved)
     c = spd.minimize(P, "spectral", lr=0.01, steps=5, x0=a.point)
     assert b.success and c.success and not np.array_equal(b.x, c.x)
+
+
+# A diverged run returns a point the next call accepts ----------------------------------------
+
+
+@pytest.mark.parametrize("steps", [3, 20])
+@pytest.mark.parametrize("method", spd.METHODS)
+def test_diverged_run_returns_a_valid_x0(method, steps):
+    # lr = 0.05 diverges: geoopt's S turns indefinite at step 3 with a finite f (metric
+    # nearness needs no log det), and f overflows at step 4.
+    Q, S0 = _q()
+    P = spd.MetricNearness(Q, batch_size=4)
+    r = spd.minimize(P, method, lr=0.05, steps=steps, x0=S0)
+    again = spd.minimize(P, method, lr=1e-3, steps=1, x0=r.point)  # raised for retraction
+    assert again.nit == 1
+    if method == "retraction":
+        assert not r.success and "iteration 2, the last recorded" in r.message
+        assert "positive definite" in r.message
+        assert np.linalg.eigvalsh(r.x).min() > 0
+        assert r.fun == pytest.approx(float(P.value(torch.as_tensor(r.x))), rel=1e-12)

@@ -33,16 +33,22 @@ from ..manifolds import SpectralPoint, SpectralSPD
 from ..validation import NonFiniteError, callback_stops, check_positive
 from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
-from .spd_methods import METHOD_CLASSES, METHODS, result_point, resume_applies, resume_of
+from .spd_methods import (
+    METHOD_CLASSES,
+    METHODS,
+    GoodIterates,
+    result_point,
+    resume_applies,
+    resume_of,
+    start_matrix,
+)
 from .spd_problems import (
     LogDet,
     MetricNearness,
     Objective,
     SPDProblem,
-    _as_tensor,
     _nonnegative_int,
     _positive_int,
-    _spd_matrix,
     make_problems,
 )
 
@@ -110,20 +116,6 @@ def _thread_limit(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _start_matrix(problem: SPDProblem, x0: Any) -> Any:
-    """Validate ``x0`` against the problem and bring it to its dtype and device."""
-    if x0 is None or isinstance(x0, (SpectralPoint, CholeskyPoint)):
-        return x0
-    S0, _ = _as_tensor(x0, "x0")
-    if tuple(S0.shape) != (problem.n, problem.n):
-        raise ValueError(
-            f"x0: expected shape ({problem.n}, {problem.n}) to match the problem, "
-            f"got {tuple(S0.shape)}"
-        )
-    S0, _, _ = _spd_matrix(S0, "x0")
-    return S0.to(dtype=problem.dtype, device=problem.device)
 
 
 def minimize(
@@ -206,7 +198,10 @@ def minimize(
         problem at the returned ``x``: ``NonFiniteError``, a ``FloatingPointError``). A
         non-finite value of ``f`` also ends it, returning the last recorded iterate whose
         value was finite (``nit`` still counts the steps taken; ``history`` keeps the
-        non-finite record).
+        non-finite record). The returned point is always a valid ``x0``: a retraction run
+        that ends at an indefinite ``S`` (finite ``f`` after divergence) fails the same way
+        and returns the newest recorded iterate that is positive definite
+        (``spd_methods.GoodIterates``).
     """
     if not isinstance(problem, SPDProblem):
         raise TypeError(f"problem: expected an SPDProblem, got {type(problem).__name__}")
@@ -248,7 +243,7 @@ def minimize(
     if not (threads in (None, "auto") or _is_positive_int(threads)):
         raise ValueError(f"threads: expected 'auto', None or an int >= 1, got {threads!r}")
     resume = resume_of(x0)  # read before x0 is converted (which drops it)
-    x0 = _start_matrix(problem, x0)
+    x0 = start_matrix(problem, x0)
     if isinstance(x0, SpectralPoint) and method != "spectral":
         M0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
         M0.validate_point(x0, "x0")  # as the spectral method does: B Diag(d) B^T must be x0
@@ -276,8 +271,8 @@ def minimize(
         update_time = 0.0
         #: Rounding of f: negative gaps above -rounding are 0 (set from f(x0) at the first record).
         rounding = math.inf
-        #: (iteration, runner state, f) of the last record with a finite value.
-        good: tuple[int, Any, float] | None = None
+        #: The records with a finite value that a run ending badly may return.
+        good = GoodIterates(runner)
 
         def value() -> float:
             """``f`` at the current iterate (NaN where the iterate is not finite)."""
@@ -288,10 +283,10 @@ def minimize(
 
         def record(k: int) -> str | None:
             """Append the current iterate's value; the reason to stop, if any."""
-            nonlocal rounding, good
+            nonlocal rounding
             fun = value()
             if math.isfinite(fun):
-                good = (k, runner.snapshot(), fun)
+                good.add(k, fun)
             if k == 0 and f_star is not None:
                 scale = max(abs(f_star), abs(fun) if math.isfinite(fun) else 0.0)
                 rounding = math.sqrt(eps(problem.dtype)) * scale
@@ -324,7 +319,7 @@ def minimize(
                     runner.step(batch)
             except FloatingPointError as exc:  # NonFiniteError: a NaN/Inf gradient of the problem
                 what = "the gradient is not finite: " if isinstance(exc, NonFiniteError) else ""
-                failure = f"step {nit + 1} failed: {what}{exc}; returning the last good iterate"
+                failure = f"step {nit + 1} failed: {what}{exc}"
                 break
             _sync(device)
             update_time += time.perf_counter() - t0
@@ -335,13 +330,19 @@ def minimize(
             stop = record(nit)
         fun = records["fun"][-1]
         # Only a run that ends at its own last iterate can be continued as the same run.
-        resumable = failure is None and stop != "non-finite"
-        state = runner.snapshot() if resumable else None
-        restored = None
-        if stop == "non-finite" and failure is None and good is not None:
-            # f is NaN/Inf at the iterate: return the last recorded one with a finite value.
-            restored, state, fun = good
-            runner.restore(state)
+        state = runner.snapshot() if failure is None and stop != "non-finite" else None
+        restored, why = None, ""
+        invalid = stop != "non-finite" and not runner.accepts(runner.snapshot())
+        if invalid:  # a finite f at a point no next call accepts: a diverged retraction's S
+            failure = failure or f"the iterate is not positive definite at iteration {nit}"
+            state = None
+        if stop == "non-finite" or invalid:
+            # Return the last recorded iterate with a finite value that is a valid x0.
+            last, skipped = good.last_valid()
+            if last is not None:
+                restored, last_state, fun = last
+                runner.restore(last_state)
+                why = "with a finite value" + (" that is positive definite" if skipped else "")
         if runner.finish():  # the returned point was repaired: report its value
             fun = value()
             if restored is None:
@@ -350,7 +351,8 @@ def minimize(
                     records["gap"][-1] = fun - f_star
 
         if failure is not None:
-            success, message = False, failure
+            back = "" if restored is None else f"iteration {restored}, the last recorded {why}"
+            success, message = False, f"{failure}; returning {back or 'the last good iterate'}"
         elif stop == "converged":
             success, message = True, f"converged: f - f* < tol = {tol:g}{tol_note}"
         elif stop == "below-optimum":
@@ -365,9 +367,7 @@ def minimize(
         elif stop == "non-finite":
             success, message = False, f"the objective became non-finite at iteration {nit}"
             if restored is not None:
-                message += (
-                    f"; returning iteration {restored}, the last recorded with a finite value"
-                )
+                message += f"; returning iteration {restored}, the last recorded {why}"
         elif stop == "callback":
             success, message = tol is None, "stopped by the callback"
         elif tol is not None:

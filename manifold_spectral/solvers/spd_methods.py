@@ -17,7 +17,8 @@ method passes ``(L, 1)``. Neither forms ``S``, ``S^-1`` or a decomposition. Othe
 through the dense ``egrad(S)`` and ``RGD.step``.
 
 Each runner exposes ``step(batch)``, ``matrix()``, ``logdet()``, ``factors()``, ``point()``,
-``snapshot()``/``restore(state)``, ``count`` (the steps of its re-orthogonalisation
+``snapshot()``/``restore(state)``, ``accepts(state)`` (whether a state's point is a valid
+``x0``), ``count`` (the steps of its re-orthogonalisation
 schedule) and ``finish()``, the calls of ``minimize``'s loop.
 
 Warm starts: ``result.point`` carries a ``Resume`` record (``attach_resume``/``resume_of``),
@@ -27,6 +28,7 @@ what a continuing call needs to be the same run, bit for bit: the runner's exact
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -38,16 +40,18 @@ from ..baselines.retraction_rgd import RetractionRGD
 from ..linalg import sym
 from ..manifolds import SpectralPoint, SpectralSPD
 from ..rgd import RGD
-from .spd_problems import SPDProblem
+from .spd_problems import SPDProblem, _as_tensor, _spd_matrix
 
 __all__ = [
     "METHODS",
     "METHOD_CLASSES",
+    "GoodIterates",
     "Resume",
     "attach_resume",
     "resume_of",
     "resume_applies",
     "result_point",
+    "start_matrix",
 ]
 
 #: The methods of ``minimize``.
@@ -131,6 +135,9 @@ class _Spectral:
     def restore(self, state: Any) -> None:
         self.x = state
 
+    def accepts(self, state: Any) -> bool:
+        return True  # every iterate passed RGD's check: d > 0, B orthogonal
+
     def finish(self) -> bool:
         """Make the final iterate a point that ``SpectralSPD.check_point`` accepts; whether
         it changed.
@@ -195,6 +202,9 @@ class _Cholesky:
     def restore(self, state: Any) -> None:
         self.L = state
 
+    def accepts(self, state: Any) -> bool:
+        return True  # every iterate passed CholeskyRGD's check: a positive diagonal
+
     def finish(self) -> bool:
         return False
 
@@ -234,12 +244,58 @@ class _Retraction:
         with torch.no_grad():
             self.opt.S.copy_(state)
 
+    def accepts(self, state: Any) -> bool:
+        """Whether ``x0=state`` passes (symmetric, positive definite). geoopt's update keeps
+        ``S`` finite but not positive definite once it diverges: the iterate can be
+        indefinite with a finite ``f`` (metric nearness). One float64 Cholesky, after the
+        run only (``minimize`` asks for the returned point and, if refused, earlier ones)."""
+        try:
+            _spd_matrix(state, "S")
+        except ValueError:
+            return False
+        return True
+
     def finish(self) -> bool:
         return False
 
 
 #: The runner of each method (the interface is in the module docstring).
 METHOD_CLASSES = {"spectral": _Spectral, "retraction": _Retraction, "cholesky": _Cholesky}
+
+
+class GoodIterates:
+    """The recorded iterates with a finite ``f`` that a run which ends badly may return: the
+    start and the last ``KEEP`` (the runner's snapshots, which it makes at every record
+    anyway; references only for the spectral and Cholesky methods, whose states are never
+    updated in place).
+
+    ``last_valid()`` is the newest one whose point the next call accepts as ``x0``
+    (``runner.accepts``): a diverged retraction run can pass through indefinite iterates
+    with a finite ``f`` before ``f`` overflows, so "the last finite record" alone could
+    return a point that no warm start takes. The start is always valid.
+    """
+
+    KEEP = 4
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.start: tuple[int, Any, float] | None = None
+        self.recent: collections.deque = collections.deque(maxlen=self.KEEP)
+
+    def add(self, k: int, fun: float) -> None:
+        item = (k, self.runner.snapshot(), fun)
+        if k == 0:
+            self.start = item
+        else:
+            self.recent.append(item)
+
+    def last_valid(self) -> tuple[tuple[int, Any, float] | None, bool]:
+        """``(iteration, state, f)`` of the newest kept iterate that is a valid ``x0``
+        (``None`` if none is), and whether newer finite ones were passed over."""
+        for i, item in enumerate([*reversed(self.recent), self.start]):
+            if item is not None and self.runner.accepts(item[1]):
+                return item, i > 0
+        return None, False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -300,6 +356,22 @@ def result_point(
         return point
     batches = generator.get_state() if stochastic else None
     return attach_resume(point, Resume(method, state, runner.count, seed, batches))
+
+
+def start_matrix(problem: SPDProblem, x0: Any) -> Any:
+    """A matrix ``x0`` of ``spd.minimize`` validated against the problem (shape, symmetric,
+    positive definite) in its dtype and device; ``None`` and points (``SpectralPoint``,
+    ``CholeskyPoint``, which their methods validate) are returned as they are."""
+    if x0 is None or isinstance(x0, (SpectralPoint, CholeskyPoint)):
+        return x0
+    S0, _ = _as_tensor(x0, "x0")
+    if tuple(S0.shape) != (problem.n, problem.n):
+        raise ValueError(
+            f"x0: expected shape ({problem.n}, {problem.n}) to match the problem, "
+            f"got {tuple(S0.shape)}"
+        )
+    S0, _, _ = _spd_matrix(S0, "x0")
+    return S0.to(dtype=problem.dtype, device=problem.device)
 
 
 def _eig_factors(S: Tensor) -> tuple[Tensor, Tensor]:
