@@ -36,6 +36,7 @@ __all__ = [
     "symmetric_matrix",
     "check_symmetric",
     "real_tensor",
+    "callback_stops",
 ]
 
 
@@ -253,6 +254,10 @@ def real_tensor(value: Any, name: str, what: str = "the value") -> Tensor:
     if isinstance(value, Tensor):
         real = not (value.dtype.is_complex or value.dtype == torch.bool)
     else:
+        if isinstance(value, np.ma.MaskedArray):
+            # A masked entry (np.ma.masked: what np.ma reductions return when every entry is
+            # masked) is a missing value, NaN; np.asarray would read its placeholder, 0.
+            value = np.ma.filled(value.astype(np.result_type(value.dtype, np.float16)), np.nan)
         arr = np.asarray(value)
         real = arr.dtype.kind in "iuf"
         value = torch.as_tensor(arr) if real else value
@@ -260,3 +265,33 @@ def real_tensor(value: Any, name: str, what: str = "the value") -> Tensor:
         got = f"dtype {value.dtype}" if isinstance(value, Tensor) else repr(value)
         raise TypeError(f"{name}: expected a real number as {what}, got {got}")
     return value
+
+
+def callback_stops(value: Any, name: str = "callback") -> bool:
+    """Whether a callback's return ``value`` asks to stop the run (the one rule of every
+    solver's ``callback``).
+
+    A scalar boolean or integer stops the run when it is true: ``True``, ``np.True_``,
+    ``torch.tensor(True)``, ``1`` (a stop test computed with numpy or torch is as good as a
+    literal ``True``); ``None`` (no return statement), ``False`` and ``0`` continue. Any
+    other value (a float, a string, an array or tensor with dimensions, ...) is a
+    ``TypeError`` naming ``name``: its truth is no clear request, and ignoring it silently
+    was how ``np.True_`` went unnoticed. A 0-d tensor is read with ``bool()`` (one host
+    synchronisation per call on a GPU, only for a tensor return).
+    """
+    if value is None:
+        return False
+    if isinstance(value, (bool, np.bool_, numbers.Integral, np.integer)):
+        return bool(value)
+    if isinstance(value, Tensor) and value.ndim == 0:
+        scalar = not (value.is_floating_point() or value.is_complex())  # bool or int dtype
+    elif isinstance(value, np.ndarray) and value.ndim == 0:
+        scalar = value.dtype.kind in "biu"
+    else:
+        scalar = False
+    if not scalar:
+        raise TypeError(
+            f"{name}: expected True/False (a bool, or an int, numpy or torch scalar of either) "
+            f"or None as the return value, got {value!r}"
+        )
+    return bool(value)

@@ -10,6 +10,7 @@ from typing import Any
 from .. import _outputs
 from .options import (
     SEED_MAX,
+    Distinct,
     Reproduction,
     positive_int,
     runtime_kwargs,
@@ -29,6 +30,7 @@ def _moving_average_arguments(
         "--beta2",
         type=unit_interval,
         nargs="+",
+        action=Distinct,
         default=[1e-2, 1e-3],
         metavar="BETA2",
         help="one or more step sizes in (0, 1); one plot row each (default: 0.01 0.001)",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import _outputs
 from .options import (
+    Distinct,
     Reproduction,
     argument_type,
     positive_float,
@@ -41,6 +42,7 @@ def _nes_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--functions",
         nargs="+",
+        action=Distinct,
         choices=NES_FUNCTIONS,
         default=list(NES_FUNCTIONS),
         help="App. C problems (default: all five)",
@@ -48,6 +50,7 @@ def _nes_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
+        action=Distinct,
         choices=NES_METHODS,
         default=list(NES_METHODS),
         help="methods (default: all)",
@@ -79,6 +82,7 @@ def _bbob_arguments(parser: argparse.ArgumentParser) -> None:
         "--dims",
         type=argument_type(int, lambda v: v in BBOB_DIMS, f"a BBOB dimension in {BBOB_DIMS}"),
         nargs="+",
+        action=Distinct,
         default=[10],
         help=f"dimensions, from COCO's {BBOB_DIMS} (default 10)",
     )
@@ -86,16 +90,23 @@ def _bbob_arguments(parser: argparse.ArgumentParser) -> None:
         "--functions",
         type=argument_type(int, lambda v: 1 <= v <= 24, "a BBOB function id in 1..24"),
         nargs="+",
+        action=Distinct,
         default=[1, 2, 8, 10, 11, 12, 13, 14],
         help="BBOB functions (default: 1 2 8 10 11 12 13 14; at D = 20 only 1 2 8 10 11 12 "
         "14 run); the whole protocol is benchmarks/bench_bbob.py",
     )
     parser.add_argument(
-        "--instances", type=positive_int, nargs="+", default=[1, 2, 3], help="(default 1 2 3)"
+        "--instances",
+        type=positive_int,
+        nargs="+",
+        action=Distinct,
+        default=[1, 2, 3],
+        help="(default 1 2 3)",
     )
     parser.add_argument(
         "--methods",
         nargs="+",
+        action=Distinct,
         choices=BBOB_METHODS,
         default=list(BBOB_METHODS),
         help="spectral NES and pycma, without restarts and with IPOP, and spectral NES with "

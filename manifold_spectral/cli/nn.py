@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from .. import _outputs
-from .options import Reproduction, positive_int
+from .options import Distinct, Reproduction, positive_int
 
 __all__ = ["NN_METHODS", "training_arguments", "NN"]
 
@@ -25,6 +25,7 @@ def training_arguments(parser: argparse.ArgumentParser, steps: int = 100, seeds:
     parser.add_argument(
         "--methods",
         nargs="+",
+        action=Distinct,
         choices=NN_METHODS,
         default=list(NN_METHODS),
         help="methods to tune and compare (default: all)",
@@ -59,6 +60,7 @@ def _nn_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task",
         nargs="+",
+        action=Distinct,
         choices=("mlp", "transformer", "stdlib", "digits"),
         default=["mlp"],
         help="tasks (default: mlp; transformer: a small GPT on an order-2 Markov chain; "

@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "argument_type",
+    "Distinct",
     "positive_int",
     "nonnegative_int",
     "unit_interval",
@@ -45,6 +46,35 @@ def argument_type(
 
     parse.__name__ = expected.replace(" ", "_")
     return parse
+
+
+class Distinct(argparse.Action):
+    """The store action of a ``nargs="+"`` list option whose values must be distinct.
+
+    A repeated name (``--functions griewank griewank``) would run and count the same cell
+    twice: the tables' success counts and medians would be over copies while the header
+    reports the distinct settings. Refused as a usage error naming the option (argparse's
+    "error: argument --functions: ..." and exit status 2) rather than silently de-duplicated,
+    so the command line says what runs.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        seen: list[Any] = []
+        repeated: list[Any] = []
+        for value in values:
+            if value in seen and value not in repeated:
+                repeated.append(value)
+            seen.append(value)
+        if repeated:
+            listed = " ".join(str(v) for v in repeated)
+            raise argparse.ArgumentError(self, f"each value at most once, repeated: {listed}")
+        setattr(namespace, self.dest, list(values))
 
 
 positive_int = argument_type(int, lambda v: v >= 1, "a positive integer")

@@ -30,19 +30,25 @@ from .._threads import small_problem_threads, torch_threads
 from ..baselines.cholesky_rgd import CholeskyPoint, CholeskyRGD
 from ..linalg import check_cayley, eps
 from ..manifolds import SpectralPoint, SpectralSPD
-from ..validation import NonFiniteError, check_positive
+from ..validation import NonFiniteError, callback_stops, check_positive
 from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
-from .spd_methods import METHOD_CLASSES, METHODS
+from .spd_methods import (
+    METHOD_CLASSES,
+    METHODS,
+    GoodIterates,
+    result_point,
+    resume_applies,
+    resume_of,
+    start_matrix,
+)
 from .spd_problems import (
     LogDet,
     MetricNearness,
     Objective,
     SPDProblem,
-    _as_tensor,
     _nonnegative_int,
     _positive_int,
-    _spd_matrix,
     make_problems,
 )
 
@@ -74,8 +80,11 @@ class SPDResult(OptimizeResult):
     * ``point``: the method's native final state, as torch tensors: a ``SpectralPoint``
       (``"spectral"``), a ``CholeskyPoint`` holding the factor ``L`` of ``S = L L^T``
       (``"cholesky"``) or the dense ``S`` (``"retraction"``). ``x0=point`` warm-starts
-      another run exactly at ``x`` (the same method without momentum continues bit for bit:
-      k + k steps are 2k steps); any method accepts any method's point. A
+      another run exactly at ``x`` (the same method without momentum, problem and ``seed``
+      continues bit for bit: k + k steps are 2k steps, because the point carries the run's
+      next mini-batches, re-orthogonalisation count and exact pre-repair iterate,
+      ``spd_methods.Resume``; a copy of it, or the point of a failed run, starts afresh);
+      any method accepts any method's point. A
       ``SpectralPoint`` passes ``SpectralSPD.check_point`` (a Neumann run's drifted ``B`` is
       re-orthogonalised at the end, and ``x``, ``B``, ``d`` and ``fun`` are those of the
       repaired point).
@@ -107,20 +116,6 @@ def _thread_limit(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _start_matrix(problem: SPDProblem, x0: Any) -> Any:
-    """Validate ``x0`` against the problem and bring it to its dtype and device."""
-    if x0 is None or isinstance(x0, (SpectralPoint, CholeskyPoint)):
-        return x0
-    S0, _ = _as_tensor(x0, "x0")
-    if tuple(S0.shape) != (problem.n, problem.n):
-        raise ValueError(
-            f"x0: expected shape ({problem.n}, {problem.n}) to match the problem, "
-            f"got {tuple(S0.shape)}"
-        )
-    S0, _, _ = _spd_matrix(S0, "x0")
-    return S0.to(dtype=problem.dtype, device=problem.device)
 
 
 def minimize(
@@ -179,10 +174,14 @@ def minimize(
             it follows the affine-invariant exponential map (geoopt's step) where
             eigenvalues are close.
         seed: of the mini-batch sequence (the same ``seed`` gives every method the same
-            batches).
+            batches); with ``x0=result.point`` of a run with this ``seed``, the sequence
+            continues where that run stopped.
         record_every: record ``history`` (and check ``tol``, call ``callback``) every k
             iterations; the first and last iterates are always recorded.
-        callback: ``callback(nit, fun)`` at each record; returning ``True`` stops the run.
+        callback: ``callback(nit, fun)`` at each record; a true scalar boolean or integer
+            (``True``, ``np.True_``, ``torch.tensor(True)``, ``1``) stops the run, ``None``,
+            ``False`` or ``0`` continues, any other return value is a ``TypeError`` naming
+            ``callback`` (``validation.callback_stops``).
         threads: torch intra-op threads during the run, the caller's count restored on exit
             (also on an exception). ``"auto"`` (default): one thread for ``n <=
             _threads.SMALL_MATRIX`` (256) on the CPU, where more threads only add overhead and
@@ -190,14 +189,19 @@ def minimize(
 
     Returns:
         ``SPDResult``: ``x`` as a matrix and as spectral factors ``B``, ``d``, in numpy if the
-        problem was built from numpy, else torch on the problem's device; ``fun``, ``gap``,
+        problem was built from numpy, else torch on the problem's device; ``fun`` (``f`` at
+        ``x`` as returned: the spectral method reads ``log det`` of its drifted ``B`` to
+        first order, ``_Spectral.logdet``, and so does every ``tol`` test), ``gap``,
         ``nit``, ``success``, ``message``, ``history``, ``time``. A step that fails
         numerically (``FloatingPointError``) ends the run with ``success=False`` and the last
         good iterate, and so does a gradient with NaN or Inf (the gradient of the
         problem at the returned ``x``: ``NonFiniteError``, a ``FloatingPointError``). A
         non-finite value of ``f`` also ends it, returning the last recorded iterate whose
         value was finite (``nit`` still counts the steps taken; ``history`` keeps the
-        non-finite record).
+        non-finite record). The returned point is always a valid ``x0``: a retraction run
+        that ends at an indefinite ``S`` (finite ``f`` after divergence) fails the same way
+        and returns the newest recorded iterate that is positive definite
+        (``spd_methods.GoodIterates``).
     """
     if not isinstance(problem, SPDProblem):
         raise TypeError(f"problem: expected an SPDProblem, got {type(problem).__name__}")
@@ -238,7 +242,8 @@ def minimize(
         raise TypeError(f"callback: expected a callable, got {type(callback).__name__}")
     if not (threads in (None, "auto") or _is_positive_int(threads)):
         raise ValueError(f"threads: expected 'auto', None or an int >= 1, got {threads!r}")
-    x0 = _start_matrix(problem, x0)
+    resume = resume_of(x0)  # read before x0 is converted (which drops it)
+    x0 = start_matrix(problem, x0)
     if isinstance(x0, SpectralPoint) and method != "spectral":
         M0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
         M0.validate_point(x0, "x0")  # as the spectral method does: B Diag(d) B^T must be x0
@@ -248,12 +253,17 @@ def minimize(
         L0 = chol.validate_point(x0, "x0")  # also for "cholesky", which then starts at L0
         x0 = x0 if method == "cholesky" else chol.to_matrix(L0)
     generator = torch.Generator().manual_seed(_nonnegative_int(seed, "seed"))
+    if resume is not None and resume.generator is not None and resume.seed == seed:
+        generator.set_state(resume.generator)  # the next batches of the run x0 came from
     device = problem.device
 
     # Small matrices: one intra-op thread (see _threads); the caller's count comes back on exit.
     with _thread_limit(threads, problem.n, device):
         t_start = time.perf_counter()
         runner = METHOD_CLASSES[method](problem, lr, momentum, cayley, x0, rotation)
+        if resume_applies(resume, method, problem):
+            runner.restore(resume.state)  # x0 validated above; continue from the exact state
+            runner.count = resume.count
         f_star = problem.f_star
         records: dict[str, list[float]] = {"nit": [], "fun": [], "time": []}
         if f_star is not None:
@@ -261,8 +271,8 @@ def minimize(
         update_time = 0.0
         #: Rounding of f: negative gaps above -rounding are 0 (set from f(x0) at the first record).
         rounding = math.inf
-        #: (iteration, runner state, f) of the last record with a finite value.
-        good: tuple[int, Any, float] | None = None
+        #: The records with a finite value that a run ending badly may return.
+        good = GoodIterates(runner)
 
         def value() -> float:
             """``f`` at the current iterate (NaN where the iterate is not finite)."""
@@ -273,10 +283,10 @@ def minimize(
 
         def record(k: int) -> str | None:
             """Append the current iterate's value; the reason to stop, if any."""
-            nonlocal rounding, good
+            nonlocal rounding
             fun = value()
             if math.isfinite(fun):
-                good = (k, runner.snapshot(), fun)
+                good.add(k, fun)
             if k == 0 and f_star is not None:
                 scale = max(abs(f_star), abs(fun) if math.isfinite(fun) else 0.0)
                 rounding = math.sqrt(eps(problem.dtype)) * scale
@@ -294,7 +304,7 @@ def minimize(
                     return "below-optimum"
                 if fun - f_star < tol:
                     return "converged"
-            if callback is not None and callback(k, fun) is True:
+            if callback is not None and callback_stops(callback(k, fun)):
                 return "callback"
             return None
 
@@ -309,7 +319,7 @@ def minimize(
                     runner.step(batch)
             except FloatingPointError as exc:  # NonFiniteError: a NaN/Inf gradient of the problem
                 what = "the gradient is not finite: " if isinstance(exc, NonFiniteError) else ""
-                failure = f"step {nit + 1} failed: {what}{exc}; returning the last good iterate"
+                failure = f"step {nit + 1} failed: {what}{exc}"
                 break
             _sync(device)
             update_time += time.perf_counter() - t0
@@ -319,11 +329,20 @@ def minimize(
         if records["nit"][-1] != nit:
             stop = record(nit)
         fun = records["fun"][-1]
-        restored = None
-        if stop == "non-finite" and failure is None and good is not None:
-            # f is NaN/Inf at the iterate: return the last recorded one with a finite value.
-            restored, state, fun = good
-            runner.restore(state)
+        # Only a run that ends at its own last iterate can be continued as the same run.
+        state = runner.snapshot() if failure is None and stop != "non-finite" else None
+        restored, why = None, ""
+        invalid = stop != "non-finite" and not runner.accepts(runner.snapshot())
+        if invalid:  # a finite f at a point no next call accepts: a diverged retraction's S
+            failure = failure or f"the iterate is not positive definite at iteration {nit}"
+            state = None
+        if stop == "non-finite" or invalid:
+            # Return the last recorded iterate with a finite value that is a valid x0.
+            last, skipped = good.last_valid()
+            if last is not None:
+                restored, last_state, fun = last
+                runner.restore(last_state)
+                why = "with a finite value" + (" that is positive definite" if skipped else "")
         if runner.finish():  # the returned point was repaired: report its value
             fun = value()
             if restored is None:
@@ -332,7 +351,8 @@ def minimize(
                     records["gap"][-1] = fun - f_star
 
         if failure is not None:
-            success, message = False, failure
+            back = "" if restored is None else f"iteration {restored}, the last recorded {why}"
+            success, message = False, f"{failure}; returning {back or 'the last good iterate'}"
         elif stop == "converged":
             success, message = True, f"converged: f - f* < tol = {tol:g}{tol_note}"
         elif stop == "below-optimum":
@@ -347,9 +367,7 @@ def minimize(
         elif stop == "non-finite":
             success, message = False, f"the objective became non-finite at iteration {nit}"
             if restored is not None:
-                message += (
-                    f"; returning iteration {restored}, the last recorded with a finite value"
-                )
+                message += f"; returning iteration {restored}, the last recorded {why}"
         elif stop == "callback":
             success, message = tol is None, "stopped by the callback"
         elif tol is not None:
@@ -376,5 +394,5 @@ def minimize(
             d=out(d),
             f_star=f_star,
             gap=None if f_star is None else fun - f_star,
-            point=runner.point(),
+            point=result_point(runner, state, method, seed, generator, problem.stochastic),
         )

@@ -17,11 +17,19 @@ method passes ``(L, 1)``. Neither forms ``S``, ``S^-1`` or a decomposition. Othe
 through the dense ``egrad(S)`` and ``RGD.step``.
 
 Each runner exposes ``step(batch)``, ``matrix()``, ``logdet()``, ``factors()``, ``point()``,
-``snapshot()``/``restore(state)`` and ``finish()``, the calls of ``minimize``'s loop.
+``snapshot()``/``restore(state)``, ``accepts(state)`` (whether a state's point is a valid
+``x0``), ``count`` (the steps of its re-orthogonalisation
+schedule) and ``finish()``, the calls of ``minimize``'s loop.
+
+Warm starts: ``result.point`` carries a ``Resume`` record (``attach_resume``/``resume_of``),
+what a continuing call needs to be the same run, bit for bit: the runner's exact state before
+``finish`` repaired it, the schedule's step count and the mini-batch generator's state.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 from typing import Any
 
 import torch
@@ -32,9 +40,19 @@ from ..baselines.retraction_rgd import RetractionRGD
 from ..linalg import sym
 from ..manifolds import SpectralPoint, SpectralSPD
 from ..rgd import RGD
-from .spd_problems import SPDProblem
+from .spd_problems import SPDProblem, _as_tensor, _spd_matrix
 
-__all__ = ["METHODS", "METHOD_CLASSES"]
+__all__ = [
+    "METHODS",
+    "METHOD_CLASSES",
+    "GoodIterates",
+    "Resume",
+    "attach_resume",
+    "resume_of",
+    "resume_applies",
+    "result_point",
+    "start_matrix",
+]
 
 #: The methods of ``minimize``.
 METHODS = ("spectral", "retraction", "cholesky")
@@ -64,6 +82,15 @@ class _Spectral:
             second_order=rotation == "second-order",
         )
 
+    @property
+    def count(self) -> int:
+        """Steps on RGD's re-orthogonalisation schedule (every ``reorthogonalize_every``)."""
+        return self.opt.steps
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self.opt.steps = value
+
     def step(self, batch: Any) -> None:
         p, x = self.problem, self.x
         if p.factored:
@@ -77,7 +104,24 @@ class _Spectral:
         return self.M.to_matrix(self.x)
 
     def logdet(self) -> Tensor:
-        return self.M.logdet(self.x)
+        """``log det S`` of ``S = B Diag(d) B^T`` as it is: ``sum log d + log det(B^T B)``.
+
+        ``sum log d`` alone assumes ``B^T B = I``; between RGD's re-orthogonalisations
+        (float32: every 100 steps; Neumann: every 10) ``B`` drifts, and in float32 that drift
+        moved ``f`` by 10x its resolution ``eps |f*|``: the reported value and the ``tol``
+        test described another matrix than ``result.x``. With ``E = B^T B - I``,
+        ``log det(I + E) = tr E + O(||E||^2)`` and ``tr E = ||B||_F^2 - n``: O(n^2), no
+        product or decomposition, summed in float64 (in float32 the sum's own rounding
+        would be of the size of the drift). Runs without a schedule (exact Cayley in
+        float64, where ``B`` is orthogonal to rounding) skip it and keep their values bit
+        for bit.
+        """
+        logdet = self.M.logdet(self.x)
+        if not self.opt.reorthogonalize_every:
+            return logdet
+        B = self.x.B.to(torch.float64)
+        drift = (B * B).sum() - self.problem.n
+        return (logdet.to(torch.float64) + drift).to(logdet.dtype)
 
     def factors(self) -> tuple[Tensor, Tensor]:
         return self.x.B, self.x.d
@@ -90,6 +134,9 @@ class _Spectral:
 
     def restore(self, state: Any) -> None:
         self.x = state
+
+    def accepts(self, state: Any) -> bool:
+        return True  # every iterate passed RGD's check: d > 0, B orthogonal
 
     def finish(self) -> bool:
         """Make the final iterate a point that ``SpectralSPD.check_point`` accepts; whether
@@ -128,6 +175,7 @@ class _Cholesky:
         else:
             self.L = self.opt.from_matrix(x0)
         self.ones = torch.ones(problem.n, dtype=problem.dtype, device=problem.device)
+        self.count = 0  # no re-orthogonalisation schedule
 
     def step(self, batch: Any) -> None:
         p = self.problem
@@ -154,6 +202,9 @@ class _Cholesky:
     def restore(self, state: Any) -> None:
         self.L = state
 
+    def accepts(self, state: Any) -> bool:
+        return True  # every iterate passed CholeskyRGD's check: a positive diagonal
+
     def finish(self) -> bool:
         return False
 
@@ -168,6 +219,7 @@ class _Retraction:
         if x0 is None:
             x0 = torch.eye(problem.n, dtype=problem.dtype, device=problem.device)
         self.opt = RetractionRGD(x0, lr, momentum)
+        self.count = 0  # no re-orthogonalisation schedule
 
     def step(self, batch: Any) -> None:
         S = self.opt.S.detach()
@@ -192,12 +244,134 @@ class _Retraction:
         with torch.no_grad():
             self.opt.S.copy_(state)
 
+    def accepts(self, state: Any) -> bool:
+        """Whether ``x0=state`` passes (symmetric, positive definite). geoopt's update keeps
+        ``S`` finite but not positive definite once it diverges: the iterate can be
+        indefinite with a finite ``f`` (metric nearness). One float64 Cholesky, after the
+        run only (``minimize`` asks for the returned point and, if refused, earlier ones)."""
+        try:
+            _spd_matrix(state, "S")
+        except ValueError:
+            return False
+        return True
+
     def finish(self) -> bool:
         return False
 
 
 #: The runner of each method (the interface is in the module docstring).
 METHOD_CLASSES = {"spectral": _Spectral, "retraction": _Retraction, "cholesky": _Cholesky}
+
+
+class GoodIterates:
+    """The recorded iterates with a finite ``f`` that a run which ends badly may return: the
+    start and the last ``KEEP`` (the runner's snapshots, which it makes at every record
+    anyway; references only for the spectral and Cholesky methods, whose states are never
+    updated in place).
+
+    ``last_valid()`` is the newest one whose point the next call accepts as ``x0``
+    (``runner.accepts``): a diverged retraction run can pass through indefinite iterates
+    with a finite ``f`` before ``f`` overflows, so "the last finite record" alone could
+    return a point that no warm start takes. The start is always valid.
+    """
+
+    KEEP = 4
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.start: tuple[int, Any, float] | None = None
+        self.recent: collections.deque = collections.deque(maxlen=self.KEEP)
+
+    def add(self, k: int, fun: float) -> None:
+        item = (k, self.runner.snapshot(), fun)
+        if k == 0:
+            self.start = item
+        else:
+            self.recent.append(item)
+
+    def last_valid(self) -> tuple[tuple[int, Any, float] | None, bool]:
+        """``(iteration, state, f)`` of the newest kept iterate that is a valid ``x0``
+        (``None`` if none is), and whether newer finite ones were passed over."""
+        for i, item in enumerate([*reversed(self.recent), self.start]):
+            if item is not None and self.runner.accepts(item[1]):
+                return item, i > 0
+        return None, False
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Resume:
+    """What ``x0=result.point`` needs to continue the run that returned it, bit for bit.
+
+    ``method``: the run's method (``state`` and ``count`` apply to the same method only);
+    ``state``: the runner's ``snapshot()`` before ``finish`` (a Neumann run's returned point
+    is re-orthogonalised, but the run itself continues from the unrepaired iterate; the
+    retraction's exact ``S``, which ``x0``'s conversion would symmetrise); ``count``: the
+    steps of the spectral method's re-orthogonalisation schedule (every 100 steps in float32,
+    10 with Neumann), which would otherwise restart with each call; ``seed`` and
+    ``generator``: the mini-batch generator's seed and its state after the run's last batch
+    (``None`` for a deterministic problem), which would otherwise replay the first batches.
+    """
+
+    method: str
+    state: Any
+    count: int
+    seed: int
+    generator: Tensor | None
+
+
+#: The attribute of ``result.point`` that holds its ``Resume`` (a plain attribute: it is
+#: not a leaf, so ``.to``, ``.clone`` and ``map`` drop it and a moved point starts afresh).
+_RESUME = "_spd_resume"
+
+
+def attach_resume(point: Any, resume: Resume) -> Any:
+    """``point`` (a ``SpectralPoint``, ``CholeskyPoint`` or tensor, returned by
+    ``runner.point()``) carrying ``resume``."""
+    object.__setattr__(point, _RESUME, resume)  # frozen dataclasses refuse setattr
+    return point
+
+
+def resume_of(x0: Any) -> Resume | None:
+    """The ``Resume`` that ``x0`` carries (``None`` for any other start)."""
+    resume = getattr(x0, _RESUME, None)
+    return resume if isinstance(resume, Resume) else None
+
+
+def resume_applies(resume: Resume | None, method: str, problem: SPDProblem) -> bool:
+    """Whether ``resume`` (carried by ``x0``) is the state of a run of ``method`` that
+    ``problem``'s runner can continue: same method, dtype and device."""
+    if resume is None or resume.method != method:
+        return False
+    leaf = resume.state.leaves()[0] if hasattr(resume.state, "leaves") else resume.state
+    return leaf.dtype == problem.dtype and leaf.device == problem.device
+
+
+def result_point(
+    runner: Any, state: Any, method: str, seed: int, generator: Any, stochastic: bool
+) -> Any:
+    """``result.point``, carrying (when ``state`` is not None) what a warm start needs to
+    continue this run bit for bit (``spd_methods.Resume``)."""
+    point = runner.point()
+    if state is None:
+        return point
+    batches = generator.get_state() if stochastic else None
+    return attach_resume(point, Resume(method, state, runner.count, seed, batches))
+
+
+def start_matrix(problem: SPDProblem, x0: Any) -> Any:
+    """A matrix ``x0`` of ``spd.minimize`` validated against the problem (shape, symmetric,
+    positive definite) in its dtype and device; ``None`` and points (``SpectralPoint``,
+    ``CholeskyPoint``, which their methods validate) are returned as they are."""
+    if x0 is None or isinstance(x0, (SpectralPoint, CholeskyPoint)):
+        return x0
+    S0, _ = _as_tensor(x0, "x0")
+    if tuple(S0.shape) != (problem.n, problem.n):
+        raise ValueError(
+            f"x0: expected shape ({problem.n}, {problem.n}) to match the problem, "
+            f"got {tuple(S0.shape)}"
+        )
+    S0, _, _ = _spd_matrix(S0, "x0")
+    return S0.to(dtype=problem.dtype, device=problem.device)
 
 
 def _eig_factors(S: Tensor) -> tuple[Tensor, Tensor]:

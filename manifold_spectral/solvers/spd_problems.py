@@ -310,7 +310,9 @@ class Objective(SPDProblem):
 
     Args:
         fun: ``f(S) -> scalar``, a real number (``TypeError`` naming ``fun`` for ``None``, a
-            complex value, ...). Receives a torch tensor (a numpy array with ``numpy=True``).
+            complex value, ...; a masked value, ``np.ma.masked``, is a missing value: NaN,
+            which ends the run). Receives a torch tensor (a numpy array with ``numpy=True``),
+            a copy of the iterate: ``fun`` and ``grad`` may write into it.
         n: matrix size.
         grad: ``df/dS`` as a callable of ``S`` (any shape-(n, n) array; symmetrised). Default:
             autograd on ``fun``, which must then be a torch function returning a 0-d tensor.
@@ -360,7 +362,12 @@ class Objective(SPDProblem):
         return f"Objective({getattr(self.fun, '__name__', 'fun')}, n={self.n})"
 
     def _call(self, S: Tensor, fn: Callable[[Any], Any]) -> Any:
-        return fn(S.detach().cpu().numpy()) if self.numpy else fn(S)
+        """``fn`` at a copy of ``S`` (numpy with ``numpy=True``): a function that writes into
+        its argument (``S *= 2``, ``S -= shift``) must not change the caller's iterate (the
+        retraction method passes geoopt's own ``S``). The n x n copy is cheap next to any
+        ``f`` or gradient; a read-only view would turn such a function into an error."""
+        S = S.detach()
+        return fn(S.cpu().numpy().copy()) if self.numpy else fn(S.clone())
 
     def value(self, S: Tensor, *, logdet: Tensor | None = None) -> Tensor:
         self._check_matrix(S)
