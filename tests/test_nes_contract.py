@@ -202,3 +202,29 @@ def test_history_has_no_best_value_before_the_first_finite_one():
     h = res.history["fun"]
     assert np.isnan(h[:2]).all() and np.isfinite(h[2:]).all()  # popsize 8: two NaN generations
     assert h[-1] == res.fun
+
+
+@pytest.mark.parametrize("stop", [True, np.True_, torch.tensor(True), 1])
+def test_callback_true_scalars_stop_the_run(stop):
+    res = nes.minimize(
+        lambda x: float(np.sum(x**2)),
+        np.ones(3),
+        0.5,
+        seed=0,
+        max_evals=400,
+        callback=lambda es: stop if es.countiter >= 3 else None,
+    )
+    assert res.nit == 3 and "callback" in res.stop
+
+
+@pytest.mark.parametrize("bad", [1.0, "stop", np.array([True, False])])
+def test_callback_other_values_are_named(bad):
+    with pytest.raises(TypeError, match="^callback:"):
+        nes.minimize(
+            lambda x: float(np.sum(x**2)),
+            np.ones(3),
+            0.5,
+            seed=0,
+            max_evals=400,
+            callback=lambda es: bad,
+        )

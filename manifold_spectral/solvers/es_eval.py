@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor
 
+from ..validation import callback_stops
 from ..validation import check_flag as _check_flag
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def run_optimizer(
         es.tell(X, values)
         if callback is not None:
             try:
-                if callback(es) is True:
+                if callback_stops(callback(es)):  # the one rule of every solver's callback
                     es._stop_extra["callback"] = True
             except StopIteration:
                 es._stop_extra["callback"] = True
