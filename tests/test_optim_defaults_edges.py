@@ -75,3 +75,42 @@ def test_truncated_that_contradicts_exponential_is_named():
                 }
             )
         assert SpectralKron([p], truncated=False).defaults["exponential"] == "exact"
+
+
+def _mlp_steps(opt, m, x, inside: list[bool]) -> None:
+    for flag in inside:
+        opt.zero_grad()
+        m(x).pow(2).mean().backward()
+        if flag:
+            with torch.inference_mode():
+                opt.step()
+        else:
+            opt.step()
+
+
+def test_a_step_under_inference_mode_takes_the_same_step():
+    def run(inside):
+        torch.manual_seed(0)
+        m = nn.Sequential(
+            nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)
+        )
+        opt = SpectralKron(m.parameters(), lr=1e-3)
+        _mlp_steps(opt, m, torch.randn(8, 12, generator=torch.Generator().manual_seed(1)), inside)
+        return [p.detach().clone() for p in m.parameters()]
+
+    ref = run([False, False, False, False])
+    got = run([False, False, True, False])
+    assert all(torch.equal(a, b) for a, b in zip(ref, got, strict=True))
+
+
+def test_a_state_without_its_preconditioner_is_refused_on_load():
+    torch.manual_seed(0)
+    m = nn.Linear(4, 3)
+    opt = SpectralKron(m.parameters(), lr=1e-3)
+    _mlp_steps(opt, m, torch.randn(8, 4), [False, False])
+    sd = opt.state_dict()
+    del sd["state"][1]["pc_d"]  # the bias (diagonal scheme)
+    fresh = SpectralKron(m.parameters(), lr=1e-3)
+    with pytest.raises(ValueError, match="parameter 1 .* no preconditioner entries"):
+        fresh.load_state_dict(sd)
+    assert not fresh.state

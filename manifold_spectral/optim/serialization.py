@@ -126,6 +126,12 @@ class StateDictMixin:
                     ) from None
                 pc = {k[n:]: v for k, v in saved.items() if k.startswith(PRECOND_PREFIX)}
                 if not pc:
+                    if saved:  # a step was taken: its preconditioner must be there
+                        raise ValueError(
+                            f"state_dict: the saved state of parameter {index - 1} (shape "
+                            f"{tuple(p.shape)}) has no preconditioner entries "
+                            f"('{PRECOND_PREFIX}...'); nothing was loaded"
+                        )
                     continue
                 # A state saved in a coarser dtype (a model upcast after saving) is checked at
                 # its own precision; load_state_dict then lifts it (_lift).

@@ -298,8 +298,10 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
                 loss = closure()
         # Subnormal entries (gradients of tokens the data never contains, decaying momenta,
         # the Neumann series' powers of small angles) would take the CPU's slow path in every
-        # product; flushed to zero they change no rounded result (_denormals).
-        with flush_denormals():
+        # product; flushed to zero they change no rounded result (_denormals). A step called
+        # under torch.inference_mode makes ordinary tensors: the state is kept across steps
+        # and its reuse reads version counters, which inference tensors do not have.
+        with flush_denormals(), torch.inference_mode(False), torch.no_grad():
             self._step()
         return loss
 
