@@ -114,3 +114,21 @@ def test_a_state_without_its_preconditioner_is_refused_on_load():
     with pytest.raises(ValueError, match="parameter 1 .* no preconditioner entries"):
         fresh.load_state_dict(sd)
     assert not fresh.state
+
+
+def test_a_parameter_whose_dtype_changed_under_its_state_is_named_and_the_remedy_works():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 3))
+    x = torch.randn(8, 12)
+    opt = SpectralKron(m.parameters(), lr=1e-3)
+    _mlp_steps(opt, m, x, [False, False])
+    m.double()
+    opt.zero_grad()
+    m(x.double()).pow(2).mean().backward()
+    before = [p.detach().clone() for p in m.parameters()]
+    with pytest.raises(ValueError, match="dtype changed after its state was made"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+    opt.load_state_dict(opt.state_dict())  # the remedy the message names
+    opt.step()
+    assert not all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))

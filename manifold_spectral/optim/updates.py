@@ -98,6 +98,14 @@ class UpdateMixin:
                         "state was made; drop that state (opt.state.pop(p)) or build a new "
                         "optimizer; nothing was changed"
                     )
+                if state["momentum_buffer"].dtype != state_dtype:  # e.g. model.double()
+                    raise ValueError(
+                        f"a parameter of shape {tuple(grad.shape)} and dtype {p.dtype} has "
+                        f"optimizer state of dtype {state['momentum_buffer'].dtype}, not the "
+                        f"state_dtype {state_dtype}: the parameter's dtype changed after its "
+                        "state was made; opt.load_state_dict(opt.state_dict()) converts the "
+                        "state to it; nothing was changed"
+                    )
                 pcs.append(self._precond_state(state))
                 # A bucket's members share their step count (``_buckets``): one read (a
                 # host synchronisation) for the bucket.
