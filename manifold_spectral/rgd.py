@@ -67,8 +67,9 @@ class RGD:
         jacobi: turn each eigenvector pair by its exact 2 x 2 Jacobi angle
             (``blocks.jacobi_angles``): the same RGD direction (a retraction that agrees with
             the chart to first order) whose rotation stays bounded where eigenvalues are close
-            and the linearised angle ``~ 1 / gap`` overshoots. Off by default: with it the
-            step is no longer the exact chart step of the paper.
+            and the linearised angle ``~ 1 / gap`` overshoots. Default (``None``): on with the
+            Neumann map, whose rescaling of an overshooting rotation to its trust radius
+            can cycle, off with the exact map (the exact chart step of the paper).
         second_order: turn the eigenvectors to those of the first-order step up to
             third-order terms (``blocks.second_order_angles``; implies ``jacobi``): one more
             n x n product per rotation, and the step tracks the affine-invariant exponential
@@ -92,7 +93,7 @@ class RGD:
         *,
         cayley: str | None = None,
         exponential: str = "exact",
-        jacobi: bool = False,
+        jacobi: bool | None = None,
         second_order: bool = False,
         reorthogonalize_every: int | None | str = "auto",
     ) -> None:
@@ -103,10 +104,15 @@ class RGD:
         self.momentum = check_momentum(momentum)
         self.cayley = None if cayley is None else check_cayley(cayley)
         self.exponential = check_exponential(exponential)
-        self.jacobi = check_flag(jacobi, "jacobi")
+        method = self.cayley or getattr(manifold, "cayley", "exact")
+        # None: Jacobi angles with the Neumann map only. At close eigenvalues the linearised
+        # angle ~ 1 / gap is far too large; the exact Cayley map saturates it (a pair's
+        # rotation 2 atan(theta) tends to a half turn, which leaves S unchanged), while the
+        # Neumann map must rescale it to its trust radius, a fixed rotation that overshoots
+        # the same way every step: a limit cycle instead of convergence.
+        self.jacobi = method == "neumann" if jacobi is None else check_flag(jacobi, "jacobi")
         self.second_order = check_flag(second_order, "second_order")
         if reorthogonalize_every == "auto":
-            method = self.cayley or getattr(manifold, "cayley", "exact")
             if method == "neumann":
                 reorthogonalize_every = AUTO_REORTHOGONALIZE_EVERY["neumann"]
             elif manifold.dtype != torch.float64:
