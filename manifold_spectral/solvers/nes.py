@@ -206,7 +206,8 @@ def minimize(
     ``tolflatfitness``, ``tolstagnation``, ``condition``), IPOP (popsize times ``incpopsize``
     each restart) or, with ``bipop=True``, BIPOP (IPOP runs interleaved with small-population,
     small-step runs); ``max_evals`` is the budget of all runs together. ``x0`` may then be a
-    callable returning a fresh start per run.
+    callable returning a fresh start per run. ``adapt`` (default ``True``) lets each restart
+    learn from why the previous run ended (``restart_rules``); it means nothing without one.
     """
     vectorized = _check_vectorized(vectorized)
     _check_mapper(executor, map, vectorized)  # before anything is built
@@ -227,6 +228,7 @@ def minimize(
             **options,
         )
     else:
+        options.pop("adapt", None)  # a rule of restarts: nothing to adapt in a single run
         es = NES(x0, sigma0, popsize, seed, max_evals=max_evals, target=target, **options)
         if es.max_evals is None:
             es.max_evals = default_max_evals(es.popsize, es.n)

@@ -16,6 +16,12 @@ starts a fresh run, from ``x0`` again (or a new start when ``x0`` is a callable)
   bipop=True)``), ``restarts`` counts the large regime's restarts only: the small runs come
   in between, bounded by the budget, so BIPOP's large regime goes as far as IPOP's does.
 
+With ``adapt=True`` (default) a restart also learns from why the previous run ended
+(``restart_rules``): after ``tolflatfitness`` (a plateau) the next run uses CSA
+(``step_size="csa"``); once a run has ended on ``tolx`` (a collapse onto a kink or a sharp
+ridge) every later run's DX-NES scale rate while the path stagnates is divided by 4;
+``runs[i]["adapt"]`` records what was changed.
+
 ``max_evals`` bounds the evaluations of all runs together; ``target`` stops everything.
 ``RestartNES`` has the ask/tell interface of ``NES`` (``ask``, ``tell``, ``stop``,
 ``result``, ``optimize``); ``popsize`` is the current run's and changes between runs, so ask
@@ -32,11 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from ..validation import check_flag
 from .es import NESBase, NESResult
 from .es_checks import check_max_evals, check_x0
 from .es_defaults import default_max_evals
 from .es_eval import _check_vectorized, run_optimizer
 from .nes import NES
+from .restart_rules import adapt_run, next_run_options
 from .result import result_message
 
 __all__ = ["RestartNES"]
@@ -65,6 +73,8 @@ class RestartNES:
             run); with IPOP, every run is one; BIPOP's small runs do not count (pycma's rule).
         bipop: BIPOP instead of IPOP.
         incpopsize: population factor of the large regime (> 1).
+        adapt: learn from why each run ended (``restart_rules``: CSA after a plateau stop,
+            a slower scale rate after ``tolx``); ``False``: every run takes ``options``.
         max_evals: evaluations of all runs together (``None``: each run has the default
             budget of ``nes.minimize``).
         target: stop every run at the first value below it.
@@ -82,6 +92,7 @@ class RestartNES:
         restarts: int = 9,
         bipop: bool = False,
         incpopsize: float = 2.0,
+        adapt: bool = True,
         max_evals: int | None = None,
         target: float | None = None,
         es_class: type[NESBase] = NES,
@@ -97,6 +108,7 @@ class RestartNES:
             or not incpopsize > 1
         ):
             raise ValueError(f"incpopsize: expected a number > 1, got {incpopsize!r}")
+        self.adapt = check_flag(adapt, "adapt")
         max_evals_checked = check_max_evals(max_evals)
         self._x0, self.sigma0, self.es_class = x0, sigma0, es_class
         self.restarts, self.bipop, self.incpopsize = int(restarts), bipop, float(incpopsize)
@@ -117,6 +129,7 @@ class RestartNES:
         self._spent = {"large": 0, "small": 0}
         self._large_runs = 0
         self._last_large = 0
+        self._tolx_seen = False  # has a run ended on tolx (restart_rules.adapt_run)
         self.es = self._new_run(self._start_point(), popsize, seed, "large", 1.0, None)
         self.seed = self.es.seed
         self.lam0 = self.es.popsize
@@ -160,12 +173,19 @@ class RestartNES:
         if cap is not None:
             budget = cap if budget is None else min(budget, cap)
         sigma = self.sigma0 * scale if scale != 1.0 else self.sigma0
-        es = self.es_class(x0, sigma, popsize, seed, max_evals=budget, **self.options)
+        # the stop of the run just ended, which the restart rules read (none for the first)
+        last = self.runs[-1]["stop"] if self.runs and self.adapt else {}
+        self._tolx_seen = self._tolx_seen or "tolx" in last
+        extra = next_run_options(last, self.options)
+        options = {**self.options, **extra}
+        es = self.es_class(x0, sigma, popsize, seed, max_evals=budget, **options)
         if es.max_evals is None:  # nes.minimize's default budget for this population
             es.max_evals = default_max_evals(es.popsize, es.n)
+        adapted = [f"{k}={v}" for k, v in extra.items()] + [adapt_run(es, self._tolx_seen) or ""]
         self.runs.append(
-            {"popsize": es.popsize, "regime": regime, "sigma_scale": scale, "seed": es.seed}
-        )
+            {"popsize": es.popsize, "regime": regime, "sigma_scale": scale, "seed": es.seed,
+             "adapt": ", ".join(a for a in adapted if a)}
+        )  # fmt: skip
         if len(self.runs) == 1:  # what every later start must match (_start_point)
             self._first = (es.n, es._torch_io)
         return es

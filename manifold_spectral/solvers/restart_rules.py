@@ -1,0 +1,77 @@
+"""How a restart learns from why the previous run ended (``RestartNES``, ``adapt=True``).
+
+IPOP answers every stop with a larger population, which is the cure for a run that
+converged to a local minimum of a multi-modal function (its values flattened: ``tolfun``).
+Two other stops say that the *scale* collapsed before the run could learn what it needed,
+and a larger population with the same step-size rule collapses the same way:
+
+* ``tolflatfitness`` (a plateau of a step-like function, BBOB f7): most samples tie with
+  the best, the tied utilities carry no direction and the xNES scale gradient of the few
+  others shrinks the distribution onto the plateau (a fixed rate per generation, whatever
+  the population). Cumulative step-size adaptation (CMA-ES's CSA, ``step_size="csa"``)
+  keeps the scale when the ranks are random: under tied (random) selection its path keeps
+  its expected length and the scale stays, so a larger population can cross the plateaus
+  instead of settling on one. The next run uses ``step_size="csa"``.
+* ``tolx`` (every standard deviation below ``tolx`` while the values of a generation still
+  differ by more than ``tolfun``): at a smooth minimum the values flatten like ``sigma^2``,
+  so ``tolfun`` fires at ``sigma ~ sqrt(tolfun)`` long before ``tolx``; ``tolx`` first means
+  the values still change linearly with the step: the run converged onto a kink or a sharp
+  ridge (BBOB f13, sharp ridge; f18, Schaffer F7, whose terms are ``s^(1/2)``). On a sharp
+  ridge the ranks see a sphere across the ridge (the distance to it shrinks with the scale,
+  at the sphere's rate) and nothing along it, so the scale gradient shrinks every direction
+  at that rate while the shape must grow the variance along the ridge from near-neutral
+  samples, at the shape rate ``eta_B``, about ten times smaller (traces at D = 10, lambda =
+  10: the scale fell ``10^-10`` in 240 generations, the condition grew from 3 to 6). The next
+  run divides the DX-NES scale rate of the *stagnating* phase by ``TOLX_SCALE_DAMPING``
+  (4), which gives the shape four times as many generations per decade of scale. CSA is not
+  used here: at lambda >= 40 it shrank the scale on f13 as fast, and its every-phase rank-one
+  term drove the condition past ``1e14`` (``condition`` stops).
+
+The CSA rule applies to the next run only (it reads the stop of the run just ended): on
+BBOB f20/f21 the first, small runs end on plateaus and the later ones on ``tolfun`` (smooth
+local minima), where CSA made every later run longer and lost solved instances. The
+``tolx`` rule holds for every run after the first ``tolx`` stop: a kink is a property of the
+function, and on f18 the runs that follow a ``tolx`` run end on ``tolx`` again as soon as
+they are undamped. Neither touches the first run, which stays bitwise the plain NES run;
+caller-fixed rates and an explicit ``step_size`` are left alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["TOLX_SCALE_DAMPING", "next_run_options", "adapt_run"]
+
+#: Divisor of the DX-NES stagnating scale rate in the runs after a ``tolx`` stop. Measured
+#: on BBOB D = 10 with IPOP, ERT / IPOP-CMA-ES over instances 1-15: 4 gives f13 1.99, f18
+#: 1.27 (no damping: f13 ~2.6-3.3, f18 ~1.7-1.8); 8 gives f13 2.12, f18 1.19; 2 left f13's
+#: second runs failing more often (instances 1-5: 2.34).
+TOLX_SCALE_DAMPING = 4.0
+
+
+def next_run_options(stop: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Options that the run after a run ending with ``stop`` adds to ``options``:
+    ``{"step_size": "csa"}`` after ``tolflatfitness`` unless ``options`` fix ``step_size``;
+    ``{}`` otherwise (the ``tolx`` rule changes the schedule instead: ``adapt_run``)."""
+    if "tolflatfitness" in stop and "step_size" not in options:
+        return {"step_size": "csa"}
+    return {}
+
+
+def adapt_run(es: Any, tolx_seen: bool) -> str | None:
+    """Apply the ``tolx`` rule to the new run ``es`` (an ``NESBase``) when an earlier run
+    ended on ``tolx`` (``tolx_seen``): its DX-NES scale rate of the *stagnating* phase is
+    divided by ``TOLX_SCALE_DAMPING``, the phase of the collapse onto a ridge (traces of
+    BBOB f13 at D = 10: 97% of those generations stagnate, none converges). The moving
+    phase keeps ``eta_sigma = 1`` (a moving distribution is not collapsing) and the
+    converging one (a path shorter than ``0.1 chi``: no direction left to learn) its fast
+    rate, which ends converged runs at the usual cost. Does nothing with
+    ``adaptive_rates=False`` or a fixed ``eta_sigma``. Returns a label of what was changed
+    (``None``: nothing)."""
+    if not tolx_seen or not es.adaptive_rates or es._eta_sigma is not None:
+        return None
+    moving, stagnating, converging = es.schedule.eta_sigma
+    damped = (moving, stagnating / TOLX_SCALE_DAMPING, converging)
+    es.schedule = dataclasses.replace(es.schedule, eta_sigma=damped)
+    return f"scale rate / {TOLX_SCALE_DAMPING:g}"

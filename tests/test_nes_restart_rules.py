@@ -1,0 +1,84 @@
+"""Restarts that learn from why a run ended (``solvers.restart_rules``, ``RestartNES(adapt=)``):
+CSA for the run after a plateau stop (``tolflatfitness``), a four times slower stagnating
+scale rate for every run after a ``tolx`` stop (a kink or a sharp ridge), the first run
+untouched, and ``adapt=False`` / caller-fixed settings left alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from manifold_spectral.solvers import nes, restart_rules
+from manifold_spectral.solvers.nes import NES
+from manifold_spectral.solvers.restarts import RestartNES
+
+N = 4
+
+
+def plateau(X: np.ndarray) -> np.ndarray:
+    """A step function whose steps are wider than the start's spread: every sample of the
+    first generations ties, so each run ends on ``tolflatfitness``."""
+    return np.floor(np.sum(X * X, axis=1) / 1e3)
+
+
+def cone(X: np.ndarray) -> np.ndarray:
+    """``||x||``: the values change linearly with the step, so with ``tolfun = 0`` every run
+    ends on ``tolx`` (a kink at the optimum)."""
+    return np.linalg.norm(X, axis=1)
+
+
+def test_a_plateau_stop_makes_the_next_run_use_csa():
+    es = RestartNES(np.ones(N), 1.0, seed=0, restarts=2, max_evals=10_000)
+    es.optimize(plateau, vectorized=True)
+    stops = [r["stop"] for r in es.runs[:-1]] + [es.es.stop()]  # the last run's is live
+    assert all("tolflatfitness" in stop for stop in stops) and len(stops) == 3
+    assert [r["adapt"] for r in es.runs] == ["", "step_size=csa", "step_size=csa"]
+    assert es.es.step_size == "csa"
+    off = RestartNES(np.ones(N), 1.0, seed=0, restarts=2, max_evals=10_000, adapt=False)
+    off.optimize(plateau, vectorized=True)
+    assert [r["adapt"] for r in off.runs] == ["", "", ""] and off.es.step_size == "dx"
+    # an explicit step_size is the caller's choice for every run
+    fixed = RestartNES(np.ones(N), 1.0, seed=0, restarts=1, max_evals=10_000, step_size="dx")
+    fixed.optimize(plateau, vectorized=True)
+    assert fixed.es.step_size == "dx" and fixed.runs[1]["adapt"] == ""
+
+
+def test_a_tolx_stop_slows_the_stagnating_scale_rate_of_every_later_run():
+    opts = dict(tolx=1e-4, tolfun=0.0, max_evals=20_000)
+    es = RestartNES(np.ones(N), 1.0, seed=0, restarts=2, **opts)
+    es.optimize(cone, vectorized=True)
+    stops = [r["stop"] for r in es.runs[:-1]] + [es.es.stop()]
+    assert len(stops) == 3 and all("tolx" in stop for stop in stops)
+    assert [r["adapt"] for r in es.runs] == ["", "scale rate / 4", "scale rate / 4"]
+    plain = NES(np.ones(N), 1.0, popsize=es.es.popsize).schedule
+    moving, stagnating, converging = es.es.schedule.eta_sigma
+    assert moving == plain.eta_sigma[0] == 1.0 and converging == plain.eta_sigma[2]
+    assert stagnating == pytest.approx(plain.eta_sigma[1] / restart_rules.TOLX_SCALE_DAMPING)
+    # the first run is the plain run, bitwise
+    first = nes.minimize(cone, np.ones(N), 1.0, seed=0, vectorized=True, **opts)
+    assert es.runs[0]["nfev"] == first.nfev and es.runs[0]["stop"] == first.stop
+    # fixed rates are the caller's
+    fixed = RestartNES(np.ones(N), 1.0, seed=0, restarts=1, eta_sigma=0.5, **opts)
+    fixed.optimize(cone, vectorized=True)
+    assert fixed.runs[1]["adapt"] == ""
+
+
+def test_the_tolx_rule_outlives_a_run_that_ends_otherwise():
+    es = RestartNES(np.ones(N), 1.0, seed=0, restarts=3, tolx=1e-4, tolfun=0.0)
+    while len(es.runs) == 1:  # run 1 on the cone: tolx
+        X = es.ask()
+        es.tell(X, cone(X))
+    while len(es.runs) == 2:  # run 2 on a plateau: tolflatfitness
+        X = es.ask()
+        es.tell(X, np.zeros(len(X)))
+    assert "tolx" in es.runs[0]["stop"] and "tolx" not in es.runs[1]["stop"]
+    assert "tolflatfitness" in es.runs[1]["stop"]
+    assert [r["adapt"] for r in es.runs] == ["", "scale rate / 4", "step_size=csa, scale rate / 4"]
+
+
+def test_adapt_is_checked_and_means_nothing_without_restarts():
+    with pytest.raises(TypeError, match="adapt"):
+        RestartNES(np.ones(N), 1.0, adapt="yes")
+    a = nes.minimize(cone, np.ones(N), 1.0, seed=1, vectorized=True, max_evals=500, adapt=False)
+    b = nes.minimize(cone, np.ones(N), 1.0, seed=1, vectorized=True, max_evals=500)
+    np.testing.assert_array_equal(a.x, b.x)
