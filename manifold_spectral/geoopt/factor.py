@@ -35,6 +35,45 @@ def unpack(x: Tensor) -> tuple[Tensor, Tensor]:
     return x[..., :-1, :], x[..., -1, :]
 
 
+def _check_packed(
+    t: Any, name: str, tail: tuple[int, ...], what: str, like: Tensor | None = None
+) -> None:
+    """Check that ``t`` is a packed tensor of shape ``(*batch, *tail)`` and, for a vector at
+    the point ``like``, of its dtype and device.
+
+    Without the shape check a packed tensor of another size is cut into "factors" and the
+    formulas return numbers for the wrong manifold, or fail inside torch with a message that
+    names no argument; without the dtype check a float32 tangent at a float64 point fails in a
+    matmul. Metadata only: no reduction, no host synchronisation, so it costs a step nothing.
+    ``TypeError`` for a non-tensor or a dtype/device other than the point's (the core
+    drivers' rule, ``validation.check_tensor``), ``ValueError`` for a shape; each names ``name``.
+    """
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: expected a torch tensor, got {type(t).__name__}")
+    k = len(tail)
+    if t.ndim < k or tuple(t.shape[t.ndim - k :]) != tail:
+        dims = ", ".join(map(str, tail))
+        raise ValueError(f"{name}: expected shape (*batch, {dims}) ({what}), got {tuple(t.shape)}")
+    if like is None:
+        return
+    if t.dtype != like.dtype:
+        raise TypeError(f"{name}: expected dtype {like.dtype} (the point's), got {t.dtype}")
+    if t.device != like.device:
+        raise TypeError(f"{name}: expected device {like.device} (the point's), got {t.device}")
+
+
+def _floor_positive(d: Tensor) -> Tensor:
+    """``d`` with every entry below ``eps * max(max|d|, 1)`` raised to that floor (``projx``).
+
+    The nearest positive-semidefinite matrix clips negative eigenvalues to 0; ``projx`` needs
+    positive ones, and a floor relative to the largest eigenvalue keeps the condition number
+    at most ``1 / eps``, so the metric (which divides by ``d``) stays finite. An absolute floor
+    (the smallest normal number) would leave a condition number near the overflow threshold.
+    """
+    floor = torch.finfo(d.dtype).eps * d.abs().amax(-1, keepdim=True).clamp_min(1.0)
+    return torch.maximum(d, floor)
+
+
 def _set_options(
     manifold: Any, eig_tol: float | None, cayley: str, neumann_max_norm: float, rotation: str
 ) -> None:
@@ -130,15 +169,24 @@ def _size(manifold: Any, size: tuple[Any, ...], default: tuple[int, ...]) -> tup
 
 class _ChartTransport:
     """What both adapters share: the chart retraction stands for the exponential map, and
-    vectors are transported by keeping their chart coordinates (left translation)."""
+    vectors are transported by keeping their chart coordinates (left translation).
+
+    An adapter provides ``_parts(t, name, like=None)`` (its factors of a packed tensor, after
+    ``_check_packed``) and ``_chart(x, u, name)`` (the chart coordinates of the vector ``u``
+    at ``x``, with ``u`` checked under ``name``)."""
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """The chart retraction ``retr`` (a first-order approximation of the exponential map)."""
         return self.retr(x, u)
 
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
-        """Left-translation transport: chart coordinates of ``v`` at ``x`` kept at ``y``."""
-        return self.from_chart_coordinates(y, *self.chart_coordinates(x, v))
+        """Left-translation transport: chart coordinates of ``v`` at ``x`` kept at ``y``.
+
+        ``y`` must be a point of the same dtype and device as ``x`` (``TypeError`` naming it):
+        the coordinates, computed at ``x``, are mapped back with ``y``'s factors."""
+        coords = self._chart(x, v, "v")
+        self._parts(y, "y", like=x)
+        return self.from_chart_coordinates(y, *coords)
 
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """``y = retr(x, u)`` and ``transp(x, y, v)``."""

@@ -16,7 +16,9 @@ from ..manifolds.checks import check_log_scale
 from .factor import (
     _ambient,
     _ChartTransport,
+    _check_packed,
     _coords,
+    _floor_positive,
     _metric,
     _orthogonal,
     _polar,
@@ -85,15 +87,25 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
     # Packing -------------------------------------------------------------------------------
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``(alpha, B_L, d_L, B_R, d_R)`` views of a packed point (or tangent)."""
+        """``(alpha, B_L, d_L, B_R, d_R)`` views of a packed point (or tangent); ``ValueError``
+        naming ``x`` for a tensor whose last dimension is not ``numel``."""
+        return self._parts(x, "x")
+
+    def _parts(
+        self, t: Tensor, name: str, like: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``split(t)`` after ``factor._check_packed``: a tensor of shape ``(*batch, numel)``
+        and, for a vector at the point ``like``, its dtype and device."""
+        what = f"packed [alpha, vec(B_L), d_L, vec(B_R), d_R] of {self.name}({self.a}, {self.b})"
+        _check_packed(t, name, (self.numel,), what, like)
         a, b = self.a, self.b
         i = [1, 1 + a * a, 1 + a * a + a, 1 + a * a + a + b * b]
         return (
-            x[..., 0],
-            x[..., i[0] : i[1]].unflatten(-1, (a, a)),
-            x[..., i[1] : i[2]],
-            x[..., i[2] : i[3]].unflatten(-1, (b, b)),
-            x[..., i[3] :],
+            t[..., 0],
+            t[..., i[0] : i[1]].unflatten(-1, (a, a)),
+            t[..., i[1] : i[2]],
+            t[..., i[2] : i[3]].unflatten(-1, (b, b)),
+            t[..., i[3] :],
         )
 
     @staticmethod
@@ -120,8 +132,14 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         self, x: Tensor, u: Tensor
     ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """``(n, (m_L, M_L), (m_R, M_R))`` of an ambient tangent ``u`` at ``x``."""
+        return self._chart(x, u, "u")
+
+    def _chart(
+        self, x: Tensor, u: Tensor, name: str
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """``chart_coordinates(x, u)`` with the vector checked under ``name``."""
         alpha, BL, dL, BR, dR = self.split(x)
-        ua, UL, uL, UR, uR = self.split(u)
+        ua, UL, uL, UR, uR = self._parts(u, name, like=x)
         return ua / alpha, _coords(BL, dL, UL, uL), _coords(BR, dR, UR, uR)
 
     def from_chart_coordinates(
@@ -159,7 +177,7 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         self, x: Tensor, u: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
         _, BL, dL, BR, dR = self.split(x)
-        _, UL, uL, UR, uR = self.split(u)
+        _, UL, uL, UR, uR = self._parts(u, "u", like=x)
         for name, B, d, U, ud in (("L", BL, dL, UL, uL), ("R", BR, dR, UR, uR)):
             A = B.mT @ U
             if not torch.allclose(A, -A.mT, atol=atol, rtol=rtol):
@@ -173,7 +191,7 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         """Euclidean projection: skew part for each ``B_l``, and ``u_l`` minus its component
         along ``1 / d_l`` (the normal of ``sum(log d_l) = 0``)."""
         _, BL, dL, BR, dR = self.split(x)
-        ua, UL, uL, UR, uR = self.split(u)
+        ua, UL, uL, UR, uR = self._parts(u, "u", like=x)
         out = []
         for B, d, U, ud in ((BL, dL, UL, uL), (BR, dR, UR, uR)):
             w = 1.0 / d
@@ -182,13 +200,27 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         return self.join(ua, *out)
 
     def projx(self, x: Tensor) -> Tensor:
-        """Polar ``B_l``, positive ``d_l`` rescaled to determinant 1 with the scale moved into
-        ``alpha`` (init-only / ``stabilize``)."""
+        """Polar ``B_l``; ``d_l`` floored at ``eps * max(max|d_l|, 1)`` (the rule of
+        ``SpectralSPD.projx``), then rescaled to determinant 1 with the scale moved into
+        ``alpha``; ``alpha`` replaced by ``|alpha|``, or by 1 where that is 0 or not finite
+        (init-only / ``stabilize``).
+
+        The relative floor bounds each factor's condition number by ``1 / eps``, so the result
+        passes ``check_point_on_manifold`` and its metric is finite. ``alpha`` multiplies the
+        whole matrix, so no floor relative to other entries applies to it: a positive ``alpha``
+        is kept whatever its size; a negative one becomes ``|alpha|``, which makes
+        ``|alpha| (S_L kron S_R)`` the positive polar factor ``(S^T S)^(1/2)`` of
+        ``S = alpha (S_L kron S_R)`` (same eigenvectors, eigenvalue magnitudes kept); 0, NaN
+        and +-Inf carry no usable scale and become 1, the scale of ``origin``. NaN or Inf in
+        ``B_l`` or ``d_l`` is not repaired, as in ``SpectralSPD.projx``.
+        """
         alpha, BL, dL, BR, dR = self.split(x)
-        tiny = torch.finfo(x.dtype).tiny
-        dL, dR = dL.clamp_min(tiny), dR.clamp_min(tiny)
+        dL, dR = _floor_positive(dL), _floor_positive(dR)
         cL, cR = torch.log(dL).mean(-1), torch.log(dR).mean(-1)
-        alpha = alpha.clamp_min(tiny) * torch.exp(cL + cR)
+        alpha = alpha.abs()
+        alpha = torch.where(torch.isfinite(alpha) & (alpha > 0), alpha, torch.ones_like(alpha))
+        # In logs: the factors' scales can overflow alone where the product does not.
+        alpha = torch.exp(torch.log(alpha) + cL + cR)
         dL, dR = dL * torch.exp(-cL)[..., None], dR * torch.exp(-cR)[..., None]
         return self.join(alpha, _polar(BL), dL, _polar(BR), dR)
 
@@ -197,8 +229,8 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
     ) -> Tensor:
         """``(ab / 2) n_u n_v + sum_l [(kappa_l / 2) m_u . m_v + kappa_l sum C M_u M_v]``."""
         _, _, dL, _, dR = self.split(x)
-        nu, Lu, Ru = self.chart_coordinates(x, u)
-        nv, Lv, Rv = (nu, Lu, Ru) if v is None else self.chart_coordinates(x, v)
+        nu, Lu, Ru = self._chart(x, u, "u")
+        nv, Lv, Rv = (nu, Lu, Ru) if v is None else self._chart(x, v, "v")
         out = 0.5 * self.a * self.b * nu * nv
         out = out + _metric(dL, *Lu, *Lv, self.kappa[0]) + _metric(dR, *Ru, *Rv, self.kappa[1])
         return out[..., None] if keepdim else out
@@ -206,7 +238,7 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
     def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:
         """``F^+ grad_eta f`` (Claim 6 blocks) as an ambient tangent; see the class docstring."""
         alpha, BL, dL, BR, dR = self.split(x)
-        ga, GL, gL, GR, gR = self.split(u)
+        ga, GL, gL, GR, gR = self._parts(u, "u", like=x)
         tol = self._tol(x)
         n = 2.0 * alpha * ga / (self.a * self.b)
         out = []
@@ -222,7 +254,7 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
     def retr(self, x: Tensor, u: Tensor) -> Tensor:
         """Chart map at ``u``, then ``det S_l = 1`` restored into ``alpha`` (``S`` unchanged)."""
         alpha, BL, dL, BR, dR = self.split(x)
-        n, (mL, ML), (mR, MR) = self.chart_coordinates(x, u)
+        n, (mL, ML), (mR, MR) = self._chart(x, u, "u")
         new, logs = [], []
         for B, d, m, M in ((BL, dL, mL, ML), (BR, dR, mR, MR)):
             d_new = blocks.eig_retract(d, m)

@@ -18,7 +18,9 @@ from ..manifolds.checks import check_log_scale
 from .factor import (
     _ambient,
     _ChartTransport,
+    _check_packed,
     _coords,
+    _floor_positive,
     _metric,
     _orthogonal,
     _polar,
@@ -75,32 +77,27 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
     def extra_repr(self) -> str:
         return f"n={self.n}, cayley={self.cayley!r}, rotation={self.rotation!r}"
 
-    def _unpack(self, t: Tensor, name: str) -> tuple[Tensor, Tensor]:
-        """``unpack(t)`` after checking that ``t`` is a tensor of shape ``(*batch, n + 1, n)``.
-
-        Without it a packed point of another size (or any tensor with two dimensions) is
-        split into "factors" and the formulas return numbers for the wrong manifold. Shape
-        metadata only: no reduction, no host synchronisation.
-        """
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name}: expected a torch tensor, got {type(t).__name__}")
-        if t.ndim < 2 or tuple(t.shape[-2:]) != (self.n + 1, self.n):
-            raise ValueError(
-                f"{name}: expected shape (*batch, {self.n + 1}, {self.n}) (packed [B; d^T] of "
-                f"SpectralSPD({self.n})), got {tuple(t.shape)}"
-            )
+    def _parts(self, t: Tensor, name: str, like: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``unpack(t)`` after ``factor._check_packed``: a tensor of shape
+        ``(*batch, n + 1, n)`` and, for a vector at the point ``like``, its dtype and device."""
+        what = f"packed [B; d^T] of SpectralSPD({self.n})"
+        _check_packed(t, name, (self.n + 1, self.n), what, like)
         return unpack(t)
+
+    def _chart(self, x: Tensor, u: Tensor, name: str) -> tuple[Tensor, Tensor]:
+        """``chart_coordinates(x, u)`` with the vector checked under ``name``."""
+        return _coords(*self._parts(x, "x"), *self._parts(u, name, like=x))
 
     # Conversions -------------------------------------------------------------------------
 
     def to_matrix(self, x: Tensor) -> Tensor:
         """``S = B Diag(d) B^T`` (differentiable; ``(*batch, n, n)``)."""
-        B, d = self._unpack(x, "x")
+        B, d = self._parts(x, "x")
         return (B * d[..., None, :]) @ B.mT
 
     def power(self, x: Tensor, r: float) -> Tensor:
         """``S^r = B Diag(d^r) B^T`` for any real ``r`` (elementwise on ``d``)."""
-        B, d = self._unpack(x, "x")
+        B, d = self._parts(x, "x")
         return (B * d.pow(r)[..., None, :]) @ B.mT
 
     def _core(
@@ -143,11 +140,11 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         """Chart coordinates ``(m, M)`` of an ambient tangent ``u`` at ``x``:
         ``m = u_d / d``, ``M = Tril(Omega) / 2`` with ``Omega = (A - A^T) / 2``, ``A = B^T U``
         (the skew part, so a non-tangent ``u`` is read through its projection)."""
-        return _coords(*self._unpack(x, "x"), *self._unpack(u, "u"))
+        return self._chart(x, u, "u")
 
     def from_chart_coordinates(self, x: Tensor, m: Tensor, M: Tensor) -> Tensor:
         """Ambient tangent ``(2 B Skew(M), d * m)`` of chart coordinates ``(m, M)`` at ``x``."""
-        return pack(*_ambient(*self._unpack(x, "x"), m, M))
+        return pack(*_ambient(*self._parts(x, "x"), m, M))
 
     # geoopt's contract -----------------------------------------------------------------------
 
@@ -170,7 +167,7 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         self, x: Tensor, u: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
         B, _ = unpack(x)
-        U, _ = unpack(u)
+        U, _ = self._parts(u, "u", like=x)
         A = B.mT @ U
         if not torch.allclose(A, -A.mT, atol=atol, rtol=rtol):
             return False, "B^T U is not skew-symmetric"
@@ -178,24 +175,24 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
 
     def proju(self, x: Tensor, u: Tensor) -> Tensor:
         """Euclidean projection onto the tangent space: ``(B Skew-part(B^T U), u_d)``."""
-        B, _ = self._unpack(x, "x")
-        U, ud = self._unpack(u, "u")
+        B, _ = self._parts(x, "x")
+        U, ud = self._parts(u, "u", like=x)
         return pack(_skew_part(B, U), ud)
 
     def projx(self, x: Tensor) -> Tensor:
         """Nearest orthogonal ``B`` (SVD polar factor) and ``d`` floored at
-        ``eps * max|d|`` (init-only / ``stabilize``; never in a step)."""
-        B, d = self._unpack(x, "x")
-        floor = torch.finfo(x.dtype).eps * d.abs().amax(-1, keepdim=True).clamp_min(1.0)
-        return pack(_polar(B), torch.maximum(d, floor))
+        ``eps * max(max|d|, 1)`` (``factor._floor_positive``: a condition number of at most
+        ``1 / eps``; init-only / ``stabilize``, never in a step)."""
+        B, d = self._parts(x, "x")
+        return pack(_polar(B), _floor_positive(d))
 
     def inner(
         self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
     ) -> Tensor:
         """Fisher-Rao metric ``sum(F_mm m_u m_v) + sum_{i>j} C_ij M_u,ij M_v,ij`` (Claim 4)."""
-        _, d = self._unpack(x, "x")
-        mu, Mu = self.chart_coordinates(x, u)
-        mv, Mv = (mu, Mu) if v is None else self.chart_coordinates(x, v)
+        _, d = self._parts(x, "x")
+        mu, Mu = self._chart(x, u, "u")
+        mv, Mv = (mu, Mu) if v is None else self._chart(x, v, "v")
         out = _metric(d, mu, Mu, mv, Mv, 1.0)
         return out[..., None, None] if keepdim else out
 
@@ -207,15 +204,15 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         ``A = B^T G_B`` (i > j); divided by the metric blocks ``F_mm`` and ``C_ij``, 0 where
         ``C_ij`` is (numerically) zero.
         """
-        B, d = self._unpack(x, "x")
-        GB, gd = self._unpack(u, "u")
+        B, d = self._parts(x, "x")
+        GB, gd = self._parts(u, "u", like=x)
         m = blocks.eig_local_grad(d, gd) / blocks.eig_metric(d)
         return pack(_rotation_rgrad(B, d, GB, self._tol(x), 1.0), d * m)
 
     def retr(self, x: Tensor, u: Tensor) -> Tensor:
         """Chart map at ``u``: ``(B Cayley(Skew(M)), d exp(m))`` (``blocks`` retractions)."""
-        B, d = self._unpack(x, "x")
-        m, M = self.chart_coordinates(x, u)
+        B, d = self._parts(x, "x")
+        m, M = self._chart(x, u, "u")
         d_new = blocks.eig_retract(d, m)
         return pack(
             _rotate(B, d, d_new, M, self.cayley, self.neumann_max_norm, self.rotation), d_new
