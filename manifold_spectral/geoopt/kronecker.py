@@ -72,7 +72,7 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         eig_tol: float | None = None,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
-        rotation: str = "linear",
+        rotation: str | None = None,
     ) -> None:
         super().__init__()
         self.a, self.b = check_size(a, "a"), check_size(b, "b")

@@ -53,8 +53,9 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         cayley: ``"exact"`` (a linear solve) or ``"neumann"`` (products only; the argument is
             rescaled to a spectral-norm bound ``neumann_max_norm``).
         rotation: the rotation step of ``retr``, one of ``ROTATIONS``: ``"linear"`` (the chart
-            map; default), ``"jacobi"`` or ``"second_order"`` (bounded angles at nearly equal
-            eigenvalues, as ``spd.minimize`` uses by default).
+            map), ``"jacobi"`` or ``"second_order"`` (bounded angles at nearly equal
+            eigenvalues, as ``spd.minimize`` uses by default); ``None`` (default): ``"jacobi"``
+            with the Neumann map, ``"linear"`` with the exact one (``factor._set_options``).
     """
 
     name = "SpectralSPD"
@@ -68,7 +69,7 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         eig_tol: float | None = None,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
-        rotation: str = "linear",
+        rotation: str | None = None,
     ) -> None:
         super().__init__()
         self.n = check_size(n, "n")
