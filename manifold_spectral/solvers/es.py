@@ -364,9 +364,8 @@ class NESBase:
         extra evaluation). A wrong declaration raises ``ValueError`` naming ``vectorized``.
         ``vectorized=None`` (the former probing default) is deprecated and means ``False``
         with a ``FutureWarning``. ``f`` gets numpy arrays, or torch tensors when ``x0`` was one.
-        ``callback(self)`` runs after every generation; returning a true scalar bool or int
-        (``validation.callback_stops``: any other value than those and ``None`` is a
-        ``TypeError``), or raising ``StopIteration``, stops the run with reason ``callback``.
+        ``callback(self)`` runs after every generation; a true bool or int scalar returned
+        (``validation.callback_stops``) or ``StopIteration`` raised stops it (``callback``).
 
         Parallel fitness evaluation: ``executor`` (any object with a
         ``concurrent.futures.Executor``-like ``.map(fn, iterable)``: ``ThreadPoolExecutor``,

@@ -33,6 +33,7 @@ from ..manifolds import SpectralPoint, SpectralSPD
 from ..validation import NonFiniteError, callback_stops, check_positive
 from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
+from .spd_inputs import _nonnegative_int, _positive_int
 from .spd_methods import (
     METHOD_CLASSES,
     METHODS,
@@ -42,15 +43,7 @@ from .spd_methods import (
     resume_of,
     start_matrix,
 )
-from .spd_problems import (
-    LogDet,
-    MetricNearness,
-    Objective,
-    SPDProblem,
-    _nonnegative_int,
-    _positive_int,
-    make_problems,
-)
+from .spd_problems import LogDet, MetricNearness, Objective, SPDProblem, make_problems
 
 __all__ = [
     "check_gradient",

@@ -40,7 +40,8 @@ from ..baselines.retraction_rgd import RetractionRGD
 from ..linalg import sym
 from ..manifolds import SpectralPoint, SpectralSPD
 from ..rgd import RGD
-from .spd_problems import SPDProblem, _as_tensor, _spd_matrix
+from .spd_inputs import _as_tensor, _spd_matrix
+from .spd_problems import SPDProblem
 
 __all__ = [
     "METHODS",
