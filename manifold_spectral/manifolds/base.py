@@ -56,6 +56,13 @@ class SpectralManifold(abc.ABC):
     ``batch=None`` (the default) is the unbatched manifold.
     """
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The check cache (validate_layout) is a weak reference, which cannot be pickled and
+        # means nothing in another process: a pickled manifold starts without it.
+        state = dict(self.__dict__)
+        state.pop("_layout_passed", None)
+        return state
+
     dtype: torch.dtype
     device: torch.device
 

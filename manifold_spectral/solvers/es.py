@@ -44,6 +44,7 @@ from .es_checks import (
 )
 from .es_defaults import SWITCHES, default_tolstagnation
 from .es_eval import _check_vectorized, run_optimizer
+from .es_inject import whiten_population
 from .es_rates import DXSchedule, csa_rates, rank_moving_shape, rank_one_rates, xnes_rate
 from .es_search import SearchDistribution
 from .es_stop import convergence_stops, record_generation
@@ -107,6 +108,9 @@ class NESBase:
         check_state_dtype(dtype)
         sigma = check_sigma0(sigma0, n)
         check_sigma0_range(sigma, dtype)
+        # the start's own condition (per-coordinate sigma0): the `condition` stop measures
+        # what the run learned on top of it, as pycma's (CMA_stds scale C, not its test)
+        self._cond0 = float((sigma.max() / sigma.min()) ** 2)
         self.mirrored = self._switch("mirrored", mirrored)
         self.distance_weights = self._switch("distance_weights", distance_weights)
         self.adaptive_rates = self._switch("adaptive_rates", adaptive_rates)
@@ -214,20 +218,14 @@ class NESBase:
         """Update the distribution from the population ``X`` and its values ``fvals``.
 
         ``X`` is normally what ``ask`` returned; other points of the same shape (repaired or
-        injected) are accepted and whitened against the current distribution. ``fvals``:
+        injected) are accepted, whitened against the current distribution and clipped to a
+        whitened length ``sqrt(n) + 2n / (n + 2)`` as pycma does (``es_inject``). ``fvals``:
         shape (popsize,), real; NaN/Inf are ranked worst (see the module docstring).
         """
         start = time.perf_counter()
         T = check_population(X, self.popsize, self.n, self.dtype, self.device)
         f = check_values(fvals, self.popsize)
-        pending = self._pending
-        if pending is not None and torch.equal(T, pending[2]):
-            z, delta = pending[0], pending[1]
-        else:
-            if not bool(torch.isfinite(T).all()):
-                raise ValueError("X: contains NaN or Inf")
-            delta = T - self.mean[None, :]
-            z = self.dist.whiten(delta)
+        z, delta = whiten_population(self.dist, self.mean, T, self._pending)
         self._pending = None
         u_rank = rank_utilities(f, self._u_rank)
         if np.any(u_rank != 0):

@@ -90,7 +90,7 @@ def check_sigma0(sigma0: Any, n: int) -> Tensor:
     return s
 
 
-def check_sigma0_range(sigma: Tensor, dtype: torch.dtype) -> None:
+def check_sigma0_range(sigma: Tensor, dtype: torch.dtype, what: str = "sigma0") -> None:
     """``sigma`` (checked by ``check_sigma0``) representable as a search distribution in
     ``dtype``: ``sigma^2`` and ``sigma^-2`` (the variances and the precisions the
     distributions store) finite and non-zero, i.e. ``sqrt(tiny) <= sigma <= sqrt(max)``.
@@ -101,7 +101,7 @@ def check_sigma0_range(sigma: Tensor, dtype: torch.dtype) -> None:
     s_min, s_max = float(sigma.min()), float(sigma.max())
     if s_min < lo or s_max > hi:
         raise ValueError(
-            f"sigma0: expected values in [{lo:.3g}, {hi:.3g}] for dtype {dtype} (their squares "
+            f"{what}: expected values in [{lo:.3g}, {hi:.3g}] for dtype {dtype} (their squares "
             f"and inverse squares must be finite and non-zero), got min {s_min:.3g}, "
             f"max {s_max:.3g}"
         )

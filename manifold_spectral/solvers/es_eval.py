@@ -38,7 +38,14 @@ def run_optimizer(
         raise TypeError(f"callback: expected a callable or None, got {callback!r}")
     vectorized = _check_vectorized(vectorized)
     mapper = _check_mapper(executor, map, vectorized)
-    if es.max_evals is None and es.target is None and es.tolx == 0 and es.tolfun == 0:
+    bounded = getattr(es, "runs_have_budgets", False)  # RestartNES: every run has one
+    if (
+        es.max_evals is None
+        and es.target is None
+        and es.tolx == 0
+        and es.tolfun == 0
+        and not bounded
+    ):
         raise ValueError("optimize: no termination criterion (set max_evals or target)")
     first = True
     while not es.stop():

@@ -23,7 +23,8 @@ Convergence tests, each off when its tolerance is 0:
   without converging, so ``tolx``/``tolfun`` never fire and one run spends the whole budget
   (IPOP never restarts); pycma's IPOP ends such runs here. A run that still improves its
   best or median values block over block is left alone;
-* ``condition``: ``cond(Sigma) > max_condition`` (where the distribution reads it for free).
+* ``condition``: ``cond(Sigma) > max_condition cond(Sigma_0)`` (where the distribution reads it
+  for free; ``Sigma_0 = Diag(sigma0^2)``: a per-coordinate ``sigma0`` starts conditioned).
 
 Numerical tests, always on. They end a run that is continued past convergence (large budget,
 ``tolx = tolfun = 0``) with a clean result instead of letting the state overflow (the
@@ -100,7 +101,7 @@ def convergence_stops(es: Any) -> dict[str, Any]:
         if not top * top <= 1.0 / lo:
             out["scalerange"] = top
     cond = es.dist.condition()
-    if cond is not None and es.max_condition > 0 and cond > es.max_condition:
+    if cond is not None and es.max_condition > 0 and cond > es.max_condition * es._cond0:
         out["condition"] = cond
     return out
 

@@ -11,7 +11,8 @@ starts a fresh run, from ``x0`` again (or a new start when ``x0`` is a callable)
 * BIPOP: two regimes that share the budget. The *large* regime is IPOP (run ``i`` of it has
   ``lam_L = lam_0 incpopsize^i``); the *small* regime draws ``U ~ U[0, 1]`` and runs with
   ``lam_S = floor(lam_0 (lam_L / (2 lam_0))^(U^2))`` and ``sigma0 10^(-2 U)``, with at most
-  half the evaluations of the last large run. After each run the regime that has spent fewer
+  half the evaluations of the last large run (rounded up to whole generations, as pycma's).
+  After each run the regime that has spent fewer
   evaluations runs next (the first run counts as large). As in pycma (``cma.fmin2(...,
   bipop=True)``), ``restarts`` counts the large regime's restarts only: the small runs come
   in between, bounded by the budget, so BIPOP's large regime goes as far as IPOP's does.
@@ -37,10 +38,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from ..validation import check_flag
 from .es import NESBase, NESResult
-from .es_checks import check_max_evals, check_x0
+from .es_checks import check_max_evals, check_sigma0, check_sigma0_range, check_x0
 from .es_defaults import default_max_evals
 from .es_eval import _check_vectorized, run_optimizer
 from .nes import NES
@@ -48,6 +51,9 @@ from .restart_rules import adapt_run, next_run_options
 from .result import result_message
 
 __all__ = ["RestartNES"]
+
+#: The smallest factor of ``sigma0`` in BIPOP's small regime (``10^(-2 U)``, ``U <= 1``).
+SMALLEST_SIGMA_SCALE = 1e-2
 
 #: Stop reasons of a run that end everything (the rest start the next run).
 _FINAL = ("ftarget", "callback")
@@ -62,6 +68,10 @@ def _run_seed(seed: int, run: int) -> int:
 
 class RestartNES:
     """NES with IPOP (default) or BIPOP restarts, in pycma's ask/tell style.
+
+    Every run has a budget (``max_evals``' remainder, or ``nes.minimize``'s default for its
+    population), so the whole terminates without ``tolx`` or ``tolfun``
+    (``runs_have_budgets``).
 
     Args:
         x0: start point (n,), or a callable returning one (called once per run).
@@ -81,6 +91,8 @@ class RestartNES:
         es_class: the NES driver of each run (``NES``; or a baseline such as ``XNES``).
         options: passed to every run (rates, switches, ``tolx``, ``tolfun``, dtype, ...).
     """
+
+    runs_have_budgets = True
 
     def __init__(
         self,
@@ -110,6 +122,8 @@ class RestartNES:
             raise ValueError(f"incpopsize: expected a number > 1, got {incpopsize!r}")
         self.adapt = check_flag(adapt, "adapt")
         max_evals_checked = check_max_evals(max_evals)
+        if not isinstance(sigma0, (numbers.Real, Tensor)):  # a list: BIPOP scales it
+            sigma0 = np.asarray(sigma0, dtype=np.float64)
         self._x0, self.sigma0, self.es_class = x0, sigma0, es_class
         self.restarts, self.bipop, self.incpopsize = int(restarts), bipop, float(incpopsize)
         self.max_evals = max_evals_checked
@@ -131,6 +145,9 @@ class RestartNES:
         self._last_large = 0
         self._tolx_seen = False  # has a run ended on tolx (restart_rules.adapt_run)
         self.es = self._new_run(self._start_point(), popsize, seed, "large", 1.0, None)
+        if bipop:  # the small runs' smallest sigma0 must fit the state too, checked up front
+            sigma = check_sigma0(sigma0, self.es.n) * SMALLEST_SIGMA_SCALE
+            check_sigma0_range(sigma, options.get("dtype", torch.float64), "sigma0 / 100")
         self.seed = self.es.seed
         self.lam0 = self.es.popsize
         self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2**31]))
@@ -140,13 +157,16 @@ class RestartNES:
     def _start_point(self) -> Any:
         """The next run's start: ``x0``, or a fresh one from the callable, which must keep
         the first run's dimension and array type (``ValueError`` / ``TypeError`` naming
-        ``x0`` otherwise, before anything of the finished run is changed)."""
+        ``x0`` otherwise, before anything of the finished run is changed); a start in
+        another floating dtype is converted to the first one's, in which ``result.x``
+        comes back (a best point of one run returned in another's dtype would round it:
+        ``result.fun`` would no longer be ``f(result.x)``)."""
         if not callable(self._x0):
             return self._x0
         x0 = self._x0()
         t, is_torch = check_x0(x0)
         if self.runs:
-            n, torch_io = self._first
+            n, torch_io, io_dtype = self._first
             if t.shape[0] != n:
                 raise ValueError(
                     f"x0: the callable returned a start of dimension {t.shape[0]} for run "
@@ -158,6 +178,8 @@ class RestartNES:
                     f"x0: the callable returned a {kinds[is_torch]} start for run "
                     f"{len(self.runs) + 1}; the first run's was {kinds[torch_io]}"
                 )
+            if t.dtype != io_dtype:
+                x0 = t.to(io_dtype) if is_torch else t.to(io_dtype).numpy()
         return x0
 
     def _new_run(
@@ -187,7 +209,7 @@ class RestartNES:
              "adapt": ", ".join(a for a in adapted if a)}
         )  # fmt: skip
         if len(self.runs) == 1:  # what every later start must match (_start_point)
-            self._first = (es.n, es._torch_io)
+            self._first = (es.n, es._torch_io, es._io_dtype)
         return es
 
     def _next_run(self, x0: Any) -> None:
@@ -240,19 +262,30 @@ class RestartNES:
         if es.fbest < self._best[0]:
             self._best = (es.fbest, es.xbest.clone(), self.countevals + es.evals_best)
         busy = self._busy_done + es._busy
-        self._hist.append((self.countevals + es.countevals, self._best[0], busy))
+        best = self._best[0] if self._best[1] is not None else math.nan  # as NES's history
+        self._hist.append((self.countevals + es.countevals, best, busy))
         stop = es.stop()
-        if not stop or any(key in stop for key in _FINAL):
+        if not stop:
             return
         out_of_budget = self.max_evals is not None and (
             self.countevals + es.countevals >= self.max_evals
         )
-        if self._exhausted or out_of_budget:
+        if any(key in stop for key in _FINAL) or self._exhausted or out_of_budget:
+            self.runs[-1].update(nfev=es.countevals, stop=dict(stop))  # the last run ended
             return
         x0 = self._start_point()  # may raise: then the finished run stays the last one
+        saved = (self.countevals, self._busy_done, dict(self._spent), self._last_large,
+                 self._large_runs, self._tolx_seen, dict(self.runs[-1]))  # fmt: skip
         self.countevals += es.countevals
         self._busy_done += es._busy
-        self._next_run(x0)
+        try:
+            self._next_run(x0)
+        except BaseException:  # nothing of a run that could not start is kept or counted
+            (self.countevals, self._busy_done, self._spent, self._last_large,
+             self._large_runs, self._tolx_seen, last) = saved  # fmt: skip
+            self.runs[-1] = last
+            self.es = es
+            raise
 
     def stop(self) -> dict[str, Any]:
         """Empty while a run is going or another may start; else the final reasons."""
@@ -296,6 +329,7 @@ class RestartNES:
             evals_best=evals_best,
             popsize=self.es.popsize,
             seed=self.seed,
+            runs=[*self.runs[:-1], {**self.runs[-1], "nfev": last.nfev, "stop": last.stop}],
         )
 
     def optimize(

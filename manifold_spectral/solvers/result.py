@@ -85,7 +85,8 @@ class NESResult(OptimizeResult):
 
     NES fields: ``stop`` (the termination criteria that fired, pycma style), ``xmean`` (final
     mean), ``stds`` (final ``sqrt(diag(Sigma))``), ``evals_best`` (evaluation index of ``x``),
-    ``popsize`` and ``seed``.
+    ``popsize`` and ``seed``; with restarts ``runs``, one dict per run (``popsize``,
+    ``regime``, ``sigma_scale``, ``seed``, ``adapt``, ``nfev``, ``stop``), else ``None``.
     """
 
     stop: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -94,6 +95,7 @@ class NESResult(OptimizeResult):
     evals_best: int = 0
     popsize: int = 0
     seed: int = 0
+    runs: list[dict[str, Any]] | None = None
 
 
 #: The start of ``NESResult.message`` when no evaluated value was finite.
