@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The main job of the README: install, then reproduce the paper's experiments on small
-# defaults (tables on stdout, PNG plots under results/).
+# defaults (tables on stdout, PNG plots under the repository's results/). Arguments go to
+# `manifold-spectral reproduce all`; a relative --out is relative to where this was run.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+here="$PWD"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
 bash scripts/setup.sh
 . .venv/bin/activate
-manifold-spectral reproduce all --out results "$@"
+cd "$here"
+manifold-spectral reproduce all --out "$repo/results" "$@"
