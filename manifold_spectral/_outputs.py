@@ -1,16 +1,23 @@
 """What every ``manifold-spectral reproduce`` run writes under ``--out``: the PNG (the
 experiment module's ``plot``), the table as text, every table as CSV and the result (curves
-and settings) as JSON. Split from ``cli`` so that the command line stays about options."""
+and settings) as JSON. Split from ``cli`` so that the command line stays about options.
+
+The number of CSV tables depends on the options (one per ``--beta2``, per task, per pair of
+methods), so a run into a folder that holds an earlier run of the same reproduction removes
+the ``stem``_table<k>.csv files it did not write (and says so): left there, they would read
+as part of this run's results. Only that exact name pattern of its own stem is touched; every
+other file name a run writes is fixed, so rewriting it replaces the earlier one."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["jsonable", "write_data", "run_rows", "write_outputs"]
+__all__ = ["jsonable", "write_data", "remove_stale", "run_rows", "write_outputs"]
 
 
 def jsonable(value: Any) -> Any:
@@ -40,8 +47,8 @@ def write_data(
 ) -> list[Path]:
     """Every curve and setting as ``stem``.json and every table as ``stem``_table<k>.csv
     (k = 1, 2, ...): ``csv_tables`` (rows, header first) where the module provides them (its
-    printed table is fixed-width text), else the markdown tables of ``table``; returns the
-    paths written."""
+    printed table is fixed-width text), else the markdown tables of ``table``; removes the
+    stale tables of an earlier run (``remove_stale``); returns the paths written."""
     import csv
     import json
 
@@ -68,7 +75,27 @@ def write_data(
         with path.open("w", newline="") as fh:
             csv.writer(fh).writerows(rows)
         paths.append(path)
+    remove_stale(out, stem, paths)
     return paths
+
+
+def remove_stale(out: Path, stem: str, written: list[Path]) -> list[Path]:
+    """Remove the files of ``out`` named ``stem``_table<k>.csv (k digits, exactly) that are
+    not in ``written``: the tables of an earlier run that wrote more of them. Prints one line
+    naming them when there are any; returns them. Any other file is left alone."""
+    pattern = re.compile(re.escape(stem) + r"_table[0-9]+\.csv")
+    keep = {p.name for p in written}
+    found = [p for p in out.iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+    stale = sorted((p for p in found if p.name not in keep), key=lambda p: (len(p.name), p.name))
+    for path in stale:
+        path.unlink()
+    if stale:
+        print(
+            f"removed stale {', '.join(str(p) for p in stale)} (an earlier run's tables, "
+            f"not written by this one)",
+            flush=True,
+        )
+    return stale
 
 
 def run_rows(run: Callable[[float], Any], beta2s: Sequence[float], out: Path, stem: str) -> None:

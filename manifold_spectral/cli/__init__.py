@@ -8,10 +8,11 @@ writes its PNG plots, the table as text and as CSV (one file per table) and the 
 (curves and settings) as JSON under ``--out``, and prints its wall time.
 Experiments are imported lazily, so ``--help`` stays fast. Every subcommand also takes the
 run-time options of ``options.runtime_arguments`` (``--device``, ``--threads``, ``--seed``).
-Plots and progress bars need the ``plots`` extra; without it a run stops before it starts,
-saying ``pip install 'manifold_spectral[plots]'``; a module of the ``baselines`` extra that
-the options need (``Reproduction.needs``), an unwritable ``--out`` and option values the run
-would refuse (``Reproduction.check``) also stop it before it starts.
+Plots and progress bars need the ``plots`` extra, and some options need modules of the
+``baselines`` extra (``Reproduction.needs``); a run that misses any of them stops before it
+starts, naming every missing module and one pip command for all their extras (e.g.
+``pip install 'manifold_spectral[plots,baselines]'``). An unwritable ``--out`` and option
+values the run would refuse (``Reproduction.check``) also stop it before it starts.
 
 The modules: ``options`` (argument types, ``Reproduction``, the run-time options), one module
 per group of subcommands (``curvature``: curvature and kronecker; ``spd``; ``nn``; ``nes``:
@@ -76,44 +77,41 @@ def _resolve_device(rep: Reproduction, device: str) -> str:
     return device
 
 
-def _check_plots(progress: bool) -> None:
-    """Fail before a run (not after it, at the plot) when the ``plots`` extra is missing."""
-    from .._compat import require
-
-    require("matplotlib", "manifold-spectral reproduce (its plots)")
-    if progress:
-        require("tqdm", "manifold-spectral reproduce (its progress bars; or --no-progress)")
-
-
-def _check_baselines(rep: Reproduction, args: argparse.Namespace) -> None:
-    """Fail before a run (not half-way) when a module of the ``baselines`` extra that these
-    options need is missing."""
-    from .._compat import BASELINES_HINT, require
-
-    for module in rep.baselines(args):
-        require(module, f"manifold-spectral reproduce {rep.name} (these options)", BASELINES_HINT)
-
-
-def _check_all_extras(args: argparse.Namespace) -> None:
-    """``reproduce all``: every module of every extra its reproductions need, checked before
-    the first runs; one error naming them and the one pip command."""
+def _check_extras(name: str, progress: bool, baselines: list[str]) -> None:
+    """Fail before a run (not after it, at the plot, or half-way) when a module of an extra
+    that it needs is missing: matplotlib (and tqdm unless ``--no-progress``) of ``plots``,
+    ``baselines`` (the modules these options need) of ``baselines``. Every missing module is
+    named in one error, with one pip command for every extra they belong to, so that one
+    install is enough (not one error, then another after installing the first extra)."""
     import importlib
 
-    modules = ["matplotlib", *(["tqdm"] if args.progress else [])]
-    for rep in REPRODUCTIONS.values():
-        modules += [m for m in rep.baselines(quick_args(rep, args)) if m not in modules]
+    wanted = {"matplotlib": "plots", **({"tqdm": "plots"} if progress else {})}
+    wanted.update({m: "baselines" for m in baselines if m not in wanted})
     missing = []
-    for module in modules:
+    for module, extra in wanted.items():
         try:
             importlib.import_module(module)
         except ImportError:
-            missing.append(module)
-    if missing:
-        raise ImportError(
-            f"manifold-spectral reproduce all needs {', '.join(missing)}, which "
-            f"{'is' if len(missing) == 1 else 'are'} not installed: "
-            "pip install 'manifold_spectral[plots,baselines]'"
-        )
+            missing.append((module, extra))
+    if not missing:
+        return
+    extras = ",".join(e for e in ("plots", "baselines") if e in {x for _, x in missing})
+    names = ", ".join(
+        m + (" (for progress bars; or --no-progress)" if m == "tqdm" else "") for m, _ in missing
+    )
+    raise ImportError(
+        f"manifold-spectral reproduce {name} needs {names}, which "
+        f"{'is' if len(missing) == 1 else 'are'} not installed: "
+        f"pip install 'manifold_spectral[{extras}]'"
+    )
+
+
+def _all_baselines(args: argparse.Namespace) -> list[str]:
+    """``reproduce all``: the modules of the ``baselines`` extra its quick runs need."""
+    modules: list[str] = []
+    for rep in REPRODUCTIONS.values():
+        modules += [m for m in rep.baselines(quick_args(rep, args)) if m not in modules]
+    return modules
 
 
 def _check_out(out: Path) -> None:
@@ -166,12 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.subcommand_parsers[args.experiment].error(problem)  # type: ignore[attr-defined]
     try:
         if rep is None:  # all
-            _check_all_extras(args)
+            _check_extras("all", args.progress, _all_baselines(args))
             _check_out(Path(args.out))
             _run_all(args)
         else:
-            _check_plots(args.progress)
-            _check_baselines(rep, args)
+            _check_extras(rep.name, args.progress, rep.baselines(args))
             _check_out(Path(args.out))
             _run_one(rep, args)
     except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as exc:

@@ -1,5 +1,5 @@
-"""``reproduce nn``: bf16 NN training, ``SpectralKron`` vs AdamW, SOAP and Muon, each tuned by
-random search (paper Sec. 4.4, Figs. 4, 10-12)."""
+"""``reproduce nn``: NN training (bfloat16 autocast by default, ``--precision``), ``SpectralKron``
+vs AdamW, SOAP and Muon, each tuned by random search (paper Sec. 4.4, Figs. 4, 10-12)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from pathlib import Path
 from .. import _outputs
 from .options import Distinct, Reproduction, positive_int
 
-__all__ = ["NN_METHODS", "training_arguments", "NN"]
+__all__ = ["NN_METHODS", "NN_ABLATIONS", "training_arguments", "NN"]
 
 
 #: ``experiments.nn_training.OPTIMIZERS``, spelled out so ``--help`` stays free of torch
 #: (tests/test_real_tasks.py checks that they agree).
 NN_METHODS = ("adamw", "soap", "muon", "spectral-p2", "spectral-p1", "spectral-p2-paper")
+#: The labels of ``experiments.nn_training.ABLATIONS`` (of ``spectral-p2``), spelled out for
+#: ``--no-ablations``'s help (tests/test_cli_outputs.py checks that they agree).
+NN_ABLATIONS = ("SpectralKron defaults, bf16 state", "SpectralKron defaults, exact Cayley")
 
 
 def training_arguments(parser: argparse.ArgumentParser, steps: int = 100, seeds: int = 1) -> None:
@@ -72,7 +75,9 @@ def _nn_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-ablations",
         dest="ablations",
         action="store_false",
-        help="skip the fp32-state and exact-Cayley runs of spectral p=2",
+        help="skip the ablations of 'SpectralKron defaults (ours)' (spectral-p2), run at its "
+        f"tuned hyper-parameters: {' and '.join(repr(a) for a in NN_ABLATIONS)}; they run "
+        "only when spectral-p2 is among --methods",
     )
 
 
@@ -98,9 +103,12 @@ def _run_nn(args: argparse.Namespace, out: Path) -> None:
 
 NN = Reproduction(
     "nn",
-    "Sec. 4.4 / Fig. 4, 10-12: bf16 NN training, ours vs AdamW, SOAP, Muon (tuned)",
+    "Sec. 4.4 / Fig. 4, 10-12: NN training (bf16 by default), ours vs AdamW, SOAP, Muon (tuned)",
     _nn_arguments,
     _run_nn,
+    title=lambda a: (
+        f"Sec. 4.4 / Fig. 4, 10-12: {a.precision} NN training, ours vs AdamW, SOAP, Muon (tuned)"
+    ),
     needs=lambda a: (
         (["sklearn"] if "digits" in a.task else [])
         + (["pytorch_optimizer"] if {"soap", "muon"} & set(a.methods) else [])

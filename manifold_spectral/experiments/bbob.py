@@ -18,7 +18,8 @@ COCO's 51 targets ``10^{2, 1.8, ..., -8}``. ERT of a (method, function, D) = eva
 all its runs (each until the final target or its end) / successful runs. The ECDF is COCO's
 picture: the fraction of (run, target) pairs reached versus evaluations / D.
 
-``cocoex`` and ``cma`` are imported lazily (the ``baselines`` extra).
+``cocoex`` and ``cma`` are imported lazily (the ``baselines`` extra). The ECDF figure is
+``bbob_plot.ecdf`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .._threads import torch_threads
+from .bbob_plot import ecdf
 
 __all__ = [
     "METHODS",
@@ -61,10 +63,6 @@ METHODS = {  # name -> (label, restart options of nes.minimize / cma.fmin2)
     "cma": ("CMA-ES", {"restarts": 0, "bipop": False}),
     "cma-ipop": ("IPOP-CMA-ES", {"restarts": 9, "bipop": False}),
 }
-#: Line colour and style of each method in the ECDF (ours red/orange/purple, drawn on top).
-STYLE = {"nes": ("tab:red", "-"), "nes-ipop": ("tab:orange", "--"),
-         "nes-bipop": ("tab:purple", "-."),
-         "cma": ("black", "-"), "cma-ipop": ("tab:gray", "--")}  # fmt: skip
 PAIRS = (("nes", "cma"), ("nes-ipop", "cma-ipop"), ("nes-bipop", "cma-ipop"))
 #: The functions of the protocol at D = 20.
 D20 = (1, 2, 8, 10, 11, 12, 14)
@@ -194,13 +192,16 @@ def _cells(rows: list[dict]) -> dict[tuple[str, int, int], list[dict]]:
 
 
 def tables(rows: list[dict], methods: list[str]) -> str:
-    """Per (function, D) successes and ERT, ERT ratios, and a summary per pair of methods."""
+    """Per (function, D) successes and ERT, ERT ratios, and a summary per pair of methods
+    (``PAIRS``) that both ran; the methods of no such pair (say NES alone, without CMA-ES) in
+    one more table of their successes and ERTs, without ratios, so every method run is
+    reported."""
     cells = _cells(rows)
     keys = sorted({(f, d) for _, f, d in cells}, key=lambda k: (k[1], k[0]))
     parts = []
-    for a, b in PAIRS:
-        if a not in methods or b not in methods:
-            continue
+    pairs = [(a, b) for a, b in PAIRS if a in methods and b in methods]
+    alone = [m for m in methods if all(m not in pair for pair in pairs)]
+    for a, b in pairs:
         la, lb = METHODS[a][0], METHODS[b][0]
         lines = [
             f"**{la} vs {lb}** (ERT in evaluations; ratio {a} / {b}, < 1: NES needs fewer):",
@@ -235,86 +236,46 @@ def tables(rows: list[dict], methods: list[str]) -> str:
             f"better on {better}; worse than 1.2x: {', '.join(worse) or 'none'}.",
         ]
         parts.append("\n".join(lines))
+    if alone:
+        parts.append(_alone_table(cells, keys, alone))
     return "\n\n".join(parts)
 
 
-def ecdf(rows: list[dict], methods: list[str], png: Path, budget_mult: float) -> None:
-    """COCO's ECDF of (run, target) pairs reached vs evaluations / D: CSV and PNG per D.
-    Ours on top and thicker, overlapping curves named in the legend, a caption per panel."""
-    from .._compat import agg_figure
-    from ._plotstyle import caption, figure_note, label_with_overlap, line_style, overlap_notes
-
-    Figure, FigureCanvasAgg = agg_figure()
-    grid = np.unique(np.round(np.geomspace(1, budget_mult, 60), 3))
-    dims = sorted({r["dim"] for r in rows})
-    table, header = [], ["evals_per_dim"]
-    fig = Figure(figsize=(5.0 * len(dims), 4.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(dims), squeeze=False)[0]
-    for ax, d in zip(axes, dims, strict=True):
-        fracs = {}
-        for m in sorted(methods, key=lambda m: not m.startswith("nes")):  # ours first
-            runs = [r for r in rows if r["method"] == m and r["dim"] == d]
-            if not runs:
-                continue
-            hits = np.array([[int(h) for h in r["hits"].split()] for r in runs]).ravel()
-            hits = np.where(hits < 0, np.inf, hits / d)
-            fracs[m] = (hits[None, :] <= grid[:, None]).mean(axis=1)
-            header.append(f"{m}_D{d}")
-            table.append(fracs[m])
-        labels = {m: METHODS[m][0] + (" (ours)" if m.startswith("nes") else "") for m in fracs}
-        notes = overlap_notes(fracs)
-        for m, frac in fracs.items():
-            color, ls = STYLE[m]
-            style = {**line_style(m.startswith("nes")), "ls": ls}
-            label = label_with_overlap(labels[m], notes.get(m), labels)
-            ax.step(grid, frac, where="post", label=label, color=color, **style)
-        fids = sorted({r["function"] for r in rows if r["dim"] == d})
-        inst = sorted({r["instance"] for r in rows if r["dim"] == d})
-        ax.set_xscale("log")
-        ax.set_ylim(-0.03, 1.03)  # a fraction: the margin keeps curves off the frame
-        caption(
-            ax,
-            f"bbob, D = {d}: f{', f'.join(map(str, fids))}, instances {inst}",
-            "fraction of (run, target) pairs reached vs evaluations / D (targets 1e2 .. 1e-8; "
-            "higher and further left is better)",
-            width=70,
-        )
-        ax.set_xlabel("evaluations / D")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
-    axes[0].set_ylabel("fraction of (run, target) pairs")
-    few = len({r["function"] for r in rows}) < 5
-    figure_note(
-        fig,
-        "COCO's ECDF (issue 14, not a figure of the paper): spectral NES against pycma's "
-        "CMA-ES, without and with IPOP restarts"
-        + (" (and spectral NES with BIPOP restarts)" if "nes-bipop" in fracs else "")
-        + ", from the same starts. "
-        + (
-            "Few functions here (the quick run: a pipeline check, not a comparison); "
-            "benchmarks/README.md holds the full protocol's results."
-            if few
-            else "benchmarks/README.md holds the full protocol's results."
-        ),
-        width=int(60 * len(dims)),
-    )
-    fig.savefig(png, dpi=110)
-    with open(Path(png).with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for i, g in enumerate(grid):
-            w.writerow([g] + [f"{col[i]:.4f}" for col in table])
+def _alone_table(cells: dict, keys: list[tuple[int, int]], methods: list[str]) -> str:
+    """Successes and ERT per (function, D) of ``methods``, which no pair compares."""
+    labels = [METHODS[m][0] for m in methods]
+    lines = [
+        f"**{' / '.join(labels)}** (ERT in evaluations; no ratio: the method each is compared "
+        "with did not run):",
+        "",
+        "| f | D | " + " | ".join(f"{la} solved | {la} ERT" for la in labels) + " |",
+        "|---:|---:|" + "---:|---:|" * len(methods),
+    ]
+    solved = dict.fromkeys(methods, 0)
+    for f, d in keys:
+        row = [str(f), str(d)]
+        for m in methods:
+            runs = cells.get((m, f, d), [])
+            succ, e = ert(runs)
+            solved[m] += succ
+            row += [f"{succ}/{len(runs)}", f"{e:.0f}" if succ else "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    total = {m: sum(len(v) for (k, _, _), v in cells.items() if k == m) for m in methods}
+    said = "; ".join(f"{la} {solved[m]}/{total[m]}" for la, m in zip(labels, methods, strict=True))
+    return "\n".join([*lines, "", f"Triples solved: {said}."])
 
 
 @dataclasses.dataclass
 class BBOBResult:
-    """All runs (rows of ``runs.csv``) and the settings."""
+    """All runs (rows of ``runs.csv``) and the settings, the seed included (a run cannot be
+    repeated without it)."""
 
     rows: list[dict]
     methods: tuple[str, ...]
     budget: float
     wall_time: float
+    #: The base seed of every run (``run_one``); 0 is the published protocol's streams.
+    seed: int = 0
 
 
 def jobs(
@@ -373,7 +334,7 @@ def run_bbob(
         rows.append(run_one(job, device, threads, seed))
         if on_row is not None:
             on_row(rows[-1])
-    return BBOBResult(rows, tuple(methods), budget, time.perf_counter() - start)
+    return BBOBResult(rows, tuple(methods), budget, time.perf_counter() - start, seed)
 
 
 def format_table(result: BBOBResult) -> str:
@@ -383,7 +344,7 @@ def format_table(result: BBOBResult) -> str:
     inst = sorted({row["instance"] for row in r.rows})
     head = (
         f"BBOB: D {dims}, instances {inst}, budget {r.budget:g} D, target f - f_opt < "
-        f"{FINAL:g}; {len(r.rows)} runs in {r.wall_time:.1f} s"
+        f"{FINAL:g}, seed {r.seed}; {len(r.rows)} runs in {r.wall_time:.1f} s"
     )
     return head + "\n\n" + tables(r.rows, list(r.methods))
 
