@@ -124,3 +124,11 @@ def test_an_injected_far_point_moves_the_distribution_as_pycma_would(r):
     Z = ref.ask()
     ref.tell(Z, sphere(Z))
     assert torch.allclose(asked.mean, ref.mean, rtol=0, atol=1e-15)
+
+
+def test_seed_beyond_64_bits_and_a_numpy_bool_sigma0_are_named():
+    with pytest.raises(ValueError, match=r"^seed: expected an int in \[0, 2\*\*63\)"):
+        nes.NES(np.ones(2), 1.0, seed=2**64)
+    assert nes.NES(np.ones(2), 1.0, seed=2**63 - 1).seed == 2**63 - 1
+    with pytest.raises(TypeError, match="^sigma0: .* got a bool"):
+        nes.NES(np.ones(2), np.True_)

@@ -67,7 +67,7 @@ def check_x0(x0: Any) -> tuple[Tensor, bool]:
 
 
 def check_sigma0(sigma0: Any, n: int) -> Tensor:
-    if isinstance(sigma0, bool):
+    if isinstance(sigma0, (bool, np.bool_)):
         raise TypeError("sigma0: expected a positive number or a vector of them, got a bool")
     if isinstance(sigma0, numbers.Real):
         s = torch.full((n,), float(sigma0), dtype=torch.float64)
@@ -169,8 +169,12 @@ def check_seed(seed: Any) -> int:
     """``seed`` as an int >= 0; ``None``: fresh entropy."""
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
-    elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed: expected an int >= 0 or None, got {seed!r}")
+    elif (
+        isinstance(seed, (bool, np.bool_))
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= seed < 2**63  # torch's generators take a signed 64-bit seed
+    ):
+        raise ValueError(f"seed: expected an int in [0, 2**63) or None, got {seed!r}")
     return int(seed)
 
 
