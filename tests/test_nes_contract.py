@@ -42,12 +42,19 @@ def test_sigma0_outside_the_dtype_is_refused_before_any_evaluation(sigma0, dtype
 
 
 def test_sigma0_at_the_edges_of_the_range_samples_finite_distinct_points():
+    """The range is the one the run keeps its precisions in (``es_stop.precision_bounds``):
+    inside it a run takes generations, outside it ``scalerange`` would stop it at once."""
     for dtype in (torch.float32, torch.float64):
         info = torch.finfo(dtype)
-        for s in (4 * math.sqrt(info.tiny), math.sqrt(info.max) / 4):
+        for s in (2 * info.max**-0.2, info.tiny**-0.2 / 2):
             es = nes.NES(np.zeros(2), s, seed=1, dtype=dtype)
             X = es.ask()
             assert np.isfinite(X).all() and np.ptp(X[:, 0]) > 0
+            es.tell(X, np.sum(X**2, axis=1))
+            assert "scalerange" not in es.stop()
+        for s in (info.max**-0.2 / 2, 2 * info.tiny**-0.2):  # would stop on scalerange
+            with pytest.raises(ValueError, match="^sigma0: expected values in"):
+                nes.NES(np.zeros(2), s, dtype=dtype)
 
 
 @pytest.mark.parametrize("restarts", [0, 2])

@@ -39,7 +39,7 @@ def test_bipop_takes_a_sigma0_list_and_refuses_a_small_run_sigma_up_front():
     )
     assert res.nfev == sum(r["nfev"] for r in res.runs)
     with pytest.raises(ValueError, match=r"^sigma0 / 100"):
-        RestartNES(np.ones(3), 1e-18, bipop=True, dtype=torch.float32)
+        RestartNES(np.ones(3), 1e-7, bipop=True, dtype=torch.float32)  # 1e-9 is below 2e-8
 
 
 def test_a_next_run_that_cannot_start_changes_no_count():
@@ -132,3 +132,9 @@ def test_seed_beyond_64_bits_and_a_numpy_bool_sigma0_are_named():
     assert nes.NES(np.ones(2), 1.0, seed=2**63 - 1).seed == 2**63 - 1
     with pytest.raises(TypeError, match="^sigma0: .* got a bool"):
         nes.NES(np.ones(2), np.True_)
+
+
+def test_a_numpy_bool_start_is_refused_as_a_torch_one():
+    for x0 in (np.array([True, False]), torch.tensor([True, False])):
+        with pytest.raises(TypeError, match="^x0: expected a real vector"):
+            nes.NES(x0, 1.0)

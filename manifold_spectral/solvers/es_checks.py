@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..validation import check_dtype
 from .es_defaults import default_popsize
+from .es_stop import precision_bounds
 
 __all__ = [
     "check_state_dtype",
@@ -53,7 +54,7 @@ def check_x0(x0: Any) -> tuple[Tensor, bool]:
             arr = np.asarray(x0)
         except (TypeError, ValueError) as e:
             raise TypeError(f"x0: expected a real vector, got {type(x0).__name__}") from e
-        if arr.dtype.kind not in "biuf":
+        if arr.dtype.kind not in "iuf":  # bool refused, as a torch bool start is
             raise TypeError(f"x0: expected a real vector, got dtype {arr.dtype}")
         # A float16/32/64 start keeps its dtype (points and results come back in it); other
         # real types (integers, long double) are read as float64.
@@ -91,19 +92,18 @@ def check_sigma0(sigma0: Any, n: int) -> Tensor:
 
 
 def check_sigma0_range(sigma: Tensor, dtype: torch.dtype, what: str = "sigma0") -> None:
-    """``sigma`` (checked by ``check_sigma0``) representable as a search distribution in
-    ``dtype``: ``sigma^2`` and ``sigma^-2`` (the variances and the precisions the
-    distributions store) finite and non-zero, i.e. ``sqrt(tiny) <= sigma <= sqrt(max)``.
-    Outside, the state would hold 0 or Inf and ``ask`` would return NaN points or a
-    distribution of zero width."""
-    info = torch.finfo(dtype)
-    lo, hi = math.sqrt(info.tiny), math.sqrt(info.max)
+    """``sigma`` (checked by ``check_sigma0``) inside the range a run keeps its distribution
+    in: the precisions ``sigma^-2`` within ``es_stop.precision_bounds(dtype)``, i.e.
+    ``max^-0.2 <= sigma <= tiny^-0.2`` (float64: ``[3e-62, 3e61]``). Outside it the run's
+    ``scalerange`` stop would end it after one generation (and beyond ``sqrt(tiny)`` /
+    ``sqrt(max)`` the state would hold 0 or Inf and ``ask`` return NaN points)."""
+    p_lo, p_hi = precision_bounds(dtype)
+    lo, hi = p_hi**-0.5, p_lo**-0.5
     s_min, s_max = float(sigma.min()), float(sigma.max())
     if s_min < lo or s_max > hi:
         raise ValueError(
-            f"{what}: expected values in [{lo:.3g}, {hi:.3g}] for dtype {dtype} (their squares "
-            f"and inverse squares must be finite and non-zero), got min {s_min:.3g}, "
-            f"max {s_max:.3g}"
+            f"{what}: expected values in [{lo:.3g}, {hi:.3g}] for dtype {dtype} (the range "
+            f"the run keeps its precisions sigma^-2 in), got min {s_min:.3g}, max {s_max:.3g}"
         )
 
 
