@@ -213,6 +213,10 @@ def cayley_neumann(N: Tensor, max_norm: float | None = None) -> Tensor:
     ``||N||_F ~ sqrt(n / 2) ||N||_2``, and a Frobenius clip would shrink such a step by that
     factor for nothing. Cost: three matrix products, no solve — usable in bfloat16.
     """
+    if max_norm is not None and not (
+        isinstance(max_norm, (int, float)) and math.isfinite(max_norm) and max_norm > 0
+    ):
+        raise ValueError(f"max_norm: expected a finite number > 0 or None, got {max_norm!r}")
     N2 = matmul(N, N)
     N4 = matmul(N2, N2)
     # (I + N)^2 = I + 2N + N^2 needs no extra product. Rescaling by s is folded into the
@@ -299,8 +303,13 @@ def haar_orthogonal(
 def random_spd(d: int, decades: float, generator: torch.Generator) -> Tensor:
     """A test SPD matrix ``H Diag(q) H^T`` (float64): ``H`` Haar-random (``haar_orthogonal``,
     init-only), ``q`` log-spaced over ``decades`` decades with geometric mean 1 (condition
-    number ``10^decades``)."""
+    number ``10^decades``; ``d = 1``: ``q = 1``). ``ValueError`` for ``decades`` not a finite
+    number ``>= 0``."""
+    if not (isinstance(decades, (int, float)) and math.isfinite(decades) and decades >= 0):
+        raise ValueError(f"decades: expected a finite number >= 0, got {decades!r}")
     H = haar_orthogonal(d, generator=generator)
+    if d == 1:  # logspace of one point is its start, not the geometric mean 1
+        return H * H.T
     q = torch.logspace(-decades / 2, decades / 2, d, dtype=torch.float64)
     return (H * q) @ H.T
 
@@ -318,6 +327,10 @@ def nearest_kronecker_factors(
     that ``tr A >= 0``. ``full_matrices`` is passed to ``torch.linalg.svd`` (only the leading
     pair is used; the two settings agree to rounding, not bit for bit).
     """
+    if S.ndim != 2 or tuple(S.shape) != (a * b, a * b):
+        raise ValueError(
+            f"S: expected shape ({a * b}, {a * b}) for a = {a}, b = {b}, got {tuple(S.shape)}"
+        )
     R = S.reshape(a, b, a, b).permute(0, 2, 1, 3).reshape(a * a, b * b)
     U, sv, Vh = torch.linalg.svd(R, full_matrices=full_matrices)  # init-only
     root = sv[0].sqrt()

@@ -27,9 +27,11 @@ batched products, whose per-call overhead dominates small layers.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -122,9 +124,13 @@ def check_sizes(sizes: Any, a: int, b: int, batch: int | None) -> tuple[tuple[in
     ``1 <= b_i <= b``; ``ValueError`` naming ``sizes`` otherwise."""
     if batch is None:
         raise ValueError("sizes: needs batch=k (one (a_i, b_i) per element)")
+
+    def whole(v: Any) -> bool:  # an int (not a bool, not a float that int() would truncate)
+        return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
     try:
-        pairs = tuple((int(s[0]), int(s[1])) for s in sizes)
-        ok = all(len(s) == 2 for s in sizes)
+        ok = all(len(s) == 2 and whole(s[0]) and whole(s[1]) for s in sizes)
+        pairs = tuple((int(s[0]), int(s[1])) for s in sizes) if ok else ()
     except (TypeError, ValueError, IndexError):
         ok = False
     if not ok or len(pairs) != batch:

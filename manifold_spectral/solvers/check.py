@@ -13,9 +13,11 @@ problem, else ``problem.egrad(S)`` (``E = df/dS``), through
 ``SpectralSPD.local_gradient`` (``df/dm_i = d_i G_ii``, ``df/dM_ij = 4 (d_j - d_i) G_ij``).
 
 The slope is fitted, per direction, on the window of consecutive step sizes where the
-log-log error curve is straightest (above the rounding floor ``err > 100 eps |f|``), as
-pymanopt's ``check_directional_derivative`` does. Evaluates ``f`` ``len(t) + 1`` times per
-direction and the gradient once; for research-size problems.
+log-log error curve is straightest (above the rounding floor ``err > 100 eps max |f|`` of
+the values compared), as pymanopt's ``check_directional_derivative`` does; a direction with
+no error above that floor (``f`` linear along it to rounding) passes. Evaluates ``f`` once
+at the point and ``len(t) + 2`` times per direction (the steps and a central difference),
+the gradient once; for research-size problems.
 """
 
 from __future__ import annotations
@@ -126,6 +128,10 @@ def check_gradient(
     if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
         raise ValueError(f"directions: expected a positive int, got {directions!r}")
     min_slope = check_positive(min_slope, "min_slope")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 3:
+        raise ValueError(
+            f"window: expected an int >= 3 (a line fit needs 3 points), got {window!r}"
+        )
     steps = DEFAULT_STEPS if t is None else np.asarray(t, dtype=float)
     if steps.ndim != 1 or len(steps) < window or not (steps > 0).all():
         raise ValueError(f"t: expected at least {window} positive step sizes")
@@ -154,18 +160,25 @@ def check_gradient(
         return float(problem.value(M.to_matrix(phi(M.from_vector(eta)))))
 
     f0 = f(torch.zeros(M.dim, dtype=M.dtype, device=M.device))
-    floor = 100.0 * float(torch.finfo(M.dtype).eps) * max(abs(f0), 1.0)
-    slopes, rel, errors = [], [], []
+    eps = float(torch.finfo(M.dtype).eps)
+    slopes, rel, errors, flat = [], [], [], []
     for _ in range(directions):
         eta = torch.randn(M.dim, generator=g, dtype=torch.float64).to(M.dtype).to(M.device)
         eta = eta / torch.linalg.vector_norm(eta)
         slope0 = float(grad @ eta)
-        err = np.array([abs(f(s * eta) - f0 - s * slope0) for s in steps])
+        values = np.array([f(s * eta) for s in steps])
+        err = np.abs(values - f0 - steps * slope0)
+        # Rounding of the values compared, relative to their own size: an absolute floor
+        # (max(|f|, 1)) hid every point of an objective much smaller than 1.
+        floor = 100.0 * eps * float(np.max(np.abs(np.append(values, f0))))
         h = 1e-5
         fd = (f(h * eta) - f(-h * eta)) / (2 * h)
         rel.append(abs(slope0 - fd) / max(abs(fd), 1e-300))
         slopes.append(_fit_slope(steps, err, floor, window))
         errors.append(err)
+        flat.append(bool((err <= floor).all()))  # no error above rounding at any step
     slopes_a = np.array(slopes)
-    ok = bool(np.all(np.nan_to_num(slopes_a, nan=0.0) >= min_slope))
+    # a direction without any error above rounding (f linear along it to rounding: a constant
+    # objective with its zero gradient) agrees with the gradient: it has no slope to fit
+    ok = bool(all(sl >= min_slope or fl for sl, fl in zip(slopes, flat, strict=True)))
     return GradientCheck(ok, slopes_a, np.array(rel), steps, np.array(errors), name, min_slope)
