@@ -27,6 +27,7 @@ from ..validation import (
 
 __all__ = [
     "validate_group",
+    "state_dtype_of",
     "check_param_state",
     "COUNTERS",
     "NonFiniteUpdate",
@@ -186,6 +187,17 @@ def corrected(group: dict[str, Any]) -> bool:
     parameters far more than by rounding (tests/test_optim_continuity.py)."""
     flag = group["eigenvalue_correction"]
     return float(group["root"]) >= 2.0 if flag is None else bool(flag)
+
+
+def state_dtype_of(opts: dict[str, Any], p: Tensor) -> torch.dtype:
+    """The state dtype of parameter ``p`` under group options ``opts``: ``state_dtype``, by
+    default the parameter's dtype, except float32 for float16: its five exponent bits hold
+    squared gradients only between ``6e-8`` and ``65504``, so the damping floor
+    ``sqrt(tiny)`` and the overflow bound would swallow the curvature of gradients below
+    ``0.1`` or above ``256`` (bfloat16 has float32's range)."""
+    if opts["state_dtype"] is not None:
+        return opts["state_dtype"]
+    return torch.float32 if p.dtype == torch.float16 else p.dtype
 
 
 def max_norms(tensors: list[Tensor]) -> list[Tensor]:

@@ -109,4 +109,4 @@ class GuardsMixin:
 def _layout(p: Tensor, opts: dict[str, Any]) -> tuple[Any, ...]:
     """What a parameter's state layout depends on: its state dtype and Kronecker shape (or
     ``None``: the diagonal scheme)."""
-    return (opts["state_dtype"] or p.dtype, kronecker_shape(tuple(p.shape), opts))
+    return (checks.state_dtype_of(opts, p), kronecker_shape(tuple(p.shape), opts))

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from . import distributed, transforms
-from .checks import check_param_state, exponential_of_truncated
+from .checks import check_param_state, exponential_of_truncated, state_dtype_of
 from .preconditioners import make_preconditioner
 from .updates import PRECOND_PREFIX
 
@@ -135,7 +135,7 @@ class StateDictMixin:
                     continue
                 # A state saved in a coarser dtype (a model upcast after saving) is checked at
                 # its own precision; load_state_dict then lifts it (_lift).
-                state_dtype = _checked_dtype(opts["state_dtype"] or p.dtype, pc)
+                state_dtype = _checked_dtype(state_dtype_of(opts, p), pc)
                 pre = make_preconditioner(p, state_dtype, opts)
                 try:
                     x = pre.point(

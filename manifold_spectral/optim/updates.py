@@ -47,13 +47,7 @@ class UpdateMixin:
     """``SpectralKron``'s per-parameter update (no writes); see the module docstring."""
 
     def _state_dtype(self, group: dict[str, Any], p: Tensor) -> torch.dtype:
-        """``state_dtype``, by default the parameter's dtype, except float32 for float16: its
-        five exponent bits hold squared gradients only between ``6e-8`` and ``65504``, so
-        the damping floor ``sqrt(tiny)`` and the overflow bound would swallow the curvature
-        of gradients below ``0.1`` or above ``256`` (bfloat16 has float32's range)."""
-        if group["state_dtype"] is not None:
-            return group["state_dtype"]
-        return torch.float32 if p.dtype == torch.float16 else p.dtype
+        return checks.state_dtype_of(group, p)
 
     def _preconditioner(self, group: dict[str, Any], p: Tensor) -> Any:
         pre = self._preconditioners.get(p)
