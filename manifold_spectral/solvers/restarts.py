@@ -52,8 +52,14 @@ from .result import result_message
 
 __all__ = ["RestartNES"]
 
-#: The smallest factor of ``sigma0`` in BIPOP's small regime (``10^(-2 U)``, ``U <= 1``).
-SMALLEST_SIGMA_SCALE = 1e-2
+def small_sigma_scale(u: float) -> float:
+    """The factor of ``sigma0`` of a BIPOP small run drawn with ``U = u`` in ``[0, 1]``:
+    ``10^(-2 U)`` (Hansen 2009)."""
+    return 10.0 ** (-2.0 * u)
+
+
+#: The smallest of them (``U = 1``), which ``sigma0`` must leave inside the dtype's range.
+SMALLEST_SIGMA_SCALE = small_sigma_scale(1.0)
 
 #: Stop reasons of a run that end everything (the rest start the next run).
 _FINAL = ("ftarget", "callback")
@@ -227,7 +233,7 @@ class RestartNES:
             lam = int(math.floor(self.lam0 * (0.5 * large_pop / self.lam0) ** (u * u)))
             lam = max(lam, 2) + (max(lam, 2) % 2 if es.mirrored else 0)
             cap = max(self._last_large // 2, lam)
-            self.es = self._new_run(x0, lam, seed, "small", 10.0 ** (-2.0 * u), cap)
+            self.es = self._new_run(x0, lam, seed, "small", small_sigma_scale(u), cap)
         else:
             self._large_runs += 1
             lam = large_pop + (large_pop % 2 if es.mirrored else 0)
