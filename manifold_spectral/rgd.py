@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .linalg import check_cayley
 from .manifolds.base import SpectralManifold
+from .manifolds.blocks import default_jacobi
 from .validation import (
     NonFiniteError,
     check_exponential,
@@ -105,12 +106,8 @@ class RGD:
         self.cayley = None if cayley is None else check_cayley(cayley)
         self.exponential = check_exponential(exponential)
         method = self.cayley or getattr(manifold, "cayley", "exact")
-        # None: Jacobi angles with the Neumann map only. At close eigenvalues the linearised
-        # angle ~ 1 / gap is far too large; the exact Cayley map saturates it (a pair's
-        # rotation 2 atan(theta) tends to a half turn, which leaves S unchanged), while the
-        # Neumann map must rescale it to its trust radius, a fixed rotation that overshoots
-        # the same way every step: a limit cycle instead of convergence.
-        self.jacobi = method == "neumann" if jacobi is None else check_flag(jacobi, "jacobi")
+        # None: Jacobi angles with the Neumann map only (blocks.default_jacobi says why)
+        self.jacobi = default_jacobi(method) if jacobi is None else check_flag(jacobi, "jacobi")
         self.second_order = check_flag(second_order, "second_order")
         if reorthogonalize_every == "auto":
             if method == "neumann":

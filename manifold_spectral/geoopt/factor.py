@@ -82,16 +82,15 @@ def _set_options(
     rotation: str | None,
 ) -> None:
     """Validate the options both adapters take and set them on ``manifold``. ``rotation``
-    ``None``: ``"jacobi"`` with the Neumann map, ``"linear"`` with the exact one (as
-    ``RGD``'s ``jacobi``: the Neumann map rescales a linearised angle that overshoots at close
-    eigenvalues to its trust radius, the same overshoot every step, a limit cycle)."""
+    ``None``: ``"jacobi"`` with the Neumann map, ``"linear"`` with the exact one
+    (``blocks.default_jacobi``, as ``RGD``'s ``jacobi``)."""
     manifold.eig_tol = (
         None if eig_tol is None else check_positive(eig_tol, "eig_tol", allow_zero=True)
     )
     manifold.cayley = check_cayley(cayley)
     manifold.neumann_max_norm = check_positive(neumann_max_norm, "neumann_max_norm")
     if rotation is None:
-        rotation = "jacobi" if manifold.cayley == "neumann" else "linear"
+        rotation = "jacobi" if blocks.default_jacobi(manifold.cayley) else "linear"
     if rotation not in ROTATIONS:
         raise ValueError(f"rotation: expected one of {ROTATIONS}, got {rotation!r}")
     manifold.rotation = rotation

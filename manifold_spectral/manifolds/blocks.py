@@ -35,6 +35,7 @@ from ..linalg import (
 )
 
 __all__ = [
+    "default_jacobi",
     "default_eig_tol",
     "equal_eigenvalues",
     "eig_metric",
@@ -282,6 +283,17 @@ def second_order_angles(d: Tensor, d_new: Tensor, M: Tensor) -> Tensor:
     N = b.add_(h).div_(den)
     N = N - N.mT
     return N.to(M.dtype)
+
+
+def default_jacobi(cayley: str) -> bool:
+    """Whether the rotation step takes the Jacobi angles by default with the Cayley map
+    ``cayley``: with ``"neumann"`` only. At close eigenvalues the linearised angle
+    ``~ 1 / gap`` is far too large; the exact Cayley map saturates it (a pair's rotation
+    ``2 atan(theta)`` tends to a half turn, which leaves ``S`` unchanged), while the Neumann
+    map must rescale it to its trust radius, a fixed rotation that overshoots the same way
+    every step: a limit cycle instead of convergence. The exact map keeps the paper's chart
+    step."""
+    return check_cayley(cayley) == "neumann"
 
 
 def rotation_retract(

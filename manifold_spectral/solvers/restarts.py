@@ -52,6 +52,7 @@ from .result import result_message
 
 __all__ = ["RestartNES"]
 
+
 def small_sigma_scale(u: float) -> float:
     """The factor of ``sigma0`` of a BIPOP small run drawn with ``U = u`` in ``[0, 1]``:
     ``10^(-2 U)`` (Hansen 2009)."""
