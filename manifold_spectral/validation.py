@@ -21,6 +21,7 @@ from .linalg import all_finite, default_eig_tol
 
 __all__ = [
     "NonFiniteError",
+    "unmasked",
     "check_tensor",
     "check_real",
     "check_positive",
@@ -246,6 +247,16 @@ def check_symmetric(
         raise ValueError(f"{name}: not symmetric (relative asymmetry {asym:.2e} > {tol:.1e})")
 
 
+def unmasked(value: Any) -> Any:
+    """``value`` with masked entries as NaN (a floating array), anything else unchanged. A
+    masked entry (``np.ma.masked``: what ``np.ma`` reductions return when every entry is
+    masked) is a missing value; ``np.asarray`` would drop the mask and read its placeholder,
+    ``0``, the best value of many objectives."""
+    if isinstance(value, np.ma.MaskedArray):
+        return np.ma.filled(value.astype(np.result_type(value.dtype, np.float16)), np.nan)
+    return value
+
+
 def real_tensor(value: Any, name: str, what: str = "the value") -> Tensor:
     """``value`` (a tensor, an array or a number) as a tensor of real numbers; ``TypeError``
     naming ``name`` otherwise. torch would fail on ``None`` with a RuntimeError deep inside
@@ -254,11 +265,7 @@ def real_tensor(value: Any, name: str, what: str = "the value") -> Tensor:
     if isinstance(value, Tensor):
         real = not (value.dtype.is_complex or value.dtype == torch.bool)
     else:
-        if isinstance(value, np.ma.MaskedArray):
-            # A masked entry (np.ma.masked: what np.ma reductions return when every entry is
-            # masked) is a missing value, NaN; np.asarray would read its placeholder, 0.
-            value = np.ma.filled(value.astype(np.result_type(value.dtype, np.float16)), np.nan)
-        arr = np.asarray(value)
+        arr = np.asarray(unmasked(value))
         real = arr.dtype.kind in "iuf"
         value = torch.as_tensor(arr) if real else value
     if not real:

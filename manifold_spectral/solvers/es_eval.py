@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor
 
-from ..validation import callback_stops
+from ..validation import callback_stops, unmasked
 from ..validation import check_flag as _check_flag
 
 if TYPE_CHECKING:
@@ -72,19 +72,10 @@ def _copy(X: Any) -> Any:
     return X.clone() if isinstance(X, Tensor) else X.copy()
 
 
-def _unmasked(v: Any) -> Any:
-    """``v`` with masked entries as NaN: ``np.asarray`` drops a mask and reads the hidden
-    data (``np.ma.masked``, what a reduction over all-masked values returns, reads 0.0, the
-    best value of many objectives), while a masked value is an undefined one."""
-    if isinstance(v, np.ma.MaskedArray):
-        return np.ma.filled(np.ma.asarray(v, dtype=np.float64), np.nan)
-    return v
-
-
 def _scalar(v: Any) -> float:
     if isinstance(v, Tensor):
         v = v.detach().cpu().numpy()
-    a = np.asarray(_unmasked(v))
+    a = np.asarray(unmasked(v))
     if a.size != 1 or a.dtype.kind not in "biuf":
         raise TypeError(f"f: expected a real scalar for one point, got {v!r}")
     return float(a.reshape(()))
@@ -113,7 +104,7 @@ def _point_value(v: Any) -> float:
     if isinstance(v, Tensor):
         v = v.detach().cpu().numpy()
     try:
-        a = np.asarray(_unmasked(v))
+        a = np.asarray(unmasked(v))
     except (TypeError, ValueError):
         a = np.asarray(None)
     if a.dtype.kind in "biuf" and a.size != 1:
@@ -126,7 +117,7 @@ def _point_value(v: Any) -> float:
 
 def _batch_values(out: Any, k: int) -> np.ndarray:
     """The (k,) values of a vectorised ``f`` on a (k, n) batch; any other shape is an error."""
-    arr = out.detach().cpu().numpy() if isinstance(out, Tensor) else np.asarray(_unmasked(out))
+    arr = out.detach().cpu().numpy() if isinstance(out, Tensor) else np.asarray(unmasked(out))
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"f: expected real values, got dtype {arr.dtype}")
     if arr.shape != (k,):
