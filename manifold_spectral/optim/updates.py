@@ -82,8 +82,6 @@ class UpdateMixin:
                 pcs.append(single.init_state(grad, group["warm_start"]))
                 steps.append(1)
                 bufs.append(torch.zeros_like(grad, dtype=state_dtype))
-                if group["graft"] == "adam":
-                    new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
             else:
                 if state["momentum_buffer"].shape != grad.shape:  # p.data was replaced
                     raise ValueError(
@@ -199,7 +197,9 @@ class UpdateMixin:
             if corrected:
                 new["eig_v"] = transforms.as_shape(Vi, p.shape)
             if group["graft"] == "adam":
-                v = self.state.get(p, {}).get("exp_avg_sq", new.get("exp_avg_sq"))
+                v = self.state.get(p, {}).get("exp_avg_sq")
+                if v is None:  # a first step, or graft turned on later: Adam's zero start
+                    v = torch.zeros_like(grad, dtype=torch.float32)
                 v, adam = transforms.adam_direction(v, grad.float(), step)
                 new["exp_avg_sq"] = v
                 u = transforms.graft_norm(u, adam)
