@@ -138,3 +138,21 @@ def test_eight_bit_floats_are_refused_by_name(dtype) -> None:
     with pytest.raises(TypeError, match=r"params\[1\]\[0\]"):
         opt.add_param_group({"params": [bad]})
     assert len(opt.param_groups) == 1
+
+
+def test_a_resumed_optimizers_state_dict_equals_the_uninterrupted_ones() -> None:
+    # torch's __setstate__ (run by load_state_dict and unpickling) adds a "differentiable"
+    # default, which used to be copied into every group: the resumed state_dict had one key
+    # more, also after a second save and load.
+    ps = _params(SAME)
+    opt = SpectralKron(ps, lr=1e-2)
+    _set_grads(ps, 0)
+    opt.step()
+    resumed = SpectralKron(ps, lr=1e-2)
+    resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
+    again = SpectralKron(ps, lr=1e-2)
+    again.load_state_dict(copy.deepcopy(resumed.state_dict()))
+    for other in (resumed, again, copy.deepcopy(opt)):
+        assert other.param_groups[0].keys() == opt.param_groups[0].keys()
+        assert other.defaults.keys() == opt.defaults.keys()
+        assert other.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
