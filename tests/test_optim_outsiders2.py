@@ -156,3 +156,26 @@ def test_a_resumed_optimizers_state_dict_equals_the_uninterrupted_ones() -> None
         assert other.param_groups[0].keys() == opt.param_groups[0].keys()
         assert other.defaults.keys() == opt.defaults.keys()
         assert other.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (7,)])
+def test_graft_second_moment_overflow_skips_the_step(shape) -> None:
+    # The graft's Adam buffer is float32 whatever the state dtype: a float64 gradient of
+    # 1e25 (its square 1e50 is finite in float64) used to store Inf in exp_avg_sq and move
+    # the parameter by exactly 0, silently, at this and every later step.
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(*shape, dtype=torch.float64))
+    opt = SpectralKron([p], lr=1e-2, graft="adam")
+    p.grad = torch.randn(shape, dtype=torch.float64)
+    opt.step()
+    before, state = p.detach().clone(), copy.deepcopy(opt.state_dict()["state"])
+    p.grad = torch.randn(shape, dtype=torch.float64) * 1e25
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        opt.step()
+    assert opt.skipped_steps == 1
+    assert torch.equal(p.detach(), before)
+    for key, value in opt.state_dict()["state"][0].items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(state[0][key])), key
+    p.grad = torch.randn(shape, dtype=torch.float64)
+    opt.step()
+    assert torch.isfinite(opt.state[p]["exp_avg_sq"]).all() and not torch.equal(p, before)

@@ -201,6 +201,11 @@ class UpdateMixin:
                 if v is None:  # a first step, or graft turned on later: Adam's zero start
                     v = torch.zeros_like(grad, dtype=torch.float32)
                 v, adam = transforms.adam_direction(v, grad.float(), step)
+                if not all_finite(v):  # float32 squares of a float64 gradient above 1.8e19
+                    raise NonFiniteUpdate(
+                        f"the graft's float32 Adam second moment of a parameter of shape "
+                        f"{tuple(p.shape)} overflowed"
+                    )
                 new["exp_avg_sq"] = v
                 u = transforms.graft_norm(u, adam)
             if group["clip_rms"] is not None:
