@@ -179,3 +179,64 @@ def test_graft_second_moment_overflow_skips_the_step(shape) -> None:
     p.grad = torch.randn(shape, dtype=torch.float64)
     opt.step()
     assert torch.isfinite(opt.state[p]["exp_avg_sq"]).all() and not torch.equal(p, before)
+
+
+#: Options of the group a parameter moves into (all taken by the curvature or the step).
+NEW_OPTIONS = {"beta2": 0.5, "damping": 1e-4, "root": 4.0}
+REGROUPS = ["pop and add", "move to a new group", "replace the group dict"]
+
+
+def _regrouped(how: str | None) -> list[torch.Tensor]:
+    """Three steps in one group, the parameters regrouped with ``NEW_OPTIONS`` (``how``),
+    three more; ``how=None``: the state saved and loaded with those options instead (the
+    documented way, bitwise equal to an uninterrupted run)."""
+    ps = _params([*SAME[:2], (4, 3), (9,)])
+    opt = SpectralKron([{"params": ps}], lr=1e-2)
+    for i in range(3):
+        _set_grads(ps, i)
+        opt.step()
+    if how is None:
+        saved = copy.deepcopy(opt.state_dict())
+        saved["param_groups"][0].update(NEW_OPTIONS)
+        opt = SpectralKron([{"params": ps}], lr=1e-2)
+        opt.load_state_dict(saved)
+    elif how == "pop and add":
+        opt.param_groups.pop(0)
+        opt.add_param_group({"params": ps, **NEW_OPTIONS})
+    elif how == "move to a new group":
+        opt.param_groups[0]["params"] = []
+        opt.add_param_group({"params": ps, **NEW_OPTIONS})
+    else:
+        opt.param_groups[0] = {**opt.param_groups[0], **NEW_OPTIONS}
+    for i in range(3, 6):
+        _set_grads(ps, i)
+        opt.step()
+    return [p.detach() for p in ps]
+
+
+@pytest.mark.parametrize("how", REGROUPS)
+def test_a_regrouped_parameter_takes_its_new_groups_options(how: str) -> None:
+    # The preconditioners were cached per parameter (and per bucket by group index), so a
+    # parameter in a new group dict kept the options of its old one: silently, beta2,
+    # damping and root of the new group had no effect.
+    for a, b in zip(_regrouped(how), _regrouped(None), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("layout", [{"diagonal": True}, {"max_factor_dim": 4}])
+def test_a_parameter_moved_to_a_group_of_another_layout_is_refused(layout) -> None:
+    # It used to fail inside the step with KeyError('alpha').
+    ps = _params([(6, 5), (6, 5)])
+    opt = SpectralKron(ps, lr=1e-2)
+    _set_grads(ps, 0)
+    opt.step()
+    opt.param_groups.pop(0)
+    opt.add_param_group({"params": ps, **layout})
+    before, state = [p.detach().clone() for p in ps], copy.deepcopy(opt.state_dict()["state"])
+    _set_grads(ps, 1)
+    with pytest.raises(ValueError, match="moved to another group"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, ps, strict=True))
+    for i, st in opt.state_dict()["state"].items():
+        for key, value in st.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state[i][key]))
