@@ -82,3 +82,26 @@ def test_adapt_is_checked_and_means_nothing_without_restarts():
     a = nes.minimize(cone, np.ones(N), 1.0, seed=1, vectorized=True, max_evals=500, adapt=False)
     b = nes.minimize(cone, np.ones(N), 1.0, seed=1, vectorized=True, max_evals=500)
     np.testing.assert_array_equal(a.x, b.x)
+
+
+def test_bipop_rules_read_the_runs_of_the_new_runs_own_regime():
+    """A large run learns from the large runs only and a small run from the small runs only:
+    the large runs here end on ``tolx`` (a cone), the small ones on plateaus (constant
+    values), so the large runs after the first get the slower scale rate and never CSA, and
+    the small runs get CSA after a small plateau run and never the slower scale rate."""
+    es = RestartNES(np.ones(N), 1.0, seed=0, restarts=2, bipop=True, tolx=1e-4, tolfun=0.0)
+    while not es.stop():
+        X = es.ask()
+        large = es.runs[-1]["regime"] == "large"
+        es.tell(X, cone(X) if large else np.zeros(len(X)))
+    stops = [r["stop"] for r in es.runs[:-1]] + [es.es.stop()]
+    regimes = [r["regime"] for r in es.runs]
+    assert regimes.count("large") == 3 and regimes.count("small") >= 2
+    for regime, stop in zip(regimes, stops, strict=True):
+        assert ("tolx" if regime == "large" else "tolflatfitness") in stop
+    seen = {"large": 0, "small": 0}
+    for r in es.runs:
+        first = seen[r["regime"]] == 0
+        seen[r["regime"]] += 1
+        expected = {"large": "scale rate / 4", "small": "step_size=csa"}[r["regime"]]
+        assert r["adapt"] == ("" if first else expected), (regimes, [q["adapt"] for q in es.runs])

@@ -32,8 +32,9 @@ BBOB f20/f21 the first, small runs end on plateaus and the later ones on ``tolfu
 local minima), where CSA made every later run longer and lost solved instances. The
 ``tolx`` rule holds for every run after the first ``tolx`` stop: a kink is a property of the
 function, and on f18 the runs that follow a ``tolx`` run end on ``tolx`` again as soon as
-they are undamped. Neither touches the first run, which stays bitwise the plain NES run;
-caller-fixed rates and an explicit ``step_size`` are left alone.
+they are undamped. With BIPOP, "the previous run" and "every run after" are those of the new
+run's own regime (``RestartNES`` passes them). Neither touches the first run, which stays
+bitwise the plain NES run; caller-fixed rates and an explicit ``step_size`` are left alone.
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ With ``adapt=True`` (default) a restart also learns from why the previous run en
 (``restart_rules``): after ``tolflatfitness`` (a plateau) the next run uses CSA
 (``step_size="csa"``); once a run has ended on ``tolx`` (a collapse onto a kink or a sharp
 ridge) every later run's DX-NES scale rate while the path stagnates is divided by 4;
-``runs[i]["adapt"]`` records what was changed.
+``runs[i]["adapt"]`` records what was changed. With BIPOP the rules read the runs of the
+new run's own regime only (a small run's budget or local-collapse stop says nothing about how
+a large run ends, and the reverse).
 
 ``max_evals`` bounds the evaluations of all runs together; ``target`` stops everything.
 ``RestartNES`` has the ask/tell interface of ``NES`` (``ask``, ``tell``, ``stop``,
@@ -150,7 +152,6 @@ class RestartNES:
         self._spent = {"large": 0, "small": 0}
         self._large_runs = 0
         self._last_large = 0
-        self._tolx_seen = False  # has a run ended on tolx (restart_rules.adapt_run)
         self.es = self._new_run(self._start_point(), popsize, seed, "large", 1.0, None)
         if bipop:  # the small runs' smallest sigma0 must fit the state too, checked up front
             sigma = check_sigma0(sigma0, self.es.n) * SMALLEST_SIGMA_SCALE
@@ -202,15 +203,18 @@ class RestartNES:
         if cap is not None:
             budget = cap if budget is None else min(budget, cap)
         sigma = self.sigma0 * scale if scale != 1.0 else self.sigma0
-        # the stop of the run just ended, which the restart rules read (none for the first)
-        last = self.runs[-1]["stop"] if self.runs and self.adapt else {}
-        self._tolx_seen = self._tolx_seen or "tolx" in last
+        # The restart rules read the runs of the new run's own regime (none for the first):
+        # a BIPOP small run starts at sigma0 / 100 at worst and stops on its budget or on
+        # collapses of a local search, which say nothing about how a large run ends.
+        same = [r for r in self.runs if r["regime"] == regime] if self.adapt else []
+        last = same[-1]["stop"] if same else {}
+        tolx_seen = any("tolx" in r["stop"] for r in same)
         extra = next_run_options(last, self.options)
         options = {**self.options, **extra}
         es = self.es_class(x0, sigma, popsize, seed, max_evals=budget, **options)
         if es.max_evals is None:  # nes.minimize's default budget for this population
             es.max_evals = default_max_evals(es.popsize, es.n)
-        adapted = [f"{k}={v}" for k, v in extra.items()] + [adapt_run(es, self._tolx_seen) or ""]
+        adapted = [f"{k}={v}" for k, v in extra.items()] + [adapt_run(es, tolx_seen) or ""]
         self.runs.append(
             {"popsize": es.popsize, "regime": regime, "sigma_scale": scale, "seed": es.seed,
              "adapt": ", ".join(a for a in adapted if a)}
@@ -282,14 +286,14 @@ class RestartNES:
             return
         x0 = self._start_point()  # may raise: then the finished run stays the last one
         saved = (self.countevals, self._busy_done, dict(self._spent), self._last_large,
-                 self._large_runs, self._tolx_seen, dict(self.runs[-1]))  # fmt: skip
+                 self._large_runs, dict(self.runs[-1]))  # fmt: skip
         self.countevals += es.countevals
         self._busy_done += es._busy
         try:
             self._next_run(x0)
         except BaseException:  # nothing of a run that could not start is kept or counted
             (self.countevals, self._busy_done, self._spent, self._last_large,
-             self._large_runs, self._tolx_seen, last) = saved  # fmt: skip
+             self._large_runs, last) = saved  # fmt: skip
             self.runs[-1] = last
             self.es = es
             raise
