@@ -149,7 +149,8 @@ def rank_moving_shape(n: int) -> float:
 
 
 #: Factor on CMA-ES's step-size damping ``d_sigma`` in ``csa_rates`` (``step_size="csa"``):
-#: BBOB D = 10, f13 vs f1/f10/f11, factors 0.7-1.0 tried; 1.0 (CMA's value) leaves f13 at 1/5.
+#: slower than CMA-ES's own value, which shrinks the scale too fast on a sharp ridge (BBOB f13)
+#: for the shape to follow; faster ones slow the smooth functions (f1, f10, f11).
 CSA_DAMPING_FACTOR = 1.0 / 0.85
 
 

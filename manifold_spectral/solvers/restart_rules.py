@@ -20,12 +20,12 @@ and a larger population with the same step-size rule collapses the same way:
   ridge the ranks see a sphere across the ridge (the distance to it shrinks with the scale,
   at the sphere's rate) and nothing along it, so the scale gradient shrinks every direction
   at that rate while the shape must grow the variance along the ridge from near-neutral
-  samples, at the shape rate ``eta_B``, about ten times smaller (traces at D = 10, lambda =
-  10: the scale fell ``10^-10`` in 240 generations, the condition grew from 3 to 6). The next
+  samples, at the shape rate ``eta_B``, about ten times smaller (the scale falls by decades while
+  the condition barely grows). The next
   run divides the DX-NES scale rate of the *stagnating* phase by ``TOLX_SCALE_DAMPING``
   (4), which gives the shape four times as many generations per decade of scale. CSA is not
-  used here: at lambda >= 40 it shrank the scale on f13 as fast, and its every-phase rank-one
-  term drove the condition past ``1e14`` (``condition`` stops).
+  used here: at large populations it shrinks the scale on a ridge as fast, and its every-phase
+  rank-one term drives the condition to the ``condition`` stop.
 
 The CSA rule applies to the next run only (it reads the stop of the run just ended): on
 BBOB f20/f21 the first, small runs end on plateaus and the later ones on ``tolfun`` (smooth
@@ -44,10 +44,9 @@ from typing import Any
 
 __all__ = ["TOLX_SCALE_DAMPING", "next_run_options", "adapt_run"]
 
-#: Divisor of the DX-NES stagnating scale rate in the runs after a ``tolx`` stop. Measured
-#: on BBOB D = 10 with IPOP, ERT / IPOP-CMA-ES over instances 1-15: 4 gives f13 1.99, f18
-#: 1.27 (no damping: f13 ~2.6-3.3, f18 ~1.7-1.8); 8 gives f13 2.12, f18 1.19; 2 left f13's
-#: second runs failing more often (instances 1-5: 2.34).
+#: Divisor of the DX-NES stagnating scale rate in the runs after a ``tolx`` stop: a
+#: compromise between the sharp ridge (BBOB f13), whose later runs fail more often with less
+#: damping, and Schaffer F7 (f18), which slows with more (benchmarks/bench_bbob.py).
 TOLX_SCALE_DAMPING = 4.0
 
 
@@ -64,7 +63,7 @@ def adapt_run(es: Any, tolx_seen: bool) -> str | None:
     """Apply the ``tolx`` rule to the new run ``es`` (an ``NESBase``) when an earlier run
     ended on ``tolx`` (``tolx_seen``): its DX-NES scale rate of the *stagnating* phase is
     divided by ``TOLX_SCALE_DAMPING``, the phase of the collapse onto a ridge (traces of
-    BBOB f13 at D = 10: 97% of those generations stagnate, none converges). The moving
+    BBOB f13: nearly all of those generations stagnate, none converges). The moving
     phase keeps ``eta_sigma = 1`` (a moving distribution is not collapsing) and the
     converging one (a path shorter than ``0.1 chi``: no direction left to learn) its fast
     rate, which ends converged runs at the usual cost. Does nothing with
