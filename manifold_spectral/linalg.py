@@ -73,7 +73,14 @@ def all_finite(X: Tensor) -> bool:
     """
     # math.isfinite on the one synchronised value: a single tensor operation (the sum);
     # torch.isfinite would dispatch four more on the 0-d result.
-    return math.isfinite(float(X.sum())) or bool(torch.isfinite(X).all())
+    return finite_with_sum(X, float(X.sum()))
+
+
+def finite_with_sum(X: Tensor, total: float) -> bool:
+    """``all_finite(X)`` given ``total = float(X.sum())``, read by the caller (e.g. with other
+    values in one synchronisation): a finite sum proves every entry finite; otherwise the
+    elementwise test decides."""
+    return math.isfinite(total) or bool(torch.isfinite(X).all())
 
 
 def max_abs(X: Tensor) -> Tensor:

@@ -196,9 +196,9 @@ def test_padded_bucket_equals_separate_updates(kw):
         opt = SpectralKron(model.parameters(), lr=0.005, batched=batched, **kw)
         compute = opt._compute_many
 
-        def counted(group, params, grads, compute=compute):
+        def counted(group, params, grads, *rest, compute=compute):
             calls.append(len(params))
-            return compute(group, params, grads)
+            return compute(group, params, grads, *rest)
 
         opt._compute_many = counted  # type: ignore[method-assign]
         for _ in range(12):

@@ -27,6 +27,7 @@ from .._denormals import flush_denormals
 from . import checks, distributed, transforms
 from .checks import NonFiniteUpdate, validate_group
 from .guards import GuardsMixin
+from .pending import PendingChecks
 from .serialization import StateDictMixin
 from .updates import UpdateMixin
 
@@ -315,17 +316,26 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         if not self._check_grads():
             self.skipped_steps += 1
             return
-        pending = []
+        results: list[tuple[dict[str, Any], Tensor, Any]] = []
+        # The buckets' checks of their results, read together (one host synchronisation) before
+        # anything is written or a curvature update runs; an error of a later bucket is raised
+        # only when every earlier check passed, as when each is read at once.
+        pending = PendingChecks()
         try:
-            for group in self.param_groups:
-                for bucket in self._buckets(group):
-                    results = self._compute_many(group, bucket, [p.grad for p in bucket])
-                    pending.extend((group, p, r) for p, r in zip(bucket, results, strict=True))
+            try:
+                for group in self.param_groups:
+                    for bucket in self._buckets(group):
+                        out = self._compute_many(group, bucket, [p.grad for p in bucket], pending)
+                        results.extend((group, p, r) for p, r in zip(bucket, out, strict=True))
+            except Exception:
+                pending.flush()
+                raise
+            pending.flush()
         except NonFiniteUpdate as e:
             self.skipped_steps += 1
             checks.warn_skipped(str(e))
             return
-        self._apply_updates(pending)
+        self._apply_updates(results)
 
     def _apply_updates(self, pending: list[tuple[dict[str, Any], Tensor, Any]]) -> None:
         """``apply_update`` for every ``(group, p, (new_state, u))`` of a step, the parameter
@@ -336,7 +346,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             self.state[p].update(new_state)
             _, ps, us = by_group.setdefault(id(group), (group, [], []))
             ps.append(p)
-            us.append(transforms.as_shape(update, p.shape).to(p.dtype))
+            us.append(transforms.as_dtype(transforms.as_shape(update, p.shape), p.dtype))
         for group, ps, us in by_group.values():
             transforms.weight_decay(ps, group["lr"], group["weight_decay"])
             torch._foreach_add_(ps, us, alpha=-group["lr"])

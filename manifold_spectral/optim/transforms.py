@@ -19,6 +19,7 @@ __all__ = [
     "scale_by_second_moment",
     "weight_decay",
     "as_shape",
+    "as_dtype",
 ]
 
 
@@ -120,3 +121,9 @@ def as_shape(t: Tensor, shape: torch.Size) -> Tensor:
     """``t.reshape(shape)``, or ``t`` itself when it has that shape already: a reshape to the
     same shape still dispatches a view, and a step writes one per parameter and state entry."""
     return t if t.shape == shape else t.reshape(shape)
+
+
+def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t.to(dtype)``, or ``t`` itself when it has that dtype already (what ``to`` returns
+    then too, after a dispatch that a step would pay per parameter and per conversion)."""
+    return t if t.dtype == dtype else t.to(dtype)

@@ -10,16 +10,18 @@ results only after every parameter's computation succeeded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..linalg import all_finite, max_abs
+from ..linalg import finite_with_sum, max_abs
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
 from .pack_cache import PackCache
+from .pending import PendingChecks
 from .preconditioners import kronecker_cost, make_preconditioner, param_cost
 
 __all__ = ["UpdateMixin", "PRECOND_PREFIX", "BATCH_MAX_COST", "PAD_OVERHEAD_COST"]
@@ -62,58 +64,72 @@ class UpdateMixin:
         return {k[n:]: v for k, v in state.items() if k.startswith(PRECOND_PREFIX)}
 
     def _compute_many(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        pending: PendingChecks | None = None,
     ) -> list[tuple[dict[str, Any], Tensor]]:
         """``compute_update`` for parameters of one group that share a preconditioner shape, state
         dtype, device and step count (a ``_buckets`` bucket). For more than one, the curvature
         updates and the preconditioning run on a ``batch=k`` manifold: the same formulas, one
         set of batched products. Per-parameter state stays per parameter (stacked for the
-        update, then sliced and copied back)."""
+        update, then sliced and copied back). ``pending``: the step's checks of the results,
+        added to it and flushed before a curvature update (default: a list of this call's,
+        flushed before it returns); a failed check raises ``NonFiniteUpdate``."""
         k = len(params)
         state_dtype = self._state_dtype(group, params[0])
-        singles = [self._preconditioner(group, p) for p in params]
-        pre = singles[0] if k == 1 else self._batched_preconditioner(group, params)
-        news: list[dict[str, Any]] = []
-        pcs, bufs, steps = [], [], []
-        for p, grad, single in zip(params, grads, singles, strict=True):
-            # .get, not self.state[p]: a lookup would add an entry to a step that may fail
-            state, new = self.state.get(p, {}), {}
+        pre = (
+            self._preconditioner(group, params[0])
+            if k == 1
+            else self._batched_preconditioner(group, params)
+        )
+        # .get, not self.state[p]: a lookup would add an entry to a step that may fail
+        states = [self.state.get(p, {}) for p in params]
+        news: list[dict[str, Any]] = [{} for _ in params]
+        pcs, bufs = [], []
+        step = 0
+        for p, grad, state, new in zip(params, grads, states, news, strict=True):
             if not state:
+                single = self._preconditioner(group, p)
                 pcs.append(single.init_state(grad, group["warm_start"]))
-                steps.append(1)
+                step = 1
                 bufs.append(torch.zeros_like(grad, dtype=state_dtype))
                 if group["graft"] == "adam":
                     new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
-            else:
-                if state["momentum_buffer"].shape != grad.shape:  # p.data was replaced
-                    raise ValueError(
-                        f"a parameter of shape {tuple(grad.shape)} has optimizer state of shape "
-                        f"{tuple(state['momentum_buffer'].shape)}: its shape changed after its "
-                        "state was made; drop that state (opt.state.pop(p)) or build a new "
-                        "optimizer; nothing was changed"
-                    )
-                if state["momentum_buffer"].dtype != state_dtype:  # e.g. model.double()
-                    raise ValueError(
-                        f"a parameter of shape {tuple(grad.shape)} and dtype {p.dtype} has "
-                        f"optimizer state of dtype {state['momentum_buffer'].dtype}, not the "
-                        f"state_dtype {state_dtype}: the parameter's dtype changed after its "
-                        "state was made; opt.load_state_dict(opt.state_dict()) converts the "
-                        "state to it; nothing was changed"
-                    )
-                pcs.append(self._precond_state(state))
+                continue
+            buf = state["momentum_buffer"]
+            if buf.shape != grad.shape:  # p.data was replaced
+                raise ValueError(
+                    f"a parameter of shape {tuple(grad.shape)} has optimizer state of shape "
+                    f"{tuple(buf.shape)}: its shape changed after its "
+                    "state was made; drop that state (opt.state.pop(p)) or build a new "
+                    "optimizer; nothing was changed"
+                )
+            if buf.dtype != state_dtype:  # e.g. model.double()
+                raise ValueError(
+                    f"a parameter of shape {tuple(grad.shape)} and dtype {p.dtype} has "
+                    f"optimizer state of dtype {buf.dtype}, not the "
+                    f"state_dtype {state_dtype}: the parameter's dtype changed after its "
+                    "state was made; opt.load_state_dict(opt.state_dict()) converts the "
+                    "state to it; nothing was changed"
+                )
+            if not pcs:
                 # A bucket's members share their step count (``_buckets``): one read (a
                 # host synchronisation) for the bucket.
-                steps.append(int(state["step"]) + 1 if not steps else steps[0])
-                bufs.append(state["momentum_buffer"])
-            news.append(new)
-        step = steps[0]
+                step = int(state["step"]) + 1
+                pcs.append(self._precond_state(state))
+            else:
+                # the members' entries under the first one's keys (a KeyError if one lacks it)
+                pcs.append({key: state[PRECOND_PREFIX + key] for key in pcs[0]})
+            bufs.append(buf)
         packed = PackCache(self._packed, params, pre)
         if k == 1:
-            G = grads[0].to(state_dtype)
+            G = transforms.as_dtype(grads[0], state_dtype)
         elif all(g.dtype == grads[0].dtype for g in grads):
-            G = pre.pack(grads).to(state_dtype)  # one conversion; embedding is exact
+            G = transforms.as_dtype(pre.pack(grads), state_dtype)  # embedding is exact
         else:
-            G = pre.pack([g.to(state_dtype) for g in grads])
+            G = pre.pack([transforms.as_dtype(g, state_dtype) for g in grads])
         if group["momentum"]:
             # Elementwise, so on the packed bucket it is each parameter's own step, bit for bit.
             buf = bufs[0] if k == 1 else packed("momentum_buffer", bufs)
@@ -132,6 +148,9 @@ class UpdateMixin:
             if k == 1
             else {key: packed(PRECOND_PREFIX + key, [c[key] for c in pcs], key) for key in pcs[0]}
         )
+        local = pending is None
+        if pending is None:
+            pending = PendingChecks()
         corrected = checks.corrected(group) and pre.kind == "kronecker"
         rotated = None
         if corrected:
@@ -139,44 +158,42 @@ class UpdateMixin:
             # then serves the curvature step's GOP too.
             wide = transforms.wide_dtype(state_dtype)
             vs = [
-                self.state[p]["eig_v"]
-                if "eig_v" in self.state.get(p, ())
-                else torch.zeros_like(g, dtype=wide)
-                for p, g in zip(params, grads, strict=True)
+                st["eig_v"] if "eig_v" in st else torch.zeros_like(g, dtype=wide)
+                for st, g in zip(states, grads, strict=True)
             ]
             U, V, rotated = pre.precondition_corrected(
                 pc, D, G, vs[0] if k == 1 else packed("eig_v", vs), step, group["correction_beta"]
             )
-            if not all_finite(V):  # squares of a finite gradient overflowed the buffer's dtype
-                raise NonFiniteUpdate(
-                    "the eigenvalue-correction second moment of a parameter of shape "
-                    f"{tuple(params[0].shape)}{' (and its bucket)' if k > 1 else ''} overflowed"
-                )
+            pending.add([V.sum()], _moment_verdict(V, params[0].shape, k))
         updated = (step - 1) % group["update_every"] == 0
         if updated:
+            pending.flush()  # an earlier failure decides before this update's own
             count = (step - 1) // group["update_every"] + 1
             if k == 1:
-                pc = self._curvature_update(
-                    pre, pc, G, count, news[0], self.state.get(params[0], {}), rotated
-                )
+                pc = self._curvature_update(pre, pc, G, count, news[0], states[0], rotated)
             else:
                 try:
                     pc = pre.update(pc, G, count=count, rotated=rotated)
                 except (FloatingPointError, ValueError):
                     # One element failed: update them one by one (each with its fallbacks),
                     # exactly as unbatched.
-                    return [
-                        self._compute_many(group, [p], [g])[0]
+                    out = [
+                        self._compute_many(group, [p], [g], pending)[0]
                         for p, g in zip(params, grads, strict=True)
                     ]
+                    if local:
+                        pending.flush()
+                    return out
         if not corrected:
             U = pre.precondition(pc, D)
         # Per-parameter slices of the bucket's results (views where the layout allows); each
         # parameter's state entries are replaced, never written in place. Without a curvature
-        # update the preconditioner state is the parameters' own, unchanged.
-        if k == 1:
+        # update the preconditioner state is the parameters' own, unchanged: not written.
+        if not updated:
+            pcs = [{}] * k
+        elif k == 1:
             pcs = [pc]
-        elif updated:
+        else:
             parts = [pre.unpack(v, key) for key, v in pc.items()]
             pcs = [dict(zip(pc, e, strict=True)) for e in zip(*parts, strict=True)]
             for key, e in zip(pc, parts, strict=True):
@@ -186,33 +203,51 @@ class UpdateMixin:
         per_param = group["graft"] == "adam" or group["clip_rms"] is not None
         lr = group["lr"]
         wd = group["weight_decay"]
-        if not per_param and not update_fits(U, lr, params, wd):  # one reduction: the bucket
-            for u, p in zip(Us, params, strict=True):
-                self._check_update(u, p, lr, wd)
+        if not per_param:  # one reduction: the bucket
+            pending.add([max_abs(U)], self._fits_verdict(Us, params, lr, wd))
         out = []
         # One step tensor for the bucket's members (a state entry is replaced, never written
         # in place, so sharing it is safe): ``_buckets`` then reads it once per bucket.
         # float64: a float32 count stops at 2^24 steps, and the update schedule reads it.
-        step_t = torch.tensor(float(step), dtype=torch.float64)
-        for p, grad, new, pci, Vi, u in zip(params, grads, news, pcs, Vs, Us, strict=True):
-            new.update({PRECOND_PREFIX + key: v for key, v in pci.items()})
+        step_t = torch.scalar_tensor(step, dtype=torch.float64)
+        for p, grad, state, new, pci, Vi, u in zip(
+            params, grads, states, news, pcs, Vs, Us, strict=True
+        ):
+            for key, v in pci.items():
+                new[PRECOND_PREFIX + key] = v
             if corrected:
                 new["eig_v"] = transforms.as_shape(Vi, p.shape)
             if group["graft"] == "adam":
-                v = self.state.get(p, {}).get("exp_avg_sq", new.get("exp_avg_sq"))
+                v = state.get("exp_avg_sq", new.get("exp_avg_sq"))
                 v, adam = transforms.adam_direction(v, grad.float(), step)
                 new["exp_avg_sq"] = v
                 u = transforms.graft_norm(u, adam)
             if group["clip_rms"] is not None:
                 u = transforms.clip_by_rms(u, group["clip_rms"])
             if per_param:
+                pending.flush()
                 self._check_update(u, p, lr, wd)
             new["step"] = step_t
             out.append((new, u))
         if corrected:
             packed.record("eig_v", V, [new["eig_v"] for new in news])
+        if local:
+            pending.flush()
         packed.store()
         return out
+
+    def _fits_verdict(
+        self, us: list[Tensor], params: list[Tensor], lr: float, wd: float
+    ) -> Callable[[list[float]], None]:
+        """The verdict on a bucket's ``max |U|`` (``PendingChecks``): ``fits_with_max``, else
+        ``_check_update`` of each member, which names the first that does not fit."""
+
+        def verdict(values: list[float]) -> None:
+            if not fits_with_max(values[0], lr, params, wd):
+                for u, p in zip(us, params, strict=True):
+                    self._check_update(u, p, lr, wd)
+
+        return verdict
 
     @staticmethod
     def _check_update(u: Tensor, p: Tensor, lr: float, weight_decay: float) -> None:
@@ -342,6 +377,21 @@ class UpdateMixin:
         return pre
 
 
+def _moment_verdict(V: Tensor, shape: torch.Size, k: int) -> Callable[[list[float]], None]:
+    """The verdict on the sum of a bucket's eigenvalue-correction second moment ``V``
+    (``PendingChecks``): ``NonFiniteUpdate`` unless every entry is finite (squares of a
+    finite gradient may overflow the buffer's dtype)."""
+
+    def verdict(values: list[float]) -> None:
+        if not finite_with_sum(V, values[0]):
+            raise NonFiniteUpdate(
+                "the eigenvalue-correction second moment of a parameter of shape "
+                f"{tuple(shape)}{' (and its bucket)' if k > 1 else ''} overflowed"
+            )
+
+    return verdict
+
+
 def update_fits(u: Tensor, lr: float, params: list[Tensor], weight_decay: float = 0.0) -> bool:
     """Whether the write ``p <- p (1 - lr wd) - lr u`` (``u`` in the state dtype, cast to the
     parameter's) stays finite in every dtype of ``params``: ``u``, ``lr`` and ``lr u`` within
@@ -349,8 +399,12 @@ def update_fits(u: Tensor, lr: float, params: list[Tensor], weight_decay: float 
     ``lr`` its dtype cannot hold, would write Inf or fail half-way), and, only when ``lr u``
     comes within a factor 1024 of it, the parameters' own size added. One reduction and one
     host synchronisation in the usual case; NaN fails every comparison."""
+    return fits_with_max(float(max_abs(u)), lr, params, weight_decay)
+
+
+def fits_with_max(umax: float, lr: float, params: list[Tensor], weight_decay: float = 0.0) -> bool:
+    """``update_fits`` given ``umax = max |u|``, read by the caller (``pending``)."""
     top = min(torch.finfo(p.dtype).max for p in params)
-    umax = float(max_abs(u))
     step = umax * lr
     if not (umax <= top and lr <= top and step <= top):
         return False
