@@ -28,6 +28,8 @@ __all__ = [
     "orthogonality_error",
     "newton_schulz_orthogonalize",
     "all_finite",
+    "finite_with_sum",
+    "as_dtype",
     "records_grad",
     "matmul",
     "max_abs",
@@ -81,6 +83,13 @@ def finite_with_sum(X: Tensor, total: float) -> bool:
     values in one synchronisation): a finite sum proves every entry finite; otherwise the
     elementwise test decides."""
     return math.isfinite(total) or bool(torch.isfinite(X).all())
+
+
+def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t.to(dtype)``, or ``t`` itself when it has that dtype already (what ``to`` returns
+    then too, after a dispatch that an optimizer step would pay per parameter and per
+    conversion)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def max_abs(X: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .._denormals import flush_denormals
+from ..linalg import as_dtype
 from . import checks, distributed, transforms
 from .checks import NonFiniteUpdate, validate_group
 from .guards import GuardsMixin
@@ -313,7 +314,20 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             if not distributed.step(self):
                 self.skipped_steps += 1
             return
-        if not self._check_grads():
+        plan: list[tuple[dict[str, Any], list[Tensor], Tensor | None]] = []
+
+        def packed() -> list[Tensor]:
+            """The step's buckets, with their gradients packed once (for the check and the
+            update); a bucket of gradients of different dtypes gives them one by one."""
+            out = []
+            for group in self.param_groups:
+                for bucket in self._buckets(group):
+                    G = self._pack_grads(group, bucket)
+                    plan.append((group, bucket, G))
+                    out.extend([p.grad for p in bucket] if G is None else [G])
+            return out
+
+        if not self._check_grads(packed):
             self.skipped_steps += 1
             return
         results: list[tuple[dict[str, Any], Tensor, Any]] = []
@@ -323,10 +337,10 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         pending = PendingChecks()
         try:
             try:
-                for group in self.param_groups:
-                    for bucket in self._buckets(group):
-                        out = self._compute_many(group, bucket, [p.grad for p in bucket], pending)
-                        results.extend((group, p, r) for p, r in zip(bucket, out, strict=True))
+                for group, bucket, G in plan:
+                    grads = [p.grad for p in bucket]
+                    out = self._compute_many(group, bucket, grads, pending, G)
+                    results.extend((group, p, r) for p, r in zip(bucket, out, strict=True))
             except Exception:
                 pending.flush()
                 raise
@@ -346,7 +360,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             self.state[p].update(new_state)
             _, ps, us = by_group.setdefault(id(group), (group, [], []))
             ps.append(p)
-            us.append(transforms.as_dtype(transforms.as_shape(update, p.shape), p.dtype))
+            us.append(as_dtype(transforms.as_shape(update, p.shape), p.dtype))
         for group, ps, us in by_group.values():
             transforms.weight_decay(ps, group["lr"], group["weight_decay"])
             torch._foreach_add_(ps, us, alpha=-group["lr"])

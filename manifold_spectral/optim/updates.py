@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import finite_with_sum, max_abs
+from ..linalg import as_dtype, finite_with_sum, max_abs
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
@@ -69,6 +69,7 @@ class UpdateMixin:
         params: list[Tensor],
         grads: list[Tensor],
         pending: PendingChecks | None = None,
+        packed_grads: Tensor | None = None,
     ) -> list[tuple[dict[str, Any], Tensor]]:
         """``compute_update`` for parameters of one group that share a preconditioner shape, state
         dtype, device and step count (a ``_buckets`` bucket). For more than one, the curvature
@@ -76,14 +77,11 @@ class UpdateMixin:
         set of batched products. Per-parameter state stays per parameter (stacked for the
         update, then sliced and copied back). ``pending``: the step's checks of the results,
         added to it and flushed before a curvature update (default: a list of this call's,
-        flushed before it returns); a failed check raises ``NonFiniteUpdate``."""
+        flushed before it returns); a failed check raises ``NonFiniteUpdate``. ``packed_grads``:
+        ``_pack_grads(params)``, when the caller has it."""
         k = len(params)
         state_dtype = self._state_dtype(group, params[0])
-        pre = (
-            self._preconditioner(group, params[0])
-            if k == 1
-            else self._batched_preconditioner(group, params)
-        )
+        pre = self._bucket_preconditioner(group, params)
         # .get, not self.state[p]: a lookup would add an entry to a step that may fail
         states = [self.state.get(p, {}) for p in params]
         news: list[dict[str, Any]] = [{} for _ in params]
@@ -125,11 +123,12 @@ class UpdateMixin:
             bufs.append(buf)
         packed = PackCache(self._packed, params, pre)
         if k == 1:
-            G = transforms.as_dtype(grads[0], state_dtype)
-        elif all(g.dtype == grads[0].dtype for g in grads):
-            G = transforms.as_dtype(pre.pack(grads), state_dtype)  # embedding is exact
+            G = as_dtype(grads[0], state_dtype)
+        elif packed_grads is not None or all(g.dtype == grads[0].dtype for g in grads):
+            # one conversion; the embedding is exact
+            G = as_dtype(pre.pack(grads) if packed_grads is None else packed_grads, state_dtype)
         else:
-            G = pre.pack([transforms.as_dtype(g, state_dtype) for g in grads])
+            G = pre.pack([as_dtype(g, state_dtype) for g in grads])
         if group["momentum"]:
             # Elementwise, so on the packed bucket it is each parameter's own step, bit for bit.
             buf = bufs[0] if k == 1 else packed("momentum_buffer", bufs)
@@ -248,6 +247,23 @@ class UpdateMixin:
                     self._check_update(u, p, lr, wd)
 
         return verdict
+
+    def _bucket_preconditioner(self, group: dict[str, Any], params: list[Tensor]) -> Any:
+        """The preconditioner of a bucket: its one parameter's, or ``_batched_preconditioner``."""
+        if len(params) == 1:
+            return self._preconditioner(group, params[0])
+        return self._batched_preconditioner(group, params)
+
+    def _pack_grads(self, group: dict[str, Any], params: list[Tensor]) -> Tensor | None:
+        """The gradients of a bucket as one tensor in their dtype (``pre.pack``; a single
+        parameter's own), what ``_compute_many`` updates; ``None`` when their dtypes differ
+        (each is then converted to the state dtype first)."""
+        grads = [p.grad for p in params]
+        if len(grads) == 1:
+            return grads[0]
+        if any(g.dtype != grads[0].dtype for g in grads):
+            return None
+        return self._bucket_preconditioner(group, params).pack(grads)
 
     @staticmethod
     def _check_update(u: Tensor, p: Tensor, lr: float, weight_decay: float) -> None:
