@@ -16,7 +16,7 @@ from torch import nn
 import manifold_spectral as ms
 from manifold_spectral.gaussian import GOP, Gaussian, Rotated
 from manifold_spectral.manifolds import KroneckerSpectralPoint, SpectralPoint
-from manifold_spectral.optim import SpectralKron
+from manifold_spectral.optim import SpectralKron, updates
 from manifold_spectral.optim.updates import PAD_OVERHEAD_COST, _pad_buckets
 
 torch.set_num_threads(1)
@@ -153,6 +153,23 @@ def test_pad_buckets_rule():
     # A kernel and its transpose pad to (72, 72): 2 * 4 * 72^3 - 2 * 478720 <= 4 * 80^3; then
     # (8, 9): 3 * 4 * 72^3 - (2 * 478720 + 2465) <= 2 * 4 * 80^3.
     assert groups([(8, 9), (16, 72), (72, 16)]) == [[(8, 9), (16, 72), (72, 16)]]
+
+
+def test_pad_bound_is_read_when_bucketing(monkeypatch):
+    """``_buckets`` pads within ``updates.PAD_OVERHEAD_COST`` as it is when it buckets, not as
+    it was when ``_pad_buckets`` was defined: benchmarks/bench_optim_batched.py's padding
+    table sets it to force one padded bucket. (128, 128) + (32, 32) pad by
+    4 * 128^3 - 4 * 32^3 = 8.26e6 > 4 * 80^3 per extra member: two buckets by default."""
+    ps = [nn.Parameter(torch.randn(128, 128)), nn.Parameter(torch.randn(32, 32))]
+    opt = SpectralKron(ps)
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    group = opt.param_groups[0]
+    assert len(opt._buckets(group)) == 2
+    monkeypatch.setattr(updates, "PAD_OVERHEAD_COST", 10**15)
+    assert len(opt._buckets(group)) == 1
+    monkeypatch.setattr(updates, "PAD_OVERHEAD_COST", 0)
+    assert len(opt._buckets(group)) == 2
 
 
 def models():

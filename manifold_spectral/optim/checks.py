@@ -32,6 +32,7 @@ __all__ = [
     "COUNTERS",
     "NonFiniteUpdate",
     "square_bound",
+    "largest",
     "warn_skipped",
     "STEP_OPTIONS",
     "LAYOUT_OPTIONS",
@@ -77,12 +78,19 @@ class NonFiniteUpdate(FloatingPointError):
 
 
 @functools.cache
+def largest(dtype: torch.dtype) -> float:
+    """``finfo(dtype).max`` (cached: a step reads it per parameter, and ``finfo`` is built
+    anew on every call)."""
+    return float(torch.finfo(dtype).max)
+
+
+@functools.cache
 def square_bound(dtype: torch.dtype) -> float:
     """``sqrt(finfo(dtype).max)``: above it a gradient entry's square, and so its curvature
     (``EMA(g^2)``, ``G G^T``), is not representable in ``dtype``. Preconditioning such a
     gradient with a curvature that could not take it in (the previous one) would step by
     ``lr |g|``, e.g. ``1e17`` for ``|g| = 1e20`` in float32, so the step is skipped."""
-    return math.sqrt(torch.finfo(dtype).max)
+    return math.sqrt(largest(dtype))
 
 
 def warn_skipped(reason: str) -> None:

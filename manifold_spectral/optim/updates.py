@@ -22,7 +22,7 @@ from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
 from .pack_cache import PackCache
 from .pending import PendingChecks
-from .preconditioners import kronecker_cost, make_preconditioner, param_cost
+from .preconditioners import kronecker_cost, make_preconditioner
 
 __all__ = ["UpdateMixin", "PRECOND_PREFIX", "BATCH_MAX_COST", "PAD_OVERHEAD_COST"]
 
@@ -343,7 +343,7 @@ class UpdateMixin:
                     step = read[id(t)] if id(t) in read else read.setdefault(id(t), int(t))
                 key = ("diagonal", self._state_dtype(group, p), p.device, step)
                 if pre.kind == "kronecker":
-                    if param_cost(p.shape, group) <= BATCH_MAX_COST:
+                    if kronecker_cost(*pre.shape) <= BATCH_MAX_COST:  # param_cost(p.shape)
                         small.setdefault(key[1:], []).append(p)
                         continue
                     key = id(p)
@@ -351,7 +351,8 @@ class UpdateMixin:
         out = list(buckets.values())
         for params in small.values():
             shapes = [self._preconditioner(group, p).shape for p in params]
-            out.extend(_pad_buckets(params, shapes))
+            # the bound read now, not when _pad_buckets was defined (benchmarks set it)
+            out.extend(_pad_buckets(params, shapes, PAD_OVERHEAD_COST))
         return out
 
     def _owner_units(self, group: dict[str, Any], params: list[Tensor]) -> list[list[Tensor]]:
@@ -420,7 +421,7 @@ def update_fits(u: Tensor, lr: float, params: list[Tensor], weight_decay: float 
 
 def fits_with_max(umax: float, lr: float, params: list[Tensor], weight_decay: float = 0.0) -> bool:
     """``update_fits`` given ``umax = max |u|``, read by the caller (``pending``)."""
-    top = min(torch.finfo(p.dtype).max for p in params)
+    top = min(checks.largest(p.dtype) for p in params)
     step = umax * lr
     if not (umax <= top and lr <= top and step <= top):
         return False
