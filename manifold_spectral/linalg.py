@@ -33,6 +33,7 @@ __all__ = [
     "records_grad",
     "matmul",
     "max_abs",
+    "max_abs_from",
     "eps",
     "default_eig_tol",
     "eigh_canonical",
@@ -102,6 +103,13 @@ def max_abs(X: Tensor) -> Tensor:
     per-step checks of gradients and updates read it."""
     lo, hi = torch.aminmax(X)
     return torch.maximum(hi, lo.neg())
+
+
+def max_abs_from(lo: float, hi: float) -> float:
+    """``float(max_abs(X))`` from ``lo, hi = torch.aminmax(X)`` read to the host (with other
+    values in one synchronisation): ``max(hi, -lo)`` exactly, NaN when ``X`` has a NaN
+    (``aminmax`` then gives NaN for both)."""
+    return math.nan if math.isnan(lo) or math.isnan(hi) else max(hi, -lo)
 
 
 def matmul(A: Tensor, B: Tensor) -> Tensor:

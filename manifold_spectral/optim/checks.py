@@ -236,7 +236,8 @@ def unsteppable_error(gi: int, pi: int, p: Tensor) -> ValueError | None:
     parameter whose elements share memory (a stride 0 over a dimension longer than 1, e.g.
     ``expand``), which the in-place update cannot write, and would fail half-way through a
     step after other parameters were written."""
-    if p.grad is not None and p.grad.is_sparse:
+    grad = p.grad
+    if grad is not None and grad.is_sparse:
         return ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
     if p.is_meta:
         return ValueError(
@@ -245,8 +246,9 @@ def unsteppable_error(gi: int, pi: int, p: Tensor) -> ValueError | None:
         )
     # A contiguous tensor has no stride 0 over a dimension longer than 1: the usual case
     # costs one flag read.
-    shared = zip(p.stride(), p.shape, strict=True)
-    if not p.is_contiguous() and any(s == 0 and n > 1 for s, n in shared):
+    if not p.is_contiguous() and any(
+        s == 0 and n > 1 for s, n in zip(p.stride(), p.shape, strict=True)
+    ):
         return ValueError(
             f"params[{gi}][{pi}] (shape {tuple(p.shape)}, stride {p.stride()}): its elements "
             "share memory (an expanded tensor), so it cannot be updated in place; give the model a "

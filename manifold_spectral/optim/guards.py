@@ -34,13 +34,14 @@ class GuardsMixin:
         grads, bounds = [], []
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
                 error = checks.unsteppable_error(gi, pi, p)
                 if error is not None:
                     raise error
-                if p.grad.numel():
-                    grads.append(p.grad)
+                if grad.numel():
+                    grads.append(grad)
                     bounds.append(checks.square_bound(self._state_dtype(group, p)))
         if not grads:
             return True

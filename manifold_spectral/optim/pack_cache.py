@@ -18,6 +18,7 @@ per-parameter copies.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ __all__ = ["PackCache"]
 class PackCache:
     """The cache entries of one bucket for one step.
 
-    ``store``: the optimizer's dict of bucket -> {name: (packed, [(tensor, version), ...])};
+    ``store``: the optimizer's dict of bucket -> {name: (packed, ([tensor, ...], [version, ...]))};
     ``params``: the bucket; ``pre``: its preconditioner (``pack``). With one parameter
     nothing is cached (there is nothing to pack)."""
 
@@ -46,7 +47,7 @@ class PackCache:
         hit = self._old.get(name)
         if hit is None or not _same(hit[1], tensors):
             # a fresh pack equals pack(tensors) while they are unmodified, as an unpacked one
-            hit = (self._pre.pack(tensors, key), [(t, t._version) for t in tensors])
+            hit = (self._pre.pack(tensors, key), _record(tensors))
         self._new.setdefault(name, hit)
         return hit[0]
 
@@ -54,7 +55,7 @@ class PackCache:
         """``parts`` (the per-parameter entries about to be written) came from ``packed``
         (replaces what ``__call__`` kept under ``name`` this step)."""
         if self._on:
-            self._new[name] = (packed, [(t, t._version) for t in parts])
+            self._new[name] = (packed, _record(parts))
 
     def store(self) -> None:
         """Keep this step's entries; drop the entries of other buckets that shared a
@@ -67,7 +68,19 @@ class PackCache:
         self._store[self._key] = self._new
 
 
-def _same(recorded: Sequence[tuple[Tensor, int]], tensors: Sequence[Tensor]) -> bool:
-    return len(recorded) == len(tensors) and all(
-        r is t and t._version == v for (r, v), t in zip(recorded, tensors, strict=True)
+def _same(recorded: tuple[list[Tensor], list[int]], tensors: Sequence[Tensor]) -> bool:
+    """Whether ``tensors`` are the recorded ones (``is``), each at its recorded version."""
+    kept, versions = recorded
+    return (
+        len(kept) == len(tensors)
+        and all(map(operator.is_, kept, tensors))
+        and list(map(_version, tensors)) == versions
     )
+
+
+_version = operator.attrgetter("_version")
+
+
+def _record(tensors: Sequence[Tensor]) -> tuple[list[Tensor], list[int]]:
+    """The tensors and their versions, as ``_same`` compares them."""
+    return list(tensors), list(map(_version, tensors))

@@ -32,16 +32,18 @@ class PendingChecks:
         self._items.append((values, verdict))
 
     def flush(self) -> None:
-        """Read every pending value (one synchronisation per device and dtype among them)
-        and run the verdicts in order; the first failure raises, the checks are cleared."""
+        """Read every pending value (one synchronisation per device among them) and run the
+        verdicts in order; the first failure raises, the checks are cleared. Values of
+        different dtypes are stacked in the widest (``torch.stack`` promotes: exact between
+        floating types)."""
         items, self._items = self._items, []
         if not items:
             return
         flat = [v for values, _ in items for v in values]
         read: list[float] = [0.0] * len(flat)
-        groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        groups: dict[torch.device, list[int]] = {}
         for i, v in enumerate(flat):
-            groups.setdefault((v.device, v.dtype), []).append(i)
+            groups.setdefault(v.device, []).append(i)
         for ids in groups.values():
             got = torch.stack([flat[i] for i in ids]).tolist() if len(ids) > 1 else None
             for j, i in enumerate(ids):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import as_dtype, finite_with_sum, max_abs
+from ..linalg import as_dtype, finite_with_sum, max_abs, max_abs_from
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
@@ -203,7 +203,7 @@ class UpdateMixin:
         lr = group["lr"]
         wd = group["weight_decay"]
         if not per_param:  # one reduction: the bucket
-            pending.add([max_abs(U)], self._fits_verdict(Us, params, lr, wd))
+            pending.add(list(torch.aminmax(U)), self._fits_verdict(Us, params, lr, wd))
         out = []
         # One step tensor for the bucket's members (a state entry is replaced, never written
         # in place, so sharing it is safe): ``_buckets`` then reads it once per bucket.
@@ -238,11 +238,11 @@ class UpdateMixin:
     def _fits_verdict(
         self, us: list[Tensor], params: list[Tensor], lr: float, wd: float
     ) -> Callable[[list[float]], None]:
-        """The verdict on a bucket's ``max |U|`` (``PendingChecks``): ``fits_with_max``, else
-        ``_check_update`` of each member, which names the first that does not fit."""
+        """The verdict on a bucket's ``aminmax(U)`` (``PendingChecks``): ``fits_with_max``,
+        else ``_check_update`` of each member, which names the first that does not fit."""
 
         def verdict(values: list[float]) -> None:
-            if not fits_with_max(values[0], lr, params, wd):
+            if not fits_with_max(max_abs_from(*values), lr, params, wd):
                 for u, p in zip(us, params, strict=True):
                     self._check_update(u, p, lr, wd)
 
