@@ -153,6 +153,18 @@ def test_pad_buckets_rule():
     # A kernel and its transpose pad to (72, 72): 2 * 4 * 72^3 - 2 * 478720 <= 4 * 80^3; then
     # (8, 9): 3 * 4 * 72^3 - (2 * 478720 + 2465) <= 2 * 4 * 80^3.
     assert groups([(8, 9), (16, 72), (72, 16)]) == [[(8, 9), (16, 72), (72, 16)]]
+    # A join counts the padding it adds to the members already there. (96, 32) + (64, 32):
+    # 2 * 1310720 - 1310720 - 491520 = 819200 <= 4 * 80^3. (32, 64) would widen them to
+    # (96, 64): 3 * 2129920 - 2 * 1310720 - 491520 = 3276800 > 4 * 80^3, though the bucket's
+    # average padding, (3 * 2129920 - 2293760) / 2 = 2048000, would be within the bound.
+    assert groups([(96, 32), (64, 32), (32, 64)]) == [[(96, 32), (64, 32)], [(32, 64)]]
+    # bench_optim_batched.py's "mixed" layers: (16, 72) would widen the (96, 64) bucket to
+    # (96, 72) for all its members; by the average it joined one bucket of eight.
+    mixed = [(8, 9), (16, 72)] + [(96, 32), (32, 32), (64, 32), (32, 64)] * 2
+    assert groups(mixed) == [
+        [(8, 9), (96, 32), (32, 32), (64, 32), (96, 32), (32, 32), (64, 32)],
+        [(16, 72), (32, 64), (32, 64)],
+    ]
 
 
 def test_pad_bound_is_read_when_bucketing(monkeypatch):

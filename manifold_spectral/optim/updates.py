@@ -36,11 +36,13 @@ PRECOND_PREFIX = "pc_"
 BATCH_MAX_COST = 4 * 256**3
 
 #: What one bucket fewer saves, in units of ``param_cost``: a Kronecker update makes the same
-#: number of small tensor calls whatever its size, and on a CPU core in float32 padding a
-#: bucket costs more than those calls once it adds more than the products of an 80 x 80
-#: layer per member beyond the first (``benchmarks/bench_optim_batched.py``, "padding"
-#: table: separate vs padded steps of small layers). ``_pad_buckets`` pads within that
-#: bound. A 16-bit state's products run in float32 on a CPU (``linalg.matmul``), so the
+#: number of small tensor calls whatever its size, and padding pays for them in products;
+#: ``_pad_buckets`` lets a member join while the padding it adds stays within the products
+#: of an 80 x 80 layer. ``benchmarks/bench_optim_batched.py`` measures both sides: its
+#: "padding" table (separate vs one padded bucket, every step a curvature update, where the
+#: per-call cost is largest) and the small layers at SOAP's period 10 (mostly
+#: precondition-only steps, whose products the padding enlarges as much but whose calls are
+#: fewer). A 16-bit state's products run in float32 on a CPU (``linalg.matmul``), so the
 #: bound is one for every state dtype.
 PAD_OVERHEAD_COST = 4 * 80**3
 
@@ -437,28 +439,31 @@ def _pad_buckets(
     """Kronecker parameters (Kronecker shapes ``shapes``) grouped into buckets.
 
     Parameters of one shape stay together. Shapes in decreasing cost join the first bucket
-    in which the padding costs at most ``bound`` (``PAD_OVERHEAD_COST``) per member beyond
-    the first,
+    to which they add at most ``bound`` (``PAD_OVERHEAD_COST``) of padding per joining
+    member: ``n`` members of shape (a, b) join ``k`` padded to (A, B) when
 
-        k cost(max a_i, max b_i) - sum_i cost(a_i, b_i) <= (k - 1) bound
+        (k + n) cost(A', B') - k cost(A, B) - n cost(a, b) <= n bound,   A' = max(A, a), ...
 
-    (``cost = a^3 + b^3 + ab(a + b)``, ``k`` members with them), else start one: padding is
-    paid in products, and each member saves the fixed per-call cost of its own update."""
+    (``cost = a^3 + b^3 + ab(a + b)``), else start one: padding is paid in products, and
+    each member saves the fixed per-call cost of its own update. The padding a join adds
+    counts the growth of the members already there (a join that widens the bucket pads all
+    of them): a bound on the bucket's average padding would let a member that costs the
+    others more than it saves join a bucket whose earlier members padded little."""
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, s in enumerate(shapes):
         by_shape.setdefault(tuple(s), []).append(i)
     order = sorted(by_shape, key=lambda s: -kronecker_cost(*s))
-    groups: list[tuple[list[int], list[int]]] = []  # (members, [max a, max b, sum of costs])
+    groups: list[tuple[list[int], list[int]]] = []  # (members, [A, B]: their padded shape)
     for a, b in order:
         new = by_shape[(a, b)]
-        for members, acc in groups:
-            A, B = max(acc[0], a), max(acc[1], b)
-            own = acc[2] + len(new) * kronecker_cost(a, b)
-            k = len(members) + len(new)
-            if k * kronecker_cost(A, B) - own <= (k - 1) * bound:
+        n, own = len(new), kronecker_cost(a, b)
+        for members, size in groups:
+            A, B, k = max(size[0], a), max(size[1], b), len(members)
+            added = (k + n) * kronecker_cost(A, B) - k * kronecker_cost(*size) - n * own
+            if added <= n * bound:
                 members.extend(new)
-                acc[:] = [A, B, own]
+                size[:] = [A, B]
                 break
         else:
-            groups.append((list(new), [a, b, len(new) * kronecker_cost(a, b)]))
+            groups.append((list(new), [a, b]))
     return [[params[i] for i in sorted(members)] for members, _ in groups]
