@@ -254,7 +254,7 @@ def cayley_neumann(N: Tensor, max_norm: float | None = None) -> Tensor:
     else:
         N4w = N4.float() if N4.dtype in (torch.bfloat16, torch.float16) else N4
         rho = torch.linalg.matrix_norm(N4w, ord="fro", keepdim=True).pow(0.25)
-        s = torch.clamp(max_norm / torch.clamp(rho, min=1e-30), max=1.0).to(N.dtype)
+        s = as_dtype(torch.clamp(max_norm / torch.clamp(rho, min=1e-30), max=1.0), N.dtype)
         s2 = s * s
         Q = (torch.mul(N4, s2 * s2) if graph else N4.mul_(s2 * s2)).addcmul_(N2, s2)
         P = (torch.mul(N2, s2) if graph else N2.mul_(s2)).addcmul_(N, s, value=2.0)
@@ -285,7 +285,7 @@ def clip_norm(X: Tensor, max_norm: float, *, inplace: bool = False) -> Tensor:
     """
     Xf = X.float() if X.dtype in (torch.bfloat16, torch.float16) else X
     norm = torch.linalg.matrix_norm(Xf, ord="fro", keepdim=True)
-    scale = torch.clamp(max_norm / torch.clamp(norm, min=1e-30), max=1.0).to(X.dtype)
+    scale = as_dtype(torch.clamp(max_norm / torch.clamp(norm, min=1e-30), max=1.0), X.dtype)
     if inplace and not records_grad(X):
         return X.mul_(scale)
     return X * scale
