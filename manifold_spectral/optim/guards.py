@@ -33,6 +33,7 @@ class GuardsMixin:
         gradient."""
         grads, bounds = [], []
         for gi, group in enumerate(self.param_groups):
+            by_dtype: dict[torch.dtype, float] = {}  # a parameter dtype's bound in this group
             for pi, p in enumerate(group["params"]):
                 grad = p.grad
                 if grad is None:
@@ -42,7 +43,11 @@ class GuardsMixin:
                     raise error
                 if grad.numel():
                     grads.append(grad)
-                    bounds.append(checks.square_bound(self._state_dtype(group, p)))
+                    bound = by_dtype.get(p.dtype)
+                    if bound is None:
+                        bound = checks.square_bound(self._state_dtype(group, p))
+                        by_dtype[p.dtype] = bound
+                    bounds.append(bound)
         if not grads:
             return True
         # One host synchronisation for all gradients: the largest max-norm is NaN or Inf
