@@ -134,7 +134,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them) for
             a NaN or Inf gradient. A finite gradient never raises: a step that the state or
             parameter dtype cannot hold (squares of the gradient, the curvature step, the
-            update or ``lr`` times it overflow; ``checks.square_bound``, ``updates.
+            update or ``lr`` times it overflow; ``checks.square_bound``, ``pending.
             update_fits``) is skipped with a ``RuntimeWarning`` and counted in
             ``skipped_steps`` whatever this option.
         shard: split the preconditioner work over the ranks of ``process_group`` (ZeRO-1

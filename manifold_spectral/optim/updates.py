@@ -10,18 +10,17 @@ results only after every parameter's computation succeeded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..linalg import as_dtype, finite_with_sum, max_abs, max_abs_from
+from ..linalg import as_dtype
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
 from .pack_cache import PackCache
-from .pending import PendingChecks
+from .pending import PendingChecks, check_update, fits_verdict, moment_verdict
 from .preconditioners import kronecker_cost, make_preconditioner
 
 __all__ = ["UpdateMixin", "PRECOND_PREFIX", "BATCH_MAX_COST", "PAD_OVERHEAD_COST"]
@@ -165,7 +164,7 @@ class UpdateMixin:
             U, V, rotated = pre.precondition_corrected(
                 pc, D, G, vs[0] if k == 1 else packed("eig_v", vs), step, group["correction_beta"]
             )
-            pending.add([V.sum()], _moment_verdict(V, params[0].shape, k))
+            pending.add([V.sum()], moment_verdict(V, params[0].shape, k))
         updated = (step - 1) % group["update_every"] == 0
         if updated:
             pending.flush()  # an earlier failure decides before this update's own
@@ -205,7 +204,7 @@ class UpdateMixin:
         lr = group["lr"]
         wd = group["weight_decay"]
         if not per_param:  # one reduction: the bucket
-            pending.add(list(torch.aminmax(U)), self._fits_verdict(Us, params, lr, wd))
+            pending.add(list(torch.aminmax(U)), fits_verdict(Us, params, lr, wd))
         out = []
         # One step tensor for the bucket's members (a state entry is replaced, never written
         # in place, so sharing it is safe): ``_buckets`` then reads it once per bucket.
@@ -227,7 +226,7 @@ class UpdateMixin:
                 u = transforms.clip_by_rms(u, group["clip_rms"])
             if per_param:
                 pending.flush()
-                self._check_update(u, p, lr, wd)
+                check_update(u, p, lr, wd)
             new["step"] = step_t
             out.append((new, u))
         if corrected:
@@ -236,19 +235,6 @@ class UpdateMixin:
             pending.flush()
         packed.store()
         return out
-
-    def _fits_verdict(
-        self, us: list[Tensor], params: list[Tensor], lr: float, wd: float
-    ) -> Callable[[list[float]], None]:
-        """The verdict on a bucket's ``aminmax(U)`` (``PendingChecks``): ``fits_with_max``,
-        else ``_check_update`` of each member, which names the first that does not fit."""
-
-        def verdict(values: list[float]) -> None:
-            if not fits_with_max(max_abs_from(*values), lr, params, wd):
-                for u, p in zip(us, params, strict=True):
-                    self._check_update(u, p, lr, wd)
-
-        return verdict
 
     def _bucket_preconditioner(self, group: dict[str, Any], params: list[Tensor]) -> Any:
         """The preconditioner of a bucket: its one parameter's, or ``_batched_preconditioner``."""
@@ -266,15 +252,6 @@ class UpdateMixin:
         if any(g.dtype != grads[0].dtype for g in grads):
             return None
         return self._bucket_preconditioner(group, params).pack(grads)
-
-    @staticmethod
-    def _check_update(u: Tensor, p: Tensor, lr: float, weight_decay: float) -> None:
-        """``NonFiniteUpdate`` (naming ``p``'s shape) unless ``update_fits``."""
-        if not update_fits(u, lr, [p], weight_decay):
-            raise NonFiniteUpdate(
-                f"the update (times lr = {lr:.3g}) of a parameter of shape {tuple(p.shape)} "
-                f"is not finite in its dtype {p.dtype}"
-            )
 
     @staticmethod
     def _curvature_update(
@@ -394,43 +371,6 @@ class UpdateMixin:
             pre = make_preconditioner(p, state_dtype, group, batch=k, sizes=size)
             self._batched[key] = pre
         return pre
-
-
-def _moment_verdict(V: Tensor, shape: torch.Size, k: int) -> Callable[[list[float]], None]:
-    """The verdict on the sum of a bucket's eigenvalue-correction second moment ``V``
-    (``PendingChecks``): ``NonFiniteUpdate`` unless every entry is finite (squares of a
-    finite gradient may overflow the buffer's dtype)."""
-
-    def verdict(values: list[float]) -> None:
-        if not finite_with_sum(V, values[0]):
-            raise NonFiniteUpdate(
-                "the eigenvalue-correction second moment of a parameter of shape "
-                f"{tuple(shape)}{' (and its bucket)' if k > 1 else ''} overflowed"
-            )
-
-    return verdict
-
-
-def update_fits(u: Tensor, lr: float, params: list[Tensor], weight_decay: float = 0.0) -> bool:
-    """Whether the write ``p <- p (1 - lr wd) - lr u`` (``u`` in the state dtype, cast to the
-    parameter's) stays finite in every dtype of ``params``: ``u``, ``lr`` and ``lr u`` within
-    ``finfo.max`` of the narrowest (a float32 update beyond a float16 parameter's range, or an
-    ``lr`` its dtype cannot hold, would write Inf or fail half-way), and, only when ``lr u``
-    comes within a factor 1024 of it, the parameters' own size added. One reduction and one
-    host synchronisation in the usual case; NaN fails every comparison."""
-    return fits_with_max(float(max_abs(u)), lr, params, weight_decay)
-
-
-def fits_with_max(umax: float, lr: float, params: list[Tensor], weight_decay: float = 0.0) -> bool:
-    """``update_fits`` given ``umax = max |u|``, read by the caller (``pending``)."""
-    top = min(checks.largest(p.dtype) for p in params)
-    step = umax * lr
-    if not (umax <= top and lr <= top and step <= top):
-        return False
-    if step <= top / 1024 and lr * weight_decay <= 1.0:
-        return True  # |p| would have to be within 0.1% of the largest value to overflow
-    pmax = max((float(max_abs(p)) for p in params if p.numel()), default=0.0)
-    return pmax * abs(1.0 - lr * weight_decay) + step <= top
 
 
 def _pad_buckets(
