@@ -115,10 +115,20 @@ def check_batch(value: Any) -> int | None:
     return None if value is None else check_size(value, "batch")
 
 
+def computes_in(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` is a floating dtype torch computes in: 16, 32 or 64 bits. The 8-bit
+    (and smaller) float formats are storage formats: torch's CPU kernels for sums, products
+    and ``max`` are not implemented for them, so a computation would fail midway."""
+    return dtype.is_floating_point and torch.finfo(dtype).bits >= 16
+
+
 def check_dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
-    """A floating ``torch.dtype``; ``TypeError`` naming ``name`` otherwise."""
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"{name}: expected a floating torch.dtype, got {dtype!r}")
+    """A floating ``torch.dtype`` torch computes in (``computes_in``); ``TypeError`` naming
+    ``name`` otherwise."""
+    if not isinstance(dtype, torch.dtype) or not computes_in(dtype):
+        raise TypeError(
+            f"{name}: expected a floating torch.dtype of 16, 32 or 64 bits, got {dtype!r}"
+        )
     return dtype
 
 

@@ -22,3 +22,13 @@ def reproductions() -> Iterator[dict[str, Any]]:
     finally:
         cli.REPRODUCTIONS.clear()
         cli.REPRODUCTIONS.update(saved)
+
+
+@pytest.fixture(params=["SpectralSPD", "DiagonalSPD", "KroneckerSpectralSPD"], ids=str)
+def manifold(request) -> Any:
+    """Each of the three spectral manifolds at ``n = 3`` in float64 (the rejected-call tests,
+    ``test_bad_input*.py``; built by ``_bad_input.MANIFOLDS``). A test file that defines or
+    parametrizes its own ``manifold`` overrides this one."""
+    from _bad_input import MANIFOLDS
+
+    return MANIFOLDS[request.param]()

@@ -4,7 +4,7 @@ Reusing a packed tensor must change no bit: the run with the cache equals the ru
 packs every entry afresh (the cache emptied before each step), for padded, stacked and
 diagonal buckets, on steps with and without a curvature update; an entry that the caller
 writes into or replaces between steps is packed afresh; and the cache does save the packing
-(only the gradient is embedded on a step without a curvature update).
+(a stacked bucket packs only the gradient on a step without a curvature update).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from manifold_spectral.manifolds.kronecker_padding import KroneckerPadding
 from manifold_spectral.optim import SpectralKron
+from manifold_spectral.optim.preconditioners import KroneckerPreconditioner
 
 torch.set_num_threads(1)
 
@@ -136,22 +136,32 @@ def test_edited_state_is_packed_afresh(kw, edit):
 
 
 @pytest.fixture
-def embeds(monkeypatch) -> list[str]:
-    """The kinds of the ``KroneckerPadding.embed`` calls, as they happen."""
-    calls: list[str] = []
-    embed = KroneckerPadding.embed
+def packs(monkeypatch) -> list[tuple[str, str]]:
+    """The ``KroneckerPreconditioner.pack`` calls, as they happen: (bucket kind, entry)."""
+    calls: list[tuple[str, str]] = []
+    pack = KroneckerPreconditioner.pack
 
-    def counted(self, tensors, kind):
-        calls.append(kind)
-        return embed(self, tensors, kind)
+    def counted(self, tensors, key=None):
+        calls.append(("padded" if self.padding is not None else "stacked", key or "matrix"))
+        return pack(self, tensors, key)
 
-    monkeypatch.setattr(KroneckerPadding, "embed", counted)
+    monkeypatch.setattr(KroneckerPreconditioner, "pack", counted)
     return calls
 
 
-def test_cache_saves_the_packing(embeds):
-    """On a step without a curvature update the padded bucket embeds only its gradient; the
-    run without a cache embeds every state entry too."""
+#: Every entry a Kronecker bucket packs on a step with a cold cache: the gradient, the
+#: momentum and the eigenvalue-correction second moment ("matrix"), and the factors.
+ALL_ENTRIES = ["B_L", "B_R", "alpha", "d_L", "d_R", "matrix", "matrix", "matrix"]
+
+
+def test_cache_saves_the_packing(packs):
+    """On a step without a curvature update a stacked bucket packs only its gradient: its
+    state entries are views of the kept tensors. A padded bucket keeps only what its
+    members hold as views (the stacked ``alpha``, the eigenvalues, which are leading
+    slices); its smaller members' factors, momentum and second moment are copies, which a
+    write that bumps no version counter (``.data``, NumPy, a collective) could change
+    unseen, so it packs them again (tests/test_optim_outsiders2.py). Without a cache every
+    entry is packed."""
     counts = {}
     for fresh in (False, True):
         net, (X, Y) = model(), data()
@@ -159,30 +169,41 @@ def test_cache_saves_the_packing(embeds):
         for _ in range(5):
             if fresh:
                 opt._packed.clear()
-            embeds.clear()
+            packs.clear()
             opt.zero_grad()
             nn.functional.cross_entropy(net(X), Y).backward()
             opt.step()
-        counts[fresh] = list(embeds)  # step 5: no curvature update (updates at 1, 4, 7)
-    assert counts[False] == ["matrix"]
-    assert sorted(counts[True]) == ["B_L", "B_R", "d_L", "d_R", "matrix", "matrix", "matrix"]
+        counts[fresh] = {
+            kind: sorted(key for k, key in packs if k == kind) for kind in ("stacked", "padded")
+        }  # step 5: no curvature update (updates at 1, 4, 7)
+    assert counts[False] == {
+        "stacked": ["matrix"],
+        "padded": ["B_L", "B_R", "matrix", "matrix", "matrix"],
+    }
+    assert counts[True] == {"stacked": ALL_ENTRIES, "padded": ALL_ENTRIES}
 
 
-def test_a_reload_is_packed_once(embeds):
-    """After ``load_state_dict`` the first step packs the loaded entries; the next step
-    without a curvature update embeds only the gradient again."""
+def test_a_reload_is_packed_until_the_next_curvature_update(packs):
+    """After ``load_state_dict`` the loaded entries are not views of any packed tensor: the
+    stacked bucket packs them all at the first step, which unpacks its momentum and second
+    moment as views; its factors at every step until its next curvature update unpacks
+    them too (step 11 with ``update_every=10``); then only its gradient again."""
     net, (X, Y) = model(), data()
     opt = SpectralKron(groups(net), lr=0.01, update_every=10)
     per_step = []
-    for t in range(5):
+    for t in range(13):
         if t == 2:
             opt.load_state_dict(copy.deepcopy(opt.state_dict()))
-        embeds.clear()
+        packs.clear()
         opt.zero_grad()
         nn.functional.cross_entropy(net(X), Y).backward()
         opt.step()
-        per_step.append(len(embeds))
-    assert per_step[2] == 7 and per_step[3:] == [1, 1], per_step
+        per_step.append(sorted(key for kind, key in packs if kind == "stacked"))
+    assert per_step[1] == ["matrix"], per_step  # cached before the reload
+    assert per_step[2] == ALL_ENTRIES, per_step
+    factors = ["B_L", "B_R", "alpha", "d_L", "d_R", "matrix"]
+    assert all(s == factors for s in per_step[3:10]), per_step
+    assert per_step[11:] == [["matrix"], ["matrix"]], per_step
 
 
 def test_skipped_step_leaves_cached_state_untouched():

@@ -31,7 +31,8 @@ these coordinates and the closed forms of ``manifolds.blocks``:
 * ``retr`` (and ``expmap``, which is the same map): the chart map at ``u``,
   ``(B Cayley(Skew(M)), d exp(m))`` — no decomposition, one solve (``cayley="exact"``) or
   six products (``"neumann"``: three for the map, one for ``B C``, two for the Newton-Schulz
-  step that keeps ``B`` orthogonal over many calls). It is a retraction,
+  step that keeps ``B`` orthogonal over many calls; the exact map below float64 takes that
+  step too, ``factor._rotate``). It is a retraction,
   not the exponential map of the metric;
 * ``transp``: transport by left translation in the group O(n) x R^n_{>0}: the chart
   coordinates are kept, ``(U, u_d) at x -> (B_y B_x^T U, d_y * u_d / d_x) at y``;
@@ -40,8 +41,10 @@ these coordinates and the closed forms of ``manifolds.blocks``:
 
 ``projx`` (an SVD polar factor and a positive floor on ``d``) and ``from_matrix`` (one
 ``eigh``) are for initialisation and geoopt's occasional ``stabilize``; no training step
-calls a decomposition. geoopt's ``weight_decay`` adds the packed point to its gradient,
-which has no meaning here: leave it at 0.
+calls a decomposition. geoopt's ``weight_decay=w`` adds the packed point to its gradient:
+its ``B`` part is projected away, its ``d`` part is the gradient of ``w/2 ||S||_F^2``, a
+Frobenius penalty on ``S`` rather than a decay of it (docs/geoopt.md); leave it at 0 unless
+that penalty is wanted.
 
 ``KroneckerSpectralSPD(a, b)`` does the same for ``S = alpha (S_L kron S_R)`` (DESIGN.md
 section 3), packed flat; see its docstring.

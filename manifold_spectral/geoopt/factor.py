@@ -133,11 +133,16 @@ def _rotate(
 ) -> Tensor:
     """``B Cayley(Skew(M))`` with the chosen rotation angles (``blocks.rotation_retract``).
 
-    ``"neumann"``: then one Newton-Schulz polar step. The truncated map is orthogonal only up
-    to ``2 rho^6`` a step, and a stateless retraction cannot schedule the library's periodic
-    re-orthogonalisation, so without it the defect adds up over a geoopt run (``||B^T B - I||``
-    0.5 after 2000 steps at the clip) and the formulas, which assume orthogonal ``B``, turn
-    silently wrong. The step contracts the drift quadratically every call (two products).
+    ``"neumann"``, and the exact map below float64: then one Newton-Schulz polar step. The
+    truncated map is orthogonal only up to ``2 rho^6`` a step, the exact one to the dtype's
+    rounding, and a stateless retraction cannot schedule the library's periodic
+    re-orthogonalisation (``RGD``'s ``reorthogonalize_every="auto"``), so without it the defect
+    adds up over a geoopt run (Neumann: ``||B^T B - I||`` 0.5 after 2000 steps at the clip;
+    exact in float32: a rounding drift that grows with the steps until
+    ``check_point_on_manifold`` rejects the point) and the formulas, which assume orthogonal
+    ``B``, turn silently wrong. The step
+    contracts the drift quadratically every call (two products); exact float64 steps drift
+    only at rounding level and are left as they are.
     """
     B_new = blocks.rotation_retract(
         B,
@@ -147,7 +152,8 @@ def _rotate(
         jacobi=rotation == "jacobi",
         second_order=(d, d_new) if rotation == "second_order" else None,
     )
-    return newton_schulz_orthogonalize(B_new) if cayley == "neumann" else B_new
+    drifts = cayley == "neumann" or B_new.dtype != torch.float64
+    return newton_schulz_orthogonalize(B_new) if drifts else B_new
 
 
 def _skew_part(B: Tensor, U: Tensor) -> Tensor:

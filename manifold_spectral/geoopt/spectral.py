@@ -13,7 +13,7 @@ from .._compat import import_geoopt
 from ..linalg import NEUMANN_MAX_NORM
 from ..manifolds import SpectralSPD as CoreSpectralSPD
 from ..manifolds import blocks
-from ..manifolds.base import check_size
+from ..manifolds.base import check_real, check_size
 from ..manifolds.checks import check_log_scale
 from .factor import (
     _ambient,
@@ -97,8 +97,10 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         return (B * d[..., None, :]) @ B.mT
 
     def power(self, x: Tensor, r: float) -> Tensor:
-        """``S^r = B Diag(d^r) B^T`` for any real ``r`` (elementwise on ``d``)."""
+        """``S^r = B Diag(d^r) B^T`` for any real ``r`` (elementwise on ``d``); ``r`` is checked
+        as by ``manifold_spectral.SpectralSPD.power`` (NaN, Inf or a bool: an error naming it)."""
         B, d = self._parts(x, "x")
+        check_real(r, "r")
         return (B * d.pow(r)[..., None, :]) @ B.mT
 
     def _core(
@@ -128,8 +130,10 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
             raise ValueError(
                 f"S: expected shape (*batch, {self.n}, {self.n}), got {tuple(S.shape)}"
             )
-        points = [core.from_matrix(Si, sym_tol=sym_tol) for Si in S.reshape(-1, self.n, self.n)]
         lead = S.shape[:-2]
+        if S.numel() == 0:  # an empty batch: no matrix to decompose, no point to stack
+            return pack(S.new_empty(*lead, self.n, self.n), S.new_empty(*lead, self.n))
+        points = [core.from_matrix(Si, sym_tol=sym_tol) for Si in S.reshape(-1, self.n, self.n)]
         B = torch.stack([x.B for x in points]).reshape(*lead, self.n, self.n)
         d = torch.stack([x.d for x in points]).reshape(*lead, self.n)
         return pack(B, d)

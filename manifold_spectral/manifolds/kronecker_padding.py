@@ -106,6 +106,8 @@ class KroneckerPadding:
             i = 0 if kind == "d_L" else 1
             return tuple(e[: s[i]] for e, s in zip(t, self.sizes, strict=True))
         blocks = self._blocks(kind)
+        if all((r, c) == tuple(t.shape[-2:]) for r, c in blocks):
+            return t.unbind(0)  # no padding on this side: views of ``t``, as a stack's
         flat = t.reshape(-1).index_select(0, self._index(kind, t.device))
         parts = flat.split_with_sizes([r * c for r, c in blocks])
         return tuple(e.view(r, c) for e, (r, c) in zip(parts, blocks, strict=True))

@@ -292,6 +292,51 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
             v = self._probe = v.to(dtype=self.dtype, device=self.device)
         return v
 
+    def split_ties(self, x: SpectralPoint, G: Tensor, lr: float) -> tuple[SpectralPoint, Tensor]:
+        """Init-only: the basis of each cluster of repeated eigenvalues that an RGD step of
+        ``lr`` cannot split, turned to the eigenvectors of the gradient's block; ``(x, G)``
+        with ``G = B^T E B`` re-expressed in the new basis (the same objects where none needs it).
+
+        At repeated eigenvalues the chart drops the gradient's off-diagonal block (the
+        Moore-Penrose rule) and relies on the eigenvalue step ``d exp(-2 lr d diag(G))`` to
+        split the cluster so that rotations follow. Where the step leaves a pair tied
+        (``|d_i - d_j| <= eig_tol max(d_i, d_j)`` before and after) while ``G_ij != 0``, that
+        never happens: from ``S = c I`` with a gradient of constant diagonal (``LogDet`` of a
+        correlation matrix) every later step is the same and RGD stays at a scalar matrix. In
+        the eigenvectors ``V`` of the cluster's block ``G_C`` the block is diagonal, ``S`` is
+        unchanged (``d_C`` becomes the Rayleigh quotients ``diag(V^T D_C V)``, equal to ``d_C``
+        for an exact tie) and the eigenvalue step is the Riemannian gradient step
+        ``S - 2 lr S E S`` on the cluster to first order. One ``eigh`` per such cluster (a
+        decomposition: call it once, on the first step from a point with ties, as
+        ``spd.minimize`` does). Unbatched only.
+        """
+        self._unbatched_only("split_ties")
+        self.validate_layout(x)
+        G = self.validate_eigen_gradient(G)
+        lr = check_positive(lr, "lr")
+        tied = blocks.equal_eigenvalues(x.d, self.eig_tol)
+        d_new = blocks.eig_retract(x.d, -lr * blocks.eig_natural_grad(x.d, G.diagonal()))
+        stuck = tied & blocks.equal_eigenvalues(d_new, self.eig_tol) & (G != 0)
+        stuck.fill_diagonal_(False)
+        if not bool(stuck.any()):
+            return x, G
+        # Clusters: runs of consecutive sorted eigenvalues tied to their neighbour (as in
+        # linalg.eigh_canonical); only those holding a stuck pair are turned.
+        order = torch.argsort(x.d)
+        W = torch.eye(self.n, dtype=self.dtype, device=self.device)
+        d = x.d.clone()
+        start = 0
+        for i in range(1, self.n + 1):
+            if i < self.n and bool(tied[order[i - 1], order[i]]):
+                continue
+            idx = order[start:i]
+            if i - start > 1 and bool(stuck[idx][:, idx].any()):
+                _, V = torch.linalg.eigh(G[idx][:, idx])  # init-only
+                W[idx[:, None], idx[None, :]] = V
+                d[idx] = (V * V * x.d[idx][:, None]).sum(0)
+            start = i
+        return SpectralPoint(x.B @ W, d), sym(W.mT @ G @ W)
+
     def reorthogonalize(self, x: SpectralPoint, steps: int = 1) -> SpectralPoint:
         """Newton-Schulz polar steps on ``B`` (no decomposition), to undo Neumann drift."""
         return SpectralPoint(newton_schulz_orthogonalize(x.B, steps), x.d)

@@ -29,6 +29,7 @@ __all__ = [
     "validate_group",
     "state_dtype_of",
     "check_param_state",
+    "check_state_matches",
     "COUNTERS",
     "NonFiniteUpdate",
     "square_bound",
@@ -184,6 +185,41 @@ def check_param_state(st: dict[str, Any], shape: tuple[int, ...], where: str) ->
         v = st.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"{where}[{key!r}]: expected an int >= 0, got {v!r}")
+
+
+def check_state_matches(
+    state: dict[str, Any], p: Tensor, grad: Tensor, state_dtype: torch.dtype, kind: str
+) -> None:
+    """``ValueError`` (nothing changed) unless parameter ``p``'s existing state is laid out as
+    its group's options lay it out now: its (whole) gradient's shape, the state dtype and the
+    scheme (``kind``:
+    "kronecker" or "diagonal"). A mismatch means that the parameter, or its group's
+    ``state_dtype`` / ``diagonal`` / ``max_factor_dim``, changed after the state was made
+    (``p.data`` replaced, ``model.double()``, the parameter moved to another group)."""
+    buf = state["momentum_buffer"]
+    shape = tuple(grad.shape)
+    if tuple(buf.shape) != shape:
+        raise ValueError(
+            f"a parameter of shape {shape} has optimizer state of shape {tuple(buf.shape)}: "
+            "its shape changed after its state was made; drop that state (opt.state.pop(p)) "
+            "or build a new optimizer; nothing was changed"
+        )
+    if buf.dtype != state_dtype:
+        raise ValueError(
+            f"a parameter of shape {shape} and dtype {p.dtype} has optimizer state of dtype "
+            f"{buf.dtype}, not the state_dtype {state_dtype} of its group: the parameter's "
+            "dtype changed after its state was made (or it moved to a group of another "
+            "state_dtype); opt.load_state_dict(opt.state_dict()) converts the state; nothing "
+            "was changed"
+        )
+    if ("pc_B_L" in state) != (kind == "kronecker"):
+        had = "Kronecker" if "pc_B_L" in state else "diagonal"
+        raise ValueError(
+            f"a parameter of shape {shape} has {had} optimizer state but its group's "
+            f"options (diagonal, max_factor_dim) give it the {kind} scheme: it moved to "
+            "another group after its state was made; drop that state (opt.state.pop(p)) or "
+            "keep it in a group with the same layout options; nothing was changed"
+        )
 
 
 def corrected(group: dict[str, Any]) -> bool:

@@ -3,17 +3,16 @@
 A bucket's update runs on its parameters' state entries packed into one batched tensor
 (stacked, concatenated, or embedded with identity padding); the results are unpacked into
 per-parameter entries. Packing them again at the next step is a copy per entry and
-parameter, which for small layers costs more than the arithmetic. ``PackCache`` keeps each
-packed tensor with the per-parameter tensors it was unpacked into, and hands it back only
-while every one of those is still the very tensor in the parameter's state, unmodified:
-the same object (``is``) with the same version counter (``Tensor._version``, which every
-in-place write increments, through any view). Anything else (a loaded state dict, an entry
-the caller replaced or wrote into, a step whose results were not written) packs afresh, so
-the cache changes no result. A fresh pack is kept too (it equals the pack of its tensors
-while they stay unmodified), so after a reload the packing is paid once, not until the next
-curvature update. Memory: a stacked or concatenated bucket's per-parameter entries are views
-of the kept tensor; a padded bucket (small layers only) keeps its packed state besides the
-per-parameter copies.
+parameter, which for small layers costs more than the arithmetic. ``PackCache`` keeps a
+packed tensor whose per-parameter entries are views of it (a stacked or concatenated
+bucket's, and a padded bucket's eigenvalues and largest member), and hands it back only
+while every one of those is still the very tensor in the parameter's state (``is``, with
+an unchanged version counter). A write into such an entry is a write into the kept tensor,
+however it is made: also through ``.data``, a NumPy view or a ``torch.distributed``
+collective, which do not increment ``Tensor._version``. An entry that is a copy (a padded
+bucket's smaller factors and matrices, or the tensors of a fresh pack, e.g. after a loaded
+state dict) could be written unseen, so its bucket packs it afresh at every step: the
+cache changes no result. Memory: the kept tensors are the views' storage.
 """
 
 from __future__ import annotations
@@ -46,16 +45,22 @@ class PackCache:
         """``pre.pack(tensors, key)``, or the packed tensor they were unpacked from."""
         hit = self._old.get(name)
         if hit is None or not _same(hit[1], tensors):
-            # a fresh pack equals pack(tensors) while they are unmodified, as an unpacked one
-            hit = (self._pre.pack(tensors, key), _record(tensors))
+            # A fresh pack is a copy of ``tensors``, which a write that bumps no version
+            # counter would leave stale: not kept (``record`` keeps views).
+            return self._pre.pack(tensors, key)
         self._new.setdefault(name, hit)
         return hit[0]
 
     def record(self, name: str, packed: Tensor, parts: Sequence[Tensor]) -> None:
         """``parts`` (the per-parameter entries about to be written) came from ``packed``
-        (replaces what ``__call__`` kept under ``name`` this step)."""
-        if self._on:
+        (replaces what ``__call__`` kept under ``name`` this step); kept only where every
+        part is a view of ``packed``, so that no write into a part can leave it stale."""
+        if not self._on:
+            return
+        if all(_views(t, packed) for t in parts):
             self._new[name] = (packed, _record(parts))
+        else:
+            self._new.pop(name, None)
 
     def store(self) -> None:
         """Keep this step's entries; drop the entries of other buckets that shared a
@@ -84,3 +89,8 @@ _version = operator.attrgetter("_version")
 def _record(tensors: Sequence[Tensor]) -> tuple[list[Tensor], list[int]]:
     """The tensors and their versions, as ``_same`` compares them."""
     return list(tensors), list(map(_version, tensors))
+
+
+def _views(part: Tensor, packed: Tensor) -> bool:
+    """``part`` shares ``packed``'s storage (a slice of it, not a copy)."""
+    return part.untyped_storage().data_ptr() == packed.untyped_storage().data_ptr()

@@ -44,6 +44,7 @@ class StateDictMixin:
         """Options missing from groups saved before they existed (``LEGACY``); the
         ``truncated`` bool of earlier versions becomes ``exponential``."""
         for group in self.param_groups:
+            group.pop("differentiable", None)  # see __setstate__
             if "truncated" in group:
                 truncated = group.pop("truncated")
                 group.setdefault("exponential", exponential_of_truncated(truncated))
@@ -54,6 +55,10 @@ class StateDictMixin:
         # torch.optim's load_state_dict calls this too, on a live optimizer: only fill in
         # what an unpickled one lacks.
         super().__setstate__(state)
+        # torch adds a "differentiable" default, read only by its own optimizers' steps (this
+        # one runs under no_grad); copied into the groups, it made a resumed optimizer's
+        # state_dict differ from an uninterrupted one's.
+        self.defaults.pop("differentiable", None)
         for name, value in (
             ("nonfinite", "raise"),
             ("skipped_steps", 0),

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .._denormals import flush_denormals
 from ..linalg import as_dtype
+from ..validation import computes_in
 from . import checks, distributed, transforms
 from .checks import NonFiniteUpdate, validate_group
 from .guards import GuardsMixin
@@ -274,10 +275,10 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         ):
             param_group = dict(param_group, params=list(param_group["params"]))  # once
             for i, p in enumerate(param_group["params"]):
-                if isinstance(p, Tensor) and not p.is_floating_point():
+                if isinstance(p, Tensor) and not computes_in(p.dtype):
                     raise TypeError(
                         f"params[{len(self.param_groups)}][{i}]: expected a real floating "
-                        f"point parameter, got dtype {p.dtype}"
+                        f"point parameter of 16, 32 or 64 bits, got dtype {p.dtype}"
                     )
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import as_dtype
+from ..linalg import all_finite, as_dtype
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
@@ -53,11 +53,14 @@ class UpdateMixin:
         return checks.state_dtype_of(group, p)
 
     def _preconditioner(self, group: dict[str, Any], p: Tensor) -> Any:
-        pre = self._preconditioners.get(p)
-        if pre is None:
-            pre = make_preconditioner(p, self._state_dtype(group, p), group)
-            self._preconditioners[p] = pre
-        return pre
+        # Kept with the group dict it was built from: a parameter moved to another group, or
+        # a group dict replaced, gets one built from its new options (``_sync_groups`` sees
+        # only options changed inside a group).
+        hit = self._preconditioners.get(p)
+        if hit is None or hit[0] is not group:
+            hit = (group, make_preconditioner(p, self._state_dtype(group, p), group))
+            self._preconditioners[p] = hit
+        return hit[1]
 
     @staticmethod
     def _precond_state(state: dict[str, Any]) -> dict[str, Tensor]:
@@ -88,31 +91,15 @@ class UpdateMixin:
         news: list[dict[str, Any]] = [{} for _ in params]
         pcs, bufs = [], []
         step = 0
-        for p, grad, state, new in zip(params, grads, states, news, strict=True):
+        for p, grad, state in zip(params, grads, states, strict=True):
             if not state:
                 single = self._preconditioner(group, p)
                 pcs.append(single.init_state(grad, group["warm_start"]))
                 step = 1
                 bufs.append(torch.zeros_like(grad, dtype=state_dtype))
-                if group["graft"] == "adam":
-                    new["exp_avg_sq"] = torch.zeros_like(grad, dtype=torch.float32)
                 continue
-            buf = state["momentum_buffer"]
-            if buf.shape != grad.shape:  # p.data was replaced
-                raise ValueError(
-                    f"a parameter of shape {tuple(grad.shape)} has optimizer state of shape "
-                    f"{tuple(buf.shape)}: its shape changed after its "
-                    "state was made; drop that state (opt.state.pop(p)) or build a new "
-                    "optimizer; nothing was changed"
-                )
-            if buf.dtype != state_dtype:  # e.g. model.double()
-                raise ValueError(
-                    f"a parameter of shape {tuple(grad.shape)} and dtype {p.dtype} has "
-                    f"optimizer state of dtype {buf.dtype}, not the "
-                    f"state_dtype {state_dtype}: the parameter's dtype changed after its "
-                    "state was made; opt.load_state_dict(opt.state_dict()) converts the "
-                    "state to it; nothing was changed"
-                )
+            # a bucket's members share their scheme (``_buckets``): ``pre.kind`` is each one's
+            checks.check_state_matches(state, p, grad, state_dtype, pre.kind)
             if not pcs:
                 # A bucket's members share their step count (``_buckets``): one read (a
                 # host synchronisation) for the bucket.
@@ -121,7 +108,7 @@ class UpdateMixin:
             else:
                 # the members' entries under the first one's keys (a KeyError if one lacks it)
                 pcs.append({key: state[PRECOND_PREFIX + key] for key in pcs[0]})
-            bufs.append(buf)
+            bufs.append(state["momentum_buffer"])
         packed = PackCache(self._packed, params, pre)
         if k == 1:
             G = as_dtype(grads[0], state_dtype)
@@ -217,15 +204,23 @@ class UpdateMixin:
                 new[PRECOND_PREFIX + key] = v
             if corrected:
                 new["eig_v"] = transforms.as_shape(Vi, p.shape)
+            if per_param:
+                pending.flush()  # the checks made so far decide before this member's own
             if group["graft"] == "adam":
-                v = state.get("exp_avg_sq", new.get("exp_avg_sq"))
+                v = state.get("exp_avg_sq")
+                if v is None:  # a first step, or graft turned on later: Adam's zero start
+                    v = torch.zeros_like(grad, dtype=torch.float32)
                 v, adam = transforms.adam_direction(v, grad.float(), step)
+                if not all_finite(v):  # float32 squares of a float64 gradient above 1.8e19
+                    raise NonFiniteUpdate(
+                        f"the graft's float32 Adam second moment of a parameter of shape "
+                        f"{tuple(p.shape)} overflowed"
+                    )
                 new["exp_avg_sq"] = v
                 u = transforms.graft_norm(u, adam)
             if group["clip_rms"] is not None:
                 u = transforms.clip_by_rms(u, group["clip_rms"])
             if per_param:
-                pending.flush()
                 check_update(u, p, lr, wd)
             new["step"] = step_t
             out.append((new, u))
@@ -365,12 +360,12 @@ class UpdateMixin:
         # ``==``, which compares their parameter lists tensor by tensor (an error, or an
         # ambiguous truth value, when an earlier group has as many parameters).
         index = next(i for i, g in enumerate(self.param_groups) if g is group)
-        key = (index, single.kind, single.shape, state_dtype, size)
-        pre = self._batched.get(key)
-        if pre is None:
-            pre = make_preconditioner(p, state_dtype, group, batch=k, sizes=size)
-            self._batched[key] = pre
-        return pre
+        key = (index, single.kind, single.shape, state_dtype, p.device, size)
+        hit = self._batched.get(key)
+        if hit is None or hit[0] is not group:  # as ``_preconditioner``
+            hit = (group, make_preconditioner(p, state_dtype, group, batch=k, sizes=size))
+            self._batched[key] = hit
+        return hit[1]
 
 
 def _pad_buckets(

@@ -144,7 +144,9 @@ def minimize(
             for another method, turned into its matrix); default the identity. The spectral
             chart's metric is singular at repeated eigenvalues, so from ``x0 = c I`` the
             first step only rescales (the rotation part of the step is zero there,
-            Moore-Penrose rule).
+            Moore-Penrose rule); a cluster that this step would leave tied first gets the
+            basis of the gradient's block (``SpectralSPD.split_ties``, first step of a run
+            that does not resume ``result.point``).
         tol: stop once ``f - f* < tol`` (checked at recorded iterations; needs
             ``problem.f_star``). ``f`` is evaluated in the problem's dtype, so a gap below
             its resolution ``eps(dtype) |f*|`` cannot be measured: a smaller ``tol`` warns

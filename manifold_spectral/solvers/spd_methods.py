@@ -73,7 +73,8 @@ class _Spectral:
             self.M.validate_point(x0, "x0")
             self.x = x0
         else:
-            self.x = self.M.from_matrix(x0)  # the one eigendecomposition, at initialisation
+            # The one eigendecomposition, at initialisation; its errors name the argument x0.
+            self.x = self.M._from_matrix(x0, "x0")
         self.opt = RGD(
             self.M,
             lr,
@@ -82,6 +83,10 @@ class _Spectral:
             jacobi=rotation != "linear",
             second_order=rotation == "second-order",
         )
+        #: The first step of a run (not of a resumed one) splits what ties it cannot
+        #: (``SpectralSPD.split_ties``: from the default ``x0 = I`` a gradient of constant
+        #: diagonal would leave every eigenvalue tied at every step).
+        self.pending_split = True
 
     @property
     def count(self) -> int:
@@ -94,12 +99,18 @@ class _Spectral:
 
     def step(self, batch: Any) -> None:
         p, x = self.problem, self.x
+        split, self.pending_split = self.pending_split, False
         if p.factored:
             # x is the start (validated in __init__) or RGD's last output (checked by RGD).
             G = p.congruence_grad(x.B, x.d, batch, orthogonal=True)
+            if split:
+                x, G = self.M.split_ties(x, G, self.opt.lr)
             self.x = self.opt.step_eigenbasis(x, G, check_input=False)
         else:
-            self.x = self.opt.step(x, p.egrad(self.M.to_matrix(x), batch))
+            E = p.egrad(self.M.to_matrix(x), batch)
+            if split:
+                x, _ = self.M.split_ties(x, self.M.rotate(x, E), self.opt.lr)
+            self.x = self.opt.step(x, E)
 
     def matrix(self) -> Tensor:
         return self.M.to_matrix(self.x)
@@ -135,6 +146,7 @@ class _Spectral:
 
     def restore(self, state: Any) -> None:
         self.x = state
+        self.pending_split = False  # a resumed run continues as the run it came from
 
     def accepts(self, state: Any) -> bool:
         return True  # every iterate passed RGD's check: d > 0, B orthogonal
