@@ -11,7 +11,7 @@ This measures what that buys, per optimizer step, on
   384 x 128, proj 128 x 128, fc1 512 x 128, fc2 128 x 512: four buckets of four);
 * ``mixed``: small layers of different shapes, one of each: two pre-LN blocks of width 32
   (qkv 96 x 32, proj 32 x 32, fc1 64 x 32, fc2 32 x 64, per block) and the kernels of a small
-  conv net (8 x 9, 16 x 72), which ``batched`` pads into one bucket
+  conv net (8 x 9, 16 x 72), which ``batched`` pads into two buckets
   (``manifolds.kronecker_padding``).
 
 Both settings run interleaved in one process, one thread, float32 parameters, ``update_every
@@ -203,7 +203,7 @@ def padding_table() -> str:
     bound = updates.PAD_OVERHEAD_COST
     rows.append(
         f"\nThe bound `PAD_OVERHEAD_COST` = {bound / 1e6:.2f}e6: a bucket takes a member while "
-        "its padding per member stays below it."
+        "the padding it adds (to itself and to the members already there) stays below it."
     )
     return "\n".join(rows)
 

@@ -28,9 +28,12 @@ __all__ = [
     "orthogonality_error",
     "newton_schulz_orthogonalize",
     "all_finite",
+    "finite_with_sum",
+    "as_dtype",
     "records_grad",
     "matmul",
     "max_abs",
+    "max_abs_from",
     "eps",
     "default_eig_tol",
     "eigh_canonical",
@@ -73,7 +76,21 @@ def all_finite(X: Tensor) -> bool:
     """
     # math.isfinite on the one synchronised value: a single tensor operation (the sum);
     # torch.isfinite would dispatch four more on the 0-d result.
-    return math.isfinite(float(X.sum())) or bool(torch.isfinite(X).all())
+    return finite_with_sum(X, float(X.sum()))
+
+
+def finite_with_sum(X: Tensor, total: float) -> bool:
+    """``all_finite(X)`` given ``total = float(X.sum())``, read by the caller (e.g. with other
+    values in one synchronisation): a finite sum proves every entry finite; otherwise the
+    elementwise test decides."""
+    return math.isfinite(total) or bool(torch.isfinite(X).all())
+
+
+def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t.to(dtype)``, or ``t`` itself when it has that dtype already (what ``to`` returns
+    then too, after a dispatch that an optimizer step would pay per parameter and per
+    conversion)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def max_abs(X: Tensor) -> Tensor:
@@ -86,6 +103,13 @@ def max_abs(X: Tensor) -> Tensor:
     per-step checks of gradients and updates read it."""
     lo, hi = torch.aminmax(X)
     return torch.maximum(hi, lo.neg())
+
+
+def max_abs_from(lo: float, hi: float) -> float:
+    """``float(max_abs(X))`` from ``lo, hi = torch.aminmax(X)`` read to the host (with other
+    values in one synchronisation): ``max(hi, -lo)`` exactly, NaN when ``X`` has a NaN
+    (``aminmax`` then gives NaN for both)."""
+    return math.nan if math.isnan(lo) or math.isnan(hi) else max(hi, -lo)
 
 
 def matmul(A: Tensor, B: Tensor) -> Tensor:
@@ -230,7 +254,7 @@ def cayley_neumann(N: Tensor, max_norm: float | None = None) -> Tensor:
     else:
         N4w = N4.float() if N4.dtype in (torch.bfloat16, torch.float16) else N4
         rho = torch.linalg.matrix_norm(N4w, ord="fro", keepdim=True).pow(0.25)
-        s = torch.clamp(max_norm / torch.clamp(rho, min=1e-30), max=1.0).to(N.dtype)
+        s = as_dtype(torch.clamp(max_norm / torch.clamp(rho, min=1e-30), max=1.0), N.dtype)
         s2 = s * s
         Q = (torch.mul(N4, s2 * s2) if graph else N4.mul_(s2 * s2)).addcmul_(N2, s2)
         P = (torch.mul(N2, s2) if graph else N2.mul_(s2)).addcmul_(N, s, value=2.0)
@@ -261,7 +285,7 @@ def clip_norm(X: Tensor, max_norm: float, *, inplace: bool = False) -> Tensor:
     """
     Xf = X.float() if X.dtype in (torch.bfloat16, torch.float16) else X
     norm = torch.linalg.matrix_norm(Xf, ord="fro", keepdim=True)
-    scale = torch.clamp(max_norm / torch.clamp(norm, min=1e-30), max=1.0).to(X.dtype)
+    scale = as_dtype(torch.clamp(max_norm / torch.clamp(norm, min=1e-30), max=1.0), X.dtype)
     if inplace and not records_grad(X):
         return X.mul_(scale)
     return X * scale

@@ -16,7 +16,7 @@ from torch import nn
 import manifold_spectral as ms
 from manifold_spectral.gaussian import GOP, Gaussian, Rotated
 from manifold_spectral.manifolds import KroneckerSpectralPoint, SpectralPoint
-from manifold_spectral.optim import SpectralKron
+from manifold_spectral.optim import SpectralKron, updates
 from manifold_spectral.optim.updates import PAD_OVERHEAD_COST, _pad_buckets
 
 torch.set_num_threads(1)
@@ -153,6 +153,35 @@ def test_pad_buckets_rule():
     # A kernel and its transpose pad to (72, 72): 2 * 4 * 72^3 - 2 * 478720 <= 4 * 80^3; then
     # (8, 9): 3 * 4 * 72^3 - (2 * 478720 + 2465) <= 2 * 4 * 80^3.
     assert groups([(8, 9), (16, 72), (72, 16)]) == [[(8, 9), (16, 72), (72, 16)]]
+    # A join counts the padding it adds to the members already there. (96, 32) + (64, 32):
+    # 2 * 1310720 - 1310720 - 491520 = 819200 <= 4 * 80^3. (32, 64) would widen them to
+    # (96, 64): 3 * 2129920 - 2 * 1310720 - 491520 = 3276800 > 4 * 80^3, though the bucket's
+    # average padding, (3 * 2129920 - 2293760) / 2 = 2048000, would be within the bound.
+    assert groups([(96, 32), (64, 32), (32, 64)]) == [[(96, 32), (64, 32)], [(32, 64)]]
+    # bench_optim_batched.py's "mixed" layers: (16, 72) would widen the (96, 64) bucket to
+    # (96, 72) for all its members; by the average it joined one bucket of eight.
+    mixed = [(8, 9), (16, 72)] + [(96, 32), (32, 32), (64, 32), (32, 64)] * 2
+    assert groups(mixed) == [
+        [(8, 9), (96, 32), (32, 32), (64, 32), (96, 32), (32, 32), (64, 32)],
+        [(16, 72), (32, 64), (32, 64)],
+    ]
+
+
+def test_pad_bound_is_read_when_bucketing(monkeypatch):
+    """``_buckets`` pads within ``updates.PAD_OVERHEAD_COST`` as it is when it buckets, not as
+    it was when ``_pad_buckets`` was defined: benchmarks/bench_optim_batched.py's padding
+    table sets it to force one padded bucket. (128, 128) + (32, 32) pad by
+    4 * 128^3 - 4 * 32^3 = 8.26e6 > 4 * 80^3 per extra member: two buckets by default."""
+    ps = [nn.Parameter(torch.randn(128, 128)), nn.Parameter(torch.randn(32, 32))]
+    opt = SpectralKron(ps)
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    group = opt.param_groups[0]
+    assert len(opt._buckets(group)) == 2
+    monkeypatch.setattr(updates, "PAD_OVERHEAD_COST", 10**15)
+    assert len(opt._buckets(group)) == 1
+    monkeypatch.setattr(updates, "PAD_OVERHEAD_COST", 0)
+    assert len(opt._buckets(group)) == 2
 
 
 def models():
@@ -196,9 +225,9 @@ def test_padded_bucket_equals_separate_updates(kw):
         opt = SpectralKron(model.parameters(), lr=0.005, batched=batched, **kw)
         compute = opt._compute_many
 
-        def counted(group, params, grads, compute=compute):
+        def counted(group, params, grads, *rest, compute=compute):
             calls.append(len(params))
-            return compute(group, params, grads)
+            return compute(group, params, grads, *rest)
 
         opt._compute_many = counted  # type: ignore[method-assign]
         for _ in range(12):

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..linalg import (
+    as_dtype,
     cayley_exact_apply,
     cayley_neumann,
     check_cayley,
@@ -228,7 +229,7 @@ def jacobi_angles(M: Tensor) -> Tensor:
     w = torch.empty_like(u)
     for _ in range(2):
         u.div_(torch.mul(u, u, out=w).add_(1.0).sqrt_().add_(1.0))
-    return u.to(M.dtype)
+    return as_dtype(u, M.dtype)
 
 
 def second_order_angles(d: Tensor, d_new: Tensor, M: Tensor) -> Tensor:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import NEUMANN_MAX_NORM, matmul
+from ..linalg import NEUMANN_MAX_NORM, as_dtype, matmul
 from ..validation import resolve_device
 from .base import (
     SpectralManifold,
@@ -210,7 +210,7 @@ class KroneckerSpectralSPD(
         """
         dt = alpha.dtype
         wide = torch.float32 if torch.finfo(dt).bits <= 16 else dt
-        dL, dR = left.d.to(wide), right.d.to(wide)
+        dL, dR = as_dtype(left.d, wide), as_dtype(right.d, wide)
         if padding is None:
             cL, cR = torch.log(dL).mean(-1), torch.log(dR).mean(-1)
         else:
@@ -220,9 +220,9 @@ class KroneckerSpectralSPD(
         if padding is not None:
             dL, dR = padding.reset(dL, "L"), padding.reset(dR, "R")
         return KroneckerSpectralPoint(
-            (alpha.to(wide) * torch.exp(c)).to(dt),
-            SpectralPoint(left.B, dL.to(dt)),
-            SpectralPoint(right.B, dR.to(dt)),
+            as_dtype(as_dtype(alpha, wide) * torch.exp(c), dt),
+            SpectralPoint(left.B, as_dtype(dL, dt)),
+            SpectralPoint(right.B, as_dtype(dR, dt)),
         )
 
     def origin(self) -> KroneckerSpectralPoint:

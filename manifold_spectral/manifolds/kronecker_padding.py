@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..linalg import as_dtype
+
 __all__ = ["KroneckerPadding"]
 
 
@@ -57,6 +59,7 @@ class KroneckerPadding:
         self.mask_R = (torch.arange(b, device=device) < cols[:, None]).to(dtype)
         wide = torch.float32 if torch.finfo(dtype).bits <= 16 else dtype
         self.size_L, self.size_R = rows.to(wide), cols.to(wide)
+        self._indices: dict[tuple[str, str], Tensor] = {}  # _index's, per kind and device
         #: ``a_i b_i`` (k, 1, 1): the true entries of each element's (a, b) matrix.
         self.numel = (self.size_L * self.size_R)[:, None, None]
 
@@ -82,32 +85,57 @@ class KroneckerPadding:
         t0 = tensors[0]
         opts = dict(dtype=t0.dtype, device=t0.device)
         k = len(tensors)
-        if kind in ("B_L", "B_R"):
-            out = torch.eye(self._n(kind), **opts).repeat(k, 1, 1)
-            for o, t in zip(out, tensors, strict=True):
-                o[: t.shape[-1], : t.shape[-1]].copy_(t)
-        elif kind in ("d_L", "d_R"):
+        if kind in ("d_L", "d_R"):
             out = torch.ones(k, self._n(kind), **opts)
             for o, t in zip(out, tensors, strict=True):
                 o[: t.shape[-1]].copy_(t)
+            return out
+        if kind in ("B_L", "B_R"):
+            out = torch.eye(self._n(kind), **opts).repeat(k, 1, 1)
         else:
             out = torch.zeros(k, self.a, self.b, **opts)
-            for o, t, (ai, bi) in zip(out, tensors, self.sizes, strict=True):
-                o[:ai, :bi].copy_(t.reshape(ai, bi))
+        # every true block at once: their entries in order, copied to their flat positions
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        out.view(-1).index_copy_(0, self._index(kind, out.device), as_dtype(flat, out.dtype))
         return out
 
     def extract(self, t: Tensor, kind: str) -> tuple[Tensor, ...]:
-        """The inverse of ``embed``: each element's true block, contiguous (a view, or a copy
-        of a strided block)."""
+        """The inverse of ``embed``: each element's true block, contiguous (views of one copy
+        of all the true entries, or of ``t`` for eigenvalues)."""
         if kind in ("d_L", "d_R"):
             i = 0 if kind == "d_L" else 1
             return tuple(e[: s[i]] for e, s in zip(t, self.sizes, strict=True))
+        blocks = self._blocks(kind)
+        if all((r, c) == tuple(t.shape[-2:]) for r, c in blocks):
+            return t.unbind(0)  # no padding on this side: views of ``t``, as a stack's
+        flat = t.reshape(-1).index_select(0, self._index(kind, t.device))
+        parts = flat.split_with_sizes([r * c for r, c in blocks])
+        return tuple(e.view(r, c) for e, (r, c) in zip(parts, blocks, strict=True))
+
+    def _blocks(self, kind: str) -> list[tuple[int, int]]:
+        """The true block of each element: (a_i, a_i) / (b_i, b_i) for a factor, else (a_i, b_i)."""
         if kind in ("B_L", "B_R"):
             i = 0 if kind == "B_L" else 1
-            blocks = [(s[i], s[i]) for s in self.sizes]
-        else:
-            blocks = list(self.sizes)
-        return tuple(e[:r, :c].contiguous() for e, (r, c) in zip(t, blocks, strict=True))
+            return [(s[i], s[i]) for s in self.sizes]
+        return list(self.sizes)
+
+    def _index(self, kind: str, device: Any) -> Tensor:
+        """The flat (row-major) positions of the true blocks' entries in a padded batch of
+        ``kind``, element after element, each block row-major (kept per kind and device): one
+        indexed copy moves them all, where a copy per element costs several small calls."""
+        key = (kind if kind in ("B_L", "B_R") else "matrix", str(device))
+        index = self._indices.get(key)
+        if index is None:
+            rows, cols = (self._n(kind),) * 2 if kind in ("B_L", "B_R") else (self.a, self.b)
+            starts = [i * rows * cols for i in range(len(self.sizes))]
+            index = torch.cat(
+                [
+                    (o + torch.arange(r)[:, None] * cols + torch.arange(c)).reshape(-1)
+                    for o, (r, c) in zip(starts, self._blocks(kind), strict=True)
+                ]
+            ).to(device)
+            self._indices[key] = index
+        return index
 
     def _n(self, kind: str) -> int:
         return self.a if kind.endswith("L") else self.b

@@ -33,6 +33,7 @@ __all__ = [
     "COUNTERS",
     "NonFiniteUpdate",
     "square_bound",
+    "largest",
     "warn_skipped",
     "STEP_OPTIONS",
     "LAYOUT_OPTIONS",
@@ -78,12 +79,19 @@ class NonFiniteUpdate(FloatingPointError):
 
 
 @functools.cache
+def largest(dtype: torch.dtype) -> float:
+    """``finfo(dtype).max`` (cached: a step reads it per parameter, and ``finfo`` is built
+    anew on every call)."""
+    return float(torch.finfo(dtype).max)
+
+
+@functools.cache
 def square_bound(dtype: torch.dtype) -> float:
     """``sqrt(finfo(dtype).max)``: above it a gradient entry's square, and so its curvature
     (``EMA(g^2)``, ``G G^T``), is not representable in ``dtype``. Preconditioning such a
     gradient with a curvature that could not take it in (the previous one) would step by
     ``lr |g|``, e.g. ``1e17`` for ``|g| = 1e20`` in float32, so the step is skipped."""
-    return math.sqrt(torch.finfo(dtype).max)
+    return math.sqrt(largest(dtype))
 
 
 def warn_skipped(reason: str) -> None:
@@ -264,7 +272,8 @@ def unsteppable_error(gi: int, pi: int, p: Tensor) -> ValueError | None:
     parameter whose elements share memory (a stride 0 over a dimension longer than 1, e.g.
     ``expand``), which the in-place update cannot write, and would fail half-way through a
     step after other parameters were written."""
-    if p.grad is not None and p.grad.is_sparse:
+    grad = p.grad
+    if grad is not None and grad.is_sparse:
         return ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
     if p.is_meta:
         return ValueError(
@@ -273,8 +282,9 @@ def unsteppable_error(gi: int, pi: int, p: Tensor) -> ValueError | None:
         )
     # A contiguous tensor has no stride 0 over a dimension longer than 1: the usual case
     # costs one flag read.
-    shared = zip(p.stride(), p.shape, strict=True)
-    if not p.is_contiguous() and any(s == 0 and n > 1 for s, n in shared):
+    if not p.is_contiguous() and any(
+        s == 0 and n > 1 for s, n in zip(p.stride(), p.shape, strict=True)
+    ):
         return ValueError(
             f"params[{gi}][{pi}] (shape {tuple(p.shape)}, stride {p.stride()}): its elements "
             "share memory (an expanded tensor), so it cannot be updated in place; give the model a "

@@ -17,6 +17,7 @@ cache changes no result. Memory: the kept tensors are the views' storage.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ __all__ = ["PackCache"]
 class PackCache:
     """The cache entries of one bucket for one step.
 
-    ``store``: the optimizer's dict of bucket -> {name: (packed, [(tensor, version), ...])};
+    ``store``: the optimizer's dict of bucket -> {name: (packed, ([tensor, ...], [version, ...]))};
     ``params``: the bucket; ``pre``: its preconditioner (``pack``). With one parameter
     nothing is cached (there is nothing to pack)."""
 
@@ -57,7 +58,7 @@ class PackCache:
         if not self._on:
             return
         if all(_views(t, packed) for t in parts):
-            self._new[name] = (packed, [(t, t._version) for t in parts])
+            self._new[name] = (packed, _record(parts))
         else:
             self._new.pop(name, None)
 
@@ -72,10 +73,22 @@ class PackCache:
         self._store[self._key] = self._new
 
 
-def _same(recorded: Sequence[tuple[Tensor, int]], tensors: Sequence[Tensor]) -> bool:
-    return len(recorded) == len(tensors) and all(
-        r is t and t._version == v for (r, v), t in zip(recorded, tensors, strict=True)
+def _same(recorded: tuple[list[Tensor], list[int]], tensors: Sequence[Tensor]) -> bool:
+    """Whether ``tensors`` are the recorded ones (``is``), each at its recorded version."""
+    kept, versions = recorded
+    return (
+        len(kept) == len(tensors)
+        and all(map(operator.is_, kept, tensors))
+        and list(map(_version, tensors)) == versions
     )
+
+
+_version = operator.attrgetter("_version")
+
+
+def _record(tensors: Sequence[Tensor]) -> tuple[list[Tensor], list[int]]:
+    """The tensors and their versions, as ``_same`` compares them."""
+    return list(tensors), list(map(_version, tensors))
 
 
 def _views(part: Tensor, packed: Tensor) -> bool:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..gaussian import Gaussian, Rotated
+from ..linalg import as_dtype
 from ..manifolds import (
     DiagonalPoint,
     DiagonalSPD,
@@ -204,11 +205,12 @@ class KroneckerPreconditioner:
         x = self.point(state)
         shape = (*self.batch_shape, *self.shape)
         dt = self.manifold.dtype
-        g, m = grad.reshape(shape).to(dt), direction.reshape(shape).to(dt)
+        g = as_dtype(transforms.as_shape(grad, shape), dt)
+        m = as_dtype(transforms.as_shape(direction, shape), dt)
         # Two calls, not one on torch.stack([g, m]): a batched factor broadcast over the pair
         # is materialised (a copy of the expanded, transposed B per call) before the products.
         Zg, Zm = self.manifold.to_eigenbasis(x, g), self.manifold.to_eigenbasis(x, m)
-        v = transforms.second_moment(v.reshape(shape), Zg, beta)
+        v = transforms.second_moment(transforms.as_shape(v, shape), Zg, beta)
         numel = None if self.padding is None else self.padding.numel
         Z = transforms.scale_by_second_moment(
             Zm, v, step, beta, self.root, self.damping, numel=numel

@@ -24,10 +24,12 @@ import torch
 from torch import Tensor
 
 from .._denormals import flush_denormals
+from ..linalg import as_dtype
 from ..validation import computes_in
 from . import checks, distributed, transforms
 from .checks import NonFiniteUpdate, validate_group
 from .guards import GuardsMixin
+from .pending import PendingChecks
 from .serialization import StateDictMixin
 from .updates import UpdateMixin
 
@@ -133,7 +135,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             changed) or ``"skip"`` (the step is skipped, ``skipped_steps`` counts them) for
             a NaN or Inf gradient. A finite gradient never raises: a step that the state or
             parameter dtype cannot hold (squares of the gradient, the curvature step, the
-            update or ``lr`` times it overflow; ``checks.square_bound``, ``updates.
+            update or ``lr`` times it overflow; ``checks.square_bound``, ``pending.
             update_fits``) is skipped with a ``RuntimeWarning`` and counted in
             ``skipped_steps`` whatever this option.
         shard: split the preconditioner work over the ranks of ``process_group`` (ZeRO-1
@@ -313,20 +315,42 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             if not distributed.step(self):
                 self.skipped_steps += 1
             return
-        if not self._check_grads():
-            self.skipped_steps += 1
-            return
-        pending = []
-        try:
+        plan: list[tuple[dict[str, Any], list[Tensor], Tensor | None]] = []
+
+        def packed() -> list[Tensor]:
+            """The step's buckets, with their gradients packed once (for the check and the
+            update); a bucket of gradients of different dtypes gives them one by one."""
+            out = []
             for group in self.param_groups:
                 for bucket in self._buckets(group):
-                    results = self._compute_many(group, bucket, [p.grad for p in bucket])
-                    pending.extend((group, p, r) for p, r in zip(bucket, results, strict=True))
+                    G = self._pack_grads(group, bucket)
+                    plan.append((group, bucket, G))
+                    out.extend([p.grad for p in bucket] if G is None else [G])
+            return out
+
+        if not self._check_grads(packed):
+            self.skipped_steps += 1
+            return
+        results: list[tuple[dict[str, Any], Tensor, Any]] = []
+        # The buckets' checks of their results, read together (one host synchronisation) before
+        # anything is written or a curvature update runs; an error of a later bucket is raised
+        # only when every earlier check passed, as when each is read at once.
+        pending = PendingChecks()
+        try:
+            try:
+                for group, bucket, G in plan:
+                    grads = [p.grad for p in bucket]
+                    out = self._compute_many(group, bucket, grads, pending, G)
+                    results.extend((group, p, r) for p, r in zip(bucket, out, strict=True))
+            except Exception:
+                pending.flush()
+                raise
+            pending.flush()
         except NonFiniteUpdate as e:
             self.skipped_steps += 1
             checks.warn_skipped(str(e))
             return
-        self._apply_updates(pending)
+        self._apply_updates(results)
 
     def _apply_updates(self, pending: list[tuple[dict[str, Any], Tensor, Any]]) -> None:
         """``apply_update`` for every ``(group, p, (new_state, u))`` of a step, the parameter
@@ -337,7 +361,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             self.state[p].update(new_state)
             _, ps, us = by_group.setdefault(id(group), (group, [], []))
             ps.append(p)
-            us.append(transforms.as_shape(update, p.shape).to(p.dtype))
+            us.append(as_dtype(transforms.as_shape(update, p.shape), p.dtype))
         for group, ps, us in by_group.values():
             transforms.weight_decay(ps, group["lr"], group["weight_decay"])
             torch._foreach_add_(ps, us, alpha=-group["lr"])

@@ -5,8 +5,12 @@ Every function takes and returns tensors and never touches optimizer state it wa
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
+
+from ..linalg import as_dtype
 
 __all__ = [
     "heavy_ball",
@@ -59,6 +63,7 @@ def adam_direction(
     return new, grad / ((new / (1.0 - beta2**step)).sqrt() + eps)
 
 
+@functools.cache
 def wide_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for 16-bit types (whose squares and EMAs lose small increments), else ``dtype``."""
     return torch.float32 if torch.finfo(dtype).bits <= 16 else dtype
@@ -67,8 +72,10 @@ def wide_dtype(dtype: torch.dtype) -> torch.dtype:
 def second_moment(v: Tensor, z: Tensor, beta: float) -> Tensor:
     """Exponential moving average of squares, ``v' = beta v + (1 - beta) z^2``, in at least
     float32 (16-bit squares would lose the ``(1 - beta)`` increments). Not in place."""
-    zf = z.to(wide_dtype(z.dtype))
-    return v.to(zf.dtype) * beta + (1.0 - beta) * zf * zf
+    zf = as_dtype(z, wide_dtype(z.dtype))
+    # beta v + ((1 - beta) z) z, the last two steps in place on the fresh products
+    square = torch.mul(zf, 1.0 - beta).mul_(zf)
+    return torch.mul(as_dtype(v, zf.dtype), beta).add_(square)
 
 
 #: Relative floor of ``scale_by_second_moment``: ``v_hat`` is raised by this fraction of its
@@ -101,9 +108,10 @@ def scale_by_second_moment(
         mean = vhat.mean(dim=(-2, -1), keepdim=True)
     else:
         mean = vhat.sum(dim=(-2, -1), keepdim=True) / numel
-    vhat = vhat + (damping + RELATIVE_FLOOR * mean)
-    zf = z.to(wide_dtype(z.dtype))
-    return (zf / (vhat.pow(1.0 / root) + eps)).to(z.dtype)
+    # in place on the fresh v_hat: the same operations, fewer temporaries
+    denominator = vhat.add_(damping + RELATIVE_FLOOR * mean).pow_(1.0 / root).add_(eps)
+    zf = as_dtype(z, wide_dtype(z.dtype))
+    return as_dtype(torch.div(zf, denominator, out=denominator), z.dtype)
 
 
 def weight_decay(param: Tensor | list[Tensor], lr: float, decay: float) -> None:

@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import all_finite, max_abs
+from ..linalg import all_finite, as_dtype
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
 from .pack_cache import PackCache
-from .preconditioners import kronecker_cost, make_preconditioner, param_cost
+from .pending import PendingChecks, check_update, fits_verdict, moment_verdict
+from .preconditioners import kronecker_cost, make_preconditioner
 
 __all__ = ["UpdateMixin", "PRECOND_PREFIX", "BATCH_MAX_COST", "PAD_OVERHEAD_COST"]
 
@@ -34,11 +35,13 @@ PRECOND_PREFIX = "pc_"
 BATCH_MAX_COST = 4 * 256**3
 
 #: What one bucket fewer saves, in units of ``param_cost``: a Kronecker update makes the same
-#: number of small tensor calls whatever its size, and on a CPU core in float32 padding a
-#: bucket costs more than those calls once it adds more than the products of an 80 x 80
-#: layer per member beyond the first (``benchmarks/bench_optim_batched.py``, "padding"
-#: table: separate vs padded steps of small layers). ``_pad_buckets`` pads within that
-#: bound. A 16-bit state's products run in float32 on a CPU (``linalg.matmul``), so the
+#: number of small tensor calls whatever its size, and padding pays for them in products;
+#: ``_pad_buckets`` lets a member join while the padding it adds stays within the products
+#: of an 80 x 80 layer. ``benchmarks/bench_optim_batched.py`` measures both sides: its
+#: "padding" table (separate vs one padded bucket, every step a curvature update, where the
+#: per-call cost is largest) and the small layers at SOAP's period 10 (mostly
+#: precondition-only steps, whose products the padding enlarges as much but whose calls are
+#: fewer). A 16-bit state's products run in float32 on a CPU (``linalg.matmul``), so the
 #: bound is one for every state dtype.
 PAD_OVERHEAD_COST = 4 * 80**3
 
@@ -65,42 +68,55 @@ class UpdateMixin:
         return {k[n:]: v for k, v in state.items() if k.startswith(PRECOND_PREFIX)}
 
     def _compute_many(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        pending: PendingChecks | None = None,
+        packed_grads: Tensor | None = None,
     ) -> list[tuple[dict[str, Any], Tensor]]:
         """``compute_update`` for parameters of one group that share a preconditioner shape, state
         dtype, device and step count (a ``_buckets`` bucket). For more than one, the curvature
         updates and the preconditioning run on a ``batch=k`` manifold: the same formulas, one
         set of batched products. Per-parameter state stays per parameter (stacked for the
-        update, then sliced and copied back)."""
+        update, then sliced and copied back). ``pending``: the step's checks of the results,
+        added to it and flushed before a curvature update (default: a list of this call's,
+        flushed before it returns); a failed check raises ``NonFiniteUpdate``. ``packed_grads``:
+        ``_pack_grads(params)``, when the caller has it."""
         k = len(params)
         state_dtype = self._state_dtype(group, params[0])
-        singles = [self._preconditioner(group, p) for p in params]
-        pre = singles[0] if k == 1 else self._batched_preconditioner(group, params)
-        news: list[dict[str, Any]] = []
-        pcs, bufs, steps = [], [], []
-        for p, grad, single in zip(params, grads, singles, strict=True):
-            # .get, not self.state[p]: a lookup would add an entry to a step that may fail
-            state, new = self.state.get(p, {}), {}
+        pre = self._bucket_preconditioner(group, params)
+        # .get, not self.state[p]: a lookup would add an entry to a step that may fail
+        states = [self.state.get(p, {}) for p in params]
+        news: list[dict[str, Any]] = [{} for _ in params]
+        pcs, bufs = [], []
+        step = 0
+        for p, grad, state in zip(params, grads, states, strict=True):
             if not state:
+                single = self._preconditioner(group, p)
                 pcs.append(single.init_state(grad, group["warm_start"]))
-                steps.append(1)
+                step = 1
                 bufs.append(torch.zeros_like(grad, dtype=state_dtype))
-            else:
-                checks.check_state_matches(state, p, grad, state_dtype, single.kind)
-                pcs.append(self._precond_state(state))
+                continue
+            # a bucket's members share their scheme (``_buckets``): ``pre.kind`` is each one's
+            checks.check_state_matches(state, p, grad, state_dtype, pre.kind)
+            if not pcs:
                 # A bucket's members share their step count (``_buckets``): one read (a
                 # host synchronisation) for the bucket.
-                steps.append(int(state["step"]) + 1 if not steps else steps[0])
-                bufs.append(state["momentum_buffer"])
-            news.append(new)
-        step = steps[0]
+                step = int(state["step"]) + 1
+                pcs.append(self._precond_state(state))
+            else:
+                # the members' entries under the first one's keys (a KeyError if one lacks it)
+                pcs.append({key: state[PRECOND_PREFIX + key] for key in pcs[0]})
+            bufs.append(state["momentum_buffer"])
         packed = PackCache(self._packed, params, pre)
         if k == 1:
-            G = grads[0].to(state_dtype)
-        elif all(g.dtype == grads[0].dtype for g in grads):
-            G = pre.pack(grads).to(state_dtype)  # one conversion; embedding is exact
+            G = as_dtype(grads[0], state_dtype)
+        elif packed_grads is not None or all(g.dtype == grads[0].dtype for g in grads):
+            # one conversion; the embedding is exact
+            G = as_dtype(pre.pack(grads) if packed_grads is None else packed_grads, state_dtype)
         else:
-            G = pre.pack([g.to(state_dtype) for g in grads])
+            G = pre.pack([as_dtype(g, state_dtype) for g in grads])
         if group["momentum"]:
             # Elementwise, so on the packed bucket it is each parameter's own step, bit for bit.
             buf = bufs[0] if k == 1 else packed("momentum_buffer", bufs)
@@ -119,6 +135,9 @@ class UpdateMixin:
             if k == 1
             else {key: packed(PRECOND_PREFIX + key, [c[key] for c in pcs], key) for key in pcs[0]}
         )
+        local = pending is None
+        if pending is None:
+            pending = PendingChecks()
         corrected = checks.corrected(group) and pre.kind == "kronecker"
         rotated = None
         if corrected:
@@ -126,44 +145,42 @@ class UpdateMixin:
             # then serves the curvature step's GOP too.
             wide = transforms.wide_dtype(state_dtype)
             vs = [
-                self.state[p]["eig_v"]
-                if "eig_v" in self.state.get(p, ())
-                else torch.zeros_like(g, dtype=wide)
-                for p, g in zip(params, grads, strict=True)
+                st["eig_v"] if "eig_v" in st else torch.zeros_like(g, dtype=wide)
+                for st, g in zip(states, grads, strict=True)
             ]
             U, V, rotated = pre.precondition_corrected(
                 pc, D, G, vs[0] if k == 1 else packed("eig_v", vs), step, group["correction_beta"]
             )
-            if not all_finite(V):  # squares of a finite gradient overflowed the buffer's dtype
-                raise NonFiniteUpdate(
-                    "the eigenvalue-correction second moment of a parameter of shape "
-                    f"{tuple(params[0].shape)}{' (and its bucket)' if k > 1 else ''} overflowed"
-                )
+            pending.add([V.sum()], moment_verdict(V, params[0].shape, k))
         updated = (step - 1) % group["update_every"] == 0
         if updated:
+            pending.flush()  # an earlier failure decides before this update's own
             count = (step - 1) // group["update_every"] + 1
             if k == 1:
-                pc = self._curvature_update(
-                    pre, pc, G, count, news[0], self.state.get(params[0], {}), rotated
-                )
+                pc = self._curvature_update(pre, pc, G, count, news[0], states[0], rotated)
             else:
                 try:
                     pc = pre.update(pc, G, count=count, rotated=rotated)
                 except (FloatingPointError, ValueError):
                     # One element failed: update them one by one (each with its fallbacks),
                     # exactly as unbatched.
-                    return [
-                        self._compute_many(group, [p], [g])[0]
+                    out = [
+                        self._compute_many(group, [p], [g], pending)[0]
                         for p, g in zip(params, grads, strict=True)
                     ]
+                    if local:
+                        pending.flush()
+                    return out
         if not corrected:
             U = pre.precondition(pc, D)
         # Per-parameter slices of the bucket's results (views where the layout allows); each
         # parameter's state entries are replaced, never written in place. Without a curvature
-        # update the preconditioner state is the parameters' own, unchanged.
-        if k == 1:
+        # update the preconditioner state is the parameters' own, unchanged: not written.
+        if not updated:
+            pcs = [{}] * k
+        elif k == 1:
             pcs = [pc]
-        elif updated:
+        else:
             parts = [pre.unpack(v, key) for key, v in pc.items()]
             pcs = [dict(zip(pc, e, strict=True)) for e in zip(*parts, strict=True)]
             for key, e in zip(pc, parts, strict=True):
@@ -173,20 +190,24 @@ class UpdateMixin:
         per_param = group["graft"] == "adam" or group["clip_rms"] is not None
         lr = group["lr"]
         wd = group["weight_decay"]
-        if not per_param and not update_fits(U, lr, params, wd):  # one reduction: the bucket
-            for u, p in zip(Us, params, strict=True):
-                self._check_update(u, p, lr, wd)
+        if not per_param:  # one reduction: the bucket
+            pending.add(list(torch.aminmax(U)), fits_verdict(Us, params, lr, wd))
         out = []
         # One step tensor for the bucket's members (a state entry is replaced, never written
         # in place, so sharing it is safe): ``_buckets`` then reads it once per bucket.
         # float64: a float32 count stops at 2^24 steps, and the update schedule reads it.
-        step_t = torch.tensor(float(step), dtype=torch.float64)
-        for p, grad, new, pci, Vi, u in zip(params, grads, news, pcs, Vs, Us, strict=True):
-            new.update({PRECOND_PREFIX + key: v for key, v in pci.items()})
+        step_t = torch.scalar_tensor(step, dtype=torch.float64)
+        for p, grad, state, new, pci, Vi, u in zip(
+            params, grads, states, news, pcs, Vs, Us, strict=True
+        ):
+            for key, v in pci.items():
+                new[PRECOND_PREFIX + key] = v
             if corrected:
                 new["eig_v"] = transforms.as_shape(Vi, p.shape)
+            if per_param:
+                pending.flush()  # the checks made so far decide before this member's own
             if group["graft"] == "adam":
-                v = self.state.get(p, {}).get("exp_avg_sq")
+                v = state.get("exp_avg_sq")
                 if v is None:  # a first step, or graft turned on later: Adam's zero start
                     v = torch.zeros_like(grad, dtype=torch.float32)
                 v, adam = transforms.adam_direction(v, grad.float(), step)
@@ -200,22 +221,32 @@ class UpdateMixin:
             if group["clip_rms"] is not None:
                 u = transforms.clip_by_rms(u, group["clip_rms"])
             if per_param:
-                self._check_update(u, p, lr, wd)
+                check_update(u, p, lr, wd)
             new["step"] = step_t
             out.append((new, u))
         if corrected:
             packed.record("eig_v", V, [new["eig_v"] for new in news])
+        if local:
+            pending.flush()
         packed.store()
         return out
 
-    @staticmethod
-    def _check_update(u: Tensor, p: Tensor, lr: float, weight_decay: float) -> None:
-        """``NonFiniteUpdate`` (naming ``p``'s shape) unless ``update_fits``."""
-        if not update_fits(u, lr, [p], weight_decay):
-            raise NonFiniteUpdate(
-                f"the update (times lr = {lr:.3g}) of a parameter of shape {tuple(p.shape)} "
-                f"is not finite in its dtype {p.dtype}"
-            )
+    def _bucket_preconditioner(self, group: dict[str, Any], params: list[Tensor]) -> Any:
+        """The preconditioner of a bucket: its one parameter's, or ``_batched_preconditioner``."""
+        if len(params) == 1:
+            return self._preconditioner(group, params[0])
+        return self._batched_preconditioner(group, params)
+
+    def _pack_grads(self, group: dict[str, Any], params: list[Tensor]) -> Tensor | None:
+        """The gradients of a bucket as one tensor in their dtype (``pre.pack``; a single
+        parameter's own), what ``_compute_many`` updates; ``None`` when their dtypes differ
+        (each is then converted to the state dtype first)."""
+        grads = [p.grad for p in params]
+        if len(grads) == 1:
+            return grads[0]
+        if any(g.dtype != grads[0].dtype for g in grads):
+            return None
+        return self._bucket_preconditioner(group, params).pack(grads)
 
     @staticmethod
     def _curvature_update(
@@ -286,7 +317,7 @@ class UpdateMixin:
                     step = read[id(t)] if id(t) in read else read.setdefault(id(t), int(t))
                 key = ("diagonal", self._state_dtype(group, p), p.device, step)
                 if pre.kind == "kronecker":
-                    if param_cost(p.shape, group) <= BATCH_MAX_COST:
+                    if kronecker_cost(*pre.shape) <= BATCH_MAX_COST:  # param_cost(p.shape)
                         small.setdefault(key[1:], []).append(p)
                         continue
                     key = id(p)
@@ -294,7 +325,8 @@ class UpdateMixin:
         out = list(buckets.values())
         for params in small.values():
             shapes = [self._preconditioner(group, p).shape for p in params]
-            out.extend(_pad_buckets(params, shapes))
+            # the bound read now, not when _pad_buckets was defined (benchmarks set it)
+            out.extend(_pad_buckets(params, shapes, PAD_OVERHEAD_COST))
         return out
 
     def _owner_units(self, group: dict[str, Any], params: list[Tensor]) -> list[list[Tensor]]:
@@ -336,52 +368,37 @@ class UpdateMixin:
         return hit[1]
 
 
-def update_fits(u: Tensor, lr: float, params: list[Tensor], weight_decay: float = 0.0) -> bool:
-    """Whether the write ``p <- p (1 - lr wd) - lr u`` (``u`` in the state dtype, cast to the
-    parameter's) stays finite in every dtype of ``params``: ``u``, ``lr`` and ``lr u`` within
-    ``finfo.max`` of the narrowest (a float32 update beyond a float16 parameter's range, or an
-    ``lr`` its dtype cannot hold, would write Inf or fail half-way), and, only when ``lr u``
-    comes within a factor 1024 of it, the parameters' own size added. One reduction and one
-    host synchronisation in the usual case; NaN fails every comparison."""
-    top = min(torch.finfo(p.dtype).max for p in params)
-    umax = float(max_abs(u))
-    step = umax * lr
-    if not (umax <= top and lr <= top and step <= top):
-        return False
-    if step <= top / 1024 and lr * weight_decay <= 1.0:
-        return True  # |p| would have to be within 0.1% of the largest value to overflow
-    pmax = max((float(max_abs(p)) for p in params if p.numel()), default=0.0)
-    return pmax * abs(1.0 - lr * weight_decay) + step <= top
-
-
 def _pad_buckets(
     params: list[Tensor], shapes: list[tuple[int, int]], bound: int = PAD_OVERHEAD_COST
 ) -> list[list[Tensor]]:
     """Kronecker parameters (Kronecker shapes ``shapes``) grouped into buckets.
 
     Parameters of one shape stay together. Shapes in decreasing cost join the first bucket
-    in which the padding costs at most ``bound`` (``PAD_OVERHEAD_COST``) per member beyond
-    the first,
+    to which they add at most ``bound`` (``PAD_OVERHEAD_COST``) of padding per joining
+    member: ``n`` members of shape (a, b) join ``k`` padded to (A, B) when
 
-        k cost(max a_i, max b_i) - sum_i cost(a_i, b_i) <= (k - 1) bound
+        (k + n) cost(A', B') - k cost(A, B) - n cost(a, b) <= n bound,   A' = max(A, a), ...
 
-    (``cost = a^3 + b^3 + ab(a + b)``, ``k`` members with them), else start one: padding is
-    paid in products, and each member saves the fixed per-call cost of its own update."""
+    (``cost = a^3 + b^3 + ab(a + b)``), else start one: padding is paid in products, and
+    each member saves the fixed per-call cost of its own update. The padding a join adds
+    counts the growth of the members already there (a join that widens the bucket pads all
+    of them): a bound on the bucket's average padding would let a member that costs the
+    others more than it saves join a bucket whose earlier members padded little."""
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, s in enumerate(shapes):
         by_shape.setdefault(tuple(s), []).append(i)
     order = sorted(by_shape, key=lambda s: -kronecker_cost(*s))
-    groups: list[tuple[list[int], list[int]]] = []  # (members, [max a, max b, sum of costs])
+    groups: list[tuple[list[int], list[int]]] = []  # (members, [A, B]: their padded shape)
     for a, b in order:
         new = by_shape[(a, b)]
-        for members, acc in groups:
-            A, B = max(acc[0], a), max(acc[1], b)
-            own = acc[2] + len(new) * kronecker_cost(a, b)
-            k = len(members) + len(new)
-            if k * kronecker_cost(A, B) - own <= (k - 1) * bound:
+        n, own = len(new), kronecker_cost(a, b)
+        for members, size in groups:
+            A, B, k = max(size[0], a), max(size[1], b), len(members)
+            added = (k + n) * kronecker_cost(A, B) - k * kronecker_cost(*size) - n * own
+            if added <= n * bound:
                 members.extend(new)
-                acc[:] = [A, B, own]
+                size[:] = [A, B]
                 break
         else:
-            groups.append((list(new), [a, b, len(new) * kronecker_cost(a, b)]))
+            groups.append((list(new), [a, b]))
     return [[params[i] for i in sorted(members)] for members, _ in groups]
