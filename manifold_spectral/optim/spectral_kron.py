@@ -102,7 +102,20 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         momentum: heavy-ball coefficient on the gradient, in ``[0, 1)``. The buffer sums
             gradients (SGD's convention, ``m <- momentum m + g``), so at equal ``lr`` the step
             is about ``1 / (1 - momentum)`` times that of Adam's averaged ``m``.
-        nesterov: Nesterov momentum.
+        nesterov: Nesterov momentum (default): the direction ``g + momentum m`` with the
+            updated buffer ``m``, instead of ``m`` itself. Its size for a steady gradient is
+            the heavy ball's, ``g / (1 - momentum)``, so a tuned ``lr`` carries over; it
+            weights the current gradient ``1 + momentum`` times more than the heavy ball does,
+            so the step lags the gradient less, as with SGD's and Muon's Nesterov option
+            (benchmarks/bench_optim_seeds.py: the four NN tasks over many seeds with and
+            without it). ``False``: the heavy ball.
+        debias_momentum: divide the momentum direction by ``1 - momentum^t`` at step ``t``
+            (Nesterov: ``1 - momentum^(t+1)``), Adam's bias correction of its first moment
+            in SGD's convention (``transforms.debias_momentum``; default): for a constant
+            gradient the direction is ``g / (1 - momentum)`` from the first step on, where
+            the plain sum needs about ``1 / (1 - momentum)`` steps to build up to it, an
+            extra warm-up of that length on top of the caller's schedule
+            (benchmarks/bench_optim_seeds.py). ``False``: the plain sum.
         weight_decay: decoupled weight decay.
         clip_rms: if set, the preconditioned update of each layer is rescaled to RMS at most
             this value (paper Sec. 3.4).
@@ -171,7 +184,8 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         eigenvalue_correction: bool | None = None,
         correction_beta: float = 0.95,
         momentum: float = 0.9,
-        nesterov: bool = False,
+        nesterov: bool = True,
+        debias_momentum: bool = True,
         weight_decay: float = 0.0,
         clip_rms: float | None = None,
         graft: str | None = None,
@@ -202,6 +216,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             correction_beta=correction_beta,
             momentum=momentum,
             nesterov=nesterov,
+            debias_momentum=debias_momentum,
             weight_decay=weight_decay,
             clip_rms=clip_rms,
             graft=graft,
