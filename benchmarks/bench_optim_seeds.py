@@ -15,7 +15,7 @@ difference (option minus defaults; the seed-to-seed spread cancels in it), on ho
 the option is lower, and the paired difference of the training loss over the last 10% of
 the steps (fitting vs generalising).
 
-Run:  python benchmarks/bench_optim_seeds.py --option nesterov=False debias_momentum=False
+Run:  python benchmarks/bench_optim_seeds.py --option nesterov=False
       python benchmarks/bench_optim_seeds.py --option nesterov=False --tasks mlp --seeds 4
 """
 

@@ -66,8 +66,7 @@ def test_diagonal_entry_at_the_damping_takes_a_large_gradient(dtype):
     gradient of 1e4. The layered step's Euclidean gradient ``(H - d) / d^2`` overflowed the
     dtype there, the curvature step was rejected, ``d`` stayed at the damping and the step was
     ``g / sqrt(damping)`` (~1e12); the closed form ``d + beta2 (H - d)`` (paper App. A.1) is
-    taken (no rejection) and the update stays of the order of ``lr / (1 - momentum)``, the
-    size of a bias-corrected momentum step."""
+    taken (no rejection) and the update stays of the order of ``lr``."""
     p = nn.Parameter(torch.zeros(8, 4))
     opt = SpectralKron([p], lr=1e-3, diagonal=True, state_dtype=dtype)
     G = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
@@ -78,7 +77,7 @@ def test_diagonal_entry_at_the_damping_takes_a_large_gradient(dtype):
     before = p.detach().clone()
     opt.step()
     assert opt.curvature_rejections == 0 and opt.skipped_steps == 0
-    assert float((p.detach() - before).abs().max()) < 1e-1
+    assert float((p.detach() - before).abs().max()) < 1e-2
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

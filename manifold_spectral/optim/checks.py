@@ -53,7 +53,6 @@ STEP_OPTIONS = frozenset(
         "weight_decay",
         "momentum",
         "nesterov",
-        "debias_momentum",
         "update_every",
         "correction_beta",
         "eigenvalue_correction",
@@ -98,7 +97,6 @@ def warn_skipped(reason: str) -> None:
 _FLAGS = (
     "jacobi",
     "nesterov",
-    "debias_momentum",
     "warm_start",
     "diagonal",
     "batched",

@@ -109,13 +109,6 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             so the step lags the gradient less, as with SGD's and Muon's Nesterov option
             (benchmarks/bench_optim_seeds.py: the four NN tasks over many seeds with and
             without it). ``False``: the heavy ball.
-        debias_momentum: divide the momentum direction by ``1 - momentum^t`` at step ``t``
-            (Nesterov: ``1 - momentum^(t+1)``), Adam's bias correction of its first moment
-            in SGD's convention (``transforms.debias_momentum``; default): for a constant
-            gradient the direction is ``g / (1 - momentum)`` from the first step on, where
-            the plain sum needs about ``1 / (1 - momentum)`` steps to build up to it, an
-            extra warm-up of that length on top of the caller's schedule
-            (benchmarks/bench_optim_seeds.py). ``False``: the plain sum.
         weight_decay: decoupled weight decay.
         clip_rms: if set, the preconditioned update of each layer is rescaled to RMS at most
             this value (paper Sec. 3.4).
@@ -185,7 +178,6 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         correction_beta: float = 0.95,
         momentum: float = 0.9,
         nesterov: bool = True,
-        debias_momentum: bool = True,
         weight_decay: float = 0.0,
         clip_rms: float | None = None,
         graft: str | None = None,
@@ -216,7 +208,6 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             correction_beta=correction_beta,
             momentum=momentum,
             nesterov=nesterov,
-            debias_momentum=debias_momentum,
             weight_decay=weight_decay,
             clip_rms=clip_rms,
             graft=graft,

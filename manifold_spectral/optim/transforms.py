@@ -10,7 +10,6 @@ from torch import Tensor
 
 __all__ = [
     "heavy_ball",
-    "debias_momentum",
     "rms",
     "clip_by_rms",
     "graft_norm",
@@ -30,20 +29,6 @@ def heavy_ball(
     (Nesterov: ``grad + momentum buf'``). Nothing is modified in place."""
     new = buf * momentum + grad
     return new, (grad + momentum * new if nesterov else new)
-
-
-def debias_momentum(
-    direction: Tensor, momentum: float, step: int, nesterov: bool = False
-) -> Tensor:
-    """``heavy_ball``'s direction at step ``step`` (1, 2, ...) divided by ``1 - momentum^step``
-    (Nesterov: ``1 - momentum^(step + 1)``), Adam's first-moment bias correction in SGD's
-    convention. For a constant gradient ``g`` the buffer after ``t`` steps is
-    ``(1 - momentum^t) / (1 - momentum) g`` and Nesterov's direction
-    ``g + momentum buf = (1 - momentum^(t+1)) / (1 - momentum) g``, so the result is
-    ``g / (1 - momentum)`` at every step: the steady state's size from the first step on.
-    ``direction`` itself once the factor rounds to 1 (late steps). Not in place."""
-    scale = 1.0 / (1.0 - momentum ** (step + 1 if nesterov else step))
-    return direction if scale == 1.0 else direction * scale
 
 
 def rms(u: Tensor) -> Tensor:

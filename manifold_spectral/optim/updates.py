@@ -118,8 +118,6 @@ class UpdateMixin:
             # Elementwise, so on the packed bucket it is each parameter's own step, bit for bit.
             buf = bufs[0] if k == 1 else packed("momentum_buffer", bufs)
             buf, D = transforms.heavy_ball(buf, G, group["momentum"], group["nesterov"])
-            if group["debias_momentum"]:  # one number for the bucket: its members share `step`
-                D = transforms.debias_momentum(D, group["momentum"], step, group["nesterov"])
             new_bufs = [buf]
             if k > 1:
                 parts = zip(pre.unpack(buf), grads, strict=True)
