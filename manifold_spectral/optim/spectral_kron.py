@@ -99,7 +99,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             the update a continuous (Lipschitz) function of the state and the gradient, so
             results differ by rounding when inputs do (threads, BLAS, DDP). ``0``: the hard
             Moore-Penrose cut at ``sqrt(eps)``.
-        momentum: heavy-ball coefficient on the gradient, in ``[0, 1)``. The buffer sums
+        momentum: momentum coefficient on the gradient, in ``[0, 1)``. The buffer sums
             gradients (SGD's convention, ``m <- momentum m + g``), so at equal ``lr`` the step
             is about ``1 / (1 - momentum)`` times that of Adam's averaged ``m``.
         nesterov: Nesterov momentum (default): the direction ``g + momentum m`` with the
