@@ -338,8 +338,9 @@ def test_eigenvalue_correction_step_by_hand():
         W0 = W.detach().clone()
         W.grad = G.clone()
         opt.step()
-        buf = 0.5 * buf + G  # heavy ball: the momentum buffer sums gradients
-        Z, Zm = x.left.B.T @ G @ x.right.B, x.left.B.T @ buf @ x.right.B
+        buf = 0.5 * buf + G  # the momentum buffer sums gradients
+        D = G + 0.5 * buf  # Nesterov's direction (the default)
+        Z, Zm = x.left.B.T @ G @ x.right.B, x.left.B.T @ D @ x.right.B
         v = beta * v + (1 - beta) * Z * Z
         vhat = v / (1 - beta**t)
         floor = lam + 1e-6 * vhat.mean()  # transforms.RELATIVE_FLOOR of the mean v_hat

@@ -102,10 +102,16 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             the update a continuous (Lipschitz) function of the state and the gradient, so
             results differ by rounding when inputs do (threads, BLAS, DDP). ``0``: the hard
             Moore-Penrose cut at ``sqrt(eps)``.
-        momentum: heavy-ball coefficient on the gradient, in ``[0, 1)``. The buffer sums
+        momentum: momentum coefficient on the gradient, in ``[0, 1)``. The buffer sums
             gradients (SGD's convention, ``m <- momentum m + g``), so at equal ``lr`` the step
             is about ``1 / (1 - momentum)`` times that of Adam's averaged ``m``.
-        nesterov: Nesterov momentum.
+        nesterov: Nesterov momentum (default): the direction ``g + momentum m`` with the
+            updated buffer ``m``, instead of ``m`` itself. Its size for a steady gradient is
+            the heavy ball's, ``g / (1 - momentum)``, so a tuned ``lr`` carries over; it
+            weights the current gradient ``1 + momentum`` times more than the heavy ball does,
+            so the step lags the gradient less, as with SGD's and Muon's Nesterov option
+            (benchmarks/bench_optim_seeds.py: the four NN tasks over many seeds with and
+            without it). ``False``: the heavy ball.
         weight_decay: decoupled weight decay.
         clip_rms: if set, the preconditioned update of each layer is rescaled to RMS at most
             this value (paper Sec. 3.4).
@@ -174,7 +180,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         eigenvalue_correction: bool | None = None,
         correction_beta: float = 0.95,
         momentum: float = 0.9,
-        nesterov: bool = False,
+        nesterov: bool = True,
         weight_decay: float = 0.0,
         clip_rms: float | None = None,
         graft: str | None = None,
