@@ -52,3 +52,14 @@ def test_default_direction_is_nesterov(shape):
 def test_heavy_ball_on_request(shape):
     plain = _steps(shape, momentum=0.0)
     _assert_ratios(_steps(shape, momentum=MU, nesterov=False), plain, HEAVY_BALL)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_paper_scheme_keeps_the_papers_heavy_ball(shape):
+    """``PAPER_SCHEME`` (the benchmarks' "paper scheme" rows) steps with heavy-ball momentum,
+    not the defaults' Nesterov direction."""
+    from manifold_spectral.experiments.nn_training import PAPER_SCHEME
+
+    options = {k: v for k, v in PAPER_SCHEME.items() if k not in ("state_dtype", "clip_rms")}
+    plain = _steps(shape, **{**options, "momentum": 0.0})
+    _assert_ratios(_steps(shape, **{**options, "momentum": MU}), plain, HEAVY_BALL)

@@ -93,8 +93,11 @@ def _pytorch_optimizer() -> Any:
 
 #: The paper's scheme (Sec. 3.4, Fig. 6 right) as docs/optim.md recommended it before the
 #: eigenvalue correction became the default: the preconditioner is the product of the
-#: factors' eigenvalues, bfloat16 state, layer-wise RMS clipping, a slow curvature EMA.
+#: factors' eigenvalues, bfloat16 state, layer-wise RMS clipping, a slow curvature EMA, and
+#: the heavy-ball momentum of the paper's scheme (Nesterov is the defaults' choice, not the
+#: paper's).
 PAPER_SCHEME: dict[str, Any] = dict(
+    nesterov=False,
     eigenvalue_correction=False,
     beta2=0.01,
     gap_damping=1e-2,
