@@ -37,6 +37,7 @@ __all__ = [
     "eps",
     "default_eig_tol",
     "eigh_canonical",
+    "tie_runs",
     "haar_orthogonal",
     "random_spd",
     "nearest_kronecker_factors",
@@ -389,15 +390,25 @@ def eigh_canonical(S: Tensor, tol: float) -> tuple[Tensor, Tensor]:
         return d, B
     ramp = torch.arange(1, n + 1, dtype=S.dtype, device=S.device) / n
     d, B = d.clone(), B.clone()
-    start = 0
-    for i in range(1, n + 1):
-        if i < n and bool(close[i - 1]):
+    for start, stop in tie_runs(close):
+        U = B[:, start:stop]
+        _, V = torch.linalg.eigh(U.mT @ (ramp[:, None] * U))  # init-only
+        U = U @ V
+        B[:, start:stop] = U
+        d[start:stop] = ((S @ U) * U).sum(0)
+    return d, B
+
+
+def tie_runs(close: Tensor) -> list[tuple[int, int]]:
+    """The clusters of a sorted spectrum: ``(start, stop)`` of each run of two or more
+    consecutive entries joined by ``close`` (``close[i]``: entries ``i`` and ``i + 1`` are
+    tied), in order (``eigh_canonical``, ``SpectralSPD.split_ties``)."""
+    flags = close.tolist()
+    runs, start = [], 0
+    for i in range(1, len(flags) + 2):
+        if i <= len(flags) and flags[i - 1]:
             continue
         if i - start > 1:
-            U = B[:, start:i]
-            _, V = torch.linalg.eigh(U.mT @ (ramp[:, None] * U))  # init-only
-            U = U @ V
-            B[:, start:i] = U
-            d[start:i] = ((S @ U) * U).sum(0)
+            runs.append((start, i))
         start = i
-    return d, B
+    return runs

@@ -260,3 +260,20 @@ def test_max_norms_match_the_infinity_norm_on_both_paths():
     assert [t.dtype for t in got] == [t.dtype for t in ts]
     assert all(torch.equal(a, b) for a, b in zip(got[:3], want[:3], strict=True))
     assert torch.isnan(got[3])
+
+
+@pytest.mark.parametrize(
+    "close, runs",
+    [
+        ([], []),
+        ([False, False], []),
+        ([True], [(0, 2)]),
+        ([True, False, True, True], [(0, 2), (2, 5)]),
+        ([False, True, True, False], [(1, 4)]),
+    ],
+)
+def test_tie_runs_are_the_clusters_of_two_or_more(close, runs):
+    """Runs of entries joined by ``close`` (``close[i]``: ``i`` and ``i + 1`` tied)."""
+    from manifold_spectral.linalg import tie_runs
+
+    assert tie_runs(torch.tensor(close, dtype=torch.bool)) == runs

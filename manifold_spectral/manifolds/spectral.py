@@ -21,6 +21,7 @@ from ..linalg import (
     newton_schulz_orthogonalize,
     orthogonality_error,
     sym,
+    tie_runs,
 )
 from . import blocks
 from .base import (
@@ -320,21 +321,17 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
         stuck.fill_diagonal_(False)
         if not bool(stuck.any()):
             return x, G
-        # Clusters: runs of consecutive sorted eigenvalues tied to their neighbour (as in
-        # linalg.eigh_canonical); only those holding a stuck pair are turned.
+        # Clusters: runs of consecutive sorted eigenvalues tied to their neighbour; only
+        # those holding a stuck pair are turned.
         order = torch.argsort(x.d)
         W = torch.eye(self.n, dtype=self.dtype, device=self.device)
         d = x.d.clone()
-        start = 0
-        for i in range(1, self.n + 1):
-            if i < self.n and bool(tied[order[i - 1], order[i]]):
-                continue
-            idx = order[start:i]
-            if i - start > 1 and bool(stuck[idx][:, idx].any()):
+        for start, stop in tie_runs(tied[order[:-1], order[1:]]):
+            idx = order[start:stop]
+            if bool(stuck[idx][:, idx].any()):
                 _, V = torch.linalg.eigh(G[idx][:, idx])  # init-only
                 W[idx[:, None], idx[None, :]] = V
                 d[idx] = (V * V * x.d[idx][:, None]).sum(0)
-            start = i
         return SpectralPoint(x.B @ W, d), sym(W.mT @ G @ W)
 
     def reorthogonalize(self, x: SpectralPoint, steps: int = 1) -> SpectralPoint:
