@@ -13,6 +13,7 @@ from ..linalg import NEUMANN_MAX_NORM, haar_orthogonal
 from ..manifolds import blocks
 from ..manifolds.base import check_size
 from ..manifolds.checks import check_log_scale
+from ..manifolds.kronecker_metric import kronecker_log_relative_eigs
 from .factor import (
     _ambient,
     _ChartTransport,
@@ -233,6 +234,14 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         nv, Lv, Rv = (nu, Lu, Ru) if v is None else self._chart(x, v, "v")
         out = 0.5 * self.a * self.b * nu * nv
         out = out + _metric(dL, *Lu, *Lv, self.kappa[0]) + _metric(dR, *Ru, *Rv, self.kappa[1])
+        return out[..., None] if keepdim else out
+
+    def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        """Fisher-Rao distance ``sqrt(1/2 sum_ij (log(alpha_y/alpha_x) + l_i + r_j)^2)``, the
+        geodesic distance of ``inner`` (``manifold_spectral.KroneckerSpectralSPD.dist``).
+        Differentiable."""
+        parts = self._parts(x, "x"), self._parts(y, "y", like=x)
+        out = blocks.fisher_rao_dist(kronecker_log_relative_eigs(*parts), dims=2)
         return out[..., None] if keepdim else out
 
     def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:

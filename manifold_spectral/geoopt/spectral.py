@@ -201,6 +201,15 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         out = _metric(d, mu, Mu, mv, Mv, 1.0)
         return out[..., None, None] if keepdim else out
 
+    def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
+        """Fisher-Rao distance ``sqrt(1/2 sum log^2 lambda(S_x^-1 S_y))``, the geodesic distance
+        of ``inner`` (``manifold_spectral.SpectralSPD.dist``; geoopt's
+        ``SymmetricPositiveDefinite`` distance divided by ``sqrt 2``). Differentiable."""
+        B1, d1 = self._parts(x, "x")
+        B2, d2 = self._parts(y, "y", like=x)
+        out = blocks.fisher_rao_dist(blocks.log_relative_eigs(B1, d1, B2, d2))
+        return out[..., None, None] if keepdim else out
+
     def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:
         """Riemannian gradient ``F^+ grad_eta f`` as an ambient tangent.
 

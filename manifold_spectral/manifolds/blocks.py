@@ -19,6 +19,8 @@ points runs the same lines as one point.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -53,6 +55,8 @@ __all__ = [
     "jacobi_angles",
     "second_order_angles",
     "SECOND_ORDER_MAX_ANGLE",
+    "log_relative_eigs",
+    "fisher_rao_dist",
 ]
 
 #: Bound (radians) on the second-order correction of each pair's angle in
@@ -82,6 +86,27 @@ def eig_local_grad(d: Tensor, g_diag: Tensor) -> Tensor:
 def eig_natural_grad(d: Tensor, g_diag: Tensor, kappa: float = 1.0) -> Tensor:
     """Natural gradient ``F_mm^-1 df/dm = (2 / kappa) d * diag(G)``."""
     return (2.0 / kappa) * d * g_diag
+
+
+def log_relative_eigs(B1: Tensor, d1: Tensor, B2: Tensor, d2: Tensor) -> Tensor:
+    """``log lambda(S_1^-1 S_2)`` of ``S_k = B_k Diag(d_k) B_k^T`` (descending): ``2 log sigma(W)``
+    with ``W = Diag(d_1^-1/2) B_1^T B_2 Diag(d_2^1/2)``.
+
+    ``W W^T = B_1^T S_1^-1/2 S_2 S_1^-1/2 B_1`` is similar to ``S_1^-1 S_2``; the singular values
+    of ``W`` instead of the eigenvalues of ``W W^T`` keep the condition number unsquared, and
+    their backward needs no eigenvalue gaps (tied eigenvalues are fine). One singular-value
+    decomposition: a distance between points, never a step."""
+    W = (d1.rsqrt()[..., :, None] * (B1.mT @ B2)) * d2.sqrt()[..., None, :]
+    return 2.0 * torch.linalg.svdvals(W).log()
+
+
+def fisher_rao_dist(log_eigs: Tensor, dims: int = 1) -> Tensor:
+    """Geodesic distance of the Fisher-Rao metric ``1/2 tr(S^-1 dS S^-1 dS)`` (Claims 4, 6) from
+    the log eigenvalues of ``S_1^-1 S_2`` in the last ``dims`` dimensions:
+    ``sqrt(1/2 sum log^2 lambda)``, i.e. ``1/sqrt(2)`` times the affine-invariant distance
+    ``||log(S_1^-1/2 S_2 S_1^-1/2)||_F`` (the curve ``S_1^1/2 (S_1^-1/2 S_2 S_1^-1/2)^t
+    S_1^1/2`` is the geodesic). A norm, so its gradient at distance 0 is 0, not NaN."""
+    return math.sqrt(0.5) * torch.linalg.vector_norm(log_eigs, dim=tuple(range(-dims, 0)))
 
 
 class TruncationError(ValueError):
