@@ -13,147 +13,33 @@ so failures are reproducible from the printed seed.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from _invariants import (
+    CASES,
+    F64,
+    FAST,
+    ROTATION_CASES,
+    SLOW,
+    assert_valid,
+    dense_size,
+    neumann_defect_bound,
+    objective,
+    random_egrad,
+    random_spd,
+    random_tangent,
+    seeds,
+    setup,
+    sizes,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manifold_spectral as ms
 from manifold_spectral.linalg import orthogonality_error
-from manifold_spectral.manifolds import SpectralManifold
-
-F64 = torch.float64
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """How the suite builds and inspects one manifold."""
-
-    name: str
-    #: ``build(n, dtype, cayley) -> manifold``; the dense matrix is about n x n.
-    build: Callable[[int, torch.dtype, str], SpectralManifold]
-    #: Orthogonal factors of a point (empty when the manifold has none).
-    rotations: Callable[[Any], list[torch.Tensor]]
-    #: Factors that must stay positive (eigenvalues, scales).
-    positives: Callable[[Any], list[torch.Tensor]]
-    #: Rotation coordinates ``M`` of a chart tangent (one per orthogonal factor).
-    rotation_steps: Callable[[Any], list[torch.Tensor]]
-    #: The chart's eigenvalue coordinates are sum-zero (a determinant constraint):
-    #: ``to_vector`` drops the last ``m`` and ``from_vector`` rebuilds it as ``-sum(others)``,
-    #: which reproduces a centred ``m`` only to rounding.
-    sum_zero_m: bool = False
-    #: ``log_scale`` of ``manifold.random``, chosen so that ``log eig(S)`` has unit variance
-    #: in every case (the steps of the properties below are sized for that spread).
-    log_scale: float = 1.0
-
-    def __str__(self) -> str:
-        return self.name
-
-
-def kronecker_sizes(n: int) -> tuple[int, int]:
-    """Factor sizes ``(a, b) = (1 + n % 3, 1 + n // 3)`` for size ``n`` in 1..8: every shape
-    from (1, 2) to (3, 3), with 1 x 1 factors, ``a != b`` both ways, and ``a b <= 9``."""
-    return 1 + n % 3, 1 + n // 3
-
-
-CASES = [
-    Case(
-        "SpectralSPD",
-        lambda n, dtype, cayley: ms.SpectralSPD(n, dtype=dtype, cayley=cayley),
-        lambda x: [x.B],
-        lambda x: [x.d],
-        lambda t: [t.M],
-    ),
-    Case(
-        "DiagonalSPD",
-        lambda n, dtype, cayley: ms.DiagonalSPD(n, dtype=dtype),
-        lambda x: [],
-        lambda x: [x.d],
-        lambda t: [],
-    ),
-    Case(
-        "KroneckerSpectralSPD",
-        lambda n, dtype, cayley: ms.KroneckerSpectralSPD(*kronecker_sizes(n), dtype, cayley=cayley),
-        lambda x: [x.left.B, x.right.B],
-        lambda x: [x.alpha.reshape(1), x.left.d, x.right.d],
-        lambda t: [t.left.M, t.right.M],
-        sum_zero_m=True,
-        # log eig(S) = log alpha + log d_L,i + log d_R,j: three independent log-normal draws.
-        log_scale=1 / math.sqrt(3),
-    ),
-]
-
-ROTATION_CASES = [c for c in CASES if c.name != "DiagonalSPD"]
-
-sizes = st.integers(min_value=1, max_value=8)
-seeds = st.integers(min_value=0, max_value=2**32 - 1)
-FAST = settings(max_examples=15, deadline=None)
-SLOW = settings(max_examples=3, deadline=None)
-
-
-# Helpers ---------------------------------------------------------------------------------
-
-
-def dense_size(manifold: SpectralManifold, x: Any) -> int:
-    return manifold.to_matrix(x).shape[-1]
-
-
-def random_spd(n: int, gen: torch.Generator, dtype: torch.dtype = F64) -> torch.Tensor:
-    A = torch.randn(n, n, generator=gen, dtype=F64)
-    return (A @ A.T / n + 0.5 * torch.eye(n, dtype=F64)).to(dtype)
-
-
-def egrad_from_dense(manifold: SpectralManifold, E: torch.Tensor) -> torch.Tensor:
-    """The manifold's ``egrad`` for a dense ``df/dS``: the diagonal on a diagonal manifold."""
-    if len(manifold.egrad_shape) == 1:
-        return torch.diagonal(E).clone()
-    return E
-
-
-def random_egrad(manifold: SpectralManifold, gen: torch.Generator, scale: float = 1.0):
-    """A random Euclidean gradient of ``manifold.egrad_shape`` (symmetric when a matrix)."""
-    E = scale * torch.randn(manifold.egrad_shape, generator=gen, dtype=F64)
-    if E.ndim == 2:
-        E = 0.5 * (E + E.T)
-    return E.to(manifold.dtype)
-
-
-def random_tangent(manifold: SpectralManifold, gen: torch.Generator):
-    vec = torch.randn(manifold.dim, generator=gen, dtype=F64).to(manifold.dtype)
-    return manifold.from_vector(vec)
-
-
-def setup(case: Case, n: int, seed: int, dtype=F64, cayley: str = "exact"):
-    gen = torch.Generator().manual_seed(seed)
-    manifold = case.build(n, dtype, cayley)
-    return manifold, manifold.random(generator=gen, log_scale=case.log_scale), gen
-
-
-def neumann_defect_bound(manifold: SpectralManifold) -> float:
-    rho = manifold.neumann_max_norm
-    return 2 * rho**6 + rho**12
-
-
-def assert_valid(manifold: SpectralManifold, case: Case, x: Any, *, fast: bool = False) -> None:
-    """``check_point`` passes (``fast``: the loose O(n^2) probe the update paths use, which
-    is what an un-reorthogonalised Neumann step has to pass), finite, positive factors."""
-    ok, reason = manifold.check_point(x, fast=fast)
-    assert ok, reason
-    assert x.is_finite()
-    for t in case.positives(x):
-        assert bool((t > 0).all())
-
-
-def objective(manifold: SpectralManifold, x: Any, Q: torch.Tensor):
-    """``f(S) = tr(S Q) - logdet S`` and its Euclidean gradient ``Q - S^-1``."""
-    f = (manifold.to_matrix(x) * Q).sum() - manifold.logdet(x)
-    return f, egrad_from_dense(manifold, Q - manifold.power(x, -1.0))
-
 
 # One retraction step ---------------------------------------------------------------------
 
@@ -379,71 +265,3 @@ def test_gaussian_gop_step_keeps_a_point(case, gamma, root, exponential, n, seed
 
 
 # Low precision ------------------------------------------------------------------------------
-
-# Bounds on the largest ||B^T B - I||_F along a 200-step GOP stream (n = 8, gamma = 1, seed
-# 1234, default Gaussian: reorthogonalize_every="auto", i.e. a Newton-Schulz step every 10
-# Neumann updates and every 100 exact updates below float64), for SpectralSPD and
-# KroneckerSpectralSPD (3 x 3 factors, worst over both). float32: rounding drift between the
-# corrections (plus, for Neumann, its truncation defect). bfloat16: a freshly rounded Haar B
-# is already off by bf16's rounding, and B must stay well inside the Newton-Schulz basin
-# (< 1); without any re-orthogonalisation its drift keeps growing, and the update-path probe
-# rejects un-corrected bf16 points within a few hundred steps. Each bound leaves a margin of
-# several times over what the stream reaches; ``assert_low_precision_point`` checks d > 0.
-# REORTHOGONALIZED_BOUND: two Newton-Schulz steps bring B back to about the dtype's rounding.
-LOW_PRECISION_ORTHO_BOUND = {
-    (torch.float32, "exact"): 1e-4,
-    # Neumann: the truncation defect 2 rho^6 + rho^12 (rho = 0.25) of up to 10 steps between
-    # re-orthogonalisations, 4.9e-3, plus float32 rounding.
-    (torch.float32, "neumann"): 6e-3,
-    (torch.bfloat16, "exact"): 0.7,
-    (torch.bfloat16, "neumann"): 0.3,
-}
-REORTHOGONALIZED_BOUND = {torch.float32: 2e-6, torch.bfloat16: 5e-2}
-
-
-def gop_stream(case: Case, dtype: torch.dtype, cayley: str, beta2: float, steps: int, seed: int):
-    """``steps`` Gaussian GOP steps from a random point; returns the manifold, the last point
-    and mean, and the largest orthogonality error seen along the way."""
-    manifold, x, gen = setup(case, 8, seed=seed, dtype=dtype, cayley=cayley)
-    n = dense_size(manifold, x)  # 8; 9 for the Kronecker case (3 x 3 factors)
-    L = torch.randn(n, n, generator=gen, dtype=F64) / math.sqrt(n)
-    mu = torch.zeros(n, dtype=dtype)
-    family = ms.Gaussian(manifold, beta1=0.1, beta2=beta2, gamma=1.0, root=2.0)
-    worst = 0.0
-    for _ in range(steps):
-        g = (L @ torch.randn(n, generator=gen, dtype=F64)).to(dtype)
-        mu, x = family.step(mu, x, g)
-        worst = max([worst] + [float(orthogonality_error(B)) for B in case.rotations(x)])
-    return manifold, x, mu, worst
-
-
-def assert_low_precision_point(case: Case, dtype: torch.dtype, x: Any, mu: torch.Tensor):
-    assert x.is_finite() and bool(torch.isfinite(mu).all())
-    for t in x.leaves():
-        assert t.dtype == dtype
-    for t in case.positives(x):
-        assert bool((t > 0).all())
-
-
-@pytest.mark.parametrize("case", CASES, ids=str)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("cayley", ["exact", "neumann"])
-@pytest.mark.parametrize("beta2", [0.01, 0.1])
-def test_low_precision_gop_stream(case, dtype, cayley, beta2):
-    manifold, x, mu, worst = gop_stream(case, dtype, cayley, beta2, steps=200, seed=1234)
-    assert_low_precision_point(case, dtype, x, mu)
-    assert worst < LOW_PRECISION_ORTHO_BOUND[dtype, cayley]
-    for B in case.rotations(manifold.reorthogonalize(x, steps=2)):
-        assert float(orthogonality_error(B)) < REORTHOGONALIZED_BOUND[dtype]
-
-
-@pytest.mark.parametrize("case", ROTATION_CASES, ids=str)
-@pytest.mark.parametrize("cayley", ["exact", "neumann"])
-def test_bfloat16_gop_stream_stays_usable(case, cayley):
-    """1000 default bf16 GOP steps: bf16 rounding of B is a random walk that keeps growing
-    without correction, so the default stream must correct it for either Cayley map and keep
-    ``||B^T B - I||_F`` well inside the Newton-Schulz basin (< 1) for SpectralSPD and the
-    Kronecker factors, with a margin for other seeds (a larger n drifts further)."""
-    manifold, x, mu, worst = gop_stream(case, torch.bfloat16, cayley, 0.01, steps=1000, seed=0)
-    assert_low_precision_point(case, torch.bfloat16, x, mu)
-    assert worst < 0.6
