@@ -5,7 +5,8 @@ on three seeds, too few to tell a change of a default from luck: on ``digits`` o
 confidently wrong test image moves the mean test cross-entropy by about 0.03. This script
 trains ``SpectralKron``'s defaults and the defaults with the ``--option`` values on the same
 ``--seeds`` seeds (the same initialisation and minibatches per seed for both), at one
-learning rate per task (``--lr``; default: the defaults' tuned draw of the tables), with the
+learning rate per task (``--lr``; default: the defaults' tuned lr as the tables print it,
+read from README.md by ``tuned_from_readme``, so it follows the tables), with the
 tables' settings: ``transformer`` and ``mlp`` as ``bench_optim_quality.py`` (bfloat16
 autocast, curvature period 2), ``stdlib`` and ``digits`` at ``bench_nn_real.py --small``'s
 sizes (float32, period 1), 200 steps, warm-up and cosine decay (``nn_training.lr_schedule``).
@@ -15,8 +16,15 @@ difference (option minus defaults; the seed-to-seed spread cancels in it), on ho
 the option is lower, and the paired difference of the training loss over the last 10% of
 the steps (fitting vs generalising).
 
+``--against soap muon adamw`` instead compares the defaults with the peers, each at the
+hyper-parameters its row of the README tables prints (the tables' tuned draws: read from
+the optim-quality block for ``transformer``/``mlp`` and the nn-real block for
+``stdlib``/``digits``, so they are the ones the tables report), on the same seeds; the paired
+difference is then peer minus defaults (positive: the defaults are lower).
+
 Run:  python benchmarks/bench_optim_seeds.py --option nesterov=False
       python benchmarks/bench_optim_seeds.py --option nesterov=False --tasks mlp --seeds 4
+      python benchmarks/bench_optim_seeds.py --against soap muon adamw
 """
 
 from __future__ import annotations
@@ -41,6 +49,18 @@ from manifold_spectral.experiments.nn_training.tasks import make_task
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- optim-seeds:start -->", "<!-- optim-seeds:end -->"
+PEERS_START, PEERS_END = "<!-- optim-peers:start -->", "<!-- optim-peers:end -->"
+#: README block and row label of each task's and method's tuned hyper-parameters.
+TABLE_OF = {"transformer": "optim-quality", "mlp": "optim-quality"} | {
+    "stdlib": "nn-real",
+    "digits": "nn-real",
+}
+ROW_LABEL = {
+    "spectral-p2": "SpectralKron defaults (ours)",
+    "adamw": "AdamW",
+    "soap": "SOAP",
+    "muon": "Muon",
+}
 
 #: Per task: task sizes, precision and curvature period of the table that reports it.
 SETTINGS = {
@@ -49,8 +69,6 @@ SETTINGS = {
     "stdlib": (SIZES["small"]["stdlib"], "fp32", 1),
     "digits": (SIZES["small"]["digits"], "fp32", 1),
 }
-#: The defaults' tuned learning rates of the README tables (their random-search draws).
-TUNED_LR = {"transformer": 0.002956, "mlp": 0.001047, "stdlib": 0.004882, "digits": 0.004882}
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -61,14 +79,27 @@ def parse_option(text: str) -> tuple[str, object]:
     return key, ast.literal_eval(value)
 
 
+def tuned_from_readme(task_name: str, method: str, text: str | None = None) -> dict[str, float]:
+    """The hyper-parameters ``method``'s row prints for ``task_name`` in the README table that
+    reports the task (``lr=0.017, 1-beta2=0.089`` -> a dict); ``ValueError`` if absent."""
+    text = README.read_text() if text is None else text
+    tag = TABLE_OF[task_name]
+    block = text.split(f"<!-- {tag}:start -->")[1].split(f"<!-- {tag}:end -->")[0]
+    section = block.split(f"\n{task_name}: ")[1].split("\n\n| method")[1].split("\n\n")[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == ROW_LABEL[method]:
+            return {k: float(v) for k, v in (kv.split("=") for kv in cells[1].split(", "))}
+    raise ValueError(f"no row {ROW_LABEL[method]!r} for {task_name!r} in the README's {tag} table")
+
+
 def _se(x: np.ndarray) -> float:
     return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
 
 
 def compare(task_name: str, options: dict[str, object], seeds: list[int], lr: float) -> dict:
     """Final held-out losses and training tails of the defaults and the variant per seed."""
-    kw, precision, period = SETTINGS[task_name]
-    task = make_task(task_name, **kw)
+    _, precision, period = SETTINGS[task_name]
     # The variant as a registered method, so that ``nn_training.train`` builds it as it
     # builds every other method.
     name = "_seeds_variant"
@@ -76,18 +107,57 @@ def compare(task_name: str, options: dict[str, object], seeds: list[int], lr: fl
         name, _label(options), "k", {}, optimizers._spectral(**options)
     )
     try:
-        out: dict[str, list[tuple[float, float]]] = {"spectral-p2": [], name: []}
-        for seed in seeds:
-            for method in out:
-                run = nn_training.train(
-                    task, method, {"lr": lr}, seed, 200, update_every=period,
-                    precision=precision, evals=1,
-                )  # fmt: skip
-                out[method].append((run.final, run.train_tail))
+        base, var = paired_runs(task_name, {"spectral-p2": {"lr": lr}, name: {"lr": lr}}, seeds)
     finally:
         del optimizers.ABLATIONS[name]
-    base, var = (np.array(v) for v in out.values())
     return dict(task=task_name, lr=lr, period=period, precision=precision, base=base, var=var)
+
+
+def paired_runs(task_name: str, methods: dict[str, dict], seeds: list[int]) -> list[np.ndarray]:
+    """Per method (with its hyper-parameters), per seed: (final held-out loss, training tail),
+    every method on the same seeds at the task's table settings."""
+    kw, precision, period = SETTINGS[task_name]
+    task = make_task(task_name, **kw)
+    out: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
+    for seed in seeds:
+        for method, hp in methods.items():
+            run = nn_training.train(
+                task, method, hp, seed, 200, update_every=period, precision=precision, evals=1
+            )
+            out[method].append((run.final, run.train_tail))
+    return [np.array(v) for v in out.values()]
+
+
+def against(task_name: str, peers: list[str], seeds: list[int]) -> list[dict]:
+    """The defaults and each peer at the hyper-parameters of their README rows."""
+    hps = {m: tuned_from_readme(task_name, m) for m in ["spectral-p2", *peers]}
+    runs = paired_runs(task_name, hps, seeds)
+    _, precision, period = SETTINGS[task_name]
+    return [
+        dict(task=task_name, peer=peer, hp=hps[peer], lr=hps["spectral-p2"]["lr"], period=period,
+             precision=precision, base=runs[0], var=runs[1 + i])
+        for i, peer in enumerate(peers)
+    ]  # fmt: skip
+
+
+def format_peers(rows: list[dict]) -> str:
+    lines = [
+        "| task | peer (its table's hyper-parameters) | defaults' lr | seeds | defaults: final "
+        "loss | peer: final loss | peer minus defaults | defaults lower on | training-tail "
+        "difference |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        b, v = r["base"], r["var"]
+        d, dt = v[:, 0] - b[:, 0], v[:, 1] - b[:, 1]
+        hp = ", ".join(f"{k}={x:g}" for k, x in r["hp"].items())
+        lines.append(
+            f"| {r['task']} ({r['precision']}, period {r['period']}) | "
+            f"{ROW_LABEL[r['peer']]} ({hp}) | {r['lr']:g} | {len(d)} | {b[:, 0].mean():.4f} ± "
+            f"{_se(b[:, 0]):.4f} | {v[:, 0].mean():.4f} ± {_se(v[:, 0]):.4f} | {d.mean():+.4f} "
+            f"± {_se(d):.4f} | {int((d > 0).sum())}/{len(d)} | {dt.mean():+.4f} ± {_se(dt):.4f} |"
+        )
+    return "\n".join(lines)
 
 
 def _label(options: dict[str, object]) -> str:
@@ -114,9 +184,9 @@ def format_table(rows: list[dict], options: dict[str, object]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--option", type=parse_option, nargs="+", required=True, help="key=value ..."
-    )
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--option", type=parse_option, nargs="+", help="key=value ...")
+    what.add_argument("--against", nargs="+", choices=["soap", "muon", "adamw"], help="peers")
     parser.add_argument("--tasks", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", type=int, default=10, help="seeds 1 .. N")
     parser.add_argument("--lr", type=float, default=None, help="one lr for every task")
@@ -125,18 +195,24 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     seeds = list(range(1, args.seeds + 1))
     with torch_threads(1):
-        options = dict(args.option)
-        rows = [compare(t, options, seeds, args.lr or TUNED_LR[t]) for t in args.tasks]
+        if args.against:
+            rows = [r for t in args.tasks for r in against(t, args.against, seeds)]
+            table, start, end = format_peers(rows), PEERS_START, PEERS_END
+        else:
+            options = dict(args.option)
+            lrs = {t: args.lr or tuned_from_readme(t, "spectral-p2")["lr"] for t in args.tasks}
+            rows = [compare(t, options, seeds, lrs[t]) for t in args.tasks]
+            table, start, end = format_table(rows, options), START, END
     header = (
         f"Measured {datetime.date.today().isoformat()} "
         f"(`{' '.join(['bench_optim_seeds.py', *(argv if argv is not None else sys.argv[1:])])}`); "
         f"200 steps; mean ± standard error over seeds; torch {torch.__version__}; {machine()}; "
         f"load average {load:.1f} at start."
     )
-    block = f"{header}\n\n{format_table(rows, options)}"
+    block = f"{header}\n\n{table}"
     print(block)
     if not args.no_write:
-        replace_between(README, START, END, block)
+        replace_between(README, start, end, block)
     return 0
 
 
