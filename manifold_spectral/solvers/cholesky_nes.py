@@ -71,8 +71,7 @@ class CholeskyNES(NESBase):
     """Cholesky-factor NES with the ask/tell API and defaults of ``NES`` (DX-NES techniques on)."""
 
     name = "Cholesky NES"
+    DISTRIBUTION_OPTIONS = ()  # the factor takes none (cayley, jacobi are spectral)
 
     def _make_distribution(self, stds: Tensor, **options: Any) -> SearchDistribution:
-        if options:
-            raise TypeError(f"CholeskyNES: unexpected options {sorted(options)}")
         return CholeskySearch(stds)

@@ -31,6 +31,7 @@ from .es_checks import (
     check_choice,
     check_max_evals,
     check_nonneg,
+    check_options,
     check_popsize,
     check_population,
     check_rate,
@@ -69,6 +70,8 @@ class NESBase:
     STAGNATING_SHAPE = 1.4
     #: Default of ``moving_shape``: DX-NES's own update for the baselines.
     MOVING_SHAPE = "dx"
+    #: Keyword options of the search distribution (``_make_distribution``).
+    DISTRIBUTION_OPTIONS: tuple[str, ...] = ("cayley", "jacobi")
 
     def __init__(
         self,
@@ -98,6 +101,7 @@ class NESBase:
         **distribution_options: Any,
     ) -> None:
         self._start = time.perf_counter()
+        check_options(distribution_options, NESBase.__init__, self.DISTRIBUTION_OPTIONS, self.name)
         x0_t, self._torch_io = check_x0(x0)
         # Torch in, torch out in the input's floating dtype and on its device (the state
         # keeps ``dtype`` and ``device``); an integer tensor's points come in ``dtype``.
@@ -234,7 +238,12 @@ class NESBase:
             except FloatingPointError as exc:  # _update commits nothing when it fails
                 self._stop_extra["numerical"] = str(exc)
         self._busy += time.perf_counter() - start
-        record_generation(self, T, f)
+        # The best point as told: a coarser state (float32, a float64 start) would round a
+        # point that ask did not produce, and result.fun would not be f(result.x).
+        told = T
+        if torch.finfo(self._io_dtype).bits > torch.finfo(self.dtype).bits:
+            told = check_population(X, self.popsize, self.n, self._io_dtype, self.device)
+        record_generation(self, told, f)
 
     def _update(self, z: Tensor, delta: Tensor, f: np.ndarray, u_rank: np.ndarray) -> None:
         """One DX-NES generation; the state is committed only when every step succeeded."""

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +31,19 @@ __all__ = [
     "check_seed",
     "check_population",
     "check_values",
+    "check_options",
+    "check_incpopsize",
 ]
+
+#: pycma's names of options that are named otherwise here (a pycma user's first guess).
+PYCMA_NAMES = {
+    "maxfevals": "max_evals",
+    "ftarget": "target",
+    "maxiter": "max_evals (evaluations, not generations)",
+    "CMA_stds": "sigma0 (a vector: one standard deviation per coordinate)",
+    "CMA_mirrors": "mirrored",
+    "tolfacupx": "scalerange (always on)",
+}
 
 
 def check_state_dtype(dtype: Any) -> torch.dtype:
@@ -211,3 +226,34 @@ def check_values(fvals: Any, k: int) -> np.ndarray:
     if f.shape != (k,):
         raise ValueError(f"fvals: expected shape ({k},), got {tuple(np.shape(fvals))}")
     return f.astype(np.float64)
+
+
+def check_options(
+    options: dict[str, Any], init: Callable[..., Any], extra: tuple[str, ...], owner: str
+) -> None:
+    """``TypeError`` naming the first of ``options`` that is neither a named argument of
+    ``init`` nor in ``extra``, with pycma's equivalent or the closest known name: a misspelt
+    option (or pycma's ``maxfevals``) would otherwise fail deep inside the search
+    distribution's constructor."""
+    params = inspect.signature(init).parameters.values()
+    known = [p.name for p in params if p.name != "self" and p.kind != p.VAR_KEYWORD]
+    known += extra
+    unknown = sorted(set(options) - set(known))
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    hint = PYCMA_NAMES.get(name) or (close[0] if close else None)
+    also = f"; did you mean {hint}?" if hint else ""
+    raise TypeError(f"{name}: unknown option of {owner}{also} (known: {', '.join(known)})")
+
+
+def check_incpopsize(incpopsize: Any) -> float:
+    """IPOP's population factor ``incpopsize`` as a float > 1."""
+    if (
+        isinstance(incpopsize, bool)
+        or not isinstance(incpopsize, numbers.Real)
+        or not incpopsize > 1
+    ):
+        raise ValueError(f"incpopsize: expected a number > 1, got {incpopsize!r}")
+    return float(incpopsize)

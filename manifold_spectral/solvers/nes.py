@@ -92,9 +92,12 @@ from typing import Any
 
 from torch import Tensor
 
+from ..validation import check_flag
+
 # The generic evolution strategy (es*) and the spectral search (nes_search), re-exported: the
 # public names of this module before it was split keep working.
 from .es import NESBase, NESResult
+from .es_checks import check_incpopsize
 from .es_defaults import default_max_evals
 from .es_eval import _check_mapper, _check_vectorized, run_optimizer  # noqa: F401
 from .es_rates import DXSchedule, xnes_rate
@@ -197,7 +200,9 @@ def minimize(
     ``NESBase.optimize``), so ``result.fun`` is always ``f(result.x)``. Numpy or torch
     following ``x0``. ``max_evals`` defaults to ``popsize (100 + 150 (n + 3)^2 / sqrt(popsize))``
     (pycma's default iteration budget); ``target`` stops at the first value below it.
-    ``options`` go to ``NES`` (rates, switches, ``tolx``, ``tolfun``, dtype, ...).
+    ``options`` go to ``NES`` (rates, switches, ``tolx``, ``tolfun``, dtype, ...); an unknown
+    one is a ``TypeError`` naming it (pycma's ``maxfevals``, ``ftarget``: ``max_evals``,
+    ``target`` here).
     ``executor`` / ``map`` evaluate each generation's candidates in parallel, one call per
     candidate, with results bitwise equal to the serial run (see ``NESBase.optimize``).
 
@@ -228,7 +233,9 @@ def minimize(
             **options,
         )
     else:
-        options.pop("adapt", None)  # a rule of restarts: nothing to adapt in a single run
+        # Rules of restarts, meaningless in a single run, but a wrong value is still an error.
+        check_flag(options.pop("adapt", True), "adapt")
+        check_incpopsize(incpopsize)
         es = NES(x0, sigma0, popsize, seed, max_evals=max_evals, target=target, **options)
         if es.max_evals is None:
             es.max_evals = default_max_evals(es.popsize, es.n)

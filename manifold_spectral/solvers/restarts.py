@@ -45,7 +45,13 @@ from torch import Tensor
 
 from ..validation import check_flag
 from .es import NESBase, NESResult
-from .es_checks import check_max_evals, check_sigma0, check_sigma0_range, check_x0
+from .es_checks import (
+    check_incpopsize,
+    check_max_evals,
+    check_sigma0,
+    check_sigma0_range,
+    check_x0,
+)
 from .es_defaults import default_max_evals
 from .es_eval import _check_vectorized, run_optimizer
 from .nes import NES
@@ -123,12 +129,7 @@ class RestartNES:
             raise ValueError(f"restarts: expected an int >= 0, got {restarts!r}")
         if not isinstance(bipop, bool):
             raise TypeError(f"bipop: expected a bool, got {bipop!r}")
-        if (
-            isinstance(incpopsize, bool)
-            or not isinstance(incpopsize, numbers.Real)
-            or not incpopsize > 1
-        ):
-            raise ValueError(f"incpopsize: expected a number > 1, got {incpopsize!r}")
+        check_incpopsize(incpopsize)
         self.adapt = check_flag(adapt, "adapt")
         max_evals_checked = check_max_evals(max_evals)
         if not isinstance(sigma0, (numbers.Real, Tensor)):  # a list: BIPOP scales it

@@ -99,8 +99,7 @@ class XNES(NESBase):
         "rank_one": False,
     }
     name = "xNES"
+    DISTRIBUTION_OPTIONS = ()  # the factor takes none (cayley, jacobi are spectral)
 
     def _make_distribution(self, stds: Tensor, **options: Any) -> SearchDistribution:
-        if options:
-            raise TypeError(f"XNES: unexpected options {sorted(options)}")
         return XNESSearch(stds)

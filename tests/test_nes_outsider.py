@@ -1,0 +1,88 @@
+"""``nes.minimize`` / ``NES`` / ``RestartNES`` against an outside tester's reports (issue 14,
+"no silent wrong answers"): a told point that a coarser state dtype would round (``result.fun``
+was not ``f(result.x)``), an unknown option (pycma's ``maxfevals``) that failed deep inside the
+search distribution, and restart options whose wrong values a single run ignored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from manifold_spectral.solvers import nes
+from manifold_spectral.solvers.cholesky_nes import CholeskyNES
+from manifold_spectral.solvers.restarts import RestartNES
+from manifold_spectral.solvers.xnes import XNES
+
+THIRD = np.full(3, 1.0 / 3.0)  # not representable in float32 or float16
+
+
+def _f(x) -> float:
+    return float(np.sum((np.asarray(x, dtype=np.float64) - THIRD) ** 2))
+
+
+# result.x is the point f was evaluated at -----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("restarts", [False, True])
+def test_told_point_is_returned_unrounded_by_a_coarser_state(dtype, restarts):
+    """A repaired point told to a float32/float16 state with a float64 start comes back as
+    told: rounded to the state's dtype, f(result.x) would be 2e-16 (float32) where fun is 0."""
+    es = (RestartNES if restarts else nes.NES)(np.zeros(3), 1.0, seed=0, dtype=dtype)
+    X = es.ask()
+    X[0] = THIRD  # the best row, as a repair step or an injection would set it
+    es.tell(X, [_f(x) for x in X])
+    res = es.result
+    assert res.x.dtype == np.float64
+    np.testing.assert_array_equal(res.x, THIRD)
+    assert res.fun == 0.0 == _f(res.x)
+
+
+# Unknown options are named -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, hint",
+    [("maxfevals", "max_evals"), ("ftarget", "target"), ("tol_x", "tolx"), ("mirror", "mirrored")],
+)
+@pytest.mark.parametrize("restarts", [0, 2])
+def test_unknown_option_is_named_with_its_name_here(option, hint, restarts):
+    """pycma's names and misspellings: a ``TypeError`` naming the option and what it is called
+    here, before ``f`` is called (it was ``SpectralSearch.__init__() got an unexpected keyword
+    argument``)."""
+    calls = []
+    with pytest.raises(TypeError, match=rf"^{option}: unknown option of spectral NES; did you "
+                       rf"mean {hint}\b"):  # fmt: skip
+        nes.minimize(calls.append, np.zeros(3), 1.0, restarts=restarts, **{option: 1})
+    assert calls == []
+
+
+@pytest.mark.parametrize("cls", [XNES, CholeskyNES])
+def test_spectral_options_are_unknown_to_the_baselines(cls):
+    with pytest.raises(TypeError, match=rf"^cayley: unknown option of {cls.name}"):
+        cls(np.zeros(3), 1.0, cayley="exact")
+
+
+def test_spectral_options_still_reach_the_spectral_search():
+    es = nes.NES(np.zeros(3), 1.0, seed=0, cayley="neumann", jacobi=False)
+    assert es.dist.jacobi is False
+
+
+# Restart options are checked in a single run too -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"incpopsize": 0.5}, ValueError, "^incpopsize: expected a number > 1"),
+        ({"adapt": "yes"}, TypeError, "^adapt: expected a bool"),
+    ],
+)
+def test_wrong_restart_option_raises_without_restarts(kwargs, error, match):
+    """``restarts=0`` ignores ``incpopsize`` and ``adapt`` (nothing to restart), but a wrong
+    value is a mistake the caller should hear of, as with ``restarts=1``."""
+    calls = []
+    with pytest.raises(error, match=match):
+        nes.minimize(calls.append, np.zeros(3), 1.0, **kwargs)
+    assert calls == []
