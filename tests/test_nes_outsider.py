@@ -1,7 +1,8 @@
 """``nes.minimize`` / ``NES`` / ``RestartNES`` against an outside tester's reports (issue 14,
 "no silent wrong answers"): a told point that a coarser state dtype would round (``result.fun``
 was not ``f(result.x)``), an unknown option (pycma's ``maxfevals``) that failed deep inside the
-search distribution, and restart options whose wrong values a single run ignored."""
+search distribution, restart options whose wrong values a single run ignored, and a float32
+start whose rounded points ``tell`` took for injected ones."""
 
 from __future__ import annotations
 
@@ -86,3 +87,23 @@ def test_wrong_restart_option_raises_without_restarts(kwargs, error, match):
     with pytest.raises(error, match=match):
         nes.minimize(calls.append, np.zeros(3), 1.0, **kwargs)
     assert calls == []
+
+
+# A float32 start: the asked points are rounded, still known as asked ------------------------
+
+
+@pytest.mark.parametrize("x0", [np.zeros(4, dtype=np.float32), torch.zeros(4)], ids=type)
+def test_float32_start_updates_with_its_own_samples(x0):
+    """A float32 start (``torch.zeros(n)``'s default dtype) gets its points rounded to float32;
+    ``tell`` took them for injected points (re-whitened from the rounded values, mirrored
+    pairs broken, long ones clipped). With its own samples, and values that rank the rounded
+    points as the float64 run's (a linear f), the state is bitwise that of the float64 start."""
+    es32, es64 = nes.NES(x0, 1.0, seed=3), nes.NES(np.zeros(4), 1.0, seed=3)
+    for _ in range(5):
+        X32, X64 = es32.ask(), es64.ask()
+        X32 = np.asarray(X32, dtype=np.float64)
+        np.testing.assert_array_equal(X32, X64.astype(np.float32))
+        es32.tell(X32.astype(np.float32), X32 @ np.arange(1.0, 5.0))
+        es64.tell(X64, X64 @ np.arange(1.0, 5.0))
+    assert torch.equal(es32.mean, es64.mean)
+    assert torch.equal(es32.covariance(), es64.covariance())

@@ -208,8 +208,12 @@ class NESBase:
             z = torch.cat([z, -z])
         delta = self.dist.transform(z)
         X = self.mean[None, :] + delta
-        self._pending = (z, delta, X)
         out = self._output(X)
+        if torch.finfo(self._io_dtype).bits < torch.finfo(self.dtype).bits:
+            # A coarser start (float32, as torch.ones(n)) rounds the points: tell must still
+            # know them as asked (their own samples, not re-whitened and clipped as injected).
+            X = torch.as_tensor(out).to(device=self.device, dtype=self.dtype)
+        self._pending = (z, delta, X)
         self._busy += time.perf_counter() - start
         return out
 
