@@ -107,3 +107,16 @@ def test_float32_start_updates_with_its_own_samples(x0):
         es64.tell(X64, X64 @ np.arange(1.0, 5.0))
     assert torch.equal(es32.mean, es64.mean)
     assert torch.equal(es32.covariance(), es64.covariance())
+
+
+# target: pycma's f <= ftarget ---------------------------------------------------------------
+
+
+def test_target_is_reached_at_equality_on_an_integer_valued_function():
+    """An integer-valued f with minimum 0 and ``target=0`` stops at the first 0 (pycma's
+    ``f <= ftarget``); a strict test ran on to the budget and reported failure."""
+    f = lambda x: float(np.sum(np.round(np.asarray(x)) ** 2))  # noqa: E731
+    res = nes.minimize(f, np.full(3, 0.4), 1.0, target=0.0, seed=0, max_evals=5000, restarts=3)
+    assert res.success and res.fun == 0.0 and f(res.x) == 0.0
+    assert res.stop == {"ftarget": 0.0}
+    assert res.nfev < 500

@@ -310,15 +310,15 @@ class NESBase:
     def stop(self) -> dict[str, Any]:
         """Termination criteria that hold now (empty dict: continue), pycma style.
 
-        ``ftarget`` (a value below ``target``), ``maxfevals``, ``callback`` (set by
-        ``optimize``), ``numerical`` (a step failed in floating point: the state was left
-        unchanged), and the tests of ``es_stop``: ``tolx``, ``tolfun``, ``tolflatfitness``,
-        ``tolstagnation``, ``condition`` and,
+        ``ftarget`` (a value at or below ``target``, as pycma's ``f <= ftarget``),
+        ``maxfevals``, ``callback`` (set by ``optimize``), ``numerical`` (a step failed in
+        floating point: the state was left unchanged), and the tests of ``es_stop``:
+        ``tolx``, ``tolfun``, ``tolflatfitness``, ``tolstagnation``, ``condition`` and,
         always on, ``noeffectcoord``, ``flatfitness``, ``scalerange`` (a run continued past
         convergence stops cleanly instead of overflowing).
         """
         out: dict[str, Any] = dict(self._stop_extra)
-        if self.target is not None and self.fbest < self.target:
+        if self.target is not None and self.fbest <= self.target:
             out["ftarget"] = self.target
         if self.max_evals is not None and self.countevals >= self.max_evals:
             out["maxfevals"] = self.max_evals

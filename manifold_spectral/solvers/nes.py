@@ -199,7 +199,7 @@ def minimize(
     declared, never guessed; a wrong declaration is a ``ValueError`` (see
     ``NESBase.optimize``), so ``result.fun`` is always ``f(result.x)``. Numpy or torch
     following ``x0``. ``max_evals`` defaults to ``popsize (100 + 150 (n + 3)^2 / sqrt(popsize))``
-    (pycma's default iteration budget); ``target`` stops at the first value below it.
+    (pycma's default iteration budget); ``target`` stops at the first value at or below it.
     ``options`` go to ``NES`` (rates, switches, ``tolx``, ``tolfun``, dtype, ...); an unknown
     one is a ``TypeError`` naming it (pycma's ``maxfevals``, ``ftarget``: ``max_evals``,
     ``target`` here).

@@ -102,7 +102,7 @@ class RestartNES:
             a slower scale rate after ``tolx``); ``False``: every run takes ``options``.
         max_evals: evaluations of all runs together (``None``: each run has the default
             budget of ``nes.minimize``).
-        target: stop every run at the first value below it.
+        target: stop every run at the first value at or below it.
         es_class: the NES driver of each run (``NES``; or a baseline such as ``XNES``).
         options: passed to every run (rates, switches, ``tolx``, ``tolfun``, dtype, ...).
     """

@@ -76,7 +76,7 @@ class NESResult(OptimizeResult):
     Shared fields (``manifold_spectral.solvers.result``): ``x`` the best point seen (numpy,
     or torch when ``x0`` was a tensor), ``fun`` its value, ``nit`` generations, ``nfev``
     function evaluations (``popsize`` per generation, every call of ``f``), ``success`` (a
-    value below ``target`` was found), ``message`` (the stop reasons), ``method``, ``time``
+    value at or below ``target`` was found), ``message`` (the stop reasons), ``method``, ``time``
     (wall seconds since the optimizer was created) and ``history``: one record per
     generation (records start after the first generation: NES never evaluates the starting
     point) with the keys ``"nit"``, ``"nfev"``, ``"fun"`` (best value so far, for
