@@ -120,3 +120,12 @@ def test_target_is_reached_at_equality_on_an_integer_valued_function():
     assert res.success and res.fun == 0.0 and f(res.x) == 0.0
     assert res.stop == {"ftarget": 0.0}
     assert res.nfev < 500
+
+
+def test_one_mirrored_pair_is_refused():
+    """popsize 2 with mirrored sampling: z and -z get opposite utilities and the same z z^T,
+    so the covariance estimate is zero every generation (the shape never learns)."""
+    with pytest.raises(ValueError, match="popsize: mirrored sampling needs an even popsize >= 4"):
+        nes.NES(np.zeros(3), 1.0, popsize=2)
+    es = nes.NES(np.zeros(3), 1.0, popsize=2, mirrored=False, seed=0)
+    assert es.popsize == 2

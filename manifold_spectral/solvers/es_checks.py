@@ -149,7 +149,9 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
 
 
 def check_popsize(popsize: Any, n: int, mirrored: bool) -> int:
-    """``popsize`` as an int >= 2 (even with mirrored sampling); ``None``: the default."""
+    """``popsize`` as an int >= 2 (even and >= 4 with mirrored sampling: the two points of a
+    single mirrored pair have opposite utilities and equal ``z z^T``, so they cancel in the
+    covariance estimate and the shape never changes); ``None``: the default."""
     if popsize is None:
         popsize = default_popsize(n, mirrored)
     elif isinstance(popsize, bool) or not isinstance(popsize, numbers.Integral):
@@ -157,8 +159,11 @@ def check_popsize(popsize: Any, n: int, mirrored: bool) -> int:
     popsize = int(popsize)
     if popsize < 2:
         raise ValueError(f"popsize: expected an int >= 2, got {popsize}")
-    if mirrored and popsize % 2:
-        raise ValueError(f"popsize: mirrored sampling needs an even popsize, got {popsize}")
+    if mirrored and (popsize % 2 or popsize < 4):
+        raise ValueError(
+            f"popsize: mirrored sampling needs an even popsize >= 4 (one mirrored pair cancels "
+            f"in the covariance estimate), got {popsize}; or pass mirrored=False"
+        )
     return popsize
 
 
