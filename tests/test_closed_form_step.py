@@ -246,6 +246,17 @@ def test_gop_damping_must_not_be_negative():
         K.gop_from_rotated(torch.ones(2, 3, dtype=DT), -1.0)
 
 
+def test_gop_damping_follows_each_call():
+    """The 0-d damping tensor is made once per value: a later call with another damping (or
+    the first again) carries its own value, never the previous call's."""
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
+    Z = torch.ones(2, 3, dtype=DT)
+    for lam in (0.5, 0.25, 0.5, 0.0):
+        Ht = K.gop_from_rotated(Z, lam)
+        assert Ht.damping.dtype == DT and Ht.damping.shape == ()
+        assert float(Ht.damping) == lam
+
+
 def test_the_optimizer_takes_the_closed_form(monkeypatch):
     """``SpectralKron``'s curvature steps (Kronecker, batched Kronecker and diagonal) never
     compose the layered step, whose tensor operations dominate the step of small layers."""
