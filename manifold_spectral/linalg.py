@@ -265,7 +265,7 @@ def cayley_neumann(N: Tensor, max_norm: float | None = None) -> Tensor:
     else:
         N4w = N4.float() if N4.dtype in (torch.bfloat16, torch.float16) else N4
         rho = torch.linalg.matrix_norm(N4w, ord="fro", keepdim=True).pow(0.25)
-        s = as_dtype(torch.clamp(max_norm / torch.clamp(rho, min=1e-30), max=1.0), N.dtype)
+        s = as_dtype(torch.clamp(_over(max_norm, rho), max=1.0), N.dtype)
         s2 = s * s
         Q = (torch.mul(N4, s2 * s2) if graph else N4.mul_(s2 * s2)).addcmul_(N2, s2)
         P = (torch.mul(N2, s2) if graph else N2.mul_(s2)).addcmul_(N, s, value=2.0)
@@ -296,10 +296,16 @@ def clip_norm(X: Tensor, max_norm: float, *, inplace: bool = False) -> Tensor:
     """
     Xf = X.float() if X.dtype in (torch.bfloat16, torch.float16) else X
     norm = torch.linalg.matrix_norm(Xf, ord="fro", keepdim=True)
-    scale = as_dtype(torch.clamp(max_norm / torch.clamp(norm, min=1e-30), max=1.0), X.dtype)
+    scale = as_dtype(torch.clamp(_over(max_norm, norm), max=1.0), X.dtype)
     if inplace and not records_grad(X):
         return X.mul_(scale)
     return X * scale
+
+
+def _over(c: float, norm: Tensor) -> Tensor:
+    """``c / max(norm, 1e-30)`` as ``c / t`` computes it (the reciprocal, then the product),
+    without the Python wrapper of ``Tensor.__rdiv__``."""
+    return torch.clamp(norm, min=1e-30).reciprocal() * c
 
 
 def orthogonality_error(B: Tensor) -> Tensor:

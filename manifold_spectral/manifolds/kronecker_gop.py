@@ -100,7 +100,7 @@ class KroneckerGOPStepMixin:
             # diag(W_l) >= 0 (squares and a non-negative damping): m_l >= -gamma beta2.
             h = w.div_(ak)
             d = blocks.gop_eig_step(p.d, h, beta2, gamma, exponential, nonnegative=True)
-            scale = (-0.5 * beta2) / ak[..., None]
+            scale = ak[..., None].reciprocal() * (-0.5 * beta2)  # Tensor.__rdiv__'s operations
             M = blocks.inverse_gaps(p.d, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
             B = blocks.rotation_retract(p.B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
             new.append(SpectralPoint(B, d))
