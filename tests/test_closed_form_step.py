@@ -64,7 +64,7 @@ def paper_box(x, G: torch.Tensor, lam: float, beta2: float, gamma: float):
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.0])
-@pytest.mark.parametrize("shape", [(3, 4), (5, 2)])
+@pytest.mark.parametrize("shape", [(3, 4), (5, 2), (4, 4)])  # square: both factors in one pass
 def test_kronecker_closed_form_is_the_papers_box(shape, gamma):
     a, b = shape
     K = ms.KroneckerSpectralSPD(a, b, dtype=DT, cayley="exact")
@@ -100,8 +100,9 @@ def leaves(x):
         dict(exponential="continued", cayley="neumann", jacobi=False, gap=0.05),
     ],
 )
-def test_kronecker_closed_form_equals_the_layered_step(opts, m, batch):
-    a, b = 4, 3
+@pytest.mark.parametrize("shape", [(4, 3), (3, 3)])  # square: both factors in one pass
+def test_kronecker_closed_form_equals_the_layered_step(opts, m, batch, shape):
+    a, b = shape
     K = ms.KroneckerSpectralSPD(a, b, dtype=DT, gap_damping=opts["gap"], batch=batch)
     x = K.random(gen(3), log_scale=0.5)
     bs = () if batch is None else (batch,)
