@@ -64,7 +64,7 @@ def paper_box(x, G: torch.Tensor, lam: float, beta2: float, gamma: float):
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.0])
-@pytest.mark.parametrize("shape", [(3, 4), (5, 2)])
+@pytest.mark.parametrize("shape", [(3, 4), (5, 2), (4, 4)])  # square: both factors in one pass
 def test_kronecker_closed_form_is_the_papers_box(shape, gamma):
     a, b = shape
     K = ms.KroneckerSpectralSPD(a, b, dtype=DT, cayley="exact")
@@ -100,8 +100,9 @@ def leaves(x):
         dict(exponential="continued", cayley="neumann", jacobi=False, gap=0.05),
     ],
 )
-def test_kronecker_closed_form_equals_the_layered_step(opts, m, batch):
-    a, b = 4, 3
+@pytest.mark.parametrize("shape", [(4, 3), (3, 3)])  # square: both factors in one pass
+def test_kronecker_closed_form_equals_the_layered_step(opts, m, batch, shape):
+    a, b = shape
     K = ms.KroneckerSpectralSPD(a, b, dtype=DT, gap_damping=opts["gap"], batch=batch)
     x = K.random(gen(3), log_scale=0.5)
     bs = () if batch is None else (batch,)
@@ -244,6 +245,17 @@ def test_gop_damping_must_not_be_negative():
     K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
     with pytest.raises(ValueError, match="damping"):
         K.gop_from_rotated(torch.ones(2, 3, dtype=DT), -1.0)
+
+
+def test_gop_damping_follows_each_call():
+    """The 0-d damping tensor is made once per value: a later call with another damping (or
+    the first again) carries its own value, never the previous call's."""
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
+    Z = torch.ones(2, 3, dtype=DT)
+    for lam in (0.5, 0.25, 0.5, 0.0):
+        Ht = K.gop_from_rotated(Z, lam)
+        assert Ht.damping.dtype == DT and Ht.damping.shape == ()
+        assert float(Ht.damping) == lam
 
 
 def test_the_optimizer_takes_the_closed_form(monkeypatch):

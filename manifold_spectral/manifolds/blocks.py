@@ -251,9 +251,9 @@ def jacobi_angles(M: Tensor) -> Tensor:
         for _ in range(2):
             u = u / (1.0 + torch.sqrt(u * u + 1.0))
         return u.to(M.dtype)
-    w = torch.empty_like(u)
-    for _ in range(2):
-        u.div_(torch.mul(u, u, out=w).add_(1.0).sqrt_().add_(1.0))
+    w = u * u  # the second pass reuses this buffer
+    u.div_(w.add_(1.0).sqrt_().add_(1.0))
+    u.div_(torch.mul(u, u, out=w).add_(1.0).sqrt_().add_(1.0))
     return as_dtype(u, M.dtype)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import NEUMANN_MAX_NORM, as_dtype, matmul
+from ..linalg import NEUMANN_MAX_NORM, all_true, as_dtype, matmul
 from ..validation import resolve_device
 from .base import (
     SpectralManifold,
@@ -324,11 +324,12 @@ class KroneckerSpectralSPD(
             # |log det| <= tol also proves every d_l positive and finite (a log of 0, a
             # negative, Inf or NaN makes the sum infinite or NaN), and the orthogonality
             # probe proves B_l finite: no separate finiteness reductions.
-            ok = (x.alpha > 0).all() & (x.alpha <= torch.finfo(self.dtype).max).all()
+            ok = all_true(x.alpha > 0) & all_true(x.alpha <= torch.finfo(self.dtype).max)
+            wide = torch.float64 if self.dtype == torch.float64 else torch.float32
             for man, p in ((self.left, x.left), (self.right, x.right)):
-                logdet = torch.log(p.d.float() if p.d.dtype != torch.float64 else p.d).sum(-1)
+                logdet = torch.log(as_dtype(p.d, wide)).sum(-1)
                 tol = det_tol(self.dtype, man.n)
-                ok = ok & man._basis_ok(p.B, fast) & (logdet.abs() <= tol).all()
+                ok = ok & man._basis_ok(p.B, fast) & all_true(logdet.abs() <= tol)
             if bool(ok):
                 return True, None
         if not isinstance(x, KroneckerSpectralPoint):

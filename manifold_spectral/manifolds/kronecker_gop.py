@@ -29,6 +29,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from ..linalg import matmul
 from ..validation import check_exponential, check_flag
 from . import blocks
@@ -86,22 +89,44 @@ class KroneckerGOPStepMixin:
         W_R = matmul(ZL.mT, Z.reshape(*bs, m * a, b))
         if m > 1:
             W_L, W_R = W_L.div_(m), W_R.div_(m)
-        new = []
         pad = self.padding
-        for man, p, W, kappa, other, side in (
-            (self.left, x.left, W_L, self.kappa_L, dR, "L"),
-            (self.right, x.right, W_R, self.kappa_R, dL, "R"),
-        ):
+        man = self.left  # the factors' options (eig_tol, gap_damping, bound) are the same
+
+        def side_step(
+            d: Tensor, B: Tensor, W: Tensor, kappa: Any, tr: Tensor
+        ) -> tuple[Tensor, Tensor]:
+            """One factor's eigenvalues and rotation (module docstring), or both factors'
+            stacked on a leading axis: every operation acts per entry or per matrix."""
             # lambda tr(S_other^-1) I only reaches the diagonal: the rotation uses i > j.
-            other_side = "R" if side == "L" else "L"
-            tr = other.reciprocal().sum(-1) if pad is None else pad.trace_inverse(other, other_side)
             w = W.diagonal(dim1=-2, dim2=-1) + (lam * tr)[..., None]
             ak = (x.alpha * kappa)[..., None]
             # diag(W_l) >= 0 (squares and a non-negative damping): m_l >= -gamma beta2.
             h = w.div_(ak)
-            d = blocks.gop_eig_step(p.d, h, beta2, gamma, exponential, nonnegative=True)
-            scale = (-0.5 * beta2) / ak[..., None]
-            M = blocks.inverse_gaps(p.d, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
-            B = blocks.rotation_retract(p.B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
-            new.append(SpectralPoint(B, d))
+            d_new = blocks.gop_eig_step(d, h, beta2, gamma, exponential, nonnegative=True)
+            scale = ak[..., None].reciprocal() * (-0.5 * beta2)  # Tensor.__rdiv__'s operations
+            M = blocks.inverse_gaps(d, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
+            B = blocks.rotation_retract(B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
+            return B, d_new
+
+        if pad is None and a == b:
+            # A square layer: both factors in one pass (kappa_L = kappa_R), half the tensor
+            # calls of the loop below; each entry and matrix is computed as there (same bits).
+            # The new B_L and B_R are views of one stacked tensor (never written in place).
+            tr = torch.stack([dR, dL]).reciprocal().sum(-1)
+            B, d = side_step(
+                torch.stack([dL, dR]),
+                torch.stack([x.left.B, x.right.B]),
+                torch.stack([W_L, W_R]),
+                self.kappa_L,
+                tr,
+            )
+            new = [SpectralPoint(B[0], d[0]), SpectralPoint(B[1], d[1])]
+            return self.normalize(x.alpha, *new, shared=True, padding=pad)
+        new = []
+        for p, W, kappa, other, other_side in (
+            (x.left, W_L, self.kappa_L, dR, "R"),
+            (x.right, W_R, self.kappa_R, dL, "L"),
+        ):
+            tr = other.reciprocal().sum(-1) if pad is None else pad.trace_inverse(other, other_side)
+            new.append(SpectralPoint(*side_step(p.d, p.B, W, kappa, tr)))
         return self.normalize(x.alpha, *new, shared=True, padding=pad)

@@ -225,7 +225,12 @@ class KroneckerMetricMixin:
         damping = check_positive(damping, "damping", allow_zero=True)
         if Z.ndim - len(self.batch_shape) == 2:  # one gradient: the GOP's m axis is 1
             Z = Z.unsqueeze(-3)
-        return KroneckerGOP(Z, self._scalar(damping))
+        # The 0-d damping made once per value (an optimizer passes the same one every step):
+        # four dispatches fewer per update. Nothing writes a GOP's tensors in place.
+        lam = self.__dict__.get("_damping_tensor")
+        if lam is None or lam[0] != damping:
+            lam = self._damping_tensor = (damping, self._scalar(damping))
+        return KroneckerGOP(Z, lam[1])
 
     def precision_egrad_eigenbasis(
         self, x: KroneckerSpectralPoint, Ht: Any, gamma: float

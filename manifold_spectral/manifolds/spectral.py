@@ -16,6 +16,8 @@ from .. import validation
 from .._compat import moved_names
 from ..linalg import (
     NEUMANN_MAX_NORM,
+    all_true,
+    as_dtype,
     eigh_canonical,
     haar_orthogonal,
     newton_schulz_orthogonalize,
@@ -286,9 +288,10 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
         entry makes the probe or error NaN or Inf and the comparison false."""
         if fast:
             v = self._probe_vector()
-            err = torch.linalg.vector_norm((B.mT @ (B @ v) - v).float(), dim=(-2, -1))
-            return (err <= probe_tol(self.dtype)).all()
-        return (orthogonality_error(B) <= orthogonality_tol(self.dtype, self.n)).all()
+            r = as_dtype(B.mT @ (B @ v) - v, torch.float32)
+            err = torch.linalg.vector_norm(r, dim=(-2, -1))
+            return all_true(err <= probe_tol(self.dtype))
+        return all_true(orthogonality_error(B) <= orthogonality_tol(self.dtype, self.n))
 
     def _probe_vector(self) -> Tensor:
         # A fixed unit column (n, 1) with no special structure (not an eigenvector of a
