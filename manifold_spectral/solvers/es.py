@@ -378,23 +378,10 @@ class NESBase:
         ``callback(self)`` runs after every generation; a true bool or int scalar returned
         (``validation.callback_stops``) or ``StopIteration`` raised stops it (``callback``).
 
-        Parallel fitness evaluation: ``executor`` (any object with a
-        ``concurrent.futures.Executor``-like ``.map(fn, iterable)``: ``ThreadPoolExecutor``,
-        ``ProcessPoolExecutor``, Dask's ``client.get_executor()``, ``mpi4py.futures``, ...) or
-        ``map`` (any callable with the builtin ``map`` signature, e.g.
-        ``multiprocessing.Pool(...).map``), not both. Then the ``popsize`` candidates of a
-        generation are evaluated concurrently, one call ``f(x)`` per candidate row (a vectorised
-        ``f`` is never called on the batch: ``vectorized`` must be ``False``). Each
-        call gets its own copy of its row, of the type the serial per-row path passes (a numpy
-        (n,) array, or a torch tensor when ``x0`` was one), and the worker reduces the value to
-        a float. Results are taken in the order of the candidates, so for a fixed seed the run
-        is bitwise the serial one (same ``x``, ``fun``, ``nfev``, ``history`` except its
-        ``"time"``); NaN/Inf values are ranked worst as in serial mode. An exception raised by
-        ``f`` in a worker reaches the caller with its original type (as the executor re-raises
-        it). With a process pool, ``f`` must be picklable (a module-level function or an
-        instance of a module-level class). The executor is used, never shut down: its owner
-        manages its lifetime. One generation is one ``map`` call, so the speed-up is at most
-        ``popsize``-fold and pays only when ``f`` costs much more than a task dispatch.
+        Parallel fitness evaluation: ``executor`` (a ``concurrent.futures.Executor``-like
+        object with ``.map``) or ``map`` (a callable with the builtin ``map`` signature), not
+        both: one call ``f(x)`` per candidate row, bitwise the serial run for a fixed seed
+        (the contract in full: ``es_eval.run_optimizer``).
 
         Raises ``ValueError`` if both ``executor`` and ``map`` are given or ``vectorized=True``
         is combined with one of them, ``TypeError`` (naming the argument) if ``executor`` lacks

@@ -31,7 +31,26 @@ def run_optimizer(
     map: Callable[..., Any] | None = None,
 ) -> NESResult:
     """The ask/evaluate/tell loop of ``NESBase.optimize`` for any optimizer ``es`` with its
-    interface (``ask``, ``tell``, ``stop``, ``popsize``, ``result``; also ``RestartNES``)."""
+    interface (``ask``, ``tell``, ``stop``, ``popsize``, ``result``; also ``RestartNES``).
+
+    Parallel fitness evaluation: ``executor`` (any object with a
+    ``concurrent.futures.Executor``-like ``.map(fn, iterable)``: ``ThreadPoolExecutor``,
+    ``ProcessPoolExecutor``, Dask's ``client.get_executor()``, ``mpi4py.futures``, ...) or
+    ``map`` (any callable with the builtin ``map`` signature, e.g.
+    ``multiprocessing.Pool(...).map``), not both. Then the ``popsize`` candidates of a
+    generation are evaluated concurrently, one call ``f(x)`` per candidate row (a vectorised
+    ``f`` is never called on the batch: ``vectorized`` must be ``False``). Each
+    call gets its own copy of its row, of the type the serial per-row path passes (a numpy
+    (n,) array, or a torch tensor when ``x0`` was one), and the worker reduces the value to
+    a float. Results are taken in the order of the candidates, so for a fixed seed the run
+    is bitwise the serial one (same ``x``, ``fun``, ``nfev``, ``history`` except its
+    ``"time"``); NaN/Inf values are ranked worst as in serial mode. An exception raised by
+    ``f`` in a worker reaches the caller with its original type (as the executor re-raises
+    it). With a process pool, ``f`` must be picklable (a module-level function or an
+    instance of a module-level class). The executor is used, never shut down: its owner
+    manages its lifetime. One generation is one ``map`` call, so the speed-up is at most
+    ``popsize``-fold and pays only when ``f`` costs much more than a task dispatch.
+    """
     if not callable(f):
         raise TypeError(f"f: expected a callable, got {type(f).__name__}")
     if callback is not None and not callable(callback):
