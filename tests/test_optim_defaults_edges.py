@@ -132,3 +132,25 @@ def test_a_parameter_whose_dtype_changed_under_its_state_is_named_and_the_remedy
     opt.load_state_dict(opt.state_dict())  # the remedy the message names
     opt.step()
     assert not all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+
+
+def test_param_groups_marks_norm_gains_of_any_shape_diagonal():
+    """A LayerNorm gain over (C, H, W) scales each entry on its own: ``param_groups`` puts it
+    (and every norm layer's parameters, embeddings as before) in the diagonal group, so it
+    gets no Kronecker factors; the linear layer keeps them."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.LayerNorm([4, 5, 5]),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(100, 3),
+    )
+    groups = SpectralKron.param_groups(model)
+    diag = {id(p) for g in groups if g.get("diagonal") for p in g["params"]}
+    norms = [*model[1].parameters(), *model[2].parameters()]
+    assert diag == {id(p) for p in norms}
+    opt = SpectralKron(groups, lr=1e-2)
+    model(torch.randn(2, 3, 5, 5)).square().sum().backward()
+    opt.step()
+    assert "pc_B_L" not in opt.state[model[1].weight]  # diagonal: no Kronecker factors
+    assert "pc_B_L" in opt.state[model[4].weight]
