@@ -77,13 +77,14 @@ class PackCache:
     def record(self, name: str, packed: Tensor, parts: Sequence[Tensor]) -> None:
         """``parts`` (the per-parameter entries about to be written) came from ``packed``
         (replaces what ``__call__`` kept under ``name`` this step); kept where every part is
-        a view of ``packed``, or, in a padded bucket, where the parts tile one copy (``_tiled``),
-        so that no write into a part can leave it stale."""
+        a view of ``packed``, or, in a padded bucket, where the parts tile one copy (``_tiled``)
+        and ``packed`` is contiguous (``refill`` writes through its flat view), so that no
+        write into a part can leave it stale."""
         if not self._on:
             return
         if all(_views(t, packed) for t in parts):
             self._new[name] = (packed, _record(parts, True), None)
-        elif self._refills and (flat := _tiled(parts)) is not None:
+        elif self._refills and packed.is_contiguous() and (flat := _tiled(parts)) is not None:
             self._new[name] = (packed, _record(parts, False), flat)
         else:
             self._new.pop(name, None)
