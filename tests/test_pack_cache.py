@@ -121,10 +121,19 @@ def edit_load(opt: SpectralKron) -> None:
     opt.load_state_dict(sd)
 
 
-@pytest.mark.parametrize("edit", [edit_in_place, edit_replace, edit_load])
+def edit_swap(opt: SpectralKron) -> None:
+    """``.data = other``: a new storage under the same tensor, no version counter bumped."""
+    for st in opt.state.values():
+        st["momentum_buffer"].data = st["momentum_buffer"] * -0.5
+        if "pc_B_R" in st:  # its columns permuted: another orthonormal basis
+            st["pc_B_R"].data = st["pc_B_R"].flip(-1)
+
+
+@pytest.mark.parametrize("edit", [edit_in_place, edit_replace, edit_load, edit_swap])
 @pytest.mark.parametrize("kw", KWS[:3], ids=IDS[:3])
 def test_edited_state_is_packed_afresh(kw, edit):
-    """The caller writes into, replaces or loads state entries between steps: the cached run
+    """The caller writes into, replaces (also under the same tensor: ``.data =``) or loads
+    state entries between steps: the cached run
     uses the edited values, as the run without a cache does (and differs from no edit)."""
     cached = train(kw, fresh=False, edit=edit)
     assert_same_bits(cached, train(kw, fresh=True, edit=edit))
@@ -155,13 +164,12 @@ ALL_ENTRIES = ["B_L", "B_R", "alpha", "d_L", "d_R", "matrix", "matrix", "matrix"
 
 
 def test_cache_saves_the_packing(packs):
-    """On a step without a curvature update a stacked bucket packs only its gradient: its
-    state entries are views of the kept tensors. A padded bucket keeps only what its
-    members hold as views (the stacked ``alpha``, the eigenvalues, which are leading
-    slices); its smaller members' factors, momentum and second moment are copies, which a
+    """On a step without a curvature update a bucket packs only its gradient. A stacked
+    bucket's state entries are views of the kept tensors. A padded bucket's smaller members'
+    factors, momentum and second moment are views of one copy of the true blocks, which a
     write that bumps no version counter (``.data``, NumPy, a collective) could change
-    unseen, so it packs them again (tests/test_optim_outsiders2.py). Without a cache every
-    entry is packed."""
+    unseen (tests/test_optim_outsiders2.py): that copy is written into the kept padded
+    tensor (``refill``), not packed. Without a cache every entry is packed."""
     counts = {}
     for fresh in (False, True):
         net, (X, Y) = model(), data()
@@ -178,7 +186,7 @@ def test_cache_saves_the_packing(packs):
         }  # step 5: no curvature update (updates at 1, 4, 7)
     assert counts[False] == {
         "stacked": ["matrix"],
-        "padded": ["B_L", "B_R", "matrix", "matrix", "matrix"],
+        "padded": ["matrix"],
     }
     assert counts[True] == {"stacked": ALL_ENTRIES, "padded": ALL_ENTRIES}
 
@@ -227,3 +235,55 @@ def test_skipped_step_leaves_cached_state_untouched():
     for p, st in opt.state.items():
         for k, v in st.items():
             assert torch.equal(torch.as_tensor(v), before[p][k]), k
+
+
+#: Every update path of a padded bucket: the Neumann and the exact Cayley map, bf16 and
+#: float32 state, without eigenvalue correction, with Nesterov momentum.
+PATHS = [
+    {"momentum": 0.9},
+    {"cayley": "exact"},
+    {"state_dtype": torch.bfloat16, "momentum": 0.9, "update_every": 2},
+    {"state_dtype": torch.float32, "cayley": "exact"},
+    {"eigenvalue_correction": False, "root": 1.0, "momentum": 0.9, "nesterov": True},
+]
+
+
+@pytest.mark.parametrize("kw", PATHS, ids=["neumann", "exact", "bf16", "float32", "paper"])
+def test_padding_of_kept_tensors_stays_the_embeddings(kw):
+    """A padded bucket's kept factors, eigenvalues and matrices are reused with only their
+    true blocks written (``refill``): their padding must stay exactly the embedding's
+    (identity, ones, zeros) through every update. Checked bitwise after each of 40 steps
+    against the layout built here from the members' sizes; and the run equals the one that
+    packs afresh at every step."""
+    sizes = [(4, 9), (3, 36), (5, 48)]  # the padded bucket's (a_i, b_i); a, b = 5, 48
+    net, (X, Y) = model(), data()
+    opt = SpectralKron(groups(net), lr=0.01, **kw)
+    padded = tuple(id(p) for p in (net[0].weight, net[2].weight, net[4].weight))
+    kept = set()
+    for _ in range(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(X), Y).backward()
+        opt.step()
+        for name, (t, _, _) in opt._packed[padded].items():
+            kept.add(name)
+            for i, (ai, bi) in enumerate(sizes):
+                if name in ("pc_B_L", "pc_B_R"):
+                    n = ai if name == "pc_B_L" else bi
+                    want = torch.eye(t.shape[-1], dtype=t.dtype)
+                    block = t[i].clone()
+                    block[:n, :n] = want[:n, :n]
+                elif name in ("pc_d_L", "pc_d_R"):
+                    n = ai if name == "pc_d_L" else bi
+                    want, block = torch.ones_like(t[i]), t[i].clone()
+                    block[:n] = 1
+                elif name == "pc_alpha":
+                    continue
+                else:
+                    want, block = torch.zeros_like(t[i]), t[i].clone()
+                    block[:ai, :bi] = 0
+                assert torch.equal(block, want), (name, i)
+    refilled = {"pc_B_L", "pc_B_R", "momentum_buffer"}
+    if kw.get("eigenvalue_correction", True):
+        refilled.add("eig_v")
+    assert refilled <= kept
+    assert_same_bits((net, opt), train(kw, fresh=True, steps=40))

@@ -94,9 +94,15 @@ class KroneckerPadding:
             out = torch.eye(self._n(kind), **opts).repeat(k, 1, 1)
         else:
             out = torch.zeros(k, self.a, self.b, **opts)
-        # every true block at once: their entries in order, copied to their flat positions
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        out.view(-1).index_copy_(0, self._index(kind, out.device), as_dtype(flat, out.dtype))
+        return self.fill(
+            out, as_dtype(torch.cat([t.reshape(-1) for t in tensors]), out.dtype), kind
+        )
+
+    def fill(self, out: Tensor, flat: Tensor, kind: str) -> Tensor:
+        """``out`` (a padded batch of ``kind``, written in place) with its true blocks set to
+        ``flat``: every true block's entries in order, each block row-major (as ``extract``
+        returns them). One indexed copy moves them all; the padding is left as it is."""
+        out.view(-1).index_copy_(0, self._index(kind, out.device), flat)
         return out
 
     def extract(self, t: Tensor, kind: str) -> tuple[Tensor, ...]:

@@ -128,6 +128,14 @@ class KroneckerPreconditioner:
             return t.unbind(0)
         return self.padding.extract(t, key or "matrix")
 
+    def refill(self, packed: Tensor, flat: Tensor, key: str | None = None) -> Tensor:
+        """A padded bucket's ``pack`` into a kept padded tensor (``KroneckerPadding.fill``):
+        ``flat`` holds the members' true blocks in order (the one copy that ``unpack``
+        returned views of). Equal to ``pack`` where ``packed``'s padding is the embedding's
+        (identity, ones, zeros), which every update keeps exactly (module docstring of
+        ``manifolds.kronecker_padding``)."""
+        return self.padding.fill(packed, flat, key or "matrix")
+
     @staticmethod
     def to_state(x: KroneckerSpectralPoint) -> dict[str, Tensor]:
         return {
