@@ -3,8 +3,9 @@
 Everything here works on the last two dimensions of a tensor (leading dimensions are batch
 dimensions) and keeps the input's dtype and device. Nothing on a step's path calls a matrix
 decomposition: the Cayley maps are the only "inverse-like" operations, and the exact one is a
-linear solve (paper Claim 9), the Neumann one uses matrix products only. ``eigh_canonical`` is
-the one decomposition, for initialisation (``from_matrix``).
+linear solve (paper Claim 9), the Neumann one uses matrix products only. The decompositions
+for initialisation and tests (``eigh_canonical``, ``haar_orthogonal``, ``random_spd``,
+``nearest_kronecker_factors``) live in ``linalg_init`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ import math
 
 import torch
 from torch import Tensor
+
+from .linalg_init import (
+    eigh_canonical,
+    haar_orthogonal,
+    nearest_kronecker_factors,
+    random_spd,
+    tie_runs,
+)
 
 __all__ = [
     "sym",
@@ -325,106 +334,3 @@ def newton_schulz_orthogonalize(B: Tensor, steps: int = 1) -> Tensor:
     for _ in range(steps):
         B = matmul(B, 1.5 * eye - 0.5 * matmul(B.transpose(-1, -2), B))
     return B
-
-
-def haar_orthogonal(
-    n: int, batch_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
-) -> Tensor:
-    """Haar-random orthogonal matrices, (*batch_shape, n, n), float64 (init-only).
-
-    The QR factor ``Q`` of a standard Gaussian matrix, with the signs of ``R``'s diagonal moved
-    into ``Q``'s columns: without that sign fix ``Q`` is not Haar-distributed (Mezzadri, 2007).
-    Draws ``batch_shape + (n, n)`` normals from ``generator``.
-    """
-    A = torch.randn(*batch_shape, n, n, generator=generator, dtype=torch.float64)
-    Q, R = torch.linalg.qr(A)  # init-only
-    return Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
-
-
-def random_spd(d: int, decades: float, generator: torch.Generator) -> Tensor:
-    """A test SPD matrix ``H Diag(q) H^T`` (float64): ``H`` Haar-random (``haar_orthogonal``,
-    init-only), ``q`` log-spaced over ``decades`` decades with geometric mean 1 (condition
-    number ``10^decades``; ``d = 1``: ``q = 1``). ``ValueError`` for ``decades`` not a finite
-    number ``>= 0``."""
-    if not (isinstance(decades, (int, float)) and math.isfinite(decades) and decades >= 0):
-        raise ValueError(f"decades: expected a finite number >= 0, got {decades!r}")
-    H = haar_orthogonal(d, generator=generator)
-    if d == 1:  # logspace of one point is its start, not the geometric mean 1
-        return H * H.T
-    q = torch.logspace(-decades / 2, decades / 2, d, dtype=torch.float64)
-    return (H * q) @ H.T
-
-
-def nearest_kronecker_factors(
-    S: Tensor, a: int, b: int, *, full_matrices: bool = False
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(A, B, s_1)`` with ``A kron B`` the nearest Kronecker product to the (ab, ab) ``S`` in
-    the Frobenius norm (Van Loan & Pitsianis, 1993; init-only SVD).
-
-    With row-major pairs, ``(A kron B)[(i,j),(l,k)] = A[i,l] B[j,k]``, so the rearrangement
-    ``R[(i,l),(j,k)] = S[(i,j),(l,k)]`` (a^2 x b^2) turns the problem into the best rank-one
-    approximation ``R ~ vec(A) vec(B)^T``: the leading singular pair ``(s_1, u_1, v_1)``,
-    ``A = sqrt(s_1) Mat(u_1)``, ``B = sqrt(s_1) Mat(v_1)``. The sign of the pair is fixed so
-    that ``tr A >= 0``. ``full_matrices`` is passed to ``torch.linalg.svd`` (only the leading
-    pair is used; the two settings agree to rounding, not bit for bit).
-    """
-    if S.ndim != 2 or tuple(S.shape) != (a * b, a * b):
-        raise ValueError(
-            f"S: expected shape ({a * b}, {a * b}) for a = {a}, b = {b}, got {tuple(S.shape)}"
-        )
-    R = S.reshape(a, b, a, b).permute(0, 2, 1, 3).reshape(a * a, b * b)
-    U, sv, Vh = torch.linalg.svd(R, full_matrices=full_matrices)  # init-only
-    root = sv[0].sqrt()
-    A = (root * U[:, 0]).reshape(a, a)
-    B = (root * Vh[0]).reshape(b, b)
-    if torch.trace(A) < 0:
-        A, B = -A, -B
-    return A, B, sv[0]
-
-
-def eigh_canonical(S: Tensor, tol: float) -> tuple[Tensor, Tensor]:
-    """``S = B Diag(d) B^T`` (ascending ``d``) with a basis that is a continuous function of
-    ``S`` inside clusters of (near-)repeated eigenvalues. Init-only (two ``eigh``).
-
-    ``torch.linalg.eigh`` returns an arbitrary orthonormal basis of a repeated eigenvalue's
-    eigenspace: it depends on the input's last bits (thread count, BLAS, a DDP all-reduce).
-    The chart step treats eigenvalues with ``|d_i - d_j| <= tol * max(d_i, d_j)`` as equal
-    (Moore-Penrose: no rotation inside the cluster) and updates each ``d_i`` from the diagonal
-    of ``B^T H B``, so its result depends on that basis. Here each cluster ``U`` (consecutive
-    eigenvalues closer than ``tol``) is turned to the eigenbasis of ``U^T R U`` for the fixed
-    ramp ``R = Diag(1, ..., n) / n``, a basis fixed by the cluster's subspace alone, and the
-    cluster's eigenvalues become the Rayleigh quotients ``diag(U^T S U)`` of the new basis
-    (``S`` is then represented to the cluster's spread, at most ``tol`` relative). Outside
-    clusters this is ``eigh``.
-    """
-    d, B = torch.linalg.eigh(S)  # init-only
-    n = d.shape[-1]
-    if S.ndim != 2 or n < 2:
-        return d, B
-    close = (d[1:] - d[:-1]).abs() <= tol * torch.maximum(d[1:].abs(), d[:-1].abs())
-    if not bool(close.any()):
-        return d, B
-    ramp = torch.arange(1, n + 1, dtype=S.dtype, device=S.device) / n
-    d, B = d.clone(), B.clone()
-    for start, stop in tie_runs(close):
-        U = B[:, start:stop]
-        _, V = torch.linalg.eigh(U.mT @ (ramp[:, None] * U))  # init-only
-        U = U @ V
-        B[:, start:stop] = U
-        d[start:stop] = ((S @ U) * U).sum(0)
-    return d, B
-
-
-def tie_runs(close: Tensor) -> list[tuple[int, int]]:
-    """The clusters of a sorted spectrum: ``(start, stop)`` of each run of two or more
-    consecutive entries joined by ``close`` (``close[i]``: entries ``i`` and ``i + 1`` are
-    tied), in order (``eigh_canonical``, ``SpectralSPD.split_ties``)."""
-    flags = close.tolist()
-    runs, start = [], 0
-    for i in range(1, len(flags) + 2):
-        if i <= len(flags) and flags[i - 1]:
-            continue
-        if i - start > 1:
-            runs.append((start, i))
-        start = i
-    return runs

@@ -54,6 +54,7 @@ PACKAGE = Path(manifold_spectral.__file__).resolve().parent
 #: ``__init__`` is the facade that re-exports the core. The brief map of the package:
 #: linalg -> validation -> manifolds -> rgd -> gaussian -> solvers, optim -> experiments -> cli.
 LAYERS = {
+    "linalg_init": -1,
     "_compat": 0,
     "_threads": 0,
     "_denormals": 0,

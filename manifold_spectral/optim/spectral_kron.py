@@ -26,7 +26,7 @@ from torch import Tensor
 from .._denormals import flush_denormals
 from ..linalg import as_dtype
 from ..validation import computes_in
-from . import checks, distributed, transforms
+from . import checks, distributed, groups, transforms
 from .checks import NonFiniteUpdate, validate_group
 from .guards import GuardsMixin
 from .pending import PendingChecks
@@ -44,15 +44,6 @@ __all__ = ["SpectralKron", "NonFiniteUpdate"]
 #: norm budget of the whole rotation step, slowing the pairs whose rotation matters:
 #: benchmarks/bench_basis_tracking.py measures how well the basis tracks its target.
 GAP_DAMPING = 0.3
-
-#: Normalisation layers whose parameters ``param_groups`` marks diagonal (elementwise gains
-#: and shifts); ``nn.RMSNorm`` from torch 2.4.
-_ELEMENTWISE: tuple[type, ...] = (
-    torch.nn.LayerNorm,
-    torch.nn.GroupNorm,
-    torch.nn.modules.batchnorm._NormBase,
-    *((torch.nn.RMSNorm,) if hasattr(torch.nn, "RMSNorm") else ()),
-)
 
 
 class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimizer):
@@ -249,30 +240,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             self._sharding = distributed.Sharding(process_group)
             self._sharding.assign(self.param_groups, self._owner_units)
 
-    @staticmethod
-    def param_groups(model: torch.nn.Module, **diagonal_options: Any) -> list[dict[str, Any]]:
-        """Two parameter groups for ``model``: the parameters of embedding tables
-        (``nn.Embedding``, ``nn.EmbeddingBag``) and of normalisation layers (``_ELEMENTWISE``:
-        LayerNorm, RMSNorm, GroupNorm, batch and instance norms) with ``diagonal=True`` (plus
-        ``diagonal_options``), and the rest.
-
-        Matrices get Kronecker factors and vectors the diagonal scheme automatically; these
-        need marking because a parameter does not know what it is: an embedding table is a
-        lookup, not a linear map, and a norm layer's gain over a multi-dimensional shape
-        (``LayerNorm([C, H, W])``) scales each entry on its own, so factors across its
-        dimensions would precondition couplings the layer does not have.
-        """
-        elementwise = (torch.nn.Embedding, torch.nn.EmbeddingBag, *_ELEMENTWISE)
-        diag: list[Tensor] = []
-        for mod in model.modules():
-            if isinstance(mod, elementwise):
-                diag.extend(mod.parameters(recurse=False))
-        diag_ids = {id(p) for p in diag}
-        rest = [p for p in model.parameters() if id(p) not in diag_ids]
-        groups: list[dict[str, Any]] = [{"params": rest}]
-        if diag:
-            groups.append({"params": diag, "diagonal": True, **diagonal_options})
-        return groups
+    param_groups = staticmethod(groups.param_groups)
 
     @staticmethod
     def _validate(g: dict[str, Any]) -> None:
