@@ -99,8 +99,9 @@ class RestartNES:
             run); with IPOP, every run is one; BIPOP's small runs do not count (pycma's rule).
         bipop: BIPOP instead of IPOP.
         incpopsize: population factor of the large regime (> 1).
-        adapt: learn from why each run ended (``restart_rules``: CSA after a plateau stop,
-            a slower scale rate after ``tolx``); ``False``: every run takes ``options``.
+        adapt: learn from why each run ended (``restart_rules``: CSA without mirrored
+            sampling after a plateau stop, a slower scale rate after ``tolx``); ``False``:
+            every run takes ``options``.
         max_evals: evaluations of all runs together (``None``: each run has the default
             budget of ``nes.minimize``).
         target: stop every run at the first value at or below it.
