@@ -1,7 +1,8 @@
 """Restarts that learn from why a run ended (``solvers.restart_rules``, ``RestartNES(adapt=)``):
-CSA for the run after a plateau stop (``tolflatfitness``), a four times slower stagnating
-scale rate for every run after a ``tolx`` stop (a kink or a sharp ridge), the first run
-untouched, and ``adapt=False`` / caller-fixed settings left alone."""
+CSA and independent (unmirrored) samples for the run after a plateau stop
+(``tolflatfitness``), a four times slower stagnating scale rate for every run after a
+``tolx`` stop (a kink or a sharp ridge), the first run untouched,
+and ``adapt=False`` / caller-fixed settings left alone."""
 
 from __future__ import annotations
 
@@ -27,20 +28,27 @@ def cone(X: np.ndarray) -> np.ndarray:
     return np.linalg.norm(X, axis=1)
 
 
-def test_a_plateau_stop_makes_the_next_run_use_csa():
+def test_a_plateau_stop_makes_the_next_run_use_csa_without_mirrored_samples():
     es = RestartNES(np.ones(N), 1.0, seed=0, restarts=2, max_evals=10_000)
     es.optimize(plateau, vectorized=True)
     stops = [r["stop"] for r in es.runs[:-1]] + [es.es.stop()]  # the last run's is live
     assert all("tolflatfitness" in stop for stop in stops) and len(stops) == 3
-    assert [r["adapt"] for r in es.runs] == ["", "step_size=csa", "step_size=csa"]
-    assert es.es.step_size == "csa"
+    rule = "step_size=csa, mirrored=False"
+    assert [r["adapt"] for r in es.runs] == ["", rule, rule]
+    assert es.es.step_size == "csa" and es.es.mirrored is False
+    first = nes.minimize(plateau, np.ones(N), 1.0, seed=0, vectorized=True, max_evals=10_000)
+    assert first.stop == es.runs[0]["stop"] and first.nfev == es.runs[0]["nfev"]
     off = RestartNES(np.ones(N), 1.0, seed=0, restarts=2, max_evals=10_000, adapt=False)
     off.optimize(plateau, vectorized=True)
     assert [r["adapt"] for r in off.runs] == ["", "", ""] and off.es.step_size == "dx"
-    # an explicit step_size is the caller's choice for every run
+    assert off.es.mirrored is True
+    # an explicit step_size or mirrored is the caller's choice for every run
     fixed = RestartNES(np.ones(N), 1.0, seed=0, restarts=1, max_evals=10_000, step_size="dx")
     fixed.optimize(plateau, vectorized=True)
-    assert fixed.es.step_size == "dx" and fixed.runs[1]["adapt"] == ""
+    assert fixed.es.step_size == "dx" and fixed.runs[1]["adapt"] == "mirrored=False"
+    kept = RestartNES(np.ones(N), 1.0, seed=0, restarts=1, max_evals=10_000, mirrored=True)
+    kept.optimize(plateau, vectorized=True)
+    assert kept.es.mirrored is True and kept.runs[1]["adapt"] == "step_size=csa"
 
 
 def test_a_tolx_stop_slows_the_stagnating_scale_rate_of_every_later_run():
@@ -73,7 +81,9 @@ def test_the_tolx_rule_outlives_a_run_that_ends_otherwise():
         es.tell(X, np.zeros(len(X)))
     assert "tolx" in es.runs[0]["stop"] and "tolx" not in es.runs[1]["stop"]
     assert "tolflatfitness" in es.runs[1]["stop"]
-    assert [r["adapt"] for r in es.runs] == ["", "scale rate / 4", "step_size=csa, scale rate / 4"]
+    plateau_rule = "step_size=csa, mirrored=False"
+    adapted = [r["adapt"] for r in es.runs]
+    assert adapted == ["", "scale rate / 4", f"{plateau_rule}, scale rate / 4"]
 
 
 def test_adapt_is_checked_and_means_nothing_without_restarts():
@@ -103,5 +113,23 @@ def test_bipop_rules_read_the_runs_of_the_new_runs_own_regime():
     for r in es.runs:
         first = seen[r["regime"]] == 0
         seen[r["regime"]] += 1
-        expected = {"large": "scale rate / 4", "small": "step_size=csa"}[r["regime"]]
+        expected = {"large": "scale rate / 4", "small": "step_size=csa, mirrored=False"}
+        expected = expected[r["regime"]]
         assert r["adapt"] == ("" if first else expected), (regimes, [q["adapt"] for q in es.runs])
+
+
+def test_bipop_small_runs_keep_even_populations_after_unmirrored_large_runs():
+    """The large runs here end on plateaus (constant values), so every large run after the
+    first samples without mirroring; the small runs (a cone, ending on ``tolx``) mirror and
+    need even populations although the run before each of them did not mirror."""
+    es = RestartNES(np.ones(N), 1.0, seed=0, restarts=4, bipop=True, tolx=1e-4, tolfun=0.0)
+    while not es.stop():
+        X = es.ask()
+        large = es.runs[-1]["regime"] == "large"
+        es.tell(X, np.zeros(len(X)) if large else cone(X))
+    small = [r for r in es.runs if r["regime"] == "small"]
+    large = [r for r in es.runs if r["regime"] == "large"]
+    assert all(r["adapt"] == "step_size=csa, mirrored=False" for r in large[1:])
+    assert len(small) >= 3 and all(r["adapt"] == "" for r in small)
+    assert all(r["popsize"] % 2 == 0 for r in small)
+    assert any(r["popsize"] not in {q["popsize"] for q in large} for r in small)

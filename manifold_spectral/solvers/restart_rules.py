@@ -11,7 +11,12 @@ and a larger population with the same step-size rule collapses the same way:
   the population). Cumulative step-size adaptation (CMA-ES's CSA, ``step_size="csa"``)
   keeps the scale when the ranks are random: under tied (random) selection its path keeps
   its expected length and the scale stays, so a larger population can cross the plateaus
-  instead of settling on one. The next run uses ``step_size="csa"``.
+  instead of settling on one. The next run uses ``step_size="csa"`` and independent samples
+  (``mirrored=False``): a mirrored pair ``m +- sigma z`` whose two points land on one plateau
+  ties, both get the same utility and cancel in the mean step, so the step-size path (CSA's
+  as DX-NES's) comes out shorter than under random selection and the scale shrinks onto the
+  plateau, the collapse the rule is there to avoid; independent tied samples do not cancel
+  (they add up to a random step).
 * ``tolx`` (every standard deviation below ``tolx`` while the values of a generation still
   differ by more than ``tolfun``): at a smooth minimum the values flatten like ``sigma^2``,
   so ``tolfun`` fires at ``sigma ~ sqrt(tolfun)`` long before ``tolx``; ``tolx`` first means
@@ -51,12 +56,14 @@ TOLX_SCALE_DAMPING = 4.0
 
 
 def next_run_options(stop: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """Options that the run after a run ending with ``stop`` adds to ``options``:
-    ``{"step_size": "csa"}`` after ``tolflatfitness`` unless ``options`` fix ``step_size``;
-    ``{}`` otherwise (the ``tolx`` rule changes the schedule instead: ``adapt_run``)."""
-    if "tolflatfitness" in stop and "step_size" not in options:
-        return {"step_size": "csa"}
-    return {}
+    """Options that the run after a run ending with ``stop`` adds to ``options``: after
+    ``tolflatfitness``, ``step_size="csa"`` and ``mirrored=False`` (each unless ``options``
+    fix it); ``{}`` otherwise (the ``tolx`` rule changes the schedule instead:
+    ``adapt_run``)."""
+    if "tolflatfitness" not in stop:
+        return {}
+    plateau = {"step_size": "csa", "mirrored": False}
+    return {k: v for k, v in plateau.items() if k not in options}
 
 
 def adapt_run(es: Any, tolx_seen: bool) -> str | None:

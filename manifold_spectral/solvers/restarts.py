@@ -19,8 +19,9 @@ starts a fresh run, from ``x0`` again (or a new start when ``x0`` is a callable)
 
 With ``adapt=True`` (default) a restart also learns from why the previous run ended
 (``restart_rules``): after ``tolflatfitness`` (a plateau) the next run uses CSA
-(``step_size="csa"``); once a run has ended on ``tolx`` (a collapse onto a kink or a sharp
-ridge) every later run's DX-NES scale rate while the path stagnates is divided by 4;
+(``step_size="csa"``) without mirrored sampling; once a run has ended on ``tolx`` (a
+collapse onto a kink or a sharp ridge) every later run's DX-NES scale rate while the path
+stagnates is divided by 4;
 ``runs[i]["adapt"]`` records what was changed. With BIPOP the rules read the runs of the
 new run's own regime only (a small run's budget or local-collapse stop says nothing about how
 a large run ends, and the reverse).
@@ -98,8 +99,9 @@ class RestartNES:
             run); with IPOP, every run is one; BIPOP's small runs do not count (pycma's rule).
         bipop: BIPOP instead of IPOP.
         incpopsize: population factor of the large regime (> 1).
-        adapt: learn from why each run ended (``restart_rules``: CSA after a plateau stop,
-            a slower scale rate after ``tolx``); ``False``: every run takes ``options``.
+        adapt: learn from why each run ended (``restart_rules``: CSA without mirrored
+            sampling after a plateau stop, a slower scale rate after ``tolx``); ``False``:
+            every run takes ``options``.
         max_evals: evaluations of all runs together (``None``: each run has the default
             budget of ``nes.minimize``).
         target: stop every run at the first value at or below it.
@@ -222,6 +224,9 @@ class RestartNES:
         )  # fmt: skip
         if len(self.runs) == 1:  # what every later start must match (_start_point)
             self._first = (es.n, es._torch_io, es._io_dtype)
+            # Populations stay even when the first run mirrors: a later run may mirror
+            # although the run before it did not (the plateau rule turns it off per run).
+            self._first_mirrored = es.mirrored
         return es
 
     def _next_run(self, x0: Any) -> None:
@@ -237,12 +242,12 @@ class RestartNES:
         if self.bipop and self._spent["small"] < self._spent["large"]:
             u = float(self._rng.uniform())
             lam = int(math.floor(self.lam0 * (0.5 * large_pop / self.lam0) ** (u * u)))
-            lam = max(lam, 2) + (max(lam, 2) % 2 if es.mirrored else 0)
+            lam = max(lam, 2) + (max(lam, 2) % 2 if self._first_mirrored else 0)
             cap = max(self._last_large // 2, lam)
             self.es = self._new_run(x0, lam, seed, "small", small_sigma_scale(u), cap)
         else:
             self._large_runs += 1
-            lam = large_pop + (large_pop % 2 if es.mirrored else 0)
+            lam = large_pop + (large_pop % 2 if self._first_mirrored else 0)
             self.es = self._new_run(x0, lam, seed, "large", 1.0, None)
 
     @property
