@@ -27,6 +27,7 @@ from ..validation import (
 
 __all__ = [
     "validate_group",
+    "curvature_period",
     "state_dtype_of",
     "check_param_state",
     "check_state_matches",
@@ -56,6 +57,7 @@ STEP_OPTIONS = frozenset(
         "momentum",
         "nesterov",
         "update_every",
+        "diagonal_every",
         "correction_beta",
         "eigenvalue_correction",
         "clip_rms",
@@ -65,6 +67,22 @@ STEP_OPTIONS = frozenset(
 #: Options that fix the layout of a parameter's state (Kronecker factors or the diagonal
 #: scheme, and their dtype): they cannot change once a parameter of the group has state.
 LAYOUT_OPTIONS = ("state_dtype", "diagonal", "max_factor_dim")
+
+
+def curvature_period(group: dict[str, Any], kind: str) -> int:
+    """The curvature period of a parameter of ``group`` whose preconditioner is ``kind``
+    (``"kronecker"`` or ``"diagonal"``): ``update_every``, or ``diagonal_every`` for the
+    diagonal scheme when set (``None``: ``update_every``, the paper's one period).
+
+    The period amortises the Kronecker factors' matrix products; the diagonal curvature
+    update is elementwise, as cheap as the step. A diagonal step ``D / d^(1/p)`` taken with a
+    ``d`` that has not taken in this gradient is unbounded where an entry's gradient grows
+    between updates (an entry whose first gradient, squared by the warm start, was near
+    zero), whereas the updated ``d >= beta2 g^2`` (truncated map) bounds ``|g| / d^(1/2)``
+    by ``beta2^(-1/2)``."""
+    if kind == "diagonal" and group["diagonal_every"] is not None:
+        return group["diagonal_every"]
+    return group["update_every"]
 
 
 def option_signature(group: dict[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
@@ -131,6 +149,8 @@ def validate_group(g: dict[str, Any]) -> None:
     if g["exponential"] != "exact" and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
         raise ValueError("beta2: the truncated scheme needs gamma * beta2 < 1")
     check_size(g["update_every"], "update_every")
+    if g["diagonal_every"] is not None:
+        check_size(g["diagonal_every"], "diagonal_every")
     check_size(g["max_factor_dim"], "max_factor_dim")
     check_cayley(g["cayley"])
     if g["clip_rms"] is not None:

@@ -152,10 +152,11 @@ class UpdateMixin:
                 pc, D, G, vs[0] if k == 1 else packed("eig_v", vs), step, group["correction_beta"]
             )
             pending.add([V.sum()], moment_verdict(V, params[0].shape, k))
-        updated = (step - 1) % group["update_every"] == 0
+        period = checks.curvature_period(group, pre.kind)
+        updated = (step - 1) % period == 0
         if updated:
             pending.flush()  # an earlier failure decides before this update's own
-            count = (step - 1) // group["update_every"] + 1
+            count = (step - 1) // period + 1
             if k == 1:
                 pc = self._curvature_update(pre, pc, G, count, news[0], states[0], rotated)
             else:
