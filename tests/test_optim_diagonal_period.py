@@ -72,3 +72,8 @@ def test_a_state_dict_without_diagonal_every_resumes_with_the_single_period():
     opt2 = SpectralKron([p], lr=LR, update_every=2)
     opt2.load_state_dict(sd)
     assert opt2.param_groups[0]["diagonal_every"] is None
+
+
+def test_default_bounds_the_diagonal_step_whatever_update_every():
+    # The default updates the diagonal curvature every step (update_every=2 here).
+    assert float(_second_step_change().max()) < 10 * LR

@@ -65,9 +65,11 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             ``sqrt(lambda)`` or smaller into SGD's.
         gamma: entropy weight: 1 = moving average of the GOP, 0 = AdaGrad-like sum.
         update_every: curvature update period (paper: 2).
-        diagonal_every: curvature period of the diagonal scheme (``None``: ``update_every``,
-            the paper's one period). Its update is elementwise; ``1`` bounds its steps, which
-            a curvature that has not seen the gradient does not (``checks.curvature_period``).
+        diagonal_every: curvature period of the diagonal scheme (default ``1``: every step,
+            whatever ``update_every``; ``None``: ``update_every``, the paper's one period). Its
+            update is elementwise, as cheap as its step, and updating first bounds the step,
+            which a curvature that has not seen the gradient does not
+            (``checks.curvature_period``).
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
         exponential: the curvature step's eigenvalue map: ``"truncated"`` (practical, Fig. 6
             right; default) or ``"exact"`` (``validation.EXPONENTIALS``; the ``truncated``
@@ -176,7 +178,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         damping: float = 1e-16,
         gamma: float = 1.0,
         update_every: int = 1,
-        diagonal_every: int | None = None,
+        diagonal_every: int | None = 1,
         cayley: str = "neumann",
         exponential: str = checks.DEFAULT_EXPONENTIAL,
         jacobi: bool = True,
