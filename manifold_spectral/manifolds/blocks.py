@@ -97,7 +97,7 @@ def log_relative_eigs(B1: Tensor, d1: Tensor, B2: Tensor, d2: Tensor) -> Tensor:
     their backward needs no eigenvalue gaps (tied eigenvalues are fine). One singular-value
     decomposition: a distance between points, never a step."""
     W = (d1.rsqrt()[..., :, None] * (B1.mT @ B2)) * d2.sqrt()[..., None, :]
-    return 2.0 * torch.linalg.svdvals(W).log()
+    return 2.0 * torch.linalg.svdvals(W).log()  # a distance, never a step
 
 
 def fisher_rao_dist(log_eigs: Tensor, dims: int = 1) -> Tensor:
