@@ -129,3 +129,14 @@ def test_one_mirrored_pair_is_refused():
         nes.NES(np.zeros(3), 1.0, popsize=2)
     es = nes.NES(np.zeros(3), 1.0, popsize=2, mirrored=False, seed=0)
     assert es.popsize == 2
+
+
+def test_bipop_small_runs_never_go_below_the_smallest_mirrored_population():
+    """BIPOP's small population ``lam0 (incpopsize / 2)^(u^2)`` can round to 2 (popsize 4,
+    incpopsize 1.1); a mirrored run of 2 is refused, so the small run takes 4."""
+    f = lambda x: float(np.sum(np.asarray(x) ** 2 + 10 * (1 - np.cos(2 * np.pi * np.asarray(x)))))  # noqa: E731
+    res = nes.minimize(
+        f, np.full(3, 3.0), 2.0, popsize=4, incpopsize=1.1, restarts=9, bipop=True, seed=0,
+        max_evals=3000,
+    )  # fmt: skip
+    assert min(run["popsize"] for run in res.runs) == 4 and len(res.runs) > 2

@@ -26,6 +26,7 @@ __all__ = [
     "check_rate",
     "check_nonneg",
     "check_popsize",
+    "min_popsize",
     "check_max_evals",
     "check_target",
     "check_seed",
@@ -148,6 +149,11 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def min_popsize(mirrored: bool) -> int:
+    """The smallest population: 2, or 4 with mirrored sampling (``check_popsize``)."""
+    return 4 if mirrored else 2
+
+
 def check_popsize(popsize: Any, n: int, mirrored: bool) -> int:
     """``popsize`` as an int >= 2 (even and >= 4 with mirrored sampling: the two points of a
     single mirrored pair have opposite utilities and equal ``z z^T``, so they cancel in the
@@ -159,7 +165,7 @@ def check_popsize(popsize: Any, n: int, mirrored: bool) -> int:
     popsize = int(popsize)
     if popsize < 2:
         raise ValueError(f"popsize: expected an int >= 2, got {popsize}")
-    if mirrored and (popsize % 2 or popsize < 4):
+    if mirrored and (popsize % 2 or popsize < min_popsize(True)):
         raise ValueError(
             f"popsize: mirrored sampling needs an even popsize >= 4 (one mirrored pair cancels "
             f"in the covariance estimate), got {popsize}; or pass mirrored=False"

@@ -52,6 +52,7 @@ from .es_checks import (
     check_sigma0,
     check_sigma0_range,
     check_x0,
+    min_popsize,
 )
 from .es_defaults import default_max_evals
 from .es_eval import _check_vectorized, run_optimizer
@@ -242,7 +243,8 @@ class RestartNES:
         if self.bipop and self._spent["small"] < self._spent["large"]:
             u = float(self._rng.uniform())
             lam = int(math.floor(self.lam0 * (0.5 * large_pop / self.lam0) ** (u * u)))
-            lam = max(lam, 2) + (max(lam, 2) % 2 if self._first_mirrored else 0)
+            lam = max(lam, min_popsize(self._first_mirrored))
+            lam += lam % 2 if self._first_mirrored else 0
             cap = max(self._last_large // 2, lam)
             self.es = self._new_run(x0, lam, seed, "small", small_sigma_scale(u), cap)
         else:
