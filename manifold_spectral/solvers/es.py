@@ -48,7 +48,7 @@ from .es_eval import _check_vectorized, run_optimizer
 from .es_inject import whiten_population
 from .es_rates import DXSchedule, csa_rates, rank_moving_shape, rank_one_rates, xnes_rate
 from .es_search import SearchDistribution
-from .es_stop import convergence_stops, record_generation
+from .es_stop import convergence_stops, record_generation, succeeded
 from .es_utilities import distance_utilities, rank_utilities, utility_weights
 from .result import NESResult, result_message
 
@@ -338,7 +338,7 @@ class NESBase:
             fun=self.fbest if self.xbest is not None else math.nan,
             nfev=self.countevals,
             nit=self.countiter,
-            success="ftarget" in stop,
+            success=succeeded(stop, self.target),
             stop=stop,
             message=result_message(stop, self.xbest is not None or not self.countevals),
             method=self.name,

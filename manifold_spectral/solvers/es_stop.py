@@ -55,7 +55,21 @@ from typing import Any
 
 import torch
 
-__all__ = ["convergence_stops", "precision_bounds", "record_generation"]
+__all__ = ["CONVERGED", "convergence_stops", "precision_bounds", "record_generation", "succeeded"]
+
+#: The stops that mean the distribution has contracted onto a point: scipy's sense of
+#: ``success`` when no ``target`` is given. A plateau (``tolflatfitness``, ``flatfitness``),
+#: stagnation, the condition, the budget, a callback or a numerical stop is not one.
+CONVERGED = ("tolx", "tolfun", "noeffectcoord")
+
+
+def succeeded(stop: dict[str, Any], target: float | None) -> bool:
+    """``success`` of a run that stopped for the reasons ``stop``: with a ``target``, a value
+    at or below it was found (``"ftarget"``); without one, the run converged (``CONVERGED``),
+    so a converged run does not report failure for want of a target it was never given."""
+    if target is not None:
+        return "ftarget" in stop
+    return any(key in stop for key in CONVERGED)
 
 
 def precision_bounds(dtype: torch.dtype) -> tuple[float, float]:

@@ -56,6 +56,7 @@ from .es_checks import (
 )
 from .es_defaults import default_max_evals
 from .es_eval import _check_vectorized, run_optimizer
+from .es_stop import succeeded
 from .nes import NES
 from .restart_rules import adapt_run, next_run_options
 from .result import result_message
@@ -74,6 +75,15 @@ SMALLEST_SIGMA_SCALE = small_sigma_scale(1.0)
 
 #: Stop reasons of a run that end everything (the rest start the next run).
 _FINAL = ("ftarget", "callback")
+
+
+def _run_of(runs: list[dict[str, Any]], evals: int) -> dict[str, Any]:
+    """The run whose evaluations include the ``evals``-th (counted over all runs, from 1)."""
+    for run in runs:
+        if evals <= run["nfev"]:
+            return run
+        evals -= run["nfev"]
+    return runs[-1]
 
 
 def _run_seed(seed: int, run: int) -> int:
@@ -327,12 +337,20 @@ class RestartNES:
         fbest, xbest, evals_best = self._best
         h = np.asarray(self._hist, dtype=np.float64).reshape(-1, 3)
         nfev = self.countevals + self.es.countevals
+        runs = [*self.runs[:-1], {**self.runs[-1], "nfev": last.nfev, "stop": last.stop}]
         return NESResult(
             x=last.x if xbest is None else self.es._output(xbest),
             fun=fbest if xbest is not None else math.nan,
             nfev=nfev,
             nit=self.countiter,
-            success="ftarget" in stop,
+            # Without a target: whether the run that found ``x`` converged (``es_stop``).
+            success="ftarget" in stop
+            if self.target is not None
+            else (
+                bool(stop)
+                and xbest is not None
+                and succeeded(_run_of(runs, evals_best)["stop"], None)
+            ),
             stop=stop,
             message=result_message(stop, xbest is not None or not nfev),
             method=f"{self.es.name} ({'BIPOP' if self.bipop else 'IPOP'}, {len(self.runs)} runs)",
@@ -348,7 +366,7 @@ class RestartNES:
             evals_best=evals_best,
             popsize=self.es.popsize,
             seed=self.seed,
-            runs=[*self.runs[:-1], {**self.runs[-1], "nfev": last.nfev, "stop": last.stop}],
+            runs=runs,
         )
 
     def optimize(

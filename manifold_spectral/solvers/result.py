@@ -75,8 +75,9 @@ class NESResult(OptimizeResult):
 
     Shared fields (``manifold_spectral.solvers.result``): ``x`` the best point seen (numpy,
     or torch when ``x0`` was a tensor), ``fun`` its value, ``nit`` generations, ``nfev``
-    function evaluations (``popsize`` per generation, every call of ``f``), ``success`` (a
-    value at or below ``target`` was found), ``message`` (the stop reasons), ``method``, ``time``
+    function evaluations (``popsize`` per generation, every call of ``f``), ``success`` (with
+    ``target``: a value at or below it was found; without: the run that found ``x`` converged,
+    ``es_stop.succeeded``), ``message`` (the stop reasons), ``method``, ``time``
     (wall seconds since the optimizer was created) and ``history``: one record per
     generation (records start after the first generation: NES never evaluates the starting
     point) with the keys ``"nit"``, ``"nfev"``, ``"fun"`` (best value so far, for
