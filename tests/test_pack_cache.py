@@ -160,7 +160,8 @@ def packs(monkeypatch) -> list[tuple[str, str]]:
 
 #: Every entry a Kronecker bucket packs on a step with a cold cache: the gradient, the
 #: momentum and the eigenvalue-correction second moment ("matrix"), and the factors.
-ALL_ENTRIES = ["B_L", "B_R", "alpha", "d_L", "d_R", "matrix", "matrix", "matrix"]
+#: (the sums of ``accumulate_gop`` packed as "W_L", "W_R")
+ALL_ENTRIES = ["B_L", "B_R", "W_L", "W_R", "alpha", "d_L", "d_R", "matrix", "matrix", "matrix"]
 
 
 def test_cache_saves_the_packing(packs):
@@ -278,6 +279,10 @@ def test_padding_of_kept_tensors_stays_the_embeddings(kw):
                     block[:n] = 1
                 elif name == "pc_alpha":
                     continue
+                elif name in ("gop_W_L", "gop_W_R"):  # zero outside the true (n, n) block
+                    n = ai if name == "gop_W_L" else bi
+                    want, block = torch.zeros_like(t[i]), t[i].clone()
+                    block[:n, :n] = 0
                 else:
                     want, block = torch.zeros_like(t[i]), t[i].clone()
                     block[:ai, :bi] = 0

@@ -45,6 +45,7 @@ from .kronecker_points import (
     KroneckerDenseCurvature,
     KroneckerEigenGradient,
     KroneckerGOP,
+    KroneckerGOPSides,
     KroneckerSpectralPoint,
     KroneckerSpectralTangent,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "KroneckerSpectralTangent",
     "KroneckerEigenGradient",
     "KroneckerGOP",
+    "KroneckerGOPSides",
     "KroneckerDenseCurvature",
     "sum_zero_metric",
     "sum_zero_metric_inverse",

@@ -36,7 +36,7 @@ from ..linalg import matmul
 from ..validation import check_exponential, check_flag
 from . import blocks
 from .base import check_cayley, check_positive
-from .kronecker_points import KroneckerGOP, KroneckerSpectralPoint
+from .kronecker_points import KroneckerGOP, KroneckerGOPSides, KroneckerSpectralPoint
 from .points import SpectralPoint
 
 __all__ = ["KroneckerGOPStepMixin"]
@@ -46,6 +46,34 @@ class KroneckerGOPStepMixin:
     """``closed_form_step`` of ``KroneckerSpectralSPD`` (see the module docstring); it reads the
     manifold's ``a``, ``b``, ``kappa_L``/``kappa_R``, factor manifolds ``left``/``right`` and
     ``cayley``. Not a manifold by itself."""
+
+    def gop_side_sums(self, x: KroneckerSpectralPoint, Z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(sum_i Z_i D_R^-1 Z_i^T, sum_i Z_i^T D_L^-1 Z_i)`` over the ``m`` gradients of
+        ``Z`` (m, a, b) (batched (k, m, a, b)) in the eigenbasis of ``x``: the one-sided
+        sums that the precision step of a GOP reads (module docstring, without the damping
+        term and the division by ``m``). Sums, so that an optimizer can add those of
+        gradients taken at one point at different steps (``KroneckerGOPSides``)."""
+        bs, a, b = self.batch_shape, self.a, self.b
+        if Z.ndim != len(bs) + 3 or Z.shape[:-3] != bs or tuple(Z.shape[-2:]) != (a, b):
+            raise ValueError(f"Ht.Z: expected shape {(*bs, 'm', a, b)}, got {tuple(Z.shape)}")
+        m = Z.shape[-3]
+        dL, dR = x.left.d, x.right.d
+        # Sums over the m gradients and a side in one product each: (a, mb) (mb, a) and
+        # (b, ma) (ma, b); views when m = 1 (one gradient per step, the optimizer's case).
+        Zt = Z.transpose(-3, -2)
+        Zs = Zt.reshape(*bs, a, m * b)
+        W_L = matmul((Zt / dR[..., None, None, :]).reshape(*bs, a, m * b), Zs.mT)
+        ZL = (Z / self._sample_axis(dL)[..., :, None]).reshape(*bs, m * a, b)
+        W_R = matmul(ZL.mT, Z.reshape(*bs, m * a, b))
+        return W_L, W_R
+
+    def check_gop_sides(self, Ht: KroneckerGOPSides) -> tuple[Tensor, Tensor]:
+        """``(Ht.W_L, Ht.W_R)`` after a check of their shapes (``ValueError`` naming them)."""
+        bs, a, b = self.batch_shape, self.a, self.b
+        for name, W, n in (("W_L", Ht.W_L, a), ("W_R", Ht.W_R, b)):
+            if tuple(W.shape) != (*bs, n, n):
+                raise ValueError(f"Ht.{name}: expected shape {(*bs, n, n)}, got {tuple(W.shape)}")
+        return Ht.W_L, Ht.W_R
 
     def closed_form_step(
         self,
@@ -59,14 +87,15 @@ class KroneckerGOPStepMixin:
         jacobi: bool = False,
     ) -> KroneckerSpectralPoint | None:
         """The RGD step ``retr(x, -F^+ grad L, beta2)`` of the precision for the GOP curvature
-        ``Ht`` (a ``KroneckerGOP`` from ``gop_eigenbasis`` / ``gop_from_rotated``) in closed
+        ``Ht`` (a ``KroneckerGOP`` from ``gop_eigenbasis`` / ``gop_from_rotated``, or the
+        ``KroneckerGOPSides`` of gradients taken at ``x``) in closed
         form (module docstring); ``None`` for any other curvature, which has no closed form
         here (the caller takes the layered step). ``exponential``, ``cayley`` and ``jacobi``
         as in ``retr``. The result is not checked (``RGD.finish`` checks it); a truncated map
         that leaves the positive reals (``gamma beta2 >= 1``) raises
         ``blocks.TruncationError``. A padded batch (``sizes``) takes only this step:
         ``NotImplementedError`` for another curvature."""
-        if not isinstance(Ht, KroneckerGOP):
+        if not isinstance(Ht, (KroneckerGOP, KroneckerGOPSides)):
             self._unpadded_only("precision_step with a non-GOP curvature")
             return None
         beta2, gamma = check_positive(beta2, "beta2"), float(gamma)
@@ -74,21 +103,15 @@ class KroneckerGOPStepMixin:
         method = self.cayley if cayley is None else check_cayley(cayley)
         jacobi = check_flag(jacobi, "jacobi")
         self.validate_layout(x)
-        bs, a, b = self.batch_shape, self.a, self.b
-        Z, lam = Ht.Z, Ht.damping
-        if Z.ndim != len(bs) + 3 or Z.shape[:-3] != bs or tuple(Z.shape[-2:]) != (a, b):
-            raise ValueError(f"Ht.Z: expected shape {(*bs, 'm', a, b)}, got {tuple(Z.shape)}")
-        m = Z.shape[-3]
+        lam = Ht.damping
+        if isinstance(Ht, KroneckerGOP):
+            W_L, W_R = self.gop_side_sums(x, Ht.Z)
+            m = Ht.Z.shape[-3]
+            if m > 1:
+                W_L, W_R = W_L.div_(m), W_R.div_(m)
+        else:
+            W_L, W_R = self.check_gop_sides(Ht)
         dL, dR = x.left.d, x.right.d
-        # Sums over the m gradients and a side in one product each: (a, mb) (mb, a) and
-        # (b, ma) (ma, b); views when m = 1 (one gradient per step, the optimizer's case).
-        Zt = Z.transpose(-3, -2)
-        Zs = Zt.reshape(*bs, a, m * b)
-        W_L = matmul((Zt / dR[..., None, None, :]).reshape(*bs, a, m * b), Zs.mT)
-        ZL = (Z / self._sample_axis(dL)[..., :, None]).reshape(*bs, m * a, b)
-        W_R = matmul(ZL.mT, Z.reshape(*bs, m * a, b))
-        if m > 1:
-            W_L, W_R = W_L.div_(m), W_R.div_(m)
         pad = self.padding
         man = self.left  # the factors' options (eig_tol, gap_damping, bound) are the same
 
@@ -108,7 +131,7 @@ class KroneckerGOPStepMixin:
             B = blocks.rotation_retract(B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
             return B, d_new
 
-        if pad is None and a == b:
+        if pad is None and self.a == self.b:
             # A square layer: both factors in one pass (kappa_L = kappa_R), half the tensor
             # calls of the loop below; each entry and matrix is computed as there (same bits).
             # The new B_L and B_R are views of one stacked tensor (never written in place).

@@ -25,6 +25,7 @@ from .kronecker_points import (
     KroneckerDenseCurvature,
     KroneckerEigenGradient,
     KroneckerGOP,
+    KroneckerGOPSides,
     KroneckerSpectralPoint,
     KroneckerSpectralTangent,
 )
@@ -222,15 +223,29 @@ class KroneckerMetricMixin:
                 f"Z: expected shape {(*self.batch_shape, 'm', self.a, self.b)} or "
                 f"{(*self.batch_shape, self.a, self.b)}, got {tuple(Z.shape)}"
             )
-        damping = check_positive(damping, "damping", allow_zero=True)
+        lam = self._damping_scalar(damping)
         if Z.ndim - len(self.batch_shape) == 2:  # one gradient: the GOP's m axis is 1
             Z = Z.unsqueeze(-3)
-        # The 0-d damping made once per value (an optimizer passes the same one every step):
-        # four dispatches fewer per update. Nothing writes a GOP's tensors in place.
+        return KroneckerGOP(Z, lam)
+
+    def gop_sides(self, W_L: Tensor, W_R: Tensor, damping: float = 0.0) -> KroneckerGOPSides:
+        """The GOP of gradients taken at one point ``x`` given by its one-sided means
+        ``W_L = mean_i Z_i D_R^-1 Z_i^T``, ``W_R = mean_i Z_i^T D_L^-1 Z_i`` (the sums of
+        ``gop_side_sums`` at ``x`` divided by their count); only a precision step at ``x``
+        reads it right. Shapes (a, a), (b, b); batched (k, a, a), (k, b, b)."""
+        Ht = KroneckerGOPSides(W_L, W_R, self._damping_scalar(damping))
+        self.check_gop_sides(Ht)
+        return Ht
+
+    def _damping_scalar(self, damping: float) -> Tensor:
+        """The 0-d damping of a GOP, made once per value (an optimizer passes the same one
+        every step): four dispatches fewer per update. Nothing writes a GOP's tensors in
+        place."""
+        damping = check_positive(damping, "damping", allow_zero=True)
         lam = self.__dict__.get("_damping_tensor")
         if lam is None or lam[0] != damping:
             lam = self._damping_tensor = (damping, self._scalar(damping))
-        return KroneckerGOP(Z, lam[1])
+        return lam[1]
 
     def precision_egrad_eigenbasis(
         self, x: KroneckerSpectralPoint, Ht: Any, gamma: float
@@ -248,7 +263,9 @@ class KroneckerMetricMixin:
             t   = -T / (2 alpha) + gamma a b / 2
 
         Cost per gradient: ``Z`` 2ab(a+b) flops, the two ``W`` 2ab(a+b); nothing (ab, ab).
-        A dense ``KroneckerDenseCurvature`` (research sizes) is unbatched only.
+        A ``KroneckerGOPSides`` gives ``W_L``, ``W_R`` (without the damping term) and
+        ``T = sum_i diag(W_L)_i / d_L,i``. A dense ``KroneckerDenseCurvature`` (research
+        sizes) is unbatched only.
         """
         self._unpadded_only("precision_egrad_eigenbasis")
         alpha, dL, dR = x.alpha, x.left.d, x.right.d
@@ -257,22 +274,33 @@ class KroneckerMetricMixin:
             Sinv = self.power(x, -1.0)
             E = -0.5 * Sinv @ (Ht.H - gamma * self.to_matrix(x)) @ Sinv
             return self.eigen_gradient(x, sym(E))
-        if not isinstance(Ht, KroneckerGOP):
+        if isinstance(Ht, KroneckerGOPSides):
+            # T = mean_i sum(Z_i^2 / (d_L d_R^T)) = sum_i diag(W_L)_i / d_L,i
+            W_L, W_R = self.check_gop_sides(Ht)
+            T = (W_L.diagonal(dim1=-2, dim2=-1) / dL).sum(-1)
+            lam = Ht.damping
+        elif not isinstance(Ht, KroneckerGOP):
             raise TypeError(
-                f"Ht: expected KroneckerGOP or KroneckerDenseCurvature, got {type(Ht).__name__}"
+                "Ht: expected KroneckerGOP, KroneckerGOPSides or KroneckerDenseCurvature, got "
+                f"{type(Ht).__name__}"
             )
-        Z, lam = Ht.Z, Ht.damping
-        want = (*self.batch_shape, "m", self.a, self.b)
-        if Z.ndim != len(want) or tuple(Z.shape[-2:]) != want[-2:] or Z.shape[:-3] != want[:-3]:
-            raise ValueError(f"Ht.Z: expected shape {want}, got {tuple(Z.shape)}")
-        m = Z.shape[-3]  # gradients per element
-        sdL, sdR = self._sample_axis(dL), self._sample_axis(dR)  # broadcast over the m axis
-        W_L = torch.einsum("...kij,...klj->...il", Z / sdR[..., None, :], Z) / m
-        W_R = torch.einsum("...kij,...kil->...jl", Z / sdL[..., :, None], Z) / m
-        T = (Z * Z / (sdL[..., :, None] * sdR[..., None, :])).sum((-3, -2, -1)) / m
+        else:
+            Z, lam = Ht.Z, Ht.damping
+            want = (*self.batch_shape, "m", self.a, self.b)
+            if Z.ndim != len(want) or Z.shape[-2:] != want[-2:] or Z.shape[:-3] != want[:-3]:
+                raise ValueError(f"Ht.Z: expected shape {want}, got {tuple(Z.shape)}")
+            m = Z.shape[-3]  # gradients per element
+            sdL, sdR = self._sample_axis(dL), self._sample_axis(dR)  # broadcast over m
+            W_L = torch.einsum("...kij,...klj->...il", Z / sdR[..., None, :], Z) / m
+            W_R = torch.einsum("...kij,...kil->...jl", Z / sdL[..., :, None], Z) / m
+            T = (Z * Z / (sdL[..., :, None] * sdR[..., None, :])).sum((-3, -2, -1)) / m
         trL, trR = (1.0 / dL).sum(-1), (1.0 / dR).sum(-1)
-        W_L = W_L + (lam * trR)[..., None, None] * torch.eye(self.a, dtype=Z.dtype, device=Z.device)
-        W_R = W_R + (lam * trL)[..., None, None] * torch.eye(self.b, dtype=Z.dtype, device=Z.device)
+        W_L = W_L + (lam * trR)[..., None, None] * torch.eye(
+            self.a, dtype=W_L.dtype, device=W_L.device
+        )
+        W_R = W_R + (lam * trL)[..., None, None] * torch.eye(
+            self.b, dtype=W_R.dtype, device=W_R.device
+        )
         T = T + lam * trL * trR
         a2 = alpha[..., None, None] ** 2
         G_L = -W_L / (2 * a2 * dL[..., :, None] * dL[..., None, :]) + torch.diag_embed(

@@ -39,6 +39,9 @@ from ..linalg import as_dtype
 
 __all__ = ["KroneckerPadding"]
 
+#: The kinds shaped like a factor (square), and the layout whose index they share.
+_SQUARE = {"B_L": "B_L", "B_R": "B_R", "W_L": "B_L", "W_R": "B_R"}
+
 
 class KroneckerPadding:
     """The true sizes of the elements of a padded batch (see the module docstring).
@@ -80,8 +83,9 @@ class KroneckerPadding:
 
     def embed(self, tensors: Sequence[Tensor], kind: str) -> Tensor:
         """The k elements' tensors as one padded batch: ``kind`` "B_L" / "B_R" (factors,
-        padded with the identity), "d_L" / "d_R" (eigenvalues, padded with 1) or "matrix"
-        (any tensor with a_i b_i entries, reshaped to (a_i, b_i) and padded with 0)."""
+        padded with the identity), "W_L" / "W_R" (matrices of a factor's shape, padded with
+        0), "d_L" / "d_R" (eigenvalues, padded with 1) or "matrix" (any tensor with a_i b_i
+        entries, reshaped to (a_i, b_i) and padded with 0)."""
         t0 = tensors[0]
         opts = dict(dtype=t0.dtype, device=t0.device)
         k = len(tensors)
@@ -92,6 +96,8 @@ class KroneckerPadding:
             return out
         if kind in ("B_L", "B_R"):
             out = torch.eye(self._n(kind), **opts).repeat(k, 1, 1)
+        elif kind in ("W_L", "W_R"):
+            out = torch.zeros(k, self._n(kind), self._n(kind), **opts)
         else:
             out = torch.zeros(k, self.a, self.b, **opts)
         return self.fill(
@@ -119,9 +125,10 @@ class KroneckerPadding:
         return tuple(e.view(r, c) for e, (r, c) in zip(parts, blocks, strict=True))
 
     def _blocks(self, kind: str) -> list[tuple[int, int]]:
-        """The true block of each element: (a_i, a_i) / (b_i, b_i) for a factor, else (a_i, b_i)."""
-        if kind in ("B_L", "B_R"):
-            i = 0 if kind == "B_L" else 1
+        """The true block of each element: (a_i, a_i) / (b_i, b_i) for a factor's shape, else
+        (a_i, b_i)."""
+        if kind in _SQUARE:
+            i = 0 if kind.endswith("L") else 1
             return [(s[i], s[i]) for s in self.sizes]
         return list(self.sizes)
 
@@ -129,10 +136,10 @@ class KroneckerPadding:
         """The flat (row-major) positions of the true blocks' entries in a padded batch of
         ``kind``, element after element, each block row-major (kept per kind and device): one
         indexed copy moves them all, where a copy per element costs several small calls."""
-        key = (kind if kind in ("B_L", "B_R") else "matrix", str(device))
+        key = (_SQUARE.get(kind, "matrix"), str(device))
         index = self._indices.get(key)
         if index is None:
-            rows, cols = (self._n(kind),) * 2 if kind in ("B_L", "B_R") else (self.a, self.b)
+            rows, cols = (self._n(kind),) * 2 if kind in _SQUARE else (self.a, self.b)
             starts = [i * rows * cols for i in range(len(self.sizes))]
             index = torch.cat(
                 [

@@ -16,6 +16,7 @@ __all__ = [
     "KroneckerSpectralTangent",
     "KroneckerEigenGradient",
     "KroneckerGOP",
+    "KroneckerGOPSides",
     "KroneckerDenseCurvature",
 ]
 
@@ -69,6 +70,21 @@ class KroneckerGOP(TensorTree):
     """
 
     Z: Tensor
+    damping: Tensor
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class KroneckerGOPSides(TensorTree):
+    """A GOP curvature given by what the precision step reads of it at the point ``x`` where
+    it was formed: ``W_L = mean_i Z_i D_R^-1 Z_i^T`` (a, a), ``W_R = mean_i Z_i^T D_L^-1 Z_i``
+    (b, b) (``KroneckerSpectralSPD.gop_side_sums`` over the ``m`` gradients, divided by
+    ``m``) and a 0-d damping; (k, a, a), (k, b, b) with ``batch=k``. The means of gradients
+    taken at different times at one point (an optimizer's steps between two curvature
+    updates) without keeping their ``Z``: a step at another point would read ``d`` of the
+    wrong point."""
+
+    W_L: Tensor
+    W_R: Tensor
     damping: Tensor
 
 

@@ -123,6 +123,7 @@ def warn_skipped(reason: str) -> None:
 
 _FLAGS = (
     "jacobi",
+    "accumulate_gop",
     "nesterov",
     "warm_start",
     "diagonal",
@@ -178,6 +179,11 @@ def _tensor_entry(st: dict[str, Any], key: str, shape: tuple[int, ...], where: s
         raise ValueError(f"{where}[{key!r}]: a second moment must be >= 0")
 
 
+def _whole(v: float, low: int) -> bool:
+    """``v`` a finite integer ``>= low``."""
+    return math.isfinite(v) and v >= low and float(v).is_integer()
+
+
 def check_param_state(st: dict[str, Any], shape: tuple[int, ...], where: str) -> None:
     """Raise ``ValueError`` unless the non-factor state of a parameter of ``shape`` is sound:
     a finite integer ``step >= 1``; finite buffers of the parameter's shape (second moments
@@ -188,19 +194,22 @@ def check_param_state(st: dict[str, Any], shape: tuple[int, ...], where: str) ->
         raise ValueError(f"{where}: has state but no 'step'")
     step = st["step"]
     step = step.item() if isinstance(step, Tensor) and step.numel() == 1 else step
-    if not (
-        isinstance(step, (int, float))
-        and not isinstance(step, bool)
-        and math.isfinite(step)
-        and step >= 1
-        and float(step).is_integer()
-    ):
+    if not (isinstance(step, (int, float)) and not isinstance(step, bool) and _whole(step, 1)):
         raise ValueError(f"{where}['step']: expected a finite integer >= 1, got {st['step']!r}")
     if "momentum_buffer" not in st:
         raise ValueError(f"{where}: has state but no 'momentum_buffer'")
     for key in ("momentum_buffer", "eig_v", "exp_avg_sq"):
         if key in st:
             _tensor_entry(st, key, shape, where)
+    for key in ("gop_W_L", "gop_W_R"):  # a factor's shape: (a, a), (b, b)
+        if key in st:
+            v = st[key]
+            _tensor_entry(st, key, tuple(v.shape) if isinstance(v, Tensor) else (), where)
+    if "gop_count" in st:
+        n = st["gop_count"]
+        n = n.item() if isinstance(n, Tensor) and n.numel() == 1 else n
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not _whole(n, 0):
+            raise ValueError(f"{where}['gop_count']: expected an integer >= 0, got {n!r}")
     for key in COUNTERS:
         v = st.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:

@@ -87,15 +87,17 @@ def check_update(u: Tensor, p: Tensor, lr: float, weight_decay: float) -> None:
         )
 
 
-def moment_verdict(V: Tensor, shape: torch.Size, k: int) -> Callable[[list[float]], None]:
-    """The verdict on the sum of a bucket's eigenvalue-correction second moment ``V``
-    : ``NonFiniteUpdate`` unless every entry is finite (squares of a
-    finite gradient may overflow the buffer's dtype)."""
+def moment_verdict(
+    V: Tensor, shape: torch.Size, k: int, what: str = "eigenvalue-correction second moment"
+) -> Callable[[list[float]], None]:
+    """The verdict on the sum of a bucket's eigenvalue-correction second moment ``V`` (or of
+    another buffer of squares, ``what``): ``NonFiniteUpdate`` unless every entry is finite
+    (squares of a finite gradient may overflow the buffer's dtype)."""
 
     def verdict(values: list[float]) -> None:
         if not finite_with_sum(V, values[0]):
             raise NonFiniteUpdate(
-                "the eigenvalue-correction second moment of a parameter of shape "
+                f"the {what} of a parameter of shape "
                 f"{tuple(shape)}{' (and its bucket)' if k > 1 else ''} overflowed"
             )
 

@@ -161,15 +161,20 @@ class KroneckerPreconditioner:
         count: int,
         continued: bool = False,
         rotated: Tensor | None = None,
+        sides: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Curvature step number ``count`` (1, 2, ...) from the gradient matrix (Fig. 6 right
         when truncated; ``continued``: the truncated map continued positively), with the
         Newton-Schulz polar step of both factors on ``RGD``'s schedule of ``count``.
 
         ``rotated``: ``B_L^T G B_R`` at ``state``, when the caller has it already
-        (``precondition_corrected``): the GOP in the eigenbasis is then not recomputed."""
+        (``precondition_corrected``): the GOP in the eigenbasis is then not recomputed.
+        ``sides``: the means ``(W_L, W_R)`` of several gradients at ``state``
+        (``side_sums``; ``KroneckerGOPSides``), the curvature instead of ``grad``'s GOP."""
         x = self.point(state)
-        if rotated is None:  # one gradient column per element; the optimizer checked it
+        if sides is not None:
+            Ht = self.manifold.gop_sides(*sides, self.damping)
+        elif rotated is None:  # one gradient column per element; the optimizer checked it
             V = grad.reshape(*self.batch_shape, -1, 1).to(self.manifold.dtype)
             Ht = self.manifold.gop_eigenbasis(x, V, self.damping)
         else:  # one gradient per element: the GOP's m axis is 1
@@ -179,6 +184,19 @@ class KroneckerPreconditioner:
         gauss = self.gauss_continued if continued else self.gauss
         x = gauss.precision_step(x, Rotated(Ht), check_input=False, count=count)
         return self.to_state(x)
+
+    def side_sums(
+        self, state: dict[str, Tensor], grad: Tensor, rotated: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(Z D_R^-1 Z^T, Z^T D_L^-1 Z)`` of the gradient matrix in the eigenbasis of
+        ``state``, ``Z = B_L^T G B_R`` (``rotated``, when the caller has it): what the GOP
+        step reads of one gradient (``manifold.gop_side_sums``), to be added up over the
+        steps between two curvature updates (``accumulate_gop``)."""
+        x = self.point(state)
+        if rotated is None:
+            G = as_dtype(grad.reshape(*self.batch_shape, *self.shape), self.manifold.dtype)
+            rotated = self.manifold.to_eigenbasis(x, G)
+        return self.manifold.gop_side_sums(x, rotated.unsqueeze(-3))
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
         """``alpha^(-1/p) S_L^(-1/p) G S_R^(-1/p)`` in the state dtype."""
@@ -278,6 +296,7 @@ class DiagonalPreconditioner:
         count: int,
         continued: bool = False,
         rotated: None = None,
+        sides: None = None,
     ) -> dict[str, Tensor]:
         x = DiagonalPoint(state["d"])
         V = grad.reshape(-1, 1).to(self.manifold.dtype)  # the optimizer checked it

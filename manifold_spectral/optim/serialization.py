@@ -21,7 +21,7 @@ __all__ = ["StateDictMixin", "LEGACY"]
 
 #: Values of options missing from a state dict saved before they existed: the behaviour of
 #: that version (the current defaults for the others).
-LEGACY = {"jacobi": False, "gap_damping": 0.0, "diagonal_every": None}
+LEGACY = {"jacobi": False, "gap_damping": 0.0, "diagonal_every": None, "accumulate_gop": False}
 
 
 class StateDictMixin:
@@ -217,6 +217,7 @@ class StateDictMixin:
                     dtype = {
                         "exp_avg_sq": torch.float32,
                         "eig_v": transforms.wide_dtype(state_dtype),
+                        "gop_count": torch.float64,
                     }
                     dtype = dtype.get(k, state_dtype)
                     st[k] = src.to(device=v.device, dtype=dtype, copy=True)

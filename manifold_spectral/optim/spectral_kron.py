@@ -65,6 +65,14 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             ``sqrt(lambda)`` or smaller into SGD's.
         gamma: entropy weight: 1 = moving average of the GOP, 0 = AdaGrad-like sum.
         update_every: curvature update period (paper: 2).
+        accumulate_gop: with ``update_every > 1``, the Kronecker curvature step learns from
+            the GOP of every gradient since the previous one (``mean_i vec(G_i) vec(G_i)^T``,
+            ``KroneckerGOPSides``), not from the current gradient alone: the factors do not
+            move between two curvature steps, so the one-sided sums ``W_L``, ``W_R`` of each
+            step's gradient at that point are added up in the state (a x a and b x b per
+            matrix; ``2ab(a + b)`` flops per step, a rotation ``B_L^T G B_R`` more without the
+            eigenvalue correction). ``False``: the paper's scheme, which discards the
+            gradients between two curvature steps.
         diagonal_every: curvature period of the diagonal scheme (default ``1``: every step,
             whatever ``update_every``; ``None``: ``update_every``, the paper's one period). Its
             update is elementwise, as cheap as its step, and updating first bounds the step,
@@ -178,6 +186,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         damping: float = 1e-16,
         gamma: float = 1.0,
         update_every: int = 1,
+        accumulate_gop: bool = True,
         diagonal_every: int | None = 1,
         cayley: str = "neumann",
         exponential: str = checks.DEFAULT_EXPONENTIAL,
@@ -209,6 +218,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             damping=damping,
             gamma=gamma,
             update_every=update_every,
+            accumulate_gop=accumulate_gop,
             diagonal_every=diagonal_every,
             cayley=cayley,
             exponential=exponential,

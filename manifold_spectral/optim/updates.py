@@ -19,6 +19,7 @@ from ..linalg import all_finite, as_dtype
 from ..manifolds.blocks import TruncationError
 from . import checks, transforms
 from .checks import COUNTERS, NonFiniteUpdate
+from .gop_sums import accumulate_gop
 from .pack_cache import PackCache
 from .pending import PendingChecks, check_update, fits_verdict, moment_verdict
 from .preconditioners import kronecker_cost, make_preconditioner
@@ -154,14 +155,19 @@ class UpdateMixin:
             pending.add([V.sum()], moment_verdict(V, params[0].shape, k))
         period = checks.curvature_period(group, pre.kind)
         updated = (step - 1) % period == 0
+        sides = None
+        if group["accumulate_gop"] and period > 1 and pre.kind == "kronecker":
+            sides = accumulate_gop(
+                pre, pc, G, rotated, states, news, updated, pending, packed, params[0].shape
+            )
         if updated:
             pending.flush()  # an earlier failure decides before this update's own
             count = (step - 1) // period + 1
             if k == 1:
-                pc = self._curvature_update(pre, pc, G, count, news[0], states[0], rotated)
+                pc = self._curvature_update(pre, pc, G, count, news[0], states[0], rotated, sides)
             else:
                 try:
-                    pc = pre.update(pc, G, count=count, rotated=rotated)
+                    pc = pre.update(pc, G, count=count, rotated=rotated, sides=sides)
                 except (FloatingPointError, ValueError):
                     # One element failed: update them one by one (each with its fallbacks),
                     # exactly as unbatched.
@@ -258,6 +264,7 @@ class UpdateMixin:
         new: dict,
         state: dict,
         rotated: Tensor | None = None,
+        sides: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """One parameter's curvature step: a truncated map that leaves the positive reals is
         redone with the map continued positively below ``m = -1/2`` (``blocks.eig_retract``:
@@ -269,10 +276,10 @@ class UpdateMixin:
         counts = {key: state.get(key, 0) for key in COUNTERS}
         try:
             try:
-                out = pre.update(pc, g, count=count, rotated=rotated)
+                out = pre.update(pc, g, count=count, rotated=rotated, sides=sides)
             except TruncationError:
                 counts["curvature_fallbacks"] += 1
-                out = pre.update(pc, g, count=count, continued=True, rotated=rotated)
+                out = pre.update(pc, g, count=count, continued=True, rotated=rotated, sides=sides)
         except (FloatingPointError, ValueError) as e:
             raise NonFiniteUpdate(
                 f"the curvature step of a parameter of shape {tuple(g.shape)} overflowed its "

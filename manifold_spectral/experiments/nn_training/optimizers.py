@@ -95,10 +95,12 @@ def _pytorch_optimizer() -> Any:
 #: eigenvalue correction became the default: the preconditioner is the product of the
 #: factors' eigenvalues, bfloat16 state, layer-wise RMS clipping, a slow curvature EMA, and
 #: the heavy-ball momentum of the paper's scheme (Nesterov is the defaults' choice, not the
-#: paper's), with one curvature period for the Kronecker and the diagonal scheme.
+#: paper's), with one curvature period for the Kronecker and the diagonal scheme, whose
+#: curvature step sees the current gradient alone (``accumulate_gop=False``).
 PAPER_SCHEME: dict[str, Any] = dict(
     nesterov=False,
     diagonal_every=None,
+    accumulate_gop=False,
     eigenvalue_correction=False,
     beta2=0.01,
     gap_damping=1e-2,

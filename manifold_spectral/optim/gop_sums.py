@@ -1,0 +1,77 @@
+"""``SpectralKron``'s ``accumulate_gop``: the Kronecker curvature step learns from the GOP of
+every gradient since the previous curvature step, not from the current one alone.
+
+Between two curvature steps the factors do not move, so the one-sided sums that the GOP
+step reads of each gradient (``W_L = Z D_R^-1 Z^T``, ``W_R = Z^T D_L^-1 Z``,
+``KroneckerSpectralSPD.gop_side_sums``) are sums at one point: the state keeps them
+(``gop_W_L`` (a, a), ``gop_W_R`` (b, b), ``gop_count``), and the curvature step takes their
+means (``KroneckerGOPSides``), the GOP ``mean_i vec(G_i) vec(G_i)^T`` of the period's
+gradients. With ``update_every = 1`` nothing is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .pack_cache import PackCache
+from .pending import PendingChecks, moment_verdict
+
+__all__ = ["accumulate_gop"]
+
+
+def accumulate_gop(
+    pre: Any,
+    pc: dict[str, Tensor],
+    G: Tensor,
+    rotated: Tensor | None,
+    states: list[dict[str, Any]],
+    news: list[dict[str, Any]],
+    updated: bool,
+    pending: PendingChecks,
+    packed: PackCache,
+    shape: torch.Size,
+) -> tuple[Tensor, Tensor] | None:
+    """One step of a Kronecker bucket's sums (module docstring): ``pre``'s one-sided sums
+    of the (packed) gradient ``G`` at the point ``pc`` (``rotated``: ``B_L^T G B_R`` when
+    the caller has it) added to those its members' ``states`` keep, written into ``news``
+    (their pending state; ``packed``: the bucket's ``PackCache``). ``updated``: a curvature
+    step follows, which gets the means ``(W_L / n, W_R / n)`` of the ``n`` gradients (the
+    sums then start afresh at zero), or ``None`` where nothing was kept (the first step, or
+    the option turned on mid-run): it then takes this gradient's GOP alone. The sums'
+    finiteness is checked through ``pending`` (``shape``: the parameter's, for the
+    message)."""
+    kept = "gop_W_L" in states[0]
+    keys = ("W_L", "W_R")
+    if updated and not kept:
+        sums = None
+    else:
+        sums = pre.side_sums(pc, G, rotated)
+        if kept:  # a bucket's members share their history (``_buckets``)
+            old = [[st["gop_" + key] for st in states] for key in keys]
+            if len(news) > 1:
+                old = [packed("gop_" + key, o, key) for key, o in zip(keys, old, strict=True)]
+            else:
+                old = [o[0] for o in old]
+            sums = tuple(W + o for W, o in zip(sums, old, strict=True))
+        # A 0-d float64 count (as the step's): no host synchronisation, exact integers.
+        n = states[0]["gop_count"] + 1 if kept else torch.ones((), dtype=torch.float64)
+        for W in sums:  # squares of a finite gradient may overflow the state dtype
+            pending.add([W.sum()], moment_verdict(W, shape, len(news), "GOP sums"))
+    if updated:  # the curvature step below takes them in; the sums start afresh
+        Bs = (pc["B_L"], pc["B_R"])
+        kept_sums, count = [B.new_zeros(B.shape) for B in Bs], torch.zeros((), dtype=torch.float64)
+    else:
+        kept_sums, count = sums, n
+    for key, W in zip(keys, kept_sums, strict=True):
+        parts = [W] if len(news) == 1 else pre.unpack(W, key)
+        for new, w in zip(news, parts, strict=True):
+            new["gop_" + key] = w
+        packed.record("gop_" + key, W, parts)
+    for new in news:  # one count tensor for the bucket: entries are replaced, never written
+        new["gop_count"] = count
+    if updated and sums is not None:
+        return sums[0] / n, sums[1] / n
+    return None
