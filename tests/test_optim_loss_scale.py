@@ -54,7 +54,9 @@ def test_loss_scale_moves_the_trajectory_about_as_little_as_adamw(scale):
     ``1e15`` their squares fit float32 while the warm start's intermediate ``c^2`` did not
     (it fell back to the identity). The change must stay within twice AdamW's (and 2 %), for
     the Kronecker matrix and the embedding."""
-    sk = relative_change(lambda net: SpectralKron(SpectralKron.param_groups(net), lr=3e-3), scale)
+    # lr 4.5e-3 at the default momentum 0.85: the step size of lr 3e-3 at 0.9, for which the
+    # bound was set (``lr / (1 - momentum)``)
+    sk = relative_change(lambda net: SpectralKron(SpectralKron.param_groups(net), lr=4.5e-3), scale)
     adamw = relative_change(lambda net: torch.optim.AdamW(net.parameters(), lr=3e-3), scale)
     for name, change in sk.items():
         assert change <= max(2 * adamw[name], 0.02), (name, change, adamw[name])

@@ -94,10 +94,11 @@ def _pytorch_optimizer() -> Any:
 #: The paper's scheme (Sec. 3.4, Fig. 6 right) as docs/optim.md recommended it before the
 #: eigenvalue correction became the default: the preconditioner is the product of the
 #: factors' eigenvalues, bfloat16 state, layer-wise RMS clipping, a slow curvature EMA, and
-#: the heavy-ball momentum of the paper's scheme (Nesterov is the defaults' choice, not the
-#: paper's), with one curvature period for the Kronecker and the diagonal scheme, whose
-#: curvature step sees the current gradient alone (``accumulate_gop=False``).
+#: the heavy-ball momentum 0.9 of the paper's scheme (Nesterov and 0.85 are the defaults'
+#: choice, not the paper's), with one curvature period for the Kronecker and the diagonal
+#: scheme, whose curvature step sees the current gradient alone (``accumulate_gop=False``).
 PAPER_SCHEME: dict[str, Any] = dict(
+    momentum=0.9,
     nesterov=False,
     diagonal_every=None,
     accumulate_gop=False,
@@ -135,7 +136,8 @@ class OptimizerSpec:
 _LR = (1e-4, 3e-2)
 #: The paper's scheme tunes its damping too. The defaults tune only the learning rate, over
 #: as many decades as the others' range but three times lower: SpectralKron's momentum buffer
-#: sums gradients (SGD's convention), so its steps are about ``1 / (1 - 0.9)`` times those
+#: sums gradients (SGD's convention), so its steps are about ``1 / (1 - momentum)`` (7 for
+#: the defaults' 0.85, 10 for the paper scheme's 0.9) times those
 #: of an averaged momentum at the same ``lr``, while on some tasks its scaling in the learned
 #: eigenbasis takes larger steps than AdamW's; the range covers both (bench_nn_real.py reports
 #: the tuned ``lr`` per task).
