@@ -113,9 +113,11 @@ def operand(value: float | Tensor, like: Tensor) -> Tensor | float:
     a small tensor costs about as much again as the op; the kernel of a 32- or 64-bit op
     reads the number rounded to that dtype, which is the cached tensor's value, so the
     result has the same bits. A 16-bit op computes with the number in float32 (its opmath
-    type), which a 16-bit 0-d tensor would round again: the number is passed."""
+    type), which a 16-bit 0-d tensor would round again: the number is passed. So are zeros
+    and NaN, which a cache keyed by value cannot tell apart (``-0.0 == 0.0``: the sign of a
+    zero sum depends on it; ``nan != nan``: never found)."""
     dtype = like.dtype
-    if isinstance(value, Tensor) or dtype not in _OPERAND_DTYPES:
+    if isinstance(value, Tensor) or dtype not in _OPERAND_DTYPES or not value or value != value:
         return value
     return _operand(float(value), dtype)
 

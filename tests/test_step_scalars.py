@@ -47,6 +47,14 @@ def test_operand_passes_16_bit_numbers(dtype):
     assert torch.equal(x.clone().mul_(c), x * 0.1)
 
 
+def test_operand_keeps_the_sign_of_zero():
+    """``-0.0 == 0.0``: a cache keyed by value would hand one zero for both, and the sign of
+    ``-0.0 + z`` is that of ``z``."""
+    x = torch.tensor([-0.0, -0.0])
+    for z in (0.0, -0.0, 0.0):
+        assert torch.equal(torch.signbit(x + operand(z, x)), torch.signbit(x + z))
+
+
 def test_operand_is_cached_per_value_and_dtype():
     x32, x64 = torch.ones(2), torch.ones(2, dtype=torch.float64)
     assert operand(0.5, x32) is operand(0.5, x32)
