@@ -104,6 +104,35 @@ def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
 
+def operand(value: float | Tensor, like: Tensor) -> Tensor | float:
+    """``value`` as the scalar operand of an elementwise op on ``like``: a cached 0-d CPU
+    tensor of ``like``'s dtype for a 32- or 64-bit ``like``, else the number itself (a
+    tensor ``value`` is returned as it is).
+
+    A Python number is wrapped into a fresh 0-d tensor and converted on every call, which on
+    a small tensor costs about as much again as the op; the kernel of a 32- or 64-bit op
+    reads the number rounded to that dtype, which is the cached tensor's value, so the
+    result has the same bits. A 16-bit op computes with the number in float32 (its opmath
+    type), which a 16-bit 0-d tensor would round again: the number is passed. So are zeros
+    and NaN, which a cache keyed by value cannot tell apart (``-0.0 == 0.0``: the sign of a
+    zero sum depends on it; ``nan != nan``: never found)."""
+    dtype = like.dtype
+    if isinstance(value, Tensor) or dtype not in _OPERAND_DTYPES or not value or value != value:
+        return value
+    return _operand(float(value), dtype)
+
+
+_OPERAND_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=512)
+def _operand(value: float, dtype: torch.dtype) -> Tensor:
+    # Made outside any inference_mode a caller may be in: an inference tensor cannot be an
+    # operand of an op whose result autograd or a version counter tracks.
+    with torch.inference_mode(False):
+        return torch.tensor(value, dtype=dtype)
+
+
 def all_true(ok: Tensor) -> Tensor:
     """``ok.all()``, or the 0-d boolean ``ok`` itself (which ``all`` would copy): the point
     checks of an unbatched manifold combine 0-d verdicts, one dispatch fewer each."""
@@ -278,8 +307,9 @@ def cayley_neumann(N: Tensor, max_norm: float | None = None) -> Tensor:
         s2 = s * s
         Q = (torch.mul(N4, s2 * s2) if graph else N4.mul_(s2 * s2)).addcmul_(N2, s2)
         P = (torch.mul(N2, s2) if graph else N2.mul_(s2)).addcmul_(N, s, value=2.0)
-    P.diagonal(dim1=-2, dim2=-1).add_(1.0)
-    Q.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    one = operand(1.0, P)  # a cached 0-d tensor: the same bits
+    P.diagonal(dim1=-2, dim2=-1).add_(one)
+    Q.diagonal(dim1=-2, dim2=-1).add_(one)
     return matmul(P, Q)
 
 
@@ -314,7 +344,7 @@ def clip_norm(X: Tensor, max_norm: float, *, inplace: bool = False) -> Tensor:
 def _over(c: float, norm: Tensor) -> Tensor:
     """``c / max(norm, 1e-30)`` as ``c / t`` computes it (the reciprocal, then the product),
     without the Python wrapper of ``Tensor.__rdiv__``."""
-    return torch.clamp(norm, min=1e-30).reciprocal() * c
+    return torch.mul(torch.clamp(norm, min=1e-30).reciprocal(), operand(c, norm))
 
 
 def orthogonality_error(B: Tensor) -> Tensor:

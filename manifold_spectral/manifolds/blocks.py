@@ -32,6 +32,7 @@ from ..linalg import (
     clip_norm,
     default_eig_tol,
     matmul,
+    operand,
     records_grad,
     skew,
     tril,
@@ -168,7 +169,7 @@ def gop_eig_step(
     continued map takes this value where ``m >= -1/2`` (an overflowed ``m`` is ``+inf``
     there), the exact one needs ``m``. A NaN is left to the caller's point check."""
     if exponential == "truncated":
-        out = torch.add(d * (1.0 - gamma * beta2), h, alpha=beta2)
+        out = torch.add(torch.mul(d, operand(1.0 - gamma * beta2, d)), h, alpha=beta2)
         if (not nonnegative or gamma * beta2 >= 1.0) and not bool((out > 0).all()):
             raise TruncationError(_TRUNCATION_MESSAGE)
         return out
@@ -208,7 +209,7 @@ def inverse_gaps(d: Tensor, tol: float, damping: float = 0.0) -> Tensor:
     diff = di - dj
     # In place on two n x n buffers: the out-of-place form makes a dozen n x n temporaries.
     if damping > 0.0:
-        floor = torch.maximum(di, dj).mul_(damping)
+        floor = torch.maximum(di, dj).mul_(operand(damping, d))
         return diff.div_(floor.mul_(floor).addcmul_(diff, diff))
     equal = torch.maximum(di, dj).mul_(tol).ge_(diff.abs())
     return diff.reciprocal_().masked_fill_(equal.bool(), 0.0)
@@ -246,14 +247,17 @@ def jacobi_angles(M: Tensor) -> Tensor:
     # clamped where J equals tan(pi/8) to the last bit, so that (4 M)^2 cannot overflow even
     # in float32. In place on two buffers (half the time of the out-of-place form on a large
     # factor, the same bits); out of place where autograd records the graph.
-    u = Mf.clamp(-1e18, 1e18).mul_(4.0)
+    u = Mf.clamp(-1e18, 1e18)
     if records_grad(u):
+        u = u * 4.0
         for _ in range(2):
             u = u / (1.0 + torch.sqrt(u * u + 1.0))
         return u.to(M.dtype)
+    one = operand(1.0, u)  # cached 0-d tensors: the same bits (linalg.operand)
+    u.mul_(operand(4.0, u))
     w = u * u  # the second pass reuses this buffer
-    u.div_(w.add_(1.0).sqrt_().add_(1.0))
-    u.div_(torch.mul(u, u, out=w).add_(1.0).sqrt_().add_(1.0))
+    u.div_(w.add_(one).sqrt_().add_(one))
+    u.div_(torch.mul(u, u, out=w).add_(one).sqrt_().add_(one))
     return as_dtype(u, M.dtype)
 
 

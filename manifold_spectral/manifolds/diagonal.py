@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..linalg import operand
 from ..validation import check_exponential, check_flag, resolve_device
 from . import blocks
 from .base import (
@@ -105,7 +106,8 @@ class DiagonalSPD(SpectralManifold):
 
     def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
         """``(ok, reason)``: shape, dtype, device, finiteness and ``d > 0`` (all O(n))."""
-        if self._layout_ok(x) and bool(torch.isfinite(x.d.sum()) & (x.d > 0).all()):
+        d = getattr(x, "d", None)
+        if self._layout_ok(x) and bool(torch.isfinite(d.sum()) & (d > operand(0.0, d)).all()):
             return True, None  # one host synchronisation for a valid point
         fields = self._point_fields(x)
         if fields is None:
@@ -145,7 +147,9 @@ class DiagonalSPD(SpectralManifold):
         """``diag(V V^T) / k + damping``: only the diagonal of the GOP is needed (O(n k))."""
         self.validate_layout(x)
         check_gop_columns(V, (self.n,), self.dtype, self.device)
-        return (V * V).sum(dim=1) / V.shape[1] + damping
+        # the numbers as cached 0-d tensors (the same bits: linalg.operand)
+        h = (V * V).sum(dim=1)
+        return h.div_(operand(float(V.shape[1]), h)).add_(operand(damping, h))
 
     def precision_egrad_eigenbasis(self, x: DiagonalPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``diag(dL/dS) = -1/2 (Ht - gamma d) / d^2`` with ``Ht = diag(H)``."""

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import NEUMANN_MAX_NORM, all_true, as_dtype, matmul
+from ..linalg import NEUMANN_MAX_NORM, all_true, as_dtype, matmul, operand
 from ..validation import resolve_device
 from .base import (
     SpectralManifold,
@@ -217,7 +217,7 @@ class KroneckerSpectralSPD(
             cL, cR = torch.log(dL).mean(-1), torch.log(dR).mean(-1)
         else:
             cL, cR = padding.mean_log(dL, "L"), padding.mean_log(dR, "R")
-        c = (cL + cR) * 0.5 if shared else cL + cR
+        c = (cL + cR).mul_(operand(0.5, cL)) if shared else cL + cR
         dL, dR = dL * torch.exp(-cL)[..., None], dR * torch.exp(-cR)[..., None]
         if padding is not None:
             dL, dR = padding.reset(dL, "L"), padding.reset(dR, "R")
@@ -326,12 +326,15 @@ class KroneckerSpectralSPD(
             # |log det| <= tol also proves every d_l positive and finite (a log of 0, a
             # negative, Inf or NaN makes the sum infinite or NaN), and the orthogonality
             # probe proves B_l finite: no separate finiteness reductions.
-            ok = all_true(x.alpha > 0) & all_true(x.alpha <= torch.finfo(self.dtype).max)
+            # the numbers as cached 0-d tensors of the compared dtype (the same verdicts)
+            alpha = x.alpha
+            ok = all_true(alpha > operand(0.0, alpha))
+            ok = ok & all_true(alpha <= operand(torch.finfo(self.dtype).max, alpha))
             wide = torch.float64 if self.dtype == torch.float64 else torch.float32
             for man, p in ((self.left, x.left), (self.right, x.right)):
                 logdet = torch.log(as_dtype(p.d, wide)).sum(-1)
                 tol = det_tol(self.dtype, man.n)
-                ok = ok & man._basis_ok(p.B, fast) & all_true(logdet.abs() <= tol)
+                ok = ok & man._basis_ok(p.B, fast) & all_true(logdet.abs() <= operand(tol, logdet))
             if bool(ok):
                 return True, None
         if not isinstance(x, KroneckerSpectralPoint):

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import matmul
+from ..linalg import matmul, operand
 from ..validation import check_exponential, check_flag
 from . import blocks
 from .base import check_cayley, check_positive
@@ -122,11 +122,12 @@ class KroneckerGOPStepMixin:
             stacked on a leading axis: every operation acts per entry or per matrix."""
             # lambda tr(S_other^-1) I only reaches the diagonal: the rotation uses i > j.
             w = W.diagonal(dim1=-2, dim2=-1) + (lam * tr)[..., None]
-            ak = (x.alpha * kappa)[..., None]
+            ak = torch.mul(x.alpha, operand(kappa, x.alpha))[..., None]
             # diag(W_l) >= 0 (squares and a non-negative damping): m_l >= -gamma beta2.
             h = w.div_(ak)
             d_new = blocks.gop_eig_step(d, h, beta2, gamma, exponential, nonnegative=True)
-            scale = ak[..., None].reciprocal() * (-0.5 * beta2)  # Tensor.__rdiv__'s operations
+            # Tensor.__rdiv__'s operations, the number a cached 0-d tensor (the same bits)
+            scale = torch.mul(ak[..., None].reciprocal(), operand(-0.5 * beta2, ak))
             M = blocks.inverse_gaps(d, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
             B = blocks.rotation_retract(B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
             return B, d_new

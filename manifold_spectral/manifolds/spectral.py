@@ -21,6 +21,7 @@ from ..linalg import (
     eigh_canonical,
     haar_orthogonal,
     newton_schulz_orthogonalize,
+    operand,
     orthogonality_error,
     sym,
     tie_runs,
@@ -290,7 +291,7 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
             v = self._probe_vector()
             r = as_dtype(B.mT @ (B @ v) - v, torch.float32)
             err = torch.linalg.vector_norm(r, dim=(-2, -1))
-            return all_true(err <= probe_tol(self.dtype))
+            return all_true(err <= operand(probe_tol(self.dtype), err))
         return all_true(orthogonality_error(B) <= orthogonality_tol(self.dtype, self.n))
 
     def _probe_vector(self) -> Tensor:

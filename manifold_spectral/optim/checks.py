@@ -88,7 +88,11 @@ def curvature_period(group: dict[str, Any], kind: str) -> int:
 def option_signature(group: dict[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
     """The group's options ``keys`` as a comparable tuple (a tensor option by identity: its
     value is read by the step itself), to see which changed between steps."""
-    return tuple(("tensor", id(v)) if isinstance(v, Tensor) else v for v in map(group.get, keys))
+    values = tuple(map(group.get, keys))
+    # the usual case, no tensor option, tested over the few distinct types (read every step)
+    if not any(issubclass(t, Tensor) for t in set(map(type, values))):
+        return values
+    return tuple(("tensor", id(v)) if isinstance(v, Tensor) else v for v in values)
 
 
 class NonFiniteUpdate(FloatingPointError):

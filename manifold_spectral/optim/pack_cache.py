@@ -45,12 +45,15 @@ class PackCache:
     nothing is cached (there is nothing to pack)."""
 
     def __init__(self, store: dict[Any, Any], params: Sequence[Tensor], pre: Any) -> None:
-        self._store = store
-        self._key = tuple(id(p) for p in params)
         self._pre = pre
         self._on = len(params) > 1
-        self._refills = self._on and getattr(pre, "padding", None) is not None
-        self._old: dict[str, Any] = store.get(self._key, {}) if self._on else {}
+        self._old: dict[str, Any] = {}
+        if not self._on:  # a step of every single-parameter bucket: nothing more to set
+            return
+        self._store = store
+        self._key = tuple(map(id, params))
+        self._refills = getattr(pre, "padding", None) is not None
+        self._old = store.get(self._key, {})
         self._new: dict[str, Any] = {}
 
     def __call__(self, name: str, tensors: Sequence[Tensor], key: str | None = None) -> Tensor:

@@ -175,7 +175,7 @@ class KroneckerPreconditioner:
         if sides is not None:
             Ht = self.manifold.gop_sides(*sides, self.damping)
         elif rotated is None:  # one gradient column per element; the optimizer checked it
-            V = grad.reshape(*self.batch_shape, -1, 1).to(self.manifold.dtype)
+            V = as_dtype(grad.reshape(*self.batch_shape, -1, 1), self.manifold.dtype)
             Ht = self.manifold.gop_eigenbasis(x, V, self.damping)
         else:  # one gradient per element: the GOP's m axis is 1
             Ht = self.manifold.gop_from_rotated(rotated, self.damping)
@@ -200,7 +200,7 @@ class KroneckerPreconditioner:
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
         """``alpha^(-1/p) S_L^(-1/p) G S_R^(-1/p)`` in the state dtype."""
-        G = grad.reshape(*self.batch_shape, *self.shape).to(self.manifold.dtype)
+        G = as_dtype(grad.reshape(*self.batch_shape, *self.shape), self.manifold.dtype)
         return self.manifold.apply_power_matrix(self.point(state), G, -1.0 / self.root)
 
     def precondition_corrected(
@@ -274,7 +274,7 @@ class DiagonalPreconditioner:
 
     def unpack(self, t: Tensor, key: str | None = None) -> tuple[Tensor, ...]:
         """The inverse of ``pack``: one flat view per parameter."""
-        return t.split(self.sizes)
+        return t.split_with_sizes(self.sizes)  # Tensor.split's Python wrapper, skipped
 
     @staticmethod
     def point(state: dict[str, Tensor]) -> DiagonalPoint:
@@ -299,7 +299,7 @@ class DiagonalPreconditioner:
         sides: None = None,
     ) -> dict[str, Tensor]:
         x = DiagonalPoint(state["d"])
-        V = grad.reshape(-1, 1).to(self.manifold.dtype)  # the optimizer checked it
+        V = as_dtype(grad.reshape(-1, 1), self.manifold.dtype)  # the optimizer checked it
         Ht = self.manifold.gop_eigenbasis(x, V, self.damping)
         gauss = self.gauss_continued if continued else self.gauss
         # The state is the checked result of the previous update (or of init_state).
@@ -307,7 +307,7 @@ class DiagonalPreconditioner:
         return {"d": x.d}
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
-        g = grad.reshape(-1).to(self.manifold.dtype)
+        g = as_dtype(grad.reshape(-1), self.manifold.dtype)
         return self.manifold.apply_power(DiagonalPoint(state["d"]), g, -1.0 / self.root)
 
 

@@ -259,6 +259,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         self._batched: dict[Any, Any] = {}
         self._packed: dict[Any, Any] = {}  # pack_cache.PackCache
         self._signatures: dict[int, tuple[Any, ...]] = {}  # id(group) -> its options
+        self._new_step_tensors()
         if shard:
             self._sharding = distributed.Sharding(process_group)
             self._sharding.assign(self.param_groups, self._owner_units)
@@ -311,6 +312,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._new_step_tensors()
         # Subnormal entries (gradients of tokens the data never contains, decaying momenta,
         # the Neumann series' powers of small angles) would take the CPU's slow path in every
         # product; flushed to zero they change no rounded result (_denormals). A step called

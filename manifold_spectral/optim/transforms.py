@@ -10,7 +10,7 @@ import functools
 import torch
 from torch import Tensor
 
-from ..linalg import as_dtype
+from ..linalg import as_dtype, operand
 
 __all__ = [
     "heavy_ball",
@@ -31,8 +31,10 @@ def heavy_ball(
 ) -> tuple[Tensor, Tensor]:
     """``buf' = momentum buf + grad``; returns ``(buf', direction)`` with direction ``buf'``
     (Nesterov: ``grad + momentum buf'``). Nothing is modified in place."""
-    new = buf * momentum + grad
-    return new, (grad + momentum * new if nesterov else new)
+    m = operand(momentum, buf)  # a cached 0-d tensor: the same bits, no wrapped number
+    # in place on the fresh products: the same sums (addition commutes exactly)
+    new = torch.mul(buf, m).add_(grad)
+    return new, (torch.mul(new, m).add_(grad) if nesterov else new)
 
 
 def rms(u: Tensor) -> Tensor:
@@ -73,9 +75,10 @@ def second_moment(v: Tensor, z: Tensor, beta: float) -> Tensor:
     """Exponential moving average of squares, ``v' = beta v + (1 - beta) z^2``, in at least
     float32 (16-bit squares would lose the ``(1 - beta)`` increments). Not in place."""
     zf = as_dtype(z, wide_dtype(z.dtype))
-    # beta v + ((1 - beta) z) z, the last two steps in place on the fresh products
-    square = torch.mul(zf, 1.0 - beta).mul_(zf)
-    return torch.mul(as_dtype(v, zf.dtype), beta).add_(square)
+    # beta v + ((1 - beta) z) z, the last two steps in place on the fresh products (not one
+    # addcmul: its result differs in the last bit from these separate roundings)
+    square = torch.mul(zf, operand(1.0 - beta, zf)).mul_(zf)
+    return torch.mul(as_dtype(v, zf.dtype), operand(beta, zf)).add_(square)
 
 
 #: Relative floor of ``scale_by_second_moment``: ``v_hat`` is raised by this fraction of its
@@ -103,13 +106,15 @@ def scale_by_second_moment(
     scaling for ``p = 2`` (``damping`` is the ``lambda`` of ``H + lambda I``), computed in at
     least float32 and returned in ``z``'s dtype. ``numel`` (*batch, 1, 1): the number of true
     entries of each matrix of a zero-padded batch, the mean's denominator."""
-    vhat = v / (1.0 - beta**step)
+    vhat = v / (1.0 - beta**step)  # a number that changes every step: not cached
     if numel is None:
         mean = vhat.mean(dim=(-2, -1), keepdim=True)
     else:
         mean = vhat.sum(dim=(-2, -1), keepdim=True) / numel
-    # in place on the fresh v_hat: the same operations, fewer temporaries
-    denominator = vhat.add_(damping + RELATIVE_FLOOR * mean).pow_(1.0 / root).add_(eps)
+    # in place on the fresh v_hat and mean: the same operations, fewer temporaries (and the
+    # scalars as cached 0-d tensors: linalg.operand)
+    floor = mean.mul_(operand(RELATIVE_FLOOR, mean)).add_(operand(damping, mean))
+    denominator = vhat.add_(floor).pow_(1.0 / root).add_(operand(eps, vhat))
     zf = as_dtype(z, wide_dtype(z.dtype))
     return as_dtype(torch.div(zf, denominator, out=denominator), z.dtype)
 

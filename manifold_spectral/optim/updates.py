@@ -63,6 +63,34 @@ class UpdateMixin:
             self._preconditioners[p] = hit
         return hit[1]
 
+    def _step_count(self, t: Tensor) -> int:
+        """``int(t)`` of a state's ``step`` tensor, read once per optimizer step (a host
+        synchronisation each): the bucketing and the updates of a step read every step tensor
+        they share once. A read is reused only for the very tensor at the same version (the
+        reads are dropped when a step starts: ``_new_step_tensors``)."""
+        reads = self._step_reads
+        hit = reads.get(id(t))
+        if hit is not None and hit[0] is t and hit[1] == t._version:
+            return hit[2]
+        value = int(t)
+        reads[id(t)] = (t, t._version, value)
+        return value
+
+    def _step_tensor(self, step: int) -> Tensor:
+        """The ``step`` state entry of value ``step``, one tensor for every parameter that
+        reaches it in this optimizer step (a state entry is replaced, never written in place,
+        so sharing it is safe): one tensor to make, and the next step reads it once.
+        float64: a float32 count stops at 2^24 steps, and the update schedule reads it."""
+        t = self._step_made.get(step)
+        if t is None:
+            t = self._step_made[step] = torch.scalar_tensor(step, dtype=torch.float64)
+        return t
+
+    def _new_step_tensors(self) -> None:
+        """Forget the step counts read and the step tensors made (at the start of a step)."""
+        self._step_reads: dict[int, tuple[Tensor, int, int]] = {}
+        self._step_made: dict[int, Tensor] = {}
+
     @staticmethod
     def _precond_state(state: dict[str, Any]) -> dict[str, Tensor]:
         n = len(PRECOND_PREFIX)
@@ -104,7 +132,7 @@ class UpdateMixin:
             if not pcs:
                 # A bucket's members share their step count (``_buckets``): one read (a
                 # host synchronisation) for the bucket.
-                step = int(state["step"]) + 1
+                step = self._step_count(state["step"]) + 1
                 pcs.append(self._precond_state(state))
             else:
                 # the members' entries under the first one's keys (a KeyError if one lacks it)
@@ -200,10 +228,7 @@ class UpdateMixin:
         if not per_param:  # one reduction: the bucket
             pending.add(list(torch.aminmax(U)), fits_verdict(Us, params, lr, wd))
         out = []
-        # One step tensor for the bucket's members (a state entry is replaced, never written
-        # in place, so sharing it is safe): ``_buckets`` then reads it once per bucket.
-        # float64: a float32 count stops at 2^24 steps, and the update schedule reads it.
-        step_t = torch.scalar_tensor(step, dtype=torch.float64)
+        step_t = self._step_tensor(step)
         for p, grad, state, new, pci, Vi, u in zip(
             params, grads, states, news, pcs, Vs, Us, strict=True
         ):
@@ -313,7 +338,6 @@ class UpdateMixin:
         if params is None:
             # an empty parameter has nothing to update (and no Kronecker factors)
             params = [p for p in group["params"] if p.grad is not None and p.numel()]
-        read: dict[int, int] = {}  # id of a step tensor -> its value (one host sync each)
         for p in params:
             pre = self._preconditioner(group, p)
             key: Any = id(p)
@@ -321,8 +345,7 @@ class UpdateMixin:
                 state = self.state.get(p)  # not self.state[p]: that would add an entry
                 step = 0
                 if state:
-                    t = state["step"]
-                    step = read[id(t)] if id(t) in read else read.setdefault(id(t), int(t))
+                    step = self._step_count(state["step"])  # one host sync per tensor
                 key = ("diagonal", self._state_dtype(group, p), p.device, step)
                 if pre.kind == "kronecker":
                     if kronecker_cost(*pre.shape) <= BATCH_MAX_COST:  # param_cost(p.shape)
