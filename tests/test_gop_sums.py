@@ -215,3 +215,73 @@ def test_kept_sums_are_embedded_with_zero_padding():
     assert float(u[1].sum()) == 3.0 and float(u[1, 0, 0]) == 3.0
     for got, w in zip(pad.extract(t, "W_L"), W, strict=True):
         assert torch.equal(got, w)
+
+
+def _toggled(schedule, drop_at=None, n=8):
+    """``_run``'s parameter, with ``schedule`` {step index: group options} applied before
+    those steps; ``drop_at``: the step index before which the kept sums are removed by
+    hand (what a state that never kept them looks like)."""
+    p = nn.Parameter(torch.zeros(5, 3, dtype=DT))
+    opt = SpectralKron([p], lr=1e-2, update_every=2)
+    for t in range(n):
+        opt.param_groups[0].update(schedule.get(t, {}))
+        if t == drop_at:
+            for key in ("gop_W_L", "gop_W_R", "gop_count"):
+                opt.state[p].pop(key)
+        p.grad = torch.randn(5, 3, generator=gen(40 + t), dtype=DT)
+        opt.step()
+    return opt, p
+
+
+@pytest.mark.parametrize(
+    "off, on",
+    [
+        ({"accumulate_gop": False}, {"accumulate_gop": True}),
+        ({"update_every": 1}, {"update_every": 2}),
+    ],
+)
+def test_sums_of_an_earlier_point_are_not_taken_after_a_toggle(off, on):
+    """Sums kept mid-period (step 2, at the point of step 1), then accumulation off across
+    curvature steps (3 and 5 move the point), then on again at step 6: the curvature step of
+    step 7 must read the gradients of steps 6 and 7 at the point of step 5 only, as from a
+    state that had no sums when the option came back on."""
+    opt, p = _toggled({2: off, 5: on})
+    ref, q = _toggled({2: off, 5: on}, drop_at=5)
+    assert opt.state[p]["gop_count"] == ref.state[q]["gop_count"] == 1  # step 8 kept
+    for key in ("pc_B_L", "pc_d_L", "pc_alpha", "gop_W_L", "gop_W_R"):
+        assert torch.equal(opt.state[p][key], ref.state[q][key]), key
+    assert torch.equal(p, q)
+
+
+def test_a_bucket_whose_members_kept_sums_differently_takes_none():
+    """Two same-shaped parameters with equal step counts in one bucket, one with kept sums
+    and one without (it started while the option was off): no KeyError, and no member
+    reads the other's history; the bucket starts its sums afresh, as each one alone does
+    after sums of its own were dropped."""
+    a, b = (nn.Parameter(torch.zeros(5, 3, dtype=DT)) for _ in range(2))
+    opt = SpectralKron([a, b], lr=1e-2, update_every=3)
+
+    def grads(t, which):
+        for i, p in enumerate((a, b)):
+            on = any(p is q for q in which)
+            p.grad = torch.randn(5, 3, generator=gen(60 + 2 * t + i), dtype=DT) if on else None
+
+    grads(0, [a])  # a: step 1
+    opt.step()
+    grads(1, [a])  # a: step 2, sums of one gradient
+    opt.step()
+    opt.param_groups[0]["accumulate_gop"] = False
+    grads(2, [b])  # b: step 1, no sums
+    opt.step()
+    grads(3, [b])  # b: step 2
+    opt.step()
+    opt.param_groups[0]["accumulate_gop"] = True
+    grads(4, [a, b])  # both: step 3, one bucket; a keeps sums, b has none
+    opt.step()
+    for p in (a, b):
+        assert opt.state[p]["gop_count"] == 1
+        pre = opt._preconditioner(opt.param_groups[0], p)
+        pc = {k[3:]: v for k, v in opt.state[p].items() if k.startswith("pc_")}
+        want = pre.side_sums(pc, p.grad)  # this step's gradient alone, at the unchanged point
+        for got, w in zip((opt.state[p]["gop_W_L"], opt.state[p]["gop_W_R"]), want, strict=True):
+            assert rel(got, w) < 1e-12

@@ -7,6 +7,11 @@ step reads of each gradient (``W_L = Z D_R^-1 Z^T``, ``W_R = Z^T D_L^-1 Z``,
 (``gop_W_L`` (a, a), ``gop_W_R`` (b, b), ``gop_count``), and the curvature step takes their
 means (``KroneckerGOPSides``), the GOP ``mean_i vec(G_i) vec(G_i)^T`` of the period's
 gradients. With ``update_every = 1`` nothing is kept.
+
+Kept sums are always sums at the current point: a curvature step moves the point, so one
+taken without accumulating (``accumulate_gop`` or ``update_every`` changed mid-run) resets
+sums kept earlier, which the option turned on again would otherwise add to gradients taken
+at another point.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ def accumulate_gop(
     states: list[dict[str, Any]],
     news: list[dict[str, Any]],
     updated: bool,
+    accumulate: bool,
     pending: PendingChecks,
     packed: PackCache,
     shape: torch.Size,
@@ -42,10 +48,15 @@ def accumulate_gop(
     sums then start afresh at zero), or ``None`` where nothing was kept (the first step, or
     the option turned on mid-run): it then takes this gradient's GOP alone. The sums'
     finiteness is checked through ``pending`` (``shape``: the parameter's, for the
-    message)."""
-    kept = "gop_W_L" in states[0]
+    message). ``accumulate`` false (the option off, or a period of 1): only the reset of a
+    curvature step, of sums kept earlier (module docstring); this gradient is not added."""
+    if not (accumulate or updated):
+        return None  # the point does not move: sums kept earlier stay sums at it
+    # Members that kept sums and members that did not (the option toggled while some took
+    # no step) share no history: the bucket starts afresh, as from a state without sums.
+    kept = all("gop_W_L" in st for st in states)
     keys = ("W_L", "W_R")
-    if updated and not kept:
+    if (updated and not kept) or not accumulate:
         sums = None
     else:
         sums = pre.side_sums(pc, G, rotated)
