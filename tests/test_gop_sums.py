@@ -242,11 +242,12 @@ def _toggled(schedule, drop_at=None, n=8):
 )
 def test_sums_of_an_earlier_point_are_not_taken_after_a_toggle(off, on):
     """Sums kept mid-period (step 2, at the point of step 1), then accumulation off across
-    curvature steps (3 and 5 move the point), then on again at step 6: the curvature step of
-    step 7 must read the gradients of steps 6 and 7 at the point of step 5 only, as from a
-    state that had no sums when the option came back on."""
+    curvature steps (3 and 5 move the point), on again at step 6: every curvature step
+    equals that of a state whose sums were dropped when the option went off, so the steps
+    taken while off read their own gradient alone, and the step of step 7 the gradients of
+    steps 6 and 7 at the point of step 5 only."""
     opt, p = _toggled({2: off, 5: on})
-    ref, q = _toggled({2: off, 5: on}, drop_at=5)
+    ref, q = _toggled({2: off, 5: on}, drop_at=2)
     assert opt.state[p]["gop_count"] == ref.state[q]["gop_count"] == 1  # step 8 kept
     for key in ("pc_B_L", "pc_d_L", "pc_alpha", "gop_W_L", "gop_W_R"):
         assert torch.equal(opt.state[p][key], ref.state[q][key]), key

@@ -157,10 +157,8 @@ class UpdateMixin:
         updated = (step - 1) % period == 0
         sides = None
         accumulate = group["accumulate_gop"] and period > 1
-        # A curvature step without accumulation still resets sums kept earlier (gop_sums).
-        if pre.kind == "kronecker" and (
-            accumulate or (updated and any("gop_W_L" in st for st in states))
-        ):
+        # Sums kept earlier are reset by a curvature step even without accumulation (gop_sums).
+        if pre.kind == "kronecker" and (accumulate or any("gop_W_L" in st for st in states)):
             sides = accumulate_gop(
                 pre,
                 pc,
