@@ -286,3 +286,51 @@ def test_a_bucket_whose_members_kept_sums_differently_takes_none():
         want = pre.side_sums(pc, p.grad)  # this step's gradient alone, at the unchanged point
         for got, w in zip((opt.state[p]["gop_W_L"], opt.state[p]["gop_W_R"]), want, strict=True):
             assert rel(got, w) < 1e-12
+
+
+def _malformed(edit):
+    """A state dict saved mid-period (sums of one gradient), edited by ``edit``."""
+    grads = [torch.randn(5, 3, generator=gen(70 + i), dtype=DT) for i in range(2)]
+    opt, p, _ = _run(grads)
+    sd = opt.state_dict()
+    st = sd["state"][0]
+    assert st["gop_count"] == 1 and st["gop_W_L"].shape == (5, 5)
+    edit(st)
+    return sd
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda st: st.update(gop_W_L=torch.ones(1, 1, dtype=DT)), "shape"),  # broadcasts
+        (lambda st: st.update(gop_W_L=torch.ones(5, dtype=DT)), "shape"),  # broadcasts
+        (lambda st: st.update(gop_W_R=torch.eye(5, dtype=DT)), "shape"),  # W_L's shape
+        (lambda st: st.pop("gop_W_R"), "gop_W_R"),
+        (lambda st: st.pop("gop_count"), "gop_count"),
+        (lambda st: st.update(gop_W_L=-st["gop_W_L"]), "diagonal"),
+        (lambda st: st.update(gop_count=torch.zeros((), dtype=DT)), "not zero"),
+        (lambda st: st.update(gop_count=torch.full((), 2.0, dtype=DT)), "step - 1"),
+    ],
+)
+def test_malformed_kept_sums_are_refused_on_load(edit, match):
+    """Sums the step would read wrongly (a shape that broadcasts, a negative diagonal, a
+    count that does not match them) or not at all (an entry missing) are refused when
+    loaded, naming the entry, and nothing is loaded."""
+    sd = _malformed(edit)
+    q = nn.Parameter(torch.zeros(5, 3, dtype=DT))
+    fresh = SpectralKron([q], lr=1e-2, update_every=2)
+    with pytest.raises(ValueError, match=match):
+        fresh.load_state_dict(sd)
+    assert not fresh.state
+
+
+def test_kept_sums_on_a_diagonal_parameter_are_refused_on_load():
+    sd = _malformed(lambda st: None)
+    q = nn.Parameter(torch.zeros(5, 3, dtype=DT))
+    fresh = SpectralKron([q], lr=1e-2, update_every=2, diagonal=True)
+    sd["param_groups"][0]["diagonal"] = True
+    for key in [k for k in sd["state"][0] if k.startswith("pc_")]:
+        del sd["state"][0][key]
+    sd["state"][0]["pc_d"] = torch.ones(15, dtype=DT)
+    with pytest.raises(ValueError, match="diagonal"):
+        fresh.load_state_dict(sd)
