@@ -334,3 +334,34 @@ def test_kept_sums_on_a_diagonal_parameter_are_refused_on_load():
     sd["state"][0]["pc_d"] = torch.ones(15, dtype=DT)
     with pytest.raises(ValueError, match="diagonal"):
         fresh.load_state_dict(sd)
+
+
+def test_bucket_members_that_kept_different_counts_divide_by_their_own():
+    """update_every=3: a keeps the sums of one gradient (step 2) while b, one step behind,
+    takes its step 2 with the option off (its sums stay those of no gradient). At their
+    step 3 they share a bucket with counts 1 and 0: each mean must divide by its own
+    count, as each parameter's unbatched update does (the curvature step of step 4 reads
+    them)."""
+
+    def run(batched):
+        a, b = (nn.Parameter(torch.zeros(5, 3, dtype=DT)) for _ in range(2))
+        opt = SpectralKron([a, b], lr=1e-2, update_every=3, batched=batched)
+        plan = [([a, b], True), ([a], True), ([b], False), ([a, b], True), ([a, b], True)]
+        counts = []
+        for t, (which, on) in enumerate(plan):
+            opt.param_groups[0]["accumulate_gop"] = on
+            for i, p in enumerate((a, b)):
+                stepped = any(p is q for q in which)
+                g = torch.randn(5, 3, generator=gen(80 + 2 * t + i), dtype=DT)
+                p.grad = g if stepped else None
+            opt.step()
+            counts.append([float(opt.state[p]["gop_count"]) for p in (a, b)])
+        return counts, [opt.state[p] for p in (a, b)]
+
+    counts, bucket = run(True)
+    assert counts[3] == [2.0, 1.0]  # gradients of steps 2 and 3 for a, of step 3 for b
+    single_counts, single = run(False)
+    assert counts == single_counts
+    for st_b, st_s in zip(bucket, single, strict=True):
+        for key in ("pc_B_L", "pc_B_R", "pc_d_L", "pc_d_R", "pc_alpha"):
+            assert rel(st_b[key], st_s[key]) < 1e-12, key

@@ -67,8 +67,20 @@ def accumulate_gop(
             else:
                 old = [o[0] for o in old]
             sums = tuple(W + o for W, o in zip(sums, old, strict=True))
-        # A 0-d float64 count (as the step's): no host synchronisation, exact integers.
-        n = states[0]["gop_count"] + 1 if kept else torch.ones((), dtype=torch.float64)
+        # Float64 counts (as the step's): no host synchronisation, exact integers. One per
+        # member of a bucket (k,): same-step members kept different numbers of gradients
+        # when the option was toggled while some took no step.
+        if not kept:
+            n = torch.ones((), dtype=torch.float64)
+        elif len(news) == 1:
+            n = states[0]["gop_count"] + 1
+        else:
+            n = (
+                torch.stack(
+                    [torch.as_tensor(st["gop_count"], dtype=torch.float64) for st in states]
+                )
+                + 1
+            )
         for W in sums:  # squares of a finite gradient may overflow the state dtype
             pending.add([W.sum()], moment_verdict(W, shape, len(news), "GOP sums"))
     if updated:  # the curvature step below takes them in; the sums start afresh
@@ -81,8 +93,13 @@ def accumulate_gop(
         for new, w in zip(news, parts, strict=True):
             new["gop_" + key] = w
         packed.record("gop_" + key, W, parts)
-    for new in news:  # one count tensor for the bucket: entries are replaced, never written
-        new["gop_count"] = count
-    if updated and sums is not None:
-        return sums[0] / n, sums[1] / n
-    return None
+    per_member = isinstance(count, Tensor) and count.ndim == 1
+    for i, new in enumerate(news):  # entries are replaced, never written: views may share
+        new["gop_count"] = count[i] if per_member else count
+    if not updated or sums is None:
+        return None
+    if isinstance(n, Tensor) and n.ndim == 1:
+        # Divided as by a 0-d count: in the state dtype's arithmetic (float32 for 16 bits).
+        d = n.to(torch.promote_types(sums[0].dtype, torch.float32)).view(-1, 1, 1)
+        return (sums[0] / d).to(sums[0].dtype), (sums[1] / d).to(sums[1].dtype)
+    return sums[0] / n, sums[1] / n
