@@ -67,20 +67,17 @@ def accumulate_gop(
             else:
                 old = [o[0] for o in old]
             sums = tuple(W + o for W, o in zip(sums, old, strict=True))
-        # Float64 counts (as the step's): no host synchronisation, exact integers. One per
-        # member of a bucket (k,): same-step members kept different numbers of gradients
-        # when the option was toggled while some took no step.
+        # Float64 counts (as the step's): no host synchronisation, exact integers. Members
+        # of a bucket share one 0-d count; each its own (stacked, (k,)) only where their
+        # entries differ (after a load, or an option toggled while some took no step: then
+        # they may have kept different numbers of gradients).
+        counts = [st["gop_count"] for st in states] if kept else []
         if not kept:
             n = torch.ones((), dtype=torch.float64)
-        elif len(news) == 1:
-            n = states[0]["gop_count"] + 1
+        elif all(c is counts[0] for c in counts):
+            n = counts[0] + 1
         else:
-            n = (
-                torch.stack(
-                    [torch.as_tensor(st["gop_count"], dtype=torch.float64) for st in states]
-                )
-                + 1
-            )
+            n = torch.stack([torch.as_tensor(c, dtype=torch.float64) for c in counts]) + 1
         for W in sums:  # squares of a finite gradient may overflow the state dtype
             pending.add([W.sum()], moment_verdict(W, shape, len(news), "GOP sums"))
     if updated:  # the curvature step below takes them in; the sums start afresh
