@@ -7,6 +7,11 @@ step reads of each gradient (``W_L = Z D_R^-1 Z^T``, ``W_R = Z^T D_L^-1 Z``,
 (``gop_W_L`` (a, a), ``gop_W_R`` (b, b), ``gop_count``), and the curvature step takes their
 means (``KroneckerGOPSides``), the GOP ``mean_i vec(G_i) vec(G_i)^T`` of the period's
 gradients. With ``update_every = 1`` nothing is kept.
+
+Kept sums are always sums at the current point: a curvature step moves the point, so one
+taken without accumulating (``accumulate_gop`` or ``update_every`` changed mid-run) resets
+sums kept earlier, which the option turned on again would otherwise add to gradients taken
+at another point.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ def accumulate_gop(
     states: list[dict[str, Any]],
     news: list[dict[str, Any]],
     updated: bool,
+    accumulate: bool,
     pending: PendingChecks,
     packed: PackCache,
     shape: torch.Size,
@@ -42,10 +48,15 @@ def accumulate_gop(
     sums then start afresh at zero), or ``None`` where nothing was kept (the first step, or
     the option turned on mid-run): it then takes this gradient's GOP alone. The sums'
     finiteness is checked through ``pending`` (``shape``: the parameter's, for the
-    message)."""
-    kept = "gop_W_L" in states[0]
+    message). ``accumulate`` false (the option off, or a period of 1): only the reset of a
+    curvature step, of sums kept earlier (module docstring); this gradient is not added."""
+    if not (accumulate or updated):
+        return None  # the point does not move: sums kept earlier stay sums at it
+    # Members that kept sums and members that did not (the option toggled while some took
+    # no step) share no history: the bucket starts afresh, as from a state without sums.
+    kept = all("gop_W_L" in st for st in states)
     keys = ("W_L", "W_R")
-    if updated and not kept:
+    if (updated and not kept) or not accumulate:
         sums = None
     else:
         sums = pre.side_sums(pc, G, rotated)
@@ -56,8 +67,17 @@ def accumulate_gop(
             else:
                 old = [o[0] for o in old]
             sums = tuple(W + o for W, o in zip(sums, old, strict=True))
-        # A 0-d float64 count (as the step's): no host synchronisation, exact integers.
-        n = states[0]["gop_count"] + 1 if kept else torch.ones((), dtype=torch.float64)
+        # Float64 counts (as the step's): no host synchronisation, exact integers. Members
+        # of a bucket share one 0-d count; each its own (stacked, (k,)) only where their
+        # entries differ (after a load, or an option toggled while some took no step: then
+        # they may have kept different numbers of gradients).
+        counts = [st["gop_count"] for st in states] if kept else []
+        if not kept:
+            n = torch.ones((), dtype=torch.float64)
+        elif all(c is counts[0] for c in counts):
+            n = counts[0] + 1
+        else:
+            n = torch.stack([torch.as_tensor(c, dtype=torch.float64) for c in counts]) + 1
         for W in sums:  # squares of a finite gradient may overflow the state dtype
             pending.add([W.sum()], moment_verdict(W, shape, len(news), "GOP sums"))
     if updated:  # the curvature step below takes them in; the sums start afresh
@@ -70,8 +90,13 @@ def accumulate_gop(
         for new, w in zip(news, parts, strict=True):
             new["gop_" + key] = w
         packed.record("gop_" + key, W, parts)
-    for new in news:  # one count tensor for the bucket: entries are replaced, never written
-        new["gop_count"] = count
-    if updated and sums is not None:
-        return sums[0] / n, sums[1] / n
-    return None
+    per_member = isinstance(count, Tensor) and count.ndim == 1
+    for i, new in enumerate(news):  # entries are replaced, never written: views may share
+        new["gop_count"] = count[i] if per_member else count
+    if not updated or sums is None:
+        return None
+    if isinstance(n, Tensor) and n.ndim == 1:
+        # Divided as by a 0-d count: in the state dtype's arithmetic (float32 for 16 bits).
+        d = n.to(torch.promote_types(sums[0].dtype, torch.float32)).view(-1, 1, 1)
+        return (sums[0] / d).to(sums[0].dtype), (sums[1] / d).to(sums[1].dtype)
+    return sums[0] / n, sums[1] / n

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import distributed, transforms
 from .checks import check_param_state, exponential_of_truncated, state_dtype_of
-from .preconditioners import make_preconditioner
+from .preconditioners import kronecker_shape, make_preconditioner
 from .updates import PRECOND_PREFIX
 
 __all__ = ["StateDictMixin", "LEGACY"]
@@ -123,7 +123,8 @@ class StateDictMixin:
                 index += 1
                 saved = state_dict.get("state", {}).get(saved_id) or {}
                 try:
-                    check_param_state(saved, tuple(p.shape), f"state[{saved_id!r}]")
+                    kron = kronecker_shape(tuple(p.shape), opts)
+                    check_param_state(saved, tuple(p.shape), f"state[{saved_id!r}]", kron)
                 except ValueError as exc:
                     raise ValueError(
                         f"state_dict: the saved state of parameter {index - 1} (shape "

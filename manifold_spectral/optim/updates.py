@@ -184,9 +184,21 @@ class UpdateMixin:
         period = checks.curvature_period(group, pre.kind)
         updated = (step - 1) % period == 0
         sides = None
-        if group["accumulate_gop"] and period > 1 and pre.kind == "kronecker":
+        accumulate = group["accumulate_gop"] and period > 1
+        # Sums kept earlier are reset by a curvature step even without accumulation (gop_sums).
+        if pre.kind == "kronecker" and (accumulate or any("gop_W_L" in st for st in states)):
             sides = accumulate_gop(
-                pre, pc, G, rotated, states, news, updated, pending, packed, params[0].shape
+                pre,
+                pc,
+                G,
+                rotated,
+                states,
+                news,
+                updated,
+                accumulate,
+                pending,
+                packed,
+                params[0].shape,
             )
         if updated:
             pending.flush()  # an earlier failure decides before this update's own
