@@ -405,3 +405,26 @@ def test_a_bucket_resumed_mid_period_continues_bit_for_bit(state_dtype):
         for key, v in opt.state[p].items():
             if torch.is_tensor(v):
                 assert torch.equal(resumed.state[q][key], v), key
+
+
+def test_kept_means_overflow_only_where_one_gradients_gop_does():
+    """float32, gradient entries 1e18: one gradient's one-sided sums fit the dtype, four of
+    them summed do not. Kept as sums, every step after the fourth of a period of 10 was
+    skipped (35 of 40, stuck at step 5, an outside tester's probe) while the paper's scheme
+    (``accumulate_gop=False``) skipped none; the running means skip none either."""
+    import warnings
+
+    skipped = {}
+    for acc in (True, False):
+        p = torch.nn.Parameter(torch.zeros(64, 32))
+        opt = SpectralKron([p], lr=1e-2, update_every=10, accumulate_gop=acc,
+                           eigenvalue_correction=False)  # fmt: skip
+        gen = torch.Generator().manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(40):
+                p.grad = torch.randn(64, 32, generator=gen) * 1e18
+                opt.step()
+        assert bool(torch.isfinite(p).all())
+        skipped[acc] = (opt.skipped_steps, int(opt.state[p]["step"]))
+    assert skipped[True] == skipped[False] == (0, 40)

@@ -3,10 +3,11 @@ every gradient since the previous curvature step, not from the current one alone
 
 Between two curvature steps the factors do not move, so the one-sided sums that the GOP
 step reads of each gradient (``W_L = Z D_R^-1 Z^T``, ``W_R = Z^T D_L^-1 Z``,
-``KroneckerSpectralSPD.gop_side_sums``) are sums at one point: the state keeps them
-(``gop_W_L`` (a, a), ``gop_W_R`` (b, b), ``gop_count``), and the curvature step takes their
-means (``KroneckerGOPSides``), the GOP ``mean_i vec(G_i) vec(G_i)^T`` of the period's
-gradients. With ``update_every = 1`` nothing is kept.
+``KroneckerSpectralSPD.gop_side_sums``) are sums at one point: the state keeps their
+running means over the period (``gop_W_L`` (a, a), ``gop_W_R`` (b, b), and their number
+``gop_count``), which the curvature step takes (``KroneckerGOPSides``): the GOP
+``mean_i vec(G_i) vec(G_i)^T`` of the period's gradients. Means, not sums: they overflow only
+where one gradient's sums do. With ``update_every = 1`` nothing is kept.
 
 Kept sums are always sums at the current point: a curvature step moves the point, so one
 taken without accumulating (``accumulate_gop`` or ``update_every`` changed mid-run) resets
@@ -43,13 +44,14 @@ def accumulate_gop(
     """One step of a Kronecker bucket's sums (module docstring): ``pre``'s one-sided sums
     of the (packed) gradient ``G`` at the point ``pc`` (``rotated``: ``B_L^T G B_R`` when
     the caller has it) added to those its members' ``states`` keep, written into ``news``
-    (their pending state; ``packed``: the bucket's ``PackCache``). ``updated``: a curvature
-    step follows, which gets the means ``(W_L / n, W_R / n)`` of the ``n`` gradients (the
-    sums then start afresh at zero), or ``None`` where nothing was kept (the first step, or
-    the option turned on mid-run): it then takes this gradient's GOP alone. The sums'
-    finiteness is checked through ``pending`` (``shape``: the parameter's, for the
-    message). ``accumulate`` false (the option off, or a period of 1): only the reset of a
-    curvature step, of sums kept earlier (module docstring); this gradient is not added."""
+    (their pending state; ``packed``: the bucket's ``PackCache``), kept as running means.
+    ``updated``: a curvature step follows, which gets the means ``(W_L, W_R)`` of the
+    period's ``n`` gradients (the kept means then start afresh at zero), or ``None`` where
+    nothing was kept (the first step, or the option turned on mid-run): it then takes this
+    gradient's GOP alone. The means' finiteness is checked through ``pending`` (``shape``:
+    the parameter's, for the message). ``accumulate`` false (the option off, or a period of
+    1): only the reset of a curvature step, of means kept earlier (module docstring); this
+    gradient is not added."""
     if not (accumulate or updated):
         return None  # the point does not move: sums kept earlier stay sums at it
     # Members that kept sums and members that did not (the option toggled while some took
@@ -60,13 +62,6 @@ def accumulate_gop(
         sums = None
     else:
         sums = pre.side_sums(pc, G, rotated)
-        if kept:  # a bucket's members share their history (``_buckets``)
-            old = [[st["gop_" + key] for st in states] for key in keys]
-            if len(news) > 1:
-                old = [packed("gop_" + key, o, key) for key, o in zip(keys, old, strict=True)]
-            else:
-                old = [o[0] for o in old]
-            sums = tuple(W + o for W, o in zip(sums, old, strict=True))
         # Float64 counts (as the step's): no host synchronisation, exact integers. Members
         # of a bucket share one 0-d count; each its own (stacked, (k,)) only where their
         # entries differ (after a load, or an option toggled while some took no step: then
@@ -78,6 +73,19 @@ def accumulate_gop(
             n = counts[0] + 1
         else:
             n = torch.stack([torch.as_tensor(c, dtype=torch.float64) for c in counts]) + 1
+        if kept:  # a bucket's members share their history (``_buckets``)
+            old = [[st["gop_" + key] for st in states] for key in keys]
+            if len(news) > 1:
+                old = [packed("gop_" + key, o, key) for key, o in zip(keys, old, strict=True)]
+            else:
+                old = [o[0] for o in old]
+            # The running mean ``M + (W / n - M / n)``, not the sum: it overflows only where
+            # one gradient's sums do (then the paper's scheme overflows too), whereas a sum of
+            # ``n`` large ones would skip every step until the next curvature step; for
+            # ``n >= 2`` neither quotient nor their difference can overflow.
+            sums = tuple(
+                o + (_divide(W, n) - _divide(o, n)) for W, o in zip(sums, old, strict=True)
+            )
         for W in sums:  # squares of a finite gradient may overflow the state dtype
             pending.add([W.sum()], moment_verdict(W, shape, len(news), "GOP sums"))
     if updated:  # the curvature step below takes them in; the sums start afresh
@@ -95,8 +103,14 @@ def accumulate_gop(
         new["gop_count"] = count[i] if per_member else count
     if not updated or sums is None:
         return None
-    if isinstance(n, Tensor) and n.ndim == 1:
-        # Divided as by a 0-d count: in the state dtype's arithmetic (float32 for 16 bits).
-        d = n.to(torch.promote_types(sums[0].dtype, torch.float32)).view(-1, 1, 1)
-        return (sums[0] / d).to(sums[0].dtype), (sums[1] / d).to(sums[1].dtype)
-    return sums[0] / n, sums[1] / n
+    return sums
+
+
+def _divide(W: Tensor, n: Tensor) -> Tensor:
+    """``W / n`` for a 0-d count, or per member for stacked counts ``n`` (k,) of a bucket
+    ``W`` (k, s, s), in the arithmetic of the 0-d case (the state dtype's; float32 for 16
+    bits), so that stacked and shared counts give the same bits."""
+    if n.ndim == 0:
+        return W / n
+    d = n.to(torch.promote_types(W.dtype, torch.float32)).view(-1, 1, 1)
+    return (W / d).to(W.dtype)
