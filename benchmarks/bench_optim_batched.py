@@ -28,7 +28,7 @@ and our curvature refreshed every tenth step, ``batched=True``, float32 state): 
 step over whole periods, where the nine steps between refreshes (preconditioning with the
 kept basis) dominate.
 
-A third table measures what ``updates.PAD_OVERHEAD_COST`` rests on: groups of small layers
+A third table measures what ``buckets.PAD_OVERHEAD_COST`` rests on: groups of small layers
 of different shapes updated separately (``batched=False``) and forced into one padded
 bucket, against the padding's cost in ``param_cost`` units per member beyond the first.
 
@@ -51,7 +51,7 @@ from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sy
 from pytorch_optimizer import SOAP
 from torch import nn
 
-from manifold_spectral.optim import SpectralKron, updates
+from manifold_spectral.optim import SpectralKron, buckets
 from manifold_spectral.optim.preconditioners import kronecker_cost
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -170,8 +170,8 @@ def bench_padding(shapes: list[tuple[int, int]], repeats: int = 60) -> tuple[flo
     gen = torch.Generator().manual_seed(1)
     grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(4)]
     times: dict[bool, list[float]] = {False: [], True: []}
-    saved = updates.PAD_OVERHEAD_COST
-    updates.PAD_OVERHEAD_COST = 10**15  # force one padded bucket
+    saved = buckets.PAD_OVERHEAD_COST
+    buckets.PAD_OVERHEAD_COST = 10**15  # force one padded bucket
     try:
         for r in range(WARMUP + repeats):
             for batched, opt in opts.items():
@@ -182,7 +182,7 @@ def bench_padding(shapes: list[tuple[int, int]], repeats: int = 60) -> tuple[flo
                 if r >= WARMUP:
                     times[batched].append(time.perf_counter() - t)
     finally:
-        updates.PAD_OVERHEAD_COST = saved
+        buckets.PAD_OVERHEAD_COST = saved
     A, B = max(s[0] for s in shapes), max(s[1] for s in shapes)
     extra = len(shapes) * kronecker_cost(A, B) - sum(kronecker_cost(*s) for s in shapes)
     sep, pad = (1e3 * statistics.median(times[b]) for b in (False, True))
@@ -200,7 +200,7 @@ def padding_table() -> str:
         names = ", ".join(f"{a}x{b}" for a, b in shapes)
         saved = (sep - pad) / (len(shapes) - 1)
         rows.append(f"| {names} | {extra / 1e6:.2f}e6 | {sep:.2f} | {pad:.2f} | {saved:.2f} |")
-    bound = updates.PAD_OVERHEAD_COST
+    bound = buckets.PAD_OVERHEAD_COST
     rows.append(
         f"\nThe bound `PAD_OVERHEAD_COST` = {bound / 1e6:.2f}e6: a bucket takes a member while "
         "the padding it adds (to itself and to the members already there) stays below it."

@@ -3,7 +3,7 @@
 ``KroneckerSpectralSPD(a, b, batch=k, sizes=[(a_i, b_i)])`` embeds each (a_i, b_i) point in
 (a, b) with identity factors; the GOP step must give every true block the step of its own
 unpadded manifold (to rounding) and keep the padding exactly identity. ``SpectralKron``
-pads small layers of different shapes into one bucket (``updates._pad_buckets``); its
+pads small layers of different shapes into one bucket (``buckets._pad_buckets``); its
 parameters must equal the one-by-one run to rounding.
 """
 
@@ -16,8 +16,8 @@ from torch import nn
 import manifold_spectral as ms
 from manifold_spectral.gaussian import GOP, Gaussian, Rotated
 from manifold_spectral.manifolds import KroneckerSpectralPoint, SpectralPoint
-from manifold_spectral.optim import SpectralKron, updates
-from manifold_spectral.optim.updates import PAD_OVERHEAD_COST, _pad_buckets
+from manifold_spectral.optim import SpectralKron, buckets
+from manifold_spectral.optim.buckets import PAD_OVERHEAD_COST, _pad_buckets
 
 torch.set_num_threads(1)
 
@@ -168,7 +168,7 @@ def test_pad_buckets_rule():
 
 
 def test_pad_bound_is_read_when_bucketing(monkeypatch):
-    """``_buckets`` pads within ``updates.PAD_OVERHEAD_COST`` as it is when it buckets, not as
+    """``_buckets`` pads within ``buckets.PAD_OVERHEAD_COST`` as it is when it buckets, not as
     it was when ``_pad_buckets`` was defined: benchmarks/bench_optim_batched.py's padding
     table sets it to force one padded bucket. (128, 128) + (32, 32) pad by
     4 * 128^3 - 4 * 32^3 = 8.26e6 > 4 * 80^3 per extra member: two buckets by default."""
@@ -178,9 +178,9 @@ def test_pad_bound_is_read_when_bucketing(monkeypatch):
         p.grad = torch.randn_like(p)
     group = opt.param_groups[0]
     assert len(opt._buckets(group)) == 2
-    monkeypatch.setattr(updates, "PAD_OVERHEAD_COST", 10**15)
+    monkeypatch.setattr(buckets, "PAD_OVERHEAD_COST", 10**15)
     assert len(opt._buckets(group)) == 1
-    monkeypatch.setattr(updates, "PAD_OVERHEAD_COST", 0)
+    monkeypatch.setattr(buckets, "PAD_OVERHEAD_COST", 0)
     assert len(opt._buckets(group)) == 2
 
 

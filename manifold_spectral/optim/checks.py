@@ -225,7 +225,7 @@ def _check_gop_sums(
 ) -> None:
     """The kept GOP sums of a saved state (``optim.gop_sums``): all of ``_GOP_KEYS`` or none,
     only for a Kronecker parameter (``kron = (a, b)``); ``gop_W_L`` (a, a) and ``gop_W_R``
-    (b, b) finite, with a diagonal ``>= 0`` (sums of ``Z D^-1 Z^T`` with ``D > 0``); a count
+    (b, b) finite, with a diagonal ``>= 0`` (means of ``Z D^-1 Z^T`` with ``D > 0``); a count
     that is an integer in ``[0, step - 1]`` (step 1 is a curvature step, which resets it),
     0 only with zero sums.
     The step reads them as they are: a (1, 1) or (a,) sum would broadcast silently."""

@@ -153,7 +153,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             equal to rounding). Same-shaped parameters always share a bucket; small ones of
             different shapes are padded with identity factors to the bucket's largest sides
             while the padding costs fewer flops than the per-call overhead it saves
-            (``manifolds.kronecker_padding``, ``updates._pad_buckets``). Saves the
+            (``manifolds.kronecker_padding``, ``buckets._pad_buckets``). Saves the
             per-parameter overhead that dominates small layers; costs one transient copy of
             the bucket's factors.
         nonfinite: ``"raise"`` (default: a ``ValueError`` naming the parameter, nothing
