@@ -1,8 +1,8 @@
 """Saving, loading, pickling and consolidating the state of ``SpectralKron``.
 
-A state dict is checked whole before anything is loaded (``checks.check_param_state`` and a
-point check of every saved preconditioner); the chosen ``state_dtype`` is restored after
-``torch.optim`` casts the state to the parameter dtype, so resuming is bitwise.
+A state dict is checked whole before anything is loaded (``state_checks.check_param_state``
+and a point check of every saved preconditioner); the chosen ``state_dtype`` is restored
+after ``torch.optim`` casts the state to the parameter dtype, so resuming is bitwise.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 
 from . import distributed, transforms
-from .checks import check_param_state, exponential_of_truncated, state_dtype_of
+from .checks import exponential_of_truncated, state_dtype_of
 from .preconditioners import kronecker_shape, make_preconditioner
+from .state_checks import check_param_state
 from .updates import PRECOND_PREFIX
 
 __all__ = ["StateDictMixin", "LEGACY"]
@@ -93,7 +94,7 @@ class StateDictMixin:
 
     def _check_saved(self, state_dict: dict[str, Any]) -> None:
         """Raise ``ValueError`` (nothing loaded) if a saved group has an invalid option, a
-        saved parameter state is unsound (``checks.check_param_state``) or a saved
+        saved parameter state is unsound (``state_checks.check_param_state``) or a saved
         preconditioner state is not a valid point: the updates check only their results, so
         they must start from one."""
         groups = state_dict.get("param_groups")
