@@ -21,7 +21,7 @@ AdamW's step and SOAP's (pytorch-optimizer, its eigenbasis refreshed every step 
 curvature) are timed beside them: the per-parameter overhead of many small matrices against
 the elementwise optimizer and against the other Kronecker one. The parameters of the two
 settings agree to rounding
-(``tests/test_optim.py::test_batched_buckets_equal_separate_updates``).
+(``tests/test_optim_buckets.py::test_batched_buckets_equal_separate_updates``).
 
 A second table runs the small workloads at SOAP's default period, 10 (SOAP's eigenbasis
 and our curvature refreshed every tenth step, ``batched=True``, float32 state): the mean
