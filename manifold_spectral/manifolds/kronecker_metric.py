@@ -285,15 +285,11 @@ class KroneckerMetricMixin:
                 f"{type(Ht).__name__}"
             )
         else:
-            Z, lam = Ht.Z, Ht.damping
-            want = (*self.batch_shape, "m", self.a, self.b)
-            if Z.ndim != len(want) or Z.shape[-2:] != want[-2:] or Z.shape[:-3] != want[:-3]:
-                raise ValueError(f"Ht.Z: expected shape {want}, got {tuple(Z.shape)}")
-            m = Z.shape[-3]  # gradients per element
-            sdL, sdR = self._sample_axis(dL), self._sample_axis(dR)  # broadcast over m
-            W_L = torch.einsum("...kij,...klj->...il", Z / sdR[..., None, :], Z) / m
-            W_R = torch.einsum("...kij,...kil->...jl", Z / sdL[..., :, None], Z) / m
-            T = (Z * Z / (sdL[..., :, None] * sdR[..., None, :])).sum((-3, -2, -1)) / m
+            # The one-sided sums of the closed-form step (``gop_side_sums``: one formula),
+            # as means over the m gradients; T from the diagonal as for ``KroneckerGOPSides``.
+            lam, m = Ht.damping, Ht.Z.shape[-3]
+            W_L, W_R = (W / m for W in self.gop_side_sums(x, Ht.Z))
+            T = (W_L.diagonal(dim1=-2, dim2=-1) / dL).sum(-1)
         trL, trR = (1.0 / dL).sum(-1), (1.0 / dR).sum(-1)
         W_L = W_L + (lam * trR)[..., None, None] * torch.eye(
             self.a, dtype=W_L.dtype, device=W_L.device
