@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import NEUMANN_MAX_NORM, all_true, as_dtype, matmul, operand
+from ..linalg import NEUMANN_MAX_NORM, as_dtype, matmul, operand
 from ..validation import resolve_device
 from .base import (
     SpectralManifold,
@@ -35,7 +35,7 @@ from .base import (
     check_size,
     check_tensor,
 )
-from .checks import check_log_scale, det_tol, value_range
+from .checks import check_log_scale, det_tol, probe_tol, value_range
 from .kronecker_chart import KroneckerChartMixin
 from .kronecker_dense import KroneckerDenseMixin
 from .kronecker_gop import KroneckerGOPStepMixin
@@ -323,18 +323,26 @@ class KroneckerSpectralSPD(
         (``"element i: ..."``, after ``"left: "``/``"right: "`` for a factor).
         """
         if self._layout_ok(x):  # one host synchronisation for a valid point
-            # |log det| <= tol also proves every d_l positive and finite (a log of 0, a
-            # negative, Inf or NaN makes the sum infinite or NaN), and the orthogonality
-            # probe proves B_l finite: no separate finiteness reductions.
-            # the numbers as cached 0-d tensors of the compared dtype (the same verdicts)
-            alpha = x.alpha
-            ok = all_true(alpha > operand(0.0, alpha))
-            ok = ok & all_true(alpha <= operand(torch.finfo(self.dtype).max, alpha))
+            # Every bound in one comparison: |log alpha| finite is 0 < alpha < Inf (NaN fails);
+            # |log det S_l| <= tol also proves every d_l positive and finite (a log of 0, a
+            # negative, Inf or NaN makes the sum infinite or NaN); the orthogonality probe
+            # proves B_l finite. The values stacked in ``wide`` (exact: a float32 probe
+            # error in float64), the bounds rounded as each comparison's own operand would
+            # be (``_point_bounds``): the verdicts of separate comparisons, with a third
+            # fewer tensor calls.
             wide = torch.float64 if self.dtype == torch.float64 else torch.float32
-            for man, p in ((self.left, x.left), (self.right, x.right)):
-                logdet = torch.log(as_dtype(p.d, wide)).sum(-1)
-                tol = det_tol(self.dtype, man.n)
-                ok = ok & man._basis_ok(p.B, fast) & all_true(logdet.abs() <= operand(tol, logdet))
+            factors = ((self.left, x.left), (self.right, x.right))
+            vals = [torch.log(as_dtype(x.alpha, wide))]
+            vals += [torch.log(as_dtype(p.d, wide)).sum(-1) for _, p in factors]
+            if fast:
+                vals += [man._probe_error(p.B) for man, p in factors]
+            ok = (torch.stack(vals, -1).abs() <= self._point_bounds(wide, fast)).all()
+            if not fast:
+                ok = (
+                    ok
+                    & self.left._basis_ok(x.left.B, False)
+                    & self.right._basis_ok(x.right.B, False)
+                )
             if bool(ok):
                 return True, None
         if not isinstance(x, KroneckerSpectralPoint):
@@ -356,6 +364,22 @@ class KroneckerSpectralSPD(
                 v = float(logdet[fail[1]])
                 return False, f"{name}: {fail[0]}det != 1 (log det = {v:.2e} > {tol:.1e})"
         return True, None
+
+    def _point_bounds(self, wide: torch.dtype, fast: bool) -> Tensor:
+        """The bounds of ``check_point``'s stacked values ``|log alpha|``, ``|log det S_L|``,
+        ``|log det S_R|`` (and, ``fast``, the two probe errors), in ``wide``: the largest
+        finite ``wide`` number, the ``det_tol`` of each side rounded to ``wide``, and
+        ``probe_tol`` rounded to float32 (the probe error's dtype). Made once per manifold."""
+        cache = self.__dict__.setdefault("_bounds", {})
+        t = cache.get((wide, fast))
+        if t is None:
+            bounds = [torch.finfo(wide).max]
+            bounds += [det_tol(self.dtype, man.n) for man in (self.left, self.right)]
+            if fast:
+                probe = torch.tensor(probe_tol(self.dtype), dtype=torch.float32).item()
+                bounds += [probe, probe]
+            t = cache[wide, fast] = torch.tensor(bounds, dtype=wide, device=self.device)
+        return t
 
     def _point_fields(self, x: Any) -> dict[str, tuple[Any, tuple[int, ...]]] | None:
         if not isinstance(x, KroneckerSpectralPoint):

@@ -288,11 +288,17 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
         ``||B^T B v - v||`` of one fixed unit vector, else ``||B^T B - I||_F``. A NaN or Inf
         entry makes the probe or error NaN or Inf and the comparison false."""
         if fast:
-            v = self._probe_vector()
-            r = as_dtype(B.mT @ (B @ v) - v, torch.float32)
-            err = torch.linalg.vector_norm(r, dim=(-2, -1))
+            err = self._probe_error(B)
             return all_true(err <= operand(probe_tol(self.dtype), err))
         return all_true(orthogonality_error(B) <= orthogonality_tol(self.dtype, self.n))
+
+    def _probe_error(self, B: Tensor) -> Tensor:
+        """``||B^T B v - v||`` in float32 (batch-shaped) for the fixed unit vector ``v`` of
+        ``_probe_vector``: the orthogonality probe of ``check_point(fast=True)``, compared
+        with ``probe_tol``; NaN or Inf when ``B`` has a non-finite entry."""
+        v = self._probe_vector()
+        r = as_dtype(B.mT @ (B @ v) - v, torch.float32)
+        return torch.linalg.vector_norm(r, dim=(-2, -1))
 
     def _probe_vector(self) -> Tensor:
         # A fixed unit column (n, 1) with no special structure (not an eigenvector of a
