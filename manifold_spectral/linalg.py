@@ -179,6 +179,19 @@ def matmul(A: Tensor, B: Tensor) -> Tensor:
 _HALF = (torch.bfloat16, torch.float16)
 
 
+def matmul_add(C: Tensor, A: Tensor, B: Tensor, beta: float, alpha: float) -> Tensor:
+    """``beta C + alpha A @ B`` (2-D operands, or stacks of one batch size) in one product
+    call, ``torch.addmm`` / ``torch.baddbmm``: the scaling and the sum ride on the product
+    instead of elementwise passes of their own, each a tensor call and a temporary as large
+    as the result. ``beta = 0`` ignores ``C`` (a NaN in it too). 16-bit operands on a CPU
+    without AMX tiles in float32, the result rounded once (``matmul``)."""
+    if A.dtype in _HALF and A.device.type == "cpu" and B.dtype == A.dtype and not _cpu_amx():
+        return matmul_add(C.float(), A.float(), B.float(), beta, alpha).to(A.dtype)
+    if A.ndim == 2:
+        return torch.addmm(C, A, B, beta=beta, alpha=alpha)
+    return torch.baddbmm(C, A, B, beta=beta, alpha=alpha)
+
+
 @functools.cache
 def _cpu_amx() -> bool:
     """Whether this CPU has AMX tiles, whose 16-bit GEMMs outrun float32 ones (a private

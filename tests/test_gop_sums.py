@@ -26,6 +26,31 @@ def rel(u: torch.Tensor, v: torch.Tensor) -> float:
     return float((u - v).norm() / v.norm())
 
 
+def _by_hand_point(k: int | None = None):
+    """The point and gradients of ``test_gop_side_sums_by_hand`` (stacked ``k`` times)."""
+    x = KroneckerSpectralPoint(
+        torch.tensor(1.5, dtype=DT),
+        SpectralPoint(torch.eye(2, dtype=DT), torch.tensor([2.0, 0.5], dtype=DT)),
+        SpectralPoint(torch.eye(3, dtype=DT), torch.tensor([4.0, 0.5, 0.5], dtype=DT)),
+    )
+    Z = torch.tensor([[[1, 2, 0], [0, 1, -1]], [[0, 0, 2], [1, 0, 0]]], dtype=DT)
+    if k is None:
+        return ms.KroneckerSpectralSPD(2, 3, dtype=DT), x, Z
+    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT, batch=k)
+    sides = [
+        SpectralPoint(p.B.expand(k, *p.B.shape), p.d.expand(k, *p.d.shape))
+        for p in (x.left, x.right)
+    ]
+    xs = KroneckerSpectralPoint(x.alpha.expand(k), *sides)
+    return K, xs, Z.expand(k, *Z.shape)
+
+
+# The sums of test_gop_side_sums_by_hand, and kept means M_L, M_R (M_R = 0).
+W_L_HAND = torch.tensor([[16.25, 4.0], [4.0, 4.25]], dtype=DT)
+W_R_HAND = torch.tensor([[2.5, 1.0, 0.0], [1.0, 4.0, -2.0], [0.0, -2.0, 4.0]], dtype=DT)
+M_L_HAND = torch.tensor([[4.0, 0.0], [0.0, 8.0]], dtype=DT)
+
+
 def test_gop_side_sums_by_hand():
     # Identity bases, d_L = (2, 1/2), d_R = (4, 1/2, 1/2); two gradients in the eigenbasis.
     # W_L = sum_i Z_i D_R^-1 Z_i^T, D_R^-1 = (1/4, 2, 2):
@@ -34,17 +59,27 @@ def test_gop_side_sums_by_hand():
     # W_R = sum_i Z_i^T D_L^-1 Z_i, D_L^-1 = (1/2, 2): the rows' outer products weighted
     #   1/2 and 2: Z_1 [[.5, 1, 0], [1, 2 + 2, -2], [0, -2, 2]], Z_2 [[2, 0, 0], [0, 0, 0],
     #   [0, 0, 2]].
-    K = ms.KroneckerSpectralSPD(2, 3, dtype=DT)
-    x = KroneckerSpectralPoint(
-        torch.tensor(1.5, dtype=DT),
-        SpectralPoint(torch.eye(2, dtype=DT), torch.tensor([2.0, 0.5], dtype=DT)),
-        SpectralPoint(torch.eye(3, dtype=DT), torch.tensor([4.0, 0.5, 0.5], dtype=DT)),
-    )
-    Z = torch.tensor([[[1, 2, 0], [0, 1, -1]], [[0, 0, 2], [1, 0, 0]]], dtype=DT)
+    K, x, Z = _by_hand_point()
     W_L, W_R = K.gop_side_sums(x, Z)
-    assert torch.equal(W_L, torch.tensor([[16.25, 4.0], [4.0, 4.25]], dtype=DT))
-    want_R = torch.tensor([[2.5, 1.0, 0.0], [1.0, 4.0, -2.0], [0.0, -2.0, 4.0]], dtype=DT)
-    assert torch.equal(W_R, want_R)
+    assert torch.equal(W_L, W_L_HAND)
+    assert torch.equal(W_R, W_R_HAND)
+
+
+def test_gop_side_sums_running_means_by_hand():
+    """``mean = (M_L, M_R, n)``: ``(1 - 1/n) M + W / n`` (all exact here), for a count as a
+    number (unbatched and shared by a batch) and one count per batch element."""
+    K, x, Z = _by_hand_point()
+    M_R = torch.zeros(3, 3, dtype=DT)
+    W_L, W_R = K.gop_side_sums(x, Z, mean=(M_L_HAND, M_R, 4.0))
+    assert torch.equal(W_L, torch.tensor([[7.0625, 1.0], [1.0, 7.0625]], dtype=DT))
+    assert torch.equal(W_R, W_R_HAND / 4)
+    K, x, Z = _by_hand_point(2)
+    M = (M_L_HAND.expand(2, 2, 2).clone(), torch.zeros(2, 3, 3, dtype=DT))
+    for n, want in ((4.0, (4.0, 4.0)), (torch.tensor([4.0, 2.0], dtype=DT), (4.0, 2.0))):
+        W_L, W_R = K.gop_side_sums(x, Z, mean=(*M, n))
+        for i, c in enumerate(want):
+            assert torch.equal(W_L[i], (1 - 1 / c) * M_L_HAND + W_L_HAND / c), (n, i)
+            assert torch.equal(W_R[i], W_R_HAND / c), (n, i)
 
 
 @pytest.mark.parametrize("batch", [None, 2])

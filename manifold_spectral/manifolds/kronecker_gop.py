@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import matmul, operand
+from ..linalg import matmul, matmul_add, operand
 from ..validation import check_exponential, check_flag
 from . import blocks
 from .base import check_cayley, check_positive
@@ -47,12 +47,23 @@ class KroneckerGOPStepMixin:
     manifold's ``a``, ``b``, ``kappa_L``/``kappa_R``, factor manifolds ``left``/``right`` and
     ``cayley``. Not a manifold by itself."""
 
-    def gop_side_sums(self, x: KroneckerSpectralPoint, Z: Tensor) -> tuple[Tensor, Tensor]:
+    def gop_side_sums(
+        self,
+        x: KroneckerSpectralPoint,
+        Z: Tensor,
+        mean: tuple[Tensor, Tensor, float | Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """``(sum_i Z_i D_R^-1 Z_i^T, sum_i Z_i^T D_L^-1 Z_i)`` over the ``m`` gradients of
         ``Z`` (m, a, b) (batched (k, m, a, b)) in the eigenbasis of ``x``: the one-sided
         sums that the precision step of a GOP reads (module docstring, without the damping
         term and the division by ``m``). Sums, so that an optimizer can add those of
-        gradients taken at one point at different steps (``KroneckerGOPSides``)."""
+        gradients taken at one point at different steps (``KroneckerGOPSides``).
+
+        ``mean = (M_L, M_R, n)``: instead the running means ``M + (W - M) / n = (1 - 1/n) M +
+        W / n`` of the sums of ``n`` such gradients, ``M`` the means of the first ``n - 1``
+        (an optimizer's kept sums; means, not sums, overflow only where one gradient's sums
+        do): for a number ``n``, inside the product (``linalg.matmul_add``); for a (k,)
+        tensor of counts, one per batch element, after it."""
         bs, a, b = self.batch_shape, self.a, self.b
         if Z.ndim != len(bs) + 3 or Z.shape[:-3] != bs or tuple(Z.shape[-2:]) != (a, b):
             raise ValueError(f"Ht.Z: expected shape {(*bs, 'm', a, b)}, got {tuple(Z.shape)}")
@@ -62,10 +73,27 @@ class KroneckerGOPStepMixin:
         # (b, ma) (ma, b); views when m = 1 (one gradient per step, the optimizer's case).
         Zt = Z.transpose(-3, -2)
         Zs = Zt.reshape(*bs, a, m * b)
-        W_L = matmul((Zt / dR[..., None, None, :]).reshape(*bs, a, m * b), Zs.mT)
         ZL = (Z / self._sample_axis(dL)[..., :, None]).reshape(*bs, m * a, b)
-        W_R = matmul(ZL.mT, Z.reshape(*bs, m * a, b))
-        return W_L, W_R
+        pairs = (
+            ((Zt / dR[..., None, None, :]).reshape(*bs, a, m * b), Zs.mT),
+            (ZL.mT, Z.reshape(*bs, m * a, b)),
+        )
+        if mean is None:
+            return tuple(matmul(P, Q) for P, Q in pairs)
+        *M, n = mean
+        if not isinstance(n, Tensor):
+            w = 1.0 / float(n)
+            return tuple(
+                matmul_add(Mi, P, Q, 1.0 - w, w) for Mi, (P, Q) in zip(M, pairs, strict=True)
+            )
+        # Per element: in the arithmetic of at least float32 (a 16-bit state's products
+        # run in it too), the result rounded once.
+        wide = torch.promote_types(M[0].dtype, torch.float32)
+        w = (1.0 / n.to(wide)).view(-1, 1, 1)
+        return tuple(
+            (Mi.to(wide) * (1.0 - w) + matmul(P, Q).to(wide) * w).to(Mi.dtype)
+            for Mi, (P, Q) in zip(M, pairs, strict=True)
+        )
 
     def check_gop_sides(self, Ht: KroneckerGOPSides) -> tuple[Tensor, Tensor]:
         """``(Ht.W_L, Ht.W_R)`` after a check of their shapes (``ValueError`` naming them)."""

@@ -61,31 +61,34 @@ def accumulate_gop(
     if (updated and not kept) or not accumulate:
         sums = None
     else:
-        sums = pre.side_sums(pc, G, rotated)
-        # Float64 counts (as the step's): no host synchronisation, exact integers. Members
-        # of a bucket share one 0-d count; each its own (stacked, (k,)) only where their
-        # entries differ (after a load, or an option toggled while some took no step: then
-        # they may have kept different numbers of gradients).
+        # Float64 counts (as the step's), exact integers, on the CPU (read without a device
+        # synchronisation; a count loaded onto an accelerator until the next curvature step).
+        # Members of a bucket share one 0-d count; each its own (stacked, (k,)) only where
+        # their entries differ (after a load, or an option toggled while some took no step:
+        # then they may have kept different numbers of gradients).
         counts = [st["gop_count"] for st in states] if kept else []
         if not kept:
             n = torch.ones((), dtype=torch.float64)
-        elif all(c is counts[0] for c in counts):
-            n = counts[0] + 1
-        else:
-            n = torch.stack([torch.as_tensor(c, dtype=torch.float64) for c in counts]) + 1
-        if kept:  # a bucket's members share their history (``_buckets``)
+            sums = pre.side_sums(pc, G, rotated)
+        else:  # a bucket's members share their history (``_buckets``)
+            if all(c is counts[0] for c in counts):
+                n = counts[0] + 1
+                values = [float(n)]
+            else:
+                n = torch.stack([torch.as_tensor(c, dtype=torch.float64) for c in counts]) + 1
+                values = n.tolist()
             old = [[st["gop_" + key] for st in states] for key in keys]
             if len(news) > 1:
                 old = [packed("gop_" + key, o, key) for key, o in zip(keys, old, strict=True)]
             else:
                 old = [o[0] for o in old]
-            # The running mean ``M + (W / n - M / n)``, not the sum: it overflows only where
-            # one gradient's sums do (then the paper's scheme overflows too), whereas a sum of
-            # ``n`` large ones would skip every step until the next curvature step; for
-            # ``n >= 2`` neither quotient nor their difference can overflow.
-            sums = tuple(
-                o + (_divide(W, n) - _divide(o, n)) for W, o in zip(sums, old, strict=True)
-            )
+            # The running means, not the sums (``gop_side_sums``): they overflow only where
+            # one gradient's sums do (then the paper's scheme overflows too), whereas a sum
+            # of ``n`` large ones would skip every step until the next curvature step. One
+            # count for the bucket (equal counts too: the same bits as a shared one) is
+            # taken inside the products.
+            scale = values[0] if len(set(values)) == 1 else n
+            sums = pre.side_sums(pc, G, rotated, mean=(*old, scale))
         for W in sums:  # squares of a finite gradient may overflow the state dtype
             pending.add([W.sum()], moment_verdict(W, shape, len(news), "GOP sums"))
     if updated:  # the curvature step below takes them in; the sums start afresh
@@ -104,13 +107,3 @@ def accumulate_gop(
     if not updated or sums is None:
         return None
     return sums
-
-
-def _divide(W: Tensor, n: Tensor) -> Tensor:
-    """``W / n`` for a 0-d count, or per member for stacked counts ``n`` (k,) of a bucket
-    ``W`` (k, s, s), in the arithmetic of the 0-d case (the state dtype's; float32 for 16
-    bits), so that stacked and shared counts give the same bits."""
-    if n.ndim == 0:
-        return W / n
-    d = n.to(torch.promote_types(W.dtype, torch.float32)).view(-1, 1, 1)
-    return (W / d).to(W.dtype)

@@ -186,17 +186,22 @@ class KroneckerPreconditioner:
         return self.to_state(x)
 
     def side_sums(
-        self, state: dict[str, Tensor], grad: Tensor, rotated: Tensor | None = None
+        self,
+        state: dict[str, Tensor],
+        grad: Tensor,
+        rotated: Tensor | None = None,
+        mean: tuple[Tensor, Tensor, float | Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``(Z D_R^-1 Z^T, Z^T D_L^-1 Z)`` of the gradient matrix in the eigenbasis of
         ``state``, ``Z = B_L^T G B_R`` (``rotated``, when the caller has it): what the GOP
         step reads of one gradient (``manifold.gop_side_sums``), to be added up over the
-        steps between two curvature updates (``accumulate_gop``)."""
+        steps between two curvature updates (``accumulate_gop``); ``mean = (M_L, M_R, n)``:
+        the running means of ``n`` gradients' sums instead (``gop_side_sums``)."""
         x = self.point(state)
         if rotated is None:
             G = as_dtype(grad.reshape(*self.batch_shape, *self.shape), self.manifold.dtype)
             rotated = self.manifold.to_eigenbasis(x, G)
-        return self.manifold.gop_side_sums(x, rotated.unsqueeze(-3))
+        return self.manifold.gop_side_sums(x, rotated.unsqueeze(-3), mean)
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
         """``alpha^(-1/p) S_L^(-1/p) G S_R^(-1/p)`` in the state dtype."""
