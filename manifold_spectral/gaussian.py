@@ -254,6 +254,12 @@ class Gaussian:
         G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)
         return rgd.step_eigenbasis(x, G, check_input=False, count=count)
 
+    def finish_step(self, x_new: Any, *, count: int | None = None) -> Any:
+        """The end of ``precision_step`` for a point ``x_new`` that the caller computed by the
+        same closed form (``RGD.finish_step``: the re-orthogonalisation on the schedule of
+        ``count``, the point check, ``FloatingPointError`` when ``x_new`` left the manifold)."""
+        return self._rgd.finish_step(x_new, count=count)
+
     def precondition(self, x: Any, grad: Tensor) -> Tensor:
         """``S^(-1/p) g`` from ``(B, d)`` only."""
         return self.manifold.apply_power(x, grad, -1.0 / self.root)

@@ -98,7 +98,14 @@ class DiagonalSPD(SpectralManifold):
             raise ValueError(
                 f"v: expected shape ({self.n},) or ({self.n}, k), got {tuple(v.shape)}"
             )
-        dr = x.d.pow(r)
+        return self.apply_power_unchecked(x.d, v, r)
+
+    @staticmethod
+    def apply_power_unchecked(d: Tensor, v: Tensor, r: float) -> Tensor:
+        """``apply_power``'s formula ``d^r * v`` without its checks, for a caller whose ``d``,
+        ``v`` (n,) or (n, k) and ``r`` hold by construction (an optimizer's state and
+        checked gradient)."""
+        dr = d.pow(r)
         return v * (dr if v.ndim == 1 else dr[:, None])
 
     def logdet(self, x: DiagonalPoint) -> Tensor:
@@ -147,9 +154,20 @@ class DiagonalSPD(SpectralManifold):
         """``diag(V V^T) / k + damping``: only the diagonal of the GOP is needed (O(n k))."""
         self.validate_layout(x)
         check_gop_columns(V, (self.n,), self.dtype, self.device)
+        return self.gop_eigenbasis_unchecked(V, damping)
+
+    @staticmethod
+    def gop_eigenbasis_unchecked(V: Tensor, damping: float = 0.0) -> Tensor:
+        """``gop_eigenbasis``'s formula ``diag(V V^T) / k + damping`` without its checks, for a
+        caller whose columns ``V`` (n, k) hold by construction (an optimizer's checked
+        gradient). One column: ``v * v + damping`` (a sum of one term and a division by 1
+        round nothing: the same bits, two tensor calls fewer)."""
         # the numbers as cached 0-d tensors (the same bits: linalg.operand)
-        h = (V * V).sum(dim=1)
-        return h.div_(operand(float(V.shape[1]), h)).add_(operand(damping, h))
+        if V.shape[1] == 1:
+            h = (V * V).reshape(-1)
+        else:
+            h = (V * V).sum(dim=1).div_(operand(float(V.shape[1]), V))
+        return h.add_(operand(damping, h))
 
     def precision_egrad_eigenbasis(self, x: DiagonalPoint, Ht: Tensor, gamma: float) -> Tensor:
         """``diag(dL/dS) = -1/2 (Ht - gamma d) / d^2`` with ``Ht = diag(H)``."""
@@ -179,7 +197,24 @@ class DiagonalSPD(SpectralManifold):
         ``jacobi`` are ignored (no rotation). Not checked (``RGD.finish_step`` checks)."""
         check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, device=self.device, finite=False)
         beta2, exponential = check_positive(beta2, "beta2"), check_exponential(exponential)
-        return DiagonalPoint(blocks.gop_eig_step(x.d, Ht, beta2, float(gamma), exponential))
+        return self.closed_form_step_unchecked(x, Ht, beta2, float(gamma), exponential)
+
+    @staticmethod
+    def closed_form_step_unchecked(
+        x: DiagonalPoint,
+        Ht: Tensor,
+        beta2: float,
+        gamma: float,
+        exponential: str,
+        *,
+        nonnegative: bool = False,
+    ) -> DiagonalPoint:
+        """``closed_form_step``'s formula without its checks, for a caller whose arguments
+        hold by construction (an optimizer's state, its GOP diagonal and validated options);
+        ``nonnegative``: ``Ht >= 0`` (a GOP), so the truncated map needs no positivity check
+        when ``gamma beta2 < 1`` (``blocks.gop_eig_step``). The result is not checked."""
+        d = blocks.gop_eig_step(x.d, Ht, beta2, gamma, exponential, nonnegative=nonnegative)
+        return DiagonalPoint(d)
 
     def metric(self, x: DiagonalPoint) -> DiagonalTangent:
         return DiagonalTangent(blocks.eig_metric(x.d))
