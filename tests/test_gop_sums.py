@@ -63,6 +63,10 @@ def test_gop_side_sums_by_hand():
     W_L, W_R = K.gop_side_sums(x, Z)
     assert torch.equal(W_L, W_L_HAND)
     assert torch.equal(W_R, W_R_HAND)
+    # One gradient at a time (m = 1, the optimizer's case): the same sums added up.
+    ones = [K.gop_side_sums(x, Z[i : i + 1]) for i in range(2)]
+    assert torch.equal(ones[0][0] + ones[1][0], W_L_HAND)
+    assert torch.equal(ones[0][1] + ones[1][1], W_R_HAND)
 
 
 def test_gop_side_sums_running_means_by_hand():

@@ -69,15 +69,19 @@ class KroneckerGOPStepMixin:
             raise ValueError(f"Ht.Z: expected shape {(*bs, 'm', a, b)}, got {tuple(Z.shape)}")
         m = Z.shape[-3]
         dL, dR = x.left.d, x.right.d
-        # Sums over the m gradients and a side in one product each: (a, mb) (mb, a) and
-        # (b, ma) (ma, b); views when m = 1 (one gradient per step, the optimizer's case).
-        Zt = Z.transpose(-3, -2)
-        Zs = Zt.reshape(*bs, a, m * b)
-        ZL = (Z / self._sample_axis(dL)[..., :, None]).reshape(*bs, m * a, b)
-        pairs = (
-            ((Zt / dR[..., None, None, :]).reshape(*bs, a, m * b), Zs.mT),
-            (ZL.mT, Z.reshape(*bs, m * a, b)),
-        )
+        if m == 1:  # one gradient a step (an optimizer's): the same products, fewer views
+            Z1 = Z.select(-3, 0)
+            pairs = ((Z1 / dR[..., None, :], Z1.mT), ((Z1 / dL[..., :, None]).mT, Z1))
+        else:
+            # Sums over the m gradients and a side in one product each: (a, mb) (mb, a) and
+            # (b, ma) (ma, b).
+            Zt = Z.transpose(-3, -2)
+            Zs = Zt.reshape(*bs, a, m * b)
+            ZL = (Z / self._sample_axis(dL)[..., :, None]).reshape(*bs, m * a, b)
+            pairs = (
+                ((Zt / dR[..., None, None, :]).reshape(*bs, a, m * b), Zs.mT),
+                (ZL.mT, Z.reshape(*bs, m * a, b)),
+            )
         if mean is None:
             return tuple(matmul(P, Q) for P, Q in pairs)
         *M, n = mean
