@@ -25,6 +25,7 @@ difference is then peer minus defaults (positive: the defaults are lower).
 Run:  python benchmarks/bench_optim_seeds.py --option nesterov=False
       python benchmarks/bench_optim_seeds.py --option nesterov=False --tasks mlp --seeds 4
       python benchmarks/bench_optim_seeds.py --against soap muon adamw
+      python benchmarks/bench_optim_seeds.py --option state_dtype=bfloat16 --seeds 100
 """
 
 from __future__ import annotations
@@ -72,10 +73,15 @@ SETTINGS = {
 
 
 def parse_option(text: str) -> tuple[str, object]:
-    """``key=value`` with a Python literal value (``nesterov=False``, ``beta2=0.03``)."""
+    """``key=value`` with a Python literal value (``nesterov=False``, ``beta2=0.03``) or a
+    torch dtype's name (``state_dtype=bfloat16`` or ``torch.bfloat16``), which no literal
+    spells: the bf16 state against the defaults' is a comparison this script runs."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--option: expected key=value, got {text!r}")
+    dtype = getattr(torch, value.removeprefix("torch."), None)
+    if isinstance(dtype, torch.dtype):
+        return key, dtype
     return key, ast.literal_eval(value)
 
 
