@@ -19,6 +19,7 @@ import torch
 
 from manifold_spectral.solvers.cholesky_nes import CholeskyNES
 from manifold_spectral.solvers.nes import NES
+from manifold_spectral.solvers.restarts import RestartNES
 from manifold_spectral.solvers.xnes import XNES
 
 N = 6
@@ -107,3 +108,24 @@ def test_the_runs_visit_every_phase_and_tie():
     assert phases == {"moving", "stagnating", "converging"}
     assert tied > 0
     assert math.isfinite(es.fbest)
+
+
+@pytest.mark.parametrize("f", [sharp_ridge, steps], ids=lambda f: f.__name__)
+def test_restarts_that_carry_the_shape_are_bitwise_invariant(f):
+    """IPOP restarts whose runs end on ``tolx`` (the ridge) or on ``tolflatfitness`` (the
+    steps) and hand their shape to the next run: with ``tolfun = 0`` every stop reads the
+    values through comparisons only, so the whole sequence of runs is rank-based too."""
+    g = TRANSFORMS["cube"]
+    options = dict(restarts=2, tolx=1e-6, tolfun=0.0, max_evals=6000)
+    a = RestartNES(np.full(N, 1.5), 1.0, seed=3, **options)
+    b = RestartNES(np.full(N, 1.5), 1.0, seed=3, **options)
+    while not a.stop():
+        Xa, Xb = a.ask(), b.ask()
+        assert np.array_equal(Xa, Xb) and not b.stop()
+        values = f(Xa)
+        a.tell(Xa, values)
+        b.tell(Xb, g(values))
+        for sa, sb in zip(_state(a.es), _state(b.es), strict=True):
+            assert torch.equal(sa, sb), f"generation {a.countiter}: the state differs"
+    assert b.stop() and a.runs == b.runs
+    assert any("shape carried" in r["adapt"] for r in a.runs)
