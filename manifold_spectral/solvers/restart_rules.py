@@ -32,20 +32,22 @@ and a larger population with the same step-size rule collapses the same way:
   used here: at large populations it shrinks the scale on a ridge as fast, and its every-phase
   rank-one term drives the condition to the ``condition`` stop.
 
-Both stops also say that the run had learned part of the shape before its scale collapsed
-(the axes of the step ellipsoid, the direction of the ridge), and a restart from scratch
-throws that away: the next run starts from its fresh ``x0`` and its own scale but with the
-stopped run's eigenbasis ``B`` and the spread of its eigenvalues (``carry_shape``), at unit
-determinant and flattened to a condition of at most ``CARRIED_CONDITION``. The
-flattening is a power ``C^a`` of the learned covariance (same eigenbasis, eigenvalue
-ratios raised to ``a <= 1``): what a run learns close to a ridge is partly where it
-stopped (the variance across the ridge shrinks with the distance to it), which a fresh start
-far away does not share, while the orientation is the function's. A plateau stop counts
-only while the run's scale is still a sizeable part of its start's (``PLATEAU_SCALE``):
-values that tie because the scale collapsed to the floating-point resolution of a smooth
-minimum are a local minimum's. After those and the other stops the next run starts from
-scratch: after ``tolfun`` (a local minimum of a multi-modal function) the learned shape is
-that of one basin, and IPOP's fresh start is what explores the others.
+A plateau stop also says that the run had learned part of the shape before its scale
+shrank onto the plateau (the axes of the step ellipsoid), and a restart from scratch throws
+that away: the next run starts from its fresh ``x0`` and its own scale but with the stopped
+run's eigenbasis ``B`` and the spread of its eigenvalues (``carry_shape``), at unit
+determinant and flattened to a condition of at most ``CARRIED_CONDITION``. The flattening
+is a power ``C^a`` of the learned covariance (same eigenbasis, eigenvalue ratios raised to
+``a <= 1``): the orientation is the function's, while the variance ratios are partly where
+the run stopped, which a fresh start far away does not share. The stop counts only while the
+run's scale is still a sizeable part of its start's (``PLATEAU_SCALE``): values that tie
+because the scale collapsed to the floating-point resolution of a smooth minimum are a local
+minimum's, whose shape would steer the next run back into its basin. After every other stop
+the next run starts from a sphere: after ``tolfun`` (a local minimum of a multi-modal
+function) the learned shape is that of one basin, and IPOP's fresh start is what explores
+the others; after ``tolx`` the shape learned at a kink is a local one too (BBOB f17, Schaffer
+F7, whose kinks are many), and carrying it helped the sharp ridge (f13) less than it cost
+there (benchmarks/bench_bbob.py).
 
 The CSA rule applies to the next run only (it reads the stop of the run just ended): on
 BBOB f20/f21 the first, small runs end on plateaus and the later ones on ``tolfun`` (smooth
@@ -53,8 +55,8 @@ local minima), where CSA made every later run longer and lost solved instances. 
 ``tolx`` rule holds for every run after the first ``tolx`` stop: a kink is a property of the
 function, and on f18 the runs that follow a ``tolx`` run end on ``tolx`` again as soon as
 they are undamped. With BIPOP, "the previous run" and "every run after" are those of the new
-run's own regime (``RestartNES`` passes them); so does the shape rule, which, like the CSA
-rule, reads the previous run of the regime only. Neither touches the first run, which stays
+run's own regime (``RestartNES`` passes them); the shape rule, like the CSA rule, reads
+the previous run of the regime only. Neither touches the first run, which stays
 bitwise the plain NES run; caller-fixed rates and an explicit ``step_size`` are left alone.
 """
 
@@ -95,8 +97,7 @@ PLATEAU_SCALE = 1e-4
 
 #: Largest condition number of a carried shape's covariance: above it the learned one is
 #: flattened (``carried_shape``), which keeps the orientation while a fresh start does not
-#: inherit the variance ratios of where the run stopped (a larger cap made the runs after
-#: BBOB f13's first one slower: benchmarks/bench_bbob.py).
+#: inherit the variance ratios of where the run stopped.
 CARRIED_CONDITION = 1e2
 
 
@@ -122,17 +123,13 @@ def carried_shape(
 
 def carry_shape(es: Any, previous: Any, fallen: float) -> str | None:
     """Start the new run ``es`` with the shape of ``previous`` (the last run of its regime,
-    or ``None``) when that run ended on ``tolx``, or on ``tolflatfitness`` with its scale
-    ``fallen`` (the ratio of its final to its initial geometric-mean standard deviation) at
-    least ``PLATEAU_SCALE``: ``es``'s precision becomes ``carried_shape(previous's precision,
+    or ``None``) when that run ended on ``tolflatfitness`` with its scale ``fallen`` (the
+    ratio of its final to its initial geometric-mean standard deviation) at least
+    ``PLATEAU_SCALE``: ``es``'s precision becomes ``carried_shape(previous's precision,
     es's)``; its mean (the fresh start) and scale stay. Only between spectral search
     distributions (``NES``; a baseline's ``es_class`` keeps its own start). Returns a label
     of what was changed (``None``: nothing)."""
-    if previous is None:
-        return None
-    stop = previous.stop()
-    plateau = "tolflatfitness" in stop and fallen >= PLATEAU_SCALE
-    if "tolx" not in stop and not plateau:
+    if previous is None or "tolflatfitness" not in previous.stop() or fallen < PLATEAU_SCALE:
         return None
     old, new = getattr(previous.dist, "point", None), getattr(es.dist, "point", None)
     if not isinstance(old, SpectralPoint) or not isinstance(new, SpectralPoint):

@@ -21,8 +21,8 @@ With ``adapt=True`` (default) a restart also learns from why the previous run en
 (``restart_rules``): after ``tolflatfitness`` (a plateau) the next run uses CSA
 (``step_size="csa"``) without mirrored sampling; once a run has ended on ``tolx`` (a
 collapse onto a kink or a sharp ridge) every later run's DX-NES scale rate while the path
-stagnates is divided by 4; and after either (a plateau only while the scale is still wide)
-the next run starts with the stopped run's learned shape, its eigenbasis and eigenvalue
+stagnates is divided by 4; and after a plateau stop (while the scale is still wide) the
+next run also starts with the stopped run's learned shape, its eigenbasis and eigenvalue
 spread flattened to a condition of at most ``CARRIED_CONDITION``, at its own ``x0`` and scale;
 ``runs[i]["adapt"]`` records what was changed. With BIPOP the rules read the runs of the
 new run's own regime only (a small run's budget or local-collapse stop says nothing about how
@@ -113,8 +113,8 @@ class RestartNES:
         bipop: BIPOP instead of IPOP.
         incpopsize: population factor of the large regime (> 1).
         adapt: learn from why each run ended (``restart_rules``: CSA without mirrored
-            sampling after a plateau stop, a slower scale rate after ``tolx``, the learned
-            shape carried into the next run after either); ``False``:
+            sampling and the learned shape after a plateau stop, a slower scale rate after
+            ``tolx``); ``False``:
             every run takes ``options``.
         max_evals: evaluations of all runs together (``None``: each run has the default
             budget of ``nes.minimize``).
