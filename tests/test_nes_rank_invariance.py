@@ -19,6 +19,7 @@ import torch
 
 from manifold_spectral.solvers.cholesky_nes import CholeskyNES
 from manifold_spectral.solvers.nes import NES
+from manifold_spectral.solvers.restarts import RestartNES
 from manifold_spectral.solvers.xnes import XNES
 
 N = 6
@@ -107,3 +108,28 @@ def test_the_runs_visit_every_phase_and_tie():
     assert phases == {"moving", "stagnating", "converging"}
     assert tied > 0
     assert math.isfinite(es.fbest)
+
+
+@pytest.mark.parametrize(
+    "f, rule",
+    [(sharp_ridge, "scale rate / 4"), (steps, "shape carried")],
+    ids=["sharp_ridge", "steps"],
+)
+def test_restarts_that_learn_from_the_stop_are_bitwise_invariant(f, rule):
+    """IPOP restarts whose runs end on ``tolx`` (the ridge: a slower scale rate) or on
+    ``tolflatfitness`` (the steps: CSA and the carried shape): with ``tolfun = 0`` every stop
+    reads the values through comparisons only, so the whole sequence of runs is rank-based."""
+    g = TRANSFORMS["cube"]
+    options = dict(restarts=2, tolx=1e-6, tolfun=0.0, max_evals=6000)
+    a = RestartNES(np.full(N, 1.5), 1.0, seed=3, **options)
+    b = RestartNES(np.full(N, 1.5), 1.0, seed=3, **options)
+    while not a.stop():
+        Xa, Xb = a.ask(), b.ask()
+        assert np.array_equal(Xa, Xb) and not b.stop()
+        values = f(Xa)
+        a.tell(Xa, values)
+        b.tell(Xb, g(values))
+        for sa, sb in zip(_state(a.es), _state(b.es), strict=True):
+            assert torch.equal(sa, sb), f"generation {a.countiter}: the state differs"
+    assert b.stop() and a.runs == b.runs
+    assert any(rule in r["adapt"] for r in a.runs)

@@ -32,27 +32,110 @@ and a larger population with the same step-size rule collapses the same way:
   used here: at large populations it shrinks the scale on a ridge as fast, and its every-phase
   rank-one term drives the condition to the ``condition`` stop.
 
+A plateau stop also says that the run had learned part of the shape before its scale
+shrank onto the plateau (the axes of the step ellipsoid), and a restart from scratch throws
+that away: the next run starts from its fresh ``x0`` and its own scale but with the stopped
+run's eigenbasis ``B`` and the spread of its eigenvalues (``carry_shape``), at unit
+determinant and flattened to a condition of at most ``CARRIED_CONDITION``. The flattening
+is a power ``C^a`` of the learned covariance (same eigenbasis, eigenvalue ratios raised to
+``a <= 1``): the orientation is the function's, while the variance ratios are partly where
+the run stopped, which a fresh start far away does not share. The stop counts only while the
+run's scale is still a sizeable part of its start's (``PLATEAU_SCALE``): values that tie
+because the scale collapsed to the floating-point resolution of a smooth minimum are a local
+minimum's, whose shape would steer the next run back into its basin. After every other stop
+the next run starts from a sphere: after ``tolfun`` (a local minimum of a multi-modal
+function) the learned shape is that of one basin, and IPOP's fresh start is what explores
+the others; after ``tolx`` the shape learned at a kink is a local one too (BBOB f17, Schaffer
+F7, whose kinks are many), and carrying it helped the sharp ridge (f13) less than it cost
+there (benchmarks/bench_bbob.py).
+
 The CSA rule applies to the next run only (it reads the stop of the run just ended): on
 BBOB f20/f21 the first, small runs end on plateaus and the later ones on ``tolfun`` (smooth
 local minima), where CSA made every later run longer and lost solved instances. The
 ``tolx`` rule holds for every run after the first ``tolx`` stop: a kink is a property of the
 function, and on f18 the runs that follow a ``tolx`` run end on ``tolx`` again as soon as
 they are undamped. With BIPOP, "the previous run" and "every run after" are those of the new
-run's own regime (``RestartNES`` passes them). Neither touches the first run, which stays
+run's own regime (``RestartNES`` passes them); the shape rule, like the CSA rule, reads
+the previous run of the regime only. Neither touches the first run, which stays
 bitwise the plain NES run; caller-fixed rates and an explicit ``step_size`` are left alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
-__all__ = ["TOLX_SCALE_DAMPING", "next_run_options", "adapt_run"]
+import torch
+
+from ..manifolds.points import SpectralPoint
+
+__all__ = [
+    "TOLX_SCALE_DAMPING",
+    "PLATEAU_SCALE",
+    "CARRIED_CONDITION",
+    "next_run_options",
+    "adapt_run",
+    "carried_shape",
+    "carry_shape",
+]
 
 #: Divisor of the DX-NES stagnating scale rate in the runs after a ``tolx`` stop: a
 #: compromise between the sharp ridge (BBOB f13), whose later runs fail more often with less
 #: damping, and Schaffer F7 (f18), which slows with more (benchmarks/bench_bbob.py).
 TOLX_SCALE_DAMPING = 4.0
+
+
+#: Smallest fall of the scale (final over initial geometric-mean standard deviation) of a
+#: run ending on ``tolflatfitness`` whose shape the next run takes over (``carry_shape``).
+#: A step function's plateau stops a run whose samples still spread over several steps
+#: (BBOB f7); ties of a run whose scale fell to about ``sqrt(eps)`` of its start are the
+#: rounding of a smooth minimum's values (the plateau stops of BBOB f3, f4, f15, f19-f22),
+#: a local minimum as after ``tolfun``. The two lie decades apart on either side of this
+#: (benchmarks/bench_bbob.py).
+PLATEAU_SCALE = 1e-4
+
+#: Largest condition number of a carried shape's covariance: above it the learned one is
+#: flattened (``carried_shape``), which keeps the orientation while a fresh start does not
+#: inherit the variance ratios of where the run stopped.
+CARRIED_CONDITION = 1e2
+
+
+def carried_shape(
+    x: SpectralPoint, d_new: torch.Tensor, max_condition: float = CARRIED_CONDITION
+) -> SpectralPoint:
+    """The precision a new run starts with when it takes over the shape of the precision
+    ``x = B Diag(d) B^T`` of a stopped run: ``B Diag(d') B^T`` with
+    ``log d' = a (log d - mean log d) + mean log d_new``, ``a = min(1, log(max_condition) /
+    log(max d / min d))``. ``d_new`` are the eigenvalues the new run would start with, so
+    its geometric-mean standard deviation (its scale, ``sigma0``) is kept; the learned
+    covariance is normalised to unit determinant and raised to the power ``a``, which leaves
+    its eigenbasis and the order of its eigenvalues and brings its condition down to at most
+    ``max_condition``. Nothing is decomposed: ``B`` and ``d`` are the spectral state."""
+    log_d = torch.log(x.d)
+    centred = log_d - log_d.mean()
+    spread = float(centred.max() - centred.min())
+    limit = math.log(max_condition)
+    if spread > limit:
+        centred = centred * (limit / spread)
+    return SpectralPoint(x.B.clone(), torch.exp(centred + torch.log(d_new).mean()))
+
+
+def carry_shape(es: Any, previous: Any, fallen: float) -> str | None:
+    """Start the new run ``es`` with the shape of ``previous`` (the last run of its regime,
+    or ``None``) when that run ended on ``tolflatfitness`` with its scale ``fallen`` (the
+    ratio of its final to its initial geometric-mean standard deviation) at least
+    ``PLATEAU_SCALE``: ``es``'s precision becomes ``carried_shape(previous's precision,
+    es's)``; its mean (the fresh start) and scale stay. Only between spectral search
+    distributions (``NES``; a baseline's ``es_class`` keeps its own start). Returns a label
+    of what was changed (``None``: nothing)."""
+    if previous is None or "tolflatfitness" not in previous.stop() or fallen < PLATEAU_SCALE:
+        return None
+    old, new = getattr(previous.dist, "point", None), getattr(es.dist, "point", None)
+    if not isinstance(old, SpectralPoint) or not isinstance(new, SpectralPoint):
+        return None
+    es.dist.point = carried_shape(old, new.d, CARRIED_CONDITION)
+    return "shape carried"
 
 
 def next_run_options(stop: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:

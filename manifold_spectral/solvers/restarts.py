@@ -21,7 +21,9 @@ With ``adapt=True`` (default) a restart also learns from why the previous run en
 (``restart_rules``): after ``tolflatfitness`` (a plateau) the next run uses CSA
 (``step_size="csa"``) without mirrored sampling; once a run has ended on ``tolx`` (a
 collapse onto a kink or a sharp ridge) every later run's DX-NES scale rate while the path
-stagnates is divided by 4;
+stagnates is divided by 4; and after a plateau stop (while the scale is still wide) the
+next run also starts with the stopped run's learned shape, its eigenbasis and eigenvalue
+spread flattened to a condition of at most ``CARRIED_CONDITION``, at its own ``x0`` and scale;
 ``runs[i]["adapt"]`` records what was changed. With BIPOP the rules read the runs of the
 new run's own regime only (a small run's budget or local-collapse stop says nothing about how
 a large run ends, and the reverse).
@@ -58,7 +60,7 @@ from .es_defaults import default_max_evals
 from .es_eval import _check_vectorized, run_optimizer
 from .es_stop import succeeded
 from .nes import NES
-from .restart_rules import adapt_run, next_run_options
+from .restart_rules import adapt_run, carry_shape, next_run_options
 from .result import result_message
 
 __all__ = ["RestartNES"]
@@ -111,7 +113,8 @@ class RestartNES:
         bipop: BIPOP instead of IPOP.
         incpopsize: population factor of the large regime (> 1).
         adapt: learn from why each run ended (``restart_rules``: CSA without mirrored
-            sampling after a plateau stop, a slower scale rate after ``tolx``); ``False``:
+            sampling and the learned shape after a plateau stop, a slower scale rate after
+            ``tolx``); ``False``:
             every run takes ``options``.
         max_evals: evaluations of all runs together (``None``: each run has the default
             budget of ``nes.minimize``).
@@ -166,6 +169,8 @@ class RestartNES:
         self._spent = {"large": 0, "small": 0}
         self._large_runs = 0
         self._last_large = 0
+        self._last_run: dict[str, tuple[NESBase, float]] = {}  # per regime: (run, fall)
+        self._scale0: list[float] = []  # the initial scale (``dist.scale()``) of every run
         self.es = self._new_run(self._start_point(), popsize, seed, "large", 1.0, None)
         if bipop:  # the small runs' smallest sigma0 must fit the state too, checked up front
             sigma = check_sigma0(sigma0, self.es.n) * SMALLEST_SIGMA_SCALE
@@ -228,7 +233,10 @@ class RestartNES:
         es = self.es_class(x0, sigma, popsize, seed, max_evals=budget, **options)
         if es.max_evals is None:  # nes.minimize's default budget for this population
             es.max_evals = default_max_evals(es.popsize, es.n)
-        adapted = [f"{k}={v}" for k, v in extra.items()] + [adapt_run(es, tolx_seen) or ""]
+        previous, fallen = self._last_run.get(regime, (None, 1.0)) if self.adapt else (None, 1.0)
+        adapted = [f"{k}={v}" for k, v in extra.items()]
+        adapted += [adapt_run(es, tolx_seen) or "", carry_shape(es, previous, fallen) or ""]
+        self._scale0.append(es.dist.scale())
         self.runs.append(
             {"popsize": es.popsize, "regime": regime, "sigma_scale": scale, "seed": es.seed,
              "adapt": ", ".join(a for a in adapted if a)}
@@ -246,6 +254,7 @@ class RestartNES:
         es, k = self.es, len(self.runs)
         self.runs[-1].update(nfev=es.countevals, stop=dict(es.stop()))
         self._spent[self.runs[-1]["regime"]] += es.countevals
+        self._last_run[self.runs[-1]["regime"]] = (es, es.dist.scale() / self._scale0[-1])
         if self.runs[-1]["regime"] == "large":
             self._last_large = es.countevals
         seed = _run_seed(self.seed, k)
@@ -304,14 +313,14 @@ class RestartNES:
             return
         x0 = self._start_point()  # may raise: then the finished run stays the last one
         saved = (self.countevals, self._busy_done, dict(self._spent), self._last_large,
-                 self._large_runs, dict(self.runs[-1]))  # fmt: skip
+                 self._large_runs, dict(self.runs[-1]), dict(self._last_run))  # fmt: skip
         self.countevals += es.countevals
         self._busy_done += es._busy
         try:
             self._next_run(x0)
         except BaseException:  # nothing of a run that could not start is kept or counted
             (self.countevals, self._busy_done, self._spent, self._last_large,
-             self._large_runs, last) = saved  # fmt: skip
+             self._large_runs, last, self._last_run) = saved  # fmt: skip
             self.runs[-1] = last
             self.es = es
             raise
