@@ -197,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10, help="seeds 1 .. N")
     parser.add_argument("--lr", type=float, default=None, help="one lr for every task")
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
+    parser.add_argument(
+        "--block",
+        default=None,
+        help="README block NAME (markers <!-- NAME:start/end -->) to write instead of the "
+        "default one (optim-seeds for --option, optim-peers for --against)",
+    )
     args = parser.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     seeds = list(range(1, args.seeds + 1))
@@ -215,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         f"200 steps; mean ± standard error over seeds; torch {torch.__version__}; {machine()}; "
         f"load average {load:.1f} at start."
     )
+    if args.block is not None:
+        start, end = f"<!-- {args.block}:start -->", f"<!-- {args.block}:end -->"
     block = f"{header}\n\n{table}"
     print(block)
     if not args.no_write:
