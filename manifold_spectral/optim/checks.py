@@ -23,6 +23,7 @@ from ..validation import (
     check_momentum,
     check_positive,
     check_size,
+    computes_in,
 )
 
 __all__ = [
@@ -293,6 +294,15 @@ def exponential_of_truncated(truncated: Any) -> str:
 #: ``SpectralKron``'s default ``exponential``.
 DEFAULT_EXPONENTIAL = "truncated"
 
+#: Default ``gap_damping``: the perturbation of a rotation angle by a rounding-level change of
+#: the input grows like ``1 / rho^2`` (tests/test_optim_continuity.py), and a rotation inside
+#: a pair closer than ``rho`` changes ``S^(-1/2)`` by at most about ``rho / 2`` relative. The
+#: angles of such pairs are mostly gradient noise (a one-sample GOP's off-diagonal entries
+#: are as large as the gaps), and with the Neumann Cayley map they would also use up the
+#: norm budget of the whole rotation step, slowing the pairs whose rotation matters:
+#: benchmarks/bench_basis_tracking.py measures how well the basis tracks its target.
+GAP_DAMPING = 0.3
+
 #: Options of the whole optimizer (the constructor's), which a parameter group cannot set:
 #: ``torch.optim`` keeps any key of a group, so one given there would be silently ignored.
 CONSTRUCTOR_ONLY = ("nonfinite", "shard", "process_group")
@@ -306,6 +316,23 @@ def check_group_keys(group: dict[str, Any]) -> None:
                 f"{key}: an option of the whole optimizer (SpectralKron(..., {key}=...)), "
                 "not of a parameter group; nothing was changed"
             )
+
+
+def listed_params(group: dict[str, Any], index: int) -> dict[str, Any]:
+    """``group`` with its ``params`` iterable made a list (read once: a generator is spent by
+    one pass), ``TypeError`` naming ``params[index][i]`` for a parameter that is not a real
+    floating point tensor of 16, 32 or 64 bits. A tensor, set or missing ``params`` is left
+    to ``torch.optim``'s own errors."""
+    if isinstance(group.get("params"), (Tensor, set, type(None))):
+        return group
+    group = dict(group, params=list(group["params"]))
+    for i, p in enumerate(group["params"]):
+        if isinstance(p, Tensor) and not computes_in(p.dtype):
+            raise TypeError(
+                f"params[{index}][{i}]: expected a real floating point parameter of 16, 32 "
+                f"or 64 bits, got dtype {p.dtype}"
+            )
+    return group
 
 
 def legacy_truncated(truncated: Any, exponential: Any = DEFAULT_EXPONENTIAL) -> str:

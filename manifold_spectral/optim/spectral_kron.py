@@ -25,7 +25,6 @@ from torch import Tensor
 
 from .._denormals import flush_denormals
 from ..linalg import as_dtype
-from ..validation import computes_in
 from . import checks, distributed, groups, transforms
 from .checks import NonFiniteUpdate, validate_group
 from .guards import GuardsMixin
@@ -34,16 +33,6 @@ from .serialization import StateDictMixin
 from .updates import UpdateMixin
 
 __all__ = ["SpectralKron", "NonFiniteUpdate"]
-
-
-#: Default ``gap_damping``: the perturbation of a rotation angle by a rounding-level change of
-#: the input grows like ``1 / rho^2`` (tests/test_optim_continuity.py), and a rotation inside
-#: a pair closer than ``rho`` changes ``S^(-1/2)`` by at most about ``rho / 2`` relative. The
-#: angles of such pairs are mostly gradient noise (a one-sample GOP's off-diagonal entries
-#: are as large as the gaps), and with the Neumann Cayley map they would also use up the
-#: norm budget of the whole rotation step, slowing the pairs whose rotation matters:
-#: benchmarks/bench_basis_tracking.py measures how well the basis tracks its target.
-GAP_DAMPING = 0.3
 
 
 class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimizer):
@@ -197,7 +186,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         cayley: str = "neumann",
         exponential: str = checks.DEFAULT_EXPONENTIAL,
         jacobi: bool = True,
-        gap_damping: float = GAP_DAMPING,
+        gap_damping: float = checks.GAP_DAMPING,
         eigenvalue_correction: bool | None = None,
         correction_beta: float = 0.95,
         momentum: float = 0.85,
@@ -283,16 +272,8 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             )
         if isinstance(param_group, dict) and hasattr(self, "defaults"):
             self._validate({**self.defaults, **param_group})
-        if isinstance(param_group, dict) and not isinstance(
-            param_group.get("params"), (Tensor, set, type(None))
-        ):
-            param_group = dict(param_group, params=list(param_group["params"]))  # once
-            for i, p in enumerate(param_group["params"]):
-                if isinstance(p, Tensor) and not computes_in(p.dtype):
-                    raise TypeError(
-                        f"params[{len(self.param_groups)}][{i}]: expected a real floating "
-                        f"point parameter of 16, 32 or 64 bits, got dtype {p.dtype}"
-                    )
+        if isinstance(param_group, dict):
+            param_group = checks.listed_params(param_group, len(self.param_groups))
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
         if getattr(self, "_sharding", None) is not None:

@@ -50,7 +50,7 @@ from .es_rates import DXSchedule, csa_rates, rank_moving_shape, rank_one_rates, 
 from .es_search import SearchDistribution
 from .es_stop import convergence_stops, record_generation, succeeded
 from .es_utilities import distance_utilities, rank_utilities, utility_weights
-from .result import NESResult, result_message
+from .result import NESResult, history, result_message
 
 __all__ = ["NESBase", "NESResult"]
 
@@ -332,7 +332,6 @@ class NESBase:
         """The current ``NESResult`` (best point, counts, history, time)."""
         stop = self.stop()
         x = self.xbest if self.xbest is not None else self.mean
-        k = len(self._hist_nfev)
         return NESResult(
             x=self._output(x),
             fun=self.fbest if self.xbest is not None else math.nan,
@@ -342,12 +341,7 @@ class NESBase:
             stop=stop,
             message=result_message(stop, self.xbest is not None or not self.countevals),
             method=self.name,
-            history={
-                "nit": np.arange(1, k + 1, dtype=np.int64),
-                "nfev": np.asarray(self._hist_nfev, dtype=np.int64),
-                "fun": np.asarray(self._hist_fun, dtype=np.float64),
-                "time": np.asarray(self._hist_time, dtype=np.float64),
-            },
+            history=history(self._hist_nfev, self._hist_fun, self._hist_time),
             time=time.perf_counter() - self._start,
             xmean=self._output(self.mean),
             stds=self._output(self.dist.stds()),

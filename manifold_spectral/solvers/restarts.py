@@ -61,7 +61,7 @@ from .es_eval import _check_vectorized, run_optimizer
 from .es_stop import succeeded
 from .nes import NES
 from .restart_rules import adapt_run, carry_shape, next_run_options
-from .result import result_message
+from .result import history, result_message
 
 __all__ = ["RestartNES"]
 
@@ -363,12 +363,7 @@ class RestartNES:
             stop=stop,
             message=result_message(stop, xbest is not None or not nfev),
             method=f"{self.es.name} ({'BIPOP' if self.bipop else 'IPOP'}, {len(self.runs)} runs)",
-            history={
-                "nit": np.arange(1, h.shape[0] + 1, dtype=np.int64),
-                "nfev": h[:, 0].astype(np.int64),
-                "fun": h[:, 1],
-                "time": h[:, 2],
-            },
+            history=history(h[:, 0], h[:, 1], h[:, 2]),
             time=time.perf_counter() - self._start,
             xmean=last.xmean,
             stds=last.stds,

@@ -103,6 +103,18 @@ class NESResult(OptimizeResult):
 NO_FINITE_VALUE = "no finite value of f was found (x is the final mean, never evaluated)"
 
 
+def history(nfev: Any, fun: Any, time: Any) -> dict[str, np.ndarray]:
+    """``NESResult.history`` of a run's per-generation records: ``nit`` counts them from 1,
+    ``nfev`` (int64) is the evaluations so far, ``fun`` and ``time`` are float64."""
+    nfev = np.asarray(nfev, dtype=np.int64)
+    return {
+        "nit": np.arange(1, nfev.shape[0] + 1, dtype=np.int64),
+        "nfev": nfev,
+        "fun": np.asarray(fun, dtype=np.float64),
+        "time": np.asarray(time, dtype=np.float64),
+    }
+
+
 def result_message(stop: dict[str, Any], found: bool) -> str:
     """``message`` of a ``NESResult``: the stop reasons (``"running"`` while none), led by
     ``NO_FINITE_VALUE`` when ``found`` is false: then there is no evaluated point whose value
