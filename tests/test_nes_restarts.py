@@ -119,3 +119,25 @@ def test_ask_tell_across_restarts_and_bad_arguments():
         nes.minimize(lambda x: np.asarray(x)[0] ** 2, np.zeros(N), 1.0, restarts=1,
                      max_evals=500, vectorized=True)  # fmt: skip
     assert isinstance(RestartNES(np.zeros(N), 1.0, restarts=0).es, NES)
+
+
+def test_history_records_of_a_plain_and_a_restarted_run():
+    """``history`` (``result.history``): ``nit`` counts generations from 1 to ``nit``, ``nfev``
+    the evaluations so far (int64, ending at ``nfev``; one population a generation in the
+    plain run), ``fun`` the best value so far (float64, non-increasing, ending at ``fun``)."""
+    x0 = np.full(N, 3.0)
+    plain = nes.minimize(RASTRIGIN, x0, 2.0, seed=3, max_evals=2_000, vectorized=True)
+    es = RestartNES(x0, 2.0, seed=3, max_evals=20_000, target=1e-8, restarts=9)
+    restarted = es.optimize(RASTRIGIN, vectorized=True)
+    for res in (plain, restarted):
+        h = res.history
+        assert [h[k].dtype for k in ("nit", "nfev", "fun", "time")] == [
+            np.int64,
+            np.int64,
+            np.float64,
+            np.float64,
+        ]
+        np.testing.assert_array_equal(h["nit"], np.arange(1, res.nit + 1))
+        assert h["nfev"][-1] == res.nfev and np.all(np.diff(h["nfev"]) > 0)
+        assert h["fun"][-1] == res.fun and np.all(np.diff(h["fun"]) <= 0)
+    np.testing.assert_array_equal(plain.history["nfev"], 8 * np.arange(1, plain.nit + 1))
