@@ -37,6 +37,7 @@ __all__ = [
     "orthogonality_error",
     "newton_schulz_orthogonalize",
     "all_finite",
+    "all_finite_positive",
     "all_true",
     "finite_with_sum",
     "as_dtype",
@@ -149,6 +150,18 @@ def max_abs(X: Tensor) -> Tensor:
     per-step checks of gradients and updates read it."""
     lo, hi = torch.aminmax(X)
     return torch.maximum(hi, lo.neg())
+
+
+def all_finite_positive(X: Tensor) -> bool:
+    """Whether every entry of ``X`` is finite and ``> 0`` (``True`` for an empty ``X``):
+    ``0 < min X`` and ``max X < Inf`` from one ``torch.aminmax`` pass, which gives NaN for
+    both when an entry is NaN (every comparison then fails). The diagonal scheme's point
+    check after each of its elementwise steps reads it: one reduction instead of a sum, a
+    comparison, an ``all`` and their conjunction."""
+    if not X.numel():
+        return True
+    lo, hi = torch.aminmax(X)
+    return 0.0 < float(lo) and float(hi) < math.inf
 
 
 def max_abs_from(lo: float, hi: float) -> float:

@@ -73,3 +73,16 @@ def test_the_optimizers_diagonal_update_checks_its_result():
             torch.tensor([1.0, float("nan"), 0.0], dtype=DT),
             count=1,
         )
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_point_with_one_bad_entry_is_refused(bad):
+    """``check_point``: ``d`` finite and positive, each entry (one bad among good ones)."""
+    man = DiagonalSPD(4, DT)
+    d = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=DT)
+    assert man.check_point(DiagonalPoint(d)) == (True, None)
+    for i in range(4):
+        e = d.clone()
+        e[i] = bad
+        ok, reason = man.check_point(DiagonalPoint(e))
+        assert not ok and reason, (bad, i)

@@ -69,6 +69,28 @@ def test_gop_side_sums_by_hand():
     assert torch.equal(ones[0][1] + ones[1][1], W_R_HAND)
 
 
+def test_gop_side_sums_of_one_gradient_as_a_matrix_by_hand():
+    """One gradient as a matrix ((a, b), batched (k, a, b): the optimizer's rotated
+    gradient, without an ``m`` axis) gives the by-hand sums, with and without a mean."""
+    K, x, Z = _by_hand_point()
+    ones = [K.gop_side_sums(x, Z[i]) for i in range(2)]
+    assert torch.equal(ones[0][0] + ones[1][0], W_L_HAND)
+    assert torch.equal(ones[0][1] + ones[1][1], W_R_HAND)
+    M_R = torch.zeros(3, 3, dtype=DT)
+    # Z_2 alone (by hand above): W_L [[8, 0], [0, 1/4]], W_R [[2, 0, 0], 0, [0, 0, 2]]
+    W_L, W_R = K.gop_side_sums(x, Z[1], mean=(M_L_HAND, M_R, 2.0))
+    assert torch.equal(W_L, torch.tensor([[6.0, 0.0], [0.0, 4.125]], dtype=DT))
+    assert torch.equal(W_R, torch.diag(torch.tensor([1.0, 0.0, 1.0], dtype=DT)))
+    K, x, Z = _by_hand_point(2)
+    ones = [K.gop_side_sums(x, Z[:, i]) for i in range(2)]
+    for i in range(2):
+        assert torch.equal(ones[0][0][i] + ones[1][0][i], W_L_HAND)
+        assert torch.equal(ones[0][1][i] + ones[1][1][i], W_R_HAND)
+    for bad in (Z[:, 0, :, :2], Z[0, 0, 0]):
+        with pytest.raises(ValueError, match="Ht.Z"):
+            K.gop_side_sums(x, bad)
+
+
 def test_gop_side_sums_running_means_by_hand():
     """``mean = (M_L, M_R, n)``: ``(1 - 1/n) M + W / n`` (all exact here), for a count as a
     number (unbatched and shared by a batch) and one count per batch element."""

@@ -224,3 +224,25 @@ def test_kept_means_overflow_only_where_one_gradients_gop_does():
         assert bool(torch.isfinite(p).all())
         skipped[acc] = (opt.skipped_steps, int(opt.state[p]["step"]))
     assert skipped[True] == skipped[False] == (0, 40)
+
+
+def test_buckets_of_one_step_share_one_count_of_each_value():
+    """The kept counts of a step's buckets (separate here: ``batched=False``) are one
+    float64 CPU tensor of each value, as the step counts are (one to make, read once by
+    the next step); each still holds its own number of gradients, and a curvature step
+    restarts them at 0."""
+    a, b, c = (nn.Parameter(torch.zeros(*s, dtype=DT)) for s in ((5, 3), (4, 6), (5, 3)))
+    opt = SpectralKron([a, b], lr=1e-2, update_every=4, batched=False)
+    opt.add_param_group({"params": [c], "update_every": 2})
+    seen = []
+    for t in range(6):
+        for i, p in enumerate((a, b, c)):
+            p.grad = torch.randn(*p.shape, generator=gen(120 + 3 * t + i), dtype=DT)
+        opt.step()
+        counts = [opt.state[p]["gop_count"] for p in (a, b, c)]
+        assert counts[0] is counts[1], t
+        assert all(n.dtype == torch.float64 and n.device.type == "cpu" for n in counts)
+        seen.append([float(n) for n in counts])
+    # update_every 4: steps 1 and 5 are curvature steps; 2: steps 1, 3 and 5
+    assert seen == [[0, 0, 0], [1, 1, 1], [2, 2, 0], [3, 3, 1], [0, 0, 0], [1, 1, 1]]
+    assert opt.state[c]["gop_count"] is opt.state[a]["gop_count"]  # both 1 at step 6

@@ -277,3 +277,26 @@ def test_tie_runs_are_the_clusters_of_two_or_more(close, runs):
     from manifold_spectral.linalg import tie_runs
 
     assert tie_runs(torch.tensor(close, dtype=torch.bool)) == runs
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_all_finite_positive_by_hand(dtype):
+    """Every entry finite and > 0; NaN, an infinity, zero (either sign) or a negative entry
+    anywhere fails; an empty tensor passes (nothing fails)."""
+    inf, nan = float("inf"), float("nan")
+    cases = {
+        (1.0, 2.0, 3.0): True,
+        (1e-30, 5.0): True,
+        (1.0, 0.0, 2.0): False,
+        (-0.0, 1.0): False,
+        (2.0, -1.0): False,
+        (1.0, inf): False,
+        (-inf, 1.0): False,
+        (1.0, nan, 2.0): False,
+        (nan,): False,
+        (): True,
+    }
+    for values, want in cases.items():
+        X = torch.tensor(values, dtype=dtype)
+        assert linalg.all_finite_positive(X) is want, values
+        assert linalg.all_finite_positive(X.reshape(-1, 1)) is want, values

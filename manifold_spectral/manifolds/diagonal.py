@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import operand
+from ..linalg import all_finite_positive, operand
 from ..validation import check_exponential, check_flag, resolve_device
 from . import blocks
 from .base import (
@@ -114,8 +114,8 @@ class DiagonalSPD(SpectralManifold):
     def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:
         """``(ok, reason)``: shape, dtype, device, finiteness and ``d > 0`` (all O(n))."""
         d = getattr(x, "d", None)
-        if self._layout_ok(x) and bool(torch.isfinite(d.sum()) & (d > operand(0.0, d)).all()):
-            return True, None  # one host synchronisation for a valid point
+        if self._layout_ok(x) and all_finite_positive(d):
+            return True, None  # one reduction for a valid point
         fields = self._point_fields(x)
         if fields is None:
             return False, f"expected a DiagonalPoint, got {type(x).__name__}"

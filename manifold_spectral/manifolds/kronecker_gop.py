@@ -54,7 +54,8 @@ class KroneckerGOPStepMixin:
         mean: tuple[Tensor, Tensor, float | Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``(sum_i Z_i D_R^-1 Z_i^T, sum_i Z_i^T D_L^-1 Z_i)`` over the ``m`` gradients of
-        ``Z`` (m, a, b) (batched (k, m, a, b)) in the eigenbasis of ``x``: the one-sided
+        ``Z`` (m, a, b) (batched (k, m, a, b); one gradient also as (a, b), batched
+        (k, a, b), without the view of an ``m`` axis) in the eigenbasis of ``x``: the one-sided
         sums that the precision step of a GOP reads (module docstring, without the damping
         term and the division by ``m``). Sums, so that an optimizer can add those of
         gradients taken at one point at different steps (``KroneckerGOPSides``).
@@ -65,14 +66,21 @@ class KroneckerGOPStepMixin:
         do): for a number ``n``, inside the product (``linalg.matmul_add``); for a (k,)
         tensor of counts, one per batch element, after it."""
         bs, a, b = self.batch_shape, self.a, self.b
-        if Z.ndim != len(bs) + 3 or Z.shape[:-3] != bs or tuple(Z.shape[-2:]) != (a, b):
-            raise ValueError(f"Ht.Z: expected shape {(*bs, 'm', a, b)}, got {tuple(Z.shape)}")
-        m = Z.shape[-3]
+        one = Z.ndim == len(bs) + 2
+        if (
+            (Z.ndim != len(bs) + 3 and not one)
+            or Z.shape[: len(bs)] != bs
+            or tuple(Z.shape[-2:]) != (a, b)
+        ):
+            raise ValueError(
+                f"Ht.Z: expected shape {(*bs, 'm', a, b)} or {(*bs, a, b)}, got {tuple(Z.shape)}"
+            )
         dL, dR = x.left.d, x.right.d
-        if m == 1:  # one gradient a step (an optimizer's): the same products, fewer views
-            Z1 = Z.select(-3, 0)
-            pairs = ((Z1 / dR[..., None, :], Z1.mT), ((Z1 / dL[..., :, None]).mT, Z1))
+        if one or Z.shape[-3] == 1:  # one gradient a step (an optimizer's): fewer views
+            Z1 = Z if one else Z.select(-3, 0)
+            pairs = ((Z1 / dR.unsqueeze(-2), Z1.mT), ((Z1 / dL.unsqueeze(-1)).mT, Z1))
         else:
+            m = Z.shape[-3]
             # Sums over the m gradients and a side in one product each: (a, mb) (mb, a) and
             # (b, ma) (ma, b).
             Zt = Z.transpose(-3, -2)

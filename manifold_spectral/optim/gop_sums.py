@@ -17,6 +17,7 @@ at another point.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,6 +41,8 @@ def accumulate_gop(
     pending: PendingChecks,
     packed: PackCache,
     shape: torch.Size,
+    read: Callable[[Tensor], int] = int,
+    count: Callable[[int], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor] | None:
     """One step of a Kronecker bucket's sums (module docstring): ``pre``'s one-sided sums
     of the (packed) gradient ``G`` at the point ``pc`` (``rotated``: ``B_L^T G B_R`` when
@@ -51,7 +54,12 @@ def accumulate_gop(
     gradient's GOP alone. The means' finiteness is checked through ``pending`` (``shape``:
     the parameter's, for the message). ``accumulate`` false (the option off, or a period of
     1): only the reset of a curvature step, of means kept earlier (module docstring); this
-    gradient is not added."""
+    gradient is not added. ``read`` and ``count``: the value of a kept 0-d count and a 0-d
+    count of a value (default ``int`` and a fresh tensor; ``SpectralKron`` passes its step
+    counts' ``_step_count`` and ``_step_tensor``, which read a count shared by the buckets
+    once a step and make one tensor per value, instead of an addition per bucket)."""
+    if count is None:
+        count = _fresh_count
     if not (accumulate or updated):
         return None  # the point does not move: sums kept earlier stay sums at it
     # Members that kept sums and members that did not (the option toggled while some took
@@ -62,18 +70,18 @@ def accumulate_gop(
         sums = None
     else:
         # Float64 counts (as the step's), exact integers, on the CPU (read without a device
-        # synchronisation; a count loaded onto an accelerator until the next curvature step).
+        # synchronisation; a count loaded onto an accelerator is read once and replaced).
         # Members of a bucket share one 0-d count; each its own (stacked, (k,)) only where
         # their entries differ (after a load, or an option toggled while some took no step:
         # then they may have kept different numbers of gradients).
         counts = [st["gop_count"] for st in states] if kept else []
         if not kept:
-            n = torch.ones((), dtype=torch.float64)
+            n = count(1)
             sums = pre.side_sums(pc, G, rotated)
         else:  # a bucket's members share their history (``_buckets``)
             if all(c is counts[0] for c in counts):
-                n = counts[0] + 1
-                values = [float(n)]
+                values = [read(counts[0]) + 1]
+                n = count(values[0])
             else:
                 n = torch.stack([torch.as_tensor(c, dtype=torch.float64) for c in counts]) + 1
                 values = n.tolist()
@@ -93,17 +101,22 @@ def accumulate_gop(
             pending.add([W.sum()], moment_verdict(W, shape, len(news), "GOP sums"))
     if updated:  # the curvature step below takes them in; the sums start afresh
         Bs = (pc["B_L"], pc["B_R"])
-        kept_sums, count = [B.new_zeros(B.shape) for B in Bs], torch.zeros((), dtype=torch.float64)
+        kept_sums, total = [B.new_zeros(B.shape) for B in Bs], count(0)
     else:
-        kept_sums, count = sums, n
+        kept_sums, total = sums, n
     for key, W in zip(keys, kept_sums, strict=True):
         parts = [W] if len(news) == 1 else pre.unpack(W, key)
         for new, w in zip(news, parts, strict=True):
             new["gop_" + key] = w
         packed.record("gop_" + key, W, parts)
-    per_member = isinstance(count, Tensor) and count.ndim == 1
+    per_member = total.ndim == 1
     for i, new in enumerate(news):  # entries are replaced, never written: views may share
-        new["gop_count"] = count[i] if per_member else count
+        new["gop_count"] = total[i] if per_member else total
     if not updated or sums is None:
         return None
     return sums
+
+
+def _fresh_count(n: int) -> Tensor:
+    """A float64 0-d count of value ``n`` on the CPU (``accumulate_gop``'s default)."""
+    return torch.scalar_tensor(n, dtype=torch.float64)

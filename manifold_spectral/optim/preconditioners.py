@@ -201,7 +201,7 @@ class KroneckerPreconditioner:
         if rotated is None:
             G = as_dtype(grad.reshape(*self.batch_shape, *self.shape), self.manifold.dtype)
             rotated = self.manifold.to_eigenbasis(x, G)
-        return self.manifold.gop_side_sums(x, rotated.unsqueeze(-3), mean)
+        return self.manifold.gop_side_sums(x, rotated, mean)
 
     def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
         """``alpha^(-1/p) S_L^(-1/p) G S_R^(-1/p)`` in the state dtype."""

@@ -61,10 +61,11 @@ class UpdateMixin(BucketMixin):
         return value
 
     def _step_tensor(self, step: int) -> Tensor:
-        """The ``step`` state entry of value ``step``, one tensor for every parameter that
-        reaches it in this optimizer step (a state entry is replaced, never written in place,
-        so sharing it is safe): one tensor to make, and the next step reads it once.
-        float64: a float32 count stops at 2^24 steps, and the update schedule reads it."""
+        """The ``step`` state entry of value ``step`` (also a ``gop_count`` of that value),
+        one tensor for every parameter that reaches it in this optimizer step (a state entry
+        is replaced, never written in place, so sharing it is safe): one tensor to make, and
+        the next step reads it once. float64: a float32 count stops at 2^24 steps, and the
+        update schedule reads it."""
         t = self._step_made.get(step)
         if t is None:
             t = self._step_made[step] = torch.scalar_tensor(step, dtype=torch.float64)
@@ -183,6 +184,8 @@ class UpdateMixin(BucketMixin):
                 pending,
                 packed,
                 params[0].shape,
+                self._step_count,
+                self._step_tensor,
             )
         if updated:
             pending.flush()  # an earlier failure decides before this update's own
