@@ -37,7 +37,8 @@ START, END = "<!-- basis-tracking:start -->", "<!-- basis-tracking:end -->"
 LAYERS = ("blocks.0.qkv.weight", "blocks.1.fc1.weight", "blocks.1.fc2.weight", "head.weight")
 
 #: name -> (options, learning rate): the paper's scheme at its old recommended settings, the
-#: defaults, and the defaults with the exact Cayley map (no norm budget on the rotation).
+#: defaults, the defaults with the exact Cayley map (no norm budget on the rotation), and the
+#: defaults with the rotation at the gaps before the eigenvalue step (the RGD step's angle).
 CONFIGS: dict[str, tuple[dict, float]] = {
     "paper scheme (beta2 0.01, gap_damping 0.01, no correction)": (
         dict(nt.PAPER_SCHEME, state_dtype=None, clip_rms=None),
@@ -45,6 +46,7 @@ CONFIGS: dict[str, tuple[dict, float]] = {
     ),
     "defaults": ({}, 3e-3),
     "defaults, exact Cayley": ({"cayley": "exact"}, 3e-3),
+    "defaults, updated_gaps=False": ({"updated_gaps": False}, 3e-3),
 }
 
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .manifolds.base import SpectralManifold, check_positive, check_tensor
 from .rgd import RGD, singular_step_error
-from .validation import check_exponential, check_symmetric
+from .validation import check_exponential, check_flag, check_symmetric
 
 __all__ = [
     "Curvature",
@@ -182,6 +182,10 @@ class Gaussian:
             same first-order step, bounded where eigenvalues are close.
         second_order: the second-order rotation (``RGD(second_order=True)``; implies
             ``jacobi``).
+        updated_gaps: the rotation's gaps taken after the eigenvalue step
+            (``manifolds.kronecker_gop``; with ``jacobi``, each pair's exact 2 x 2 angle in the
+            updated curvature): a variant of the closed-form step only, so a curvature
+            without one (not a GOP) raises ``ValueError``, as does ``second_order``.
         reorthogonalize_every: passed to the underlying ``RGD`` (default ``"auto"``: a
             Newton-Schulz step every 10 Neumann updates, every 100 exact updates below float64).
     """
@@ -198,6 +202,7 @@ class Gaussian:
         cayley: str | None = None,
         jacobi: bool = False,
         second_order: bool = False,
+        updated_gaps: bool = False,
         reorthogonalize_every: int | None | str = "auto",
     ) -> None:
         self.manifold = manifold
@@ -206,6 +211,9 @@ class Gaussian:
         self.gamma = check_positive(gamma, "gamma", allow_zero=True)
         self.root = check_positive(root, "root")
         self.exponential = check_exponential(exponential)
+        self.updated_gaps = check_flag(updated_gaps, "updated_gaps")
+        if self.updated_gaps and second_order:
+            raise ValueError("updated_gaps: a variant of the closed-form step, not of second_order")
         self._rgd = RGD(
             manifold,
             self.beta2,
@@ -246,11 +254,17 @@ class Gaussian:
                     exponential=self.exponential,
                     cayley=rgd.cayley,
                     jacobi=rgd.jacobi,
+                    updated_gaps=self.updated_gaps,
                 )
             except torch.linalg.LinAlgError as exc:  # an overflowing step: as RGD reports it
                 raise singular_step_error(exc) from exc
             if x_new is not None:
                 return rgd.finish_step(x_new, count=count)
+            if self.updated_gaps:
+                raise ValueError(
+                    f"updated_gaps: {type(Ht).__name__} on {type(self.manifold).__name__} has no "
+                    "closed-form step (only a GOP curvature does)"
+                )
         G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)
         return rgd.step_eigenbasis(x, G, check_input=False, count=count)
 

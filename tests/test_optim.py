@@ -104,8 +104,12 @@ def test_one_step_equals_manifold_update_plus_mean_step():
     )  # fmt: skip
     W0 = W.detach().clone()
     opt.step()
-    K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann")
-    gauss = ms.Gaussian(K, beta2=beta2, gamma=1.0, root=p, exponential="truncated")
+    # the defaults' rotation: from the identity only the updated gaps turn the basis
+    gap = opt.defaults["gap_damping"]
+    K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann", gap_damping=gap)
+    gauss = ms.Gaussian(
+        K, beta2=beta2, gamma=1.0, root=p, exponential="truncated", jacobi=True, updated_gaps=True
+    )
     x = gauss.precision_step(K.origin(), ms.GOP(G.reshape(-1), damping=lam))
     expected = W0 - lr * K.apply_power(x, G, -1.0 / p)
     torch.testing.assert_close(W.detach(), expected, rtol=1e-12, atol=1e-12)
@@ -203,6 +207,7 @@ def test_nonfinite_gradient_raises_and_changes_nothing():
         ({"clip_rms": -1.0}, "clip_rms"),
         ({"truncated": "yes"}, "truncated"),
         ({"nonfinite": "ignore"}, "nonfinite"),
+        ({"updated_gaps": 1}, "updated_gaps"),
         ({"gamma": 1.0, "beta2": 1.0}, "beta2"),
     ],
 )
@@ -213,7 +218,8 @@ def test_unsupported_options_rejected_at_construction(kw, name):
 
 @pytest.mark.parametrize("truncated, exponential", [(True, "truncated"), (False, "exact")])
 def test_state_dict_saved_before_new_options_loads(truncated, exponential):
-    """A state dict whose groups lack options added later (``batched``, ``jacobi``) loads and
+    """A state dict whose groups lack options added later (``batched``, ``jacobi``,
+    ``updated_gaps``) loads and
     resumes with the defaults of those options; its ``truncated`` bool (the earlier spelling
     of ``exponential``) becomes ``exponential``."""
     X, Y = data(7)
@@ -222,11 +228,12 @@ def test_state_dict_saved_before_new_options_loads(truncated, exponential):
     train(model, opt, X, Y, 3)
     old = copy.deepcopy(opt.state_dict())
     for g in old["param_groups"]:
-        del g["batched"], g["jacobi"], g["exponential"]
+        del g["batched"], g["jacobi"], g["exponential"], g["updated_gaps"]
         g["truncated"] = truncated
     opt2 = SpectralKron(model.parameters(), **OPTS)
     opt2.load_state_dict(old)
     assert opt2.param_groups[0]["batched"] is True and opt2.param_groups[0]["jacobi"] is False
+    assert opt2.param_groups[0]["updated_gaps"] is False  # the RGD step of that version
     assert opt2.param_groups[0]["exponential"] == exponential
     assert "truncated" not in opt2.param_groups[0]
     losses = train(model, opt2, X, Y, 3)
@@ -257,7 +264,9 @@ def test_eigenvalue_correction_step_by_hand():
     )
     gap = opt.defaults["gap_damping"]
     K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann", gap_damping=gap)
-    gauss = ms.Gaussian(K, beta2=beta2, gamma=1.0, root=2.0, exponential="truncated", jacobi=True)
+    gauss = ms.Gaussian(
+        K, beta2=beta2, gamma=1.0, root=2.0, exponential="truncated", jacobi=True, updated_gaps=True
+    )
     x, v = K.origin(), torch.zeros(5, 7, dtype=torch.float64)
     buf = torch.zeros(5, 7, dtype=torch.float64)
     for t, G in enumerate((G1, G2), start=1):

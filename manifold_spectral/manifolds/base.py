@@ -157,12 +157,15 @@ class SpectralManifold(abc.ABC):
         exponential: str = "exact",
         cayley: str | None = None,
         jacobi: bool = False,
+        updated_gaps: bool = False,
     ) -> Any | None:
         """The precision's RGD step ``retr(x, -F^+ grad, beta2)`` for the gradient
         ``precision_egrad_eigenbasis(x, Ht, gamma)``, in closed form where this manifold has
         one for the curvature ``Ht`` (``Gaussian.precision_step`` then takes it), else
         ``None`` (the default): the caller composes the three steps. Options as in ``retr``;
-        the result is unchecked (``RGD.finish_step`` checks it)."""
+        ``updated_gaps``: the rotation's gaps after the eigenvalue step (a closed form's own
+        variant, ``manifolds.kronecker_gop``); the result is unchecked (``RGD.finish_step``
+        checks it)."""
         return None
 
     @abc.abstractmethod

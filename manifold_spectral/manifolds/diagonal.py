@@ -184,6 +184,7 @@ class DiagonalSPD(SpectralManifold):
         exponential: str = "exact",
         cayley: str | None = None,
         jacobi: bool = False,
+        updated_gaps: bool = False,
     ) -> DiagonalPoint:
         """The RGD step ``retr(x, -F^+ grad L, beta2)`` of the precision for the curvature
         diagonal ``Ht`` (``gop_eigenbasis``, ``rotate``) in closed form: the natural gradient
@@ -193,8 +194,9 @@ class DiagonalSPD(SpectralManifold):
             m = beta2 (Ht / d - gamma)  (``blocks.gop_eig_step``),
 
         RMSprop (``gamma = 1``) and AdaGrad (``gamma = 0``) for the GOP (paper App. A.1, Eq.
-        12), without the layered path's intermediate gradient and tangent. ``cayley`` and
-        ``jacobi`` are ignored (no rotation). Not checked (``RGD.finish_step`` checks)."""
+        12), without the layered path's intermediate gradient and tangent. ``cayley``,
+        ``jacobi`` and ``updated_gaps`` are ignored (no rotation). Not checked
+        (``RGD.finish_step`` checks)."""
         check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, device=self.device, finite=False)
         beta2, exponential = check_positive(beta2, "beta2"), check_exponential(exponential)
         return self.closed_form_step_unchecked(x, Ht, beta2, float(gamma), exponential)

@@ -23,6 +23,17 @@ is the truncated map of ``blocks.eig_retract`` (also ``"continued"`` and ``"exac
 ``d_l exp(m_l)``, whose geometric means carry the exact scalar step). The layered path
 computes the same point (equal to rounding; tests/test_closed_form_step.py) with about twice the
 tensor operations, which dominate the step of small layers.
+
+``updated_gaps=True`` takes the rotation's gaps after the eigenvalue step, ``n_i - n_j`` for
+``d_i - d_j`` (a step of its own, not the RGD step, which the layered path cannot take). With
+``jacobi`` each pair then turns by the exact eigenvector angle of its 2 x 2 block of the
+updated curvature ``(1 - gamma beta2) D + beta2 W_l / (alpha kappa_l)`` (truncated map):
+``atan(2 beta2 W~_ij / (n_j - n_i)) / 2``, the pair's step of a Jacobi eigenvalue sweep. The two
+agree to first order in ``beta2``; they differ where ``d`` is nearly repeated but ``W``'s
+diagonal is not (a warm start whose identity term evens out a factor's small eigenvalues, or
+a factor's coordinates that a new gradient separates): the old gap, damped by
+``gap_damping``, turns such a pair barely or not at all, although the new curvature
+separates it, and the basis lags the curvature that the eigenvalues already follow.
 """
 
 from __future__ import annotations
@@ -125,13 +136,15 @@ class KroneckerGOPStepMixin:
         exponential: str = "exact",
         cayley: str | None = None,
         jacobi: bool = False,
+        updated_gaps: bool = False,
     ) -> KroneckerSpectralPoint | None:
         """The RGD step ``retr(x, -F^+ grad L, beta2)`` of the precision for the GOP curvature
         ``Ht`` (a ``KroneckerGOP`` from ``gop_eigenbasis`` / ``gop_from_rotated``, or the
         ``KroneckerGOPSides`` of gradients taken at ``x``) in closed
         form (module docstring); ``None`` for any other curvature, which has no closed form
         here (the caller takes the layered step). ``exponential``, ``cayley`` and ``jacobi``
-        as in ``retr``. The result is not checked (``RGD.finish`` checks it); a truncated map
+        as in ``retr``; ``updated_gaps``: the rotation's gaps after the eigenvalue step
+        (module docstring). The result is not checked (``RGD.finish`` checks it); a truncated map
         that leaves the positive reals (``gamma beta2 >= 1``) raises
         ``blocks.TruncationError``. A padded batch (``sizes``) takes only this step:
         ``NotImplementedError`` for another curvature."""
@@ -142,6 +155,7 @@ class KroneckerGOPStepMixin:
         exponential = check_exponential(exponential)
         method = self.cayley if cayley is None else check_cayley(cayley)
         jacobi = check_flag(jacobi, "jacobi")
+        updated_gaps = check_flag(updated_gaps, "updated_gaps")
         self.validate_layout(x)
         lam = Ht.damping
         if isinstance(Ht, KroneckerGOP):
@@ -168,7 +182,8 @@ class KroneckerGOPStepMixin:
             d_new = blocks.gop_eig_step(d, h, beta2, gamma, exponential, nonnegative=True)
             # Tensor.__rdiv__'s operations, the number a cached 0-d tensor (the same bits)
             scale = torch.mul(ak[..., None].reciprocal(), operand(-0.5 * beta2, ak))
-            M = blocks.inverse_gaps(d, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
+            gaps = d_new if updated_gaps else d
+            M = blocks.inverse_gaps(gaps, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
             B = blocks.rotation_retract(B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
             return B, d_new
 

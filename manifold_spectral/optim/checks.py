@@ -127,6 +127,7 @@ def warn_skipped(reason: str) -> None:
 
 _FLAGS = (
     "jacobi",
+    "updated_gaps",
     "accumulate_gop",
     "nesterov",
     "warm_start",

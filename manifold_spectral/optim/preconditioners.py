@@ -340,6 +340,7 @@ def _gaussian(manifold: Any, opts: dict, continued: bool = False) -> Gaussian:
         root=opts["root"],
         exponential="continued" if continued else exponential,
         jacobi=opts.get("jacobi", False),
+        updated_gaps=opts.get("updated_gaps", False),
     )
 
 

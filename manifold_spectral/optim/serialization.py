@@ -22,7 +22,13 @@ __all__ = ["StateDictMixin", "LEGACY"]
 
 #: Values of options missing from a state dict saved before they existed: the behaviour of
 #: that version (the current defaults for the others).
-LEGACY = {"jacobi": False, "gap_damping": 0.0, "diagonal_every": None, "accumulate_gop": False}
+LEGACY = {
+    "jacobi": False,
+    "gap_damping": 0.0,
+    "diagonal_every": None,
+    "accumulate_gop": False,
+    "updated_gaps": False,
+}
 
 
 class StateDictMixin:

@@ -96,6 +96,16 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         jacobi: turn each eigenvector pair of a factor by its exact 2 x 2 Jacobi angle
             (``blocks.jacobi_angles``; default): the same first-order step, with rotations
             bounded where a factor's eigenvalues are close (e.g. right after the start).
+        updated_gaps: divide the rotation by the gaps of the factor's eigenvalues after the
+            step's eigenvalue update, not before (``manifolds.kronecker_gop``): with
+            ``jacobi``, each eigenvector pair turns by the exact angle of its 2 x 2 block of
+            the updated curvature (a Jacobi sweep's step) instead of the RGD step's
+            first-order angle at the old gap. The two agree to first order in ``beta2``; where
+            a factor's eigenvalues are nearly equal (a warm start from a gradient whose
+            columns differ by orders of magnitude, whose identity term evens out the small
+            ones) but the new gradient separates them, the old gap, damped by
+            ``gap_damping``, barely turns the basis, which then lags the curvature that the
+            eigenvalues already follow. ``False``: the RGD step.
         gap_damping: ``rho``: the rotation block's pseudo-inverse ``1 / (d_i - d_j)`` becomes
             ``(d_i - d_j) / ((d_i - d_j)^2 + (rho max(d_i, d_j))^2)`` (Tikhonov;
             ``blocks.rotation_natural_grad``). Pairs of eigenvalues closer than ``rho``
@@ -186,6 +196,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         cayley: str = "neumann",
         exponential: str = checks.DEFAULT_EXPONENTIAL,
         jacobi: bool = True,
+        updated_gaps: bool = True,
         gap_damping: float = checks.GAP_DAMPING,
         eigenvalue_correction: bool | None = None,
         correction_beta: float = 0.95,
@@ -218,6 +229,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             cayley=cayley,
             exponential=exponential,
             jacobi=jacobi,
+            updated_gaps=updated_gaps,
             gap_damping=gap_damping,
             eigenvalue_correction=eigenvalue_correction,
             correction_beta=correction_beta,
