@@ -96,16 +96,11 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         jacobi: turn each eigenvector pair of a factor by its exact 2 x 2 Jacobi angle
             (``blocks.jacobi_angles``; default): the same first-order step, with rotations
             bounded where a factor's eigenvalues are close (e.g. right after the start).
-        updated_gaps: divide the rotation by the gaps of the factor's eigenvalues after the
-            step's eigenvalue update, not before (``manifolds.kronecker_gop``): with
-            ``jacobi``, each eigenvector pair turns by the exact angle of its 2 x 2 block of
-            the updated curvature (a Jacobi sweep's step) instead of the RGD step's
-            first-order angle at the old gap. The two agree to first order in ``beta2``; where
-            a factor's eigenvalues are nearly equal (a warm start from a gradient whose
-            columns differ by orders of magnitude, whose identity term evens out the small
-            ones) but the new gradient separates them, the old gap, damped by
-            ``gap_damping``, barely turns the basis, which then lags the curvature that the
-            eigenvalues already follow. ``False``: the RGD step.
+        updated_gaps: divide the rotation by the gaps of the eigenvalues after the step's
+            eigenvalue update (with ``jacobi``: each pair's exact 2 x 2 angle in the updated
+            curvature, a Jacobi sweep's step; ``manifolds.kronecker_gop`` has the formula and
+            why): nearly equal eigenvalues that a new gradient separates (a warm start on
+            badly scaled inputs) turn at once. ``False``: the RGD step's angle at the old gaps.
         gap_damping: ``rho``: the rotation block's pseudo-inverse ``1 / (d_i - d_j)`` becomes
             ``(d_i - d_j) / ((d_i - d_j)^2 + (rho max(d_i, d_j))^2)`` (Tikhonov;
             ``blocks.rotation_natural_grad``). Pairs of eigenvalues closer than ``rho``
