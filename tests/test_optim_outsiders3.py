@@ -39,3 +39,57 @@ def test_a_step_inside_an_autocast_block_gives_the_bits_of_one_outside_it(dtype,
         assert state_in.keys() == state_out.keys()
         for key, value in state_in.items():
             assert torch.equal(value, state_out[key]), key
+
+
+def _lower_float32_matmuls(how: str) -> None:
+    if how == "legacy":
+        torch.set_float32_matmul_precision("medium")
+    else:
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+
+
+def _float32_matmul_error() -> float:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 64, generator=g), torch.randn(64, 64, generator=g)
+    return float((a @ b - (a.double() @ b.double()).float()).abs().max())
+
+
+@pytest.fixture
+def restore_matmul_precision():
+    legacy = torch.get_float32_matmul_precision()
+    backend = getattr(torch.backends.mkldnn.matmul, "fp32_precision", None)
+    yield
+    torch.set_float32_matmul_precision(legacy)
+    if backend is not None:
+        torch.backends.mkldnn.matmul.fp32_precision = backend
+
+
+@pytest.mark.parametrize("how", ["legacy", "backend"])
+@pytest.mark.parametrize("shapes", [[(40, 24), (9,)], [(64, 48), (64, 48)]])  # oneDNN's sizes
+def test_a_lowered_float32_matmul_precision_does_not_reach_the_step(
+    how, shapes, restore_matmul_precision
+) -> None:
+    # torch.set_float32_matmul_precision("medium") (TF32 or bfloat16 products, a common
+    # setting for the model on GPUs; on CPUs with AMX or AVX512-BF16 it makes them bfloat16)
+    # lowered the step's products too: skipped steps and a different trajectory.
+    if how == "backend" and not hasattr(torch.backends.mkldnn.matmul, "fp32_precision"):
+        pytest.skip("torch < 2.9 has no per-backend float32 precision")
+    exact = _float32_matmul_error()
+    _lower_float32_matmuls(how)
+    lowered = _float32_matmul_error()
+    torch.set_float32_matmul_precision("highest")
+    if lowered <= 10 * exact:
+        pytest.skip("this CPU computes float32 products in float32 at every setting")
+    reference, lowered_ps = _params(shapes), _params(shapes)
+    opt_ref, opt_low = SpectralKron(reference, lr=1e-2), SpectralKron(lowered_ps, lr=1e-2)
+    for i in range(4):
+        _set_grads(reference, i)
+        _set_grads(lowered_ps, i)
+        opt_ref.step()
+        _lower_float32_matmuls(how)
+        opt_low.step()
+        assert _float32_matmul_error() == lowered  # the caller's setting is restored
+        torch.set_float32_matmul_precision("highest")
+    assert opt_low.skipped_steps == opt_ref.skipped_steps == 0
+    for a, b in zip(lowered_ps, reference, strict=True):
+        assert torch.equal(a, b)

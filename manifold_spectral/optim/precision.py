@@ -1,23 +1,28 @@
-"""The step computes in its state's dtype, whatever autocast region it is called in.
+"""The step computes in its state's dtype, whatever autocast region or float32 matmul
+precision the caller set.
 
-``torch.autocast`` casts the inputs of matrix products to bfloat16 or float16 on every
-device type it is enabled for, also inside an optimizer: a training loop that calls
-``opt.step()`` within its ``with torch.autocast(...)`` block would run the curvature step's
-rotations, Cayley maps and eigenbasis products at 8 bits of mantissa over a float32 state,
-which moves the learned basis by bfloat16 rounding and can make the curvature step leave
-the manifold (a skipped step). Elementwise optimizers (SGD, AdamW) are unaffected, as autocast
-casts no elementwise op, so a user swapping one in expects the same results inside the
-block as outside it. A ``state_dtype=torch.bfloat16`` already computes in bfloat16.
+Two global switches lower the precision of matrix products, also inside an optimizer:
+``torch.autocast`` casts their inputs to bfloat16 or float16 on each device type it is on,
+and ``torch.set_float32_matmul_precision("high" | "medium")`` (or the per-backend
+``torch.backends.{cuda,mkldnn}.matmul.fp32_precision``) lets float32 products run in
+TF32 or bfloat16 (on GPUs, and on CPUs with AMX or AVX512-BF16). Either would run the
+curvature step's rotations, Cayley maps and eigenbasis products at 8 to 10 bits of mantissa
+over a float32 state: the learned basis moves by that rounding and the curvature step can
+leave the manifold (a skipped step). Elementwise optimizers (SGD, AdamW) are unaffected by
+both, so a user swapping one in expects the same results whatever the switches say; they
+are meant for the model's products. A ``state_dtype=torch.bfloat16`` already computes in
+bfloat16. The matmul precision is process-wide, not per thread: during a step, another
+thread's float32 products also run at full precision.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 
-__all__ = ["autocast_off"]
+__all__ = ["state_precision"]
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -30,11 +35,45 @@ def _autocast_enabled(device_type: str) -> bool:
         return device_type == "cuda" and bool(torch.is_autocast_enabled())
 
 
-def autocast_off(device_types: Iterable[str]) -> contextlib.ExitStack:
-    """A context that switches autocast off for each of ``device_types`` where it is on
-    (the module docstring says why), and restores the caller's regions on exit."""
-    stack = contextlib.ExitStack()
-    for device_type in sorted(set(device_types)):
-        if _autocast_enabled(device_type):
-            stack.enter_context(torch.autocast(device_type, enabled=False))
-    return stack
+@contextlib.contextmanager
+def _ieee_float32_matmuls() -> Iterator[None]:
+    """float32 products in float32 for the block (not TF32 or bfloat16), the caller's
+    setting restored on exit; nothing is set where it already is (the default)."""
+    mkldnn = getattr(torch.backends, "mkldnn", None)
+    backends = [torch.backends.cuda.matmul, *([mkldnn.matmul] if hasattr(mkldnn, "matmul") else [])]
+    backends = [b for b in backends if hasattr(b, "fp32_precision")]
+    if not backends:  # torch < 2.9: the one legacy switch
+        previous = torch.get_float32_matmul_precision()
+        if previous != "highest":
+            torch.set_float32_matmul_precision("highest")
+        try:
+            yield
+        finally:
+            if previous != "highest":
+                torch.set_float32_matmul_precision(previous)
+        return
+    generic = getattr(torch.backends, "fp32_precision", "none")  # what "none" defers to
+    lowered = []
+    for b in backends:
+        if (generic if b.fp32_precision == "none" else b.fp32_precision) not in ("none", "ieee"):
+            lowered.append((b, b.fp32_precision))
+    for b, _ in lowered:
+        b.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for b, previous in lowered:
+            b.fp32_precision = previous
+
+
+@contextlib.contextmanager
+def state_precision(device_types: Iterable[str]) -> Iterator[None]:
+    """Matrix products in their operands' dtype for the block: autocast off for each of
+    ``device_types`` where it is on, float32 products in float32 (the module docstring says
+    why); the caller's settings are restored on exit."""
+    with contextlib.ExitStack() as stack:
+        for device_type in sorted(set(device_types)):
+            if _autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+        stack.enter_context(_ieee_float32_matmuls())
+        yield

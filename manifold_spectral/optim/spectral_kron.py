@@ -29,7 +29,7 @@ from . import checks, distributed, groups, transforms
 from .checks import NonFiniteUpdate, validate_group
 from .guards import GuardsMixin
 from .pending import PendingChecks
-from .precision import autocast_off
+from .precision import state_precision
 from .serialization import StateDictMixin
 from .updates import UpdateMixin
 
@@ -306,9 +306,9 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         # the Neumann series' powers of small angles) would take the CPU's slow path in every
         # product; flushed to zero they change no rounded result (_denormals). A step called
         # under torch.inference_mode makes ordinary tensors (its reuse reads version counters)
-        # and, inside the caller's autocast block, computes in the state dtype (precision).
-        devices = {p.device.type for group in self.param_groups for p in group["params"]}
-        with flush_denormals(), autocast_off(devices), torch.inference_mode(False), torch.no_grad():
+        # and computes in the state dtype, whatever autocast or matmul precision (precision).
+        precision = state_precision(p.device.type for g in self.param_groups for p in g["params"])
+        with flush_denormals(), precision, torch.inference_mode(False), torch.no_grad():
             self._step()
         return loss
 
