@@ -26,9 +26,12 @@ __all__ = ["state_precision"]
 
 
 def _autocast_enabled(device_type: str) -> bool:
-    """Whether autocast is on for ``device_type`` (torch < 2.4 asks per device kind)."""
+    """Whether autocast is on for ``device_type`` (torch < 2.4 asks per device kind; a
+    device type without autocast, such as ``meta``, has it off)."""
     try:
         return bool(torch.is_autocast_enabled(device_type))
+    except RuntimeError:  # "unknown device type for autocast"
+        return False
     except TypeError:  # torch < 2.4: no device argument
         if device_type == "cpu":
             return bool(torch.is_autocast_cpu_enabled())
