@@ -72,10 +72,14 @@ def _ieee_float32_matmuls() -> Iterator[None]:
 @contextlib.contextmanager
 def state_precision(device_types: Iterable[str]) -> Iterator[None]:
     """Matrix products in their operands' dtype for the block: autocast off for each of
-    ``device_types`` where it is on, float32 products in float32 (the module docstring says
-    why); the caller's settings are restored on exit."""
+    ``device_types`` (read only when autocast is on somewhere) where it is on, float32
+    products in float32 (the module docstring says why); the caller's settings are restored
+    on exit."""
+    # Reading the parameters' device types costs more than the rest of this block: ask
+    # first whether autocast is on at all (a private query; without it, read them).
+    any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
     with contextlib.ExitStack() as stack:
-        for device_type in sorted(set(device_types)):
+        for device_type in sorted(set(device_types)) if any_autocast() else ():
             if _autocast_enabled(device_type):
                 stack.enter_context(torch.autocast(device_type, enabled=False))
         stack.enter_context(_ieee_float32_matmuls())
