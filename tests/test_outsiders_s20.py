@@ -1,6 +1,7 @@
 """Front doors of the solvers and manifolds against a second outside tester's reports:
 16-bit SPD problems (torch has no 16-bit ``eigh``, Cholesky or inverse, so the init-only and
-reporting decompositions run in float64 and the geoopt baseline names its limit)."""
+reporting decompositions run in float64 and the geoopt baseline names its limit), and the
+geoopt adapters' point check, which accepted an infinite eigenvalue or scale."""
 
 from __future__ import annotations
 
@@ -55,3 +56,17 @@ def test_logdet_value_of_a_16_bit_matrix(dtype):
     expected = np.sum(S * Q) - np.log(60.0)  # tr(SQ) - log det S
     value = spd.LogDet(torch.tensor(Q, dtype=dtype)).value(torch.tensor(S, dtype=dtype))
     assert value.dtype == dtype and abs(float(value) - expected) < 0.02 * abs(expected)
+
+
+def test_geoopt_adapters_refuse_an_infinite_eigenvalue_or_scale():
+    from manifold_spectral.geoopt import KroneckerSpectralSPD as GeoKron
+    from manifold_spectral.geoopt import SpectralSPD as GeoSpectral
+
+    spectral = GeoSpectral(3)
+    x = spectral.random(dtype=torch.float64)
+    x[-1, 1] = torch.inf  # d_1: what an overflowing retraction leaves
+    assert spectral.check_point_on_manifold(x, explain=True) == (False, "x contains NaN or Inf")
+    kron = GeoKron(2, 3)
+    y = kron.random(dtype=torch.float64)
+    y[0] = torch.inf  # alpha
+    assert kron.check_point_on_manifold(y, explain=True) == (False, "x contains NaN or Inf")

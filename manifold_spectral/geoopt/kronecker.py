@@ -163,6 +163,8 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         self, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
         alpha, BL, dL, BR, dR = self.split(x)
+        if not bool(torch.isfinite(x).all()):  # an infinite d or alpha passes the "> 0" tests
+            return False, "x contains NaN or Inf"
         if not bool((alpha > 0).all()):
             return False, "alpha is not positive"
         for name, B, d in (("L", BL, dL), ("R", BR, dR)):
