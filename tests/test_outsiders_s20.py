@@ -1,6 +1,6 @@
 """Front doors of the solvers and manifolds against a second outside tester's reports:
 16-bit SPD problems (torch has no 16-bit ``eigh``, Cholesky or inverse, so the init-only and
-reporting decompositions run in float64 and the geoopt baseline names its limit), and the
+reporting decompositions run in float32 and the geoopt baseline names its limit), and the
 geoopt adapters' point check, which accepted an infinite eigenvalue or scale."""
 
 from __future__ import annotations
