@@ -70,3 +70,30 @@ def test_geoopt_adapters_refuse_an_infinite_eigenvalue_or_scale():
     y = kron.random(dtype=torch.float64)
     y[0] = torch.inf  # alpha
     assert kron.check_point_on_manifold(y, explain=True) == (False, "x contains NaN or Inf")
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_geoopt_adapters_accept_their_own_16_bit_points_and_no_others(dtype):
+    from manifold_spectral.geoopt import KroneckerSpectralSPD as GeoKron
+    from manifold_spectral.geoopt import SpectralSPD as GeoSpectral
+
+    gen = torch.Generator().manual_seed(0)
+    for man, made in [
+        (GeoSpectral(30), lambda m: m.random(dtype=dtype, generator=gen)),
+        (GeoSpectral(3), lambda m: m.from_matrix(torch.tensor(_q(3), dtype=dtype))),
+        (GeoKron(9, 4), lambda m: m.random(dtype=dtype, generator=gen)),
+    ]:
+        x = made(man)
+        assert man.check_point_on_manifold(x, explain=True) == (True, None)
+        u = man.proju(x, torch.randn(x.shape, generator=gen).to(dtype))
+        y = man.retr(x, 0.1 * u)
+        assert man.check_point_on_manifold(y, explain=True) == (True, None)
+    spectral = GeoSpectral(30)
+    x = spectral.random(dtype=dtype, generator=gen)
+    x[:-1, 0] *= 1.5  # a basis vector half as long again: no rounding error
+    assert spectral.check_point_on_manifold(x, explain=True)[0] is False
+    kron = GeoKron(9, 4)
+    y = kron.random(dtype=dtype, generator=gen)
+    alpha, BL, dL, BR, dR = kron.split(y)
+    y = kron.join(alpha, BL, dL * 1.1, BR, dR)  # det S_L = 1.1^9
+    assert kron.check_point_on_manifold(y, explain=True)[0] is False
