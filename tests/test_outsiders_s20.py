@@ -97,3 +97,16 @@ def test_geoopt_adapters_accept_their_own_16_bit_points_and_no_others(dtype):
     alpha, BL, dL, BR, dR = kron.split(y)
     y = kron.join(alpha, BL, dL * 1.1, BR, dR)  # det S_L = 1.1^9
     assert kron.check_point_on_manifold(y, explain=True)[0] is False
+
+
+def test_pack_and_unpack_name_a_wrong_shape():
+    from manifold_spectral.geoopt import pack, unpack
+
+    B, d = torch.eye(3), torch.ones(3)
+    assert torch.equal(unpack(pack(B, d))[0], B) and torch.equal(unpack(pack(B, d))[1], d)
+    for B_bad, d_bad in [(B, torch.ones(4)), (torch.ones(3, 4), d), (B, torch.ones(2, 3))]:
+        with pytest.raises(ValueError, match=r"^pack: expected B of shape"):
+            pack(B_bad, d_bad)
+    for x in [torch.ones(3), torch.ones(3, 3), torch.ones(2, 3)]:
+        with pytest.raises(ValueError, match=r"^unpack: expected shape"):
+            unpack(x)

@@ -27,12 +27,21 @@ ROTATIONS = ("linear", "jacobi", "second_order")
 
 
 def pack(B: Tensor, d: Tensor) -> Tensor:
-    """The packed point ``[B; d^T]`` of shape ``(*batch, n + 1, n)``."""
+    """The packed point ``[B; d^T]`` of shape ``(*batch, n + 1, n)``; ``ValueError`` naming
+    both shapes unless ``B`` is ``(*batch, n, n)`` and ``d`` ``(*batch, n)`` (metadata only)."""
+    if B.ndim < 2 or B.shape[-2] != B.shape[-1] or tuple(d.shape) != tuple(B.shape[:-1]):
+        raise ValueError(
+            f"pack: expected B of shape (*batch, n, n) and d of shape (*batch, n), got "
+            f"{tuple(B.shape)} and {tuple(d.shape)}"
+        )
     return torch.cat([B, d[..., None, :]], dim=-2)
 
 
 def unpack(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(B, d)`` views of a packed point (or ``(U, u_d)`` of a packed tangent)."""
+    """``(B, d)`` views of a packed point (or ``(U, u_d)`` of a packed tangent);
+    ``ValueError`` unless ``x`` has shape ``(*batch, n + 1, n)`` (metadata only)."""
+    if x.ndim < 2 or x.shape[-2] != x.shape[-1] + 1:
+        raise ValueError(f"unpack: expected shape (*batch, n + 1, n), got {tuple(x.shape)}")
     return x[..., :-1, :], x[..., -1, :]
 
 
