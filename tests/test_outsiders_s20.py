@@ -110,3 +110,22 @@ def test_pack_and_unpack_name_a_wrong_shape():
     for x in [torch.ones(3), torch.ones(3, 3), torch.ones(2, 3)]:
         with pytest.raises(ValueError, match=r"^unpack: expected shape"):
             unpack(x)
+
+
+def test_random_names_a_seed_passed_as_its_generator():
+    from manifold_spectral import DiagonalSPD, KroneckerSpectralSPD
+    from manifold_spectral.geoopt import KroneckerSpectralSPD as GeoKron
+    from manifold_spectral.geoopt import SpectralSPD as GeoSpectral
+
+    draws = [
+        lambda g: SpectralSPD(3).random(g),
+        lambda g: KroneckerSpectralSPD(2, 3).random(g),
+        lambda g: DiagonalSPD(3).random(g),
+        lambda g: GeoSpectral(3).random(generator=g),
+        lambda g: GeoKron(2, 3).random(generator=g),
+    ]
+    for draw in draws:
+        with pytest.raises(TypeError, match=r"^generator: expected a torch.Generator"):
+            draw(0)
+        draw(torch.Generator().manual_seed(0))  # a generator, and None, still draw
+        draw(None)

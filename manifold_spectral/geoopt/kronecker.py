@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .._compat import import_geoopt
 from ..linalg import NEUMANN_MAX_NORM, haar_orthogonal
+from ..linalg_init import check_generator
 from ..manifolds import blocks
 from ..manifolds.base import check_size
 from ..manifolds.checks import check_log_scale, det_tol
@@ -293,6 +294,7 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         ``log alpha ~ N(0, log_scale^2)``. ``size`` defaults to ``(numel,)``. ``ValueError``
         naming ``log_scale`` if it is not a finite number >= 0 (the core manifolds' rule)."""
         log_scale = check_log_scale(log_scale)
+        generator = check_generator(generator)
         size = _size(self, size, (self.numel,))
         bs = size[:-1]
         parts = []
