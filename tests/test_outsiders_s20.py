@@ -129,3 +129,14 @@ def test_random_names_a_seed_passed_as_its_generator():
             draw(0)
         draw(torch.Generator().manual_seed(0))  # a generator, and None, still draw
         draw(None)
+
+
+def test_gradient_check_summary_does_not_read_as_a_count_of_directions():
+    # "(2 right, 1 wrong)" beside three slopes of 2.00 read as "one direction failed".
+    Q = torch.tensor(_q(4))
+    good = spd.check_gradient(spd.Objective(lambda S: (S * Q).sum(), 4, grad=lambda S: Q))
+    bad = spd.check_gradient(spd.Objective(lambda S: (S * S).sum(), 4, grad=lambda S: S))
+    assert good.ok and not bad.ok
+    for check in (good, bad):
+        assert "(slope 2 if right, 1 if wrong; pass >= " in repr(check)
+        assert "2 right" not in repr(check)
