@@ -6,6 +6,7 @@ canonical ``eigh``. Re-exported by ``linalg``, where the per-step helpers live.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,6 +20,17 @@ __all__ = [
 ]
 
 
+def check_generator(generator: Any) -> torch.Generator | None:
+    """``generator`` of the ``random`` draws: a ``torch.Generator`` or ``None``, else a
+    ``TypeError`` naming it (a seed ``0`` would fail inside ``torch.randn``, unnamed)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator: expected a torch.Generator or None, got {generator!r} (for a seed s: "
+            f"torch.Generator().manual_seed(s))"
+        )
+    return generator
+
+
 def haar_orthogonal(
     n: int, batch_shape: tuple[int, ...] = (), generator: torch.Generator | None = None
 ) -> Tensor:
@@ -26,9 +38,10 @@ def haar_orthogonal(
 
     The QR factor ``Q`` of a standard Gaussian matrix, with the signs of ``R``'s diagonal moved
     into ``Q``'s columns: without that sign fix ``Q`` is not Haar-distributed (Mezzadri, 2007).
-    Draws ``batch_shape + (n, n)`` normals from ``generator``.
+    Draws ``batch_shape + (n, n)`` normals from ``generator``; ``TypeError`` naming it when it
+    is not a ``torch.Generator`` (``check_generator``).
     """
-    A = torch.randn(*batch_shape, n, n, generator=generator, dtype=torch.float64)
+    A = torch.randn(*batch_shape, n, n, generator=check_generator(generator), dtype=torch.float64)
     Q, R = torch.linalg.qr(A)  # init-only
     return Q * torch.sign(R.diagonal(dim1=-2, dim2=-1))[..., None, :]
 

@@ -138,3 +138,24 @@ def test_a_numpy_bool_start_is_refused_as_a_torch_one():
     for x0 in (np.array([True, False]), torch.tensor([True, False])):
         with pytest.raises(TypeError, match="^x0: expected a real vector"):
             nes.NES(x0, 1.0)
+
+
+@pytest.mark.parametrize("bipop", [False, True])
+def test_countevals_counts_every_evaluation_of_every_run(bipop):
+    # pycma's idiom ``callback=lambda es: es.countevals >= budget`` read 0 until the first
+    # restart (the finished runs only), so such a callback never stopped a first run.
+    calls, seen = [0], []
+
+    def f(x):
+        calls[0] += 1
+        return float(np.sum(x**2))
+
+    def callback(es):
+        seen.append((es.countevals, calls[0]))
+        return es.countevals >= 2500
+
+    res = nes.minimize(f, np.full(3, 2.0), 1.0, seed=0, restarts=4, bipop=bipop, tolx=1e-3,
+                       max_evals=10_000, callback=callback)  # fmt: skip
+    assert len(res.runs) > 1  # the count crossed restarts
+    assert all(count == made for count, made in seen)
+    assert "callback" in res.stop and 2500 <= res.nfev == calls[0] < 2600

@@ -15,6 +15,7 @@ from torch import Tensor
 from ..linalg import check_cayley, newton_schulz_orthogonalize, skew, tril
 from ..manifolds import blocks
 from ..manifolds.base import check_positive
+from ..manifolds.checks import orthogonality_tol
 
 __all__ = ["ROTATIONS", "pack", "unpack"]
 
@@ -26,12 +27,21 @@ ROTATIONS = ("linear", "jacobi", "second_order")
 
 
 def pack(B: Tensor, d: Tensor) -> Tensor:
-    """The packed point ``[B; d^T]`` of shape ``(*batch, n + 1, n)``."""
+    """The packed point ``[B; d^T]`` of shape ``(*batch, n + 1, n)``; ``ValueError`` naming
+    both shapes unless ``B`` is ``(*batch, n, n)`` and ``d`` ``(*batch, n)`` (metadata only)."""
+    if B.ndim < 2 or B.shape[-2] != B.shape[-1] or tuple(d.shape) != tuple(B.shape[:-1]):
+        raise ValueError(
+            f"pack: expected B of shape (*batch, n, n) and d of shape (*batch, n), got "
+            f"{tuple(B.shape)} and {tuple(d.shape)}"
+        )
     return torch.cat([B, d[..., None, :]], dim=-2)
 
 
 def unpack(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(B, d)`` views of a packed point (or ``(U, u_d)`` of a packed tangent)."""
+    """``(B, d)`` views of a packed point (or ``(U, u_d)`` of a packed tangent);
+    ``ValueError`` unless ``x`` has shape ``(*batch, n + 1, n)`` (metadata only)."""
+    if x.ndim < 2 or x.shape[-2] != x.shape[-1] + 1:
+        raise ValueError(f"unpack: expected shape (*batch, n + 1, n), got {tuple(x.shape)}")
     return x[..., :-1, :], x[..., -1, :]
 
 
@@ -163,8 +173,15 @@ def _skew_part(B: Tensor, U: Tensor) -> Tensor:
 
 
 def _orthogonal(B: Tensor, atol: float, rtol: float) -> bool:
-    eye = torch.eye(B.shape[-1], dtype=B.dtype, device=B.device)
-    return torch.allclose(B.mT @ B, eye.expand_as(B), atol=atol, rtol=rtol)
+    """``B^T B = I`` entrywise to ``atol``/``rtol``, with ``atol`` floored at the core
+    manifolds' ``orthogonality_tol`` (``100 n eps``, a bound on the Frobenius error, so on
+    every entry): a basis orthogonal to its dtype's rounding, as ``random``, ``from_matrix``
+    and ``retr`` make it in bfloat16 or float16, passes; geoopt's default ``1e-5`` is below
+    what those types can hold. The product runs in float32 at least (16-bit sums drift)."""
+    Bw = B.float() if B.dtype in (torch.float16, torch.bfloat16) else B
+    eye = torch.eye(B.shape[-1], dtype=Bw.dtype, device=B.device)
+    atol = max(atol, orthogonality_tol(B.dtype, B.shape[-1]))
+    return torch.allclose(Bw.mT @ Bw, eye.expand_as(Bw), atol=atol, rtol=rtol)
 
 
 def _polar(B: Tensor) -> Tensor:

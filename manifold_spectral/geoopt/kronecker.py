@@ -10,9 +10,10 @@ from torch import Tensor
 
 from .._compat import import_geoopt
 from ..linalg import NEUMANN_MAX_NORM, haar_orthogonal
+from ..linalg_init import check_generator
 from ..manifolds import blocks
 from ..manifolds.base import check_size
-from ..manifolds.checks import check_log_scale
+from ..manifolds.checks import check_log_scale, det_tol
 from ..manifolds.kronecker_metric import kronecker_log_relative_eigs
 from .factor import (
     _ambient,
@@ -163,6 +164,8 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         self, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
         alpha, BL, dL, BR, dR = self.split(x)
+        if not bool(torch.isfinite(x).all()):  # an infinite d or alpha passes the "> 0" tests
+            return False, "x contains NaN or Inf"
         if not bool((alpha > 0).all()):
             return False, "alpha is not positive"
         for name, B, d in (("L", BL, dL), ("R", BR, dR)):
@@ -170,7 +173,11 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
                 return False, f"B_{name} is not orthogonal"
             if not bool((d > 0).all()):
                 return False, f"d_{name} has non-positive entries"
-            if float(torch.log(d).sum(-1).abs().max()) > atol * d.shape[-1]:
+            # In float32 at least, to the core check's tolerance at least (det_tol: a 16-bit
+            # d_l is rounded once, so |log det| reaches s eps / 2, above geoopt's 1e-5 s).
+            logdet = torch.log(d.float() if d.dtype in (torch.float16, torch.bfloat16) else d)
+            tol = max(atol * d.shape[-1], det_tol(d.dtype, d.shape[-1]))
+            if float(logdet.sum(-1).abs().max()) > tol:
                 return False, f"det S_{name} != 1 (sum(log d_{name}) != 0)"
         return True, None
 
@@ -287,6 +294,7 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         ``log alpha ~ N(0, log_scale^2)``. ``size`` defaults to ``(numel,)``. ``ValueError``
         naming ``log_scale`` if it is not a finite number >= 0 (the core manifolds' rule)."""
         log_scale = check_log_scale(log_scale)
+        generator = check_generator(generator)
         size = _size(self, size, (self.numel,))
         bs = size[:-1]
         parts = []

@@ -162,6 +162,8 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         self, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
         B, d = unpack(x)
+        if not bool(torch.isfinite(x).all()):  # an infinite d or alpha passes the "> 0" tests
+            return False, "x contains NaN or Inf"
         if not _orthogonal(B, atol, rtol):
             return False, "B is not orthogonal (B^T B != I)"
         if not bool((d > 0).all()):

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..linalg import all_finite_positive, operand
+from ..linalg_init import check_generator
 from ..validation import check_exponential, check_flag, resolve_device
 from . import blocks
 from .base import (
@@ -66,6 +67,7 @@ class DiagonalSPD(SpectralManifold):
         """``log d ~ N(0, log_scale^2)``; ``ValueError`` naming ``log_scale`` as in
         ``SpectralSPD.random``."""
         log_scale = check_log_scale(log_scale)
+        generator = check_generator(generator)
         d = torch.exp(log_scale * torch.randn(self.n, generator=generator, dtype=torch.float64))
         x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
         return self._representable(

@@ -348,7 +348,9 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
         for start, stop in tie_runs(tied[order[:-1], order[1:]]):
             idx = order[start:stop]
             if bool(stuck[idx][:, idx].any()):
-                _, V = torch.linalg.eigh(G[idx][:, idx])  # init-only
+                Gc = G[idx][:, idx]  # init-only eigh, in float32 for 16-bit types (no kernel)
+                low = Gc.dtype in (torch.float16, torch.bfloat16)
+                V = torch.linalg.eigh(Gc.float() if low else Gc)[1].to(self.dtype)
                 W[idx[:, None], idx[None, :]] = V
                 d[idx] = (V * V * x.d[idx][:, None]).sum(0)
         return SpectralPoint(x.B @ W, d), sym(W.mT @ G @ W)

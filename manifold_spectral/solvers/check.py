@@ -63,7 +63,7 @@ class GradientCheck:
         verdict = "gradient looks right" if self.ok else "gradient looks WRONG"
         return (
             f"GradientCheck({verdict}: {self.gradient}; log-log slopes [{slopes}] "
-            f"(2 right, 1 wrong; pass >= {self.min_slope}); directional-derivative "
+            f"(slope 2 if right, 1 if wrong; pass >= {self.min_slope}); directional-derivative "
             f"relative error max {float(np.max(self.rel_error)):.1e})"
         )
 

@@ -161,7 +161,7 @@ class RestartNES:
         self._stop_extra: dict[str, Any] = {}
         # per run: popsize, regime, sigma_scale, seed; nfev and stop once it has ended
         self.runs: list[dict[str, Any]] = []
-        self.countevals = 0  # of the finished runs
+        self._evals_done = 0  # of the finished runs
         self.countiter = 0
         self._hist: list[tuple[int, float, float]] = []  # (nfev, best so far, busy time)
         self._best: tuple[float, Any, int] = (math.inf, None, 0)
@@ -218,7 +218,7 @@ class RestartNES:
         scale: float,
         cap: int | None,
     ) -> NESBase:
-        budget = None if self.max_evals is None else self.max_evals - self.countevals
+        budget = None if self.max_evals is None else self.max_evals - self._evals_done
         if cap is not None:
             budget = cap if budget is None else min(budget, cap)
         sigma = self.sigma0 * scale if scale != 1.0 else self.sigma0
@@ -298,28 +298,28 @@ class RestartNES:
         es.tell(X, fvals)
         self.countiter += 1
         if es.fbest < self._best[0]:
-            self._best = (es.fbest, es.xbest.clone(), self.countevals + es.evals_best)
+            self._best = (es.fbest, es.xbest.clone(), self._evals_done + es.evals_best)
         busy = self._busy_done + es._busy
         best = self._best[0] if self._best[1] is not None else math.nan  # as NES's history
-        self._hist.append((self.countevals + es.countevals, best, busy))
+        self._hist.append((self._evals_done + es.countevals, best, busy))
         stop = es.stop()
         if not stop:
             return
         out_of_budget = self.max_evals is not None and (
-            self.countevals + es.countevals >= self.max_evals
+            self._evals_done + es.countevals >= self.max_evals
         )
         if any(key in stop for key in _FINAL) or self._exhausted or out_of_budget:
             self.runs[-1].update(nfev=es.countevals, stop=dict(stop))  # the last run ended
             return
         x0 = self._start_point()  # may raise: then the finished run stays the last one
-        saved = (self.countevals, self._busy_done, dict(self._spent), self._last_large,
+        saved = (self._evals_done, self._busy_done, dict(self._spent), self._last_large,
                  self._large_runs, dict(self.runs[-1]), dict(self._last_run))  # fmt: skip
-        self.countevals += es.countevals
+        self._evals_done += es.countevals
         self._busy_done += es._busy
         try:
             self._next_run(x0)
         except BaseException:  # nothing of a run that could not start is kept or counted
-            (self.countevals, self._busy_done, self._spent, self._last_large,
+            (self._evals_done, self._busy_done, self._spent, self._last_large,
              self._large_runs, last, self._last_run) = saved  # fmt: skip
             self.runs[-1] = last
             self.es = es
@@ -329,13 +329,20 @@ class RestartNES:
         """Empty while a run is going or another may start; else the final reasons."""
         out: dict[str, Any] = dict(self._stop_extra)
         inner = self.es.stop()
-        if self.max_evals is not None and self.countevals + self.es.countevals >= self.max_evals:
+        if self.max_evals is not None and self.countevals >= self.max_evals:
             out["maxfevals"] = self.max_evals
         if "ftarget" in inner:
             out["ftarget"] = inner["ftarget"]
         if inner and not out and self._exhausted:
             out.update(inner)
         return out
+
+    @property
+    def countevals(self) -> int:
+        """Evaluations of all runs so far, the finished ones and the current one (pycma's
+        ``countevals``, and ``NES.countevals``): a callback or loop that reads it sees the
+        budget spent, not 0 until the first restart."""
+        return self._evals_done + self.es.countevals
 
     @property
     def result(self) -> NESResult:
@@ -345,7 +352,7 @@ class RestartNES:
         stop = self.stop()
         fbest, xbest, evals_best = self._best
         h = np.asarray(self._hist, dtype=np.float64).reshape(-1, 3)
-        nfev = self.countevals + self.es.countevals
+        nfev = self.countevals
         runs = [*self.runs[:-1], {**self.runs[-1], "nfev": last.nfev, "stop": last.stop}]
         return NESResult(
             x=last.x if xbest is None else self.es._output(xbest),
@@ -391,5 +398,5 @@ class RestartNES:
     def __repr__(self) -> str:
         return (
             f"RestartNES(run={len(self.runs)}, popsize={self.popsize}, "
-            f"evals={self.countevals + self.es.countevals}, fbest={self._best[0]:.3e})"
+            f"evals={self.countevals}, fbest={self._best[0]:.3e})"
         )

@@ -48,10 +48,13 @@ def _spd_matrix(Q: Any, name: str = "Q") -> tuple[Tensor, bool, Tensor]:
 def _logdet_dense(S: Tensor) -> Tensor:
     """``log det S`` of a dense SPD matrix (dense monitoring only); ``-inf`` if not PD (the
     limit at the boundary of the cone, so that ``-log det S = +inf`` outside it)."""
-    L, info = torch.linalg.cholesky_ex(S)  # dense monitoring/baselines; not on the spectral path
+    # Dense monitoring/baselines, not on the spectral path; 16-bit types have no Cholesky kernel.
+    L, info = torch.linalg.cholesky_ex(
+        S.float() if S.dtype in (torch.float16, torch.bfloat16) else S
+    )
     if int(info) != 0:
         return torch.tensor(-math.inf, dtype=S.dtype, device=S.device)
-    return 2.0 * torch.log(torch.diagonal(L)).sum()
+    return (2.0 * torch.log(torch.diagonal(L)).sum()).to(S.dtype)
 
 
 def _positive_int(value: Any, name: str) -> int:

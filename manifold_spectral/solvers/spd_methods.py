@@ -228,6 +228,12 @@ class _Retraction:
     def __init__(
         self, problem: SPDProblem, lr: float, momentum: float, cayley: str, x0: Any, rotation: str
     ):
+        if problem.dtype in (torch.float16, torch.bfloat16):  # a named error, not torch's
+            raise TypeError(
+                f"method='retraction': geoopt's SPD retraction inverts S, which torch cannot do "
+                f"in {problem.dtype}; build the problem in float32 or float64, or use "
+                f"method='spectral' or 'cholesky'"
+            )
         self.problem = problem
         if x0 is None:
             x0 = torch.eye(problem.n, dtype=problem.dtype, device=problem.device)
@@ -389,5 +395,8 @@ def start_matrix(problem: SPDProblem, x0: Any) -> Any:
 
 def _eig_factors(S: Tensor) -> tuple[Tensor, Tensor]:
     """``(B, d)`` of a dense baseline result: one ``eigh`` after the run (reporting only)."""
-    d, B = torch.linalg.eigh(sym(S))  # post-processing of a baseline, not on the update path
-    return B, d
+    # Post-processing of a baseline, not on the update path; 16-bit types have no eigh kernel.
+    d, B = torch.linalg.eigh(
+        sym(S).float() if S.dtype in (torch.float16, torch.bfloat16) else sym(S)
+    )
+    return B.to(S.dtype), d.to(S.dtype)
