@@ -54,7 +54,7 @@ def check_state_dtype(dtype: Any) -> torch.dtype:
     if dtype == torch.bfloat16:
         raise TypeError(
             "dtype: torch.bfloat16 is not supported by the evolution strategies (their "
-            "utilities and numpy output have no bfloat16); use float16, float32 or float64"
+            "utilities and numpy output have no bfloat16); use float32 or float64"
         )
     return dtype
 
