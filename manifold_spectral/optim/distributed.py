@@ -35,9 +35,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..linalg import max_abs
 from .checks import (
     NonFiniteUpdate,
+    max_norms,
     nonfinite_gradient_error,
     square_bound,
     unsteppable_error,
@@ -210,17 +210,23 @@ def step(opt: Any) -> bool:
             raise error
         if is_dtensor(grad):
             grad = grad.full_tensor()  # a collective: every rank, same order, every step
-        if owners[i] not in (EVERY_RANK, rank):
-            continue
-        top = float(max_abs(grad)) if grad.numel() else 0.0
+        grads[i] = grad
+    # Every rank checks every gradient it holds, not only its own parameters': a NaN or an
+    # overflowing gradient on any rank then decides the step on every rank whoever owns the
+    # parameter (gradients that differ between ranks are the caller's error, but one that
+    # no owner sees must not pass unnoticed). One host synchronisation for all of them.
+    checked = [i for i, g in grads.items() if g.numel()]
+    tops = torch.stack(max_norms([grads[i] for i in checked])).tolist() if checked else []
+    for i, top in zip(checked, tops, strict=True):
         if not math.isfinite(top):
             flags[n + i] = 1
             doomed = True
-        elif top > square_bound(opt._state_dtype(groups[i], p)):
+        elif top > square_bound(opt._state_dtype(groups[i], params[i])):
             flags[3 * n + i] = 1  # its squares overflow the state dtype: skipped everywhere
             doomed = True
-        mine.setdefault(gi, []).append(i)
-        grads[i] = grad
+    for i in grads:
+        if owners[i] in (EVERY_RANK, rank):
+            mine.setdefault(where[i][0], []).append(i)
     index = {id(p): i for i, p in enumerate(params)}
     for gi, idxs in mine.items():
         if doomed:
