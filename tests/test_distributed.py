@@ -91,6 +91,18 @@ def flat(params) -> list[torch.Tensor]:
 # The worker (one per rank) -----------------------------------------------------------------
 
 
+def _raise_then_skip(opt: SpectralKron, out: dict[str, Any], key: str) -> None:
+    """A step with a non-finite gradient, as ``nonfinite="raise"`` (the error in
+    ``out[key + "_raise"]``), then as ``"skip"`` (the count in ``out[key + "_skipped"]``)."""
+    try:
+        opt.step()
+    except ValueError as e:
+        out[key + "_raise"] = str(e)
+    opt.nonfinite = "skip"
+    opt.step()
+    out[key + "_skipped"] = opt.skipped_steps
+
+
 def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -145,13 +157,7 @@ def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
     sopt.zero_grad()
     nn.functional.mse_loss(sharded(Xr), Yr).backward()
     sharded.module[2].weight.grad[0, 0] = float("nan")
-    try:
-        sopt.step()
-    except ValueError as e:
-        out["nan_raise"] = str(e)
-    sopt.nonfinite = "skip"
-    sopt.step()
-    out["nan_skipped"] = sopt.skipped_steps
+    _raise_then_skip(sopt, out, "nan")
     sopt.nonfinite = "raise"
     # A finite gradient whose squares overflow the float64 state (1e200^2): skipped on
     # every rank with a warning, as in one process, whatever rank owns the parameter.
@@ -206,6 +212,31 @@ def _mixed_dtype_scenario(out: dict[str, Any]) -> None:
     out["mixed_equal"] = all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
 
 
+def _rank_local_nan_scenario(rank: int, out: dict[str, Any]) -> None:
+    """shard=True without DDP: a NaN gradient on rank 1 only, in a parameter rank 0 owns
+    (which computes its update from its own, finite gradient): every rank must still raise
+    or skip, whoever owns the parameter."""
+    torch.manual_seed(3)
+    params = [nn.Parameter(torch.randn(4, 3, dtype=torch.float64)) for _ in range(2)]
+    opt = SpectralKron(params, lr=0.05, damping=1e-3, shard=True)
+    bad = next(i for i, p in enumerate(params) if opt.sharding.owners[p] == 0)
+    g = torch.Generator().manual_seed(4)
+    for k in range(2):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g, dtype=torch.float64)
+        if k == 0:
+            opt.step()  # state to keep unchanged
+    before, state = flat(params), copy.deepcopy(opt.state_dict()["state"])
+    if rank == 1:
+        params[bad].grad[0, 0] = float("nan")
+    _raise_then_skip(opt, out, "local_nan")
+    after = opt.state_dict()["state"]
+    out["local_nan_unchanged"] = all(
+        torch.equal(a, b) for a, b in zip(before, params, strict=True)
+    ) and all(torch.equal(v, after[k][n]) for k, st in state.items() for n, v in st.items())
+    out["local_nan_bad"] = bad
+
+
 def _fsdp_scenarios(rank: int, out: dict[str, Any]) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -241,6 +272,7 @@ def _worker(rank: int, tmp: str) -> None:
     try:
         _ddp_scenarios(rank, out)
         _mixed_dtype_scenario(out)
+        _rank_local_nan_scenario(rank, out)
         _fsdp_scenarios(rank, out)
         dist.barrier()  # no rank closes its connections while another still talks
     finally:
@@ -336,6 +368,14 @@ def test_sharded_failures_are_atomic_on_every_rank(ranks):
         assert r["unchanged"]
     assert ranks[0]["fail_raise"] == "injected failure" or "rank 0" in ranks[0]["fail_raise"]
     assert "failed on rank 0" in ranks[1]["fail_raise"]
+
+
+@needs_gloo
+def test_sharded_nan_on_a_rank_that_does_not_own_the_parameter_stops_every_rank(ranks):
+    for r in ranks:
+        assert f"params[0][{r['local_nan_bad']}]" in r.get("local_nan_raise", "no error")
+        assert r["local_nan_skipped"] == 1
+        assert r["local_nan_unchanged"]
 
 
 @needs_gloo

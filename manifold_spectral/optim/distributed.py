@@ -28,6 +28,7 @@ rank or, with ``shard=True``, by the owner only; each rank then adds its own sli
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,9 +36,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..linalg import max_abs
 from .checks import (
     NonFiniteUpdate,
+    max_norms,
     nonfinite_gradient_error,
     square_bound,
     unsteppable_error,
@@ -180,10 +181,51 @@ def exchange(
     return out
 
 
-def step(opt: Any) -> bool:
+def _groups_key(opt: Any) -> int:
+    """A 20-bit fingerprint of the parameter groups: the number of parameters in each and its
+    options (a tensor option counts by its presence: its value is read by the step)."""
+    keys = tuple(opt.defaults)
+    groups = [
+        (len(g["params"]), *("tensor" if isinstance(g[k], Tensor) else g[k] for k in keys))
+        for g in opt.param_groups
+    ]
+    return zlib.crc32(repr(groups).encode()) & 0xFFFFF
+
+
+def _agree(header: list[int], world: int, error: Exception | None) -> None:
+    """Raise on every rank unless every rank accepted its parameter groups and all hold the
+    same ones, from the all-reduced ``[rejected, h, h^2]`` of the fingerprints ``h_r``
+    (``_groups_key``): ``W sum h_r^2 = (sum h_r)^2`` exactly when all are equal
+    (Cauchy-Schwarz). The step's collectives pair the ranks' vectors by position: groups that
+    differ would pair different parameters (gloo aborts the process on a size mismatch;
+    equal sizes give ranks that silently disagree), and a rank that raised alone would leave
+    the others waiting."""
+    rejected, total, squares = header
+    if error is not None:
+        raise error
+    if rejected:
+        raise ValueError(
+            f"param_groups: rejected on {rejected} of {world} ranks (their error names the "
+            "option); change an option on every rank; nothing was changed"
+        )
+    if world * squares != total * total:
+        raise ValueError(
+            "param_groups: differ between the ranks (the number of groups, of parameters in "
+            "a group, or an option's value); build the optimizer with the same groups on "
+            "every rank and change an option on every rank; nothing was changed"
+        )
+
+
+def step(opt: Any, sync: Callable[[], None]) -> bool:
     """One step of ``opt`` (a ``SpectralKron`` with ``shard=True`` or ``DTensor``
-    parameters). Returns ``False`` when the step is skipped (non-finite gradient,
+    parameters), after ``sync`` (the validation of the options changed since the last step)
+    on every rank. Returns ``False`` when the step is skipped (non-finite gradient,
     ``nonfinite="skip"``); raises on every rank, with nothing written, when it fails."""
+    rejected: Exception | None = None
+    try:
+        sync()
+    except Exception as e:  # noqa: BLE001 - re-raised below, once every rank knows
+        rejected = e  # this rank computes nothing, but still takes part in every collective
     sharding: Sharding | None = opt.sharding
     rank = sharding.rank if sharding else 0
     where = [(gi, pi) for gi, g in enumerate(opt.param_groups) for pi in range(len(g["params"]))]
@@ -193,11 +235,11 @@ def step(opt: Any) -> bool:
     n = len(params)
     device = params[0].device if params else torch.device("cpu")
     # [presence | non-finite gradient | failed computation | non-finite update], summed over
-    # the ranks.
+    # the ranks after a header [options rejected, groups' fingerprint h, h^2] (_agree).
     flags = [0] * (4 * n)
     results: dict[int, tuple[dict[str, Any], Tensor]] = {}
     errors: dict[int, BaseException] = {}
-    doomed = False  # a non-finite gradient was seen: the step will not be taken
+    doomed = rejected is not None  # the step will not be taken
     mine: dict[int, list[int]] = {}  # group index -> this rank's parameters with a gradient
     grads: dict[int, Tensor] = {}
     for i, p in enumerate(params):
@@ -210,17 +252,24 @@ def step(opt: Any) -> bool:
             raise error
         if is_dtensor(grad):
             grad = grad.full_tensor()  # a collective: every rank, same order, every step
-        if owners[i] not in (EVERY_RANK, rank):
-            continue
-        top = float(max_abs(grad)) if grad.numel() else 0.0
+        grads[i] = grad
+    # Every rank checks every gradient it holds, not only its own parameters': a NaN or an
+    # overflowing gradient on any rank then decides the step on every rank whoever owns the
+    # parameter (gradients that differ between ranks are the caller's error, but one that
+    # no owner sees must not pass unnoticed). One host synchronisation for all of them.
+    # (A rank that rejected its options reads none of them: its bounds may be invalid.)
+    checked = [i for i, g in grads.items() if g.numel() and rejected is None]
+    tops = torch.stack(max_norms([grads[i] for i in checked])).tolist() if checked else []
+    for i, top in zip(checked, tops, strict=True):
         if not math.isfinite(top):
             flags[n + i] = 1
             doomed = True
-        elif top > square_bound(opt._state_dtype(groups[i], p)):
+        elif top > square_bound(opt._state_dtype(groups[i], params[i])):
             flags[3 * n + i] = 1  # its squares overflow the state dtype: skipped everywhere
             doomed = True
-        mine.setdefault(gi, []).append(i)
-        grads[i] = grad
+    for i in grads:
+        if owners[i] in (EVERY_RANK, rank):
+            mine.setdefault(where[i][0], []).append(i)
     index = {id(p): i for i, p in enumerate(params)}
     for gi, idxs in mine.items():
         if doomed:
@@ -246,9 +295,12 @@ def step(opt: Any) -> bool:
     # Sharded or DTensor parameters: the process group is initialised.
     pg = sharding.group if sharding else opt.process_group
     world = dist.get_world_size(pg)
-    summed = torch.tensor(flags, dtype=torch.int64, device=device)
+    h = _groups_key(opt)
+    header = [rejected is not None, h, h * h]
+    summed = torch.tensor(header + flags, dtype=torch.int64, device=device)
     dist.all_reduce(summed, group=pg)
-    flags = summed.tolist()
+    header, flags = summed.tolist()[:3], summed.tolist()[3:]
+    _agree(header, world, rejected)
     _raise_or_skip(opt, flags, n, world, where, owners, errors)
     if any(flags[n : 2 * n]):
         return False

@@ -314,11 +314,11 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
 
     def _step(self) -> None:
         """The body of ``step`` after the closure: skipped steps count in ``skipped_steps``."""
-        self._sync_groups()
         if self._sharding is not None or distributed.has_dtensor(self.param_groups):
-            if not distributed.step(self):
+            if not distributed.step(self, self._sync_groups):
                 self.skipped_steps += 1
             return
+        self._sync_groups()
         plan: list[tuple[dict[str, Any], list[Tensor], Tensor | None]] = []
 
         def packed() -> list[Tensor]:
