@@ -101,7 +101,9 @@ class Sharding:
         """Give an owner to every parameter that has none yet (all of them at construction,
         the new ones after ``add_param_group``). ``units_of(group, params)`` splits a group's
         new parameters into units that share one owner (``SpectralKron._owner_units``: the
-        batched buckets); default: each parameter alone."""
+        batched buckets); default: each parameter alone. Raises ``ValueError`` on every rank,
+        with no owner given, unless every rank holds the same parameters (``check_params``)."""
+        self.check_params(param_groups)
         units: list[list[Tensor]] = []
         costs: list[int] = []
         for g in param_groups:
@@ -112,6 +114,20 @@ class Sharding:
         owners, self.loads = assign_owners(costs, self.world, self.loads)
         for unit, r in zip(units, owners, strict=True):
             self.owners.update({p: r for p in unit})
+
+    def check_params(self, param_groups: list[dict[str, Any]]) -> None:
+        """Raise ``ValueError`` on every rank unless all hold the same number of parameters
+        with the same shapes and dtypes, in order: one all-reduce of their fingerprints
+        ``[0, h, h^2]`` (``_agree``) per ``assign``, not per step. They size the step's
+        collectives (the consensus flags, the exchange): sizes that differ abort gloo's
+        processes before the step's fingerprint is read, equal ones pair other parameters."""
+        params = [p for g in param_groups for p in g["params"]]
+        h = _fingerprint([(tuple(p.shape), p.dtype) for p in params])
+        device = params[0].device if params else torch.device("cpu")
+        header = torch.tensor([0, h, h * h], dtype=torch.int64, device=device)
+        dist.all_reduce(header, group=self.group)
+        what = "the number of parameters, or their shapes or dtypes"
+        _agree(header.tolist(), self.world, None, what)
 
     def owns(self, p: Tensor) -> bool:
         return self.owners[p] == self.rank
@@ -181,6 +197,12 @@ def exchange(
     return out
 
 
+def _fingerprint(items: Any) -> int:
+    """A 20-bit hash of ``repr(items)``, the same on every rank for equal items (CRC-32, not
+    Python's salted ``hash``); 20 bits keep ``world * sum h^2`` (``_agree``) far inside int64."""
+    return zlib.crc32(repr(items).encode()) & 0xFFFFF
+
+
 def _groups_key(opt: Any) -> int:
     """A 20-bit fingerprint of the parameter groups: the number of parameters in each and its
     options (a tensor option counts by its presence: its value is read by the step)."""
@@ -189,17 +211,22 @@ def _groups_key(opt: Any) -> int:
         (len(g["params"]), *("tensor" if isinstance(g[k], Tensor) else g[k] for k in keys))
         for g in opt.param_groups
     ]
-    return zlib.crc32(repr(groups).encode()) & 0xFFFFF
+    return _fingerprint(groups)
 
 
-def _agree(header: list[int], world: int, error: Exception | None) -> None:
+def _agree(
+    header: list[int],
+    world: int,
+    error: Exception | None,
+    what: str = "the number of groups, of parameters in a group, or an option's value",
+) -> None:
     """Raise on every rank unless every rank accepted its parameter groups and all hold the
     same ones, from the all-reduced ``[rejected, h, h^2]`` of the fingerprints ``h_r``
-    (``_groups_key``): ``W sum h_r^2 = (sum h_r)^2`` exactly when all are equal
-    (Cauchy-Schwarz). The step's collectives pair the ranks' vectors by position: groups that
-    differ would pair different parameters (gloo aborts the process on a size mismatch;
-    equal sizes give ranks that silently disagree), and a rank that raised alone would leave
-    the others waiting."""
+    (``_groups_key``, or ``Sharding.check_params``'s; ``what`` they cover):
+    ``W sum h_r^2 = (sum h_r)^2`` exactly when all are equal (Cauchy-Schwarz). The step's
+    collectives pair the ranks' vectors by position: groups that differ would pair different
+    parameters (gloo aborts the process on a size mismatch; equal sizes give ranks that
+    silently disagree), and a rank that raised alone would leave the others waiting."""
     rejected, total, squares = header
     if error is not None:
         raise error
@@ -210,9 +237,8 @@ def _agree(header: list[int], world: int, error: Exception | None) -> None:
         )
     if world * squares != total * total:
         raise ValueError(
-            "param_groups: differ between the ranks (the number of groups, of parameters in "
-            "a group, or an option's value); build the optimizer with the same groups on "
-            "every rank and change an option on every rank; nothing was changed"
+            f"param_groups: differ between the ranks ({what}); build the optimizer with the "
+            "same groups on every rank and change an option on every rank; nothing was changed"
         )
 
 

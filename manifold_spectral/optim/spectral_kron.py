@@ -163,7 +163,9 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             balance of ``a^3 + b^3 + ab(a + b)`` per Kronecker matrix, ``numel`` per diagonal
             one), which alone computes its update and keeps its state; the updates are then
             all-gathered and every rank applies all of them. Needs an initialised
-            ``torch.distributed`` and the same gradients on every rank (DDP, FSDP2). The
+            ``torch.distributed`` and the same gradients on every rank (DDP, FSDP2), and
+            the same parameters: construction and ``add_param_group`` are collectives that
+            raise ``ValueError`` on every rank when they differ (``Sharding.check_params``). The
             parameters equal the unsharded run's bit for bit (the owners hold whole buckets);
             compute and state per rank fall
             roughly as ``1 / world_size``. ``state_dict()`` is this rank's shard (resume with
@@ -285,7 +287,11 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
         if getattr(self, "_sharding", None) is not None:
-            self._sharding.assign(self.param_groups, self._owner_units)
+            try:  # a collective: every rank adds its group, or every rank raises
+                self._sharding.assign(self.param_groups, self._owner_units)
+            except ValueError:
+                self.param_groups.pop()  # not registered: this group's parameters differ
+                raise
 
     # The step ----------------------------------------------------------------------------
 
