@@ -380,38 +380,3 @@ def _raise_or_skip(
             f"SpectralKron: the update of params[{gi}][{pi}] failed on rank {owners[i]} "
             "(its owner, which raised the error); nothing was changed"
         )
-
-
-def consolidate(shard: dict[str, Any], sharding: Sharding) -> dict[str, Any]:
-    """Merge every rank's ``state_dict`` shard (``all_gather_object``; the state goes through
-    the CPU, so no accelerator holds the whole state at once)."""
-    local = {
-        k: {name: v.cpu() if isinstance(v, Tensor) else v for name, v in st.items()}
-        for k, st in shard["state"].items()
-    }
-    parts: list[Any] = [None] * sharding.world
-    dist.all_gather_object(parts, local, group=sharding.group)
-    merged: dict[int, Any] = {}
-    for part in parts:
-        merged.update(part)
-    return {"state": dict(sorted(merged.items())), "param_groups": shard["param_groups"]}
-
-
-def check_loadable(state_dict: dict[str, Any], sharding: Sharding | None) -> None:
-    """A rank's shard holds the state of that rank's parameters only: load it into the same
-    rank of the same world size, never into an unsharded optimizer."""
-    saved = state_dict.get("shard")
-    if saved is None:
-        return
-    where = f"rank {saved['rank']} of {saved['world_size']}"
-    if sharding is None:
-        raise ValueError(
-            f"state_dict: this is the shard of {where} of a sharded SpectralKron; load its "
-            "consolidated_state_dict() into an unsharded optimizer"
-        )
-    if (saved["rank"], saved["world_size"]) != (sharding.rank, sharding.world):
-        raise ValueError(
-            f"state_dict: this is the shard of {where}, but this optimizer is rank "
-            f"{sharding.rank} of {sharding.world}; resume with the same world size, or load a "
-            "consolidated_state_dict()"
-        )

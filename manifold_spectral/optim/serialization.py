@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from . import distributed, transforms
@@ -96,7 +97,7 @@ class StateDictMixin:
         out = self.state_dict()
         if self._sharding is None:
             return out
-        return distributed.consolidate(out, self._sharding)
+        return _consolidate(out, self._sharding)
 
     def _check_saved(self, state_dict: dict[str, Any]) -> None:
         """Raise ``ValueError`` (nothing loaded) if a saved group has an invalid option, a
@@ -181,7 +182,7 @@ class StateDictMixin:
             result = hook(self, state_dict)
             if result is not None:
                 state_dict = result
-        distributed.check_loadable(state_dict, self._sharding)
+        _check_loadable(state_dict, self._sharding)
         self._check_saved(state_dict)
         hooks = (dict(pre_hooks), dict(post_hooks))
         pre_hooks.clear()
@@ -260,3 +261,38 @@ def _checked_dtype(state_dtype: torch.dtype, pc: dict[str, Any]) -> torch.dtype:
         if torch.finfo(B.dtype).eps > torch.finfo(state_dtype).eps:
             return B.dtype
     return state_dtype
+
+
+def _consolidate(shard: dict[str, Any], sharding: distributed.Sharding) -> dict[str, Any]:
+    """Merge every rank's ``state_dict`` shard (``all_gather_object``; the state goes through
+    the CPU, so no accelerator holds the whole state at once)."""
+    local = {
+        k: {name: v.cpu() if isinstance(v, Tensor) else v for name, v in st.items()}
+        for k, st in shard["state"].items()
+    }
+    parts: list[Any] = [None] * sharding.world
+    dist.all_gather_object(parts, local, group=sharding.group)
+    merged: dict[int, Any] = {}
+    for part in parts:
+        merged.update(part)
+    return {"state": dict(sorted(merged.items())), "param_groups": shard["param_groups"]}
+
+
+def _check_loadable(state_dict: dict[str, Any], sharding: distributed.Sharding | None) -> None:
+    """A rank's shard holds the state of that rank's parameters only: load it into the same
+    rank of the same world size, never into an unsharded optimizer."""
+    saved = state_dict.get("shard")
+    if saved is None:
+        return
+    where = f"rank {saved['rank']} of {saved['world_size']}"
+    if sharding is None:
+        raise ValueError(
+            f"state_dict: this is the shard of {where} of a sharded SpectralKron; load its "
+            "consolidated_state_dict() into an unsharded optimizer"
+        )
+    if (saved["rank"], saved["world_size"]) != (sharding.rank, sharding.world):
+        raise ValueError(
+            f"state_dict: this is the shard of {where}, but this optimizer is rank "
+            f"{sharding.rank} of {sharding.world}; resume with the same world size, or load a "
+            "consolidated_state_dict()"
+        )
