@@ -259,32 +259,47 @@ def _fsdp_scenarios(rank: int, out: dict[str, Any]) -> None:
         }
 
 
-def _worker(rank: int, tmp: str) -> None:
+def run_in_group(rank: int, tmp: str, timeout_s: float, body: Any) -> None:
+    """``body(out)`` on this rank of a ``WORLD``-rank gloo group, then ``out`` saved to
+    ``tmp/rank{rank}.pt`` (also when ``body`` raised: the test reads what it saw). The
+    timeout makes a rank left waiting fail the test instead of hanging CI."""
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
         init_method=f"file://{tmp}/store",
         rank=rank,
         world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),  # a hang fails the test instead of CI
+        timeout=datetime.timedelta(seconds=timeout_s),
     )
     out: dict[str, Any] = {}
     try:
-        _ddp_scenarios(rank, out)
-        _mixed_dtype_scenario(out)
-        _rank_local_nan_scenario(rank, out)
-        _fsdp_scenarios(rank, out)
+        body(out)
         dist.barrier()  # no rank closes its connections while another still talks
     finally:
         torch.save(out, f"{tmp}/rank{rank}.pt")
         dist.destroy_process_group()
 
 
+def spawn_ranks(worker: Any, tmp: Path) -> list[dict[str, Any]]:
+    """Run ``worker(rank, tmp)`` on ``WORLD`` processes; what each rank saved."""
+    torch.multiprocessing.spawn(worker, args=(str(tmp),), nprocs=WORLD, join=True)
+    return [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def _scenarios(rank: int, out: dict[str, Any]) -> None:
+    _ddp_scenarios(rank, out)
+    _mixed_dtype_scenario(out)
+    _rank_local_nan_scenario(rank, out)
+    _fsdp_scenarios(rank, out)
+
+
+def _worker(rank: int, tmp: str) -> None:
+    run_in_group(rank, tmp, 60, lambda out: _scenarios(rank, out))
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("dist")
-    torch.multiprocessing.spawn(_worker, args=(str(tmp),), nprocs=WORLD, join=True)
-    return [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return spawn_ranks(_worker, tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")

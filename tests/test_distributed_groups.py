@@ -9,14 +9,11 @@ timeout: a rank left waiting fails the test in seconds) and saves what each rank
 from __future__ import annotations
 
 import copy
-import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-from test_distributed import OPTS, WORLD, flat, make_model, needs_gloo
+from test_distributed import OPTS, flat, make_model, needs_gloo, run_in_group, spawn_ranks
 
 from manifold_spectral.optim import SpectralKron
 
@@ -73,31 +70,19 @@ def _case(rank: int, name: str, out: dict[str, Any]) -> None:
     ) and all(torch.equal(v, after[k][n]) for k, st in state.items() for n, v in st.items())
 
 
+def _cases(rank: int, out: dict[str, Any]) -> None:
+    # The misuses that made gloo abort the processes before, last.
+    for name in ("lr", "rejected", "added", "split", "extra", "shape"):
+        _case(rank, name, out)
+
+
 def _worker(rank: int, tmp: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{tmp}/store",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=15),  # a rank left waiting fails, not hangs
-    )
-    out: dict[str, Any] = {}
-    try:
-        # The misuses that made gloo abort the processes before, last.
-        for name in ("lr", "rejected", "added", "split", "extra", "shape"):
-            _case(rank, name, out)
-        dist.barrier()
-    finally:
-        torch.save(out, f"{tmp}/rank{rank}.pt")
-        dist.destroy_process_group()
+    run_in_group(rank, tmp, 15, lambda out: _cases(rank, out))  # waiting fails in 15 s
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("groups")
-    torch.multiprocessing.spawn(_worker, args=(str(tmp),), nprocs=WORLD, join=True)
-    return [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return spawn_ranks(_worker, tmp_path_factory.mktemp("groups"))
 
 
 @needs_gloo

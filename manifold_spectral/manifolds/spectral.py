@@ -350,7 +350,7 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
             if bool(stuck[idx][:, idx].any()):
                 Gc = G[idx][:, idx]  # init-only eigh, in float32 for 16-bit types (no kernel)
                 low = Gc.dtype in (torch.float16, torch.bfloat16)
-                V = torch.linalg.eigh(Gc.float() if low else Gc)[1].to(self.dtype)
+                V = torch.linalg.eigh(Gc.float() if low else Gc)[1].to(self.dtype)  # init-only
                 W[idx[:, None], idx[None, :]] = V
                 d[idx] = (V * V * x.d[idx][:, None]).sum(0)
         return SpectralPoint(x.B @ W, d), sym(W.mT @ G @ W)

@@ -49,7 +49,7 @@ def _logdet_dense(S: Tensor) -> Tensor:
     """``log det S`` of a dense SPD matrix (dense monitoring only); ``-inf`` if not PD (the
     limit at the boundary of the cone, so that ``-log det S = +inf`` outside it)."""
     # Dense monitoring/baselines, not on the spectral path; 16-bit types have no Cholesky kernel.
-    L, info = torch.linalg.cholesky_ex(
+    L, info = torch.linalg.cholesky_ex(  # dense baselines' monitoring only
         S.float() if S.dtype in (torch.float16, torch.bfloat16) else S
     )
     if int(info) != 0:

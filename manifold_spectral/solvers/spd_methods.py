@@ -396,7 +396,7 @@ def start_matrix(problem: SPDProblem, x0: Any) -> Any:
 def _eig_factors(S: Tensor) -> tuple[Tensor, Tensor]:
     """``(B, d)`` of a dense baseline result: one ``eigh`` after the run (reporting only)."""
     # Post-processing of a baseline, not on the update path; 16-bit types have no eigh kernel.
-    d, B = torch.linalg.eigh(
+    d, B = torch.linalg.eigh(  # baseline reporting only, after the run
         sym(S).float() if S.dtype in (torch.float16, torch.bfloat16) else sym(S)
     )
     return B.to(S.dtype), d.to(S.dtype)
