@@ -140,3 +140,60 @@ def test_an_option_set_mid_run_to_an_equal_value_of_another_type_is_validated(
     with pytest.raises(error, match=f"^{key}: expected"):
         opt.step()
     _assert_unchanged(before, _snapshot(ps, opt))
+
+
+@pytest.mark.parametrize(
+    "parametrization",
+    [
+        torch.nn.utils.parametrizations.weight_norm,
+        torch.nn.utils.parametrizations.spectral_norm,
+    ],
+)
+def test_param_groups_marks_a_parametrized_embedding_and_norm_gain_diagonal(
+    parametrization,
+) -> None:
+    # A parametrization moves the tensor to mod.parametrizations.weight.original (weight_norm:
+    # original0, original1), which mod.parameters(recurse=False) does not list: the embedding
+    # table silently got Kronecker factors.
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(12, 5), torch.nn.LayerNorm([3, 5]), torch.nn.Linear(5, 4)
+    )
+    parametrization(model[0])
+    parametrization(model[1])
+    parametrization(model[2])
+    groups = SpectralKron.param_groups(model)
+    diag = [p for g in groups if g.get("diagonal") for p in g["params"]]
+    lookups_and_gains = [*model[0].parameters(), *model[1].parameters()]
+    assert {id(p) for p in diag} == {id(p) for p in lookups_and_gains}
+    assert len(diag) == len({id(p) for p in diag})
+    opt = SpectralKron(groups, lr=1e-2)
+    model(torch.tensor([[1, 2, 3]])).square().sum().backward()
+    opt.step()
+    assert all("pc_B_L" not in opt.state[p] for p in diag)  # diagonal: no Kronecker factors
+    (weight,) = [p for p in model[2].parameters() if p.shape == (4, 5)]
+    assert "pc_B_L" in opt.state[weight]
+
+
+def test_param_groups_lists_a_table_shared_by_two_embeddings_once() -> None:
+    # Two nn.Embedding modules sharing one weight (tied input tables): the table was listed
+    # twice, which torch only warns about, and the step then moved it twice.
+    def build() -> torch.nn.ModuleList:
+        torch.manual_seed(0)
+        first, second = torch.nn.Embedding(10, 4), torch.nn.Embedding(10, 4)
+        second.weight = first.weight
+        return torch.nn.ModuleList([first, second, torch.nn.Linear(4, 3)])
+
+    def step(model: torch.nn.ModuleList, opt: SpectralKron) -> None:
+        first, second, head = model
+        head(first(torch.tensor([1, 2])) + second(torch.tensor([3, 4]))).square().sum().backward()
+        opt.step()
+
+    model, reference = build(), build()
+    groups = SpectralKron.param_groups(model)
+    assert [len(g["params"]) for g in groups] == [2, 1]
+    step(model, SpectralKron(groups, lr=1e-2))
+    table, head = reference[0].weight, reference[2]
+    by_hand = [{"params": list(head.parameters())}, {"params": [table], "diagonal": True}]
+    step(reference, SpectralKron(by_hand, lr=1e-2))
+    pairs = zip(model.parameters(), reference.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
