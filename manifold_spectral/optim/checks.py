@@ -86,13 +86,30 @@ def curvature_period(group: dict[str, Any], kind: str) -> int:
 
 
 def option_signature(group: dict[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
-    """The group's options ``keys`` as a comparable tuple (a tensor option by identity: its
-    value is read by the step itself), to see which changed between steps."""
+    """The group's options ``keys`` as a comparable tuple, to see which changed between steps.
+
+    Each option is its type and value: ``True == 1`` and ``1 == 1.0``, so a flag set to ``1``
+    or a period set to ``True`` would compare equal to the old value and escape the validation
+    that the constructor gives it. A tensor option is its identity and version counter: its
+    value is read by the step itself, and torch's schedulers write a tensor ``lr`` in place
+    (``fill_``), which only the version counter records (a negative ``lr`` would then train
+    as ascent unvalidated). An inference tensor has no version counter: it is validated at
+    every step."""
     values = tuple(map(group.get, keys))
+    types = tuple(map(type, values))
     # the usual case, no tensor option, tested over the few distinct types (read every step)
-    if not any(issubclass(t, Tensor) for t in set(map(type, values))):
-        return values
-    return tuple(("tensor", id(v)) if isinstance(v, Tensor) else v for v in values)
+    if not any(issubclass(t, Tensor) for t in set(types)):
+        return tuple(zip(types, values, strict=True))
+    return tuple(
+        (t, _tensor_signature(v) if isinstance(v, Tensor) else v)
+        for t, v in zip(types, values, strict=True)
+    )
+
+
+def _tensor_signature(v: Tensor) -> tuple[Any, ...]:
+    """A tensor option's identity and version (``option_signature``); a fresh object, equal to
+    no earlier signature, for an inference tensor, which has no version counter."""
+    return ("tensor", id(v), object() if v.is_inference() else v._version)
 
 
 class NonFiniteUpdate(FloatingPointError):
@@ -136,9 +153,37 @@ _FLAGS = (
 )
 
 
+#: The numeric options of a group (``None`` allowed for ``clip_rms``).
+_NUMBERS = (
+    "lr",
+    "beta2",
+    "root",
+    "damping",
+    "gamma",
+    "weight_decay",
+    "gap_damping",
+    "momentum",
+    "correction_beta",
+    "clip_rms",
+)
+
+
+def _check_not_shaped(value: Any, name: str) -> None:
+    """``ValueError`` for a tensor option of one or more dimensions: the step uses an option
+    as it is given (a tensor ``lr`` as ``torch._foreach_add_``'s ``alpha``, a ``momentum`` as a
+    factor of the buffer), which takes a number or a 0-d tensor; a ``(1,)`` tensor passed the
+    scalar checks and then failed inside the step, after its state was written."""
+    if isinstance(value, Tensor) and value.dim():
+        raise ValueError(
+            f"{name}: expected a number or a 0-d tensor, got a tensor of shape {tuple(value.shape)}"
+        )
+
+
 def validate_group(g: dict[str, Any]) -> None:
     """Raise ``ValueError``/``TypeError`` naming the first invalid option of a parameter group
     (every option present)."""
+    for key in _NUMBERS:
+        _check_not_shaped(g[key], key)
     check_positive(g["lr"], "lr", allow_zero=True)
     check_positive(g["beta2"], "beta2")
     check_positive(g["root"], "root")

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.utils import parametrize
 
 __all__ = ["param_groups"]
 
@@ -23,8 +24,9 @@ _ELEMENTWISE: tuple[type, ...] = (
 def param_groups(model: torch.nn.Module, **diagonal_options: Any) -> list[dict[str, Any]]:
     """Two parameter groups for ``model``: the parameters of embedding tables
     (``nn.Embedding``, ``nn.EmbeddingBag``) and of normalisation layers (``_ELEMENTWISE``:
-    LayerNorm, RMSNorm, GroupNorm, batch and instance norms) with ``diagonal=True`` (plus
-    ``diagonal_options``), and the rest.
+    LayerNorm, RMSNorm, GroupNorm, batch and instance norms), also where a parametrization
+    (``torch.nn.utils.parametrizations.weight_norm``, ...) holds them, with ``diagonal=True``
+    (plus ``diagonal_options``), and the rest.
 
     Matrices get Kronecker factors and vectors the diagonal scheme automatically; these
     need marking because a parameter does not know what it is: an embedding table is a
@@ -33,11 +35,16 @@ def param_groups(model: torch.nn.Module, **diagonal_options: Any) -> list[dict[s
     dimensions would precondition couplings the layer does not have.
     """
     elementwise = (torch.nn.Embedding, torch.nn.EmbeddingBag, *_ELEMENTWISE)
-    diag: list[Tensor] = []
+    marked: dict[int, Tensor] = {}  # by id, in order: a table tied to two layers is one entry
     for mod in model.modules():
         if isinstance(mod, elementwise):
-            diag.extend(mod.parameters(recurse=False))
-    diag_ids = {id(p) for p in diag}
+            marked.update((id(p), p) for p in mod.parameters(recurse=False))
+            if parametrize.is_parametrized(mod):
+                # a parametrized table or gain (weight_norm, spectral_norm, ...) is held, with
+                # the parametrization's own parameters, by mod.parametrizations, not by mod
+                marked.update((id(p), p) for p in mod.parametrizations.parameters())
+    diag = list(marked.values())
+    diag_ids = set(marked)
     rest = [p for p in model.parameters() if id(p) not in diag_ids]
     groups: list[dict[str, Any]] = [{"params": rest}]
     if diag:

@@ -95,7 +95,7 @@ class GuardsMixin:
             self._validate(group)
             if old is not None:
                 changed = {k for k, a, b in zip(keys, old, sig, strict=True) if a != b}
-                before = dict(zip(keys, old, strict=True))
+                before = {k: v for k, (_, v) in zip(keys, old, strict=True)}
                 for p in group["params"]:
                     if self.state.get(p) and _layout(p, before) != _layout(p, group):
                         layout = [k for k in checks.LAYOUT_OPTIONS if k in changed]
