@@ -30,7 +30,7 @@ Protocol (the same for every optimizer; ``nn_training.run_quality``):
 Writes ``nn_real_<precision>.png`` (held-out loss vs steps and vs training seconds, mean of
 the seeds), ``nn_real_<precision>.csv`` (every evaluation point of every run) under
 ``--out``, and, unless ``--no-write``, the table into benchmarks/README.md between the
-``nn-real`` markers.
+``nn-real-<precision>`` markers.
 
 Run:  python benchmarks/bench_nn_real.py                     # full size (hours on a CPU)
       python benchmarks/bench_nn_real.py --small --precision fp32 --trials 3 --steps 60
@@ -54,7 +54,12 @@ from manifold_spectral.cli.nn import training_arguments
 from manifold_spectral.experiments import nn_training
 
 README = Path(__file__).resolve().parent / "README.md"
-START, END = "<!-- nn-real:start -->", "<!-- nn-real:end -->"
+
+
+def markers(precision: str) -> tuple[str, str]:
+    """The README block of a precision: one table per autocast setting."""
+    return f"<!-- nn-real-{precision}:start -->", f"<!-- nn-real-{precision}:end -->"
+
 
 #: Task sizes: issue 13's (GPT: 4 layers, width 128, context 128, batch 32; conv 32/64) and
 #: the ``--small`` ones that run in minutes on 2 CPU cores.
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(result, args.out / f"nn_real_{args.precision}.csv")
     print(f"\nplot: {png}; csv: {png.with_suffix('.csv')}", file=sys.stderr)
     if not args.no_write:
-        replace_between(README, START, END, block)
+        replace_between(README, *markers(args.precision), block)
     return 0
 
 

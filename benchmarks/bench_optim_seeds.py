@@ -18,7 +18,7 @@ the steps (fitting vs generalising).
 
 ``--against soap muon adamw`` instead compares the defaults with the peers, each at the
 hyper-parameters its row of the README tables prints (the tables' tuned draws: read from
-the optim-quality block for ``transformer``/``mlp`` and the nn-real block for
+the optim-quality block for ``transformer``/``mlp`` and the nn-real-fp32 block for
 ``stdlib``/``digits``, so they are the ones the tables report), on the same seeds; the paired
 difference is then peer minus defaults (positive: the defaults are lower).
 
@@ -53,8 +53,8 @@ START, END = "<!-- optim-seeds:start -->", "<!-- optim-seeds:end -->"
 PEERS_START, PEERS_END = "<!-- optim-peers:start -->", "<!-- optim-peers:end -->"
 #: README block and row label of each task's and method's tuned hyper-parameters.
 TABLE_OF = {"transformer": "optim-quality", "mlp": "optim-quality"} | {
-    "stdlib": "nn-real",
-    "digits": "nn-real",
+    "stdlib": "nn-real-fp32",
+    "digits": "nn-real-fp32",
 }
 ROW_LABEL = {
     "spectral-p2": "SpectralKron defaults (ours)",
