@@ -110,7 +110,7 @@ def check_sigma0(sigma0: Any, n: int) -> Tensor:
 def check_sigma0_range(sigma: Tensor, dtype: torch.dtype, what: str = "sigma0") -> None:
     """``sigma`` (checked by ``check_sigma0``) inside the range a run keeps its distribution
     in: the precisions ``sigma^-2`` within ``es_stop.precision_bounds(dtype)``, i.e.
-    ``max^-0.2 <= sigma <= tiny^-0.2`` (float64: ``[3e-62, 3e61]``). Outside it the run's
+    ``max^-0.2 <= sigma <= tiny^-0.2`` (float64: ``[2.2e-62, 3.4e61]``). Outside it the run's
     ``scalerange`` stop would end it after one generation (and beyond ``sqrt(tiny)`` /
     ``sqrt(max)`` the state would hold 0 or Inf and ``ask`` return NaN points)."""
     p_lo, p_hi = precision_bounds(dtype)
