@@ -110,6 +110,17 @@ def test_values_the_runs_refuse_are_parser_errors(argv, option, monkeypatch, cap
     assert calls == []
 
 
+@pytest.mark.parametrize("argv", [["spd", "--n", "5"], ["spd", "--n"], ["all", "--no"]])
+def test_an_option_of_another_subcommand_is_named_not_abbreviated(argv, monkeypatch, capsys):
+    """`--n` is nes's size option; spd's abbreviation rule read it as --no-progress."""
+    calls = _record_runs(monkeypatch)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["reproduce", *argv])
+    assert info.value.code == 2
+    assert "unrecognized arguments: " + " ".join(argv[1:]) in capsys.readouterr().err
+    assert calls == []
+
+
 def test_help_gives_the_limits():
     subs = cli.build_parser().subcommand_parsers
     nes = " ".join(subs["nes"].format_help().split())
