@@ -59,6 +59,13 @@ def test_unknown_option_is_named_with_its_name_here(option, hint, restarts):
     assert calls == []
 
 
+@pytest.mark.parametrize("cls", [nes.NES, XNES, CholeskyNES, RestartNES])
+def test_pycma_options_dict_as_third_argument_says_keywords(cls):
+    """pycma's ``CMAEvolutionStrategy(x0, sigma0, {"popsize": 10})`` lands in ``popsize``."""
+    with pytest.raises(TypeError, match=r"^popsize: .*got a dict: pycma's options dict"):
+        cls(np.zeros(3), 0.5, {"popsize": 10, "maxfevals": 100})
+
+
 @pytest.mark.parametrize("cls", [XNES, CholeskyNES])
 def test_spectral_options_are_unknown_to_the_baselines(cls):
     with pytest.raises(TypeError, match=rf"^cayley: unknown option of {cls.name}"):

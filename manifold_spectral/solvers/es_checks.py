@@ -7,7 +7,7 @@ import difflib
 import inspect
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -160,6 +160,12 @@ def check_popsize(popsize: Any, n: int, mirrored: bool) -> int:
     covariance estimate and the shape never changes); ``None``: the default."""
     if popsize is None:
         popsize = default_popsize(n, mirrored)
+    elif isinstance(popsize, Mapping):  # pycma's CMAEvolutionStrategy(x0, sigma0, inopts)
+        raise TypeError(
+            "popsize: expected an int >= 2, got a dict: pycma's options dict is passed as "
+            "keywords here, NES(x0, sigma0, **options), with this package's names (maxfevals: "
+            "max_evals, ftarget: target)"
+        )
     elif isinstance(popsize, bool) or not isinstance(popsize, numbers.Integral):
         raise TypeError(f"popsize: expected an int >= 2, got {popsize!r}")
     popsize = int(popsize)
