@@ -112,6 +112,17 @@ def test_pack_and_unpack_name_a_wrong_shape():
             unpack(x)
 
 
+def test_scipy_style_calls_name_the_argument():
+    """scipy's ``minimize(fun, x0)``: a start in ``method``'s place, a bare function as the
+    problem of ``check_gradient`` (an unhashable-type error and an AttributeError before)."""
+    problem = spd.LogDet(np.eye(3) * 2.0)
+    with pytest.raises(TypeError, match=r"^method: expected one of .*got a ndarray .*x0="):
+        spd.minimize(problem, np.eye(3), lr=0.1)
+    for call in (spd.check_gradient, lambda p: spd.minimize(p, lr=0.1)):
+        with pytest.raises(TypeError, match=r"^problem: .*got function \(spd.Objective"):
+            call(lambda S: S.sum())
+
+
 def test_pack_and_join_name_a_factor_that_is_no_tensor():
     from manifold_spectral.geoopt import KroneckerSpectralSPD as GeoKron
     from manifold_spectral.geoopt import pack
