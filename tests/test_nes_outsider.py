@@ -59,6 +59,18 @@ def test_unknown_option_is_named_with_its_name_here(option, hint, restarts):
     assert calls == []
 
 
+def test_f_and_x0_swapped_names_f_before_calling_x0():
+    """A callable ``x0`` (a start per restart) was called first: with ``f`` and ``x0``
+    swapped, the error was the function's missing argument, not ``f``."""
+    with pytest.raises(TypeError, match=r"^f: expected a callable, got ndarray"):
+        nes.minimize(np.zeros(3), _f, 0.5)
+    calls: list[int] = []
+    start = lambda: calls.append(1) or np.zeros(3)  # noqa: E731
+    with pytest.raises(TypeError, match=r"^callback: expected a callable or None, got 5"):
+        nes.minimize(_f, start, 0.5, restarts=1, callback=5)
+    assert calls == []
+
+
 @pytest.mark.parametrize("cls", [nes.NES, XNES, CholeskyNES, RestartNES])
 def test_pycma_options_dict_as_third_argument_says_keywords(cls):
     """pycma's ``CMAEvolutionStrategy(x0, sigma0, {"popsize": 10})`` lands in ``popsize``."""
