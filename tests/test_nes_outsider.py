@@ -45,8 +45,9 @@ def test_told_point_is_returned_unrounded_by_a_coarser_state(dtype, restarts):
 
 @pytest.mark.parametrize(
     "option, hint",
-    [("maxfevals", "max_evals"), ("ftarget", "target"), ("tol_x", "tolx"), ("mirror", "mirrored")],
-)
+    [("maxfevals", "max_evals"), ("ftarget", "target"), ("tol_x", "tolx"), ("mirror", "mirrored"),
+     ("options", r"the options as keywords, \*\*options"), ("args", "f with its arguments bound")],
+)  # fmt: skip
 @pytest.mark.parametrize("restarts", [0, 2])
 def test_unknown_option_is_named_with_its_name_here(option, hint, restarts):
     """pycma's names and misspellings: a ``TypeError`` naming the option and what it is called

@@ -44,6 +44,10 @@ PYCMA_NAMES = {
     "CMA_stds": "sigma0 (a vector: one standard deviation per coordinate)",
     "CMA_mirrors": "mirrored",
     "tolfacupx": "scalerange (always on)",
+    # scipy's and pycma's containers, which here are keywords or a closure
+    "options": "the options as keywords, **options",
+    "inopts": "the options as keywords, **inopts",
+    "args": "f with its arguments bound, lambda x: f(x, *args)",
 }
 
 
