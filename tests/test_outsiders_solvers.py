@@ -180,3 +180,12 @@ def test_gradient_check_summary_does_not_read_as_a_count_of_directions():
     for check in (good, bad):
         assert "(slope 2 if right, 1 if wrong; pass >= " in repr(check)
         assert "2 right" not in repr(check)
+
+
+def test_a_result_as_x0_points_to_result_point():
+    """``x0=result`` (not ``result.point``) printed the result's whole summary in the error."""
+    problem = spd.LogDet(np.eye(3) * 2.0)
+    res = spd.minimize(problem, lr=0.1, steps=3)
+    with pytest.raises(TypeError, match=r"^x0: .*got SPDResult \(an earlier run's state is "):
+        spd.minimize(problem, lr=0.1, steps=3, x0=res)
+    assert spd.minimize(problem, lr=0.1, steps=3, x0=res.point).nit == 3
