@@ -90,6 +90,8 @@ def test_reproduce_bbob_cli_runs_every_method(tmp_path, capsys):
     with pytest.raises(ValueError, match="methods"):
         bbob.jobs([2], [1], [1], ["nope"], 1.0)
     assert [j[1] for j in bbob.jobs([20], [1, 3], [1], ["nes"], 1.0)] == [1]  # D20 only
+    with pytest.raises(ValueError, match=r"^functions: no run at D in \[20\] for functions \[13\]"):
+        bbob.run_bbob(dims=[20], functions=[13], instances=[1], methods=["nes"], budget=1.0)
 
 
 @pytest.mark.parametrize("method,regime", [("nes-bipop", "small"), ("nes-ipop", "large")])

@@ -45,8 +45,9 @@ def test_told_point_is_returned_unrounded_by_a_coarser_state(dtype, restarts):
 
 @pytest.mark.parametrize(
     "option, hint",
-    [("maxfevals", "max_evals"), ("ftarget", "target"), ("tol_x", "tolx"), ("mirror", "mirrored")],
-)
+    [("maxfevals", "max_evals"), ("ftarget", "target"), ("tol_x", "tolx"), ("mirror", "mirrored"),
+     ("options", r"the options as keywords, \*\*options"), ("args", "f with its arguments bound")],
+)  # fmt: skip
 @pytest.mark.parametrize("restarts", [0, 2])
 def test_unknown_option_is_named_with_its_name_here(option, hint, restarts):
     """pycma's names and misspellings: a ``TypeError`` naming the option and what it is called
@@ -57,6 +58,25 @@ def test_unknown_option_is_named_with_its_name_here(option, hint, restarts):
                        rf"mean {hint}\b"):  # fmt: skip
         nes.minimize(calls.append, np.zeros(3), 1.0, restarts=restarts, **{option: 1})
     assert calls == []
+
+
+def test_f_and_x0_swapped_names_f_before_calling_x0():
+    """A callable ``x0`` (a start per restart) was called first: with ``f`` and ``x0``
+    swapped, the error was the function's missing argument, not ``f``."""
+    with pytest.raises(TypeError, match=r"^f: expected a callable, got ndarray"):
+        nes.minimize(np.zeros(3), _f, 0.5)
+    calls: list[int] = []
+    start = lambda: calls.append(1) or np.zeros(3)  # noqa: E731
+    with pytest.raises(TypeError, match=r"^callback: expected a callable or None, got 5"):
+        nes.minimize(_f, start, 0.5, restarts=1, callback=5)
+    assert calls == []
+
+
+@pytest.mark.parametrize("cls", [nes.NES, XNES, CholeskyNES, RestartNES])
+def test_pycma_options_dict_as_third_argument_says_keywords(cls):
+    """pycma's ``CMAEvolutionStrategy(x0, sigma0, {"popsize": 10})`` lands in ``popsize``."""
+    with pytest.raises(TypeError, match=r"^popsize: .*got a dict: pycma's options dict"):
+        cls(np.zeros(3), 0.5, {"popsize": 10, "maxfevals": 100})
 
 
 @pytest.mark.parametrize("cls", [XNES, CholeskyNES])

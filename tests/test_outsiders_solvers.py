@@ -112,6 +112,46 @@ def test_pack_and_unpack_name_a_wrong_shape():
             unpack(x)
 
 
+def test_scipy_style_calls_name_the_argument():
+    """scipy's ``minimize(fun, x0)``: a start in ``method``'s place, a bare function as the
+    problem of ``check_gradient`` (an unhashable-type error and an AttributeError before)."""
+    problem = spd.LogDet(np.eye(3) * 2.0)
+    with pytest.raises(TypeError, match=r"^method: expected one of .*got a ndarray .*x0="):
+        spd.minimize(problem, np.eye(3), lr=0.1)
+    for call in (spd.check_gradient, lambda p: spd.minimize(p, lr=0.1)):
+        with pytest.raises(TypeError, match=r"^problem: .*got function \(spd.Objective"):
+            call(lambda S: S.sum())
+
+
+def test_pack_and_join_name_a_factor_that_is_no_tensor():
+    from manifold_spectral.geoopt import KroneckerSpectralSPD as GeoKron
+    from manifold_spectral.geoopt import pack
+
+    with pytest.raises(TypeError, match=r"^pack: B: expected a torch tensor, got ndarray"):
+        pack(np.eye(3), torch.ones(3))
+    with pytest.raises(TypeError, match=r"^pack: d: expected a torch tensor, got list"):
+        pack(torch.eye(3), [1.0, 1.0, 1.0])
+    with pytest.raises(TypeError, match=r"^join: dR: expected a torch tensor"):
+        GeoKron.join(torch.ones(()), torch.eye(2), torch.ones(2), torch.eye(3), np.ones(3))
+
+
+def test_join_refuses_factors_whose_sizes_only_add_up():
+    """d_L and d_R swapped (sizes 3 and 2 at a = 2, b = 3) pack to the right length, which
+    split then cut into other factors: refused, naming every shape."""
+    from manifold_spectral.geoopt import KroneckerSpectralSPD as GeoKron
+
+    kron = GeoKron(2, 3)
+    x = kron.random(dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    alpha, BL, dL, BR, dR = kron.split(x)
+    assert torch.equal(kron.join(alpha, BL, dL, BR, dR), x)
+    with pytest.raises(ValueError, match=r"^join: .*got shapes \(\), \(2, 2\), \(3,\)"):
+        kron.join(alpha, BL, dR, BR, dL)
+    batch = torch.stack([x, x])
+    with pytest.raises(ValueError, match=r"^join: "):
+        kron.join(kron.split(batch)[0], BL, dL, BR, dR)  # alpha batched, the factors not
+    assert torch.equal(kron.join(*kron.split(batch)), batch)
+
+
 def test_random_names_a_seed_passed_as_its_generator():
     from manifold_spectral import DiagonalSPD, KroneckerSpectralSPD
     from manifold_spectral.geoopt import KroneckerSpectralSPD as GeoKron
@@ -140,3 +180,12 @@ def test_gradient_check_summary_does_not_read_as_a_count_of_directions():
     for check in (good, bad):
         assert "(slope 2 if right, 1 if wrong; pass >= " in repr(check)
         assert "2 right" not in repr(check)
+
+
+def test_a_result_as_x0_points_to_result_point():
+    """``x0=result`` (not ``result.point``) printed the result's whole summary in the error."""
+    problem = spd.LogDet(np.eye(3) * 2.0)
+    res = spd.minimize(problem, lr=0.1, steps=3)
+    with pytest.raises(TypeError, match=r"^x0: .*got SPDResult \(an earlier run's state is "):
+        spd.minimize(problem, lr=0.1, steps=3, x0=res)
+    assert spd.minimize(problem, lr=0.1, steps=3, x0=res.point).nit == 3

@@ -245,3 +245,16 @@ def test_functions_are_vectorised_and_zero_at_the_optimum():
         np.testing.assert_allclose(f(torch.as_tensor(X)).numpy(), batch, rtol=1e-12, err_msg=name)
         x_opt = np.ones(7) if name == "rosenbrock" else np.zeros(7)
         assert abs(float(f(x_opt))) < 1e-12, name
+
+
+@pytest.mark.parametrize("name", ["rosenbrock", "bohachevsky", "schaffer"])
+def test_pair_functions_refuse_one_coordinate_and_scalars(name):
+    """Sums over consecutive pairs are empty at n = 1: ``rosenbrock([5.0])`` returned 0, the
+    global minimum, at a point 4 away from it; a scalar failed on an index inside."""
+    f = functions.FUNCTIONS[name].make(2)
+    assert float(f(np.array([5.0, 3.0]))) > 0
+    for bad in (np.array([5.0]), np.full((3, 1), 5.0), torch.tensor([5.0]), 5.0):
+        with pytest.raises(ValueError, match=r"^x: expected a point \(n,\) or a batch .* n >= 2"):
+            f(bad)
+    with pytest.raises(ValueError, match=r"^x: .*n >= 1, got shape \(\)"):
+        functions.sphere(5.0)

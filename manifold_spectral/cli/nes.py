@@ -101,7 +101,8 @@ def _bbob_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action=Distinct,
         default=[1, 2, 3],
-        help="(default 1 2 3)",
+        help="COCO problem instances (each a shifted and rotated version of the function) "
+        "(default 1 2 3)",
     )
     parser.add_argument(
         "--methods",
@@ -121,12 +122,22 @@ def _bbob_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bbob_check(args: argparse.Namespace) -> str | None:
-    """``--budget`` gives each run ``int(budget * D)`` evaluations: at least one."""
+    """``--budget`` gives each run ``int(budget * D)`` evaluations: at least one; and the
+    functions run at one of the ``--dims`` at least (``bbob.jobs`` leaves out those the
+    protocol does not run at D = 20)."""
     small = min(args.dims)
     if int(args.budget * small) < 1:
         return (
             f"argument --budget: {args.budget:g} x D = {small} gives no evaluation "
             f"(need budget >= {1 / small:g} at D = {small})"
+        )
+    from ..experiments import bbob
+
+    if not bbob.jobs(args.dims, args.functions, args.instances, args.methods, args.budget):
+        return (
+            f"argument --functions: none of {' '.join(map(str, args.functions))} runs at D = "
+            f"{' '.join(map(str, args.dims))} (at D = 20 the protocol runs only "
+            f"{' '.join(map(str, bbob.D20))}); add another of --dims or --functions"
         )
     return None
 
@@ -164,8 +175,7 @@ NES = Reproduction(
 
 BBOB = Reproduction(
     "bbob",
-    "issue 14: spectral NES vs (IPOP-)CMA-ES on COCO's BBOB suite (needs cocoex, "
-    "pip coco-experiment)",
+    "spectral NES vs (IPOP-)CMA-ES on COCO's BBOB suite (needs cocoex, pip coco-experiment)",
     _bbob_arguments,
     _run_bbob,
     needs=lambda a: ["cocoex", "cma"],  # run_bbob imports both, whatever the methods

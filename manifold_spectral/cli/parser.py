@@ -68,14 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     experiments = reproduce.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     # The leaf parsers, so that main() reports an unknown option with the subcommand's usage.
+    # No abbreviations: `spd --n 5` (nes's size option, spd's is --d) was read as
+    # --no-progress and refused "unrecognized arguments: 5", naming no option, and
+    # `spd --n` alone silently switched the progress bars off.
     parser.subcommand_parsers = {}  # type: ignore[attr-defined]
     for rep in REPRODUCTIONS.values():
-        sub = experiments.add_parser(rep.name, help=rep.help, description=rep.help)
+        sub = experiments.add_parser(
+            rep.name, help=rep.help, description=rep.help, allow_abbrev=False
+        )
         rep.add_arguments(sub)
         common_arguments(sub, rep)
         parser.subcommand_parsers[rep.name] = sub  # type: ignore[attr-defined]
     every = experiments.add_parser(
         "all",
+        allow_abbrev=False,
         help="every reproduction above with its quick defaults",
         description="Run every available reproduction with its quick defaults: "
         + "; ".join(f"{r.name} ({quick_settings(r)})" for r in REPRODUCTIONS.values())

@@ -321,6 +321,12 @@ def run_bbob(
     from tqdm.auto import tqdm
 
     todo = jobs(dims, functions, instances, methods, budget)
+    if not todo:  # an empty ECDF figure fails inside matplotlib: say why instead
+        raise ValueError(
+            f"functions: no run at D in {list(dims)} for functions {list(functions)}, instances "
+            f"{list(instances)}, methods {list(methods)} (at D = 20 the protocol runs only "
+            f"functions {list(D20)})"
+        )
     for module, pip in (("cocoex", "coco-experiment"), ("cma", "cma")):
         try:
             __import__(module)

@@ -68,7 +68,7 @@ def ecdf(rows: list[dict], methods: list[str], png: Path, budget_mult: float) ->
     few = len({r["function"] for r in rows}) < 5
     figure_note(
         fig,
-        "COCO's ECDF (issue 14, not a figure of the paper): spectral NES against pycma's "
+        "COCO's ECDF (not a figure of the paper): spectral NES against pycma's "
         "CMA-ES, without and with IPOP restarts"
         + (" (and spectral NES with BIPOP restarts)" if "nes-bipop" in fracs else "")
         + ", from the same starts. "

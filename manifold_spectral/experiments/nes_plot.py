@@ -22,6 +22,16 @@ __all__ = ["plot"]
 OURS = "spectral"
 
 
+def _grid(result: Any) -> np.ndarray:
+    """The evaluation counts the curves are drawn at: log-spaced from 10 to the budget, or to
+    the first generation of the runs when that lies beyond it. A generation is evaluated
+    whole, so a budget below one population ends every run after its first generation, at
+    more evaluations than the budget: a grid ending at the budget would hold no point of any
+    curve, and the log-scaled panel could not be drawn."""
+    first = max((int(run.nfev[0]) for run in result.runs if run.nfev.size), default=0)
+    return np.unique(np.geomspace(10, max(result.max_evals, first), 200).astype(int))
+
+
 def _curve_on_grid(run: Any, grid: np.ndarray) -> np.ndarray:
     """Best value so far at each evaluation count of ``grid`` (NaN before the first
     generation, flat after the run stopped)."""
@@ -70,7 +80,7 @@ def plot(result: Any, path: Any) -> None:
     fig = Figure(figsize=(3.9 * k, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, k, squeeze=False)[0]
-    grid = np.unique(np.geomspace(10, r.max_evals, 200).astype(int))
+    grid = _grid(r)
     for ax, function in zip(axes, r.functions, strict=True):
         medians, bands = {}, {}
         for method in methods:

@@ -26,9 +26,23 @@ __all__ = ["ROTATIONS", "pack", "unpack"]
 ROTATIONS = ("linear", "jacobi", "second_order")
 
 
+def _check_factors(fn: str, **factors: Any) -> None:
+    """``TypeError`` naming ``fn`` and the argument unless every factor is a torch tensor:
+    the packing functions build the one tensor a geoopt parameter holds, and a numpy array
+    or a list would fail inside ``torch.cat`` (or on a missing ``.ndim``) naming neither."""
+    for name, t in factors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(
+                f"{fn}: {name}: expected a torch tensor, got {type(t).__name__} "
+                "(torch.as_tensor converts an array)"
+            )
+
+
 def pack(B: Tensor, d: Tensor) -> Tensor:
-    """The packed point ``[B; d^T]`` of shape ``(*batch, n + 1, n)``; ``ValueError`` naming
-    both shapes unless ``B`` is ``(*batch, n, n)`` and ``d`` ``(*batch, n)`` (metadata only)."""
+    """The packed point ``[B; d^T]`` of shape ``(*batch, n + 1, n)``; ``TypeError`` naming
+    ``B`` or ``d`` unless both are tensors, ``ValueError`` naming both shapes unless ``B`` is
+    ``(*batch, n, n)`` and ``d`` ``(*batch, n)`` (metadata only)."""
+    _check_factors("pack", B=B, d=d)
     if B.ndim < 2 or B.shape[-2] != B.shape[-1] or tuple(d.shape) != tuple(B.shape[:-1]):
         raise ValueError(
             f"pack: expected B of shape (*batch, n, n) and d of shape (*batch, n), got "

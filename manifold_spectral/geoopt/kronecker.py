@@ -18,6 +18,7 @@ from ..manifolds.kronecker_metric import kronecker_log_relative_eigs
 from .factor import (
     _ambient,
     _ChartTransport,
+    _check_factors,
     _check_packed,
     _coords,
     _floor_positive,
@@ -112,7 +113,23 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
 
     @staticmethod
     def join(alpha: Tensor, BL: Tensor, dL: Tensor, BR: Tensor, dR: Tensor) -> Tensor:
-        """The packed tensor ``[alpha, vec(B_L), d_L, vec(B_R), d_R]``."""
+        """The packed tensor ``[alpha, vec(B_L), d_L, vec(B_R), d_R]``; ``TypeError`` for a
+        factor that is not a tensor, ``ValueError`` naming every shape unless they are
+        ``(*batch)``, ``(*batch, a, a)``, ``(*batch, a)``, ``(*batch, b, b)``, ``(*batch, b)``:
+        the flat packing keeps no sizes, so factors swapped or of mismatched sizes with the
+        right total would be split into other factors (metadata only)."""
+        _check_factors("join", alpha=alpha, BL=BL, dL=dL, BR=BR, dR=dR)
+        batch = tuple(alpha.shape)
+        a = BL.shape[-1] if BL.ndim else -1
+        b = BR.shape[-1] if BR.ndim else -1
+        want = [(*batch, a, a), (*batch, a), (*batch, b, b), (*batch, b)]
+        got = [tuple(t.shape) for t in (BL, dL, BR, dR)]
+        if got != want:
+            shapes = ", ".join(map(str, [batch, *got]))
+            raise ValueError(
+                "join: expected alpha (*batch), B_L (*batch, a, a), d_L (*batch, a), "
+                f"B_R (*batch, b, b), d_R (*batch, b), got shapes {shapes}"
+            )
         parts = [alpha[..., None], BL.flatten(-2), dL, BR.flatten(-2), dR]
         return torch.cat(parts, dim=-1)
 

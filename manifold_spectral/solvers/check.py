@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..manifolds import SpectralPoint, SpectralSPD
 from ..manifolds.base import check_positive
+from .spd_problems import check_problem
 
 __all__ = ["GradientCheck", "check_gradient"]
 
@@ -125,6 +126,7 @@ def check_gradient(
     Returns:
         ``GradientCheck`` (prints as a one-line verdict).
     """
+    check_problem(problem)
     if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
         raise ValueError(f"directions: expected a positive int, got {directions!r}")
     min_slope = check_positive(min_slope, "min_slope")

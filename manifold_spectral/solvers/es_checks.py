@@ -7,7 +7,7 @@ import difflib
 import inspect
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,10 @@ PYCMA_NAMES = {
     "CMA_stds": "sigma0 (a vector: one standard deviation per coordinate)",
     "CMA_mirrors": "mirrored",
     "tolfacupx": "scalerange (always on)",
+    # scipy's and pycma's containers, which here are keywords or a closure
+    "options": "the options as keywords, **options",
+    "inopts": "the options as keywords, **inopts",
+    "args": "f with its arguments bound, lambda x: f(x, *args)",
 }
 
 
@@ -110,7 +114,7 @@ def check_sigma0(sigma0: Any, n: int) -> Tensor:
 def check_sigma0_range(sigma: Tensor, dtype: torch.dtype, what: str = "sigma0") -> None:
     """``sigma`` (checked by ``check_sigma0``) inside the range a run keeps its distribution
     in: the precisions ``sigma^-2`` within ``es_stop.precision_bounds(dtype)``, i.e.
-    ``max^-0.2 <= sigma <= tiny^-0.2`` (float64: ``[3e-62, 3e61]``). Outside it the run's
+    ``max^-0.2 <= sigma <= tiny^-0.2`` (float64: ``[2.2e-62, 3.4e61]``). Outside it the run's
     ``scalerange`` stop would end it after one generation (and beyond ``sqrt(tiny)`` /
     ``sqrt(max)`` the state would hold 0 or Inf and ``ask`` return NaN points)."""
     p_lo, p_hi = precision_bounds(dtype)
@@ -160,6 +164,12 @@ def check_popsize(popsize: Any, n: int, mirrored: bool) -> int:
     covariance estimate and the shape never changes); ``None``: the default."""
     if popsize is None:
         popsize = default_popsize(n, mirrored)
+    elif isinstance(popsize, Mapping):  # pycma's CMAEvolutionStrategy(x0, sigma0, inopts)
+        raise TypeError(
+            "popsize: expected an int >= 2, got a dict: pycma's options dict is passed as "
+            "keywords here, NES(x0, sigma0, **options), with this package's names (maxfevals: "
+            "max_evals, ftarget: target)"
+        )
     elif isinstance(popsize, bool) or not isinstance(popsize, numbers.Integral):
         raise TypeError(f"popsize: expected an int >= 2, got {popsize!r}")
     popsize = int(popsize)

@@ -51,10 +51,7 @@ def run_optimizer(
     manages its lifetime. One generation is one ``map`` call, so the speed-up is at most
     ``popsize``-fold and pays only when ``f`` costs much more than a task dispatch.
     """
-    if not callable(f):
-        raise TypeError(f"f: expected a callable, got {type(f).__name__}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback: expected a callable or None, got {callback!r}")
+    _check_callables(f, callback)
     vectorized = _check_vectorized(vectorized)
     mapper = _check_mapper(executor, map, vectorized)
     bounded = getattr(es, "runs_have_budgets", False)  # RestartNES: every run has one
@@ -145,6 +142,17 @@ def _batch_values(out: Any, k: int) -> np.ndarray:
             f"({k},); if f takes one point (n,) and returns a scalar, pass vectorized=False"
         )
     return arr.astype(np.float64)
+
+
+def _check_callables(f: Any, callback: Any) -> None:
+    """``TypeError`` naming ``f`` or ``callback`` unless each is callable (``callback``: or
+    ``None``). ``nes.minimize`` checks them before it builds anything: with ``f`` and ``x0``
+    swapped, a callable ``x0`` (a start per restart) was called for the first start and
+    failed on its missing argument before ``f`` was looked at."""
+    if not callable(f):
+        raise TypeError(f"f: expected a callable, got {type(f).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable or None, got {callback!r}")
 
 
 def _check_vectorized(vectorized: Any) -> bool:

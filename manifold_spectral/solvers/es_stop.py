@@ -37,13 +37,13 @@ which overflows once ``sigma`` is near ``max_float^(-1/4)``, ``~1e-77`` in float
 * ``flatfitness``: the ``tolfun`` window (above) with a zero span: ``w`` generations of
   equal values (rank utilities are then zero and the distribution does not move);
 * ``scalerange``: the eigenvalues of the precision ``S = Sigma^-1`` leave
-  ``[tiny^0.4, max^0.4]`` of the dtype (``[1e-123, 1e123]`` in float64; a standard deviation
-  outside ``[3e-62, 3e61]``): the search distribution is about to under- or overflow (where
+  ``[tiny^0.4, max^0.4]`` of the dtype (``[8.7e-124, 2.0e123]`` in float64; a standard deviation
+  outside ``[2.2e-62, 3.4e61]``): the search distribution is about to under- or overflow (where
   the distribution does not read its eigenvalues for free, ``precision_range() is None``, only
   the upper end is tested, through ``max_i Sigma_ii > 1 / tiny^0.4``). This
   is what stops a run whose mean converges to an optimum at ``0``, where ``noeffectcoord``
   cannot fire (``mu`` shrinks with ``sigma``). The margin ``0.4`` (not ``0.5``) leaves
-  ``max^0.1`` (``1e30``) of headroom for the per-generation growth of ``d`` and for the
+  ``max^0.1`` (``6e30`` in float64) of headroom for the per-generation growth of ``d`` and for the
   products ``d_i d_j``.
 """
 

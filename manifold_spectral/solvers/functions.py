@@ -52,10 +52,21 @@ def _xp(x: Any) -> Any:
     return torch if isinstance(x, torch.Tensor) else np
 
 
-def _as_array(x: Any) -> Any:
+def _as_array(x: Any, min_n: int = 1) -> Any:
+    """``x`` as a floating array of its library; ``ValueError`` naming ``x`` for a scalar
+    (no coordinate axis) or fewer than ``min_n`` coordinates: the sums over consecutive
+    pairs (Rosenbrock, Bohachevsky, Schaffer) are empty at n = 1 and would return their
+    minimum 0 at every point."""
     if isinstance(x, torch.Tensor):
-        return x if x.dtype.is_floating_point else x.to(torch.float64)
-    return np.asarray(x, dtype=np.float64)
+        x = x if x.dtype.is_floating_point else x.to(torch.float64)
+    else:
+        x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 0 or x.shape[-1] < min_n:
+        raise ValueError(
+            f"x: expected a point (n,) or a batch (k, n) with n >= {min_n}, got shape "
+            f"{tuple(x.shape)}"
+        )
+    return x
 
 
 def _arange1(x: Any) -> Any:
@@ -113,7 +124,7 @@ class RotatedEllipsoid:
 
 def rosenbrock(x: Any) -> Any:
     """``sum_{i<n} 100 (x_{i+1} - x_i^2)^2 + (x_i - 1)^2`` (minimum at ``x = 1``)."""
-    x = _as_array(x)
+    x = _as_array(x, min_n=2)
     a, b = x[..., :-1], x[..., 1:]
     return (100.0 * (b - a * a) ** 2 + (a - 1.0) ** 2).sum(-1)
 
@@ -130,7 +141,7 @@ def ackley(x: Any) -> Any:
 
 def bohachevsky(x: Any) -> Any:
     """``sum_{i<n} x_i^2 + 2 x_{i+1}^2 - 0.3 cos(3 pi x_i) - 0.4 cos(4 pi x_{i+1}) + 0.7``."""
-    x = _as_array(x)
+    x = _as_array(x, min_n=2)
     xp = _xp(x)
     a, b = x[..., :-1], x[..., 1:]
     terms = a * a + 2.0 * b * b - 0.3 * xp.cos(3.0 * math.pi * a)
@@ -139,7 +150,7 @@ def bohachevsky(x: Any) -> Any:
 
 def schaffer(x: Any) -> Any:
     """``sum_{i<n} (x_i^2 + x_{i+1}^2)^0.25 (sin^2(50 (x_i^2 + x_{i+1}^2)^0.1) + 1)``."""
-    x = _as_array(x)
+    x = _as_array(x, min_n=2)
     xp = _xp(x)
     s = x[..., :-1] ** 2 + x[..., 1:] ** 2
     return (s**0.25 * (xp.sin(50.0 * s**0.1) ** 2 + 1.0)).sum(-1)

@@ -99,7 +99,12 @@ from ..validation import check_flag
 from .es import NESBase, NESResult
 from .es_checks import check_incpopsize
 from .es_defaults import default_max_evals
-from .es_eval import _check_mapper, _check_vectorized, run_optimizer  # noqa: F401
+from .es_eval import (  # noqa: F401
+    _check_callables,
+    _check_mapper,
+    _check_vectorized,
+    run_optimizer,
+)
 from .es_rates import DXSchedule, xnes_rate
 from .es_search import SearchDistribution
 from .es_stop import convergence_stops  # noqa: F401 (re-exported)
@@ -214,8 +219,9 @@ def minimize(
     callable returning a fresh start per run. ``adapt`` (default ``True``) lets each restart
     learn from why the previous run ended (``restart_rules``); it means nothing without one.
     """
+    _check_callables(f, callback)  # before anything is built (a callable x0 is called)
     vectorized = _check_vectorized(vectorized)
-    _check_mapper(executor, map, vectorized)  # before anything is built
+    _check_mapper(executor, map, vectorized)
     es: Any
     if restarts or bipop or callable(x0):
         from .restarts import RestartNES

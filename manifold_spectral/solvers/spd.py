@@ -43,7 +43,14 @@ from .spd_methods import (
     resume_of,
     start_matrix,
 )
-from .spd_problems import LogDet, MetricNearness, Objective, SPDProblem, make_problems
+from .spd_problems import (
+    LogDet,
+    MetricNearness,
+    Objective,
+    SPDProblem,
+    check_problem,
+    make_problems,
+)
 
 __all__ = [
     "check_gradient",
@@ -198,8 +205,10 @@ def minimize(
         and returns the newest recorded iterate that is positive definite
         (``spd_methods.GoodIterates``).
     """
-    if not isinstance(problem, SPDProblem):
-        raise TypeError(f"problem: expected an SPDProblem, got {type(problem).__name__}")
+    check_problem(problem)
+    if not isinstance(method, str):  # scipy's minimize(fun, x0): here x0 is a keyword
+        got = type(method).__name__
+        raise TypeError(f"method: expected one of {METHODS}, got a {got} (the start: x0=...)")
     if method not in METHOD_CLASSES:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if lr is None:

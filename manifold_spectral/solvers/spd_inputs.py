@@ -23,7 +23,10 @@ def _as_tensor(value: Any, name: str) -> tuple[Tensor, bool]:
         try:
             value = torch.as_tensor(np.asarray(value))
         except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(f"{name}: expected a matrix (tensor or array), got {value!r}") from e
+            # the type, not the repr: a result object's repr is its whole multi-line summary
+            got = "None" if value is None else type(value).__name__
+            hint = " (an earlier run's state is result.point)" if hasattr(value, "point") else ""
+            raise TypeError(f"{name}: expected a matrix (tensor or array), got {got}{hint}") from e
     if value.dtype.is_complex or value.dtype == torch.bool:
         raise TypeError(f"{name}: expected real numbers, got dtype {value.dtype}")
     if not value.dtype.is_floating_point:

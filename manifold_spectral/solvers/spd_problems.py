@@ -37,7 +37,7 @@ from ..validation import (
 )
 from .spd_inputs import _as_tensor, _logdet_dense, _nonnegative_int, _positive_int, _spd_matrix
 
-__all__ = ["SPDProblem", "LogDet", "MetricNearness", "Objective", "make_problems"]
+__all__ = ["SPDProblem", "LogDet", "MetricNearness", "Objective", "check_problem", "make_problems"]
 
 
 # Problems ------------------------------------------------------------------------------------
@@ -339,6 +339,15 @@ class Objective(SPDProblem):
                 (E,) = torch.autograd.grad(f.reshape(()), Sv)
         check_tensor(E, "grad(S)", shape=(self.n, self.n))
         return sym(E)
+
+
+def check_problem(problem: Any) -> SPDProblem:
+    """``problem`` if it is an ``SPDProblem``, else a ``TypeError`` naming it: a bare function
+    or matrix (what scipy's ``minimize`` takes) would fail later on a missing attribute."""
+    if not isinstance(problem, SPDProblem):
+        hint = " (spd.Objective(fun, n) wraps a function of S)" if callable(problem) else ""
+        raise TypeError(f"problem: expected an SPDProblem, got {type(problem).__name__}{hint}")
+    return problem
 
 
 def make_problems(
