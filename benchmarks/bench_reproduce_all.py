@@ -59,6 +59,11 @@ def literal(record: dict) -> str:
     return "{\n" + items + "}"
 
 
+def _seconds(t: float) -> str:
+    """Whole seconds, or tenths below 10 s (a sub-second run is not "0 s")."""
+    return f"{t:.1f}" if t < 10 else f"{t:.0f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None, help="keep the figures here")
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     times = dict(re.findall(r"^wall time \((\w+)\): ([0-9.]+) s$", tee.kept.getvalue(), re.M))
     today = datetime.date.today().isoformat()
     rows = [
-        f"| `{rep.name}` | {cli.quick_settings(rep)} | {float(times[rep.name]):.0f} s |"
+        f"| `{rep.name}` | {cli.quick_settings(rep)} | {_seconds(float(times[rep.name]))} s |"
         for rep in cli.REPRODUCTIONS.values()
     ]
     block = (
