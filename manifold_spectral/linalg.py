@@ -180,9 +180,10 @@ def matmul(A: Tensor, B: Tensor) -> Tensor:
     without 16-bit matrix units runs a bfloat16 GEMM many times slower than a float32 one
     (the conversions are two elementwise passes), and the float32-accumulated product rounded
     once is what the 16-bit kernel computes too, up to the order of its additions (a last-bit
-    difference in some entries). Accelerators, and CPUs with AMX tiles (16-bit matrix
-    units), keep their 16-bit kernels."""
-    if A.dtype in _HALF and A.device.type == "cpu" and B.dtype == A.dtype and not _cpu_amx():
+    difference in some entries). Accelerators keep their 16-bit kernels, and so do CPUs with
+    AMX tiles (16-bit matrix units) on products of at least ``AMX_MIN_FLOPS`` multiply-adds:
+    below that the tile kernel's fixed cost per call exceeds the two conversions."""
+    if _widen(A, B):
         return matmul(A.float(), B.float()).to(A.dtype)
     if A.ndim == 3 and B.ndim == 3 and A.shape[0] == B.shape[0]:
         return torch.bmm(A, B)
@@ -191,14 +192,27 @@ def matmul(A: Tensor, B: Tensor) -> Tensor:
 
 _HALF = (torch.bfloat16, torch.float16)
 
+#: Multiply-adds (batch x m x k x n) from which a CPU's AMX tiles take a 16-bit product faster
+#: than the float32 kernel with its two conversions: the tile path has a fixed cost per call
+#: that the float32 one, growing with the flops, reaches at about this size (a 64 x 64 x 64
+#: product four times, or one of 100 x 100 x 100).
+AMX_MIN_FLOPS = 1_000_000
+
+
+def _widen(A: Tensor, B: Tensor) -> bool:
+    """Whether ``matmul`` takes the 16-bit CPU product ``A @ B`` in float32."""
+    if A.dtype not in _HALF or A.device.type != "cpu" or B.dtype != A.dtype:
+        return False
+    return not _cpu_amx() or math.prod(A.shape) * B.shape[-1] < AMX_MIN_FLOPS
+
 
 def matmul_add(C: Tensor, A: Tensor, B: Tensor, beta: float, alpha: float) -> Tensor:
     """``beta C + alpha A @ B`` (2-D operands, or stacks of one batch size) in one product
     call, ``torch.addmm`` / ``torch.baddbmm``: the scaling and the sum ride on the product
     instead of elementwise passes of their own, each a tensor call and a temporary as large
-    as the result. ``beta = 0`` ignores ``C`` (a NaN in it too). 16-bit operands on a CPU
-    without AMX tiles in float32, the result rounded once (``matmul``)."""
-    if A.dtype in _HALF and A.device.type == "cpu" and B.dtype == A.dtype and not _cpu_amx():
+    as the result. ``beta = 0`` ignores ``C`` (a NaN in it too). 16-bit operands on a CPU in
+    float32 where ``matmul`` takes them so, the result rounded once."""
+    if _widen(A, B):
         return matmul_add(C.float(), A.float(), B.float(), beta, alpha).to(A.dtype)
     if A.ndim == 2:
         return torch.addmm(C, A, B, beta=beta, alpha=alpha)

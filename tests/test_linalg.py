@@ -235,6 +235,29 @@ def test_matmul_of_16_bit_cpu_operands_is_the_float32_product_rounded_once(monke
             assert torch.equal(got, (A.float() @ B.float()).to(dtype))
 
 
+def test_matmul_on_amx_takes_small_16_bit_products_in_float32(monkeypatch):
+    """With AMX tiles, a 16-bit product below ``AMX_MIN_FLOPS`` multiply-adds runs in float32
+    (the tile kernel's fixed cost per call exceeds the conversions), one at or above it in
+    the 16-bit kernel; the batched product and the fused ``matmul_add`` alike."""
+    seen = []
+    bmm, baddbmm = torch.bmm, torch.baddbmm
+    monkeypatch.setattr(linalg, "_cpu_amx", lambda: True)
+    monkeypatch.setattr(torch, "bmm", lambda A, B: seen.append(A.dtype) or bmm(A, B))
+    monkeypatch.setattr(
+        torch, "baddbmm", lambda C, A, B, **kw: seen.append(A.dtype) or baddbmm(C, A, B, **kw)
+    )
+    limit = linalg.AMX_MIN_FLOPS
+    g = torch.Generator().manual_seed(0)
+    for k, n, wide in ((12, 32, True), (1, 64, True), (4, 64, False), (12, 128, False)):
+        assert (k * n**3 < limit) == wide
+        A, B = (torch.randn(k, n, n, generator=g).bfloat16() for _ in range(2))
+        for fused in (False, True):
+            seen.clear()
+            out = linalg.matmul_add(A, A, B, 1, 1) if fused else linalg.matmul(A, B)
+            assert out.dtype == torch.bfloat16
+            assert seen == [torch.float32 if wide else torch.bfloat16]
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 def test_max_abs_is_the_infinity_norm_exactly(dtype):
     g = torch.Generator().manual_seed(0)

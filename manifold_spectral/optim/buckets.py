@@ -30,8 +30,8 @@ BATCH_MAX_COST = 4 * 256**3
 #: "padding" table (separate vs one padded bucket, every step a curvature update, where the
 #: per-call cost is largest) and the small layers at SOAP's period 10 (mostly
 #: precondition-only steps, whose products the padding enlarges as much but whose calls are
-#: fewer). A 16-bit state's products run in float32 on a CPU (``linalg.matmul``), so the
-#: bound is one for every state dtype.
+#: fewer). A 16-bit state's small products run in float32 on a CPU (``linalg.matmul``), so
+#: the bound is one for every state dtype.
 PAD_OVERHEAD_COST = 4 * 80**3
 
 
