@@ -55,14 +55,15 @@ class BucketMixin:
         ``BATCH_MAX_COST`` that ``_pad_buckets`` groups (one shape, or small shapes padded to
         the largest); every other parameter is alone."""
         buckets: dict[Any, list[Tensor]] = {}
-        small: dict[Any, list[Tensor]] = {}
+        small: dict[Any, tuple[list[Tensor], list[tuple[int, int]]]] = {}
         if params is None:
             # an empty parameter has nothing to update (and no Kronecker factors)
             params = [p for p in group["params"] if p.grad is not None and p.numel()]
+        batched = group["batched"]
         for p in params:
             pre = self._preconditioner(group, p)
             key: Any = id(p)
-            if group["batched"]:
+            if batched:
                 state = self.state.get(p)  # not self.state[p]: that would add an entry
                 step = 0
                 if state:
@@ -70,15 +71,19 @@ class BucketMixin:
                 key = ("diagonal", self._state_dtype(group, p), p.device, step)
                 if pre.kind == "kronecker":
                     if kronecker_cost(*pre.shape) <= BATCH_MAX_COST:  # param_cost(p.shape)
-                        small.setdefault(key[1:], []).append(p)
+                        members, shapes = small.setdefault(key[1:], ([], []))
+                        members.append(p)
+                        shapes.append(pre.shape)
                         continue
                     key = id(p)
             buckets.setdefault(key, []).append(p)
         out = list(buckets.values())
-        for params in small.values():
-            shapes = [self._preconditioner(group, p).shape for p in params]
+        for members, shapes in small.values():
+            if shapes.count(shapes[0]) == len(shapes):  # one shape: one bucket, in order
+                out.append(members)
+                continue
             # the bound read now, not when _pad_buckets was defined (benchmarks set it)
-            out.extend(_pad_buckets(params, shapes, PAD_OVERHEAD_COST))
+            out.extend(_pad_buckets(members, shapes, PAD_OVERHEAD_COST))
         return out
 
     def _owner_units(self, group: dict[str, Any], params: list[Tensor]) -> list[list[Tensor]]:

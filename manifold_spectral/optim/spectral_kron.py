@@ -325,7 +325,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
                 self.skipped_steps += 1
             return
         self._sync_groups()
-        plan: list[tuple[dict[str, Any], list[Tensor], Tensor | None]] = []
+        plan: list[tuple[dict[str, Any], list[Tensor], Tensor | None, Any]] = []
 
         def packed() -> list[Tensor]:
             """The step's buckets, with their gradients packed once (for the check and the
@@ -333,8 +333,9 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             out = []
             for group in self.param_groups:
                 for bucket in self._buckets(group):
-                    G = self._pack_grads(group, bucket)
-                    plan.append((group, bucket, G))
+                    pre = self._bucket_preconditioner(group, bucket)  # once a step
+                    G = self._pack_grads(group, bucket, pre)
+                    plan.append((group, bucket, G, pre))
                     out.extend([p.grad for p in bucket] if G is None else [G])
             return out
 
@@ -348,9 +349,9 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         pending = PendingChecks()
         try:
             try:
-                for group, bucket, G in plan:
+                for group, bucket, G, pre in plan:
                     grads = [p.grad for p in bucket]
-                    out = self._compute_many(group, bucket, grads, pending, G)
+                    out = self._compute_many(group, bucket, grads, pending, G, pre)
                     results.extend((group, p, r) for p, r in zip(bucket, out, strict=True))
             except Exception:
                 pending.flush()
