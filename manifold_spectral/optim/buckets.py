@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .preconditioners import kronecker_cost, make_preconditioner
@@ -60,6 +61,10 @@ class BucketMixin:
             # an empty parameter has nothing to update (and no Kronecker factors)
             params = [p for p in group["params"] if p.grad is not None and p.numel()]
         batched = group["batched"]
+        # Members of a bucket share their step tensor (``_step_tensor``) and their dtype:
+        # each read once a call, not once per parameter.
+        counter, count = None, 0
+        dtypes: dict[torch.dtype, torch.dtype] = {}
         for p in params:
             pre = self._preconditioner(group, p)
             key: Any = id(p)
@@ -67,8 +72,14 @@ class BucketMixin:
                 state = self.state.get(p)  # not self.state[p]: that would add an entry
                 step = 0
                 if state:
-                    step = self._step_count(state["step"])  # one host sync per tensor
-                key = ("diagonal", self._state_dtype(group, p), p.device, step)
+                    if state["step"] is not counter:
+                        counter = state["step"]
+                        count = self._step_count(counter)  # one host sync per tensor
+                    step = count
+                dtype = dtypes.get(p.dtype)
+                if dtype is None:
+                    dtype = dtypes[p.dtype] = self._state_dtype(group, p)
+                key = ("diagonal", dtype, p.device, step)
                 if pre.kind == "kronecker":
                     if kronecker_cost(*pre.shape) <= BATCH_MAX_COST:  # param_cost(p.shape)
                         members, shapes = small.setdefault(key[1:], ([], []))

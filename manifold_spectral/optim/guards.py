@@ -55,8 +55,11 @@ class GuardsMixin:
         # below the smallest bound every square fits its state dtype. The tests per
         # parameter run only to name a bad one.
         if packed is not None:
-            # |0| <= max |g|, and NaN propagates: the same largest max-norm
-            if float(torch.stack(checks.max_norms(packed())).max()) <= min(bounds):
+            # |0| <= max |g|, and NaN propagates: the same largest max-norm (one bucket's is
+            # read as it is: no stack and maximum of one value)
+            maxima = checks.max_norms(packed())
+            top = maxima[0] if len(maxima) == 1 else torch.stack(maxima).max()
+            if float(top) <= min(bounds):
                 return True
         norms = torch.stack(checks.max_norms(grads))
         if float(norms.max()) <= min(bounds):
