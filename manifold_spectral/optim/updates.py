@@ -1,5 +1,6 @@
-"""The update of ``SpectralKron``: its preconditioners, buckets of same-shaped parameters and
-the per-parameter computation of the new state and the direction (writing nothing).
+"""The update of ``SpectralKron``: its preconditioners, buckets of same-shaped parameters, the
+per-parameter computation of the new state and the direction (writing nothing), and the
+writes of a step's results (``_apply_updates``).
 
 The order of one parameter's update (``_compute_many``): momentum; with the eigenvalue
 correction, the direction in the eigenbasis before this step's curvature update (as SOAP's),
@@ -266,6 +267,20 @@ class UpdateMixin(BucketMixin):
             pending.flush()
         packed.store()
         return out
+
+    def _apply_updates(self, pending: list[tuple[dict[str, Any], Tensor, Any]]) -> None:
+        """``apply_update`` for every ``(group, p, (new_state, u))`` of a step, the parameter
+        writes of a group as ``torch._foreach_*`` calls (one dispatch per group instead of
+        one or two per parameter; the same elementwise kernels, the same bits)."""
+        by_group: dict[int, tuple[dict[str, Any], list[Tensor], list[Tensor]]] = {}
+        for group, p, (new_state, update) in pending:
+            self.state[p].update(new_state)
+            _, ps, us = by_group.setdefault(id(group), (group, [], []))
+            ps.append(p)
+            us.append(as_dtype(transforms.as_shape(update, p.shape), p.dtype))
+        for group, ps, us in by_group.values():
+            transforms.weight_decay(ps, group["lr"], group["weight_decay"])
+            torch._foreach_add_(ps, us, alpha=-group["lr"])
 
     def _pack_grads(
         self, group: dict[str, Any], params: list[Tensor], pre: Any = None
