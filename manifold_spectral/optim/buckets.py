@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .preconditioners import kronecker_cost, make_preconditioner
@@ -55,30 +56,45 @@ class BucketMixin:
         ``BATCH_MAX_COST`` that ``_pad_buckets`` groups (one shape, or small shapes padded to
         the largest); every other parameter is alone."""
         buckets: dict[Any, list[Tensor]] = {}
-        small: dict[Any, list[Tensor]] = {}
+        small: dict[Any, tuple[list[Tensor], list[tuple[int, int]]]] = {}
         if params is None:
             # an empty parameter has nothing to update (and no Kronecker factors)
             params = [p for p in group["params"] if p.grad is not None and p.numel()]
+        batched = group["batched"]
+        # Members of a bucket share their step tensor (``_step_tensor``) and their dtype:
+        # each read once a call, not once per parameter.
+        counter, count = None, 0
+        dtypes: dict[torch.dtype, torch.dtype] = {}
         for p in params:
             pre = self._preconditioner(group, p)
             key: Any = id(p)
-            if group["batched"]:
+            if batched:
                 state = self.state.get(p)  # not self.state[p]: that would add an entry
                 step = 0
                 if state:
-                    step = self._step_count(state["step"])  # one host sync per tensor
-                key = ("diagonal", self._state_dtype(group, p), p.device, step)
+                    if state["step"] is not counter:
+                        counter = state["step"]
+                        count = self._step_count(counter)  # one host sync per tensor
+                    step = count
+                dtype = dtypes.get(p.dtype)
+                if dtype is None:
+                    dtype = dtypes[p.dtype] = self._state_dtype(group, p)
+                key = ("diagonal", dtype, p.device, step)
                 if pre.kind == "kronecker":
                     if kronecker_cost(*pre.shape) <= BATCH_MAX_COST:  # param_cost(p.shape)
-                        small.setdefault(key[1:], []).append(p)
+                        members, shapes = small.setdefault(key[1:], ([], []))
+                        members.append(p)
+                        shapes.append(pre.shape)
                         continue
                     key = id(p)
             buckets.setdefault(key, []).append(p)
         out = list(buckets.values())
-        for params in small.values():
-            shapes = [self._preconditioner(group, p).shape for p in params]
+        for members, shapes in small.values():
+            if shapes.count(shapes[0]) == len(shapes):  # one shape: one bucket, in order
+                out.append(members)
+                continue
             # the bound read now, not when _pad_buckets was defined (benchmarks set it)
-            out.extend(_pad_buckets(params, shapes, PAD_OVERHEAD_COST))
+            out.extend(_pad_buckets(members, shapes, PAD_OVERHEAD_COST))
         return out
 
     def _owner_units(self, group: dict[str, Any], params: list[Tensor]) -> list[list[Tensor]]:

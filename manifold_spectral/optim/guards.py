@@ -13,15 +13,25 @@ from torch import Tensor
 
 from ..linalg import all_finite
 from . import checks
+from .pending import PendingChecks
 from .preconditioners import kronecker_shape
 
-__all__ = ["GuardsMixin"]
+__all__ = ["GuardsMixin", "GradientCheckFailed"]
+
+
+class GradientCheckFailed(Exception):
+    """A gradient check that ``_check_grads`` deferred to the step's ``PendingChecks`` failed:
+    the step, which has written nothing, is to be decided by a check read at once."""
 
 
 class GuardsMixin:
     """``_check_grads`` and ``_sync_groups`` of ``SpectralKron``."""
 
-    def _check_grads(self, packed: Callable[[], list[Tensor]] | None = None) -> bool:
+    def _check_grads(
+        self,
+        packed: Callable[[], list[Tensor]] | None = None,
+        defer: Callable[[], PendingChecks | None] | None = None,
+    ) -> bool:
         """Whether the step may be taken: ``False`` to skip it (a NaN or Inf gradient with
         ``nonfinite="skip"``, or a finite gradient whose squares overflow its state dtype:
         ``checks.square_bound``, with a warning); a NaN or Inf gradient with
@@ -30,7 +40,11 @@ class GuardsMixin:
         ``packed``: called once the parameters passed ``checks.unsteppable_error``, tensors
         holding every gradient entry (in its dtype) and otherwise zeros, e.g. the step's
         packed buckets: the test that all is well then reads a few maxima instead of one per
-        gradient."""
+        gradient. ``defer`` (called after ``packed``): a ``PendingChecks`` to read that test
+        with (one host synchronisation for the gradients and the step's results; its verdict
+        raises ``GradientCheckFailed``, and ``True`` is returned now), or ``None``: read now.
+        Only a caller that computes nothing from a bad gradient but what it discards can
+        defer: a step of parameters with state (a first step's initialisation reads them)."""
         grads, bounds = [], []
         for gi, group in enumerate(self.param_groups):
             by_dtype: dict[torch.dtype, float] = {}  # a parameter dtype's bound in this group
@@ -55,8 +69,15 @@ class GuardsMixin:
         # below the smallest bound every square fits its state dtype. The tests per
         # parameter run only to name a bad one.
         if packed is not None:
-            # |0| <= max |g|, and NaN propagates: the same largest max-norm
-            if float(torch.stack(checks.max_norms(packed())).max()) <= min(bounds):
+            # |0| <= max |g|, and NaN propagates: the same largest max-norm (one bucket's is
+            # read as it is: no stack and maximum of one value)
+            maxima = checks.max_norms(packed())
+            top = maxima[0] if len(maxima) == 1 else torch.stack(maxima).max()
+            pending = defer() if defer is not None else None
+            if pending is not None:
+                pending.add([top], _gradients_verdict(min(bounds)))
+                return True
+            if float(top) <= min(bounds):
                 return True
         norms = torch.stack(checks.max_norms(grads))
         if float(norms.max()) <= min(bounds):
@@ -120,6 +141,17 @@ class GuardsMixin:
             for pi, p in enumerate(group["params"])
             if p.grad is not None and p.grad.numel()
         ]
+
+
+def _gradients_verdict(bound: float) -> Callable[[list[float]], None]:
+    """The verdict on the gradients' largest max-norm: ``GradientCheckFailed`` unless it is at
+    most ``bound`` (NaN fails the comparison)."""
+
+    def verdict(values: list[float]) -> None:
+        if not values[0] <= bound:
+            raise GradientCheckFailed
+
+    return verdict
 
 
 def _layout(p: Tensor, opts: dict[str, Any]) -> tuple[Any, ...]:

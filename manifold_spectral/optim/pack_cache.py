@@ -85,7 +85,10 @@ class PackCache:
         write into a part can leave it stale."""
         if not self._on:
             return
-        if all(_views(t, packed) for t in parts):
+        # a part whose ``_base`` is ``packed``'s root is a view of it (``unpack``'s views): the
+        # storage comparison only for the others
+        base = packed if packed._base is None else packed._base
+        if all(t._base is base or _views(t, packed) for t in parts):
             self._new[name] = (packed, _record(parts, True), None)
         elif self._refills and packed.is_contiguous() and (flat := _tiled(parts)) is not None:
             self._new[name] = (packed, _record(parts, False), flat)

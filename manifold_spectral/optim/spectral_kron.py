@@ -24,10 +24,9 @@ import torch
 from torch import Tensor
 
 from .._denormals import flush_denormals
-from ..linalg import as_dtype
 from . import checks, distributed, groups, transforms
 from .checks import NonFiniteUpdate, validate_group
-from .guards import GuardsMixin
+from .guards import GradientCheckFailed, GuardsMixin
 from .pending import PendingChecks
 from .precision import state_precision
 from .serialization import StateDictMixin
@@ -318,14 +317,17 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             self._step()
         return loss
 
-    def _step(self) -> None:
-        """The body of ``step`` after the closure: skipped steps count in ``skipped_steps``."""
+    def _step(self, defer: bool = True) -> None:
+        """The body of ``step`` after the closure: skipped steps count in ``skipped_steps``.
+        ``defer``: read the gradients' check with the results' where it may
+        (``_check_grads``); when it fails, the step is taken again with it read first."""
         if self._sharding is not None or distributed.has_dtensor(self.param_groups):
             if not distributed.step(self, self._sync_groups):
                 self.skipped_steps += 1
             return
         self._sync_groups()
-        plan: list[tuple[dict[str, Any], list[Tensor], Tensor | None]] = []
+        plan: list[tuple[dict[str, Any], list[Tensor], Tensor | None, Any]] = []
+        fresh: list[bool] = []  # per bucket: without state (its members share a step count)
 
         def packed() -> list[Tensor]:
             """The step's buckets, with their gradients packed once (for the check and the
@@ -333,24 +335,27 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             out = []
             for group in self.param_groups:
                 for bucket in self._buckets(group):
-                    G = self._pack_grads(group, bucket)
-                    plan.append((group, bucket, G))
+                    pre = self._bucket_preconditioner(group, bucket)  # once a step
+                    G = self._pack_grads(group, bucket, pre)
+                    plan.append((group, bucket, G, pre))
+                    fresh.append(not self.state.get(bucket[0]))
                     out.extend([p.grad for p in bucket] if G is None else [G])
             return out
 
-        if not self._check_grads(packed):
+        # The buckets' checks of their results, read together (one host synchronisation) before
+        # anything is written or a curvature update runs; an error of a later bucket is raised
+        # only when every earlier check passed, as when each is read at once. The gradients'
+        # check comes first among them.
+        pending = PendingChecks()
+        if not self._check_grads(packed, lambda: pending if defer and not any(fresh) else None):
             self.skipped_steps += 1
             return
         results: list[tuple[dict[str, Any], Tensor, Any]] = []
-        # The buckets' checks of their results, read together (one host synchronisation) before
-        # anything is written or a curvature update runs; an error of a later bucket is raised
-        # only when every earlier check passed, as when each is read at once.
-        pending = PendingChecks()
         try:
             try:
-                for group, bucket, G in plan:
+                for group, bucket, G, pre in plan:
                     grads = [p.grad for p in bucket]
-                    out = self._compute_many(group, bucket, grads, pending, G)
+                    out = self._compute_many(group, bucket, grads, pending, G, pre)
                     results.extend((group, p, r) for p, r in zip(bucket, out, strict=True))
             except Exception:
                 pending.flush()
@@ -360,21 +365,9 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             self.skipped_steps += 1
             checks.warn_skipped(str(e))
             return
+        except GradientCheckFailed:  # nothing written: the check read first decides
+            return self._step(defer=False)
         self._apply_updates(results)
-
-    def _apply_updates(self, pending: list[tuple[dict[str, Any], Tensor, Any]]) -> None:
-        """``apply_update`` for every ``(group, p, (new_state, u))`` of a step, the parameter
-        writes of a group as ``torch._foreach_*`` calls (one dispatch per group instead of
-        one or two per parameter; the same elementwise kernels, the same bits)."""
-        by_group: dict[int, tuple[dict[str, Any], list[Tensor], list[Tensor]]] = {}
-        for group, p, (new_state, update) in pending:
-            self.state[p].update(new_state)
-            _, ps, us = by_group.setdefault(id(group), (group, [], []))
-            ps.append(p)
-            us.append(as_dtype(transforms.as_shape(update, p.shape), p.dtype))
-        for group, ps, us in by_group.values():
-            transforms.weight_decay(ps, group["lr"], group["weight_decay"])
-            torch._foreach_add_(ps, us, alpha=-group["lr"])
 
     # The two halves of a step, for ``distributed.step`` -----------------------------------
 

@@ -1,5 +1,6 @@
-"""The update of ``SpectralKron``: its preconditioners, buckets of same-shaped parameters and
-the per-parameter computation of the new state and the direction (writing nothing).
+"""The update of ``SpectralKron``: its preconditioners, buckets of same-shaped parameters, the
+per-parameter computation of the new state and the direction (writing nothing), and the
+writes of a step's results (``_apply_updates``).
 
 The order of one parameter's update (``_compute_many``): momentum; with the eigenvalue
 correction, the direction in the eigenbasis before this step's curvature update (as SOAP's),
@@ -88,6 +89,7 @@ class UpdateMixin(BucketMixin):
         grads: list[Tensor],
         pending: PendingChecks | None = None,
         packed_grads: Tensor | None = None,
+        pre: Any = None,
     ) -> list[tuple[dict[str, Any], Tensor]]:
         """``compute_update`` for parameters of one group that share a preconditioner shape, state
         dtype, device and step count (a ``_buckets`` bucket). For more than one, the curvature
@@ -96,14 +98,17 @@ class UpdateMixin(BucketMixin):
         update, then sliced and copied back). ``pending``: the step's checks of the results,
         added to it and flushed before a curvature update (default: a list of this call's,
         flushed before it returns); a failed check raises ``NonFiniteUpdate``. ``packed_grads``:
-        ``_pack_grads(params)``, when the caller has it."""
+        ``_pack_grads(params)``, when the caller has it; ``pre``: the bucket's
+        ``_bucket_preconditioner``, when the caller has it."""
         k = len(params)
         state_dtype = self._state_dtype(group, params[0])
-        pre = self._bucket_preconditioner(group, params)
+        if pre is None:
+            pre = self._bucket_preconditioner(group, params)
         # .get, not self.state[p]: a lookup would add an entry to a step that may fail
         states = [self.state.get(p, {}) for p in params]
         news: list[dict[str, Any]] = [{} for _ in params]
         pcs, bufs = [], []
+        names: list[tuple[str, str]] = []  # (key, its state entry's name), of the first member
         step = 0
         for p, grad, state in zip(params, grads, states, strict=True):
             if not state:
@@ -121,7 +126,8 @@ class UpdateMixin(BucketMixin):
                 pcs.append(self._precond_state(state))
             else:
                 # the members' entries under the first one's keys (a KeyError if one lacks it)
-                pcs.append({key: state[PRECOND_PREFIX + key] for key in pcs[0]})
+                names = names or [(key, PRECOND_PREFIX + key) for key in pcs[0]]
+                pcs.append({key: state[name] for key, name in names})
             bufs.append(state["momentum_buffer"])
         packed = PackCache(self._packed, params, pre)
         if k == 1:
@@ -262,16 +268,34 @@ class UpdateMixin(BucketMixin):
         packed.store()
         return out
 
-    def _pack_grads(self, group: dict[str, Any], params: list[Tensor]) -> Tensor | None:
-        """The gradients of a bucket as one tensor in their dtype (``pre.pack``; a single
-        parameter's own), what ``_compute_many`` updates; ``None`` when their dtypes differ
-        (each is then converted to the state dtype first)."""
+    def _apply_updates(self, pending: list[tuple[dict[str, Any], Tensor, Any]]) -> None:
+        """``apply_update`` for every ``(group, p, (new_state, u))`` of a step, the parameter
+        writes of a group as ``torch._foreach_*`` calls (one dispatch per group instead of
+        one or two per parameter; the same elementwise kernels, the same bits)."""
+        by_group: dict[int, tuple[dict[str, Any], list[Tensor], list[Tensor]]] = {}
+        for group, p, (new_state, update) in pending:
+            self.state[p].update(new_state)
+            _, ps, us = by_group.setdefault(id(group), (group, [], []))
+            ps.append(p)
+            us.append(as_dtype(transforms.as_shape(update, p.shape), p.dtype))
+        for group, ps, us in by_group.values():
+            transforms.weight_decay(ps, group["lr"], group["weight_decay"])
+            torch._foreach_add_(ps, us, alpha=-group["lr"])
+
+    def _pack_grads(
+        self, group: dict[str, Any], params: list[Tensor], pre: Any = None
+    ) -> Tensor | None:
+        """The gradients of a bucket as one tensor in their dtype (``pre.pack``, ``pre`` the
+        bucket's preconditioner; a single parameter's own), what ``_compute_many`` updates;
+        ``None`` when their dtypes differ (each is then converted to the state dtype first)."""
         grads = [p.grad for p in params]
         if len(grads) == 1:
             return grads[0]
         if any(g.dtype != grads[0].dtype for g in grads):
             return None
-        return self._bucket_preconditioner(group, params).pack(grads)
+        if pre is None:
+            pre = self._bucket_preconditioner(group, params)
+        return pre.pack(grads)
 
     @staticmethod
     def _curvature_update(
