@@ -70,7 +70,7 @@ def test_cli_nes_end_to_end(tmp_path, capsys):
     argv += ["--functions", "ackley", "griewank", "--methods", "spectral", "cma"]
     assert cli.main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "n=5, 1 seeds, budget 300" in text and "wall time (nes)" in text
+    assert "n=5, 1 seed, budget 300" in text and "wall time (nes)" in text
     assert (tmp_path / "nes.png").read_bytes()[:4] == b"\x89PNG"
     assert "Spectral NES (ours)" in (tmp_path / "nes.txt").read_text()
 

@@ -31,7 +31,7 @@ def test_first_run_is_the_plain_run_and_ipop_doubles_the_population():
     h = res.history
     assert h["nfev"][-1] == res.nfev and np.all(np.diff(h["fun"]) <= 0)
     assert np.all(np.diff(h["nfev"]) > 0) and np.all(np.diff(h["time"]) >= 0)
-    assert res.method == f"spectral NES (IPOP, {len(pops)} runs)"
+    assert res.method == f"spectral NES (IPOP, {len(pops)} run{'s' * (len(pops) != 1)})"
 
 
 def test_budget_and_restart_limit_are_shared_by_all_runs():

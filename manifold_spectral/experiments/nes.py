@@ -267,8 +267,9 @@ def format_table(result: NESExperiment) -> str:
     (best value below the target) and the median evaluations of the successful runs."""
     r = result
     lines = [
-        f"NES on the App. C problems (Fig. 9): n={r.n}, {r.seeds} seeds, budget "
-        f"{r.max_evals} evaluations, target {r.target:g}; run {r.wall_time:.1f} s",
+        f"NES on the App. C problems (Fig. 9): n={r.n}, {r.seeds} seed"
+        f"{'s' * (r.seeds != 1)}, budget {r.max_evals} evaluations, target {r.target:g}; "
+        f"run {r.wall_time:.1f} s",
         f"{'function':<12} {'method':<26} {'median best f':>13} {'[min, max]':>21} "
         f"{'success':>7} {'evals (median of successes)':>28} {'ms/gen':>7}",
     ]

@@ -354,6 +354,7 @@ class RestartNES:
         h = np.asarray(self._hist, dtype=np.float64).reshape(-1, 3)
         nfev = self.countevals
         runs = [*self.runs[:-1], {**self.runs[-1], "nfev": last.nfev, "stop": last.stop}]
+        runs_text = f"{len(self.runs)} run" + "s" * (len(self.runs) != 1)
         return NESResult(
             x=last.x if xbest is None else self.es._output(xbest),
             fun=fbest if xbest is not None else math.nan,
@@ -369,7 +370,7 @@ class RestartNES:
             ),
             stop=stop,
             message=result_message(stop, xbest is not None or not nfev),
-            method=f"{self.es.name} ({'BIPOP' if self.bipop else 'IPOP'}, {len(self.runs)} runs)",
+            method=f"{self.es.name} ({'BIPOP' if self.bipop else 'IPOP'}, {runs_text})",
             history=history(h[:, 0], h[:, 1], h[:, 2]),
             time=time.perf_counter() - self._start,
             xmean=last.xmean,
