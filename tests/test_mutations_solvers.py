@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from manifold_spectral.solvers.es_rates import DXSchedule, csa_rates
+from manifold_spectral.solvers.nes import NES
 
 
 def test_dx_schedule_phases_at_their_thresholds():
@@ -38,3 +40,61 @@ def test_csa_rates_by_hand():
     c_s, d_s, _ = csa_rates(10, 23.0, 40)
     assert c_s == pytest.approx(25.0 / 38.0, rel=1e-15)
     assert d_s == pytest.approx((1.0 + 2.0 * (math.sqrt(2.0) - 1.0) + 25.0 / 38.0) / 0.85)
+
+
+def _csa_generation(path=None, path_s=None, n: int = 4) -> tuple[float, str]:
+    """One ``step_size="csa"`` generation of ``NES`` at ``x0 = 0``, ``sigma0 = 1`` on the
+    sphere ``|x|^2``, optionally from a given DX-NES path ``p`` or CSA path ``p_s``: the
+    ratio of the geometric-mean scale after and before it, and the phase. Mirrored pairs
+    ``+-delta`` have equal values, hence equal utilities: ``sum_i u_i z_i = 0`` and the mean
+    shift is 0, so both paths only decay, and with ``eta_sigma = 0`` the shape step is
+    traceless: the scale changes by the CSA factor alone."""
+    es = NES(np.zeros(n), 1.0, seed=0, step_size="csa")
+    if path is not None:
+        es.path = es.path.new_tensor(path)
+    if path_s is not None:
+        es.path_s = es.path_s.new_tensor(path_s)
+    X = es.ask()
+    before = float(es.dist.scale())
+    es.tell(X, (X * X).sum(1))
+    return float(es.dist.scale()) / before, es.phase
+
+
+def _csa_constants(n: int, lam: int) -> tuple[float, float, float, float]:
+    """``(c_s, d_s, c1, chi)`` by hand: the xNES weights ``max(0, ln(lam/2 + 1) - ln i)``
+    give ``mu_eff = (sum w)^2 / sum w^2``; CMA-ES's ``c_s``, ``d_s`` (times 1 / 0.85) and
+    ``c1 = 2 / ((n + 1.3)^2 + mu_eff)``."""
+    w = np.maximum(0.0, math.log(lam / 2 + 1) - np.log(np.arange(1, lam + 1)))
+    mu_eff = w.sum() ** 2 / (w * w).sum()
+    c_s = (mu_eff + 2) / (n + mu_eff + 5)
+    d_s = (1 + 2 * max(0.0, math.sqrt((mu_eff - 1) / (n + 1)) - 1) + c_s) / 0.85
+    c1 = 2 / ((n + 1.3) ** 2 + mu_eff)
+    chi = math.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n * n))
+    return c_s, d_s, c1, chi
+
+
+def test_csa_scale_factor_by_hand():
+    """``step_size="csa"`` while the path is not moving: ``sigma <- sigma exp(min(1,
+    c_s / d_s (|p_s| / E - 1) + c1 / 2 (|y|^2 / n - 1)))``. With both paths at 0 (the first
+    generation on a mirrored symmetric function) that is ``exp(-c_s / d_s - c1 / 2)``, in
+    the converging and (from a medium DX-NES path) the stagnating phase. Dividing by
+    ``d_s`` as a product, doubling the rank-one trace term, dropping that term while not
+    moving, or taking the CSA only while converging passed every other test."""
+    n = 4
+    c_s, d_s, c1, chi = _csa_constants(n, 8)  # the default population at n = 4
+    want = math.exp(-c_s / d_s - c1 / 2)
+    ratio, phase = _csa_generation()
+    assert phase == "converging"
+    assert ratio == pytest.approx(want, rel=1e-12)
+    ratio, phase = _csa_generation(path=[0.5 * chi, 0.0, 0.0, 0.0])
+    assert phase == "stagnating"
+    assert ratio == pytest.approx(want, rel=1e-12)
+
+
+def test_csa_grows_the_scale_by_at_most_e_per_generation():
+    """A CSA path far longer than expected (``|p_s| = 100``, ``c_s / d_s (|p_s| / E - 1) >>
+    1``) grows the scale by ``e`` exactly, pycma's ``exp(min(1, .))`` (a cap of 2 passed
+    every other test)."""
+    ratio, phase = _csa_generation(path_s=[100.0, 0.0, 0.0, 0.0])
+    assert phase == "converging"
+    assert ratio == pytest.approx(math.e, rel=1e-12)
