@@ -53,3 +53,37 @@ def test_continued_gop_step_is_bitwise_the_truncated_one_above_minus_one_half():
     h = d * (torch.rand(1000, generator=g, dtype=torch.float64) * (0.5 / beta2) + 1 - 0.5 / beta2)
     continued = blocks.gop_eig_step(d, h, beta2, gamma, "continued")
     assert torch.equal(continued, blocks.gop_eig_step(d, h, beta2, gamma, "truncated"))
+
+
+def test_rgd_heavy_ball_by_hand():
+    """``RGD(momentum=mu)``: ``v <- mu v + F^+ grad``, ``x <- chart_x(-lr v)``. On
+    ``DiagonalSPD`` (``F^+ grad = 2 d * egrad``, chart ``d exp(m)``) three steps by hand. The
+    momentum left out, taken as ``(1 - mu) v + mu F^+ grad``, or its buffer never committed
+    passed every other test (the batched-vs-loop tests run the same rule on both sides)."""
+    M = ms.DiagonalSPD(3, dtype=torch.float64)
+    x = M.from_eigenvalues(torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
+    e = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    lr, mu = 0.1, 0.5
+    opt = ms.RGD(M, lr, momentum=mu)
+    d, v = x.d.clone(), torch.zeros(3, dtype=torch.float64)
+    for _ in range(3):
+        x = opt.step(x, e)
+        v = mu * v + 2.0 * d * e
+        d = d * torch.exp(-lr * v)
+        torch.testing.assert_close(x.d, d, rtol=1e-14, atol=0)
+
+
+def test_split_ties_returns_the_gradient_in_the_new_basis():
+    """``SpectralSPD.split_ties(x, G, lr)`` turns ``B`` inside a cluster of tied eigenvalues
+    that the step cannot split and returns ``G = B^T E B`` re-expressed in the new basis,
+    ``B'^T (B G B^T) B'``. At the origin with a zero-diagonal ``G`` (every eigenvalue tied
+    before and after the step) the new basis diagonalises ``G``. Returning ``G`` unrotated
+    passed every other test (only the first step of a tied start reads it)."""
+    M = ms.SpectralSPD(3, dtype=torch.float64)
+    x = M.origin()
+    G = torch.tensor([[0.0, 1.0, 0.5], [1.0, 0.0, -0.3], [0.5, -0.3, 0.0]], dtype=torch.float64)
+    y, G2 = M.split_ties(x, G, 0.1)
+    E = x.B @ G @ x.B.T
+    torch.testing.assert_close(G2, y.B.T @ E @ y.B, rtol=0, atol=1e-14)
+    torch.testing.assert_close(G2, torch.diag(G2.diagonal()), rtol=0, atol=1e-14)
+    torch.testing.assert_close(y.B.T @ y.B, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-14)

@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+from manifold_spectral.solvers import spd
 from manifold_spectral.solvers.es_rates import DXSchedule, csa_rates
 from manifold_spectral.solvers.nes import NES
 
@@ -98,3 +100,16 @@ def test_csa_grows_the_scale_by_at_most_e_per_generation():
     ratio, phase = _csa_generation(path_s=[100.0, 0.0, 0.0, 0.0])
     assert phase == "converging"
     assert ratio == pytest.approx(math.e, rel=1e-12)
+
+
+def test_spd_minimize_stops_at_the_first_record_below_tol():
+    """``spd.minimize(tol=...)`` stops at the first recorded iteration with ``f - f* < tol``:
+    every earlier record has a gap of at least ``tol`` (stopping only below ``tol / 2`` passed
+    every other test, which check only that the last gap is below ``tol``)."""
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    Q = A @ A.T / 6 + torch.eye(6, dtype=torch.float64)
+    res = spd.minimize(spd.LogDet(Q), "spectral", lr=0.05, steps=2000, tol=1e-6)
+    gaps = res.history["gap"]
+    assert res.success and gaps[-1] < 1e-6
+    assert min(gaps[:-1]) >= 1e-6
