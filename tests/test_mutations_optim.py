@@ -88,24 +88,3 @@ def test_batch_bound_is_inclusive(shape, together):
     opt = SpectralKron(ps)
     buckets = opt._buckets(opt.param_groups[0])
     assert sorted(len(b) for b in buckets) == ([2] if together else [1, 1])
-
-
-def test_apply_update_decays_then_steps():
-    """``compute_update`` / ``apply_update`` (``distributed.step``'s halves): the write is
-    ``p <- p (1 - lr wd) - lr u``, the same bits as ``step``. Dropping the decay from
-    ``apply_update`` passed every other test (``step`` writes through its own path)."""
-    torch.manual_seed(0)
-    W0 = torch.randn(3, 4, dtype=torch.float64)
-    G = torch.randn(3, 4, dtype=torch.float64)
-    lr, wd = 0.1, 0.5
-    W, V = nn.Parameter(W0.clone()), nn.Parameter(W0.clone())
-    opt_w = SpectralKron([W], lr=lr, weight_decay=wd)
-    opt_v = SpectralKron([V], lr=lr, weight_decay=wd)
-    W.grad, V.grad = G.clone(), G.clone()
-    opt_w.step()
-    group = opt_v.param_groups[0]
-    with torch.no_grad():  # as inside step
-        new_state, u = opt_v.compute_update(group, V)
-        opt_v.apply_update(group, V, new_state, u)
-    torch.testing.assert_close(V.detach(), W0 * (1 - lr * wd) - lr * u, rtol=1e-15, atol=1e-15)
-    assert torch.equal(V.detach(), W.detach())
