@@ -113,3 +113,18 @@ def test_spd_minimize_stops_at_the_first_record_below_tol():
     gaps = res.history["gap"]
     assert res.success and gaps[-1] < 1e-6
     assert min(gaps[:-1]) >= 1e-6
+
+
+@pytest.mark.parametrize(("below", "stops"), [(1.5, True), (0.5, False)])
+def test_spd_minimize_below_optimum_beyond_the_rounding(below, stops):
+    """With ``tol``, a recorded ``f - f*`` below ``-r``, ``r = sqrt(eps) max(|f*|, |f(x0)|)``
+    (the rounding of ``f``), stops the run as a failure (``f_star`` is wrong), one within
+    ``r`` counts as converged. At the start ``f(I) = tr(I) = 2`` with ``f* = 2 + below r``
+    (``r`` from ``f(x0)``: ``|f*|`` is larger by a relative 1e-8): 1.5 r below fails at
+    iteration 0, 0.5 r converges there (a threshold of 2 r passed every other test)."""
+    r = math.sqrt(torch.finfo(torch.float64).eps) * 2.0
+    problem = spd.Objective(lambda S: torch.trace(S), 2, f_star=2.0 + below * r)
+    res = spd.minimize(problem, "spectral", lr=1e-3, steps=3, tol=1e-3)
+    assert res.nit == 0
+    assert res.success != stops
+    assert ("below" in res.message) == stops
