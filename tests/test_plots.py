@@ -223,3 +223,18 @@ def test_nn_table_reports_the_training_loss_of_the_last_tenth_of_the_steps():
     row = next(line for line in table.splitlines() if line.startswith("| AdamW"))
     assert row.split("|")[6].strip() == "4.0000"  # (2 + 6) / 2
     assert math.isnan(run("adamw", 1, [1.0, float("nan")]).train_tail)
+
+
+def test_nn_ms_per_step_is_the_mean_after_the_first_step_not_the_median():
+    """A refresh every 10th step costs 10 ms, the steps between it 1 ms, the first 50 ms (state
+    initialisation): the time per step a user pays is (9 * 1 + 10) / 10 = 1.9 ms; the median
+    step (1 ms) would hide the refresh, and the first step is a one-off left out."""
+    from manifold_spectral.experiments import nn_training as nt
+
+    secs = np.cumsum([0.05, *[0.001] * 9, 0.01]) * 1.0
+    run = nt.Run("soap", {"lr": 0.01}, 1, np.zeros(11), secs, [0, 11], [2.3, 1.5], 1.5)
+    assert run.ms_per_step == pytest.approx(1.9)
+    stopped = np.where(np.arange(11) < 5, secs, np.nan)  # a run that stopped at step 5
+    assert math.isnan(
+        nt.Run("soap", {}, 1, np.zeros(11), stopped, [0], [2.3], math.inf).ms_per_step
+    )

@@ -67,10 +67,13 @@ class Run:
 
     @property
     def ms_per_step(self) -> float:
-        """Median milliseconds per training step (``nan`` with fewer than two steps)."""
-        if self.seconds.size < 2:
+        """Mean milliseconds per training step after the first (the first builds the state: a
+        one-off); a mean, not a median, because SOAP's and our refresh steps cost more than
+        the steps between them (``nan`` with fewer than two steps or a stopped run)."""
+        t = self.seconds[np.isfinite(self.seconds)]
+        if t.size < 2 or t.size < self.seconds.size:
             return float("nan")
-        return 1e3 * float(np.median(np.diff(self.seconds)))
+        return 1e3 * float(t[-1] - t[0]) / (t.size - 1)
 
 
 def lr_schedule(steps: int, warmup: float = 0.05, floor: float = 0.1) -> Callable[[int], float]:
