@@ -115,19 +115,23 @@ class Sharding:
         for unit, r in zip(units, owners, strict=True):
             self.owners.update({p: r for p in unit})
 
-    def check_params(self, param_groups: list[dict[str, Any]]) -> None:
+    def check_params(
+        self, param_groups: list[dict[str, Any]], error: Exception | None = None
+    ) -> None:
         """Raise ``ValueError`` on every rank unless all hold the same number of parameters
         with the same shapes and dtypes, in order: one all-reduce of their fingerprints
-        ``[0, h, h^2]`` (``_agree``) per ``assign``, not per step. They size the step's
+        ``[rejected, h, h^2]`` (``_agree``) per ``assign``, not per step. They size the step's
         collectives (the consensus flags, the exchange): sizes that differ abort gloo's
-        processes before the step's fingerprint is read, equal ones pair other parameters."""
+        processes before the step's fingerprint is read, equal ones pair other parameters.
+        ``error``: this rank rejected the new group before the collective (re-raised here,
+        the other ranks raise naming how many did). A collective (``consensus``)."""
         params = [p for g in param_groups for p in g["params"]]
         h = _fingerprint([(tuple(p.shape), p.dtype) for p in params])
         device = params[0].device if params else torch.device("cpu")
-        header = torch.tensor([0, h, h * h], dtype=torch.int64, device=device)
-        dist.all_reduce(header, group=self.group)
+        body = [error is not None, h, h * h] + [0] * (4 * len(self.owners))
+        header = consensus(ADD, body, self.group, device)[:3]
         what = "the number of parameters, or their shapes or dtypes"
-        _agree(header.tolist(), self.world, None, what)
+        _agree(header, self.world, error, what)
 
     def owns(self, p: Tensor) -> bool:
         return self.owners[p] == self.rank
@@ -197,6 +201,35 @@ def exchange(
     return out
 
 
+#: The collectives of an optimizer over a process group, as the first entries of the vector
+#: that each of them all-reduces first (``consensus``).
+CALLS = ("step()", "add_param_group()", "consolidated_state_dict()")
+STEP, ADD, CONSOLIDATE = range(len(CALLS))
+
+
+def consensus(call: int, body: list[int], group: Any, device: torch.device) -> list[int]:
+    """All-reduce ``[one-hot of call in CALLS] + body`` over ``group`` and return the summed
+    ``body``; raise ``ValueError`` on every rank when the ranks made different calls (one
+    rank in ``add_param_group`` while another steps). Every call exchanges a vector of
+    ``3 + 3 + 4n`` integers first (``n``: the parameters with an owner, equal on every rank
+    that agreed so far; ``body`` is padded to it), so mismatched calls meet in one
+    collective of one size and are read here, instead of gloo aborting the processes on a
+    size mismatch or the ranks waiting in different collectives until the timeout."""
+    one_hot = [int(k == call) for k in range(len(CALLS))]
+    vec = torch.tensor(one_hot + body, dtype=torch.int64, device=device)
+    dist.all_reduce(vec, group=group)
+    summed = vec.tolist()
+    calls, world = summed[: len(CALLS)], dist.get_world_size(group)
+    if calls[call] != world:
+        made = ", ".join(f"{c} on {k} of {world}" for c, k in zip(CALLS, calls, strict=True) if k)
+        raise ValueError(
+            f"SpectralKron: the ranks made different collective calls ({made} ranks); "
+            "call step(), add_param_group() and consolidated_state_dict() on every rank, "
+            "in the same order; nothing was changed"
+        )
+    return summed[len(CALLS) :]
+
+
 def _fingerprint(items: Any) -> int:
     """A 20-bit hash of ``repr(items)``, the same on every rank for equal items (CRC-32, not
     Python's salted ``hash``); 20 bits keep ``world * sum h^2`` (``_agree``) far inside int64."""
@@ -205,20 +238,21 @@ def _fingerprint(items: Any) -> int:
 
 def _groups_key(opt: Any) -> int:
     """A 20-bit fingerprint of the parameter groups: the number of parameters in each and its
-    options (a tensor option counts by its presence: its value is read by the step)."""
+    options (a tensor option counts by its presence: its value is read by the step), and of
+    ``nonfinite``, which decides between skipping and raising on every rank alike."""
     keys = tuple(opt.defaults)
     groups = [
         (len(g["params"]), *("tensor" if isinstance(g[k], Tensor) else g[k] for k in keys))
         for g in opt.param_groups
     ]
-    return _fingerprint(groups)
+    return _fingerprint((opt.nonfinite, groups))
 
 
 def _agree(
     header: list[int],
     world: int,
     error: Exception | None,
-    what: str = "the number of groups, of parameters in a group, or an option's value",
+    what: str = "the number of groups, of parameters in a group, an option's value or nonfinite",
 ) -> None:
     """Raise on every rank unless every rank accepted its parameter groups and all hold the
     same ones, from the all-reduced ``[rejected, h, h^2]`` of the fingerprints ``h_r``
@@ -323,9 +357,8 @@ def step(opt: Any, sync: Callable[[], None]) -> bool:
     world = dist.get_world_size(pg)
     h = _groups_key(opt)
     header = [rejected is not None, h, h * h]
-    summed = torch.tensor(header + flags, dtype=torch.int64, device=device)
-    dist.all_reduce(summed, group=pg)
-    header, flags = summed.tolist()[:3], summed.tolist()[3:]
+    summed = consensus(STEP, header + flags, pg, device)
+    header, flags = summed[:3], summed[3:]
     _agree(header, world, rejected)
     _raise_or_skip(opt, flags, n, world, where, owners, errors)
     if any(flags[n : 2 * n]):

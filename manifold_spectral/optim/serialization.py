@@ -270,6 +270,12 @@ def _consolidate(shard: dict[str, Any], sharding: distributed.Sharding) -> dict[
         k: {name: v.cpu() if isinstance(v, Tensor) else v for name, v in st.items()}
         for k, st in shard["state"].items()
     }
+    # Every rank is here, not in another call of this optimizer: all_gather_object's
+    # collectives would otherwise meet another call's all-reduce (distributed.consensus).
+    device = next(iter(sharding.owners), torch.empty(0)).device
+    distributed.consensus(
+        distributed.CONSOLIDATE, [0] * (3 + 4 * len(sharding.owners)), sharding.group, device
+    )
     parts: list[Any] = [None] * sharding.world
     dist.all_gather_object(parts, local, group=sharding.group)
     merged: dict[int, Any] = {}
