@@ -1,6 +1,7 @@
 """shard=True when the ranks make different calls of the optimizer's collectives (a misuse):
 ``add_param_group`` or ``consolidated_state_dict`` on one rank while the other steps, a group
-rejected on one rank only, ``nonfinite`` set differently per rank. Every rank must raise a
+rejected on one rank only, ``nonfinite`` set differently per rank, a rank outside
+``process_group`` building the optimizer. Every rank must raise a
 ``ValueError`` with nothing changed, instead of gloo aborting the processes on the size
 mismatch of two different collectives, a rank left waiting, or ranks that silently take
 different decisions (one skips a step that the other raises on).
@@ -71,7 +72,22 @@ def _case(rank: int, name: str, out: dict[str, Any]) -> None:
     out[name + "_stepped"] = not any(torch.equal(a, b) for a, b in zip(snap[0], ps, strict=True))
 
 
+def _outside_the_group(rank: int, out: dict[str, Any]) -> None:
+    """``process_group`` of rank 0 alone, the optimizer built on both ranks: rank 1 is not in
+    it (torch answers rank -1, world -1 there, and its collectives return at once)."""
+    group = torch.distributed.new_group([0])  # a collective: every rank creates it
+    ps = list(make_model().parameters())
+    try:
+        opt = SpectralKron(ps, lr=0.05, shard=True, process_group=group)
+        _grads(ps, 1)
+        opt.step()
+        out["outside"] = "no error"
+    except ValueError as e:
+        out["outside"] = str(e)
+
+
 def _cases(rank: int, out: dict[str, Any]) -> None:
+    _outside_the_group(rank, out)
     # The misuses that made gloo abort the processes before, last.
     for name in ("nonfinite", "rejected_add", "add_vs_step", "consolidate_vs_step"):
         _case(rank, name, out)
@@ -116,3 +132,10 @@ def test_nonfinite_that_differs_between_ranks_raises_on_every_rank(ranks):
         msg = r.get("nonfinite", "no error")
         assert "param_groups: differ between the ranks" in msg and "nonfinite" in msg, msg
     _assert_nothing_changed(ranks, "nonfinite")
+
+
+@needs_gloo
+def test_a_rank_outside_process_group_is_refused_by_name(ranks):
+    assert ranks[0]["outside"] == "no error"  # the group's one rank steps alone
+    msg = ranks[1]["outside"]
+    assert msg.startswith("process_group: this process (rank 1 of the world) is not one"), msg

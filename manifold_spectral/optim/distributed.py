@@ -90,6 +90,11 @@ class Sharding:
         self.group = process_group
         self.rank = dist.get_rank(process_group)
         self.world = dist.get_world_size(process_group)
+        if self.rank < 0:  # torch's answer outside the group; its collectives return at once
+            raise ValueError(
+                f"process_group: this process (rank {dist.get_rank()} of the world) is not one "
+                "of its ranks; build the sharded optimizer on the group's ranks only"
+            )
         self.owners: dict[Tensor, int] = {}
         self.loads = [0] * self.world
 
