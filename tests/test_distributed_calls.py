@@ -1,7 +1,8 @@
 """shard=True when the ranks make different calls of the optimizer's collectives (a misuse):
 ``add_param_group`` or ``consolidated_state_dict`` on one rank while the other steps, a group
-rejected on one rank only, ``nonfinite`` set differently per rank, a rank outside
-``process_group`` building the optimizer. Every rank must raise a
+rejected on one rank only, ``nonfinite`` or a tensor ``lr`` set differently per rank, a
+parameter appended to a group by hand, a rank outside ``process_group`` building the
+optimizer. Every rank must raise a
 ``ValueError`` with nothing changed, instead of gloo aborting the processes on the size
 mismatch of two different collectives, a rank left waiting, or ranks that silently take
 different decisions (one skips a step that the other raises on).
@@ -52,6 +53,19 @@ def _case(rank: int, name: str, out: dict[str, Any]) -> None:
             opt.nonfinite = "skip" if rank == 0 else "raise"
             ps[0].grad[0, 0] = float("nan")
             opt.step()
+        elif name == "tensor_lr":  # a tensor lr (a scheduler's) of another value per rank
+            opt.param_groups[0]["lr"] = torch.tensor(0.05 * (1 + rank))
+            try:
+                opt.step()
+            finally:
+                opt.param_groups[0]["lr"] = 0.05
+        elif name == "by_hand":  # a parameter put into a group without add_param_group
+            extra[0].grad = torch.ones_like(extra[0])
+            opt.param_groups[0]["params"].append(extra[0])
+            try:
+                opt.step()
+            finally:
+                opt.param_groups[0]["params"].pop()
         elif name == "rejected_add":  # a group with a bad option on rank 0 only
             opt.add_param_group({"params": extra, "lr": -1.0 if rank == 0 else 0.05})
         elif rank == 0:
@@ -89,7 +103,8 @@ def _outside_the_group(rank: int, out: dict[str, Any]) -> None:
 def _cases(rank: int, out: dict[str, Any]) -> None:
     _outside_the_group(rank, out)
     # The misuses that made gloo abort the processes before, last.
-    for name in ("nonfinite", "rejected_add", "add_vs_step", "consolidate_vs_step"):
+    names = ("nonfinite", "tensor_lr", "by_hand", "rejected_add", "add_vs_step")
+    for name in (*names, "consolidate_vs_step"):
         _case(rank, name, out)
 
 
@@ -126,12 +141,22 @@ def test_a_group_rejected_on_one_rank_is_added_on_no_rank(ranks):
 
 
 @needs_gloo
-def test_nonfinite_that_differs_between_ranks_raises_on_every_rank(ranks):
-    """Otherwise a NaN gradient is skipped on one rank and raised on the other."""
+@pytest.mark.parametrize("name", ["nonfinite", "tensor_lr"])
+def test_an_option_that_differs_between_ranks_raises_on_every_rank(ranks, name):
+    """Otherwise a NaN gradient is skipped on one rank and raised on the other, or each rank
+    applies the same updates with its own tensor lr, and the parameters part silently."""
     for r in ranks:
-        msg = r.get("nonfinite", "no error")
+        msg = r.get(name, "no error")
         assert "param_groups: differ between the ranks" in msg and "nonfinite" in msg, msg
-    _assert_nothing_changed(ranks, "nonfinite")
+    _assert_nothing_changed(ranks, name)
+
+
+@needs_gloo
+def test_a_parameter_put_into_a_group_by_hand_is_refused_by_name(ranks):
+    for r in ranks:
+        msg = r.get("by_hand", "no error")
+        assert msg.startswith("params[0][6]: put into param_groups without an owner rank"), msg
+    _assert_nothing_changed(ranks, "by_hand")
 
 
 @needs_gloo
