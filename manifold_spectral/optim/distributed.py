@@ -28,7 +28,6 @@ rank or, with ``shard=True``, by the owner only; each rank then adds its own sli
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from . import consensus
 from .checks import (
     NonFiniteUpdate,
     max_norms,
@@ -90,6 +90,11 @@ class Sharding:
         self.group = process_group
         self.rank = dist.get_rank(process_group)
         self.world = dist.get_world_size(process_group)
+        if self.rank < 0:  # torch's answer outside the group; its collectives return at once
+            raise ValueError(
+                f"process_group: this process (rank {dist.get_rank()} of the world) is not one "
+                "of its ranks; build the sharded optimizer on the group's ranks only"
+            )
         self.owners: dict[Tensor, int] = {}
         self.loads = [0] * self.world
 
@@ -115,19 +120,29 @@ class Sharding:
         for unit, r in zip(units, owners, strict=True):
             self.owners.update({p: r for p in unit})
 
-    def check_params(self, param_groups: list[dict[str, Any]]) -> None:
+    def check_params(
+        self, param_groups: list[dict[str, Any]], error: Exception | None = None
+    ) -> None:
         """Raise ``ValueError`` on every rank unless all hold the same number of parameters
         with the same shapes and dtypes, in order: one all-reduce of their fingerprints
-        ``[0, h, h^2]`` (``_agree``) per ``assign``, not per step. They size the step's
-        collectives (the consensus flags, the exchange): sizes that differ abort gloo's
-        processes before the step's fingerprint is read, equal ones pair other parameters."""
+        ``[rejected, h, h^2]`` (``consensus.agree``) per ``assign``, not per step. They size
+        the step's collectives (the consensus flags, the exchange): sizes that differ abort
+        gloo's processes before the step's fingerprint is read, equal ones pair other
+        parameters.
+        ``error``: this rank rejected the new group before the collective (re-raised here,
+        the other ranks raise naming how many did). A collective (``consensus.call``)."""
         params = [p for g in param_groups for p in g["params"]]
-        h = _fingerprint([(tuple(p.shape), p.dtype) for p in params])
+        h = consensus.fingerprint([(tuple(p.shape), p.dtype) for p in params])
         device = params[0].device if params else torch.device("cpu")
-        header = torch.tensor([0, h, h * h], dtype=torch.int64, device=device)
-        dist.all_reduce(header, group=self.group)
+        body = [error is not None, h, h * h] + [0] * (4 * self.known(param_groups))
+        header = consensus.call(consensus.ADD, body, self.group, device)[:3]
         what = "the number of parameters, or their shapes or dtypes"
-        _agree(header.tolist(), self.world, None, what)
+        consensus.agree(header, self.world, error, what)
+
+    def known(self, param_groups: list[dict[str, Any]]) -> int:
+        """How many parameters of ``param_groups`` have an owner: the ``n`` that sizes every
+        rank's first vector of a call (``consensus.call``) alike while the ranks agree."""
+        return sum(p in self.owners for g in param_groups for p in g["params"])
 
     def owns(self, p: Tensor) -> bool:
         return self.owners[p] == self.rank
@@ -197,51 +212,6 @@ def exchange(
     return out
 
 
-def _fingerprint(items: Any) -> int:
-    """A 20-bit hash of ``repr(items)``, the same on every rank for equal items (CRC-32, not
-    Python's salted ``hash``); 20 bits keep ``world * sum h^2`` (``_agree``) far inside int64."""
-    return zlib.crc32(repr(items).encode()) & 0xFFFFF
-
-
-def _groups_key(opt: Any) -> int:
-    """A 20-bit fingerprint of the parameter groups: the number of parameters in each and its
-    options (a tensor option counts by its presence: its value is read by the step)."""
-    keys = tuple(opt.defaults)
-    groups = [
-        (len(g["params"]), *("tensor" if isinstance(g[k], Tensor) else g[k] for k in keys))
-        for g in opt.param_groups
-    ]
-    return _fingerprint(groups)
-
-
-def _agree(
-    header: list[int],
-    world: int,
-    error: Exception | None,
-    what: str = "the number of groups, of parameters in a group, or an option's value",
-) -> None:
-    """Raise on every rank unless every rank accepted its parameter groups and all hold the
-    same ones, from the all-reduced ``[rejected, h, h^2]`` of the fingerprints ``h_r``
-    (``_groups_key``, or ``Sharding.check_params``'s; ``what`` they cover):
-    ``W sum h_r^2 = (sum h_r)^2`` exactly when all are equal (Cauchy-Schwarz). The step's
-    collectives pair the ranks' vectors by position: groups that differ would pair different
-    parameters (gloo aborts the process on a size mismatch; equal sizes give ranks that
-    silently disagree), and a rank that raised alone would leave the others waiting."""
-    rejected, total, squares = header
-    if error is not None:
-        raise error
-    if rejected:
-        raise ValueError(
-            f"param_groups: rejected on {rejected} of {world} ranks (their error names the "
-            "option); change an option on every rank; nothing was changed"
-        )
-    if world * squares != total * total:
-        raise ValueError(
-            f"param_groups: differ between the ranks ({what}); build the optimizer with the "
-            "same groups on every rank and change an option on every rank; nothing was changed"
-        )
-
-
 def step(opt: Any, sync: Callable[[], None]) -> bool:
     """One step of ``opt`` (a ``SpectralKron`` with ``shard=True`` or ``DTensor``
     parameters), after ``sync`` (the validation of the options changed since the last step)
@@ -254,14 +224,25 @@ def step(opt: Any, sync: Callable[[], None]) -> bool:
         rejected = e  # this rank computes nothing, but still takes part in every collective
     sharding: Sharding | None = opt.sharding
     rank = sharding.rank if sharding else 0
-    where = [(gi, pi) for gi, g in enumerate(opt.param_groups) for pi in range(len(g["params"]))]
-    groups = [g for g in opt.param_groups for _ in g["params"]]
-    params = [p for g in opt.param_groups for p in g["params"]]
+    entries = [
+        (gi, pi, g, p) for gi, g in enumerate(opt.param_groups) for pi, p in enumerate(g["params"])
+    ]
+    if sharding is not None:  # a parameter put into a group by hand has no owner
+        stray = [(gi, pi) for gi, pi, _, p in entries if p not in sharding.owners]
+        if stray and rejected is None:
+            rejected = ValueError(
+                f"params[{stray[0][0]}][{stray[0][1]}]: put into param_groups without an owner "
+                "rank; with shard=True add parameters with add_param_group on every rank"
+            )
+        entries = [e for e in entries if e[3] in sharding.owners]  # the other ranks' params
+    where = [(gi, pi) for gi, pi, _, _ in entries]
+    groups = [g for _, _, g, _ in entries]
+    params = [p for *_, p in entries]
     owners = [sharding.owners[p] if sharding else EVERY_RANK for p in params]
     n = len(params)
     device = params[0].device if params else torch.device("cpu")
     # [presence | non-finite gradient | failed computation | non-finite update], summed over
-    # the ranks after a header [options rejected, groups' fingerprint h, h^2] (_agree).
+    # the ranks after a header [options rejected, groups' fingerprint h, h^2] (consensus.agree).
     flags = [0] * (4 * n)
     results: dict[int, tuple[dict[str, Any], Tensor]] = {}
     errors: dict[int, BaseException] = {}
@@ -321,12 +302,11 @@ def step(opt: Any, sync: Callable[[], None]) -> bool:
     # Sharded or DTensor parameters: the process group is initialised.
     pg = sharding.group if sharding else opt.process_group
     world = dist.get_world_size(pg)
-    h = _groups_key(opt)
+    h = consensus.groups_key(opt)
     header = [rejected is not None, h, h * h]
-    summed = torch.tensor(header + flags, dtype=torch.int64, device=device)
-    dist.all_reduce(summed, group=pg)
-    header, flags = summed.tolist()[:3], summed.tolist()[3:]
-    _agree(header, world, rejected)
+    summed = consensus.call(consensus.STEP, header + flags, pg, device)
+    header, flags = summed[:3], summed[3:]
+    consensus.agree(header, world, rejected)
     _raise_or_skip(opt, flags, n, world, where, owners, errors)
     if any(flags[n : 2 * n]):
         return False

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import distributed, transforms
+from . import consensus, distributed, transforms
 from .checks import exponential_of_truncated, state_dtype_of
 from .preconditioners import kronecker_shape, make_preconditioner
 from .state_checks import check_param_state
@@ -97,7 +97,7 @@ class StateDictMixin:
         out = self.state_dict()
         if self._sharding is None:
             return out
-        return _consolidate(out, self._sharding)
+        return _consolidate(out, self._sharding, self._sharding.known(self.param_groups))
 
     def _check_saved(self, state_dict: dict[str, Any]) -> None:
         """Raise ``ValueError`` (nothing loaded) if a saved group has an invalid option, a
@@ -263,13 +263,18 @@ def _checked_dtype(state_dtype: torch.dtype, pc: dict[str, Any]) -> torch.dtype:
     return state_dtype
 
 
-def _consolidate(shard: dict[str, Any], sharding: distributed.Sharding) -> dict[str, Any]:
+def _consolidate(shard: dict[str, Any], sharding: distributed.Sharding, n: int) -> dict[str, Any]:
     """Merge every rank's ``state_dict`` shard (``all_gather_object``; the state goes through
-    the CPU, so no accelerator holds the whole state at once)."""
+    the CPU, so no accelerator holds the whole state at once); ``n``: the parameters with an
+    owner (``Sharding.known``)."""
     local = {
         k: {name: v.cpu() if isinstance(v, Tensor) else v for name, v in st.items()}
         for k, st in shard["state"].items()
     }
+    # Every rank is here, not in another call of this optimizer: all_gather_object's
+    # collectives would otherwise meet another call's all-reduce (consensus.call).
+    device = next(iter(sharding.owners), torch.empty(0)).device
+    consensus.call(consensus.CONSOLIDATE, [0] * (3 + 4 * n), sharding.group, device)
     parts: list[Any] = [None] * sharding.world
     dist.all_gather_object(parts, local, group=sharding.group)
     merged: dict[int, Any] = {}

@@ -270,7 +270,24 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim``'s, with the group's options validated first: a rejected group is
-        not registered (its parameters can be added again with valid options)."""
+        not registered (its parameters can be added again with valid options). With
+        ``shard=True`` a collective: a group rejected on one rank is rejected on every rank."""
+        sharding = getattr(self, "_sharding", None)
+        try:
+            self._add_group(param_group)
+        except Exception as e:
+            if sharding is not None:  # the others wait in assign's collective: reject there
+                sharding.check_params(self.param_groups, error=e)
+            raise
+        if sharding is not None:
+            try:  # a collective: every rank adds its group, or every rank raises
+                sharding.assign(self.param_groups, self._owner_units)
+            except ValueError:
+                self.param_groups.pop()  # not registered: this group's parameters differ
+                raise
+
+    def _add_group(self, param_group: dict[str, Any]) -> None:
+        """``add_param_group`` on this rank alone: validate and register the group."""
         if isinstance(param_group, dict):
             checks.check_group_keys(param_group)
         if isinstance(param_group, dict) and "truncated" in param_group:
@@ -285,12 +302,6 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             param_group = checks.listed_params(param_group, len(self.param_groups))
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
-        if getattr(self, "_sharding", None) is not None:
-            try:  # a collective: every rank adds its group, or every rank raises
-                self._sharding.assign(self.param_groups, self._owner_units)
-            except ValueError:
-                self.param_groups.pop()  # not registered: this group's parameters differ
-                raise
 
     # The step ----------------------------------------------------------------------------
 
