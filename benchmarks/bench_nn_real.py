@@ -56,9 +56,10 @@ from manifold_spectral.experiments import nn_training
 README = Path(__file__).resolve().parent / "README.md"
 
 
-def markers(precision: str) -> tuple[str, str]:
-    """The README block of a precision: one table per autocast setting."""
-    return f"<!-- nn-real-{precision}:start -->", f"<!-- nn-real-{precision}:end -->"
+def markers(block: str) -> tuple[str, str]:
+    """The README block ``nn-real-<block>`` (default: the precision, one table per autocast
+    setting; ``--block`` names another, e.g. a run at the full sizes)."""
+    return f"<!-- nn-real-{block}:start -->", f"<!-- nn-real-{block}:end -->"
 
 
 #: Task sizes: issue 13's (GPT: 4 layers, width 128, context 128, batch 32; conv 32/64) and
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablations", action="store_true", help="fp32 state, exact Cayley")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
+    parser.add_argument(
+        "--block", help="README block nn-real-BLOCK to write (default: the precision)"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     size = "small" if args.small else "full"
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(result, args.out / f"nn_real_{args.precision}.csv")
     print(f"\nplot: {png}; csv: {png.with_suffix('.csv')}", file=sys.stderr)
     if not args.no_write:
-        replace_between(README, *markers(args.precision), block)
+        replace_between(README, *markers(args.block or args.precision), block)
     return 0
 
 

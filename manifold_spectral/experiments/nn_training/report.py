@@ -148,7 +148,7 @@ def plot(result: QualityResult, path: Any) -> None:
         for ax, xlabel, text in (
             (ax_k, "steps", "; ".join([*what, *([summary] if summary else [])])),
             (ax_t, "training seconds", "the same runs vs training time (forward, backward, "
-             "optimizer step; data and evaluation excluded)"),
+             "optimizer step; data and evaluation excluded; CPU time on a CPU)"),
         ):  # fmt: skip
             if t.floor is not None:
                 ax.axhline(t.floor, color="gray", ls=":", lw=1, label="Bayes loss")
