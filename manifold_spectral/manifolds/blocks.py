@@ -320,10 +320,10 @@ def second_order_angles(d: Tensor, d_new: Tensor, M: Tensor) -> Tensor:
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     """``num / den`` where ``den != 0``, else 0 (``second_order_angles`` with autograd).
 
-    The in-place path divides by a zero gap and maps the NaN or Inf to 0 (or, for ``t``,
-    clamps it to +-1e18); under autograd that division would send ``0 / 0`` = NaN into the
-    gradient of every input, so the zero gaps are divided by 1 and their quotient, which no
-    gradient reaches, is taken from the detached in-place rule."""
+    The in-place path divides by a zero gap and maps the NaN or Inf to 0 (``t`` keeps an Inf
+    as +-1e18, which the caller restores); under autograd that division would send
+    ``0 / 0`` = NaN into the gradient of every input, so a zero gap is divided by 1 and its
+    quotient, which no gradient reaches, is the detached ``num / den`` with NaN and Inf as 0."""
     zero = den == 0
     safe = torch.where(zero, torch.ones_like(den), den)
     return torch.where(zero, torch.div(num, den).detach().nan_to_num(0.0, 0.0, 0.0), num / safe)
