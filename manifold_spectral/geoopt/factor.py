@@ -12,10 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..linalg import check_cayley, newton_schulz_orthogonalize, skew, tril
+from ..linalg import all_finite, check_cayley, newton_schulz_orthogonalize, skew, tril
 from ..manifolds import blocks
 from ..manifolds.base import check_positive
 from ..manifolds.checks import orthogonality_tol
+from ..validation import NonFiniteError
 
 __all__ = ["ROTATIONS", "pack", "unpack"]
 
@@ -202,6 +203,27 @@ def _polar(B: Tensor) -> Tensor:
     """Nearest orthogonal matrix (SVD polar factor; init-only / ``stabilize``)."""
     P, _, Qt = torch.linalg.svd(B)  # init-only
     return P @ Qt
+
+
+def _projected_factor(B: Tensor, d: Tensor, names: tuple[str, str]) -> tuple[Tensor, Tensor]:
+    """``projx`` of one spectral factor: ``(_polar(B), _floor_positive(d))``, after a
+    ``NonFiniteError`` (a ``ValueError``) naming ``x`` and the factor if ``B`` or ``d`` holds
+    NaN or Inf (one reduction each; ``projx`` runs at initialisation and in geoopt's
+    ``stabilize``, never in a step).
+
+    A non-finite factor carries no basis or spectrum to project: the SVD of a NaN ``B`` fails
+    inside torch (``linalg.svd: The algorithm failed to converge``, naming nothing), an Inf
+    ``B`` or any non-finite ``d`` came back as NaN, and geoopt's ``stabilize`` would write
+    that into the parameter and train on. Such a point comes from a diverged run or a bad
+    ``copy_``; the error says so where it is first seen.
+    """
+    for name, t in zip(names, (B, d), strict=True):
+        if not all_finite(t):
+            raise NonFiniteError(
+                f"x: {name} contains NaN or Inf (a diverged run or a bad copy_?); projx "
+                "cannot project a non-finite factor: restart from a finite point"
+            )
+    return _polar(B), _floor_positive(d)
 
 
 def _size(manifold: Any, size: tuple[Any, ...], default: tuple[int, ...]) -> tuple[int, ...]:

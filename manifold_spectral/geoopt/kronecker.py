@@ -21,10 +21,9 @@ from .factor import (
     _check_factors,
     _check_packed,
     _coords,
-    _floor_positive,
     _metric,
     _orthogonal,
-    _polar,
+    _projected_factor,
     _rotate,
     _rotation_rgrad,
     _set_options,
@@ -237,17 +236,19 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
         ``|alpha| (S_L kron S_R)`` the positive polar factor ``(S^T S)^(1/2)`` of
         ``S = alpha (S_L kron S_R)`` (same eigenvectors, eigenvalue magnitudes kept); 0, NaN
         and +-Inf carry no usable scale and become 1, the scale of ``origin``. NaN or Inf in
-        ``B_l`` or ``d_l`` is not repaired, as in ``SpectralSPD.projx``.
+        ``B_l`` or ``d_l`` raises ``NonFiniteError`` (a ``ValueError``) naming ``x``, as in
+        ``SpectralSPD.projx``.
         """
         alpha, BL, dL, BR, dR = self.split(x)
-        dL, dR = _floor_positive(dL), _floor_positive(dR)
+        BL, dL = _projected_factor(BL, dL, ("B_L", "d_L"))
+        BR, dR = _projected_factor(BR, dR, ("B_R", "d_R"))
         cL, cR = torch.log(dL).mean(-1), torch.log(dR).mean(-1)
         alpha = alpha.abs()
         alpha = torch.where(torch.isfinite(alpha) & (alpha > 0), alpha, torch.ones_like(alpha))
         # In logs: the factors' scales can overflow alone where the product does not.
         alpha = torch.exp(torch.log(alpha) + cL + cR)
         dL, dR = dL * torch.exp(-cL)[..., None], dR * torch.exp(-cR)[..., None]
-        return self.join(alpha, _polar(BL), dL, _polar(BR), dR)
+        return self.join(alpha, BL, dL, BR, dR)
 
     def inner(
         self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False

@@ -20,10 +20,9 @@ from .factor import (
     _ChartTransport,
     _check_packed,
     _coords,
-    _floor_positive,
     _metric,
     _orthogonal,
-    _polar,
+    _projected_factor,
     _rotate,
     _rotation_rgrad,
     _set_options,
@@ -189,9 +188,10 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
     def projx(self, x: Tensor) -> Tensor:
         """Nearest orthogonal ``B`` (SVD polar factor) and ``d`` floored at
         ``eps * max(max|d|, 1)`` (``factor._floor_positive``: a condition number of at most
-        ``1 / eps``; init-only / ``stabilize``, never in a step)."""
+        ``1 / eps``; init-only / ``stabilize``, never in a step). NaN or Inf in ``B`` or
+        ``d``: ``NonFiniteError`` (a ``ValueError``) naming ``x`` (``factor._projected_factor``)."""
         B, d = self._parts(x, "x")
-        return pack(_polar(B), _floor_positive(d))
+        return pack(*_projected_factor(B, d, ("B", "d")))
 
     def inner(
         self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False

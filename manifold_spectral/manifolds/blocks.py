@@ -287,6 +287,8 @@ def second_order_angles(d: Tensor, d_new: Tensor, M: Tensor) -> Tensor:
     """
     low = M.dtype in (torch.bfloat16, torch.float16)
     Mw, dw, dnw = (t.float() for t in (M, d, d_new)) if low else (M, d, d_new)
+    if any(records_grad(t) for t in (Mw, dw, dnw)):
+        return _second_order_angles_graph(Mw, dw, dnw).to(M.dtype)
     # The gaps and tau are formed in the working dtype (close eigenvalues need float64's
     # digits), everything after in float32: the angles only set the step, whose 1e-7
     # relative rounding moves neither the fixed point (E = 0 gives N = 0 exactly) nor the
@@ -313,6 +315,41 @@ def second_order_angles(d: Tensor, d_new: Tensor, M: Tensor) -> Tensor:
     N = b.add_(h).div_(den)
     N = N - N.mT
     return N.to(M.dtype)
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` where ``den != 0``, else 0 (``second_order_angles`` with autograd).
+
+    The in-place path divides by a zero gap and maps the NaN or Inf to 0 (``t`` keeps an Inf
+    as +-1e18, which the caller restores); under autograd that division would send
+    ``0 / 0`` = NaN into the gradient of every input, so a zero gap is divided by 1 and its
+    quotient, which no gradient reaches, is the detached ``num / den`` with NaN and Inf as 0."""
+    zero = den == 0
+    safe = torch.where(zero, torch.ones_like(den), den)
+    return torch.where(zero, torch.div(num, den).detach().nan_to_num(0.0, 0.0, 0.0), num / safe)
+
+
+def _second_order_angles_graph(Mw: Tensor, dw: Tensor, dnw: Tensor) -> Tensor:
+    """``second_order_angles`` out of place, for an autograd graph (``retr`` of the geoopt
+    adapter with ``rotation="second_order"`` under ``torch.autograd``): the in-place path's
+    ``out=`` products cannot be differentiated and its in-place updates overwrite tensors the
+    backward pass reads. The same formulas; the zero gaps through ``_safe_div``; all in the
+    working dtype, without the in-place path's float32 angles (a speed choice, whose rounding
+    would be all a float64 gradient check sees), so the angles differ from that path's by
+    float32 rounding."""
+    El = tril(Mw) * (dw[..., None, :] - dw[..., :, None]) * 2.0
+    g = dnw[..., None, :] - dnw[..., :, None]
+    # A zero gap with E != 0: the in-place path's Inf clamped to 1e18 (a 45-degree angle).
+    inf = torch.div(El, g).detach().isinf()
+    t = _safe_div(El, g) * 2.0
+    t = torch.where(inf, torch.div(El, g).detach().mul(2.0).clamp(-1e18, 1e18), t)
+    t = t.clamp(-1e18, 1e18)
+    t = t / (torch.sqrt(t * t + 1.0) + 1.0)
+    h = t / (torch.sqrt(t * t + 1.0) + 1.0)
+    A = _safe_div((El + El.mT) @ (t - t.mT), g).nan_to_num(0.0, 0.0, 0.0)
+    b = (tril(A - A.mT) * 0.25).clamp(-0.5 * _MAX2, 0.5 * _MAX2)
+    N = (b + h) / (1.0 - h * b)
+    return N - N.mT
 
 
 def default_jacobi(cayley: str) -> bool:
