@@ -13,36 +13,73 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.algorithms.join import Joinable, JoinHook, _JoinConfig
 
-__all__ = ["CALLS", "STEP", "ADD", "CONSOLIDATE", "call", "fingerprint", "groups_key", "agree"]
+__all__ = [
+    "CALLS",
+    "STEP",
+    "ADD",
+    "CONSOLIDATE",
+    "LOAD",
+    "JOINED",
+    "call",
+    "blank",
+    "fingerprint",
+    "groups_key",
+    "agree",
+    "JoinableMixin",
+]
 
 #: The collectives of an optimizer over a process group, as the first entries of the vector
-#: that each of them all-reduces first (``call``).
-CALLS = ("step()", "add_param_group()", "consolidated_state_dict()")
-STEP, ADD, CONSOLIDATE = range(len(CALLS))
+#: that each of them all-reduces first (``call``); the last is no call of the user's: the
+#: shadow of a step by a rank that ran out of inputs inside ``Join`` (``JoinableMixin``).
+CALLS = (
+    "step()",
+    "add_param_group()",
+    "consolidated_state_dict()",
+    "load_state_dict()",
+    "Join's hook",
+)
+STEP, ADD, CONSOLIDATE, LOAD, JOINED = range(len(CALLS))
 
 
 def call(kind: int, body: list[int], group: Any, device: torch.device) -> list[int]:
     """All-reduce ``[one-hot of kind in CALLS] + body`` over ``group`` and return the summed
     ``body``; raise ``ValueError`` on every rank when the ranks made different calls (one
-    rank in ``add_param_group`` while another steps). Every call exchanges a vector of
-    ``3 + 3 + 4n`` integers first (``n``: the parameters with an owner, equal on every rank
-    that agreed so far; ``body`` is padded to it), so mismatched calls meet in one
-    collective of one size and are read here, instead of gloo aborting the processes on a
-    size mismatch or the ranks waiting in different collectives until the timeout."""
+    rank in ``add_param_group`` while another steps), or when a rank that ran out of inputs
+    in ``Join`` shadows the step (``JOINED``). Every call exchanges a vector of
+    ``5 + 3 + 4n`` integers first (``n``: the parameters with an owner, equal on every rank
+    that agreed so far; ``body`` is padded to it, ``blank``), so mismatched calls meet in
+    one collective of one size and are read here, instead of gloo aborting the processes on
+    a size mismatch or the ranks waiting in different collectives until the timeout."""
     one_hot = [int(k == kind) for k in range(len(CALLS))]
     vec = torch.tensor(one_hot + body, dtype=torch.int64, device=device)
     dist.all_reduce(vec, group=group)
     summed = vec.tolist()
     calls, world = summed[: len(CALLS)], dist.get_world_size(group)
+    if calls[JOINED]:
+        raise ValueError(
+            f"SpectralKron(shard=True): {calls[JOINED]} of {world} ranks ran out of inputs "
+            "inside torch.distributed.algorithms.join.Join while the others step; a sharded "
+            "step needs every rank's gradients (each rank computes the updates of the "
+            "parameters it owns), which a joined rank no longer has. Give every rank the "
+            "same number of batches (e.g. DistributedSampler(..., drop_last=True)) or use "
+            "shard=False; nothing was changed"
+        )
     if calls[kind] != world:
         made = ", ".join(f"{c} on {k} of {world}" for c, k in zip(CALLS, calls, strict=True) if k)
         raise ValueError(
             f"SpectralKron: the ranks made different collective calls ({made} ranks); "
-            "call step(), add_param_group() and consolidated_state_dict() on every rank, "
-            "in the same order; nothing was changed"
+            "call step(), add_param_group(), consolidated_state_dict() and "
+            "load_state_dict() on every rank, in the same order; nothing was changed"
         )
     return summed[len(CALLS) :]
+
+
+def blank(n: int) -> list[int]:
+    """The body of a call that carries nothing but itself: ``3 + 4n`` zeros, the size of a
+    step's header and flags for ``n`` parameters with an owner (``call``)."""
+    return [0] * (3 + 4 * n)
 
 
 def fingerprint(items: Any) -> int:
@@ -93,3 +130,43 @@ def agree(
             f"param_groups: differ between the ranks ({what}); build the optimizer with the "
             "same groups on every rank and change an option on every rank; nothing was changed"
         )
+
+
+class JoinableMixin(Joinable):
+    """``SpectralKron`` as a ``Joinable`` (``torch.distributed.algorithms.join``), as torch's
+    ``ZeroRedundancyOptimizer`` is: ``Join([model, opt])`` calls ``join_hook``'s
+    ``main_hook`` on a rank that ran out of inputs, once per step of the others. Unsharded,
+    a step has no collective of its own under DDP and the hook does nothing. Sharded, the
+    joined rank cannot shadow the step (it owns parameters whose gradients it no longer
+    has, and the exchanged updates would lack theirs); its hook takes part in the step's
+    first all-reduce as ``JOINED`` instead, and every rank raises ``ValueError`` there
+    (``call``), with nothing changed, instead of gloo aborting the processes when that
+    all-reduce meets ``Join``'s own of another size."""
+
+    #: Join sets it on the instance; a class default spares ``__init__`` and unpickling.
+    _join_config = _JoinConfig.construct_disabled_join_config()
+
+    def join_hook(self, **kwargs: Any) -> JoinHook:
+        return _ShadowStep(self)
+
+    @property
+    def join_device(self) -> torch.device:
+        params = [p for g in self.param_groups for p in g["params"]]
+        return params[0].device if params else torch.device("cpu")
+
+    @property
+    def join_process_group(self) -> Any:
+        # DDP answers the default group itself, and Join requires equal groups.
+        return self.process_group if self.process_group is not None else dist.group.WORLD
+
+
+class _ShadowStep(JoinHook):
+    def __init__(self, opt: Any) -> None:
+        self.opt = opt
+
+    def main_hook(self) -> None:
+        sharding = self.opt.sharding
+        if sharding is None:
+            return
+        body = blank(sharding.known(self.opt.param_groups))
+        call(JOINED, body, sharding.group, sharding.device)  # raises on every rank
