@@ -98,6 +98,13 @@ def _loads(rank: int, tmp: str, out: dict[str, Any]) -> None:
     out["load_vs_step"] = _error(lambda: opt.load_state_dict(own) if rank == 0 else opt.step())
     out["load_vs_step_unchanged"] = _unchanged(opt, ps, snap)
 
+    # A dict that torch.optim itself would refuse (a parameter less), on rank 1 only.
+    short = copy.deepcopy(own)
+    if rank == 1:
+        short["param_groups"][0]["params"].pop()
+    out["layout"] = _error(lambda: opt.load_state_dict(short))
+    out["layout_unchanged"] = _unchanged(opt, ps, snap)
+
     # torch.distributed.checkpoint of consolidated_state_dict(): resumed bit for bit.
     dcp.save({"optim": opt.consolidated_state_dict()}, checkpoint_id=f"{tmp}/dcp_whole")
     for seed in (4, 5):
@@ -183,6 +190,15 @@ def test_load_state_dict_on_one_rank_while_the_other_steps_raises_on_both(ranks)
         assert "different collective calls" in msg, msg
         assert "step() on 1 of 2" in msg and "load_state_dict() on 1 of 2" in msg, msg
         assert r["load_vs_step_unchanged"]
+
+
+@needs_gloo
+def test_a_dict_torch_would_refuse_on_one_rank_is_refused_on_every_rank(ranks):
+    """torch.optim's own check would raise after the collective, on rank 1 alone."""
+    msg = ranks[1]["layout"]
+    assert msg.startswith("state_dict: expected a 'state' dict and 'param_groups' of [6]"), msg
+    assert ranks[0]["layout"].startswith("state_dict: rejected on 1 of 2 ranks")
+    assert ranks[0]["layout_unchanged"] and ranks[1]["layout_unchanged"]
 
 
 @needs_gloo
