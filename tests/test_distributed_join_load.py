@@ -3,8 +3,9 @@ another rank (a file saved on rank 0 alone, ``torch.distributed.checkpoint`` of
 ``state_dict()``), ``load_state_dict`` called on one rank while the other steps, and a
 gradient present on one rank only. Every rank must raise a ``ValueError`` that says what to
 do, with nothing changed, instead of gloo aborting the processes or a rank going on alone
-and waiting for the others in its next collective. ``Join`` without ``shard`` and
-``torch.distributed.checkpoint`` of ``consolidated_state_dict()`` work (resumed bit for bit).
+and waiting for the others in its next collective. ``Join`` without ``shard`` (the ranks
+stay equal after it) and ``torch.distributed.checkpoint`` of ``consolidated_state_dict()``
+(resumed bit for bit) work.
 
 One ``torch.multiprocessing.spawn`` of 2 gloo ranks runs the cases in turn (a short
 process-group timeout: a rank left waiting fails the test in seconds)."""
@@ -61,6 +62,10 @@ def _join(rank: int, out: dict[str, Any], shard: bool) -> None:
                 before = flat(model.parameters())
                 opt.step()
         out[f"join_{shard}"] = "no error"
+        for s in range(2):  # the ranks step together again, each on its own data
+            opt.zero_grad()
+            model(X[2 * s : 2 * s + 2] + rank).square().sum().backward()
+            opt.step()
     except ValueError as e:
         out[f"join_{shard}"] = str(e)
         out["join_unchanged"] = all(
@@ -162,10 +167,13 @@ def test_join_with_shard_raises_on_every_rank_with_nothing_changed(ranks):
 
 
 @needs_gloo
-def test_join_without_shard_completes_with_equal_parameters(ranks):
+def test_join_without_shard_keeps_the_ranks_equal_after_it(ranks):
+    """DDP's join hook gives the rank that joined early the last joiner's model, ours its
+    optimizer state: two steps later the ranks still hold the same parameters (with the
+    stale state of the early rank, they part at the first step)."""
     assert ranks[0]["join_False"] == ranks[1]["join_False"] == "no error"
     for a, b in zip(ranks[0]["join_False_params"], ranks[1]["join_False_params"], strict=True):
-        assert torch.equal(a, b)  # DDP's join hook gives the joined rank the final model
+        assert torch.equal(a, b)
 
 
 @needs_gloo

@@ -28,6 +28,7 @@ __all__ = [
     "groups_key",
     "agree",
     "JoinableMixin",
+    "on_cpu",
 ]
 
 #: The collectives of an optimizer over a process group, as the first entries of the vector
@@ -135,8 +136,10 @@ def agree(
 class JoinableMixin(Joinable):
     """``SpectralKron`` as a ``Joinable`` (``torch.distributed.algorithms.join``), as torch's
     ``ZeroRedundancyOptimizer`` is: ``Join([model, opt])`` calls ``join_hook``'s
-    ``main_hook`` on a rank that ran out of inputs, once per step of the others. Unsharded,
-    a step has no collective of its own under DDP and the hook does nothing. Sharded, the
+    ``main_hook`` on a rank that ran out of inputs, once per step of the others, and
+    ``post_hook`` on every rank at the end. Unsharded, a step has no collective of its own
+    under DDP: the main hook does nothing, and the post hook gives the ranks that joined
+    early a last joiner's state (``_ShadowStep.post_hook``). Sharded, the
     joined rank cannot shadow the step (it owns parameters whose gradients it no longer
     has, and the exchanged updates would lack theirs); its hook takes part in the step's
     first all-reduce as ``JOINED`` instead, and every rank raises ``ValueError`` there
@@ -170,3 +173,38 @@ class _ShadowStep(JoinHook):
             return
         body = blank(sharding.known(self.opt.param_groups))
         call(JOINED, body, sharding.group, sharding.device)  # raises on every rank
+
+    def post_hook(self, is_last_joiner: bool) -> None:
+        """Unsharded: a rank that joined early sat out the others' last steps, and its state
+        (momentum, factors, step counts) lags theirs: from the next step on its updates
+        would differ and the ranks' parameters part (DDP's own hook gives it the last
+        joiner's model, not the optimizer's state). It loads a last joiner's state instead,
+        broadcast through the CPU; one all-reduce when every rank joined last."""
+        opt = self.opt
+        if opt.sharding is not None:  # only reached when every rank joined last
+            return
+        group, device = opt.join_process_group, opt.join_device
+        rank = dist.get_rank(group)
+        # [a last joiner's rank, whether a rank joined early], by one MAX all-reduce
+        vec = torch.tensor([rank if is_last_joiner else -1, int(not is_last_joiner)])
+        vec = vec.to(device)
+        dist.all_reduce(vec, op=dist.ReduceOp.MAX, group=group)
+        src, early = vec.tolist()
+        if not early:
+            return
+        state = [opt.state_dict() if rank == src else None]
+        if rank == src:
+            state[0]["state"] = on_cpu(state[0]["state"])
+        dist.broadcast_object_list(state, group=group, group_src=src)
+        if rank != src:
+            opt.load_state_dict(state[0])
+
+
+def on_cpu(state: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """A state dict's ``"state"`` with its tensors copied to the CPU: the objects that
+    ``all_gather_object`` and ``broadcast_object_list`` pickle, so that no rank unpickles
+    a tensor on another rank's accelerator and none holds another's state there."""
+    return {
+        k: {name: v.cpu() if isinstance(v, Tensor) else v for name, v in st.items()}
+        for k, st in state.items()
+    }

@@ -279,10 +279,7 @@ def _consolidate(shard: dict[str, Any], sharding: distributed.Sharding, n: int) 
     """Merge every rank's ``state_dict`` shard (``all_gather_object``; the state goes through
     the CPU, so no accelerator holds the whole state at once); ``n``: the parameters with an
     owner (``Sharding.known``)."""
-    local = {
-        k: {name: v.cpu() if isinstance(v, Tensor) else v for name, v in st.items()}
-        for k, st in shard["state"].items()
-    }
+    local = consensus.on_cpu(shard["state"])
     # Every rank is here, not in another call of this optimizer: all_gather_object's
     # collectives would otherwise meet another call's all-reduce (consensus.call).
     consensus.call(consensus.CONSOLIDATE, consensus.blank(n), sharding.group, sharding.device)
