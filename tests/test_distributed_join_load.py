@@ -1,11 +1,12 @@
 """shard=True with uneven inputs under ``Join``, checkpoints of one rank's shard loaded on
 another rank (a file saved on rank 0 alone, ``torch.distributed.checkpoint`` of
-``state_dict()``), ``load_state_dict`` called on one rank while the other steps, and a
-gradient present on one rank only. Every rank must raise a ``ValueError`` that says what to
-do, with nothing changed, instead of gloo aborting the processes or a rank going on alone
-and waiting for the others in its next collective. ``Join`` without ``shard`` (the ranks
-stay equal after it) and ``torch.distributed.checkpoint`` of ``consolidated_state_dict()``
-(resumed bit for bit) work.
+``state_dict()``), each rank's part loaded as a whole state (``get_state_dict`` then
+``set_state_dict(strict=False)``), ``load_state_dict`` called on one rank while the other
+steps, and a gradient present on one rank only. Every rank must raise a ``ValueError`` that
+says what to do, with nothing changed, instead of gloo aborting the processes or a rank
+going on alone and waiting for the others in its next collective. ``Join`` without
+``shard`` (the ranks stay equal after it) and ``torch.distributed.checkpoint`` of
+``consolidated_state_dict()`` (resumed bit for bit) work.
 
 One ``torch.multiprocessing.spawn`` of 2 gloo ranks runs the cases in turn (a short
 process-group timeout: a rank left waiting fails the test in seconds)."""
@@ -125,6 +126,28 @@ def _loads(rank: int, tmp: str, out: dict[str, Any]) -> None:
     out["dcp_whole_bitwise"] = all(torch.equal(a, b) for a, b in zip(ps, resumed, strict=True))
 
 
+def _get_state_dict_parts(rank: int, tmp: str, out: dict[str, Any]) -> None:
+    """``get_state_dict`` of a sharded optimizer: each rank's part, without ``"shard"``;
+    ``set_state_dict(strict=False)`` would load it as a whole state."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_state_dict,
+        set_state_dict,
+    )
+
+    model = make_model()
+    ps = list(model.parameters())
+    opt = SpectralKron(ps, **OPTS, shard=True)
+    for seed in (1, 2):
+        _grads(ps, seed)
+        opt.step()
+    msd, osd = get_state_dict(model, opt)
+    snap = flat(ps), copy.deepcopy(opt.state_dict()["state"])
+    kw = dict(model_state_dict=msd, optim_state_dict=osd, options=StateDictOptions(strict=False))
+    out["parts"] = _error(lambda: set_state_dict(model, opt, **kw))
+    out["parts_unchanged"] = _unchanged(opt, ps, snap)
+
+
 def _gradient_on_one_rank(rank: int, tmp: str, out: dict[str, Any]) -> None:
     ps, opt = _stepped(rank, tmp)
     _grads(ps, 3)
@@ -142,6 +165,7 @@ def _gradient_on_one_rank(rank: int, tmp: str, out: dict[str, Any]) -> None:
 def _cases(rank: int, tmp: str, out: dict[str, Any]) -> None:
     _gradient_on_one_rank(rank, tmp, out)
     _loads(rank, tmp, out)
+    _get_state_dict_parts(rank, tmp, out)
     _join(rank, out, shard=False)
     _join(rank, out, shard=True)  # gloo aborted the processes here: last
 
@@ -207,6 +231,18 @@ def test_a_dict_torch_would_refuse_on_one_rank_is_refused_on_every_rank(ranks):
     assert msg.startswith("state_dict: expected a 'state' dict and 'param_groups' of [6]"), msg
     assert ranks[0]["layout"].startswith("state_dict: rejected on 1 of 2 ranks")
     assert ranks[0]["layout_unchanged"] and ranks[1]["layout_unchanged"]
+
+
+@needs_gloo
+def test_each_ranks_part_loaded_as_a_whole_state_is_refused_on_every_rank(ranks):
+    """Otherwise each rank keeps what it finds of the parameters it owns: right at the same
+    world size by luck, the others' state silently restarted at another."""
+    for r in ranks:
+        msg = r["parts"]
+        assert msg.startswith("state_dict: parameter "), msg
+        assert "has a saved state in 1 of the 2 whole dicts" in msg, msg
+        assert "consolidated_state_dict()" in msg and "nothing was loaded" in msg, msg
+        assert r["parts_unchanged"]
 
 
 @needs_gloo

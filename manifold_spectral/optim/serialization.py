@@ -195,7 +195,7 @@ class StateDictMixin:
                 raise
             rejected = e  # re-raised once every rank knows (_agree_to_load)
         if self._sharding is not None:
-            _agree_to_load(self._sharding, self.param_groups, rejected)
+            _agree_to_load(self._sharding, self.param_groups, state_dict, rejected)
         hooks = (dict(pre_hooks), dict(post_hooks))
         pre_hooks.clear()
         post_hooks.clear()
@@ -336,17 +336,34 @@ def _check_layout(state_dict: dict[str, Any], param_groups: list[dict[str, Any]]
 
 
 def _agree_to_load(
-    sharding: distributed.Sharding, param_groups: list[dict[str, Any]], error: Exception | None
+    sharding: distributed.Sharding,
+    param_groups: list[dict[str, Any]],
+    state_dict: dict[str, Any],
+    error: Exception | None,
 ) -> None:
     """Every rank loads or none does, with ``shard=True``: one all-reduce of whether this
     rank rejected its dict (``error``, re-raised here; the others raise naming how many
-    did). A load is local, but a rank that raised alone would leave the ranks with
-    different states, and the others waiting in their next collective for the rank that
-    stopped; a sharded optimizer is loaded on every rank anyway (each needs the state of
-    the parameters it owns), so ``load_state_dict`` is a collective (``consensus.call``)."""
-    body = consensus.blank(sharding.known(param_groups))
+    did), and of which parameters have a saved state in the whole dicts (those without a
+    ``"shard"`` entry). A load is local, but a rank that raised alone would leave the ranks
+    with different states, and the others waiting in their next collective for the rank
+    that stopped; a sharded optimizer is loaded on every rank anyway (each needs the state
+    of the parameters it owns), so ``load_state_dict`` is a collective
+    (``consensus.call``). A whole state is the same on every rank (``consolidated_state_dict``
+    is): a parameter with a saved state in some whole dicts only means that each rank holds
+    a part (``torch.distributed.checkpoint``'s ``get_state_dict`` of a sharded optimizer
+    drops the ``"shard"`` entry), of which the owners would keep what they find, silently
+    restarting the others' state at another world size."""
+    params = [p for g in param_groups for p in g["params"]]
+    n = sharding.known(param_groups)
+    body = consensus.blank(n)
     body[0] = int(error is not None)
-    rejected = consensus.call(consensus.LOAD, body, sharding.group, sharding.device)[0]
+    if error is None and "shard" not in state_dict:
+        body[1] = 1
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        owned = [i for p, i in zip(params, saved_ids, strict=True) if p in sharding.owners]
+        body[3 : 3 + n] = [int(bool(state_dict["state"].get(i))) for i in owned]
+    summed = consensus.call(consensus.LOAD, body, sharding.group, sharding.device)
+    rejected, whole, saved = summed[0], summed[1], summed[3 : 3 + n]
     if error is not None:
         raise error
     if rejected:
@@ -354,4 +371,13 @@ def _agree_to_load(
             f"state_dict: rejected on {rejected} of {sharding.world} ranks (their error says "
             "why); with shard=True every rank loads the state_dict() it saved itself, or every "
             "rank one consolidated_state_dict(); nothing was loaded"
+        )
+    part = next((k for k, c in enumerate(saved) if 0 < c < whole), None)
+    if part is not None:
+        raise ValueError(
+            f"state_dict: parameter {part} has a saved state in {saved[part]} of the {whole} "
+            "whole dicts (without a 'shard' entry) that the ranks load: each holds a part "
+            "of the state (torch.distributed.checkpoint's get_state_dict returns each rank's "
+            "part of a sharded optimizer); load one consolidated_state_dict() on every rank; "
+            "nothing was loaded"
         )
