@@ -150,24 +150,33 @@ class JoinableMixin(Joinable):
     _join_config = _JoinConfig.construct_disabled_join_config()
 
     def join_hook(self, **kwargs: Any) -> JoinHook:
+        """The hook that ``Join`` runs on a rank out of inputs (``_ShadowStep``); no
+        keyword is read."""
         return _ShadowStep(self)
 
     @property
     def join_device(self) -> torch.device:
+        """The parameters' device, where ``Join``'s all-reduces live (NCCL needs it)."""
         params = [p for g in self.param_groups for p in g["params"]]
         return params[0].device if params else torch.device("cpu")
 
     @property
     def join_process_group(self) -> Any:
-        # DDP answers the default group itself, and Join requires equal groups.
+        """``process_group``, or the default group that DDP answers: ``Join`` requires the
+        same group from every joinable."""
         return self.process_group if self.process_group is not None else dist.group.WORLD
 
 
 class _ShadowStep(JoinHook):
+    """What a rank out of inputs does in place of ``SpectralKron``'s step (``main_hook``)
+    and once every rank is out (``post_hook``)."""
+
     def __init__(self, opt: Any) -> None:
         self.opt = opt
 
     def main_hook(self) -> None:
+        """Sharded: meet the others' step in its first all-reduce as ``JOINED``, where
+        every rank raises (``call``). Unsharded: nothing (no collective in the step)."""
         sharding = self.opt.sharding
         if sharding is None:
             return
