@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.algorithms.join import Join
 
 from . import consensus
 from .checks import (
@@ -144,6 +145,11 @@ class Sharding:
         rank's first vector of a call (``consensus.call``) alike while the ranks agree."""
         return sum(p in self.owners for g in param_groups for p in g["params"])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the vectors of ``consensus.call`` live: the parameters' (NCCL needs it)."""
+        return next(iter(self.owners), torch.empty(0)).device
+
     def owns(self, p: Tensor) -> bool:
         return self.owners[p] == self.rank
 
@@ -217,6 +223,7 @@ def step(opt: Any, sync: Callable[[], None]) -> bool:
     parameters), after ``sync`` (the validation of the options changed since the last step)
     on every rank. Returns ``False`` when the step is skipped (non-finite gradient,
     ``nonfinite="skip"``); raises on every rank, with nothing written, when it fails."""
+    Join.notify_join_context(opt)  # a collective only when opt is Join's first joinable
     rejected: Exception | None = None
     try:
         sync()
@@ -342,7 +349,7 @@ def _raise_or_skip(
     for i in range(n):
         if 0 < flags[i] < world:
             gi, pi = where[i]
-            raise RuntimeError(
+            raise ValueError(
                 f"params[{gi}][{pi}]: has a gradient on {flags[i]} of {world} ranks; "
                 "every rank must have the same gradients; nothing was changed"
             )

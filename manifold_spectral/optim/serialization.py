@@ -171,19 +171,31 @@ class StateDictMixin:
 
         With ``shard=True`` the dict is this rank's shard (same rank and world size) or a whole
         state (``consolidated_state_dict`` or an unsharded run), of which the parameters this
-        rank owns are kept. A shard cannot be loaded elsewhere: it lacks other ranks' state."""
+        rank owns are kept. A shard cannot be loaded elsewhere: it lacks other ranks' state.
+        Then a collective: every rank loads, or every rank raises with nothing loaded
+        (``_agree_to_load``)."""
         # torch.optim's hooks, run here rather than inside its load_state_dict: a pre-hook may
         # rewrite the dict (a migration), which the checks below and the exact tensors taken
         # after loading must see; a post-hook must see (and may change) the final state.
         pre_hooks = getattr(self, "_optimizer_load_state_dict_pre_hooks", {})
         post_hooks = getattr(self, "_optimizer_load_state_dict_post_hooks", {})
         state_dict = state_dict.copy()
-        for hook in list(pre_hooks.values()):
-            result = hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        _check_loadable(state_dict, self._sharding)
-        self._check_saved(state_dict)
+        rejected: Exception | None = None
+        try:
+            for hook in list(pre_hooks.values()):
+                result = hook(self, state_dict)
+                if result is not None:
+                    state_dict = result
+            _check_loadable(state_dict, self._sharding)
+            if self._sharding is not None:
+                _check_layout(state_dict, self.param_groups)
+            self._check_saved(state_dict)
+        except Exception as e:
+            if self._sharding is None:
+                raise
+            rejected = e  # re-raised once every rank knows (_agree_to_load)
+        if self._sharding is not None:
+            _agree_to_load(self._sharding, self.param_groups, state_dict, rejected)
         hooks = (dict(pre_hooks), dict(post_hooks))
         pre_hooks.clear()
         post_hooks.clear()
@@ -267,14 +279,10 @@ def _consolidate(shard: dict[str, Any], sharding: distributed.Sharding, n: int) 
     """Merge every rank's ``state_dict`` shard (``all_gather_object``; the state goes through
     the CPU, so no accelerator holds the whole state at once); ``n``: the parameters with an
     owner (``Sharding.known``)."""
-    local = {
-        k: {name: v.cpu() if isinstance(v, Tensor) else v for name, v in st.items()}
-        for k, st in shard["state"].items()
-    }
+    local = consensus.on_cpu(shard["state"])
     # Every rank is here, not in another call of this optimizer: all_gather_object's
     # collectives would otherwise meet another call's all-reduce (consensus.call).
-    device = next(iter(sharding.owners), torch.empty(0)).device
-    consensus.call(consensus.CONSOLIDATE, [0] * (3 + 4 * n), sharding.group, device)
+    consensus.call(consensus.CONSOLIDATE, consensus.blank(n), sharding.group, sharding.device)
     parts: list[Any] = [None] * sharding.world
     dist.all_gather_object(parts, local, group=sharding.group)
     merged: dict[int, Any] = {}
@@ -295,9 +303,81 @@ def _check_loadable(state_dict: dict[str, Any], sharding: distributed.Sharding |
             f"state_dict: this is the shard of {where} of a sharded SpectralKron; load its "
             "consolidated_state_dict() into an unsharded optimizer"
         )
+    if saved["world_size"] == sharding.world and saved["rank"] != sharding.rank:
+        raise ValueError(
+            f"state_dict: this is the shard of {where}, but this optimizer is rank "
+            f"{sharding.rank}: each rank loads the state_dict() it saved itself (a file saved "
+            "on one rank only holds that rank's shard, and torch.distributed.checkpoint keeps "
+            "one rank's copy of a non-tensor entry); save and load consolidated_state_dict() "
+            "instead"
+        )
     if (saved["rank"], saved["world_size"]) != (sharding.rank, sharding.world):
         raise ValueError(
             f"state_dict: this is the shard of {where}, but this optimizer is rank "
             f"{sharding.rank} of {sharding.world}; resume with the same world size, or load a "
             "consolidated_state_dict()"
+        )
+
+
+def _check_layout(state_dict: dict[str, Any], param_groups: list[dict[str, Any]]) -> None:
+    """torch.optim's own checks of a dict's layout (a ``"state"`` dict; as many groups of as
+    many parameters as ``param_groups``), made before ``_agree_to_load``: a rank that raised
+    after it would be the only one not to load."""
+    groups = state_dict.get("param_groups")
+    sizes = [len(g["params"]) for g in param_groups]
+    saved = None
+    if isinstance(groups, list):
+        saved = [len(g["params"]) if isinstance(g, dict) else None for g in groups]
+    if not isinstance(state_dict.get("state"), dict) or saved != sizes:
+        raise ValueError(
+            f"state_dict: expected a 'state' dict and 'param_groups' of {sizes} parameters, as "
+            f"this optimizer's; got {saved}; nothing was loaded"
+        )
+
+
+def _agree_to_load(
+    sharding: distributed.Sharding,
+    param_groups: list[dict[str, Any]],
+    state_dict: dict[str, Any],
+    error: Exception | None,
+) -> None:
+    """Every rank loads or none does, with ``shard=True``: one all-reduce of whether this
+    rank rejected its dict (``error``, re-raised here; the others raise naming how many
+    did), and of which parameters have a saved state in the whole dicts (those without a
+    ``"shard"`` entry). A load is local, but a rank that raised alone would leave the ranks
+    with different states, and the others waiting in their next collective for the rank
+    that stopped; a sharded optimizer is loaded on every rank anyway (each needs the state
+    of the parameters it owns), so ``load_state_dict`` is a collective
+    (``consensus.call``). A whole state is the same on every rank (``consolidated_state_dict``
+    is): a parameter with a saved state in some whole dicts only means that each rank holds
+    a part (``torch.distributed.checkpoint``'s ``get_state_dict`` of a sharded optimizer
+    drops the ``"shard"`` entry), of which the owners would keep what they find, silently
+    restarting the others' state at another world size."""
+    params = [p for g in param_groups for p in g["params"]]
+    n = sharding.known(param_groups)
+    body = consensus.blank(n)
+    body[0] = int(error is not None)
+    if error is None and "shard" not in state_dict:
+        body[1] = 1
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        owned = [i for p, i in zip(params, saved_ids, strict=True) if p in sharding.owners]
+        body[3 : 3 + n] = [int(bool(state_dict["state"].get(i))) for i in owned]
+    summed = consensus.call(consensus.LOAD, body, sharding.group, sharding.device)
+    rejected, whole, saved = summed[0], summed[1], summed[3 : 3 + n]
+    if error is not None:
+        raise error
+    if rejected:
+        raise ValueError(
+            f"state_dict: rejected on {rejected} of {sharding.world} ranks (their error says "
+            "why); with shard=True every rank loads the state_dict() it saved itself, or every "
+            "rank one consolidated_state_dict(); nothing was loaded"
+        )
+    part = next((k for k, c in enumerate(saved) if 0 < c < whole), None)
+    if part is not None:
+        raise ValueError(
+            f"state_dict: parameter {part} has a saved state in {saved[part]} of the {whole} "
+            "whole dicts (without a 'shard' entry) that the ranks load: each holds a part "
+            "of the state (torch.distributed.checkpoint's get_state_dict returns each rank's "
+            "part of a sharded optimizer); load one consolidated_state_dict() on every rank; "
+            "nothing was loaded"
         )

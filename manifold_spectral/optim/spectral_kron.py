@@ -26,6 +26,7 @@ from torch import Tensor
 from .._denormals import flush_denormals
 from . import checks, distributed, groups, transforms
 from .checks import NonFiniteUpdate, validate_group
+from .consensus import JoinableMixin
 from .guards import GradientCheckFailed, GuardsMixin
 from .pending import PendingChecks
 from .precision import state_precision
@@ -35,7 +36,7 @@ from .updates import UpdateMixin
 __all__ = ["SpectralKron", "NonFiniteUpdate"]
 
 
-class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimizer):
+class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimizer, JoinableMixin):
     """Kronecker spectral preconditioning, a drop-in ``torch.optim.Optimizer``.
 
     Args:
