@@ -231,10 +231,16 @@ def _cpu_amx() -> bool:
 
 
 def records_grad(X: Tensor) -> bool:
-    """Whether autograd records operations on ``X``: the in-place fast paths of this package
-    (on temporaries of their own) fall back to out-of-place forms there, since a backward
-    pass may read a tensor that an in-place update would overwrite."""
-    return torch.is_grad_enabled() and X.requires_grad
+    """Whether autograd records operations on ``X``, or a ``torch.func`` transform (``vmap``,
+    ``grad``, ``jacfwd``) runs: the in-place fast paths of this package (on temporaries of
+    their own) fall back to out-of-place forms there, since a backward pass may read a tensor
+    that an in-place update would overwrite, and the transforms have no batching or
+    forward-mode rule for ``out=`` calls."""
+    return (torch.is_grad_enabled() and X.requires_grad) or _FUNC_ACTIVE()
+
+
+# torch's own test of an active torch.func transform (private, long-standing; absent: False)
+_FUNC_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
 
 def sym(X: Tensor) -> Tensor:
