@@ -9,8 +9,8 @@ batch 32; convs 32 / 64, batch 64) and at ``bench_nn_real.py --small``'s, and th
 ``nn_training.build_optimizer`` builds it for the quality tables (``update_every`` = the period:
 SOAP's ``precondition_frequency``, ours' curvature step; AdamW and Muon have none).
 
-Timing: ``nn_training.train``'s loop (the same optimizer, schedule and minibatches) for
-``1 + k * period`` steps, in thread CPU time with one torch thread; the first step (state
+Timing: ``nn_training.train`` (its CPU time on a CPU) for ``1 + k * period`` steps, one torch
+thread; the first step (state
 initialisation, SOAP's first eigendecomposition, our warm start: one-off costs) is left out and
 the rest averaged, so every run holds the same number of refreshes whatever their phase (a
 median over single steps would report the cheap step of a periodic optimizer). Methods run in
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import statistics
 import sys
@@ -62,29 +61,16 @@ def make(task: str) -> Any:
 
 
 def ms_per_step(task: Any, method: str, period: int, steps: int, precision: str) -> float:
-    """Mean milliseconds per step over ``steps`` (a multiple of ``period``) after the first,
-    in thread CPU time: with one torch thread it is the step's whole cost, and a busy
-    neighbour on a shared machine does not enter it (wall time would)."""
-    model = task.make_model(0)
+    """Mean milliseconds per step over ``steps`` (a multiple of ``period``) after the first:
+    ``nn_training.train``'s CPU time (with one torch thread the step's whole cost; a busy
+    neighbour on a shared machine does not enter it)."""
     hp = {"lr": 1e-3, **HP.get(method, {})}
-    opt = nn_training.build_optimizer(method, model, hp, period)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, nn_training.lr_schedule(steps + 1))
-    gen = torch.Generator().manual_seed(0)
-    batches = [task.sample(task.batch, gen) for _ in range(steps + 1)]
-    start = 0.0
-    for k, (x, y) in enumerate(batches):
-        if k == 1:
-            start = time.thread_time()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = task.loss(model, x, y)
-        loss.backward()
-        opt.step()
-        sched.step()
-    seconds = time.thread_time() - start
-    if not math.isfinite(float(loss.detach())):
-        raise SystemExit(f"{method}: non-finite loss in the timing run")
-    return 1e3 * seconds / steps
+    run = nn_training.train(
+        task, method, hp, seed=0, steps=steps + 1, update_every=period, precision=precision, evals=1
+    )
+    if run.error is not None:
+        raise SystemExit(f"{method}: {run.error}")
+    return run.ms_per_step
 
 
 def bench(task: str, period: int, args: argparse.Namespace) -> dict[str, float]:
@@ -141,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Measured {datetime.date.today().isoformat()} (`{cmd.strip()}`); torch "
         f"{torch.__version__}; {machine()}; {torch.get_num_threads()} thread(s); load average "
         f"{load:.1f} at start; whole run {wall:.0f} s. Forward and backward in "
-        f"{'float32' if args.precision == 'fp32' else 'bfloat16 autocast'}; mean thread-CPU "
+        f"{'float32' if args.precision == 'fp32' else 'bfloat16 autocast'}; mean CPU "
         f"milliseconds per training step over {args.min_steps}+ steps after the first (a whole "
         "number of periods), "
         f"median of {args.rounds} rounds; `full` = issue 13's sizes, `small` = "

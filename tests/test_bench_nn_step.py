@@ -1,0 +1,47 @@
+"""``benchmarks/bench_nn_step.py``: every timed run spans a whole number of refresh periods,
+and the table's ratios are the measured times' (issue 13 item 3's figures)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def nn_step():
+    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling modules by name
+    try:
+        import bench_nn_step
+
+        yield bench_nn_step
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.mark.parametrize("period, expected", [(1, 10), (2, 10), (3, 12), (10, 10), (25, 25)])
+def test_timed_steps_are_whole_periods(nn_step, monkeypatch, period, expected):
+    """At least ``--min-steps`` (10) timed steps, rounded up to a multiple of the period: each
+    run then holds the same number of refreshes, whatever their phase."""
+    seen = []
+    monkeypatch.setattr(nn_step, "make", lambda task: task)
+    monkeypatch.setattr(
+        nn_step, "ms_per_step", lambda t, m, p, steps, prec: seen.append((p, steps)) or 1.0
+    )
+    args = argparse.Namespace(methods=["soap"], rounds=2, min_steps=10, precision="fp32")
+    nn_step.bench("mlp", period, args)
+    assert seen == [(period, expected)] * 2
+
+
+def test_table_ratios_are_the_measured_times(nn_step):
+    """ours / SOAP, ours bf16 state / SOAP and ours / AdamW from the row's own times."""
+    ms = {"adamw": 2.0, "muon": 3.0, "soap": 8.0, "spectral-p2": 10.0, "spectral-p2-bf16": 6.0}
+    table = nn_step.table({("digits/full", 2): ms}, list(nn_step.METHODS))
+    row = table.splitlines()[-1].split("|")[1:-1]
+    assert [c.strip() for c in row] == [
+        "digits/full", "2", "2.0", "3.0", "8.0", "10.0", "6.0", "1.25", "0.75", "5.00"
+    ]  # fmt: skip
