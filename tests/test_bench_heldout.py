@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import math
-import sys
 import types
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from _benchmarks import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def heldout():
     pytest.importorskip("sklearn")
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling modules by name
-    try:
-        import bench_heldout
-
-        yield bench_heldout
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from import_benchmark("bench_heldout")
 
 
 @pytest.mark.parametrize("slope, expected", [(-1.0, 3e-1), (1.0, 3e-5)])

@@ -4,23 +4,14 @@ and the table's ratios are the measured times' (issue 13 item 3's figures)."""
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from _benchmarks import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def nn_step():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling modules by name
-    try:
-        import bench_nn_step
-
-        yield bench_nn_step
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from import_benchmark("bench_nn_step")
 
 
 @pytest.mark.parametrize("period, expected", [(1, 10), (2, 10), (3, 12), (10, 10), (25, 25)])

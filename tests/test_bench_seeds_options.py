@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from _benchmarks import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def seeds_script():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling modules by name
-    try:
-        import bench_optim_seeds
-
-        yield bench_optim_seeds
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from import_benchmark("bench_optim_seeds")
 
 
 @pytest.mark.parametrize(
