@@ -9,7 +9,9 @@ learning rate per task (``--lr``; default: the defaults' tuned lr as the tables 
 read from README.md by ``tuned_from_readme``, so it follows the tables), with the
 tables' settings: ``transformer`` and ``mlp`` as ``bench_optim_quality.py`` (bfloat16
 autocast, curvature period 2), ``stdlib`` and ``digits`` at ``bench_nn_real.py --small``'s
-sizes (float32, period 1), 200 steps, warm-up and cosine decay (``nn_training.lr_schedule``).
+sizes (float32, period 1), 200 steps, and ``digits-full`` as ``bench_nn_real.py --block
+full-digits`` (issue 13's size, float32, period 2, 300 steps), with warm-up and cosine decay
+(``nn_training.lr_schedule``).
 
 Reported per task: mean and standard error of the final held-out loss of both, the paired
 difference (option minus defaults; the seed-to-seed spread cancels in it), on how many seeds
@@ -55,6 +57,7 @@ PEERS_START, PEERS_END = "<!-- optim-peers:start -->", "<!-- optim-peers:end -->
 TABLE_OF = {"transformer": "optim-quality", "mlp": "optim-quality"} | {
     "stdlib": "nn-real-fp32",
     "digits": "nn-real-fp32",
+    "digits-full": "nn-real-full-digits",
 }
 ROW_LABEL = {
     "spectral-p2": "SpectralKron defaults (ours)",
@@ -63,12 +66,14 @@ ROW_LABEL = {
     "muon": "Muon",
 }
 
-#: Per task: task sizes, precision and curvature period of the table that reports it.
+#: Per task: the task, its sizes, precision, curvature period and steps as in the table that
+#: reports it.
 SETTINGS = {
-    "transformer": ({}, "bf16", 2),
-    "mlp": ({}, "bf16", 2),
-    "stdlib": (SIZES["small"]["stdlib"], "fp32", 1),
-    "digits": (SIZES["small"]["digits"], "fp32", 1),
+    "transformer": ("transformer", {}, "bf16", 2, 200),
+    "mlp": ("mlp", {}, "bf16", 2, 200),
+    "stdlib": ("stdlib", SIZES["small"]["stdlib"], "fp32", 1, 200),
+    "digits": ("digits", SIZES["small"]["digits"], "fp32", 1, 200),
+    "digits-full": ("digits", SIZES["full"]["digits"], "fp32", 2, 300),
 }
 
 
@@ -91,7 +96,8 @@ def tuned_from_readme(task_name: str, method: str, text: str | None = None) -> d
     text = README.read_text() if text is None else text
     tag = TABLE_OF[task_name]
     block = text.split(f"<!-- {tag}:start -->")[1].split(f"<!-- {tag}:end -->")[0]
-    section = block.split(f"\n{task_name}: ")[1].split("\n\n| method")[1].split("\n\n")[0]
+    name = SETTINGS[task_name][0]  # the task's name in the table (digits-full: digits)
+    section = block.split(f"\n{name}: ")[1].split("\n\n| method")[1].split("\n\n")[0]
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if cells[0] == ROW_LABEL[method]:
@@ -105,7 +111,7 @@ def _se(x: np.ndarray) -> float:
 
 def compare(task_name: str, options: dict[str, object], seeds: list[int], lr: float) -> dict:
     """Final held-out losses and training tails of the defaults and the variant per seed."""
-    _, precision, period = SETTINGS[task_name]
+    precision, period, steps = SETTINGS[task_name][2:]
     # The variant as a registered method, so that ``nn_training.train`` builds it as it
     # builds every other method.
     name = "_seeds_variant"
@@ -116,19 +122,21 @@ def compare(task_name: str, options: dict[str, object], seeds: list[int], lr: fl
         base, var = paired_runs(task_name, {"spectral-p2": {"lr": lr}, name: {"lr": lr}}, seeds)
     finally:
         del optimizers.ABLATIONS[name]
-    return dict(task=task_name, lr=lr, period=period, precision=precision, base=base, var=var)
+    return dict(
+        task=task_name, lr=lr, period=period, precision=precision, steps=steps, base=base, var=var
+    )
 
 
 def paired_runs(task_name: str, methods: dict[str, dict], seeds: list[int]) -> list[np.ndarray]:
     """Per method (with its hyper-parameters), per seed: (final held-out loss, training tail),
     every method on the same seeds at the task's table settings."""
-    kw, precision, period = SETTINGS[task_name]
-    task = make_task(task_name, **kw)
+    name, kw, precision, period, steps = SETTINGS[task_name]
+    task = make_task(name, **kw)
     out: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
     for seed in seeds:
         for method, hp in methods.items():
             run = nn_training.train(
-                task, method, hp, seed, 200, update_every=period, precision=precision, evals=1
+                task, method, hp, seed, steps, update_every=period, precision=precision, evals=1
             )
             out[method].append((run.final, run.train_tail))
     return [np.array(v) for v in out.values()]
@@ -138,10 +146,10 @@ def against(task_name: str, peers: list[str], seeds: list[int]) -> list[dict]:
     """The defaults and each peer at the hyper-parameters of their README rows."""
     hps = {m: tuned_from_readme(task_name, m) for m in ["spectral-p2", *peers]}
     runs = paired_runs(task_name, hps, seeds)
-    _, precision, period = SETTINGS[task_name]
+    precision, period, steps = SETTINGS[task_name][2:]
     return [
         dict(task=task_name, peer=peer, hp=hps[peer], lr=hps["spectral-p2"]["lr"], period=period,
-             precision=precision, base=runs[0], var=runs[1 + i])
+             precision=precision, steps=steps, base=runs[0], var=runs[1 + i])
         for i, peer in enumerate(peers)
     ]  # fmt: skip
 
@@ -158,7 +166,7 @@ def format_peers(rows: list[dict]) -> str:
         d, dt = v[:, 0] - b[:, 0], v[:, 1] - b[:, 1]
         hp = ", ".join(f"{k}={x:g}" for k, x in r["hp"].items())
         lines.append(
-            f"| {r['task']} ({r['precision']}, period {r['period']}) | "
+            f"| {r['task']} ({r['precision']}, period {r['period']}, {r['steps']} steps) | "
             f"{ROW_LABEL[r['peer']]} ({hp}) | {r['lr']:g} | {len(d)} | {b[:, 0].mean():.4f} ± "
             f"{_se(b[:, 0]):.4f} | {v[:, 0].mean():.4f} ± {_se(v[:, 0]):.4f} | {d.mean():+.4f} "
             f"± {_se(d):.4f} | {int((d > 0).sum())}/{len(d)} | {dt.mean():+.4f} ± {_se(dt):.4f} |"
@@ -180,7 +188,8 @@ def format_table(rows: list[dict], options: dict[str, object]) -> str:
         b, v = r["base"], r["var"]
         d, dt = v[:, 0] - b[:, 0], v[:, 1] - b[:, 1]
         lines.append(
-            f"| {r['task']} ({r['precision']}, period {r['period']}) | {r['lr']:.4g} | {len(d)} "
+            f"| {r['task']} ({r['precision']}, period {r['period']}, {r['steps']} steps) | "
+            f"{r['lr']:.4g} | {len(d)} "
             f"| {b[:, 0].mean():.4f} ± {_se(b[:, 0]):.4f} | {v[:, 0].mean():.4f} ± "
             f"{_se(v[:, 0]):.4f} | {d.mean():+.4f} ± {_se(d):.4f} | {int((d < 0).sum())}/"
             f"{len(d)} | {dt.mean():+.4f} ± {_se(dt):.4f} |"
@@ -193,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--option", type=parse_option, nargs="+", help="key=value ...")
     what.add_argument("--against", nargs="+", choices=["soap", "muon", "adamw"], help="peers")
-    parser.add_argument("--tasks", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--tasks", nargs="+", default=list(SETTINGS)[:4], choices=list(SETTINGS)
+    )  # digits-full (minutes a seed) only when named
     parser.add_argument("--seeds", type=int, default=10, help="seeds 1 .. N")
     parser.add_argument("--lr", type=float, default=None, help="one lr for every task")
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
@@ -218,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Measured {datetime.date.today().isoformat()} "
         f"(`{' '.join(['bench_optim_seeds.py', *(argv if argv is not None else sys.argv[1:])])}`); "
-        f"200 steps; mean ± standard error over seeds; torch {torch.__version__}; {machine()}; "
+        f"mean ± standard error over seeds; torch {torch.__version__}; {machine()}; "
         f"load average {load:.1f} at start."
     )
     if args.block is not None:

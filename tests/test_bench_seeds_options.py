@@ -38,3 +38,24 @@ def test_bad_options_are_refused(seeds_script, text) -> None:
     ``key=``: an error, as before."""
     with pytest.raises((argparse.ArgumentTypeError, ValueError, SyntaxError)):
         seeds_script.parse_option(text)
+
+
+def _block(tag: str, lr: str) -> str:
+    return (
+        f"<!-- {tag}:start -->\nMeasured ...\n\ndigits: scikit-learn 8x8 digits\n\n"
+        "| method | tuned hyper-parameters | final eval loss (mean) |\n|---|---|---:|\n"
+        f"| SOAP | lr={lr}, 1-beta2=0.01 | 0.02 |\n"
+        f"| SpectralKron defaults (ours) | lr={lr} | 0.02 |\n<!-- {tag}:end -->\n"
+    )
+
+
+def test_full_digits_reads_its_own_table(seeds_script) -> None:
+    """``digits-full`` trains the digits task at issue 13's size (period 2, 300 steps) and
+    takes its hyper-parameters from the full-size table, not the small one's row of the same
+    task name."""
+    text = _block("nn-real-fp32", "0.005") + _block("nn-real-full-digits", "0.001")
+    assert seeds_script.tuned_from_readme("digits", "soap", text)["lr"] == 0.005
+    assert seeds_script.tuned_from_readme("digits-full", "soap", text)["lr"] == 0.001
+    assert seeds_script.tuned_from_readme("digits-full", "spectral-p2", text) == {"lr": 0.001}
+    name, kw, precision, period, steps = seeds_script.SETTINGS["digits-full"]
+    assert (name, kw["channels"], precision, period, steps) == ("digits", (32, 64), "fp32", 2, 300)
