@@ -110,6 +110,13 @@ def check_size(value: Any, name: str) -> int:
     return value
 
 
+def check_count(value: Any, name: str) -> int:
+    """A non-negative ``int`` count (``bool`` is rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
+    return value
+
+
 def check_batch(value: Any) -> int | None:
     """``None`` (unbatched) or a positive ``int`` batch size (``bool`` is rejected)."""
     return None if value is None else check_size(value, "batch")

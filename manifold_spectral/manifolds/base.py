@@ -22,6 +22,7 @@ from ..linalg import all_finite, check_cayley
 from ..validation import (  # re-exported: the manifolds' public argument checks
     NonFiniteError,
     check_batch,
+    check_count,
     check_positive,
     check_real,
     check_size,
@@ -37,6 +38,7 @@ __all__ = [
     "check_positive",
     "check_cayley",
     "check_size",
+    "check_count",
     "check_batch",
     "resolve_dtype",
 ]

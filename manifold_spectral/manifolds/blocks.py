@@ -371,6 +371,7 @@ def rotation_retract(
     jacobi: bool = False,
     *,
     second_order: tuple[Tensor, Tensor] | None = None,
+    squarings: int = 0,
 ) -> Tensor:
     """Rotation chart map ``B Cayley(Skew(M))`` (``Skew(jacobi_angles(M))`` if ``jacobi``).
 
@@ -382,6 +383,9 @@ def rotation_retract(
     ``max_norm`` (< 1), which keeps the truncated series valid (``linalg.cayley_neumann``).
     A Frobenius clip to ``max_norm sqrt(n)`` comes first: it never shrinks more than the
     spectral bound would (``||N||_2 >= ||N||_F / sqrt(n)``) and keeps ``N^4`` far from overflow.
+    ``squarings = k``: the Neumann map by scaling and squaring, ``C(N / 2^k)^(2^k)``
+    (``linalg.cayley_neumann``), whose bound lets rotations ``2^k`` times larger pass (the
+    clip then ``2^k`` times looser).
     """
     method = check_cayley(method)
     if second_order is not None:
@@ -391,6 +395,7 @@ def rotation_retract(
     if method == "neumann":
         if max_norm is None or not 0.0 < max_norm < 1.0:
             raise ValueError(f"max_norm: expected a float in (0, 1), got {max_norm!r}")
-        loose = max_norm * N.shape[-1] ** 0.5
-        return matmul(B, cayley_neumann(clip_norm(N, loose, inplace=True), max_norm=max_norm))
+        loose = max_norm * N.shape[-1] ** 0.5 * 2.0**squarings
+        C = cayley_neumann(clip_norm(N, loose, inplace=True), max_norm, squarings)
+        return matmul(B, C)
     return cayley_exact_apply(B, N)

@@ -86,6 +86,8 @@ class KroneckerSpectralSPD(
         gap_damping: Tikhonov form of that rule (see ``SpectralSPD``).
         cayley: default Cayley map of ``retr``, ``"exact"`` or ``"neumann"``.
         neumann_max_norm: spectral-norm bound (< 1) on each factor's Neumann Cayley argument.
+        neumann_squarings: each factor's Neumann map by scaling and squaring (see
+            ``SpectralSPD``).
         batch: ``None`` (default) or ``k``: ``k`` same-shaped matrices updated by one set of
             batched products (``k`` layers of the same shape). Points: ``alpha`` (k,),
             ``B_L`` (k, a, a), ``d_L`` (k, a), ``B_R`` (k, b, b), ``d_R`` (k, b); GOP inputs:
@@ -124,6 +126,7 @@ class KroneckerSpectralSPD(
         gap_damping: float = 0.0,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
+        neumann_squarings: int = 0,
         batch: int | None = None,
         sizes: Sequence[tuple[int, int]] | None = None,
     ) -> None:
@@ -134,6 +137,7 @@ class KroneckerSpectralSPD(
             gap_damping=gap_damping,
             cayley=cayley,
             neumann_max_norm=neumann_max_norm,
+            neumann_squarings=neumann_squarings,
             batch=self.batch,
         )
         self.left = SpectralSPD(a, dtype, device, **opts)
@@ -143,6 +147,7 @@ class KroneckerSpectralSPD(
         self.device = resolve_device(device)
         self.cayley = self.left.cayley
         self.neumann_max_norm = self.left.neumann_max_norm
+        self.neumann_squarings = self.left.neumann_squarings
         self.eig_tol = self.left.eig_tol
         #: ``kappa_L = b``, ``kappa_R = a``: the size of the other factor (Claim 6); per
         #: element (a (k,) tensor) in a padded batch.

@@ -101,6 +101,7 @@ class KroneckerChartMixin:
                 man.neumann_max_norm,
                 jacobi,
                 second_order=(p.d, d) if second_order else None,
+                squarings=man.neumann_squarings,
             )
             new.append(SpectralPoint(B, d))
         if exponential == "exact":

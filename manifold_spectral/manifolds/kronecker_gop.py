@@ -184,7 +184,10 @@ class KroneckerGOPStepMixin:
             scale = torch.mul(ak[..., None].reciprocal(), operand(-0.5 * beta2, ak))
             gaps = d_new if updated_gaps else d
             M = blocks.inverse_gaps(gaps, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
-            B = blocks.rotation_retract(B, M.tril_(-1), method, man.neumann_max_norm, jacobi)
+            k = man.neumann_squarings
+            B = blocks.rotation_retract(
+                B, M.tril_(-1), method, man.neumann_max_norm, jacobi, squarings=k
+            )
             return B, d_new
 
         if pad is None and self.a == self.b:

@@ -31,6 +31,7 @@ from .base import (
     SpectralManifold,
     check_batch,
     check_cayley,
+    check_count,
     check_positive,
     check_real,
     check_size,
@@ -88,6 +89,9 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
         neumann_max_norm: bound (< 1) on the spectral norm of ``Skew(M)`` before a Neumann
             Cayley map (``linalg.cayley_neumann``); the orthogonality defect per step is at
             most ``2 rho^6 + rho^12``.
+        neumann_squarings: ``k >= 0``: the Neumann map by scaling and squaring,
+            ``C(N / 2^k)^(2^k)`` (``linalg.cayley_neumann``): rotations up to ``2^k`` times
+            the bound pass unshrunk, at ``k`` more products.
         batch: ``None`` (default) or ``k``: ``k`` independent n x n matrices updated by the
             same (batched) products. Points then hold ``B`` (k, n, n) and ``d`` (k, n),
             tangents ``m`` (k, n) and ``M`` (k, n, n), Euclidean gradients are (k, n, n) and
@@ -105,6 +109,7 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
         gap_damping: float = 0.0,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
+        neumann_squarings: int = 0,
         batch: int | None = None,
     ) -> None:
         self.n = check_size(n, "n")
@@ -124,6 +129,7 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
                 f"neumann_max_norm: expected a float in (0, 1), got {neumann_max_norm!r}"
             )
         self.neumann_max_norm = float(neumann_max_norm)
+        self.neumann_squarings = check_count(neumann_squarings, "neumann_squarings")
         self.dim = n + n * (n - 1) // 2
 
     def __repr__(self) -> str:

@@ -152,6 +152,7 @@ class SpectralChartMixin:
             self.neumann_max_norm,
             jacobi,
             second_order=(x.d, d) if second_order else None,
+            squarings=self.neumann_squarings,
         )
         return SpectralPoint(B, d)
 

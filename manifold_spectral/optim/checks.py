@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..linalg import check_cayley, max_abs
 from ..validation import (
+    check_count,
     check_dtype,
     check_exponential,
     check_flag,
@@ -204,6 +205,7 @@ def validate_group(g: dict[str, Any]) -> None:
         check_size(g["diagonal_every"], "diagonal_every")
     check_size(g["max_factor_dim"], "max_factor_dim")
     check_cayley(g["cayley"])
+    check_count(g["neumann_squarings"], "neumann_squarings")
     if g["clip_rms"] is not None:
         check_positive(g["clip_rms"], "clip_rms")
     if g["graft"] not in (None, "adam"):

@@ -68,6 +68,7 @@ class KroneckerPreconditioner:
             device,
             gap_damping=opts.get("gap_damping", 0.0),
             cayley=opts["cayley"],
+            neumann_squarings=opts.get("neumann_squarings", 0),
             batch=batch,
             sizes=sizes,
         )

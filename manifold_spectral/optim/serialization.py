@@ -29,6 +29,7 @@ LEGACY = {
     "diagonal_every": None,
     "accumulate_gop": False,
     "updated_gaps": False,
+    "neumann_squarings": 0,
 }
 
 

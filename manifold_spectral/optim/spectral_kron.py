@@ -69,6 +69,10 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             which a curvature that has not seen the gradient does not
             (``checks.curvature_period``).
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
+        neumann_squarings: ``k``: the Neumann map as ``C(N / 2^k)^(2^k)``
+            (``linalg.cayley_neumann``): the basis turns up to ``2^k`` times further per
+            curvature step before the map's trust bound shrinks the rotation, at ``k`` more
+            products per factor and step; 0 is the plain map.
         exponential: the curvature step's eigenvalue map: ``"truncated"`` (practical, Fig. 6
             right; default) or ``"exact"`` (``validation.EXPONENTIALS``; the ``truncated``
             bool of earlier versions is accepted with a ``DeprecationWarning``). The step is
@@ -192,6 +196,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         accumulate_gop: bool = True,
         diagonal_every: int | None = 1,
         cayley: str = "neumann",
+        neumann_squarings: int = 0,
         exponential: str = checks.DEFAULT_EXPONENTIAL,
         jacobi: bool = True,
         updated_gaps: bool = True,
@@ -225,6 +230,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             accumulate_gop=accumulate_gop,
             diagonal_every=diagonal_every,
             cayley=cayley,
+            neumann_squarings=neumann_squarings,
             exponential=exponential,
             jacobi=jacobi,
             updated_gaps=updated_gaps,
