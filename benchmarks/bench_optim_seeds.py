@@ -9,8 +9,9 @@ learning rate per task (``--lr``; default: the defaults' tuned lr as the tables 
 read from README.md by ``tuned_from_readme``, so it follows the tables), with the
 tables' settings: ``transformer`` and ``mlp`` as ``bench_optim_quality.py`` (bfloat16
 autocast, curvature period 2), ``stdlib`` and ``digits`` at ``bench_nn_real.py --small``'s
-sizes (float32, period 1), 200 steps, and ``digits-full`` as ``bench_nn_real.py --block
-full-digits`` (issue 13's size, float32, period 2, 300 steps), with warm-up and cosine decay
+sizes (float32, period 1), 200 steps, and ``digits-full`` and ``stdlib-full`` as
+``bench_nn_real.py --block full-digits`` / ``full-stdlib`` train them (issue 13's sizes,
+float32, period 2, 300 / 400 steps; minutes a seed), with warm-up and cosine decay
 (``nn_training.lr_schedule``).
 
 Reported per task: mean and standard error of the final held-out loss of both, the paired
@@ -58,6 +59,7 @@ TABLE_OF = {"transformer": "optim-quality", "mlp": "optim-quality"} | {
     "stdlib": "nn-real-fp32",
     "digits": "nn-real-fp32",
     "digits-full": "nn-real-full-digits",
+    "stdlib-full": "nn-real-full-stdlib",
 }
 ROW_LABEL = {
     "spectral-p2": "SpectralKron defaults (ours)",
@@ -74,6 +76,7 @@ SETTINGS = {
     "stdlib": ("stdlib", SIZES["small"]["stdlib"], "fp32", 1, 200),
     "digits": ("digits", SIZES["small"]["digits"], "fp32", 1, 200),
     "digits-full": ("digits", SIZES["full"]["digits"], "fp32", 2, 300),
+    "stdlib-full": ("stdlib", SIZES["full"]["stdlib"], "fp32", 2, 400),
 }
 
 
