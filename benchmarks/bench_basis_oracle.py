@@ -16,13 +16,16 @@ gradients up to the previous step (where SOAP's basis comes from), either of
 while everything else runs untouched: momentum, the second moment ``v`` (now in the oracle
 basis) and the curvature learning itself, whose GOP is still taken in the learned basis.
 The gap that closes is the cost of the learned basis; what stays is the rest of the method.
+A row with ``cayley="exact"`` (the learned basis, its rotations not bounded by the Neumann
+map's spectral-norm budget ``linalg.NEUMANN_MAX_NORM``) separates how fast the basis can
+turn from where it is going.
 
 Task: ``bench_heldout``'s ``digits-mlp`` (MLP 64-128-128-10 on raw pixels), 300 steps,
 float32, one thread, curvature every step, ``nn_training.train``'s schedule. Every row runs
 the same seeds at each lr of its grid; the table gives each row's best lr (lowest mean) and
 paired differences per seed against the defaults and against SOAP at their best lr.
 
-Run:  python benchmarks/bench_basis_oracle.py            # about 3 minutes on one thread
+Run:  python benchmarks/bench_basis_oracle.py            # about 4 minutes on one thread
       python benchmarks/bench_basis_oracle.py --seeds 3 --no-write
 """
 
@@ -127,6 +130,12 @@ def _quarter_decades(lo: float, n: int) -> list[float]:
 #: label -> (registry name, builder or None for the registry's own, lr grid, fixed knobs).
 ROWS: dict[str, tuple[str, Any, list[float], dict[str, float]]] = {
     "SpectralKron defaults": ("spectral-p2", None, _quarter_decades(1e-3, 3), {}),
+    "defaults, cayley='exact' (rotations not bounded)": (
+        "exact-cayley",
+        optimizers._spectral(cayley="exact"),
+        _quarter_decades(1e-3, 3),
+        {},
+    ),
     "defaults, direction in eigh(own target, EMA 0.9)": (
         "oracle-own",
         _build(target="own", beta=0.9),
