@@ -176,8 +176,7 @@ def format_table(results: dict[str, dict[float, list[float]]]) -> str:
     best = {r: min(res, key=lambda lr: np.mean(res[lr])) for r, res in results.items()}
     first, last = next(iter(results)), list(results)[-1]
     lines = [
-        "| variant | lr | held-out loss | minus defaults (paired) "
-        "| minus SOAP (paired) |",
+        "| variant | lr | held-out loss | minus defaults (paired) | minus SOAP (paired) |",
         "|---|---:|---:|---:|---:|",
     ]
     for r, res in results.items():
