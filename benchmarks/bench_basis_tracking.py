@@ -55,6 +55,20 @@ def off(B: torch.Tensor, L: torch.Tensor) -> float:
     return float((M - torch.diag(torch.diag(M))).norm() / M.norm())
 
 
+def targets(G: torch.Tensor, st: dict | None) -> dict[str, torch.Tensor]:
+    """One gradient matrix's terms of the EMAs whose eigenbases are compared: SOAP's
+    ``L = G G^T``, ``R = G^T G`` and, given the parameter's SpectralKron state ``st`` (not
+    empty), its own ``TL = G S_R^-1 G^T``, ``TR = G^T S_L^-1 G`` at the current factors
+    (``S = B Diag(d) B^T``; alpha, a scalar, leaves the eigenbasis alone): the one-sided sums
+    whose EMA is the fixed point of its curvature step."""
+    new = {"L": G @ G.T, "R": G.T @ G}
+    if st:
+        iR = st["pc_B_R"].double() / st["pc_d_R"].double() @ st["pc_B_R"].double().T
+        iL = st["pc_B_L"].double() / st["pc_d_L"].double() @ st["pc_B_L"].double().T
+        new |= {"TL": G @ iR @ G.T, "TR": G.T @ iL @ G}
+    return new
+
+
 def run(opts: dict, lr: float, steps: int, beta: float) -> dict[str, float]:
     torch.manual_seed(0)
     task = make_real_task(
@@ -75,13 +89,7 @@ def run(opts: dict, lr: float, steps: int, beta: float) -> dict[str, float]:
         losses.append(float(loss.detach()))
         for n in LAYERS:
             p = params[n]
-            G = p.grad.double().reshape(p.shape[0], -1)
-            new = {"L": G @ G.T, "R": G.T @ G}
-            st = opt.state[p]
-            if st:  # SpectralKron's own targets, at its current other factor
-                iR = st["pc_B_R"].double() / st["pc_d_R"].double() @ st["pc_B_R"].double().T
-                iL = st["pc_B_L"].double() / st["pc_d_L"].double() @ st["pc_B_L"].double().T
-                new |= {"TL": G @ iR @ G.T, "TR": G.T @ iL @ G}
+            new = targets(p.grad.double().reshape(p.shape[0], -1), opt.state[p])
             for k, v in new.items():
                 ema[n][k] = v if k not in ema[n] else beta * ema[n][k] + (1 - beta) * v
         opt.step()
