@@ -332,13 +332,10 @@ def cayley_neumann(N: Tensor, max_norm: float | None = None, squarings: int = 0)
     ``||N||_F ~ sqrt(n / 2) ||N||_2``, and a Frobenius clip would shrink such a step by that
     factor for nothing. Cost: three matrix products, no solve — usable in bfloat16.
 
-    ``squarings = k``: the map of ``N / 2^k`` (bounded as above) multiplied by itself ``2^k``
-    times, by ``k`` squarings, ``C(N / 2^k)^(2^k)``. Its first-order term is ``I + 2N``, as
-    ``Cayley(N)``'s (a retraction with the same direction; both agree with ``exp(2N)`` to
-    second order, and the powers tend to it as ``k`` grows), while the bound applies to
-    ``N / 2^k``: a rotation up to ``2^k`` times the bound passes whole instead of being
-    shrunk to it. The defects of the ``2^k`` factors add to first order (at most ``2^k``
-    times the bound's ``2 rho^6 + rho^12``), and so does their rounding; ``k`` more products.
+    ``squarings = k``: ``C(N / 2^k)^(2^k)`` by ``k`` squarings (``k`` more products). Its
+    first-order term is ``Cayley(N)``'s, ``I + 2N`` (both agree with ``exp(2N)`` to second
+    order, the powers tend to it), while the bound acts on ``N / 2^k``: a rotation up to
+    ``2^k`` times the bound passes whole. The ``2^k`` factors' defects (and rounding) add.
     """
     if max_norm is not None and not (
         isinstance(max_norm, (int, float)) and math.isfinite(max_norm) and max_norm > 0

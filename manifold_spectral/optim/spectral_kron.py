@@ -69,10 +69,8 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             which a curvature that has not seen the gradient does not
             (``checks.curvature_period``).
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
-        neumann_squarings: ``k``: the Neumann map as ``C(N / 2^k)^(2^k)``
-            (``linalg.cayley_neumann``): the basis turns up to ``2^k`` times further per
-            curvature step before the map's trust bound shrinks the rotation, at ``k`` more
-            products per factor and step; 0 is the plain map.
+        neumann_squarings: ``k``: the Neumann map as ``C(N / 2^k)^(2^k)`` (``k`` more
+            products): the basis may turn ``2^k`` times further per curvature step.
         exponential: the curvature step's eigenvalue map: ``"truncated"`` (practical, Fig. 6
             right; default) or ``"exact"`` (``validation.EXPONENTIALS``; the ``truncated``
             bool of earlier versions is accepted with a ``DeprecationWarning``). The step is
