@@ -107,3 +107,17 @@ def test_the_optimizer_steps_with_the_squared_map() -> None:
     for B in squared:
         eye = torch.eye(B.shape[-1], dtype=B.dtype)
         assert float(torch.linalg.matrix_norm(B.mT @ B - eye)) < 1e-2
+
+
+def test_squarings_with_the_exact_map_are_refused() -> None:
+    """``cayley="exact"`` has no bound for the squarings to lift: the option would be ignored
+    silently, so the constructor and a later group change both refuse it, nothing changed."""
+    w = torch.nn.Parameter(torch.ones(3, 2))
+    with pytest.raises(ValueError, match="neumann_squarings.*cayley"):
+        SpectralKron([w], cayley="exact", neumann_squarings=1)
+    opt = SpectralKron([w], cayley="exact")
+    opt.param_groups[0]["neumann_squarings"] = 2
+    w.grad = torch.ones(3, 2)
+    with pytest.raises(ValueError, match="neumann_squarings"):
+        opt.step()
+    assert torch.equal(w.detach(), torch.ones(3, 2)) and not opt.state[w]

@@ -205,7 +205,11 @@ def validate_group(g: dict[str, Any]) -> None:
         check_size(g["diagonal_every"], "diagonal_every")
     check_size(g["max_factor_dim"], "max_factor_dim")
     check_cayley(g["cayley"])
-    check_count(g["neumann_squarings"], "neumann_squarings")
+    if check_count(g["neumann_squarings"], "neumann_squarings") and g["cayley"] != "neumann":
+        # the exact map has no bound to lift: the option would change nothing, silently
+        raise ValueError(
+            f"neumann_squarings: applies to cayley='neumann' only, got cayley={g['cayley']!r}"
+        )
     if g["clip_rms"] is not None:
         check_positive(g["clip_rms"], "clip_rms")
     if g["graft"] not in (None, "adam"):
