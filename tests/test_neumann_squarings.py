@@ -57,8 +57,25 @@ def test_bad_squarings_are_refused(bad) -> None:
         cayley_neumann(N, squarings=bad)
     with pytest.raises(ValueError, match="neumann_squarings"):
         SpectralSPD(4, neumann_squarings=bad)
-    with pytest.raises(ValueError, match="neumann_squarings"):
-        SpectralKron([torch.nn.Parameter(torch.ones(3, 2))], neumann_squarings=bad)
+    if bad is not None:  # the optimizer's None is its default (next test)
+        with pytest.raises(ValueError, match="neumann_squarings"):
+            SpectralKron([torch.nn.Parameter(torch.ones(3, 2))], neumann_squarings=bad)
+
+
+def test_the_optimizer_default_is_one_squaring_with_the_neumann_map() -> None:
+    """The default (``None``) is one squaring with the Neumann map, none with the exact map
+    (which it must not refuse), and takes the same bits as ``neumann_squarings=1``."""
+    default = _bases(None)
+    assert all(torch.equal(a, b) for a, b in zip(default, _bases(1), strict=True))
+    assert max(float((a - b).abs().max()) for a, b in zip(default, _bases(0), strict=True)) > 1e-3
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 5, bias=False)
+    for cayley, k in (("neumann", 1), ("exact", 0)):
+        opt = SpectralKron(layer.parameters(), lr=1e-2, cayley=cayley)
+        layer(torch.randn(4, 6)).square().sum().backward()
+        opt.step()
+        (pre,) = [pre for _, pre in opt._preconditioners.values() if pre.kind == "kronecker"]
+        assert pre.manifold.neumann_squarings == k
 
 
 def test_the_option_reaches_every_factor_and_turns_further() -> None:
@@ -85,7 +102,7 @@ def test_the_option_reaches_every_factor_and_turns_further() -> None:
     assert state["param_groups"][0]["neumann_squarings"] == 2
 
 
-def _bases(k: int) -> list[torch.Tensor]:
+def _bases(k: int | None) -> list[torch.Tensor]:
     torch.manual_seed(0)
     layer = torch.nn.Linear(16, 12, bias=False)
     opt = SpectralKron(layer.parameters(), lr=1e-2, neumann_squarings=k, warm_start=False)

@@ -205,7 +205,8 @@ def validate_group(g: dict[str, Any]) -> None:
         check_size(g["diagonal_every"], "diagonal_every")
     check_size(g["max_factor_dim"], "max_factor_dim")
     check_cayley(g["cayley"])
-    if check_count(g["neumann_squarings"], "neumann_squarings") and g["cayley"] != "neumann":
+    k = g["neumann_squarings"]
+    if k is not None and check_count(k, "neumann_squarings") and g["cayley"] != "neumann":
         # the exact map has no bound to lift: the option would change nothing, silently
         raise ValueError(
             f"neumann_squarings: applies to cayley='neumann' only, got cayley={g['cayley']!r}"
@@ -354,6 +355,22 @@ DEFAULT_EXPONENTIAL = "truncated"
 #: norm budget of the whole rotation step, slowing the pairs whose rotation matters:
 #: benchmarks/bench_basis_tracking.py measures how well the basis tracks its target.
 GAP_DAMPING = 0.3
+
+#: Default ``neumann_squarings`` of the Neumann map: its bound ``||N^4||_F^(1/4) <= 1/4``
+#: shrinks a large rotation step whole, so the learned basis lags the target that SOAP's
+#: ``eigh`` reaches in one step; one squaring halves ``N`` before the bound for one more
+#: product per factor and curvature step (benchmarks/bench_basis_oracle.py).
+NEUMANN_SQUARINGS = 1
+
+
+def squarings(group: dict[str, Any]) -> int:
+    """A group's squarings ``k``: its ``neumann_squarings``, or (``None``)
+    ``NEUMANN_SQUARINGS`` with ``cayley="neumann"`` and ``0`` with the exact map."""
+    k = group.get("neumann_squarings")
+    if k is not None:
+        return int(k)
+    return NEUMANN_SQUARINGS if group["cayley"] == "neumann" else 0
+
 
 #: Options of the whole optimizer (the constructor's), which a parameter group cannot set:
 #: ``torch.optim`` keeps any key of a group, so one given there would be silently ignored.

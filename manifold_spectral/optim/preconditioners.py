@@ -30,7 +30,7 @@ from ..manifolds import (
     KroneckerSpectralSPD,
     SpectralPoint,
 )
-from . import transforms
+from . import checks, transforms
 
 __all__ = [
     "KroneckerPreconditioner",
@@ -68,7 +68,7 @@ class KroneckerPreconditioner:
             device,
             gap_damping=opts.get("gap_damping", 0.0),
             cayley=opts["cayley"],
-            neumann_squarings=opts.get("neumann_squarings", 0),
+            neumann_squarings=checks.squarings(opts),
             batch=batch,
             sizes=sizes,
         )

@@ -71,6 +71,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
         neumann_squarings: ``k``: the Neumann map as ``C(N / 2^k)^(2^k)`` (``k`` more
             products): the basis may turn ``2^k`` times further per curvature step.
+            ``None``: ``checks.NEUMANN_SQUARINGS`` with the Neumann map, ``0`` with the exact.
         exponential: the curvature step's eigenvalue map: ``"truncated"`` (practical, Fig. 6
             right; default) or ``"exact"`` (``validation.EXPONENTIALS``; the ``truncated``
             bool of earlier versions is accepted with a ``DeprecationWarning``). The step is
@@ -194,7 +195,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         accumulate_gop: bool = True,
         diagonal_every: int | None = 1,
         cayley: str = "neumann",
-        neumann_squarings: int = 0,
+        neumann_squarings: int | None = None,
         exponential: str = checks.DEFAULT_EXPONENTIAL,
         jacobi: bool = True,
         updated_gaps: bool = True,
