@@ -106,7 +106,9 @@ def test_one_step_equals_manifold_update_plus_mean_step():
     opt.step()
     # the defaults' rotation: from the identity only the updated gaps turn the basis
     gap = opt.defaults["gap_damping"]
-    K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann", gap_damping=gap)
+    K = ms.KroneckerSpectralSPD(  # the default Neumann map: one squaring
+        5, 7, dtype=torch.float64, cayley="neumann", gap_damping=gap, neumann_squarings=1
+    )
     gauss = ms.Gaussian(
         K, beta2=beta2, gamma=1.0, root=p, exponential="truncated", jacobi=True, updated_gaps=True
     )
@@ -263,7 +265,9 @@ def test_eigenvalue_correction_step_by_hand():
         warm_start=False,
     )
     gap = opt.defaults["gap_damping"]
-    K = ms.KroneckerSpectralSPD(5, 7, dtype=torch.float64, cayley="neumann", gap_damping=gap)
+    K = ms.KroneckerSpectralSPD(  # the default Neumann map: one squaring
+        5, 7, dtype=torch.float64, cayley="neumann", gap_damping=gap, neumann_squarings=1
+    )
     gauss = ms.Gaussian(
         K, beta2=beta2, gamma=1.0, root=2.0, exponential="truncated", jacobi=True, updated_gaps=True
     )
