@@ -17,7 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .linalg import all_finite, default_eig_tol
+from .linalg_numerics import (
+    all_finite,
+    check_count,  # noqa: F401 (re-exported: the argument checks)
+    default_eig_tol,
+)
 
 __all__ = [
     "NonFiniteError",
@@ -107,13 +111,6 @@ def check_size(value: Any, name: str) -> int:
     """A positive ``int`` size (``bool`` is rejected)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
-def check_count(value: Any, name: str) -> int:
-    """A non-negative ``int`` count (``bool`` is rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
     return value
 
 

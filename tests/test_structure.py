@@ -55,6 +55,7 @@ PACKAGE = Path(manifold_spectral.__file__).resolve().parent
 #: linalg -> validation -> manifolds -> rgd -> gaussian -> solvers, optim -> experiments -> cli.
 LAYERS = {
     "linalg_init": -1,
+    "linalg_numerics": -1,
     "_compat": 0,
     "_threads": 0,
     "_denormals": 0,

@@ -259,17 +259,6 @@ def check_state_matches(
         )
 
 
-def corrected(group: dict[str, Any]) -> bool:
-    """Whether a group runs the eigenvalue correction: its flag, or (``None``) ``root >= 2``.
-
-    Why not below 2: the elementwise scale ``(v + lambda)^(-1/p)`` amplifies by up to
-    ``lambda^(-1/p)`` where a direction of a rank-deficient layer has ``v ~ 0``; at ``p = 1``
-    that is ``1 / lambda``, and rounding-level differences of the gradient then move the
-    parameters far more than by rounding (tests/test_optim_continuity.py)."""
-    flag = group["eigenvalue_correction"]
-    return float(group["root"]) >= 2.0 if flag is None else bool(flag)
-
-
 def state_dtype_of(opts: dict[str, Any], p: Tensor) -> torch.dtype:
     """The state dtype of parameter ``p`` under group options ``opts``: ``state_dtype``, by
     default the parameter's dtype, except float32 for float16: its five exponent bits hold
@@ -338,40 +327,6 @@ def nonfinite_gradient_error(gi: int, pi: int, shape: tuple[int, ...]) -> ValueE
     )
 
 
-def exponential_of_truncated(truncated: Any) -> str:
-    """``exponential`` for the ``truncated`` bool of earlier versions: ``True`` is
-    ``"truncated"``, ``False`` ``"exact"`` (also for saved parameter groups)."""
-    return "truncated" if check_flag(truncated, "truncated") else "exact"
-
-
-#: ``SpectralKron``'s default ``exponential``.
-DEFAULT_EXPONENTIAL = "truncated"
-
-#: Default ``gap_damping``: the perturbation of a rotation angle by a rounding-level change of
-#: the input grows like ``1 / rho^2`` (tests/test_optim_continuity.py), and a rotation inside
-#: a pair closer than ``rho`` changes ``S^(-1/2)`` by at most about ``rho / 2`` relative. The
-#: angles of such pairs are mostly gradient noise (a one-sample GOP's off-diagonal entries
-#: are as large as the gaps), and with the Neumann Cayley map they would also use up the
-#: norm budget of the whole rotation step, slowing the pairs whose rotation matters:
-#: benchmarks/bench_basis_tracking.py measures how well the basis tracks its target.
-GAP_DAMPING = 0.3
-
-#: Default ``neumann_squarings`` of the Neumann map: its bound ``||N^4||_F^(1/4) <= 1/4``
-#: shrinks a large rotation step whole, so the learned basis lags the target that SOAP's
-#: ``eigh`` reaches in one step; one squaring halves ``N`` before the bound for one more
-#: product per factor and curvature step (benchmarks/bench_basis_oracle.py).
-NEUMANN_SQUARINGS = 1
-
-
-def squarings(group: dict[str, Any]) -> int:
-    """A group's squarings ``k``: its ``neumann_squarings``, or (``None``)
-    ``NEUMANN_SQUARINGS`` with ``cayley="neumann"`` and ``0`` with the exact map."""
-    k = group.get("neumann_squarings")
-    if k is not None:
-        return int(k)
-    return NEUMANN_SQUARINGS if group["cayley"] == "neumann" else 0
-
-
 #: Options of the whole optimizer (the constructor's), which a parameter group cannot set:
 #: ``torch.optim`` keeps any key of a group, so one given there would be silently ignored.
 CONSTRUCTOR_ONLY = ("nonfinite", "shard", "process_group")
@@ -402,21 +357,3 @@ def listed_params(group: dict[str, Any], index: int) -> dict[str, Any]:
                 f"or 64 bits, got dtype {p.dtype}"
             )
     return group
-
-
-def legacy_truncated(truncated: Any, exponential: Any = DEFAULT_EXPONENTIAL) -> str:
-    """``exponential_of_truncated`` for a caller's argument, with a ``DeprecationWarning``;
-    ``ValueError`` naming both when ``exponential`` was set to the other map (a default
-    ``exponential`` cannot be told from an explicit one: ``truncated`` then decides)."""
-    new = exponential_of_truncated(truncated)
-    if exponential != DEFAULT_EXPONENTIAL and exponential != new:
-        raise ValueError(
-            f"truncated={truncated!r} and exponential={exponential!r} disagree; pass "
-            "exponential only (truncated is deprecated)"
-        )
-    warnings.warn(
-        f"SpectralKron(truncated={truncated}) is deprecated; pass exponential={new!r}",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return new

@@ -30,7 +30,7 @@ from ..manifolds import (
     KroneckerSpectralSPD,
     SpectralPoint,
 )
-from . import checks, transforms
+from . import option_defaults, transforms
 
 __all__ = [
     "KroneckerPreconditioner",
@@ -68,7 +68,7 @@ class KroneckerPreconditioner:
             device,
             gap_damping=opts.get("gap_damping", 0.0),
             cayley=opts["cayley"],
-            neumann_squarings=checks.squarings(opts),
+            neumann_squarings=option_defaults.squarings(opts),
             batch=batch,
             sizes=sizes,
         )

@@ -14,7 +14,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import consensus, distributed, transforms
-from .checks import exponential_of_truncated, state_dtype_of
+from .checks import state_dtype_of
+from .option_defaults import exponential_of_truncated
 from .preconditioners import kronecker_shape, make_preconditioner
 from .state_checks import check_param_state
 from .updates import PRECOND_PREFIX

@@ -24,9 +24,10 @@ import torch
 from torch import Tensor
 
 from .._denormals import flush_denormals
-from . import checks, distributed, groups, transforms
-from .checks import NonFiniteUpdate, validate_group
+from . import checks, distributed, groups, option_defaults, transforms
+from .checks import NonFiniteUpdate
 from .consensus import JoinableMixin
+from .groups import GroupsMixin
 from .guards import GradientCheckFailed, GuardsMixin
 from .pending import PendingChecks
 from .precision import state_precision
@@ -36,7 +37,9 @@ from .updates import UpdateMixin
 __all__ = ["SpectralKron", "NonFiniteUpdate"]
 
 
-class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimizer, JoinableMixin):
+class SpectralKron(
+    GroupsMixin, GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimizer, JoinableMixin
+):
     """Kronecker spectral preconditioning, a drop-in ``torch.optim.Optimizer``.
 
     Args:
@@ -71,7 +74,8 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
         neumann_squarings: ``k``: the Neumann map as ``C(N / 2^k)^(2^k)`` (``k`` more
             products): the basis may turn ``2^k`` times further per curvature step.
-            ``None``: ``checks.NEUMANN_SQUARINGS`` with the Neumann map, ``0`` with the exact.
+            ``None``: ``option_defaults.NEUMANN_SQUARINGS`` with the Neumann map, ``0`` with
+            the exact one.
         exponential: the curvature step's eigenvalue map: ``"truncated"`` (practical, Fig. 6
             right; default) or ``"exact"`` (``validation.EXPONENTIALS``; the ``truncated``
             bool of earlier versions is accepted with a ``DeprecationWarning``). The step is
@@ -90,7 +94,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             parameter's size (float32 for 16-bit states). The direction is taken in the basis
             before the step's curvature update (as SOAP's), whose GOP reuses the rotated
             gradient: no more matrix products than the paper's scheme.
-            ``None`` (default): on for ``root >= 2`` (``checks.corrected``). A Kronecker
+            ``None`` (default): on for ``root >= 2`` (``option_defaults.corrected``). A Kronecker
             product of two factors' eigenvalues cannot scale the coordinates of the
             eigenbasis independently, and on held-out tasks that costs more than the buffer
             (benchmarks/bench_nn_real.py); ``False`` is the paper's scheme. Off by default
@@ -196,10 +200,10 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         diagonal_every: int | None = 1,
         cayley: str = "neumann",
         neumann_squarings: int | None = None,
-        exponential: str = checks.DEFAULT_EXPONENTIAL,
+        exponential: str = option_defaults.DEFAULT_EXPONENTIAL,
         jacobi: bool = True,
         updated_gaps: bool = True,
-        gap_damping: float = checks.GAP_DAMPING,
+        gap_damping: float = option_defaults.GAP_DAMPING,
         eigenvalue_correction: bool | None = None,
         correction_beta: float = 0.95,
         momentum: float = 0.85,
@@ -218,7 +222,7 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
         truncated: bool | None = None,
     ) -> None:
         if truncated is not None:
-            exponential = checks.legacy_truncated(truncated, exponential)
+            exponential = option_defaults.legacy_truncated(truncated, exponential)
         defaults = dict(
             lr=lr,
             beta2=beta2,
@@ -269,45 +273,6 @@ class SpectralKron(GuardsMixin, UpdateMixin, StateDictMixin, torch.optim.Optimiz
             self._sharding.assign(self.param_groups, self._owner_units)
 
     param_groups = staticmethod(groups.param_groups)
-
-    @staticmethod
-    def _validate(g: dict[str, Any]) -> None:
-        validate_group(g)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """``torch.optim``'s, with the group's options validated first: a rejected group is
-        not registered (its parameters can be added again with valid options). With
-        ``shard=True`` a collective: a group rejected on one rank is rejected on every rank."""
-        sharding = getattr(self, "_sharding", None)
-        try:
-            self._add_group(param_group)
-        except Exception as e:
-            if sharding is not None:  # the others wait in assign's collective: reject there
-                sharding.check_params(self.param_groups, error=e)
-            raise
-        if sharding is not None:
-            try:  # a collective: every rank adds its group, or every rank raises
-                sharding.assign(self.param_groups, self._owner_units)
-            except ValueError:
-                self.param_groups.pop()  # not registered: this group's parameters differ
-                raise
-
-    def _add_group(self, param_group: dict[str, Any]) -> None:
-        """``add_param_group`` on this rank alone: validate and register the group."""
-        if isinstance(param_group, dict):
-            checks.check_group_keys(param_group)
-        if isinstance(param_group, dict) and "truncated" in param_group:
-            param_group = dict(param_group)
-            given = param_group.get("exponential", checks.DEFAULT_EXPONENTIAL)
-            param_group["exponential"] = checks.legacy_truncated(
-                param_group.pop("truncated"), given
-            )
-        if isinstance(param_group, dict) and hasattr(self, "defaults"):
-            self._validate({**self.defaults, **param_group})
-        if isinstance(param_group, dict):
-            param_group = checks.listed_params(param_group, len(self.param_groups))
-        super().add_param_group(param_group)
-        self._validate(self.param_groups[-1])
 
     # The step ----------------------------------------------------------------------------
 

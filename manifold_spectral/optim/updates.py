@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..linalg import all_finite, as_dtype
 from ..manifolds.blocks import TruncationError
-from . import checks, transforms
+from . import checks, option_defaults, transforms
 from .buckets import BucketMixin
 from .checks import COUNTERS, NonFiniteUpdate
 from .gop_sums import accumulate_gop
@@ -158,7 +158,7 @@ class UpdateMixin(BucketMixin):
         local = pending is None
         if pending is None:
             pending = PendingChecks()
-        corrected = checks.corrected(group) and pre.kind == "kronecker"
+        corrected = option_defaults.corrected(group) and pre.kind == "kronecker"
         rotated = None
         if corrected:
             # In the basis before this step's curvature update (as SOAP): the rotated gradient
