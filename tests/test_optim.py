@@ -231,11 +231,13 @@ def test_state_dict_saved_before_new_options_loads(truncated, exponential):
     old = copy.deepcopy(opt.state_dict())
     for g in old["param_groups"]:
         del g["batched"], g["jacobi"], g["exponential"], g["updated_gaps"]
+        del g["neumann_squarings"]
         g["truncated"] = truncated
     opt2 = SpectralKron(model.parameters(), **OPTS)
     opt2.load_state_dict(old)
     assert opt2.param_groups[0]["batched"] is True and opt2.param_groups[0]["jacobi"] is False
     assert opt2.param_groups[0]["updated_gaps"] is False  # the RGD step of that version
+    assert opt2.param_groups[0]["neumann_squarings"] == 0  # the plain Neumann map then
     assert opt2.param_groups[0]["exponential"] == exponential
     assert "truncated" not in opt2.param_groups[0]
     losses = train(model, opt2, X, Y, 3)
