@@ -20,10 +20,11 @@ the median over the repeats, and the ratios come from the same run):
 Steps alternate between a curvature update and a precondition-only step for SOAP and
 SpectralKron, so each repeat times two consecutive steps; "ms / step" is their mean.
 "update ms" is SpectralKron's update step alone, for which the ``KroneckerSpectralSPD``
-docstring counts 32 n^3 flops at a = b = n (Z, W_L, W_R, two Neumann Cayley maps, the B
-products and the preconditioning product); the eigenvalue correction rotates the gradient
-and the momentum (``B_L^T (.) B_R``, 8 n^3) and the result back (4 n^3) in the basis before
-the update, whose GOP reuses the rotated gradient (no separate Z): 32 n^3 as well (a
+docstring counts (32 + 4k) n^3 flops at a = b = n with k squarings of the Neumann map (Z, W_L,
+W_R, two Neumann Cayley maps, the B products and the preconditioning product); the
+eigenvalue correction rotates the gradient and the momentum (``B_L^T (.) B_R``, 8 n^3) and
+the result back (4 n^3) in the basis before the update, whose GOP reuses the rotated
+gradient (no separate Z): (32 + 4k) n^3 as well (a
 precondition-only step is 12 n^3, a Newton-Schulz re-orthogonalisation every 10 updates
 adds 8 n^3). "GEMM %" divides those flops per second by
 the rate of one n x n product in the state dtype as the update takes it (``linalg.matmul``),
@@ -51,11 +52,15 @@ from torch import nn
 
 from manifold_spectral.linalg import matmul
 from manifold_spectral.optim import SpectralKron
+from manifold_spectral.optim.option_defaults import NEUMANN_SQUARINGS
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- optim-step:start -->", "<!-- optim-step:end -->"
 #: Repeats (pairs of steps) per workload; SOAP and Muon at 2048 take seconds per step.
 REPEATS = {256: 12, 512: 8, 1024: 4, 2048: 2, "block": 10}
+#: Flops of one update at a = b = n, in n^3 (``KroneckerSpectralSPD``'s count): each of the
+#: defaults' squarings of the Neumann map is one more product per factor.
+UPDATE_FLOPS = 32 + 4 * NEUMANN_SQUARINGS
 WARMUP = 2  # pairs of steps before timing (SOAP's first step is an eigh and no update)
 
 
@@ -183,13 +188,14 @@ def table(results: dict[int | str, dict[str, dict[str, float]]]) -> str:
     for name, r in results.items():
         if not isinstance(name, int):
             continue
-        flops = 32 * name**3
+        flops = UPDATE_FLOPS * name**3
         g32, g16 = r["gemm"]["fp32"], r["gemm"]["bf16"]
         u32, u16 = r["ours fp32"]["update"], r["ours bf16"]["update"]
         frac32 = 100 * (flops / u32) / (2 * name**3 / g32)
         frac16 = 100 * (flops / u16) / (2 * name**3 / g16)
         lines.append(
-            f"| {name} x {name} | {fmt_ms(u32)} / {fmt_ms(u16)} | 32 n^3 = {flops / 1e9:.2f} G "
+            f"| {name} x {name} | {fmt_ms(u32)} / {fmt_ms(u16)} "
+            f"| {UPDATE_FLOPS} n^3 = {flops / 1e9:.2f} G "
             f"| {fmt_ms(g32)} / {fmt_ms(g16)} | {frac32:.0f}% / {frac16:.0f}% "
             f"| {fmt_ms(r['ours fp32']['precond'])} / {fmt_ms(r['ours bf16']['precond'])} |"
         )

@@ -108,9 +108,10 @@ class KroneckerSpectralSPD(
 
     Cost of one GOP update from one gradient matrix (flops, products of a x a, a x b, b x b):
     ``Z = B_L^T G B_R`` 2ab(a + b); ``W_L, W_R`` 2ab(a + b); natural gradient O(a^2 + b^2);
-    Neumann Cayley maps 6a^3 + 6b^3 (three products each); ``B_l <- B_l C_l`` 2a^3 + 2b^3;
-    preconditioning ``alpha^r S_L^r G S_R^r`` 4ab(a + b). For a = b = n: 32 n^3, i.e. 16
-    n x n matrix products, of which a precondition-only step needs 4. ``S^-1`` is never
+    Neumann Cayley maps 6a^3 + 6b^3 (three products each, and one more per squarings ``k``);
+    ``B_l <- B_l C_l`` 2a^3 + 2b^3; preconditioning ``alpha^r S_L^r G S_R^r`` 4ab(a + b). For
+    a = b = n: (32 + 4k) n^3, i.e. 16 + 2k n x n matrix products, of which a
+    precondition-only step needs 4. ``S^-1`` is never
     formed; the exact Cayley map replaces the four Neumann products (three for the map, one
     for ``B_l C_l``) by one LU solve.
     """
