@@ -73,3 +73,15 @@ def test_paper_scheme_keeps_the_papers_heavy_ball(shape):
     options = {k: v for k, v in PAPER_SCHEME.items() if k not in ("state_dtype", "clip_rms")}
     plain = _steps(shape, **{**options, "momentum": 0.0})
     _assert_ratios(_steps(shape, **options), plain, HEAVY_BALL)
+
+
+def test_paper_scheme_takes_the_plain_neumann_map():
+    """The "paper scheme" rows run the paper's Cayley map, not the defaults' squaring."""
+    from manifold_spectral.experiments.nn_training import PAPER_SCHEME
+
+    layer = torch.nn.Linear(5, 4, bias=False)
+    opt = SpectralKron(layer.parameters(), lr=1e-2, **PAPER_SCHEME)
+    layer(torch.randn(3, 5)).square().sum().backward()
+    opt.step()
+    (pre,) = [pre for _, pre in opt._preconditioners.values() if pre.kind == "kronecker"]
+    assert pre.manifold.neumann_squarings == 0

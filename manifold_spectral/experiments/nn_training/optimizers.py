@@ -97,7 +97,8 @@ def _pytorch_optimizer() -> Any:
 #: the heavy-ball momentum 0.9 of the paper's scheme (Nesterov and 0.85 are the defaults'
 #: choice, not the paper's), with one curvature period for the Kronecker and the diagonal
 #: scheme, whose curvature step sees the current gradient alone (``accumulate_gop=False``),
-#: and the RGD step's rotation at the eigenvalues before the step (``updated_gaps=False``).
+#: the RGD step's rotation at the eigenvalues before the step (``updated_gaps=False``), and
+#: the plain Neumann Cayley map (``neumann_squarings=0``).
 PAPER_SCHEME: dict[str, Any] = dict(
     momentum=0.9,
     nesterov=False,
@@ -107,6 +108,7 @@ PAPER_SCHEME: dict[str, Any] = dict(
     beta2=0.01,
     gap_damping=1e-2,
     updated_gaps=False,
+    neumann_squarings=0,
     clip_rms=1.0,
     state_dtype=torch.bfloat16,
 )
