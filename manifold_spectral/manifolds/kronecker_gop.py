@@ -184,9 +184,13 @@ class KroneckerGOPStepMixin:
             scale = torch.mul(ak[..., None].reciprocal(), operand(-0.5 * beta2, ak))
             gaps = d_new if updated_gaps else d
             M = blocks.inverse_gaps(gaps, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
-            k = man.neumann_squarings
             B = blocks.rotation_retract(
-                B, M.tril_(-1), method, man.neumann_max_norm, jacobi, squarings=k
+                B,
+                M.tril_(-1),
+                method,
+                man.neumann_max_norm,
+                jacobi,
+                squarings=man.neumann_squarings,
             )
             return B, d_new
 
