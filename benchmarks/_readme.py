@@ -3,9 +3,11 @@ into benchmarks/README.md."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -23,11 +25,32 @@ def machine() -> str:
 
 
 def replace_between(path: Path, start: str, end: str, block: str) -> None:
-    """Replace the text between the ``start`` and ``end`` markers of ``path`` by ``block``."""
-    text = path.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"{path}: markers {start} / {end} not found; table not written")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{block}\n{end}{tail}")
+    """Replace the text between the ``start`` and ``end`` markers of ``path`` by ``block``.
+    The read and the write hold an exclusive lock on ``path``'s ``.lock`` file (POSIX): two
+    benchmarks that finish together (``rerun_defaults.sh`` runs two at a time) would
+    otherwise each write the file it read, and the later write would drop the other's block."""
+    with _locked(path):
+        text = path.read_text()
+        if start not in text or end not in text:
+            raise SystemExit(f"{path}: markers {start} / {end} not found; table not written")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        path.write_text(f"{head}{start}\n{block}\n{end}{tail}")
     print(f"written to {path}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<path>.lock`` for the block (no lock where ``fcntl`` is
+    missing: Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Re-run every benchmarks/README.md block (and its copies in README.md and docs/) that reports
+# SpectralKron's defaults, after a change of a default: each block is written by the script
+# that measures it, so no table reports an older default than the code's.
+#
+#   bash benchmarks/rerun_defaults.sh            # everything: hours on a 2-core machine
+#   bash benchmarks/rerun_defaults.sh quality    # the two quality lanes only
+#   bash benchmarks/rerun_defaults.sh timing     # the timing blocks only (run on a quiet machine)
+#
+# The quality blocks run in two lanes at once (one torch thread each: their results do not
+# depend on the load); each lane keeps the order that the blocks read each other in
+# (bench_optim_seeds.py takes its learning rates from the tables written before it). The
+# timing blocks run one at a time afterwards, alone on the machine. Logs: results/rerun/.
+# Blocks that do not depend on SpectralKron (results, spd-*, nes, bbob) are not re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1
+LOG=results/rerun
+mkdir -p "$LOG"
+B=benchmarks
+SEEDS="python $B/bench_optim_seeds.py"
+SMALL="--small --trials 4 --steps 200 --update-every 1 --methods adamw soap muon spectral-p2 --ablations --no-progress"
+FULL="--precision fp32 --update-every 2 --methods adamw soap muon spectral-p2 --no-progress"
+
+run() {  # run NAME COMMAND...: the command's output in results/rerun/NAME.log
+    local name=$1
+    shift
+    echo "$(date +%T) start $name"
+    "$@" >"$LOG/$name.log" 2>&1 || { echo "$(date +%T) FAILED $name (see $LOG/$name.log)"; return 1; }
+    echo "$(date +%T) done  $name"
+}
+
+lane_gpt() {  # the full-size GPT: about half of the quality lanes' time
+    run full-stdlib python $B/bench_nn_real.py --tasks stdlib $FULL --trials 6 --steps 400 \
+        --block full-stdlib --out "$LOG/full-stdlib"
+    run sq0-full-stdlib $SEEDS --option neumann_squarings=0 --tasks stdlib-full --seeds 3 \
+        --block optim-squarings-full-stdlib
+    run sq2-full-stdlib $SEEDS --option neumann_squarings=2 --tasks stdlib-full --seeds 3 \
+        --block optim-squarings-2-full-stdlib
+    run cbeta-full-stdlib $SEEDS --option correction_beta=0.99 --tasks stdlib-full --seeds 3 \
+        --block optim-cbeta-full-stdlib
+}
+
+lane_rest() {
+    run optim-quality python $B/bench_optim_quality.py --seeds 3
+    run nn-real-fp32 python $B/bench_nn_real.py $SMALL --precision fp32 --out "$LOG/nnreal32"
+    run nn-real-bf16 python $B/bench_nn_real.py $SMALL --precision bf16 --out "$LOG/nnreal16"
+    run full-digits python $B/bench_nn_real.py --tasks digits $FULL --trials 8 --steps 300 \
+        --block full-digits --out "$LOG/full-digits"
+    run optim-seeds $SEEDS --option accumulate_gop=False
+    run optim-bf16 $SEEDS --option state_dtype=bfloat16 --tasks transformer mlp stdlib \
+        --block optim-bf16
+    run optim-bf16-digits $SEEDS --option state_dtype=bfloat16 --tasks digits --seeds 300 \
+        --block optim-bf16-digits
+    run optim-peers $SEEDS --against soap muon adamw
+    run optim-peers-digits $SEEDS --against soap muon adamw --tasks digits --seeds 300 \
+        --block optim-peers-digits
+    run optim-peers-full-digits $SEEDS --against soap muon adamw --tasks digits-full --seeds 10 \
+        --block optim-peers-full-digits
+    local tasks="transformer mlp stdlib digits digits-full"
+    run sq0 $SEEDS --option neumann_squarings=0 --tasks $tasks --seeds 10 --block optim-squarings-0
+    run sq2 $SEEDS --option neumann_squarings=2 --tasks $tasks --seeds 10 --block optim-squarings
+    run cbeta $SEEDS --option correction_beta=0.99 --tasks $tasks --seeds 10 --block optim-cbeta
+    run basis-tracking python $B/bench_basis_tracking.py --steps 300 --beta 0.95
+    run basis-oracle python $B/bench_basis_oracle.py
+    run heldout python $B/bench_heldout.py
+}
+
+timing() {
+    run nn-step python $B/bench_nn_step.py
+    run continuity python $B/bench_continuity.py --steps 50
+    run optim-step python $B/bench_optim_step.py
+    run optim-batched python $B/bench_optim_batched.py
+    run distributed python $B/bench_distributed.py
+    run reproduce-all python $B/bench_reproduce_all.py
+}
+
+what=${1:-all}
+if [[ $what == all || $what == quality ]]; then
+    lane_gpt &
+    gpt=$!
+    lane_rest
+    wait "$gpt"
+fi
+if [[ $what == all || $what == timing ]]; then
+    timing
+fi
