@@ -56,7 +56,6 @@ def test_the_rerun_script_names_existing_scripts_and_blocks():
     assert seed_blocks - written_by_default <= blocks, sorted(seed_blocks - blocks)
 
 
-
 def _write_many(path: str, name: str, times: int) -> None:
     """Write block ``name`` ``times`` times, checking (under the lock) before each write that
     the previous one is still there: a writer that wrote back a stale read would have
