@@ -197,3 +197,27 @@ def test_param_groups_lists_a_table_shared_by_two_embeddings_once() -> None:
     step(reference, SpectralKron(by_hand, lr=1e-2))
     pairs = zip(model.parameters(), reference.parameters(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
+
+
+@pytest.mark.parametrize("shape", [(5, 4), (4,)])
+@pytest.mark.parametrize("how", ["constructor", "add_param_group"])
+def test_a_parameter_listed_twice_in_one_group_is_named_and_registers_nothing(shape, how) -> None:
+    # Session 25's outside tester: SpectralKron([p, p]) stepped p twice (its displacement
+    # 2.0x a single listing's) with one state; torch.optim only warns.
+    p = torch.nn.Parameter(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+    q = torch.nn.Parameter(torch.zeros(3))
+    if how == "constructor":
+        with pytest.raises(
+            ValueError, match=r"params\[0\]\[2\]: the same tensor as params\[0\]\[0\]"
+        ):
+            SpectralKron([p, q, p], lr=1e-2)
+        return
+    opt = SpectralKron([q], lr=1e-2)
+    with pytest.raises(ValueError, match=r"params\[1\]\[1\]: the same tensor as params\[1\]\[0\]"):
+        opt.add_param_group({"params": [p, p]})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [p]})  # the same parameter listed once is accepted
+    p.grad = torch.ones_like(p)
+    before = p.detach().clone()
+    opt.step()
+    assert not torch.equal(p, before)

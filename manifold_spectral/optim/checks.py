@@ -345,15 +345,23 @@ def check_group_keys(group: dict[str, Any]) -> None:
 def listed_params(group: dict[str, Any], index: int) -> dict[str, Any]:
     """``group`` with its ``params`` iterable made a list (read once: a generator is spent by
     one pass), ``TypeError`` naming ``params[index][i]`` for a parameter that is not a real
-    floating point tensor of 16, 32 or 64 bits. A tensor, set or missing ``params`` is left
-    to ``torch.optim``'s own errors."""
+    floating point tensor of 16, 32 or 64 bits, ``ValueError`` for one listed twice (the
+    step would add its update once per listing, with one state; ``torch.optim`` only warns).
+    A tensor, set or missing ``params`` is left to ``torch.optim``'s own errors."""
     if isinstance(group.get("params"), (Tensor, set, type(None))):
         return group
     group = dict(group, params=list(group["params"]))
+    seen: dict[int, int] = {}
     for i, p in enumerate(group["params"]):
         if isinstance(p, Tensor) and not computes_in(p.dtype):
             raise TypeError(
                 f"params[{index}][{i}]: expected a real floating point parameter of 16, 32 "
                 f"or 64 bits, got dtype {p.dtype}"
+            )
+        first = seen.setdefault(id(p), i)
+        if first != i:
+            raise ValueError(
+                f"params[{index}][{i}]: the same tensor as params[{index}][{first}]; a "
+                f"parameter listed twice would be stepped twice"
             )
     return group
