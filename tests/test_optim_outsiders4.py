@@ -7,6 +7,7 @@ Each test failed on the code before its fix (see the commit messages)."""
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import pytest
@@ -221,3 +222,39 @@ def test_a_parameter_listed_twice_in_one_group_is_named_and_registers_nothing(sh
     before = p.detach().clone()
     opt.step()
     assert not torch.equal(p, before)
+
+
+def test_a_step_the_exact_exponential_cannot_take_says_so_and_changes_nothing() -> None:
+    # Session 25's outside tester: on a small tanh MLP the exact map's exp(beta2 h / d)
+    # overflows in the first steps (a bias whose squared gradient is ~1e4 times its
+    # curvature); the warning blamed "lr too large?" alone.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(10, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh()
+    )
+    opt = SpectralKron(model.parameters(), lr=3e-3, exponential="exact")
+    g = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        x = torch.randn(4, 10, generator=g)
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        state = copy.deepcopy(opt.state_dict())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opt.step()
+        skipped = [w for w in caught if "step skipped" in str(w.message)]
+        if skipped:
+            assert "exponential='exact' overflows" in str(skipped[0].message)
+            after = list(model.parameters())
+            assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+            new = opt.state_dict()["state"]
+            assert new.keys() == state["state"].keys()
+            for i, entries in state["state"].items():
+                assert new[i].keys() == entries.keys()
+                assert all(
+                    torch.equal(torch.as_tensor(v), torch.as_tensor(new[i][k]))
+                    for k, v in entries.items()
+                )
+            return
+    pytest.fail("no step was skipped: the test no longer reaches the exact map's overflow")

@@ -323,9 +323,17 @@ class UpdateMixin(BucketMixin):
                 counts["curvature_fallbacks"] += 1
                 out = pre.update(pc, g, count=count, continued=True, rotated=rotated, sides=sides)
         except (FloatingPointError, ValueError) as e:
+            # The exact map's exp(beta2 h / d) overflows where a squared gradient entry is
+            # hundreds of times its curvature (early steps): not the learning rate's doing.
+            why = (
+                "; exponential='exact' overflows where a gradient's square far exceeds its "
+                "curvature, the default 'truncated' map does not"
+                if pre.gauss.exponential == "exact"
+                else ""
+            )
             raise NonFiniteUpdate(
                 f"the curvature step of a parameter of shape {tuple(g.shape)} overflowed its "
-                f"state dtype ({e})"
+                f"state dtype ({e}{why})"
             ) from e
         new.update({key: v for key, v in counts.items() if v or key in state})
         return out
