@@ -26,7 +26,7 @@ def machine() -> str:
 
 def replace_between(path: Path, start: str, end: str, block: str) -> None:
     """Replace the text between the ``start`` and ``end`` markers of ``path`` by ``block``.
-    The read and the write hold an exclusive lock on ``path``'s ``.lock`` file (POSIX): two
+    The read and the write hold an exclusive ``flock`` on ``path`` itself (POSIX): two
     benchmarks that finish together (``rerun_defaults.sh`` runs two at a time) would
     otherwise each write the file it read, and the later write would drop the other's block."""
     with _locked(path):
@@ -41,14 +41,14 @@ def replace_between(path: Path, start: str, end: str, block: str) -> None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<path>.lock`` for the block (no lock where ``fcntl`` is
-    missing: Windows)."""
+    """An exclusive ``flock`` on ``path`` for the block (advisory: it orders the writers that
+    take it, and leaves no file behind; no lock where ``fcntl`` is missing: Windows)."""
     try:
         import fcntl
     except ImportError:
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "w") as f:
+    with open(path) as f:  # flock needs no write access; a missing file raises as before
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
