@@ -101,6 +101,11 @@ class UpdateMixin(BucketMixin):
         ``_pack_grads(params)``, when the caller has it; ``pre``: the bucket's
         ``_bucket_preconditioner``, when the caller has it."""
         k = len(params)
+        # A gradient in another memory layout (of a parameter stored transposed, e.g. a
+        # checkpoint loaded with ``.T``) holds the same values, but a product or a reduction
+        # over it adds in another order: made contiguous, every layout gives the contiguous
+        # gradient's bits, and the state entries made from it are contiguous.
+        grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
         state_dtype = self._state_dtype(group, params[0])
         if pre is None:
             pre = self._bucket_preconditioner(group, params)
