@@ -258,3 +258,38 @@ def test_a_step_the_exact_exponential_cannot_take_says_so_and_changes_nothing() 
                 )
             return
     pytest.fail("no step was skipped: the test no longer reaches the exact map's overflow")
+
+
+def _last_step(state_dtype: torch.dtype, scale: float) -> float:
+    """Largest entry of the third step of a 6 x 5 layer on gradients of size ``scale``."""
+    gen = torch.Generator().manual_seed(0)
+    p = torch.nn.Parameter(torch.zeros(6, 5))
+    opt = SpectralKron([p], lr=1e-2, state_dtype=state_dtype)
+    for _ in range(3):
+        p.grad = scale * torch.randn(6, 5, generator=gen)
+        before = p.detach().clone()
+        opt.step()
+    return float((p.detach() - before).abs().max())
+
+
+def test_an_explicit_float16_state_warns_what_it_does_to_small_gradients() -> None:
+    """Another outside tester's finding: a float16 state stepped gradients of 1e-6 by 1.1e-6
+    instead of about 0.05 (its damping floor sqrt(tiny)), silently. Now a warning at the
+    group's registration says so; float16 parameters default to a float32 state."""
+    p = torch.nn.Parameter(torch.zeros(3, 2))
+    with pytest.warns(UserWarning, match=r"state_dtype=torch.float16.*below 0\.088"):
+        SpectralKron([p], state_dtype=torch.float16)
+    with pytest.warns(UserWarning, match="state_dtype=torch.float16"):
+        SpectralKron([p]).add_param_group(
+            {"params": [torch.nn.Parameter(torch.zeros(2))], "state_dtype": torch.float16}
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SpectralKron([p], state_dtype=torch.bfloat16)
+        SpectralKron([torch.nn.Parameter(torch.zeros(3, 2, dtype=torch.float16))])
+    # what the warning says: below its bound the step shrinks with the gradient, above it not
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for scale, shrink in ((1e-4, 1e-2), (1e-2, 0.2), (1.0, 1.2)):
+            ratio = _last_step(torch.float16, scale) / _last_step(torch.float32, scale)
+            assert (ratio < shrink) if shrink < 1 else (1 / shrink < ratio < shrink), scale

@@ -259,6 +259,28 @@ def check_state_matches(
         )
 
 
+def warn_float16_state(group: dict[str, Any]) -> None:
+    """A ``UserWarning`` for a group registered with ``state_dtype=torch.float16``: what it
+    does to the step (``preconditioners.damping_floor`` and ``state_dtype_of`` have the
+    why). One text from one place, so Python's default filter shows it once."""
+    if group["state_dtype"] == torch.float16:
+        warnings.warn(_float16_state_warning(), UserWarning, stacklevel=2)
+
+
+@functools.cache
+def _float16_state_warning() -> str:
+    info = torch.finfo(torch.float16)
+    floor = math.sqrt(float(info.tiny))
+    return (
+        f"state_dtype=torch.float16: its range holds squared gradients only from "
+        f"{float(info.tiny):.1e} to {float(info.max):.0f}, so the damping is floored at "
+        f"sqrt(tiny) = {floor:.1e}: gradient entries below {math.sqrt(floor):.3f} (most of a "
+        "network's) take steps shrunk in proportion to their size, and the learned basis "
+        "hardly turns; torch.bfloat16 (float32's range, the same memory) or the default "
+        "(float32 for float16 parameters) keeps the step's scale"
+    )
+
+
 def state_dtype_of(opts: dict[str, Any], p: Tensor) -> torch.dtype:
     """The state dtype of parameter ``p`` under group options ``opts``: ``state_dtype``, by
     default the parameter's dtype, except float32 for float16: its five exponent bits hold

@@ -96,3 +96,4 @@ class GroupsMixin:
             param_group = checks.listed_params(param_group, len(self.param_groups))
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
+        checks.warn_float16_state(self.param_groups[-1])
