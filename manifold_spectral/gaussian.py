@@ -222,6 +222,7 @@ class Gaussian:
             jacobi=jacobi,
             second_order=second_order,
             reorthogonalize_every=reorthogonalize_every,
+            step_name="beta2",
         )
 
     def precision_step(
@@ -257,7 +258,7 @@ class Gaussian:
                     updated_gaps=self.updated_gaps,
                 )
             except torch.linalg.LinAlgError as exc:  # an overflowing step: as RGD reports it
-                raise singular_step_error(exc) from exc
+                raise singular_step_error(exc, "beta2") from exc
             if x_new is not None:
                 return rgd.finish_step(x_new, count=count)
             if self.updated_gaps:

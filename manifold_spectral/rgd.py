@@ -39,18 +39,19 @@ __all__ = ["RGD", "AUTO_REORTHOGONALIZE_EVERY", "singular_step_error"]
 AUTO_REORTHOGONALIZE_EVERY = {"neumann": 10, "exact-low-precision": 100}
 
 
-def singular_step_error(exc: Exception) -> FloatingPointError:
+def singular_step_error(exc: Exception, step_name: str = "lr") -> FloatingPointError:
     """The error of a step whose exact Cayley solve failed (``exc``, torch's ``LinAlgError``).
 
     ``I - N`` is invertible for every finite skew ``N``; a singular one means the step ``N``
     overflowed (entries of ~1e300 and beyond round ``I - N`` to a singular matrix, or are
     Inf/NaN). That is the same numerical failure that ``RGD`` reports when a step leaves the
     manifold, and it gets the same ``FloatingPointError``; nothing was committed yet.
+    ``step_name``: the caller's name of the step size, which the message suspects.
     """
     return FloatingPointError(
         "RGD.step: the step left the manifold (the rotation's Cayley solve failed: "
         f"{str(exc).rstrip('.')}; "
-        "lr too large?); state left unchanged"
+        f"{step_name} too large?); state left unchanged"
     )
 
 
@@ -81,6 +82,8 @@ class RGD:
             (whose defect is up to ``2 rho^6`` a step), every 100 steps with the exact map in
             float32 and 16-bit types (rounding drift ~1e-7 a step in float32), never with the
             exact map in float64.
+        step_name: what the caller's users call ``lr`` (``Gaussian``: ``beta2``), named in
+            the error of a step that left the manifold.
 
     A rejected call (bad point, gradient with wrong shape/dtype/device, NaN/Inf, or a step
     whose result is not finite) raises and leaves the momentum state unchanged.
@@ -97,6 +100,7 @@ class RGD:
         jacobi: bool | None = None,
         second_order: bool = False,
         reorthogonalize_every: int | None | str = "auto",
+        step_name: str = "lr",
     ) -> None:
         if not isinstance(manifold, SpectralManifold):
             raise TypeError(f"manifold: expected a SpectralManifold, got {type(manifold).__name__}")
@@ -126,6 +130,7 @@ class RGD:
                 f"got {reorthogonalize_every!r}"
             )
         self.reorthogonalize_every = reorthogonalize_every
+        self.step_name = step_name
         self.buffer: Any = None
         self.steps = 0
 
@@ -180,11 +185,11 @@ class RGD:
             # A finite gradient at a valid point whose natural gradient overflowed: a
             # numerical failure of this step, not a bad "tangent" argument of the caller.
             raise FloatingPointError(
-                f"RGD.step: the natural gradient is not finite ({exc}; lr too large or the "
-                "point too extreme?); state left unchanged"
+                f"RGD.step: the natural gradient is not finite ({exc}; {self.step_name} too "
+                "large or the point too extreme?); state left unchanged"
             ) from exc
         except torch.linalg.LinAlgError as exc:
-            raise singular_step_error(exc) from exc
+            raise singular_step_error(exc, self.step_name) from exc
         return self._commit(x_new, v, count)
 
     def finish_step(self, x_new: Any, *, count: int | None = None) -> Any:
@@ -204,7 +209,7 @@ class RGD:
         ok, reason = self.manifold.check_point(x_new, fast=True)
         if not ok:
             raise FloatingPointError(
-                f"RGD.step: the step left the manifold ({reason}; lr too large?); "
+                f"RGD.step: the step left the manifold ({reason}; {self.step_name} too large?); "
                 "state left unchanged"
             )
         # Commit only after everything succeeded.
