@@ -64,3 +64,28 @@ def test_right_shapes_still_work_batched():
     xb, ub = x5.expand(2, 3, 6, 5), u5.expand(2, 3, 6, 5)
     assert M5.retr(xb, ub).shape == (2, 3, 6, 5)
     assert M5.inner(xb, ub).shape == (2, 3)
+
+
+@pytest.mark.parametrize("call", sorted(CALLS) + ["check_point", "check_vector"])
+def test_an_integer_point_or_vector_is_refused_naming_it(call):
+    """An outside tester's finding: an integer packed point passed every check (shape only),
+    ``to_matrix`` returned an int64 matrix and the other methods failed inside torch
+    (``linalg.solve``, ``torch.finfo``, integer powers) naming no argument."""
+    from manifold_spectral.geoopt import KroneckerSpectralSPD, pack
+
+    M5, x5, u5, _, _ = _points()
+    checks = {
+        "check_point": lambda M, x, u: M.check_point_on_manifold(x),
+        "check_vector": lambda M, x, u: M.check_vector_on_tangent(x, u),
+    }
+    f = {**CALLS, **checks}[call]
+    with pytest.raises(TypeError, match=r"^x: expected a floating dtype, got torch.int64"):
+        f(M5, x5.round().long(), u5)
+    if call not in ("projx", "to_matrix", "power", "check_point"):  # these take no vector
+        with pytest.raises(TypeError, match=r"^[uv]: expected a floating dtype, got torch.int64"):
+            f(M5, x5, u5.round().long())
+    with pytest.raises(TypeError, match=r"^pack: B: expected a floating dtype"):
+        pack(torch.eye(2, dtype=torch.int64), torch.tensor([2.0, 3.0]))
+    K = KroneckerSpectralSPD(2, 3)
+    with pytest.raises(TypeError, match=r"^x: expected a floating dtype"):
+        K.to_matrix(torch.ones(K.numel, dtype=torch.int64))

@@ -28,15 +28,18 @@ ROTATIONS = ("linear", "jacobi", "second_order")
 
 
 def _check_factors(fn: str, **factors: Any) -> None:
-    """``TypeError`` naming ``fn`` and the argument unless every factor is a torch tensor:
-    the packing functions build the one tensor a geoopt parameter holds, and a numpy array
-    or a list would fail inside ``torch.cat`` (or on a missing ``.ndim``) naming neither."""
+    """``TypeError`` naming ``fn`` and the argument unless every factor is a floating torch
+    tensor: the packing functions build the one tensor a geoopt parameter holds, and a numpy
+    array or a list would fail inside ``torch.cat`` (or on a missing ``.ndim``) naming
+    neither, an integer tensor inside a later product."""
     for name, t in factors.items():
         if not isinstance(t, Tensor):
             raise TypeError(
                 f"{fn}: {name}: expected a torch tensor, got {type(t).__name__} "
                 "(torch.as_tensor converts an array)"
             )
+        if not t.is_floating_point():  # an integer point fails later inside torch products
+            raise TypeError(f"{fn}: {name}: expected a floating dtype, got {t.dtype}")
 
 
 def pack(B: Tensor, d: Tensor) -> Tensor:
@@ -70,11 +73,14 @@ def _check_packed(
     formulas return numbers for the wrong manifold, or fail inside torch with a message that
     names no argument; without the dtype check a float32 tangent at a float64 point fails in a
     matmul. Metadata only: no reduction, no host synchronisation, so it costs a step nothing.
-    ``TypeError`` for a non-tensor or a dtype/device other than the point's (the core
+    ``TypeError`` for a non-tensor, a non-floating dtype (an integer point returns integer
+    matrices or fails inside a product) or a dtype/device other than the point's (the core
     drivers' rule, ``validation.check_tensor``), ``ValueError`` for a shape; each names ``name``.
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"{name}: expected a torch tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name}: expected a floating dtype, got {t.dtype}")
     k = len(tail)
     if t.ndim < k or tuple(t.shape[t.ndim - k :]) != tail:
         dims = ", ".join(map(str, tail))

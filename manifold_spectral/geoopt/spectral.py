@@ -160,7 +160,7 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
     def _check_point_on_manifold(
         self, x: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
-        B, d = unpack(x)
+        B, d = self._parts(x, "x")
         if not bool(torch.isfinite(x).all()):  # an infinite d or alpha passes the "> 0" tests
             return False, "x contains NaN or Inf"
         if not _orthogonal(B, atol, rtol):
@@ -172,7 +172,7 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
     def _check_vector_on_tangent(
         self, x: Tensor, u: Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
-        B, _ = unpack(x)
+        B, _ = self._parts(x, "x")
         U, _ = self._parts(u, "u", like=x)
         A = B.mT @ U
         if not torch.allclose(A, -A.mT, atol=atol, rtol=rtol):
