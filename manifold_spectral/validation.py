@@ -222,12 +222,15 @@ def symmetric_matrix(
             ) from e
     if S.dtype.is_complex or S.dtype == torch.bool:
         raise TypeError(f"{name}: expected a real matrix, got dtype {S.dtype}")
+    # detached first: the point is not differentiable in S, and the finiteness check's
+    # float() of a sum that autograd records would warn from inside this package
+    S = S.detach()
     if not S.dtype.is_floating_point:
         S = S.to(torch.float64)
     check_tensor(S, name)
     if S.ndim != 2 or tuple(S.shape) != (size, size):
         raise ValueError(f"{name}: expected shape ({size}, {size}), got {tuple(S.shape)}")
-    S64 = S.detach().to(dtype=torch.float64)
+    S64 = S.to(dtype=torch.float64)
     check_symmetric(S64, name, sym_tol, dtype=S.dtype)
     return S64, S.dtype
 

@@ -69,18 +69,19 @@ class DiagonalSPD(SpectralManifold):
         log_scale = check_log_scale(log_scale)
         generator = check_generator(generator)
         d = torch.exp(log_scale * torch.randn(self.n, generator=generator, dtype=torch.float64))
-        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device, copy=True))
         return self._representable(
             x, "log_scale", f"log_scale = {log_scale:g} draws {eigenvalue_range(d)}"
         )
 
     def from_eigenvalues(self, d: Tensor) -> DiagonalPoint:
         """Point from positive diagonal entries (validated; ``ValueError`` naming ``d`` also
-        when an entry is not representable in the manifold's dtype)."""
+        when an entry is not representable in the manifold's dtype). The point holds a copy:
+        a later write into ``d`` cannot turn the validated point invalid."""
         check_tensor(d, "d", shape=(self.n,))
         if not bool((d > 0).all()):
             raise ValueError("d: expected positive entries")
-        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
+        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device, copy=True))
         return self._representable(x, "d", eigenvalue_range(d))
 
     def to_matrix(self, x: DiagonalPoint) -> Tensor:
