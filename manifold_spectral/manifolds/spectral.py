@@ -96,7 +96,9 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
             same (batched) products. Points then hold ``B`` (k, n, n) and ``d`` (k, n),
             tangents ``m`` (k, n) and ``M`` (k, n, n), Euclidean gradients are (k, n, n) and
             ``gop_eigenbasis`` takes ``V`` (k, n, m). Every formula is the unbatched one acting
-            on the last dimensions; ``from_matrix`` has no batched form.
+            on the last dimensions, so a batch equals k separate calls to rounding, not bit
+            for bit (a batched product may add in another order than k single ones);
+            ``from_matrix`` has no batched form.
     """
 
     def __init__(
