@@ -39,6 +39,8 @@ lane_gpt() {  # the full-size GPT: about half of the quality lanes' time
         --block optim-squarings-2-full-stdlib
     run cbeta-full-stdlib $SEEDS --option correction_beta=0.99 --tasks stdlib-full --seeds 3 \
         --block optim-cbeta-full-stdlib
+    run bs2-full-stdlib $SEEDS --option basis_scale=2.0 --tasks stdlib-full --seeds 3 \
+        --block optim-basis-scale-full-stdlib
 }
 
 lane_rest() {
@@ -61,6 +63,7 @@ lane_rest() {
     run sq0 $SEEDS --option neumann_squarings=0 --tasks $tasks --seeds 10 --block optim-squarings-0
     run sq2 $SEEDS --option neumann_squarings=2 --tasks $tasks --seeds 10 --block optim-squarings
     run cbeta $SEEDS --option correction_beta=0.99 --tasks $tasks --seeds 10 --block optim-cbeta
+    run bs2 $SEEDS --option basis_scale=2.0 --tasks $tasks --seeds 10 --block optim-basis-scale
     run basis-tracking python $B/bench_basis_tracking.py --steps 300 --beta 0.95
     run basis-oracle python $B/bench_basis_oracle.py
     run heldout python $B/bench_heldout.py

@@ -186,6 +186,9 @@ class Gaussian:
             (``manifolds.kronecker_gop``; with ``jacobi``, each pair's exact 2 x 2 angle in the
             updated curvature): a variant of the closed-form step only, so a curvature
             without one (not a GOP) raises ``ValueError``, as does ``second_order``.
+        basis_scale: ``c``: the rotation's step ``c beta2``, the eigenvalues' ``beta2``
+            (``manifolds.kronecker_gop``): a variant of the closed-form step only, so ``c != 1``
+            with a curvature without one raises ``ValueError``, as ``updated_gaps`` does.
         reorthogonalize_every: passed to the underlying ``RGD`` (default ``"auto"``: a
             Newton-Schulz step every 10 Neumann updates, every 100 exact updates below float64).
     """
@@ -203,6 +206,7 @@ class Gaussian:
         jacobi: bool = False,
         second_order: bool = False,
         updated_gaps: bool = False,
+        basis_scale: float = 1.0,
         reorthogonalize_every: int | None | str = "auto",
     ) -> None:
         self.manifold = manifold
@@ -212,6 +216,7 @@ class Gaussian:
         self.root = check_positive(root, "root")
         self.exponential = check_exponential(exponential)
         self.updated_gaps = check_flag(updated_gaps, "updated_gaps")
+        self.basis_scale = check_positive(basis_scale, "basis_scale")
         if self.updated_gaps and second_order:
             raise ValueError("updated_gaps: a variant of the closed-form step, not of second_order")
         self._rgd = RGD(
@@ -256,16 +261,21 @@ class Gaussian:
                     cayley=rgd.cayley,
                     jacobi=rgd.jacobi,
                     updated_gaps=self.updated_gaps,
+                    basis_scale=self.basis_scale,
                 )
             except torch.linalg.LinAlgError as exc:  # an overflowing step: as RGD reports it
                 raise singular_step_error(exc, "beta2") from exc
             if x_new is not None:
                 return rgd.finish_step(x_new, count=count)
-            if self.updated_gaps:
-                raise ValueError(
-                    f"updated_gaps: {type(Ht).__name__} on {type(self.manifold).__name__} has no "
-                    "closed-form step (only a GOP curvature does)"
-                )
+            for name, variant in (
+                ("updated_gaps", self.updated_gaps),
+                ("basis_scale", self.basis_scale != 1.0),
+            ):
+                if variant:
+                    raise ValueError(
+                        f"{name}: {type(Ht).__name__} on {type(self.manifold).__name__} has no "
+                        "closed-form step (only a GOP curvature does)"
+                    )
         G = self.manifold.precision_egrad_eigenbasis(x, Ht, self.gamma)
         return rgd.step_eigenbasis(x, G, check_input=False, count=count)
 

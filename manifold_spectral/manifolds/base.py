@@ -160,14 +160,15 @@ class SpectralManifold(abc.ABC):
         cayley: str | None = None,
         jacobi: bool = False,
         updated_gaps: bool = False,
+        basis_scale: float = 1.0,
     ) -> Any | None:
         """The precision's RGD step ``retr(x, -F^+ grad, beta2)`` for the gradient
         ``precision_egrad_eigenbasis(x, Ht, gamma)``, in closed form where this manifold has
         one for the curvature ``Ht`` (``Gaussian.precision_step`` then takes it), else
         ``None`` (the default): the caller composes the three steps. Options as in ``retr``;
         ``updated_gaps``: the rotation's gaps after the eigenvalue step (a closed form's own
-        variant, ``manifolds.kronecker_gop``); the result is unchecked (``RGD.finish_step``
-        checks it)."""
+        variant, ``manifolds.kronecker_gop``), and ``basis_scale``: the rotation's step
+        ``basis_scale * beta2``; the result is unchecked (``RGD.finish_step`` checks it)."""
         return None
 
     @abc.abstractmethod

@@ -188,6 +188,7 @@ class DiagonalSPD(SpectralManifold):
         cayley: str | None = None,
         jacobi: bool = False,
         updated_gaps: bool = False,
+        basis_scale: float = 1.0,
     ) -> DiagonalPoint:
         """The RGD step ``retr(x, -F^+ grad L, beta2)`` of the precision for the curvature
         diagonal ``Ht`` (``gop_eigenbasis``, ``rotate``) in closed form: the natural gradient
@@ -198,7 +199,7 @@ class DiagonalSPD(SpectralManifold):
 
         RMSprop (``gamma = 1``) and AdaGrad (``gamma = 0``) for the GOP (paper App. A.1, Eq.
         12), without the layered path's intermediate gradient and tangent. ``cayley``,
-        ``jacobi`` and ``updated_gaps`` are ignored (no rotation). Not checked
+        ``jacobi``, ``updated_gaps`` and ``basis_scale`` are ignored (no rotation). Not checked
         (``RGD.finish_step`` checks)."""
         check_tensor(Ht, "Ht", shape=(self.n,), dtype=self.dtype, device=self.device, finite=False)
         beta2, exponential = check_positive(beta2, "beta2"), check_exponential(exponential)

@@ -137,6 +137,7 @@ class KroneckerGOPStepMixin:
         cayley: str | None = None,
         jacobi: bool = False,
         updated_gaps: bool = False,
+        basis_scale: float = 1.0,
     ) -> KroneckerSpectralPoint | None:
         """The RGD step ``retr(x, -F^+ grad L, beta2)`` of the precision for the GOP curvature
         ``Ht`` (a ``KroneckerGOP`` from ``gop_eigenbasis`` / ``gop_from_rotated``, or the
@@ -144,8 +145,10 @@ class KroneckerGOPStepMixin:
         form (module docstring); ``None`` for any other curvature, which has no closed form
         here (the caller takes the layered step). ``exponential``, ``cayley`` and ``jacobi``
         as in ``retr``; ``updated_gaps``: the rotation's gaps after the eigenvalue step
-        (module docstring). The result is not checked (``RGD.finish`` checks it); a truncated map
-        that leaves the positive reals (``gamma beta2 >= 1``) raises
+        (module docstring); ``basis_scale``: ``c``, the rotation's step ``c beta2`` (``M``
+        above times ``c``), the eigenvalues' ``beta2``. The result is not checked
+        (``RGD.finish`` checks it); a truncated map that leaves the positive reals
+        (``gamma beta2 >= 1``) raises
         ``blocks.TruncationError``. A padded batch (``sizes``) takes only this step:
         ``NotImplementedError`` for another curvature."""
         if not isinstance(Ht, (KroneckerGOP, KroneckerGOPSides)):
@@ -156,6 +159,8 @@ class KroneckerGOPStepMixin:
         method = self.cayley if cayley is None else check_cayley(cayley)
         jacobi = check_flag(jacobi, "jacobi")
         updated_gaps = check_flag(updated_gaps, "updated_gaps")
+        # the rotation's factor -beta2 c / 2 of M (c = 1: the same number as -beta2 / 2)
+        half_step = -0.5 * beta2 * check_positive(basis_scale, "basis_scale")
         self.validate_layout(x)
         lam = Ht.damping
         if isinstance(Ht, KroneckerGOP):
@@ -181,7 +186,7 @@ class KroneckerGOPStepMixin:
             h = w.div_(ak)
             d_new = blocks.gop_eig_step(d, h, beta2, gamma, exponential, nonnegative=True)
             # Tensor.__rdiv__'s operations, the number a cached 0-d tensor (the same bits)
-            scale = torch.mul(ak[..., None].reciprocal(), operand(-0.5 * beta2, ak))
+            scale = torch.mul(ak[..., None].reciprocal(), operand(half_step, ak))
             gaps = d_new if updated_gaps else d
             M = blocks.inverse_gaps(gaps, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
             B = blocks.rotation_retract(

@@ -158,6 +158,7 @@ _FLAGS = (
 _NUMBERS = (
     "lr",
     "beta2",
+    "basis_scale",
     "root",
     "damping",
     "gamma",
@@ -187,6 +188,7 @@ def validate_group(g: dict[str, Any]) -> None:
         _check_not_shaped(g[key], key)
     check_positive(g["lr"], "lr", allow_zero=True)
     check_positive(g["beta2"], "beta2")
+    check_positive(g["basis_scale"], "basis_scale")
     check_positive(g["root"], "root")
     check_positive(g["damping"], "damping")  # > 0: a zero gradient entry needs a floor
     check_positive(g["gamma"], "gamma", allow_zero=True)

@@ -344,6 +344,7 @@ def _gaussian(manifold: Any, opts: dict, continued: bool = False) -> Gaussian:
         exponential="continued" if continued else exponential,
         jacobi=opts.get("jacobi", False),
         updated_gaps=opts.get("updated_gaps", False),
+        basis_scale=opts.get("basis_scale", 1.0),
     )
 
 

@@ -31,6 +31,7 @@ LEGACY = {
     "accumulate_gop": False,
     "updated_gaps": False,
     "neumann_squarings": 0,
+    "basis_scale": 1.0,
 }
 
 

@@ -117,6 +117,14 @@ class SpectralKron(
             the update a continuous (Lipschitz) function of the state and the gradient, so
             results differ by rounding when inputs do (threads, BLAS, DDP). ``0``: the hard
             Moore-Penrose cut at ``sqrt(eps)``.
+        basis_scale: ``c``: the basis's curvature step is ``c`` times the eigenvalues' (the
+            rotation block's RGD step ``c beta2``, Fig. 6 right's ``M`` scaled by ``c``; with
+            ``jacobi`` each pair turns by the 2 x 2 angle of a ``c`` times larger
+            off-diagonal entry), the eigenvalues and ``alpha`` still move at ``beta2``. The
+            learned basis lags the eigenbasis of its target, which is what the defaults
+            pay against SOAP's ``eigh``-refreshed basis (``benchmarks/bench_basis_oracle.py``);
+            ``c > 1`` over-relaxes each turn towards it while keeping the eigenvalues'
+            memory. ``1``: the paper's single step size.
         momentum: momentum coefficient on the gradient, in ``[0, 1)``. The buffer sums
             gradients (SGD's convention, ``m <- momentum m + g``), so at equal ``lr`` the step
             is about ``1 / (1 - momentum)`` times that of Adam's averaged ``m`` (a different
@@ -204,6 +212,7 @@ class SpectralKron(
         jacobi: bool = True,
         updated_gaps: bool = True,
         gap_damping: float = option_defaults.GAP_DAMPING,
+        basis_scale: float = 1.0,
         eigenvalue_correction: bool | None = None,
         correction_beta: float = 0.95,
         momentum: float = 0.85,
@@ -238,6 +247,7 @@ class SpectralKron(
             jacobi=jacobi,
             updated_gaps=updated_gaps,
             gap_damping=gap_damping,
+            basis_scale=basis_scale,
             eigenvalue_correction=eigenvalue_correction,
             correction_beta=correction_beta,
             momentum=momentum,
