@@ -27,13 +27,14 @@ def rel(u: torch.Tensor, v: torch.Tensor) -> float:
     return float((u - v).norm() / v.norm())
 
 
-def paper_box(x, G: torch.Tensor, lam: float, beta2: float, gamma: float):
+def paper_box(x, G: torch.Tensor, lam: float, beta2: float, gamma: float, c: float = 1.0):
     """Fig. 6 (right), one gradient matrix, exact Cayley, hard Moore-Penrose rule: dense
     ``S_l^-1``, ``Q_L = G S_R^-1 G^T``, ``Q_R = G^T S_L^-1 G``, ``W_l = B_l^T Q_l B_l`` plus the
     damping's ``lambda tr(S_other^-1) I`` (the GOP ``vec(G) vec(G)^T + lambda I``), then
     ``n_l = (1 - gamma beta2) d_l + beta2 diag(W_l) / (alpha kappa_l)``, the rotation
     ``B_l (I - N)^-1 (I + N)`` with ``N = Skew(Tril(U))``,
-    ``U_ij = -beta2 W_ij / (2 alpha kappa_l (d_i - d_j))``, and the normalisation."""
+    ``U_ij = -beta2 W_ij / (2 alpha kappa_l (d_i - d_j))``, and the normalisation. ``c``:
+    ``basis_scale``, the rotation's step ``c beta2`` (``U`` times ``c``), ``n_l`` unchanged."""
     a, b = G.shape
     alpha = x.alpha
     inv = {side: p.B @ torch.diag(1.0 / p.d) @ p.B.T for side, p in (("L", x.left), ("R", x.right))}
@@ -48,7 +49,7 @@ def paper_box(x, G: torch.Tensor, lam: float, beta2: float, gamma: float):
         gap = p.d[:, None] - p.d[None, :]
         U = torch.zeros(n, n, dtype=DT)
         off = ~torch.eye(n, dtype=torch.bool)
-        U[off] = -beta2 * W[off] / (2 * alpha * kappa * gap[off])
+        U[off] = -c * beta2 * W[off] / (2 * alpha * kappa * gap[off])
         L = torch.tril(U, -1)
         N = L - L.T
         I = torch.eye(n, dtype=DT)
@@ -63,17 +64,18 @@ def paper_box(x, G: torch.Tensor, lam: float, beta2: float, gamma: float):
     )
 
 
+@pytest.mark.parametrize("c", [1.0, 2.0, 0.5])  # basis_scale
 @pytest.mark.parametrize("gamma", [1.0, 0.0])
 @pytest.mark.parametrize("shape", [(3, 4), (5, 2), (4, 4)])  # square: both factors in one pass
-def test_kronecker_closed_form_is_the_papers_box(shape, gamma):
+def test_kronecker_closed_form_is_the_papers_box(shape, gamma, c):
     a, b = shape
     K = ms.KroneckerSpectralSPD(a, b, dtype=DT, cayley="exact")
     x = K.random(gen(1))
     G = torch.randn(a, b, generator=gen(2), dtype=DT)
     lam, beta2 = 0.05, 0.3
-    gauss = Gaussian(K, beta2=beta2, gamma=gamma, exponential="truncated")
+    gauss = Gaussian(K, beta2=beta2, gamma=gamma, exponential="truncated", basis_scale=c)
     y = gauss.precision_step(x, GOP(G.reshape(-1), damping=lam), count=1)
-    want = paper_box(x, G, lam, beta2, gamma)
+    want = paper_box(x, G, lam, beta2, gamma, c)
     got = (y.alpha, y.left.B, y.left.d, y.right.B, y.right.d)
     for name, u, v in zip(("alpha", "B_L", "d_L", "B_R", "d_R"), got, want, strict=True):
         assert rel(u, v) < 1e-12, name
@@ -310,3 +312,17 @@ def test_closed_forms_do_not_divide_before_the_eigenvalue_map(exponential):
     for got, d, h in ((y.left.d, dL64, hL), (y.right.d, dR64, hR)):
         n = 0.9 * d + 0.1 * h  # normalised by its geometric mean: compare the ratios
         assert rel(got.double() / got[0].double(), n / n[0]) < 1e-5
+
+
+def test_basis_scale_is_refused_where_there_is_no_closed_form_and_checked():
+    """``basis_scale != 1`` is a variant of the closed-form step: a dense curvature (layered
+    step) refuses it by name, as ``updated_gaps``; a non-positive or NaN value is refused."""
+    K = ms.KroneckerSpectralSPD(3, 2, dtype=DT)
+    x = K.random(gen(1))
+    H = torch.eye(6, dtype=DT)
+    Gaussian(K, beta2=0.1).precision_step(x, DenseCurvature(H))  # c = 1: the layered step
+    with pytest.raises(ValueError, match="^basis_scale: .*no closed-form step"):
+        Gaussian(K, beta2=0.1, basis_scale=2.0).precision_step(x, DenseCurvature(H))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="basis_scale"):
+            Gaussian(K, beta2=0.1, basis_scale=bad)
