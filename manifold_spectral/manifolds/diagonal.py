@@ -69,7 +69,7 @@ class DiagonalSPD(SpectralManifold):
         log_scale = check_log_scale(log_scale)
         generator = check_generator(generator)
         d = torch.exp(log_scale * torch.randn(self.n, generator=generator, dtype=torch.float64))
-        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device, copy=True))
+        x = DiagonalPoint(d.to(dtype=self.dtype, device=self.device))
         return self._representable(
             x, "log_scale", f"log_scale = {log_scale:g} draws {eigenvalue_range(d)}"
         )
