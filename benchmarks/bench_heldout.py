@@ -51,10 +51,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+from bench_optim_seeds import parse_option  # noqa: E402
 from torch import Tensor, nn
 
 from manifold_spectral._threads import torch_threads
 from manifold_spectral.experiments import nn_training
+from manifold_spectral.experiments.nn_training import optimizers
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- heldout:start -->", "<!-- heldout:end -->"
@@ -318,11 +320,11 @@ def _mean_se(x: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else math.nan
 
 
-def measure(name: str, steps: int, seeds: int) -> dict[str, dict]:
-    """Per method: tuned hp, seed-0 grid, and the held-out / training-tail losses of seeds
-    1 .. ``seeds`` at the tuned hp."""
+def measure(name: str, steps: int, seeds: int, methods: list[str] | None = None) -> dict[str, dict]:
+    """Per method (default: every one of ``GRID``): tuned hp, seed-0 grid, and the held-out /
+    training-tail losses of seeds 1 .. ``seeds`` at the tuned hp."""
     task, out = make_task(name), {}
-    for method in GRID:
+    for method in GRID if methods is None else methods:
         best, per_lr = tune(task, method, steps)
         runs = [_run(task, method, best, s, steps) for s in range(1, seeds + 1)]
         out[method] = dict(
@@ -370,17 +372,64 @@ def format_grid(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+#: The registered name of ``--option``'s variant of the defaults, tuned on the defaults' grid.
+VARIANT = "_heldout_variant"
+
+
+def format_option(results: dict[str, dict[str, dict]], label: str) -> str:
+    """Task x (defaults, the variant): held-out mean ± standard error at each one's tuned lr,
+    and the difference per seed (the same seeds: the same data and initialisation)."""
+    lines = [
+        f"| task | SpectralKron defaults | `{label}` | `{label}` minus defaults (per seed) "
+        "| lower on |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, res in results.items():
+        cells = []
+        for r in res.values():
+            mu, se = _mean_se(r["final"])
+            cells.append(f"{mu:.4f} ± {se:.4f} (lr {r['best']['lr']:.2g})")
+        d = np.asarray(res[VARIANT]["final"]) - np.asarray(res["spectral-p2"]["final"])
+        mu, se = _mean_se(list(d))
+        lower = f"{int((d < 0).sum())}/{d.size}"
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {mu:+.4f} ± {se:.4f} | {lower} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(DEFAULT_TASKS))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds 1 .. N")
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
+    parser.add_argument(
+        "--option",
+        type=parse_option,
+        nargs="+",
+        help="key=value ...: the defaults against the defaults with these SpectralKron "
+        "options, each tuned on the defaults' grid (no peers); writes --block",
+    )
+    parser.add_argument("--block", default=None, help="README block NAME (with --option)")
     args = parser.parse_args(argv)
+    if (args.option is None) != (args.block is None) and not args.no_write:
+        parser.error("--option and --block go together (or --no-write)")
+    methods = None
+    if args.option is not None:
+        options = dict(args.option)
+        label = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        optimizers.ABLATIONS[VARIANT] = optimizers.OptimizerSpec(
+            VARIANT, label, "k", {}, optimizers._spectral(**options)
+        )
+        GRID[VARIANT] = GRID["spectral-p2"]
+        methods = ["spectral-p2", VARIANT]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     t0 = time.perf_counter()
-    with torch_threads(1):
-        results = {name: measure(name, args.steps, args.seeds) for name in args.tasks}
+    try:
+        with torch_threads(1):
+            results = {name: measure(name, args.steps, args.seeds, methods) for name in args.tasks}
+    finally:
+        if methods is not None:  # registered for this run only
+            del optimizers.ABLATIONS[VARIANT], GRID[VARIANT]
     describe = "; ".join(f"`{n}`: {make_task(n).describe}" for n in args.tasks)
     header = (
         f"Measured {datetime.date.today().isoformat()} "
@@ -395,10 +444,15 @@ def main(argv: list[str] | None = None) -> int:
         "Seed-0 held-out loss at each lr of the grid (lowest lr first, half a decade apart, "
         "with the edge extensions), divided by the winner's:"
     )
-    block = f"{header}\n\n{format_table(results)}\n\n{grid}\n\n{format_grid(results)}"
+    if methods is None:
+        block = f"{header}\n\n{format_table(results)}\n\n{grid}\n\n{format_grid(results)}"
+        start, end = START, END
+    else:
+        block = f"{header}\n\n{format_option(results, label)}"
+        start, end = f"<!-- {args.block}:start -->", f"<!-- {args.block}:end -->"
     print(block)
     if not args.no_write:
-        replace_between(README, START, END, block)
+        replace_between(README, start, end, block)
     return 0
 
 

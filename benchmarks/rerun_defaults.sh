@@ -67,6 +67,9 @@ lane_rest() {
     run basis-tracking python $B/bench_basis_tracking.py --steps 300 --beta 0.95
     run basis-oracle python $B/bench_basis_oracle.py
     run heldout python $B/bench_heldout.py
+    run heldout-bs2 python $B/bench_heldout.py --tasks cancer wine diabetes digits-mlp \
+        digits-ae digits-vit stdlib-gru stdlib-bow --option basis_scale=2.0 \
+        --block heldout-basis-scale
 }
 
 timing() {

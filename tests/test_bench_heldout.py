@@ -62,3 +62,42 @@ def test_tiny_run_prints_both_tables(heldout, capsys):
     for label in heldout.LABEL.values():
         assert out.count(label) == 2  # the result table and the lr-grid table
     assert "| cancer |" in out
+
+
+def test_an_option_run_compares_the_defaults_with_the_variant_only(heldout, monkeypatch, capsys):
+    """``--option``: the defaults and the variant, each tuned on the defaults' grid, on the
+    same seeds (no peers); the variant is registered for the run only."""
+    from manifold_spectral.experiments.nn_training import optimizers
+
+    calls = []
+
+    def fake_run(task, method, hp, seed, steps):
+        calls.append(method)
+        final = abs(math.log(hp["lr"] / 1e-3)) + seed + (0.5 if method == heldout.VARIANT else 0)
+        return types.SimpleNamespace(final=final, train_tail=0.0)
+
+    monkeypatch.setattr(heldout, "_run", fake_run)
+    argv = ["--tasks", "cancer", "--seeds", "2", "--option", "basis_scale=2.0", "--no-write"]
+    assert heldout.main(argv) == 0
+    assert set(calls) == {"spectral-p2", heldout.VARIANT}
+    assert heldout.VARIANT not in optimizers.ABLATIONS and heldout.VARIANT not in heldout.GRID
+    # both tuned to lr 1e-3 on seed 0; seeds 1, 2: defaults 1, 2; the variant 1.5, 2.5
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row == (
+        "| cancer | 1.5000 ± 0.5000 (lr 0.001) | 2.0000 ± 0.5000 (lr 0.001) "
+        "| +0.5000 ± 0.0000 | 0/2 |"
+    )
+
+
+def test_the_option_table_pairs_seeds(heldout):
+    res = {
+        "cancer": {
+            "spectral-p2": {"final": [1.0, 2.0], "best": {"lr": 1e-3}},
+            heldout.VARIANT: {"final": [0.5, 2.5], "best": {"lr": 3e-3}},
+        }
+    }
+    row = heldout.format_option(res, "basis_scale=2.0").splitlines()[-1]
+    assert row == (
+        "| cancer | 1.5000 ± 0.5000 (lr 0.001) | 1.5000 ± 1.0000 (lr 0.003) "
+        "| +0.0000 ± 0.5000 | 1/2 |"
+    )
