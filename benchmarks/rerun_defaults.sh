@@ -11,7 +11,8 @@
 # depend on the load); each lane keeps the order that the blocks read each other in
 # (bench_optim_seeds.py takes its learning rates from the tables written before it). The
 # timing blocks run one at a time afterwards, alone on the machine. Logs: results/rerun/.
-# Blocks that do not depend on SpectralKron (results, spd-*, nes, bbob) are not re-run.
+# Blocks that do not depend on SpectralKron (results, spd-*, nes, bbob) are not re-run, nor the
+# retired option blocks of benchmarks/HISTORY.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -33,12 +34,6 @@ run() {  # run NAME COMMAND...: the command's output in results/rerun/NAME.log
 lane_gpt() {  # the full-size GPT: about half of the quality lanes' time
     run full-stdlib python $B/bench_nn_real.py --tasks stdlib $FULL --trials 6 --steps 400 \
         --block full-stdlib --out "$LOG/full-stdlib"
-    run sq0-full-stdlib $SEEDS --option neumann_squarings=0 --tasks stdlib-full --seeds 3 \
-        --block optim-squarings-full-stdlib
-    run sq2-full-stdlib $SEEDS --option neumann_squarings=2 --tasks stdlib-full --seeds 3 \
-        --block optim-squarings-2-full-stdlib
-    run cbeta-full-stdlib $SEEDS --option correction_beta=0.99 --tasks stdlib-full --seeds 3 \
-        --block optim-cbeta-full-stdlib
     run bs2-full-stdlib $SEEDS --option basis_scale=2.0 --tasks stdlib-full --seeds 3 \
         --block optim-basis-scale-full-stdlib
 }
@@ -60,9 +55,6 @@ lane_rest() {
     run optim-peers-full-digits $SEEDS --against soap muon adamw --tasks digits-full --seeds 10 \
         --block optim-peers-full-digits
     local tasks="transformer mlp stdlib digits digits-full"
-    run sq0 $SEEDS --option neumann_squarings=0 --tasks $tasks --seeds 10 --block optim-squarings-0
-    run sq2 $SEEDS --option neumann_squarings=2 --tasks $tasks --seeds 10 --block optim-squarings
-    run cbeta $SEEDS --option correction_beta=0.99 --tasks $tasks --seeds 10 --block optim-cbeta
     run bs2 $SEEDS --option basis_scale=2.0 --tasks $tasks --seeds 10 --block optim-basis-scale
     run basis-tracking python $B/bench_basis_tracking.py --steps 300 --beta 0.95
     run basis-oracle python $B/bench_basis_oracle.py
