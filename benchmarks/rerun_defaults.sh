@@ -34,8 +34,6 @@ run() {  # run NAME COMMAND...: the command's output in results/rerun/NAME.log
 lane_gpt() {  # the full-size GPT: about half of the quality lanes' time
     run full-stdlib python $B/bench_nn_real.py --tasks stdlib $FULL --trials 6 --steps 400 \
         --block full-stdlib --out "$LOG/full-stdlib"
-    run bs2-full-stdlib $SEEDS --option basis_scale=2.0 --tasks stdlib-full --seeds 3 \
-        --block optim-basis-scale-full-stdlib
 }
 
 lane_rest() {
@@ -54,14 +52,9 @@ lane_rest() {
         --block optim-peers-digits
     run optim-peers-full-digits $SEEDS --against soap muon adamw --tasks digits-full --seeds 10 \
         --block optim-peers-full-digits
-    local tasks="transformer mlp stdlib digits digits-full"
-    run bs2 $SEEDS --option basis_scale=2.0 --tasks $tasks --seeds 10 --block optim-basis-scale
     run basis-tracking python $B/bench_basis_tracking.py --steps 300 --beta 0.95
     run basis-oracle python $B/bench_basis_oracle.py
     run heldout python $B/bench_heldout.py
-    run heldout-bs2 python $B/bench_heldout.py --tasks cancer wine diabetes digits-mlp \
-        digits-ae digits-vit stdlib-gru stdlib-bow --option basis_scale=2.0 \
-        --block heldout-basis-scale
 }
 
 timing() {

@@ -13,6 +13,7 @@ from typing import Any
 from ..validation import check_flag
 
 __all__ = [
+    "BASIS_SCALE",
     "DEFAULT_EXPONENTIAL",
     "GAP_DAMPING",
     "NEUMANN_SQUARINGS",
@@ -46,6 +47,13 @@ GAP_DAMPING = 0.3
 #: ``eigh`` reaches in one step; one squaring halves ``N`` before the bound for one more
 #: product per factor and curvature step (benchmarks/bench_basis_oracle.py).
 NEUMANN_SQUARINGS = 1
+
+#: Default ``basis_scale``: the learned basis lags the eigenbasis of its target (the squaring
+#: lifts only the bound on a turn, not the turn's size ``beta2``); a rotation step twice the
+#: eigenvalues' over-relaxes every turn towards it while the eigenvalues keep ``beta2``'s
+#: memory. Measured against ``1`` (the paper's single step size) on the full-size GPT, the
+#: small tasks and the held-out tasks: benchmarks/HISTORY.md.
+BASIS_SCALE = 2.0
 
 
 def squarings(group: dict[str, Any]) -> int:

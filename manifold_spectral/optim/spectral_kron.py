@@ -124,7 +124,8 @@ class SpectralKron(
             learned basis lags the eigenbasis of its target, which is what the defaults
             pay against SOAP's ``eigh``-refreshed basis (``benchmarks/bench_basis_oracle.py``);
             ``c > 1`` over-relaxes each turn towards it while keeping the eigenvalues'
-            memory. ``1``: the paper's single step size.
+            memory (default ``option_defaults.BASIS_SCALE``). ``1``: the paper's single step
+            size.
         momentum: momentum coefficient on the gradient, in ``[0, 1)``. The buffer sums
             gradients (SGD's convention, ``m <- momentum m + g``), so at equal ``lr`` the step
             is about ``1 / (1 - momentum)`` times that of Adam's averaged ``m`` (a different
@@ -212,7 +213,7 @@ class SpectralKron(
         jacobi: bool = True,
         updated_gaps: bool = True,
         gap_damping: float = option_defaults.GAP_DAMPING,
-        basis_scale: float = 1.0,
+        basis_scale: float = option_defaults.BASIS_SCALE,
         eigenvalue_correction: bool | None = None,
         correction_beta: float = 0.95,
         momentum: float = 0.85,

@@ -98,7 +98,8 @@ def _pytorch_optimizer() -> Any:
 #: choice, not the paper's), with one curvature period for the Kronecker and the diagonal
 #: scheme, whose curvature step sees the current gradient alone (``accumulate_gop=False``),
 #: the RGD step's rotation at the eigenvalues before the step (``updated_gaps=False``), and
-#: the plain Neumann Cayley map (``neumann_squarings=0``).
+#: the plain Neumann Cayley map (``neumann_squarings=0``) with one step size for the basis and
+#: the eigenvalues (``basis_scale=1``).
 PAPER_SCHEME: dict[str, Any] = dict(
     momentum=0.9,
     nesterov=False,
@@ -109,6 +110,7 @@ PAPER_SCHEME: dict[str, Any] = dict(
     gap_damping=1e-2,
     updated_gaps=False,
     neumann_squarings=0,
+    basis_scale=1.0,
     clip_rms=1.0,
     state_dtype=torch.bfloat16,
 )
