@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--block", help="README block nn-real-BLOCK to write (default: the precision)"
     )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="directory of finished runs: read instead of trained, trained ones stored "
+        "(an interrupted run resumes; any change of the package's source is a miss)",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     size = "small" if args.small else "full"
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         task_kw=SIZES[size],
         progress=args.progress,
+        cache=args.cache,
     )
     header = (
         f"Measured {datetime.date.today().isoformat()} at the **{size}** task sizes "

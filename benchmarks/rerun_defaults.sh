@@ -11,6 +11,8 @@
 # depend on the load); each lane keeps the order that the blocks read each other in
 # (bench_optim_seeds.py takes its learning rates from the tables written before it). The
 # timing blocks run one at a time afterwards, alone on the machine. Logs: results/rerun/.
+# bench_nn_real.py's runs are kept in $RERUN_CACHE (default results/rerun/cache): a re-run
+# that stopped resumes from its finished training runs (any change of the package is a miss).
 # Blocks that do not depend on SpectralKron (results, spd-*, nes, bbob) are not re-run, nor the
 # retired option blocks of benchmarks/HISTORY.md.
 set -euo pipefail
@@ -18,10 +20,12 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 LOG=results/rerun
 mkdir -p "$LOG"
+CACHE=${RERUN_CACHE:-$LOG/cache}
 B=benchmarks
 SEEDS="python $B/bench_optim_seeds.py"
 SMALL="--small --trials 4 --steps 200 --update-every 1 --methods adamw soap muon spectral-p2 --ablations --no-progress"
 FULL="--precision fp32 --update-every 2 --methods adamw soap muon spectral-p2 --no-progress"
+FULL="$FULL --cache $CACHE"
 
 run() {  # run NAME COMMAND...: the command's output in results/rerun/NAME.log
     local name=$1

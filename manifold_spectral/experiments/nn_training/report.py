@@ -39,6 +39,7 @@ def format_table(result: QualityResult) -> str:
         f"{'bfloat16 autocast' if r.precision == 'bf16' else 'float32'}; preconditioner "
         f"period {r.update_every} (SOAP and ours); torch threads {r.threads}; run "
         f"{r.wall_time:.0f} s"
+        + (f" ({r.cached} runs read from the cache of an earlier run)" if r.cached else "")
     ]
     for t in r.tasks:
         lines += [

@@ -19,6 +19,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from ..._threads import torch_threads
+from . import run_cache
 from .optimizers import ABLATIONS, OPTIMIZERS, build_optimizer, optimizer_spec
 from .tasks import make_task
 
@@ -201,6 +203,7 @@ class QualityResult:
     threads: int
     wall_time: float
     search_seed: int = 0
+    cached: int = 0  # runs read from ``run_quality``'s cache instead of trained
 
 
 def run_quality(
@@ -218,6 +221,7 @@ def run_quality(
     search_seed: int = 0,
     progress: bool = True,
     device: str = "cpu",
+    cache: str | Path | None = None,
 ) -> QualityResult:
     """Random search (``trials`` draws per method from ``search_seed``, each trained on seed
     0), then the best draw of every method, and the ablations at ``spectral-p2``'s best draw,
@@ -225,6 +229,8 @@ def run_quality(
 
     ``steps``: per task (a dict), one number for every task, or ``DEFAULT_STEPS``;
     ``task_kw``: per-task keyword arguments of ``MarkovTask`` / ``TeacherTask`` (sizes).
+    ``cache``: a directory of finished runs (``run_cache``): a run found there is read instead
+    of trained, a trained one is stored, so an interrupted comparison resumes.
     """
     from ..._compat import progress_bar as tqdm  # tqdm, or silent without it
 
@@ -238,6 +244,23 @@ def run_quality(
     seeds = [int(s) for s in seeds]
     start = time.perf_counter()
     results = []
+    hits = [0]
+
+    def run(task: Any, name: str, m: str, hp: dict[str, float], seed: int, n: int, **kw: Any):
+        if cache is None:
+            return train(task, m, hp, seed, n, **kw)
+        sizes = (task_kw or {}).get(name, {})
+        key = run_cache.run_key(
+            task=name, sizes=sizes, method=m, hp=hp, seed=seed, steps=n, threads=threads, **kw
+        )
+        stored = run_cache.load(Path(cache), key)
+        if stored is not None:
+            hits[0] += 1
+            return _run_from_fields(stored)
+        out = train(task, m, hp, seed, n, **kw)
+        run_cache.store(Path(cache), key, _run_fields(out))
+        return out
+
     with torch_threads(threads):
         for name in tasks:
             task = make_task(name, **(task_kw or {}).get(name, {}))
@@ -251,7 +274,7 @@ def run_quality(
                 rng = np.random.default_rng([zlib.crc32(m.encode()), search_seed])
                 trial_runs[m] = []
                 for hp in OPTIMIZERS[m].sample(rng, trials):
-                    trial_runs[m].append(train(task, m, hp, 0, n, evals=1, **kw))
+                    trial_runs[m].append(run(task, name, m, hp, 0, n, evals=1, **kw))
                     bar.update()
                 finite = [r for r in trial_runs[m] if math.isfinite(r.final)]
                 best[m] = min(finite, key=lambda r: r.final).hp if finite else None
@@ -263,7 +286,7 @@ def run_quality(
                     bar.update(len(seeds))
                     continue
                 for s in seeds:
-                    runs[m].append(train(task, m, hp, s, n, evals=20, **kw))
+                    runs[m].append(run(task, name, m, hp, s, n, evals=20, **kw))
                     bar.update()
             bar.close()
             initial = task.eval_loss(task.make_model(seeds[0] if seeds else 0))
@@ -279,4 +302,21 @@ def run_quality(
         threads or torch.get_num_threads(),
         time.perf_counter() - start,
         search_seed,
+        hits[0],
     )
+
+
+def _run_fields(run: Run) -> dict[str, Any]:
+    """``run`` as JSON values (the arrays as lists; JSON's float text reads back exactly)."""
+    fields = dataclasses.asdict(run)
+    fields["loss"], fields["seconds"] = run.loss.tolist(), run.seconds.tolist()
+    fields["eval_loss"] = [float(v) for v in run.eval_loss]
+    fields["final"] = float(run.final)
+    return fields
+
+
+def _run_from_fields(fields: dict[str, Any]) -> Run:
+    """The ``Run`` that ``_run_fields`` stored."""
+    out = dict(fields)
+    out["loss"], out["seconds"] = np.asarray(out["loss"]), np.asarray(out["seconds"])
+    return Run(**out)
