@@ -6,6 +6,7 @@
 #   bash benchmarks/rerun_defaults.sh            # everything: hours on a 2-core machine
 #   bash benchmarks/rerun_defaults.sh quality    # the two quality lanes only
 #   bash benchmarks/rerun_defaults.sh timing     # the timing blocks only (run on a quiet machine)
+#   bash benchmarks/rerun_defaults.sh gpt|rest   # one of the two quality lanes
 #
 # The quality blocks run in two lanes at once (one torch thread each: their results do not
 # depend on the load); each lane keeps the order that the blocks read each other in
@@ -71,6 +72,12 @@ timing() {
 }
 
 what=${1:-all}
+case $what in
+    all | quality | timing) ;;
+    gpt) lane_gpt; exit ;;  # one quality lane alone (e.g. on two machines, or resumed)
+    rest) lane_rest; exit ;;
+    *) echo "usage: $0 [all|quality|timing|gpt|rest]" >&2; exit 2 ;;
+esac
 if [[ $what == all || $what == quality ]]; then
     lane_gpt &
     gpt=$!
