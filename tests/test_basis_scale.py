@@ -35,10 +35,11 @@ def _run(steps: int = 4, **options) -> tuple[torch.nn.Module, SpectralKron]:
     return model, opt
 
 
-def test_one_is_the_default_and_two_moves_only_the_basis_first() -> None:
-    m1, o1 = _run(basis_scale=1.0)
+def test_two_is_the_default_and_moves_only_the_basis_first() -> None:
+    m2, o2 = _run(basis_scale=2.0)
     m0, o0 = _run()
-    assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m0.parameters(), strict=True))
+    assert o0.param_groups[0]["basis_scale"] == 2.0
+    assert all(torch.equal(a, b) for a, b in zip(m2.parameters(), m0.parameters(), strict=True))
     m2, o2 = _run(steps=2, basis_scale=2.0)
     m1, o1 = _run(steps=2, basis_scale=1.0)
     w2, w1 = o2.state[m2[0].weight], o1.state[m1[0].weight]

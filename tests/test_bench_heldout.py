@@ -77,7 +77,7 @@ def test_an_option_run_compares_the_defaults_with_the_variant_only(heldout, monk
         return types.SimpleNamespace(final=final, train_tail=0.0)
 
     monkeypatch.setattr(heldout, "_run", fake_run)
-    argv = ["--tasks", "cancer", "--seeds", "2", "--option", "basis_scale=2.0", "--no-write"]
+    argv = ["--tasks", "cancer", "--seeds", "2", "--option", "basis_scale=1.0", "--no-write"]
     assert heldout.main(argv) == 0
     assert set(calls) == {"spectral-p2", heldout.VARIANT}
     assert heldout.VARIANT not in optimizers.ABLATIONS and heldout.VARIANT not in heldout.GRID
@@ -96,7 +96,7 @@ def test_the_option_table_pairs_seeds(heldout):
             heldout.VARIANT: {"final": [0.5, 2.5], "best": {"lr": 3e-3}},
         }
     }
-    row = heldout.format_option(res, "basis_scale=2.0").splitlines()[-1]
+    row = heldout.format_option(res, "basis_scale=1.0").splitlines()[-1]
     assert row == (
         "| cancer | 1.5000 ± 0.5000 (lr 0.001) | 1.5000 ± 1.0000 (lr 0.003) "
         "| +0.0000 ± 0.5000 | 1/2 |"

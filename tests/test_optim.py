@@ -109,9 +109,10 @@ def test_one_step_equals_manifold_update_plus_mean_step():
     K = ms.KroneckerSpectralSPD(  # the default Neumann map: one squaring
         5, 7, dtype=torch.float64, cayley="neumann", gap_damping=gap, neumann_squarings=1
     )
-    gauss = ms.Gaussian(
-        K, beta2=beta2, gamma=1.0, root=p, exponential="truncated", jacobi=True, updated_gaps=True
-    )
+    gauss = ms.Gaussian(  # the defaults' rotation step: twice beta2 (basis_scale=2)
+        K, beta2=beta2, gamma=1.0, root=p, exponential="truncated", jacobi=True,
+        updated_gaps=True, basis_scale=2.0,
+    )  # fmt: skip
     x = gauss.precision_step(K.origin(), ms.GOP(G.reshape(-1), damping=lam))
     expected = W0 - lr * K.apply_power(x, G, -1.0 / p)
     torch.testing.assert_close(W.detach(), expected, rtol=1e-12, atol=1e-12)
@@ -270,9 +271,10 @@ def test_eigenvalue_correction_step_by_hand():
     K = ms.KroneckerSpectralSPD(  # the default Neumann map: one squaring
         5, 7, dtype=torch.float64, cayley="neumann", gap_damping=gap, neumann_squarings=1
     )
-    gauss = ms.Gaussian(
-        K, beta2=beta2, gamma=1.0, root=2.0, exponential="truncated", jacobi=True, updated_gaps=True
-    )
+    gauss = ms.Gaussian(  # the defaults' rotation step: twice beta2 (basis_scale=2)
+        K, beta2=beta2, gamma=1.0, root=2.0, exponential="truncated", jacobi=True,
+        updated_gaps=True, basis_scale=2.0,
+    )  # fmt: skip
     x, v = K.origin(), torch.zeros(5, 7, dtype=torch.float64)
     buf = torch.zeros(5, 7, dtype=torch.float64)
     for t, G in enumerate((G1, G2), start=1):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -113,14 +114,17 @@ def cayley(N: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(I - N, I + N)
 
 
-def fig6_step(st: dict, G: torch.Tensor, beta2: float, lam: float, gamma: float = 1.0):
+def fig6_step(
+    st: dict, G: torch.Tensor, beta2: float, lam: float, gamma: float = 1.0, c: float = 1.0
+):
     """Paper Fig. 6 (right), truncated exponential, exact Cayley; DESIGN.md section 3:
     ``W_L = Z Diag(1/d_R) Z^T``, ``W_R = Z^T Diag(1/d_L) Z`` with ``Z = B_L^T G B_R``;
     ``n_l = (1 - gamma beta2) d_l + beta2 / (alpha kappa_l) (diag W_l + lambda_l)``,
     ``lambda_L = lambda kappa_L mean(1/d_R)``, ``lambda_R = lambda kappa_R mean(1/d_L)``;
     ``U_ij = -W_ij / (d_i - d_j)``, ``B_l <- B_l Cayley(beta2 / (2 alpha kappa_l)
     Skew(Tril U_l))``; ``d_l <- n_l / geomean(n_l)``,
-    ``alpha <- alpha sqrt(geomean(n_L) geomean(n_R))``."""
+    ``alpha <- alpha sqrt(geomean(n_L) geomean(n_R))``; ``c``: ``basis_scale``, the Cayley
+    argument's step ``c beta2``."""
     a, b = G.shape
     al, BL, dL, BR, dR = st["alpha"], st["B_L"], st["d_L"], st["B_R"], st["d_R"]
     Z = BL.T @ G @ BR
@@ -133,21 +137,22 @@ def fig6_step(st: dict, G: torch.Tensor, beta2: float, lam: float, gamma: float 
         diff = d[:, None] - d[None, :]
         U = torch.where(diff.abs() > 0, -W[s] / torch.where(diff == 0, 1.0, diff), 0.0)
         T = torch.tril(U, -1)
-        out["B_" + s] = B @ cayley(beta2 / (2 * al * kappa[s]) * (T - T.T))
+        out["B_" + s] = B @ cayley(c * beta2 / (2 * al * kappa[s]) * (T - T.T))
         logs[s] = torch.log(n)
         out["d_" + s] = torch.exp(logs[s] - logs[s].mean())
     out["alpha"] = al * torch.exp(logs["L"].mean() / 2 + logs["R"].mean() / 2)
     return out
 
 
-def test_steps_equal_fig6_right_written_out():
+@pytest.mark.parametrize("c", [1.0, 2.0])  # basis_scale: the paper's 1, the default 2
+def test_steps_equal_fig6_right_written_out(c):
     a, b, beta2, lam, lr, p = 4, 5, 0.1, 1e-3, 0.05, 2.0
     g = torch.Generator().manual_seed(3)
     W = nn.Parameter(torch.randn(a, b, generator=g, dtype=DT))
     opt = SpectralKron(
         [W], lr=lr, beta2=beta2, damping=lam, root=p, momentum=0.0, cayley="exact",
         jacobi=False, gap_damping=0.0, warm_start=False, eigenvalue_correction=False,
-        updated_gaps=False,
+        updated_gaps=False, basis_scale=c,
     )  # fmt: skip
     st = {"alpha": torch.tensor(1.0, dtype=DT), "B_L": torch.eye(a, dtype=DT),
           "d_L": torch.ones(a, dtype=DT), "B_R": torch.eye(b, dtype=DT),
@@ -157,7 +162,7 @@ def test_steps_equal_fig6_right_written_out():
         G = torch.randn(a, b, generator=g, dtype=DT)
         W.grad = G.clone()
         opt.step()
-        st = fig6_step(st, G, beta2, lam)
+        st = fig6_step(st, G, beta2, lam, c=c)
         SL = (st["B_L"] * st["d_L"].pow(-1 / p)) @ st["B_L"].T
         SR = (st["B_R"] * st["d_R"].pow(-1 / p)) @ st["B_R"].T
         ref_W = ref_W - lr * st["alpha"] ** (-1 / p) * SL @ G @ SR
@@ -181,17 +186,22 @@ def off_diagonal_energy(B: torch.Tensor, C: torch.Tensor) -> float:
     return float((M - torch.diag(torch.diagonal(M))).pow(2).sum() / M.pow(2).sum())
 
 
-def test_learned_basis_rotates_to_the_gradient_covariance_eigenbasis():
+@pytest.mark.parametrize("c, floor", [(1.0, 0.02), (2.0, 0.03)])
+def test_learned_basis_rotates_to_the_gradient_covariance_eigenbasis(c, floor):
     """Gradients ``G = Q_L Diag(s_L) N Diag(s_R) Q_R^T`` (N iid normal): the Kronecker factors
     of ``E[vec G vec G^T]`` are ``Q_l Diag(s_l^2) Q_l^T`` up to scale. From the identity start
-    (off-diagonal energy ~0.9), the learned ``B_l`` must turn to ``Q_l``."""
+    (off-diagonal energy ~0.9), the learned ``B_l`` must turn to ``Q_l``. ``c``:
+    ``basis_scale``; the basis then remembers about ``1 / (c beta2)`` one-sample targets, so
+    its noise floor is higher (the larger of the two sides: 0.014 at ``c = 1``, 0.022 at 2)."""
     a, b = 6, 8
     g = torch.Generator().manual_seed(4)
     QL, QR = orthogonal(a, g), orthogonal(b, g)
     sL, sR = torch.logspace(0, -1.5, a, dtype=DT), torch.logspace(0, -1.5, b, dtype=DT)
     CL, CR = (QL * sL**2) @ QL.T, (QR * sR**2) @ QR.T
     W = nn.Parameter(torch.zeros(a, b, dtype=DT))
-    opt = SpectralKron([W], lr=0.0, beta2=0.05, damping=1e-8, warm_start=False, momentum=0.0)
+    opt = SpectralKron(
+        [W], lr=0.0, beta2=0.05, damping=1e-8, warm_start=False, momentum=0.0, basis_scale=c
+    )
     for _ in range(300):
         W.grad = QL @ (sL[:, None] * torch.randn(a, b, generator=g, dtype=DT) * sR) @ QR.T
         opt.step()
@@ -211,7 +221,7 @@ def test_learned_basis_rotates_to_the_gradient_covariance_eigenbasis():
     start = [off_diagonal_energy(torch.eye(n, dtype=DT), C) for n, C in ((a, CL), (b, CR))]
     end = [off_diagonal_energy(st["pc_B_" + s], C) for s, C in (("L", CL), ("R", CR))]
     assert min(start) > 0.3, start
-    assert max(end) < 0.02, (start, end)
+    assert max(end) < floor, (start, end)
     # and the eigenvalues follow the spectrum's order and spread (log-correlation)
     for s, sv in (("L", sL), ("R", sR)):
         B, d = st["pc_B_" + s], st["pc_d_" + s]
