@@ -14,6 +14,7 @@
 # timing blocks run one at a time afterwards, alone on the machine. Logs: results/rerun/.
 # bench_nn_real.py's runs are kept in $RERUN_CACHE (default results/rerun/cache): a re-run
 # that stopped resumes from its finished training runs (any change of the package is a miss).
+# RERUN_SKIP="NAME ..." skips the named runs (blocks a stopped re-run already wrote).
 # Blocks that do not depend on SpectralKron (results, spd-*, nes, bbob) are not re-run, nor the
 # retired option blocks of benchmarks/HISTORY.md.
 set -euo pipefail
@@ -31,6 +32,10 @@ FULL="$FULL --cache $CACHE"
 run() {  # run NAME COMMAND...: the command's output in results/rerun/NAME.log
     local name=$1
     shift
+    if [[ " ${RERUN_SKIP:-} " == *" $name "* ]]; then
+        echo "$(date +%T) skip  $name (RERUN_SKIP)"
+        return
+    fi
     echo "$(date +%T) start $name"
     "$@" >"$LOG/$name.log" 2>&1 || { echo "$(date +%T) FAILED $name (see $LOG/$name.log)"; return 1; }
     echo "$(date +%T) done  $name"
