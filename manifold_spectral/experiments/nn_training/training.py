@@ -250,8 +250,18 @@ def run_quality(
         if cache is None:
             return train(task, m, hp, seed, n, **kw)
         sizes = (task_kw or {}).get(name, {})
+        spec = optimizer_spec(m)
         key = run_cache.run_key(
-            task=name, sizes=sizes, method=m, hp=hp, seed=seed, steps=n, threads=threads, **kw
+            spec.sources,
+            task=name,
+            sizes=sizes,
+            method=m,
+            build=run_cache.builder_identity(spec.build),
+            hp=hp,
+            seed=seed,
+            steps=n,
+            threads=threads,
+            **kw,
         )
         stored = run_cache.load(Path(cache), key)
         if stored is not None:
