@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument(
+        "--cache", type=Path, help="directory of finished runs (read instead of trained)"
+    )
     args = parser.parse_args(argv)
     trials = args.trials or (16 if args.big else 8)
     steps = args.steps or (600 if args.big else 200)
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         task_kw=task_kw,
         progress=args.progress,
+        cache=args.cache,
     )
     header = (
         f"Measured {datetime.date.today().isoformat()}; torch {torch.__version__}; load average "

@@ -112,7 +112,13 @@ def _se(x: np.ndarray) -> float:
     return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
 
 
-def compare(task_name: str, options: dict[str, object], seeds: list[int], lr: float) -> dict:
+def compare(
+    task_name: str,
+    options: dict[str, object],
+    seeds: list[int],
+    lr: float,
+    cache: Path | None = None,
+) -> dict:
     """Final held-out losses and training tails of the defaults and the variant per seed."""
     precision, period, steps = SETTINGS[task_name][2:]
     # The variant as a registered method, so that ``nn_training.train`` builds it as it
@@ -122,7 +128,8 @@ def compare(task_name: str, options: dict[str, object], seeds: list[int], lr: fl
         name, _label(options), "k", {}, optimizers._spectral(**options)
     )
     try:
-        base, var = paired_runs(task_name, {"spectral-p2": {"lr": lr}, name: {"lr": lr}}, seeds)
+        methods = {"spectral-p2": {"lr": lr}, name: {"lr": lr}}
+        base, var = paired_runs(task_name, methods, seeds, cache)
     finally:
         del optimizers.ABLATIONS[name]
     return dict(
@@ -130,25 +137,31 @@ def compare(task_name: str, options: dict[str, object], seeds: list[int], lr: fl
     )
 
 
-def paired_runs(task_name: str, methods: dict[str, dict], seeds: list[int]) -> list[np.ndarray]:
+def paired_runs(
+    task_name: str, methods: dict[str, dict], seeds: list[int], cache: Path | None = None
+) -> list[np.ndarray]:
     """Per method (with its hyper-parameters), per seed: (final held-out loss, training tail),
-    every method on the same seeds at the task's table settings."""
+    every method on the same seeds at the task's table settings; ``cache``: a directory of
+    finished runs (``nn_training.cached_train``)."""
     name, kw, precision, period, steps = SETTINGS[task_name]
     task = make_task(name, **kw)
     out: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
     for seed in seeds:
         for method, hp in methods.items():
-            run = nn_training.train(
-                task, method, hp, seed, steps, update_every=period, precision=precision, evals=1
-            )
+            run, _ = nn_training.cached_train(
+                cache, task, method, hp, seed, steps, task_id=dict(task=name, sizes=kw),
+                update_every=period, precision=precision, evals=1,
+            )  # fmt: skip
             out[method].append((run.final, run.train_tail))
     return [np.array(v) for v in out.values()]
 
 
-def against(task_name: str, peers: list[str], seeds: list[int]) -> list[dict]:
+def against(
+    task_name: str, peers: list[str], seeds: list[int], cache: Path | None = None
+) -> list[dict]:
     """The defaults and each peer at the hyper-parameters of their README rows."""
     hps = {m: tuned_from_readme(task_name, m) for m in ["spectral-p2", *peers]}
-    runs = paired_runs(task_name, hps, seeds)
+    runs = paired_runs(task_name, hps, seeds, cache)
     precision, period, steps = SETTINGS[task_name][2:]
     return [
         dict(task=task_name, peer=peer, hp=hps[peer], lr=hps["spectral-p2"]["lr"], period=period,
@@ -217,17 +230,20 @@ def main(argv: list[str] | None = None) -> int:
         help="README block NAME (markers <!-- NAME:start/end -->) to write instead of the "
         "default one (optim-seeds for --option, optim-peers for --against)",
     )
+    parser.add_argument(
+        "--cache", type=Path, help="directory of finished runs (read instead of trained)"
+    )
     args = parser.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     seeds = list(range(1, args.seeds + 1))
     with torch_threads(1):
         if args.against:
-            rows = [r for t in args.tasks for r in against(t, args.against, seeds)]
+            rows = [r for t in args.tasks for r in against(t, args.against, seeds, args.cache)]
             table, start, end = format_peers(rows), PEERS_START, PEERS_END
         else:
             options = dict(args.option)
             lrs = {t: args.lr or tuned_from_readme(t, "spectral-p2")["lr"] for t in args.tasks}
-            rows = [compare(t, options, seeds, lrs[t]) for t in args.tasks]
+            rows = [compare(t, options, seeds, lrs[t], args.cache) for t in args.tasks]
             table, start, end = format_table(rows, options), START, END
     header = (
         f"Measured {datetime.date.today().isoformat()} "

@@ -12,8 +12,10 @@
 # depend on the load); each lane keeps the order that the blocks read each other in
 # (bench_optim_seeds.py takes its learning rates from the tables written before it). The
 # timing blocks run one at a time afterwards, alone on the machine. Logs: results/rerun/.
-# bench_nn_real.py's runs are kept in $RERUN_CACHE (default results/rerun/cache): a re-run
-# that stopped resumes from its finished training runs (any change of the package is a miss).
+# The training runs of bench_nn_real.py, bench_optim_quality.py and bench_optim_seeds.py are
+# kept in $RERUN_CACHE (default results/rerun/cache): a re-run that stopped resumes from its
+# finished runs, and the peers' runs (AdamW, SOAP, Muon), which do not execute SpectralKron,
+# are read again after a change of it (nn_training.run_cache says what a key holds).
 # RERUN_SKIP="NAME ..." skips the named runs (blocks a stopped re-run already wrote).
 # Blocks that do not depend on SpectralKron (results, spd-*, nes, bbob) are not re-run, nor the
 # retired option blocks of benchmarks/HISTORY.md.
@@ -24,7 +26,7 @@ LOG=results/rerun
 mkdir -p "$LOG"
 CACHE=${RERUN_CACHE:-$LOG/cache}
 B=benchmarks
-SEEDS="python $B/bench_optim_seeds.py"
+SEEDS="python $B/bench_optim_seeds.py --cache $CACHE"
 SMALL="--small --trials 4 --steps 200 --update-every 1 --methods adamw soap muon spectral-p2 --ablations --no-progress"
 FULL="--precision fp32 --update-every 2 --methods adamw soap muon spectral-p2 --no-progress"
 FULL="$FULL --cache $CACHE"
@@ -47,7 +49,7 @@ lane_gpt() {  # the full-size GPT: about half of the quality lanes' time
 }
 
 lane_rest() {
-    run optim-quality python $B/bench_optim_quality.py --seeds 3
+    run optim-quality python $B/bench_optim_quality.py --seeds 3 --cache "$CACHE"
     run nn-real-fp32 python $B/bench_nn_real.py $SMALL --precision fp32 --out "$LOG/nnreal32"
     run nn-real-bf16 python $B/bench_nn_real.py $SMALL --precision bf16 --out "$LOG/nnreal16"
     run full-digits python $B/bench_nn_real.py --tasks digits $FULL --trials 8 --steps 300 \

@@ -188,7 +188,8 @@ class Gaussian:
             without one (not a GOP) raises ``ValueError``, as does ``second_order``.
         basis_scale: ``c``: the rotation's step ``c beta2``, the eigenvalues' ``beta2``
             (``manifolds.kronecker_gop``): a variant of the closed-form step only, so ``c != 1``
-            with a curvature without one raises ``ValueError``, as ``updated_gaps`` does.
+            with a curvature without one, or with ``second_order``, raises ``ValueError``, as
+            ``updated_gaps`` does.
         reorthogonalize_every: passed to the underlying ``RGD`` (default ``"auto"``: a
             Newton-Schulz step every 10 Neumann updates, every 100 exact updates below float64).
     """
@@ -217,8 +218,12 @@ class Gaussian:
         self.exponential = check_exponential(exponential)
         self.updated_gaps = check_flag(updated_gaps, "updated_gaps")
         self.basis_scale = check_positive(basis_scale, "basis_scale")
-        if self.updated_gaps and second_order:
-            raise ValueError("updated_gaps: a variant of the closed-form step, not of second_order")
+        for name, variant in (
+            ("updated_gaps", self.updated_gaps),
+            ("basis_scale", self.basis_scale != 1.0),
+        ):
+            if variant and second_order:  # the second-order step has no closed form to vary
+                raise ValueError(f"{name}: a variant of the closed-form step, not of second_order")
         self._rgd = RGD(
             manifold,
             self.beta2,

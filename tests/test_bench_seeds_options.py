@@ -59,3 +59,29 @@ def test_full_digits_reads_its_own_table(seeds_script) -> None:
     assert seeds_script.tuned_from_readme("digits-full", "spectral-p2", text) == {"lr": 0.001}
     name, kw, precision, period, steps = seeds_script.SETTINGS["digits-full"]
     assert (name, kw["channels"], precision, period, steps) == ("digits", (32, 64), "fp32", 2, 300)
+
+
+def test_cached_pairs_resume_and_tell_variants_apart(seeds_script, tmp_path, monkeypatch):
+    """``--cache``: the second ``compare`` of the same option reads every run (same numbers);
+    another option's variant, registered under the same name, trains its runs again, and the
+    defaults' are read."""
+    from manifold_spectral.experiments.nn_training import training
+
+    tiny = ("mlp", {"d_in": 8, "width": 16, "batch": 8, "eval_size": 64}, "fp32", 1, 5)
+    monkeypatch.setitem(seeds_script.SETTINGS, "tiny", tiny)
+    real, calls = training.train, [0]
+
+    def counted(*args, **kw):
+        calls[0] += 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(training, "train", counted)
+    first = seeds_script.compare("tiny", {"beta2": 0.05}, [1, 2], 1e-3, tmp_path)
+    assert calls[0] == 4
+    again = seeds_script.compare("tiny", {"beta2": 0.05}, [1, 2], 1e-3, tmp_path)
+    assert calls[0] == 4
+    for key in ("base", "var"):
+        assert (again[key] == first[key]).all()
+    other = seeds_script.compare("tiny", {"beta2": 0.2}, [1, 2], 1e-3, tmp_path)
+    assert calls[0] == 6  # the variant's two seeds; the defaults' two were read
+    assert (other["base"] == first["base"]).all() and (other["var"] != first["var"]).any()

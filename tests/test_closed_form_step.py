@@ -316,7 +316,8 @@ def test_closed_forms_do_not_divide_before_the_eigenvalue_map(exponential):
 
 def test_basis_scale_is_refused_where_there_is_no_closed_form_and_checked():
     """``basis_scale != 1`` is a variant of the closed-form step: a dense curvature (layered
-    step) refuses it by name, as ``updated_gaps``; a non-positive or NaN value is refused."""
+    step) and the second-order rotation refuse it by name, as ``updated_gaps``; a
+    non-positive or NaN value is refused."""
     K = ms.KroneckerSpectralSPD(3, 2, dtype=DT)
     x = K.random(gen(1))
     H = torch.eye(6, dtype=DT)
@@ -326,3 +327,7 @@ def test_basis_scale_is_refused_where_there_is_no_closed_form_and_checked():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="basis_scale"):
             Gaussian(K, beta2=0.1, basis_scale=bad)
+    # the second-order rotation takes no closed form: c would be ignored, silently
+    Gaussian(K, beta2=0.1, second_order=True)  # c = 1
+    with pytest.raises(ValueError, match="^basis_scale: .*not of second_order"):
+        Gaussian(K, beta2=0.1, second_order=True, basis_scale=2.0)

@@ -4,12 +4,15 @@ the same result as one uninterrupted run, and nothing it did not compute itself 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from manifold_spectral.experiments.nn_training import run_cache, training
+from manifold_spectral.experiments.nn_training import make_task, optimizers, run_cache, training
 from manifold_spectral.experiments.nn_training.training import Run, run_quality
 
 TINY = {"mlp": {"d_in": 8, "width": 16, "batch": 8, "eval_size": 64}}
@@ -96,11 +99,69 @@ def test_a_different_run_is_a_miss(tmp_path, monkeypatch, change):
     assert other.cached == expect_hits and calls[0] == 6 - expect_hits
 
 
-def test_a_changed_package_source_is_a_miss(tmp_path, monkeypatch):
+def test_an_edit_of_ours_misses_ours_and_keeps_the_peers(tmp_path, monkeypatch):
+    """The whole package's digest changes (an edit of the optimizer): the peers' runs, which
+    execute only ``PEER_SOURCES``, are read; ours train again. An edit of a file the peers
+    run misses every run."""
     run_quality(**KW, cache=tmp_path)
-    monkeypatch.setattr(run_cache, "source_digest", lambda: "an edited optimizer")
+    real = run_cache.source_digest
+    monkeypatch.setattr(
+        run_cache,
+        "source_digest",
+        lambda sources=None: "edited" if sources is None else real(sources),
+    )
+    calls = _count_trains(monkeypatch)
+    assert run_quality(**KW, cache=tmp_path).cached == 3 and calls[0] == 3  # adamw's 3 read
+    monkeypatch.setattr(run_cache, "source_digest", lambda sources=None: "edited everywhere")
     calls = _count_trains(monkeypatch)
     assert run_quality(**KW, cache=tmp_path).cached == 0 and calls[0] == 6
+
+
+def test_another_builder_under_the_same_name_is_a_miss(tmp_path, monkeypatch):
+    """A method re-registered under its name with other fixed options (as the benchmark
+    scripts register option variants) is another method."""
+    run_quality(**KW, cache=tmp_path)
+    spec = optimizers.OPTIMIZERS["spectral-p2"]
+    other = dataclasses.replace(spec, build=optimizers._spectral(basis_scale=3.0))
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "spectral-p2", other)
+    calls = _count_trains(monkeypatch)
+    assert run_quality(**KW, cache=tmp_path).cached == 3 and calls[0] == 3  # adamw's read
+
+
+@pytest.mark.parametrize("task", ["mlp", "transformer", "stdlib", "digits"])
+def test_peer_sources_are_the_files_a_peer_run_executes(task):
+    """Every package file whose code runs during a peer's training run (traced) is one of
+    ``PEER_SOURCES``, so a run kept under their digest cannot depend on another file; ours
+    runs files outside them (the trace sees the package)."""
+    sizes = {
+        "mlp": TINY["mlp"],
+        "transformer": {"model": dict(dim=16, heads=2, ff=32, layers=1), "batch": 4},
+        "stdlib": {"seq_len": 16, "batch": 4, "model": dict(dim=16, heads=2, ff=32, layers=1)},
+        "digits": {"batch": 8, "channels": (4, 4)},
+    }[task]
+    t = make_task(task, **sizes)
+    package = Path(run_cache.__file__).resolve().parents[2]
+    hp = {"lr": 1e-3, "1-beta2": 0.01, "adamw_lr": 1e-3}
+    for method in ("adamw", "soap", "muon", "spectral-p2"):
+        spec = optimizers.OPTIMIZERS[method]
+        seen: set[str] = set()
+
+        def profile(frame, event, arg, seen=seen):
+            path = Path(frame.f_code.co_filename)
+            if event == "call" and package in path.parents:
+                seen.add(path.relative_to(package).as_posix())
+
+        knobs = {k: hp[k] for k in spec.space}
+        sys.setprofile(profile)
+        try:
+            training.train(t, method, knobs, 0, 3, update_every=1, precision="fp32", evals=1)
+        finally:
+            sys.setprofile(None)
+        if method == "spectral-p2":
+            assert spec.sources is None and seen - set(optimizers.PEER_SOURCES), sorted(seen)
+        else:
+            assert spec.sources == optimizers.PEER_SOURCES
+            assert seen and seen <= set(optimizers.PEER_SOURCES), sorted(seen)
 
 
 def test_the_source_digest_reads_the_package_files(tmp_path, monkeypatch):

@@ -34,6 +34,7 @@ from .training import (
     QualityResult,
     Run,
     TaskResult,
+    cached_train,
     lr_schedule,
     run_quality,
     train,
@@ -60,6 +61,7 @@ __all__ = [
     "TaskResult",
     "QualityResult",
     "run_quality",
+    "cached_train",
     "format_table",
     "plot",
 ]

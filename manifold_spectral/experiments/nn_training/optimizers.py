@@ -24,6 +24,7 @@ from ...optim import SpectralKron
 
 __all__ = [
     "PAPER_SCHEME",
+    "PEER_SOURCES",
     "OptimizerSpec",
     "OPTIMIZERS",
     "ABLATIONS",
@@ -127,6 +128,8 @@ class OptimizerSpec:
     space: dict[str, tuple[float, float]]
     build: Callable[[nn.Module, dict[str, float], int], torch.optim.Optimizer]
     tuned_as: str | None = None  # ablations re-use the tuned hyper-parameters of this method
+    # the package files its runs execute (``run_cache``: its cached runs' key); None: all
+    sources: tuple[str, ...] | None = None
 
     def sample(self, rng: np.random.Generator, trials: int) -> list[dict[str, float]]:
         """``trials`` draws, log-uniform per knob and stratified (Latin hypercube: each knob's
@@ -150,12 +153,33 @@ _LR = (1e-4, 3e-2)
 _SK_SPACE = {"lr": _LR, "damping": (1e-10, 1e-5)}
 _SK_DEFAULT_SPACE = {"lr": (_LR[0] / 3, _LR[1] / 3)}
 
+#: The package files a peer's training run executes: the tasks and their data, the models,
+#: the training loop and this registry (tests/test_nn_run_cache.py traces a run of each peer
+#: and compares). Its cached runs (``run_cache``) do not depend on the rest of the package.
+PEER_SOURCES = (
+    "_threads.py",
+    "experiments/real_tasks.py",
+    "experiments/nn_training/models.py",
+    "experiments/nn_training/optimizers.py",
+    "experiments/nn_training/run_cache.py",
+    "experiments/nn_training/tasks.py",
+    "experiments/nn_training/training.py",
+)
+_ADAM_SPACE = {"lr": _LR, "1-beta2": (1e-3, 1e-1)}
+
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     s.name: s
     for s in [
-        OptimizerSpec("adamw", "AdamW", "tab:blue", {"lr": _LR, "1-beta2": (1e-3, 1e-1)}, _adamw),
-        OptimizerSpec("soap", "SOAP", "tab:green", {"lr": _LR, "1-beta2": (1e-3, 1e-1)}, _soap),
-        OptimizerSpec("muon", "Muon", "tab:purple", {"lr": (3e-3, 3e-1), "adamw_lr": _LR}, _muon),
+        OptimizerSpec("adamw", "AdamW", "tab:blue", _ADAM_SPACE, _adamw, sources=PEER_SOURCES),
+        OptimizerSpec("soap", "SOAP", "tab:green", _ADAM_SPACE, _soap, sources=PEER_SOURCES),
+        OptimizerSpec(
+            "muon",
+            "Muon",
+            "tab:purple",
+            {"lr": (3e-3, 3e-1), "adamw_lr": _LR},
+            _muon,
+            sources=PEER_SOURCES,
+        ),
         OptimizerSpec(
             "spectral-p2", "SpectralKron defaults (ours)", "tab:red", _SK_DEFAULT_SPACE, _spectral()
         ),

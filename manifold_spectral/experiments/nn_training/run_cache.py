@@ -6,13 +6,16 @@ description of the run (task and sizes, method, hyper-parameters, seed, steps, e
 period, precision, device, threads) and the environment that computes it (this package's
 Python source, the versions of Python, numpy, torch and pytorch-optimizer, the CPU model).
 A change of any of them is a miss, never a stale hit: an edit of the optimizer, or a run
-on another machine, trains again.
+on another machine, trains again. A method that runs only part of the package (a peer:
+AdamW, SOAP, Muon run the tasks, models and training loop, not this package's optimizer)
+names those files (``OptimizerSpec.sources``), so its runs survive an edit of ours.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -23,19 +26,35 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["source_digest", "run_key", "load", "store"]
+__all__ = ["source_digest", "builder_identity", "run_key", "load", "store"]
 
 _PACKAGE = Path(__file__).resolve().parents[2]
 
 
-@functools.lru_cache(maxsize=1)
-def source_digest() -> str:
-    """SHA-256 over the package's ``.py`` files (relative path and bytes, in path order)."""
+@functools.lru_cache(maxsize=8)
+def source_digest(sources: tuple[str, ...] | None = None) -> str:
+    """SHA-256 over the package's ``.py`` files (relative path and bytes, in path order), or
+    over ``sources`` alone (paths relative to the package: the files a run executes; a
+    missing one is a ``FileNotFoundError``, so a renamed file cannot drop out unseen)."""
+    paths = sorted(_PACKAGE.rglob("*.py")) if sources is None else [_PACKAGE / s for s in sources]
     h = hashlib.sha256()
-    for path in sorted(_PACKAGE.rglob("*.py")):
+    for path in sorted(paths):
         h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def builder_identity(build: Any) -> list[Any]:
+    """What a method's ``build`` function is, for a key: its module, name, source text (a
+    builder defined outside the package, e.g. an option variant registered by a benchmark
+    script, is not in ``source_digest``) and the values its closure holds (``_spectral``'s
+    fixed options). Without a source text the process's ``id``: a miss in any other run."""
+    try:
+        text = inspect.getsource(build)
+    except (OSError, TypeError):
+        text = f"id {id(build)} in process {os.getpid()}"
+    cells = [repr(c.cell_contents) for c in getattr(build, "__closure__", None) or ()]
+    return [getattr(build, "__module__", None), getattr(build, "__qualname__", None), text, cells]
 
 
 def _version(dist: str) -> str | None:
@@ -57,11 +76,12 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_key(**run: Any) -> str:
+def run_key(sources: tuple[str, ...] | None = None, **run: Any) -> str:
     """The cache key of the run described by ``run`` (JSON-serialisable values) in this
-    environment."""
+    environment; ``sources``: the package files the run executes (``source_digest``; default
+    all of them)."""
     env = dict(
-        source=source_digest(),
+        source=source_digest(sources),
         python=platform.python_version(),
         numpy=np.__version__,
         torch=torch.__version__,

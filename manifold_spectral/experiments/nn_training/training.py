@@ -39,6 +39,7 @@ __all__ = [
     "TaskResult",
     "QualityResult",
     "run_quality",
+    "cached_train",
 ]
 
 
@@ -247,18 +248,9 @@ def run_quality(
     hits = [0]
 
     def run(task: Any, name: str, m: str, hp: dict[str, float], seed: int, n: int, **kw: Any):
-        if cache is None:
-            return train(task, m, hp, seed, n, **kw)
-        sizes = (task_kw or {}).get(name, {})
-        key = run_cache.run_key(
-            task=name, sizes=sizes, method=m, hp=hp, seed=seed, steps=n, threads=threads, **kw
-        )
-        stored = run_cache.load(Path(cache), key)
-        if stored is not None:
-            hits[0] += 1
-            return _run_from_fields(stored)
-        out = train(task, m, hp, seed, n, **kw)
-        run_cache.store(Path(cache), key, _run_fields(out))
+        task_id = dict(task=name, sizes=(task_kw or {}).get(name, {}))
+        out, read = cached_train(cache, task, m, hp, seed, n, task_id=task_id, **kw)
+        hits[0] += read
         return out
 
     with torch_threads(threads):
@@ -304,6 +296,47 @@ def run_quality(
         search_seed,
         hits[0],
     )
+
+
+def cached_train(
+    cache: str | Path | None,
+    task: Any,
+    method: str,
+    hp: dict[str, float],
+    seed: int,
+    steps: int,
+    *,
+    task_id: dict[str, Any],
+    **kw: Any,
+) -> tuple[Run, bool]:
+    """``train(task, method, hp, seed, steps, **kw)`` through the directory of finished runs
+    ``cache`` (``run_cache``; ``None``: no cache), and whether the run was read from it.
+
+    ``task_id``: what made ``task`` (e.g. ``make_task``'s name and keyword arguments), JSON
+    values; the task class's source text is added (a task defined outside the package is not
+    in the package's digest). The key also holds the method's builder and package files
+    (``OptimizerSpec.sources``) and the torch thread count."""
+    if cache is None:
+        return train(task, method, hp, seed, steps, **kw), False
+    spec = optimizer_spec(method)
+    key = run_cache.run_key(
+        spec.sources,
+        task=task_id,
+        task_class=run_cache.builder_identity(type(task)),
+        method=method,
+        build=run_cache.builder_identity(spec.build),
+        hp=hp,
+        seed=seed,
+        steps=steps,
+        threads=torch.get_num_threads(),
+        **kw,
+    )
+    stored = run_cache.load(Path(cache), key)
+    if stored is not None:
+        return _run_from_fields(stored), True
+    out = train(task, method, hp, seed, steps, **kw)
+    run_cache.store(Path(cache), key, _run_fields(out))
+    return out, False
 
 
 def _run_fields(run: Run) -> dict[str, Any]:
