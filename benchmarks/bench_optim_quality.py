@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _readme import replace_between  # noqa: E402 (benchmarks/ is on sys.path)
+from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 
 from manifold_spectral.experiments import nn_training
 
@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         progress=args.progress,
         cache=args.cache,
     )
+    command = " ".join(["bench_optim_quality.py", *(argv if argv is not None else sys.argv[1:])])
     header = (
-        f"Measured {datetime.date.today().isoformat()}; torch {torch.__version__}; load average "
-        f"{load:.1f} at start."
+        f"Measured {datetime.date.today().isoformat()} (`{command}`); "
+        f"torch {torch.__version__}; {machine()}; load average {load:.1f} at start."
     )
     block = f"{header}\n\n{nn_training.format_table(result)}"
     print(block)
