@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["source_digest", "builder_identity", "run_key", "load", "store"]
+__all__ = ["source_digest", "builder_identity", "cpu_model", "run_key", "load", "store"]
 
 _PACKAGE = Path(__file__).resolve().parents[2]
 
@@ -70,9 +70,10 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _cpu() -> str:
+def cpu_model() -> str:
     """The CPU model from /proc/cpuinfo where there is one (``platform.processor()`` is empty
-    on Linux), else ``platform.processor()``."""
+    on Linux), else ``platform.processor()`` (a run's key; the machine line of a benchmark
+    block)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -92,7 +93,7 @@ def run_key(sources: tuple[str, ...] | None = None, **run: Any) -> str:
         numpy=np.__version__,
         torch=torch.__version__,
         pytorch_optimizer=_version("pytorch_optimizer"),
-        cpu=_cpu(),
+        cpu=cpu_model(),
     )
     text = json.dumps(dict(run=run, env=env), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
