@@ -10,18 +10,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from manifold_spectral.experiments.nn_training.run_cache import cpu_model
+
 
 def machine() -> str:
     """CPU model (from /proc/cpuinfo where available), logical CPU count, OS and kernel."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def replace_between(path: Path, start: str, end: str, block: str) -> None:

@@ -202,3 +202,21 @@ def test_a_diverged_run_round_trips(tmp_path):
     np.testing.assert_array_equal(back.loss, run.loss)
     assert run_cache.load(tmp_path, "missing") is None
     assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed
+
+
+def test_a_builder_outside_the_package_is_keyed_by_its_whole_file(tmp_path, monkeypatch):
+    """A builder defined in a script reads the script's module-level names: an edit of one
+    of them, with the builder's own text unchanged, is another identity."""
+    script = tmp_path / "variant_script.py"
+    script.write_text("SCALE = 2.0\n\ndef build(model, hp, every):\n    return SCALE\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    module = importlib.import_module("variant_script")
+    first = run_cache.builder_identity(module.build)
+    assert first == run_cache.builder_identity(module.build)
+    script.write_text("SCALE = 3.0\n\ndef build(model, hp, every):\n    return SCALE\n")
+    assert run_cache.builder_identity(module.build) != first
+    # a package builder: its text and closure (the file is in the package's digest)
+    inside = run_cache.builder_identity(optimizers._spectral(basis_scale=3.0))
+    assert inside[-1] is None and "basis_scale" in inside[3][0]

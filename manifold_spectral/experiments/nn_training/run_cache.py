@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["source_digest", "builder_identity", "run_key", "load", "store"]
+__all__ = ["source_digest", "builder_identity", "cpu_model", "run_key", "load", "store"]
 
 _PACKAGE = Path(__file__).resolve().parents[2]
 
@@ -44,17 +44,23 @@ def source_digest(sources: tuple[str, ...] | None = None) -> str:
     return h.hexdigest()
 
 
-def builder_identity(build: Any) -> list[Any]:
-    """What a method's ``build`` function is, for a key: its module, name, source text (a
-    builder defined outside the package, e.g. an option variant registered by a benchmark
-    script, is not in ``source_digest``) and the values its closure holds (``_spectral``'s
-    fixed options). Without a source text the process's ``id``: a miss in any other run."""
+def builder_identity(obj: Any) -> list[Any]:
+    """What a method's ``build`` function (or a task's class) is, for a key: its module, name,
+    source text and the values its closure holds (``_spectral``'s fixed options); defined
+    outside the package (an option variant or a task of a benchmark script), also the digest
+    of its whole file, whose module-level helpers and constants it may use and which
+    ``source_digest`` does not cover. Without a source file the process's ``id``: a miss in
+    any other process."""
     try:
-        text = inspect.getsource(build)
+        text = inspect.getsource(obj)
+        path = Path(inspect.getsourcefile(obj) or "").resolve()
     except (OSError, TypeError):
-        text = f"id {id(build)} in process {os.getpid()}"
-    cells = [repr(c.cell_contents) for c in getattr(build, "__closure__", None) or ()]
-    return [getattr(build, "__module__", None), getattr(build, "__qualname__", None), text, cells]
+        return [f"id {id(obj)} in process {os.getpid()}"]
+    outside = None
+    if _PACKAGE not in path.parents:
+        outside = hashlib.sha256(path.read_bytes()).hexdigest()
+    cells = [repr(c.cell_contents) for c in getattr(obj, "__closure__", None) or ()]
+    return [obj.__module__, obj.__qualname__, text, cells, outside]
 
 
 def _version(dist: str) -> str | None:
@@ -64,9 +70,10 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _cpu() -> str:
+def cpu_model() -> str:
     """The CPU model from /proc/cpuinfo where there is one (``platform.processor()`` is empty
-    on Linux), else ``platform.processor()``."""
+    on Linux), else ``platform.processor()`` (a run's key; the machine line of a benchmark
+    block)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -86,7 +93,7 @@ def run_key(sources: tuple[str, ...] | None = None, **run: Any) -> str:
         numpy=np.__version__,
         torch=torch.__version__,
         pytorch_optimizer=_version("pytorch_optimizer"),
-        cpu=_cpu(),
+        cpu=cpu_model(),
     )
     text = json.dumps(dict(run=run, env=env), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

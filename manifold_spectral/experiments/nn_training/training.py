@@ -245,12 +245,13 @@ def run_quality(
     seeds = [int(s) for s in seeds]
     start = time.perf_counter()
     results = []
-    hits = [0]
+    hits = 0
 
     def run(task: Any, name: str, m: str, hp: dict[str, float], seed: int, n: int, **kw: Any):
+        nonlocal hits
         task_id = dict(task=name, sizes=(task_kw or {}).get(name, {}))
         out, read = cached_train(cache, task, m, hp, seed, n, task_id=task_id, **kw)
-        hits[0] += read
+        hits += read
         return out
 
     with torch_threads(threads):
@@ -294,7 +295,7 @@ def run_quality(
         threads or torch.get_num_threads(),
         time.perf_counter() - start,
         search_seed,
-        hits[0],
+        hits,
     )
 
 
