@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -182,6 +183,30 @@ def test_the_source_digest_reads_the_package_files(tmp_path, monkeypatch):
         assert run_cache.source_digest() == first
     finally:
         run_cache.source_digest.cache_clear()
+
+
+def test_another_cpu_model_is_a_miss(monkeypatch):
+    """Another CPU computes other roundings: its model is part of every key, and it is the
+    model name /proc/cpuinfo gives (the line the benchmark blocks print too)."""
+    key = run_cache.run_key(method="adamw", seed=1)
+    monkeypatch.setattr(run_cache, "cpu_model", lambda: "Another CPU")
+    assert run_cache.run_key(method="adamw", seed=1) != key
+    monkeypatch.undo()
+    assert run_cache.run_key(method="adamw", seed=1) == key
+    cpuinfo = Path("/proc/cpuinfo")
+    names = (
+        re.findall(r"^model name\s*:\s*(.*?)\s*$", cpuinfo.read_text(), re.M)
+        if cpuinfo.is_file()
+        else []
+    )
+    if names:
+        assert run_cache.cpu_model() == names[0]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import _readme
+    finally:
+        sys.path.pop(0)
+    assert _readme.machine().startswith(run_cache.cpu_model() + ", ")
 
 
 def test_a_diverged_run_round_trips(tmp_path):
