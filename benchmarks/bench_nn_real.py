@@ -15,8 +15,11 @@ Protocol (the same for every optimizer; ``nn_training.run_quality``):
    (AdamW and SOAP: 1 - beta2; Muon: its AdamW lr for embeddings, head and vectors; the
    paper's scheme: damping; SpectralKron's defaults: none, the learning rate only),
    log-uniform and stratified over the ranges of ``nn_training.OPTIMIZERS``, each trained on
-   seed 0; the best draw (lowest final held-out loss) wins. Same budget for all.
-2. The best draw is re-run on seeds 1 .. ``--seeds`` (default 3: fresh initialisation and
+   seed 0; then ``--refine`` rounds of two runs at the best run's learning rate divided and
+   multiplied by half a stratum of the draws, the step halved every round (the draws leave
+   up to two strata unseen around the best one; ``OptimizerSpec.neighbours``); the best
+   trial (lowest final held-out loss) wins. Same budget for all.
+2. The best trial is re-run on seeds 1 .. ``--seeds`` (default 3: fresh initialisation and
    minibatch order per seed, identical across optimizers); the table reports the mean and
    each seed.
 3. Schedule: linear warm-up over 5% of the steps, then cosine decay to 10% of the lr, for
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         methods=args.methods,
         ablations=args.ablations,
         trials=args.trials,
+        refine=args.refine,
         steps=args.steps,
         seeds=range(1, args.seeds + 1),
         precision=args.precision,

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from .. import _outputs
-from .options import Distinct, Reproduction, positive_int
+from .options import Distinct, Reproduction, nonnegative_int, positive_int
 
 __all__ = ["NN_METHODS", "NN_ABLATIONS", "training_arguments", "NN"]
 
@@ -23,8 +23,8 @@ NN_ABLATIONS = ("SpectralKron defaults, bf16 state", "SpectralKron defaults, exa
 def training_arguments(parser: argparse.ArgumentParser, steps: int = 100, seeds: int = 1) -> None:
     """The comparison's protocol options, shared by ``reproduce nn`` and
     benchmarks/bench_nn_real.py (each with its own default ``steps`` and ``seeds``):
-    ``--methods``, ``--trials``, ``--steps``, ``--seeds``, ``--precision``, ``--update-every``
-    (the arguments of ``nn_training.run_quality`` of the same names)."""
+    ``--methods``, ``--trials``, ``--refine``, ``--steps``, ``--seeds``, ``--precision``,
+    ``--update-every`` (the arguments of ``nn_training.run_quality`` of the same names)."""
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -37,13 +37,20 @@ def training_arguments(parser: argparse.ArgumentParser, steps: int = 100, seeds:
         "--trials", type=positive_int, default=8, help="random-search trials per method (8)"
     )
     parser.add_argument(
+        "--refine",
+        type=nonnegative_int,
+        default=0,
+        help="refinement rounds after the draws, 2 runs each at the best run's lr divided and "
+        "multiplied by half a stratum of the draws, halved every round (0)",
+    )
+    parser.add_argument(
         "--steps", type=positive_int, default=steps, help=f"steps per run ({steps})"
     )
     parser.add_argument(
         "--seeds",
         type=positive_int,
         default=seeds,
-        help=f"evaluation seeds for the best draw ({seeds})",
+        help=f"evaluation seeds for the best trial ({seeds})",
     )
     parser.add_argument(
         "--precision",
@@ -89,6 +96,7 @@ def _run_nn(args: argparse.Namespace, out: Path) -> None:
         methods=args.methods,
         ablations=args.ablations,
         trials=args.trials,
+        refine=args.refine,
         steps=args.steps,
         seeds=range(args.seed + 1, args.seed + args.seeds + 1),
         search_seed=args.seed,

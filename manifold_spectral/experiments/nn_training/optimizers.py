@@ -141,6 +141,18 @@ class OptimizerSpec:
             cols[k] = np.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
         return [{k: float(v[i]) for k, v in cols.items()} for i in range(trials)]
 
+    def neighbours(self, hp: dict[str, float], trials: int, round_: int) -> list[dict[str, float]]:
+        """Refinement round ``round_`` (1, 2, ...) of the learning rate after ``trials``
+        stratified draws: ``hp`` with its lr divided and multiplied by
+        ``f = (hi / lo) ** (1 / (trials * 2 ** round_))``, half a stratum of the draws in
+        round 1 and half the previous step in every later one (a bisection of the log-lr
+        around the best run so far), the other knobs as in ``hp``. Stratified draws leave up
+        to two strata between the best draw and its nearest neighbour, so the loss between
+        them is unseen; two runs per round, the same for every method."""
+        lo, hi = self.space["lr"]
+        f = (hi / lo) ** (1.0 / (trials * 2**round_))
+        return [dict(hp, lr=hp["lr"] / f), dict(hp, lr=hp["lr"] * f)]
+
 
 _LR = (1e-4, 3e-2)
 #: The paper's scheme tunes its damping too. The defaults tune only the learning rate, over

@@ -23,8 +23,16 @@ def _fmt_hp(hp: dict[str, float] | None) -> str:
 
 def _search(result: QualityResult) -> str:
     """Where the random search's numbers come from: its draws from ``search_seed`` (the
-    command line's ``--seed``), every trial trained on seed 0."""
-    return f"draws from seed {result.search_seed}, each trial trained on seed 0"
+    command line's ``--seed``), every trial trained on seed 0, and the refinement rounds of
+    the best learning rate after them (``OptimizerSpec.neighbours``)."""
+    refine = getattr(result, "refine", 0)
+    rounds = (
+        f"; then {refine} refinement round{'s' * (refine > 1)} of 2 runs at the best run's "
+        "lr divided and multiplied by half a stratum of the draws, halved every round"
+        if refine
+        else ""
+    )
+    return f"draws from seed {result.search_seed}, each trial trained on seed 0{rounds}"
 
 
 def format_table(result: QualityResult) -> str:
@@ -35,7 +43,7 @@ def format_table(result: QualityResult) -> str:
     r = result
     lines = [
         f"NN training (Sec. 4.4 / Fig. 4, 10-12 analogue): random search with {r.trials} trials "
-        f"per method ({_search(r)}), best draw re-run on seeds {r.seeds}; forward/backward "
+        f"per method ({_search(r)}), best trial re-run on seeds {r.seeds}; forward/backward "
         f"{'bfloat16 autocast' if r.precision == 'bf16' else 'float32'}; preconditioner "
         f"period {r.update_every} (SOAP and ours); torch threads {r.threads}; run "
         f"{r.wall_time:.0f} s"
@@ -174,7 +182,7 @@ def plot(result: QualityResult, path: Any) -> None:
     figure_note(
         fig,
         f"NN training (paper Sec. 4.4, Figs. 4, 10-12): each method's hyper-parameters by a "
-        f"random search of {result.trials} draws ({_search(result)}), the best draw re-run on "
+        f"random search of {result.trials} draws ({_search(result)}), the best trial re-run on "
         f"seeds {result.seeds}; forward/backward in {result.precision}. "
         + ("Ours (thick, markers) is drawn on top. " if drawn_ours else "")
         + "The paper's finding: our spectral Kronecker method in bfloat16 matches "

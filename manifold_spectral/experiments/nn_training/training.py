@@ -2,8 +2,9 @@
 ``run_quality`` (the whole comparison).
 
 Every optimizer gets the same random-search budget (``trials`` draws of its learning rate and
-one key knob, log-uniform and stratified, drawn from ``search_seed``; every trial trains on
-seed 0, so the draws alone differ between trials), the best draw is re-run on ``seeds`` seeds,
+one key knob, log-uniform and stratified, drawn from ``search_seed``, and ``refine`` rounds of
+two runs at the best run's neighbouring learning rates; every trial trains on seed 0, so the
+hyper-parameters alone differ between trials), the best trial is re-run on ``seeds`` seeds,
 and the ablations of Fig. 4 and 10 (``ABLATIONS``: ``SpectralKron``'s defaults with bfloat16
 state, and with the exact Cayley map) re-use the tuned hyper-parameters of ``spectral-p2``,
 as the paper does for Fig. 10. The forward and backward passes run under ``torch.autocast``
@@ -205,6 +206,7 @@ class QualityResult:
     wall_time: float
     search_seed: int = 0
     cached: int = 0  # runs read from ``run_quality``'s cache instead of trained
+    refine: int = 0  # refinement rounds of the best learning rate after the draws
 
 
 def run_quality(
@@ -213,6 +215,7 @@ def run_quality(
     *,
     ablations: bool = True,
     trials: int = 8,
+    refine: int = 0,
     steps: dict[str, int] | int | None = None,
     seeds: Any = (1, 2),
     precision: str = "bf16",
@@ -225,8 +228,9 @@ def run_quality(
     cache: str | Path | None = None,
 ) -> QualityResult:
     """Random search (``trials`` draws per method from ``search_seed``, each trained on seed
-    0), then the best draw of every method, and the ablations at ``spectral-p2``'s best draw,
-    on each of ``seeds``.
+    0, then ``refine`` rounds of two runs at the best run's neighbouring learning rates,
+    ``OptimizerSpec.neighbours``), then the best run of every method, and the ablations at
+    ``spectral-p2``'s best, on each of ``seeds``.
 
     ``steps``: per task (a dict), one number for every task, or ``DEFAULT_STEPS``;
     ``task_kw``: per-task keyword arguments of ``MarkovTask`` / ``TeacherTask`` (sizes).
@@ -258,7 +262,7 @@ def run_quality(
         for name in tasks:
             task = make_task(name, **(task_kw or {}).get(name, {}))
             n = steps if isinstance(steps, int) else (steps or DEFAULT_STEPS).get(name, 200)
-            total = len(methods) * (trials + len(seeds)) + len(extra) * len(seeds)
+            total = len(methods) * (trials + 2 * refine + len(seeds)) + len(extra) * len(seeds)
             bar = tqdm(total=total, desc=name, disable=not progress, leave=False)
             kw = dict(update_every=update_every, precision=precision, device=device)
             trial_runs: dict[str, list[Run]] = {}
@@ -269,8 +273,15 @@ def run_quality(
                 for hp in OPTIMIZERS[m].sample(rng, trials):
                     trial_runs[m].append(run(task, name, m, hp, 0, n, evals=1, **kw))
                     bar.update()
-                finite = [r for r in trial_runs[m] if math.isfinite(r.final)]
-                best[m] = min(finite, key=lambda r: r.final).hp if finite else None
+                best[m] = _best(trial_runs[m])
+                for round_ in range(1, refine + 1):
+                    if best[m] is None:  # every draw diverged: nothing to refine
+                        bar.update(2 * (refine - round_ + 1))
+                        break
+                    for hp in OPTIMIZERS[m].neighbours(best[m], trials, round_):
+                        trial_runs[m].append(run(task, name, m, hp, 0, n, evals=1, **kw))
+                        bar.update()
+                    best[m] = _best(trial_runs[m])
             runs: dict[str, list[Run]] = {}
             for m in methods + extra:
                 hp = best[optimizer_spec(m).tuned_as or m]
@@ -296,7 +307,15 @@ def run_quality(
         time.perf_counter() - start,
         search_seed,
         hits,
+        refine,
     )
+
+
+def _best(runs: list[Run]) -> dict[str, float] | None:
+    """The hyper-parameters of the finite run of lowest ``final`` (the first on a tie), or
+    ``None`` if every run diverged."""
+    finite = [r for r in runs if math.isfinite(r.final)]
+    return min(finite, key=lambda r: r.final).hp if finite else None
 
 
 def cached_train(
