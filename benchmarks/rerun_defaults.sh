@@ -27,7 +27,10 @@ mkdir -p "$LOG"
 CACHE=${RERUN_CACHE:-$LOG/cache}
 B=benchmarks
 SEEDS="python $B/bench_optim_seeds.py --cache $CACHE"
-SMALL="--small --trials 4 --steps 200 --update-every 1 --methods adamw soap muon spectral-p2 --ablations --no-progress"
+# --refine: rounds of two runs at the best lr's neighbours after the draws (half a stratum,
+# then a quarter), the same for every method; one round at the GPT's size, where a run of
+# Muon takes about 10 minutes on a 2-core CPU
+SMALL="--small --trials 4 --refine 2 --steps 200 --update-every 1 --methods adamw soap muon spectral-p2 --ablations --no-progress --cache $CACHE"
 FULL="--precision fp32 --update-every 2 --methods adamw soap muon spectral-p2 --no-progress"
 FULL="$FULL --cache $CACHE"
 
@@ -44,7 +47,7 @@ run() {  # run NAME COMMAND...: the command's output in results/rerun/NAME.log
 }
 
 lane_gpt() {  # the full-size GPT: about half of the quality lanes' time
-    run full-stdlib python $B/bench_nn_real.py --tasks stdlib $FULL --trials 6 --steps 400 \
+    run full-stdlib python $B/bench_nn_real.py --tasks stdlib $FULL --trials 6 --refine 1 --steps 400 \
         --block full-stdlib --out "$LOG/full-stdlib"
 }
 
@@ -52,7 +55,7 @@ lane_rest() {
     run optim-quality python $B/bench_optim_quality.py --seeds 3 --cache "$CACHE"
     run nn-real-fp32 python $B/bench_nn_real.py $SMALL --precision fp32 --out "$LOG/nnreal32"
     run nn-real-bf16 python $B/bench_nn_real.py $SMALL --precision bf16 --out "$LOG/nnreal16"
-    run full-digits python $B/bench_nn_real.py --tasks digits $FULL --trials 8 --steps 300 \
+    run full-digits python $B/bench_nn_real.py --tasks digits $FULL --trials 8 --refine 2 --steps 300 \
         --block full-digits --out "$LOG/full-digits"
     run optim-seeds $SEEDS --option accumulate_gop=False
     run optim-bf16 $SEEDS --option state_dtype=bfloat16 --tasks transformer mlp stdlib \
