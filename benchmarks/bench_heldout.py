@@ -23,7 +23,9 @@ lines; the digits split differs from ``real_tasks.DigitsTask``'s).
 Protocol (issue 13's, in float32, one thread): each optimizer gets a 5-point half-decade lr
 grid centred on its usual range (AdamW, SOAP: 3e-4 .. 3e-2 with 1 - beta2 in {1e-3, 5e-2};
 Muon: 3e-3 .. 3e-1 with its AdamW lr in {1e-3, 1e-2}; ``SpectralKron(model.parameters(),
-lr=...)``: 1e-4 .. 1e-2, the lr alone), extended by up to two points past an edge that wins;
+lr=...)``: 1e-4 .. 1e-2, the lr alone), extended by up to two points past an edge that wins,
+then ``--refine`` rounds (default 1) of two points at the best lr divided and multiplied by
+a quarter decade (an eighth in a second round), the best point's second knob kept;
 every point trains on seed 0 and the lowest final held-out loss wins; the winner is re-run on
 seeds 1 .. ``--seeds``. ``nn_training.train`` runs every training (``nn_training.
 lr_schedule``: 5% warm-up, cosine to 10%; no weight decay; fresh minibatches per step; SOAP's
@@ -297,9 +299,14 @@ def _run(task: Task, method: str, hp: dict[str, float], seed: int, steps: int):
     return nn_training.train(task, method, hp, seed, steps, update_every=1, precision="fp32")
 
 
-def tune(task: Task, method: str, steps: int) -> tuple[dict[str, float], dict[float, float]]:
-    """The grid on seed 0, extended by one half decade past a winning edge (twice at most):
-    the best point and the best held-out loss per lr (over the second knob)."""
+def tune(
+    task: Task, method: str, steps: int, refine: int = 0
+) -> tuple[dict[str, float], dict[float, float]]:
+    """The grid on seed 0, extended by one half decade past a winning edge (twice at most),
+    then ``refine`` rounds of two points at the best point's lr divided and multiplied by
+    ``10 ** (0.5 / 2 ** r)`` in round ``r`` (a quarter decade, then an eighth: a bisection of
+    the log-lr around the best, its second knob kept): the best point and the best held-out
+    loss per lr (over the second knob)."""
     trials = [(hp, _run(task, method, hp, 0, steps).final) for hp in GRID[method]]
     for _ in range(2):
         best = min(trials, key=lambda t: t[1])[0]
@@ -308,6 +315,10 @@ def tune(task: Task, method: str, steps: int) -> tuple[dict[str, float], dict[fl
             break
         edge, f = (lrs[0], 10**-0.5) if best["lr"] == lrs[0] else (lrs[-1], 10**0.5)
         more = [dict(hp, lr=hp["lr"] * f) for hp, _ in trials if hp["lr"] == edge]
+        trials += [(hp, _run(task, method, hp, 0, steps).final) for hp in more]
+    for r in range(1, refine + 1):
+        best, f = min(trials, key=lambda t: t[1])[0], 10 ** (0.5 / 2**r)
+        more = [dict(best, lr=best["lr"] / f), dict(best, lr=best["lr"] * f)]
         trials += [(hp, _run(task, method, hp, 0, steps).final) for hp in more]
     per_lr: dict[float, float] = {}
     for hp, final in trials:
@@ -320,12 +331,14 @@ def _mean_se(x: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else math.nan
 
 
-def measure(name: str, steps: int, seeds: int, methods: list[str] | None = None) -> dict[str, dict]:
-    """Per method (default: every one of ``GRID``): tuned hp, seed-0 grid, and the held-out /
-    training-tail losses of seeds 1 .. ``seeds`` at the tuned hp."""
+def measure(
+    name: str, steps: int, seeds: int, methods: list[str] | None = None, refine: int = 0
+) -> dict[str, dict]:
+    """Per method (default: every one of ``GRID``): tuned hp (``tune``), seed-0 grid, and the
+    held-out / training-tail losses of seeds 1 .. ``seeds`` at the tuned hp."""
     task, out = make_task(name), {}
     for method in GRID if methods is None else methods:
-        best, per_lr = tune(task, method, steps)
+        best, per_lr = tune(task, method, steps, refine)
         runs = [_run(task, method, best, s, steps) for s in range(1, seeds + 1)]
         out[method] = dict(
             best=best,
@@ -401,6 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(DEFAULT_TASKS))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds 1 .. N")
+    parser.add_argument(
+        "--refine",
+        type=int,
+        default=1,
+        help="rounds of two points at the best lr divided and multiplied by a quarter decade, "
+        "then an eighth, ... (the same for every optimizer; default 1)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
     parser.add_argument(
         "--option",
@@ -426,7 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         with torch_threads(1):
-            results = {name: measure(name, args.steps, args.seeds, methods) for name in args.tasks}
+            results = {
+                name: measure(name, args.steps, args.seeds, methods, args.refine)
+                for name in args.tasks
+            }
     finally:
         if methods is not None:  # registered for this run only
             del optimizers.ABLATIONS[VARIANT], GRID[VARIANT]
@@ -442,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     grid = (
         "Seed-0 held-out loss at each lr of the grid (lowest lr first, half a decade apart, "
-        "with the edge extensions), divided by the winner's:"
+        "with the edge extensions"
+        + (f" and {args.refine} refinement round(s) around the best" if args.refine else "")
+        + "), divided by the winner's:"
     )
     if methods is None:
         block = f"{header}\n\n{format_table(results)}\n\n{grid}\n\n{format_grid(results)}"

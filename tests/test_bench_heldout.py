@@ -44,6 +44,26 @@ def test_tune_stops_at_an_interior_winner(heldout, monkeypatch):
     assert best == {"lr": pytest.approx(1e-3)} and len(per_lr) == 5
 
 
+def test_refinement_bisects_the_log_lr_around_the_best_point(heldout, monkeypatch):
+    """SOAP's grid is 3e-4 .. 3e-2 in half decades; with the optimum 0.2 decade above its
+    second point g, g wins the grid and gets a quarter decade each side; the better one
+    (g + 0.25) then an eighth each side, the second knob kept."""
+    calls = []
+    g = math.log10(3e-4) + 0.5
+
+    def fake_run(task, method, hp, seed, steps):
+        calls.append(hp)
+        return types.SimpleNamespace(final=abs(math.log10(hp["lr"]) - g - 0.2) + hp["1-beta2"])
+
+    monkeypatch.setattr(heldout, "_run", fake_run)
+    best, per_lr = heldout.tune(None, "soap", steps=1, refine=2)
+    assert len(calls) == 10 + 4 and len(per_lr) == 5 + 4
+    refined = [math.log10(hp["lr"]) - g for hp in calls[10:]]
+    assert refined == pytest.approx([-0.25, 0.25, 0.125, 0.375], abs=1e-12)
+    assert all(hp["1-beta2"] == 1e-3 for hp in calls[10:])
+    assert math.log10(best["lr"]) - g == pytest.approx(0.25, abs=1e-12)
+
+
 @pytest.mark.parametrize("name", ["cancer", "digits-mlp", "stdlib-bow"])
 def test_held_out_rows_are_not_the_training_rows(heldout, name):
     """The held-out set is a different part of the data (not the training rows)."""
