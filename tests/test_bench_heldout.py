@@ -53,14 +53,14 @@ def test_refinement_bisects_the_log_lr_around_the_best_point(heldout, monkeypatc
 
     def fake_run(task, method, hp, seed, steps):
         calls.append(hp)
-        return types.SimpleNamespace(final=abs(math.log10(hp["lr"]) - g - 0.2) + hp["1-beta2"])
+        return types.SimpleNamespace(final=abs(math.log10(hp["lr"]) - g - 0.2) - hp["1-beta2"])
 
     monkeypatch.setattr(heldout, "_run", fake_run)
     best, per_lr = heldout.tune(None, "soap", steps=1, refine=2)
     assert len(calls) == 10 + 4 and len(per_lr) == 5 + 4
     refined = [math.log10(hp["lr"]) - g for hp in calls[10:]]
     assert refined == pytest.approx([-0.25, 0.25, 0.125, 0.375], abs=1e-12)
-    assert all(hp["1-beta2"] == 1e-3 for hp in calls[10:])
+    assert all(hp["1-beta2"] == 5e-2 for hp in calls[10:])  # the winner's, not the first
     assert math.log10(best["lr"]) - g == pytest.approx(0.25, abs=1e-12)
 
 
