@@ -10,7 +10,8 @@ One module per part, each importing only the ones above it:
   ``PAPER_SCHEME``, ``build_optimizer``);
 * ``run_cache``: a directory of finished runs, keyed by everything that determines them;
 * ``training``: ``train`` (one run, with ``lr_schedule``) and ``run_quality`` (random search,
-  refinement rounds of the best lr, then the best trial on the evaluation seeds; resumable through ``run_cache``);
+  refinement rounds of the best lr, then the best trial on the evaluation seeds; resumable
+  through ``run_cache``);
 * ``report``: ``format_table`` and ``plot`` of a ``QualityResult``.
 
 Every name is re-exported here, so ``from manifold_spectral.experiments.nn_training import
