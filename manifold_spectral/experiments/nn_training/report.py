@@ -25,7 +25,7 @@ def _search(result: QualityResult) -> str:
     """Where the random search's numbers come from: its draws from ``search_seed`` (the
     command line's ``--seed``), every trial trained on seed 0, and the refinement rounds of
     the best learning rate after them (``OptimizerSpec.neighbours``)."""
-    refine = getattr(result, "refine", 0)
+    refine = result.refine
     rounds = (
         f"; then {refine} refinement round{'s' * (refine > 1)} of 2 runs at the best run's "
         "lr divided and multiplied by half a stratum of the draws, halved every round"
