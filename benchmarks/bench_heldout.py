@@ -57,6 +57,7 @@ from bench_optim_seeds import parse_option  # noqa: E402
 from torch import Tensor, nn
 
 from manifold_spectral._threads import torch_threads
+from manifold_spectral.cli.options import nonnegative_int
 from manifold_spectral.experiments import nn_training
 from manifold_spectral.experiments.nn_training import optimizers
 
@@ -317,8 +318,8 @@ def tune(
         more = [dict(hp, lr=hp["lr"] * f) for hp, _ in trials if hp["lr"] == edge]
         trials += [(hp, _run(task, method, hp, 0, steps).final) for hp in more]
     for r in range(1, refine + 1):
-        best, f = min(trials, key=lambda t: t[1])[0], 10 ** (0.5 / 2**r)
-        more = [dict(best, lr=best["lr"] / f), dict(best, lr=best["lr"] * f)]
+        best = min(trials, key=lambda t: t[1])[0]
+        more = optimizers.lr_neighbours(best, 10**0.5, r)  # the grid's half decade, bisected
         trials += [(hp, _run(task, method, hp, 0, steps).final) for hp in more]
     per_lr: dict[float, float] = {}
     for hp, final in trials:
@@ -416,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds 1 .. N")
     parser.add_argument(
         "--refine",
-        type=int,
+        type=nonnegative_int,
         default=1,
         help="rounds of two points at the best lr divided and multiplied by a quarter decade, "
         "then an eighth, ... (the same for every optimizer; default 1)",

@@ -26,6 +26,7 @@ from .optimizers import (
     PAPER_SCHEME,
     OptimizerSpec,
     build_optimizer,
+    lr_neighbours,
     optimizer_spec,
 )
 from .report import format_table, plot
@@ -55,6 +56,7 @@ __all__ = [
     "ABLATIONS",
     "optimizer_spec",
     "build_optimizer",
+    "lr_neighbours",
     "Run",
     "lr_schedule",
     "train",

@@ -28,6 +28,7 @@ __all__ = [
     "OptimizerSpec",
     "OPTIMIZERS",
     "ABLATIONS",
+    "lr_neighbours",
     "optimizer_spec",
     "build_optimizer",
 ]
@@ -150,8 +151,16 @@ class OptimizerSpec:
         to two strata between the best draw and its nearest neighbour, so the loss between
         them is unseen; two runs per round, the same for every method."""
         lo, hi = self.space["lr"]
-        f = (hi / lo) ** (1.0 / (trials * 2**round_))
-        return [dict(hp, lr=hp["lr"] / f), dict(hp, lr=hp["lr"] * f)]
+        return lr_neighbours(hp, (hi / lo) ** (1.0 / trials), round_)
+
+
+def lr_neighbours(hp: dict[str, float], spacing: float, round_: int) -> list[dict[str, float]]:
+    """Round ``round_`` (1, 2, ...) of a bisection of the log learning rate around ``hp``,
+    after a search whose points are a factor ``spacing`` apart: ``hp`` with its lr divided and
+    multiplied by ``f = spacing ** (1 / 2 ** round_)`` (half the spacing in log in round 1,
+    half the previous step after), the other knobs as in ``hp``."""
+    f = spacing ** (1.0 / 2**round_)
+    return [dict(hp, lr=hp["lr"] / f), dict(hp, lr=hp["lr"] * f)]
 
 
 _LR = (1e-4, 3e-2)
