@@ -69,7 +69,7 @@ def test_the_optimizers_curvature_step_is_the_gaussian_step_with_the_scale() -> 
     K = opt._preconditioner(group, p).manifold  # the layer's manifold and its options
     gauss = Gaussian(
         K,
-        beta2=group["beta2"],
+        beta2=0.1,  # the default rate at period 1 (SpectralKron's docstring)
         exponential="truncated",
         jacobi=True,
         updated_gaps=True,

@@ -26,6 +26,7 @@ from ..validation import (
     check_size,
     computes_in,
 )
+from . import option_defaults
 
 __all__ = [
     "validate_group",
@@ -50,15 +51,15 @@ COUNTERS = ("curvature_fallbacks", "curvature_rejections")
 
 
 #: Options a step reads from its group (a change takes effect at the next step); a change of
-#: any other option rebuilds the group's preconditioners from their kept state.
+#: any other option rebuilds the group's preconditioners from their kept state. Not the
+#: periods ``update_every`` and ``diagonal_every``: they set the curvature steps' default
+#: rate (``option_defaults.beta2``), which the preconditioners are built with.
 STEP_OPTIONS = frozenset(
     {
         "lr",
         "weight_decay",
         "momentum",
         "nesterov",
-        "update_every",
-        "diagonal_every",
         "correction_beta",
         "eigenvalue_correction",
         "clip_rms",
@@ -187,7 +188,8 @@ def validate_group(g: dict[str, Any]) -> None:
     for key in _NUMBERS:
         _check_not_shaped(g[key], key)
     check_positive(g["lr"], "lr", allow_zero=True)
-    check_positive(g["beta2"], "beta2")
+    if g["beta2"] is not None:
+        check_positive(g["beta2"], "beta2")
     check_positive(g["basis_scale"], "basis_scale")
     check_positive(g["root"], "root")
     check_positive(g["damping"], "damping")  # > 0: a zero gradient entry needs a floor
@@ -200,11 +202,17 @@ def validate_group(g: dict[str, Any]) -> None:
     if g["eigenvalue_correction"] is not None:
         check_flag(g["eigenvalue_correction"], "eigenvalue_correction")
     check_exponential(g["exponential"])
-    if g["exponential"] != "exact" and float(g["gamma"]) * float(g["beta2"]) >= 1.0:
-        raise ValueError("beta2: the truncated scheme needs gamma * beta2 < 1")
     check_size(g["update_every"], "update_every")
     if g["diagonal_every"] is not None:
         check_size(g["diagonal_every"], "diagonal_every")
+    if g["exponential"] != "exact":
+        for kind in ("kronecker", "diagonal"):
+            rate = option_defaults.beta2(g, curvature_period(g, kind))
+            if float(g["gamma"]) * float(rate) >= 1.0:
+                raise ValueError(
+                    f"beta2: the truncated scheme needs gamma * beta2 < 1, got gamma * beta2 = "
+                    f"{float(g['gamma']) * float(rate):g} ({kind} curvature step)"
+                )
     check_size(g["max_factor_dim"], "max_factor_dim")
     check_cayley(g["cayley"])
     k = g["neumann_squarings"]

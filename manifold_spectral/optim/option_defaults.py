@@ -14,9 +14,11 @@ from ..validation import check_flag
 
 __all__ = [
     "BASIS_SCALE",
+    "BETA2",
     "DEFAULT_EXPONENTIAL",
     "GAP_DAMPING",
     "NEUMANN_SQUARINGS",
+    "beta2",
     "corrected",
     "squarings",
     "exponential_of_truncated",
@@ -54,6 +56,29 @@ NEUMANN_SQUARINGS = 1
 #: memory. Measured against ``1`` (the paper's single step size) on the full-size GPT, the
 #: small tasks and the held-out tasks: benchmarks/HISTORY.md.
 BASIS_SCALE = 2.0
+
+
+#: The curvature's rate per optimizer step behind ``beta2=None`` (``beta2`` below).
+BETA2 = 0.1
+
+
+def beta2(group: dict[str, Any], period: int) -> float:
+    """The rate of a curvature step of a group whose curvature period is ``period`` steps: its
+    ``beta2``, or (``None``) ``1 - (1 - BETA2)^period``.
+
+    Why per period: a curvature step at rate ``beta2`` every ``k`` steps forgets at ``1 -
+    (1 - beta2)^(1/k)`` per optimizer step, so at a fixed rate a longer period makes a slower
+    curvature, in steps, not only a cheaper one; its basis then lags the gradients' eigenbasis
+    more, which is what the defaults pay against SOAP, whose gradient statistics are an
+    average over every step whatever its refresh period (``benchmarks/HISTORY.md``). ``1 -
+    (1 - BETA2)^k`` takes ``k`` steps' worth of forgetting at once, the memory of about
+    ``1 / BETA2`` optimizer steps at every period (with ``accumulate_gop``, the step reads the
+    ``k`` gradients' mean GOP). ``period = 1`` gives ``BETA2`` itself (not ``1 - (1 -
+    BETA2)``, which rounds differently)."""
+    value = group.get("beta2")
+    if value is not None:
+        return value
+    return BETA2 if period == 1 else 1.0 - (1.0 - BETA2) ** period
 
 
 def squarings(group: dict[str, Any]) -> int:

@@ -30,7 +30,7 @@ from ..manifolds import (
     KroneckerSpectralSPD,
     SpectralPoint,
 )
-from . import option_defaults, transforms
+from . import checks, option_defaults, transforms
 
 __all__ = [
     "KroneckerPreconditioner",
@@ -74,8 +74,8 @@ class KroneckerPreconditioner:
         )
         #: ``None``, or the true shapes of a padded bucket (``manifolds.kronecker_padding``).
         self.padding = self.manifold.padding
-        self.gauss = _gaussian(self.manifold, opts)
-        self.gauss_continued = _gaussian(self.manifold, opts, continued=True)
+        self.gauss = _gaussian(self.manifold, opts, self.kind)
+        self.gauss_continued = _gaussian(self.manifold, opts, self.kind, continued=True)
         self.damping = damping_floor(opts["damping"], self.manifold.dtype)
         self.root = opts["root"]
 
@@ -267,8 +267,8 @@ class DiagonalPreconditioner:
         #: the entries of each parameter of a bucket, concatenated (``pack``); ``None``: one.
         self.sizes = sizes
         self.manifold = DiagonalSPD(numel, dtype, device)
-        self.gauss = _gaussian(self.manifold, opts)
-        self.gauss_continued = _gaussian(self.manifold, opts, continued=True)
+        self.gauss = _gaussian(self.manifold, opts, self.kind)
+        self.gauss_continued = _gaussian(self.manifold, opts, self.kind, continued=True)
         self.damping = damping_floor(opts["damping"], self.manifold.dtype)
         self.root = opts["root"]
 
@@ -332,13 +332,14 @@ def damping_floor(damping: float, dtype: torch.dtype) -> float:
     return max(float(damping), float(torch.finfo(dtype).tiny) ** 0.5)
 
 
-def _gaussian(manifold: Any, opts: dict, continued: bool = False) -> Gaussian:
-    """The curvature update of a preconditioner with ``opts``' eigenvalue map, or (``continued``)
-    the truncated map continued positively (``blocks.eig_retract``)."""
+def _gaussian(manifold: Any, opts: dict, kind: str, continued: bool = False) -> Gaussian:
+    """The curvature update of a ``kind`` preconditioner with ``opts``' eigenvalue map and
+    rate (``option_defaults.beta2`` at the kind's period), or (``continued``) the truncated
+    map continued positively (``blocks.eig_retract``)."""
     exponential = opts["exponential"]
     return Gaussian(
         manifold,
-        beta2=opts["beta2"],
+        beta2=option_defaults.beta2(opts, checks.curvature_period(opts, kind)),
         gamma=opts["gamma"],
         root=opts["root"],
         exponential="continued" if continued else exponential,

@@ -45,7 +45,12 @@ class SpectralKron(
     Args:
         params: parameters or parameter groups (every option may be set per group).
         lr: step size.
-        beta2: curvature step size (the RGD step of the precision).
+        beta2: curvature step size (the RGD step of the precision). ``None`` (default):
+            ``1 - (1 - 0.1)^k`` for a curvature step every ``k`` steps (``update_every``;
+            ``diagonal_every`` for the diagonal scheme), ``0.1`` at ``k = 1``: the curvature
+            remembers about 10 optimizer steps at every period, as an average of every
+            step's gradient statistics (SOAP's) does (``option_defaults.beta2``). A number:
+            the rate of every curvature step, whatever the period (the paper's ``beta2``).
         root: ``p`` of the preconditioner ``S^(-1/p)`` (paper: 1 and 2).
         damping: ``lambda > 0`` added to the curvature (``H + lambda I``); keeps ``d > 0``
             where a gradient entry or direction is exactly zero. An absolute number in the
@@ -200,7 +205,7 @@ class SpectralKron(
         params: Iterable[Any],
         lr: float = 1e-3,
         *,
-        beta2: float = 0.1,
+        beta2: float | None = None,
         root: float = 2.0,
         damping: float = 1e-16,
         gamma: float = 1.0,
