@@ -27,6 +27,7 @@ from ..validation import (
     computes_in,
 )
 from . import option_defaults
+from .option_defaults import curvature_period
 
 __all__ = [
     "validate_group",
@@ -69,22 +70,6 @@ STEP_OPTIONS = frozenset(
 #: Options that fix the layout of a parameter's state (Kronecker factors or the diagonal
 #: scheme, and their dtype): they cannot change once a parameter of the group has state.
 LAYOUT_OPTIONS = ("state_dtype", "diagonal", "max_factor_dim")
-
-
-def curvature_period(group: dict[str, Any], kind: str) -> int:
-    """The curvature period of a parameter of ``group`` whose preconditioner is ``kind``
-    (``"kronecker"`` or ``"diagonal"``): ``update_every``, or ``diagonal_every`` for the
-    diagonal scheme when set (``None``: ``update_every``, the paper's one period).
-
-    The period amortises the Kronecker factors' matrix products; the diagonal curvature
-    update is elementwise, as cheap as the step. A diagonal step ``D / d^(1/p)`` taken with a
-    ``d`` that has not taken in this gradient is unbounded where an entry's gradient grows
-    between updates (an entry whose first gradient, squared by the warm start, was near
-    zero), whereas the updated ``d >= beta2 g^2`` (truncated map) bounds ``|g| / d^(1/2)``
-    by ``beta2^(-1/2)``."""
-    if kind == "diagonal" and group["diagonal_every"] is not None:
-        return group["diagonal_every"]
-    return group["update_every"]
 
 
 def option_signature(group: dict[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
@@ -207,7 +192,7 @@ def validate_group(g: dict[str, Any]) -> None:
         check_size(g["diagonal_every"], "diagonal_every")
     if g["exponential"] != "exact":
         for kind in ("kronecker", "diagonal"):
-            rate = option_defaults.beta2(g, curvature_period(g, kind))
+            rate = option_defaults.beta2(g, kind)
             if float(g["gamma"]) * float(rate) >= 1.0:
                 raise ValueError(
                     f"beta2: the truncated scheme needs gamma * beta2 < 1, got gamma * beta2 = "

@@ -20,6 +20,7 @@ __all__ = [
     "NEUMANN_SQUARINGS",
     "beta2",
     "corrected",
+    "curvature_period",
     "squarings",
     "exponential_of_truncated",
     "legacy_truncated",
@@ -58,13 +59,30 @@ NEUMANN_SQUARINGS = 1
 BASIS_SCALE = 2.0
 
 
+def curvature_period(group: dict[str, Any], kind: str) -> int:
+    """The curvature period of a parameter of ``group`` whose preconditioner is ``kind``
+    (``"kronecker"`` or ``"diagonal"``): ``update_every``, or ``diagonal_every`` for the
+    diagonal scheme when set (``None``: ``update_every``, the paper's one period).
+
+    The period amortises the Kronecker factors' matrix products; the diagonal curvature
+    update is elementwise, as cheap as the step. A diagonal step ``D / d^(1/p)`` taken with a
+    ``d`` that has not taken in this gradient is unbounded where an entry's gradient grows
+    between updates (an entry whose first gradient, squared by the warm start, was near
+    zero), whereas the updated ``d >= beta2 g^2`` (truncated map) bounds ``|g| / d^(1/2)``
+    by ``beta2^(-1/2)``."""
+    if kind == "diagonal" and group["diagonal_every"] is not None:
+        return group["diagonal_every"]
+    return group["update_every"]
+
+
 #: The curvature's rate per optimizer step behind ``beta2=None`` (``beta2`` below).
 BETA2 = 0.1
 
 
-def beta2(group: dict[str, Any], period: int) -> float:
-    """The rate of a curvature step of a group whose curvature period is ``period`` steps: its
-    ``beta2``, or (``None``) ``1 - (1 - BETA2)^period``.
+def beta2(group: dict[str, Any], kind: str) -> float:
+    """The rate of a curvature step of a ``kind`` preconditioner of ``group``: its ``beta2``,
+    or (``None``) ``1 - (1 - BETA2)^k`` at its period ``k`` (``curvature_period``); the
+    period is read only then (a group of explicit options may lack it).
 
     Why per period: a curvature step at rate ``beta2`` every ``k`` steps forgets at ``1 -
     (1 - beta2)^(1/k)`` per optimizer step, so at a fixed rate a longer period makes a slower
@@ -78,6 +96,7 @@ def beta2(group: dict[str, Any], period: int) -> float:
     value = group.get("beta2")
     if value is not None:
         return value
+    period = curvature_period(group, kind)
     return BETA2 if period == 1 else 1.0 - (1.0 - BETA2) ** period
 
 

@@ -30,7 +30,7 @@ from ..manifolds import (
     KroneckerSpectralSPD,
     SpectralPoint,
 )
-from . import checks, option_defaults, transforms
+from . import option_defaults, transforms
 
 __all__ = [
     "KroneckerPreconditioner",
@@ -339,7 +339,7 @@ def _gaussian(manifold: Any, opts: dict, kind: str, continued: bool = False) -> 
     exponential = opts["exponential"]
     return Gaussian(
         manifold,
-        beta2=option_defaults.beta2(opts, checks.curvature_period(opts, kind)),
+        beta2=option_defaults.beta2(opts, kind),
         gamma=opts["gamma"],
         root=opts["root"],
         exponential="continued" if continued else exponential,
