@@ -75,6 +75,8 @@ def rank_deficient_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 #: Default options: only the learning rate is set.
 DEFAULT_OPTS: dict[str, Any] = dict(lr=3e-3)
+#: Default options at a curvature period of 2 (``beta2=None`` resolves to ``1 - 0.9**2``).
+PERIOD2_OPTS: dict[str, Any] = dict(lr=3e-3, update_every=2, diagonal_every=2)
 
 
 def train(model: nn.Module, opt: SpectralKron, X, Y, steps: int) -> None:
@@ -114,6 +116,12 @@ def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
     dopt = SpectralKron(deficient.parameters(), **DEFAULT_OPTS)
     train(deficient, dopt, Xd[4 * rank : 4 * rank + 4], Yd[4 * rank : 4 * rank + 4], 6)
     out["ddp_rank_deficient"] = flat(deficient.parameters())
+    # Curvature every second step at the default beta2 (resolved from the period), sharded and not.
+    for name, shard in (("ddp_period2", False), ("shard_period2", True)):
+        model = DDP(make_rank_deficient())
+        popt = SpectralKron(model.parameters(), **PERIOD2_OPTS, shard=shard)
+        train(model, popt, Xd[4 * rank : 4 * rank + 4], Yd[4 * rank : 4 * rank + 4], 6)
+        out[name] = flat(model.parameters())
 
     plain = DDP(make_model())
     opt = SpectralKron(plain.parameters(), **OPTS)
@@ -318,6 +326,13 @@ def single_rank_deficient() -> list[torch.Tensor]:
     return flat(model.parameters())
 
 
+@pytest.fixture(scope="module")
+def single_period2() -> list[torch.Tensor]:
+    model = make_rank_deficient()
+    train(model, SpectralKron(model.parameters(), **PERIOD2_OPTS), *rank_deficient_batch(), 6)
+    return flat(model.parameters())
+
+
 def assert_close_rel(got: list[torch.Tensor], want: list[torch.Tensor], rtol: float) -> None:
     for a, b in zip(got, want, strict=True):
         err = float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
@@ -345,6 +360,23 @@ def test_ddp_with_default_options_matches_single_process_on_rank_deficient_model
     rounding, with repeated eigenvalues in the warm start (eigh's basis there is arbitrary)."""
     assert_equal(ranks[0]["ddp_rank_deficient"], ranks[1]["ddp_rank_deficient"])
     assert_close_rel(ranks[0]["ddp_rank_deficient"], single_rank_deficient, 1e-10)
+
+
+@needs_gloo
+def test_ddp_at_curvature_period_2_matches_single_process(
+    ranks, single_period2, single_rank_deficient
+):
+    """Every rank resolves the default beta2 from the period alike: DDP (sharded or not) at
+    period 2 equals one process up to the all-reduce's rounding, and is not the period-1 run."""
+    assert_equal(ranks[0]["ddp_period2"], ranks[1]["ddp_period2"])
+    for r in ranks:
+        assert_equal(r["shard_period2"], r["ddp_period2"])
+    assert_close_rel(ranks[0]["ddp_period2"], single_period2, 1e-10)
+    moved = [
+        float(torch.linalg.vector_norm(a - b))
+        for a, b in zip(single_period2, single_rank_deficient, strict=True)
+    ]
+    assert max(moved) > 1e-6, moved
 
 
 @needs_gloo
