@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_distributed import flat, make_model, needs_gloo, run_in_group, spawn_ranks
+from _distributed import flat, make_model, needs_gloo, run_in_group, spawn_ranks
 
 from manifold_spectral.optim import SpectralKron
 

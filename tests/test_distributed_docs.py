@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from test_distributed import WORLD, make_model, needs_gloo
+from _distributed import WORLD, make_model, needs_gloo
 from torch import nn
 
 from manifold_spectral.optim import SpectralKron

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from test_distributed import flat, make_model, needs_gloo, run_in_group, spawn_ranks
+from _distributed import flat, make_model, needs_gloo, run_in_group, spawn_ranks
 from test_distributed_calls import _grads, _unchanged
 
 from manifold_spectral.optim import SpectralKron
