@@ -4,6 +4,7 @@ from the GOP of every gradient since the previous one (``KroneckerGOPSides``, th
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -213,6 +214,42 @@ def test_overflowing_sums_skip_the_step():
     assert opt.skipped_steps == 1
     for k, v in before.items():
         assert torch.equal(opt.state[p][k], v), k
+
+
+def test_kept_sums_that_overflow_the_curvature_step_give_way_to_the_gradient():
+    """A finite spike on a keeping step (its sums fit the float32 state, but not the
+    curvature step: ``diag(W) / alpha`` beyond float32 at a small ``alpha``) must not stop
+    training: a skip keeps the means, so every later step would fail on them. The next
+    curvature step takes its own gradient's GOP, exactly as from a state without kept
+    sums, and is counted; every later step succeeds."""
+    p = nn.Parameter(torch.zeros(4, 3))
+    opt = SpectralKron([p], lr=1e-2, update_every=2)
+    g = gen(5)
+    p.grad = 1e-2 * torch.randn(4, 3, generator=g)
+    opt.step()  # curvature (warm start at the gradient's scale)
+    p.grad = 1e18 * torch.ones(4, 3)
+    opt.step()  # keeping: finite sums, taken
+    assert opt.skipped_steps == 0 and torch.isfinite(opt.state[p]["gop_W_L"]).all()
+    twin = nn.Parameter(p.detach().clone())
+    ref = SpectralKron([twin], lr=1e-2, update_every=2)
+    sd = copy.deepcopy(opt.state_dict())
+    for key in ("gop_W_L", "gop_W_R", "gop_count"):
+        del sd["state"][0][key]
+    ref.load_state_dict(sd)
+    grad = 1e-2 * torch.randn(4, 3, generator=g)
+    p.grad, twin.grad = grad.clone(), grad.clone()
+    opt.step()
+    ref.step()
+    assert opt.skipped_steps == 0 and opt.state[p]["gop_fallbacks"] == opt.gop_fallbacks == 1
+    assert "gop_fallbacks" not in ref.state[twin]
+    for key in ("pc_B_L", "pc_B_R", "pc_d_L", "pc_d_R", "pc_alpha"):
+        assert torch.equal(opt.state[p][key], ref.state[twin][key]), key
+    assert torch.equal(p, twin)
+    for _ in range(6):
+        p.grad = 1e-2 * torch.randn(4, 3, generator=g)
+        opt.step()
+    assert opt.skipped_steps == 0 and opt.state[p]["step"] == 9
+    assert all(torch.isfinite(v).all() for v in opt.state[p].values() if torch.is_tensor(v))
 
 
 def test_a_resumed_period_continues_bit_for_bit():

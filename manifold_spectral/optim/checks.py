@@ -46,9 +46,11 @@ __all__ = [
 
 #: Per-parameter event counters kept in the state (ints, saved with it): curvature steps
 #: whose truncated eigenvalue map left the positive reals and were taken with the continued
-#: map, and curvature steps recorded as failed (a state saved when a failed curvature step
-#: kept the previous curvature; a failing step is now skipped whole: ``skipped_steps``).
-COUNTERS = ("curvature_fallbacks", "curvature_rejections")
+#: map, curvature steps recorded as failed (a state saved when a failed curvature step
+#: kept the previous curvature; a failing step is now skipped whole: ``skipped_steps``), and
+#: curvature steps whose period's mean GOP (``accumulate_gop``) overflowed them and that took
+#: the step's own gradient's GOP instead.
+COUNTERS = ("curvature_fallbacks", "curvature_rejections", "gop_fallbacks")
 
 
 #: Options a step reads from its group (a change takes effect at the next step); a change of

@@ -70,7 +70,9 @@ class SpectralKron(
             step's gradient at that point are added up in the state (a x a and b x b per
             matrix; ``2ab(a + b)`` flops per step, a rotation ``B_L^T G B_R`` more without the
             eigenvalue correction). ``False``: the paper's scheme, which discards the
-            gradients between two curvature steps.
+            gradients between two curvature steps. A curvature step that the period's mean
+            overflows (a finite spike kept earlier) takes its own gradient's GOP instead,
+            counted in the state (``gop_fallbacks``).
         diagonal_every: curvature period of the diagonal scheme (default ``1``: every step,
             whatever ``update_every``; ``None``: ``update_every``, the paper's one period). Its
             update is elementwise, as cheap as its step, and updating first bounds the step,

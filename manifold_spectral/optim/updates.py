@@ -319,14 +319,25 @@ class UpdateMixin(BucketMixin):
         need this), counted in ``new`` (the pending state). A step that fails even so (an
         overflow of the state dtype) raises ``NonFiniteUpdate``: the whole step is skipped,
         since preconditioning this gradient with the previous curvature, which never saw
-        its scale, would move the parameter by about ``lr |g|``."""
+        its scale, would move the parameter by about ``lr |g|``.
+
+        A step that fails on the period's mean GOP (``sides``, ``accumulate_gop``) is redone
+        on this gradient's GOP alone (counted: ``gop_fallbacks``). Why: a gradient kept
+        earlier in the period was finite, so its step was taken, but its sums can be too
+        large for the curvature step; a skip changes nothing, so the same means would fail
+        every later step, and training would stop on one finite spike (at period 1 the
+        spike's own step is the one skipped)."""
         counts = {key: state.get(key, 0) for key in COUNTERS}
+        tried = dict(counts)
         try:
             try:
-                out = pre.update(pc, g, count=count, rotated=rotated, sides=sides)
-            except TruncationError:
-                counts["curvature_fallbacks"] += 1
-                out = pre.update(pc, g, count=count, continued=True, rotated=rotated, sides=sides)
+                out = _curvature_step(pre, pc, g, count, tried, rotated, sides)
+            except (FloatingPointError, ValueError):
+                if sides is None:
+                    raise
+                tried = dict(counts, gop_fallbacks=counts["gop_fallbacks"] + 1)
+                out = _curvature_step(pre, pc, g, count, tried, rotated, None)
+            counts = tried
         except (FloatingPointError, ValueError) as e:
             # The exact map's exp(beta2 h / d) overflows where a squared gradient entry is
             # hundreds of times its curvature (early steps): not the learning rate's doing.
@@ -349,7 +360,31 @@ class UpdateMixin(BucketMixin):
         return sum(st.get("curvature_fallbacks", 0) for st in self.state.values())
 
     @property
+    def gop_fallbacks(self) -> int:
+        """Curvature steps that the period's mean GOP overflowed, taken on their own
+        gradient's GOP (``accumulate_gop``)."""
+        return sum(st.get("gop_fallbacks", 0) for st in self.state.values())
+
+    @property
     def curvature_rejections(self) -> int:
         """Curvature steps recorded as failed in the state (``COUNTERS``); a failing
         curvature step skips the whole step (``skipped_steps``)."""
         return sum(st.get("curvature_rejections", 0) for st in self.state.values())
+
+
+def _curvature_step(
+    pre: Any,
+    pc: dict[str, Tensor],
+    g: Tensor,
+    count: int,
+    counts: dict[str, int],
+    rotated: Tensor | None,
+    sides: tuple[Tensor, Tensor] | None,
+) -> dict[str, Tensor]:
+    """``pre.update``, redone with the continued map where the truncated one fails
+    (``TruncationError``; counted in ``counts``)."""
+    try:
+        return pre.update(pc, g, count=count, rotated=rotated, sides=sides)
+    except TruncationError:
+        counts["curvature_fallbacks"] += 1
+        return pre.update(pc, g, count=count, continued=True, rotated=rotated, sides=sides)
