@@ -71,7 +71,7 @@ STEP_OPTIONS = frozenset(
 )
 #: Options that fix the layout of a parameter's state (Kronecker factors or the diagonal
 #: scheme, and their dtype): they cannot change once a parameter of the group has state.
-LAYOUT_OPTIONS = ("state_dtype", "diagonal", "max_factor_dim")
+LAYOUT_OPTIONS = ("state_dtype", "diagonal", "max_factor_dim", "max_aspect")
 
 
 def option_signature(group: dict[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
@@ -201,6 +201,8 @@ def validate_group(g: dict[str, Any]) -> None:
                     f"{float(g['gamma']) * float(rate):g} ({kind} curvature step)"
                 )
     check_size(g["max_factor_dim"], "max_factor_dim")
+    if g["max_aspect"] is not None and check_positive(g["max_aspect"], "max_aspect") < 1.0:
+        raise ValueError(f"max_aspect: expected None or a number >= 1, got {g['max_aspect']!r}")
     check_cayley(g["cayley"])
     k = g["neumann_squarings"]
     if k is not None and check_count(k, "neumann_squarings") and g["cayley"] != "neumann":
@@ -226,10 +228,10 @@ def check_state_matches(
 ) -> None:
     """``ValueError`` (nothing changed) unless parameter ``p``'s existing state is laid out as
     its group's options lay it out now: its (whole) gradient's shape, the state dtype and the
-    scheme (``kind``:
-    "kronecker" or "diagonal"). A mismatch means that the parameter, or its group's
-    ``state_dtype`` / ``diagonal`` / ``max_factor_dim``, changed after the state was made
-    (``p.data`` replaced, ``model.double()``, the parameter moved to another group)."""
+    scheme (``kind``: "kronecker" or "diagonal"). A mismatch means that the parameter, or
+    its group's ``state_dtype`` / ``diagonal`` / ``max_factor_dim`` / ``max_aspect``, changed
+    after the state was made (``p.data`` replaced, ``model.double()``, the parameter moved
+    to another group)."""
     buf = state["momentum_buffer"]
     shape = tuple(grad.shape)
     if tuple(buf.shape) != shape:
@@ -250,9 +252,10 @@ def check_state_matches(
         had = "Kronecker" if "pc_B_L" in state else "diagonal"
         raise ValueError(
             f"a parameter of shape {shape} has {had} optimizer state but its group's "
-            f"options (diagonal, max_factor_dim) give it the {kind} scheme: it moved to "
-            "another group after its state was made; drop that state (opt.state.pop(p)) or "
-            "keep it in a group with the same layout options; nothing was changed"
+            f"options (diagonal, max_factor_dim, max_aspect) give it the {kind} scheme: it "
+            "moved to another group after its state was made; drop that state "
+            "(opt.state.pop(p)) or keep it in a group with the same layout options; nothing "
+            "was changed"
         )
 
 

@@ -351,12 +351,15 @@ def _gaussian(manifold: Any, opts: dict, kind: str, continued: bool = False) -> 
 
 def kronecker_shape(shape: tuple[int, ...], opts: dict) -> tuple[int, int] | None:
     """``(a, b)`` when a parameter of this (global) shape gets Kronecker factors: a matrix
-    (conv kernels as (out, fan_in)) whose sides are at most ``max_factor_dim`` and that is
-    not marked ``diagonal``; ``None`` when it gets the diagonal scheme."""
+    (conv kernels as (out, fan_in)) whose sides are at most ``max_factor_dim``, whose long
+    side is at most ``max_aspect`` times its short one (where set) and that is not marked
+    ``diagonal``; ``None`` when it gets the diagonal scheme."""
     if len(shape) >= 2 and not opts.get("diagonal", False):
         a, b = shape[0], math.prod(shape[1:])
+        aspect = opts.get("max_aspect")
         if a > 1 and b > 1 and max(a, b) <= opts["max_factor_dim"]:
-            return a, b
+            if aspect is None or max(a, b) <= aspect * min(a, b):
+                return a, b
     return None
 
 

@@ -32,6 +32,7 @@ LEGACY = {
     "updated_gaps": False,
     "neumann_squarings": 0,
     "basis_scale": 1.0,
+    "max_aspect": None,
 }
 
 

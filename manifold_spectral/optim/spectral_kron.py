@@ -158,6 +158,11 @@ class SpectralKron(
             parameter's, float32 for float16 parameters, whose range cannot hold squared
             gradients); ``torch.bfloat16`` works without casts to float32.
         max_factor_dim: matrices with a side above this use the diagonal scheme.
+        max_aspect: matrices whose long side is more than this many times their short side
+            use the diagonal scheme (``None``: no limit). Why: an ``a x b`` gradient has rank
+            at most ``min(a, b)``, so the long side's factor sees about ``min(a, b) / beta2``
+            directions within its memory; a classification head on wide features (``10 x
+            1024``) leaves most of its ``1024 x 1024`` factor at the damping.
         warm_start: initialise ``S`` from the first gradient, at its scale
             (``tr(S) / (ab) = mean(g^2) + damping``; one float64 ``eigh`` per factor, at
             initialisation only, whose basis inside repeated eigenvalues is fixed by ``S``
@@ -230,6 +235,7 @@ class SpectralKron(
         graft: str | None = None,
         state_dtype: torch.dtype | None = None,
         max_factor_dim: int = 2048,
+        max_aspect: float | None = None,
         warm_start: bool = True,
         diagonal: bool = False,
         batched: bool = True,
@@ -265,6 +271,7 @@ class SpectralKron(
             graft=graft,
             state_dtype=state_dtype,
             max_factor_dim=max_factor_dim,
+            max_aspect=max_aspect,
             warm_start=warm_start,
             diagonal=diagonal,
             batched=batched,
