@@ -70,6 +70,10 @@ lane_rest() {
     run basis-tracking python $B/bench_basis_tracking.py --steps 300 --beta 0.95
     run basis-oracle python $B/bench_basis_oracle.py
     run heldout python $B/bench_heldout.py
+    run optim-max-aspect $SEEDS --option max_aspect=10.0 --tasks mlp digits digits-full --seeds 10 \
+        --block optim-max-aspect
+    run heldout-max-aspect python $B/bench_heldout.py --tasks cancer wine digits-mlp stdlib-bow \
+        --option max_aspect=10.0 --seeds 10 --block heldout-max-aspect
 }
 
 timing() {
