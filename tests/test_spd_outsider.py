@@ -210,3 +210,17 @@ def test_diverged_run_returns_a_valid_x0(method, steps):
         assert "positive definite" in r.message
         assert np.linalg.eigvalsh(r.x).min() > 0
         assert r.fun == pytest.approx(float(P.value(torch.as_tensor(r.x))), rel=1e-12)
+
+
+def test_an_ill_conditioned_cholesky_factor_is_not_returned_as_a_valid_point():
+    """``lr=10`` on a log det problem: ``L`` keeps a positive diagonal, but by step 3 ``L L^T``
+    rounds to an indefinite matrix. The run ends unsuccessfully on the newest record that
+    every method accepts as ``x0`` (it reported success with that indefinite point)."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((8, 8))
+    P = spd.LogDet(A @ A.T / 8 + np.eye(8))
+    r = spd.minimize(P, "cholesky", lr=10, steps=3)
+    assert not r.success and "positive definite" in r.message
+    assert np.linalg.eigvalsh(r.x).min() > 0 and r.d.min() > 0
+    for method in spd.METHODS:  # x0 accepted (it raised "x0: not positive definite")
+        assert spd.minimize(P, method, lr=1e-12, steps=1, x0=r.point).method == method

@@ -216,7 +216,15 @@ class _Cholesky:
         self.L = state
 
     def accepts(self, state: Any) -> bool:
-        return True  # every iterate passed CholeskyRGD's check: a positive diagonal
+        """Whether ``L L^T`` is positive definite as a matrix (what every method's ``x0``
+        check asks): the positive diagonal that ``CholeskyRGD`` keeps is not enough once
+        ``L`` is ill-conditioned enough that the product rounds to an indefinite matrix. One
+        float64 Cholesky, after the run only."""
+        try:
+            _spd_matrix(self.opt.to_matrix(state), "S")
+        except ValueError:
+            return False
+        return True
 
     def finish(self) -> bool:
         return False
