@@ -66,6 +66,25 @@ def test_no_finite_value_gives_nan_fun_and_says_so(restarts):
     assert "maxfevals" in r.message
 
 
+def test_a_convergence_stop_without_a_finite_value_is_no_success():
+    """A start far from anything the function defines (NaN everywhere): the run stops on a
+    convergence test (``noeffectcoord``: the steps vanish next to a mean of 1e20), which
+    alone reported success with ``fun`` NaN."""
+    r = nes.minimize(lambda x: math.nan, np.full(3, 1e20), 1.0, seed=0, max_evals=300)
+    assert "noeffectcoord" in r.stop and math.isnan(r.fun)
+    assert not r.success and r.message.startswith("no finite value of f was found")
+
+
+def test_a_start_beyond_the_search_dtype_is_refused_before_any_evaluation():
+    seen: list = []
+    with pytest.raises(ValueError, match="^x0: .*float32"):
+        nes.minimize(
+            _sphere_recording(seen), np.full(3, 1e200), 1.0, max_evals=60, dtype=torch.float32
+        )
+    assert seen == []
+    nes.NES(np.full(3, 1e200), 1.0, dtype=torch.float64)  # representable there
+
+
 def test_some_finite_values_keep_fun_equal_to_f_of_x():
     def f(x):
         return float(x[0] ** 2 + x[1] ** 2) if x[0] > 0 else math.nan

@@ -110,6 +110,11 @@ class NESBase:
         n = x0_t.shape[0]
         self.n = n
         check_state_dtype(dtype)
+        if not bool(torch.isfinite(x0_t.to(dtype)).all()):  # finite in its own dtype only
+            raise ValueError(
+                f"x0: an entry is beyond the range of the search dtype {dtype} "
+                f"(largest {torch.finfo(dtype).max:.3g}); pass dtype=torch.float64"
+            )
         sigma = check_sigma0(sigma0, n)
         check_sigma0_range(sigma, dtype)
         # the start's own condition (per-coordinate sigma0): the `condition` stop measures
@@ -337,7 +342,7 @@ class NESBase:
             fun=self.fbest if self.xbest is not None else math.nan,
             nfev=self.countevals,
             nit=self.countiter,
-            success=succeeded(stop, self.target),
+            success=self.xbest is not None and succeeded(stop, self.target),
             stop=stop,
             message=result_message(stop, self.xbest is not None or not self.countevals),
             method=self.name,
