@@ -102,6 +102,8 @@ def test_point_of_another_dtype_is_rejected_by_name(manifold):
     rejects(lambda: manifold.local_gradient(x32, egrad), TypeError, "x", x32, egrad)
     rejects(lambda: manifold.apply_power(x32, v, -0.5), TypeError, "x", x32, v)
     rejects(lambda: manifold.gop_eigenbasis(x32, V), TypeError, "x", x32, V)
+    rejects(lambda: manifold.logdet(x32), TypeError, "x", x32)  # returned float32 before
+    rejects(lambda: manifold.to_matrix(x32), TypeError, "x", x32)
     other = ms.DiagonalPoint(v) if not isinstance(x32, ms.DiagonalPoint) else x32.to(F64).d
     rejects(lambda: manifold.natural_gradient(other, egrad), TypeError, "x", egrad)
 
@@ -208,11 +210,15 @@ def test_spd_x0_spectral_point_is_checked_for_every_method(method):
 
     problem = spd.LogDet(_logdet_Q(5))
     x = ms.SpectralSPD(5, dtype=F64).random(torch.Generator().manual_seed(0))
-    for x0, exc in [
+    cases = [
         (ms.SpectralPoint(1.5 * x.B, x.d), ValueError),
         (x.to(F32), TypeError),
         (ms.SpectralPoint(x.B, -x.d), ValueError),
-    ]:
+    ]
+    if method != "spectral":  # which takes the point itself, valid; the others its product,
+        # which rounds to an indefinite matrix (their errors named "S" or "S0" before)
+        cases.append((ms.SpectralPoint(x.B, torch.logspace(-12, 12, 5, dtype=F64)), ValueError))
+    for x0, exc in cases:
         rejects(lambda x0=x0: spd.minimize(problem, method, lr=0.1, steps=2, x0=x0), exc, "x0", x0)
 
 

@@ -85,6 +85,7 @@ class DiagonalSPD(SpectralManifold):
         return self._representable(x, "d", eigenvalue_range(d))
 
     def to_matrix(self, x: DiagonalPoint) -> Tensor:
+        self.validate_layout(x)
         return torch.diag(x.d)
 
     def power(self, x: DiagonalPoint, r: float) -> Tensor:
@@ -112,6 +113,7 @@ class DiagonalSPD(SpectralManifold):
         return v * (dr if v.ndim == 1 else dr[:, None])
 
     def logdet(self, x: DiagonalPoint) -> Tensor:
+        self.validate_layout(x)
         return torch.log(x.d).sum()
 
     def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:

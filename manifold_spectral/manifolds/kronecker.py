@@ -319,6 +319,7 @@ class KroneckerSpectralSPD(
     def logdet(self, x: KroneckerSpectralPoint) -> Tensor:
         """``ab log alpha + b log det S_L + a log det S_R`` (the last two vanish on points)."""
         self._unpadded_only("logdet")
+        self.validate_layout(x)
         return (
             self.a * self.b * torch.log(x.alpha)
             + self.b * torch.log(x.left.d).sum(-1)

@@ -82,6 +82,7 @@ class KroneckerDenseMixin:
     def to_matrix(self, x: KroneckerSpectralPoint) -> Tensor:
         """Dense ``alpha (S_L kron S_R)`` (ab, ab); for tests and small problems. Unbatched."""
         self._unbatched_only("to_matrix")
+        self.validate_layout(x)
         return x.alpha * torch.kron(self.left.to_matrix(x.left), self.right.to_matrix(x.right))
 
     def power(self, x: KroneckerSpectralPoint, r: float) -> Tensor:

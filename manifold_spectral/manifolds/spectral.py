@@ -195,6 +195,7 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
 
     def to_matrix(self, x: SpectralPoint) -> Tensor:
         """``S = B Diag(d) B^T`` (*batch, n, n)."""
+        self.validate_layout(x)
         return (x.B * x.d[..., None, :]) @ x.B.mT
 
     def power(self, x: SpectralPoint, r: float) -> Tensor:
@@ -225,6 +226,7 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
 
     def logdet(self, x: SpectralPoint) -> Tensor:
         """``log det S = sum(log d)`` (one per batch element)."""
+        self.validate_layout(x)
         return torch.log(x.d).sum(-1)
 
     def dist(self, x: SpectralPoint, y: SpectralPoint) -> Tensor:

@@ -33,7 +33,7 @@ from ..manifolds import SpectralPoint, SpectralSPD
 from ..validation import NonFiniteError, callback_stops, check_positive
 from .check import GradientCheck, check_gradient
 from .result import OptimizeResult
-from .spd_inputs import _nonnegative_int, _positive_int
+from .spd_inputs import _nonnegative_int, _positive_int, _spd_matrix
 from .spd_methods import (
     METHOD_CLASSES,
     METHODS,
@@ -252,10 +252,13 @@ def minimize(
         M0 = SpectralSPD(problem.n, dtype=problem.dtype, device=problem.device)
         M0.validate_point(x0, "x0")  # as the spectral method does: B Diag(d) B^T must be x0
         x0 = M0.to_matrix(x0)
+        _spd_matrix(x0, "x0")  # a valid point whose product rounds to an indefinite matrix
     if isinstance(x0, CholeskyPoint):
         chol = CholeskyRGD(problem.n, 1.0, dtype=problem.dtype, device=problem.device)
         L0 = chol.validate_point(x0, "x0")  # also for "cholesky", which then starts at L0
-        x0 = x0 if method == "cholesky" else chol.to_matrix(L0)
+        if method != "cholesky":
+            x0 = chol.to_matrix(L0)
+            _spd_matrix(x0, "x0")  # as above: errors name the argument, not the method's S
     generator = torch.Generator().manual_seed(_nonnegative_int(seed, "seed"))
     if resume is not None and resume.generator is not None and resume.seed == seed:
         generator.set_state(resume.generator)  # the next batches of the run x0 came from
