@@ -18,6 +18,10 @@ turn, their order rotated every round; the table gives the median over rounds. R
 taken within this run. A table's row is the cost per step a user sees; the optimizer's own
 step alone is measured by ``bench_optim_step.py`` and ``bench_optim_batched.py``.
 
+``--option KEY=VALUE ...`` adds the defaults with those options as one more method ("ours,
+KEY=VALUE"), its ratio to SOAP and to the defaults in the table (``--block NAME`` writes it
+into README block NAME instead of the precision's).
+
 Run:  python benchmarks/bench_nn_step.py                  # fp32, periods 1 2 10 (minutes)
       python benchmarks/bench_nn_step.py --precision bf16  # under bfloat16 autocast
 """
@@ -36,8 +40,10 @@ from typing import Any
 import torch
 from _readme import machine, replace_between  # noqa: E402 (benchmarks/ is on sys.path)
 from bench_nn_real import SIZES  # noqa: E402
+from bench_optim_seeds import parse_option  # noqa: E402
 
 from manifold_spectral.experiments import nn_training
+from manifold_spectral.experiments.nn_training import optimizers
 
 README = Path(__file__).resolve().parent / "README.md"
 METHODS = ("adamw", "muon", "soap", "spectral-p2", "spectral-p2-bf16")
@@ -47,6 +53,8 @@ LABELS["spectral-p2-bf16"] = "ours, bf16 state"
 #: and the other knob each peer's search draws (AdamW, SOAP: 1 - beta2; Muon: its AdamW lr).
 HP = {"adamw": {"1-beta2": 0.01}, "soap": {"1-beta2": 0.01}, "muon": {"adamw_lr": 1e-3}}
 TASKS = ("stdlib/full", "digits/full", "stdlib/small", "digits/small", "transformer", "mlp")
+#: The method ``--option`` registers (``nn_training.optimizers.ABLATIONS``) for this run.
+VARIANT = "_step_variant"
 
 
 def markers(precision: str) -> tuple[str, str]:
@@ -89,6 +97,7 @@ def bench(task: str, period: int, args: argparse.Namespace) -> dict[str, float]:
 def table(rows: dict[tuple[str, int], dict[str, float]], methods: list[str]) -> str:
     """Milliseconds per step and the ratios issue 13 item 3 names."""
     ratios = [("spectral-p2", "soap"), ("spectral-p2-bf16", "soap"), ("spectral-p2", "adamw")]
+    ratios += [(VARIANT, "soap"), (VARIANT, "spectral-p2")]
     ratios = [(a, b) for a, b in ratios if a in methods and b in methods]
     head = ["task", "period", *(f"{LABELS[m]} ms" for m in methods)]
     head += [f"{LABELS[a]} / {LABELS[b]}" for a, b in ratios]
@@ -110,9 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-steps", type=int, default=10, help="timed steps per run (at least)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--no-write", action="store_true", help="do not update README.md")
+    parser.add_argument("--option", nargs="+", type=parse_option, default=[], metavar="KEY=VALUE")
+    parser.add_argument("--block", help="README block NAME (markers <!-- NAME:start/end -->)")
     args = parser.parse_args(argv)
     if min(args.periods) < 1 or args.rounds < 1 or args.min_steps < 1:
         parser.error("--periods, --rounds and --min-steps must be positive")
+    if args.option:
+        options = dict(args.option)
+        LABELS[VARIANT] = "ours, " + ", ".join(f"{k}={v}" for k, v in options.items())
+        optimizers.ABLATIONS[VARIANT] = optimizers.OptimizerSpec(
+            VARIANT, LABELS[VARIANT], "k", {}, optimizers._spectral(**options)
+        )
+        args.methods = [*args.methods, VARIANT]
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     start = time.perf_counter()
@@ -136,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     block = f"{header}\n\n{table(rows, list(args.methods))}"
     print(block)
     if not args.no_write:
-        replace_between(README, *markers(args.precision), block)
+        where = markers(args.precision)
+        if args.block:
+            where = (f"<!-- {args.block}:start -->", f"<!-- {args.block}:end -->")
+        replace_between(README, *where, block)
     return 0
 
 

@@ -78,6 +78,8 @@ lane_rest() {
 
 timing() {
     run nn-step python $B/bench_nn_step.py
+    run nn-step-max-aspect python $B/bench_nn_step.py --tasks digits/full digits/small mlp \
+        --methods soap spectral-p2 --option max_aspect=10.0 --block nn-step-max-aspect
     run continuity python $B/bench_continuity.py --steps 50
     run optim-step python $B/bench_optim_step.py
     run optim-batched python $B/bench_optim_batched.py

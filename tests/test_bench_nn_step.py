@@ -36,3 +36,24 @@ def test_table_ratios_are_the_measured_times(nn_step):
     assert [c.strip() for c in row] == [
         "digits/full", "2", "2.0", "3.0", "8.0", "10.0", "6.0", "1.25", "0.75", "5.00"
     ]  # fmt: skip
+
+
+def test_an_option_is_timed_as_one_more_method(nn_step, monkeypatch, capsys):
+    """``--option``: the defaults with the option, built as the quality scripts build
+    SpectralKron, in its own column with its ratios to SOAP and to the defaults."""
+    built = []
+    monkeypatch.setattr(nn_step, "make", lambda task: task)
+    # main registers the variant: in a copy that the test's end drops
+    monkeypatch.setattr(nn_step.optimizers, "ABLATIONS", dict(nn_step.optimizers.ABLATIONS))
+
+    def fake(task, method, period, steps, precision):
+        spec = nn_step.optimizers.optimizer_spec(method)
+        built.append(method)
+        return {"soap": 8.0, "spectral-p2": 10.0}.get(spec.name, 4.0)
+
+    monkeypatch.setattr(nn_step, "ms_per_step", fake)
+    argv = ["--tasks", "mlp", "--periods", "2", "--methods", "soap", "spectral-p2"]
+    nn_step.main([*argv, "--rounds", "1", "--option", "max_aspect=10.0", "--no-write"])
+    assert sorted(built) == sorted(["soap", "spectral-p2", nn_step.VARIANT])
+    row = capsys.readouterr().out.strip().splitlines()[-1].split("|")[1:-1]
+    assert [c.strip() for c in row] == ["mlp", "2", "8.0", "10.0", "4.0", "1.25", "0.50", "0.40"]
