@@ -184,3 +184,41 @@ def test_bbob_lists_every_file_it_writes(tmp_path, capsys):
     listed = {Path(p).name for p in wrote.removeprefix("wrote ").split(", ")}
     assert listed == {p.name for p in tmp_path.iterdir()}
     assert {"bbob.csv", "runs.csv"} <= listed
+
+
+def test_the_extras_check_finds_modules_without_importing_them(monkeypatch):
+    """Importing cma without matplotlib printed cma's warning above the error that names the
+    missing extra; the check now only looks for the modules."""
+    pytest.importorskip("cma")
+    monkeypatch.delitem(sys.modules, "cma", raising=False)
+    cli._check_extras("nes", False, ["cma"])
+    assert "cma" not in sys.modules
+
+
+def test_ctrl_c_is_a_short_message_and_status_130(monkeypatch, capsys, tmp_path):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_one", interrupted)
+    assert cli.main(["reproduce", "spd", "--no-progress", "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "manifold-spectral: interrupted"
+
+
+def test_output_piped_into_a_reader_that_stops_is_no_error(tmp_path):
+    """``manifold-spectral ... | head -5``: the run's printing hits a closed pipe; that ends
+    the command quietly with status 0 (it printed "error: [Errno 32] Broken pipe", status 1)."""
+    import subprocess
+
+    code = (
+        "import sys\nfrom manifold_spectral import cli\n"
+        "cli._run_one = lambda rep, args: [print('x' * 99) for _ in range(10 ** 6)]\n"
+        f"sys.exit(cli.main(['reproduce', 'spd', '--no-progress', '--out', {str(tmp_path)!r}]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"x")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err == b"", err

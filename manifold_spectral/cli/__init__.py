@@ -23,6 +23,7 @@ nes and bbob), ``parser`` (``REPRODUCTIONS``, ``build_parser``, the quick settin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -83,16 +84,12 @@ def _check_extras(name: str, progress: bool, baselines: list[str]) -> None:
     ``baselines`` (the modules these options need) of ``baselines``. Every missing module is
     named in one error, with one pip command for every extra they belong to, so that one
     install is enough (not one error, then another after installing the first extra)."""
-    import importlib
+    import importlib.util
 
     wanted = {"matplotlib": "plots", **({"tqdm": "plots"} if progress else {})}
     wanted.update({m: "baselines" for m in baselines if m not in wanted})
-    missing = []
-    for module, extra in wanted.items():
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append((module, extra))
+    # Found, not imported: importing cma without matplotlib warns before the error below.
+    missing = [(m, extra) for m, extra in wanted.items() if importlib.util.find_spec(m) is None]
     if not missing:
         return
     extras = ",".join(e for e in ("plots", "baselines") if e in {x for _, x in missing})
@@ -171,6 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_extras(rep.name, args.progress, rep.baselines(args))
             _check_out(Path(args.out))
             _run_one(rep, args)
+    except KeyboardInterrupt:
+        print("manifold-spectral: interrupted", file=sys.stderr)
+        return 130  # the shell's status for SIGINT
+    except BrokenPipeError:  # output piped into e.g. head, which closed it: not an error
+        # Python's flush of the closed stdout at exit would report it again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as exc:
         print(f"manifold-spectral: error: {exc}", file=sys.stderr)
         return 1
