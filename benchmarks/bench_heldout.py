@@ -38,6 +38,7 @@ Run:  python benchmarks/bench_heldout.py                    # the default tasks,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import math
 import os
@@ -214,25 +215,23 @@ def main(argv: list[str] | None = None) -> int:
     if (args.option is None) != (args.block is None) and not args.no_write:
         parser.error("--option and --block go together (or --no-write)")
     methods = None
+    variant: contextlib.AbstractContextManager = contextlib.nullcontext()
     if args.option is not None:
         options = dict(args.option)
         label = ", ".join(f"{k}={v!r}" for k, v in options.items())
-        optimizers.ABLATIONS[VARIANT] = optimizers.OptimizerSpec(
-            VARIANT, label, "k", {}, optimizers._spectral(**options)
-        )
+        variant = optimizers.spectral_variant(VARIANT, options, label)
         GRID[VARIANT] = GRID["spectral-p2"]
         methods = ["spectral-p2", VARIANT]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     t0 = time.perf_counter()
     try:
-        with torch_threads(1):
+        with variant, torch_threads(1):
             results = {
                 name: measure(name, args.steps, args.seeds, methods, args.refine)
                 for name in args.tasks
             }
     finally:
-        if methods is not None:  # registered for this run only
-            del optimizers.ABLATIONS[VARIANT], GRID[VARIANT]
+        GRID.pop(VARIANT, None)  # registered for this run only
     describe = "; ".join(f"`{n}`: {make_task(n).describe}" for n in args.tasks)
     header = (
         f"Measured {datetime.date.today().isoformat()} "

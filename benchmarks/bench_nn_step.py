@@ -29,6 +29,7 @@ Run:  python benchmarks/bench_nn_step.py                  # fp32, periods 1 2 10
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import statistics
@@ -124,21 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.periods) < 1 or args.rounds < 1 or args.min_steps < 1:
         parser.error("--periods, --rounds and --min-steps must be positive")
+    variant: contextlib.AbstractContextManager = contextlib.nullcontext()
     if args.option:
         options = dict(args.option)
         LABELS[VARIANT] = "ours, " + ", ".join(f"{k}={v}" for k, v in options.items())
-        optimizers.ABLATIONS[VARIANT] = optimizers.OptimizerSpec(
-            VARIANT, LABELS[VARIANT], "k", {}, optimizers._spectral(**options)
-        )
+        variant = optimizers.spectral_variant(VARIANT, options, LABELS[VARIANT])
         args.methods = [*args.methods, VARIANT]
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     start = time.perf_counter()
     rows: dict[tuple[str, int], dict[str, float]] = {}
-    for task in args.tasks:
-        for period in args.periods:
-            rows[(task, period)] = bench(task, period, args)
-            print(f"  {task} period {period}: {rows[(task, period)]}", file=sys.stderr)
+    with variant:
+        for task in args.tasks:
+            for period in args.periods:
+                rows[(task, period)] = bench(task, period, args)
+                print(f"  {task} period {period}: {rows[(task, period)]}", file=sys.stderr)
     wall = time.perf_counter() - start
     cmd = " ".join(["bench_nn_step.py", *(argv if argv is not None else sys.argv[1:])])
     header = (

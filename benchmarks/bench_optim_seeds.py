@@ -123,15 +123,9 @@ def compare(
     precision, period, steps = SETTINGS[task_name][2:]
     # The variant as a registered method, so that ``nn_training.train`` builds it as it
     # builds every other method.
-    name = "_seeds_variant"
-    optimizers.ABLATIONS[name] = optimizers.OptimizerSpec(
-        name, _label(options), "k", {}, optimizers._spectral(**options)
-    )
-    try:
+    with optimizers.spectral_variant("_seeds_variant", options, _label(options)) as name:
         methods = {"spectral-p2": {"lr": lr}, name: {"lr": lr}}
         base, var = paired_runs(task_name, methods, seeds, cache)
-    finally:
-        del optimizers.ABLATIONS[name]
     return dict(
         task=task_name, lr=lr, period=period, precision=precision, steps=steps, base=base, var=var
     )

@@ -11,9 +11,10 @@ update_every)`` builds any of them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "lr_neighbours",
     "optimizer_spec",
     "build_optimizer",
+    "spectral_variant",
 ]
 
 
@@ -259,3 +261,15 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """The optimizer ``name`` (a key of ``OPTIMIZERS`` or ``ABLATIONS``) for ``model``."""
     return optimizer_spec(name).build(model, hp, update_every)
+
+
+@contextlib.contextmanager
+def spectral_variant(name: str, options: dict[str, Any], label: str) -> Iterator[str]:
+    """``SpectralKron``'s defaults with ``options`` as the method ``name`` (an entry of
+    ``ABLATIONS`` while the block runs, labelled ``label``), so that ``train`` and the
+    benchmarks build it as every other method; removed afterwards."""
+    ABLATIONS[name] = OptimizerSpec(name, label, "k", {}, _spectral(**options))
+    try:
+        yield name
+    finally:
+        del ABLATIONS[name]
