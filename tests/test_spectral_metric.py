@@ -266,3 +266,40 @@ def test_diagonal_manifold_shares_the_eigenvalue_block():
     g = torch.randn(n, generator=torch.Generator().manual_seed(62), dtype=DT)
     y = ms.Gaussian(D, beta2=0.1, exponential="truncated").precision_step(xd, ms.GOP(g))
     torch.testing.assert_close(y.d, 0.9 * d + 0.1 * g * g, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["spectral", "kronecker"])
+def test_retr_and_chart_read_only_the_strict_lower_triangle(kind: str) -> None:
+    """A full ``M`` (entries on and above the diagonal too) is the coordinates' strictly lower
+    triangle for ``retr`` as for ``chart``: both equal ``B (I - N)^-1 (I + N)``,
+    ``N = L - L^T``, ``L = tril(lr M, -1)``, computed here by a dense solve (before, ``retr``
+    turned by ``Skew(lr M)`` of the whole matrix and ``chart`` by its lower triangle)."""
+    g = torch.Generator().manual_seed(7)
+    lr = 0.3
+
+    def reference(B: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        L = torch.tril(lr * M, -1)
+        N = L - L.mT
+        eye = torch.eye(B.shape[-1], dtype=DT)
+        return B @ torch.linalg.solve(eye - N, eye + N)
+
+    if kind == "spectral":
+        man = ms.SpectralSPD(5, dtype=DT)
+        x = ms.SpectralPoint(rotation(5, 3), torch.tensor([0.5, 1.0, 2.0, 3.0, 7.0], dtype=DT))
+        eta = ms.SpectralTangent(
+            0.1 * torch.randn(5, generator=g, dtype=DT), torch.randn(5, 5, generator=g, dtype=DT)
+        )
+        for y in (man.retr(x, eta, lr, cayley="exact"), man.chart(x)(eta.map(lambda t: lr * t))):
+            torch.testing.assert_close(y.B, reference(x.B, eta.M), rtol=0, atol=1e-13)
+            torch.testing.assert_close(y.d, x.d * torch.exp(lr * eta.m), rtol=1e-14, atol=0)
+        return
+    man = ms.KroneckerSpectralSPD(3, 4, dtype=DT)
+    x = man.random(generator=g)
+    sides = []
+    for s in (3, 4):
+        m = 0.1 * torch.randn(s, generator=g, dtype=DT)
+        sides.append(ms.SpectralTangent(m - m.mean(), torch.randn(s, s, generator=g, dtype=DT)))
+    eta = ms.KroneckerSpectralTangent(torch.tensor(0.2, dtype=DT), *sides)
+    for y in (man.retr(x, eta, lr, cayley="exact"), man.chart(x)(eta.map(lambda t: lr * t))):
+        for p, q, t in ((y.left, x.left, sides[0]), (y.right, x.right, sides[1])):
+            torch.testing.assert_close(p.B, reference(q.B, t.M), rtol=0, atol=1e-13)

@@ -63,7 +63,8 @@ class KroneckerChartMixin:
         ``n_l = d_l (1 + lr (m_l + n))``, ``d_l <- n_l / geomean(n_l)``,
         ``alpha <- alpha sqrt(geomean(n_L) geomean(n_R))``; for the GOP this is
         ``n_l = (1 - gamma beta2) d_l + beta2 / (alpha kappa_l) (diag(W_l) + lambda_l)``.
-        Rotations: ``B_l Cayley(Skew(lr M_l))``, Neumann arguments clipped to
+        Rotations: ``B_l Cayley(Skew(lr M_l))`` (the strictly lower triangle of ``M_l``, as
+        ``chart`` reads it), Neumann arguments clipped to
         ``neumann_max_norm``; ``jacobi=True``: exact 2 x 2 Jacobi angles
         (``blocks.jacobi_angles``); ``second_order=True``: each factor turned to the
         eigenvectors of its first-order step up to third-order terms
@@ -96,7 +97,7 @@ class KroneckerChartMixin:
                 d = blocks.eig_retract(p.d, lr * (m + tangent.n[..., None]), exponential)
             B = blocks.rotation_retract(
                 p.B,
-                lr * t.M,
+                torch.tril(lr * t.M, -1),  # the chart's coordinates, as ``chart`` reads them
                 method,
                 man.neumann_max_norm,
                 jacobi,

@@ -117,7 +117,8 @@ class SpectralPoint(TensorTree):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SpectralTangent(TensorTree):
-    """Local coordinates of the spectral chart: ``m`` (n,) and strictly lower-triangular ``M``."""
+    """Local coordinates of the spectral chart: ``m`` (n,) and strictly lower-triangular ``M``
+    (``chart`` and ``retr`` read only its strictly lower triangle)."""
 
     m: Tensor
     M: Tensor

@@ -112,7 +112,8 @@ class SpectralChartMixin:
         jacobi: bool = False,
         second_order: bool = False,
     ) -> SpectralPoint:
-        """Chart map at ``lr * tangent``: ``(B Cayley(Skew(lr M)), d exp(lr m))``.
+        """Chart map at ``lr * tangent``: ``(B Cayley(Skew(lr M)), d exp(lr m))``; only the
+        strictly lower triangle of ``M`` is read, as by ``chart``.
 
         The result is not checked: a step large enough to overflow (``d`` to ``inf`` or ``0``)
         returns a point that ``check_point`` rejects; ``RGD`` and ``Gaussian``, the steps
@@ -147,7 +148,8 @@ class SpectralChartMixin:
         d = blocks.eig_retract(x.d, lr * tangent.m, exponential)
         B = blocks.rotation_retract(
             x.B,
-            lr * tangent.M,
+            # the chart's coordinates: the strictly lower triangle (as ``chart`` reads it)
+            torch.tril(lr * tangent.M, -1),
             method,
             self.neumann_max_norm,
             jacobi,
