@@ -74,6 +74,10 @@ lane_rest() {
         --block optim-max-aspect
     run heldout-max-aspect python $B/bench_heldout.py --tasks cancer wine digits-mlp stdlib-bow \
         --option max_aspect=10.0 --seeds 10 --block heldout-max-aspect
+    run optim-clip-rms $SEEDS --option clip_rms=1.0 --tasks transformer mlp stdlib digits \
+        digits-full --seeds 10 --block optim-clip-rms
+    run heldout-clip-rms python $B/bench_heldout.py --tasks cancer wine diabetes digits-mlp \
+        digits-ae digits-vit stdlib-gru stdlib-bow --option clip_rms=1.0 --block heldout-clip-rms
 }
 
 timing() {
