@@ -97,6 +97,19 @@ def _ddp_scenarios(rank: int, out: dict[str, Any]) -> None:
     out["ddp"] = flat(plain.parameters())
     out["ddp_state"] = copy.deepcopy(opt.state_dict()["state"])
 
+    # An all-zero first gradient on every rank: nothing is stepped, no state is made (the
+    # warm start waits for a nonzero gradient), so training then equals the plain run's.
+    waiting = DDP(make_model())
+    wopt = SpectralKron(waiting.parameters(), **OPTS, shard=True)
+    before = flat(waiting.parameters())
+    for p in waiting.parameters():
+        p.grad = torch.zeros_like(p)
+    wopt.step()
+    out["zero_first_unchanged"] = all(map(torch.equal, before, flat(waiting.parameters())))
+    out["zero_first_stateless"] = not any(wopt.state_dict()["state"].values())
+    train(waiting, wopt, Xr, Yr, STEPS)
+    out["zero_first"] = flat(waiting.parameters())
+
     sharded = DDP(make_model())
     sopt = SpectralKron(sharded.parameters(), **OPTS, shard=True)
     train(sharded, sopt, Xr, Yr, 2)
@@ -317,6 +330,13 @@ def test_sharded_equals_unsharded_bitwise_with_disjoint_state(ranks):
         for k in ref:
             assert all(torch.equal(full[k][n], ref[k][n]) for n in ref[k])
     assert ranks[0]["mixed_equal"] and ranks[1]["mixed_equal"]
+
+
+@needs_gloo
+def test_sharded_zero_first_gradient_waits_for_the_warm_start(ranks):
+    for r in ranks:
+        assert r["zero_first_unchanged"] and r["zero_first_stateless"]
+        assert_equal(r["zero_first"], r["ddp"])
 
 
 @needs_gloo

@@ -59,7 +59,13 @@ class BucketMixin:
         small: dict[Any, tuple[list[Tensor], list[tuple[int, int]]]] = {}
         if params is None:
             # an empty parameter has nothing to update (and no Kronecker factors)
-            params = [p for p in group["params"] if p.grad is not None and p.numel()]
+            params = [
+                p
+                for p in group["params"]
+                if p.grad is not None
+                and p.numel()
+                and not self._awaits_warm_start(group, p, p.grad)
+            ]
         batched = group["batched"]
         # Members of a bucket share their step tensor (``_step_tensor``) and their dtype:
         # each read once a call, not once per parameter.
@@ -96,6 +102,17 @@ class BucketMixin:
             # the bound read now, not when _pad_buckets was defined (benchmarks set it)
             out.extend(_pad_buckets(members, shapes, PAD_OVERHEAD_COST))
         return out
+
+    def _awaits_warm_start(self, group: dict[str, Any], p: Tensor, grad: Tensor) -> bool:
+        """Whether ``p`` is left alone this step (no state, no update, no weight decay): it
+        has no state yet, ``warm_start`` is on and its gradient is all zeros. Why: the warm
+        start takes the first gradient's scale (``S`` from its outer products), and a zero
+        gradient has none; started there, ``S`` sits at the damping, and the first nonzero
+        gradient enters at the curvature rate ``beta2`` only, a step ``beta2^(-1/p)`` times
+        the one it takes as a first gradient (zero-initialised output layers, a loss term
+        switched on later). One host synchronisation per parameter, until its first nonzero
+        gradient."""
+        return bool(group["warm_start"]) and not self.state.get(p) and not bool(grad.any())
 
     def _owner_units(self, group: dict[str, Any], params: list[Tensor]) -> list[list[Tensor]]:
         """``params`` of ``group`` as the units that ``shard=True`` gives one owner each: the

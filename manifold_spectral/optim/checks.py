@@ -313,13 +313,17 @@ def max_norms(tensors: list[Tensor]) -> list[Tensor]:
 FUSED_MAX_NUMEL = 1 << 16
 
 
-def unsteppable_error(gi: int, pi: int, p: Tensor) -> ValueError | None:
+def unsteppable_error(gi: int, pi: int, p: Tensor) -> ValueError | TypeError | None:
     """The error for ``params[gi][pi]`` (with a gradient) that a step cannot take, checked
     before anything is written (one text for every step path); ``None`` when it can: a
+    parameter whose dtype became complex or integer after construction (the constructor's
+    ``TypeError``, ``param_dtype_error``); a
     sparse gradient; a parameter on the ``meta`` device (no data to read or write); a
     parameter whose elements share memory (a stride 0 over a dimension longer than 1, e.g.
     ``expand``), which the in-place update cannot write, and would fail half-way through a
     step after other parameters were written."""
+    if not computes_in(p.dtype):
+        return param_dtype_error(gi, pi, p.dtype)
     grad = p.grad
     if grad is not None and grad.is_sparse:
         return ValueError(f"params[{gi}][{pi}]: sparse gradients are not supported")
@@ -364,6 +368,14 @@ def check_group_keys(group: dict[str, Any]) -> None:
             )
 
 
+def param_dtype_error(gi: int, pi: int, dtype: torch.dtype) -> TypeError:
+    """The error for ``params[gi][pi]`` of a dtype the optimizer cannot compute in."""
+    return TypeError(
+        f"params[{gi}][{pi}]: expected a real floating point parameter of 16, 32 or 64 bits, "
+        f"got dtype {dtype}; nothing was changed"
+    )
+
+
 def listed_params(group: dict[str, Any], index: int) -> dict[str, Any]:
     """``group`` with its ``params`` iterable made a list (read once: a generator is spent by
     one pass), ``TypeError`` naming ``params[index][i]`` for a parameter that is not a real
@@ -376,10 +388,7 @@ def listed_params(group: dict[str, Any], index: int) -> dict[str, Any]:
     seen: dict[int, int] = {}
     for i, p in enumerate(group["params"]):
         if isinstance(p, Tensor) and not computes_in(p.dtype):
-            raise TypeError(
-                f"params[{index}][{i}]: expected a real floating point parameter of 16, 32 "
-                f"or 64 bits, got dtype {p.dtype}"
-            )
+            raise param_dtype_error(index, i, p.dtype)
         first = seen.setdefault(id(p), i)
         if first != i:
             raise ValueError(

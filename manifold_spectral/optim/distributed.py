@@ -260,12 +260,14 @@ def step(opt: Any, sync: Callable[[], None]) -> bool:
         grad, (gi, pi) = p.grad, where[i]
         if grad is None or not p.numel():  # an empty parameter has nothing to update
             continue
-        flags[i] = 1
         error = unsteppable_error(gi, pi, p)
         if error is not None:
             raise error
         if is_dtensor(grad):
             grad = grad.full_tensor()  # a collective: every rank, same order, every step
+        if opt._awaits_warm_start(groups[i], p, grad):  # the whole gradient: every rank alike
+            continue
+        flags[i] = 1
         grads[i] = grad
     # Every rank checks every gradient it holds, not only its own parameters': a NaN or an
     # overflowing gradient on any rank then decides the step on every rank whoever owns the

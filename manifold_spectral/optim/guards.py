@@ -72,6 +72,8 @@ class GuardsMixin:
             # |0| <= max |g|, and NaN propagates: the same largest max-norm (one bucket's is
             # read as it is: no stack and maximum of one value)
             maxima = checks.max_norms(packed())
+            if not maxima:  # every gradient is zero, awaiting its warm start (_buckets)
+                return True
             top = maxima[0] if len(maxima) == 1 else torch.stack(maxima).max()
             pending = defer() if defer is not None else None
             if pending is not None:

@@ -168,7 +168,9 @@ class SpectralKron(
             initialisation only, whose basis inside repeated eigenvalues is fixed by ``S``
             alone: ``linalg.eigh_canonical``; default) instead of the identity (``False``): from the
             identity, ``alpha`` needs hundreds of updates to come down to the gradient's
-            scale.
+            scale. A parameter whose gradient is all zeros before its first nonzero one
+            waits for it (no state, no update, no weight decay): a zero gradient has no scale
+            (``BucketMixin._awaits_warm_start``).
         diagonal: force the diagonal scheme for every parameter of the group.
         batched: update Kronecker parameters of a group (same state dtype, device and step
             count, sides up to about 256) together: one set of batched products on a
