@@ -105,6 +105,15 @@ class DiagonalSPD(SpectralManifold):
         return self.apply_power_unchecked(x.d, v, r)
 
     @staticmethod
+    def eigen_floor(d: Tensor, g: Tensor, damping: float, beta2: float) -> Tensor:
+        """``max(d, beta2 (g^2 + lambda))``: the least that the truncated map of a curvature
+        step at rate ``beta2`` gives ``d`` from the GOP of ``g`` (``d`` itself where the floor
+        does not bind: the same bits), for a step whose curvature has not seen ``g``
+        (``KroneckerSpectralSPD.eigen_floor`` has the reason)."""
+        h = g.square().add_(operand(damping, g))
+        return torch.maximum(d, h.mul_(operand(beta2, h)))
+
+    @staticmethod
     def apply_power_unchecked(d: Tensor, v: Tensor, r: float) -> Tensor:
         """``apply_power``'s formula ``d^r * v`` without its checks, for a caller whose ``d``,
         ``v`` (n,) or (n, k) and ``r`` hold by construction (an optimizer's state and

@@ -273,11 +273,16 @@ class KroneckerSpectralSPD(
         if G.ndim < 2 or tuple(G.shape[-2:]) != want[-2:] or (self.batch and G.shape != want):
             shape = want if self.batch else ("...", self.a, self.b)
             raise ValueError(f"G: expected shape {shape}, got {tuple(G.shape)}")
+        return self.apply_power_eigenbasis(x, self.to_eigenbasis(x, G), r)
+
+    def apply_power_eigenbasis(self, x: KroneckerSpectralPoint, Z: Tensor, r: float) -> Tensor:
+        """``apply_power_matrix`` of ``G`` from ``Z = B_L^T G B_R`` (``to_eigenbasis``):
+        ``B_L (alpha^r (d_L^r d_R^r^T) * Z) B_R^T``, two products."""
         L, Rt = x.left, x.right
         scale = x.alpha.pow(r)[..., None, None] * (
             L.d.pow(r)[..., :, None] * Rt.d.pow(r)[..., None, :]
         )
-        return self.from_eigenbasis(x, scale * self.to_eigenbasis(x, G))
+        return self.from_eigenbasis(x, scale * Z)
 
     @staticmethod
     def to_eigenbasis(x: KroneckerSpectralPoint, G: Tensor) -> Tensor:

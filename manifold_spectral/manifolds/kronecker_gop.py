@@ -126,6 +126,38 @@ class KroneckerGOPStepMixin:
                 raise ValueError(f"Ht.{name}: expected shape {(*bs, n, n)}, got {tuple(W.shape)}")
         return Ht.W_L, Ht.W_R
 
+    def eigen_floor(
+        self, x: KroneckerSpectralPoint, Z: Tensor, damping: float, beta2: float
+    ) -> KroneckerSpectralPoint:
+        """``x`` with each factor's eigenvalues raised to ``max(d_l, beta2 h_l)``, ``h_l =
+        (diag(W_l) + lambda tr(S_other^-1)) / (alpha kappa_l)`` of the one gradient ``Z``
+        (``B_L^T G B_R``, shaped like a batch of ``x``'s matrices): the least that the
+        truncated map of a curvature step at rate ``beta2`` gives them from ``Z``'s GOP
+        (module docstring), without the step (no rotation, no normalisation; ``x`` itself
+        where the floor does not bind: the same bits).
+
+        Why: between two curvature steps a preconditioner ``S^(-1/p)`` has not seen the
+        current gradient, so a gradient ``s`` times the curvature's scale is stepped ``s``
+        times as far (a spike moved the weights by ``10^4`` learning rates); under the floor
+        ``|Z_ij| / (alpha d_Li d_Rj)^(1/2)`` is bounded by about ``beta2^(-1/2)`` whatever
+        ``s``, as after a curvature step. ``W_l``'s diagonal of one gradient is two
+        matrix-vector products (``Z^2 d_R^-1``, ``d_L^-1 Z^2``)."""
+        self.validate_layout(x)
+        pad = self.padding
+        dL, dR = x.left.d, x.right.d
+        Z2 = Z.square()
+        wL = matmul(Z2, dR.reciprocal()[..., :, None])[..., 0]
+        wR = matmul(dL.reciprocal()[..., None, :], Z2)[..., 0, :]
+        new = []
+        for p, w, kappa, other, side in (
+            (x.left, wL, self.kappa_L, dR, "R"),
+            (x.right, wR, self.kappa_R, dL, "L"),
+        ):
+            tr = other.reciprocal().sum(-1) if pad is None else pad.trace_inverse(other, side)
+            h, _ = _eigen_target(x.alpha, w, damping, tr, kappa)
+            new.append(SpectralPoint(p.B, torch.maximum(p.d, h.mul_(operand(beta2, h)))))
+        return KroneckerSpectralPoint(x.alpha, *new)
+
     def closed_form_step(
         self,
         x: KroneckerSpectralPoint,
@@ -179,11 +211,8 @@ class KroneckerGOPStepMixin:
         ) -> tuple[Tensor, Tensor]:
             """One factor's eigenvalues and rotation (module docstring), or both factors'
             stacked on a leading axis: every operation acts per entry or per matrix."""
-            # lambda tr(S_other^-1) I only reaches the diagonal: the rotation uses i > j.
-            w = W.diagonal(dim1=-2, dim2=-1) + (lam * tr)[..., None]
-            ak = torch.mul(x.alpha, operand(kappa, x.alpha))[..., None]
             # diag(W_l) >= 0 (squares and a non-negative damping): m_l >= -gamma beta2.
-            h = w.div_(ak)
+            h, ak = _eigen_target(x.alpha, W.diagonal(dim1=-2, dim2=-1), lam, tr, kappa)
             d_new = blocks.gop_eig_step(d, h, beta2, gamma, exponential, nonnegative=True)
             # Tensor.__rdiv__'s operations, the number a cached 0-d tensor (the same bits)
             scale = torch.mul(ak[..., None].reciprocal(), operand(half_step, ak))
@@ -221,3 +250,15 @@ class KroneckerGOPStepMixin:
             tr = other.reciprocal().sum(-1) if pad is None else pad.trace_inverse(other, other_side)
             new.append(SpectralPoint(*side_step(p.d, p.B, W, kappa, tr)))
         return self.normalize(x.alpha, *new, shared=True, padding=pad)
+
+
+def _eigen_target(
+    alpha: Tensor, w: Tensor, lam: Any, tr: Tensor, kappa: Any
+) -> tuple[Tensor, Tensor]:
+    """``(h, alpha kappa)``: ``h = (w + lambda tr(S_other^-1)) / (alpha kappa)``, what a factor's
+    eigenvalue map takes in from the GOP (module docstring), ``w = diag(W_l)`` without the
+    damping; ``lambda tr(S_other^-1) I`` only reaches the diagonal (the rotation reads
+    ``i > j``). ``w`` is not written."""
+    h = w + (lam * tr)[..., None]
+    ak = torch.mul(alpha, operand(kappa, alpha))[..., None]
+    return h.div_(ak), ak

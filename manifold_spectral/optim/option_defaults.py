@@ -66,10 +66,11 @@ def curvature_period(group: dict[str, Any], kind: str) -> int:
 
     The period amortises the Kronecker factors' matrix products; the diagonal curvature
     update is elementwise, as cheap as the step. A diagonal step ``D / d^(1/p)`` taken with a
-    ``d`` that has not taken in this gradient is unbounded where an entry's gradient grows
-    between updates (an entry whose first gradient, squared by the warm start, was near
-    zero), whereas the updated ``d >= beta2 g^2`` (truncated map) bounds ``|g| / d^(1/2)``
-    by ``beta2^(-1/2)``."""
+    ``d`` that has not taken in this gradient grows with the gradient where an entry's
+    gradient grows between updates (an entry whose first gradient, squared by the warm start,
+    was near zero) up to the floor by the direction's GOP (``DiagonalSPD.eigen_floor``:
+    ``1 / ((1 - momentum) beta2^(1/2))``), whereas the updated ``d >= beta2 g^2`` (truncated
+    map) bounds ``|g| / d^(1/2)`` by ``beta2^(-1/2)``."""
     if kind == "diagonal" and group["diagonal_every"] is not None:
         return group["diagonal_every"]
     return group["update_every"]

@@ -204,10 +204,20 @@ class KroneckerPreconditioner:
             rotated = self.manifold.to_eigenbasis(x, G)
         return self.manifold.gop_side_sums(x, rotated, mean)
 
-    def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
-        """``alpha^(-1/p) S_L^(-1/p) G S_R^(-1/p)`` in the state dtype."""
+    def precondition(
+        self, state: dict[str, Tensor], grad: Tensor, floor: tuple[float, float] | None = None
+    ) -> Tensor:
+        """``alpha^(-1/p) S_L^(-1/p) G S_R^(-1/p)`` in the state dtype; ``floor = (c, beta2)``:
+        the eigenvalues floored by the GOP of ``c G`` (``KroneckerSpectralSPD.eigen_floor``;
+        ``c = 1 - momentum``: the gradient a momentum direction stands for), read off the
+        rotated ``G`` that the power takes anyway (no more products)."""
         G = as_dtype(grad.reshape(*self.batch_shape, *self.shape), self.manifold.dtype)
-        return self.manifold.apply_power_matrix(self.point(state), G, -1.0 / self.root)
+        man, x, r = self.manifold, self.point(state), -1.0 / self.root
+        if floor is None:
+            return man.apply_power_matrix(x, G, r)
+        Z = man.to_eigenbasis(x, G)
+        x = man.eigen_floor(x, Z * floor[0], self.damping, floor[1])
+        return man.apply_power_eigenbasis(x, Z, r)
 
     def precondition_corrected(
         self,
@@ -321,9 +331,16 @@ class DiagonalPreconditioner:
         )
         return {"d": gauss.finish_step(x).d}
 
-    def precondition(self, state: dict[str, Tensor], grad: Tensor) -> Tensor:
+    def precondition(
+        self, state: dict[str, Tensor], grad: Tensor, floor: tuple[float, float] | None = None
+    ) -> Tensor:
+        """``d^(-1/p) * g``; ``floor = (c, beta2)``: with ``d`` floored by the GOP of ``c g``
+        (``DiagonalSPD.eigen_floor``), as the Kronecker scheme's ``precondition``."""
         g = as_dtype(grad.reshape(-1), self.manifold.dtype)
-        return self.manifold.apply_power_unchecked(state["d"], g, -1.0 / self.root)
+        d = state["d"]
+        if floor is not None:
+            d = self.manifold.eigen_floor(d, g * floor[0], self.damping, floor[1])
+        return self.manifold.apply_power_unchecked(d, g, -1.0 / self.root)
 
 
 def damping_floor(damping: float, dtype: torch.dtype) -> float:

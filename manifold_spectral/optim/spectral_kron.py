@@ -62,7 +62,10 @@ class SpectralKron(
             AdamW's; a larger ``lambda`` turns the steps of a loss whose gradient entries are
             ``sqrt(lambda)`` or smaller into SGD's.
         gamma: entropy weight: 1 = moving average of the GOP, 0 = AdaGrad-like sum.
-        update_every: curvature update period (paper: 2).
+        update_every: curvature update period (paper: 2). Above 1, the uncorrected scheme's
+            eigenvalues are floored by the GOP of ``(1 - momentum)`` times the direction, which
+            its curvature has not wholly seen (``eigen_floor``; docs/optim.md): a spike is not
+            stepped as far as it is large. Where the floor does not bind: the paper's step.
         accumulate_gop: with ``update_every > 1``, the Kronecker curvature step learns from
             the GOP of every gradient since the previous one (``mean_i vec(G_i) vec(G_i)^T``,
             ``KroneckerGOPSides``), not from the current gradient alone: the factors do not
@@ -75,8 +78,9 @@ class SpectralKron(
             counted in the state (``gop_fallbacks``).
         diagonal_every: curvature period of the diagonal scheme (default ``1``: every step,
             whatever ``update_every``; ``None``: ``update_every``, the paper's one period). Its
-            update is elementwise, as cheap as its step, and updating first bounds the step,
-            which a curvature that has not seen the gradient does not
+            update is elementwise, as cheap as its step, and updating first bounds the step
+            by ``beta2^(-1/2)``; a curvature that has not seen the gradient is only floored by
+            the direction's GOP, a bound ``1 / (1 - momentum)`` times looser
             (``checks.curvature_period``).
         cayley: ``"neumann"`` (products only, bf16-friendly) or ``"exact"``.
         neumann_squarings: ``k``: the Neumann map as ``C(N / 2^k)^(2^k)`` (``k`` more

@@ -217,7 +217,13 @@ class UpdateMixin(BucketMixin):
                         pending.flush()
                     return out
         if not corrected:
-            U = pre.precondition(pc, D)
+            floor = None
+            if period > 1:
+                # The curvature has not seen every gradient in the direction (those since its
+                # last step; without accumulate_gop, none between two steps): floored by the
+                # direction's own GOP, a spike is not stepped as far as it is large.
+                floor = (1.0 - group["momentum"], option_defaults.beta2(group, pre.kind))
+            U = pre.precondition(pc, D, floor)
         # Per-parameter slices of the bucket's results (views where the layout allows); each
         # parameter's state entries are replaced, never written in place. Without a curvature
         # update the preconditioner state is the parameters' own, unchanged: not written.
