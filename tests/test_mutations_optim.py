@@ -84,7 +84,7 @@ def test_batch_bound_is_inclusive(shape, together):
     a bucket, two 257 x 256 layers do not (``<`` for ``<=`` passed every other test)."""
     ps = [nn.Parameter(torch.zeros(shape)) for _ in range(2)]
     for p in ps:
-        p.grad = torch.zeros(shape)
+        p.grad = torch.ones(shape)  # nonzero: an all-zero first gradient awaits its warm start
     opt = SpectralKron(ps)
     buckets = opt._buckets(opt.param_groups[0])
     assert sorted(len(b) for b in buckets) == ([2] if together else [1, 1])
