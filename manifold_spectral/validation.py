@@ -215,11 +215,15 @@ def symmetric_matrix(
     """
     if not isinstance(S, Tensor):
         try:
-            S = torch.as_tensor(S)
+            T = torch.as_tensor(S)
+            if not hasattr(S, "dtype") and T.dtype.is_floating_point:
+                # Python floats are float64; torch's default dtype would round a nested list
+                T = torch.as_tensor(S, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError) as e:
             raise TypeError(
                 f"{name}: expected a matrix (tensor or array), got {type(S).__name__}"
             ) from e
+        S = T
     if S.dtype.is_complex or S.dtype == torch.bool:
         raise TypeError(f"{name}: expected a real matrix, got dtype {S.dtype}")
     # detached first: the point is not differentiable in S, and the finiteness check's

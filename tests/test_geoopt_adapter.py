@@ -323,7 +323,14 @@ def test_neumann_retraction_does_not_drift_off_the_orthogonal_group(adapter):
         x = man.random(dtype=F64, generator=g).as_subclass(torch.Tensor)
     for _ in range(600):
         u = man.proju(x, torch.randn(x.shape, dtype=F64, generator=g))
+        if adapter == "kronecker":
+            # rotations only: 5x the eigenvalue parts overflowed alpha and d_R to NaN within
+            # ten steps (the retraction refuses that now), leaving the rest of the walk on
+            # NaN eigenvalues
+            n, GL, _, GR, _ = man.split(u)
+            u = man.join(0 * n, GL, torch.zeros(3, dtype=F64), GR, torch.zeros(4, dtype=F64))
         x = man.retr(x, 5.0 * u)
+    assert torch.isfinite(x).all()
     if adapter == "spectral":
         Bs = [unpack(x)[0]]
     else:

@@ -87,10 +87,24 @@ def _check_packed(
         raise ValueError(f"{name}: expected shape (*batch, {dims}) ({what}), got {tuple(t.shape)}")
     if like is None:
         return
+    try:  # batch shapes that broadcast (a product would fail on others, naming nothing)
+        torch.broadcast_shapes(t.shape[: t.ndim - k], like.shape[: like.ndim - k])
+    except RuntimeError:
+        raise ValueError(
+            f"{name}: batch shape {tuple(t.shape[: t.ndim - k])} does not broadcast with the "
+            f"point's {tuple(like.shape[: like.ndim - k])}"
+        ) from None
     if t.dtype != like.dtype:
         raise TypeError(f"{name}: expected dtype {like.dtype} (the point's), got {t.dtype}")
     if t.device != like.device:
         raise TypeError(f"{name}: expected device {like.device} (the point's), got {t.device}")
+
+
+def _transformed(t: Tensor) -> bool:
+    """Whether ``t`` is a ``torch.func`` transform's wrapper (``vmap``'s batched tensor,
+    ``grad``'s tracking one), whose values a host synchronisation cannot read."""
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(wrapped is not None and wrapped(t))
 
 
 def _floor_positive(d: Tensor) -> Tensor:
@@ -251,6 +265,22 @@ class _ChartTransport:
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """The chart retraction ``retr`` (a first-order approximation of the exponential map)."""
         return self.retr(x, u)
+
+    def _finite_step(self, x: Tensor, y: Tensor) -> Tensor:
+        """``y``, the retraction's new point from ``x``, or a ``ValueError`` when it has a NaN
+        or Inf (one host synchronisation), which geoopt's optimizers would otherwise carry on
+        with silently: ``projx``'s, naming ``x`` and the factor, for a non-finite ``x`` (a
+        diverged parameter), else ``NonFiniteError`` naming ``u`` (a NaN or Inf in ``u``, or
+        a step whose eigenvalues ``d exp(m)`` overflow). Inside a ``torch.func`` transform
+        (``vmap``, ``grad``), which cannot read a value on the host, ``y`` is returned as it is."""
+        if _transformed(y) or all_finite(y):
+            return y
+        if not all_finite(x):
+            self.projx(x)  # raises, naming x and its non-finite factor
+        raise NonFiniteError(
+            "u: the step leaves the representable points (a NaN or Inf in u, or d exp(m) "
+            "overflowing); the point was not moved"
+        )
 
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         """Left-translation transport: chart coordinates of ``v`` at ``x`` kept at ``y``.

@@ -298,7 +298,7 @@ class KroneckerSpectralSPD(_ChartTransport, geoopt.Manifold):
             logs.append(c)
             B_new = _rotate(B, d, d_new, M, self.cayley, self.neumann_max_norm, self.rotation)
             new += [B_new, d_new]
-        return self.join(alpha * torch.exp(n + logs[0] + logs[1]), *new)
+        return self._finite_step(x, self.join(alpha * torch.exp(n + logs[0] + logs[1]), *new))
 
     def random(
         self,

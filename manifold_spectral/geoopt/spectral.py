@@ -230,9 +230,8 @@ class SpectralSPD(_ChartTransport, geoopt.Manifold):
         B, d = self._parts(x, "x")
         m, M = self._chart(x, u, "u")
         d_new = blocks.eig_retract(d, m)
-        return pack(
-            _rotate(B, d, d_new, M, self.cayley, self.neumann_max_norm, self.rotation), d_new
-        )
+        B_new = _rotate(B, d, d_new, M, self.cayley, self.neumann_max_norm, self.rotation)
+        return self._finite_step(x, pack(B_new, d_new))
 
     def random(
         self,

@@ -29,6 +29,7 @@ from ..validation import (  # re-exported: the manifolds' public argument checks
     check_tensor,
     resolve_dtype,
 )
+from .checks import check_tangent_like
 
 __all__ = [
     "SpectralManifold",
@@ -228,9 +229,16 @@ class SpectralManifold(abc.ABC):
 
     def inner(self, x: Any, u: Any, v: Any | None = None) -> Tensor:
         """Fisher-Rao inner product ``<u, v>_F`` of two chart tangents at the origin of ``x``
-        (one per batch element: shape ``batch_shape``)."""
-        v = u if v is None else v
+        (one per batch element: shape ``batch_shape``). ``x`` is checked as a point, ``u`` and
+        ``v`` as tangents of the metric's type and shapes (``ValueError``/``TypeError`` naming
+        them: a tangent of another batch shape would broadcast into one wrong sum)."""
+        self.validate_point(x)
         w = self.metric(x)
+        check_tangent_like(u, w, "u")
+        if v is None:
+            v = u
+        else:
+            check_tangent_like(v, w, "v")
         triples = zip(w.leaves(), u.leaves(), v.leaves(), strict=True)
         return sum((a * b * c).reshape(*self.batch_shape, -1).sum(-1) for a, b, c in triples)
 
@@ -289,8 +297,15 @@ class SpectralManifold(abc.ABC):
         """``x`` if it is a point of this manifold (``check_point(fast=True)``), else a
         ``ValueError`` naming ``name``: for the constructors (``from_matrix``, ``random``,
         ...) that compute in float64 and round to the manifold's dtype, where a value outside
-        its range becomes ``inf`` or ``0``. ``what`` describes the offending values."""
+        its range becomes ``inf`` or ``0``, or subnormal, whose reciprocal (``S^-1``, the
+        preconditioner's powers) overflows. ``what`` describes the offending values."""
         ok, reason = self.check_point(x, fast=True)
+        if ok:
+            tiny = torch.finfo(self.dtype).tiny
+            for field, (t, _) in (self._point_fields(x) or {}).items():
+                if field.split(".")[-1] in ("d", "alpha") and bool((t < tiny).any()):
+                    ok, reason = False, f"{field} below the smallest normal number {tiny:.3g}"
+                    break
         if not ok:
             raise ValueError(f"{name}: not representable as a point of {self!r}: {what} ({reason})")
         return x

@@ -4,6 +4,7 @@ and the argument checks of the constructors, the GOP columns and the tangents.""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -87,3 +88,16 @@ def check_tangent_type(tangent: Any, tangent_type: type, name: str = "tangent") 
     """``TypeError`` naming ``name`` unless ``tangent`` is a ``tangent_type``."""
     if not isinstance(tangent, tangent_type):
         raise TypeError(f"{name}: expected a {tangent_type.__name__}, got {type(tangent).__name__}")
+
+
+def check_tangent_like(tangent: Any, reference: Any, name: str = "tangent") -> None:
+    """``TypeError``/``ValueError`` naming ``name`` (and the field) unless ``tangent`` has
+    ``reference``'s type and, field by field, its tensors' shapes, dtype and device, with
+    finite entries (a tangent of another batch shape would broadcast into a wrong sum)."""
+    check_tangent_type(tangent, type(reference), name)
+    for f in dataclasses.fields(reference):
+        ref, got, field = getattr(reference, f.name), getattr(tangent, f.name), f"{name}.{f.name}"
+        if isinstance(ref, Tensor):
+            check_tensor(got, field, shape=tuple(ref.shape), dtype=ref.dtype, device=ref.device)
+        else:
+            check_tangent_like(got, ref, field)

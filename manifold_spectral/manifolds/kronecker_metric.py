@@ -104,10 +104,10 @@ class KroneckerMetricMixin:
         """Fisher-Rao distance ``sqrt(1/2 sum_ij (log(alpha_y/alpha_x) + l_i + r_j)^2)`` with
         ``l``, ``r`` the log eigenvalues of ``S_Lx^-1 S_Ly``, ``S_Rx^-1 S_Ry``
         (``kronecker_log_relative_eigs``; one per batch element). Not a step: one
-        singular-value decomposition per factor."""
+        singular-value decomposition per factor, after the full point checks of ``x``, ``y``."""
         self._unpadded_only("dist")
-        self.validate_layout(x)
-        self.validate_layout(y, "y")
+        self.validate_point(x)
+        self.validate_point(y, "y")
         parts = [(p.alpha, p.left.B, p.left.d, p.right.B, p.right.d) for p in (x, y)]
         return blocks.fisher_rao_dist(kronecker_log_relative_eigs(*parts), dims=2)
 

@@ -233,9 +233,10 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
         """Fisher-Rao distance ``sqrt(1/2 sum log^2 lambda(S_x^-1 S_y))`` (one per batch
         element; ``blocks.fisher_rao_dist``): the length of the geodesic of the metric whose
         blocks the chart uses, ``1/sqrt(2)`` times the affine-invariant distance. Not a step:
-        one singular-value decomposition (``blocks.log_relative_eigs``)."""
-        self.validate_layout(x)
-        self.validate_layout(y, "y")
+        one singular-value decomposition (``blocks.log_relative_eigs``), after the full point
+        checks of ``x`` and ``y`` (of the same order)."""
+        self.validate_point(x)
+        self.validate_point(y, "y")
         return blocks.fisher_rao_dist(blocks.log_relative_eigs(x.B, x.d, y.B, y.d))
 
     def check_point(self, x: Any, *, fast: bool = False) -> tuple[bool, str | None]:

@@ -193,11 +193,15 @@ def check_max_evals(max_evals: Any) -> int | None:
 
 
 def check_target(target: Any) -> float | None:
-    """``target`` as a float (not NaN), or ``None``."""
+    """``target`` as a float (not NaN, not ``+inf``: every value, and the start's "none yet",
+    would be at or below it, so a run would stop before its first evaluation), or ``None``."""
     if target is not None and (
-        isinstance(target, bool) or not isinstance(target, numbers.Real) or math.isnan(target)
+        isinstance(target, bool)
+        or not isinstance(target, numbers.Real)
+        or math.isnan(target)
+        or target == math.inf
     ):
-        raise ValueError(f"target: expected a number or None, got {target!r}")
+        raise ValueError(f"target: expected a number below +inf or None, got {target!r}")
     return None if target is None else float(target)
 
 

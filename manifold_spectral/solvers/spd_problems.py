@@ -90,7 +90,11 @@ class SPDProblem(abc.ABC):
         check_tensor(A, "A", shape=(self.n, self.n), **opts)
         check_tensor(w, "w", shape=(self.n,), **opts)
 
-    def _check_matrix(self, S: Tensor, name: str = "S") -> Tensor:
+    def _check_matrix(self, S: Any, name: str = "S") -> Tensor:
+        """``S`` as this problem's tensor (an array, e.g. a numpy problem's ``result.x``, is
+        read as a tensor first), ``TypeError``/``ValueError`` naming ``name``."""
+        if not isinstance(S, Tensor):
+            S = _as_tensor(S, name)[0].to(device=self.device)
         return check_tensor(S, name, shape=(self.n, self.n), dtype=self.dtype, device=self.device)
 
 
@@ -132,12 +136,12 @@ class LogDet(_InverseOptimum):
         self.f_star = float(self.n + 2.0 * torch.log(torch.diagonal(self._chol)).sum())
 
     def value(self, S: Tensor, *, logdet: Tensor | None = None) -> Tensor:
-        self._check_matrix(S)
+        S = self._check_matrix(S)
         return (S * self.Q).sum() - (_logdet_dense(S) if logdet is None else logdet)
 
     def egrad(self, S: Tensor, batch: Any = None) -> Tensor:
         """``Q - S^-1`` (dense path: one Cholesky inverse of ``S``)."""
-        self._check_matrix(S)
+        S = self._check_matrix(S)
         L, info = torch.linalg.cholesky_ex(S)  # dense path of the baselines only
         if int(info) != 0:
             raise ValueError("S: not positive definite")
@@ -210,7 +214,7 @@ class MetricNearness(_InverseOptimum):
         self.f_star = 0.0
 
     def value(self, S: Tensor, *, logdet: Tensor | None = None) -> Tensor:
-        self._check_matrix(S)
+        S = self._check_matrix(S)
         R = S @ self.Q - torch.eye(self.n, dtype=self.dtype, device=self.device)
         return 0.5 * ((R @ self.Sigma) * R).sum()
 
@@ -226,7 +230,7 @@ class MetricNearness(_InverseOptimum):
 
     def egrad(self, S: Tensor, batch: Any = None) -> Tensor:
         """``Sym(R^T Y) / m`` with ``R = Y S - X_b`` (rows ``(S Q x_i - x_i)^T``)."""
-        self._check_matrix(S)
+        S = self._check_matrix(S)
         Xb, Yb = self._batch(batch)
         R = Yb @ S - Xb
         return sym(R.T @ Yb) / Xb.shape[0]
@@ -315,7 +319,7 @@ class Objective(SPDProblem):
         return fn(S.cpu().numpy().copy()) if self.numpy else fn(S.clone())
 
     def value(self, S: Tensor, *, logdet: Tensor | None = None) -> Tensor:
-        self._check_matrix(S)
+        S = self._check_matrix(S)
         with torch.no_grad():
             f = real_tensor(self._call(S, self.fun), "fun", "the value f(S)")
         if f.numel() != 1:
@@ -323,7 +327,7 @@ class Objective(SPDProblem):
         return f.reshape(()).to(dtype=self.dtype, device=self.device)
 
     def egrad(self, S: Tensor, batch: Any = None) -> Tensor:
-        self._check_matrix(S)
+        S = self._check_matrix(S)
         if self.grad_fn is not None:
             E, _ = _as_tensor(self._call(S, self.grad_fn), "grad(S)")
             E = E.to(dtype=self.dtype, device=self.device)
