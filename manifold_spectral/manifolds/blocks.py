@@ -191,7 +191,7 @@ def rotation_local_grad(d: Tensor, G: Tensor) -> Tensor:
     return tril(4.0 * (d[..., None, :] - d[..., :, None]) * G)
 
 
-def inverse_gaps(d: Tensor, tol: float, damping: float = 0.0) -> Tensor:
+def inverse_gaps(d: Tensor, tol: float, damping: float = 0.0, floor: float = 0.0) -> Tensor:
     """``1 / (d_i - d_j)`` for every pair (..., n, n), the rotation block's pseudo-inverse.
 
     Moore-Penrose: 0 where ``|d_i - d_j| <= tol * max(d_i, d_j)`` (there ``C_ij`` vanishes or
@@ -204,19 +204,28 @@ def inverse_gaps(d: Tensor, tol: float, damping: float = 0.0) -> Tensor:
     eigenvalues, and a smooth function of ``d`` everywhere (Lipschitz with a constant
     ``~ 1 / rho``): the hard threshold's jump from 0 to ``1 / (tol d)`` is gone, so an update
     no longer depends discontinuously on rounding-level differences of its input.
+
+    ``floor`` ``f > 0`` (with ``damping``): the scale ``max(d_i, d_j)`` is at least
+    ``f max_k d_k``, so pairs whose eigenvalues are both far below the largest turn smoothly
+    less. Why: such pairs (a rank-deficient factor's directions without gradient energy) have
+    angles of order 1 from ratios of near-zero numbers, and a Neumann Cayley map's norm bound
+    scales the whole rotation by them, shortening the turns that carry the curvature.
     """
     di, dj = d[..., :, None], d[..., None, :]
     diff = di - dj
     # In place on two n x n buffers: the out-of-place form makes a dozen n x n temporaries.
     if damping > 0.0:
-        floor = torch.maximum(di, dj).mul_(operand(damping, d))
-        return diff.div_(floor.mul_(floor).addcmul_(diff, diff))
+        scale = torch.maximum(di, dj)
+        if floor > 0.0:
+            scale = torch.maximum(scale, d.amax(-1)[..., None, None].mul(operand(floor, d)))
+        scale = scale.mul_(operand(damping, d))
+        return diff.div_(scale.mul_(scale).addcmul_(diff, diff))
     equal = torch.maximum(di, dj).mul_(tol).ge_(diff.abs())
     return diff.reciprocal_().masked_fill_(equal.bool(), 0.0)
 
 
 def rotation_natural_grad(
-    d: Tensor, G: Tensor, tol: float, kappa: float = 1.0, damping: float = 0.0
+    d: Tensor, G: Tensor, tol: float, kappa: float = 1.0, damping: float = 0.0, floor: float = 0.0
 ) -> Tensor:
     """Natural gradient of the rotation block, Moore-Penrose at (near-)repeated eigenvalues.
 
@@ -225,7 +234,7 @@ def rotation_natural_grad(
     Tikhonov form, a smooth function of ``d`` and ``G``).
     """
     di, dj = d[..., :, None], d[..., None, :]
-    return (di * dj).mul_(inverse_gaps(d, tol, damping)).mul_(G).mul_(-1.0 / kappa).tril_(-1)
+    return (di * dj).mul_(inverse_gaps(d, tol, damping, floor)).mul_(G).mul_(-1.0 / kappa).tril_(-1)
 
 
 def jacobi_angles(M: Tensor) -> Tensor:

@@ -84,6 +84,7 @@ class KroneckerSpectralSPD(
         device: of every tensor of the points (default: CPU).
         eig_tol: Moore-Penrose rule of the factors (see ``SpectralSPD``).
         gap_damping: Tikhonov form of that rule (see ``SpectralSPD``).
+        gap_floor: the floor of its scale (see ``SpectralSPD``).
         cayley: default Cayley map of ``retr``, ``"exact"`` or ``"neumann"``.
         neumann_max_norm: spectral-norm bound (< 1) on each factor's Neumann Cayley argument.
         neumann_squarings: each factor's Neumann map by scaling and squaring (see
@@ -125,6 +126,7 @@ class KroneckerSpectralSPD(
         *,
         eig_tol: float | None = None,
         gap_damping: float = 0.0,
+        gap_floor: float = 0.0,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
         neumann_squarings: int = 0,
@@ -136,6 +138,7 @@ class KroneckerSpectralSPD(
         opts = dict(
             eig_tol=eig_tol,
             gap_damping=gap_damping,
+            gap_floor=gap_floor,
             cayley=cayley,
             neumann_max_norm=neumann_max_norm,
             neumann_squarings=neumann_squarings,

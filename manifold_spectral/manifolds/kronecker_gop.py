@@ -217,7 +217,8 @@ class KroneckerGOPStepMixin:
             # Tensor.__rdiv__'s operations, the number a cached 0-d tensor (the same bits)
             scale = torch.mul(ak[..., None].reciprocal(), operand(half_step, ak))
             gaps = d_new if updated_gaps else d
-            M = blocks.inverse_gaps(gaps, man.eig_tol, man.gap_damping).mul_(W).mul_(scale)
+            M = blocks.inverse_gaps(gaps, man.eig_tol, man.gap_damping, man.gap_floor)
+            M = M.mul_(W).mul_(scale)
             B = blocks.rotation_retract(
                 B,
                 M.tril_(-1),

@@ -186,7 +186,9 @@ class KroneckerMetricMixin:
         ):
             aG = x.alpha[..., None, None] * G
             m = _center(blocks.eig_natural_grad(p.d, aG.diagonal(dim1=-2, dim2=-1), kappa))
-            M = blocks.rotation_natural_grad(p.d, aG, fac.eig_tol, kappa, fac.gap_damping)
+            M = blocks.rotation_natural_grad(
+                p.d, aG, fac.eig_tol, kappa, fac.gap_damping, fac.gap_floor
+            )
             parts.append(SpectralTangent(m, M))
         return KroneckerSpectralTangent(2.0 * g.t / (self.a * self.b), *parts)
 

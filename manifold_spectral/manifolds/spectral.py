@@ -84,6 +84,9 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
             replaced by its Tikhonov form (``blocks.rotation_natural_grad``): rotations of
             pairs closer than ``rho`` (relative) are damped smoothly instead of cut at
             ``eig_tol``, so the step is a continuous function of the point and the gradient.
+        gap_floor: ``f`` in ``[0, 1]``: with ``gap_damping``, pairs of eigenvalues both below
+            ``f`` times the largest are damped as if at ``f`` times it
+            (``blocks.inverse_gaps``); ``0``: no floor.
         cayley: default Cayley map of ``retr``: ``"exact"`` (a linear solve; ``B`` stays
             orthogonal to rounding) or ``"neumann"`` (matrix products only).
         neumann_max_norm: bound (< 1) on the spectral norm of ``Skew(M)`` before a Neumann
@@ -109,6 +112,7 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
         *,
         eig_tol: float | None = None,
         gap_damping: float = 0.0,
+        gap_floor: float = 0.0,
         cayley: str = "exact",
         neumann_max_norm: float = NEUMANN_MAX_NORM,
         neumann_squarings: int = 0,
@@ -124,6 +128,9 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
             else check_positive(eig_tol, "eig_tol", allow_zero=True)
         )
         self.gap_damping = check_positive(gap_damping, "gap_damping", allow_zero=True)
+        self.gap_floor = check_positive(gap_floor, "gap_floor", allow_zero=True)
+        if self.gap_floor > 1.0:
+            raise ValueError(f"gap_floor: expected a number in [0, 1], got {gap_floor!r}")
         self.cayley = check_cayley(cayley)
         neumann_max_norm = check_positive(neumann_max_norm, "neumann_max_norm")
         if not neumann_max_norm < 1.0:

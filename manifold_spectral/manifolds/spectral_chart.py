@@ -98,7 +98,9 @@ class SpectralChartMixin:
         self.validate_eigen_gradient(G, finite=False)
         return SpectralTangent(
             blocks.eig_natural_grad(x.d, G.diagonal(dim1=-2, dim2=-1)),
-            blocks.rotation_natural_grad(x.d, G, self.eig_tol, damping=self.gap_damping),
+            blocks.rotation_natural_grad(
+                x.d, G, self.eig_tol, damping=self.gap_damping, floor=self.gap_floor
+            ),
         )
 
     def retr(

@@ -152,6 +152,7 @@ _NUMBERS = (
     "gamma",
     "weight_decay",
     "gap_damping",
+    "gap_floor",
     "momentum",
     "correction_beta",
     "clip_rms",
@@ -183,6 +184,8 @@ def validate_group(g: dict[str, Any]) -> None:
     check_positive(g["gamma"], "gamma", allow_zero=True)
     check_positive(g["weight_decay"], "weight_decay", allow_zero=True)
     check_positive(g["gap_damping"], "gap_damping", allow_zero=True)
+    if check_positive(g["gap_floor"], "gap_floor", allow_zero=True) > 1.0:
+        raise ValueError(f"gap_floor: expected a number in [0, 1], got {g['gap_floor']!r}")
     check_momentum(g["momentum"])
     for flag in _FLAGS:
         check_flag(g[flag], flag)

@@ -67,6 +67,7 @@ class KroneckerPreconditioner:
             dtype,
             device,
             gap_damping=opts.get("gap_damping", 0.0),
+            gap_floor=opts.get("gap_floor", 0.0),
             cayley=opts["cayley"],
             neumann_squarings=option_defaults.squarings(opts),
             batch=batch,

@@ -27,6 +27,7 @@ __all__ = ["StateDictMixin", "LEGACY"]
 LEGACY = {
     "jacobi": False,
     "gap_damping": 0.0,
+    "gap_floor": 0.0,
     "diagonal_every": None,
     "accumulate_gop": False,
     "updated_gaps": False,

@@ -128,6 +128,10 @@ class SpectralKron(
             the update a continuous (Lipschitz) function of the state and the gradient, so
             results differ by rounding when inputs do (threads, BLAS, DDP). ``0``: the hard
             Moore-Penrose cut at ``sqrt(eps)``.
+        gap_floor: ``f`` in ``[0, 1]``: pairs of a factor's eigenvalues both below ``f`` times
+            its largest are damped as if at ``f`` times it (``blocks.inverse_gaps``): a wide
+            rank-deficient factor's directions without gradient energy stop using up the
+            Neumann map's norm bound. ``0`` (default): no floor.
         basis_scale: ``c``: the basis's curvature step is ``c`` times the eigenvalues' (the
             rotation block's RGD step ``c beta2``, Fig. 6 right's ``M`` scaled by ``c``; with
             ``jacobi`` each pair turns by the 2 x 2 angle of a ``c`` times larger
@@ -231,6 +235,7 @@ class SpectralKron(
         jacobi: bool = True,
         updated_gaps: bool = True,
         gap_damping: float = option_defaults.GAP_DAMPING,
+        gap_floor: float = 0.0,
         basis_scale: float = option_defaults.BASIS_SCALE,
         eigenvalue_correction: bool | None = None,
         correction_beta: float = 0.95,
@@ -267,6 +272,7 @@ class SpectralKron(
             jacobi=jacobi,
             updated_gaps=updated_gaps,
             gap_damping=gap_damping,
+            gap_floor=gap_floor,
             basis_scale=basis_scale,
             eigenvalue_correction=eigenvalue_correction,
             correction_beta=correction_beta,
