@@ -78,6 +78,8 @@ lane_rest() {
         digits-full --seeds 10 --block optim-clip-rms
     run heldout-clip-rms python $B/bench_heldout.py --tasks cancer wine diabetes digits-mlp \
         digits-ae digits-vit stdlib-gru stdlib-bow --option clip_rms=1.0 --block heldout-clip-rms
+    run optim-gap-floor $SEEDS --option gap_floor=0.001 --tasks digits-full --seeds 10 \
+        --block optim-gap-floor
 }
 
 timing() {
