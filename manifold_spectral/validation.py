@@ -107,6 +107,14 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     return v
 
 
+def check_fraction(value: Any, name: str) -> float:
+    """Validate a real scalar in ``[0, 1]``."""
+    v = check_positive(value, name, allow_zero=True)
+    if v > 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return v
+
+
 def check_size(value: Any, name: str) -> int:
     """A positive ``int`` size (``bool`` is rejected)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

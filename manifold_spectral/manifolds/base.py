@@ -231,8 +231,9 @@ class SpectralManifold(abc.ABC):
         """Fisher-Rao inner product ``<u, v>_F`` of two chart tangents at the origin of ``x``
         (one per batch element: shape ``batch_shape``). ``x`` is checked as a point, ``u`` and
         ``v`` as tangents of the metric's type and shapes (``ValueError``/``TypeError`` naming
-        them: a tangent of another batch shape would broadcast into one wrong sum)."""
-        self.validate_point(x)
+        them: a tangent of another batch shape would broadcast into one wrong sum); the point's
+        check is the fast one (``check_point(fast=True)``), so ``inner`` stays O(n^2)."""
+        self.validate_point(x, fast=True)
         w = self.metric(x)
         check_tangent_like(u, w, "u")
         if v is None:

@@ -128,9 +128,7 @@ class SpectralSPD(SpectralChartMixin, SpectralManifold):
             else check_positive(eig_tol, "eig_tol", allow_zero=True)
         )
         self.gap_damping = check_positive(gap_damping, "gap_damping", allow_zero=True)
-        self.gap_floor = check_positive(gap_floor, "gap_floor", allow_zero=True)
-        if self.gap_floor > 1.0:
-            raise ValueError(f"gap_floor: expected a number in [0, 1], got {gap_floor!r}")
+        self.gap_floor = validation.check_fraction(gap_floor, "gap_floor")
         self.cayley = check_cayley(cayley)
         neumann_max_norm = check_positive(neumann_max_norm, "neumann_max_norm")
         if not neumann_max_norm < 1.0:

@@ -21,6 +21,7 @@ from ..validation import (
     check_dtype,
     check_exponential,
     check_flag,
+    check_fraction,
     check_momentum,
     check_positive,
     check_size,
@@ -184,8 +185,7 @@ def validate_group(g: dict[str, Any]) -> None:
     check_positive(g["gamma"], "gamma", allow_zero=True)
     check_positive(g["weight_decay"], "weight_decay", allow_zero=True)
     check_positive(g["gap_damping"], "gap_damping", allow_zero=True)
-    if check_positive(g["gap_floor"], "gap_floor", allow_zero=True) > 1.0:
-        raise ValueError(f"gap_floor: expected a number in [0, 1], got {g['gap_floor']!r}")
+    check_fraction(g["gap_floor"], "gap_floor")
     check_momentum(g["momentum"])
     for flag in _FLAGS:
         check_flag(g[flag], flag)
